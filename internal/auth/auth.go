@@ -1,0 +1,244 @@
+// Package auth establishes who calls an RPC (mutual TLS or loopback development mode) and checks the caller's roles against each method's allowed_roles option.
+package auth
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+)
+
+// InsecureWarning is what a binary logs, at WARN, when it starts in insecure mode.
+const InsecureWarning = "INSECURE DEVELOPMENT MODE: no TLS, no client authentication; " +
+	"every caller is \"dev\" with every role. Loopback only; never use this in production."
+
+// DevSubject is the subject of every caller in insecure mode.
+const DevSubject = "dev"
+
+// RoleURIPrefix prefixes the URI SANs that grant roles: spiffe://condaccess/role/<role>.
+const RoleURIPrefix = "spiffe://condaccess/role/"
+
+// Identity is the authenticated caller of an RPC.
+type Identity struct {
+	Subject string
+	Roles   []commonv1.Role
+}
+
+// HasRole reports whether id holds role r.
+func (id Identity) HasRole(r commonv1.Role) bool { return slices.Contains(id.Roles, r) }
+
+type identityKey struct{}
+
+// NewContext returns a copy of ctx carrying id.
+func NewContext(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// FromContext returns the identity in ctx, if any.
+func FromContext(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// AllRoles lists every grantable role.
+func AllRoles() []commonv1.Role {
+	return []commonv1.Role{
+		commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_SECOPS_ADMIN, commonv1.Role_ROLE_POLICY_ADMIN,
+		commonv1.Role_ROLE_READER, commonv1.Role_ROLE_ENFORCEMENT_POINT, commonv1.Role_ROLE_SERVICE,
+	}
+}
+
+func devIdentity() Identity { return Identity{Subject: DevSubject, Roles: AllRoles()} }
+
+// RoleName returns the short name of r used in certificates, e.g. "secops-admin".
+func RoleName(r commonv1.Role) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_")), "_", "-")
+}
+
+// RoleURI returns the URI SAN that grants r, e.g. spiffe://condaccess/role/reader.
+func RoleURI(r commonv1.Role) string { return RoleURIPrefix + RoleName(r) }
+
+// ParseRole parses a short role name such as "enforcement-point".
+func ParseRole(name string) (commonv1.Role, bool) {
+	v, ok := commonv1.Role_value["ROLE_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))]
+	if !ok || v == int32(commonv1.Role_ROLE_UNSPECIFIED) || RoleName(commonv1.Role(v)) != name {
+		return commonv1.Role_ROLE_UNSPECIFIED, false
+	}
+	return commonv1.Role(v), true
+}
+
+// IdentityFromCert derives an identity from a verified client certificate: the roles
+// from its spiffe://condaccess/role/<role> URI SANs (unknown roles are ignored), the
+// subject from its CommonName or else its first URI SAN.
+func IdentityFromCert(cert *x509.Certificate) Identity {
+	id := Identity{Subject: cert.Subject.CommonName}
+	for _, u := range cert.URIs {
+		if id.Subject == "" {
+			id.Subject = u.String()
+		}
+		if r, ok := roleFromURI(u); ok && !id.HasRole(r) {
+			id.Roles = append(id.Roles, r)
+		}
+	}
+	return id
+}
+
+func roleFromURI(u *url.URL) (commonv1.Role, bool) {
+	s := u.String()
+	if !strings.HasPrefix(s, RoleURIPrefix) {
+		return commonv1.Role_ROLE_UNSPECIFIED, false
+	}
+	return ParseRole(strings.TrimPrefix(s, RoleURIPrefix))
+}
+
+// Config is the server side of authentication and authorization.
+type Config struct {
+	// Insecure selects plaintext development mode: every caller is "dev" with every
+	// role. Allowed only on a loopback listen address.
+	Insecure bool
+	// CertFile and KeyFile are the server's PEM certificate and key.
+	CertFile, KeyFile string
+	// ClientCAFile is the PEM bundle of CAs that client certificates must chain to.
+	ClientCAFile string
+	// ExtraMethodRoles grants roles on methods by full name ("/pkg.Service/Method"),
+	// in addition to their allowed_roles option; it is how methods of foreign protos
+	// (Envoy's "/envoy.service.auth.v3.Authorization/Check") are opened to a role.
+	ExtraMethodRoles map[string][]commonv1.Role
+	// Files resolves service descriptors; nil means protoregistry.GlobalFiles.
+	Files DescriptorResolver
+}
+
+func (cfg Config) tlsConfigured() bool {
+	return cfg.CertFile != "" && cfg.KeyFile != "" && cfg.ClientCAFile != ""
+}
+
+// CheckListenAddr refuses a configuration that would serve without TLS on anything
+// but a loopback address, or that has neither TLS nor insecure mode.
+func CheckListenAddr(addr string, cfg Config) error {
+	if !cfg.Insecure {
+		if !cfg.tlsConfigured() {
+			return errors.New("auth: TLS is not configured: set the server certificate, key and client CA files " +
+				"(or insecure development mode on a loopback address)")
+		}
+		return nil
+	}
+	if !IsLoopback(addr) {
+		return fmt.Errorf("auth: refusing insecure mode on %q: insecure mode has no authentication and is allowed "+
+			"only on a loopback address (127.0.0.1, ::1, localhost); configure mutual TLS to listen elsewhere", addr)
+	}
+	return nil
+}
+
+// IsLoopback reports whether the host of addr ("host:port" or a bare host) is
+// "localhost" or a loopback IP. An empty host (all interfaces) is not loopback.
+func IsLoopback(addr string) bool {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ServerCredentials returns insecure credentials in insecure mode and ServerTLS otherwise.
+func ServerCredentials(cfg Config) (credentials.TransportCredentials, error) {
+	if cfg.Insecure {
+		return insecure.NewCredentials(), nil
+	}
+	return ServerTLS(cfg)
+}
+
+// ServerTLS returns TLS 1.3 server credentials that require a client certificate
+// chaining to cfg.ClientCAFile.
+func ServerTLS(cfg Config) (credentials.TransportCredentials, error) {
+	if !cfg.tlsConfigured() {
+		return nil, errors.New("auth: server TLS needs a certificate, a key and a client CA file")
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("auth: load server key pair: %w", err)
+	}
+	pool, err := loadPool(cfg.ClientCAFile)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}), nil
+}
+
+// ClientConfig is the client side of mutual TLS.
+type ClientConfig struct {
+	// Insecure dials without TLS, for a server in insecure development mode.
+	Insecure bool
+	// CAFile is the PEM bundle of CAs the server certificate must chain to.
+	CAFile string
+	// CertFile and KeyFile are this client's PEM certificate and key.
+	CertFile, KeyFile string
+	// ServerName overrides the name checked in the server certificate.
+	ServerName string
+}
+
+// ClientCredentials returns the transport credentials for cfg.
+func ClientCredentials(cfg ClientConfig) (credentials.TransportCredentials, error) {
+	if cfg.Insecure {
+		return insecure.NewCredentials(), nil
+	}
+	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
+		return nil, errors.New("auth: client TLS needs a CA file, a certificate and a key (or insecure mode)")
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("auth: load client key pair: %w", err)
+	}
+	pool, err := loadPool(cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ServerName:   cfg.ServerName,
+		MinVersion:   tls.VersionTLS13,
+	}), nil
+}
+
+// DialOption returns the grpc.WithTransportCredentials option for cfg.
+func DialOption(cfg ClientConfig) (grpc.DialOption, error) {
+	creds, err := ClientCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return grpc.WithTransportCredentials(creds), nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("auth: read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("auth: no PEM certificate in CA file %s", file)
+	}
+	return pool, nil
+}

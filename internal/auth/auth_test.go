@@ -1,0 +1,265 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
+	"github.com/condaccess/condaccess/internal/server/servertest"
+)
+
+func TestRoleNames(t *testing.T) {
+	for _, r := range auth.AllRoles() {
+		got, ok := auth.ParseRole(auth.RoleName(r))
+		if !ok || got != r {
+			t.Errorf("ParseRole(RoleName(%v)) = %v, %v", r, got, ok)
+		}
+	}
+	if auth.RoleURI(commonv1.Role_ROLE_SECOPS_ADMIN) != "spiffe://condaccess/role/secops-admin" {
+		t.Errorf("RoleURI = %q", auth.RoleURI(commonv1.Role_ROLE_SECOPS_ADMIN))
+	}
+	for _, bad := range []string{"", "unspecified", "secops_admin", "root", "READER"} {
+		if _, ok := auth.ParseRole(bad); ok {
+			t.Errorf("ParseRole(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCheckListenAddr(t *testing.T) {
+	tlsCfg := auth.Config{CertFile: "c", KeyFile: "k", ClientCAFile: "ca"}
+	tests := []struct {
+		name    string
+		addr    string
+		cfg     auth.Config
+		wantErr string
+	}{
+		{"insecure loopback v4", "127.0.0.1:8080", auth.Config{Insecure: true}, ""},
+		{"insecure loopback v6", "[::1]:8080", auth.Config{Insecure: true}, ""},
+		{"insecure localhost", "localhost:8080", auth.Config{Insecure: true}, ""},
+		{"insecure all interfaces", ":8080", auth.Config{Insecure: true}, "only on a loopback address"},
+		{"insecure 0.0.0.0", "0.0.0.0:8080", auth.Config{Insecure: true}, "only on a loopback address"},
+		{"insecure public ip", "10.0.0.5:8080", auth.Config{Insecure: true}, "only on a loopback address"},
+		{"tls anywhere", ":8080", tlsCfg, ""},
+		{"nothing configured", "127.0.0.1:8080", auth.Config{}, "TLS is not configured"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := auth.CheckListenAddr(tt.addr, tt.cfg)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func parseCert(t *testing.T, file string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestAuthorize(t *testing.T) {
+	ca := authtest.NewCA(t)
+	servertest.File()
+	peerCtx := func(cn string, roles ...commonv1.Role) context.Context {
+		cert, _ := ca.Issue(t, cn, roles)
+		c := parseCert(t, cert)
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}},
+		}})
+	}
+	mtls := auth.Config{ExtraMethodRoles: map[string][]commonv1.Role{
+		"/envoy.service.auth.v3.Authorization/Check": {commonv1.Role_ROLE_ENFORCEMENT_POINT},
+		servertest.MethodInternal:                    {commonv1.Role_ROLE_SENSOR},
+	}}
+	tests := []struct {
+		name       string
+		cfg        auth.Config
+		ctx        context.Context
+		method     string
+		want       codes.Code
+		wantReason string
+	}{
+		{"reader allowed", mtls, peerCtx("r", commonv1.Role_ROLE_READER), servertest.MethodEcho, codes.OK, ""},
+		{"sensor denied", mtls, peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"second of several roles", mtls, peerCtx("p", commonv1.Role_ROLE_READER, commonv1.Role_ROLE_POLICY_ADMIN), servertest.MethodAdmin, codes.OK, ""},
+		{"service anywhere", mtls, peerCtx("svc", commonv1.Role_ROLE_SERVICE), servertest.MethodAdmin, codes.OK, ""},
+		{"no option: reader denied", mtls, peerCtx("r", commonv1.Role_ROLE_READER), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"no option: extra role", mtls, peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodInternal, codes.OK, ""},
+		{"no roles in cert", mtls, peerCtx("nobody"), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"unknown method denied", mtls, peerCtx("r", commonv1.Role_ROLE_READER), "/x.v1.X/Y", codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"unknown method extra", mtls, peerCtx("e", commonv1.Role_ROLE_ENFORCEMENT_POINT), "/envoy.service.auth.v3.Authorization/Check", codes.OK, ""},
+		{"unknown method extra wrong role", mtls, peerCtx("r", commonv1.Role_ROLE_READER), "/envoy.service.auth.v3.Authorization/Check", codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"health open", mtls, context.Background(), "/grpc.health.v1.Health/Check", codes.OK, ""},
+		{"reflection open", mtls, peerCtx("nobody"), "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", codes.OK, ""},
+		{"no peer", mtls, context.Background(), servertest.MethodEcho, codes.Unauthenticated, auth.ReasonUnauthenticated},
+		{"insecure dev", auth.Config{Insecure: true}, context.Background(), servertest.MethodInternal, codes.OK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := auth.NewAuthorizer(tt.cfg).Authorize(tt.ctx, tt.method)
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("code = %v, want %v (%v)", got, tt.want, err)
+			}
+			if got := apierr.Reason(err); got != tt.wantReason {
+				t.Errorf("reason = %q, want %q", got, tt.wantReason)
+			}
+		})
+	}
+
+	// The denial names the allowed roles.
+	_, err := auth.NewAuthorizer(mtls).Authorize(peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodAdmin)
+	if got, want := apierr.Metadata(err)["allowed_roles"], "ROLE_SERVICE,ROLE_SECOPS_ADMIN,ROLE_POLICY_ADMIN"; got != want {
+		t.Errorf("allowed_roles = %q, want %q", got, want)
+	}
+
+	// The identity reaches the handler.
+	ctx, err := auth.NewAuthorizer(mtls).Authorize(peerCtx("agent-7", commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_READER), servertest.MethodEcho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := auth.FromContext(ctx)
+	want := auth.Identity{Subject: "agent-7", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_READER}}
+	if diff := cmp.Diff(want, id); !ok || diff != "" {
+		t.Errorf("identity (-want +got):\n%s", diff)
+	}
+	ctx, _ = auth.NewAuthorizer(auth.Config{Insecure: true}).Authorize(context.Background(), servertest.MethodEcho)
+	if id, _ := auth.FromContext(ctx); id.Subject != auth.DevSubject || !slices.Equal(id.Roles, auth.AllRoles()) {
+		t.Errorf("dev identity = %+v", id)
+	}
+}
+
+// TestMutualTLS runs a real TLS server on loopback and calls it with certificates
+// carrying different roles.
+func TestMutualTLS(t *testing.T) {
+	ca := authtest.NewCA(t)
+	cfg := ca.ServerConfig(t)
+	creds, err := auth.ServerTLS(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(cfg)),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor(cfg)))
+	servertest.Register(srv)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	dial := func(t *testing.T, cc auth.ClientConfig) *grpc.ClientConn {
+		t.Helper()
+		opt, err := auth.DialOption(cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := grpc.NewClient(lis.Addr().String(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	reader := dial(t, ca.ClientConfig(t, "reader-1", commonv1.Role_ROLE_READER))
+	resp, err := servertest.Call(ctx, reader, servertest.MethodEcho, servertest.NewRequest("d1", ""))
+	if err != nil {
+		t.Fatalf("reader Echo: %v", err)
+	}
+	if servertest.DeviceID(resp) != "d1" {
+		t.Errorf("echo = %q", servertest.DeviceID(resp))
+	}
+	_, err = servertest.Call(ctx, reader, servertest.MethodAdmin, servertest.NewRequest("d1", ""))
+	if status.Code(err) != codes.PermissionDenied || apierr.Reason(err) != auth.ReasonRoleNotAllowed {
+		t.Errorf("reader Admin: %v", err)
+	}
+	stream, err := reader.NewStream(ctx, servertest.StreamDesc, servertest.MethodStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(servertest.NewRequest("d2", "")); err != nil {
+		t.Fatal(err)
+	}
+	got := servertest.NewResponse()
+	if err := stream.RecvMsg(got); err != nil || servertest.DeviceID(got) != "d2" {
+		t.Errorf("reader Stream: %v %v", err, got)
+	}
+	_ = stream.CloseSend()
+
+	sensor := dial(t, ca.ClientConfig(t, "sensor-1", commonv1.Role_ROLE_SENSOR))
+	stream, err = sensor.NewStream(ctx, servertest.StreamDesc, servertest.MethodStream)
+	if err == nil {
+		err = stream.RecvMsg(servertest.NewResponse())
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("sensor Stream: %v", err)
+	}
+	if _, err := healthpb.NewHealthClient(sensor).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("sensor health: %v", err)
+	}
+
+	svc := dial(t, ca.ClientConfig(t, "risk", commonv1.Role_ROLE_SERVICE))
+	if _, err := servertest.Call(ctx, svc, servertest.MethodInternal, servertest.NewRequest("d1", "")); err != nil {
+		t.Errorf("service Internal: %v", err)
+	}
+
+	// A certificate from another CA fails the handshake.
+	other := authtest.NewCA(t)
+	cc := other.ClientConfig(t, "intruder", commonv1.Role_ROLE_SERVICE)
+	cc.CAFile = ca.CertFile
+	_, err = servertest.Call(ctx, dial(t, cc), servertest.MethodEcho, servertest.NewRequest("d1", ""))
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("foreign client cert: %v, want Unavailable", err)
+	}
+}
+
+func TestServerTLSErrors(t *testing.T) {
+	if _, err := auth.ServerTLS(auth.Config{}); err == nil {
+		t.Error("ServerTLS without files succeeded")
+	}
+	if _, err := auth.ServerTLS(auth.Config{CertFile: "/nonexistent", KeyFile: "/nonexistent", ClientCAFile: "/nonexistent"}); err == nil {
+		t.Error("ServerTLS with missing files succeeded")
+	}
+	if _, err := auth.DialOption(auth.ClientConfig{}); err == nil {
+		t.Error("DialOption without files succeeded")
+	}
+	if _, err := auth.DialOption(auth.ClientConfig{Insecure: true}); err != nil {
+		t.Errorf("insecure DialOption: %v", err)
+	}
+}

@@ -1,0 +1,188 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
+)
+
+// Error reasons returned by the interceptors.
+const (
+	ReasonUnauthenticated = "UNAUTHENTICATED"
+	ReasonRoleNotAllowed  = "ROLE_NOT_ALLOWED"
+)
+
+// DescriptorResolver finds descriptors by full name; *protoregistry.Files is one.
+type DescriptorResolver interface {
+	FindDescriptorByName(protoreflect.FullName) (protoreflect.Descriptor, error)
+}
+
+// openServices may be called by anyone, authenticated or not.
+var openServices = map[string]bool{
+	"grpc.health.v1.Health":                    true,
+	"grpc.reflection.v1.ServerReflection":      true,
+	"grpc.reflection.v1alpha.ServerReflection": true,
+}
+
+// policy is the resolved rule for one method.
+type policy struct {
+	open  bool            // anyone may call
+	roles []commonv1.Role // allowed besides ROLE_SERVICE
+}
+
+// Authorizer resolves and caches each method's allowed roles and checks callers.
+type Authorizer struct {
+	cfg   Config
+	files DescriptorResolver
+	cache sync.Map // full method -> policy
+}
+
+// NewAuthorizer returns an Authorizer for cfg.
+func NewAuthorizer(cfg Config) *Authorizer {
+	files := cfg.Files
+	if files == nil {
+		files = protoregistry.GlobalFiles
+	}
+	return &Authorizer{cfg: cfg, files: files}
+}
+
+// AllowedRoles returns the roles, besides ROLE_SERVICE, that may call fullMethod
+// ("/pkg.Service/Method"): its allowed_roles option plus Config.ExtraMethodRoles.
+// open is true for health and reflection, which anyone may call.
+func (a *Authorizer) AllowedRoles(fullMethod string) (roles []commonv1.Role, open bool) {
+	if p, ok := a.cache.Load(fullMethod); ok {
+		return p.(policy).roles, p.(policy).open
+	}
+	p := a.resolve(fullMethod)
+	a.cache.Store(fullMethod, p)
+	return p.roles, p.open
+}
+
+func (a *Authorizer) resolve(fullMethod string) policy {
+	name := strings.TrimPrefix(fullMethod, "/")
+	svc, method, _ := strings.Cut(name, "/")
+	if openServices[svc] {
+		return policy{open: true}
+	}
+	var p policy
+	if d, err := a.files.FindDescriptorByName(protoreflect.FullName(svc)); err == nil {
+		if sd, ok := d.(protoreflect.ServiceDescriptor); ok {
+			if md := sd.Methods().ByName(protoreflect.Name(method)); md != nil {
+				if opts := md.Options(); opts != nil {
+					if rs, ok := proto.GetExtension(opts, commonv1.E_AllowedRoles).([]commonv1.Role); ok {
+						p.roles = append(p.roles, rs...)
+					}
+				}
+			}
+		}
+	}
+	for _, key := range []string{fullMethod, "/" + name, name} {
+		if rs, ok := a.cfg.ExtraMethodRoles[key]; ok {
+			p.roles = append(p.roles, rs...)
+			break
+		}
+	}
+	return p
+}
+
+// Authenticate returns ctx carrying the caller's identity: "dev" with every role in
+// insecure mode, else derived from the verified TLS client certificate.
+// ok is false when the caller presented no verified certificate.
+func (a *Authorizer) Authenticate(ctx context.Context) (context.Context, bool) {
+	if a.cfg.Insecure {
+		return NewContext(ctx, devIdentity()), true
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ctx, false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return ctx, false
+	}
+	return NewContext(ctx, IdentityFromCert(ti.State.VerifiedChains[0][0])), true
+}
+
+// Authorize authenticates the caller and checks it may call fullMethod. It returns
+// UNAUTHENTICATED without an identity and PERMISSION_DENIED (reason
+// ROLE_NOT_ALLOWED, metadata "allowed_roles") without an allowed role.
+func (a *Authorizer) Authorize(ctx context.Context, fullMethod string) (context.Context, error) {
+	ctx, authenticated := a.Authenticate(ctx)
+	roles, open := a.AllowedRoles(fullMethod)
+	if open {
+		return ctx, nil
+	}
+	if !authenticated {
+		return ctx, apierr.New(codes.Unauthenticated, ReasonUnauthenticated,
+			"a verified client certificate is required")
+	}
+	id, _ := FromContext(ctx)
+	if id.HasRole(commonv1.Role_ROLE_SERVICE) {
+		return ctx, nil
+	}
+	for _, r := range roles {
+		if id.HasRole(r) {
+			return ctx, nil
+		}
+	}
+	allowed := append([]commonv1.Role{commonv1.Role_ROLE_SERVICE}, roles...)
+	names := make([]string, len(allowed))
+	for i, r := range allowed {
+		names[i] = r.String()
+	}
+	list := strings.Join(names, ",")
+	return ctx, apierr.WithMetadata(codes.PermissionDenied, ReasonRoleNotAllowed,
+		fmt.Sprintf("%s may be called only by %s", fullMethod, list),
+		map[string]string{"allowed_roles": list, "method": fullMethod})
+}
+
+// UnaryServerInterceptor authenticates and authorizes each unary call.
+func UnaryServerInterceptor(cfg Config) grpc.UnaryServerInterceptor {
+	return NewAuthorizer(cfg).UnaryServerInterceptor()
+}
+
+// StreamServerInterceptor authenticates and authorizes each streaming call.
+func StreamServerInterceptor(cfg Config) grpc.StreamServerInterceptor {
+	return NewAuthorizer(cfg).StreamServerInterceptor()
+}
+
+// UnaryServerInterceptor authenticates and authorizes each unary call.
+func (a *Authorizer) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := a.Authorize(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor authenticates and authorizes each streaming call.
+func (a *Authorizer) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := a.Authorize(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }

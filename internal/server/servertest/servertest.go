@@ -1,0 +1,193 @@
+// Package servertest provides a dynamic test gRPC service whose descriptor carries allowed_roles and buf.validate rules, so the server chain can be tested before any service proto exists.
+package servertest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate" // buf.validate options in the descriptor
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	_ "github.com/condaccess/condaccess/gen/go/condaccess/common/v1" // allowed_roles option
+)
+
+// ServiceName is the full name of the test service.
+const ServiceName = "condaccess.servertest.v1.TestService"
+
+// Full method names of the test service.
+const (
+	// MethodEcho echoes device_id; allowed to ROLE_READER.
+	MethodEcho = "/" + ServiceName + "/Echo"
+	// MethodAdmin echoes device_id; allowed to ROLE_SECOPS_ADMIN and ROLE_POLICY_ADMIN.
+	MethodAdmin = "/" + ServiceName + "/Admin"
+	// MethodInternal echoes device_id; has no allowed_roles, so ROLE_SERVICE only.
+	MethodInternal = "/" + ServiceName + "/Internal"
+	// MethodPanic panics; allowed to ROLE_READER.
+	MethodPanic = "/" + ServiceName + "/Panic"
+	// MethodStream echoes every request of a bidirectional stream; allowed to ROLE_READER.
+	MethodStream = "/" + ServiceName + "/Stream"
+)
+
+const fileText = `
+name: "condaccess/servertest/v1/servertest.proto"
+package: "condaccess.servertest.v1"
+dependency: "buf/validate/validate.proto"
+dependency: "condaccess/common/v1/common.proto"
+syntax: "proto3"
+message_type {
+  name: "Alert"
+  field { name: "alert_id" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL json_name: "alertId"
+    options { [buf.validate.field] { string { uuid: true } } } }
+}
+message_type {
+  name: "EchoRequest"
+  field { name: "device_id" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL json_name: "deviceId"
+    options { [buf.validate.field] { string { min_len: 1 max_len: 64 } } } }
+  field { name: "alert" number: 2 type: TYPE_MESSAGE label: LABEL_OPTIONAL type_name: ".condaccess.servertest.v1.Alert" json_name: "alert" }
+}
+message_type {
+  name: "EchoResponse"
+  field { name: "device_id" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL json_name: "deviceId" }
+}
+service {
+  name: "TestService"
+  method { name: "Echo" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
+  method { name: "Admin" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    options { [condaccess.common.v1.allowed_roles]: [ROLE_SECOPS_ADMIN, ROLE_POLICY_ADMIN] } }
+  method { name: "Internal" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse" }
+  method { name: "Panic" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
+  method { name: "Stream" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    client_streaming: true server_streaming: true
+    options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
+}
+`
+
+var (
+	once    sync.Once
+	file    protoreflect.FileDescriptor
+	fileErr error
+)
+
+// File returns the test service's file descriptor, registering it in
+// protoregistry.GlobalFiles on first use (so the auth lookup and reflection see it).
+func File() protoreflect.FileDescriptor {
+	once.Do(func() {
+		var fdp descriptorpb.FileDescriptorProto
+		if fileErr = prototext.Unmarshal([]byte(fileText), &fdp); fileErr != nil {
+			return
+		}
+		if file, fileErr = protodesc.NewFile(&fdp, protoregistry.GlobalFiles); fileErr != nil {
+			return
+		}
+		fileErr = protoregistry.GlobalFiles.RegisterFile(file)
+	})
+	if fileErr != nil {
+		panic("servertest: " + fileErr.Error())
+	}
+	return file
+}
+
+func msg(name protoreflect.Name) *dynamicpb.Message {
+	return dynamicpb.NewMessage(File().Messages().ByName(name))
+}
+
+// NewRequest returns an EchoRequest; alertID is set only when non-empty.
+func NewRequest(deviceID, alertID string) *dynamicpb.Message {
+	req := msg("EchoRequest")
+	d := req.Descriptor()
+	req.Set(d.Fields().ByName("device_id"), protoreflect.ValueOfString(deviceID))
+	if alertID != "" {
+		alert := msg("Alert")
+		alert.Set(alert.Descriptor().Fields().ByName("alert_id"), protoreflect.ValueOfString(alertID))
+		req.Set(d.Fields().ByName("alert"), protoreflect.ValueOfMessage(alert))
+	}
+	return req
+}
+
+// NewResponse returns an empty EchoResponse, for a client to receive into.
+func NewResponse() *dynamicpb.Message { return msg("EchoResponse") }
+
+// DeviceID returns the device_id field of an EchoRequest or EchoResponse.
+func DeviceID(m protoreflect.ProtoMessage) string {
+	r := m.ProtoReflect()
+	return r.Get(r.Descriptor().Fields().ByName("device_id")).String()
+}
+
+func echo(req *dynamicpb.Message) *dynamicpb.Message {
+	resp := NewResponse()
+	resp.Set(resp.Descriptor().Fields().ByName("device_id"), protoreflect.ValueOfString(DeviceID(req)))
+	return resp
+}
+
+// Register registers the test service on s.
+func Register(s grpc.ServiceRegistrar) {
+	File()
+	unary := func(name string, fn func(*dynamicpb.Message) (any, error)) grpc.MethodDesc {
+		return grpc.MethodDesc{
+			MethodName: name,
+			Handler: func(_ any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+				req := NewRequest("", "")
+				if err := dec(req); err != nil {
+					return nil, err
+				}
+				h := func(_ context.Context, r any) (any, error) { return fn(r.(*dynamicpb.Message)) }
+				if in == nil {
+					return h(ctx, req)
+				}
+				return in(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/" + ServiceName + "/" + name}, h)
+			},
+		}
+	}
+	ok := func(req *dynamicpb.Message) (any, error) { return echo(req), nil }
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: ServiceName,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{
+			unary("Echo", ok),
+			unary("Admin", ok),
+			unary("Internal", ok),
+			unary("Panic", func(*dynamicpb.Message) (any, error) { panic("servertest: boom") }),
+		},
+		Streams: []grpc.StreamDesc{{
+			StreamName:    "Stream",
+			ServerStreams: true,
+			ClientStreams: true,
+			Handler: func(_ any, stream grpc.ServerStream) error {
+				for {
+					req := NewRequest("", "")
+					if err := stream.RecvMsg(req); errors.Is(err, io.EOF) {
+						return nil
+					} else if err != nil {
+						return err
+					}
+					if err := stream.SendMsg(echo(req)); err != nil {
+						return err
+					}
+				}
+			},
+		}},
+		Metadata: "condaccess/servertest/v1/servertest.proto",
+	}, struct{}{})
+}
+
+// Call invokes a unary method of the test service and returns the response.
+func Call(ctx context.Context, conn grpc.ClientConnInterface, method string, req protoreflect.ProtoMessage) (*dynamicpb.Message, error) {
+	resp := NewResponse()
+	if err := conn.Invoke(ctx, method, req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// StreamDesc describes MethodStream for conn.NewStream.
+var StreamDesc = &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true, ClientStreams: true}
