@@ -1,0 +1,338 @@
+// Package sqlitedb is an embedded SQLite database (WAL, one writer connection) whose concurrent writes are grouped into one durable commit.
+//
+// Every Write runs its fn inside its own SAVEPOINT of a shared transaction that one
+// writer goroutine commits for the whole group; an fn that fails is rolled back alone.
+// Reads go through a separate read-only pool (Read). A Write must not call Write
+// (it would deadlock: the writer goroutine is running the outer fn).
+package sqlitedb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("sqlitedb: database closed")
+
+// Options configures Open.
+type Options struct {
+	// Path is the database file path.
+	Path string
+	// Migrations are applied in order, once each, tracked by index (1-based) in
+	// the schema_migrations table. Append new migrations; never edit or reorder
+	// applied ones.
+	Migrations []string
+	// Synchronous is "FULL" (default: acknowledged writes survive power loss) or "NORMAL".
+	Synchronous string
+	// MaxBatch is the maximum number of write functions per group commit (default 256).
+	MaxBatch int
+	// ReadConns is the size of the read-only pool (default max(4, GOMAXPROCS)).
+	ReadConns int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// DB is an SQLite database with one group-committing writer and a read-only pool.
+type DB struct {
+	w, r     *sql.DB
+	log      *slog.Logger
+	maxBatch int
+
+	reqs    chan *writeReq
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx *Tx) error
+	done chan error
+}
+
+// Tx is the transaction a Write fn runs in. Statement contexts keep their
+// values (trace context) but not their cancellation: interrupting one statement
+// would roll back the whole group.
+type Tx struct {
+	tx    *sql.Tx
+	after []func()
+}
+
+// ExecContext executes a statement in the transaction.
+func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return tx.tx.ExecContext(context.WithoutCancel(ctx), query, args...)
+}
+
+// QueryContext runs a query in the transaction.
+func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return tx.tx.QueryContext(context.WithoutCancel(ctx), query, args...)
+}
+
+// QueryRowContext runs a query returning at most one row in the transaction.
+func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return tx.tx.QueryRowContext(context.WithoutCancel(ctx), query, args...)
+}
+
+// AfterCommit registers f to run once the group's COMMIT has succeeded, before
+// Write returns. Functions run on the writer goroutine, in registration order
+// across the whole group (so in commit order); they must be fast and must not
+// call Write. They are discarded if this fn fails or the commit fails.
+func (tx *Tx) AfterCommit(f func()) { tx.after = append(tx.after, f) }
+
+func dsn(path string, q url.Values) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the database at opts.Path, applies pending
+// migrations and starts the writer goroutine.
+func Open(ctx context.Context, opts Options) (*DB, error) {
+	if opts.Path == "" {
+		return nil, errors.New("sqlitedb: empty Path")
+	}
+	sync := strings.ToUpper(opts.Synchronous)
+	switch sync {
+	case "":
+		sync = "FULL"
+	case "FULL", "NORMAL":
+	default:
+		return nil, fmt.Errorf("sqlitedb: Synchronous %q: want FULL or NORMAL", opts.Synchronous)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", dsn(opts.Path, q))
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedb: open %s: %w", opts.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitedb: open %s: %w", opts.Path, err)
+	}
+	if err := migrate(ctx, w, opts.Migrations); err != nil {
+		w.Close()
+		return nil, err
+	}
+	rq := url.Values{}
+	rq.Add("_pragma", "busy_timeout(10000)")
+	rq.Add("_pragma", "foreign_keys(1)")
+	rq.Set("_query_only", "1")
+	r, err := sql.Open("sqlite", dsn(opts.Path, rq))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitedb: open read pool %s: %w", opts.Path, err)
+	}
+	r.SetMaxOpenConns(opts.ReadConns)
+	r.SetMaxIdleConns(opts.ReadConns)
+	if err := r.PingContext(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlitedb: open read pool %s: %w", opts.Path, err)
+	}
+	db := &DB{
+		w: w, r: r, log: opts.Logger, maxBatch: opts.MaxBatch,
+		reqs:    make(chan *writeReq),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go db.writer()
+	return db, nil
+}
+
+func migrate(ctx context.Context, w *sql.DB, migrations []string) error {
+	if _, err := w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY,
+		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+	)`); err != nil {
+		return fmt.Errorf("sqlitedb: create schema_migrations: %w", err)
+	}
+	for i, m := range migrations {
+		v := i + 1
+		if err := func() error {
+			tx, err := w.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, v).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v); err != nil {
+				return err
+			}
+			return tx.Commit()
+		}(); err != nil {
+			return fmt.Errorf("sqlitedb: migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// Read returns the read-only connection pool. Each query outside an explicit
+// transaction sees every commit acknowledged before it started.
+func (db *DB) Read() *sql.DB { return db.r }
+
+// Write runs fn inside a write transaction shared with concurrent Writes and
+// returns after the group's COMMIT is durable (per Synchronous). If fn returns
+// an error, its savepoint is rolled back, its AfterCommit functions are
+// dropped, and only this Write returns that error. A panic in fn is returned
+// as an error. If ctx ends before fn has started, fn does not run and
+// ctx.Err() is returned; once fn has started, Write waits for the outcome.
+// fn must not block on anything but tx and must not call Write.
+func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case db.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.closing:
+		return ErrClosed
+	}
+	return <-r.done
+}
+
+// Close stops accepting writes, waits for the batch in progress and closes both pools.
+func (db *DB) Close() error {
+	db.once.Do(func() { close(db.closing) })
+	<-db.done
+	return errors.Join(db.w.Close(), db.r.Close())
+}
+
+func (db *DB) writer() {
+	defer close(db.done)
+	batch := make([]*writeReq, 0, db.maxBatch)
+	for {
+		select {
+		case r := <-db.reqs:
+			batch = append(batch[:0], r)
+		case <-db.closing:
+			return
+		}
+	fill:
+		for len(batch) < db.maxBatch {
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commit(batch)
+		clear(batch)
+	}
+}
+
+type result struct {
+	err   error
+	after []func()
+	ran   bool
+}
+
+// commit runs one group: BEGIN IMMEDIATE, one savepoint per fn, COMMIT.
+func (db *DB) commit(batch []*writeReq) {
+	ctx := context.Background()
+	res := make([]result, len(batch))
+	fail := func(err error) {
+		for i, r := range batch {
+			if res[i].err == nil {
+				res[i].err = err
+			}
+			r.done <- res[i].err
+		}
+	}
+	sqlTx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("sqlitedb: begin: %w", err))
+		return
+	}
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			res[i].err = err
+			continue
+		}
+		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("sqlitedb: savepoint: %w", err))
+			return
+		}
+		tx := &Tx{tx: sqlTx}
+		ferr := runFn(r.fn, tx)
+		if ferr != nil {
+			res[i].err = ferr
+			if _, err := sqlTx.ExecContext(ctx, "ROLLBACK TO w; RELEASE w"); err != nil {
+				sqlTx.Rollback()
+				fail(fmt.Errorf("sqlitedb: rollback to savepoint after %v: %w", ferr, err))
+				return
+			}
+			continue
+		}
+		if _, err := sqlTx.ExecContext(ctx, "RELEASE w"); err != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("sqlitedb: release savepoint: %w", err))
+			return
+		}
+		res[i].after = tx.after
+		res[i].ran = true
+	}
+	if err := sqlTx.Commit(); err != nil {
+		for i := range res {
+			if res[i].ran {
+				res[i].err = fmt.Errorf("sqlitedb: commit: %w", err)
+			}
+		}
+		fail(nil)
+		return
+	}
+	for i := range res {
+		for _, f := range res[i].after {
+			f()
+		}
+	}
+	for i, r := range batch {
+		r.done <- res[i].err
+	}
+}
+
+func runFn(fn func(*Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("sqlitedb: write fn panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn(tx)
+}
