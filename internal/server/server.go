@@ -1,0 +1,200 @@
+// Package server builds the gRPC server every condaccess service runs: telemetry, logging, authorization, validation, panic recovery, health and reflection.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/auth"
+)
+
+// Defaults applied by New.
+const (
+	DefaultGracefulStopTimeout = 10 * time.Second
+	DefaultMaxRecvMsgSize      = 16 << 20
+)
+
+// Config configures New.
+type Config struct {
+	// Name names the server in logs, e.g. "condaccess".
+	Name string
+	// Logger receives one line per RPC; nil discards.
+	Logger *slog.Logger
+	// Auth selects mutual TLS or loopback development mode.
+	Auth auth.Config
+	// ExtraMethodRoles is merged into Auth.ExtraMethodRoles (see auth.Config).
+	ExtraMethodRoles map[string][]commonv1.Role
+	// TracerProvider and MeterProvider default to the otel globals.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// GracefulStopTimeout bounds Stop's graceful phase; default 10s.
+	GracefulStopTimeout time.Duration
+	// MaxRecvMsgSize is the largest request message accepted; default 16 MiB.
+	MaxRecvMsgSize int
+}
+
+// Server is a grpc.Server with the condaccess interceptor chain, health and reflection.
+type Server struct {
+	cfg    Config
+	logger *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	stop   sync.Once
+}
+
+// New builds a Server. Register services on Registrar(), then call Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.GracefulStopTimeout <= 0 {
+		cfg.GracefulStopTimeout = DefaultGracefulStopTimeout
+	}
+	if cfg.MaxRecvMsgSize <= 0 {
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	authCfg := cfg.Auth
+	if len(cfg.ExtraMethodRoles) > 0 {
+		merged := maps.Clone(authCfg.ExtraMethodRoles)
+		if merged == nil {
+			merged = map[string][]commonv1.Role{}
+		}
+		for m, roles := range cfg.ExtraMethodRoles {
+			merged[m] = append(append([]commonv1.Role(nil), merged[m]...), roles...)
+		}
+		authCfg.ExtraMethodRoles = merged
+	}
+	creds, err := auth.ServerCredentials(authCfg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("server: protovalidate: %w", err)
+	}
+	var otelOpts []otelgrpc.Option
+	if cfg.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(cfg.TracerProvider))
+	}
+	if cfg.MeterProvider != nil {
+		otelOpts = append(otelOpts, otelgrpc.WithMeterProvider(cfg.MeterProvider))
+	}
+	logger := cfg.Logger.With("server", cfg.Name)
+	authz := auth.NewAuthorizer(authCfg)
+
+	s := &Server{cfg: cfg, logger: logger, health: health.NewServer()}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.ChainUnaryInterceptor(
+			logUnary(logger),
+			authz.UnaryServerInterceptor(),
+			validateUnary(validator),
+			recoverUnary(logger),
+		),
+		grpc.ChainStreamInterceptor(
+			logStream(logger),
+			authz.StreamServerInterceptor(),
+			validateStream(validator),
+			recoverStream(logger),
+		),
+	)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc) // v1 and v1alpha
+	return s, nil
+}
+
+// Registrar is where services register themselves.
+func (s *Server) Registrar() grpc.ServiceRegistrar { return s.grpc }
+
+// GRPC returns the underlying grpc.Server.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Health returns the health server, for a service to report its own status.
+func (s *Server) Health() *health.Server { return s.health }
+
+// Serve marks "" and every registered service SERVING, then serves lis until Stop.
+// It refuses insecure mode on a TCP listener that is not loopback.
+func (s *Server) Serve(lis net.Listener) error {
+	if tcp, ok := lis.Addr().(*net.TCPAddr); ok && s.cfg.Auth.Insecure && !tcp.IP.IsLoopback() {
+		return auth.CheckListenAddr(tcp.String(), s.cfg.Auth)
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for name := range s.grpc.GetServiceInfo() {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	s.logger.Info("serving gRPC", "addr", lis.Addr().String())
+	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// Stop sets every health status NOT_SERVING, then stops gracefully; it stops hard
+// after GracefulStopTimeout or when ctx is done. It returns once the server stopped.
+func (s *Server) Stop(ctx context.Context) {
+	s.stop.Do(func() {
+		s.health.Shutdown()
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		timer := time.NewTimer(s.cfg.GracefulStopTimeout)
+		defer timer.Stop()
+		select {
+		case <-done:
+			return
+		case <-timer.C:
+			s.logger.Warn("graceful stop timed out; stopping hard", "timeout", s.cfg.GracefulStopTimeout)
+		case <-ctx.Done():
+			s.logger.Warn("graceful stop cancelled; stopping hard", "err", ctx.Err())
+		}
+		s.grpc.Stop()
+		<-done
+	})
+}
+
+// DialOptions returns the options a service-to-service client needs: transport
+// credentials from cfg and the otelgrpc client stats handler, which propagates the
+// trace context (global tracer, meter and propagator).
+func DialOptions(cfg auth.ClientConfig) ([]grpc.DialOption, error) {
+	creds, err := auth.DialOption(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return []grpc.DialOption{creds, grpc.WithStatsHandler(otelgrpc.NewClientHandler())}, nil
+}
+
+// NewHTTPServer returns an http.Server for metrics and other plain HTTP endpoints,
+// with header timeouts and errors logged to logger.
+func NewHTTPServer(addr string, handler http.Handler, logger *slog.Logger) *http.Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Addr:              addr,
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
