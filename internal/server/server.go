@@ -14,6 +14,7 @@ import (
 
 	"buf.build/go/protovalidate"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -89,7 +90,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: protovalidate: %w", err)
 	}
-	var otelOpts []otelgrpc.Option
+	otelOpts := []otelgrpc.Option{
+		// Probes and reflection would drown the traces.
+		otelgrpc.WithFilter(filters.None(filters.ServicePrefix("grpc.health."), filters.ServicePrefix("grpc.reflection."))),
+	}
 	if cfg.TracerProvider != nil {
 		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(cfg.TracerProvider))
 	}
