@@ -1,0 +1,411 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/server"
+	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/internal/telemetry"
+	"github.com/condaccess/condaccess/services/access/accessapp"
+	"github.com/condaccess/condaccess/services/compliance/complianceapp"
+	"github.com/condaccess/condaccess/services/remediation/remediationapp"
+	"github.com/condaccess/condaccess/services/risk/riskapp"
+)
+
+func init() {
+	register("serve", "run the condaccess services (all four by default)", runServe)
+}
+
+// factories lists every service the binary can run, in start order.
+func factories() []suite.Factory {
+	return []suite.Factory{&riskapp.Factory{}, &complianceapp.Factory{}, &accessapp.Factory{}, &remediationapp.Factory{}}
+}
+
+// peerNeeds says which peers a service cannot work without when they run apart.
+var peerNeeds = map[string][]string{
+	"compliance":  {"risk"},
+	"access":      {"compliance"},
+	"remediation": {"risk"},
+}
+
+// serveOptions are the flags of serve.
+type serveOptions struct {
+	grpcAddr, httpAddr, dataDir, services string
+	peers                                 suite.Peers
+	tlsCert, tlsKey, tlsClientCA          string
+	logFormat, logLevel                   string
+	stopTimeout                           time.Duration
+	factories                             []suite.Factory
+}
+
+func (o *serveOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (/metrics, /authz); empty disables")
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory (each service keeps its embedded store in a subfolder)")
+	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
+	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
+	fs.StringVar(&o.peers.Compliance, "compliance-addr", "", "gRPC address of the compliance service when it runs apart")
+	fs.StringVar(&o.peers.Access, "access-addr", "", "gRPC address of the access service when it runs apart")
+	fs.StringVar(&o.peers.Remediation, "remediation-addr", "", "gRPC address of the remediation service when it runs apart")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (server, and client for peers); enables mutual TLS")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle that client and peer certificates chain to")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
+	o.factories = factories()
+	for _, f := range o.factories {
+		f.RegisterFlags(fs)
+	}
+}
+
+// applyEnv sets every flag not given on the command line from CONDACCESS_<NAME>, where
+// NAME is the flag name in upper snake case (--risk-addr: CONDACCESS_RISK_ADDR).
+func applyEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "CONDACCESS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("%w: --log-format must be text or json, not %q", errUsage, format)
+	}
+	return slog.New(telemetry.NewLogHandler(h)), nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o serveOptions
+	o.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if err := applyEnv(fs); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	logger, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	s, err := startSuite(ctx, o, logger)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+		return s.Stop()
+	case err := <-s.Err():
+		logger.Error("shutting down after a failure", "err", err)
+		return errors.Join(err, s.Stop())
+	}
+}
+
+// runningSuite is a started set of services behind one gRPC server.
+type runningSuite struct {
+	logger   *slog.Logger
+	tel      *telemetry.Telemetry
+	srv      *server.Server
+	httpSrv  *http.Server
+	grpcAddr string
+	httpAddr string
+	services []suite.Service
+	names    []string
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	errs     chan error
+	conns    []*grpc.ClientConn
+	connMu   sync.Mutex
+	timeout  time.Duration
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// GRPCAddr is the address the suite's gRPC server listens on.
+func (s *runningSuite) GRPCAddr() string { return s.grpcAddr }
+
+// HTTPAddr is the address of the HTTP server (metrics, forward-auth), if any.
+func (s *runningSuite) HTTPAddr() string { return s.httpAddr }
+
+// Err reports the first background failure of a service, if any.
+func (s *runningSuite) Err() <-chan error { return s.errs }
+
+func parseServices(list string, all []suite.Factory) ([]suite.Factory, error) {
+	var picked []suite.Factory
+	seen := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" || seen[name] {
+			continue
+		}
+		seen[name] = true
+		i := slices.IndexFunc(all, func(f suite.Factory) bool { return f.Name() == name })
+		if i < 0 {
+			return nil, fmt.Errorf("%w: --services: unknown service %q (want risk, compliance, access, remediation)", errUsage, name)
+		}
+		picked = append(picked, all[i])
+	}
+	if len(picked) == 0 {
+		return nil, fmt.Errorf("%w: --services names no service", errUsage)
+	}
+	// Keep the canonical start order.
+	slices.SortStableFunc(picked, func(a, b suite.Factory) int {
+		return slices.IndexFunc(all, func(f suite.Factory) bool { return f == a }) -
+			slices.IndexFunc(all, func(f suite.Factory) bool { return f == b })
+	})
+	return picked, nil
+}
+
+// startSuite starts the services named in o behind one gRPC server (and the HTTP
+// server), and returns once they serve.
+func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *runningSuite, err error) {
+	if o.factories == nil {
+		o.factories = factories()
+	}
+	picked, err := parseServices(o.services, o.factories)
+	if err != nil {
+		return nil, err
+	}
+	tlsOn := o.tlsCert != "" || o.tlsKey != "" || o.tlsClientCA != ""
+	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
+		return nil, fmt.Errorf("%w: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", errUsage)
+	}
+	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA}
+	if err := auth.CheckListenAddr(o.grpcAddr, authCfg); err != nil {
+		return nil, fmt.Errorf("%w: --grpc-addr: %v", errUsage, err)
+	}
+	if o.httpAddr != "" && !tlsOn && !auth.IsLoopback(o.httpAddr) {
+		return nil, fmt.Errorf("%w: --http-addr %s is not loopback; without TLS configured the HTTP endpoints (forward-auth, metrics) stay on loopback", errUsage, o.httpAddr)
+	}
+	if !tlsOn {
+		logger.Warn(auth.InsecureWarning)
+	}
+
+	names := make([]string, len(picked))
+	for i, f := range picked {
+		names[i] = f.Name()
+	}
+	for _, n := range names {
+		for _, need := range peerNeeds[n] {
+			if !slices.Contains(names, need) && peerAddr(o.peers, need) == "" {
+				return nil, fmt.Errorf("%w: %s needs --%s-addr when %s does not run in this process", errUsage, n, need, need)
+			}
+		}
+	}
+
+	s := &runningSuite{logger: logger, names: names, errs: make(chan error, len(picked)), timeout: o.stopTimeout}
+	defer func() {
+		if err != nil {
+			_ = s.Stop()
+		}
+	}()
+
+	if s.tel, err = telemetry.Setup(ctx, "condaccess-"+strings.Join(names, "-"), logger); err != nil {
+		return nil, err
+	}
+	s.srv, err = server.New(server.Config{
+		Name:                "condaccess",
+		Logger:              logger,
+		Auth:                authCfg,
+		ExtraMethodRoles:    map[string][]commonv1.Role{"/envoy.service.auth.v3.Authorization/Check": {commonv1.Role_ROLE_ENFORCEMENT_POINT}},
+		GracefulStopTimeout: o.stopTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", o.grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", o.grpcAddr, err)
+	}
+	s.grpcAddr = lis.Addr().String()
+
+	// Local services are peers at our own address: they still talk over gRPC.
+	peers := o.peers
+	for _, n := range names {
+		setPeerAddr(&peers, n, s.grpcAddr)
+	}
+	dialOpts, err := server.DialOptions(auth.ClientConfig{
+		Insecure: !tlsOn, CAFile: o.tlsClientCA, CertFile: o.tlsCert, KeyFile: o.tlsKey,
+	})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.tel.MetricsHandler())
+	env := suite.Env{
+		Peers: peers,
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			conn, err := grpc.NewClient(addr, dialOpts...)
+			if err != nil {
+				return nil, err
+			}
+			s.connMu.Lock()
+			s.conns = append(s.conns, conn)
+			s.connMu.Unlock()
+			return conn, nil
+		},
+		HTTPMux: mux,
+		Health:  s.srv.Health(),
+	}
+	for _, f := range picked {
+		e := env
+		e.Logger = logger.With("service", f.Name())
+		e.DataDir = filepath.Join(o.dataDir, f.Name())
+		if err := os.MkdirAll(e.DataDir, 0o700); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("%s: data dir: %w", f.Name(), err)
+		}
+		svc, err := f.New(ctx, e)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("%s: %w", f.Name(), err)
+		}
+		s.services = append(s.services, svc)
+		svc.Register(s.srv.Registrar())
+	}
+
+	if o.httpAddr != "" {
+		hl, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("listen %s: %w", o.httpAddr, err)
+		}
+		s.httpAddr = hl.Addr().String()
+		s.httpSrv = server.NewHTTPServer(s.httpAddr, mux, logger)
+		go func() {
+			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http server failed", "err", err)
+			}
+		}()
+	}
+	go func() {
+		if err := s.srv.Serve(lis); err != nil {
+			s.errs <- err
+		}
+	}()
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	for i, svc := range s.services {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := svc.Run(runCtx); err != nil && runCtx.Err() == nil {
+				logger.Error("service stopped", "service", names[i], "err", err)
+				s.errs <- fmt.Errorf("%s: %w", names[i], err)
+			}
+		}()
+	}
+	logger.Info("condaccess serving", "services", strings.Join(names, ","), "grpc_addr", s.grpcAddr, "http_addr", s.httpAddr, "data_dir", o.dataDir)
+	return s, nil
+}
+
+// Stop drains the gRPC server (health NOT_SERVING, graceful stop, hard stop after the
+// deadline), stops background work, and closes the stores.
+func (s *runningSuite) Stop() error {
+	s.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout+5*time.Second)
+		defer cancel()
+		if s.srv != nil {
+			s.srv.Stop(ctx)
+		}
+		if s.httpSrv != nil {
+			_ = s.httpSrv.Shutdown(ctx)
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+		s.connMu.Lock()
+		for _, c := range s.conns {
+			_ = c.Close()
+		}
+		s.connMu.Unlock()
+		var errs []error
+		for i := len(s.services) - 1; i >= 0; i-- {
+			if err := s.services[i].Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if s.tel != nil {
+			if err := s.tel.Shutdown(ctx); err != nil {
+				s.logger.Warn("telemetry shutdown", "err", err)
+			}
+		}
+		s.stopErr = errors.Join(errs...)
+	})
+	return s.stopErr
+}
+
+func peerAddr(p suite.Peers, name string) string {
+	switch name {
+	case "risk":
+		return p.Risk
+	case "compliance":
+		return p.Compliance
+	case "access":
+		return p.Access
+	case "remediation":
+		return p.Remediation
+	}
+	return ""
+}
+
+func setPeerAddr(p *suite.Peers, name, addr string) {
+	switch name {
+	case "risk":
+		p.Risk = addr
+	case "compliance":
+		p.Compliance = addr
+	case "access":
+		p.Access = addr
+	case "remediation":
+		p.Remediation = addr
+	}
+}

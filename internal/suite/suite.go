@@ -1,0 +1,59 @@
+// Package suite defines how a condaccess service plugs into the condaccess binary.
+package suite
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"net/http"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+)
+
+// Peers are the gRPC addresses of the four services. When the services run in one
+// process every address is that process's own gRPC address: they still talk over gRPC,
+// so both shapes run the same code.
+type Peers struct {
+	Risk, Compliance, Access, Remediation string
+}
+
+// Env is what the binary gives a service when it starts.
+type Env struct {
+	// Logger is the service's logger (trace ids are added per record).
+	Logger *slog.Logger
+	// DataDir is the service's own data directory (created, writable).
+	DataDir string
+	// Peers are the addresses of the other services.
+	Peers Peers
+	// Dial opens a client connection to a peer with the suite's credentials and
+	// OpenTelemetry instrumentation (trace context propagates).
+	Dial func(addr string) (*grpc.ClientConn, error)
+	// HTTPMux is the HTTP mux served on --http-addr (/metrics is already mounted).
+	HTTPMux *http.ServeMux
+	// Health is the gRPC health server; a service may set its own serving status.
+	Health *health.Server
+}
+
+// Service is one condaccess service running inside the binary.
+type Service interface {
+	// Register registers the service's gRPC servers.
+	Register(s grpc.ServiceRegistrar)
+	// Run does the service's background work (event consumers, timers) until ctx ends.
+	// It returns nil when ctx ends.
+	Run(ctx context.Context) error
+	// Close releases the service's resources (its store); called after the gRPC server
+	// has stopped.
+	Close() error
+}
+
+// Factory builds one service from its flags.
+type Factory interface {
+	// Name is the service name used by --services: risk, compliance, access, remediation.
+	Name() string
+	// RegisterFlags registers the service's own flags (each with an environment
+	// override) on fs.
+	RegisterFlags(fs *flag.FlagSet)
+	// New opens the service's store and builds it.
+	New(ctx context.Context, env Env) (Service, error)
+}
