@@ -208,21 +208,26 @@ func TestReplayThenTailWithRacingAppends(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db, l := setup(t, eventlog.Options{ReplayPage: 64, SubscriberBuffer: 256})
 			ctx := context.Background()
-			for i := range 1500 {
-				if _, err := appendEvent(ctx, db, l, fmt.Sprint("k", i%10)); err != nil {
-					t.Fatal(err)
+			if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+				for i := range 1500 {
+					if _, err := l.Append(tx, eventlog.Event{Type: "t", Key: fmt.Sprint("k", i%10)}); err != nil {
+						return err
+					}
 				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
 			}
-			const more = 1000
+			const more = 800
 			appendersDone := make(chan struct{})
 			go func() {
 				defer close(appendersDone)
 				var wg sync.WaitGroup
-				for g := range 4 {
+				for g := range 8 {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						for range more / 4 {
+						for range more / 8 {
 							if _, err := appendEvent(ctx, db, l, fmt.Sprint("g", g)); err != nil {
 								t.Error(err)
 								return
