@@ -205,7 +205,12 @@ func parseServices(list string, all []suite.Factory) ([]suite.Factory, error) {
 // server), and returns once they serve.
 func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *runningSuite, err error) {
 	if o.factories == nil {
+		// Not built by register: give every service its flag defaults.
 		o.factories = factories()
+		fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+		for _, f := range o.factories {
+			f.RegisterFlags(fs)
+		}
 	}
 	picked, err := parseServices(o.services, o.factories)
 	if err != nil {
