@@ -1,0 +1,1133 @@
+// Package accessstore is the access service's SQLite store.
+package accessstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	"github.com/condaccess/condaccess/internal/eventlog"
+	"github.com/condaccess/condaccess/internal/sqlitedb"
+	"github.com/condaccess/condaccess/services/access"
+)
+
+const eventTable = "session_events"
+
+// Migrations is the store's schema (append only).
+func Migrations() []string {
+	return append([]string{`
+CREATE TABLE users (
+	id TEXT PRIMARY KEY, display_name TEXT NOT NULL, disabled INTEGER NOT NULL,
+	emergency INTEGER NOT NULL, create_ns INTEGER NOT NULL, update_ns INTEGER NOT NULL, etag TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dir_groups (
+	id TEXT PRIMARY KEY, display_name TEXT NOT NULL,
+	create_ns INTEGER NOT NULL, update_ns INTEGER NOT NULL, etag TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE group_users (
+	group_id TEXT NOT NULL REFERENCES dir_groups(id) ON DELETE CASCADE,
+	user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX group_users_user ON group_users(user_id, group_id);
+CREATE TABLE group_groups (
+	group_id TEXT NOT NULL REFERENCES dir_groups(id) ON DELETE CASCADE,
+	member_id TEXT NOT NULL REFERENCES dir_groups(id) ON DELETE CASCADE,
+	PRIMARY KEY (group_id, member_id)
+) WITHOUT ROWID;
+CREATE INDEX group_groups_member ON group_groups(member_id, group_id);
+CREATE TABLE applications (
+	id TEXT PRIMARY KEY, display_name TEXT NOT NULL,
+	create_ns INTEGER NOT NULL, update_ns INTEGER NOT NULL, etag TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE policies (
+	id TEXT PRIMARY KEY, state INTEGER NOT NULL, body TEXT NOT NULL,
+	create_ns INTEGER NOT NULL, update_ns INTEGER NOT NULL, etag TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE device_compliance (
+	device_id TEXT PRIMARY KEY, state INTEGER NOT NULL, risk INTEGER NOT NULL,
+	platform INTEGER NOT NULL, revision INTEGER NOT NULL, detail TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE feed_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL);
+CREATE TABLE sessions (
+	id TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT NOT NULL, app_id TEXT NOT NULL,
+	state INTEGER NOT NULL, create_ns INTEGER NOT NULL, last_access_ns INTEGER NOT NULL,
+	revoke_ns INTEGER NOT NULL, revoke_reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_device ON sessions(device_id);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE INDEX sessions_state ON sessions(state);
+CREATE TABLE signins (
+	time_ns INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL,
+	app_id TEXT NOT NULL, decision INTEGER NOT NULL, trace_id TEXT NOT NULL, detail BLOB NOT NULL,
+	PRIMARY KEY (time_ns, id)
+) WITHOUT ROWID;
+CREATE INDEX signins_user ON signins(user_id, time_ns);
+CREATE INDEX signins_device ON signins(device_id, time_ns);
+CREATE INDEX signins_app ON signins(app_id, time_ns);
+`}, eventlog.Migrations(eventTable)...)
+}
+
+// Options configures Open.
+type Options struct {
+	// Path is the SQLite file.
+	Path string
+	// EventRetention keeps at least this many newest session events (0 = all).
+	EventRetention int64
+	// ProgressInterval is the idle progress interval of session event watchers.
+	ProgressInterval time.Duration
+	// Synchronous is passed to sqlitedb ("FULL" default, or "NORMAL").
+	Synchronous string
+	Logger      *slog.Logger
+}
+
+// Store is the SQLite access.Store.
+type Store struct {
+	db  *sqlitedb.DB
+	log *eventlog.Log
+}
+
+var _ access.Store = (*Store)(nil)
+
+// Open opens the store.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	db, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: o.Path, Migrations: Migrations(), Synchronous: o.Synchronous, Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	l, err := eventlog.New(ctx, db, eventlog.Options{Table: eventTable, Retention: o.EventRetention, ProgressInterval: o.ProgressInterval, Logger: o.Logger})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, log: l}, nil
+}
+
+// Close closes the event log and the database.
+func (s *Store) Close() error {
+	return errors.Join(s.log.Close(), s.db.Close())
+}
+
+// DB exposes the database (for tests and metrics).
+func (s *Store) DB() *sqlitedb.DB { return s.db }
+
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNS(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func encToken(parts ...string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
+}
+
+func decToken(tok string, n int) ([]string, error) {
+	if tok == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed page_token", access.ErrInvalid)
+	}
+	p := strings.Split(string(b), "\x00")
+	if len(p) != n {
+		return nil, fmt.Errorf("%w: malformed page_token", access.ErrInvalid)
+	}
+	return p, nil
+}
+
+// checkEtag loads the row's etag; ErrNotFound / ErrEtagMismatch.
+func checkEtag(ctx context.Context, tx *sqlitedb.Tx, table, id, etag, what string) error {
+	var cur string
+	err := tx.QueryRowContext(ctx, `SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: %s %q", access.ErrNotFound, what, id)
+	}
+	if err != nil {
+		return err
+	}
+	if etag != "" && etag != cur {
+		return fmt.Errorf("%w: %s %q was changed (etag %q, current %q): read it again", access.ErrEtagMismatch, what, id, etag, cur)
+	}
+	return nil
+}
+
+func exists(ctx context.Context, tx *sqlitedb.Tx, table, id string) (bool, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+table+` WHERE id = ?`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ---- users ----
+
+// CreateUser implements access.Store.
+func (s *Store) CreateUser(ctx context.Context, u *access.User) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		ok, err := exists(ctx, tx, "users", u.ID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("%w: user %q", access.ErrAlreadyExists, u.ID)
+		}
+		return putUser(ctx, tx, u)
+	})
+}
+
+func putUser(ctx context.Context, tx *sqlitedb.Tx, u *access.User) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO users (id, display_name, disabled, emergency, create_ns, update_ns, etag) VALUES (?,?,?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, disabled = excluded.disabled,
+		emergency = excluded.emergency, update_ns = excluded.update_ns, etag = excluded.etag`,
+		u.ID, u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.CreateTime), ns(u.UpdateTime), u.Etag)
+	return err
+}
+
+const userCols = `id, display_name, disabled, emergency, create_ns, update_ns, etag`
+
+func scanUser(sc interface{ Scan(...any) error }) (*access.User, error) {
+	var u access.User
+	var c, up int64
+	if err := sc.Scan(&u.ID, &u.DisplayName, &u.Disabled, &u.EmergencyAccess, &c, &up, &u.Etag); err != nil {
+		return nil, err
+	}
+	u.CreateTime, u.UpdateTime = fromNS(c), fromNS(up)
+	return &u, nil
+}
+
+// GetUser implements access.Store.
+func (s *Store) GetUser(ctx context.Context, id string) (*access.User, error) {
+	u, err := scanUser(s.db.Read().QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: user %q", access.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.GroupIDs, err = s.strings(ctx, `SELECT group_id FROM group_users WHERE user_id = ? ORDER BY group_id`, id)
+	return u, err
+}
+
+func (s *Store) strings(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := s.db.Read().QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// page runs a keyset query by id and returns the rows plus the next token.
+func page[T any](ctx context.Context, db *sql.DB, q string, token string, limit int, scan func(*sql.Rows) (T, string, error), args ...any) ([]T, string, error) {
+	p, err := decToken(token, 1)
+	if err != nil {
+		return nil, "", err
+	}
+	after := ""
+	if p != nil {
+		after = p[0]
+	}
+	rows, err := db.QueryContext(ctx, q, append(append([]any{}, args...), after, limit+1)...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []T
+	var last string
+	for rows.Next() {
+		if len(out) == limit {
+			return out, encToken(last), rows.Err()
+		}
+		v, key, err := scan(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, v)
+		last = key
+	}
+	return out, "", rows.Err()
+}
+
+// ListUsers implements access.Store.
+func (s *Store) ListUsers(ctx context.Context, token string, limit int) ([]*access.User, string, error) {
+	return page(ctx, s.db.Read(), `SELECT `+userCols+` FROM users WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+		func(r *sql.Rows) (*access.User, string, error) {
+			u, err := scanUser(r)
+			if err != nil {
+				return nil, "", err
+			}
+			return u, u.ID, nil
+		})
+}
+
+// UpdateUser implements access.Store.
+func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := checkEtag(ctx, tx, "users", u.ID, etag, "user"); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE users SET display_name = ?, disabled = ?, emergency = ?, update_ns = ?, etag = ? WHERE id = ?`,
+			u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.UpdateTime), u.Etag, u.ID)
+		return err
+	})
+}
+
+func (s *Store) del(ctx context.Context, table, what, id, etag string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := checkEtag(ctx, tx, table, id, etag, what); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id = ?`, id)
+		return err
+	})
+}
+
+// DeleteUser implements access.Store.
+func (s *Store) DeleteUser(ctx context.Context, id, etag string) error {
+	return s.del(ctx, "users", "user", id, etag)
+}
+
+// ---- groups ----
+
+func checkMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
+	for _, id := range g.MemberUserIDs {
+		ok, err := exists(ctx, tx, "users", id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: member user %q of group %q", access.ErrNotFound, id, g.ID)
+		}
+	}
+	for _, id := range g.MemberGroupIDs {
+		if id == g.ID {
+			continue
+		}
+		ok, err := exists(ctx, tx, "dir_groups", id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: member group %q of group %q", access.ErrNotFound, id, g.ID)
+		}
+	}
+	return nil
+}
+
+func putGroupRow(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO dir_groups (id, display_name, create_ns, update_ns, etag) VALUES (?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, update_ns = excluded.update_ns, etag = excluded.etag`,
+		g.ID, g.DisplayName, ns(g.CreateTime), ns(g.UpdateTime), g.Etag)
+	return err
+}
+
+func putMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM group_users WHERE group_id = ?`, g.ID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM group_groups WHERE group_id = ?`, g.ID); err != nil {
+		return err
+	}
+	for _, u := range g.MemberUserIDs {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO group_users (group_id, user_id) VALUES (?, ?)`, g.ID, u); err != nil {
+			return err
+		}
+	}
+	for _, m := range g.MemberGroupIDs {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO group_groups (group_id, member_id) VALUES (?, ?)`, g.ID, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateGroup implements access.Store.
+func (s *Store) CreateGroup(ctx context.Context, g *access.Group) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		ok, err := exists(ctx, tx, "dir_groups", g.ID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("%w: group %q", access.ErrAlreadyExists, g.ID)
+		}
+		if err := checkMembers(ctx, tx, g); err != nil {
+			return err
+		}
+		if err := putGroupRow(ctx, tx, g); err != nil {
+			return err
+		}
+		return putMembers(ctx, tx, g)
+	})
+}
+
+const groupCols = `id, display_name, create_ns, update_ns, etag`
+
+func scanGroup(sc interface{ Scan(...any) error }) (*access.Group, error) {
+	var g access.Group
+	var c, u int64
+	if err := sc.Scan(&g.ID, &g.DisplayName, &c, &u, &g.Etag); err != nil {
+		return nil, err
+	}
+	g.CreateTime, g.UpdateTime = fromNS(c), fromNS(u)
+	return &g, nil
+}
+
+func (s *Store) fillMembers(ctx context.Context, g *access.Group) (err error) {
+	if g.MemberUserIDs, err = s.strings(ctx, `SELECT user_id FROM group_users WHERE group_id = ? ORDER BY user_id`, g.ID); err != nil {
+		return err
+	}
+	g.MemberGroupIDs, err = s.strings(ctx, `SELECT member_id FROM group_groups WHERE group_id = ? ORDER BY member_id`, g.ID)
+	return err
+}
+
+// GetGroup implements access.Store.
+func (s *Store) GetGroup(ctx context.Context, id string) (*access.Group, error) {
+	g, err := scanGroup(s.db.Read().QueryRowContext(ctx, `SELECT `+groupCols+` FROM dir_groups WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: group %q", access.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return g, s.fillMembers(ctx, g)
+}
+
+// ListGroups implements access.Store.
+func (s *Store) ListGroups(ctx context.Context, token string, limit int) ([]*access.Group, string, error) {
+	gs, next, err := page(ctx, s.db.Read(), `SELECT `+groupCols+` FROM dir_groups WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+		func(r *sql.Rows) (*access.Group, string, error) {
+			g, err := scanGroup(r)
+			if err != nil {
+				return nil, "", err
+			}
+			return g, g.ID, nil
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	for _, g := range gs {
+		if err := s.fillMembers(ctx, g); err != nil {
+			return nil, "", err
+		}
+	}
+	return gs, next, nil
+}
+
+// UpdateGroup implements access.Store.
+func (s *Store) UpdateGroup(ctx context.Context, g *access.Group, etag string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := checkEtag(ctx, tx, "dir_groups", g.ID, etag, "group"); err != nil {
+			return err
+		}
+		if err := checkMembers(ctx, tx, g); err != nil {
+			return err
+		}
+		if err := putGroupRow(ctx, tx, g); err != nil {
+			return err
+		}
+		return putMembers(ctx, tx, g)
+	})
+}
+
+// DeleteGroup implements access.Store.
+func (s *Store) DeleteGroup(ctx context.Context, id, etag string) error {
+	return s.del(ctx, "dir_groups", "group", id, etag)
+}
+
+// ---- applications ----
+
+func putApp(ctx context.Context, tx *sqlitedb.Tx, a *access.Application) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO applications (id, display_name, create_ns, update_ns, etag) VALUES (?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, update_ns = excluded.update_ns, etag = excluded.etag`,
+		a.ID, a.DisplayName, ns(a.CreateTime), ns(a.UpdateTime), a.Etag)
+	return err
+}
+
+// CreateApplication implements access.Store.
+func (s *Store) CreateApplication(ctx context.Context, a *access.Application) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		ok, err := exists(ctx, tx, "applications", a.ID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("%w: application %q", access.ErrAlreadyExists, a.ID)
+		}
+		return putApp(ctx, tx, a)
+	})
+}
+
+func scanApp(sc interface{ Scan(...any) error }) (*access.Application, error) {
+	var a access.Application
+	var c, u int64
+	if err := sc.Scan(&a.ID, &a.DisplayName, &c, &u, &a.Etag); err != nil {
+		return nil, err
+	}
+	a.CreateTime, a.UpdateTime = fromNS(c), fromNS(u)
+	return &a, nil
+}
+
+// GetApplication implements access.Store.
+func (s *Store) GetApplication(ctx context.Context, id string) (*access.Application, error) {
+	a, err := scanApp(s.db.Read().QueryRowContext(ctx, `SELECT `+groupCols+` FROM applications WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: application %q", access.ErrNotFound, id)
+	}
+	return a, err
+}
+
+// ListApplications implements access.Store.
+func (s *Store) ListApplications(ctx context.Context, token string, limit int) ([]*access.Application, string, error) {
+	return page(ctx, s.db.Read(), `SELECT `+groupCols+` FROM applications WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+		func(r *sql.Rows) (*access.Application, string, error) {
+			a, err := scanApp(r)
+			if err != nil {
+				return nil, "", err
+			}
+			return a, a.ID, nil
+		})
+}
+
+// UpdateApplication implements access.Store.
+func (s *Store) UpdateApplication(ctx context.Context, a *access.Application, etag string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := checkEtag(ctx, tx, "applications", a.ID, etag, "application"); err != nil {
+			return err
+		}
+		return putApp(ctx, tx, a)
+	})
+}
+
+// DeleteApplication implements access.Store.
+func (s *Store) DeleteApplication(ctx context.Context, id, etag string) error {
+	return s.del(ctx, "applications", "application", id, etag)
+}
+
+// ---- import and load ----
+
+const importBatch = 5000
+
+// ImportDirectory implements access.Store.
+func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error {
+	batches := func(n int, fn func(tx *sqlitedb.Tx, i int) error) error {
+		for lo := 0; lo < n; lo += importBatch {
+			hi := min(n, lo+importBatch)
+			err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+				for i := lo; i < hi; i++ {
+					if err := fn(tx, i); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := batches(len(d.Users), func(tx *sqlitedb.Tx, i int) error { return putUser(ctx, tx, d.Users[i]) }); err != nil {
+		return err
+	}
+	if err := batches(len(d.Applications), func(tx *sqlitedb.Tx, i int) error { return putApp(ctx, tx, d.Applications[i]) }); err != nil {
+		return err
+	}
+	if err := batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error { return putGroupRow(ctx, tx, d.Groups[i]) }); err != nil {
+		return err
+	}
+	return batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error {
+		if err := checkMembers(ctx, tx, d.Groups[i]); err != nil {
+			return err
+		}
+		return putMembers(ctx, tx, d.Groups[i])
+	})
+}
+
+// LoadDirectory implements access.Store.
+func (s *Store) LoadDirectory(ctx context.Context) (*access.Directory, error) {
+	db := s.db.Read()
+	d := &access.Directory{}
+	rows, err := db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		d.Users = append(d.Users, u)
+	}
+	rows.Close()
+	if rows.Err() != nil {
+		return nil, rows.Err()
+	}
+	rows, err = db.QueryContext(ctx, `SELECT `+groupCols+` FROM applications ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		a, err := scanApp(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		d.Applications = append(d.Applications, a)
+	}
+	rows.Close()
+	if rows.Err() != nil {
+		return nil, rows.Err()
+	}
+	rows, err = db.QueryContext(ctx, `SELECT `+groupCols+` FROM dir_groups ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*access.Group{}
+	for rows.Next() {
+		g, err := scanGroup(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		d.Groups = append(d.Groups, g)
+		byID[g.ID] = g
+	}
+	rows.Close()
+	if rows.Err() != nil {
+		return nil, rows.Err()
+	}
+	for _, q := range []struct {
+		sql  string
+		user bool
+	}{{`SELECT group_id, user_id FROM group_users ORDER BY group_id, user_id`, true}, {`SELECT group_id, member_id FROM group_groups ORDER BY group_id, member_id`, false}} {
+		rows, err := db.QueryContext(ctx, q.sql)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var gid, mid string
+			if err := rows.Scan(&gid, &mid); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if g := byID[gid]; g != nil {
+				if q.user {
+					g.MemberUserIDs = append(g.MemberUserIDs, mid)
+				} else {
+					g.MemberGroupIDs = append(g.MemberGroupIDs, mid)
+				}
+			}
+		}
+		rows.Close()
+		if rows.Err() != nil {
+			return nil, rows.Err()
+		}
+	}
+	return d, nil
+}
+
+// ---- policies ----
+
+func putPolicy(ctx context.Context, tx *sqlitedb.Tx, p *access.Policy) error {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO policies (id, state, body, create_ns, update_ns, etag) VALUES (?,?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, update_ns = excluded.update_ns, etag = excluded.etag`,
+		p.ID, int32(p.State), string(body), ns(p.CreateTime), ns(p.UpdateTime), p.Etag)
+	return err
+}
+
+func scanPolicy(sc interface{ Scan(...any) error }) (*access.Policy, error) {
+	var body string
+	var c, u int64
+	var etag string
+	if err := sc.Scan(&body, &c, &u, &etag); err != nil {
+		return nil, err
+	}
+	var p access.Policy
+	if err := json.Unmarshal([]byte(body), &p); err != nil {
+		return nil, fmt.Errorf("decode policy: %w", err)
+	}
+	p.CreateTime, p.UpdateTime, p.Etag = fromNS(c), fromNS(u), etag
+	return &p, nil
+}
+
+// CreatePolicy implements access.Store.
+func (s *Store) CreatePolicy(ctx context.Context, p *access.Policy) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		ok, err := exists(ctx, tx, "policies", p.ID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("%w: policy %q", access.ErrAlreadyExists, p.ID)
+		}
+		return putPolicy(ctx, tx, p)
+	})
+}
+
+// GetPolicy implements access.Store.
+func (s *Store) GetPolicy(ctx context.Context, id string) (*access.Policy, error) {
+	p, err := scanPolicy(s.db.Read().QueryRowContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: policy %q", access.ErrNotFound, id)
+	}
+	return p, err
+}
+
+// ListPolicies implements access.Store.
+func (s *Store) ListPolicies(ctx context.Context, state access.PolicyState, token string, limit int) ([]*access.Policy, string, error) {
+	return page(ctx, s.db.Read(), `SELECT body, create_ns, update_ns, etag, id FROM policies WHERE (? = 0 OR state = ?) AND id > ? ORDER BY id LIMIT ?`, token, limit,
+		func(r *sql.Rows) (*access.Policy, string, error) {
+			var body, etag, id string
+			var c, u int64
+			if err := r.Scan(&body, &c, &u, &etag, &id); err != nil {
+				return nil, "", err
+			}
+			p, err := scanPolicy(rowOf{body, c, u, etag})
+			return p, id, err
+		}, int32(state), int32(state))
+}
+
+type rowOf struct {
+	body string
+	c, u int64
+	etag string
+}
+
+func (r rowOf) Scan(dst ...any) error {
+	*dst[0].(*string), *dst[1].(*int64), *dst[2].(*int64), *dst[3].(*string) = r.body, r.c, r.u, r.etag
+	return nil
+}
+
+// UpdatePolicy implements access.Store.
+func (s *Store) UpdatePolicy(ctx context.Context, p *access.Policy, etag string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := checkEtag(ctx, tx, "policies", p.ID, etag, "policy"); err != nil {
+			return err
+		}
+		return putPolicy(ctx, tx, p)
+	})
+}
+
+// DeletePolicy implements access.Store.
+func (s *Store) DeletePolicy(ctx context.Context, id, etag string) error {
+	return s.del(ctx, "policies", "policy", id, etag)
+}
+
+// LoadPolicies implements access.Store.
+func (s *Store) LoadPolicies(ctx context.Context) ([]*access.Policy, error) {
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*access.Policy
+	for rows.Next() {
+		p, err := scanPolicy(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ---- compliance feed ----
+
+type deviceDetail struct {
+	AlertIDs []string               `json:"a,omitempty"`
+	Settings []access.SettingReason `json:"s,omitempty"`
+	Reason   string                 `json:"r,omitempty"`
+}
+
+func putDevice(ctx context.Context, tx *sqlitedb.Tx, d *access.DeviceCompliance) error {
+	detail := ""
+	if len(d.RiskAlertIDs) > 0 || len(d.Settings) > 0 || d.Reason != "" {
+		b, err := json.Marshal(deviceDetail{d.RiskAlertIDs, d.Settings, d.Reason})
+		if err != nil {
+			return err
+		}
+		detail = string(b)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO device_compliance (device_id, state, risk, platform, revision, detail) VALUES (?,?,?,?,?,?)
+		ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, risk = excluded.risk, platform = excluded.platform,
+		revision = excluded.revision, detail = excluded.detail`,
+		d.DeviceID, int32(d.State), int32(d.Risk), int32(d.Platform), d.Revision, detail)
+	return err
+}
+
+func saveCursor(ctx context.Context, tx *sqlitedb.Tx, rev int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO feed_cursor (id, revision) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision`, rev)
+	return err
+}
+
+// FeedCursor implements access.Store.
+func (s *Store) FeedCursor(ctx context.Context) (int64, bool, error) {
+	var rev int64
+	err := s.db.Read().QueryRowContext(ctx, `SELECT revision FROM feed_cursor WHERE id = 1`).Scan(&rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return rev, err == nil, err
+}
+
+// SaveFeedCursor implements access.Store.
+func (s *Store) SaveFeedCursor(ctx context.Context, rev int64) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return saveCursor(ctx, tx, rev) })
+}
+
+// ReplaceDevices implements access.Store.
+func (s *Store) ReplaceDevices(ctx context.Context, devs []*access.DeviceCompliance, rev int64, after func()) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM device_compliance`); err != nil {
+			return err
+		}
+		for _, d := range devs {
+			if err := putDevice(ctx, tx, d); err != nil {
+				return err
+			}
+		}
+		if err := saveCursor(ctx, tx, rev); err != nil {
+			return err
+		}
+		if after != nil {
+			tx.AfterCommit(after)
+		}
+		return nil
+	})
+}
+
+// ApplyDevice implements access.Store.
+func (s *Store) ApplyDevice(ctx context.Context, d *access.DeviceCompliance, rev int64, revs []access.Revocation, after func()) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if d != nil {
+			if err := putDevice(ctx, tx, d); err != nil {
+				return err
+			}
+		}
+		for _, r := range revs {
+			if _, err := s.insertSession(ctx, tx, &r.Session, "", ""); err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, `UPDATE sessions SET state = ?, revoke_ns = ?, revoke_reason = ? WHERE id = ? AND state = ?`,
+				int32(access.SessionRevoked), ns(r.Session.RevokeTime), r.Session.RevokeReason, r.Session.ID, int32(access.SessionActive))
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue // already revoked
+			}
+			sess := r.Session
+			sess.State = access.SessionRevoked
+			if err := s.appendEvent(tx, &access.SessionEvent{Kind: access.SessionRevokedEvent, Session: sess, ReasonCode: r.ReasonCode,
+				ComplianceRevision: r.ComplianceRevision, TraceParent: r.TraceParent, TraceState: r.TraceState}); err != nil {
+				return err
+			}
+		}
+		if err := saveCursor(ctx, tx, rev); err != nil {
+			return err
+		}
+		if after != nil {
+			tx.AfterCommit(after)
+		}
+		return nil
+	})
+}
+
+// LoadDevices implements access.Store.
+func (s *Store) LoadDevices(ctx context.Context, fn func(*access.DeviceCompliance)) error {
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT device_id, state, risk, platform, revision, detail FROM device_compliance`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d access.DeviceCompliance
+		var detail string
+		if err := rows.Scan(&d.DeviceID, &d.State, &d.Risk, &d.Platform, &d.Revision, &detail); err != nil {
+			return err
+		}
+		if detail != "" {
+			var dd deviceDetail
+			if err := json.Unmarshal([]byte(detail), &dd); err != nil {
+				return fmt.Errorf("decode device %q: %w", d.DeviceID, err)
+			}
+			d.RiskAlertIDs, d.Settings, d.Reason = dd.AlertIDs, dd.Settings, dd.Reason
+		}
+		fn(&d)
+	}
+	return rows.Err()
+}
+
+// ---- sessions, sign-ins, events ----
+
+const sessionCols = `id, user_id, device_id, app_id, state, create_ns, last_access_ns, revoke_ns, revoke_reason`
+
+func scanSession(sc interface{ Scan(...any) error }) (*access.Session, error) {
+	var x access.Session
+	var c, l, r int64
+	if err := sc.Scan(&x.ID, &x.UserID, &x.DeviceID, &x.AppID, &x.State, &c, &l, &r, &x.RevokeReason); err != nil {
+		return nil, err
+	}
+	x.CreateTime, x.LastAccessTime, x.RevokeTime = fromNS(c), fromNS(l), fromNS(r)
+	return &x, nil
+}
+
+// insertSession stores a session not stored yet (ACTIVE) and appends its
+// session_opened event; it reports whether it inserted.
+func (s *Store) insertSession(ctx context.Context, tx *sqlitedb.Tx, x *access.Session, tp, ts string) (bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?,?,?,?,?,?,?,0,'') ON CONFLICT (id) DO NOTHING`,
+		x.ID, x.UserID, x.DeviceID, x.AppID, int32(access.SessionActive), ns(x.CreateTime), ns(x.LastAccessTime))
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	open := *x
+	open.State, open.RevokeTime, open.RevokeReason = access.SessionActive, time.Time{}, ""
+	return true, s.appendEvent(tx, &access.SessionEvent{Kind: access.SessionOpenedEvent, Session: open, TraceParent: tp, TraceState: ts})
+}
+
+// WriteBatch implements access.Store.
+func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessions []*access.Session) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for _, si := range signIns {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO signins (time_ns, id, user_id, device_id, app_id, decision, trace_id, detail) VALUES (?,?,?,?,?,?,?,?)`,
+				si.Time.UnixNano(), si.ID, si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, si.Detail); err != nil {
+				return err
+			}
+		}
+		for _, x := range sessions {
+			ins, err := s.insertSession(ctx, tx, x, "", "")
+			if err != nil {
+				return err
+			}
+			if !ins {
+				if _, err := tx.ExecContext(ctx, `UPDATE sessions SET last_access_ns = max(last_access_ns, ?) WHERE id = ?`, ns(x.LastAccessTime), x.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// LoadActiveSessions implements access.Store.
+func (s *Store) LoadActiveSessions(ctx context.Context) ([]*access.Session, error) {
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state = ?`, int32(access.SessionActive))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*access.Session
+	for rows.Next() {
+		x, err := scanSession(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+// ListSessions implements access.Store.
+func (s *Store) ListSessions(ctx context.Context, f access.SessionFilter, token string, limit int) ([]*access.Session, string, error) {
+	return page(ctx, s.db.Read(), `SELECT `+sessionCols+` FROM sessions WHERE (? = '' OR user_id = ?) AND (? = '' OR device_id = ?) AND (? = 0 OR state = ?) AND id > ? ORDER BY id LIMIT ?`,
+		token, limit, func(r *sql.Rows) (*access.Session, string, error) {
+			x, err := scanSession(r)
+			if err != nil {
+				return nil, "", err
+			}
+			return x, x.ID, nil
+		}, f.UserID, f.UserID, f.DeviceID, f.DeviceID, int32(f.State), int32(f.State))
+}
+
+// ListSignIns implements access.Store.
+func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token string, limit int) ([]*access.SignIn, string, error) {
+	p, err := decToken(token, 2)
+	if err != nil {
+		return nil, "", err
+	}
+	var where []string
+	var args []any
+	add := func(cond string, a ...any) { where = append(where, cond); args = append(args, a...) }
+	if f.UserID != "" {
+		add("user_id = ?", f.UserID)
+	}
+	if f.DeviceID != "" {
+		add("device_id = ?", f.DeviceID)
+	}
+	if f.AppID != "" {
+		add("app_id = ?", f.AppID)
+	}
+	if f.Decision != 0 {
+		add("decision = ?", int32(f.Decision))
+	}
+	if !f.After.IsZero() {
+		add("time_ns >= ?", f.After.UnixNano())
+	}
+	if !f.Before.IsZero() {
+		add("time_ns < ?", f.Before.UnixNano())
+	}
+	if p != nil {
+		t, err := strconv.ParseInt(p[0], 10, 64)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: malformed page_token", access.ErrInvalid)
+		}
+		add("(time_ns < ? OR (time_ns = ? AND id < ?))", t, t, p[1])
+	}
+	q := `SELECT time_ns, id, user_id, device_id, app_id, decision, trace_id, detail FROM signins`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY time_ns DESC, id DESC LIMIT ?"
+	args = append(args, limit+1)
+	rows, err := s.db.Read().QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []*access.SignIn
+	for rows.Next() {
+		if len(out) == limit {
+			last := out[len(out)-1]
+			return out, encToken(strconv.FormatInt(last.Time.UnixNano(), 10), last.ID), nil
+		}
+		var si access.SignIn
+		var t int64
+		if err := rows.Scan(&t, &si.ID, &si.UserID, &si.DeviceID, &si.AppID, &si.Decision, &si.TraceID, &si.Detail); err != nil {
+			return nil, "", err
+		}
+		si.Time = time.Unix(0, t).UTC()
+		out = append(out, &si)
+	}
+	return out, "", rows.Err()
+}
+
+// DeleteSignInsBefore implements access.Store.
+func (s *Store) DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM signins WHERE time_ns < ?`, t.UnixNano())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+func sessionProto(x *access.Session) *accessv1.Session {
+	p := &accessv1.Session{SessionId: x.ID, UserId: x.UserID, DeviceId: x.DeviceID, ApplicationId: x.AppID,
+		State: accessv1.SessionState(x.State), RevokeReason: x.RevokeReason}
+	if !x.CreateTime.IsZero() {
+		p.CreateTime = timestamppb.New(x.CreateTime)
+	}
+	if !x.LastAccessTime.IsZero() {
+		p.LastAccessTime = timestamppb.New(x.LastAccessTime)
+	}
+	if !x.RevokeTime.IsZero() {
+		p.RevokeTime = timestamppb.New(x.RevokeTime)
+	}
+	return p
+}
+
+func sessionFromProto(p *accessv1.Session) access.Session {
+	x := access.Session{ID: p.GetSessionId(), UserID: p.GetUserId(), DeviceID: p.GetDeviceId(), AppID: p.GetApplicationId(),
+		State: access.SessionState(p.GetState()), RevokeReason: p.GetRevokeReason()}
+	if p.CreateTime != nil {
+		x.CreateTime = p.CreateTime.AsTime()
+	}
+	if p.LastAccessTime != nil {
+		x.LastAccessTime = p.LastAccessTime.AsTime()
+	}
+	if p.RevokeTime != nil {
+		x.RevokeTime = p.RevokeTime.AsTime()
+	}
+	return x
+}
+
+func (s *Store) appendEvent(tx *sqlitedb.Tx, e *access.SessionEvent) error {
+	pe := &accessv1.SessionEvent{}
+	typ := ""
+	switch e.Kind {
+	case access.SessionOpenedEvent:
+		typ = "session_opened"
+		pe.Payload = &accessv1.SessionEvent_SessionOpened{SessionOpened: &accessv1.SessionOpened{Session: sessionProto(&e.Session)}}
+	case access.SessionRevokedEvent:
+		typ = "session_revoked"
+		pe.Payload = &accessv1.SessionEvent_SessionRevoked{SessionRevoked: &accessv1.SessionRevoked{Session: sessionProto(&e.Session),
+			ReasonCode: e.ReasonCode, ComplianceRevision: e.ComplianceRevision}}
+	}
+	b, err := proto.Marshal(pe)
+	if err != nil {
+		return err
+	}
+	_, err = s.log.Append(tx, eventlog.Event{Type: typ, Key: e.Session.ID, Payload: b, TraceParent: e.TraceParent, TraceState: e.TraceState})
+	return err
+}
+
+// WatchSessionEvents implements access.Store.
+func (s *Store) WatchSessionEvents(ctx context.Context, start int64, onEvent func(*access.SessionEvent) error, onProgress func(int64) error) error {
+	return s.log.Watch(ctx, start, func(ev eventlog.Event) error {
+		var pe accessv1.SessionEvent
+		if err := proto.Unmarshal(ev.Payload, &pe); err != nil {
+			return fmt.Errorf("decode session event %d: %w", ev.Revision, err)
+		}
+		e := &access.SessionEvent{Revision: ev.Revision, Time: ev.Time, TraceParent: ev.TraceParent, TraceState: ev.TraceState}
+		switch p := pe.Payload.(type) {
+		case *accessv1.SessionEvent_SessionOpened:
+			e.Kind, e.Session = access.SessionOpenedEvent, sessionFromProto(p.SessionOpened.GetSession())
+		case *accessv1.SessionEvent_SessionRevoked:
+			e.Kind, e.Session = access.SessionRevokedEvent, sessionFromProto(p.SessionRevoked.GetSession())
+			e.ReasonCode, e.ComplianceRevision = p.SessionRevoked.GetReasonCode(), p.SessionRevoked.GetComplianceRevision()
+		}
+		return onEvent(e)
+	}, onProgress)
+}
+
+// SessionRevision implements access.Store.
+func (s *Store) SessionRevision() int64 { return s.log.Revision() }
