@@ -300,7 +300,10 @@ func TestSlowWatcherCutOffWithoutSlowingWriters(t *testing.T) {
 	go func() {
 		done <- l.Watch(ctx, 0,
 			func(e eventlog.Event) error {
-				entered <- struct{}{}
+				select {
+				case entered <- struct{}{}:
+				default:
+				}
 				<-release // a stuck client
 				return nil
 			},
@@ -341,15 +344,16 @@ func TestSlowWatcherCutOffWithoutSlowingWriters(t *testing.T) {
 		t.Fatal("slow watcher not cut off")
 	}
 	var se *eventlog.SlowWatcherError
-	if !errors.Is(err, eventlog.ErrSlowWatcher) || !errors.As(err, &se) || se.LastRevision != 1 {
-		t.Fatalf("Watch = %v, want SlowWatcherError after revision 1", err)
+	// Events already buffered may still be delivered after the release.
+	if !errors.Is(err, eventlog.ErrSlowWatcher) || !errors.As(err, &se) || se.LastRevision < 1 || se.LastRevision > 9 {
+		t.Fatalf("Watch = %v, want SlowWatcherError after revision 1..9", err)
 	}
 	if c := status.Code(eventlog.ToStatus(err)); c != codes.ResourceExhausted {
 		t.Fatalf("code = %v, want ResourceExhausted", c)
 	}
 	// The client resumes from the last revision it received and gets the rest.
 	w := watch(t, l, se.LastRevision)
-	w.collect(t, se.LastRevision, 99)
+	w.collect(t, se.LastRevision, int(100-se.LastRevision))
 }
 
 func TestProgressWhenIdle(t *testing.T) {
