@@ -1,0 +1,178 @@
+package access
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// RecorderConfig configures NewRecorder.
+type RecorderConfig struct {
+	Store Store
+	// Buffer is the channel capacity (default 65536). When it is full a sign-in
+	// is dropped and counted, never waited for: the decision path does not block.
+	Buffer int
+	// MaxBatch is the most records per store write (default 2048).
+	MaxBatch int
+	// Encode turns the source of a sign-in (the wire response) into SignIn.Detail,
+	// on the recorder goroutine.
+	Encode func(si *SignIn, src any)
+	// OnDrop is called for each dropped record (metrics).
+	OnDrop func()
+	Logger *slog.Logger
+}
+
+type record struct {
+	signIn  SignIn
+	src     any
+	session *Session
+	flush   chan struct{}
+}
+
+// Recorder writes sign-ins and sessions off the decision path: a bounded
+// channel drained by one goroutine that writes batches with one store write.
+type Recorder struct {
+	cfg     RecorderConfig
+	ch      chan record
+	dropped atomic.Int64
+	written atomic.Int64
+	prefix  string
+	seq     atomic.Uint64
+}
+
+// NewRecorder returns a recorder; call Run.
+func NewRecorder(cfg RecorderConfig) *Recorder {
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 65536
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 2048
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	return &Recorder{cfg: cfg, ch: make(chan record, cfg.Buffer), prefix: "si-" + hex.EncodeToString(b[:]) + "-"}
+}
+
+// SignIn enqueues a sign-in (ID is assigned by the recorder); src is passed to
+// Encode. It reports false when the record was dropped.
+func (r *Recorder) SignIn(si SignIn, src any) bool {
+	select {
+	case r.ch <- record{signIn: si, src: src}:
+		return true
+	default:
+		r.drop()
+		return false
+	}
+}
+
+// Session enqueues a session to upsert; false when dropped (a dropped session
+// is still written by its next refresh or by its revocation).
+func (r *Recorder) Session(s *Session) bool {
+	select {
+	case r.ch <- record{session: s}:
+		return true
+	default:
+		r.drop()
+		return false
+	}
+}
+
+func (r *Recorder) drop() {
+	r.dropped.Add(1)
+	if r.cfg.OnDrop != nil {
+		r.cfg.OnDrop()
+	}
+}
+
+// Dropped returns how many records were dropped.
+func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
+
+// Written returns how many sign-ins were written.
+func (r *Recorder) Written() int64 { return r.written.Load() }
+
+// Flush waits until every record enqueued before it has been written (tests, shutdown).
+func (r *Recorder) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case r.ch <- record{flush: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run drains the channel until ctx ends, then writes what is left and returns nil.
+func (r *Recorder) Run(ctx context.Context) error {
+	var signIns []*SignIn
+	var sessions []*Session
+	var flushes []chan struct{}
+	write := func() {
+		if len(signIns)+len(sessions) > 0 {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if err := r.cfg.Store.WriteBatch(wctx, signIns, sessions); err != nil {
+				r.cfg.Logger.Error("writing sign-ins and sessions failed; batch lost", "sign_ins", len(signIns), "sessions", len(sessions), "err", err)
+				r.dropped.Add(int64(len(signIns) + len(sessions)))
+			} else {
+				r.written.Add(int64(len(signIns)))
+			}
+			cancel()
+		}
+		for _, f := range flushes {
+			close(f)
+		}
+		signIns, sessions, flushes = signIns[:0], sessions[:0], flushes[:0]
+	}
+	add := func(rec record) {
+		switch {
+		case rec.flush != nil:
+			flushes = append(flushes, rec.flush)
+		case rec.session != nil:
+			sessions = append(sessions, rec.session)
+		default:
+			si := rec.signIn
+			si.ID = r.prefix + strconv.FormatUint(r.seq.Add(1), 36)
+			if r.cfg.Encode != nil {
+				r.cfg.Encode(&si, rec.src)
+			}
+			signIns = append(signIns, &si)
+		}
+	}
+	for {
+		select {
+		case rec := <-r.ch:
+			add(rec)
+		case <-ctx.Done():
+			for {
+				select {
+				case rec := <-r.ch:
+					add(rec)
+				default:
+					write()
+					return nil
+				}
+			}
+		}
+	fill:
+		for len(signIns)+len(sessions) < r.cfg.MaxBatch {
+			select {
+			case rec := <-r.ch:
+				add(rec)
+			default:
+				break fill
+			}
+		}
+		write()
+	}
+}

@@ -1,0 +1,144 @@
+package access
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sessions is the in-memory table of active sessions, one per (user, device,
+// application). The decision path reads it without locks; opening a new
+// session and revoking take a short mutex that no store call ever holds.
+type Sessions struct {
+	byKey sync.Map // sessionKey -> *LiveSession
+
+	mu       sync.Mutex
+	byDevice map[string]map[*LiveSession]struct{}
+
+	prefix string
+	seq    atomic.Uint64
+	// FlushEvery bounds how often a refreshed session is written back.
+	FlushEvery time.Duration
+}
+
+type sessionKey struct{ user, device, app string }
+
+// LiveSession is one active session.
+type LiveSession struct {
+	Session                  // immutable identity and CreateTime
+	last, flushed atomic.Int64 // unix nanos
+	revoked       atomic.Bool
+}
+
+// Snapshot returns the session with its current last access time.
+func (l *LiveSession) Snapshot() Session {
+	s := l.Session
+	s.LastAccessTime = time.Unix(0, l.last.Load()).UTC()
+	return s
+}
+
+// NewSessions returns an empty table.
+func NewSessions() *Sessions {
+	var b [6]byte
+	rand.Read(b[:])
+	return &Sessions{byDevice: map[string]map[*LiveSession]struct{}{}, prefix: "s-" + hex.EncodeToString(b[:]) + "-", FlushEvery: 30 * time.Second}
+}
+
+// Load adds stored active sessions (at start-up).
+func (s *Sessions) Load(ss []*Session) {
+	for _, x := range ss {
+		l := &LiveSession{Session: *x}
+		l.Session.State = SessionActive
+		l.last.Store(x.LastAccessTime.UnixNano())
+		l.flushed.Store(x.LastAccessTime.UnixNano())
+		s.insert(sessionKey{x.UserID, x.DeviceID, x.AppID}, l)
+	}
+}
+
+func (s *Sessions) insert(k sessionKey, l *LiveSession) *LiveSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.byKey.Load(k); ok {
+		return cur.(*LiveSession)
+	}
+	s.byKey.Store(k, l)
+	m := s.byDevice[l.DeviceID]
+	if m == nil {
+		m = map[*LiveSession]struct{}{}
+		s.byDevice[l.DeviceID] = m
+	}
+	m[l] = struct{}{}
+	return l
+}
+
+// Touch opens or refreshes the session of (user, device, app) at now. It
+// returns the session and whether it must be written (new, or last written
+// more than FlushEvery ago).
+func (s *Sessions) Touch(user, device, app string, now time.Time) (l *LiveSession, write bool) {
+	k := sessionKey{user, device, app}
+	n := now.UnixNano()
+	if v, ok := s.byKey.Load(k); ok {
+		l = v.(*LiveSession)
+		if !l.revoked.Load() {
+			l.last.Store(n)
+			if f := l.flushed.Load(); n-f > int64(s.FlushEvery) && l.flushed.CompareAndSwap(f, n) {
+				return l, true
+			}
+			return l, false
+		}
+	}
+	nl := &LiveSession{Session: Session{
+		ID: s.prefix + strconv.FormatUint(s.seq.Add(1), 36), UserID: user, DeviceID: device, AppID: app,
+		State: SessionActive, CreateTime: now.UTC(),
+	}}
+	nl.last.Store(n)
+	nl.flushed.Store(n)
+	l = s.insert(k, nl)
+	return l, l == nl
+}
+
+// ForDevice returns the device's active sessions.
+func (s *Sessions) ForDevice(device string) []*LiveSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*LiveSession, 0, len(s.byDevice[device]))
+	for l := range s.byDevice[device] {
+		if !l.revoked.Load() {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Remove marks sessions revoked and drops them from the table.
+func (s *Sessions) Remove(ls []*LiveSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range ls {
+		l.revoked.Store(true)
+		k := sessionKey{l.UserID, l.DeviceID, l.AppID}
+		if cur, ok := s.byKey.Load(k); ok && cur == l {
+			s.byKey.Delete(k)
+		}
+		if m := s.byDevice[l.DeviceID]; m != nil {
+			delete(m, l)
+			if len(m) == 0 {
+				delete(s.byDevice, l.DeviceID)
+			}
+		}
+	}
+}
+
+// Len returns the number of active sessions.
+func (s *Sessions) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, m := range s.byDevice {
+		n += len(m)
+	}
+	return n
+}
