@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
+)
+
+func init() {
+	register("watch", "tail an event stream: watch risk|compliance|sessions|investigations [--from N]", group("watch", map[string]verb{
+		"risk":           {"risk events: alerts and device risk changes", watchVerb("risk")},
+		"compliance":     {"compliance events: device compliance changes and devices", watchVerb("compliance")},
+		"sessions":       {"session events: sessions opened and revoked", watchVerb("sessions")},
+		"investigations": {"investigation events: investigations and actions", watchVerb("investigations")},
+	}))
+}
+
+// watchLine is one event of any stream, flattened for a table row.
+type watchLine struct {
+	revision int64
+	time     string
+	kind     string
+	key      string
+	summary  string
+	trace    string
+}
+
+// watchStream receives one stream's messages as an event or a progress revision.
+type watchStream interface {
+	next() (event proto.Message, line watchLine, progress int64, err error)
+}
+
+func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []string) error {
+	return func(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []string) error {
+		var from int64
+		var progress bool
+		var limit int
+		fs.Int64Var(&from, "from", 0, "replay the events after this revision (0: all retained history), then tail")
+		fs.BoolVar(&progress, "progress", false, "also print progress (bookmark) messages")
+		fs.IntVar(&limit, "n", 0, "stop after this many events (0: never)")
+		return func(ctx context.Context, c *cli, args []string) error {
+			if err := needArgs(args, 0, "no argument"); err != nil {
+				return err
+			}
+			ws, err := c.openWatch(ctx, stream, from)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.stdout, 2, 4, 2, ' ', 0)
+			if !c.json() {
+				fmt.Fprintln(tw, "REVISION\tTIME\tEVENT\tKEY\tSUMMARY\tTRACE")
+				tw.Flush()
+			}
+			count := 0
+			for {
+				ev, line, prog, err := ws.next()
+				if errors.Is(err, io.EOF) || (ctx.Err() != nil && status.Code(err) == codes.Canceled) {
+					return nil
+				}
+				if err != nil {
+					if status.Code(err) == codes.OutOfRange && apierr.Reason(err) == "REVISION_COMPACTED" {
+						return fmt.Errorf("revision %d is older than the retained history: list, then watch from the revision the list returns (%w)", from, err)
+					}
+					return err
+				}
+				if ev == nil {
+					if progress {
+						if c.json() {
+							fmt.Fprintf(c.stdout, "{\"progress\":{\"revision\":\"%d\"}}\n", prog)
+						} else {
+							fmt.Fprintf(tw, "%d\t-\tprogress\t-\tup to date\t-\n", prog)
+							tw.Flush()
+						}
+					}
+					continue
+				}
+				if c.json() {
+					if err := c.printJSONLine(ev); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", line.revision, line.time, line.kind, line.key, line.summary, orDash(line.trace))
+					tw.Flush()
+				}
+				count++
+				if limit > 0 && count >= limit {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+type streamFunc func() (event proto.Message, line watchLine, progress int64, err error)
+
+func (f streamFunc) next() (proto.Message, watchLine, int64, error) { return f() }
+
+func (c *cli) openWatch(ctx context.Context, stream string, from int64) (watchStream, error) {
+	switch stream {
+	case "risk":
+		client, err := c.risk()
+		if err != nil {
+			return nil, err
+		}
+		s, err := client.WatchRiskEvents(ctx, &riskv1.WatchRiskEventsRequest{StartRevision: from})
+		if err != nil {
+			return nil, err
+		}
+		return streamFunc(func() (proto.Message, watchLine, int64, error) {
+			m, err := s.Recv()
+			if err != nil {
+				return nil, watchLine{}, 0, err
+			}
+			if p := m.GetProgress(); p != nil {
+				return nil, watchLine{}, p.GetRevision(), nil
+			}
+			return m.GetEvent(), riskLine(m.GetEvent()), 0, nil
+		}), nil
+	case "compliance":
+		client, err := c.compliance()
+		if err != nil {
+			return nil, err
+		}
+		s, err := client.WatchComplianceEvents(ctx, &compliancev1.WatchComplianceEventsRequest{StartRevision: from})
+		if err != nil {
+			return nil, err
+		}
+		return streamFunc(func() (proto.Message, watchLine, int64, error) {
+			m, err := s.Recv()
+			if err != nil {
+				return nil, watchLine{}, 0, err
+			}
+			if p := m.GetProgress(); p != nil {
+				return nil, watchLine{}, p.GetRevision(), nil
+			}
+			return m.GetEvent(), complianceLine(m.GetEvent()), 0, nil
+		}), nil
+	case "sessions":
+		client, err := c.access()
+		if err != nil {
+			return nil, err
+		}
+		s, err := client.WatchSessionEvents(ctx, &accessv1.WatchSessionEventsRequest{StartRevision: from})
+		if err != nil {
+			return nil, err
+		}
+		return streamFunc(func() (proto.Message, watchLine, int64, error) {
+			m, err := s.Recv()
+			if err != nil {
+				return nil, watchLine{}, 0, err
+			}
+			if p := m.GetProgress(); p != nil {
+				return nil, watchLine{}, p.GetRevision(), nil
+			}
+			return m.GetEvent(), sessionLine(m.GetEvent()), 0, nil
+		}), nil
+	case "investigations":
+		client, err := c.remediation()
+		if err != nil {
+			return nil, err
+		}
+		s, err := client.WatchInvestigationEvents(ctx, &remediationv1.WatchInvestigationEventsRequest{StartRevision: from})
+		if err != nil {
+			return nil, err
+		}
+		return streamFunc(func() (proto.Message, watchLine, int64, error) {
+			m, err := s.Recv()
+			if err != nil {
+				return nil, watchLine{}, 0, err
+			}
+			if p := m.GetProgress(); p != nil {
+				return nil, watchLine{}, p.GetRevision(), nil
+			}
+			return m.GetEvent(), investigationLine(m.GetEvent()), 0, nil
+		}), nil
+	}
+	return nil, fmt.Errorf("%w: unknown stream %q", errUsage, stream)
+}
+
+func riskLine(e *riskv1.RiskEvent) watchLine {
+	l := watchLine{revision: e.GetRevision(), time: ts(e.GetEventTime()), trace: traceIDOf(e.GetTraceContext())}
+	switch p := e.GetPayload().(type) {
+	case *riskv1.RiskEvent_DeviceRiskChanged:
+		d := p.DeviceRiskChanged
+		l.kind, l.key = "device-risk-changed", d.GetDeviceRisk().GetDeviceId()
+		l.summary = fmt.Sprintf("%s -> %s (alert %s)", short(d.GetPreviousLevel()), short(d.GetDeviceRisk().GetLevel()), orDash(d.GetCauseAlertId()))
+	case *riskv1.RiskEvent_AlertChanged:
+		a := p.AlertChanged.GetAlert()
+		l.kind, l.key = "alert-"+strings.ToLower(short(p.AlertChanged.GetType())), a.GetAlertId()
+		l.summary = fmt.Sprintf("device %s, %s, %s: %s", a.GetDeviceId(), short(a.GetSeverity()), short(a.GetStatus()), a.GetTitle())
+	}
+	return l
+}
+
+func complianceLine(e *compliancev1.ComplianceEvent) watchLine {
+	l := watchLine{revision: e.GetRevision(), time: ts(e.GetEventTime()), trace: traceIDOf(e.GetTraceContext())}
+	switch p := e.GetPayload().(type) {
+	case *compliancev1.ComplianceEvent_DeviceComplianceChanged:
+		d := p.DeviceComplianceChanged
+		l.kind, l.key = "compliance-changed", d.GetDeviceCompliance().GetDeviceId()
+		l.summary = fmt.Sprintf("%s -> %s: %s", short(d.GetPreviousState()), short(d.GetDeviceCompliance().GetState()), d.GetDeviceCompliance().GetReason())
+	case *compliancev1.ComplianceEvent_DeviceChanged:
+		d := p.DeviceChanged.GetDevice()
+		l.kind, l.key = "device-changed", d.GetDeviceId()
+		l.summary = fmt.Sprintf("%s %s, groups %s, retired %s", short(d.GetPlatform()), orDash(d.GetOsVersion()), orDash(strings.Join(d.GetGroups(), ",")), yesNo(d.GetRetired()))
+	}
+	return l
+}
+
+func sessionLine(e *accessv1.SessionEvent) watchLine {
+	l := watchLine{revision: e.GetRevision(), time: ts(e.GetEventTime()), trace: traceIDOf(e.GetTraceContext())}
+	switch p := e.GetPayload().(type) {
+	case *accessv1.SessionEvent_SessionOpened:
+		s := p.SessionOpened.GetSession()
+		l.kind, l.key = "session-opened", s.GetSessionId()
+		l.summary = fmt.Sprintf("user %s, device %s, app %s", s.GetUserId(), s.GetDeviceId(), s.GetApplicationId())
+	case *accessv1.SessionEvent_SessionRevoked:
+		s := p.SessionRevoked.GetSession()
+		l.kind, l.key = "session-revoked", s.GetSessionId()
+		l.summary = fmt.Sprintf("user %s, device %s, app %s: %s", s.GetUserId(), s.GetDeviceId(), s.GetApplicationId(), p.SessionRevoked.GetReasonCode())
+	}
+	return l
+}
+
+func investigationLine(e *remediationv1.InvestigationEvent) watchLine {
+	l := watchLine{revision: e.GetRevision(), time: ts(e.GetEventTime()), trace: traceIDOf(e.GetTraceContext())}
+	switch p := e.GetPayload().(type) {
+	case *remediationv1.InvestigationEvent_InvestigationChanged:
+		inv := p.InvestigationChanged.GetInvestigation()
+		l.kind, l.key = "investigation-changed", inv.GetInvestigationId()
+		l.summary = fmt.Sprintf("device %s, %s, alerts %s", inv.GetDeviceId(), short(inv.GetState()), orDash(strings.Join(inv.GetAlertIds(), ",")))
+	case *remediationv1.InvestigationEvent_ActionChanged:
+		a := p.ActionChanged.GetAction()
+		l.kind, l.key = "action-changed", a.GetActionId()
+		l.summary = fmt.Sprintf("device %s, %s %s: %s", a.GetDeviceId(), short(a.GetType()), short(a.GetState()), evidenceString(a.GetTarget()))
+	}
+	return l
+}
