@@ -354,8 +354,10 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 	now := s.now()
 	inv, err := tx.OpenInvestigation(deviceID)
 	var actions []*Action
+	isNew := false
 	switch {
 	case errors.Is(err, ErrNotFound):
+		isNew = true
 		if !mayOpen {
 			return nil, nil
 		}
@@ -429,12 +431,12 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 			actions = append(actions, act)
 		}
 	}
-	if !changed && (inv.UpdateTime.Before(now) || len(alerts) > 0 && actions == nil && inv.Evidence == nil && inv.AlertIDs == nil) {
-		// Nothing new: every alert was already linked.
-		if inv.AlertIDs == nil && inv.Evidence == nil {
-			return nil, nil
-		}
+	if !changed && !isNew {
 		return inv, nil
+	}
+	if !changed && by == Automation {
+		// Every alert was already linked (a concurrent open): nothing to open.
+		return nil, nil
 	}
 	inv.UpdateTime = now
 	if err := s.settle(ctx, tx, c, inv, actions); err != nil {
