@@ -1008,3 +1008,11 @@ func (s *Service) runTimer(ctx context.Context) error {
 		}
 	}
 }
+
+// Watch delivers every event after start, then live events, with progress when idle.
+func (s *Service) Watch(ctx context.Context, start int64, onEvent func(StoredEvent) error, onProgress func(rev int64) error) error {
+	return s.st.Watch(ctx, start, onEvent, onProgress)
+}
+
+// Revision is the last committed event revision.
+func (s *Service) Revision() int64 { return s.st.Revision() }

@@ -1,36 +1,215 @@
-// Package complianceapp plugs the compliance service into the condaccess binary.
+// Package complianceapp plugs the compliance service into the condaccess binary: its store, its gRPC servers, the risk event consumer and the background work.
 package complianceapp
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
+	"path/filepath"
+	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
-	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/internal/telemetry"
+	"github.com/condaccess/condaccess/services/compliance"
+	"github.com/condaccess/condaccess/services/compliance/compliancegrpc"
+	"github.com/condaccess/condaccess/services/compliance/compliancestore"
 )
 
-// Factory builds the compliance service. Placeholder: every RPC answers UNIMPLEMENTED.
-type Factory struct{}
+// Defaults of the service's flags.
+const (
+	DefaultRetention        = 100_000
+	DefaultProgressInterval = time.Second
+)
+
+// Factory builds the compliance service.
+type Factory struct {
+	retention   int64
+	progress    time.Duration
+	synchronous string
+}
 
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "compliance" }
 
 // RegisterFlags implements suite.Factory.
-func (*Factory) RegisterFlags(fs *flag.FlagSet) {}
+func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
+	fs.Int64Var(&f.retention, "compliance-retention", DefaultRetention, "compliance events kept for watchers that resume (0 = keep all)")
+	fs.DurationVar(&f.progress, "compliance-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchComplianceEvents")
+	fs.StringVar(&f.synchronous, "compliance-sqlite-synchronous", "FULL", "SQLite synchronous mode of the compliance store: FULL (acknowledged writes survive power loss) or NORMAL")
+}
 
 // New implements suite.Factory.
-func (*Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
-	return &service{}, nil
+func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
+	if env.Peers.Risk == "" {
+		return nil, errors.New("compliance needs the risk service's address (--risk-addr)")
+	}
+	progress := f.progress
+	if progress <= 0 {
+		progress = DefaultProgressInterval
+	}
+	st, err := compliancestore.Open(ctx, compliancestore.Options{
+		Path:             filepath.Join(env.DataDir, "compliance.db"),
+		Retention:        f.retention,
+		ProgressInterval: progress,
+		Synchronous:      f.synchronous,
+		Logger:           env.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	conn, err := env.Dial(env.Peers.Risk)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("dial risk %s: %w", env.Peers.Risk, err)
+	}
+	svc := compliance.New(compliance.Config{Store: st, Encode: compliancegrpc.EncodeEvent, Logger: env.Logger})
+	return &Service{
+		store:    st,
+		svc:      svc,
+		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env),
+	}, nil
 }
 
-type service struct{}
-
-func (*service) Register(s grpc.ServiceRegistrar) {
-	compliancev1.RegisterDeviceServiceServer(s, compliancev1.UnimplementedDeviceServiceServer{})
-	compliancev1.RegisterCompliancePolicyServiceServer(s, compliancev1.UnimplementedCompliancePolicyServiceServer{})
-	compliancev1.RegisterComplianceServiceServer(s, compliancev1.UnimplementedComplianceServiceServer{})
+// Service is the running compliance service.
+type Service struct {
+	store *compliancestore.Store
+	svc   *compliance.Service
+	// Consumer follows the risk event stream.
+	Consumer *consumer.Consumer[*riskv1.RiskEvent]
 }
-func (*service) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (*service) Close() error                  { return nil }
+
+// Register implements suite.Service.
+func (s *Service) Register(r grpc.ServiceRegistrar) {
+	compliancegrpc.Register(r, compliancegrpc.New(s.svc))
+}
+
+// Run implements suite.Service: the risk consumer, the sweeps and the deadline timer.
+func (s *Service) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.svc.Run(ctx) }()
+	err := s.Consumer.Run(ctx)
+	err2 := <-errc
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.Join(err, err2)
+}
+
+// Close implements suite.Service.
+func (s *Service) Close() error { return s.store.Close() }
+
+// Domain returns the compliance domain service.
+func (s *Service) Domain() *compliance.Service { return s.svc }
+
+var tracer = otel.Tracer("github.com/condaccess/condaccess/services/compliance")
+
+// NewRiskConsumer returns the consumer of the risk event stream: device risk changes are
+// applied (risk stored, device re-evaluated, compliance event and cursor written in one
+// transaction), other events only advance the cursor; a resync lists every device risk.
+func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, env suite.Env) *consumer.Consumer[*riskv1.RiskEvent] {
+	return consumer.New(consumer.Config[*riskv1.RiskEvent]{
+		Name:   "compliance<-risk",
+		Source: riskSource{client},
+		Cursor: svc.RiskCursor,
+		Resync: func(ctx context.Context) (int64, error) {
+			risks, rev, err := listRisks(ctx, client)
+			if err != nil {
+				return 0, err
+			}
+			return rev, svc.ResyncRisks(ctx, risks, rev)
+		},
+		Apply: func(ctx context.Context, ev *riskv1.RiskEvent, rev int64) error {
+			c := ev.GetDeviceRiskChanged()
+			if c == nil {
+				return svc.SkipRisk(ctx, rev)
+			}
+			ctx = telemetry.ContextFromTraceContext(ctx, ev.GetTraceContext())
+			ctx, span := tracer.Start(ctx, "compliance.ApplyRiskEvent", trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(
+					attribute.String("condaccess.device_id", c.GetDeviceRisk().GetDeviceId()),
+					attribute.Int64("condaccess.risk_revision", rev),
+					attribute.String("condaccess.risk_level", c.GetDeviceRisk().GetLevel().String()),
+				))
+			defer span.End()
+			err := svc.ApplyRisk(ctx, rev, riskFromProto(c.GetDeviceRisk(), rev))
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			return err
+		},
+		Logger: env.Logger,
+	})
+}
+
+func riskFromProto(r *riskv1.DeviceRisk, rev int64) compliance.DeviceRisk {
+	out := compliance.DeviceRisk{
+		DeviceID:       r.GetDeviceId(),
+		Level:          compliance.RiskLevel(r.GetLevel()),
+		ActiveAlertIDs: r.GetActiveAlertIds(),
+		Revision:       r.GetRevision(),
+	}
+	if out.Revision == 0 {
+		out.Revision = rev
+	}
+	if t := r.GetUpdateTime(); t != nil {
+		out.UpdateTime = t.AsTime().UTC()
+	}
+	return out
+}
+
+// listRisks pages through ListDeviceRisks; the revision is the first page's (every page
+// of one listing reflects it).
+func listRisks(ctx context.Context, client riskv1.RiskServiceClient) ([]compliance.DeviceRisk, int64, error) {
+	var out []compliance.DeviceRisk
+	var rev int64
+	tok := ""
+	for first := true; first || tok != ""; first = false {
+		resp, err := client.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{PageSize: 10000, PageToken: tok})
+		if err != nil {
+			return nil, 0, fmt.Errorf("list device risks: %w", err)
+		}
+		if first {
+			rev = resp.GetRevision()
+		}
+		for _, r := range resp.GetDeviceRisks() {
+			out = append(out, riskFromProto(r, rev))
+		}
+		tok = resp.GetNextPageToken()
+	}
+	return out, rev, nil
+}
+
+type riskSource struct{ client riskv1.RiskServiceClient }
+
+func (s riskSource) Watch(ctx context.Context, start int64) (consumer.Stream[*riskv1.RiskEvent], error) {
+	st, err := s.client.WatchRiskEvents(ctx, &riskv1.WatchRiskEventsRequest{StartRevision: start})
+	if err != nil {
+		return nil, err
+	}
+	return riskStream{st}, nil
+}
+
+type riskStream struct {
+	st grpc.ServerStreamingClient[riskv1.WatchRiskEventsResponse]
+}
+
+func (s riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
+	m, err := s.st.Recv()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if p := m.GetProgress(); p != nil {
+		return nil, p.GetRevision(), true, nil
+	}
+	ev := m.GetEvent()
+	return ev, ev.GetRevision(), false, nil
+}
