@@ -331,7 +331,9 @@ func (s *Service) storeCursor(ctx context.Context, rev int64) error {
 }
 
 // StoreCursor stores the risk event cursor alone (events that change nothing here).
-func (s *Service) StoreCursor(ctx context.Context, rev int64) error { return s.storeCursor(ctx, rev) }
+func (s *Service) StoreCursor(ctx context.Context, rev int64) error {
+	return s.store.Update(ctx, func(tx Tx) error { return tx.SetCursor(rev) })
+}
 
 func severityName(sv Severity) string {
 	switch sv {

@@ -3,33 +3,264 @@ package remediationapp
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
-	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/remediation"
+	"github.com/condaccess/condaccess/services/remediation/remediationgrpc"
+	"github.com/condaccess/condaccess/services/remediation/remediationstore"
 )
 
-// Factory builds the remediation service. Placeholder: every RPC answers UNIMPLEMENTED.
-type Factory struct{}
+// Factory builds the remediation service.
+type Factory struct {
+	minSeverity       string
+	approvalExpiry    time.Duration
+	actionTimeout     time.Duration
+	heartbeatInterval time.Duration
+	retention         int64
+	progressInterval  time.Duration
+}
 
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "remediation" }
 
 // RegisterFlags implements suite.Factory.
-func (*Factory) RegisterFlags(fs *flag.FlagSet) {}
+func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&f.minSeverity, "remediation-min-severity", "HIGH", "alert severity (LOW, MEDIUM, HIGH) at which an automated investigation opens; evidence of alerts at or above it is MALICIOUS, below it SUSPICIOUS")
+	fs.DurationVar(&f.approvalExpiry, "remediation-approval-expiry", remediation.DefaultApprovalExpiry, "how long an action waits for approval before it counts as rejected")
+	fs.DurationVar(&f.actionTimeout, "remediation-action-timeout", remediation.DefaultActionTimeout, "how long a sent action waits for the agent's result before it is TIMED_OUT")
+	fs.DurationVar(&f.heartbeatInterval, "remediation-heartbeat-interval", remediation.DefaultHeartbeatInterval, "agent heartbeat interval; an agent is stale after three missed heartbeats")
+	fs.Int64Var(&f.retention, "remediation-retention", 100000, "investigation events kept for WatchInvestigationEvents replay (0 keeps all)")
+	fs.DurationVar(&f.progressInterval, "remediation-progress-interval", time.Second, "idle interval between progress messages on WatchInvestigationEvents")
+}
+
+// ParseSeverity parses LOW, MEDIUM, HIGH (or SEVERITY_HIGH...).
+func ParseSeverity(s string) (remediation.Severity, error) {
+	v, ok := commonv1.Severity_value["SEVERITY_"+strings.TrimPrefix(strings.ToUpper(s), "SEVERITY_")]
+	if !ok || v <= int32(commonv1.Severity_SEVERITY_INFORMATIONAL) {
+		return 0, fmt.Errorf("severity %q: want LOW, MEDIUM or HIGH", s)
+	}
+	return remediation.Severity(v), nil
+}
 
 // New implements suite.Factory.
-func (*Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
-	return &service{}, nil
+func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
+	minSev, err := ParseSeverity(f.minSeverity)
+	if err != nil {
+		return nil, fmt.Errorf("--remediation-min-severity: %w", err)
+	}
+	if env.Peers.Risk == "" {
+		return nil, errors.New("remediation needs the risk service: set --risk-addr")
+	}
+	st, err := remediationstore.Open(ctx, remediationstore.Options{
+		Path: filepath.Join(env.DataDir, "remediation.db"), Encode: remediationgrpc.EncodeEvent,
+		Retention: f.retention, ProgressInterval: f.progressInterval, Logger: env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &service{store: st}
+	riskConn, err := env.Dial(env.Peers.Risk)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("dial risk: %w", err)
+	}
+	s.conns = append(s.conns, riskConn)
+	risk := riskv1.NewRiskServiceClient(riskConn)
+	var devices remediation.DeviceDirectory
+	if env.Peers.Compliance != "" {
+		cc, err := env.Dial(env.Peers.Compliance)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("dial compliance: %w", err)
+		}
+		s.conns = append(s.conns, cc)
+		devices = NewDeviceDirectory(compliancev1.NewDeviceServiceClient(cc))
+	}
+	s.svc = remediation.New(remediation.Config{
+		Store: st, Risk: NewRiskClient(risk), Devices: devices, Tracing: OtelTracing{},
+		MinSeverity: minSev, ApprovalExpiry: f.approvalExpiry, ActionTimeout: f.actionTimeout,
+		HeartbeatInterval: f.heartbeatInterval, Logger: env.Logger,
+	})
+	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger})
+	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger)
+	return s, nil
 }
 
-type service struct{}
-
-func (*service) Register(s grpc.ServiceRegistrar) {
-	remediationv1.RegisterRemediationServiceServer(s, remediationv1.UnimplementedRemediationServiceServer{})
-	remediationv1.RegisterAgentServiceServer(s, remediationv1.UnimplementedAgentServiceServer{})
+type service struct {
+	store    *remediationstore.Store
+	svc      *remediation.Service
+	grpc     *remediationgrpc.Server
+	consumer *consumer.Consumer[*riskv1.RiskEvent]
+	conns    []*grpc.ClientConn
+	once     sync.Once
 }
-func (*service) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (*service) Close() error                  { return nil }
+
+func (s *service) Register(r grpc.ServiceRegistrar) { remediationgrpc.Register(r, s.grpc) }
+
+func (s *service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = s.svc.Run(ctx) }()
+	go func() { defer wg.Done(); _ = s.consumer.Run(ctx) }()
+	wg.Wait()
+	return nil
+}
+
+func (s *service) Close() error {
+	var err error
+	s.once.Do(func() {
+		for _, c := range s.conns {
+			_ = c.Close()
+		}
+		err = s.store.Close()
+	})
+	return err
+}
+
+// --- risk -------------------------------------------------------------------------
+
+type riskClient struct{ c riskv1.RiskServiceClient }
+
+// NewRiskClient adapts the risk service's client to remediation.RiskClient.
+func NewRiskClient(c riskv1.RiskServiceClient) remediation.RiskClient { return riskClient{c} }
+
+func (r riskClient) GetAlert(ctx context.Context, id string) (*remediation.Alert, error) {
+	resp, err := r.c.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: id})
+	if status.Code(err) == codes.NotFound {
+		return nil, fmt.Errorf("%w: alert %s", remediation.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return remediationgrpc.AlertFromProto(resp.GetAlert()), nil
+}
+
+func (r riskClient) ResolveAlert(ctx context.Context, alertID, investigationID string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := r.c.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{
+		AlertId:         alertID,
+		Classification:  riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE,
+		Comment:         "remediated by automated investigation " + investigationID,
+		ResolvedBy:      remediation.Automation,
+		InvestigationId: investigationID,
+	})
+	switch status.Code(err) {
+	case codes.OK, codes.FailedPrecondition: // FAILED_PRECONDITION: already resolved
+		return nil
+	case codes.NotFound:
+		return fmt.Errorf("%w: alert %s", remediation.ErrNotFound, alertID)
+	}
+	return err
+}
+
+// --- compliance -------------------------------------------------------------------
+
+type deviceDirectory struct{ c compliancev1.DeviceServiceClient }
+
+// NewDeviceDirectory adapts the compliance service's DeviceService client.
+func NewDeviceDirectory(c compliancev1.DeviceServiceClient) remediation.DeviceDirectory {
+	return deviceDirectory{c}
+}
+
+func (d deviceDirectory) DeviceGroups(ctx context.Context, deviceID string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := d.c.GetDevice(ctx, &compliancev1.GetDeviceRequest{DeviceId: deviceID})
+	if status.Code(err) == codes.NotFound {
+		return nil, fmt.Errorf("%w: device %s", remediation.ErrNotFound, deviceID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetDevice().GetGroups(), nil
+}
+
+// --- risk event consumer -----------------------------------------------------------
+
+type riskSource struct{ c riskv1.RiskServiceClient }
+
+type riskStream struct {
+	s grpc.ServerStreamingClient[riskv1.WatchRiskEventsResponse]
+}
+
+func (r riskSource) Watch(ctx context.Context, start int64) (consumer.Stream[*riskv1.RiskEvent], error) {
+	s, err := r.c.WatchRiskEvents(ctx, &riskv1.WatchRiskEventsRequest{StartRevision: start})
+	if err != nil {
+		return nil, err
+	}
+	return riskStream{s}, nil
+}
+
+func (r riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
+	m, err := r.s.Recv()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if p := m.GetProgress(); p != nil {
+		return nil, p.GetRevision(), true, nil
+	}
+	ev := m.GetEvent()
+	return ev, ev.GetRevision(), false, nil
+}
+
+// NewConsumer follows the risk service's events: REPORTED alerts open or join
+// investigations (idempotently: an alert already linked is skipped); the cursor is
+// stored in the same transaction as what an event changes. Resync takes the risk
+// revision first, then lists the active alerts at or above minSev, so every event
+// after that revision is applied again on top (harmlessly).
+func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.RiskServiceClient, minSev remediation.Severity, logger *slog.Logger) *consumer.Consumer[*riskv1.RiskEvent] {
+	return consumer.New(consumer.Config[*riskv1.RiskEvent]{
+		Name:   "remediation<-risk",
+		Source: riskSource{risk},
+		Cursor: st.Cursor,
+		Resync: func(ctx context.Context) (int64, error) {
+			lr, err := risk.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{PageSize: 1})
+			if err != nil {
+				return 0, fmt.Errorf("list device risks: %w", err)
+			}
+			rev := lr.GetRevision()
+			for _, stt := range []riskv1.AlertStatus{riskv1.AlertStatus_ALERT_STATUS_NEW, riskv1.AlertStatus_ALERT_STATUS_IN_PROGRESS} {
+				tok := ""
+				for {
+					resp, err := risk.ListAlerts(ctx, &riskv1.ListAlertsRequest{PageSize: 1000, PageToken: tok, Status: stt, MinSeverity: commonv1.Severity(minSev)})
+					if err != nil {
+						return 0, fmt.Errorf("list alerts: %w", err)
+					}
+					for _, a := range resp.GetAlerts() {
+						if err := svc.OnAlert(ctx, remediationgrpc.AlertFromProto(a), remediation.TraceContext{}, 0); err != nil {
+							return 0, err
+						}
+					}
+					if tok = resp.GetNextPageToken(); tok == "" {
+						break
+					}
+				}
+			}
+			return rev, svc.StoreCursor(ctx, rev)
+		},
+		Apply: func(ctx context.Context, ev *riskv1.RiskEvent, rev int64) error {
+			if ac := ev.GetAlertChanged(); ac != nil && ac.GetType() == riskv1.AlertChangeType_ALERT_CHANGE_TYPE_REPORTED {
+				return svc.OnAlert(ctx, remediationgrpc.AlertFromProto(ac.GetAlert()), remediationgrpc.TraceFromProto(ev.GetTraceContext()), rev)
+			}
+			return svc.StoreCursor(ctx, rev)
+		},
+		Logger: logger,
+	})
+}
