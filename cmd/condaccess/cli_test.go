@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -14,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -23,6 +27,7 @@ import (
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/auth"
 )
 
 // fakeSuite implements the few RPCs the CLI tests call, in memory.
@@ -446,5 +451,54 @@ func TestW1DirectoryDeterministic(t *testing.T) {
 	}
 	if users != 200 || groups != 20 || apps != 5 {
 		t.Errorf("chunks carry %d users, %d groups, %d apps", users, groups, apps)
+	}
+}
+
+func TestDevCertsMutualTLSHealth(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := auth.ServerTLS(auth.Config{CertFile: filepath.Join(dir, "service.pem"), KeyFile: filepath.Join(dir, "service-key.pem"), ClientCAFile: filepath.Join(dir, "ca.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(grpc.Creds(creds))
+	hs := health.NewServer()
+	grpc_health_v1.RegisterHealthServer(s, hs)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+
+	tlsArgs := []string{"--server", lis.Addr().String(), "--tls-ca", filepath.Join(dir, "ca.pem"),
+		"--tls-cert", filepath.Join(dir, "admin.pem"), "--tls-key", filepath.Join(dir, "admin-key.pem")}
+	out, _, err := runCLI(t, append([]string{"health"}, tlsArgs...)...)
+	if err != nil || !strings.Contains(out, "SERVING") {
+		t.Fatalf("health over mutual TLS: %v %s", err, out)
+	}
+	hs.SetServingStatus("", grpc_health_v1.HealthCheckResponse_NOT_SERVING)
+	if _, _, err := runCLI(t, append([]string{"health"}, tlsArgs...)...); err == nil {
+		t.Fatal("health is fine while NOT_SERVING")
+	}
+	// Without a client certificate the server refuses the call.
+	if _, _, err := runCLI(t, "health", "--server", lis.Addr().String(), "--timeout", "2s"); err == nil {
+		t.Fatal("plaintext health call to a TLS server succeeded")
+	}
+
+	pemBytes, err := os.ReadFile(filepath.Join(dir, "admin.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []commonv1.Role{commonv1.Role_ROLE_SECOPS_ADMIN, commonv1.Role_ROLE_POLICY_ADMIN, commonv1.Role_ROLE_READER}
+	if diff := cmp.Diff(want, auth.IdentityFromCert(cert).Roles); diff != "" {
+		t.Errorf("admin roles (-want +got):\n%s", diff)
 	}
 }
