@@ -1,0 +1,498 @@
+package policyengine
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+)
+
+// versionSeq numbers snapshots compiled without WithVersion.
+var versionSeq atomic.Int64
+
+// CompileOption tunes Compile.
+type CompileOption func(*compileOptions)
+
+type compileOptions struct {
+	version int64
+}
+
+// WithVersion sets the snapshot's version (e.g. the store revision the directory and the
+// policies reflect). Without it, a snapshot gets the next value of a process-wide counter.
+func WithVersion(v int64) CompileOption {
+	return func(o *compileOptions) { o.version = v }
+}
+
+// span is a slice of an arena.
+type span struct{ off, n uint32 }
+
+func (sp span) of(a []int32) []int32 { return a[sp.off : sp.off+sp.n] }
+
+// cuser is a compiled user.
+type cuser struct {
+	groups    span // transitive groups, sorted, in dirIndex.userGroups
+	disabled  bool
+	emergency bool
+}
+
+// dirIndex is the compiled, immutable directory shared by snapshots.
+type dirIndex struct {
+	userIdx    map[string]int32
+	userIDs    []string
+	users      []cuser
+	userGroups []int32
+	groupIdx   map[string]int32
+	groupIDs   []string
+	groupWords int
+	appIdx     map[string]int32
+	appIDs     []string
+	emergency  []int32
+}
+
+// ipCond holds a policy's location condition.
+type ipCond struct {
+	include, exclude []netip.Prefix
+}
+
+// cpol is a compiled policy: the hot fields the decision loop reads.
+type cpol struct {
+	state      State
+	block      bool
+	or         bool
+	allUsers   bool
+	allApps    bool
+	req        Controls
+	platInc    uint8 // bit per platform; 0 = any
+	platExc    uint8
+	clientInc  uint8 // bit per client app; 0 = any
+	ips        int32 // index into Snapshot.ipConds; -1 = none
+	inclUsers  span
+	exclUsers  span
+	inclGroups span
+	exclGroups span // exclMsgs has the not-applied message at the same arena index
+	inclApps   span
+	exclApps   span
+}
+
+// pstr holds a policy's static strings, built at compile time.
+type pstr struct {
+	id, name         string
+	msgBlock         string
+	msgCompliant     string
+	msgStale         string
+	msgUnknownDevice string
+	msgMFA           string
+	msgGranted       string
+}
+
+// Snapshot is an immutable compiled directory and policy set.
+type Snapshot struct {
+	version int64
+	dir     *dirIndex
+
+	src      []Policy // sorted by ID, as given (for WithDrafts)
+	pols     []cpol
+	strs     []pstr
+	arena    []int32
+	exclMsgs []string // parallel to arena; set for exclude-group entries
+	ipConds  []ipCond
+
+	allApps    []int32 // non-disabled policies targeting all applications, sorted
+	appSpec    []span  // per app: policies naming it (^idx when also excluding it), sorted by idx
+	appExclAll []span  // per app: all-apps policies excluding it, sorted
+	cand       []int32 // arena of appSpec and appExclAll
+	active     []int32 // non-disabled policies, sorted (for Request.AllPolicies)
+}
+
+// Version is the snapshot's version.
+func (s *Snapshot) Version() int64 { return s.version }
+
+// NumPolicies is the number of policies in the snapshot (all states).
+func (s *Snapshot) NumPolicies() int { return len(s.src) }
+
+// Policies returns the snapshot's policies sorted by ID (shared: do not modify).
+func (s *Snapshot) Policies() []Policy { return s.src }
+
+// HasUser reports whether the user is in the directory.
+func (s *Snapshot) HasUser(id string) bool { _, ok := s.dir.userIdx[id]; return ok }
+
+// HasApplication reports whether the application is in the directory.
+func (s *Snapshot) HasApplication(id string) bool { _, ok := s.dir.appIdx[id]; return ok }
+
+// HasGroup reports whether the group is in the directory.
+func (s *Snapshot) HasGroup(id string) bool { _, ok := s.dir.groupIdx[id]; return ok }
+
+// TransitiveGroups returns the groups the user is in, directly or through nesting, sorted
+// by id; ok is false for an unknown user.
+func (s *Snapshot) TransitiveGroups(userID string) (groups []string, ok bool) {
+	u, ok := s.dir.userIdx[userID]
+	if !ok {
+		return nil, false
+	}
+	gs := s.dir.users[u].groups.of(s.dir.userGroups)
+	out := make([]string, len(gs))
+	for i, g := range gs {
+		out[i] = s.dir.groupIDs[g]
+	}
+	slices.Sort(out)
+	return out, true
+}
+
+// EmergencyAccessUsers returns the ids of the emergency-access users, sorted.
+func (s *Snapshot) EmergencyAccessUsers() []string {
+	out := make([]string, len(s.dir.emergency))
+	for i, u := range s.dir.emergency {
+		out[i] = s.dir.userIDs[u]
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Compile compiles a directory and policies into a Snapshot. It fails (wrapping
+// ErrInvalidDirectory or ErrInvalidPolicy) on empty or duplicate ids and invalid policies;
+// references to users, groups and applications that are not in the directory are allowed
+// and never match.
+func Compile(dir *Directory, policies []Policy, opts ...CompileOption) (*Snapshot, error) {
+	if dir == nil {
+		dir = &Directory{}
+	}
+	d, err := compileDirectory(dir)
+	if err != nil {
+		return nil, err
+	}
+	return compilePolicies(d, policies, opts)
+}
+
+// WithPolicies compiles another policy set against the same directory (cheaper than Compile
+// when only policies changed).
+func (s *Snapshot) WithPolicies(policies []Policy, opts ...CompileOption) (*Snapshot, error) {
+	return compilePolicies(s.dir, policies, opts)
+}
+
+// WithDrafts returns a snapshot with the draft policies added, a draft replacing the saved
+// policy with the same ID; it keeps s's version. For WhatIf; it allocates.
+func (s *Snapshot) WithDrafts(drafts []Policy) (*Snapshot, error) {
+	byID := make(map[string]int, len(drafts))
+	for i, d := range drafts {
+		if _, dup := byID[d.ID]; dup {
+			return nil, &PolicyError{PolicyID: d.ID, Field: "policy_id", Msg: "duplicate draft policy id"}
+		}
+		byID[d.ID] = i
+	}
+	merged := make([]Policy, 0, len(s.src)+len(drafts))
+	for _, p := range s.src {
+		if _, replaced := byID[p.ID]; !replaced {
+			merged = append(merged, p)
+		}
+	}
+	merged = append(merged, drafts...)
+	return compilePolicies(s.dir, merged, []CompileOption{WithVersion(s.version)})
+}
+
+func compileDirectory(dir *Directory) (*dirIndex, error) {
+	d := &dirIndex{
+		userIdx:  make(map[string]int32, len(dir.Users)),
+		userIDs:  make([]string, len(dir.Users)),
+		users:    make([]cuser, len(dir.Users)),
+		groupIdx: make(map[string]int32, len(dir.Groups)),
+		groupIDs: make([]string, len(dir.Groups)),
+		appIdx:   make(map[string]int32, len(dir.Applications)),
+		appIDs:   make([]string, len(dir.Applications)),
+	}
+	for i, u := range dir.Users {
+		if u.ID == "" {
+			return nil, fmt.Errorf("%w: user %d has an empty id", ErrInvalidDirectory, i)
+		}
+		if _, dup := d.userIdx[u.ID]; dup {
+			return nil, fmt.Errorf("%w: duplicate user %q", ErrInvalidDirectory, u.ID)
+		}
+		d.userIdx[u.ID] = int32(i)
+		d.userIDs[i] = u.ID
+		d.users[i].disabled = u.Disabled
+		d.users[i].emergency = u.EmergencyAccess
+		if u.EmergencyAccess {
+			d.emergency = append(d.emergency, int32(i))
+		}
+	}
+	for i, g := range dir.Groups {
+		if g.ID == "" {
+			return nil, fmt.Errorf("%w: group %d has an empty id", ErrInvalidDirectory, i)
+		}
+		if _, dup := d.groupIdx[g.ID]; dup {
+			return nil, fmt.Errorf("%w: duplicate group %q", ErrInvalidDirectory, g.ID)
+		}
+		d.groupIdx[g.ID] = int32(i)
+		d.groupIDs[i] = g.ID
+	}
+	d.groupWords = (len(dir.Groups) + 63) / 64
+	for i, a := range dir.Applications {
+		if a.ID == "" {
+			return nil, fmt.Errorf("%w: application %d has an empty id", ErrInvalidDirectory, i)
+		}
+		if _, dup := d.appIdx[a.ID]; dup {
+			return nil, fmt.Errorf("%w: duplicate application %q", ErrInvalidDirectory, a.ID)
+		}
+		d.appIdx[a.ID] = int32(i)
+		d.appIDs[i] = a.ID
+	}
+
+	// parents[g]: the groups g is directly nested in; direct[u]: u's direct groups.
+	nG := len(dir.Groups)
+	parents := make([][]int32, nG)
+	direct := make([][]int32, len(dir.Users))
+	for gi, g := range dir.Groups {
+		for _, m := range g.MemberGroups {
+			if c, ok := d.groupIdx[m]; ok && c != int32(gi) {
+				parents[c] = append(parents[c], int32(gi))
+			}
+		}
+		for _, m := range g.MemberUsers {
+			if u, ok := d.userIdx[m]; ok {
+				direct[u] = append(direct[u], int32(gi))
+			}
+		}
+	}
+	// ancestors[g]: g and every group containing it, transitively (BFS; cycles tolerated).
+	ancestors := make([][]int32, nG)
+	mark := make([]int32, nG) // stamp = g+1
+	var queue []int32
+	for g := range nG {
+		if len(parents[g]) == 0 {
+			continue // ancestors = {g}, handled below without allocation
+		}
+		stamp := int32(g + 1)
+		queue = append(queue[:0], int32(g))
+		mark[g] = stamp
+		for h := 0; h < len(queue); h++ {
+			for _, p := range parents[queue[h]] {
+				if mark[p] != stamp {
+					mark[p] = stamp
+					queue = append(queue, p)
+				}
+			}
+		}
+		ancestors[g] = slices.Clone(queue)
+	}
+	for i := range mark {
+		mark[i] = 0
+	}
+	d.userGroups = make([]int32, 0, len(dir.Users)*3)
+	for u := range dir.Users {
+		start := len(d.userGroups)
+		stamp := int32(u + 1)
+		add := func(g int32) {
+			if mark[g] != stamp {
+				mark[g] = stamp
+				d.userGroups = append(d.userGroups, g)
+			}
+		}
+		for _, g := range direct[u] {
+			if ancestors[g] == nil {
+				add(g)
+				continue
+			}
+			for _, a := range ancestors[g] {
+				add(a)
+			}
+		}
+		slices.Sort(d.userGroups[start:])
+		d.users[u].groups = span{uint32(start), uint32(len(d.userGroups) - start)}
+	}
+	// mark uses stamps u+1; reset is not needed afterwards.
+	return d, nil
+}
+
+// ValidatePolicy checks the rules a policy must meet to be compiled: a non-empty ID, a state,
+// either Block or at least one required control (not both), known enum values and valid IP
+// prefixes. The error is a *PolicyError wrapping ErrInvalidPolicy.
+func ValidatePolicy(p *Policy) error {
+	bad := func(field, msg string) error { return &PolicyError{PolicyID: p.ID, Field: field, Msg: msg} }
+	if p.ID == "" {
+		return bad("policy_id", "must not be empty")
+	}
+	if p.State < StateEnabled || p.State > StateDisabled {
+		return bad("state", "must be ENABLED, REPORT_ONLY or DISABLED")
+	}
+	if p.Block && len(p.Require) > 0 {
+		return bad("grant_controls", "must either block or require at least one control, not both")
+	}
+	if !p.Block && len(p.Require) == 0 {
+		return bad("grant_controls", "must either block or require at least one control")
+	}
+	var seen Controls
+	for _, c := range p.Require {
+		if c != ControlCompliantDevice && c != ControlMFA {
+			return bad("grant_controls.require", fmt.Sprintf("unknown control %d", c))
+		}
+		if seen.Has(c) {
+			return bad("grant_controls.require", "duplicate control")
+		}
+		seen = seen.With(c)
+	}
+	if p.Operator > OperatorOR {
+		return bad("grant_controls.operator", fmt.Sprintf("unknown operator %d", p.Operator))
+	}
+	for _, pl := range p.Platforms.Include {
+		if pl < PlatformWindows || pl > PlatformAndroid {
+			return bad("conditions.platforms.include", fmt.Sprintf("unknown platform %d", pl))
+		}
+	}
+	for _, pl := range p.Platforms.Exclude {
+		if pl < PlatformWindows || pl > PlatformAndroid {
+			return bad("conditions.platforms.exclude", fmt.Sprintf("unknown platform %d", pl))
+		}
+	}
+	for _, pr := range p.IncludeIPs {
+		if !pr.IsValid() {
+			return bad("conditions.locations.include_ip_ranges", "invalid prefix")
+		}
+	}
+	for _, pr := range p.ExcludeIPs {
+		if !pr.IsValid() {
+			return bad("conditions.locations.exclude_ip_ranges", "invalid prefix")
+		}
+	}
+	for _, ca := range p.ClientApps {
+		if ca < ClientAppBrowser || ca > ClientAppOther {
+			return bad("conditions.client_app_types.include", fmt.Sprintf("unknown client app type %d", ca))
+		}
+	}
+	return nil
+}
+
+func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Snapshot, error) {
+	var o compileOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.version == 0 {
+		o.version = versionSeq.Add(1)
+	}
+	src := slices.Clone(policies)
+	slices.SortFunc(src, func(a, b Policy) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range src {
+		if err := ValidatePolicy(&src[i]); err != nil {
+			return nil, err
+		}
+		if i > 0 && src[i].ID == src[i-1].ID {
+			return nil, &PolicyError{PolicyID: src[i].ID, Field: "policy_id", Msg: "duplicate policy id"}
+		}
+	}
+	s := &Snapshot{
+		version: o.version,
+		dir:     d,
+		src:     src,
+		pols:    make([]cpol, len(src)),
+		strs:    make([]pstr, len(src)),
+	}
+	appendIDs := func(ids []string, idx map[string]int32) span {
+		start := len(s.arena)
+		for _, id := range ids {
+			if v, ok := idx[id]; ok && !slices.Contains(s.arena[start:], v) {
+				s.arena = append(s.arena, v)
+				s.exclMsgs = append(s.exclMsgs, "")
+			}
+		}
+		return span{uint32(start), uint32(len(s.arena) - start)}
+	}
+	nApps := len(d.appIDs)
+	specLists := make([][]int32, nApps)
+	exclAllLists := make([][]int32, nApps)
+	for i := range src {
+		p := &src[i]
+		c := &s.pols[i]
+		c.state = p.State
+		c.block = p.Block
+		c.or = p.Operator == OperatorOR
+		c.allUsers = p.Users.All
+		c.allApps = p.Apps.All
+		for _, r := range p.Require {
+			c.req = c.req.With(r)
+		}
+		for _, pl := range p.Platforms.Include {
+			c.platInc |= 1 << pl
+		}
+		for _, pl := range p.Platforms.Exclude {
+			c.platExc |= 1 << pl
+		}
+		for _, ca := range p.ClientApps {
+			c.clientInc |= 1 << ca
+		}
+		c.ips = -1
+		if len(p.IncludeIPs) > 0 || len(p.ExcludeIPs) > 0 {
+			c.ips = int32(len(s.ipConds))
+			s.ipConds = append(s.ipConds, ipCond{include: maskAll(p.IncludeIPs), exclude: maskAll(p.ExcludeIPs)})
+		}
+		c.inclUsers = appendIDs(p.Users.IncludeUsers, d.userIdx)
+		c.exclUsers = appendIDs(p.Users.ExcludeUsers, d.userIdx)
+		c.inclGroups = appendIDs(p.Users.IncludeGroups, d.groupIdx)
+		c.exclGroups = appendIDs(p.Users.ExcludeGroups, d.groupIdx)
+		for k := c.exclGroups.off; k < c.exclGroups.off+c.exclGroups.n; k++ {
+			s.exclMsgs[k] = NotAppliedUserExcludedByGr + d.groupIDs[s.arena[k]]
+		}
+		c.inclApps = appendIDs(p.Apps.Include, d.appIdx)
+		c.exclApps = appendIDs(p.Apps.Exclude, d.appIdx)
+
+		name := p.DisplayName
+		if name == "" {
+			name = p.ID
+		}
+		q := fmt.Sprintf("%q", name)
+		s.strs[i] = pstr{
+			id:               p.ID,
+			name:             p.DisplayName,
+			msgBlock:         "policy " + q + " blocks access",
+			msgCompliant:     "policy " + q + " requires a compliant device; the device is not compliant",
+			msgStale:         "policy " + q + " requires a compliant device; the compliance feed is stale, so compliance cannot be confirmed (fail closed)",
+			msgUnknownDevice: "policy " + q + " requires a compliant device; the device is unknown to the compliance feed",
+			msgMFA:           "policy " + q + " requires multi-factor authentication",
+			msgGranted:       "policy " + q + " grants access: its controls are satisfied",
+		}
+		if p.State == StateDisabled {
+			continue
+		}
+		s.active = append(s.active, int32(i))
+		if p.Apps.All {
+			s.allApps = append(s.allApps, int32(i))
+			for _, a := range c.exclApps.of(s.arena) {
+				exclAllLists[a] = append(exclAllLists[a], int32(i))
+			}
+			continue
+		}
+		excl := c.exclApps.of(s.arena)
+		for _, a := range c.inclApps.of(s.arena) {
+			v := int32(i)
+			if slices.Contains(excl, a) {
+				v = ^v
+			}
+			specLists[a] = append(specLists[a], v)
+		}
+	}
+	s.appSpec = make([]span, nApps)
+	s.appExclAll = make([]span, nApps)
+	for a := range nApps {
+		start := len(s.cand)
+		s.cand = append(s.cand, specLists[a]...) // appended in ascending policy order
+		s.appSpec[a] = span{uint32(start), uint32(len(specLists[a]))}
+		start = len(s.cand)
+		s.cand = append(s.cand, exclAllLists[a]...)
+		s.appExclAll[a] = span{uint32(start), uint32(len(exclAllLists[a]))}
+	}
+	return s, nil
+}
+
+func maskAll(ps []netip.Prefix) []netip.Prefix {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			out[i] = netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked()
+		} else {
+			out[i] = p.Masked()
+		}
+	}
+	return out
+}
