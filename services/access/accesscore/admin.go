@@ -1,0 +1,438 @@
+package accesscore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/condaccess/condaccess/services/access"
+)
+
+func (s *Service) etag(now time.Time) string {
+	return strconv.FormatInt(now.UnixNano(), 36)
+}
+
+// maskFields validates update_mask paths against allowed and returns the set
+// to apply; an empty mask or "*" selects every field.
+func maskFields(paths []string, allowed ...string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(paths) == 0 || (len(paths) == 1 && paths[0] == "*") {
+		for _, a := range allowed {
+			out[a] = true
+		}
+		return out, nil
+	}
+	for _, p := range paths {
+		if !slices.Contains(allowed, p) {
+			return nil, access.Invalid("update_mask", "unknown or immutable field %q (mutable: %s)", p, strings.Join(allowed, ", "))
+		}
+		out[p] = true
+	}
+	return out, nil
+}
+
+// ---- users ----
+
+// CreateUser creates a user.
+func (s *Service) CreateUser(ctx context.Context, u *access.User) (*access.User, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	now := s.now()
+	nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess,
+		CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
+	if err := s.store.CreateUser(ctx, nu); err != nil {
+		return nil, err
+	}
+	s.model.Users[nu.ID] = nu
+	s.rebuild()
+	return s.withGroups(nu), nil
+}
+
+func (s *Service) withGroups(u *access.User) *access.User {
+	c := *u
+	c.GroupIDs, c.TransitiveGroupIDs = s.model.UserGroups(u.ID)
+	return &c
+}
+
+// GetUser returns a user with its direct and transitive groups.
+func (s *Service) GetUser(ctx context.Context, id string) (*access.User, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	u := s.model.Users[id]
+	if u == nil {
+		return nil, fmt.Errorf("%w: user %q", access.ErrNotFound, id)
+	}
+	return s.withGroups(u), nil
+}
+
+// ListUsers lists users by id.
+func (s *Service) ListUsers(ctx context.Context, token string, limit int) ([]*access.User, string, error) {
+	return s.store.ListUsers(ctx, token, limit)
+}
+
+// UpdateUser applies the fields of u named by mask (display_name, disabled or
+// its alias enabled, emergency_access).
+func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string) (*access.User, error) {
+	for i, p := range mask {
+		if p == "enabled" {
+			mask = slices.Clone(mask)
+			mask[i] = "disabled"
+		}
+	}
+	f, err := maskFields(mask, "display_name", "disabled", "emergency_access")
+	if err != nil {
+		return nil, err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	cur := s.model.Users[u.ID]
+	if cur == nil {
+		return nil, fmt.Errorf("%w: user %q", access.ErrNotFound, u.ID)
+	}
+	nu := *cur
+	if f["display_name"] {
+		nu.DisplayName = u.DisplayName
+	}
+	if f["disabled"] {
+		nu.Disabled = u.Disabled
+	}
+	if f["emergency_access"] {
+		nu.EmergencyAccess = u.EmergencyAccess
+	}
+	now := s.now()
+	nu.UpdateTime, nu.Etag = now, s.etag(now)
+	if err := s.store.UpdateUser(ctx, &nu, u.Etag); err != nil {
+		return nil, err
+	}
+	s.model.Users[nu.ID] = &nu
+	s.rebuild()
+	return s.withGroups(&nu), nil
+}
+
+// DeleteUser deletes a user and its memberships.
+func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.store.DeleteUser(ctx, id, etag); err != nil {
+		return err
+	}
+	s.model.RemoveUser(id)
+	s.rebuild()
+	return nil
+}
+
+// ---- groups ----
+
+func (s *Service) checkGroup(g *access.Group) error {
+	for _, u := range g.MemberUserIDs {
+		if s.model.Users[u] == nil {
+			return fmt.Errorf("%w: member user %q of group %q", access.ErrNotFound, u, g.ID)
+		}
+	}
+	for _, m := range g.MemberGroupIDs {
+		if m != g.ID && s.model.Groups[m] == nil {
+			return fmt.Errorf("%w: member group %q of group %q", access.ErrNotFound, m, g.ID)
+		}
+	}
+	if c := access.GroupCycle(g.ID, g.MemberGroupIDs, s.model.MemberGroups); c != nil {
+		return access.CycleError(c)
+	}
+	return nil
+}
+
+func dedup(ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// CreateGroup creates a group.
+func (s *Service) CreateGroup(ctx context.Context, g *access.Group) (*access.Group, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.model.Groups[g.ID] != nil {
+		return nil, fmt.Errorf("%w: group %q", access.ErrAlreadyExists, g.ID)
+	}
+	now := s.now()
+	ng := &access.Group{ID: g.ID, DisplayName: g.DisplayName, MemberUserIDs: dedup(g.MemberUserIDs), MemberGroupIDs: dedup(g.MemberGroupIDs),
+		CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
+	if err := s.checkGroup(ng); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateGroup(ctx, ng); err != nil {
+		return nil, err
+	}
+	s.model.Groups[ng.ID] = ng
+	s.rebuild()
+	return ng, nil
+}
+
+// GetGroup returns a group.
+func (s *Service) GetGroup(ctx context.Context, id string) (*access.Group, error) {
+	return s.store.GetGroup(ctx, id)
+}
+
+// ListGroups lists groups by id.
+func (s *Service) ListGroups(ctx context.Context, token string, limit int) ([]*access.Group, string, error) {
+	return s.store.ListGroups(ctx, token, limit)
+}
+
+// UpdateGroup applies the fields of g named by mask.
+func (s *Service) UpdateGroup(ctx context.Context, g *access.Group, mask []string) (*access.Group, error) {
+	f, err := maskFields(mask, "display_name", "member_user_ids", "member_group_ids")
+	if err != nil {
+		return nil, err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	cur := s.model.Groups[g.ID]
+	if cur == nil {
+		return nil, fmt.Errorf("%w: group %q", access.ErrNotFound, g.ID)
+	}
+	ng := *cur
+	if f["display_name"] {
+		ng.DisplayName = g.DisplayName
+	}
+	if f["member_user_ids"] {
+		ng.MemberUserIDs = dedup(g.MemberUserIDs)
+	}
+	if f["member_group_ids"] {
+		ng.MemberGroupIDs = dedup(g.MemberGroupIDs)
+	}
+	if g.Etag != "" && g.Etag != cur.Etag {
+		return nil, fmt.Errorf("%w: group %q was changed (etag %q, current %q): read it again", access.ErrEtagMismatch, g.ID, g.Etag, cur.Etag)
+	}
+	if err := s.checkGroup(&ng); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	ng.UpdateTime, ng.Etag = now, s.etag(now)
+	if err := s.store.UpdateGroup(ctx, &ng, g.Etag); err != nil {
+		return nil, err
+	}
+	s.model.Groups[ng.ID] = &ng
+	s.rebuild()
+	return &ng, nil
+}
+
+// DeleteGroup deletes a group.
+func (s *Service) DeleteGroup(ctx context.Context, id, etag string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.store.DeleteGroup(ctx, id, etag); err != nil {
+		return err
+	}
+	s.model.RemoveGroup(id)
+	s.rebuild()
+	return nil
+}
+
+// ---- applications ----
+
+// CreateApplication creates an application.
+func (s *Service) CreateApplication(ctx context.Context, a *access.Application) (*access.Application, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	now := s.now()
+	na := &access.Application{ID: a.ID, DisplayName: a.DisplayName, CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
+	if err := s.store.CreateApplication(ctx, na); err != nil {
+		return nil, err
+	}
+	s.model.Apps[na.ID] = na
+	s.rebuild()
+	return na, nil
+}
+
+// GetApplication returns an application.
+func (s *Service) GetApplication(ctx context.Context, id string) (*access.Application, error) {
+	return s.store.GetApplication(ctx, id)
+}
+
+// ListApplications lists applications by id.
+func (s *Service) ListApplications(ctx context.Context, token string, limit int) ([]*access.Application, string, error) {
+	return s.store.ListApplications(ctx, token, limit)
+}
+
+// UpdateApplication applies the fields of a named by mask.
+func (s *Service) UpdateApplication(ctx context.Context, a *access.Application, mask []string) (*access.Application, error) {
+	f, err := maskFields(mask, "display_name")
+	if err != nil {
+		return nil, err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	cur := s.model.Apps[a.ID]
+	if cur == nil {
+		return nil, fmt.Errorf("%w: application %q", access.ErrNotFound, a.ID)
+	}
+	na := *cur
+	if f["display_name"] {
+		na.DisplayName = a.DisplayName
+	}
+	now := s.now()
+	na.UpdateTime, na.Etag = now, s.etag(now)
+	if err := s.store.UpdateApplication(ctx, &na, a.Etag); err != nil {
+		return nil, err
+	}
+	s.model.Apps[na.ID] = &na
+	s.rebuild()
+	return &na, nil
+}
+
+// DeleteApplication deletes an application.
+func (s *Service) DeleteApplication(ctx context.Context, id, etag string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.store.DeleteApplication(ctx, id, etag); err != nil {
+		return err
+	}
+	delete(s.model.Apps, id)
+	s.rebuild()
+	return nil
+}
+
+// ImportStats counts an import.
+type ImportStats struct{ Users, Groups, Applications int64 }
+
+// ImportDirectory creates or replaces everything in d, checks membership
+// (unknown members, cycles) against the resulting directory, stores it in
+// batches and rebuilds the snapshot once.
+func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (ImportStats, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	now := s.now()
+	et := s.etag(now)
+	// The resulting directory, for the checks.
+	next := &access.Model{Users: map[string]*access.User{}, Groups: map[string]*access.Group{}, Apps: s.model.Apps, Policies: s.model.Policies}
+	for k, v := range s.model.Users {
+		next.Users[k] = v
+	}
+	for k, v := range s.model.Groups {
+		next.Groups[k] = v
+	}
+	stamp := func(id string, created func() (time.Time, bool)) (time.Time, time.Time) {
+		if c, ok := created(); ok {
+			return c, now
+		}
+		return now, now
+	}
+	var users []*access.User
+	for _, u := range d.Users {
+		nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, Etag: et}
+		nu.CreateTime, nu.UpdateTime = stamp(u.ID, func() (time.Time, bool) {
+			if c := s.model.Users[u.ID]; c != nil {
+				return c.CreateTime, true
+			}
+			return time.Time{}, false
+		})
+		next.Users[nu.ID] = nu
+		users = append(users, nu)
+	}
+	var groups []*access.Group
+	for _, g := range d.Groups {
+		ng := &access.Group{ID: g.ID, DisplayName: g.DisplayName, MemberUserIDs: dedup(g.MemberUserIDs), MemberGroupIDs: dedup(g.MemberGroupIDs), Etag: et}
+		ng.CreateTime, ng.UpdateTime = stamp(g.ID, func() (time.Time, bool) {
+			if c := s.model.Groups[g.ID]; c != nil {
+				return c.CreateTime, true
+			}
+			return time.Time{}, false
+		})
+		next.Groups[ng.ID] = ng
+		groups = append(groups, ng)
+	}
+	for _, g := range groups {
+		for _, u := range g.MemberUserIDs {
+			if next.Users[u] == nil {
+				return ImportStats{}, fmt.Errorf("%w: group %q: member user %q is neither in the directory nor in the import", access.ErrFailedPrecondition, g.ID, u)
+			}
+		}
+		for _, m := range g.MemberGroupIDs {
+			if next.Groups[m] == nil {
+				return ImportStats{}, fmt.Errorf("%w: group %q: member group %q is neither in the directory nor in the import", access.ErrFailedPrecondition, g.ID, m)
+			}
+		}
+	}
+	if c := cycleAnywhere(next); c != nil {
+		return ImportStats{}, access.CycleError(c)
+	}
+	apps := map[string]*access.Application{}
+	for k, v := range s.model.Apps {
+		apps[k] = v
+	}
+	var appList []*access.Application
+	for _, a := range d.Applications {
+		na := &access.Application{ID: a.ID, DisplayName: a.DisplayName, Etag: et, CreateTime: now, UpdateTime: now}
+		if c := s.model.Apps[a.ID]; c != nil {
+			na.CreateTime = c.CreateTime
+		}
+		apps[na.ID] = na
+		appList = append(appList, na)
+	}
+	if err := s.store.ImportDirectory(ctx, &access.Directory{Users: users, Groups: groups, Applications: appList}); err != nil {
+		// Partially stored: reload what the store has so memory matches it.
+		if d, lerr := s.store.LoadDirectory(context.WithoutCancel(ctx)); lerr == nil {
+			s.model = access.NewModel(d, s.model.PolicyList())
+			s.rebuild()
+		}
+		return ImportStats{}, err
+	}
+	next.Apps = apps
+	s.model = next
+	s.rebuild()
+	return ImportStats{int64(len(users)), int64(len(groups)), int64(len(appList))}, nil
+}
+
+// cycleAnywhere finds a membership cycle in the whole graph (iterative colouring).
+func cycleAnywhere(m *access.Model) []string {
+	const (
+		white = iota
+		grey
+		black
+	)
+	colour := make(map[string]int, len(m.Groups))
+	for root := range m.Groups {
+		if colour[root] != white {
+			continue
+		}
+		type frame struct {
+			id string
+			i  int
+		}
+		stack := []frame{{root, 0}}
+		colour[root] = grey
+		for len(stack) > 0 {
+			top := &stack[len(stack)-1]
+			kids := m.MemberGroups(top.id)
+			if top.i >= len(kids) {
+				colour[top.id] = black
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			k := kids[top.i]
+			top.i++
+			switch colour[k] {
+			case grey:
+				var cyc []string
+				for j := range stack {
+					if stack[j].id == k {
+						for _, f := range stack[j:] {
+							cyc = append(cyc, f.id)
+						}
+						break
+					}
+				}
+				return append(cyc, k)
+			case white:
+				colour[k] = grey
+				stack = append(stack, frame{k, 0})
+			}
+		}
+	}
+	return nil
+}

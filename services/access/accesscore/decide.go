@@ -1,0 +1,141 @@
+package accesscore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/condaccess/condaccess/services/access"
+	pe "github.com/condaccess/condaccess/services/access/policyengine"
+)
+
+// Feed returns the compliance feed's health at now: lock-free (two atomic loads).
+func (s *Service) Feed(now time.Time) pe.Feed {
+	started := s.feedStarted.Load()
+	if started == 0 {
+		// No feed running: nothing confirms the stored states.
+		return pe.Feed{Stale: true}
+	}
+	last := max(s.lastContact.Load(), started)
+	age := time.Duration(now.UnixNano() - last)
+	return pe.Feed{Stale: age > s.cfg.StalenessBound, Age: age}
+}
+
+// FeedStatus is the compliance feed's health for metrics and health details.
+type FeedStatus struct {
+	Running  bool
+	Stale    bool
+	Lag      time.Duration // time since the last contact
+	Bound    time.Duration
+	Revision int64
+}
+
+// FeedStatus reports the feed's health now.
+func (s *Service) FeedStatus() FeedStatus {
+	f := s.Feed(time.Now())
+	return FeedStatus{Running: s.feedStarted.Load() != 0, Stale: f.Stale, Lag: f.Age, Bound: s.cfg.StalenessBound, Revision: s.feedRev.Load()}
+}
+
+// Decide evaluates r from memory, opens or refreshes the session of an
+// allowed access, records the sign-in off the decision path, and returns
+// what build made of the result (the wire response). It never calls another
+// service, never writes to the store and never takes a lock a writer holds
+// across a store call.
+func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, build func(res *pe.Result, sessionID string) any) any {
+	res := s.results.Get().(*pe.Result)
+	now := time.Now()
+	dev, _ := s.devices.Load().Get(r.DeviceID)
+	s.snap.Load().Evaluate(r, dev, s.Feed(now), res)
+	sid := ""
+	if res.Decision == pe.DecisionAllow {
+		l, write := s.sessions.Touch(r.UserID, r.DeviceID, r.AppID, now)
+		sid = l.ID
+		if write {
+			snap := l.Snapshot()
+			s.recorder.Session(&snap)
+		}
+	}
+	out := build(res, sid)
+	s.recorder.SignIn(access.SignIn{Time: now, UserID: r.UserID, DeviceID: r.DeviceID, AppID: r.AppID,
+		Decision: access.Decision(res.Decision), TraceID: traceID}, out)
+	s.cfg.Metrics.Decision(res.Decision)
+	s.results.Put(res)
+	return out
+}
+
+// Evaluate evaluates r without side effects (no session, no sign-in).
+func (s *Service) Evaluate(r *pe.Request, res *pe.Result) {
+	dev, _ := s.devices.Load().Get(r.DeviceID)
+	s.snap.Load().Evaluate(r, dev, s.Feed(time.Now()), res)
+}
+
+// WhatIf are hypothetical changes.
+type WhatIf struct {
+	ComplianceState access.ComplianceState // 0 = as is
+	Risk            access.RiskLevel       // 0 = as is
+	Drafts          []*access.Policy
+	MFADone         *bool
+}
+
+// MaxRiskForWhatIf is the maximum device risk assumed by a hypothetical risk
+// level (the compliance policies' usual "at or under MEDIUM").
+const MaxRiskForWhatIf = access.RiskLevel(3)
+
+var riskNames = map[access.RiskLevel]string{0: "UNSPECIFIED", 1: "NONE", 2: "LOW", 3: "MEDIUM", 4: "HIGH"}
+
+// WhatIf evaluates r as is into actual and with the overrides into hypo.
+// Drafts are validated (INVALID_ARGUMENT naming overrides.draft_policies[i]).
+func (s *Service) WhatIf(r pe.Request, o WhatIf, actual, hypo *pe.Result) error {
+	snap := s.snap.Load()
+	if len(o.Drafts) > 0 {
+		drafts := make([]pe.Policy, len(o.Drafts))
+		for i, p := range o.Drafts {
+			if err := s.validatePolicy(p, fmt.Sprintf("overrides.draft_policies[%d]", i)); err != nil {
+				return err
+			}
+			drafts[i] = EnginePolicy(p)
+		}
+		var err error
+		if snap, err = snap.WithDrafts(drafts); err != nil {
+			return access.Invalid("overrides.draft_policies", "%v", err)
+		}
+	}
+	r.AllPolicies = true
+	now := time.Now()
+	feed := s.Feed(now)
+	dev, _ := s.devices.Load().Get(r.DeviceID)
+	s.snap.Load().Evaluate(&r, dev, feed, actual)
+
+	hdev := dev
+	if o.ComplianceState != 0 || o.Risk != 0 {
+		var d pe.DeviceState
+		if dev != nil {
+			d = *dev
+		}
+		if o.Risk != 0 {
+			d.Risk = pe.RiskLevel(o.Risk)
+			d.AlertIDs = nil
+			if o.Risk > MaxRiskForWhatIf {
+				d.State = pe.ComplianceNoncompliant
+				d.Setting = "what-if/max_device_risk"
+				d.Reason = fmt.Sprintf("hypothetical device risk %s is above the maximum %s", riskNames[o.Risk], riskNames[MaxRiskForWhatIf])
+			} else {
+				d.State = pe.ComplianceCompliant
+				d.Setting, d.Reason = "", ""
+			}
+		}
+		if o.ComplianceState != 0 {
+			d.State = pe.ComplianceState(o.ComplianceState)
+			if !o.ComplianceState.CountsAsCompliant() && d.Reason == "" {
+				d.Setting, d.Reason = "what-if/compliance_state", "hypothetical compliance state"
+			}
+		}
+		hdev = &d
+	}
+	hr := r
+	if o.MFADone != nil {
+		hr.MFADone = *o.MFADone
+	}
+	snap.Evaluate(&hr, hdev, feed, hypo)
+	return nil
+}

@@ -1,0 +1,172 @@
+package accesscore
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	"github.com/condaccess/condaccess/internal/consumer"
+	"github.com/condaccess/condaccess/internal/telemetry"
+	"github.com/condaccess/condaccess/services/access"
+	"github.com/condaccess/condaccess/services/access/compliancefeed"
+	pe "github.com/condaccess/condaccess/services/access/policyengine"
+)
+
+// ReasonDeviceNoncompliant is the revoke reason of continuous access evaluation.
+const ReasonDeviceNoncompliant = "DEVICE_NONCOMPLIANT"
+
+var tracer = otel.Tracer("condaccess/access")
+
+// RunFeed follows the compliance service's events until ctx ends: list, then
+// watch, resuming from the stored cursor (internal/consumer).
+func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceServiceClient) error {
+	c := s.NewFeedConsumer(client)
+	return c.Run(ctx)
+}
+
+// NewFeedConsumer returns the compliance feed consumer; the feed counts as
+// started (the staleness clock runs) from this call.
+func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient) *consumer.Consumer[compliancefeed.Event] {
+	s.feedStarted.CompareAndSwap(0, time.Now().UnixNano())
+	return consumer.New(consumer.Config[compliancefeed.Event]{
+		Name:   "compliance",
+		Source: compliancefeed.Source{Client: client},
+		Cursor: s.store.FeedCursor,
+		Resync: func(ctx context.Context) (int64, error) {
+			devs, rev, err := compliancefeed.List(ctx, client)
+			if err != nil {
+				return 0, err
+			}
+			return rev, s.Resync(ctx, devs, rev)
+		},
+		Apply:      s.ApplyCompliance,
+		OnProgress: s.Progress,
+		Logger:     s.log,
+	})
+}
+
+func (s *Service) contact(rev int64) {
+	s.lastContact.Store(time.Now().UnixNano())
+	s.feedRev.Store(rev)
+}
+
+// Progress stores a progress revision as the cursor.
+func (s *Service) Progress(ctx context.Context, rev int64) error {
+	if err := s.store.SaveFeedCursor(ctx, rev); err != nil {
+		return err
+	}
+	s.contact(rev)
+	return nil
+}
+
+// Resync replaces every device's compliance with a full listing at rev, and
+// revokes the sessions of devices that stopped counting as compliant.
+func (s *Service) Resync(ctx context.Context, devs []*access.DeviceCompliance, rev int64) error {
+	old := s.devices.Load()
+	idx := pe.NewDeviceIndex()
+	entries := make([]pe.DeviceEntry, len(devs))
+	for i, d := range devs {
+		if d.Platform == 0 {
+			if cur, ok := old.Get(d.DeviceID); ok && cur != nil {
+				d.Platform = access.Platform(cur.Platform)
+			}
+		}
+		entries[i] = pe.DeviceEntry{ID: d.DeviceID, State: DeviceState(d)}
+	}
+	idx.PutMany(entries)
+	if err := s.store.ReplaceDevices(ctx, devs, rev, func() { s.devices.Store(idx) }); err != nil {
+		return err
+	}
+	s.contact(rev)
+	// Continuous access evaluation across the resync.
+	for _, d := range devs {
+		if d.State.CountsAsCompliant() {
+			continue
+		}
+		if prev, ok := old.Get(d.DeviceID); ok && prev != nil && !prev.State.CountsAsCompliant() {
+			continue
+		}
+		if ls := s.sessions.ForDevice(d.DeviceID); len(ls) > 0 {
+			revs := s.revocations(ls, rev, "", "")
+			if err := s.store.ApplyDevice(ctx, nil, rev, revs, func() { s.sessions.Remove(ls) }); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Service) revocations(ls []*access.LiveSession, rev int64, tp, ts string) []access.Revocation {
+	now := s.now()
+	out := make([]access.Revocation, len(ls))
+	for i, l := range ls {
+		x := l.Snapshot()
+		x.State, x.RevokeTime, x.RevokeReason = access.SessionRevoked, now, ReasonDeviceNoncompliant
+		out[i] = access.Revocation{Session: x, ReasonCode: ReasonDeviceNoncompliant, ComplianceRevision: rev, TraceParent: tp, TraceState: ts}
+	}
+	return out
+}
+
+// ApplyCompliance applies one compliance event: the device's new state and the
+// cursor, plus, when the device stopped counting as compliant, the revocation
+// of each of its sessions (session_revoked events), in one store write; the
+// in-memory index follows after the commit. A transition to not compliant is
+// applied to memory first as well, so decisions fail closed at once.
+func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, rev int64) error {
+	ctx = telemetry.ContextFromTraceContext(ctx, ev.Trace)
+	ctx, span := tracer.Start(ctx, "access.ApplyComplianceEvent", trace.WithAttributes(attribute.Int64("compliance.revision", rev)))
+	defer span.End()
+	idx := s.devices.Load()
+	switch {
+	case ev.Device != nil:
+		d := ev.Device
+		span.SetAttributes(attribute.String("device.id", d.DeviceID), attribute.Int("compliance.state", int(d.State)))
+		prev, known := idx.Get(d.DeviceID)
+		if d.Platform == 0 && known && prev != nil {
+			d.Platform = access.Platform(prev.Platform)
+		}
+		st := DeviceState(d)
+		var revs []access.Revocation
+		var ls []*access.LiveSession
+		if !d.State.CountsAsCompliant() && (!known || prev == nil || prev.State.CountsAsCompliant()) {
+			idx.Put(d.DeviceID, st) // fail closed before the write
+			ls = s.sessions.ForDevice(d.DeviceID)
+			tc := telemetry.TraceContextFromContext(ctx)
+			revs = s.revocations(ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+			span.SetAttributes(attribute.Int("sessions.revoked", len(revs)))
+		}
+		err := s.store.ApplyDevice(ctx, d, rev, revs, func() {
+			s.devices.Load().Put(d.DeviceID, st)
+			s.sessions.Remove(ls)
+		})
+		if err != nil {
+			return err
+		}
+	case ev.PlatformOf != nil:
+		p := ev.PlatformOf
+		cur, ok := idx.Get(p.DeviceID)
+		if !ok || cur == nil || cur.Platform == pe.Platform(p.Platform) {
+			if err := s.store.SaveFeedCursor(ctx, rev); err != nil {
+				return err
+			}
+			break
+		}
+		st := *cur
+		st.Platform = pe.Platform(p.Platform)
+		d := &access.DeviceCompliance{DeviceID: p.DeviceID, State: access.ComplianceState(st.State), Risk: access.RiskLevel(st.Risk),
+			RiskAlertIDs: st.AlertIDs, Platform: p.Platform, Revision: st.Revision, Reason: st.Reason}
+		if err := s.store.ApplyDevice(ctx, d, rev, nil, func() { s.devices.Load().Put(p.DeviceID, st) }); err != nil {
+			return err
+		}
+	default:
+		if err := s.store.SaveFeedCursor(ctx, rev); err != nil {
+			return err
+		}
+	}
+	s.contact(rev)
+	return nil
+}
