@@ -4,31 +4,75 @@ package riskapp
 import (
 	"context"
 	"flag"
+	"fmt"
+	"path/filepath"
+	"time"
 
 	"google.golang.org/grpc"
 
-	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/risk"
+	"github.com/condaccess/condaccess/services/risk/riskgrpc"
+	"github.com/condaccess/condaccess/services/risk/riskstore"
 )
 
-// Factory builds the risk service. Placeholder: every RPC answers UNIMPLEMENTED.
-type Factory struct{}
+// Flag defaults.
+const (
+	DefaultRetention        = 1_000_000
+	DefaultProgressInterval = time.Second
+)
+
+// Factory builds the risk service from its flags.
+type Factory struct {
+	retention        int64
+	progressInterval time.Duration
+	watchBuffer      int
+	synchronous      string
+	set              bool
+}
 
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "risk" }
 
 // RegisterFlags implements suite.Factory.
-func (*Factory) RegisterFlags(fs *flag.FlagSet) {}
-
-// New implements suite.Factory.
-func (*Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
-	return &service{}, nil
+func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
+	f.set = true
+	fs.Int64Var(&f.retention, "risk-retention", DefaultRetention, "risk events kept for WatchRiskEvents replay (0 keeps all); older start revisions get OUT_OF_RANGE")
+	fs.DurationVar(&f.progressInterval, "risk-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchRiskEvents streams")
+	fs.IntVar(&f.watchBuffer, "risk-watch-buffer", 1024, "events a risk watcher may fall behind the live stream before it is cut off with RESOURCE_EXHAUSTED")
+	fs.StringVar(&f.synchronous, "risk-sqlite-synchronous", "FULL", "SQLite synchronous setting of the risk store: FULL (acknowledged alerts survive power loss) or NORMAL (survive a process crash)")
 }
 
-type service struct{}
-
-func (*service) Register(s grpc.ServiceRegistrar) {
-	riskv1.RegisterRiskServiceServer(s, riskv1.UnimplementedRiskServiceServer{})
+// New implements suite.Factory: it opens <DataDir>/risk.db.
+func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
+	if !f.set {
+		f.RegisterFlags(flag.NewFlagSet("risk", flag.ContinueOnError))
+	}
+	if f.retention < 0 {
+		return nil, fmt.Errorf("--risk-retention must not be negative")
+	}
+	st, err := riskstore.Open(ctx, riskstore.Options{
+		Path:             filepath.Join(env.DataDir, "risk.db"),
+		Retention:        f.retention,
+		ProgressInterval: f.progressInterval,
+		SubscriberBuffer: f.watchBuffer,
+		Synchronous:      f.synchronous,
+		Logger:           env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
+	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc})}, nil
 }
-func (*service) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (*service) Close() error                  { return nil }
+
+type service struct {
+	store *riskstore.Store
+	srv   *riskgrpc.Server
+}
+
+func (s *service) Register(r grpc.ServiceRegistrar) { riskgrpc.Register(r, s.srv) }
+
+func (s *service) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+func (s *service) Close() error { return s.store.Close() }

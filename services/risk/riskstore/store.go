@@ -1,0 +1,470 @@
+// Package riskstore is the risk service's SQLite store (pure Go, WAL, group commit), with embedded migrations and the event log in the same database.
+package riskstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/condaccess/condaccess/internal/eventlog"
+	"github.com/condaccess/condaccess/internal/sqlitedb"
+	"github.com/condaccess/condaccess/services/risk"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// eventTable is the event log's table.
+const eventTable = "risk_events"
+
+// Migrations returns the store's schema migrations, in order (append only).
+func Migrations() []string {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		panic(err)
+	}
+	sort.Strings(names)
+	out := append([]string(nil), eventlog.Migrations(eventTable)...)
+	for _, n := range names {
+		b, err := migrationFiles.ReadFile(n)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// Options configures Open.
+type Options struct {
+	// Path is the SQLite file.
+	Path string
+	// Retention is the number of newest events kept for replay (0 keeps all).
+	Retention int64
+	// ProgressInterval is the idle interval between watch progress messages (default 1s).
+	ProgressInterval time.Duration
+	// CompactInterval is how often old events are compacted (default 1m; see eventlog).
+	CompactInterval time.Duration
+	// SubscriberBuffer is each watcher's live buffer; a watcher that falls this far
+	// behind is cut off (default 1024).
+	SubscriberBuffer int
+	// Synchronous is sqlitedb's setting (default FULL: acknowledged writes survive power loss).
+	Synchronous string
+	Logger      *slog.Logger
+}
+
+// Store is the SQLite implementation of risk.Store.
+type Store struct {
+	db  *sqlitedb.DB
+	log *eventlog.Log
+}
+
+var _ risk.Store = (*Store)(nil)
+
+// Open opens (creating or migrating) the store at opts.Path.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: opts.Path, Migrations: Migrations(), Synchronous: opts.Synchronous, Logger: opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("riskstore: %w", err)
+	}
+	l, err := eventlog.New(ctx, db, eventlog.Options{
+		Table: eventTable, Retention: opts.Retention, ProgressInterval: opts.ProgressInterval,
+		CompactInterval: opts.CompactInterval, SubscriberBuffer: opts.SubscriberBuffer, Logger: opts.Logger,
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("riskstore: %w", err)
+	}
+	return &Store{db: db, log: l}, nil
+}
+
+// Close ends every watcher and closes the database.
+func (s *Store) Close() error {
+	return errors.Join(s.log.Close(), s.db.Close())
+}
+
+// Compact drops events beyond the retention now (it also runs periodically).
+func (s *Store) Compact(ctx context.Context) error { return s.log.Compact(ctx) }
+
+// Update implements risk.Store.
+func (s *Store) Update(ctx context.Context, fn func(tx risk.Tx) error) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return fn(&storeTx{tx: tx, log: s.log}) })
+}
+
+// Revision implements risk.Store.
+func (s *Store) Revision() int64 { return s.log.Revision() }
+
+// Watch implements risk.Store.
+func (s *Store) Watch(ctx context.Context, start int64, onEvent func(risk.StoredEvent) error, onProgress func(int64) error) error {
+	return s.log.Watch(ctx, start, func(e eventlog.Event) error {
+		return onEvent(risk.StoredEvent{Revision: e.Revision, Type: e.Type, Key: e.Key, Payload: e.Payload,
+			TraceParent: e.TraceParent, TraceState: e.TraceState, Time: e.Time})
+	}, onProgress)
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+const alertCols = `data, content_hash`
+
+func scanAlert(row interface{ Scan(...any) error }) (risk.Alert, string, error) {
+	var data []byte
+	var hash string
+	if err := row.Scan(&data, &hash); err != nil {
+		return risk.Alert{}, "", err
+	}
+	var a risk.Alert
+	if err := json.Unmarshal(data, &a); err != nil {
+		return risk.Alert{}, "", fmt.Errorf("riskstore: decode alert: %w", err)
+	}
+	return a, hash, nil
+}
+
+func getAlert(ctx context.Context, q querier, id string) (risk.Alert, string, bool, error) {
+	a, h, err := scanAlert(q.QueryRowContext(ctx, `SELECT `+alertCols+` FROM alerts WHERE alert_id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return risk.Alert{}, "", false, nil
+	}
+	if err != nil {
+		return risk.Alert{}, "", false, fmt.Errorf("riskstore: get alert: %w", err)
+	}
+	return a, h, true, nil
+}
+
+// Alert implements risk.Store.
+func (s *Store) Alert(ctx context.Context, id string) (risk.Alert, error) {
+	a, _, ok, err := getAlert(ctx, s.db.Read(), id)
+	if err != nil {
+		return risk.Alert{}, err
+	}
+	if !ok {
+		return risk.Alert{}, fmt.Errorf("%w: %q", risk.ErrAlertNotFound, id)
+	}
+	return a, nil
+}
+
+type alertCursor struct {
+	T  int64  `json:"t"`
+	ID string `json:"id"`
+}
+
+func encodeToken(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeToken(tok string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err == nil {
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(v)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %q", risk.ErrInvalidPageToken, tok)
+	}
+	return nil
+}
+
+// ListAlerts implements risk.Store.
+func (s *Store) ListAlerts(ctx context.Context, q risk.AlertQuery) ([]risk.Alert, string, error) {
+	var where []string
+	var args []any
+	if q.DeviceID != "" {
+		where, args = append(where, "device_id = ?"), append(args, q.DeviceID)
+	}
+	if q.Status != 0 {
+		where, args = append(where, "status = ?"), append(args, int32(q.Status))
+	}
+	if q.MinSeverity != 0 {
+		where, args = append(where, "severity >= ?"), append(args, int32(q.MinSeverity))
+	}
+	if !q.DetectedAfter.IsZero() {
+		where, args = append(where, "detect_ns >= ?"), append(args, q.DetectedAfter.UnixNano())
+	}
+	if !q.DetectedBefore.IsZero() {
+		where, args = append(where, "detect_ns < ?"), append(args, q.DetectedBefore.UnixNano())
+	}
+	if q.PageToken != "" {
+		var c alertCursor
+		if err := decodeToken(q.PageToken, &c); err != nil {
+			return nil, "", err
+		}
+		where, args = append(where, "(detect_ns, alert_id) < (?, ?)"), append(args, c.T, c.ID)
+	}
+	query := `SELECT ` + alertCols + `, detect_ns FROM alerts`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY detect_ns DESC, alert_id DESC LIMIT ?"
+	args = append(args, q.PageSize+1)
+	rows, err := s.db.Read().QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []risk.Alert
+	var last alertCursor
+	next := ""
+	for rows.Next() {
+		if len(out) == q.PageSize {
+			next = encodeToken(last)
+			break
+		}
+		var data []byte
+		var hash string
+		var ns int64
+		if err := rows.Scan(&data, &hash, &ns); err != nil {
+			return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
+		}
+		var a risk.Alert
+		if err := json.Unmarshal(data, &a); err != nil {
+			return nil, "", fmt.Errorf("riskstore: decode alert: %w", err)
+		}
+		out = append(out, a)
+		last = alertCursor{T: ns, ID: a.ID}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
+	}
+	return out, next, nil
+}
+
+const riskCols = `device_id, revision, level, previous_level, level_changed, cause_alert_id, change_ns, update_ns, active`
+
+func scanRisk(row interface{ Scan(...any) error }) (risk.DeviceRisk, error) {
+	var r risk.DeviceRisk
+	var changeNS, updateNS int64
+	var active []byte
+	if err := row.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.LevelChanged, &r.CauseAlertID, &changeNS, &updateNS, &active); err != nil {
+		return risk.DeviceRisk{}, err
+	}
+	r.ChangeTime = time.Unix(0, changeNS).UTC()
+	r.UpdateTime = time.Unix(0, updateNS).UTC()
+	if len(active) > 0 {
+		if err := json.Unmarshal(active, &r.Active); err != nil {
+			return risk.DeviceRisk{}, fmt.Errorf("riskstore: decode active alerts: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func latestRisk(ctx context.Context, q querier, deviceID string) (risk.DeviceRisk, bool, error) {
+	r, err := scanRisk(q.QueryRowContext(ctx, `SELECT `+riskCols+` FROM device_risk_versions WHERE device_id = ? ORDER BY revision DESC LIMIT 1`, deviceID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return risk.DeviceRisk{}, false, nil
+	}
+	if err != nil {
+		return risk.DeviceRisk{}, false, fmt.Errorf("riskstore: get device risk: %w", err)
+	}
+	return r, true, nil
+}
+
+// DeviceRisk implements risk.Store.
+func (s *Store) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRisk, error) {
+	r, ok, err := latestRisk(ctx, s.db.Read(), deviceID)
+	if err != nil {
+		return risk.DeviceRisk{}, err
+	}
+	if !ok {
+		return risk.DeviceRisk{}, fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
+	}
+	return r, nil
+}
+
+type deviceCursor struct {
+	Rev   int64  `json:"rev"`
+	After string `json:"after"`
+}
+
+// ListDeviceRisks implements risk.Store. Every page reads the devices' versions as of
+// the revision of the first page (carried in the page token), so one listing is one
+// consistent snapshot even while writes continue.
+func (s *Store) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]risk.DeviceRisk, string, int64, error) {
+	c := deviceCursor{Rev: s.log.Revision()}
+	if q.PageToken != "" {
+		if err := decodeToken(q.PageToken, &c); err != nil {
+			return nil, "", 0, err
+		}
+		if c.Rev < 0 || c.After == "" {
+			return nil, "", 0, fmt.Errorf("%w: %q", risk.ErrInvalidPageToken, q.PageToken)
+		}
+	}
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT `+riskCols+` FROM device_risk_versions v
+		WHERE v.device_id > ?1
+		  AND v.revision = (SELECT MAX(w.revision) FROM device_risk_versions w WHERE w.device_id = v.device_id AND w.revision <= ?2)
+		  AND v.level >= ?3
+		ORDER BY v.device_id LIMIT ?4`, c.After, c.Rev, int32(q.MinLevel), q.PageSize+1)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+	}
+	defer rows.Close()
+	var out []risk.DeviceRisk
+	next := ""
+	for rows.Next() {
+		if len(out) == q.PageSize {
+			next = encodeToken(deviceCursor{Rev: c.Rev, After: out[len(out)-1].DeviceID})
+			break
+		}
+		r, err := scanRisk(rows)
+		if err != nil {
+			return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+	}
+	return out, next, c.Rev, nil
+}
+
+type historyCursor struct {
+	Before int64 `json:"before"`
+}
+
+// RiskHistory implements risk.Store.
+func (s *Store) RiskHistory(ctx context.Context, deviceID string, pageSize int, pageToken string) ([]risk.DeviceRisk, string, error) {
+	c := historyCursor{Before: 1<<63 - 1}
+	if pageToken != "" {
+		if err := decodeToken(pageToken, &c); err != nil {
+			return nil, "", err
+		}
+	} else if _, err := s.DeviceRisk(ctx, deviceID); err != nil {
+		return nil, "", err
+	}
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT `+riskCols+` FROM device_risk_versions
+		WHERE device_id = ? AND revision < ? AND level_changed = 1 ORDER BY revision DESC LIMIT ?`, deviceID, c.Before, pageSize+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
+	}
+	defer rows.Close()
+	var out []risk.DeviceRisk
+	next := ""
+	for rows.Next() {
+		if len(out) == pageSize {
+			next = encodeToken(historyCursor{Before: out[len(out)-1].Revision})
+			break
+		}
+		r, err := scanRisk(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
+	}
+	return out, next, nil
+}
+
+// storeTx implements risk.Tx over one sqlitedb write.
+type storeTx struct {
+	tx  *sqlitedb.Tx
+	log *eventlog.Log
+}
+
+func (t *storeTx) Alert(ctx context.Context, id string) (risk.Alert, string, bool, error) {
+	return getAlert(ctx, t.tx, id)
+}
+
+func (t *storeTx) InsertAlert(ctx context.Context, a risk.Alert, hash string) (bool, string, error) {
+	data, err := json.Marshal(&a)
+	if err != nil {
+		return false, "", fmt.Errorf("riskstore: encode alert: %w", err)
+	}
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, content_hash, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING`,
+		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), hash, data)
+	if err != nil {
+		return false, "", fmt.Errorf("riskstore: insert alert: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, "", fmt.Errorf("riskstore: insert alert: %w", err)
+	} else if n == 1 {
+		return true, "", nil
+	}
+	var existing string
+	if err := t.tx.QueryRowContext(ctx, `SELECT content_hash FROM alerts WHERE alert_id = ?`, a.ID).Scan(&existing); err != nil {
+		return false, "", fmt.Errorf("riskstore: insert alert: %w", err)
+	}
+	return false, existing, nil
+}
+
+func (t *storeTx) UpdateAlert(ctx context.Context, a risk.Alert) error {
+	data, err := json.Marshal(&a)
+	if err != nil {
+		return fmt.Errorf("riskstore: encode alert: %w", err)
+	}
+	res, err := t.tx.ExecContext(ctx, `UPDATE alerts SET status = ?, data = ? WHERE alert_id = ?`, int32(a.Status), data, a.ID)
+	if err != nil {
+		return fmt.Errorf("riskstore: update alert: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("%w: %q", risk.ErrAlertNotFound, a.ID)
+	}
+	return nil
+}
+
+func (t *storeTx) ActiveAlerts(ctx context.Context, deviceID string) ([]risk.ActiveAlert, error) {
+	rows, err := t.tx.QueryContext(ctx, `SELECT alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_active
+		WHERE device_id = ? AND status != 3 AND severity > 1`, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []risk.ActiveAlert
+	for rows.Next() {
+		var a risk.ActiveAlert
+		var ns int64
+		if err := rows.Scan(&a.ID, &a.Severity, &ns); err != nil {
+			return nil, fmt.Errorf("riskstore: active alerts: %w", err)
+		}
+		a.DetectTime = time.Unix(0, ns).UTC()
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
+	}
+	risk.SortActive(out)
+	return out, nil
+}
+
+func (t *storeTx) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRisk, bool, error) {
+	return latestRisk(ctx, t.tx, deviceID)
+}
+
+func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
+	active := []byte("[]")
+	if len(r.Active) > 0 {
+		var err error
+		if active, err = json.Marshal(r.Active); err != nil {
+			return fmt.Errorf("riskstore: encode active alerts: %w", err)
+		}
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_risk_versions (`+riskCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.DeviceID, r.Revision, int32(r.Level), int32(r.PreviousLevel), r.LevelChanged, r.CauseAlertID,
+		r.ChangeTime.UnixNano(), r.UpdateTime.UnixNano(), active)
+	if err != nil {
+		return fmt.Errorf("riskstore: put device risk: %w", err)
+	}
+	return nil
+}
+
+func (t *storeTx) Append(ctx context.Context, e risk.StoredEvent) (int64, error) {
+	return t.log.Append(t.tx, eventlog.Event{Type: e.Type, Key: e.Key, Payload: e.Payload,
+		TraceParent: e.TraceParent, TraceState: e.TraceState, Time: e.Time})
+}

@@ -1,0 +1,505 @@
+package risk
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// Page size defaults and maxima (documented in risk.proto).
+const (
+	DefaultAlertPageSize   = 100
+	MaxAlertPageSize       = 1000
+	DefaultDevicePageSize  = 1000
+	MaxDevicePageSize      = 10000
+	DefaultHistoryPageSize = 100
+	MaxHistoryPageSize     = 1000
+)
+
+// Config configures New.
+type Config struct {
+	Store Store
+	// Encode encodes an event into the payload stored in the log (riskgrpc.EncodeEvent:
+	// the marshalled condaccess.risk.v1.RiskEvent without its revision).
+	Encode func(Event) ([]byte, error)
+	// Now defaults to time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Service applies the risk rules over a Store.
+type Service struct {
+	store  Store
+	encode func(Event) ([]byte, error)
+	now    func() time.Time
+	log    *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Encode == nil {
+		panic("risk: Config.Encode is required")
+	}
+	return &Service{store: cfg.Store, encode: cfg.Encode, now: cfg.Now, log: cfg.Logger}
+}
+
+var w3c = propagation.TraceContext{}
+
+func traceContext(ctx context.Context) (parent, state string) {
+	c := propagation.MapCarrier{}
+	w3c.Inject(ctx, c)
+	return c.Get("traceparent"), c.Get("tracestate")
+}
+
+// ReportResult is the outcome of reporting one alert.
+type ReportResult struct {
+	Alert   Alert
+	Created bool
+	Risk    DeviceRisk
+}
+
+// BatchResult is the outcome for one alert of ReportAlerts; Err wraps
+// ErrAlertConflict when the alert was refused.
+type BatchResult struct {
+	AlertID string
+	Created bool
+	Err     error
+}
+
+// reported is an alert prepared for insertion outside the transaction.
+type reported struct {
+	alert   Alert
+	hash    string
+	payload []byte // the alert_changed REPORTED event
+	tp, ts  string
+	now     time.Time
+}
+
+func (s *Service) prepare(ctx context.Context, in Alert, field string) (*reported, error) {
+	if err := validateAlert(&in, field); err != nil {
+		return nil, err
+	}
+	hash, err := contentHash(&in)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	a := Alert{
+		ID: in.ID, DeviceID: in.DeviceID, Severity: in.Severity, Status: StatusNew,
+		Category: in.Category, Title: in.Title, Description: in.Description,
+		DetectionSource: in.DetectionSource, DetectTime: in.DetectTime.UTC(), Evidence: in.Evidence,
+		AssignedTo: in.AssignedTo, CreateTime: now, UpdateTime: now, Version: 1,
+	}
+	if a.DetectTime.IsZero() {
+		a.DetectTime = now
+	}
+	r := &reported{alert: a, hash: hash, now: now}
+	r.tp, r.ts = traceContext(ctx)
+	r.payload, err = s.encode(Event{Time: now, TraceParent: r.tp, TraceState: r.ts, Alert: &AlertChange{Type: ChangeReported, Alert: a}})
+	if err != nil {
+		return nil, fmt.Errorf("risk: encode event: %w", err)
+	}
+	return r, nil
+}
+
+// ReportAlert records an alert; idempotent on its id (the same content again returns
+// the stored alert with Created false and publishes nothing; different content is
+// ErrAlertConflict).
+func (s *Service) ReportAlert(ctx context.Context, in Alert) (ReportResult, error) {
+	r, err := s.prepare(ctx, in, "alert")
+	if err != nil {
+		return ReportResult{}, err
+	}
+	var res ReportResult
+	err = s.store.Update(ctx, func(tx Tx) error {
+		var err error
+		res, err = s.insert(ctx, tx, r)
+		return err
+	})
+	return res, err
+}
+
+// ReportAlerts records a burst of alerts in one transaction (one durable commit). An
+// invalid alert fails the whole call with a *ValidationError naming its index; a
+// conflicting one (ErrAlertConflict) gets its own error result and the others are
+// recorded; only a store failure fails the whole call otherwise.
+func (s *Service) ReportAlerts(ctx context.Context, in []Alert) ([]BatchResult, error) {
+	results := make([]BatchResult, len(in))
+	prepared := make([]*reported, len(in))
+	var invalid ValidationError
+	for i := range in {
+		results[i].AlertID = in[i].ID
+		var err error
+		prepared[i], err = s.prepare(ctx, in[i], fmt.Sprintf("alerts[%d]", i))
+		var ve *ValidationError
+		switch {
+		case errors.As(err, &ve):
+			invalid.Violations = append(invalid.Violations, ve.Violations...)
+		case err != nil:
+			return nil, err
+		}
+	}
+	if len(invalid.Violations) > 0 {
+		return nil, &invalid
+	}
+	err := s.store.Update(ctx, func(tx Tx) error {
+		for i, r := range prepared {
+			res, err := s.insert(ctx, tx, r)
+			switch {
+			case errors.Is(err, ErrAlertConflict):
+				results[i].Err = err
+			case err != nil:
+				return err
+			default:
+				results[i].Created = res.Created
+				results[i].Err = nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func (s *Service) insert(ctx context.Context, tx Tx, r *reported) (ReportResult, error) {
+	ok, existing, err := tx.InsertAlert(ctx, r.alert, r.hash)
+	if err != nil {
+		return ReportResult{}, err
+	}
+	if !ok {
+		if existing != r.hash {
+			return ReportResult{}, fmt.Errorf("%w: alert %q", ErrAlertConflict, r.alert.ID)
+		}
+		a, _, _, err := tx.Alert(ctx, r.alert.ID)
+		if err != nil {
+			return ReportResult{}, err
+		}
+		dr, _, err := tx.DeviceRisk(ctx, a.DeviceID)
+		if err != nil {
+			return ReportResult{}, err
+		}
+		return ReportResult{Alert: a, Created: false, Risk: dr}, nil
+	}
+	rev, err := tx.Append(ctx, StoredEvent{Type: EventAlertChanged, Key: r.alert.ID, Payload: r.payload, TraceParent: r.tp, TraceState: r.ts, Time: r.now})
+	if err != nil {
+		return ReportResult{}, err
+	}
+	cur, known, err := tx.DeviceRisk(ctx, r.alert.DeviceID)
+	if err != nil {
+		return ReportResult{}, err
+	}
+	next := cur
+	if !known {
+		next = DeviceRisk{DeviceID: r.alert.DeviceID, Level: LevelUnspecified}
+	}
+	if r.alert.Active() {
+		next.Active = insertActive(cur.Active, ActiveAlert{ID: r.alert.ID, Severity: r.alert.Severity, DetectTime: r.alert.DetectTime})
+	}
+	dr, err := s.putRisk(ctx, tx, cur, known, next.Active, r.alert.ID, rev, r)
+	if err != nil {
+		return ReportResult{}, err
+	}
+	return ReportResult{Alert: r.alert, Created: true, Risk: dr}, nil
+}
+
+// putRisk writes a new device risk version when the level or the active set changed
+// (and, when the level changed, a device_risk_changed event). alertRev is the
+// revision of the alert event of the same change.
+func (s *Service) putRisk(ctx context.Context, tx Tx, cur DeviceRisk, known bool, active []ActiveAlert, cause string, alertRev int64, r *reported) (DeviceRisk, error) {
+	level := LevelOf(active)
+	prev := LevelUnspecified
+	if known {
+		prev = cur.Level
+	}
+	levelChanged := level != prev
+	if known && !levelChanged && sameActive(cur.Active, active) {
+		return cur, nil
+	}
+	next := DeviceRisk{
+		DeviceID: cur.DeviceID, Level: level, Active: active, UpdateTime: cur.UpdateTime,
+		Revision: alertRev, PreviousLevel: prev, CauseAlertID: cause, ChangeTime: r.now, LevelChanged: levelChanged,
+	}
+	if !known {
+		next.DeviceID = r.alert.DeviceID
+	}
+	if levelChanged {
+		next.UpdateTime = r.now
+		payload, err := s.encode(Event{Time: r.now, TraceParent: r.tp, TraceState: r.ts,
+			Risk: &RiskChange{Risk: next, PreviousLevel: prev, CauseAlertID: cause}})
+		if err != nil {
+			return DeviceRisk{}, fmt.Errorf("risk: encode event: %w", err)
+		}
+		rev, err := tx.Append(ctx, StoredEvent{Type: EventDeviceRiskChanged, Key: next.DeviceID, Payload: payload, TraceParent: r.tp, TraceState: r.ts, Time: r.now})
+		if err != nil {
+			return DeviceRisk{}, err
+		}
+		next.Revision = rev
+	}
+	if err := tx.PutDeviceRisk(ctx, next); err != nil {
+		return DeviceRisk{}, err
+	}
+	return next, nil
+}
+
+func activeOrder(a, b ActiveAlert) int {
+	if c := cmp.Compare(b.Severity, a.Severity); c != 0 {
+		return c
+	}
+	if c := a.DetectTime.Compare(b.DetectTime); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// SortActive sorts active alerts into DeviceRisk.Active order.
+func SortActive(as []ActiveAlert) { slices.SortFunc(as, activeOrder) }
+
+func insertActive(cur []ActiveAlert, a ActiveAlert) []ActiveAlert {
+	out := make([]ActiveAlert, 0, len(cur)+1)
+	out = append(out, cur...)
+	i, _ := slices.BinarySearchFunc(out, a, activeOrder)
+	return slices.Insert(out, i, a)
+}
+
+func sameActive(a, b []ActiveAlert) bool {
+	return slices.EqualFunc(a, b, func(x, y ActiveAlert) bool { return x.ID == y.ID && x.Severity == y.Severity })
+}
+
+// contentHash identifies the reported content of an alert (the fields a sensor sets),
+// for ReportAlert's idempotency check.
+func contentHash(a *Alert) (string, error) {
+	var detect int64
+	if !a.DetectTime.IsZero() {
+		detect = a.DetectTime.UnixNano()
+	}
+	b, err := json.Marshal(struct {
+		D, T, C, De, S, As string
+		Sev                Severity
+		At                 int64
+		E                  []Evidence
+	}{a.DeviceID, a.Title, a.Category, a.Description, a.DetectionSource, a.AssignedTo, a.Severity, detect, a.Evidence})
+	if err != nil {
+		return "", fmt.Errorf("risk: content hash: %w", err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
+}
+
+// Resolution is a ResolveAlert request.
+type Resolution struct {
+	AlertID         string
+	Classification  Classification
+	Determination   Determination
+	Comment         string
+	ResolvedBy      string
+	InvestigationID string
+}
+
+// ResolveAlert resolves an alert and recomputes its device's risk in the same
+// transaction. Errors: ErrAlertNotFound, ErrAlertResolved.
+func (s *Service) ResolveAlert(ctx context.Context, res Resolution) (Alert, DeviceRisk, error) {
+	if res.Classification == 0 {
+		return Alert{}, DeviceRisk{}, &ValidationError{[]Violation{{"classification", "required"}}}
+	}
+	now := s.now().UTC()
+	tp, ts := traceContext(ctx)
+	var out Alert
+	var dr DeviceRisk
+	err := s.store.Update(ctx, func(tx Tx) error {
+		a, _, ok, err := tx.Alert(ctx, res.AlertID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrAlertNotFound, res.AlertID)
+		}
+		if a.Status == StatusResolved {
+			return fmt.Errorf("%w: alert %q was resolved at %s by %s", ErrAlertResolved, a.ID, a.ResolveTime.Format(time.RFC3339), a.ResolvedBy)
+		}
+		a.Status = StatusResolved
+		a.Classification = res.Classification
+		a.Determination = res.Determination
+		a.ResolutionNote = res.Comment
+		a.ResolvedBy = res.ResolvedBy
+		a.ResolveTime = now
+		a.InvestigationID = res.InvestigationID
+		a.UpdateTime = now
+		a.Version++
+		if err := tx.UpdateAlert(ctx, a); err != nil {
+			return err
+		}
+		r := &reported{alert: a, tp: tp, ts: ts, now: now}
+		rev, err := s.appendAlert(ctx, tx, r, ChangeResolved)
+		if err != nil {
+			return err
+		}
+		cur, known, err := tx.DeviceRisk(ctx, a.DeviceID)
+		if err != nil {
+			return err
+		}
+		active, err := tx.ActiveAlerts(ctx, a.DeviceID)
+		if err != nil {
+			return err
+		}
+		if !known {
+			cur.DeviceID = a.DeviceID
+		}
+		dr, err = s.putRisk(ctx, tx, cur, known, active, a.ID, rev, r)
+		out = a
+		return err
+	})
+	if err != nil {
+		return Alert{}, DeviceRisk{}, err
+	}
+	return out, dr, nil
+}
+
+func (s *Service) appendAlert(ctx context.Context, tx Tx, r *reported, t ChangeType) (int64, error) {
+	payload, err := s.encode(Event{Time: r.now, TraceParent: r.tp, TraceState: r.ts, Alert: &AlertChange{Type: t, Alert: r.alert}})
+	if err != nil {
+		return 0, fmt.Errorf("risk: encode event: %w", err)
+	}
+	return tx.Append(ctx, StoredEvent{Type: EventAlertChanged, Key: r.alert.ID, Payload: payload, TraceParent: r.tp, TraceState: r.ts, Time: r.now})
+}
+
+// AlertUpdate is an UpdateAlert request; nil fields are left unchanged.
+type AlertUpdate struct {
+	AlertID    string
+	Status     *Status // StatusNew or StatusInProgress
+	AssignedTo *string
+	Etag       string // when set, must match
+}
+
+// UpdateAlert changes an alert's status or assignee. Errors: ErrAlertNotFound,
+// ErrStaleEtag, ErrAlertResolved, *ValidationError.
+func (s *Service) UpdateAlert(ctx context.Context, u AlertUpdate) (Alert, error) {
+	if u.Status != nil && *u.Status != StatusNew && *u.Status != StatusInProgress {
+		return Alert{}, &ValidationError{[]Violation{{"status", "must be ALERT_STATUS_NEW or ALERT_STATUS_IN_PROGRESS (use ResolveAlert to resolve)"}}}
+	}
+	return s.modify(ctx, u.AlertID, u.Etag, func(a *Alert) (bool, error) {
+		if a.Status == StatusResolved {
+			return false, fmt.Errorf("%w: alert %q", ErrAlertResolved, a.ID)
+		}
+		changed := false
+		if u.Status != nil && a.Status != *u.Status {
+			a.Status, changed = *u.Status, true
+		}
+		if u.AssignedTo != nil && a.AssignedTo != *u.AssignedTo {
+			a.AssignedTo, changed = *u.AssignedTo, true
+		}
+		return changed, nil
+	})
+}
+
+// AddComment appends a comment to an alert (resolved alerts included).
+// Errors: ErrAlertNotFound.
+func (s *Service) AddComment(ctx context.Context, alertID, author, text string) (Alert, error) {
+	now := s.now().UTC()
+	return s.modify(ctx, alertID, "", func(a *Alert) (bool, error) {
+		a.Comments = append(a.Comments, Comment{Author: author, Text: text, CreateTime: now})
+		return true, nil
+	})
+}
+
+// modify applies f to an alert; a change publishes alert_changed UPDATED. The
+// device's risk is unaffected (status stays active, severity never changes).
+func (s *Service) modify(ctx context.Context, id, etag string, f func(a *Alert) (bool, error)) (Alert, error) {
+	now := s.now().UTC()
+	tp, ts := traceContext(ctx)
+	var out Alert
+	err := s.store.Update(ctx, func(tx Tx) error {
+		a, _, ok, err := tx.Alert(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrAlertNotFound, id)
+		}
+		if etag != "" && etag != a.Etag() {
+			return fmt.Errorf("%w: alert %q has etag %q", ErrStaleEtag, id, a.Etag())
+		}
+		changed, err := f(&a)
+		if err != nil {
+			return err
+		}
+		out = a
+		if !changed {
+			return nil
+		}
+		a.UpdateTime = now
+		a.Version++
+		out = a
+		if err := tx.UpdateAlert(ctx, a); err != nil {
+			return err
+		}
+		_, err = s.appendAlert(ctx, tx, &reported{alert: a, tp: tp, ts: ts, now: now}, ChangeUpdated)
+		return err
+	})
+	if err != nil {
+		return Alert{}, err
+	}
+	return out, nil
+}
+
+// GetAlert returns one alert. Errors: ErrAlertNotFound.
+func (s *Service) GetAlert(ctx context.Context, id string) (Alert, error) {
+	return s.store.Alert(ctx, id)
+}
+
+// ListAlerts lists alerts, newest detection first.
+func (s *Service) ListAlerts(ctx context.Context, q AlertQuery) ([]Alert, string, error) {
+	q.PageSize = pageSize(q.PageSize, DefaultAlertPageSize, MaxAlertPageSize)
+	if !q.DetectedAfter.IsZero() && !q.DetectedBefore.IsZero() && !q.DetectedAfter.Before(q.DetectedBefore) {
+		return nil, "", &ValidationError{[]Violation{{"detected_before", "must be after detected_after"}}}
+	}
+	return s.store.ListAlerts(ctx, q)
+}
+
+// GetDeviceRisk returns a device's current risk. Errors: ErrDeviceNotFound.
+func (s *Service) GetDeviceRisk(ctx context.Context, deviceID string) (DeviceRisk, error) {
+	return s.store.DeviceRisk(ctx, deviceID)
+}
+
+// ListDeviceRisks lists device risks as of one revision (returned).
+func (s *Service) ListDeviceRisks(ctx context.Context, q DeviceRiskQuery) ([]DeviceRisk, string, int64, error) {
+	q.PageSize = pageSize(q.PageSize, DefaultDevicePageSize, MaxDevicePageSize)
+	return s.store.ListDeviceRisks(ctx, q)
+}
+
+// RiskHistory lists a device's level changes, newest first. Errors: ErrDeviceNotFound.
+func (s *Service) RiskHistory(ctx context.Context, deviceID string, size int, token string) ([]DeviceRisk, string, error) {
+	return s.store.RiskHistory(ctx, deviceID, pageSize(size, DefaultHistoryPageSize, MaxHistoryPageSize), token)
+}
+
+// Watch replays then tails the event log (see Store.Watch).
+func (s *Service) Watch(ctx context.Context, start int64, onEvent func(StoredEvent) error, onProgress func(int64) error) error {
+	return s.store.Watch(ctx, start, onEvent, onProgress)
+}
+
+func pageSize(n, def, maxN int) int {
+	switch {
+	case n <= 0:
+		return def
+	case n > maxN:
+		return maxN
+	}
+	return n
+}

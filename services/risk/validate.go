@@ -1,0 +1,89 @@
+package risk
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// MaxFutureSkew is how far in the future a detect_time may be (sensor clock skew).
+const MaxFutureSkew = 24 * time.Hour
+
+// validateAlert checks the rules the proto cannot express (and, defensively, the
+// required fields), normalising evidence hashes to lowercase. field prefixes the
+// violation paths ("alert" or "alerts[3]").
+func validateAlert(a *Alert, field string) error {
+	var vs []Violation
+	add := func(f, d string) { vs = append(vs, Violation{field + "." + f, d}) }
+	if a.ID == "" {
+		add("alert_id", "required")
+	}
+	if a.DeviceID == "" {
+		add("device_id", "required")
+	}
+	if a.Severity < SeverityInformational || a.Severity > SeverityHigh {
+		add("severity", "must be SEVERITY_INFORMATIONAL, SEVERITY_LOW, SEVERITY_MEDIUM or SEVERITY_HIGH")
+	}
+	if strings.TrimSpace(a.Title) == "" {
+		add("title", "required")
+	}
+	if !a.DetectTime.IsZero() && a.DetectTime.After(time.Now().Add(MaxFutureSkew)) {
+		add("detect_time", fmt.Sprintf("must not be more than %s in the future", MaxFutureSkew))
+	}
+	if len(a.Evidence) > 0 {
+		ev := make([]Evidence, len(a.Evidence))
+		for i, e := range a.Evidence {
+			p := fmt.Sprintf("evidence[%d]", i)
+			switch {
+			case e.File != nil && e.Process != nil:
+				add(p, "must be a file or a process, not both")
+			case e.File != nil:
+				f := *e.File
+				f.SHA256 = strings.ToLower(f.SHA256)
+				if f.Path == "" && f.SHA256 == "" {
+					add(p+".file", "needs a path or a sha256")
+				}
+				if f.SHA256 != "" && !isSHA256(f.SHA256) {
+					add(p+".file.sha256", "must be 64 hex digits")
+				}
+				if f.SizeBytes < 0 {
+					add(p+".file.size_bytes", "must not be negative")
+				}
+				e.File = &f
+			case e.Process != nil:
+				pr := *e.Process
+				pr.ImageSHA256 = strings.ToLower(pr.ImageSHA256)
+				if pr.PID < 0 {
+					add(p+".process.pid", "must not be negative")
+				}
+				if pr.Name == "" && pr.CommandLine == "" {
+					add(p+".process", "needs a name or a command_line")
+				}
+				if pr.ImageSHA256 != "" && !isSHA256(pr.ImageSHA256) {
+					add(p+".process.image_sha256", "must be 64 hex digits")
+				}
+				e.Process = &pr
+			default:
+				add(p, "must be a file or a process")
+			}
+			ev[i] = e
+		}
+		a.Evidence = ev
+	}
+	if len(vs) > 0 {
+		return &ValidationError{Violations: vs}
+	}
+	return nil
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
