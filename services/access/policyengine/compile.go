@@ -78,6 +78,7 @@ type cpol struct {
 // pstr holds a policy's static strings, built at compile time.
 type pstr struct {
 	id, name         string
+	label            string // display name, or id when it has none
 	msgBlock         string
 	msgCompliant     string
 	msgStale         string
@@ -442,6 +443,7 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		s.strs[i] = pstr{
 			id:               p.ID,
 			name:             p.DisplayName,
+			label:            name,
 			msgBlock:         "policy " + q + " blocks access",
 			msgCompliant:     "policy " + q + " requires a compliant device; the device is not compliant",
 			msgStale:         "policy " + q + " requires a compliant device; the compliance feed is stale, so compliance cannot be confirmed (fail closed)",

@@ -390,7 +390,7 @@ func (s *Snapshot) causes(dev *DeviceState, devOutcome uint8, res *Result) {
 		if pr.Kind != ResultBlocked {
 			continue
 		}
-		res.Causes = append(res.Causes, Cause{Kind: CausePolicy, ID: pr.PolicyID, Description: pr.DisplayName})
+		res.Causes = append(res.Causes, Cause{Kind: CausePolicy, ID: pr.PolicyID, Description: s.strs[pr.idx].label})
 		if s.pols[pr.idx].block {
 			res.Causes = append(res.Causes, Cause{Kind: CauseControl, ID: ctlBlock, Description: descBlock})
 			continue

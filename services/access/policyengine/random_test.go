@@ -1,0 +1,76 @@
+package policyengine_test
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	pe "github.com/condaccess/condaccess/services/access/policyengine"
+	"github.com/condaccess/condaccess/services/access/policyengine/w1gen"
+)
+
+// TestMatchesReference compares the optimized engine with the naive reference evaluator on
+// small generated workloads, plain W1-shaped and with every extra rule exercised.
+func TestMatchesReference(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		seed     int64
+		scale    w1gen.Scale
+		allCodes bool // every reason code must occur
+	}{
+		{"w1-small", w1gen.Seed, w1gen.Small, false},
+		{"extras-1", 1, withExtras(w1gen.Small), true},
+		{"extras-2", 2, withExtras(w1gen.Small), true},
+		{"extras-tiny", 3, w1gen.Scale{Users: 50, Groups: 8, Apps: 4, Policies: 60, Devices: 40, Requests: 5000, Extras: true}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := w1gen.Generate(tt.seed, tt.scale)
+			snap, err := pe.Compile(w.Directory, w.Policies)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := newReference(w.Directory, w.Policies)
+			devs := pe.NewDeviceIndex()
+			devs.PutMany(w.Devices)
+			var res pe.Result
+			kinds := map[pe.Decision]int{}
+			reasons := map[string]int{}
+			n := min(len(w.Requests), 6000)
+			for i := range n {
+				req := w.Requests[i]
+				req.AllPolicies = i%7 == 0
+				feed := pe.Feed{Stale: tt.scale.Extras && i%11 == 0}
+				dev, _ := devs.Get(req.DeviceID)
+				snap.Evaluate(&req, dev, feed, &res)
+				got := summarize(&res)
+				want := ref.evaluate(&req, dev, feed)
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Fatalf("request %d %+v (device %+v, feed %+v): engine differs from the reference (-want +got):\n%s", i, req, dev, feed, diff)
+				}
+				kinds[res.Decision]++
+				for _, r := range res.Reasons {
+					reasons[r.Code]++
+				}
+			}
+			t.Logf("decisions %v; reasons %v", kinds, reasons)
+			// The comparison is only meaningful if both outcomes occur.
+			if kinds[pe.DecisionAllow] == 0 || kinds[pe.DecisionBlock] == 0 {
+				t.Fatalf("degenerate workload: %v", kinds)
+			}
+			if tt.allCodes {
+				for _, code := range []string{pe.CodeAllowed, pe.CodeGrantedByPolicy, pe.CodeBlockedByPolicy, pe.CodeCompliantDeviceRequired,
+					pe.CodeMFARequired, pe.CodeComplianceStateStale, pe.CodeDeviceExcluded, pe.CodeUnknownUser, pe.CodeUnknownDevice,
+					pe.CodeUnknownApplication, pe.CodeUserDisabled} {
+					if reasons[code] == 0 {
+						t.Errorf("reason %s never occurred: the workload does not exercise it", code)
+					}
+				}
+			}
+		})
+	}
+}
+
+func withExtras(s w1gen.Scale) w1gen.Scale {
+	s.Extras = true
+	return s
+}
