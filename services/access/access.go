@@ -3,6 +3,7 @@ package access
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -13,6 +14,10 @@ var (
 	ErrEtagMismatch       = errors.New("etag mismatch")
 	ErrInvalid            = errors.New("invalid argument")
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrLockout: an enabled policy could block an emergency-access account.
+	ErrLockout = fmt.Errorf("%w: emergency-access lockout", ErrFailedPrecondition)
+	// ErrMembershipCycle: nested group membership would form a cycle.
+	ErrMembershipCycle = fmt.Errorf("%w: group membership cycle", ErrFailedPrecondition)
 )
 
 // Enumerations carry the numbers of their proto counterparts so conversion is a cast.

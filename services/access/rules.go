@@ -125,7 +125,7 @@ func GroupCycle(id string, members []string, memberGroups func(g string) []strin
 
 // CycleError describes a membership cycle.
 func CycleError(cycle []string) error {
-	return fmt.Errorf("%w: nested group membership would form a cycle: %s", ErrFailedPrecondition, strings.Join(cycle, " → "))
+	return fmt.Errorf("%w: nested group membership would form a cycle: %s", ErrMembershipCycle, strings.Join(cycle, " → "))
 }
 
 // Model is an in-memory copy of the directory and policies, kept by the

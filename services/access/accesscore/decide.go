@@ -41,7 +41,7 @@ func (s *Service) FeedStatus() FeedStatus {
 // what build made of the result (the wire response). It never calls another
 // service, never writes to the store and never takes a lock a writer holds
 // across a store call.
-func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, build func(res *pe.Result, sessionID string) any) any {
+func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, build func(res *pe.Result, sessionID, traceID string) any) any {
 	res := s.results.Get().(*pe.Result)
 	now := time.Now()
 	dev, _ := s.devices.Load().Get(r.DeviceID)
@@ -55,7 +55,7 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 			s.recorder.Session(&snap)
 		}
 	}
-	out := build(res, sid)
+	out := build(res, sid, traceID)
 	s.recorder.SignIn(access.SignIn{Time: now, UserID: r.UserID, DeviceID: r.DeviceID, AppID: r.AppID,
 		Decision: access.Decision(res.Decision), TraceID: traceID}, out)
 	s.cfg.Metrics.Decision(res.Decision)

@@ -248,7 +248,7 @@ func (s *Service) lockoutGuard(p *access.Policy) error {
 	for _, id := range s.emergencyAccounts() {
 		if s.snap.Load().CouldBlock(ep, id) {
 			return fmt.Errorf("%w: enabling policy %q could block emergency-access account %q (a break-glass account must always be able to sign in): add %q to users.exclude_users (or exclude a group it is a member of with users.exclude_groups), or save the policy as POLICY_STATE_REPORT_ONLY",
-				access.ErrFailedPrecondition, p.ID, id, id)
+				access.ErrLockout, p.ID, id, id)
 		}
 	}
 	return nil

@@ -1,0 +1,144 @@
+package accessgrpc
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/telemetry"
+	"github.com/condaccess/condaccess/services/access"
+	pe "github.com/condaccess/condaccess/services/access/policyengine"
+)
+
+// engineRequest converts and checks a request (the domain rules the proto
+// validation does not cover, and the basic rules for callers that bypass it:
+// the enforcement points).
+func engineRequest(req *accessv1.EvaluateAccessRequest, prefix string) (pe.Request, error) {
+	var vs []*violation
+	for _, f := range []struct{ name, v string }{{"user_id", req.GetUserId()}, {"device_id", req.GetDeviceId()}, {"application_id", req.GetApplicationId()}} {
+		if f.v == "" || len(f.v) > 128 {
+			vs = append(vs, apierr.FieldViolation(prefix+f.name, "required, at most 128 characters"))
+		}
+	}
+	c := req.GetClient()
+	r := pe.Request{UserID: req.GetUserId(), DeviceID: req.GetDeviceId(), AppID: req.GetApplicationId(),
+		Platform: pe.Platform(c.GetPlatform()), MFADone: c.GetMfaDone(), ClientApp: pe.ClientApp(c.GetClientAppType())}
+	if ip := c.GetIpAddress(); ip != "" {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			vs = append(vs, apierr.FieldViolation(prefix+"client.ip_address", "not an IPv4 or IPv6 address"))
+		}
+		r.IP = a.Unmap()
+	}
+	if len(vs) > 0 {
+		return r, apierr.InvalidArgument("", vs...)
+	}
+	return r, nil
+}
+
+// signInSource is what a decision hands the sign-in recorder.
+type signInSource struct {
+	client *accessv1.ClientContext
+	resp   *accessv1.EvaluateAccessResponse
+}
+
+// decide is the one decision function behind EvaluateAccess,
+// EvaluateAccessStream, Envoy's Check and the HTTP forward-auth endpoint.
+func (s *Server) decide(ctx context.Context, req *accessv1.EvaluateAccessRequest, prefix string) (*accessv1.EvaluateAccessResponse, error) {
+	r, err := engineRequest(req, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := s.svc.Decide(ctx, &r, telemetry.TraceID(ctx), func(res *pe.Result, sid, traceID string) any {
+		resp := resultToProto(res)
+		resp.SessionId, resp.TraceId = sid, traceID
+		return &signInSource{client: req.GetClient(), resp: resp}
+	})
+	return out.(*signInSource).resp, nil
+}
+
+// EncodeSignIn fills a sign-in's detail (accessv1.SignIn without its indexed
+// fields), on the recorder goroutine.
+func EncodeSignIn(si *access.SignIn, src any) {
+	s, ok := src.(*signInSource)
+	if !ok {
+		return
+	}
+	rec := &accessv1.SignIn{Client: s.client, Reasons: s.resp.GetReasons(), Policies: s.resp.GetPolicies(),
+		ComplianceState: s.resp.GetDeviceCompliance().GetState()}
+	si.Detail, _ = proto.MarshalOptions{Deterministic: false}.Marshal(rec)
+}
+
+func signInToProto(si *access.SignIn) (*accessv1.SignIn, error) {
+	out := &accessv1.SignIn{}
+	if len(si.Detail) > 0 {
+		if err := proto.Unmarshal(si.Detail, out); err != nil {
+			return nil, fmt.Errorf("decode sign-in %s: %w", si.ID, err)
+		}
+	}
+	out.SignInId, out.Time, out.UserId, out.DeviceId, out.ApplicationId = si.ID, ts(si.Time), si.UserID, si.DeviceID, si.AppID
+	out.Decision, out.TraceId = accessv1.Decision(si.Decision), si.TraceID
+	return out, nil
+}
+
+func controls(cs pe.Controls) []accessv1.GrantControl {
+	if cs == 0 {
+		return nil
+	}
+	var out []accessv1.GrantControl
+	for c := pe.Control(1); c < 8; c++ {
+		if cs.Has(c) {
+			out = append(out, accessv1.GrantControl(c))
+		}
+	}
+	return out
+}
+
+// resultToProto converts an engine result (res is reused after this returns:
+// everything is copied; its strings are immutable).
+func resultToProto(res *pe.Result) *accessv1.EvaluateAccessResponse {
+	out := &accessv1.EvaluateAccessResponse{
+		Decision:              accessv1.Decision(res.Decision),
+		PolicySnapshotVersion: res.SnapshotVersion,
+		DeviceCompliance: &accessv1.DeviceComplianceInfo{
+			State: commonv1.ComplianceState(res.Device.State), Revision: res.Device.Revision, Age: durationpb.New(res.Device.Age),
+			Stale: res.Device.Stale, DeviceRisk: commonv1.RiskLevel(res.Device.Risk), Known: res.Device.Known,
+		},
+	}
+	if n := len(res.Reasons); n > 0 {
+		rs := make([]accessv1.Reason, n)
+		out.Reasons = make([]*accessv1.Reason, n)
+		for i, r := range res.Reasons {
+			rs[i].Code, rs[i].Message, rs[i].PolicyId = r.Code, r.Message, r.PolicyID
+			out.Reasons[i] = &rs[i]
+		}
+	}
+	if n := len(res.Policies); n > 0 {
+		ps := make([]accessv1.PolicyResult, n)
+		out.Policies = make([]*accessv1.PolicyResult, n)
+		for i, p := range res.Policies {
+			ps[i].PolicyId, ps[i].DisplayName, ps[i].State = p.PolicyID, p.DisplayName, accessv1.PolicyState(p.State)
+			ps[i].Result, ps[i].NotAppliedReason = accessv1.PolicyResultKind(p.Kind), p.NotApplied
+			ps[i].SatisfiedControls, ps[i].UnsatisfiedControls = controls(p.Satisfied), controls(p.Unsatisfied)
+			out.Policies[i] = &ps[i]
+		}
+	}
+	if n := len(res.Causes); n > 0 {
+		cs := make([]accessv1.Cause, n)
+		out.CauseChain = make([]*accessv1.Cause, n)
+		for i, c := range res.Causes {
+			cs[i].Kind, cs[i].Id, cs[i].Description = accessv1.CauseKind(c.Kind), c.ID, c.Description
+			out.CauseChain[i] = &cs[i]
+		}
+	}
+	return out
+}
+
+type violation = errdetails.BadRequest_FieldViolation

@@ -1,0 +1,247 @@
+package policyengine_test
+
+import (
+	"bufio"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pe "github.com/condaccess/condaccess/services/access/policyengine"
+	"github.com/condaccess/condaccess/services/access/policyengine/w1gen"
+)
+
+// The W1 fixture is built once per test binary, and only by the W1 benchmarks, so that
+// `go test` without -bench stays fast.
+var w1 struct {
+	once    sync.Once
+	w       *w1gen.Workload
+	snap    *pe.Snapshot
+	devs    *pe.DeviceIndex
+	genTime time.Duration
+	compile time.Duration
+	devLoad time.Duration
+	heapMB  float64 // heap in use by the snapshot and the device index
+	rssMB   float64 // process resident memory with the workload loaded
+}
+
+func loadW1(b *testing.B) {
+	b.Helper()
+	w1.once.Do(func() {
+		t0 := time.Now()
+		w1.w = w1gen.Generate(w1gen.Seed, w1gen.W1)
+		w1.genTime = time.Since(t0)
+		before := heapInuse()
+		t0 = time.Now()
+		snap, err := pe.Compile(w1.w.Directory, w1.w.Policies)
+		if err != nil {
+			panic(err)
+		}
+		w1.compile = time.Since(t0)
+		t0 = time.Now()
+		devs := pe.NewDeviceIndex()
+		devs.PutMany(w1.w.Devices)
+		w1.devLoad = time.Since(t0)
+		w1.snap, w1.devs = snap, devs
+		w1.heapMB = float64(heapInuse()-before) / (1 << 20)
+		w1.rssMB = vmRSSMB()
+	})
+}
+
+// reportLoad reports the load figures (call after the timed loop: ResetTimer drops metrics).
+func reportLoad(b *testing.B) {
+	b.ReportMetric(w1.compile.Seconds()*1000, "compile-ms")
+	b.ReportMetric(w1.devLoad.Seconds()*1000, "devload-ms")
+	b.ReportMetric(w1.heapMB, "engine-heap-MB")
+	b.ReportMetric(w1.rssMB, "rss-MB")
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+func vmRSSMB() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkEvaluateW1 is one W1 decision: device lookup in the 1,000,000-device index and
+// evaluation against 10,000 policies, for a uniformly random user, device and application.
+// Run with -cpu 1 for the single-core figure.
+func BenchmarkEvaluateW1(b *testing.B) {
+	loadW1(b)
+	reqs := w1.w.Requests
+	mask := len(reqs) - 1 // a power of two
+	var res pe.Result
+	var blocked int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := &reqs[i&mask]
+		dev, _ := w1.devs.Get(req.DeviceID)
+		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+		if res.Decision == pe.DecisionBlock {
+			blocked++
+		}
+	}
+	b.StopTimer()
+	reportLoad(b)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+	b.ReportMetric(100*float64(blocked)/float64(b.N), "%blocked")
+}
+
+// BenchmarkEvaluateW1Latency times every decision on its own (monotonic clock) and reports
+// the p50 / p99 / p99.9 latency. Run with e.g. -benchtime 1000000x -cpu 1.
+func BenchmarkEvaluateW1Latency(b *testing.B) {
+	loadW1(b)
+	reqs := w1.w.Requests
+	mask := len(reqs) - 1
+	lat := make([]time.Duration, b.N)
+	var res pe.Result
+	// Warm res up so that its slices have grown (as a pooled Result in the service).
+	for i := range 10000 {
+		req := &reqs[i&mask]
+		dev, _ := w1.devs.Get(req.DeviceID)
+		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := &reqs[i&mask]
+		t0 := time.Now()
+		dev, _ := w1.devs.Get(req.DeviceID)
+		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+		lat[i] = time.Since(t0)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) }
+	b.ReportMetric(q(0.50), "p50-ns")
+	b.ReportMetric(q(0.99), "p99-ns")
+	b.ReportMetric(q(0.999), "p99.9-ns")
+	b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+}
+
+// BenchmarkEvaluateW1WithFeed is BenchmarkEvaluateW1 while the compliance feed rewrites
+// device states concurrently (one writer goroutine flipping devices at full speed): the
+// decision must not wait for it.
+func BenchmarkEvaluateW1WithFeed(b *testing.B) {
+	loadW1(b)
+	reqs := w1.w.Requests
+	mask := len(reqs) - 1
+	var stop atomic.Bool
+	var writes atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		devs := w1.w.Devices
+		for i := 0; !stop.Load(); i++ {
+			e := &devs[(i*7919)%len(devs)]
+			st := e.State
+			st.Revision++
+			w1.devs.Put(e.ID, st)
+			writes.Add(1)
+		}
+	}()
+	var res pe.Result
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := &reqs[i&mask]
+		dev, _ := w1.devs.Get(req.DeviceID)
+		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+	}
+	b.StopTimer()
+	stop.Store(true)
+	<-done
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+	b.ReportMetric(float64(writes.Load())/b.Elapsed().Seconds(), "feed-writes/s")
+}
+
+// BenchmarkCompileW1 compiles the W1 directory and policies (what a directory change costs),
+// and BenchmarkWithPoliciesW1 recompiles only the policies (what a policy change costs).
+func BenchmarkCompileW1(b *testing.B) {
+	loadW1(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := pe.Compile(w1.w.Directory, w1.w.Policies); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkWithPoliciesW1(b *testing.B) {
+	loadW1(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := w1.snap.WithPolicies(w1.w.Policies); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDeviceLoadW1 loads 1,000,000 devices into an empty index (a resync).
+func BenchmarkDeviceLoadW1(b *testing.B) {
+	loadW1(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		x := pe.NewDeviceIndex()
+		x.PutMany(w1.w.Devices)
+	}
+}
+
+// BenchmarkDeviceLookupW1 compares the device index with sync.Map for a lookup among
+// 1,000,000 devices.
+func BenchmarkDeviceLookupW1(b *testing.B) {
+	loadW1(b)
+	reqs := w1.w.Requests
+	mask := len(reqs) - 1
+	b.Run("DeviceIndex", func(b *testing.B) {
+		b.ReportAllocs()
+		var n int
+		for i := 0; i < b.N; i++ {
+			if _, ok := w1.devs.Get(reqs[i&mask].DeviceID); ok {
+				n++
+			}
+		}
+	})
+	b.Run("sync.Map", func(b *testing.B) {
+		var m sync.Map
+		for i := range w1.w.Devices {
+			e := &w1.w.Devices[i]
+			st := e.State
+			m.Store(e.ID, &st)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		var n int
+		for i := 0; i < b.N; i++ {
+			if _, ok := m.Load(reqs[i&mask].DeviceID); ok {
+				n++
+			}
+		}
+	})
+}
