@@ -1,0 +1,426 @@
+// Package storetest is the shared test suite every risk.Store implementation must pass.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/condaccess/condaccess/services/risk"
+)
+
+// Run runs the suite; newStore returns an empty store, closed by the caller's cleanup.
+func Run(t *testing.T, newStore func(t *testing.T) risk.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s risk.Store)
+	}{
+		{"AlertRoundTrip", testAlertRoundTrip},
+		{"InsertDuplicate", testInsertDuplicate},
+		{"FailedUpdateLeavesNoTrace", testFailedUpdate},
+		{"ActiveAlerts", testActiveAlerts},
+		{"ListAlerts", testListAlerts},
+		{"DeviceRiskVersions", testDeviceRiskVersions},
+		{"ListDeviceRisksSnapshot", testListDeviceRisksSnapshot},
+		{"RiskHistory", testRiskHistory},
+		{"WatchOrder", testWatchOrder},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
+	}
+}
+
+var base = time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)
+
+func alert(id, device string, sev risk.Severity, at time.Duration) risk.Alert {
+	return risk.Alert{
+		ID: id, DeviceID: device, Severity: sev, Status: risk.StatusNew, Title: "t " + id,
+		DetectTime: base.Add(at), CreateTime: base, UpdateTime: base, Version: 1,
+		Evidence: []risk.Evidence{{File: &risk.FileEvidence{Path: "/tmp/x", SHA256: "ab"}}, {Process: &risk.ProcessEvidence{PID: 7, Name: "x", CommandLine: "x -y"}}},
+	}
+}
+
+func update(t *testing.T, s risk.Store, fn func(tx risk.Tx) error) {
+	t.Helper()
+	if err := s.Update(context.Background(), fn); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+}
+
+func insert(t *testing.T, s risk.Store, as ...risk.Alert) {
+	t.Helper()
+	update(t, s, func(tx risk.Tx) error {
+		for _, a := range as {
+			ok, _, err := tx.InsertAlert(context.Background(), a, "h-"+a.ID)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("alert %s exists", a.ID)
+			}
+		}
+		return nil
+	})
+}
+
+func appendEvent(ctx context.Context, tx risk.Tx, key string) (int64, error) {
+	return tx.Append(ctx, risk.StoredEvent{Type: risk.EventAlertChanged, Key: key, Payload: []byte(key), TraceParent: "tp-" + key, Time: base})
+}
+
+func testAlertRoundTrip(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	a := alert("a-1", "dev-1", risk.SeverityHigh, 0)
+	a.Comments = []risk.Comment{{Author: "dev", Text: "hi", CreateTime: base}}
+	insert(t, s, a)
+	got, err := s.Alert(ctx, "a-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a, got); diff != "" {
+		t.Errorf("Alert (-want +got):\n%s", diff)
+	}
+	a.Status = risk.StatusResolved
+	a.ResolvedBy, a.ResolveTime, a.Classification, a.Version = "sec", base.Add(time.Hour), 1, 2
+	update(t, s, func(tx risk.Tx) error { return tx.UpdateAlert(ctx, a) })
+	update(t, s, func(tx risk.Tx) error {
+		got, hash, ok, err := tx.Alert(ctx, "a-1")
+		if err != nil || !ok || hash != "h-a-1" {
+			return fmt.Errorf("tx.Alert = ok %v hash %q err %v", ok, hash, err)
+		}
+		if diff := cmp.Diff(a, got); diff != "" {
+			t.Errorf("tx.Alert after update (-want +got):\n%s", diff)
+		}
+		return nil
+	})
+	if _, err := s.Alert(ctx, "nope"); !errors.Is(err, risk.ErrAlertNotFound) {
+		t.Errorf("Alert(nope) = %v, want ErrAlertNotFound", err)
+	}
+	err = s.Update(ctx, func(tx risk.Tx) error { return tx.UpdateAlert(ctx, alert("nope", "d", 1, 0)) })
+	if !errors.Is(err, risk.ErrAlertNotFound) {
+		t.Errorf("UpdateAlert(nope) = %v, want ErrAlertNotFound", err)
+	}
+}
+
+func testInsertDuplicate(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	insert(t, s, alert("a-1", "dev-1", risk.SeverityLow, 0))
+	update(t, s, func(tx risk.Tx) error {
+		ok, existing, err := tx.InsertAlert(ctx, alert("a-1", "dev-2", risk.SeverityHigh, 0), "other")
+		if err != nil {
+			return err
+		}
+		if ok || existing != "h-a-1" {
+			t.Errorf("InsertAlert(duplicate) = %v, %q; want false, h-a-1", ok, existing)
+		}
+		return nil
+	})
+	got, err := s.Alert(ctx, "a-1")
+	if err != nil || got.DeviceID != "dev-1" {
+		t.Errorf("duplicate insert changed the alert: %+v, %v", got, err)
+	}
+}
+
+func testFailedUpdate(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	before := s.Revision()
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx risk.Tx) error {
+		if _, _, err := tx.InsertAlert(ctx, alert("a-1", "dev-1", risk.SeverityHigh, 0), "h"); err != nil {
+			return err
+		}
+		if err := tx.PutDeviceRisk(ctx, risk.DeviceRisk{DeviceID: "dev-1", Level: risk.LevelHigh, Revision: 1, ChangeTime: base, UpdateTime: base}); err != nil {
+			return err
+		}
+		if _, err := appendEvent(ctx, tx, "a-1"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update = %v, want boom", err)
+	}
+	if _, err := s.Alert(ctx, "a-1"); !errors.Is(err, risk.ErrAlertNotFound) {
+		t.Errorf("alert of a failed update exists: %v", err)
+	}
+	if _, err := s.DeviceRisk(ctx, "dev-1"); !errors.Is(err, risk.ErrDeviceNotFound) {
+		t.Errorf("device risk of a failed update exists: %v", err)
+	}
+	if got := s.Revision(); got != before {
+		t.Errorf("Revision = %d after a failed update, want %d", got, before)
+	}
+	// The next event takes the revision the failed one gave back.
+	var rev int64
+	update(t, s, func(tx risk.Tx) (err error) { rev, err = appendEvent(ctx, tx, "x"); return err })
+	if rev != before+1 {
+		t.Errorf("next revision = %d, want %d", rev, before+1)
+	}
+}
+
+func testActiveAlerts(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	resolved := alert("r", "dev-1", risk.SeverityHigh, 0)
+	resolved.Status = risk.StatusResolved
+	inProgress := alert("p", "dev-1", risk.SeverityMedium, time.Second)
+	inProgress.Status = risk.StatusInProgress
+	insert(t, s,
+		alert("m2", "dev-1", risk.SeverityMedium, 2*time.Second),
+		alert("h", "dev-1", risk.SeverityHigh, 3*time.Second),
+		inProgress, resolved,
+		alert("i", "dev-1", risk.SeverityInformational, 0),
+		alert("l", "dev-1", risk.SeverityLow, 0),
+		alert("other", "dev-2", risk.SeverityHigh, 0),
+	)
+	update(t, s, func(tx risk.Tx) error {
+		got, err := tx.ActiveAlerts(ctx, "dev-1")
+		if err != nil {
+			return err
+		}
+		want := []risk.ActiveAlert{
+			{ID: "h", Severity: risk.SeverityHigh, DetectTime: base.Add(3 * time.Second)},
+			{ID: "p", Severity: risk.SeverityMedium, DetectTime: base.Add(time.Second)},
+			{ID: "m2", Severity: risk.SeverityMedium, DetectTime: base.Add(2 * time.Second)},
+			{ID: "l", Severity: risk.SeverityLow, DetectTime: base},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ActiveAlerts (-want +got):\n%s", diff)
+		}
+		if got, err := tx.ActiveAlerts(ctx, "none"); err != nil || len(got) != 0 {
+			t.Errorf("ActiveAlerts(none) = %v, %v", got, err)
+		}
+		return nil
+	})
+}
+
+func ids(as []risk.Alert) []string {
+	out := []string{}
+	for _, a := range as {
+		out = append(out, a.ID)
+	}
+	return out
+}
+
+func testListAlerts(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	resolved := alert("a3", "dev-2", risk.SeverityHigh, 3*time.Minute)
+	resolved.Status = risk.StatusResolved
+	insert(t, s,
+		alert("a1", "dev-1", risk.SeverityLow, time.Minute),
+		alert("a2", "dev-1", risk.SeverityHigh, 2*time.Minute),
+		resolved,
+		alert("a4", "dev-1", risk.SeverityMedium, 4*time.Minute),
+		alert("a5", "dev-2", risk.SeverityInformational, 4*time.Minute), // same time as a4: id breaks the tie
+	)
+	tests := []struct {
+		name string
+		q    risk.AlertQuery
+		want []string
+	}{
+		{"all newest first", risk.AlertQuery{}, []string{"a5", "a4", "a3", "a2", "a1"}},
+		{"device", risk.AlertQuery{DeviceID: "dev-1"}, []string{"a4", "a2", "a1"}},
+		{"status", risk.AlertQuery{Status: risk.StatusResolved}, []string{"a3"}},
+		{"min severity", risk.AlertQuery{MinSeverity: risk.SeverityMedium}, []string{"a4", "a3", "a2"}},
+		{"time range", risk.AlertQuery{DetectedAfter: base.Add(2 * time.Minute), DetectedBefore: base.Add(4 * time.Minute)}, []string{"a3", "a2"}},
+		{"device and severity", risk.AlertQuery{DeviceID: "dev-2", MinSeverity: risk.SeverityLow}, []string{"a3"}},
+		{"unknown device", risk.AlertQuery{DeviceID: "nope"}, []string{}},
+	}
+	for _, tt := range tests {
+		for _, size := range []int{1, 2, 100} {
+			t.Run(fmt.Sprintf("%s/page%d", tt.name, size), func(t *testing.T) {
+				q := tt.q
+				q.PageSize = size
+				got := []string{}
+				for pages := 0; ; pages++ {
+					if pages > 10 {
+						t.Fatal("too many pages")
+					}
+					as, next, err := s.ListAlerts(ctx, q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(as) > size {
+						t.Fatalf("page of %d > page size %d", len(as), size)
+					}
+					got = append(got, ids(as)...)
+					if next == "" {
+						break
+					}
+					q.PageToken = next
+				}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("ids (-want +got):\n%s", diff)
+				}
+			})
+		}
+	}
+	if _, _, err := s.ListAlerts(ctx, risk.AlertQuery{PageSize: 1, PageToken: "!!not a token"}); !errors.Is(err, risk.ErrInvalidPageToken) {
+		t.Errorf("bad token: err = %v, want ErrInvalidPageToken", err)
+	}
+}
+
+// putVersion appends an event and writes a device risk version at its revision.
+func putVersion(t *testing.T, s risk.Store, device string, level, prev risk.Level, active ...string) risk.DeviceRisk {
+	t.Helper()
+	ctx := context.Background()
+	var r risk.DeviceRisk
+	update(t, s, func(tx risk.Tx) error {
+		rev, err := appendEvent(ctx, tx, device)
+		if err != nil {
+			return err
+		}
+		r = risk.DeviceRisk{DeviceID: device, Level: level, Revision: rev, PreviousLevel: prev, CauseAlertID: "c",
+			ChangeTime: base.Add(time.Duration(rev)), UpdateTime: base.Add(time.Duration(rev)), LevelChanged: level != prev}
+		for _, id := range active {
+			r.Active = append(r.Active, risk.ActiveAlert{ID: id, Severity: risk.Severity(level), DetectTime: base})
+		}
+		return tx.PutDeviceRisk(ctx, r)
+	})
+	return r
+}
+
+var cmpRisk = cmpopts.EquateEmpty()
+
+func testDeviceRiskVersions(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	if _, err := s.DeviceRisk(ctx, "dev-1"); !errors.Is(err, risk.ErrDeviceNotFound) {
+		t.Errorf("DeviceRisk(unknown) = %v, want ErrDeviceNotFound", err)
+	}
+	putVersion(t, s, "dev-1", risk.LevelHigh, risk.LevelUnspecified, "a")
+	v2 := putVersion(t, s, "dev-1", risk.LevelHigh, risk.LevelHigh, "a", "b")
+	putVersion(t, s, "dev-2", risk.LevelNone, risk.LevelUnspecified)
+	got, err := s.DeviceRisk(ctx, "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(v2, got, cmpRisk); diff != "" {
+		t.Errorf("DeviceRisk (-want +got):\n%s", diff)
+	}
+	update(t, s, func(tx risk.Tx) error {
+		got, ok, err := tx.DeviceRisk(ctx, "dev-1")
+		if err != nil || !ok {
+			return fmt.Errorf("tx.DeviceRisk: %v %v", ok, err)
+		}
+		if diff := cmp.Diff(v2, got, cmpRisk); diff != "" {
+			t.Errorf("tx.DeviceRisk (-want +got):\n%s", diff)
+		}
+		if _, ok, err := tx.DeviceRisk(ctx, "none"); ok || err != nil {
+			t.Errorf("tx.DeviceRisk(none) = %v, %v", ok, err)
+		}
+		return nil
+	})
+}
+
+func testListDeviceRisksSnapshot(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	var want []risk.DeviceRisk
+	for i := range 5 {
+		want = append(want, putVersion(t, s, fmt.Sprintf("dev-%d", i), risk.Level(1+i%4), risk.LevelUnspecified))
+	}
+	rev := s.Revision()
+	// Page 1 now; then the devices change; later pages still reflect rev.
+	page, next, gotRev, err := s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotRev != rev {
+		t.Errorf("revision = %d, want %d", gotRev, rev)
+	}
+	got := page
+	for i := range 5 {
+		putVersion(t, s, fmt.Sprintf("dev-%d", i), risk.LevelHigh, want[i].Level, "new")
+	}
+	putVersion(t, s, "dev-9", risk.LevelHigh, risk.LevelUnspecified)
+	for next != "" {
+		page, next, gotRev, err = s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 2, PageToken: next})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotRev != rev {
+			t.Errorf("later page revision = %d, want %d", gotRev, rev)
+		}
+		got = append(got, page...)
+	}
+	if diff := cmp.Diff(want, got, cmpRisk); diff != "" {
+		t.Errorf("snapshot listing (-want +got):\n%s", diff)
+	}
+	// A new listing sees the new state; min level filters.
+	all, next, gotRev, err := s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 100, MinLevel: risk.LevelHigh})
+	if err != nil || next != "" || gotRev != s.Revision() {
+		t.Fatalf("ListDeviceRisks = next %q rev %d err %v; want rev %d", next, gotRev, err, s.Revision())
+	}
+	if len(all) != 6 {
+		t.Errorf("high devices = %d, want 6", len(all))
+	}
+	_, _, _, err = s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 100, MinLevel: risk.LevelHigh + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 1, PageToken: "garbage"}); !errors.Is(err, risk.ErrInvalidPageToken) {
+		t.Errorf("bad token: err = %v, want ErrInvalidPageToken", err)
+	}
+}
+
+func testRiskHistory(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	if _, _, err := s.RiskHistory(ctx, "dev-1", 10, ""); !errors.Is(err, risk.ErrDeviceNotFound) {
+		t.Errorf("RiskHistory(unknown) = %v, want ErrDeviceNotFound", err)
+	}
+	h1 := putVersion(t, s, "dev-1", risk.LevelLow, risk.LevelUnspecified, "a")
+	putVersion(t, s, "dev-1", risk.LevelLow, risk.LevelLow, "a", "b") // active set only: not history
+	h2 := putVersion(t, s, "dev-1", risk.LevelHigh, risk.LevelLow, "c")
+	h3 := putVersion(t, s, "dev-1", risk.LevelNone, risk.LevelHigh)
+	putVersion(t, s, "dev-2", risk.LevelHigh, risk.LevelUnspecified)
+	var got []risk.DeviceRisk
+	tok := ""
+	for {
+		page, next, err := s.RiskHistory(ctx, "dev-1", 2, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, page...)
+		if next == "" {
+			break
+		}
+		tok = next
+	}
+	if diff := cmp.Diff([]risk.DeviceRisk{h3, h2, h1}, got, cmpRisk); diff != "" {
+		t.Errorf("RiskHistory (-want +got):\n%s", diff)
+	}
+}
+
+func testWatchOrder(t *testing.T, s risk.Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := s.Revision()
+	for i := range 3 {
+		update(t, s, func(tx risk.Tx) error { _, err := appendEvent(ctx, tx, fmt.Sprint("r", i)); return err })
+	}
+	var got []risk.StoredEvent
+	errDone := errors.New("done")
+	err := s.Watch(ctx, start, func(e risk.StoredEvent) error {
+		got = append(got, e)
+		if len(got) == 3 {
+			// Live: one more after the replay.
+			go update(t, s, func(tx risk.Tx) error { _, err := appendEvent(ctx, tx, "live"); return err })
+		}
+		if len(got) == 4 {
+			return errDone
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, errDone) {
+		t.Fatalf("Watch = %v", err)
+	}
+	for i, e := range got {
+		if e.Revision != start+int64(i)+1 {
+			t.Errorf("event %d revision %d, want %d", i, e.Revision, start+int64(i)+1)
+		}
+	}
+	if k := string(got[3].Payload); k != "live" || got[3].TraceParent != "tp-live" || got[0].Key != "r0" {
+		t.Errorf("events = %+v", got)
+	}
+}
