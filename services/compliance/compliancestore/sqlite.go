@@ -433,7 +433,9 @@ func (t *txn) DeletePolicy(ctx context.Context, id string) error {
 	return err
 }
 
-func (t *txn) Settings(ctx context.Context) (compliance.Settings, error) { return getSettings(ctx, t.tx) }
+func (t *txn) Settings(ctx context.Context) (compliance.Settings, error) {
+	return getSettings(ctx, t.tx)
+}
 
 func (t *txn) PutSettings(ctx context.Context, st compliance.Settings) error {
 	b, err := json.Marshal(settingsRow{DevicesWithoutPolicyCompliant: st.DevicesWithoutPolicyCompliant, Version: st.Version})
