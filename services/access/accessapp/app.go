@@ -4,33 +4,204 @@ package accessapp
 import (
 	"context"
 	"flag"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
-	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/access/accesscore"
+	"github.com/condaccess/condaccess/services/access/accessgrpc"
+	"github.com/condaccess/condaccess/services/access/accessstore"
+	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
 
-// Factory builds the access service. Placeholder: every RPC answers UNIMPLEMENTED.
-type Factory struct{}
+// Flag defaults.
+const (
+	DefaultStalenessBound   = 30 * time.Second
+	DefaultSignInRetention  = 30 * 24 * time.Hour
+	DefaultRetention        = 1_000_000
+	DefaultProgressInterval = time.Second
+)
+
+// Factory builds the access service from its flags.
+type Factory struct {
+	stalenessBound   time.Duration
+	emergency        string
+	signInRetention  time.Duration
+	retention        int64
+	progressInterval time.Duration
+	signInBuffer     int
+	synchronous      string
+	headers          accessgrpc.Headers
+	set              bool
+}
 
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "access" }
 
 // RegisterFlags implements suite.Factory.
-func (*Factory) RegisterFlags(fs *flag.FlagSet) {}
-
-// New implements suite.Factory.
-func (*Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
-	return &service{}, nil
+func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
+	f.set = true
+	fs.DurationVar(&f.stalenessBound, "access-staleness-bound", DefaultStalenessBound, "once the compliance feed has been broken for longer, apps that require a compliant device are blocked with COMPLIANCE_STATE_STALE (fail closed)")
+	fs.StringVar(&f.emergency, "access-emergency-accounts", "", "comma-separated user ids of emergency-access (break-glass) accounts, guarded like users marked emergency_access: enabling a policy that could block one fails")
+	fs.DurationVar(&f.signInRetention, "access-signin-retention", DefaultSignInRetention, "sign-ins older than this are deleted (checked hourly)")
+	fs.Int64Var(&f.retention, "access-retention", DefaultRetention, "session events kept for WatchSessionEvents replay (0 keeps all); older start revisions get OUT_OF_RANGE")
+	fs.DurationVar(&f.progressInterval, "access-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchSessionEvents streams")
+	fs.IntVar(&f.signInBuffer, "access-signin-buffer", 65536, "sign-ins queued for the batched writer; when full, sign-ins are dropped and counted (condaccess.access.signins.dropped) rather than slowing decisions")
+	fs.StringVar(&f.synchronous, "access-sqlite-synchronous", "FULL", "SQLite synchronous setting of the access store: FULL or NORMAL")
+	fs.StringVar(&f.headers.User, "access-authz-user-header", accessgrpc.DefaultHeaders.User, "request header with the user id (Envoy ext_authz and GET /authz)")
+	fs.StringVar(&f.headers.Device, "access-authz-device-header", accessgrpc.DefaultHeaders.Device, "request header with the device id (Envoy ext_authz and GET /authz)")
+	fs.StringVar(&f.headers.Application, "access-authz-application-header", accessgrpc.DefaultHeaders.Application, "request header with the application id (Envoy ext_authz and GET /authz)")
+	fs.StringVar(&f.headers.MFA, "access-authz-mfa-header", accessgrpc.DefaultHeaders.MFA, "request header whose value true/1 says MFA was done (empty: never)")
 }
 
-type service struct{}
-
-func (*service) Register(s grpc.ServiceRegistrar) {
-	accessv1.RegisterDirectoryServiceServer(s, accessv1.UnimplementedDirectoryServiceServer{})
-	accessv1.RegisterConditionalAccessPolicyServiceServer(s, accessv1.UnimplementedConditionalAccessPolicyServiceServer{})
-	accessv1.RegisterAccessServiceServer(s, accessv1.UnimplementedAccessServiceServer{})
+// New implements suite.Factory: it opens <DataDir>/access.db, loads the
+// directory, policies, device compliance and sessions, and dials the
+// compliance service for its event feed.
+func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
+	if !f.set {
+		f.RegisterFlags(flag.NewFlagSet("access", flag.ContinueOnError))
+	}
+	if f.stalenessBound <= 0 {
+		return nil, fmt.Errorf("--access-staleness-bound must be positive")
+	}
+	if f.retention < 0 {
+		return nil, fmt.Errorf("--access-retention must not be negative")
+	}
+	st, err := accessstore.Open(ctx, accessstore.Options{
+		Path: filepath.Join(env.DataDir, "access.db"), EventRetention: f.retention,
+		ProgressInterval: f.progressInterval, Synchronous: f.synchronous, Logger: env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var emergency []string
+	for _, id := range strings.Split(f.emergency, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			emergency = append(emergency, id)
+		}
+	}
+	m := &metrics{}
+	svc, err := accesscore.New(ctx, accesscore.Config{
+		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
+		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers), log: env}
+	if err := m.register(svc); err != nil {
+		env.Logger.Warn("access metrics not registered", "err", err)
+	}
+	if env.HTTPMux != nil {
+		env.HTTPMux.Handle("/authz", s.srv.AuthzHandler())
+	}
+	if env.Peers.Compliance != "" && env.Dial != nil {
+		conn, err := env.Dial(env.Peers.Compliance)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("dial compliance service %s: %w", env.Peers.Compliance, err)
+		}
+		s.conn = conn
+	} else {
+		env.Logger.Warn("no compliance service address: device compliance is never confirmed, so apps that require a compliant device are blocked (COMPLIANCE_STATE_STALE)")
+	}
+	return s, nil
 }
-func (*service) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (*service) Close() error                  { return nil }
+
+type service struct {
+	store *accessstore.Store
+	svc   *accesscore.Service
+	srv   *accessgrpc.Server
+	conn  *grpc.ClientConn
+	log   suite.Env
+}
+
+func (s *service) Register(r grpc.ServiceRegistrar) { accessgrpc.Register(r, s.srv) }
+
+// Run follows the compliance feed and writes sign-ins until ctx ends.
+func (s *service) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if s.conn != nil {
+			s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn))
+		}
+	}()
+	err := s.svc.Run(ctx)
+	<-done
+	return err
+}
+
+func (s *service) Close() error {
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	return s.store.Close()
+}
+
+// metrics counts decisions on the hot path with atomics only; the OTel
+// instruments observe them.
+type metrics struct {
+	allow, block, dropped atomic.Int64
+}
+
+func (m *metrics) Decision(d pe.Decision) {
+	if d == pe.DecisionAllow {
+		m.allow.Add(1)
+	} else {
+		m.block.Add(1)
+	}
+}
+
+func (m *metrics) DroppedSignIn() { m.dropped.Add(1) }
+
+func (m *metrics) register(svc *accesscore.Service) error {
+	meter := otel.Meter("condaccess/access")
+	decisions, err := meter.Int64ObservableCounter("condaccess.access.decisions", metric.WithDescription("access decisions, by decision"))
+	if err != nil {
+		return err
+	}
+	dropped, err := meter.Int64ObservableCounter("condaccess.access.signins.dropped", metric.WithDescription("sign-ins dropped because the sign-in writer's queue was full"))
+	if err != nil {
+		return err
+	}
+	lag, err := meter.Float64ObservableGauge("condaccess.access.compliance_feed.lag", metric.WithUnit("s"), metric.WithDescription("time since the compliance feed last confirmed device states"))
+	if err != nil {
+		return err
+	}
+	bound, err := meter.Float64ObservableGauge("condaccess.access.compliance_feed.staleness_bound", metric.WithUnit("s"), metric.WithDescription("feed lag beyond which compliant-device decisions fail closed"))
+	if err != nil {
+		return err
+	}
+	stale, err := meter.Int64ObservableGauge("condaccess.access.compliance_feed.stale", metric.WithDescription("1 when the compliance feed is stale (decisions needing a compliant device fail closed)"))
+	if err != nil {
+		return err
+	}
+	allowAttr := metric.WithAttributes(attribute.String("decision", "allow"))
+	blockAttr := metric.WithAttributes(attribute.String("decision", "block"))
+	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(decisions, m.allow.Load(), allowAttr)
+		o.ObserveInt64(decisions, m.block.Load(), blockAttr)
+		o.ObserveInt64(dropped, m.dropped.Load())
+		fs := svc.FeedStatus()
+		o.ObserveFloat64(lag, fs.Lag.Seconds())
+		o.ObserveFloat64(bound, fs.Bound.Seconds())
+		v := int64(0)
+		if fs.Stale {
+			v = 1
+		}
+		o.ObserveInt64(stale, v)
+		return nil
+	}, decisions, dropped, lag, bound, stale)
+	return err
+}
