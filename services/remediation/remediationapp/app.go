@@ -172,7 +172,9 @@ func (r riskClient) ResolveAlert(ctx context.Context, alertID, investigationID s
 
 // --- compliance -------------------------------------------------------------------
 
-type deviceDirectory struct{ c compliancev1.DeviceServiceClient }
+type deviceDirectory struct {
+	c compliancev1.DeviceServiceClient
+}
 
 // NewDeviceDirectory adapts the compliance service's DeviceService client.
 func NewDeviceDirectory(c compliancev1.DeviceServiceClient) remediation.DeviceDirectory {
