@@ -230,5 +230,3 @@ func (s *Server) WatchRiskEvents(req *riskv1.WatchRiskEventsRequest, stream grpc
 	}
 	return toStatus(err)
 }
-
-

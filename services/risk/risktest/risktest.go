@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
@@ -28,6 +28,10 @@ type Options struct {
 	SubscriberBuffer int
 	// Now is the service clock (default time.Now).
 	Now func() time.Time
+	// Auth, when set, replaces insecure development mode (e.g. authtest's mTLS
+	// ServerConfig); the harness's own Client then needs ClientAuth.
+	Auth       *auth.Config
+	ClientAuth auth.ClientConfig
 	// Listener, when set, is served instead of a bufconn listener (e.g. 127.0.0.1:0).
 	Listener net.Listener
 }
@@ -40,6 +44,10 @@ type Harness struct {
 	Server *server.Server
 	// Addr is the listener's address (bufconn's is "bufconn").
 	Addr string
+
+	lis   net.Listener
+	bl    *bufconn.Listener
+	conns []*grpc.ClientConn
 }
 
 // Start runs the risk service (insecure development mode: every caller is "dev" with
@@ -61,7 +69,15 @@ func StartWith(t testing.TB, o Options) *Harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Name: "risktest", Auth: auth.Config{Insecure: true}, GracefulStopTimeout: time.Second})
+	authCfg := auth.Config{Insecure: true}
+	if o.Auth != nil {
+		authCfg = *o.Auth
+	} else {
+		o.ClientAuth = auth.ClientConfig{Insecure: true}
+	}
+	// Its own tracer provider, so that requests have real trace ids (and events carry
+	// them) without touching the otel globals.
+	srv, err := server.New(server.Config{Name: "risktest", Auth: authCfg, GracefulStopTimeout: time.Second, TracerProvider: sdktrace.NewTracerProvider()})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
@@ -69,28 +85,48 @@ func StartWith(t testing.TB, o Options) *Harness {
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Now: o.Now})
 	riskgrpc.Register(srv.Registrar(), riskgrpc.New(riskgrpc.Config{Service: svc}))
 
-	lis := o.Listener
-	var dial []grpc.DialOption
-	target := ""
-	if lis == nil {
-		bl := bufconn.Listen(1 << 20)
-		lis = bl
-		target = "passthrough:///bufconn"
-		dial = append(dial, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return bl.DialContext(ctx) }))
-	} else {
-		target = lis.Addr().String()
+	h := &Harness{Store: st, Server: srv, lis: o.Listener}
+	if h.lis == nil {
+		h.bl = bufconn.Listen(1 << 20)
+		h.lis = h.bl
 	}
-	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient(target, append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h.Addr = h.lis.Addr().String()
+	go func() { _ = srv.Serve(h.lis) }()
 	t.Cleanup(func() {
-		conn.Close()
+		for _, c := range h.conns {
+			c.Close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Stop(ctx)
 		st.Close()
 	})
-	return &Harness{Client: riskv1.NewRiskServiceClient(conn), Conn: conn, Store: st, Server: srv, Addr: lis.Addr().String()}
+	h.Client, h.Conn = h.Dial(t, o.ClientAuth)
+	return h
+}
+
+// Dial returns another client of the harness's server with the client credentials of
+// cfg (for example an authtest client certificate with other roles); closed at cleanup.
+func (h *Harness) Dial(t testing.TB, cfg auth.ClientConfig) (riskv1.RiskServiceClient, *grpc.ClientConn) {
+	t.Helper()
+	if cfg.ServerName == "" && !cfg.Insecure {
+		cfg.ServerName = "localhost"
+	}
+	creds, err := auth.DialOption(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []grpc.DialOption{creds}
+	target := h.Addr
+	if h.bl != nil {
+		bl := h.bl
+		target = "passthrough:///bufconn"
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return bl.DialContext(ctx) }))
+	}
+	conn, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.conns = append(h.conns, conn)
+	return riskv1.NewRiskServiceClient(conn), conn
 }

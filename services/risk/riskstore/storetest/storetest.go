@@ -401,11 +401,14 @@ func testWatchOrder(t *testing.T, s risk.Store) {
 	}
 	var got []risk.StoredEvent
 	errDone := errors.New("done")
+	liveErr := make(chan error, 1)
 	err := s.Watch(ctx, start, func(e risk.StoredEvent) error {
 		got = append(got, e)
 		if len(got) == 3 {
 			// Live: one more after the replay.
-			go update(t, s, func(tx risk.Tx) error { _, err := appendEvent(ctx, tx, "live"); return err })
+			go func() {
+				liveErr <- s.Update(ctx, func(tx risk.Tx) error { _, err := appendEvent(ctx, tx, "live"); return err })
+			}()
 		}
 		if len(got) == 4 {
 			return errDone
@@ -414,6 +417,9 @@ func testWatchOrder(t *testing.T, s risk.Store) {
 	}, nil)
 	if !errors.Is(err, errDone) {
 		t.Fatalf("Watch = %v", err)
+	}
+	if err := <-liveErr; err != nil {
+		t.Fatal(err)
 	}
 	for i, e := range got {
 		if e.Revision != start+int64(i)+1 {
