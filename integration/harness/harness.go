@@ -1,0 +1,279 @@
+// Package harness builds the condaccess binaries and runs the services, the agent and an
+// OTLP trace receiver as real processes on loopback, for the integration tests.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Binaries are the built condaccess and condaccess-agent executables.
+type Binaries struct {
+	Condaccess string
+	Agent      string
+	// AgentErr says why the agent could not be built (tests that need it fail with it).
+	AgentErr error
+}
+
+var (
+	buildOnce sync.Once
+	built     *Binaries
+	buildErr  error
+	buildDir  string
+)
+
+// Main runs the tests of a package that uses the harness and removes the built
+// binaries afterwards: call it from TestMain as os.Exit(harness.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	return code
+}
+
+// ModuleRoot finds the directory holding go.mod, walking up from the working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("harness: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build builds the binaries once per test binary (go build -o into a temporary folder).
+func Build() (*Binaries, error) {
+	buildOnce.Do(func() {
+		root, err := ModuleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDir, err = os.MkdirTemp("", "condaccess-integration-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		b := &Binaries{Condaccess: filepath.Join(buildDir, "condaccess"), Agent: filepath.Join(buildDir, "condaccess-agent")}
+		if err := goBuild(root, b.Condaccess, "./cmd/condaccess"); err != nil {
+			buildErr = err
+			return
+		}
+		b.AgentErr = goBuild(root, b.Agent, "./cmd/condaccess-agent")
+		built = b
+	})
+	return built, buildErr
+}
+
+func goBuild(root, out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, stderr.String())
+	}
+	return nil
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Process is one child process that can be killed and started again with the same
+// arguments (and so the same addresses and data).
+type Process struct {
+	Name string
+	Path string
+	Args []string
+	Env  []string
+	// GRPCAddr, when set, is where WaitHealthy checks gRPC health.
+	GRPCAddr string
+	// HealthService is the gRPC health service name to wait for ("" = the server).
+	HealthService string
+	// LogPath receives stdout and stderr of every run, appended.
+	LogPath string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	runs    int
+}
+
+// Start starts the process; its output is appended to LogPath.
+func (p *Process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return fmt.Errorf("%s: already running", p.Name)
+	}
+	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	p.runs++
+	fmt.Fprintf(logf, "==== %s run %d at %s: %s %s\n", p.Name, p.runs, time.Now().Format(time.RFC3339Nano), p.Path, strings.Join(p.Args, " "))
+	cmd := exec.Command(p.Path, p.Args...)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Its own process group, so that nothing it starts outlives the test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("%s: start: %w", p.Name, err)
+	}
+	exited := make(chan struct{})
+	p.cmd, p.exited = cmd, exited
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		p.mu.Lock()
+		p.waitErr = err
+		p.mu.Unlock()
+		close(exited)
+	}()
+	return nil
+}
+
+// Running reports whether the process has been started and not exited.
+func (p *Process) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL (no chance to clean up) and waits for the process to exit.
+func (p *Process) Kill() error { return p.signal(syscall.SIGKILL, 10*time.Second) }
+
+// Stop sends SIGTERM, waits up to timeout, then SIGKILL.
+func (p *Process) Stop(timeout time.Duration) error {
+	err := p.signal(syscall.SIGTERM, timeout)
+	if err != nil && p.Running() {
+		return p.Kill()
+	}
+	return err
+}
+
+func (p *Process) signal(sig syscall.Signal, timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig) // the whole process group
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: still running %s after %v", p.Name, timeout, sig)
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+	return nil
+}
+
+// Restart kills the process with SIGKILL, starts it again and waits until it is
+// healthy.
+func (p *Process) Restart(ctx context.Context) error {
+	if err := p.Kill(); err != nil {
+		return err
+	}
+	if err := p.Start(); err != nil {
+		return err
+	}
+	return p.WaitHealthy(ctx)
+}
+
+// WaitHealthy waits until gRPC health reports SERVING for HealthService at GRPCAddr,
+// failing early when the process exits.
+func (p *Process) WaitHealthy(ctx context.Context) error {
+	if p.GRPCAddr == "" {
+		return nil
+	}
+	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := grpc_health_v1.NewHealthClient(conn)
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	var last error
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(cctx, &grpc_health_v1.HealthCheckRequest{Service: p.HealthService})
+		cancel()
+		if err == nil && resp.GetStatus() == grpc_health_v1.HealthCheckResponse_SERVING {
+			return nil
+		}
+		if err != nil {
+			last = err
+		} else {
+			last = fmt.Errorf("status %s", resp.GetStatus())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s at %s not healthy: %v (last: %v)", p.Name, p.GRPCAddr, ctx.Err(), last)
+		case <-exited:
+			p.mu.Lock()
+			werr := p.waitErr
+			p.mu.Unlock()
+			return fmt.Errorf("%s exited before it was healthy: %v", p.Name, werr)
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// Logs returns the process's log, at most the last max bytes.
+func (p *Process) Logs(max int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	if len(b) > max {
+		b = append([]byte("...\n"), b[len(b)-max:]...)
+	}
+	return string(b)
+}

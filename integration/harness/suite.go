@@ -1,0 +1,218 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+)
+
+// ServiceNames are the four services, in start order.
+var ServiceNames = []string{"risk", "compliance", "access", "remediation"}
+
+// healthNames are the gRPC service names each process must report SERVING.
+var healthNames = map[string]string{
+	"risk":        "condaccess.risk.v1.RiskService",
+	"compliance":  "condaccess.compliance.v1.ComplianceService",
+	"access":      "condaccess.access.v1.AccessService",
+	"remediation": "condaccess.remediation.v1.RemediationService",
+}
+
+// Options configure a suite.
+type Options struct {
+	// Traces starts an OTLP receiver and points every process at it.
+	Traces bool
+	// Env is added to every process's environment.
+	Env []string
+	// ServeArgs are added to every serve command line.
+	ServeArgs []string
+}
+
+// Suite is the four services, each a separate `condaccess serve --services X`
+// process on its own loopback address, with generated clients to each.
+type Suite struct {
+	Bin    *Binaries
+	Dir    string
+	Procs  map[string]*Process
+	Traces *TraceReceiver
+
+	Risk               riskv1.RiskServiceClient
+	Devices            compliancev1.DeviceServiceClient
+	CompliancePolicies compliancev1.CompliancePolicyServiceClient
+	Compliance         compliancev1.ComplianceServiceClient
+	Directory          accessv1.DirectoryServiceClient
+	CAPolicies         accessv1.ConditionalAccessPolicyServiceClient
+	Access             accessv1.AccessServiceClient
+	Remediation        remediationv1.RemediationServiceClient
+
+	env   []string
+	mu    sync.Mutex
+	extra []*Process
+	conns []*grpc.ClientConn
+}
+
+// StartSuite builds the binaries (once), starts the four services as separate
+// processes and waits until each is healthy. Everything stops when the test ends; the
+// logs are printed if it failed.
+func StartSuite(t testing.TB, opts Options) *Suite {
+	t.Helper()
+	bin, err := Build()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	dir := t.TempDir()
+	s := &Suite{Bin: bin, Dir: dir, Procs: map[string]*Process{}}
+	if opts.Traces {
+		if s.Traces, err = StartTraceReceiver(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Traces.Stop)
+		s.env = append(s.env, s.Traces.Env()...)
+	} else {
+		s.env = append(s.env, "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none")
+	}
+	s.env = append(s.env, opts.Env...)
+
+	addrs := map[string]string{}
+	for _, name := range ServiceNames {
+		if addrs[name], err = FreeAddr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range ServiceNames {
+		httpAddr, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"serve", "--services", name,
+			"--grpc-addr", addrs[name], "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "data"),
+			"--risk-addr", addrs["risk"], "--compliance-addr", addrs["compliance"],
+			"--access-addr", addrs["access"], "--remediation-addr", addrs["remediation"],
+			"--stop-timeout", "2s", "--log-level", "debug",
+		}
+		args = append(args, opts.ServeArgs...)
+		s.Procs[name] = &Process{
+			Name: name, Path: bin.Condaccess, Args: args, Env: s.env,
+			GRPCAddr: addrs[name], HealthService: healthNames[name], LogPath: filepath.Join(dir, name+".log"),
+		}
+	}
+	t.Cleanup(func() { s.stopAll(t) })
+	for _, name := range ServiceNames {
+		if err := s.Procs[name].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, name := range ServiceNames {
+		if err := s.Procs[name].WaitHealthy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	conn := func(name string) *grpc.ClientConn {
+		c, err := grpc.NewClient(addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.conns = append(s.conns, c)
+		return c
+	}
+	rc, cc, ac, mc := conn("risk"), conn("compliance"), conn("access"), conn("remediation")
+	s.Risk = riskv1.NewRiskServiceClient(rc)
+	s.Devices = compliancev1.NewDeviceServiceClient(cc)
+	s.CompliancePolicies = compliancev1.NewCompliancePolicyServiceClient(cc)
+	s.Compliance = compliancev1.NewComplianceServiceClient(cc)
+	s.Directory = accessv1.NewDirectoryServiceClient(ac)
+	s.CAPolicies = accessv1.NewConditionalAccessPolicyServiceClient(ac)
+	s.Access = accessv1.NewAccessServiceClient(ac)
+	s.Remediation = remediationv1.NewRemediationServiceClient(mc)
+	return s
+}
+
+// Addr returns a service's gRPC address.
+func (s *Suite) Addr(name string) string { return s.Procs[name].GRPCAddr }
+
+// AgentOptions configure an agent process.
+type AgentOptions struct {
+	DeviceID      string
+	WatchDir      string
+	QuarantineDir string
+	Args          []string
+}
+
+// StartAgent starts condaccess-agent for a device, watching a folder, connected to the
+// suite's risk and remediation services.
+func (s *Suite) StartAgent(t testing.TB, o AgentOptions) *Process {
+	t.Helper()
+	if s.Bin.AgentErr != nil {
+		t.Fatalf("the agent binary could not be built: %v", s.Bin.AgentErr)
+	}
+	for _, d := range []string{o.WatchDir, o.QuarantineDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := []string{"--device-id", o.DeviceID, "--watch", o.WatchDir, "--quarantine-dir", o.QuarantineDir,
+		"--server", s.Addr("risk"), "--risk-addr", s.Addr("risk"), "--remediation-addr", s.Addr("remediation")}
+	args = append(args, o.Args...)
+	p := &Process{Name: "agent-" + o.DeviceID, Path: s.Bin.Agent, Args: args, Env: s.env, LogPath: filepath.Join(s.Dir, "agent-"+o.DeviceID+".log")}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.extra = append(s.extra, p)
+	s.mu.Unlock()
+	return p
+}
+
+// Logs returns the tail of every process's log.
+func (s *Suite) Logs(max int) string {
+	var b strings.Builder
+	s.mu.Lock()
+	extra := append([]*Process(nil), s.extra...)
+	s.mu.Unlock()
+	for _, name := range ServiceNames {
+		fmt.Fprintf(&b, "\n---- %s log (%s)\n%s", name, s.Procs[name].LogPath, s.Procs[name].Logs(max))
+	}
+	for _, p := range extra {
+		fmt.Fprintf(&b, "\n---- %s log (%s)\n%s", p.Name, p.LogPath, p.Logs(max))
+	}
+	return b.String()
+}
+
+func (s *Suite) stopAll(t testing.TB) {
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Lock()
+	extra := append([]*Process(nil), s.extra...)
+	s.mu.Unlock()
+	for _, p := range extra {
+		_ = p.Stop(5 * time.Second)
+	}
+	var wg sync.WaitGroup
+	for _, p := range s.Procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = p.Stop(5 * time.Second)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.Logf("process logs:%s", s.Logs(16<<10))
+	}
+}
