@@ -54,6 +54,7 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	hosts := fs.String("hosts", "", "extra comma-separated DNS names or IPs for the service certificate")
 	validity := fs.Duration("validity", 365*24*time.Hour, "certificate lifetime")
 	force := fs.Bool("force", false, "overwrite existing files")
+	sensorDevice := fs.String("sensor-device", "dev-1", "device id of the sensor certificate (an agent's identity must be its device id)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -132,6 +133,9 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 			tmpl.DNSNames = names
 			tmpl.IPAddresses = ips
+		}
+		if dc.name == "sensor" {
+			tmpl.Subject.CommonName = *sensorDevice
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
