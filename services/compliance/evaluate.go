@@ -1,8 +1,6 @@
 package compliance
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -263,10 +261,28 @@ func evalSettings(p *Policy, d *Device, risk RiskLevel, riskKnown bool, alerts [
 // SameOutcome reports whether two evaluations say the same thing (state and
 // explanation), ignoring when they were made and their revision.
 func SameOutcome(a, b *DeviceCompliance) bool {
-	x, y := *a, *b
-	x.EvaluateTime, y.EvaluateTime = time.Time{}, time.Time{}
-	x.Revision, y.Revision = 0, 0
-	jx, err1 := json.Marshal(&x)
-	jy, err2 := json.Marshal(&y)
-	return err1 == nil && err2 == nil && bytes.Equal(jx, jy)
+	if a.DeviceID != b.DeviceID || a.State != b.State || a.Reason != b.Reason || a.Risk != b.Risk ||
+		a.RiskRevision != b.RiskRevision || !a.NextEvaluateTime.Equal(b.NextEvaluateTime) ||
+		!slices.Equal(a.RiskAlertIDs, b.RiskAlertIDs) || len(a.Policies) != len(b.Policies) {
+		return false
+	}
+	if (a.Exclusion == nil) != (b.Exclusion == nil) {
+		return false
+	}
+	if a.Exclusion != nil {
+		x, y := a.Exclusion, b.Exclusion
+		if x.ID != y.ID || x.Reason != y.Reason || x.CreatedBy != y.CreatedBy || !x.CreateTime.Equal(y.CreateTime) ||
+			!x.ExpireTime.Equal(y.ExpireTime) || !x.EndTime.Equal(y.EndTime) || x.EndedBy != y.EndedBy || x.Comment != y.Comment {
+			return false
+		}
+	}
+	for i := range a.Policies {
+		p, q := &a.Policies[i], &b.Policies[i]
+		if p.PolicyID != q.PolicyID || p.DisplayName != q.DisplayName || p.State != q.State ||
+			!p.FailingSince.Equal(q.FailingSince) || !p.GraceExpireTime.Equal(q.GraceExpireTime) ||
+			!slices.Equal(p.Settings, q.Settings) {
+			return false
+		}
+	}
+	return true
 }

@@ -714,11 +714,13 @@ type wakeTx struct {
 	wake *bool
 }
 
-func (t *wakeTx) PutCompliance(ctx context.Context, c *DeviceCompliance) error {
-	if !c.NextEvaluateTime.IsZero() {
-		*t.wake = true
+func (t *wakeTx) PutCompliances(ctx context.Context, cs []*DeviceCompliance) error {
+	for _, c := range cs {
+		if !c.NextEvaluateTime.IsZero() {
+			*t.wake = true
+		}
 	}
-	return t.Tx.PutCompliance(ctx, c)
+	return t.Tx.PutCompliances(ctx, cs)
 }
 
 type traceCtx struct{ parent, state string }
@@ -778,6 +780,7 @@ func (s *Service) evalIDs(ctx context.Context, tx Tx, ids []string, now time.Tim
 // outcome with its event.
 func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *evalEnv, now time.Time, tc *traceCtx) ([]*DeviceCompliance, error) {
 	out := make([]*DeviceCompliance, 0, len(rows))
+	var changed []*DeviceCompliance
 	for _, row := range rows {
 		if x := row.Exclusion; x != nil && !x.ActiveAt(now) {
 			x.EndTime, x.EndedBy = x.ExpireTime, SystemSubject
@@ -805,10 +808,13 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 			return nil, err
 		}
 		dc.Revision = rev
-		if err := tx.PutCompliance(ctx, &dc); err != nil {
+		changed = append(changed, &dc)
+		out = append(out, &dc)
+	}
+	if len(changed) > 0 {
+		if err := tx.PutCompliances(ctx, changed); err != nil {
 			return nil, err
 		}
-		out = append(out, &dc)
 	}
 	return out, nil
 }

@@ -72,8 +72,8 @@ type Tx interface {
 	DeleteAllRisks(ctx context.Context) error
 	// EvalRows loads what evaluating the selected enrolled devices needs, by device id.
 	EvalRows(ctx context.Context, q EvalQuery) ([]EvalRow, error)
-	// PutCompliance inserts or replaces a device's compliance.
-	PutCompliance(ctx context.Context, c *DeviceCompliance) error
+	// PutCompliances inserts or replaces devices' compliance.
+	PutCompliances(ctx context.Context, cs []*DeviceCompliance) error
 	// ActiveExclusion returns the device's exclusion that has not ended (it may have
 	// expired), nil when none.
 	ActiveExclusion(ctx context.Context, deviceID string) (*Exclusion, error)

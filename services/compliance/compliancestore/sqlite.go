@@ -523,19 +523,33 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 	return out, rows.Err()
 }
 
-func (t *txn) PutCompliance(ctx context.Context, c *compliance.DeviceCompliance) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return err
+// putComplianceChunk is the number of rows per multi-row upsert (4 parameters each).
+const putComplianceChunk = 250
+
+func (t *txn) PutCompliances(ctx context.Context, cs []*compliance.DeviceCompliance) error {
+	for len(cs) > 0 {
+		n := min(len(cs), putComplianceChunk)
+		args := make([]any, 0, 4*n)
+		for _, c := range cs[:n] {
+			b, err := json.Marshal(c)
+			if err != nil {
+				return err
+			}
+			var next sql.NullInt64
+			if !c.NextEvaluateTime.IsZero() {
+				next = sql.NullInt64{Int64: c.NextEvaluateTime.UnixNano(), Valid: true}
+			}
+			args = append(args, c.DeviceID, int32(c.State), next, b)
+		}
+		q := `INSERT INTO compliance (device_id, state, next_eval_ns, data) VALUES (?, ?, ?, ?)` +
+			strings.Repeat(`, (?, ?, ?, ?)`, n-1) +
+			` ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, next_eval_ns = excluded.next_eval_ns, data = excluded.data`
+		if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+		cs = cs[n:]
 	}
-	var next sql.NullInt64
-	if !c.NextEvaluateTime.IsZero() {
-		next = sql.NullInt64{Int64: c.NextEvaluateTime.UnixNano(), Valid: true}
-	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO compliance (device_id, state, next_eval_ns, data) VALUES (?, ?, ?, ?)
-		ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, next_eval_ns = excluded.next_eval_ns, data = excluded.data`,
-		c.DeviceID, int32(c.State), next, b)
-	return err
+	return nil
 }
 
 func (t *txn) ActiveExclusion(ctx context.Context, deviceID string) (*compliance.Exclusion, error) {

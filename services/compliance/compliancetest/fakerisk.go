@@ -216,3 +216,13 @@ func (f *FakeRisk) WatchRiskEvents(req *riskv1.WatchRiskEventsRequest, stream gr
 		}
 	}
 }
+
+// EventTime returns when the event with revision rev was committed (zero if unknown).
+func (f *FakeRisk) EventTime(rev int64) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i := rev - f.compacted - 1; i >= 0 && i < int64(len(f.events)) {
+		return f.events[i].GetEventTime().AsTime()
+	}
+	return time.Time{}
+}

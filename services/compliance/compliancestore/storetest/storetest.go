@@ -248,9 +248,9 @@ func testCompliance(t *testing.T, s compliance.Store) {
 			if err := tx.PutDevice(ctx, &compliance.Device{ID: c.DeviceID, Platform: compliance.PlatformLinux, Version: 1}); err != nil {
 				return err
 			}
-			if err := tx.PutCompliance(ctx, c); err != nil {
-				return err
-			}
+		}
+		if err := tx.PutCompliances(ctx, cs); err != nil {
+			return err
 		}
 		if err := tx.PutDevice(ctx, &compliance.Device{ID: "e", Platform: compliance.PlatformLinux, Version: 1}); err != nil {
 			return err

@@ -1,0 +1,152 @@
+package compliancegrpc_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/services/compliance"
+	"github.com/condaccess/condaccess/services/compliance/compliancegrpc"
+	"github.com/condaccess/condaccess/services/compliance/compliancestore"
+	"github.com/condaccess/condaccess/services/compliance/compliancetest"
+)
+
+// BenchmarkRiskToComplianceLatency measures the time from a risk event's commit
+// (its event_time, at the in-process fake risk service) to the arrival of the
+// compliance event it causes at a WatchComplianceEvents client, over loopback gRPC:
+// risk watch stream -> consumer -> one store transaction -> compliance watch stream.
+// Reports p50 and p99 in microseconds.
+func BenchmarkRiskToComplianceLatency(b *testing.B) {
+	ctx := context.Background()
+	risk, addr := compliancetest.StartRisk(b)
+	h := compliancetest.Start(b, addr, compliancetest.Options{})
+	rc := compliancetest.RiskClient(b, addr)
+	if _, err := h.Devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: "dev-1", Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631",
+	}}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := h.Policies.CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "max-medium", DisplayName: "max medium", MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM,
+		Assignment: &compliancev1.PolicyAssignment{AllDevices: true},
+	}}); err != nil {
+		b.Fatal(err)
+	}
+	list, err := h.Compliance.ListDeviceCompliance(ctx, &compliancev1.ListDeviceComplianceRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stream, err := h.Compliance.WatchComplianceEvents(ctx, &compliancev1.WatchComplianceEventsRequest{StartRevision: list.GetRevision()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		id := fmt.Sprintf("a-%d", i)
+		rep, err := rc.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: id, DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "t"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		committed := riskEventTime(risk, rep.GetDeviceRisk().GetRevision())
+		lat = append(lat, awaitState(b, stream, commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT).Sub(committed))
+		res, err := rc.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: id, Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE})
+		if err != nil {
+			b.Fatal(err)
+		}
+		committed = riskEventTime(risk, res.GetDeviceRisk().GetRevision())
+		lat = append(lat, awaitState(b, stream, commonv1.ComplianceState_COMPLIANCE_STATE_COMPLIANT).Sub(committed))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+func riskEventTime(f *compliancetest.FakeRisk, rev int64) time.Time {
+	return f.EventTime(rev)
+}
+
+func awaitState(b *testing.B, s interface {
+	Recv() (*compliancev1.WatchComplianceEventsResponse, error)
+}, want commonv1.ComplianceState) time.Time {
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m.GetEvent().GetDeviceComplianceChanged().GetDeviceCompliance().GetState() == want {
+			return time.Now()
+		}
+	}
+}
+
+// BenchmarkPolicyChangeSweep100k measures re-evaluating 100,000 enrolled devices (1 in
+// 20 at HIGH risk) after a policy change: UpdatePolicy returns once every device is
+// re-evaluated, state and compliance events written in batches of 1,000 devices per
+// transaction (SQLite, synchronous FULL). Each op flips the policy's maximum risk
+// between MEDIUM and LOW, which changes every device's explanation (100,000 events).
+func BenchmarkPolicyChangeSweep100k(b *testing.B) {
+	const n = 100_000
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := compliancestore.Open(ctx, compliancestore.Options{Path: filepath.Join(b.TempDir(), "c.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	svc := compliance.New(compliance.Config{Store: st, Encode: compliancegrpc.EncodeEvent})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	now := time.Now().UTC()
+	for start := 0; start < n; start += 5000 {
+		if err := st.Update(ctx, func(tx compliance.Tx) error {
+			for i := start; i < start+5000; i++ {
+				d := &compliance.Device{ID: fmt.Sprintf("dev-%06d", i), Platform: compliance.Platform(1 + i%5), OSVersion: "10.0.22631",
+					Groups: []string{fmt.Sprintf("g-%d", i%100)}, EnrollTime: now, UpdateTime: now, Version: 1}
+				if err := tx.PutDevice(ctx, d); err != nil {
+					return err
+				}
+				if i%20 == 0 {
+					if err := tx.PutRisk(ctx, &compliance.DeviceRisk{DeviceID: d.ID, Level: compliance.RiskHigh, ActiveAlertIDs: []string{"a-" + d.ID}, Revision: 1}); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p, err := svc.CreatePolicy(ctx, compliance.Policy{ID: "max-risk", DisplayName: "max risk", MaxDeviceRisk: compliance.RiskMedium,
+		Assignment: compliance.Assignment{AllDevices: true}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		lvl := compliance.RiskLow
+		if i%2 == 1 {
+			lvl = compliance.RiskMedium
+		}
+		start := st.Revision()
+		p, err = svc.UpdatePolicy(ctx, compliance.Policy{ID: p.ID, MaxDeviceRisk: lvl}, []string{"max_device_risk"}, p.Etag())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := st.Revision() - start; got != n {
+			b.Fatalf("policy change wrote %d events, want %d", got, n)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/100k-devices")
+}
