@@ -268,7 +268,8 @@ func TestEnforcementPointsAgree(t *testing.T) {
 	must(h.dir.CreateUser(ctx, &accessv1.CreateUserRequest{User: &accessv1.User{UserId: "u-off", Disabled: true}}))
 	h.compliance.set("dev-1", compliant, commonv1.RiskLevel_RISK_LEVEL_NONE, nil, nil)
 	h.compliance.set("dev-2", noncompliant, commonv1.RiskLevel_RISK_LEVEL_HIGH, []string{"a-9"}, nil)
-	waitDecision(t, h, block, "u-1", "dev-2", "payroll")
+	eventually(t, "dev-2 known", func() bool { return evaluate(t, h, "u-1", "dev-2", "payroll").GetDeviceCompliance().GetKnown() })
+	waitDecision(t, h, allow, "u-1", "dev-1", "payroll")
 	tests := []checkCase{
 		{"compliant device", "u-1", "dev-1", "payroll", allow, "GRANTED_BY_POLICY"},
 		{"noncompliant device", "u-1", "dev-2", "payroll", block, "COMPLIANT_DEVICE_REQUIRED"},
