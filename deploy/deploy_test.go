@@ -183,7 +183,9 @@ func TestKubernetesManifests(t *testing.T) {
 					t.Errorf("port %s targets %q, which no container of %s names", p.Name, p.TargetPort.StrVal, target.Name)
 				}
 			}
-			if !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == 7400 && p.AppProtocol != nil && *p.AppProtocol == "grpc" }) {
+			if !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool {
+				return p.Port == 7400 && p.AppProtocol != nil && *p.AppProtocol == "grpc"
+			}) {
 				t.Error("no gRPC port 7400 (appProtocol grpc)")
 			}
 		})

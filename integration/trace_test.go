@@ -64,7 +64,9 @@ func missingLinks(story []harness.Span) []string {
 		return func(sp harness.Span) bool { return sp.Service == svc }
 	}
 	var missing []string
-	if !has(func(sp harness.Span) bool { return sp.Service == "condaccess-risk" && strings.Contains(sp.Name, "RiskService/ReportAlert") }) {
+	if !has(func(sp harness.Span) bool {
+		return sp.Service == "condaccess-risk" && strings.Contains(sp.Name, "RiskService/ReportAlert")
+	}) {
 		missing = append(missing, "the alert (risk ReportAlert)")
 	}
 	if !has(byService("condaccess-compliance")) {
@@ -76,7 +78,9 @@ func missingLinks(story []harness.Span) []string {
 	if !has(byService("condaccess-remediation")) {
 		missing = append(missing, "the investigation (a condaccess-remediation span)")
 	}
-	if !has(func(sp harness.Span) bool { return sp.Service == "condaccess-risk" && strings.HasSuffix(sp.Name, "ResolveAlert") }) {
+	if !has(func(sp harness.Span) bool {
+		return sp.Service == "condaccess-risk" && strings.HasSuffix(sp.Name, "ResolveAlert")
+	}) {
 		missing = append(missing, "the alert's resolution (risk ResolveAlert)")
 	}
 	return missing
