@@ -75,6 +75,41 @@ type cpol struct {
 	exclApps   span
 }
 
+const recInline = 11
+
+// hrec flags.
+const (
+	fBlock       = 1 << iota
+	fOr          // operator OR
+	fAllUsers    // all users
+	fAppExcluded // (in an application's stream) the policy excludes that application
+	fBig         // the user lists do not fit in ids: use the cpol spans
+)
+
+// hrec is a policy's hot record: what the decision loop reads, with small user and group
+// lists inline. The records of the policies naming an application are stored contiguously
+// (Snapshot.specRecs), so a decision streams through memory instead of chasing pointers.
+type hrec struct {
+	// gmask and umask are one-word Bloom filters of the include groups (bit g%64) and the
+	// include users (bit u%64): when neither meets the user's, the user is not included.
+	gmask     uint64
+	umask     uint64
+	pi        int32
+	ips       int32
+	state     State
+	flags     uint8
+	req       Controls
+	platInc   uint8
+	platExc   uint8
+	clientInc uint8
+	nIU       uint8
+	nIG       uint8
+	nEU       uint8
+	nEG       uint8
+	ids       [recInline]int32 // include users, include groups, exclude users, exclude groups
+	id, name  string
+}
+
 // pstr holds a policy's static strings, built at compile time.
 type pstr struct {
 	id, name         string
@@ -99,10 +134,12 @@ type Snapshot struct {
 	exclMsgs []string // parallel to arena; set for exclude-group entries
 	ipConds  []ipCond
 
-	allApps    []int32 // non-disabled policies targeting all applications, sorted
-	appSpec    []span  // per app: policies naming it (^idx when also excluding it), sorted by idx
-	appExclAll []span  // per app: all-apps policies excluding it, sorted
-	cand       []int32 // arena of appSpec and appExclAll
+	recs       []hrec  // per policy
+	allRecs    []hrec  // non-disabled policies targeting all applications, in policy order
+	specRecs   []hrec  // per application (appSpec): the policies naming it, in policy order
+	appSpec    []span  // per application: its records in specRecs
+	appExclAll []span  // per application: all-apps policies excluding it (sorted, in cand)
+	cand       []int32 // arena of appExclAll
 	active     []int32 // non-disabled policies, sorted (for Request.AllPolicies)
 }
 
@@ -385,6 +422,7 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		dir:     d,
 		src:     src,
 		pols:    make([]cpol, len(src)),
+		recs:    make([]hrec, len(src)),
 		strs:    make([]pstr, len(src)),
 	}
 	appendIDs := func(ids []string, idx map[string]int32) span {
@@ -398,7 +436,7 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		return span{uint32(start), uint32(len(s.arena) - start)}
 	}
 	nApps := len(d.appIDs)
-	specLists := make([][]int32, nApps)
+	specLists := make([][]int32, nApps) // policy index, ^index when the policy also excludes the app
 	exclAllLists := make([][]int32, nApps)
 	for i := range src {
 		p := &src[i]
@@ -451,12 +489,13 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 			msgMFA:           "policy " + q + " requires multi-factor authentication",
 			msgGranted:       "policy " + q + " grants access: its controls are satisfied",
 		}
+		s.recs[i] = s.record(int32(i), c)
 		if p.State == StateDisabled {
 			continue
 		}
 		s.active = append(s.active, int32(i))
 		if p.Apps.All {
-			s.allApps = append(s.allApps, int32(i))
+			s.allRecs = append(s.allRecs, s.recs[i])
 			for _, a := range c.exclApps.of(s.arena) {
 				exclAllLists[a] = append(exclAllLists[a], int32(i))
 			}
@@ -473,15 +512,66 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 	}
 	s.appSpec = make([]span, nApps)
 	s.appExclAll = make([]span, nApps)
+	total := 0
 	for a := range nApps {
-		start := len(s.cand)
-		s.cand = append(s.cand, specLists[a]...) // appended in ascending policy order
+		total += len(specLists[a])
+	}
+	s.specRecs = make([]hrec, 0, total)
+	for a := range nApps {
+		start := len(s.specRecs)
+		for _, v := range specLists[a] { // in ascending policy order
+			if v < 0 {
+				r := s.recs[^v]
+				r.flags |= fAppExcluded
+				s.specRecs = append(s.specRecs, r)
+			} else {
+				s.specRecs = append(s.specRecs, s.recs[v])
+			}
+		}
 		s.appSpec[a] = span{uint32(start), uint32(len(specLists[a]))}
 		start = len(s.cand)
 		s.cand = append(s.cand, exclAllLists[a]...)
 		s.appExclAll[a] = span{uint32(start), uint32(len(exclAllLists[a]))}
 	}
 	return s, nil
+}
+
+// record builds policy pi's hot record.
+func (s *Snapshot) record(pi int32, c *cpol) hrec {
+	r := hrec{
+		id: s.strs[pi].id, name: s.strs[pi].name, pi: pi, ips: c.ips, state: c.state, req: c.req,
+		platInc: c.platInc, platExc: c.platExc, clientInc: c.clientInc,
+	}
+	if c.block {
+		r.flags |= fBlock
+	}
+	if c.or {
+		r.flags |= fOr
+	}
+	if c.allUsers {
+		r.flags |= fAllUsers
+	}
+	for _, u := range c.inclUsers.of(s.arena) {
+		r.umask |= 1 << (u & 63)
+	}
+	for _, g := range c.inclGroups.of(s.arena) {
+		r.gmask |= 1 << (g & 63)
+	}
+	lists := []span{c.inclUsers, c.inclGroups, c.exclUsers, c.exclGroups}
+	n := 0
+	for _, l := range lists {
+		n += int(l.n)
+	}
+	if n > recInline {
+		r.flags |= fBig
+		return r
+	}
+	k := 0
+	for _, l := range lists {
+		k += copy(r.ids[k:], l.of(s.arena))
+	}
+	r.nIU, r.nIG, r.nEU, r.nEG = uint8(c.inclUsers.n), uint8(c.inclGroups.n), uint8(c.exclUsers.n), uint8(c.exclGroups.n)
+	return r
 }
 
 func maskAll(ps []netip.Prefix) []netip.Prefix {

@@ -6,12 +6,20 @@ import (
 	"sync/atomic"
 )
 
-const deviceShards = 1024 // power of two
+const (
+	deviceShardBits = 10
+	deviceShards    = 1 << deviceShardBits
+	inlineKey       = 31
+)
 
 // DeviceIndex is the device compliance index: written by the compliance feed, read by every
-// decision. Get never waits for a writer: it only does atomic loads. Updating a known device
-// is one atomic pointer store; adding or deleting a device copies one shard's map (about
-// n/1024 entries), so bulk loads should use PutMany or Replace.
+// decision. Get never waits for a writer: it does atomic loads only. Updating a known device
+// is one atomic pointer store; adding or deleting a device copies one shard's table (about
+// n/1024 slots), so bulk loads should use PutMany or Replace.
+//
+// Each shard is an open-addressing hash table (copy-on-write when a device is added or
+// removed) whose slots hold the key's hash and an atomic pointer to a node that carries the
+// device id inline next to its state, so a lookup costs about two cache misses.
 type DeviceIndex struct {
 	seed   maphash.Seed
 	count  atomic.Int64
@@ -19,13 +27,45 @@ type DeviceIndex struct {
 }
 
 type deviceShard struct {
-	mu sync.Mutex // writers only
-	m  atomic.Pointer[map[string]*deviceEntry]
-	_  [40]byte // keep shards on separate cache lines
+	mu  sync.Mutex // writers only
+	tab atomic.Pointer[devTable]
+	_   [48]byte // keep shards on separate cache lines
 }
 
-type deviceEntry struct {
-	p atomic.Pointer[DeviceState]
+type devTable struct {
+	slots []devSlot // power of two
+	n     int
+}
+
+type devSlot struct {
+	hash uint64 // 0 = empty; keys hash to an odd value
+	node atomic.Pointer[devNode]
+}
+
+// devNode is one device: the id inline (when short), then the state, on the same cache line.
+type devNode struct {
+	klen uint8 // 0xff: the id is longer than inlineKey; compare id
+	key  [inlineKey]byte
+	st   DeviceState
+	id   string
+}
+
+func newDevNode(id string, st *DeviceState) *devNode {
+	n := &devNode{st: *st, id: id}
+	if len(id) <= inlineKey {
+		n.klen = uint8(len(id))
+		copy(n.key[:], id)
+	} else {
+		n.klen = 0xff
+	}
+	return n
+}
+
+func (n *devNode) is(id string) bool {
+	if n.klen != 0xff {
+		return int(n.klen) == len(id) && string(n.key[:n.klen]) == id
+	}
+	return n.id == id
 }
 
 // DeviceEntry is one device for PutMany and Replace.
@@ -38,25 +78,70 @@ type DeviceEntry struct {
 func NewDeviceIndex() *DeviceIndex {
 	x := &DeviceIndex{seed: maphash.MakeSeed()}
 	for i := range x.shards {
-		m := map[string]*deviceEntry{}
-		x.shards[i].m.Store(&m)
+		x.shards[i].tab.Store(&devTable{slots: make([]devSlot, 8)})
 	}
 	return x
 }
 
-func (x *DeviceIndex) shard(id string) *deviceShard {
-	return &x.shards[maphash.String(x.seed, id)&(deviceShards-1)]
+func (x *DeviceIndex) hash(id string) uint64 { return maphash.String(x.seed, id) | 1 }
+
+func shardOf(h uint64) int { return int(h >> (64 - deviceShardBits)) }
+
+// find returns the slot holding id in t, or nil.
+func (t *devTable) find(h uint64, id string) *devSlot {
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &t.slots[i]
+		if sl.hash == 0 {
+			return nil
+		}
+		if sl.hash == h {
+			if n := sl.node.Load(); n != nil && n.is(id) {
+				return sl
+			}
+		}
+	}
+}
+
+// insert puts a node in a table being built (not yet published); the table must have room.
+func (t *devTable) insert(h uint64, n *devNode) {
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &t.slots[i]
+		if sl.hash == 0 {
+			sl.hash = h
+			sl.node.Store(n)
+			t.n++
+			return
+		}
+	}
+}
+
+// rebuilt returns a copy of t with room for extra more entries, leaving out skip.
+func (t *devTable) rebuilt(extra int, skip *devSlot) *devTable {
+	size := 8
+	for size < 2*(t.n+extra) {
+		size *= 2
+	}
+	nt := &devTable{slots: make([]devSlot, size)}
+	for i := range t.slots {
+		sl := &t.slots[i]
+		if sl.hash == 0 || sl == skip {
+			continue
+		}
+		nt.insert(sl.hash, sl.node.Load())
+	}
+	return nt
 }
 
 // Get returns the device's state (shared and immutable: do not modify), or nil, false.
 func (x *DeviceIndex) Get(id string) (*DeviceState, bool) {
-	m := *x.shard(id).m.Load()
-	e, ok := m[id]
-	if !ok {
+	h := x.hash(id)
+	sl := x.shards[shardOf(h)].tab.Load().find(h, id)
+	if sl == nil {
 		return nil, false
 	}
-	st := e.p.Load()
-	return st, st != nil
+	return &sl.node.Load().st, true
 }
 
 // Len is the number of devices.
@@ -64,42 +149,34 @@ func (x *DeviceIndex) Len() int { return int(x.count.Load()) }
 
 // Put sets a device's state (taking ownership of st.AlertIDs).
 func (x *DeviceIndex) Put(id string, st DeviceState) {
-	sh := x.shard(id)
-	p := &st
+	h := x.hash(id)
+	n := newDevNode(id, &st)
+	sh := &x.shards[shardOf(h)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m := *sh.m.Load()
-	if e, ok := m[id]; ok {
-		e.p.Store(p)
+	t := sh.tab.Load()
+	if sl := t.find(h, id); sl != nil {
+		sl.node.Store(n)
 		return
 	}
-	n := make(map[string]*deviceEntry, len(m)+1)
-	for k, v := range m {
-		n[k] = v
-	}
-	e := &deviceEntry{}
-	e.p.Store(p)
-	n[id] = e
-	sh.m.Store(&n)
+	t = t.rebuilt(1, nil) // copy on write: readers may be probing t
+	t.insert(h, n)
+	sh.tab.Store(t)
 	x.count.Add(1)
 }
 
 // Delete removes a device; it reports whether the device was there.
 func (x *DeviceIndex) Delete(id string) bool {
-	sh := x.shard(id)
+	h := x.hash(id)
+	sh := &x.shards[shardOf(h)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m := *sh.m.Load()
-	if _, ok := m[id]; !ok {
+	t := sh.tab.Load()
+	sl := t.find(h, id)
+	if sl == nil {
 		return false
 	}
-	n := make(map[string]*deviceEntry, len(m))
-	for k, v := range m {
-		if k != id {
-			n[k] = v
-		}
-	}
-	sh.m.Store(&n)
+	sh.tab.Store(t.rebuilt(0, sl))
 	x.count.Add(-1)
 	return true
 }
@@ -116,47 +193,41 @@ func (x *DeviceIndex) Replace(items []DeviceEntry) {
 }
 
 func (x *DeviceIndex) putMany(items []DeviceEntry, replace bool) {
-	byShard := make([][]int32, deviceShards)
+	type pending struct {
+		h uint64
+		i int32
+	}
+	byShard := make([][]pending, deviceShards)
 	for i := range items {
-		h := maphash.String(x.seed, items[i].ID) & (deviceShards - 1)
-		byShard[h] = append(byShard[h], int32(i))
+		h := x.hash(items[i].ID)
+		s := shardOf(h)
+		byShard[s] = append(byShard[s], pending{h, int32(i)})
 	}
 	for si := range x.shards {
-		idxs := byShard[si]
-		if len(idxs) == 0 && !replace {
+		ps := byShard[si]
+		if len(ps) == 0 && !replace {
 			continue
 		}
 		sh := &x.shards[si]
 		sh.mu.Lock()
-		old := *sh.m.Load()
-		var n map[string]*deviceEntry
+		old := sh.tab.Load()
+		var nt *devTable
 		if replace {
-			n = make(map[string]*deviceEntry, len(idxs))
+			nt = (&devTable{}).rebuilt(len(ps), nil)
 		} else {
-			n = make(map[string]*deviceEntry, len(old)+len(idxs))
-			for k, v := range old {
-				n[k] = v
-			}
+			nt = old.rebuilt(len(ps), nil)
 		}
-		for _, i := range idxs {
-			it := &items[i]
-			st := it.State
-			if e, ok := old[it.ID]; ok {
-				// Keep the entry: a reader holding it sees the new state too.
-				e.p.Store(&st)
-				n[it.ID] = e
+		for _, p := range ps {
+			it := &items[p.i]
+			n := newDevNode(it.ID, &it.State)
+			if sl := nt.find(p.h, it.ID); sl != nil { // known (or duplicate in items): last wins
+				sl.node.Store(n)
 				continue
 			}
-			if e, ok := n[it.ID]; ok { // duplicate id within items: last wins
-				e.p.Store(&st)
-				continue
-			}
-			e := &deviceEntry{}
-			e.p.Store(&st)
-			n[it.ID] = e
+			nt.insert(p.h, n)
 		}
-		x.count.Add(int64(len(n) - len(old)))
-		sh.m.Store(&n)
+		x.count.Add(int64(nt.n - old.n))
+		sh.tab.Store(nt)
 		sh.mu.Unlock()
 	}
 }
@@ -165,9 +236,13 @@ func (x *DeviceIndex) putMany(items []DeviceEntry, replace bool) {
 // not across shards).
 func (x *DeviceIndex) Range(fn func(id string, st *DeviceState) bool) {
 	for si := range x.shards {
-		m := *x.shards[si].m.Load()
-		for id, e := range m {
-			if st := e.p.Load(); st != nil && !fn(id, st) {
+		t := x.shards[si].tab.Load()
+		for i := range t.slots {
+			if t.slots[i].hash == 0 {
+				continue
+			}
+			n := t.slots[i].node.Load()
+			if !fn(n.id, &n.st) {
 				return
 			}
 		}

@@ -40,6 +40,8 @@ const (
 
 // evalCtx is the per-decision input of the policy loop.
 type evalCtx struct {
+	gmask     uint64 // Bloom filter of the user's groups (bit g%64)
+	umask     uint64 // bit user%64
 	user      int32
 	bits      []uint64
 	platBit   uint8
@@ -92,7 +94,10 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		bits[g>>6] |= 1 << (g & 63)
 	}
 
-	ctx := evalCtx{user: u, bits: bits, mfa: req.MFADone}
+	ctx := evalCtx{user: u, bits: bits, mfa: req.MFADone, umask: 1 << (u & 63)}
+	for _, g := range groups {
+		ctx.gmask |= 1 << (g & 63)
+	}
 	plat := req.Platform
 	if plat == PlatformUnspecified && dev != nil {
 		plat = dev.Platform
@@ -122,34 +127,31 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 			blocked, applied = blocked || b, applied || ap
 		}
 	} else {
-		spec := s.appSpec[a].of(s.cand)
-		all := s.allApps
+		sp := s.appSpec[a]
+		spec := s.specRecs[sp.off : sp.off+sp.n]
+		all := s.allRecs
 		excl := s.appExclAll[a].of(s.cand)
 		i, j, k := 0, 0, 0
 		for i < len(spec) || j < len(all) {
-			var pi int32
-			var excluded bool
-			if j >= len(all) || (i < len(spec) && decodeIdx(spec[i]) < all[j]) {
-				v := spec[i]
+			var r *hrec
+			notApplied := ""
+			if j >= len(all) || (i < len(spec) && spec[i].pi < all[j].pi) {
+				r = &spec[i]
 				i++
-				if v < 0 {
-					pi, excluded = ^v, true
-				} else {
-					pi = v
+				if r.flags&fAppExcluded != 0 {
+					notApplied = NotAppliedAppExcluded
 				}
 			} else {
-				pi = all[j]
+				r = &all[j]
 				j++
-				for k < len(excl) && excl[k] < pi {
+				for k < len(excl) && excl[k] < r.pi {
 					k++
 				}
-				excluded = k < len(excl) && excl[k] == pi
+				if k < len(excl) && excl[k] == r.pi {
+					notApplied = NotAppliedAppExcluded
+				}
 			}
-			notApplied := ""
-			if excluded {
-				notApplied = NotAppliedAppExcluded
-			}
-			b, ap := s.evalPolicy(pi, notApplied, &ctx, ip, res)
+			b, ap := s.evalPolicy(r, notApplied, &ctx, ip, res)
 			blocked, applied = blocked || b, applied || ap
 		}
 	}
@@ -185,13 +187,6 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 	}
 }
 
-func decodeIdx(v int32) int32 {
-	if v < 0 {
-		return ^v
-	}
-	return v
-}
-
 // evalTargeting evaluates policy pi for application a, working out whether the policy
 // targets the application (slow path for Request.AllPolicies).
 func (s *Snapshot) evalTargeting(pi, a int32, ctx *evalCtx, ip netip.Addr, res *Result) (blocked, applied bool) {
@@ -203,7 +198,7 @@ func (s *Snapshot) evalTargeting(pi, a int32, ctx *evalCtx, ip netip.Addr, res *
 	case containsIdx(c.exclApps.of(s.arena), a):
 		notApplied = NotAppliedAppExcluded
 	}
-	return s.evalPolicy(pi, notApplied, ctx, ip, res)
+	return s.evalPolicy(&s.recs[pi], notApplied, ctx, ip, res)
 }
 
 func containsIdx(xs []int32, v int32) bool {
@@ -218,13 +213,11 @@ func containsIdx(xs []int32, v int32) bool {
 // evalPolicy evaluates one targeted policy (notApplied set when the application is not
 // targeted or excluded), appends its PolicyResult, and for an enabled policy the block
 // reasons. It reports whether an enabled policy blocked and whether one applied.
-func (s *Snapshot) evalPolicy(pi int32, notApplied string, ctx *evalCtx, ip netip.Addr, res *Result) (blocked, applied bool) {
-	c := &s.pols[pi]
+func (s *Snapshot) evalPolicy(c *hrec, notApplied string, ctx *evalCtx, ip netip.Addr, res *Result) (blocked, applied bool) {
 	if notApplied == "" {
 		notApplied = s.notApplied(c, ctx, ip)
 	}
-	st := &s.strs[pi]
-	pr := PolicyResult{PolicyID: st.id, DisplayName: st.name, State: c.state, idx: pi}
+	pr := PolicyResult{PolicyID: c.id, DisplayName: c.name, State: c.state, idx: c.pi}
 	enabled := c.state == StateEnabled
 	if notApplied != "" {
 		pr.NotApplied = notApplied
@@ -236,7 +229,8 @@ func (s *Snapshot) evalPolicy(pi int32, notApplied string, ctx *evalCtx, ip neti
 		return false, false
 	}
 	grant := false
-	if !c.block {
+	block := c.flags&fBlock != 0
+	if !block {
 		if c.req.Has(ControlCompliantDevice) {
 			if ctx.dev == devOK {
 				pr.Satisfied = pr.Satisfied.With(ControlCompliantDevice)
@@ -251,7 +245,7 @@ func (s *Snapshot) evalPolicy(pi int32, notApplied string, ctx *evalCtx, ip neti
 				pr.Unsatisfied = pr.Unsatisfied.With(ControlMFA)
 			}
 		}
-		if c.or {
+		if c.flags&fOr != 0 {
 			grant = pr.Satisfied != 0
 		} else {
 			grant = pr.Unsatisfied == 0
@@ -272,7 +266,8 @@ func (s *Snapshot) evalPolicy(pi int32, notApplied string, ctx *evalCtx, ip neti
 	}
 	pr.Kind = ResultBlocked
 	res.Policies = append(res.Policies, pr)
-	if c.block {
+	st := &s.strs[c.pi]
+	if block {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeBlockedByPolicy, Message: st.msgBlock, PolicyID: st.id})
 		return true, true
 	}
@@ -293,11 +288,24 @@ func (s *Snapshot) evalPolicy(pi int32, notApplied string, ctx *evalCtx, ip neti
 }
 
 // notApplied returns why a targeted policy does not apply, or "" when it applies.
-func (s *Snapshot) notApplied(c *cpol, ctx *evalCtx, ip netip.Addr) string {
-	arena := s.arena
-	included := c.allUsers
+func (s *Snapshot) notApplied(c *hrec, ctx *evalCtx, ip netip.Addr) string {
+	if c.gmask&ctx.gmask == 0 && c.umask&ctx.umask == 0 && c.flags&fAllUsers == 0 {
+		return NotAppliedUserNotIncluded // the common case, decided from the first cache line
+	}
+	var iu, ig, eu, eg []int32
+	if c.flags&fBig == 0 {
+		n1 := c.nIU
+		n2 := n1 + c.nIG
+		n3 := n2 + c.nEU
+		n4 := n3 + c.nEG
+		iu, ig, eu, eg = c.ids[:n1], c.ids[n1:n2], c.ids[n2:n3], c.ids[n3:n4]
+	} else {
+		p := &s.pols[c.pi]
+		iu, ig, eu, eg = p.inclUsers.of(s.arena), p.inclGroups.of(s.arena), p.exclUsers.of(s.arena), p.exclGroups.of(s.arena)
+	}
+	included := c.flags&fAllUsers != 0
 	if !included {
-		for _, v := range c.inclUsers.of(arena) {
+		for _, v := range iu {
 			if v == ctx.user {
 				included = true
 				break
@@ -305,7 +313,7 @@ func (s *Snapshot) notApplied(c *cpol, ctx *evalCtx, ip netip.Addr) string {
 		}
 	}
 	if !included {
-		for _, g := range c.inclGroups.of(arena) {
+		for _, g := range ig {
 			if ctx.bits[g>>6]&(1<<(g&63)) != 0 {
 				included = true
 				break
@@ -315,15 +323,14 @@ func (s *Snapshot) notApplied(c *cpol, ctx *evalCtx, ip netip.Addr) string {
 	if !included {
 		return NotAppliedUserNotIncluded
 	}
-	for _, v := range c.exclUsers.of(arena) {
+	for _, v := range eu {
 		if v == ctx.user {
 			return NotAppliedUserExcluded
 		}
 	}
-	for k := c.exclGroups.off; k < c.exclGroups.off+c.exclGroups.n; k++ {
-		g := arena[k]
+	for k, g := range eg {
 		if ctx.bits[g>>6]&(1<<(g&63)) != 0 {
-			return s.exclMsgs[k]
+			return s.exclMsgs[s.pols[c.pi].exclGroups.off+uint32(k)]
 		}
 	}
 	if c.platInc != 0 && c.platInc&ctx.platBit == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 
 	"github.com/condaccess/condaccess/services/access/policyengine"
 )
@@ -212,6 +213,8 @@ func Generate(seed int64, sc Scale) *Workload {
 		q.DeviceID = w.Devices[r.IntN(sc.Devices)].ID
 		q.AppID = apps[r.IntN(sc.Apps)]
 		q.MFADone = r.IntN(2) == 0
+		// Fresh copies, as in a just-decoded request (not pointers into the directory).
+		q.UserID, q.DeviceID, q.AppID = strings.Clone(q.UserID), strings.Clone(q.DeviceID), strings.Clone(q.AppID)
 		if sc.Extras {
 			switch r.IntN(50) {
 			case 0:
