@@ -175,6 +175,9 @@ type Session struct {
 	CreateTime, LastAccessTime time.Time
 	RevokeTime                 time.Time
 	RevokeReason               string
+	// TraceParent, TraceState: the trace of the decision that opened the
+	// session (carried by its session_opened event; not stored with the session).
+	TraceParent, TraceState string
 }
 
 // Revocation is a session revoked by a compliance change (continuous access evaluation).

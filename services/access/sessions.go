@@ -28,7 +28,7 @@ type sessionKey struct{ user, device, app string }
 
 // LiveSession is one active session.
 type LiveSession struct {
-	Session                  // immutable identity and CreateTime
+	Session                    // immutable identity and CreateTime
 	last, flushed atomic.Int64 // unix nanos
 	revoked       atomic.Bool
 }

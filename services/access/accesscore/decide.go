@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/access"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
@@ -52,6 +53,10 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 		sid = l.ID
 		if write {
 			snap := l.Snapshot()
+			if snap.CreateTime.Equal(snap.LastAccessTime) {
+				tc := telemetry.TraceContextFromContext(ctx)
+				snap.TraceParent, snap.TraceState = tc.GetTraceparent(), tc.GetTracestate()
+			}
 			s.recorder.Session(&snap)
 		}
 	}

@@ -2,8 +2,8 @@ package accessgrpc_test
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -198,6 +198,9 @@ func TestRevocationOnNoncompliance(t *testing.T) {
 		}
 		if o := e.GetSessionOpened(); o != nil && o.GetSession().GetSessionId() == sid {
 			opened = true
+			if got := telemetry.TraceID(telemetry.ContextFromTraceContext(ctx, e.GetTraceContext())); got != r.GetTraceId() {
+				t.Errorf("session_opened trace id = %q, want the decision's %q", got, r.GetTraceId())
+			}
 		}
 		if rv := e.GetSessionRevoked(); rv != nil {
 			if !opened {
@@ -319,7 +322,7 @@ func TestEnforcementPointsAgree(t *testing.T) {
 		})
 	}
 	// A request without the headers is refused, not allowed.
-	resp := must(http.Get(h.http.URL+"/authz"))
+	resp := must(http.Get(h.http.URL + "/authz"))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get(accessgrpc.ReasonHeader) != accessgrpc.ReasonInvalidRequest {
 		t.Errorf("GET /authz without headers = %d %q", resp.StatusCode, resp.Header.Get(accessgrpc.ReasonHeader))

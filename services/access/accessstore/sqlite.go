@@ -847,7 +847,7 @@ func (s *Store) ApplyDevice(ctx context.Context, d *access.DeviceCompliance, rev
 			}
 		}
 		for _, r := range revs {
-			if _, err := s.insertSession(ctx, tx, &r.Session, "", ""); err != nil {
+			if _, err := s.insertSession(ctx, tx, &r.Session, r.Session.TraceParent, r.Session.TraceState); err != nil {
 				return err
 			}
 			res, err := tx.ExecContext(ctx, `UPDATE sessions SET state = ?, revoke_ns = ?, revoke_reason = ? WHERE id = ? AND state = ?`,
@@ -940,7 +940,7 @@ func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessio
 			}
 		}
 		for _, x := range sessions {
-			ins, err := s.insertSession(ctx, tx, x, "", "")
+			ins, err := s.insertSession(ctx, tx, x, x.TraceParent, x.TraceState)
 			if err != nil {
 				return err
 			}
