@@ -161,6 +161,13 @@ func (e *env) start() {
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
 	go func() { defer wg.Done(); _ = cons.Run(ctx) }()
 	e.svc, e.store = svc, st
+	// Wait until the consumer has its cursor (resynced or loaded), so that alerts
+	// reported from now on arrive as events, with their trace context.
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := cons.WaitRevision(wctx, 0); err != nil {
+		t.Fatalf("consumer never synced: %v", err)
+	}
 	e.client, e.agents = remediationv1.NewRemediationServiceClient(conn), remediationv1.NewAgentServiceClient(conn)
 	var once sync.Once
 	e.stop = func() {
