@@ -69,13 +69,12 @@ CREATE INDEX sessions_device ON sessions(device_id);
 CREATE INDEX sessions_user ON sessions(user_id);
 CREATE INDEX sessions_state ON sessions(state);
 CREATE TABLE signins (
-	time_ns INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL,
-	app_id TEXT NOT NULL, decision INTEGER NOT NULL, trace_id TEXT NOT NULL, detail BLOB NOT NULL,
-	PRIMARY KEY (time_ns, id)
-) WITHOUT ROWID;
+	seq INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL,
+	app_id TEXT NOT NULL, decision INTEGER NOT NULL, trace_id TEXT NOT NULL, detail BLOB NOT NULL
+);
+CREATE INDEX signins_time ON signins(time_ns);
 CREATE INDEX signins_user ON signins(user_id, time_ns);
 CREATE INDEX signins_device ON signins(device_id, time_ns);
-CREATE INDEX signins_app ON signins(app_id, time_ns);
 `}, eventlog.Migrations(eventTable)...)
 }
 
@@ -930,12 +929,43 @@ func (s *Store) insertSession(ctx context.Context, tx *sqlitedb.Tx, x *access.Se
 	return true, s.appendEvent(tx, &access.SessionEvent{Kind: access.SessionOpenedEvent, Session: open, TraceParent: tp, TraceState: ts})
 }
 
+const signInRows = 64
+
+var signInInserts [signInRows + 1]string
+
+func signInInsert(n int) string {
+	if q := signInInserts[n]; q != "" {
+		return q
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO signins (time_ns, id, user_id, device_id, app_id, decision, trace_id, detail) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
+}
+
+func init() {
+	for n := 1; n <= signInRows; n++ {
+		signInInserts[n] = signInInsert(n)
+	}
+}
+
 // WriteBatch implements access.Store.
 func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessions []*access.Session) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		for _, si := range signIns {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO signins (time_ns, id, user_id, device_id, app_id, decision, trace_id, detail) VALUES (?,?,?,?,?,?,?,?)`,
-				si.Time.UnixNano(), si.ID, si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, si.Detail); err != nil {
+		// Multi-row inserts: one statement per signInRows sign-ins.
+		args := make([]any, 0, 8*signInRows)
+		for lo := 0; lo < len(signIns); lo += signInRows {
+			chunk := signIns[lo:min(len(signIns), lo+signInRows)]
+			args = args[:0]
+			for _, si := range chunk {
+				args = append(args, si.Time.UnixNano(), si.ID, si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, si.Detail)
+			}
+			if _, err := tx.ExecContext(ctx, signInInsert(len(chunk)), args...); err != nil {
 				return err
 			}
 		}
@@ -984,9 +1014,9 @@ func (s *Store) ListSessions(ctx context.Context, f access.SessionFilter, token 
 		}, f.UserID, f.UserID, f.DeviceID, f.DeviceID, int32(f.State), int32(f.State))
 }
 
-// ListSignIns implements access.Store.
+// ListSignIns implements access.Store: newest first (in recording order).
 func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token string, limit int) ([]*access.SignIn, string, error) {
-	p, err := decToken(token, 2)
+	p, err := decToken(token, 1)
 	if err != nil {
 		return nil, "", err
 	}
@@ -1012,17 +1042,17 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 		add("time_ns < ?", f.Before.UnixNano())
 	}
 	if p != nil {
-		t, err := strconv.ParseInt(p[0], 10, 64)
+		seq, err := strconv.ParseInt(p[0], 10, 64)
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: malformed page_token", access.ErrInvalid)
 		}
-		add("(time_ns < ? OR (time_ns = ? AND id < ?))", t, t, p[1])
+		add("seq < ?", seq)
 	}
-	q := `SELECT time_ns, id, user_id, device_id, app_id, decision, trace_id, detail FROM signins`
+	q := `SELECT seq, time_ns, id, user_id, device_id, app_id, decision, trace_id, detail FROM signins`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY time_ns DESC, id DESC LIMIT ?"
+	q += " ORDER BY seq DESC LIMIT ?"
 	args = append(args, limit+1)
 	rows, err := s.db.Read().QueryContext(ctx, q, args...)
 	if err != nil {
@@ -1030,14 +1060,14 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 	}
 	defer rows.Close()
 	var out []*access.SignIn
+	var last int64
 	for rows.Next() {
 		if len(out) == limit {
-			last := out[len(out)-1]
-			return out, encToken(strconv.FormatInt(last.Time.UnixNano(), 10), last.ID), nil
+			return out, encToken(strconv.FormatInt(last, 10)), nil
 		}
 		var si access.SignIn
 		var t int64
-		if err := rows.Scan(&t, &si.ID, &si.UserID, &si.DeviceID, &si.AppID, &si.Decision, &si.TraceID, &si.Detail); err != nil {
+		if err := rows.Scan(&last, &t, &si.ID, &si.UserID, &si.DeviceID, &si.AppID, &si.Decision, &si.TraceID, &si.Detail); err != nil {
 			return nil, "", err
 		}
 		si.Time = time.Unix(0, t).UTC()
