@@ -85,61 +85,90 @@ func vmRSSMB() float64 {
 	return 0
 }
 
+// modes are the two ways a decision is asked for: with every targeted policy's result
+// (EvaluateAccess, sign-in log), and with the applied policies only (enforcement points).
+var modes = []struct {
+	name        string
+	onlyApplied bool
+}{{"full", false}, {"only-applied", true}}
+
+// w1Requests returns the W1 requests in a mode.
+func w1Requests(onlyApplied bool) []pe.Request {
+	reqs := w1.w.Requests
+	if onlyApplied {
+		reqs = slices.Clone(reqs)
+		for i := range reqs {
+			reqs[i].OnlyApplied = true
+		}
+	}
+	return reqs
+}
+
 // BenchmarkEvaluateW1 is one W1 decision: device lookup in the 1,000,000-device index and
 // evaluation against 10,000 policies, for a uniformly random user, device and application.
 // Run with -cpu 1 for the single-core figure.
 func BenchmarkEvaluateW1(b *testing.B) {
 	loadW1(b)
-	reqs := w1.w.Requests
-	mask := len(reqs) - 1 // a power of two
-	var res pe.Result
-	var blocked int
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		req := &reqs[i&mask]
-		dev, _ := w1.devs.Get(req.DeviceID)
-		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
-		if res.Decision == pe.DecisionBlock {
-			blocked++
-		}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			reqs := w1Requests(m.onlyApplied)
+			mask := len(reqs) - 1 // a power of two
+			var res pe.Result
+			var blocked, policies int
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				req := &reqs[i&mask]
+				dev, _ := w1.devs.Get(req.DeviceID)
+				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+				if res.Decision == pe.DecisionBlock {
+					blocked++
+				}
+				policies += len(res.Policies)
+			}
+			b.StopTimer()
+			reportLoad(b)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			b.ReportMetric(100*float64(blocked)/float64(b.N), "%blocked")
+			b.ReportMetric(float64(policies)/float64(b.N), "policies/decision")
+		})
 	}
-	b.StopTimer()
-	reportLoad(b)
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
-	b.ReportMetric(100*float64(blocked)/float64(b.N), "%blocked")
 }
 
 // BenchmarkEvaluateW1Latency times every decision on its own (monotonic clock) and reports
 // the p50 / p99 / p99.9 latency. Run with e.g. -benchtime 1000000x -cpu 1.
 func BenchmarkEvaluateW1Latency(b *testing.B) {
 	loadW1(b)
-	reqs := w1.w.Requests
-	mask := len(reqs) - 1
-	lat := make([]time.Duration, b.N)
-	var res pe.Result
-	// Warm res up so that its slices have grown (as a pooled Result in the service).
-	for i := range 10000 {
-		req := &reqs[i&mask]
-		dev, _ := w1.devs.Get(req.DeviceID)
-		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			reqs := w1Requests(m.onlyApplied)
+			mask := len(reqs) - 1
+			lat := make([]time.Duration, b.N)
+			var res pe.Result
+			// Warm res up so that its slices have grown (as a pooled Result in the service).
+			for i := range 10000 {
+				req := &reqs[i&mask]
+				dev, _ := w1.devs.Get(req.DeviceID)
+				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				req := &reqs[i&mask]
+				t0 := time.Now()
+				dev, _ := w1.devs.Get(req.DeviceID)
+				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+				lat[i] = time.Since(t0)
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			q := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) }
+			b.ReportMetric(q(0.50), "p50-ns")
+			b.ReportMetric(q(0.99), "p99-ns")
+			b.ReportMetric(q(0.999), "p99.9-ns")
+			b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+		})
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		req := &reqs[i&mask]
-		t0 := time.Now()
-		dev, _ := w1.devs.Get(req.DeviceID)
-		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
-		lat[i] = time.Since(t0)
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	q := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) }
-	b.ReportMetric(q(0.50), "p50-ns")
-	b.ReportMetric(q(0.99), "p99-ns")
-	b.ReportMetric(q(0.999), "p99.9-ns")
-	b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
 }
 
 // BenchmarkEvaluateW1WithFeed is BenchmarkEvaluateW1 while the compliance feed rewrites

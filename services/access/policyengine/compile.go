@@ -31,9 +31,22 @@ func (sp span) of(a []int32) []int32 { return a[sp.off : sp.off+sp.n] }
 
 // cuser is a compiled user.
 type cuser struct {
-	groups    span // transitive groups, sorted, in dirIndex.userGroups
+	gmask     uint64 // Bloom filter of the transitive groups (bit g%64)
+	groups    span   // transitive groups, sorted, in dirIndex.userGroups
 	disabled  bool
 	emergency bool
+	ninline   uint8 // when groups.n <= userInline, the groups are also in inline
+	inline    [userInline]int32
+}
+
+const userInline = 5
+
+// groupList returns the user's transitive groups.
+func (d *dirIndex) groupList(u *cuser) []int32 {
+	if u.groups.n <= userInline {
+		return u.inline[:u.ninline]
+	}
+	return u.groups.of(d.userGroups)
 }
 
 // dirIndex is the compiled, immutable directory shared by snapshots.
@@ -335,7 +348,14 @@ func compileDirectory(dir *Directory) (*dirIndex, error) {
 			}
 		}
 		slices.Sort(d.userGroups[start:])
-		d.users[u].groups = span{uint32(start), uint32(len(d.userGroups) - start)}
+		cu := &d.users[u]
+		cu.groups = span{uint32(start), uint32(len(d.userGroups) - start)}
+		for _, g := range d.userGroups[start:] {
+			cu.gmask |= 1 << (g & 63)
+		}
+		if cu.groups.n <= userInline {
+			cu.ninline = uint8(copy(cu.inline[:], d.userGroups[start:]))
+		}
 	}
 	// mark uses stamps u+1; reset is not needed afterwards.
 	return d, nil

@@ -48,6 +48,7 @@ type evalCtx struct {
 	clientBit uint8
 	mfa       bool
 	dev       uint8
+	skip      bool // Request.OnlyApplied
 }
 
 // Evaluate decides req and writes the outcome into res (reset first). dev is the device's
@@ -89,15 +90,12 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		res.groupBits = make([]uint64, d.groupWords)
 	}
 	bits := res.groupBits
-	groups := cu.groups.of(d.userGroups)
+	groups := d.groupList(cu)
 	for _, g := range groups {
 		bits[g>>6] |= 1 << (g & 63)
 	}
 
-	ctx := evalCtx{user: u, bits: bits, mfa: req.MFADone, umask: 1 << (u & 63)}
-	for _, g := range groups {
-		ctx.gmask |= 1 << (g & 63)
-	}
+	ctx := evalCtx{user: u, bits: bits, mfa: req.MFADone, umask: 1 << (u & 63), gmask: cu.gmask, skip: req.OnlyApplied}
 	plat := req.Platform
 	if plat == PlatformUnspecified && dev != nil {
 		plat = dev.Platform
@@ -220,6 +218,9 @@ func (s *Snapshot) evalPolicy(c *hrec, notApplied string, ctx *evalCtx, ip netip
 	pr := PolicyResult{PolicyID: c.id, DisplayName: c.name, State: c.state, idx: c.pi}
 	enabled := c.state == StateEnabled
 	if notApplied != "" {
+		if ctx.skip {
+			return false, false
+		}
 		pr.NotApplied = notApplied
 		pr.Kind = ResultNotApplied
 		if !enabled {

@@ -39,6 +39,7 @@ func TestMatchesReference(t *testing.T) {
 			for i := range n {
 				req := w.Requests[i]
 				req.AllPolicies = i%7 == 0
+				req.OnlyApplied = i%5 == 0
 				feed := pe.Feed{Stale: tt.scale.Extras && i%11 == 0}
 				dev, _ := devs.Get(req.DeviceID)
 				snap.Evaluate(&req, dev, feed, &res)

@@ -209,7 +209,7 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 			na = pe.NotAppliedClientAppNotIncl
 		}
 		if na != "" {
-			if na == pe.NotAppliedAppNotTargeted && !req.AllPolicies {
+			if (na == pe.NotAppliedAppNotTargeted && !req.AllPolicies) || req.OnlyApplied {
 				continue
 			}
 			k := pe.ResultNotApplied

@@ -68,6 +68,7 @@
 // policy id order. Policies that do not target the application at all are left out for
 // speed; set Request.AllPolicies to have them listed too (NOT_APPLIED "application not
 // targeted"), e.g. for WhatIf and the sign-in log detail view (that path allocates).
+// Request.OnlyApplied leaves out the policies that did not apply.
 // NotApplied reasons: "application not targeted", "application excluded", "user not
 // included", "user excluded", "user excluded by group <id>", "platform not included",
 // "platform excluded", "location not included", "location excluded", "client app not
@@ -358,6 +359,10 @@ type Request struct {
 	// AllPolicies also lists the policies that do not target the application (NOT_APPLIED
 	// "application not targeted"); slower, for explanations.
 	AllPolicies bool
+	// OnlyApplied leaves out the policies that did not apply (NOT_APPLIED and
+	// REPORT_ONLY_NOT_APPLIED): for enforcement points that need the decision and its
+	// reasons only. Faster. The decision, reasons and cause chain are the same.
+	OnlyApplied bool
 }
 
 // Controls is a set of grant controls.
