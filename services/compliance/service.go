@@ -360,7 +360,7 @@ func (s *Service) CreatePolicy(ctx context.Context, p Policy) (*Policy, error) {
 			return err
 		}
 		var err error
-		gen, err = s.startSweep(ctx, tx, "policy "+p.ID+" created")
+		gen, err = s.startSweep(ctx, tx, "policy "+p.ID+" created", affectedGroups(&p))
 		return err
 	})
 	if err != nil {
@@ -439,7 +439,7 @@ func (s *Service) UpdatePolicy(ctx context.Context, p Policy, paths []string, et
 			return err
 		}
 		out = &n
-		gen, err = s.startSweep(ctx, tx, "policy "+p.ID+" updated")
+		gen, err = s.startSweep(ctx, tx, "policy "+p.ID+" updated", affectedGroups(cur, &n))
 		return err
 	})
 	if err != nil {
@@ -462,7 +462,7 @@ func (s *Service) DeletePolicy(ctx context.Context, id, etag string) error {
 		if err := tx.DeletePolicy(ctx, id); err != nil {
 			return err
 		}
-		gen, err = s.startSweep(ctx, tx, "policy "+id+" deleted")
+		gen, err = s.startSweep(ctx, tx, "policy "+id+" deleted", affectedGroups(cur))
 		return err
 	})
 	if err != nil {
@@ -501,7 +501,7 @@ func (s *Service) UpdateSettings(ctx context.Context, n Settings, paths []string
 		if err := tx.PutSettings(ctx, out); err != nil {
 			return err
 		}
-		gen, err = s.startSweep(ctx, tx, "tenant settings updated")
+		gen, err = s.startSweep(ctx, tx, "tenant settings updated", nil)
 		return err
 	})
 	if err != nil {
@@ -689,7 +689,7 @@ func (s *Service) ResyncRisks(ctx context.Context, risks []DeviceRisk, rev int64
 		if err := tx.SetCursor(ctx, RiskCursor, rev); err != nil {
 			return err
 		}
-		_, err := s.startSweep(ctx, tx, fmt.Sprintf("risk resync at revision %d", rev))
+		_, err := s.startSweep(ctx, tx, fmt.Sprintf("risk resync at revision %d", rev), nil)
 		return err
 	})
 	return err
@@ -821,13 +821,38 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 
 // ---- background work ----
 
-func (s *Service) startSweep(ctx context.Context, tx Tx, cause string) (int64, error) {
+// affectedGroups returns the groups whose devices the given versions of a policy can
+// apply to, or nil when that is every device (a policy assigned to all devices).
+func affectedGroups(ps ...*Policy) []string {
+	groups := []string{}
+	for _, p := range ps {
+		if p.Assignment.AllDevices {
+			return nil
+		}
+		groups = append(groups, p.Assignment.IncludeGroups...)
+	}
+	return cleanGroups(groups)
+}
+
+// startSweep starts (or widens and restarts) the sweep: over the devices in groups, or
+// over every device when groups is nil.
+func (s *Service) startSweep(ctx context.Context, tx Tx, cause string, groups []string) (int64, error) {
 	st, err := tx.Sweep(ctx)
 	if err != nil {
 		return 0, err
 	}
+	if st.Active {
+		// Widen the sweep in progress: its devices must still be re-evaluated.
+		if groups != nil && st.Groups != nil {
+			groups = cleanGroups(append(slices.Clone(groups), st.Groups...))
+		} else {
+			groups = nil
+		}
+		cause = st.Cause + "; " + cause
+	}
 	t := telemetry.TraceContextFromContext(ctx)
-	st = SweepState{Active: true, Generation: st.Generation + 1, TraceParent: t.GetTraceparent(), TraceState: t.GetTracestate(), Cause: cause}
+	st = SweepState{Active: true, Generation: st.Generation + 1, Groups: groups,
+		TraceParent: t.GetTraceparent(), TraceState: t.GetTracestate(), Cause: cause}
 	if err := tx.PutSweep(ctx, st); err != nil {
 		return 0, err
 	}
@@ -880,7 +905,7 @@ func (s *Service) SweepStep(ctx context.Context) (bool, error) {
 			done = true
 			return nil
 		}
-		rows, err := tx.EvalRows(ctx, EvalQuery{After: st.After, Limit: s.batch})
+		rows, err := tx.EvalRows(ctx, EvalQuery{After: st.After, Groups: st.Groups, Limit: s.batch})
 		if err != nil {
 			return err
 		}

@@ -117,11 +117,13 @@ type ExclusionFilter struct {
 	ActiveOnly bool // not ended (expired ones that have not been lapsed yet included)
 }
 
-// EvalQuery selects enrolled devices to evaluate: by ids, or by id after After, or
-// those whose NextEvaluateTime is at or before DueAt; at most Limit (0 = no limit).
+// EvalQuery selects enrolled devices to evaluate: by ids, or by id after After (in
+// any of Groups when Groups is not nil), or those whose NextEvaluateTime is at or
+// before DueAt; at most Limit (0 = no limit).
 type EvalQuery struct {
 	DeviceIDs []string
 	After     string
+	Groups    []string
 	DueAt     time.Time
 	Limit     int
 }
@@ -134,11 +136,13 @@ type EvalRow struct {
 	Exclusion  *Exclusion        // the exclusion that has not ended, if any
 }
 
-// SweepState is a durable re-evaluation of every device, run in batches by id. Starting
-// one bumps Generation and restarts from the first device.
+// SweepState is a durable re-evaluation of every device (or of the devices in Groups
+// when Groups is not nil), run in batches by id. Starting one bumps Generation and
+// restarts from the first device.
 type SweepState struct {
 	Active                  bool
 	After                   string
+	Groups                  []string
 	Generation              int64
 	TraceParent, TraceState string
 	Cause                   string

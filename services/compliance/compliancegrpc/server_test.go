@@ -335,6 +335,26 @@ func TestPolicyAssignmentAndOSVersion(t *testing.T) {
 			}
 		})
 	}
+	// A change to a group-scoped policy re-evaluates only the devices it can apply to.
+	before, err := e.h.Compliance.ListDeviceCompliance(e.ctx, &compliancev1.ListDeviceComplianceRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := e.h.Policies.GetCompliancePolicy(e.ctx, &compliancev1.GetCompliancePolicyRequest{PolicyId: "win-min"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol.Policy.MinOsVersion = "10.0.22633"
+	if _, err := e.h.Policies.UpdateCompliancePolicy(e.ctx, &compliancev1.UpdateCompliancePolicyRequest{Policy: pol.GetPolicy()}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.h.Compliance.ListDeviceCompliance(e.ctx, &compliancev1.ListDeviceComplianceRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.GetRevision() - before.GetRevision(); n != 1 {
+		t.Errorf("changing the finance policy's minimum wrote %d events, want 1 (fin-1's explanation)", n)
+	}
 	// A newer OS version (compared as versions: 10.0.100000 > 10.0.22632) fixes it.
 	d, err := e.h.Devices.GetDevice(e.ctx, &compliancev1.GetDeviceRequest{DeviceId: "fin-1"})
 	if err != nil {

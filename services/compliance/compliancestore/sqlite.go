@@ -484,6 +484,16 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 	case !q.DueAt.IsZero():
 		query = evalSelect + ` WHERE c.next_eval_ns IS NOT NULL AND c.next_eval_ns <= ? ORDER BY c.next_eval_ns, d.device_id LIMIT ?`
 		args = []any{q.DueAt.UnixNano(), limit(q.Limit)}
+	case q.Groups != nil:
+		if len(q.Groups) == 0 {
+			return nil, nil
+		}
+		query = evalSelect + ` WHERE d.device_id IN (SELECT g.device_id FROM device_groups g WHERE g.grp IN (?` +
+			strings.Repeat(`, ?`, len(q.Groups)-1) + `) AND g.device_id > ?) ORDER BY d.device_id LIMIT ?`
+		for _, g := range q.Groups {
+			args = append(args, g)
+		}
+		args = append(args, q.After, limit(q.Limit))
 	default:
 		query = evalSelect + ` WHERE d.device_id > ? ORDER BY d.device_id LIMIT ?`
 		args = []any{q.After, limit(q.Limit)}

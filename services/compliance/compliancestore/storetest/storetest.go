@@ -104,6 +104,25 @@ func testDevices(t *testing.T, s compliance.Store) {
 			}
 		})
 	}
+	update(t, s, func(ctx context.Context, tx compliance.Tx) error {
+		for _, q := range []struct {
+			q    compliance.EvalQuery
+			want []string
+		}{
+			{compliance.EvalQuery{Groups: []string{"hr"}}, []string{"a", "d"}},
+			{compliance.EvalQuery{Groups: []string{"hr", "fin"}, After: "a", Limit: 1}, []string{"b"}},
+			{compliance.EvalQuery{Groups: []string{}}, []string{}},
+		} {
+			rows, err := tx.EvalRows(ctx, q.q)
+			if err != nil {
+				return err
+			}
+			if got := ids(ptrs(rows), func(r *compliance.EvalRow) string { return r.Device.ID }); !slices.Equal(got, q.want) {
+				return fmt.Errorf("EvalRows(%+v) = %v, want %v", q.q, got, q.want)
+			}
+		}
+		return nil
+	})
 	// Changing groups replaces them.
 	update(t, s, func(ctx context.Context, tx compliance.Tx) error {
 		d, err := tx.Device(ctx, "a")
