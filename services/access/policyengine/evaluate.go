@@ -149,6 +149,13 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 					notApplied = NotAppliedAppExcluded
 				}
 			}
+			if notApplied == "" && r.gmask&ctx.gmask == 0 && r.umask&ctx.umask == 0 && r.flags&fAllUsers == 0 {
+				// Fast path for the common case: the user is not included.
+				if !ctx.skip {
+					res.addNotApplied(r, NotAppliedUserNotIncluded)
+				}
+				continue
+			}
 			b, ap := s.evalPolicy(r, notApplied, &ctx, ip, res)
 			blocked, applied = blocked || b, applied || ap
 		}
@@ -197,6 +204,15 @@ func (s *Snapshot) evalTargeting(pi, a int32, ctx *evalCtx, ip netip.Addr, res *
 		notApplied = NotAppliedAppExcluded
 	}
 	return s.evalPolicy(&s.recs[pi], notApplied, ctx, ip, res)
+}
+
+// addNotApplied appends a NOT_APPLIED (or REPORT_ONLY_NOT_APPLIED) result.
+func (res *Result) addNotApplied(r *hrec, why string) {
+	k := ResultNotApplied
+	if r.state != StateEnabled {
+		k = ResultReportOnlyNotApplied
+	}
+	res.Policies = append(res.Policies, PolicyResult{PolicyID: r.id, DisplayName: r.name, State: r.state, Kind: k, NotApplied: why, idx: r.pi})
 }
 
 func containsIdx(xs []int32, v int32) bool {
