@@ -637,5 +637,4 @@ func TestRoles(t *testing.T) {
 	}
 }
 
-
 func ts(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
