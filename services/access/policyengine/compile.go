@@ -88,7 +88,7 @@ type cpol struct {
 	exclApps   span
 }
 
-const recInline = 11
+const recInline = 15 // makes an hrec 128 bytes: two cache lines
 
 // hrec flags.
 const (
@@ -103,10 +103,12 @@ const (
 // lists inline. The records of the policies naming an application are stored contiguously
 // (Snapshot.specRecs), so a decision streams through memory instead of chasing pointers.
 type hrec struct {
+	// First cache line: all the common case (user not included) reads.
 	// gmask and umask are one-word Bloom filters of the include groups (bit g%64) and the
 	// include users (bit u%64): when neither meets the user's, the user is not included.
 	gmask     uint64
 	umask     uint64
+	id, name  string
 	pi        int32
 	ips       int32
 	state     State
@@ -117,10 +119,10 @@ type hrec struct {
 	clientInc uint8
 	nIU       uint8
 	nIG       uint8
-	nEU       uint8
-	nEG       uint8
-	ids       [recInline]int32 // include users, include groups, exclude users, exclude groups
-	id, name  string
+	// Second cache line.
+	nEU uint8
+	nEG uint8
+	ids [recInline]int32 // include users, include groups, exclude users, exclude groups
 }
 
 // pstr holds a policy's static strings, built at compile time.
@@ -132,7 +134,6 @@ type pstr struct {
 	msgStale         string
 	msgUnknownDevice string
 	msgMFA           string
-	msgGranted       string
 }
 
 // Snapshot is an immutable compiled directory and policy set.
@@ -507,7 +508,6 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 			msgStale:         "policy " + q + " requires a compliant device; the compliance feed is stale, so compliance cannot be confirmed (fail closed)",
 			msgUnknownDevice: "policy " + q + " requires a compliant device; the device is unknown to the compliance feed",
 			msgMFA:           "policy " + q + " requires multi-factor authentication",
-			msgGranted:       "policy " + q + " grants access: its controls are satisfied",
 		}
 		s.recs[i] = s.record(int32(i), c)
 		if p.State == StateDisabled {

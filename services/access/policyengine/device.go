@@ -9,7 +9,7 @@ import (
 const (
 	deviceShardBits = 10
 	deviceShards    = 1 << deviceShardBits
-	inlineKey       = 31
+	inlineKey       = 36 // a GUID
 )
 
 // DeviceIndex is the device compliance index: written by the compliance feed, read by every

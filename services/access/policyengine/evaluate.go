@@ -8,6 +8,7 @@ const (
 	msgUnknownUser    = "the user is not in the directory"
 	msgUnknownApp     = "the application is not in the directory"
 	msgUserDisabled   = "the user is disabled"
+	msgGranted        = "the policy applies and its controls are satisfied"
 	msgDeviceExcluded = "the device is excluded from compliance evaluation, so it counts as compliant"
 	descAlert         = "active alert on the device"
 	descBlock         = "the policy blocks access"
@@ -187,7 +188,7 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 	for k := range res.Policies {
 		pr := &res.Policies[k]
 		if pr.Kind == ResultGranted {
-			res.Reasons = append(res.Reasons, Reason{Code: CodeGrantedByPolicy, Message: s.strs[pr.idx].msgGranted, PolicyID: pr.PolicyID})
+			res.Reasons = append(res.Reasons, Reason{Code: CodeGrantedByPolicy, Message: msgGranted, PolicyID: pr.PolicyID})
 		}
 	}
 }

@@ -396,10 +396,10 @@ type Reason struct {
 type PolicyResult struct {
 	PolicyID    string
 	DisplayName string
-	State       State
-	Kind        ResultKind
 	// NotApplied says why the policy did not apply (NOT_APPLIED, REPORT_ONLY_NOT_APPLIED).
 	NotApplied  string
+	State       State
+	Kind        ResultKind
 	Satisfied   Controls
 	Unsatisfied Controls
 
