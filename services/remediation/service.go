@@ -930,7 +930,7 @@ type AgentConn struct {
 
 	mu        sync.Mutex
 	queue     []*Action
-	queued    map[string]bool
+	seen      map[string]bool // every action queued on this connection: sent once per connection
 	notify    chan struct{}
 	replaced  chan struct{}
 	heartbeat time.Time
@@ -941,10 +941,10 @@ type AgentConn struct {
 func (c *AgentConn) push(a *Action) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.queued[a.ID] {
+	if c.seen[a.ID] {
 		return
 	}
-	c.queued[a.ID] = true
+	c.seen[a.ID] = true
 	c.queue = append(c.queue, a)
 	kick(c.notify)
 }
@@ -957,7 +957,6 @@ func (c *AgentConn) Next(ctx context.Context) (*Action, error) {
 		if len(c.queue) > 0 {
 			a := c.queue[0]
 			c.queue = c.queue[1:]
-			delete(c.queued, a.ID)
 			c.mu.Unlock()
 			return a, nil
 		}
@@ -995,7 +994,7 @@ func (s *Service) AgentConnect(ctx context.Context, h AgentHello) (*AgentConn, e
 	s.mu.Lock()
 	s.seq++
 	c := &AgentConn{
-		DeviceID: h.DeviceID, id: s.seq, queued: map[string]bool{}, notify: make(chan struct{}, 1),
+		DeviceID: h.DeviceID, id: s.seq, seen: map[string]bool{}, notify: make(chan struct{}, 1),
 		replaced: make(chan struct{}), heartbeat: now, connected: now, hello: h,
 	}
 	if old := s.conns[h.DeviceID]; old != nil {
@@ -1063,10 +1062,8 @@ func (s *Service) ActionSent(ctx context.Context, id string) error {
 		a.State = ActionStateSent
 		a.Deadline = now.Add(s.cfg.ActionTimeout)
 		a.UpdateTime = now
-		if err := s.putAction(ctx, tx, c, a); err != nil {
-			return err
-		}
-		return s.settleOf(ctx, tx, c, a.InvestigationID)
+		// QUEUED and SENT both keep an investigation RUNNING: nothing to settle.
+		return s.putAction(ctx, tx, c, a)
 	})
 }
 

@@ -265,14 +265,15 @@ func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRe
 		return apierr.New(codes.PermissionDenied, ReasonPermissionDenied, "hello.device_id "+hello.GetDeviceId()+" does not match the caller's identity "+id.Subject)
 	}
 	deviceID := hello.GetDeviceId()
-	if err := stream.Send(&remediationv1.ConnectResponse{Kind: &remediationv1.ConnectResponse_Ack{Ack: &remediationv1.ConnectAck{HeartbeatInterval: durationpb.New(s.svc.HeartbeatInterval())}}}); err != nil {
-		return err
-	}
 	conn, err := s.svc.AgentConnect(ctx, remediation.AgentHello{DeviceID: deviceID, Version: hello.GetAgentVersion(), Hostname: hello.GetHostname()})
 	if err != nil {
 		return toStatus(err)
 	}
 	defer s.svc.AgentDisconnect(context.WithoutCancel(ctx), conn)
+	// The ack is sent once the connection is registered; commands follow it.
+	if err := stream.Send(&remediationv1.ConnectResponse{Kind: &remediationv1.ConnectResponse_Ack{Ack: &remediationv1.ConnectAck{HeartbeatInterval: durationpb.New(s.svc.HeartbeatInterval())}}}); err != nil {
+		return err
+	}
 	s.log.InfoContext(ctx, "agent connected", "device_id", deviceID, "version", hello.GetAgentVersion())
 
 	ctx, cancel := context.WithCancel(ctx)

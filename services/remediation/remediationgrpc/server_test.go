@@ -835,3 +835,32 @@ func TestWatchInvestigationEventsIsGapFree(t *testing.T) {
 		t.Errorf("negative start revision: %v, want INVALID_ARGUMENT", err)
 	}
 }
+
+func TestAgentHealth(t *testing.T) {
+	e := newEnv(t, options{fakeClock: true})
+	ctx := testCtx(t)
+	health := func() remediationv1.AgentHealth {
+		r, err := e.client.ListAgents(ctx, &remediationv1.ListAgentsRequest{})
+		if err != nil || len(r.GetAgents()) != 1 {
+			t.Fatalf("ListAgents: %v %v", r, err)
+		}
+		return r.GetAgents()[0].GetHealth()
+	}
+	ag := e.connect("dev-1")
+	if got := health(); got != remediationv1.AgentHealth_AGENT_HEALTH_HEALTHY {
+		t.Errorf("after hello: %v", got)
+	}
+	e.clock.Add(3*remediation.DefaultHeartbeatInterval + time.Second)
+	if got := health(); got != remediationv1.AgentHealth_AGENT_HEALTH_STALE {
+		t.Errorf("after three missed heartbeats: %v", got)
+	}
+	ag.cancel()
+	// The disconnect is noticed when the stream ends; wait for it on the registry.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.svc.ConnectedAgents()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := health(); got != remediationv1.AgentHealth_AGENT_HEALTH_DISCONNECTED {
+		t.Errorf("after disconnect: %v", got)
+	}
+}
