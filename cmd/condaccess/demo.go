@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,42 +53,70 @@ var demoSteps = []string{
 	"access ALLOW",
 }
 
-// demo is one run: the printer and what happened so far.
+// demo is one run: what happened so far, printed in the order of the flow. The four
+// event streams arrive independently, so a step is recorded when it is seen, with the
+// time it happened (the event's commit time, or the decision's), and printed once the
+// steps before it are printed.
 type demo struct {
 	out     io.Writer
 	mu      sync.Mutex
+	start   time.Time // when the EICAR file was written: earlier changes are the setup
 	alertAt time.Time
 	trace   string
-	done    map[string]bool
-	n       int
-	pending string // a quarantine waiting for approval
+	steps   map[string]demoStep
+	printed int // steps of demoSteps printed so far
+	revoked []string
+	// Per-stream state.
+	active          map[string]bool // the device's active alerts
+	sawNoncompliant bool
+	pending         string // a quarantine waiting for approval
 }
 
-// step prints a step as it happens, with the time since the alert and the trace id.
-func (d *demo) step(name, detail, trace string) {
+type demoStep struct {
+	at            time.Time
+	detail, trace string
+}
+
+// record records a step (the first time only) and prints what can be printed.
+func (d *demo) record(name string, at time.Time, detail, trace string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.done[name] {
-		return
+	if _, ok := d.steps[name]; ok || at.Before(d.start) {
+		return // recorded already, or a change made during the setup
 	}
-	now := time.Now()
+	d.steps[name] = demoStep{at: at, detail: detail, trace: trace}
 	if name == demoSteps[0] {
-		d.alertAt = now
-		d.trace = trace
+		d.alertAt, d.trace = at, trace
 	}
-	d.done[name] = true
-	d.n++
-	since := "-"
-	if !d.alertAt.IsZero() {
-		since = fmt.Sprintf("+%.1fms", float64(now.Sub(d.alertAt).Microseconds())/1000)
+	d.flush()
+}
+
+func (d *demo) flush() {
+	for d.printed < len(demoSteps) {
+		name := demoSteps[d.printed]
+		st, ok := d.steps[name]
+		if !ok {
+			return
+		}
+		d.printed++
+		fmt.Fprintf(d.out, " %2d  %-22s %10s  %-32s  %s\n", d.printed, name, sinceMS(st.at, d.alertAt), orDash(st.trace), st.detail)
+		if name == "access BLOCK" {
+			for _, r := range d.revoked {
+				fmt.Fprintln(d.out, r)
+			}
+		}
 	}
-	fmt.Fprintf(d.out, " %2d  %-22s %10s  %-32s  %s\n", d.n, name, since, orDash(trace), detail)
+}
+
+func sinceMS(t, t0 time.Time) string {
+	return fmt.Sprintf("%+.1fms", float64(t.Sub(t0).Microseconds())/1000)
 }
 
 func (d *demo) happened(name string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.done[name]
+	_, ok := d.steps[name]
+	return ok
 }
 
 func (d *demo) missing() []string {
@@ -95,7 +124,7 @@ func (d *demo) missing() []string {
 	defer d.mu.Unlock()
 	var m []string
 	for _, s := range demoSteps {
-		if !d.done[s] {
+		if _, ok := d.steps[s]; !ok {
 			m = append(m, s)
 		}
 	}
@@ -190,12 +219,6 @@ func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog
 	if _, err := directory.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: &accessv1.Application{ApplicationId: demoApp, DisplayName: "Payroll"}}); err != nil {
 		return fmt.Errorf("create application: %w", describe(err))
 	}
-	if _, err := devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
-		DeviceId: demoDevice, DisplayName: "Ada's laptop", Platform: commonv1.Platform_PLATFORM_WINDOWS,
-		OsVersion: "10.0.22631", OwnerUserId: demoUser, Groups: []string{demoGroup},
-	}}); err != nil {
-		return fmt.Errorf("enroll device: %w", describe(err))
-	}
 	fmt.Fprintf(out, "  user %s (Ada), application %s (Payroll), device %s (Windows, group %s)\n", demoUser, demoApp, demoDevice, demoGroup)
 	if _, err := compliancePolicies.CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
 		PolicyId: "max-medium", DisplayName: "Device risk at or under medium",
@@ -204,6 +227,12 @@ func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog
 		return fmt.Errorf("create compliance policy: %w", describe(err))
 	}
 	fmt.Fprintln(out, "  compliance policy max-medium: device risk at or under MEDIUM, every device")
+	if _, err := devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: demoDevice, DisplayName: "Ada's laptop", Platform: commonv1.Platform_PLATFORM_WINDOWS,
+		OsVersion: "10.0.22631", OwnerUserId: demoUser, Groups: []string{demoGroup},
+	}}); err != nil {
+		return fmt.Errorf("enroll device: %w", describe(err))
+	}
 	if _, err := caPolicies.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: &accessv1.ConditionalAccessPolicy{
 		PolicyId: "payroll-compliant", DisplayName: "Payroll requires a compliant device", State: accessv1.PolicyState_POLICY_STATE_ENABLED,
 		Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{demoApp}},
@@ -283,7 +312,7 @@ func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog
 	}
 	fmt.Fprintf(out, "  agent for %s: watching %s, connected\n", demoDevice, watchDir)
 
-	d := &demo{out: out, done: map[string]bool{}}
+	d := &demo{out: out, steps: map[string]demoStep{}, active: map[string]bool{}}
 	events := make(chan func(), 64)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -369,12 +398,29 @@ func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog
 	// The flow.
 	fmt.Fprintf(out, "\nflow %22s %10s  %-32s  %s\n", "", "since alert", "trace", "what")
 	eicar := filepath.Join(watchDir, "invoice.pdf.exe")
+	d.mu.Lock()
+	d.start = time.Now()
+	d.mu.Unlock()
 	if err := os.WriteFile(eicar, agent.EICAR(), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "  0  %-22s %10s  %-32s  %s\n", "EICAR file opened", "-", "-", eicar)
 
-	var blockShown, approved bool
+	// Decisions are asked for while the loop runs (never blocking it): the block once
+	// the device is noncompliant, the allow once it is compliant again.
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	approved := false
+	decide := func(step string, want accessv1.Decision) error {
+		r, err := evaluate(ctx)
+		if err != nil {
+			return describe(err)
+		}
+		if r.GetDecision() == want {
+			d.record(step, time.Now(), fmt.Sprintf("%s for %s on %s: %s", short(r.GetDecision()), demoUser, demoApp, reasonLine(r)), r.GetTraceId())
+		}
+		return nil
+	}
 	for len(d.missing()) > 0 {
 		select {
 		case f := <-events:
@@ -383,41 +429,36 @@ func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog
 			if err != nil && ctx.Err() == nil {
 				return fmt.Errorf("event stream: %w", describe(err))
 			}
+		case <-tick.C:
+			if d.happened("device noncompliant") && !d.happened("access BLOCK") {
+				if err := decide("access BLOCK", accessv1.Decision_DECISION_BLOCK); err != nil && ctx.Err() == nil {
+					return err
+				}
+			}
+			if d.happened("device compliant") && !d.happened("access ALLOW") {
+				if err := decide("access ALLOW", accessv1.Decision_DECISION_ALLOW); err != nil && ctx.Err() == nil {
+					return err
+				}
+			}
 		case <-ctx.Done():
 			fmt.Fprintf(out, "\nthe flow did not finish in %v; these steps did not happen: %s\n", timeout, strings.Join(d.missing(), ", "))
 			return fmt.Errorf("demo failed: %d of %d steps did not happen: %s", len(d.missing()), len(demoSteps), strings.Join(d.missing(), ", "))
 		}
-		// Access is blocked once the device is noncompliant: show the decision.
-		if d.happened("device noncompliant") && !blockShown {
-			r, err := waitDecision(ctx, accessv1.Decision_DECISION_BLOCK)
-			if err != nil {
-				continue // reported as missing at the deadline
-			}
-			blockShown = true
-			d.step("access BLOCK", fmt.Sprintf("%s for %s on %s: %s", short(r.GetDecision()), demoUser, demoApp, reasonLine(r)), r.GetTraceId())
-		}
 		// The quarantine waits for approval; approve it once the block was shown.
-		if id := d.pendingQuarantine(); id != "" && blockShown && !approved && d.happened("investigation opened") {
+		if id := d.pendingQuarantine(); id != "" && !approved && d.happened("access BLOCK") && d.happened("investigation opened") {
 			r, err := remediation.ApproveAction(ctx, &remediationv1.ApproveActionRequest{ActionId: id, Comment: "approved by the condaccess demo"})
 			if err != nil {
 				return fmt.Errorf("approve %s: %w", id, describe(err))
 			}
 			approved = true
-			d.step("quarantine approved", fmt.Sprintf("action %s %s approved by %s", id, short(r.GetAction().GetType()), orDash(r.GetAction().GetApproval().GetDecidedBy())), d.trace)
-		}
-		if d.happened("device compliant") && !d.happened("access ALLOW") {
-			r, err := waitDecision(ctx, accessv1.Decision_DECISION_ALLOW)
-			if err != nil {
-				continue
-			}
-			d.step("access ALLOW", fmt.Sprintf("%s for %s on %s: %s", short(r.GetDecision()), demoUser, demoApp, reasonLine(r)), r.GetTraceId())
+			d.record("quarantine approved", time.Now(), fmt.Sprintf("action %s %s approved by %s", id, short(r.GetAction().GetType()), orDash(r.GetAction().GetApproval().GetDecidedBy())), d.trace)
 		}
 	}
 	if _, err := os.Stat(eicar); !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("the EICAR file is still in the watched folder after the quarantine")
 	}
 	d.mu.Lock()
-	total := time.Since(d.alertAt)
+	total := d.steps["access ALLOW"].at.Sub(d.alertAt)
 	d.mu.Unlock()
 	fmt.Fprintf(out, "\nevery step happened in %v after the alert; the alert's trace is %s\n", total.Round(time.Millisecond), d.trace)
 	return nil
@@ -446,7 +487,7 @@ func reasonLine(r *accessv1.EvaluateAccessResponse) string {
 }
 
 func (d *demo) onRisk(ev *riskv1.RiskEvent) {
-	tr := traceIDOf(ev.GetTraceContext())
+	tr, at := traceIDOf(ev.GetTraceContext()), ev.GetEventTime().AsTime()
 	switch p := ev.GetPayload().(type) {
 	case *riskv1.RiskEvent_AlertChanged:
 		a := p.AlertChanged.GetAlert()
@@ -455,20 +496,27 @@ func (d *demo) onRisk(ev *riskv1.RiskEvent) {
 		}
 		switch p.AlertChanged.GetType() {
 		case riskv1.AlertChangeType_ALERT_CHANGE_TYPE_REPORTED:
-			d.step("alert reported", fmt.Sprintf("alert %s, %s: %s (by %s)", a.GetAlertId(), short(a.GetSeverity()), a.GetTitle(), orDash(a.GetDetectionSource())), tr)
+			d.mu.Lock()
+			d.active[a.GetAlertId()] = true
+			d.mu.Unlock()
+			d.record("alert reported", at, fmt.Sprintf("alert %s, %s: %s (by %s)", a.GetAlertId(), short(a.GetSeverity()), a.GetTitle(), orDash(a.GetDetectionSource())), tr)
 		case riskv1.AlertChangeType_ALERT_CHANGE_TYPE_RESOLVED:
-			if d.happened("file quarantined") {
-				d.step("alerts resolved", fmt.Sprintf("alert %s resolved %s by %s (investigation %s)", a.GetAlertId(), short(a.GetClassification()), orDash(a.GetResolvedBy()), orDash(a.GetInvestigationId())), tr)
+			d.mu.Lock()
+			delete(d.active, a.GetAlertId())
+			left := len(d.active)
+			d.mu.Unlock()
+			if left == 0 {
+				d.record("alerts resolved", at, fmt.Sprintf("alert %s resolved %s by %s (investigation %s)", a.GetAlertId(), short(a.GetClassification()), orDash(a.GetResolvedBy()), orDash(a.GetInvestigationId())), tr)
 			}
 		}
 	case *riskv1.RiskEvent_DeviceRiskChanged:
 		r := p.DeviceRiskChanged.GetDeviceRisk()
-		if r.GetDeviceId() == demoDevice && r.GetLevel() == commonv1.RiskLevel_RISK_LEVEL_HIGH && d.happened("alert reported") {
+		if r.GetDeviceId() == demoDevice && r.GetLevel() == commonv1.RiskLevel_RISK_LEVEL_HIGH {
 			prev := short(p.DeviceRiskChanged.GetPreviousLevel())
 			if prev == "-" {
 				prev = "NONE"
 			}
-			d.step("device risk HIGH", fmt.Sprintf("%s -> %s, from alert %s", prev, short(r.GetLevel()), p.DeviceRiskChanged.GetCauseAlertId()), tr)
+			d.record("device risk HIGH", at, fmt.Sprintf("%s -> %s, from alert %s", prev, short(r.GetLevel()), p.DeviceRiskChanged.GetCauseAlertId()), tr)
 		}
 	}
 }
@@ -478,30 +526,41 @@ func (d *demo) onCompliance(ev *compliancev1.ComplianceEvent) {
 	if c.GetDeviceId() != demoDevice {
 		return
 	}
-	tr := traceIDOf(ev.GetTraceContext())
+	tr, at := traceIDOf(ev.GetTraceContext()), ev.GetEventTime().AsTime()
 	switch c.GetState() {
 	case commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT:
-		if d.happened("device risk HIGH") {
-			d.step("device noncompliant", c.GetReason(), tr)
-		}
+		d.mu.Lock()
+		d.sawNoncompliant = d.sawNoncompliant || !at.Before(d.start)
+		d.mu.Unlock()
+		d.record("device noncompliant", at, c.GetReason(), tr)
 	case commonv1.ComplianceState_COMPLIANCE_STATE_COMPLIANT:
-		if d.happened("alerts resolved") {
-			d.step("device compliant", c.GetReason(), tr)
+		d.mu.Lock()
+		after := d.sawNoncompliant
+		d.mu.Unlock()
+		if after {
+			d.record("device compliant", at, c.GetReason(), tr)
 		}
 	}
 }
 
 func (d *demo) onSession(ev *accessv1.SessionEvent) {
-	if r := ev.GetSessionRevoked(); r != nil && r.GetSession().GetDeviceId() == demoDevice {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		fmt.Fprintf(d.out, "     %-22s %10s  %-32s  session %s of %s on %s revoked: %s\n", "", "", orDash(traceIDOf(ev.GetTraceContext())),
-			r.GetSession().GetSessionId(), r.GetSession().GetUserId(), r.GetSession().GetApplicationId(), r.GetReasonCode())
+	r := ev.GetSessionRevoked()
+	if r == nil || r.GetSession().GetDeviceId() != demoDevice {
+		return
 	}
+	line := fmt.Sprintf("     %-22s %10s  %-32s  session %s of %s on %s revoked: %s", "", "", orDash(traceIDOf(ev.GetTraceContext())),
+		r.GetSession().GetSessionId(), r.GetSession().GetUserId(), r.GetSession().GetApplicationId(), r.GetReasonCode())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, shown := d.steps["access BLOCK"]; shown && d.printed > slices.Index(demoSteps, "access BLOCK") {
+		fmt.Fprintln(d.out, line)
+		return
+	}
+	d.revoked = append(d.revoked, line)
 }
 
 func (d *demo) onInvestigation(ev *remediationv1.InvestigationEvent) {
-	tr := traceIDOf(ev.GetTraceContext())
+	tr, at := traceIDOf(ev.GetTraceContext()), ev.GetEventTime().AsTime()
 	switch p := ev.GetPayload().(type) {
 	case *remediationv1.InvestigationEvent_InvestigationChanged:
 		inv := p.InvestigationChanged.GetInvestigation()
@@ -509,7 +568,7 @@ func (d *demo) onInvestigation(ev *remediationv1.InvestigationEvent) {
 			if t := traceIDOf(inv.GetTraceContext()); t != "" {
 				tr = t
 			}
-			d.step("investigation opened", fmt.Sprintf("investigation %s, %s, alerts %s", inv.GetInvestigationId(), short(inv.GetState()), strings.Join(inv.GetAlertIds(), ",")), tr)
+			d.record("investigation opened", at, fmt.Sprintf("investigation %s, %s, alerts %s", inv.GetInvestigationId(), short(inv.GetState()), strings.Join(inv.GetAlertIds(), ",")), tr)
 		}
 	case *remediationv1.InvestigationEvent_ActionChanged:
 		a := p.ActionChanged.GetAction()
@@ -524,7 +583,7 @@ func (d *demo) onInvestigation(ev *remediationv1.InvestigationEvent) {
 			}
 			d.mu.Unlock()
 		case remediationv1.ActionState_ACTION_STATE_SUCCEEDED:
-			d.step("file quarantined", fmt.Sprintf("action %s: %s moved to quarantine (%s)", a.GetActionId(), evidenceString(a.GetTarget()), orDash(a.GetResult())), tr)
+			d.record("file quarantined", at, fmt.Sprintf("action %s: %s moved to quarantine (%s)", a.GetActionId(), evidenceString(a.GetTarget()), orDash(a.GetResult())), tr)
 		}
 	}
 }
