@@ -73,6 +73,9 @@ CREATE TABLE sweep (
 );
 `}
 
+// writerCacheKiB is the writer connection's page cache.
+const writerCacheKiB = 64 << 10
+
 // Options configures Open.
 type Options struct {
 	// Path is the SQLite file.
@@ -103,6 +106,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	db, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: opts.Path, Migrations: migrations, Synchronous: opts.Synchronous, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
+	}
+	// A larger page cache for the one writer connection (a connection setting, so it
+	// lasts): sweeps touch the device, risk, compliance and event tables of every device.
+	if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, writerCacheKiB))
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("compliancestore: cache size: %w", err)
 	}
 	l, err := eventlog.New(ctx, db, eventlog.Options{
 		Table: EventTable, Retention: opts.Retention, ProgressInterval: opts.ProgressInterval, Logger: opts.Logger,
