@@ -1,0 +1,33 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRunRejectsBadFlags(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing device id", []string{"--watch", dir, "--quarantine-dir", dir}, "--device-id"},
+		{"missing watch", []string{"--device-id", "d", "--quarantine-dir", dir}, "--watch"},
+		{"insecure off loopback", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--server", "10.1.2.3:7400", "--insecure"}, "loopback"},
+		{"bad blocklist", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--blocklist", filepath.Join(dir, "missing")}, "missing"},
+		{"arguments", []string{"--device-id", "d", "extra"}, "unexpected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
