@@ -134,7 +134,7 @@ func (s *service) Run(ctx context.Context) error {
 	go func() {
 		defer close(done)
 		if s.conn != nil {
-			s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn))
+			s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
 		}
 	}()
 	err := s.svc.Run(ctx)

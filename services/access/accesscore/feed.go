@@ -23,18 +23,43 @@ var tracer = otel.Tracer("condaccess/access")
 
 // RunFeed follows the compliance service's events until ctx ends: list, then
 // watch, resuming from the stored cursor (internal/consumer).
-func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceServiceClient) error {
-	c := s.NewFeedConsumer(client)
+// beforeWatch (optional) runs before each watch attempt (see compliancefeed.Source).
+func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceServiceClient, beforeWatch func()) error {
+	c := s.NewFeedConsumer(client, beforeWatch)
+	// The consumer also counts contacts that reach no callback (a progress
+	// message at the current cursor, a duplicate): mirror its LastContact.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if st := c.Status(); st.Connected && !st.LastContact.IsZero() {
+					n := st.LastContact.UnixNano()
+					for {
+						cur := s.lastContact.Load()
+						if cur >= n || s.lastContact.CompareAndSwap(cur, n) {
+							break
+						}
+					}
+				}
+			}
+		}
+	}()
 	return c.Run(ctx)
 }
 
 // NewFeedConsumer returns the compliance feed consumer; the feed counts as
 // started (the staleness clock runs) from this call.
-func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient) *consumer.Consumer[compliancefeed.Event] {
+func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, beforeWatch func()) *consumer.Consumer[compliancefeed.Event] {
 	s.feedStarted.CompareAndSwap(0, time.Now().UnixNano())
 	return consumer.New(consumer.Config[compliancefeed.Event]{
 		Name:   "compliance",
-		Source: compliancefeed.Source{Client: client},
+		Source: compliancefeed.Source{Client: client, BeforeWatch: beforeWatch},
 		Cursor: s.store.FeedCursor,
 		Resync: func(ctx context.Context) (int64, error) {
 			devs, rev, err := compliancefeed.List(ctx, client)

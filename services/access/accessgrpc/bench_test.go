@@ -63,7 +63,7 @@ func startTCP(b *testing.B) *tcpSuite {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(conn)) }()
+	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(conn), nil) }()
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	b.Cleanup(func() {
 		cancel()

@@ -165,7 +165,7 @@ func start(t *testing.T, o options) *harness {
 	h.http = httptest.NewServer(http.StripPrefix("", h.h.AuthzHandler()))
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(cconn)) }()
+	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(cconn), nil) }()
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	t.Cleanup(func() {
 		h.http.Close()

@@ -33,12 +33,19 @@ type DevicePlatform struct {
 // Source is a consumer.Source over a compliance client.
 type Source struct {
 	Client compliancev1.ComplianceServiceClient
+	// BeforeWatch, when set, runs before each Watch: pass the connection's
+	// ResetConnectBackoff so that a restarted compliance service is reached at
+	// the consumer's pace, not after gRPC's own (up to 2 minutes) reconnect backoff.
+	BeforeWatch func()
 }
 
 var _ consumer.Source[Event] = Source{}
 
 // Watch implements consumer.Source.
 func (s Source) Watch(ctx context.Context, start int64) (consumer.Stream[Event], error) {
+	if s.BeforeWatch != nil {
+		s.BeforeWatch()
+	}
 	st, err := s.Client.WatchComplianceEvents(ctx, &compliancev1.WatchComplianceEventsRequest{StartRevision: start})
 	if err != nil {
 		return nil, err
