@@ -266,6 +266,15 @@ func (s *Service) RetireDevice(ctx context.Context, id string) (*Device, error) 
 		if cur.Retired {
 			return fmt.Errorf("%w: %s (since %s)", ErrDeviceRetired, id, cur.RetireTime.Format(time.RFC3339))
 		}
+		// A retired device is no longer evaluated: its exclusion ends with it.
+		if x, err := tx.ActiveExclusion(ctx, id); err != nil {
+			return err
+		} else if x != nil {
+			x.EndTime, x.EndedBy, x.Comment = now, SystemSubject, "device retired"
+			if err := tx.PutExclusion(ctx, x); err != nil {
+				return err
+			}
+		}
 		d := *cur
 		d.Retired, d.RetireTime, d.UpdateTime = true, now, now
 		d.Version++
