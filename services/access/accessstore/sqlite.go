@@ -963,7 +963,11 @@ func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessio
 			chunk := signIns[lo:min(len(signIns), lo+signInRows)]
 			args = args[:0]
 			for _, si := range chunk {
-				args = append(args, si.Time.UnixNano(), si.ID, si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, si.Detail)
+				detail := si.Detail
+				if detail == nil {
+					detail = []byte{}
+				}
+				args = append(args, si.Time.UnixNano(), si.ID, si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, detail)
 			}
 			if _, err := tx.ExecContext(ctx, signInInsert(len(chunk)), args...); err != nil {
 				return err
