@@ -44,11 +44,19 @@ type Workload struct {
 // Seed is the fixed seed the benchmarks use.
 const Seed = 20260527
 
-// IDs, so that callers (e.g. a bulk import) can name things the same way.
-func UserID(i int) string   { return fmt.Sprintf("u-%06d", i) }
-func GroupID(i int) string  { return fmt.Sprintf("g-%04d", i) }
-func AppID(i int) string    { return fmt.Sprintf("app-%04d", i) }
+// UserID is the id of user i (exported so that a bulk import names things the same way).
+func UserID(i int) string { return fmt.Sprintf("u-%06d", i) }
+
+// GroupID is the id of group i.
+func GroupID(i int) string { return fmt.Sprintf("g-%04d", i) }
+
+// AppID is the id of application i.
+func AppID(i int) string { return fmt.Sprintf("app-%04d", i) }
+
+// PolicyID is the id of policy i.
 func PolicyID(i int) string { return fmt.Sprintf("ca-%05d", i) }
+
+// DeviceID is the id of device i.
 func DeviceID(i int) string { return fmt.Sprintf("d-%07d", i) }
 
 var prefixes = []netip.Prefix{
