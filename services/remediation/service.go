@@ -383,9 +383,9 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 			return nil, err
 		}
 	}
-	seen := map[string]bool{}
-	for _, ev := range inv.Evidence {
-		seen[ev.Evidence.Key()] = true
+	seen := map[string]int{} // evidence key -> index in inv.Evidence
+	for i, ev := range inv.Evidence {
+		seen[ev.Evidence.Key()] = i
 	}
 	changed := false
 	for _, a := range alerts {
@@ -404,10 +404,21 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 		}
 		for _, e := range a.Evidence {
 			k := e.Key()
-			if k == "" || seen[k] {
+			if k == "" {
 				continue
 			}
-			seen[k] = true
+			if i, ok := seen[k]; ok {
+				// Known evidence: a malicious verdict upgrades a suspicious one, and
+				// under FULL automation its pending action runs without approval.
+				if verdict == VerdictMalicious && inv.Evidence[i].Verdict == VerdictSuspicious {
+					inv.Evidence[i].Verdict, inv.Evidence[i].Reason = verdict, why+" (alert "+a.ID+")"
+					if err := s.upgrade(ctx, tx, c, inv, actions, k, now); err != nil {
+						return nil, err
+					}
+				}
+				continue
+			}
+			seen[k] = len(inv.Evidence)
 			inv.Evidence = append(inv.Evidence, EvidenceVerdict{Evidence: e, Verdict: verdict, AlertID: a.ID, Reason: why})
 			if inv.Level == LevelNone {
 				continue
@@ -446,6 +457,25 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 	}
 	inv.Actions = actions
 	return inv, nil
+}
+
+// upgrade queues the automation's pending action on evidence that became malicious,
+// when the investigation runs with FULL automation.
+func (s *Service) upgrade(ctx context.Context, tx Tx, c *committed, inv *Investigation, actions []*Action, key string, now time.Time) error {
+	if inv.Level != LevelFull {
+		return nil
+	}
+	for _, act := range actions {
+		if act.Target.Key() == key && act.State == ActionStatePendingApproval && act.RequestedBy == Automation {
+			act.State = ActionStateQueued
+			act.ApprovalExpireTime = time.Time{}
+			act.UpdateTime = now
+			if err := s.putAction(ctx, tx, c, act); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // settle recomputes an open investigation's state from its actions, closes it when

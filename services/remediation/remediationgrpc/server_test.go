@@ -479,6 +479,19 @@ func TestAutomationLevelResolution(t *testing.T) {
 			t.Errorf("%d investigations, want one open per device", len(list.GetInvestigations()))
 		}
 	})
+	t.Run("a malicious verdict upgrades suspicious evidence and queues its action", func(t *testing.T) {
+		e.report("a-upgrade", "d-nogroups", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/f/other"))
+		inv := e.waitInvestigation("d-nogroups", func(inv *remediationv1.Investigation) bool { return len(inv.GetAlertIds()) == 3 })
+		if got := inv.GetEvidence()[1].GetVerdict(); got != remediationv1.Verdict_VERDICT_MALICIOUS {
+			t.Errorf("verdict %v, want MALICIOUS", got)
+		}
+		if len(inv.GetEvidence()) != 2 || len(inv.GetActions()) != 2 {
+			t.Errorf("evidence %d actions %d, want 2 and 2 (same file, one action)", len(inv.GetEvidence()), len(inv.GetActions()))
+		}
+		if got := inv.GetActions()[1].GetState(); got != remediationv1.ActionState_ACTION_STATE_QUEUED {
+			t.Errorf("action %v, want QUEUED under FULL", got)
+		}
+	})
 	t.Run("a low alert alone opens nothing", func(t *testing.T) {
 		e.report("a-low", "d-low", commonv1.Severity_SEVERITY_MEDIUM, fileEvidence("/f/low"))
 		e.report("a-low-high", "d-low", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/f/low2"))
