@@ -82,6 +82,21 @@
 // and DeviceState.Reason), when known. Then, for every blocking enabled policy, a POLICY step
 // followed by one CONTROL step per failing control ("BLOCK", "COMPLIANT_DEVICE", "MFA").
 //
+// # How a decision stays fast
+//
+// Compile interns ids to dense int32s, precomputes every user's transitive groups (sorted,
+// inline when few, plus a one-word Bloom filter), and stores each policy as a 128-byte
+// record whose first cache line holds all that the common case reads (Bloom filters of the
+// included users and groups, flags, the id and name strings). Each application has its
+// policies' records stored contiguously; the all-applications policies have their own
+// stream, merged in policy order. A decision marks the user's groups in a bitset kept in
+// the Result, streams through the records of its application, and writes the per-policy
+// results into the Result's reused slices; every string it writes was built at compile
+// time. See bench_test.go (W1) for the figures:
+//
+//	go test -run '^$' -bench 'EvaluateW1$' -benchtime 2000000x -cpu 1 ./services/access/policyengine/
+//	go test -run '^$' -bench 'EvaluateW1Latency' -benchtime 1000000x -cpu 1 ./services/access/policyengine/
+//
 // # Concurrency
 //
 // A Snapshot is immutable and safe for concurrent use; a Result is not (one per goroutine).
