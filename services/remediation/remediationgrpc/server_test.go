@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,7 @@ func (c *clock) Add(d time.Duration) {
 type env struct {
 	t       *testing.T
 	risk    riskv1.RiskServiceClient
+	riskH   *risktest.Harness
 	rc      *flakyRisk
 	devices *fakeDevices
 	clock   *clock
@@ -106,13 +108,14 @@ type env struct {
 }
 
 type options struct {
-	fakeClock bool
+	fakeClock     bool
+	riskRetention int64
 }
 
 func newEnv(t *testing.T, o options) *env {
-	h := risktest.StartWith(t, risktest.Options{ProgressInterval: 50 * time.Millisecond})
+	h := risktest.StartWith(t, risktest.Options{ProgressInterval: 50 * time.Millisecond, Retention: o.riskRetention})
 	e := &env{
-		t: t, risk: h.Client, dir: t.TempDir(),
+		t: t, risk: h.Client, riskH: h, dir: t.TempDir(),
 		rc:      &flakyRisk{RiskClient: remediationapp.NewRiskClient(h.Client)},
 		devices: &fakeDevices{groups: map[string][]string{}},
 	}
@@ -875,5 +878,40 @@ func TestAgentHealth(t *testing.T) {
 	}
 	if got := health(); got != remediationv1.AgentHealth_AGENT_HEALTH_DISCONNECTED {
 		t.Errorf("after disconnect: %v", got)
+	}
+}
+
+func TestResyncAfterCompactionIsIdempotent(t *testing.T) {
+	e := newEnv(t, options{riskRetention: 2})
+	ctx := testCtx(t)
+	e.report("a-1", "dev-1", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/x"))
+	e.waitInvestigation("dev-1", state(remediationv1.InvestigationState_INVESTIGATION_STATE_RUNNING))
+	e.stop()
+	for _, d := range []string{"dev-2", "dev-3"} {
+		e.report("a-"+d, d, commonv1.Severity_SEVERITY_HIGH, fileEvidence("/x"))
+	}
+	e.report("a-4", "dev-4", commonv1.Severity_SEVERITY_LOW, fileEvidence("/x"))
+	if err := e.riskH.Store.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cur, _, _ := e.store.Cursor(ctx)
+	e.start() // the cursor is compacted away upstream: list, then watch
+	for _, d := range []string{"dev-2", "dev-3"} {
+		e.waitInvestigation(d, state(remediationv1.InvestigationState_INVESTIGATION_STATE_RUNNING))
+	}
+	list, err := e.client.ListInvestigations(ctx, &remediationv1.ListInvestigationsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, inv := range list.GetInvestigations() {
+		got = append(got, inv.GetDeviceId()+":"+strings.Join(inv.GetAlertIds(), ","))
+	}
+	slices.Sort(got) // resync opens them in listing order
+	if d := cmp.Diff([]string{"dev-1:a-1", "dev-2:a-dev-2", "dev-3:a-dev-3"}, got); d != "" {
+		t.Errorf("investigations after resync (-want +got):\n%s", d)
+	}
+	if after, _, _ := e.store.Cursor(ctx); after <= cur {
+		t.Errorf("cursor %d after resync, want > %d", after, cur)
 	}
 }
