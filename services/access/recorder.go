@@ -2,10 +2,7 @@ package access
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -40,8 +37,6 @@ type Recorder struct {
 	ch      chan record
 	dropped atomic.Int64
 	written atomic.Int64
-	prefix  string
-	seq     atomic.Uint64
 }
 
 // NewRecorder returns a recorder; call Run.
@@ -55,12 +50,10 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	var b [6]byte
-	rand.Read(b[:])
-	return &Recorder{cfg: cfg, ch: make(chan record, cfg.Buffer), prefix: "si-" + hex.EncodeToString(b[:]) + "-"}
+	return &Recorder{cfg: cfg, ch: make(chan record, cfg.Buffer)}
 }
 
-// SignIn enqueues a sign-in (ID is assigned by the recorder); src is passed to
+// SignIn enqueues a sign-in (the store assigns its ID); src is passed to
 // Encode. It reports false when the record was dropped.
 func (r *Recorder) SignIn(si SignIn, src any) bool {
 	select {
@@ -142,7 +135,6 @@ func (r *Recorder) Run(ctx context.Context) error {
 			sessions = append(sessions, rec.session)
 		default:
 			si := rec.signIn
-			si.ID = r.prefix + strconv.FormatUint(r.seq.Add(1), 36)
 			if r.cfg.Encode != nil {
 				r.cfg.Encode(&si, rec.src)
 			}

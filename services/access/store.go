@@ -62,7 +62,9 @@ type Store interface {
 	// LoadDevices calls fn for every stored device compliance.
 	LoadDevices(ctx context.Context, fn func(*DeviceCompliance)) error
 
-	// WriteBatch records sign-ins and upserts sessions in one transaction; a session
+	// WriteBatch records sign-ins and upserts sessions in one transaction. It sets
+	// each sign-in's ID, and may move its Time by a few nanoseconds to keep sign-ins
+	// strictly ordered. A session
 	// stored for the first time appends its session_opened event. A session whose
 	// stored state is REVOKED keeps that state.
 	WriteBatch(ctx context.Context, signIns []*SignIn, sessions []*Session) error

@@ -69,12 +69,11 @@ CREATE INDEX sessions_device ON sessions(device_id);
 CREATE INDEX sessions_user ON sessions(user_id);
 CREATE INDEX sessions_state ON sessions(state);
 CREATE TABLE signins (
-	seq INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL,
-	app_id TEXT NOT NULL, decision INTEGER NOT NULL, trace_id TEXT NOT NULL, detail BLOB NOT NULL
+	key INTEGER PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT NOT NULL, app_id TEXT NOT NULL,
+	decision INTEGER NOT NULL, trace_id TEXT NOT NULL, detail BLOB NOT NULL
 );
-CREATE INDEX signins_time ON signins(time_ns);
-CREATE INDEX signins_user ON signins(user_id, time_ns);
-CREATE INDEX signins_device ON signins(device_id, time_ns);
+CREATE INDEX signins_user ON signins(user_id, key);
+CREATE INDEX signins_device ON signins(device_id, key);
 `}, eventlog.Migrations(eventTable)...)
 }
 
@@ -931,6 +930,8 @@ func (s *Store) insertSession(ctx context.Context, tx *sqlitedb.Tx, x *access.Se
 
 const signInRows = 64
 
+func signInID(key int64) string { return "si-" + strconv.FormatInt(key, 36) }
+
 var signInInserts [signInRows + 1]string
 
 func signInInsert(n int) string {
@@ -938,12 +939,12 @@ func signInInsert(n int) string {
 		return q
 	}
 	var b strings.Builder
-	b.WriteString(`INSERT INTO signins (time_ns, id, user_id, device_id, app_id, decision, trace_id, detail) VALUES `)
+	b.WriteString(`INSERT INTO signins (key, user_id, device_id, app_id, decision, trace_id, detail) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?)")
 	}
 	return b.String()
 }
@@ -957,8 +958,21 @@ func init() {
 // WriteBatch implements access.Store.
 func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessions []*access.Session) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		// Multi-row inserts: one statement per signInRows sign-ins.
-		args := make([]any, 0, 8*signInRows)
+		// Each sign-in's key is its time in Unix nanoseconds, made strictly
+		// increasing: the table's own order is time order (no time index), and the
+		// key is the sign-in id. Multi-row inserts: one statement per signInRows.
+		if len(signIns) > 0 {
+			var last int64
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(key), 0) FROM signins`).Scan(&last); err != nil {
+				return err
+			}
+			for _, si := range signIns {
+				k := max(last+1, si.Time.UnixNano())
+				last = k
+				si.ID, si.Time = signInID(k), time.Unix(0, k).UTC()
+			}
+		}
+		args := make([]any, 0, 7*signInRows)
 		for lo := 0; lo < len(signIns); lo += signInRows {
 			chunk := signIns[lo:min(len(signIns), lo+signInRows)]
 			args = args[:0]
@@ -967,7 +981,7 @@ func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessio
 				if detail == nil {
 					detail = []byte{}
 				}
-				args = append(args, si.Time.UnixNano(), si.ID, si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, detail)
+				args = append(args, si.Time.UnixNano(), si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, detail)
 			}
 			if _, err := tx.ExecContext(ctx, signInInsert(len(chunk)), args...); err != nil {
 				return err
@@ -1018,7 +1032,7 @@ func (s *Store) ListSessions(ctx context.Context, f access.SessionFilter, token 
 		}, f.UserID, f.UserID, f.DeviceID, f.DeviceID, int32(f.State), int32(f.State))
 }
 
-// ListSignIns implements access.Store: newest first (in recording order).
+// ListSignIns implements access.Store: newest first.
 func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token string, limit int) ([]*access.SignIn, string, error) {
 	p, err := decToken(token, 1)
 	if err != nil {
@@ -1040,23 +1054,23 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 		add("decision = ?", int32(f.Decision))
 	}
 	if !f.After.IsZero() {
-		add("time_ns >= ?", f.After.UnixNano())
+		add("key >= ?", f.After.UnixNano())
 	}
 	if !f.Before.IsZero() {
-		add("time_ns < ?", f.Before.UnixNano())
+		add("key < ?", f.Before.UnixNano())
 	}
 	if p != nil {
-		seq, err := strconv.ParseInt(p[0], 10, 64)
+		key, err := strconv.ParseInt(p[0], 10, 64)
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: malformed page_token", access.ErrInvalid)
 		}
-		add("seq < ?", seq)
+		add("key < ?", key)
 	}
-	q := `SELECT seq, time_ns, id, user_id, device_id, app_id, decision, trace_id, detail FROM signins`
+	q := `SELECT key, user_id, device_id, app_id, decision, trace_id, detail FROM signins`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY seq DESC LIMIT ?"
+	q += " ORDER BY key DESC LIMIT ?"
 	args = append(args, limit+1)
 	rows, err := s.db.Read().QueryContext(ctx, q, args...)
 	if err != nil {
@@ -1070,11 +1084,10 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 			return out, encToken(strconv.FormatInt(last, 10)), nil
 		}
 		var si access.SignIn
-		var t int64
-		if err := rows.Scan(&last, &t, &si.ID, &si.UserID, &si.DeviceID, &si.AppID, &si.Decision, &si.TraceID, &si.Detail); err != nil {
+		if err := rows.Scan(&last, &si.UserID, &si.DeviceID, &si.AppID, &si.Decision, &si.TraceID, &si.Detail); err != nil {
 			return nil, "", err
 		}
-		si.Time = time.Unix(0, t).UTC()
+		si.ID, si.Time = signInID(last), time.Unix(0, last).UTC()
 		out = append(out, &si)
 	}
 	return out, "", rows.Err()
@@ -1084,7 +1097,7 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 func (s *Store) DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM signins WHERE time_ns < ?`, t.UnixNano())
+		res, err := tx.ExecContext(ctx, `DELETE FROM signins WHERE key < ?`, t.UnixNano())
 		if err != nil {
 			return err
 		}

@@ -355,10 +355,29 @@ func testSignIns(t *testing.T, s access.Store) {
 		if i%2 == 1 {
 			d = access.DecisionBlock
 		}
-		batch = append(batch, &access.SignIn{ID: fmt.Sprintf("si-%02d", i), Time: t0.Add(time.Duration(i) * time.Second),
-			UserID: fmt.Sprintf("u-%d", i%3), DeviceID: "dev-1", AppID: "payroll", Decision: d, TraceID: "t", Detail: []byte{byte(i)}})
+		// The trace id names the sign-in in this test; the store assigns the ID.
+		batch = append(batch, &access.SignIn{Time: t0.Add(time.Duration(i) * time.Second),
+			UserID: fmt.Sprintf("u-%d", i%3), DeviceID: "dev-1", AppID: "payroll", Decision: d, TraceID: fmt.Sprintf("si-%02d", i), Detail: []byte{byte(i)}})
 	}
 	must(t, "batch", s.WriteBatch(ctx, batch, nil))
+	ids := map[string]bool{}
+	for _, si := range batch {
+		if si.ID == "" || ids[si.ID] {
+			t.Fatalf("WriteBatch assigned ID %q (duplicate or empty)", si.ID)
+		}
+		ids[si.ID] = true
+	}
+	// Same time twice: still two ordered sign-ins.
+	same := []*access.SignIn{{Time: t0.Add(time.Hour), TraceID: "x1"}, {Time: t0.Add(time.Hour), TraceID: "x2"}}
+	must(t, "same time", s.WriteBatch(ctx, same, nil))
+	if same[0].ID == same[1].ID || !same[1].Time.After(same[0].Time) {
+		t.Fatalf("same-time sign-ins: %+v %+v", same[0], same[1])
+	}
+	n0, err := s.DeleteSignInsBefore(ctx, t0.Add(-time.Hour))
+	must(t, "delete none", err)
+	if n0 != 0 {
+		t.Fatalf("deleted %d sign-ins older than all", n0)
+	}
 	list := func(f access.SignInFilter, limit int) []string {
 		var ids []string
 		tok := ""
@@ -366,7 +385,13 @@ func testSignIns(t *testing.T, s access.Store) {
 			page, next, err := s.ListSignIns(ctx, f, tok, limit)
 			must(t, "list", err)
 			for _, si := range page {
-				ids = append(ids, si.ID)
+				if si.TraceID[0] == 'x' {
+					continue
+				}
+				if got := batch[si.Detail[0]]; got.ID != si.ID || !got.Time.Equal(si.Time) {
+					t.Fatalf("listed %s at %v, written as %s at %v", si.ID, si.Time, got.ID, got.Time)
+				}
+				ids = append(ids, si.TraceID)
 			}
 			if next == "" {
 				return ids
@@ -394,7 +419,7 @@ func testSignIns(t *testing.T, s access.Store) {
 	}
 	n, err := s.DeleteSignInsBefore(ctx, t0.Add(5*time.Second))
 	must(t, "delete", err)
-	if n != 5 || len(list(access.SignInFilter{}, 100)) != 5 {
+	if n != 5 || len(list(access.SignInFilter{Before: t0.Add(time.Minute)}, 100)) != 5 {
 		t.Fatalf("deleted %d, want 5", n)
 	}
 }
