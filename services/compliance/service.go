@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -744,15 +745,23 @@ func (s *Service) appendEventRev(ctx context.Context, tx Tx, e Event, now time.T
 		t := telemetry.TraceContextFromContext(ctx)
 		tc = &traceCtx{t.GetTraceparent(), t.GetTracestate()}
 	}
+	ev, err := s.encodeEvent(e, now, tc)
+	if err != nil {
+		return 0, err
+	}
+	return tx.AppendEvent(ctx, ev)
+}
+
+func (s *Service) encodeEvent(e Event, now time.Time, tc *traceCtx) (StoredEvent, error) {
 	e.Time, e.TraceParent, e.TraceState = now, tc.parent, tc.state
 	payload, err := s.encode(e)
 	if err != nil {
-		return 0, fmt.Errorf("encode event: %w", err)
+		return StoredEvent{}, fmt.Errorf("encode event: %w", err)
 	}
-	return tx.AppendEvent(ctx, StoredEvent{
+	return StoredEvent{
 		Type: e.Type(), Key: e.Key(), Payload: payload,
 		TraceParent: tc.parent, TraceState: tc.state, Time: now,
-	})
+	}, nil
 }
 
 type evalEnv struct {
@@ -788,37 +797,65 @@ func (s *Service) evalIDs(ctx context.Context, tx Tx, ids []string, now time.Tim
 // evalRows evaluates rows, lapses expired exclusions, and stores each changed
 // outcome with its event.
 func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *evalEnv, now time.Time, tc *traceCtx) ([]*DeviceCompliance, error) {
-	out := make([]*DeviceCompliance, 0, len(rows))
-	var changed []*DeviceCompliance
-	for _, row := range rows {
-		if x := row.Exclusion; x != nil && !x.ActiveAt(now) {
-			x.EndTime, x.EndedBy = x.ExpireTime, SystemSubject
-			x.Comment = "expired"
-			if err := tx.PutExclusion(ctx, x); err != nil {
-				return nil, err
-			}
-			row.Exclusion = nil
+	if tc == nil {
+		t := telemetry.TraceContextFromContext(ctx)
+		tc = &traceCtx{t.GetTraceparent(), t.GetTracestate()}
+	}
+	// Evaluate and encode in parallel (pure work), then write in order.
+	type result struct {
+		dc      DeviceCompliance
+		lapsed  bool
+		changed bool
+		ev      StoredEvent
+		err     error
+	}
+	res := make([]result, len(rows))
+	parallel(len(rows), func(i int) {
+		row, r := &rows[i], &res[i]
+		ex := row.Exclusion
+		if ex != nil && !ex.ActiveAt(now) {
+			r.lapsed, ex = true, nil
 		}
-		dc := Evaluate(EvalInput{
-			Device: row.Device, Policies: env.policies, Risk: row.Risk, Exclusion: row.Exclusion,
+		r.dc = Evaluate(EvalInput{
+			Device: row.Device, Policies: env.policies, Risk: row.Risk, Exclusion: ex,
 			Settings: env.settings, Previous: row.Compliance, Now: now,
 		})
 		prev := row.Compliance
-		if prev != nil && SameOutcome(prev, &dc) {
-			out = append(out, prev)
-			continue
+		if prev != nil && SameOutcome(prev, &r.dc) {
+			return
 		}
 		prevState := StateNotEvaluated
 		if prev != nil {
 			prevState = prev.State
 		}
-		rev, err := s.appendEventRev(ctx, tx, Event{ComplianceChanged: &ComplianceChange{Compliance: dc, PreviousState: prevState}}, now, tc)
+		r.changed = true
+		r.ev, r.err = s.encodeEvent(Event{ComplianceChanged: &ComplianceChange{Compliance: r.dc, PreviousState: prevState}}, now, tc)
+	})
+	out := make([]*DeviceCompliance, 0, len(rows))
+	var changed []*DeviceCompliance
+	for i := range rows {
+		row, r := &rows[i], &res[i]
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.lapsed {
+			x := row.Exclusion
+			x.EndTime, x.EndedBy, x.Comment = x.ExpireTime, SystemSubject, "expired"
+			if err := tx.PutExclusion(ctx, x); err != nil {
+				return nil, err
+			}
+		}
+		if !r.changed {
+			out = append(out, row.Compliance)
+			continue
+		}
+		rev, err := tx.AppendEvent(ctx, r.ev)
 		if err != nil {
 			return nil, err
 		}
-		dc.Revision = rev
-		changed = append(changed, &dc)
-		out = append(out, &dc)
+		r.dc.Revision = rev
+		changed = append(changed, &r.dc)
+		out = append(out, &r.dc)
 	}
 	if len(changed) > 0 {
 		if err := tx.PutCompliances(ctx, changed); err != nil {
@@ -826,6 +863,33 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 		}
 	}
 	return out, nil
+}
+
+// parallelMin is the smallest batch evaluated on more than one goroutine.
+const parallelMin = 64
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines (inline for small n).
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), (n+parallelMin-1)/parallelMin)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // ---- background work ----

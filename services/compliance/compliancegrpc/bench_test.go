@@ -4,14 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
 
-	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
-	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
-	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/services/compliance"
 	"github.com/condaccess/condaccess/services/compliance/compliancegrpc"
 	"github.com/condaccess/condaccess/services/compliance/compliancestore"
@@ -19,83 +15,14 @@ import (
 )
 
 // BenchmarkRiskToComplianceLatency measures, over loopback gRPC with the compliance
-// service in-process, the time until a WatchComplianceEvents client receives the
-// compliance event caused by a risk change (risk watch stream -> consumer -> one store
-// transaction -> compliance watch stream). With the fake risk service the clock starts
-// at the risk event's commit (its event_time); with the real risk service it starts
-// before the ReportAlert/ResolveAlert call (so it includes the risk RPC and its
-// durable commit). Reports p50 and p99 in microseconds.
+// service in-process, the time from a risk event's commit at the in-process fake risk
+// service (its event_time) until a WatchComplianceEvents client receives the compliance
+// event it causes (risk watch stream -> consumer -> one store transaction -> compliance
+// watch stream). Reports p50 and p99 in microseconds. The same against the real risk
+// service: compliancetest's BenchmarkRiskToComplianceLatencyRealRisk.
 func BenchmarkRiskToComplianceLatency(b *testing.B) {
-	b.Run("fake-risk/from-risk-commit", func(b *testing.B) {
-		risk, addr := compliancetest.StartRisk(b)
-		benchLatency(b, compliancetest.RiskClient(b, addr), addr, func(rev int64, _ time.Time) time.Time { return risk.EventTime(rev) })
-	})
-	b.Run("real-risk/from-alert-call", func(b *testing.B) {
-		rc, addr := startRealRisk(b)
-		benchLatency(b, rc, addr, func(_ int64, called time.Time) time.Time { return called })
-	})
-}
-
-func benchLatency(b *testing.B, rc riskv1.RiskServiceClient, addr string, start func(rev int64, called time.Time) time.Time) {
-	ctx := context.Background()
-	h := compliancetest.Start(b, addr, compliancetest.Options{})
-	if _, err := h.Devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
-		DeviceId: "dev-1", Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631",
-	}}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := h.Policies.CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
-		PolicyId: "max-medium", DisplayName: "max medium", MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM,
-		Assignment: &compliancev1.PolicyAssignment{AllDevices: true},
-	}}); err != nil {
-		b.Fatal(err)
-	}
-	list, err := h.Compliance.ListDeviceCompliance(ctx, &compliancev1.ListDeviceComplianceRequest{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	stream, err := h.Compliance.WatchComplianceEvents(ctx, &compliancev1.WatchComplianceEventsRequest{StartRevision: list.GetRevision()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	lat := make([]time.Duration, 0, 2*b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		id := fmt.Sprintf("a-%d", i)
-		called := time.Now()
-		rep, err := rc.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: id, DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "t"}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		t0 := start(rep.GetDeviceRisk().GetRevision(), called)
-		lat = append(lat, awaitState(b, stream, commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT).Sub(t0))
-		called = time.Now()
-		res, err := rc.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: id, Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE})
-		if err != nil {
-			b.Fatal(err)
-		}
-		t0 = start(res.GetDeviceRisk().GetRevision(), called)
-		lat = append(lat, awaitState(b, stream, commonv1.ComplianceState_COMPLIANCE_STATE_COMPLIANT).Sub(t0))
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-}
-
-func awaitState(b *testing.B, s interface {
-	Recv() (*compliancev1.WatchComplianceEventsResponse, error)
-}, want commonv1.ComplianceState) time.Time {
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if m.GetEvent().GetDeviceComplianceChanged().GetDeviceCompliance().GetState() == want {
-			return time.Now()
-		}
-	}
+	risk, addr := compliancetest.StartRisk(b)
+	compliancetest.BenchLatency(b, compliancetest.RiskClient(b, addr), addr, func(rev int64, _ time.Time) time.Time { return risk.EventTime(rev) })
 }
 
 // BenchmarkPolicyChangeSweep100k measures re-evaluating 100,000 enrolled devices (1 in

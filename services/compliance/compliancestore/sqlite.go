@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/eventlog"
@@ -515,34 +517,69 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 		return nil, err
 	}
 	defer rows.Close()
-	var out []compliance.EvalRow
+	var raw [][4][]byte
 	for rows.Next() {
-		var db, rb, cb, xb []byte
-		if err := rows.Scan(&db, &rb, &cb, &xb); err != nil {
+		var r [4][]byte
+		if err := rows.Scan(&r[0], &r[1], &r[2], &r[3]); err != nil {
 			return nil, err
 		}
-		var row compliance.EvalRow
-		if row.Device, err = decode[compliance.Device](db); err != nil {
-			return nil, err
-		}
-		if rb != nil {
-			if row.Risk, err = decode[compliance.DeviceRisk](rb); err != nil {
-				return nil, err
-			}
-		}
-		if cb != nil {
-			if row.Compliance, err = decode[compliance.DeviceCompliance](cb); err != nil {
-				return nil, err
-			}
-		}
-		if xb != nil {
-			if row.Exclusion, err = decode[compliance.Exclusion](xb); err != nil {
-				return nil, err
-			}
-		}
-		out = append(out, row)
+		raw = append(raw, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Decoding is the costly part: spread it over the cores.
+	out := make([]compliance.EvalRow, len(raw))
+	errs := make([]error, len(raw))
+	decodeAll(len(raw), func(i int) {
+		r, row := raw[i], &out[i]
+		var err error
+		if row.Device, err = decode[compliance.Device](r[0]); err != nil {
+			errs[i] = err
+			return
+		}
+		if r[1] != nil {
+			if row.Risk, err = decode[compliance.DeviceRisk](r[1]); err != nil {
+				errs[i] = err
+				return
+			}
+		}
+		if r[2] != nil {
+			if row.Compliance, err = decode[compliance.DeviceCompliance](r[2]); err != nil {
+				errs[i] = err
+				return
+			}
+		}
+		if r[3] != nil {
+			row.Exclusion, errs[i] = decode[compliance.Exclusion](r[3])
+		}
+	})
+	return out, errors.Join(errs...)
+}
+
+// decodeAll runs fn(0..n-1) on up to GOMAXPROCS goroutines (inline for small n).
+func decodeAll(n int, fn func(i int)) {
+	const minPer = 64
+	workers := min(runtime.GOMAXPROCS(0), (n+minPer-1)/minPer)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // putComplianceChunk is the number of rows per multi-row upsert (4 parameters each).
