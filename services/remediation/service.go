@@ -393,6 +393,13 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 		if err != nil {
 			return nil, err
 		}
+		if !linked && by != Automation {
+			// A manual start takes over an alert whose investigation ended without
+			// remediating it (failed, partial, cancelled, no action): a retry.
+			if linked, err = s.takeOver(tx, a.ID, inv.ID); err != nil {
+				return nil, err
+			}
+		}
 		if !linked {
 			continue
 		}
@@ -457,6 +464,26 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 	}
 	inv.Actions = actions
 	return inv, nil
+}
+
+// takeOver relinks an alert to investigationID when the investigation it is linked
+// to has ended without remediating it.
+func (s *Service) takeOver(tx Tx, alertID, investigationID string) (bool, error) {
+	prev, ok, err := tx.AlertLinked(alertID)
+	if err != nil || !ok || prev == investigationID {
+		return false, err
+	}
+	old, err := tx.Investigation(prev)
+	if errors.Is(err, ErrNotFound) {
+		return true, tx.RelinkAlert(alertID, investigationID)
+	}
+	if err != nil {
+		return false, err
+	}
+	if old.State.Open() || old.State == StateRemediated {
+		return false, nil
+	}
+	return true, tx.RelinkAlert(alertID, investigationID)
 }
 
 // upgrade queues the automation's pending action on evidence that became malicious,

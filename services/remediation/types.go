@@ -400,6 +400,10 @@ type Tx interface {
 	DueActions(now time.Time) ([]*Action, error)
 	// LinkAlert links an alert to an investigation; false when it was already linked.
 	LinkAlert(alertID, investigationID string) (bool, error)
+	// AlertLinked returns the investigation an alert is linked to.
+	AlertLinked(alertID string) (string, bool, error)
+	// RelinkAlert links an already linked alert to another investigation.
+	RelinkAlert(alertID, investigationID string) error
 	PutAutomationLevel(s AutomationSetting) error
 	PutAgent(a *Agent) error
 	AddResolution(r Resolution) error

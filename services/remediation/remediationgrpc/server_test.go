@@ -915,3 +915,33 @@ func TestResyncAfterCompactionIsIdempotent(t *testing.T) {
 		t.Errorf("cursor %d after resync, want > %d", after, cur)
 	}
 }
+
+func TestManualRetryAfterFailure(t *testing.T) {
+	e := newEnv(t, options{})
+	ctx := testCtx(t)
+	e.report("a-1", "dev-1", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/x"))
+	ag := e.connect("dev-1")
+	ag.result(ag.command().GetActionId(), false, "")
+	failed := e.waitInvestigation("dev-1", state(remediationv1.InvestigationState_INVESTIGATION_STATE_FAILED))
+	// The alert is still active; an administrator starts again with it.
+	resp, err := e.client.StartInvestigation(ctx, &remediationv1.StartInvestigationRequest{DeviceId: "dev-1", AlertIds: []string{"a-1"}, Reason: "retry"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry := resp.GetInvestigation()
+	if retry.GetInvestigationId() == failed.GetInvestigationId() || retry.GetState() != remediationv1.InvestigationState_INVESTIGATION_STATE_RUNNING ||
+		!slices.Equal(retry.GetAlertIds(), []string{"a-1"}) || retry.GetStartedBy() != auth.DevSubject {
+		t.Fatalf("retry investigation %v", retry)
+	}
+	ag.result(ag.command().GetActionId(), true, "q")
+	e.waitInvestigation("dev-1", state(remediationv1.InvestigationState_INVESTIGATION_STATE_REMEDIATED))
+	e.waitRisk("dev-1", commonv1.RiskLevel_RISK_LEVEL_NONE)
+	// A remediated investigation's alert is not taken over again.
+	again, err := e.client.StartInvestigation(ctx, &remediationv1.StartInvestigationRequest{DeviceId: "dev-1", AlertIds: []string{"a-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.GetInvestigation().GetAlertIds()) != 0 || again.GetInvestigation().GetState() != remediationv1.InvestigationState_INVESTIGATION_STATE_NO_THREATS_FOUND {
+		t.Errorf("start on a remediated alert: %v", again.GetInvestigation())
+	}
+}

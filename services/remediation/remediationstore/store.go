@@ -561,6 +561,16 @@ func (t *storeTx) LinkAlert(alertID, investigationID string) (bool, error) {
 	return n == 1, err
 }
 
+func (t *storeTx) AlertLinked(alertID string) (string, bool, error) {
+	return alertLinked(t.ctx, t.tx, alertID)
+}
+
+func (t *storeTx) RelinkAlert(alertID, investigationID string) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO alert_links (alert_id, investigation_id) VALUES (?, ?)
+		ON CONFLICT (alert_id) DO UPDATE SET investigation_id = excluded.investigation_id`, alertID, investigationID)
+	return err
+}
+
 func (t *storeTx) PutAutomationLevel(a remediation.AutomationSetting) error {
 	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO automation_levels (device_group, level, update_unix_nano, updated_by) VALUES (?, ?, ?, ?)
 		ON CONFLICT (device_group) DO UPDATE SET level = excluded.level, update_unix_nano = excluded.update_unix_nano, updated_by = excluded.updated_by`,

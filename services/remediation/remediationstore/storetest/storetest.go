@@ -355,6 +355,15 @@ func testLinkAlert(t *testing.T, s remediation.Store) {
 	if err != nil || !ok || id != "i1" {
 		t.Errorf("AlertLinked = %q, %v, %v; want i1", id, ok, err)
 	}
+	put(t, s, func(tx remediation.Tx) error {
+		if id, ok, err := tx.AlertLinked("a-1"); err != nil || !ok || id != "i1" {
+			t.Errorf("tx.AlertLinked = %q, %v, %v; want i1", id, ok, err)
+		}
+		return tx.RelinkAlert("a-1", "i3")
+	})
+	if id, _, _ := s.AlertLinked(ctx, "a-1"); id != "i3" {
+		t.Errorf("after RelinkAlert: linked to %q, want i3", id)
+	}
 	if _, ok, _ := s.AlertLinked(ctx, "a-2"); ok {
 		t.Error("AlertLinked(unknown) = true")
 	}
