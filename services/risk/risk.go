@@ -164,8 +164,8 @@ type ActiveAlert struct {
 	DetectTime time.Time `json:"t"`
 }
 
-// DeviceRisk is one version of a device's risk: written whenever its level or its set
-// of active alerts changes.
+// DeviceRisk is a device's risk: its level (versioned: one version per level change)
+// and the active alerts behind it.
 type DeviceRisk struct {
 	DeviceID string
 	Level    Level
@@ -173,14 +173,11 @@ type DeviceRisk struct {
 	Active []ActiveAlert
 	// UpdateTime is when the level last changed.
 	UpdateTime time.Time
-	// Revision is the event revision of this version.
+	// Revision is the revision of the device_risk_changed event of the last level change.
 	Revision int64
-	// PreviousLevel, CauseAlertID, ChangeTime and LevelChanged describe the change
-	// that produced this version.
+	// PreviousLevel and CauseAlertID describe the last level change.
 	PreviousLevel Level
 	CauseAlertID  string
-	ChangeTime    time.Time
-	LevelChanged  bool
 }
 
 // ActiveIDs returns the ids of the active alerts, in order.
@@ -271,11 +268,12 @@ type Store interface {
 	// ListAlerts returns a page of alerts and the next page token ("" on the last
 	// page), or ErrInvalidPageToken.
 	ListAlerts(ctx context.Context, q AlertQuery) ([]Alert, string, error)
-	// DeviceRisk returns the device's latest version, or ErrDeviceNotFound.
+	// DeviceRisk returns the device's current risk (level and active alerts read in one
+	// snapshot), or ErrDeviceNotFound.
 	DeviceRisk(ctx context.Context, deviceID string) (DeviceRisk, error)
-	// ListDeviceRisks returns a page of the devices' risks as of one revision, that
-	// revision, and the next page token: every page of one listing reflects the
-	// revision of the first page.
+	// ListDeviceRisks returns a page of the devices' risks (levels and active alerts)
+	// as of one revision, that revision, and the next page token: every page of one
+	// listing reflects the revision of the first page.
 	ListDeviceRisks(ctx context.Context, q DeviceRiskQuery) ([]DeviceRisk, string, int64, error)
 	// RiskHistory returns a page of the device's level changes, newest first, or
 	// ErrDeviceNotFound.
@@ -292,16 +290,20 @@ type Tx interface {
 	// Alert returns the alert and the hash of its reported content; ok is false when
 	// no alert has that id.
 	Alert(ctx context.Context, id string) (a Alert, contentHash string, ok bool, err error)
-	// InsertAlert inserts a new alert; ok is false (and nothing is written) when the
-	// id exists, in which case existingHash is the stored alert's content hash.
-	InsertAlert(ctx context.Context, a Alert, contentHash string) (ok bool, existingHash string, err error)
-	// UpdateAlert replaces an existing alert.
-	UpdateAlert(ctx context.Context, a Alert) error
+	// AlertHash returns the hash of the alert's reported content; ok is false when no
+	// alert has that id.
+	AlertHash(ctx context.Context, id string) (contentHash string, ok bool, err error)
+	// InsertAlert inserts a new alert reported by the event at revision rev.
+	InsertAlert(ctx context.Context, a Alert, contentHash string, rev int64) error
+	// UpdateAlert replaces an existing alert, changed by the event at revision rev; an
+	// alert whose status becomes RESOLVED stops being active at rev.
+	UpdateAlert(ctx context.Context, a Alert, rev int64) error
 	// ActiveAlerts lists the device's active alerts in DeviceRisk.Active order.
 	ActiveAlerts(ctx context.Context, deviceID string) ([]ActiveAlert, error)
-	// DeviceRisk returns the device's latest version; ok is false for a new device.
-	DeviceRisk(ctx context.Context, deviceID string) (r DeviceRisk, ok bool, err error)
-	// PutDeviceRisk writes a new version of the device's risk (r.Revision is set).
+	// DeviceLevel returns the device's latest level change (Active is not set); ok is
+	// false for a device never seen.
+	DeviceLevel(ctx context.Context, deviceID string) (r DeviceRisk, ok bool, err error)
+	// PutDeviceRisk records a level change (r.Revision is its event's revision).
 	PutDeviceRisk(ctx context.Context, r DeviceRisk) error
 	// Append appends an event and returns its revision.
 	Append(ctx context.Context, e StoredEvent) (int64, error)

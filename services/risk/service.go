@@ -127,12 +127,23 @@ func (s *Service) ReportAlert(ctx context.Context, in Alert) (ReportResult, erro
 		return ReportResult{}, err
 	}
 	var res ReportResult
+	var riskKnown bool
 	err = s.store.Update(ctx, func(tx Tx) error {
 		var err error
-		res, err = s.insert(ctx, tx, r)
+		res, riskKnown, err = s.insert(ctx, tx, r)
 		return err
 	})
-	return res, err
+	if err != nil {
+		return ReportResult{}, err
+	}
+	if !riskKnown {
+		// The level did not change: read the device's risk (with its active alerts)
+		// after the commit rather than on the one writer.
+		if res.Risk, err = s.store.DeviceRisk(ctx, res.Alert.DeviceID); err != nil {
+			return ReportResult{}, err
+		}
+	}
+	return res, nil
 }
 
 // ReportAlerts records a burst of alerts in one transaction (one durable commit). An
@@ -160,7 +171,7 @@ func (s *Service) ReportAlerts(ctx context.Context, in []Alert) ([]BatchResult, 
 	}
 	err := s.store.Update(ctx, func(tx Tx) error {
 		for i, r := range prepared {
-			res, err := s.insert(ctx, tx, r)
+			res, _, err := s.insert(ctx, tx, r)
 			switch {
 			case errors.Is(err, ErrAlertConflict):
 				results[i].Err = err
@@ -179,79 +190,72 @@ func (s *Service) ReportAlerts(ctx context.Context, in []Alert) ([]BatchResult, 
 	return results, nil
 }
 
-func (s *Service) insert(ctx context.Context, tx Tx, r *reported) (ReportResult, error) {
-	ok, existing, err := tx.InsertAlert(ctx, r.alert, r.hash)
+// insert records one prepared alert. The common case (a new alert that does not
+// change its device's level) costs four statements: hash lookup, event, insert,
+// level lookup. riskKnown reports whether res.Risk is set (a duplicate or a level
+// change); otherwise the caller reads it after the commit.
+func (s *Service) insert(ctx context.Context, tx Tx, r *reported) (res ReportResult, riskKnown bool, err error) {
+	hash, exists, err := tx.AlertHash(ctx, r.alert.ID)
 	if err != nil {
-		return ReportResult{}, err
+		return ReportResult{}, false, err
 	}
-	if !ok {
-		if existing != r.hash {
-			return ReportResult{}, fmt.Errorf("%w: alert %q", ErrAlertConflict, r.alert.ID)
+	if exists {
+		if hash != r.hash {
+			return ReportResult{}, false, fmt.Errorf("%w: alert %q", ErrAlertConflict, r.alert.ID)
 		}
 		a, _, _, err := tx.Alert(ctx, r.alert.ID)
 		if err != nil {
-			return ReportResult{}, err
+			return ReportResult{}, false, err
 		}
-		dr, _, err := tx.DeviceRisk(ctx, a.DeviceID)
-		if err != nil {
-			return ReportResult{}, err
-		}
-		return ReportResult{Alert: a, Created: false, Risk: dr}, nil
+		return ReportResult{Alert: a, Created: false}, false, nil
 	}
 	rev, err := tx.Append(ctx, StoredEvent{Type: EventAlertChanged, Key: r.alert.ID, Payload: r.payload, TraceParent: r.tp, TraceState: r.ts, Time: r.now})
 	if err != nil {
-		return ReportResult{}, err
+		return ReportResult{}, false, err
 	}
-	cur, known, err := tx.DeviceRisk(ctx, r.alert.DeviceID)
+	if err := tx.InsertAlert(ctx, r.alert, r.hash, rev); err != nil {
+		return ReportResult{}, false, err
+	}
+	cur, known, err := tx.DeviceLevel(ctx, r.alert.DeviceID)
 	if err != nil {
-		return ReportResult{}, err
+		return ReportResult{}, false, err
 	}
-	next := cur
-	if !known {
-		next = DeviceRisk{DeviceID: r.alert.DeviceID, Level: LevelUnspecified}
+	level := LevelNone
+	if known {
+		level = cur.Level
 	}
-	if r.alert.Active() {
-		next.Active = insertActive(cur.Active, ActiveAlert{ID: r.alert.ID, Severity: r.alert.Severity, DetectTime: r.alert.DetectTime})
+	if r.alert.Active() && Level(r.alert.Severity) > level {
+		level = Level(r.alert.Severity)
 	}
-	dr, err := s.putRisk(ctx, tx, cur, known, next.Active, r.alert.ID, rev, r)
+	if known && level == cur.Level {
+		return ReportResult{Alert: r.alert, Created: true}, false, nil
+	}
+	dr, err := s.levelChanged(ctx, tx, r.alert.DeviceID, cur, known, level, r)
 	if err != nil {
-		return ReportResult{}, err
+		return ReportResult{}, false, err
 	}
-	return ReportResult{Alert: r.alert, Created: true, Risk: dr}, nil
+	return ReportResult{Alert: r.alert, Created: true, Risk: dr}, true, nil
 }
 
-// putRisk writes a new device risk version when the level or the active set changed
-// (and, when the level changed, a device_risk_changed event). alertRev is the
-// revision of the alert event of the same change.
-func (s *Service) putRisk(ctx context.Context, tx Tx, cur DeviceRisk, known bool, active []ActiveAlert, cause string, alertRev int64, r *reported) (DeviceRisk, error) {
-	level := LevelOf(active)
+// levelChanged records a change of the device's level to level, caused by r.alert:
+// a device_risk_changed event (with the active alerts) and a history version.
+func (s *Service) levelChanged(ctx context.Context, tx Tx, deviceID string, cur DeviceRisk, known bool, level Level, r *reported) (DeviceRisk, error) {
+	active, err := tx.ActiveAlerts(ctx, deviceID)
+	if err != nil {
+		return DeviceRisk{}, err
+	}
 	prev := LevelUnspecified
 	if known {
 		prev = cur.Level
 	}
-	levelChanged := level != prev
-	if known && !levelChanged && sameActive(cur.Active, active) {
-		return cur, nil
+	next := DeviceRisk{DeviceID: deviceID, Level: level, Active: active, UpdateTime: r.now, PreviousLevel: prev, CauseAlertID: r.alert.ID}
+	payload, err := s.encode(Event{Time: r.now, TraceParent: r.tp, TraceState: r.ts,
+		Risk: &RiskChange{Risk: next, PreviousLevel: prev, CauseAlertID: r.alert.ID}})
+	if err != nil {
+		return DeviceRisk{}, fmt.Errorf("risk: encode event: %w", err)
 	}
-	next := DeviceRisk{
-		DeviceID: cur.DeviceID, Level: level, Active: active, UpdateTime: cur.UpdateTime,
-		Revision: alertRev, PreviousLevel: prev, CauseAlertID: cause, ChangeTime: r.now, LevelChanged: levelChanged,
-	}
-	if !known {
-		next.DeviceID = r.alert.DeviceID
-	}
-	if levelChanged {
-		next.UpdateTime = r.now
-		payload, err := s.encode(Event{Time: r.now, TraceParent: r.tp, TraceState: r.ts,
-			Risk: &RiskChange{Risk: next, PreviousLevel: prev, CauseAlertID: cause}})
-		if err != nil {
-			return DeviceRisk{}, fmt.Errorf("risk: encode event: %w", err)
-		}
-		rev, err := tx.Append(ctx, StoredEvent{Type: EventDeviceRiskChanged, Key: next.DeviceID, Payload: payload, TraceParent: r.tp, TraceState: r.ts, Time: r.now})
-		if err != nil {
-			return DeviceRisk{}, err
-		}
-		next.Revision = rev
+	if next.Revision, err = tx.Append(ctx, StoredEvent{Type: EventDeviceRiskChanged, Key: deviceID, Payload: payload, TraceParent: r.tp, TraceState: r.ts, Time: r.now}); err != nil {
+		return DeviceRisk{}, err
 	}
 	if err := tx.PutDeviceRisk(ctx, next); err != nil {
 		return DeviceRisk{}, err
@@ -271,17 +275,6 @@ func activeOrder(a, b ActiveAlert) int {
 
 // SortActive sorts active alerts into DeviceRisk.Active order.
 func SortActive(as []ActiveAlert) { slices.SortFunc(as, activeOrder) }
-
-func insertActive(cur []ActiveAlert, a ActiveAlert) []ActiveAlert {
-	out := make([]ActiveAlert, 0, len(cur)+1)
-	out = append(out, cur...)
-	i, _ := slices.BinarySearchFunc(out, a, activeOrder)
-	return slices.Insert(out, i, a)
-}
-
-func sameActive(a, b []ActiveAlert) bool {
-	return slices.EqualFunc(a, b, func(x, y ActiveAlert) bool { return x.ID == y.ID && x.Severity == y.Severity })
-}
 
 // contentHash identifies the reported content of an alert (the fields a sensor sets),
 // for ReportAlert's idempotency check.
@@ -323,6 +316,7 @@ func (s *Service) ResolveAlert(ctx context.Context, res Resolution) (Alert, Devi
 	tp, ts := traceContext(ctx)
 	var out Alert
 	var dr DeviceRisk
+	riskKnown := false
 	err := s.store.Update(ctx, func(tx Tx) error {
 		a, _, ok, err := tx.Alert(ctx, res.AlertID)
 		if err != nil {
@@ -343,15 +337,19 @@ func (s *Service) ResolveAlert(ctx context.Context, res Resolution) (Alert, Devi
 		a.InvestigationID = res.InvestigationID
 		a.UpdateTime = now
 		a.Version++
-		if err := tx.UpdateAlert(ctx, a); err != nil {
-			return err
-		}
 		r := &reported{alert: a, tp: tp, ts: ts, now: now}
 		rev, err := s.appendAlert(ctx, tx, r, ChangeResolved)
 		if err != nil {
 			return err
 		}
-		cur, known, err := tx.DeviceRisk(ctx, a.DeviceID)
+		if err := tx.UpdateAlert(ctx, a, rev); err != nil {
+			return err
+		}
+		out = a
+		if !a.Active() && a.Severity == SeverityInformational {
+			return nil // never counted
+		}
+		cur, known, err := tx.DeviceLevel(ctx, a.DeviceID)
 		if err != nil {
 			return err
 		}
@@ -359,15 +357,21 @@ func (s *Service) ResolveAlert(ctx context.Context, res Resolution) (Alert, Devi
 		if err != nil {
 			return err
 		}
-		if !known {
-			cur.DeviceID = a.DeviceID
+		level := LevelOf(active)
+		if known && level == cur.Level {
+			return nil
 		}
-		dr, err = s.putRisk(ctx, tx, cur, known, active, a.ID, rev, r)
-		out = a
+		dr, err = s.levelChanged(ctx, tx, a.DeviceID, cur, known, level, r)
+		riskKnown = true
 		return err
 	})
 	if err != nil {
 		return Alert{}, DeviceRisk{}, err
+	}
+	if !riskKnown {
+		if dr, err = s.store.DeviceRisk(ctx, out.DeviceID); err != nil {
+			return Alert{}, DeviceRisk{}, err
+		}
 	}
 	return out, dr, nil
 }
@@ -447,11 +451,11 @@ func (s *Service) modify(ctx context.Context, id, etag string, f func(a *Alert) 
 		a.UpdateTime = now
 		a.Version++
 		out = a
-		if err := tx.UpdateAlert(ctx, a); err != nil {
+		rev, err := s.appendAlert(ctx, tx, &reported{alert: a, tp: tp, ts: ts, now: now}, ChangeUpdated)
+		if err != nil {
 			return err
 		}
-		_, err = s.appendAlert(ctx, tx, &reported{alert: a, tp: tp, ts: ts, now: now}, ChangeUpdated)
-		return err
+		return tx.UpdateAlert(ctx, a, rev)
 	})
 	if err != nil {
 		return Alert{}, err

@@ -92,7 +92,7 @@ func riskToProto(r *risk.DeviceRisk) *riskv1.DeviceRisk {
 func changeToProto(r *risk.DeviceRisk) *riskv1.RiskChange {
 	return &riskv1.RiskChange{
 		DeviceId: r.DeviceID, Level: commonv1.RiskLevel(r.Level), PreviousLevel: commonv1.RiskLevel(r.PreviousLevel),
-		CauseAlertId: r.CauseAlertID, ChangeTime: ts(r.ChangeTime), Revision: r.Revision,
+		CauseAlertId: r.CauseAlertID, ChangeTime: ts(r.UpdateTime), Revision: r.Revision,
 	}
 }
 

@@ -79,6 +79,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("riskstore: %w", err)
 	}
+	// The one writer connection keeps a larger page cache (64 MiB) than SQLite's 2 MiB
+	// default: the write path re-reads device versions and index pages, and a group
+	// transaction that spills its cache pays a syscall per page. PRAGMA cache_size is
+	// per connection and not transactional, so setting it once inside a write sticks.
+	if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, `PRAGMA cache_size = -65536`)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("riskstore: cache size: %w", err)
+	}
 	l, err := eventlog.New(ctx, db, eventlog.Options{
 		Table: eventTable, Retention: opts.Retention, ProgressInterval: opts.ProgressInterval,
 		CompactInterval: opts.CompactInterval, SubscriberBuffer: opts.SubscriberBuffer, Logger: opts.Logger,
@@ -244,26 +255,19 @@ func (s *Store) ListAlerts(ctx context.Context, q risk.AlertQuery) ([]risk.Alert
 	return out, next, nil
 }
 
-const riskCols = `device_id, revision, level, previous_level, level_changed, cause_alert_id, change_ns, update_ns, active`
+const riskCols = `device_id, revision, level, previous_level, cause_alert_id, change_ns`
 
 func scanRisk(row interface{ Scan(...any) error }) (risk.DeviceRisk, error) {
 	var r risk.DeviceRisk
-	var changeNS, updateNS int64
-	var active []byte
-	if err := row.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.LevelChanged, &r.CauseAlertID, &changeNS, &updateNS, &active); err != nil {
+	var changeNS int64
+	if err := row.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.CauseAlertID, &changeNS); err != nil {
 		return risk.DeviceRisk{}, err
 	}
-	r.ChangeTime = time.Unix(0, changeNS).UTC()
-	r.UpdateTime = time.Unix(0, updateNS).UTC()
-	if len(active) > 0 {
-		if err := json.Unmarshal(active, &r.Active); err != nil {
-			return risk.DeviceRisk{}, fmt.Errorf("riskstore: decode active alerts: %w", err)
-		}
-	}
+	r.UpdateTime = time.Unix(0, changeNS).UTC()
 	return r, nil
 }
 
-func latestRisk(ctx context.Context, q querier, deviceID string) (risk.DeviceRisk, bool, error) {
+func latestLevel(ctx context.Context, q querier, deviceID string) (risk.DeviceRisk, bool, error) {
 	r, err := scanRisk(q.QueryRowContext(ctx, `SELECT `+riskCols+` FROM device_risk_versions WHERE device_id = ? ORDER BY revision DESC LIMIT 1`, deviceID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return risk.DeviceRisk{}, false, nil
@@ -274,14 +278,51 @@ func latestRisk(ctx context.Context, q querier, deviceID string) (risk.DeviceRis
 	return r, true, nil
 }
 
-// DeviceRisk implements risk.Store.
+func scanActive(rows *sql.Rows, into func(deviceID string, a risk.ActiveAlert)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var dev string
+		var a risk.ActiveAlert
+		var ns int64
+		if err := rows.Scan(&dev, &a.ID, &a.Severity, &ns); err != nil {
+			return err
+		}
+		a.DetectTime = time.Unix(0, ns).UTC()
+		into(dev, a)
+	}
+	return rows.Err()
+}
+
+func activeNow(ctx context.Context, q querier, deviceID string) ([]risk.ActiveAlert, error) {
+	rows, err := q.QueryContext(ctx, `SELECT device_id, alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_active
+		WHERE device_id = ? AND to_rev IS NULL AND severity > 1`, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
+	}
+	var out []risk.ActiveAlert
+	if err := scanActive(rows, func(_ string, a risk.ActiveAlert) { out = append(out, a) }); err != nil {
+		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
+	}
+	risk.SortActive(out)
+	return out, nil
+}
+
+// DeviceRisk implements risk.Store: level and active alerts from one snapshot.
 func (s *Store) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRisk, error) {
-	r, ok, err := latestRisk(ctx, s.db.Read(), deviceID)
+	tx, err := s.db.Read().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
+	}
+	defer tx.Rollback()
+	r, ok, err := latestLevel(ctx, tx, deviceID)
 	if err != nil {
 		return risk.DeviceRisk{}, err
 	}
 	if !ok {
 		return risk.DeviceRisk{}, fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
+	}
+	if r.Active, err = activeNow(ctx, tx, deviceID); err != nil {
+		return risk.DeviceRisk{}, err
 	}
 	return r, nil
 }
@@ -291,9 +332,9 @@ type deviceCursor struct {
 	After string `json:"after"`
 }
 
-// ListDeviceRisks implements risk.Store. Every page reads the devices' versions as of
-// the revision of the first page (carried in the page token), so one listing is one
-// consistent snapshot even while writes continue.
+// ListDeviceRisks implements risk.Store. Every page reads the devices' levels and
+// active alerts as of the revision of the first page (carried in the page token), so
+// one listing is one consistent snapshot even while writes continue.
 func (s *Store) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]risk.DeviceRisk, string, int64, error) {
 	c := deviceCursor{Rev: s.log.Revision()}
 	if q.PageToken != "" {
@@ -312,7 +353,6 @@ func (s *Store) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
 	}
-	defer rows.Close()
 	var out []risk.DeviceRisk
 	next := ""
 	for rows.Next() {
@@ -322,12 +362,37 @@ func (s *Store) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]
 		}
 		r, err := scanRisk(rows)
 		if err != nil {
+			rows.Close()
 			return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
 		}
 		out = append(out, r)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+	}
+	if len(out) == 0 {
+		return out, next, c.Rev, nil
+	}
+	// The page's active alerts as of the same revision.
+	idx := make(map[string]int, len(out))
+	args := []any{c.Rev}
+	marks := make([]string, len(out))
+	for i, r := range out {
+		idx[r.DeviceID] = i
+		args = append(args, r.DeviceID)
+		marks[i] = fmt.Sprintf("?%d", i+2)
+	}
+	arows, err := s.db.Read().QueryContext(ctx, `SELECT device_id, alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_by_device
+		WHERE device_id IN (`+strings.Join(marks, ",")+`) AND severity > 1 AND from_rev <= ?1 AND (to_rev IS NULL OR to_rev > ?1)`, args...)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+	}
+	if err := scanActive(arows, func(dev string, a risk.ActiveAlert) { out[idx[dev]].Active = append(out[idx[dev]].Active, a) }); err != nil {
+		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+	}
+	for i := range out {
+		risk.SortActive(out[i].Active)
 	}
 	return out, next, c.Rev, nil
 }
@@ -343,11 +408,13 @@ func (s *Store) RiskHistory(ctx context.Context, deviceID string, pageSize int, 
 		if err := decodeToken(pageToken, &c); err != nil {
 			return nil, "", err
 		}
-	} else if _, err := s.DeviceRisk(ctx, deviceID); err != nil {
+	} else if _, ok, err := latestLevel(ctx, s.db.Read(), deviceID); err != nil {
 		return nil, "", err
+	} else if !ok {
+		return nil, "", fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
 	}
 	rows, err := s.db.Read().QueryContext(ctx, `SELECT `+riskCols+` FROM device_risk_versions
-		WHERE device_id = ? AND revision < ? AND level_changed = 1 ORDER BY revision DESC LIMIT ?`, deviceID, c.Before, pageSize+1)
+		WHERE device_id = ? AND revision < ? ORDER BY revision DESC LIMIT ?`, deviceID, c.Before, pageSize+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
 	}
@@ -381,35 +448,46 @@ func (t *storeTx) Alert(ctx context.Context, id string) (risk.Alert, string, boo
 	return getAlert(ctx, t.tx, id)
 }
 
-func (t *storeTx) InsertAlert(ctx context.Context, a risk.Alert, hash string) (bool, string, error) {
-	data, err := json.Marshal(&a)
+func (t *storeTx) AlertHash(ctx context.Context, id string) (string, bool, error) {
+	var h string
+	err := t.tx.QueryRowContext(ctx, `SELECT content_hash FROM alerts WHERE alert_id = ?`, id).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
 	if err != nil {
-		return false, "", fmt.Errorf("riskstore: encode alert: %w", err)
+		return "", false, fmt.Errorf("riskstore: alert hash: %w", err)
 	}
-	res, err := t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, content_hash, data)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING`,
-		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), hash, data)
-	if err != nil {
-		return false, "", fmt.Errorf("riskstore: insert alert: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return false, "", fmt.Errorf("riskstore: insert alert: %w", err)
-	} else if n == 1 {
-		return true, "", nil
-	}
-	var existing string
-	if err := t.tx.QueryRowContext(ctx, `SELECT content_hash FROM alerts WHERE alert_id = ?`, a.ID).Scan(&existing); err != nil {
-		return false, "", fmt.Errorf("riskstore: insert alert: %w", err)
-	}
-	return false, existing, nil
+	return h, true, nil
 }
 
-func (t *storeTx) UpdateAlert(ctx context.Context, a risk.Alert) error {
+func (t *storeTx) InsertAlert(ctx context.Context, a risk.Alert, hash string, rev int64) error {
 	data, err := json.Marshal(&a)
 	if err != nil {
 		return fmt.Errorf("riskstore: encode alert: %w", err)
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE alerts SET status = ?, data = ? WHERE alert_id = ?`, int32(a.Status), data, a.ID)
+	var to any
+	if a.Status == risk.StatusResolved {
+		to = rev
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), rev, to, hash, data)
+	if err != nil {
+		return fmt.Errorf("riskstore: insert alert: %w", err)
+	}
+	return nil
+}
+
+func (t *storeTx) UpdateAlert(ctx context.Context, a risk.Alert, rev int64) error {
+	data, err := json.Marshal(&a)
+	if err != nil {
+		return fmt.Errorf("riskstore: encode alert: %w", err)
+	}
+	var to any
+	if a.Status == risk.StatusResolved {
+		to = rev
+	}
+	res, err := t.tx.ExecContext(ctx, `UPDATE alerts SET status = ?, data = ?, to_rev = COALESCE(to_rev, ?) WHERE alert_id = ?`, int32(a.Status), data, to, a.ID)
 	if err != nil {
 		return fmt.Errorf("riskstore: update alert: %w", err)
 	}
@@ -420,44 +498,16 @@ func (t *storeTx) UpdateAlert(ctx context.Context, a risk.Alert) error {
 }
 
 func (t *storeTx) ActiveAlerts(ctx context.Context, deviceID string) ([]risk.ActiveAlert, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_active
-		WHERE device_id = ? AND status != 3 AND severity > 1`, deviceID)
-	if err != nil {
-		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
-	}
-	defer rows.Close()
-	var out []risk.ActiveAlert
-	for rows.Next() {
-		var a risk.ActiveAlert
-		var ns int64
-		if err := rows.Scan(&a.ID, &a.Severity, &ns); err != nil {
-			return nil, fmt.Errorf("riskstore: active alerts: %w", err)
-		}
-		a.DetectTime = time.Unix(0, ns).UTC()
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
-	}
-	risk.SortActive(out)
-	return out, nil
+	return activeNow(ctx, t.tx, deviceID)
 }
 
-func (t *storeTx) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRisk, bool, error) {
-	return latestRisk(ctx, t.tx, deviceID)
+func (t *storeTx) DeviceLevel(ctx context.Context, deviceID string) (risk.DeviceRisk, bool, error) {
+	return latestLevel(ctx, t.tx, deviceID)
 }
 
 func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
-	active := []byte("[]")
-	if len(r.Active) > 0 {
-		var err error
-		if active, err = json.Marshal(r.Active); err != nil {
-			return fmt.Errorf("riskstore: encode active alerts: %w", err)
-		}
-	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_risk_versions (`+riskCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.DeviceID, r.Revision, int32(r.Level), int32(r.PreviousLevel), r.LevelChanged, r.CauseAlertID,
-		r.ChangeTime.UnixNano(), r.UpdateTime.UnixNano(), active)
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_risk_versions (`+riskCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+		r.DeviceID, r.Revision, int32(r.Level), int32(r.PreviousLevel), r.CauseAlertID, r.UpdateTime.UnixNano())
 	if err != nil {
 		return fmt.Errorf("riskstore: put device risk: %w", err)
 	}

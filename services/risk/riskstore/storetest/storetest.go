@@ -21,11 +21,11 @@ func Run(t *testing.T, newStore func(t *testing.T) risk.Store) {
 		fn   func(t *testing.T, s risk.Store)
 	}{
 		{"AlertRoundTrip", testAlertRoundTrip},
-		{"InsertDuplicate", testInsertDuplicate},
+		{"AlertHash", testAlertHash},
 		{"FailedUpdateLeavesNoTrace", testFailedUpdate},
 		{"ActiveAlerts", testActiveAlerts},
 		{"ListAlerts", testListAlerts},
-		{"DeviceRiskVersions", testDeviceRiskVersions},
+		{"DeviceRisk", testDeviceRisk},
 		{"ListDeviceRisksSnapshot", testListDeviceRisksSnapshot},
 		{"RiskHistory", testRiskHistory},
 		{"WatchOrder", testWatchOrder},
@@ -52,19 +52,39 @@ func update(t *testing.T, s risk.Store, fn func(tx risk.Tx) error) {
 	}
 }
 
+// insert inserts alerts, each with its own event.
 func insert(t *testing.T, s risk.Store, as ...risk.Alert) {
 	t.Helper()
+	ctx := context.Background()
 	update(t, s, func(tx risk.Tx) error {
 		for _, a := range as {
-			ok, _, err := tx.InsertAlert(context.Background(), a, "h-"+a.ID)
+			rev, err := appendEvent(ctx, tx, a.ID)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return fmt.Errorf("alert %s exists", a.ID)
+			if err := tx.InsertAlert(ctx, a, "h-"+a.ID, rev); err != nil {
+				return err
 			}
 		}
 		return nil
+	})
+}
+
+// resolveAlert marks an alert resolved with its own event.
+func resolveAlert(t *testing.T, s risk.Store, id string) {
+	t.Helper()
+	ctx := context.Background()
+	update(t, s, func(tx risk.Tx) error {
+		a, _, ok, err := tx.Alert(ctx, id)
+		if err != nil || !ok {
+			return fmt.Errorf("alert %s: %v %v", id, ok, err)
+		}
+		a.Status = risk.StatusResolved
+		rev, err := appendEvent(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return tx.UpdateAlert(ctx, a, rev)
 	})
 }
 
@@ -86,7 +106,7 @@ func testAlertRoundTrip(t *testing.T, s risk.Store) {
 	}
 	a.Status = risk.StatusResolved
 	a.ResolvedBy, a.ResolveTime, a.Classification, a.Version = "sec", base.Add(time.Hour), 1, 2
-	update(t, s, func(tx risk.Tx) error { return tx.UpdateAlert(ctx, a) })
+	update(t, s, func(tx risk.Tx) error { return tx.UpdateAlert(ctx, a, 99) })
 	update(t, s, func(tx risk.Tx) error {
 		got, hash, ok, err := tx.Alert(ctx, "a-1")
 		if err != nil || !ok || hash != "h-a-1" {
@@ -100,25 +120,32 @@ func testAlertRoundTrip(t *testing.T, s risk.Store) {
 	if _, err := s.Alert(ctx, "nope"); !errors.Is(err, risk.ErrAlertNotFound) {
 		t.Errorf("Alert(nope) = %v, want ErrAlertNotFound", err)
 	}
-	err = s.Update(ctx, func(tx risk.Tx) error { return tx.UpdateAlert(ctx, alert("nope", "d", 1, 0)) })
+	err = s.Update(ctx, func(tx risk.Tx) error { return tx.UpdateAlert(ctx, alert("nope", "d", 1, 0), 1) })
 	if !errors.Is(err, risk.ErrAlertNotFound) {
 		t.Errorf("UpdateAlert(nope) = %v, want ErrAlertNotFound", err)
 	}
 }
 
-func testInsertDuplicate(t *testing.T, s risk.Store) {
+func testAlertHash(t *testing.T, s risk.Store) {
 	ctx := context.Background()
 	insert(t, s, alert("a-1", "dev-1", risk.SeverityLow, 0))
 	update(t, s, func(tx risk.Tx) error {
-		ok, existing, err := tx.InsertAlert(ctx, alert("a-1", "dev-2", risk.SeverityHigh, 0), "other")
-		if err != nil {
-			return err
+		h, ok, err := tx.AlertHash(ctx, "a-1")
+		if err != nil || !ok || h != "h-a-1" {
+			t.Errorf("AlertHash(a-1) = %q, %v, %v; want h-a-1", h, ok, err)
 		}
-		if ok || existing != "h-a-1" {
-			t.Errorf("InsertAlert(duplicate) = %v, %q; want false, h-a-1", ok, existing)
+		if h, ok, err := tx.AlertHash(ctx, "nope"); err != nil || ok {
+			t.Errorf("AlertHash(nope) = %q, %v, %v; want not found", h, ok, err)
 		}
 		return nil
 	})
+	// Inserting an existing id fails and changes nothing.
+	err := s.Update(ctx, func(tx risk.Tx) error {
+		return tx.InsertAlert(ctx, alert("a-1", "dev-2", risk.SeverityHigh, 0), "other", 5)
+	})
+	if err == nil {
+		t.Error("InsertAlert(existing id) succeeded")
+	}
 	got, err := s.Alert(ctx, "a-1")
 	if err != nil || got.DeviceID != "dev-1" {
 		t.Errorf("duplicate insert changed the alert: %+v, %v", got, err)
@@ -130,13 +157,14 @@ func testFailedUpdate(t *testing.T, s risk.Store) {
 	before := s.Revision()
 	boom := errors.New("boom")
 	err := s.Update(ctx, func(tx risk.Tx) error {
-		if _, _, err := tx.InsertAlert(ctx, alert("a-1", "dev-1", risk.SeverityHigh, 0), "h"); err != nil {
+		rev, err := appendEvent(ctx, tx, "a-1")
+		if err != nil {
 			return err
 		}
-		if err := tx.PutDeviceRisk(ctx, risk.DeviceRisk{DeviceID: "dev-1", Level: risk.LevelHigh, Revision: 1, ChangeTime: base, UpdateTime: base}); err != nil {
+		if err := tx.InsertAlert(ctx, alert("a-1", "dev-1", risk.SeverityHigh, 0), "h", rev); err != nil {
 			return err
 		}
-		if _, err := appendEvent(ctx, tx, "a-1"); err != nil {
+		if err := tx.PutDeviceRisk(ctx, risk.DeviceRisk{DeviceID: "dev-1", Level: risk.LevelHigh, Revision: rev, UpdateTime: base}); err != nil {
 			return err
 		}
 		return boom
@@ -262,8 +290,8 @@ func testListAlerts(t *testing.T, s risk.Store) {
 	}
 }
 
-// putVersion appends an event and writes a device risk version at its revision.
-func putVersion(t *testing.T, s risk.Store, device string, level, prev risk.Level, active ...string) risk.DeviceRisk {
+// putLevel appends an event and records a level change at its revision.
+func putLevel(t *testing.T, s risk.Store, device string, level, prev risk.Level) risk.DeviceRisk {
 	t.Helper()
 	ctx := context.Background()
 	var r risk.DeviceRisk
@@ -273,52 +301,75 @@ func putVersion(t *testing.T, s risk.Store, device string, level, prev risk.Leve
 			return err
 		}
 		r = risk.DeviceRisk{DeviceID: device, Level: level, Revision: rev, PreviousLevel: prev, CauseAlertID: "c",
-			ChangeTime: base.Add(time.Duration(rev)), UpdateTime: base.Add(time.Duration(rev)), LevelChanged: level != prev}
-		for _, id := range active {
-			r.Active = append(r.Active, risk.ActiveAlert{ID: id, Severity: risk.Severity(level), DetectTime: base})
-		}
+			UpdateTime: base.Add(time.Duration(rev))}
 		return tx.PutDeviceRisk(ctx, r)
 	})
 	return r
 }
 
+func active(as ...risk.Alert) []risk.ActiveAlert {
+	var out []risk.ActiveAlert
+	for _, a := range as {
+		out = append(out, risk.ActiveAlert{ID: a.ID, Severity: a.Severity, DetectTime: a.DetectTime})
+	}
+	return out
+}
+
 var cmpRisk = cmpopts.EquateEmpty()
 
-func testDeviceRiskVersions(t *testing.T, s risk.Store) {
+func testDeviceRisk(t *testing.T, s risk.Store) {
 	ctx := context.Background()
 	if _, err := s.DeviceRisk(ctx, "dev-1"); !errors.Is(err, risk.ErrDeviceNotFound) {
 		t.Errorf("DeviceRisk(unknown) = %v, want ErrDeviceNotFound", err)
 	}
-	putVersion(t, s, "dev-1", risk.LevelHigh, risk.LevelUnspecified, "a")
-	v2 := putVersion(t, s, "dev-1", risk.LevelHigh, risk.LevelHigh, "a", "b")
-	putVersion(t, s, "dev-2", risk.LevelNone, risk.LevelUnspecified)
+	h, l := alert("h", "dev-1", risk.SeverityHigh, 0), alert("l", "dev-1", risk.SeverityLow, 0)
+	insert(t, s, l)
+	putLevel(t, s, "dev-1", risk.LevelLow, risk.LevelUnspecified)
+	insert(t, s, h, alert("i", "dev-1", risk.SeverityInformational, 0))
+	v2 := putLevel(t, s, "dev-1", risk.LevelHigh, risk.LevelLow)
+	putLevel(t, s, "dev-2", risk.LevelNone, risk.LevelUnspecified)
 	got, err := s.DeviceRisk(ctx, "dev-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(v2, got, cmpRisk); diff != "" {
+	want := v2
+	want.Active = active(h, l)
+	if diff := cmp.Diff(want, got, cmpRisk); diff != "" {
 		t.Errorf("DeviceRisk (-want +got):\n%s", diff)
 	}
 	update(t, s, func(tx risk.Tx) error {
-		got, ok, err := tx.DeviceRisk(ctx, "dev-1")
+		got, ok, err := tx.DeviceLevel(ctx, "dev-1")
 		if err != nil || !ok {
-			return fmt.Errorf("tx.DeviceRisk: %v %v", ok, err)
+			return fmt.Errorf("tx.DeviceLevel: %v %v", ok, err)
 		}
 		if diff := cmp.Diff(v2, got, cmpRisk); diff != "" {
-			t.Errorf("tx.DeviceRisk (-want +got):\n%s", diff)
+			t.Errorf("tx.DeviceLevel (-want +got):\n%s", diff)
 		}
-		if _, ok, err := tx.DeviceRisk(ctx, "none"); ok || err != nil {
-			t.Errorf("tx.DeviceRisk(none) = %v, %v", ok, err)
+		if _, ok, err := tx.DeviceLevel(ctx, "none"); ok || err != nil {
+			t.Errorf("tx.DeviceLevel(none) = %v, %v", ok, err)
 		}
 		return nil
 	})
+	resolveAlert(t, s, "h")
+	got, err = s.DeviceRisk(ctx, "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(active(l), got.Active, cmpRisk); diff != "" {
+		t.Errorf("active after resolving h (-want +got):\n%s", diff)
+	}
 }
 
 func testListDeviceRisksSnapshot(t *testing.T, s risk.Store) {
 	ctx := context.Background()
 	var want []risk.DeviceRisk
 	for i := range 5 {
-		want = append(want, putVersion(t, s, fmt.Sprintf("dev-%d", i), risk.Level(1+i%4), risk.LevelUnspecified))
+		dev := fmt.Sprintf("dev-%d", i)
+		a := alert("a-"+dev, dev, risk.Severity(2+i%3), 0)
+		insert(t, s, a)
+		r := putLevel(t, s, dev, risk.Level(a.Severity), risk.LevelUnspecified)
+		r.Active = active(a)
+		want = append(want, r)
 	}
 	rev := s.Revision()
 	// Page 1 now; then the devices change; later pages still reflect rev.
@@ -331,9 +382,13 @@ func testListDeviceRisksSnapshot(t *testing.T, s risk.Store) {
 	}
 	got := page
 	for i := range 5 {
-		putVersion(t, s, fmt.Sprintf("dev-%d", i), risk.LevelHigh, want[i].Level, "new")
+		dev := fmt.Sprintf("dev-%d", i)
+		resolveAlert(t, s, "a-"+dev)
+		insert(t, s, alert("b-"+dev, dev, risk.SeverityHigh, 0))
+		putLevel(t, s, dev, risk.LevelHigh, want[i].Level)
 	}
-	putVersion(t, s, "dev-9", risk.LevelHigh, risk.LevelUnspecified)
+	insert(t, s, alert("a-dev-9", "dev-9", risk.SeverityHigh, 0))
+	putLevel(t, s, "dev-9", risk.LevelHigh, risk.LevelUnspecified)
 	for next != "" {
 		page, next, gotRev, err = s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 2, PageToken: next})
 		if err != nil {
@@ -353,11 +408,10 @@ func testListDeviceRisksSnapshot(t *testing.T, s risk.Store) {
 		t.Fatalf("ListDeviceRisks = next %q rev %d err %v; want rev %d", next, gotRev, err, s.Revision())
 	}
 	if len(all) != 6 {
-		t.Errorf("high devices = %d, want 6", len(all))
+		t.Fatalf("high devices = %d, want 6", len(all))
 	}
-	_, _, _, err = s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 100, MinLevel: risk.LevelHigh + 1})
-	if err != nil {
-		t.Fatal(err)
+	if ids := all[0].ActiveIDs(); len(ids) != 1 || ids[0] != "b-dev-0" {
+		t.Errorf("dev-0 active now = %v, want [b-dev-0]", ids)
 	}
 	if _, _, _, err := s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 1, PageToken: "garbage"}); !errors.Is(err, risk.ErrInvalidPageToken) {
 		t.Errorf("bad token: err = %v, want ErrInvalidPageToken", err)
@@ -369,11 +423,10 @@ func testRiskHistory(t *testing.T, s risk.Store) {
 	if _, _, err := s.RiskHistory(ctx, "dev-1", 10, ""); !errors.Is(err, risk.ErrDeviceNotFound) {
 		t.Errorf("RiskHistory(unknown) = %v, want ErrDeviceNotFound", err)
 	}
-	h1 := putVersion(t, s, "dev-1", risk.LevelLow, risk.LevelUnspecified, "a")
-	putVersion(t, s, "dev-1", risk.LevelLow, risk.LevelLow, "a", "b") // active set only: not history
-	h2 := putVersion(t, s, "dev-1", risk.LevelHigh, risk.LevelLow, "c")
-	h3 := putVersion(t, s, "dev-1", risk.LevelNone, risk.LevelHigh)
-	putVersion(t, s, "dev-2", risk.LevelHigh, risk.LevelUnspecified)
+	h1 := putLevel(t, s, "dev-1", risk.LevelLow, risk.LevelUnspecified)
+	h2 := putLevel(t, s, "dev-1", risk.LevelHigh, risk.LevelLow)
+	h3 := putLevel(t, s, "dev-1", risk.LevelNone, risk.LevelHigh)
+	putLevel(t, s, "dev-2", risk.LevelHigh, risk.LevelUnspecified)
 	var got []risk.DeviceRisk
 	tok := ""
 	for {
