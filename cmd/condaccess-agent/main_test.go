@@ -20,6 +20,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"insecure off loopback", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--server", "10.1.2.3:7400", "--insecure"}, "loopback"},
 		{"bad blocklist", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--blocklist", filepath.Join(dir, "missing")}, "missing"},
 		{"arguments", []string{"--device-id", "d", "extra"}, "unexpected"},
+		{"watched folder missing", []string{"--device-id", "d", "--watch", filepath.Join(dir, "nope"), "--quarantine-dir", dir}, "not a folder"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -116,6 +116,9 @@ func New(cfg Config) (*Agent, error) {
 		if cfg.WatchDirs[i], err = filepath.Abs(d); err != nil {
 			return nil, err
 		}
+		if fi, err := os.Stat(cfg.WatchDirs[i]); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("agent: watched folder %s is not a folder (%v)", d, err)
+		}
 	}
 	st, err := loadState(qd)
 	if err != nil {
