@@ -13,8 +13,11 @@ type RecorderConfig struct {
 	// Buffer is the channel capacity (default 65536). When it is full a sign-in
 	// is dropped and counted, never waited for: the decision path does not block.
 	Buffer int
-	// MaxBatch is the most records per store write (default 2048).
+	// MaxBatch is the most records per store write (default 4096).
 	MaxBatch int
+	// Linger is how long the writer gathers records before a write (default
+	// 20ms); a Flush writes at once.
+	Linger time.Duration
 	// Encode turns the source of a sign-in (the wire response) into SignIn.Detail,
 	// on the recorder goroutine.
 	Encode func(si *SignIn, src any)
@@ -45,7 +48,10 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		cfg.Buffer = 65536
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 2048
+		cfg.MaxBatch = 4096
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 20 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -141,30 +147,42 @@ func (r *Recorder) Run(ctx context.Context) error {
 			signIns = append(signIns, &si)
 		}
 	}
+	drain := func() {
+		for {
+			select {
+			case rec := <-r.ch:
+				add(rec)
+			default:
+				return
+			}
+		}
+	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case rec := <-r.ch:
 			add(rec)
 		case <-ctx.Done():
-			for {
-				select {
-				case rec := <-r.ch:
-					add(rec)
-				default:
-					write()
-					return nil
-				}
-			}
+			drain()
+			write()
+			return nil
 		}
-	fill:
-		for len(signIns)+len(sessions) < r.cfg.MaxBatch {
+		// Linger to gather a larger batch: the cost of a write is mostly per
+		// commit and per page touched, so bigger batches cost less per sign-in.
+		linger.Reset(r.cfg.Linger)
+	gather:
+		for len(signIns)+len(sessions) < r.cfg.MaxBatch && len(flushes) == 0 {
 			select {
 			case rec := <-r.ch:
 				add(rec)
-			default:
-				break fill
+			case <-linger.C:
+				break gather
+			case <-ctx.Done():
+				break gather
 			}
 		}
+		linger.Stop()
 		write()
 	}
 }

@@ -60,18 +60,18 @@ func TestSessionsTouch(t *testing.T) {
 	s := access.NewSessions()
 	s.FlushEvery = time.Minute
 	t0 := time.Now()
-	a, write := s.Touch("u", "d", "app", t0)
+	a, write := s.Touch(context.Background(), "u", "d", "app", t0)
 	if !write {
 		t.Fatal("new session not written")
 	}
-	b, write := s.Touch("u", "d", "app", t0.Add(time.Second))
+	b, write := s.Touch(context.Background(), "u", "d", "app", t0.Add(time.Second))
 	if b != a || write {
 		t.Fatalf("refresh: same=%v write=%v, want same session, no write", b == a, write)
 	}
-	if _, write := s.Touch("u", "d", "app", t0.Add(2*time.Minute)); !write {
+	if _, write := s.Touch(context.Background(), "u", "d", "app", t0.Add(2*time.Minute)); !write {
 		t.Fatal("refresh after FlushEvery not written")
 	}
-	other, _ := s.Touch("u", "d", "other", t0)
+	other, _ := s.Touch(context.Background(), "u", "d", "other", t0)
 	if got := s.ForDevice("d"); len(got) != 2 {
 		t.Fatalf("ForDevice = %d sessions, want 2", len(got))
 	}
@@ -79,7 +79,7 @@ func TestSessionsTouch(t *testing.T) {
 	if got := s.ForDevice("d"); len(got) != 1 || got[0] != other {
 		t.Fatalf("after Remove: %v", got)
 	}
-	c, write := s.Touch("u", "d", "app", t0.Add(3*time.Minute))
+	c, write := s.Touch(context.Background(), "u", "d", "app", t0.Add(3*time.Minute))
 	if c == a || !write || c.ID == a.ID {
 		t.Fatal("a revoked session was reused")
 	}

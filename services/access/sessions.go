@@ -1,12 +1,15 @@
 package access
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Sessions is the in-memory table of active sessions, one per (user, device,
@@ -74,10 +77,13 @@ func (s *Sessions) insert(k sessionKey, l *LiveSession) *LiveSession {
 	return l
 }
 
+var w3c = propagation.TraceContext{}
+
 // Touch opens or refreshes the session of (user, device, app) at now. It
 // returns the session and whether it must be written (new, or last written
-// more than FlushEvery ago).
-func (s *Sessions) Touch(user, device, app string, now time.Time) (l *LiveSession, write bool) {
+// more than FlushEvery ago). A new session keeps the trace context of ctx (the
+// decision that opened it) for its session_opened event.
+func (s *Sessions) Touch(ctx context.Context, user, device, app string, now time.Time) (l *LiveSession, write bool) {
 	k := sessionKey{user, device, app}
 	n := now.UnixNano()
 	if v, ok := s.byKey.Load(k); ok {
@@ -94,6 +100,9 @@ func (s *Sessions) Touch(user, device, app string, now time.Time) (l *LiveSessio
 		ID: s.prefix + strconv.FormatUint(s.seq.Add(1), 36), UserID: user, DeviceID: device, AppID: app,
 		State: SessionActive, CreateTime: now.UTC(),
 	}}
+	c := propagation.MapCarrier{}
+	w3c.Inject(ctx, c)
+	nl.TraceParent, nl.TraceState = c.Get("traceparent"), c.Get("tracestate")
 	nl.last.Store(n)
 	nl.flushed.Store(n)
 	l = s.insert(k, nl)

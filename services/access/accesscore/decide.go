@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/access"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
@@ -49,14 +48,10 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 	s.snap.Load().Evaluate(r, dev, s.Feed(now), res)
 	sid := ""
 	if res.Decision == pe.DecisionAllow {
-		l, write := s.sessions.Touch(r.UserID, r.DeviceID, r.AppID, now)
+		l, write := s.sessions.Touch(ctx, r.UserID, r.DeviceID, r.AppID, now)
 		sid = l.ID
 		if write {
 			snap := l.Snapshot()
-			if snap.CreateTime.Equal(snap.LastAccessTime) {
-				tc := telemetry.TraceContextFromContext(ctx)
-				snap.TraceParent, snap.TraceState = tc.GetTraceparent(), tc.GetTracestate()
-			}
 			s.recorder.Session(&snap)
 		}
 	}
