@@ -67,6 +67,7 @@ type Agent struct {
 	inflight map[string]bool
 
 	reportKick chan struct{}
+	reportMu   sync.Mutex // one ReportPending at a time: no alert is sent twice
 	cmds       chan *remediationv1.ActionCommand
 	results    chan *remediationv1.ActionResult
 
@@ -387,6 +388,8 @@ func (a *Agent) alertFor(d *detection) *riskv1.Alert {
 
 // ReportPending reports every detection not yet reported; it returns how many are left.
 func (a *Agent) ReportPending(ctx context.Context) int {
+	a.reportMu.Lock()
+	defer a.reportMu.Unlock()
 	a.mu.Lock()
 	var todo []*detection
 	for _, d := range a.st.Detections {
