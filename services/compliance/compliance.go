@@ -4,6 +4,7 @@ package compliance
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -163,7 +164,7 @@ func (d *Device) InGroup(g string) bool {
 	return false
 }
 
-func etag(v int64) string { return fmt.Sprintf(`"%d"`, v) }
+func etag(v int64) string { return strconv.FormatInt(v, 10) }
 
 // Assignment says which devices a policy applies to; exclusion beats inclusion.
 type Assignment struct {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -389,27 +390,36 @@ func (s *Service) ListPolicies(ctx context.Context, after string, limit int) ([]
 	return s.st.ListPolicies(ctx, after, limit)
 }
 
-// Policy fields UpdatePolicy can change.
-var policyFields = []string{"display_name", "description", "max_device_risk", "min_os_version", "platforms", "assignment", "actions"}
+// Policy fields UpdatePolicy can change ("assignment" and "actions" stand for all
+// their sub-fields).
+var policyFields = []string{"display_name", "description", "max_device_risk", "min_os_version", "platforms",
+	"assignment", "assignment.all_devices", "assignment.include_groups", "assignment.exclude_groups",
+	"actions", "actions.grace_period", "actions.risk_grace_periods"}
+
+// policyLeafFields is policyFields with the parent messages expanded.
+var policyLeafFields = []string{"display_name", "description", "max_device_risk", "min_os_version", "platforms",
+	"assignment.all_devices", "assignment.include_groups", "assignment.exclude_groups",
+	"actions.grace_period", "actions.risk_grace_periods"}
 
 // UpdatePolicy changes a policy and re-evaluates the devices; it returns once they are.
 func (s *Service) UpdatePolicy(ctx context.Context, p Policy, paths []string, etag string) (*Policy, error) {
-	// Sub-fields of assignment and actions select the whole message.
-	var norm []string
-	for _, path := range paths {
-		for _, top := range []string{"assignment", "actions"} {
-			if len(path) > len(top) && path[:len(top)+1] == top+"." {
-				path = top
-			}
-		}
-		if !slices.Contains(norm, path) {
-			norm = append(norm, path)
-		}
-	}
-	paths, err := expandMask(norm, policyFields)
+	paths, err := expandMask(paths, policyFields)
 	if err != nil {
 		return nil, err
 	}
+	var leaves []string
+	for _, path := range paths {
+		if path == "assignment" || path == "actions" {
+			for _, l := range policyLeafFields {
+				if strings.HasPrefix(l, path+".") {
+					leaves = append(leaves, l)
+				}
+			}
+			continue
+		}
+		leaves = append(leaves, path)
+	}
+	paths = leaves
 	now := s.clock()
 	var out *Policy
 	var gen int64
@@ -434,10 +444,16 @@ func (s *Service) UpdatePolicy(ctx context.Context, p Policy, paths []string, et
 				n.MinOSVersion = p.MinOSVersion
 			case "platforms":
 				n.Platforms = p.Platforms
-			case "assignment":
-				n.Assignment = p.Assignment
-			case "actions":
-				n.Actions = p.Actions
+			case "assignment.all_devices":
+				n.Assignment.AllDevices = p.Assignment.AllDevices
+			case "assignment.include_groups":
+				n.Assignment.IncludeGroups = p.Assignment.IncludeGroups
+			case "assignment.exclude_groups":
+				n.Assignment.ExcludeGroups = p.Assignment.ExcludeGroups
+			case "actions.grace_period":
+				n.Actions.Grace = p.Actions.Grace
+			case "actions.risk_grace_periods":
+				n.Actions.RiskGrace = p.Actions.RiskGrace
 			}
 		}
 		if err := validatePolicy(&n); err != nil {

@@ -2,6 +2,7 @@ package compliance_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -221,5 +222,54 @@ func TestSweepResumesAfterRestart(t *testing.T) {
 		if got := f.state(id); got != compliance.StateCompliant {
 			t.Errorf("%s: %v, want COMPLIANT", id, got)
 		}
+	}
+}
+
+func TestUpdatePolicyMask(t *testing.T) {
+	f := newFixture(t)
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(f.ctx)
+	go func() { defer close(done); _ = f.svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	p, err := f.svc.CreatePolicy(f.ctx, compliance.Policy{ID: "p", DisplayName: "P", MaxDeviceRisk: compliance.RiskMedium,
+		Assignment: compliance.Assignment{IncludeGroups: []string{"a"}, ExcludeGroups: []string{"kiosk"}},
+		Actions:    compliance.Actions{Grace: time.Hour}})
+	f.must(err)
+	tests := []struct {
+		name  string
+		paths []string
+		in    compliance.Policy
+		check func(p *compliance.Policy) bool
+		err   error
+	}{
+		{"one assignment sub-field keeps the others", []string{"assignment.include_groups"},
+			compliance.Policy{Assignment: compliance.Assignment{IncludeGroups: []string{"b"}}},
+			func(p *compliance.Policy) bool {
+				return p.Assignment.IncludeGroups[0] == "b" && p.Assignment.ExcludeGroups[0] == "kiosk" && p.Actions.Grace == time.Hour
+			}, nil},
+		{"a whole message", []string{"actions"}, compliance.Policy{},
+			func(p *compliance.Policy) bool { return p.Actions.Grace == 0 && p.MaxDeviceRisk == compliance.RiskMedium }, nil},
+		{"unknown path", []string{"assignment.everyone"}, compliance.Policy{}, nil, compliance.ErrInvalid},
+		{"immutable path", []string{"create_time"}, compliance.Policy{}, nil, compliance.ErrInvalid},
+		{"result must stay valid", []string{"display_name"}, compliance.Policy{}, nil, compliance.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.in.ID = "p"
+			got, err := f.svc.UpdatePolicy(f.ctx, tt.in, tt.paths, p.Etag())
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("UpdatePolicy = %v, want %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			if !tt.check(got) {
+				t.Errorf("policy after update = %+v", got)
+			}
+			p = got
+		})
+	}
+	if _, err := f.svc.UpdatePolicy(f.ctx, compliance.Policy{ID: "p"}, []string{"description"}, "1"); !errors.Is(err, compliance.ErrEtagMismatch) {
+		t.Errorf("stale etag: %v, want ErrEtagMismatch", err)
 	}
 }
