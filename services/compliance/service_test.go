@@ -248,7 +248,9 @@ func TestUpdatePolicyMask(t *testing.T) {
 				return p.Assignment.IncludeGroups[0] == "b" && p.Assignment.ExcludeGroups[0] == "kiosk" && p.Actions.Grace == time.Hour
 			}, nil},
 		{"a whole message", []string{"actions"}, compliance.Policy{},
-			func(p *compliance.Policy) bool { return p.Actions.Grace == 0 && p.MaxDeviceRisk == compliance.RiskMedium }, nil},
+			func(p *compliance.Policy) bool {
+				return p.Actions.Grace == 0 && p.MaxDeviceRisk == compliance.RiskMedium
+			}, nil},
 		{"unknown path", []string{"assignment.everyone"}, compliance.Policy{}, nil, compliance.ErrInvalid},
 		{"immutable path", []string{"create_time"}, compliance.Policy{}, nil, compliance.ErrInvalid},
 		{"result must stay valid", []string{"display_name"}, compliance.Policy{}, nil, compliance.ErrInvalid},
