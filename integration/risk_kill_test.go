@@ -188,6 +188,7 @@ func TestRiskSurvivesSIGKILL(t *testing.T) {
 	}
 	for k := 1; k <= kills; k++ {
 		waitAcked(int64(k) * perKill)
+		atKill := lastRev()
 		if err := risk.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -198,7 +199,7 @@ func TestRiskSurvivesSIGKILL(t *testing.T) {
 		if err := risk.WaitHealthy(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("kill %d: %d alerts acknowledged before it, watcher at revision %d", k, before, lastRev())
+		t.Logf("kill %d: %d alerts acknowledged before it, watcher at revision %d when killed, %d after the restart", k, before, atKill, lastRev())
 	}
 	waitAcked(int64(kills+1) * perKill)
 	stopReporters()
