@@ -2,6 +2,7 @@
 package compliancestore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -75,6 +76,10 @@ CREATE TABLE sweep (
 );
 `}
 
+// DefaultSubscriberBuffer holds several sweep batches, so that a watcher keeping up on
+// average is not cut off by a burst.
+const DefaultSubscriberBuffer = 8192
+
 // writerCacheKiB is the writer connection's page cache.
 const writerCacheKiB = 64 << 10
 
@@ -86,6 +91,9 @@ type Options struct {
 	Retention int64
 	// ProgressInterval is the idle progress interval of watchers (default 1s).
 	ProgressInterval time.Duration
+	// SubscriberBuffer is each live watcher's buffer (default DefaultSubscriberBuffer):
+	// a sweep publishes a batch of up to 1,000 events at once.
+	SubscriberBuffer int
 	// Synchronous is "FULL" (default) or "NORMAL".
 	Synchronous string
 	Logger      *slog.Logger
@@ -119,7 +127,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("compliancestore: cache size: %w", err)
 	}
 	l, err := eventlog.New(ctx, db, eventlog.Options{
-		Table: EventTable, Retention: opts.Retention, ProgressInterval: opts.ProgressInterval, Logger: opts.Logger,
+		Table: EventTable, Retention: opts.Retention, ProgressInterval: opts.ProgressInterval,
+		SubscriberBuffer: cmp.Or(opts.SubscriberBuffer, DefaultSubscriberBuffer), Logger: opts.Logger,
 	})
 	if err != nil {
 		db.Close()
