@@ -566,7 +566,7 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 	return out, errors.Join(errs...)
 }
 
-// decodeAll runs fn(0..n-1) on up to GOMAXPROCS goroutines (inline for small n).
+// decodeAll (also used to encode) runs fn(0..n-1) on up to GOMAXPROCS goroutines (inline for small n).
 func decodeAll(n int, fn func(i int)) {
 	const minPer = 64
 	workers := min(runtime.GOMAXPROCS(0), (n+minPer-1)/minPer)
@@ -595,19 +595,21 @@ func decodeAll(n int, fn func(i int)) {
 const putComplianceChunk = 250
 
 func (t *txn) PutCompliances(ctx context.Context, cs []*compliance.DeviceCompliance) error {
+	blobs := make([][]byte, len(cs))
+	errs := make([]error, len(cs))
+	decodeAll(len(cs), func(i int) { blobs[i], errs[i] = json.Marshal(cs[i]) })
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	for len(cs) > 0 {
 		n := min(len(cs), putComplianceChunk)
 		args := make([]any, 0, 4*n)
-		for _, c := range cs[:n] {
-			b, err := json.Marshal(c)
-			if err != nil {
-				return err
-			}
+		for i, c := range cs[:n] {
 			var next sql.NullInt64
 			if !c.NextEvaluateTime.IsZero() {
 				next = sql.NullInt64{Int64: c.NextEvaluateTime.UnixNano(), Valid: true}
 			}
-			args = append(args, c.DeviceID, int32(c.State), next, b)
+			args = append(args, c.DeviceID, int32(c.State), next, blobs[i])
 		}
 		q := `INSERT INTO compliance (device_id, state, next_eval_ns, data) VALUES (?, ?, ?, ?)` +
 			strings.Repeat(`, (?, ?, ?, ?)`, n-1) +
@@ -615,7 +617,7 @@ func (t *txn) PutCompliances(ctx context.Context, cs []*compliance.DeviceComplia
 		if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
 			return err
 		}
-		cs = cs[n:]
+		cs, blobs = cs[n:], blobs[n:]
 	}
 	return nil
 }
