@@ -139,8 +139,9 @@ func (s *Service) revocations(ls []*access.LiveSession, rev int64, tp, ts string
 // ApplyCompliance applies one compliance event: the device's new state and the
 // cursor, plus, when the device stopped counting as compliant, the revocation
 // of each of its sessions (session_revoked events), in one store write; the
-// in-memory index follows after the commit. A transition to not compliant is
-// applied to memory first as well, so decisions fail closed at once.
+// in-memory index follows after the commit. A session opened by a decision
+// that still saw the old state while the write was in flight is revoked by a
+// second write right after.
 func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, rev int64) error {
 	ctx = telemetry.ContextFromTraceContext(ctx, ev.Trace)
 	ctx, span := tracer.Start(ctx, "access.ApplyComplianceEvent", trace.WithAttributes(attribute.Int64("compliance.revision", rev)))
@@ -155,21 +156,37 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 			d.Platform = access.Platform(prev.Platform)
 		}
 		st := DeviceState(d)
+		revoke := !d.State.CountsAsCompliant() && (!known || prev == nil || prev.State.CountsAsCompliant())
 		var revs []access.Revocation
 		var ls []*access.LiveSession
-		if !d.State.CountsAsCompliant() && (!known || prev == nil || prev.State.CountsAsCompliant()) {
-			idx.Put(d.DeviceID, st) // fail closed before the write
+		tc := telemetry.TraceContextFromContext(ctx)
+		if revoke {
 			ls = s.sessions.ForDevice(d.DeviceID)
-			tc := telemetry.TraceContextFromContext(ctx)
 			revs = s.revocations(ls, rev, tc.GetTraceparent(), tc.GetTracestate())
-			span.SetAttributes(attribute.Int("sessions.revoked", len(revs)))
 		}
+		var cutoff time.Time
 		err := s.store.ApplyDevice(ctx, d, rev, revs, func() {
 			s.devices.Load().Put(d.DeviceID, st)
+			cutoff = time.Now()
 			s.sessions.Remove(ls)
 		})
 		if err != nil {
 			return err
+		}
+		if revoke {
+			var late []*access.LiveSession
+			for _, l := range s.sessions.ForDevice(d.DeviceID) {
+				if !l.CreateTime.After(cutoff) {
+					late = append(late, l)
+				}
+			}
+			if len(late) > 0 {
+				if err := s.store.ApplyDevice(ctx, nil, rev, s.revocations(late, rev, tc.GetTraceparent(), tc.GetTracestate()),
+					func() { s.sessions.Remove(late) }); err != nil {
+					return err
+				}
+			}
+			span.SetAttributes(attribute.Int("sessions.revoked", len(revs)+len(late)))
 		}
 	case ev.PlatformOf != nil:
 		p := ev.PlatformOf
