@@ -4,6 +4,7 @@ package riskgrpc
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,33 @@ type Config struct {
 type Server struct {
 	riskv1.UnsafeRiskServiceServer
 	svc *risk.Service
+
+	// recent holds decoded events by revision, so that watchers fanning out the same
+	// live event decode it once (messages are shared read-only; gRPC marshals them
+	// per stream).
+	mu     sync.Mutex
+	recent [eventCacheSize]*riskv1.WatchRiskEventsResponse
+}
+
+const eventCacheSize = 4096
+
+func (s *Server) event(e risk.StoredEvent) (*riskv1.WatchRiskEventsResponse, error) {
+	i := e.Revision % eventCacheSize
+	s.mu.Lock()
+	m := s.recent[i]
+	s.mu.Unlock()
+	if m != nil && m.GetEvent().GetRevision() == e.Revision {
+		return m, nil
+	}
+	ev, err := decodeEvent(e)
+	if err != nil {
+		return nil, err
+	}
+	m = &riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Event{Event: ev}}
+	s.mu.Lock()
+	s.recent[i] = m
+	s.mu.Unlock()
+	return m, nil
 }
 
 var _ riskv1.RiskServiceServer = (*Server)(nil)
@@ -216,11 +244,11 @@ func (s *Server) ListDeviceRiskHistory(ctx context.Context, req *riskv1.ListDevi
 func (s *Server) WatchRiskEvents(req *riskv1.WatchRiskEventsRequest, stream grpc.ServerStreamingServer[riskv1.WatchRiskEventsResponse]) error {
 	ctx := stream.Context()
 	err := s.svc.Watch(ctx, req.GetStartRevision(), func(e risk.StoredEvent) error {
-		ev, err := decodeEvent(e)
+		m, err := s.event(e)
 		if err != nil {
 			return fmt.Errorf("decode event %d: %w", e.Revision, err)
 		}
-		return stream.Send(&riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Event{Event: ev}})
+		return stream.Send(m)
 	}, func(rev int64) error {
 		return stream.Send(&riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Progress{
 			Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.Now()}}})
