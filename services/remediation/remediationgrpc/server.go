@@ -4,14 +4,20 @@ package remediationgrpc
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
@@ -70,7 +76,7 @@ func toStatus(err error) error {
 	case errors.Is(err, remediationstore.ErrBadPageToken):
 		return apierr.InvalidArgument(ReasonBadPageToken, apierr.FieldViolation("page_token", "not a page token of this listing"))
 	case errors.As(err, &inv):
-		vs := make([]*apierrViolation, 0, len(inv.Violations))
+		vs := make([]*errdetails.BadRequest_FieldViolation, 0, len(inv.Violations))
 		for _, v := range inv.Violations {
 			vs = append(vs, apierr.FieldViolation(v.Field, v.Description))
 		}
@@ -237,7 +243,7 @@ func (s *Server) WatchInvestigationEvents(req *remediationv1.WatchInvestigationE
 		ev.Revision = rev
 		return stream.Send(&remediationv1.WatchInvestigationEventsResponse{Kind: &remediationv1.WatchInvestigationEventsResponse_Event{Event: ev}})
 	}, func(rev int64) error {
-		return stream.Send(&remediationv1.WatchInvestigationEventsResponse{Kind: &remediationv1.WatchInvestigationEventsResponse_Progress{Progress: progress(rev)}})
+		return stream.Send(&remediationv1.WatchInvestigationEventsResponse{Kind: &remediationv1.WatchInvestigationEventsResponse_Progress{Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.New(time.Now())}}})
 	})
 	if err == nil || ctx.Err() != nil {
 		return apierr.FromContext(ctx.Err())
@@ -261,7 +267,7 @@ func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRe
 	if hello == nil {
 		return apierr.InvalidArgument(ReasonHelloRequired, apierr.FieldViolation("hello", "the first message of Connect must be a hello"))
 	}
-	if id, ok := auth.FromContext(ctx); ok && id.Subject != auth.DevSubject && !id.HasRole(commonv1Service) && id.Subject != hello.GetDeviceId() {
+	if id, ok := auth.FromContext(ctx); ok && id.Subject != auth.DevSubject && !id.HasRole(commonv1.Role_ROLE_SERVICE) && id.Subject != hello.GetDeviceId() {
 		return apierr.New(codes.PermissionDenied, ReasonPermissionDenied, "hello.device_id "+hello.GetDeviceId()+" does not match the caller's identity "+id.Subject)
 	}
 	deviceID := hello.GetDeviceId()
@@ -330,14 +336,11 @@ func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRe
 		if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
 			return apierr.FromContext(ctx.Err())
 		}
-		if err != nil && errors.Is(err, errEOF) {
+		if err != nil && errors.Is(err, io.EOF) {
 			return nil
 		}
 		return err
 	case err := <-sendErr:
-		if errors.Is(err, remediation.ErrAborted) {
-			return toStatus(err)
-		}
 		return toStatus(err)
 	}
 }
