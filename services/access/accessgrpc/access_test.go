@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -634,5 +636,49 @@ func TestEvaluateAccessStream(t *testing.T) {
 	want := []string{"0:DECISION_BLOCK:UNKNOWN_DEVICE", "1:DECISION_ALLOW:ALLOWED", "2:DECISION_BLOCK:UNKNOWN_APPLICATION"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestRestartResumes: a restarted access service serves the stored device
+// states and sessions, resumes the compliance feed from its stored cursor
+// (no resync), and still revokes a session opened before the restart.
+func TestRestartResumes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.db")
+	fc := newFakeCompliance()
+	h := start(t, options{dbPath: path, compliance: fc})
+	seed(t, h)
+	fc.set("dev-1", compliant, commonv1.RiskLevel_RISK_LEVEL_NONE, nil, nil)
+	sid := waitDecision(t, h, allow, "u-1", "dev-1", "payroll").GetSessionId()
+	if err := h.svc.Recorder().Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cursor at 1", func() bool { return h.svc.FeedStatus().Revision == 1 })
+	h.stop()
+
+	h2 := start(t, options{dbPath: path, compliance: fc})
+	if r := evaluate(t, h2, "u-1", "dev-1", "payroll"); r.GetDecision() != allow || r.GetSessionId() != sid {
+		t.Fatalf("after restart: %v session %q, want ALLOW in session %q", codesOf(r), r.GetSessionId(), sid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	watch := must(h2.acc.WatchSessionEvents(ctx, &accessv1.WatchSessionEventsRequest{StartRevision: 1}))
+	fc.set("dev-1", noncompliant, commonv1.RiskLevel_RISK_LEVEL_HIGH, []string{"a-1"}, nil)
+	for {
+		m, err := watch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rv := m.GetEvent().GetSessionRevoked(); rv != nil {
+			if rv.GetSession().GetSessionId() != sid {
+				t.Errorf("revoked %q, want %q", rv.GetSession().GetSessionId(), sid)
+			}
+			break
+		}
+	}
+	fc.mu.Lock()
+	starts := slices.Clone(fc.starts)
+	fc.mu.Unlock()
+	if len(starts) < 2 || starts[len(starts)-1] != 1 {
+		t.Errorf("watch start revisions %v: the restarted service should resume from 1", starts)
 	}
 }

@@ -35,6 +35,7 @@ type fakeCompliance struct {
 	events  []*compliancev1.ComplianceEvent
 	state   map[string]*compliancev1.DeviceCompliance
 	changed chan struct{}
+	starts  []int64 // start revisions of the watches
 }
 
 func newFakeCompliance() *fakeCompliance {
@@ -79,6 +80,9 @@ func (f *fakeCompliance) ListDeviceCompliance(context.Context, *compliancev1.Lis
 
 func (f *fakeCompliance) WatchComplianceEvents(req *compliancev1.WatchComplianceEventsRequest, stream compliancev1.ComplianceService_WatchComplianceEventsServer) error {
 	cur := req.GetStartRevision()
+	f.mu.Lock()
+	f.starts = append(f.starts, cur)
+	f.mu.Unlock()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -109,6 +113,7 @@ type harness struct {
 	h          *accessgrpc.Server
 	compliance *fakeCompliance
 	stopFeed   func() // stops the compliance server (the feed breaks)
+	stop       func() // stops the access service and closes its store
 	dir        accessv1.DirectoryServiceClient
 	pol        accessv1.ConditionalAccessPolicyServiceClient
 	acc        accessv1.AccessServiceClient
@@ -117,9 +122,11 @@ type harness struct {
 }
 
 type options struct {
-	bound     time.Duration
-	emergency []string
-	headers   accessgrpc.Headers
+	dbPath     string          // default: a new temporary file
+	compliance *fakeCompliance // default: a new one
+	bound      time.Duration
+	emergency  []string
+	headers    accessgrpc.Headers
 }
 
 func bufServer(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
@@ -148,7 +155,13 @@ func start(t *testing.T, o options) *harness {
 		o.bound = 30 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := accessstore.Open(ctx, accessstore.Options{Path: filepath.Join(t.TempDir(), "access.db"), Synchronous: "NORMAL", ProgressInterval: 20 * time.Millisecond})
+	if o.dbPath == "" {
+		o.dbPath = filepath.Join(t.TempDir(), "access.db")
+	}
+	if o.compliance == nil {
+		o.compliance = newFakeCompliance()
+	}
+	st, err := accessstore.Open(ctx, accessstore.Options{Path: o.dbPath, Synchronous: "NORMAL", ProgressInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +169,7 @@ func start(t *testing.T, o options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{svc: svc, h: accessgrpc.New(svc, o.headers), compliance: newFakeCompliance()}
+	h := &harness{svc: svc, h: accessgrpc.New(svc, o.headers), compliance: o.compliance}
 	cconn, stopCompliance := bufServer(t, func(r grpc.ServiceRegistrar) { compliancev1.RegisterComplianceServiceServer(r, h.compliance) })
 	h.stopFeed = stopCompliance
 	conn, _ := bufServer(t, func(r grpc.ServiceRegistrar) { accessgrpc.Register(r, h.h) })
@@ -167,12 +180,16 @@ func start(t *testing.T, o options) *harness {
 	wg.Add(2)
 	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(cconn), nil) }()
 	go func() { defer wg.Done(); svc.Run(ctx) }()
-	t.Cleanup(func() {
-		h.http.Close()
-		cancel()
-		wg.Wait()
-		st.Close()
-	})
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			h.http.Close()
+			cancel()
+			wg.Wait()
+			st.Close()
+		})
+	}
+	t.Cleanup(h.stop)
 	return h
 }
 
