@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -72,11 +73,61 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, fmt.Errorf("dial risk %s: %w", env.Peers.Risk, err)
 	}
 	svc := compliance.New(compliance.Config{Store: st, Encode: compliancegrpc.EncodeEvent, Logger: env.Logger})
-	return &Service{
+	s := &Service{
 		store:    st,
 		svc:      svc,
 		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env),
-	}, nil
+	}
+	if s.metrics, err = registerMetrics(s); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return s, nil
+}
+
+// registerMetrics exports the risk feed's health and the event log's revision.
+func registerMetrics(s *Service) (metric.Registration, error) {
+	meter := otel.Meter("condaccess/compliance")
+	lag, err := meter.Float64ObservableGauge("condaccess.compliance.risk_feed.lag", metric.WithUnit("s"),
+		metric.WithDescription("time since the risk event feed last delivered an event, a progress message or a resync"))
+	if err != nil {
+		return nil, err
+	}
+	connected, err := meter.Int64ObservableGauge("condaccess.compliance.risk_feed.connected",
+		metric.WithDescription("1 while the risk event stream is open"))
+	if err != nil {
+		return nil, err
+	}
+	riskRev, err := meter.Int64ObservableGauge("condaccess.compliance.risk_feed.revision",
+		metric.WithDescription("last risk revision applied"))
+	if err != nil {
+		return nil, err
+	}
+	reconnects, err := meter.Int64ObservableCounter("condaccess.compliance.risk_feed.reconnects",
+		metric.WithDescription("risk event stream failures so far"))
+	if err != nil {
+		return nil, err
+	}
+	rev, err := meter.Int64ObservableGauge("condaccess.compliance.events.revision",
+		metric.WithDescription("last compliance event revision"))
+	if err != nil {
+		return nil, err
+	}
+	return meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := s.Consumer.Status()
+		if !st.LastContact.IsZero() {
+			o.ObserveFloat64(lag, time.Since(st.LastContact).Seconds())
+		}
+		c := int64(0)
+		if st.Connected {
+			c = 1
+		}
+		o.ObserveInt64(connected, c)
+		o.ObserveInt64(riskRev, st.Revision)
+		o.ObserveInt64(reconnects, st.Reconnects)
+		o.ObserveInt64(rev, s.store.Revision())
+		return nil
+	}, lag, connected, riskRev, reconnects, rev)
 }
 
 // Service is the running compliance service.
@@ -85,6 +136,7 @@ type Service struct {
 	svc   *compliance.Service
 	// Consumer follows the risk event stream.
 	Consumer *consumer.Consumer[*riskv1.RiskEvent]
+	metrics  metric.Registration
 }
 
 // Register implements suite.Service.
@@ -105,7 +157,9 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Close implements suite.Service.
-func (s *Service) Close() error { return s.store.Close() }
+func (s *Service) Close() error {
+	return errors.Join(s.metrics.Unregister(), s.store.Close())
+}
 
 // Domain returns the compliance domain service.
 func (s *Service) Domain() *compliance.Service { return s.svc }
