@@ -83,4 +83,10 @@ func TestSessionsTouch(t *testing.T) {
 	if c == a || !write || c.ID == a.ID {
 		t.Fatal("a revoked session was reused")
 	}
+	if got := s.Expire(t0.Add(time.Minute)); len(got) != 1 || got[0] != other {
+		t.Fatalf("Expire = %v, want the idle session only", got)
+	}
+	if s.Len() != 1 {
+		t.Fatalf("Len = %d after expiry, want 1", s.Len())
+	}
 }

@@ -141,6 +141,23 @@ func (s *Sessions) Remove(ls []*LiveSession) {
 	}
 }
 
+// Expire drops the sessions whose last access is before cutoff and returns them.
+func (s *Sessions) Expire(cutoff time.Time) []*LiveSession {
+	c := cutoff.UnixNano()
+	var out []*LiveSession
+	s.mu.Lock()
+	for _, m := range s.byDevice {
+		for l := range m {
+			if l.last.Load() < c {
+				out = append(out, l)
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.Remove(out)
+	return out
+}
+
 // Len returns the number of active sessions.
 func (s *Sessions) Len() int {
 	s.mu.Lock()

@@ -68,6 +68,8 @@ type Store interface {
 	// stored for the first time appends its session_opened event. A session whose
 	// stored state is REVOKED keeps that state.
 	WriteBatch(ctx context.Context, signIns []*SignIn, sessions []*Session) error
+	// DeleteSessions deletes sessions (idle ones that expired), without events.
+	DeleteSessions(ctx context.Context, ids []string) error
 	// LoadActiveSessions returns every ACTIVE session.
 	LoadActiveSessions(ctx context.Context) ([]*Session, error)
 	ListSessions(ctx context.Context, f SessionFilter, pageToken string, limit int) ([]*Session, string, error)

@@ -39,6 +39,7 @@ type Factory struct {
 	retention        int64
 	progressInterval time.Duration
 	signInBuffer     int
+	sessionIdle      time.Duration
 	synchronous      string
 	headers          accessgrpc.Headers
 	set              bool
@@ -56,6 +57,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&f.retention, "access-retention", DefaultRetention, "session events kept for WatchSessionEvents replay (0 keeps all); older start revisions get OUT_OF_RANGE")
 	fs.DurationVar(&f.progressInterval, "access-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchSessionEvents streams")
 	fs.IntVar(&f.signInBuffer, "access-signin-buffer", 65536, "sign-ins queued for the batched writer; when full, sign-ins are dropped and counted (condaccess.access.signins.dropped) rather than slowing decisions")
+	fs.DurationVar(&f.sessionIdle, "access-session-idle-timeout", 8*time.Hour, "a session not used for this long is forgotten; the next allowed access opens a new one")
 	fs.StringVar(&f.synchronous, "access-sqlite-synchronous", "FULL", "SQLite synchronous setting of the access store: FULL or NORMAL")
 	fs.StringVar(&f.headers.User, "access-authz-user-header", accessgrpc.DefaultHeaders.User, "request header with the user id (Envoy ext_authz and GET /authz)")
 	fs.StringVar(&f.headers.Device, "access-authz-device-header", accessgrpc.DefaultHeaders.Device, "request header with the device id (Envoy ext_authz and GET /authz)")
@@ -92,7 +94,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	m := &metrics{}
 	svc, err := accesscore.New(ctx, accesscore.Config{
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
-		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
+		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
 	})
 	if err != nil {
 		st.Close()

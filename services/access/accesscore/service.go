@@ -30,6 +30,9 @@ type Config struct {
 	SignInRetention time.Duration
 	// CleanupInterval is the retention cleanup period (default 1h).
 	CleanupInterval time.Duration
+	// SessionIdleTimeout: a session not used for this long is forgotten (deleted,
+	// without an event); the next allowed access opens a new one (default 8h).
+	SessionIdleTimeout time.Duration
 	// SignInBuffer is the recorder channel capacity (default 65536).
 	SignInBuffer int
 	// EncodeSignIn fills a sign-in's Detail from the decision's wire response.
@@ -90,6 +93,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.CleanupInterval <= 0 {
 		cfg.CleanupInterval = time.Hour
 	}
+	if cfg.SessionIdleTimeout <= 0 {
+		cfg.SessionIdleTimeout = 8 * time.Hour
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
@@ -144,6 +150,8 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.recorder.Run(ctx) }()
 	t := time.NewTicker(s.cfg.CleanupInterval)
 	defer t.Stop()
+	idle := time.NewTicker(min(time.Minute, s.cfg.SessionIdleTimeout/4+time.Millisecond))
+	defer idle.Stop()
 	s.cleanup(ctx)
 	for {
 		select {
@@ -152,7 +160,23 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.cleanup(ctx)
+		case <-idle.C:
+			s.expireSessions(ctx)
 		}
+	}
+}
+
+func (s *Service) expireSessions(ctx context.Context) {
+	ls := s.sessions.Expire(time.Now().Add(-s.cfg.SessionIdleTimeout))
+	if len(ls) == 0 {
+		return
+	}
+	ids := make([]string, len(ls))
+	for i, l := range ls {
+		ids[i] = l.ID
+	}
+	if err := s.store.DeleteSessions(ctx, ids); err != nil && ctx.Err() == nil {
+		s.log.Warn("deleting idle sessions failed", "count", len(ids), "err", err)
 	}
 }
 

@@ -1002,6 +1002,25 @@ func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessio
 	})
 }
 
+// DeleteSessions implements access.Store.
+func (s *Store) DeleteSessions(ctx context.Context, ids []string) error {
+	for lo := 0; lo < len(ids); lo += 500 {
+		chunk := ids[lo:min(len(ids), lo+500)]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+			_, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // LoadActiveSessions implements access.Store.
 func (s *Store) LoadActiveSessions(ctx context.Context) ([]*access.Session, error) {
 	rows, err := s.db.Read().QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state = ?`, int32(access.SessionActive))

@@ -305,6 +305,10 @@ func testSessions(t *testing.T, s access.Store) {
 	if len(active) != 1 || active[0].ID != "s2" {
 		t.Fatalf("active = %+v, want s2 only", active)
 	}
+	must(t, "delete expired", s.DeleteSessions(ctx, []string{"s2", "nope"}))
+	if active, _ := s.LoadActiveSessions(ctx); len(active) != 0 {
+		t.Fatalf("after delete: active = %+v", active)
+	}
 	revoked, _, err := s.ListSessions(ctx, access.SessionFilter{DeviceID: "dev-1", State: access.SessionRevoked}, "", 10)
 	must(t, "list", err)
 	if len(revoked) != 2 || revoked[0].RevokeReason != "DEVICE_NONCOMPLIANT" || !revoked[0].LastAccessTime.Equal(x1b.LastAccessTime) {
