@@ -148,13 +148,16 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 			}
 		}()
 	}
+	var updates sync.WaitGroup
 	rng := rand.New(rand.NewPCG(7, 7))
 	maxRisk := []commonv1.RiskLevel{commonv1.RiskLevel_RISK_LEVEL_LOW, commonv1.RiskLevel_RISK_LEVEL_MEDIUM}
 	for k := range kills {
 		wait := time.Duration(500+rng.IntN(1500)) * time.Millisecond
 		if k%2 == 1 {
 			// Change the policy (a sweep over every device) and kill mid-sweep.
+			updates.Add(1)
 			go func() {
+				defer updates.Done()
 				p, err := pols.GetCompliancePolicy(ctx, &compliancev1.GetCompliancePolicyRequest{PolicyId: "max-medium"})
 				if err != nil {
 					return
@@ -180,6 +183,7 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 	}
 	stopTraffic()
 	wg.Wait()
+	updates.Wait() // a policy change sent around a kill may land after the restart
 	t.Logf("%d alerts reported, %d resolved, compliance killed %d times", reports, resolves, kills)
 
 	// The final truth: risk levels from the risk service, the policy as stored.
