@@ -4,6 +4,7 @@ package compliancegrpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -101,6 +102,21 @@ func caller(ctx context.Context) auth.Identity {
 	return id
 }
 
+// sensorOnly reports whether the caller acts as a sensor only (no policy-admin or
+// service role): such a caller may touch only its own device, whose id is its identity.
+func sensorOnly(id auth.Identity) bool {
+	return id.HasRole(commonv1.Role_ROLE_SENSOR) &&
+		!id.HasRole(commonv1.Role_ROLE_POLICY_ADMIN) && !id.HasRole(commonv1.Role_ROLE_SERVICE)
+}
+
+func checkOwnDevice(id auth.Identity, deviceID string) error {
+	if sensorOnly(id) && id.Subject != deviceID {
+		return toStatus(fmt.Errorf("%w: a sensor may enroll or update only its own device (%q), not %q",
+			compliance.ErrPermissionDenied, id.Subject, deviceID))
+	}
+	return nil
+}
+
 // ---- DeviceService ----
 
 type deviceServer struct {
@@ -111,6 +127,9 @@ type deviceServer struct {
 var _ compliancev1.DeviceServiceServer = (*deviceServer)(nil)
 
 func (s *deviceServer) EnrollDevice(ctx context.Context, req *compliancev1.EnrollDeviceRequest) (*compliancev1.EnrollDeviceResponse, error) {
+	if err := checkOwnDevice(caller(ctx), req.GetDevice().GetDeviceId()); err != nil {
+		return nil, err
+	}
 	d, err := s.svc.EnrollDevice(ctx, deviceFromProto(req.GetDevice()))
 	if err != nil {
 		return nil, toStatus(err)
@@ -152,13 +171,14 @@ func (s *deviceServer) ListDevices(ctx context.Context, req *compliancev1.ListDe
 
 func (s *deviceServer) UpdateDevice(ctx context.Context, req *compliancev1.UpdateDeviceRequest) (*compliancev1.UpdateDeviceResponse, error) {
 	id := caller(ctx)
-	sensorOnly := id.HasRole(commonv1.Role_ROLE_SENSOR) &&
-		!id.HasRole(commonv1.Role_ROLE_POLICY_ADMIN) && !id.HasRole(commonv1.Role_ROLE_SERVICE)
+	if err := checkOwnDevice(id, req.GetDevice().GetDeviceId()); err != nil {
+		return nil, err
+	}
 	d, err := s.svc.UpdateDevice(ctx, compliance.DeviceUpdate{
 		Device:     deviceFromProto(req.GetDevice()),
 		Paths:      req.GetUpdateMask().GetPaths(),
 		Etag:       req.GetDevice().GetEtag(),
-		SensorOnly: sensorOnly,
+		SensorOnly: sensorOnly(id),
 	})
 	if err != nil {
 		return nil, toStatus(err)
