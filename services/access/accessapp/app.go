@@ -3,8 +3,10 @@ package accessapp
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -106,6 +108,18 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	}
 	if env.HTTPMux != nil {
 		env.HTTPMux.Handle("/authz", s.srv.AuthzHandler())
+		env.HTTPMux.HandleFunc("/access/status", func(w http.ResponseWriter, r *http.Request) {
+			fs := svc.FeedStatus()
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{
+				"compliance_feed": map[string]any{
+					"running": fs.Running, "stale": fs.Stale, "lag_seconds": fs.Lag.Seconds(),
+					"staleness_bound_seconds": fs.Bound.Seconds(), "revision": fs.Revision,
+				},
+				"policy_snapshot_version": svc.Snapshot().Version(),
+				"sign_ins": map[string]any{"written": svc.Recorder().Written(), "dropped": svc.Recorder().Dropped()},
+			})
+		})
 	}
 	if env.Peers.Compliance != "" && env.Dial != nil {
 		conn, err := env.Dial(env.Peers.Compliance)
