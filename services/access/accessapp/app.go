@@ -117,7 +117,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 					"staleness_bound_seconds": fs.Bound.Seconds(), "revision": fs.Revision,
 				},
 				"policy_snapshot_version": svc.Snapshot().Version(),
-				"sign_ins": map[string]any{"written": svc.Recorder().Written(), "dropped": svc.Recorder().Dropped()},
+				"sign_ins":                map[string]any{"written": svc.Recorder().Written(), "dropped": svc.Recorder().Dropped()},
 			})
 		})
 	}
