@@ -121,13 +121,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := s.compile(); err != nil {
 		return nil, fmt.Errorf("compile stored directory and policies: %w", err)
 	}
-	n := 0
+	var entries []pe.DeviceEntry
 	if err := cfg.Store.LoadDevices(ctx, func(dc *access.DeviceCompliance) {
-		s.devices.Load().Put(dc.DeviceID, DeviceState(dc))
-		n++
+		entries = append(entries, pe.DeviceEntry{ID: dc.DeviceID, State: DeviceState(dc)})
 	}); err != nil {
 		return nil, fmt.Errorf("load device compliance: %w", err)
 	}
+	s.devices.Load().PutMany(entries)
+	n := len(entries)
+	entries = nil
 	if rev, ok, err := cfg.Store.FeedCursor(ctx); err != nil {
 		return nil, fmt.Errorf("load compliance cursor: %w", err)
 	} else if ok {
