@@ -52,6 +52,7 @@ func (d *dirIndex) groupList(u *cuser) []int32 {
 // dirIndex is the compiled, immutable directory shared by snapshots.
 type dirIndex struct {
 	userIdx    map[string]int32
+	userTab    *idTable // userIdx for the decision path
 	userIDs    []string
 	users      []cuser
 	userGroups []int32
@@ -277,6 +278,7 @@ func compileDirectory(dir *Directory) (*dirIndex, error) {
 		d.groupIdx[g.ID] = int32(i)
 		d.groupIDs[i] = g.ID
 	}
+	d.userTab = newIDTable(d.userIDs)
 	d.groupWords = (len(dir.Groups) + 63) / 64
 	for i, a := range dir.Applications {
 		if a.ID == "" {

@@ -67,7 +67,7 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		res.Device.Revision = dev.Revision
 	}
 	d := s.dir
-	u, uok := d.userIdx[req.UserID]
+	u, uok := d.userTab.get(req.UserID)
 	a, aok := d.appIdx[req.AppID]
 	if !uok || !aok {
 		res.Decision = DecisionBlock

@@ -1,0 +1,33 @@
+package policyengine
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestIDTable(t *testing.T) {
+	var ids []string
+	for i := range 3000 {
+		id := fmt.Sprintf("user-%d@example.com", i)
+		if i%3 == 0 {
+			id = strings.Repeat("x", 40) + id // longer than idInline
+		}
+		ids = append(ids, id)
+	}
+	tab := newIDTable(ids)
+	for i, id := range ids {
+		if got, ok := tab.get(id); !ok || got != int32(i) {
+			t.Fatalf("get(%q) = %d, %v; want %d", id, got, ok, i)
+		}
+		if _, ok := tab.get(id + "x"); ok {
+			t.Fatalf("get(%q) found", id+"x")
+		}
+		if _, ok := tab.get(id[:len(id)-1]); ok {
+			t.Fatalf("get(%q) found", id[:len(id)-1])
+		}
+	}
+	if _, ok := newIDTable(nil).get("a"); ok {
+		t.Fatal("empty table found a")
+	}
+}
