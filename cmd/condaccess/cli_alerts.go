@@ -60,8 +60,7 @@ func alertsReport(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []str
 		if !resp.GetCreated() {
 			fmt.Fprintln(c.stderr, "(already reported: nothing changed)")
 		}
-		c.printAlert(resp.GetAlert())
-		fmt.Fprintf(c.stdout, "device risk:\t%s\n", short(resp.GetDeviceRisk().GetLevel()))
+		c.printAlert(resp.GetAlert(), [2]string{"device risk", short(resp.GetDeviceRisk().GetLevel())})
 		return nil
 	}
 }
@@ -168,8 +167,7 @@ func alertsResolve(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []st
 		if c.json() {
 			return c.printJSON(resp)
 		}
-		c.printAlert(resp.GetAlert())
-		fmt.Fprintf(c.stdout, "device risk:\t%s\n", short(resp.GetDeviceRisk().GetLevel()))
+		c.printAlert(resp.GetAlert(), [2]string{"device risk", short(resp.GetDeviceRisk().GetLevel())})
 		return nil
 	}
 }
@@ -204,7 +202,7 @@ func alertsRisk(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []strin
 	}
 }
 
-func (c *cli) printAlert(a *riskv1.Alert) {
+func (c *cli) printAlert(a *riskv1.Alert, extra ...[2]string) {
 	kv := [][2]string{
 		{"alert", a.GetAlertId()},
 		{"device", a.GetDeviceId()},
@@ -233,5 +231,5 @@ func (c *cli) printAlert(a *riskv1.Alert) {
 			[2]string{"investigation", orDash(a.GetInvestigationId())},
 		)
 	}
-	c.fields(kv)
+	c.fields(append(kv, extra...))
 }

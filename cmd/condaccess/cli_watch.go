@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,10 +59,10 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(c.stdout, 2, 4, 2, ' ', 0)
+			// A stream cannot be aligned after the fact: fixed widths.
+			const row = "%-8s  %-19s  %-21s  %-32s  %-32s  %s\n"
 			if !c.json() {
-				fmt.Fprintln(tw, "REVISION\tTIME\tEVENT\tKEY\tSUMMARY\tTRACE")
-				tw.Flush()
+				fmt.Fprintf(c.stdout, row, "REVISION", "TIME", "EVENT", "TRACE", "KEY", "SUMMARY")
 			}
 			count := 0
 			for {
@@ -82,8 +81,7 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 						if c.json() {
 							fmt.Fprintf(c.stdout, "{\"progress\":{\"revision\":\"%d\"}}\n", prog)
 						} else {
-							fmt.Fprintf(tw, "%d\t-\tprogress\t-\tup to date\t-\n", prog)
-							tw.Flush()
+							fmt.Fprintf(c.stdout, row, fmt.Sprint(prog), "-", "progress", "-", "-", "up to date")
 						}
 					}
 					continue
@@ -93,8 +91,7 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 						return err
 					}
 				} else {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", line.revision, line.time, line.kind, line.key, line.summary, orDash(line.trace))
-					tw.Flush()
+					fmt.Fprintf(c.stdout, row, fmt.Sprint(line.revision), line.time, line.kind, orDash(line.trace), line.key, line.summary)
 				}
 				count++
 				if limit > 0 && count >= limit {
