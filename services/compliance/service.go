@@ -849,6 +849,7 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 	})
 	out := make([]*DeviceCompliance, 0, len(rows))
 	var changed []*DeviceCompliance
+	var evs []StoredEvent
 	for i := range rows {
 		row, r := &rows[i], &res[i]
 		if r.err != nil {
@@ -865,15 +866,18 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 			out = append(out, row.Compliance)
 			continue
 		}
-		rev, err := tx.AppendEvent(ctx, r.ev)
-		if err != nil {
-			return nil, err
-		}
-		r.dc.Revision = rev
+		evs = append(evs, r.ev)
 		changed = append(changed, &r.dc)
 		out = append(out, &r.dc)
 	}
 	if len(changed) > 0 {
+		first, err := tx.AppendEvents(ctx, evs)
+		if err != nil {
+			return nil, err
+		}
+		for i, c := range changed {
+			c.Revision = first + int64(i)
+		}
 		if err := tx.PutCompliances(ctx, changed); err != nil {
 			return nil, err
 		}

@@ -88,6 +88,8 @@ type Tx interface {
 	// AppendEvent appends an event to the log and returns its revision; watchers see
 	// it after the commit.
 	AppendEvent(ctx context.Context, e StoredEvent) (int64, error)
+	// AppendEvents appends events with consecutive revisions and returns the first.
+	AppendEvents(ctx context.Context, es []StoredEvent) (int64, error)
 }
 
 // DeviceFilter selects devices for ListDevices.

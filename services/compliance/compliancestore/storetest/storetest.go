@@ -430,6 +430,17 @@ func testEvents(t *testing.T, s compliance.Store) {
 	if !slices.Equal(revs, []int64{start + 1, start + 2}) || s.Revision() != start+2 {
 		t.Fatalf("revisions %v (current %d), want %d, %d", revs, s.Revision(), start+1, start+2)
 	}
+	// A batch gets consecutive revisions.
+	update(t, s, func(ctx context.Context, tx compliance.Tx) error {
+		first, err := tx.AppendEvents(ctx, []compliance.StoredEvent{ev("b1"), ev("b2"), ev("b3")})
+		if err != nil {
+			return err
+		}
+		if first != start+3 {
+			return fmt.Errorf("AppendEvents first revision %d, want %d", first, start+3)
+		}
+		return nil
+	})
 	// A failed Update leaves neither its state nor its event behind.
 	boom := errors.New("boom")
 	err := s.Update(ctx, func(tx compliance.Tx) error {
@@ -456,15 +467,15 @@ func testEvents(t *testing.T, s compliance.Store) {
 	defer wcancel()
 	err = s.Watch(wctx, start, func(e compliance.StoredEvent) error {
 		got = append(got, fmt.Sprintf("%d:%s:%s:%s", e.Revision-start, e.Key, e.Payload, e.TraceParent))
-		if len(got) == 3 {
+		if len(got) == 6 {
 			wcancel()
 		}
 		return nil
 	}, nil)
 	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Watch = %v, want it cancelled after 3 events", err)
+		t.Fatalf("Watch = %v, want it cancelled after 6 events", err)
 	}
-	want := []string{"1:a:a:tp-a", "2:b:b:tp-b", "3:c:c:tp-c"}
+	want := []string{"1:a:a:tp-a", "2:b:b:tp-b", "3:b1:b1:tp-b1", "4:b2:b2:tp-b2", "5:b3:b3:tp-b3", "6:c:c:tp-c"}
 	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("watched events (-want +got):\n%s", diff)
 	}
