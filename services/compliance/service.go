@@ -36,7 +36,8 @@ type Config struct {
 }
 
 // Service is the compliance service's logic. Its background work (sweeps after policy
-// and settings changes, grace period and exclusion deadlines) runs in Run.
+// and settings changes, grace period and exclusion deadlines) runs in Run, which must be
+// running for policy and settings changes to return (they wait for their sweep).
 type Service struct {
 	st     Store
 	encode func(Event) ([]byte, error)
