@@ -152,6 +152,30 @@ func BenchmarkEvaluateW1(b *testing.B) {
 	}
 }
 
+// BenchmarkEvaluateW1Hot cycles through only 1,024 W1 requests, so their users, devices and
+// policies stay in the CPU caches: the compute cost of a decision without memory misses
+// (BenchmarkEvaluateW1 is the memory-bound figure).
+func BenchmarkEvaluateW1Hot(b *testing.B) {
+	loadW1(b)
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			reqs := w1Requests(m.onlyApplied)[:1024]
+			var res pe.Result
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := threadCPU()
+			for i := 0; i < b.N; i++ {
+				req := &reqs[i&1023]
+				dev, _ := w1.devs.Get(req.DeviceID)
+				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+			}
+			b.ReportMetric(float64((threadCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
 // BenchmarkEvaluateW1Latency times every decision on its own (monotonic clock) and reports
 // the p50 / p99 / p99.9 latency. Run with e.g. -benchtime 1000000x -cpu 1.
 func BenchmarkEvaluateW1Latency(b *testing.B) {

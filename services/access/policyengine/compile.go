@@ -153,8 +153,8 @@ type Snapshot struct {
 	allRecs    []hrec  // non-disabled policies targeting all applications, in policy order
 	specRecs   []hrec  // per application (appSpec): the policies naming it, in policy order
 	appSpec    []span  // per application: its records in specRecs
-	appExclAll []span  // per application: all-apps policies excluding it (sorted, in cand)
-	cand       []int32 // arena of appExclAll
+	appRecs    []*hrec // per application (appRecSpan): every targeting policy's record, in policy order
+	appRecSpan []span
 	active     []int32 // non-disabled policies, sorted (for Request.AllPolicies)
 }
 
@@ -533,7 +533,6 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		}
 	}
 	s.appSpec = make([]span, nApps)
-	s.appExclAll = make([]span, nApps)
 	total := 0
 	for a := range nApps {
 		total += len(specLists[a])
@@ -551,9 +550,37 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 			}
 		}
 		s.appSpec[a] = span{uint32(start), uint32(len(specLists[a]))}
-		start = len(s.cand)
-		s.cand = append(s.cand, exclAllLists[a]...)
-		s.appExclAll[a] = span{uint32(start), uint32(len(exclAllLists[a]))}
+	}
+	// Per application, the records of every policy targeting it merged in policy order,
+	// so that a decision is one branch-predictable pass.
+	nExcl := 0
+	for a := range nApps {
+		nExcl += len(exclAllLists[a])
+	}
+	allExcl := make([]hrec, 0, nExcl) // all-apps records with fAppExcluded, per app
+	s.appRecs = make([]*hrec, 0, total+nApps*len(s.allRecs))
+	s.appRecSpan = make([]span, nApps)
+	for a := range nApps {
+		start := len(s.appRecs)
+		spec := s.specRecs[s.appSpec[a].off : s.appSpec[a].off+s.appSpec[a].n]
+		excl := exclAllLists[a]
+		i, j := 0, 0
+		for i < len(spec) || j < len(s.allRecs) {
+			if j >= len(s.allRecs) || (i < len(spec) && spec[i].pi < s.allRecs[j].pi) {
+				s.appRecs = append(s.appRecs, &spec[i])
+				i++
+				continue
+			}
+			r := &s.allRecs[j]
+			j++
+			if slices.Contains(excl, r.pi) {
+				allExcl = append(allExcl, *r)
+				r = &allExcl[len(allExcl)-1]
+				r.flags |= fAppExcluded
+			}
+			s.appRecs = append(s.appRecs, r)
+		}
+		s.appRecSpan[a] = span{uint32(start), uint32(len(s.appRecs) - start)}
 	}
 	return s, nil
 }

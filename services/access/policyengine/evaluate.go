@@ -126,36 +126,19 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 			blocked, applied = blocked || b, applied || ap
 		}
 	} else {
-		sp := s.appSpec[a]
-		spec := s.specRecs[sp.off : sp.off+sp.n]
-		all := s.allRecs
-		excl := s.appExclAll[a].of(s.cand)
-		i, j, k := 0, 0, 0
-		for i < len(spec) || j < len(all) {
-			var r *hrec
-			notApplied := ""
-			if j >= len(all) || (i < len(spec) && spec[i].pi < all[j].pi) {
-				r = &spec[i]
-				i++
-				if r.flags&fAppExcluded != 0 {
-					notApplied = NotAppliedAppExcluded
-				}
-			} else {
-				r = &all[j]
-				j++
-				for k < len(excl) && excl[k] < r.pi {
-					k++
-				}
-				if k < len(excl) && excl[k] == r.pi {
-					notApplied = NotAppliedAppExcluded
-				}
-			}
-			if notApplied == "" && r.gmask&ctx.gmask == 0 && r.umask&ctx.umask == 0 && r.flags&fAllUsers == 0 {
+		sp := s.appRecSpan[a]
+		for _, r := range s.appRecs[sp.off : sp.off+sp.n] {
+			if r.flags&(fAllUsers|fAppExcluded) == 0 &&
+				((r.gmask&ctx.gmask == 0 && r.umask&ctx.umask == 0) || !s.userIncluded(r, &ctx)) {
 				// Fast path for the common case: the user is not included.
 				if !ctx.skip {
 					res.addNotApplied(r, NotAppliedUserNotIncluded)
 				}
 				continue
+			}
+			notApplied := ""
+			if r.flags&fAppExcluded != 0 {
+				notApplied = NotAppliedAppExcluded
 			}
 			b, ap := s.evalPolicy(r, notApplied, &ctx, ip, res)
 			blocked, applied = blocked || b, applied || ap
@@ -303,6 +286,32 @@ func (s *Snapshot) evalPolicy(c *hrec, notApplied string, ctx *evalCtx, ip netip
 		res.Reasons = append(res.Reasons, Reason{Code: CodeMFARequired, Message: st.msgMFA, PolicyID: st.id})
 	}
 	return true, true
+}
+
+// userIncluded reports whether the user is included by a policy that does not target all
+// users (exclusions aside).
+func (s *Snapshot) userIncluded(c *hrec, ctx *evalCtx) bool {
+	var iu, ig []int32
+	if c.flags&fBig == 0 {
+		n1 := int(c.nIU)
+		ids := c.ids[:n1+int(c.nIG)]
+		iu, ig = ids[:n1], ids[n1:]
+	} else {
+		p := &s.pols[c.pi]
+		iu, ig = p.inclUsers.of(s.arena), p.inclGroups.of(s.arena)
+	}
+	for _, v := range iu {
+		if v == ctx.user {
+			return true
+		}
+	}
+	bits := ctx.bits
+	for _, g := range ig {
+		if bits[g>>6]&(1<<(g&63)) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // notApplied returns why a targeted policy does not apply, or "" when it applies.
