@@ -102,7 +102,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		st.Close()
 		return nil, err
 	}
-	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers), log: env}
+	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers)}
 	if err := m.register(svc); err != nil {
 		env.Logger.Warn("access metrics not registered", "err", err)
 	}
@@ -139,7 +139,6 @@ type service struct {
 	svc   *accesscore.Service
 	srv   *accessgrpc.Server
 	conn  *grpc.ClientConn
-	log   suite.Env
 }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { accessgrpc.Register(r, s.srv) }
