@@ -141,20 +141,21 @@ func (s *Sessions) Remove(ls []*LiveSession) {
 	}
 }
 
-// Expire drops the sessions whose last access is before cutoff and returns them.
+// Expire drops the sessions whose last access is before cutoff and returns
+// them. It scans without the table's mutex (decisions opening sessions never
+// wait for the scan) and removes in small batches.
 func (s *Sessions) Expire(cutoff time.Time) []*LiveSession {
 	c := cutoff.UnixNano()
 	var out []*LiveSession
-	s.mu.Lock()
-	for _, m := range s.byDevice {
-		for l := range m {
-			if l.last.Load() < c {
-				out = append(out, l)
-			}
+	s.byKey.Range(func(_, v any) bool {
+		if l := v.(*LiveSession); l.last.Load() < c {
+			out = append(out, l)
 		}
+		return true
+	})
+	for lo := 0; lo < len(out); lo += 256 {
+		s.Remove(out[lo:min(len(out), lo+256)])
 	}
-	s.mu.Unlock()
-	s.Remove(out)
 	return out
 }
 
