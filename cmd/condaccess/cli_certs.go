@@ -70,8 +70,11 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	names := []string{"localhost", "risk", "compliance", "access", "remediation",
-		"condaccess-risk", "condaccess-compliance", "condaccess-access", "condaccess-remediation", "condaccess"}
+	// The names peers dial: compose service names, Kubernetes Service names.
+	names := []string{"localhost", "condaccess"}
+	for _, svc := range []string{"risk", "compliance", "access", "remediation"} {
+		names = append(names, svc, "condaccess-"+svc, svc+".condaccess", svc+".condaccess.svc", svc+".condaccess.svc.cluster.local")
+	}
 	var ips []net.IP
 	ips = append(ips, net.ParseIP("127.0.0.1"), net.ParseIP("::1"))
 	for _, h := range strings.Split(*hosts, ",") {

@@ -502,3 +502,25 @@ func TestDevCertsMutualTLSHealth(t *testing.T) {
 		t.Errorf("admin roles (-want +got):\n%s", diff)
 	}
 }
+
+func TestDevCertsNamesThePeersAddresses(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir, "--hosts", "10.0.0.7,condaccess.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "service.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Compose dials risk:7400, Kubernetes risk.condaccess.svc:7400 (deploy/).
+	for _, host := range []string{"risk", "compliance.condaccess.svc", "access.condaccess.svc.cluster.local", "localhost", "127.0.0.1", "10.0.0.7", "condaccess.example.com"} {
+		if err := cert.VerifyHostname(host); err != nil {
+			t.Errorf("service certificate: %v", err)
+		}
+	}
+}
