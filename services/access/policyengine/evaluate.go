@@ -159,20 +159,11 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		res.Reasons = append(res.Reasons, Reason{Code: CodeAllowed, Message: msgAllowed})
 		return
 	}
-	if dev != nil && dev.State == ComplianceExcluded && ctx.dev == devOK {
-		for k := range res.Policies {
-			pr := &res.Policies[k]
-			if pr.Kind == ResultGranted && pr.Satisfied.Has(ControlCompliantDevice) {
-				res.Reasons = append(res.Reasons, Reason{Code: CodeDeviceExcluded, Message: msgDeviceExcluded})
-				break
-			}
-		}
+	if res.grantedByDevice && dev != nil && dev.State == ComplianceExcluded && ctx.dev == devOK {
+		res.Reasons = append(res.Reasons, Reason{Code: CodeDeviceExcluded, Message: msgDeviceExcluded})
 	}
-	for k := range res.Policies {
-		pr := &res.Policies[k]
-		if pr.Kind == ResultGranted {
-			res.Reasons = append(res.Reasons, Reason{Code: CodeGrantedByPolicy, Message: msgGranted, PolicyID: pr.PolicyID})
-		}
+	for _, k := range res.granted {
+		res.Reasons = append(res.Reasons, Reason{Code: CodeGrantedByPolicy, Message: msgGranted, PolicyID: res.Policies[k].PolicyID})
 	}
 }
 
@@ -262,6 +253,10 @@ func (s *Snapshot) evalPolicy(c *hrec, notApplied string, ctx *evalCtx, ip netip
 	}
 	if grant {
 		pr.Kind = ResultGranted
+		if pr.Satisfied.Has(ControlCompliantDevice) {
+			res.grantedByDevice = true
+		}
+		res.granted = append(res.granted, int32(len(res.Policies)))
 		res.Policies = append(res.Policies, pr)
 		return false, true
 	}

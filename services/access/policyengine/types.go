@@ -447,7 +447,9 @@ type Result struct {
 	Device          DeviceInfo
 	SnapshotVersion int64
 
-	groupBits []uint64 // scratch: the user's transitive groups as a bitset
+	groupBits       []uint64 // scratch: the user's transitive groups as a bitset
+	granted         []int32  // scratch: indexes in Policies of the granting enabled policies
+	grantedByDevice bool     // scratch: a granting enabled policy's COMPLIANT_DEVICE held
 }
 
 // Reset clears r, keeping its capacity.
@@ -458,6 +460,8 @@ func (r *Result) Reset() {
 	r.Causes = r.Causes[:0]
 	r.Device = DeviceInfo{}
 	r.SnapshotVersion = 0
+	r.granted = r.granted[:0]
+	r.grantedByDevice = false
 }
 
 // MainReason returns the first reason's code ("" when none).
