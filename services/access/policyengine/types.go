@@ -56,10 +56,10 @@
 //     COMPLIANCE_STATE_STALE, UNKNOWN_DEVICE or MFA_REQUIRED for an unmet requirement),
 //     each with the policy id. Or one of UNKNOWN_USER, UNKNOWN_APPLICATION, USER_DISABLED.
 //   - ALLOW with no applying enabled policy: ALLOWED.
-//   - ALLOW with applying enabled policies: GRANTED_BY_POLICY per granting policy; when a
-//     COMPLIANT_DEVICE control of a granting policy held only because the device is EXCLUDED
-//     from compliance, DEVICE_EXCLUDED comes first (informational, it is why access is
-//     allowed).
+//   - ALLOW with applying enabled policies: GRANTED_BY_POLICY per granting policy, in policy
+//     order; when the COMPLIANT_DEVICE control of a granting policy held and the device's
+//     state is EXCLUDED (from compliance evaluation), DEVICE_EXCLUDED comes first
+//     (informational: it is why access is allowed).
 //
 // # Per-policy results (Result.Policies)
 //
@@ -67,7 +67,7 @@
 // application (including those that exclude it: NOT_APPLIED "application excluded"), in
 // policy id order. Policies that do not target the application at all are left out for
 // speed; set Request.AllPolicies to have them listed too (NOT_APPLIED "application not
-// targeted"), e.g. for WhatIf and the sign-in log detail view (that path allocates).
+// targeted"), e.g. for WhatIf (that path visits every policy: slower).
 // Request.OnlyApplied leaves out the policies that did not apply.
 // NotApplied reasons: "application not targeted", "application excluded", "user not
 // included", "user excluded", "user excluded by group <id>", "platform not included",
@@ -84,13 +84,15 @@
 //
 // # How a decision stays fast
 //
-// Compile interns ids to dense int32s, precomputes every user's transitive groups (sorted,
-// inline when few, plus a one-word Bloom filter), and stores each policy as a 128-byte
-// record whose first cache line holds all that the common case reads (Bloom filters of the
-// included users and groups, flags, the id and name strings). Each application has its
-// policies' records stored contiguously; the all-applications policies have their own
-// stream, merged in policy order. A decision marks the user's groups in a bitset kept in
-// the Result, streams through the records of its application, and writes the per-policy
+// Compile interns ids to dense int32s (users through an open-addressing table with inline
+// keys), precomputes every user's transitive groups (sorted, inline when few, plus a
+// one-word Bloom filter), and stores each policy as a 128-byte record whose first cache
+// line holds all that the common case reads (Bloom filters of the included users and
+// groups, flags, the id and name strings). The records of the policies naming an
+// application are stored contiguously, and each application has the list of its targeting
+// policies' records (its own and the all-applications ones) in policy order. A decision
+// marks the user's groups in a bitset kept in the Result, makes one pass over that list
+// (the Bloom filters reject most policies from one cache line), and writes the per-policy
 // results into the Result's reused slices; every string it writes was built at compile
 // time. See bench_test.go (W1) for the figures:
 //
