@@ -4,6 +4,7 @@ package compliance
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -275,9 +276,36 @@ const SystemSubject = "system"
 type DeviceRisk struct {
 	DeviceID       string
 	Level          RiskLevel
-	ActiveAlertIDs []string
-	Revision       int64 // the risk revision the level was taken from
-	UpdateTime     time.Time
+	ActiveAlertIDs []string // highest severity first
+	// AlertLevels are the severities (as risk levels) of active alerts seen in
+	// alert_changed events; alerts reported before a resync may be missing.
+	AlertLevels map[string]RiskLevel `json:",omitempty"`
+	Revision    int64                // the risk revision the level was taken from
+	UpdateTime  time.Time
+}
+
+// CauseAlerts returns the active alerts behind the level: those whose severity is the
+// level or not known, else (none) every active alert.
+func (r *DeviceRisk) CauseAlerts() []string {
+	var at []string
+	for _, id := range r.ActiveAlertIDs {
+		if l, ok := r.AlertLevels[id]; !ok || l == r.Level {
+			at = append(at, id)
+		}
+	}
+	if len(at) == 0 {
+		return slices.Clone(r.ActiveAlertIDs)
+	}
+	return at
+}
+
+// AlertChange is an alert reported, updated or resolved at the risk service.
+type AlertChange struct {
+	AlertID, DeviceID string
+	// Level is the alert's severity as a risk level (RiskNone for informational).
+	Level RiskLevel
+	// Active: not resolved and above informational.
+	Active bool
 }
 
 // Settings are the tenant-wide compliance settings.

@@ -97,7 +97,7 @@ func Evaluate(in EvalInput) DeviceCompliance {
 	riskKnown := in.Risk != nil && in.Risk.Level.Valid()
 	if riskKnown {
 		out.Risk = in.Risk.Level
-		out.RiskAlertIDs = slices.Clone(in.Risk.ActiveAlertIDs)
+		out.RiskAlertIDs = in.Risk.CauseAlerts()
 		out.RiskRevision = in.Risk.Revision
 	}
 	if d.Retired {

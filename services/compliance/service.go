@@ -670,6 +670,15 @@ func (s *Service) ApplyRisk(ctx context.Context, rev int64, r DeviceRisk) error 
 			return err
 		}
 		if old == nil || old.Revision <= r.Revision {
+			// Keep the severities known for the alerts still active.
+			if old != nil && len(old.AlertLevels) > 0 {
+				r.AlertLevels = map[string]RiskLevel{}
+				for _, id := range r.ActiveAlertIDs {
+					if l, ok := old.AlertLevels[id]; ok {
+						r.AlertLevels[id] = l
+					}
+				}
+			}
 			if err := tx.PutRisk(ctx, &r); err != nil {
 				return err
 			}
@@ -679,6 +688,89 @@ func (s *Service) ApplyRisk(ctx context.Context, rev int64, r DeviceRisk) error 
 		}
 		return tx.SetCursor(ctx, RiskCursor, rev)
 	})
+}
+
+// ApplyAlert keeps a device's list of active alerts (the cause chain of its risk
+// level) current between level changes: the risk service publishes a level change only
+// when the level changes, so a second alert at the same level, or the resolution of
+// one of two, arrives only as an alert change. The device is re-evaluated (its
+// explanation may change) and rev stored as the cursor, in one transaction. For a
+// device without a stored risk only the alert's severity is kept (its level is not
+// known yet: it counts as NONE): its first level change follows.
+func (s *Service) ApplyAlert(ctx context.Context, rev int64, a AlertChange) error {
+	now := s.clock()
+	return s.update(ctx, func(tx Tx) error {
+		cur, _, err := tx.Cursor(ctx, RiskCursor)
+		if err != nil || rev <= cur {
+			return err
+		}
+		r, err := tx.Risk(ctx, a.DeviceID)
+		if err != nil {
+			return err
+		}
+		if r == nil && a.Active {
+			// Remember the alert's severity for the level change that follows it.
+			r = &DeviceRisk{DeviceID: a.DeviceID}
+		}
+		if r != nil && r.Revision < rev {
+			changed, evaluate := updateAlerts(r, a)
+			if changed {
+				r.Revision = rev
+				if err := tx.PutRisk(ctx, r); err != nil {
+					return err
+				}
+			}
+			if evaluate {
+				if _, err := s.evalIDs(ctx, tx, []string{a.DeviceID}, now, nil); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.SetCursor(ctx, RiskCursor, rev)
+	})
+}
+
+// updateAlerts applies an alert change to r's active alerts. It reports whether r
+// changed, and whether to re-evaluate now: not when the change moves the level (an
+// alert above it, or the resolution of the last known alert at it), because the risk
+// service then publishes the level change next, with the list; evaluating in between
+// would publish a passing, misleading explanation.
+func updateAlerts(r *DeviceRisk, a AlertChange) (changed, evaluate bool) {
+	i := slices.Index(r.ActiveAlertIDs, a.AlertID)
+	known, wasKnown := r.AlertLevels[a.AlertID]
+	switch {
+	case a.Active && i < 0:
+		r.ActiveAlertIDs = append(slices.Clone(r.ActiveAlertIDs), a.AlertID)
+		evaluate = a.Level <= r.Level
+	case a.Active && (!wasKnown || known != a.Level):
+		evaluate = true // the level is already current; the severity refines the cause
+	case a.Active:
+		return false, false
+	case i >= 0:
+		r.ActiveAlertIDs = slices.Delete(slices.Clone(r.ActiveAlertIDs), i, i+1)
+		evaluate = true
+		if wasKnown && known == r.Level {
+			evaluate = false
+			for _, id := range r.ActiveAlertIDs {
+				if r.AlertLevels[id] == r.Level {
+					evaluate = true // another alert holds the level
+				}
+			}
+		}
+	default:
+		return false, false
+	}
+	if r.AlertLevels == nil {
+		r.AlertLevels = map[string]RiskLevel{}
+	}
+	if a.Active {
+		r.AlertLevels[a.AlertID] = a.Level
+	} else {
+		delete(r.AlertLevels, a.AlertID)
+	}
+	// Highest severity first (unknown severities last, in their order).
+	slices.SortStableFunc(r.ActiveAlertIDs, func(x, y string) int { return int(r.AlertLevels[y]) - int(r.AlertLevels[x]) })
+	return true, evaluate
 }
 
 // SkipRisk stores rev as the risk cursor for an event that changes nothing here.

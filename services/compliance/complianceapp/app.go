@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -182,11 +183,15 @@ func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, e
 			return rev, svc.ResyncRisks(ctx, risks, rev)
 		},
 		Apply: func(ctx context.Context, ev *riskv1.RiskEvent, rev int64) error {
+			ctx = telemetry.ContextFromTraceContext(ctx, ev.GetTraceContext())
 			c := ev.GetDeviceRiskChanged()
 			if c == nil {
-				return svc.SkipRisk(ctx, rev)
+				a := ev.GetAlertChanged().GetAlert()
+				if a == nil {
+					return svc.SkipRisk(ctx, rev)
+				}
+				return svc.ApplyAlert(ctx, rev, alertFromProto(a))
 			}
-			ctx = telemetry.ContextFromTraceContext(ctx, ev.GetTraceContext())
 			ctx, span := tracer.Start(ctx, "compliance.ApplyRiskEvent", trace.WithSpanKind(trace.SpanKindConsumer),
 				trace.WithAttributes(
 					attribute.String("condaccess.device_id", c.GetDeviceRisk().GetDeviceId()),
@@ -202,6 +207,17 @@ func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, e
 		},
 		Logger: env.Logger,
 	})
+}
+
+func alertFromProto(a *riskv1.Alert) compliance.AlertChange {
+	lvl := compliance.RiskNone
+	if a.GetSeverity() > commonv1.Severity_SEVERITY_INFORMATIONAL {
+		lvl = compliance.RiskLevel(a.GetSeverity())
+	}
+	return compliance.AlertChange{
+		AlertID: a.GetAlertId(), DeviceID: a.GetDeviceId(), Level: lvl,
+		Active: a.GetStatus() != riskv1.AlertStatus_ALERT_STATUS_RESOLVED && a.GetResolveTime() == nil && lvl > compliance.RiskNone,
+	}
 }
 
 func riskFromProto(r *riskv1.DeviceRisk, rev int64) compliance.DeviceRisk {

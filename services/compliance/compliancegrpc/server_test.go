@@ -233,6 +233,40 @@ func TestFlow(t *testing.T) {
 	}
 }
 
+// TestCauseFollowsAlerts: the risk service publishes a level change only when the level
+// changes; the explanation still follows the alerts behind the level.
+func TestCauseFollowsAlerts(t *testing.T) {
+	e := newEnv(t)
+	e.enroll("dev-1")
+	e.maxMedium()
+	w := e.watch()
+	e.report("a-1", "dev-1", commonv1.Severity_SEVERITY_HIGH)
+	w.until("dev-1", stateNoncompliant)
+	e.report("l-1", "dev-1", commonv1.Severity_SEVERITY_LOW)
+	e.report("a-2", "dev-1", commonv1.Severity_SEVERITY_HIGH)
+	for {
+		dc := w.next("dev-1").GetDeviceComplianceChanged().GetDeviceCompliance()
+		if strings.Join(dc.GetRiskAlertIds(), ",") == "a-1,a-2" {
+			if !strings.Contains(dc.GetReason(), "from alerts a-1, a-2") {
+				t.Fatalf("two HIGH alerts: reason %q", dc.GetReason())
+			}
+			break
+		}
+	}
+	e.resolve("a-1")
+	dc := w.next("dev-1").GetDeviceComplianceChanged().GetDeviceCompliance()
+	if dc.GetState() != stateNoncompliant || strings.Join(dc.GetRiskAlertIds(), ",") != "a-2" || !strings.Contains(dc.GetReason(), "from alert a-2") {
+		t.Fatalf("after resolving a-1: %v %v %q, want NONCOMPLIANT from alert a-2 only", dc.GetState(), dc.GetRiskAlertIds(), dc.GetReason())
+	}
+	// Resolving the last HIGH alert drops the level to LOW: one change, to COMPLIANT,
+	// caused by the LOW alert, with no passing explanation in between.
+	e.resolve("a-2")
+	dc = w.next("dev-1").GetDeviceComplianceChanged().GetDeviceCompliance()
+	if dc.GetState() != stateCompliant || dc.GetDeviceRisk() != commonv1.RiskLevel_RISK_LEVEL_LOW || strings.Join(dc.GetRiskAlertIds(), ",") != "l-1" {
+		t.Fatalf("after resolving a-2: %v %v %v, want COMPLIANT at LOW from l-1", dc.GetState(), dc.GetDeviceRisk(), dc.GetRiskAlertIds())
+	}
+}
+
 func TestRiskBeforeEnrollment(t *testing.T) {
 	e := newEnv(t)
 	e.maxMedium()
