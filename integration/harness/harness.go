@@ -78,6 +78,10 @@ func Build() (*Binaries, error) {
 			buildErr = err
 			return
 		}
+		if err := statSources(root); err != nil {
+			buildErr = err
+			return
+		}
 		b := &Binaries{Condaccess: filepath.Join(buildDir, "condaccess"), Agent: filepath.Join(buildDir, "condaccess-agent")}
 		if err := goBuild(root, b.Condaccess, "./cmd/condaccess"); err != nil {
 			buildErr = err
@@ -87,6 +91,32 @@ func Build() (*Binaries, error) {
 		built = b
 	})
 	return built, buildErr
+}
+
+// statSources stats every source file the binaries are built from. go test caches a
+// passing result keyed on the test binary and on the files the test looked at; the
+// binaries are built by a child process, so without this a changed service would
+// still get the cached result of the old one.
+func statSources(root string) error {
+	return filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil // a file that vanished meanwhile: best effort
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", "node_modules", ".cache", "testdata", "gen":
+				if path != root {
+					return filepath.SkipDir
+				}
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".sql", ".mod", ".sum":
+			_, _ = os.Stat(path)
+		}
+		return nil
+	})
 }
 
 func goBuild(root, out, pkg string) error {
