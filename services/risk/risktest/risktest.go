@@ -42,6 +42,8 @@ type Harness struct {
 	Conn   *grpc.ClientConn
 	Store  *riskstore.Store
 	Server *server.Server
+	// Handlers is the RiskService implementation (e.g. to Drain watchers).
+	Handlers *riskgrpc.Server
 	// Addr is the listener's address (bufconn's is "bufconn").
 	Addr string
 
@@ -83,9 +85,10 @@ func StartWith(t testing.TB, o Options) *Harness {
 		t.Fatal(err)
 	}
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Now: o.Now})
-	riskgrpc.Register(srv.Registrar(), riskgrpc.New(riskgrpc.Config{Service: svc}))
+	handlers := riskgrpc.New(riskgrpc.Config{Service: svc})
+	riskgrpc.Register(srv.Registrar(), handlers)
 
-	h := &Harness{Store: st, Server: srv, lis: o.Listener}
+	h := &Harness{Store: st, Server: srv, Handlers: handlers, lis: o.Listener}
 	if h.lis == nil {
 		h.bl = bufconn.Listen(1 << 20)
 		h.lis = h.bl
