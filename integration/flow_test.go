@@ -1,15 +1,21 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
@@ -319,4 +325,114 @@ func BenchmarkW2(b *testing.B) {
 	report("block", block)
 	report("allow", allow)
 	b.ReportMetric(float64(len(block)), "runs")
+}
+
+const cliFixture = `
+kind: User
+spec: {userId: u-1, displayName: Ada}
+---
+kind: Application
+spec: {applicationId: payroll, displayName: Payroll}
+---
+kind: CompliancePolicy
+spec:
+  policyId: max-medium
+  displayName: Device risk at or under medium
+  maxDeviceRisk: RISK_LEVEL_MEDIUM
+  assignment: {allDevices: true}
+---
+- kind: ConditionalAccessPolicy
+  spec:
+    policyId: payroll-compliant
+    displayName: Payroll requires a compliant device
+    state: POLICY_STATE_ENABLED
+    users: {all: true}
+    applications: {include: [payroll]}
+    grantControls: {require: [GRANT_CONTROL_COMPLIANT_DEVICE]}
+- kind: Device
+  spec: {deviceId: dev-cli, platform: PLATFORM_LINUX, osVersion: "6.8", ownerUserId: u-1, groups: [manual]}
+`
+
+// TestCLIAgainstTheSuite drives the flow with the condaccess admin CLI, as a script
+// would (-o json), against the services running as separate processes.
+func TestCLIAgainstTheSuite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: starts real processes")
+	}
+	s := harness.StartSuite(t, harness.Options{})
+	ctx := t.Context()
+	if _, err := s.Remediation.SetAutomationLevel(ctx, &remediationv1.SetAutomationLevelRequest{Setting: &remediationv1.AutomationLevelSetting{
+		DeviceGroup: harness.ManualGroup, Level: remediationv1.AutomationLevel_AUTOMATION_LEVEL_NONE,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(t *testing.T, args ...string) string {
+		t.Helper()
+		args = append(args, "--risk-addr", s.Addr("risk"), "--compliance-addr", s.Addr("compliance"),
+			"--access-addr", s.Addr("access"), "--remediation-addr", s.Addr("remediation"))
+		cmd := exec.CommandContext(ctx, s.Bin.Condaccess, args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("condaccess %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	decision := func(t *testing.T) string {
+		t.Helper()
+		var r struct {
+			Decision string `json:"decision"`
+		}
+		out := cli(t, "access", "evaluate", "--user", "u-1", "--device", "dev-cli", "--app", "payroll", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("access evaluate -o json: %v\n%s", err, out)
+		}
+		return r.Decision
+	}
+	waitDecision := func(t *testing.T, want string) {
+		t.Helper()
+		harness.Eventually(t, "access "+want+" through the CLI", func(context.Context) (bool, string) {
+			got := decision(t)
+			return got == want, got
+		})
+	}
+
+	file := filepath.Join(s.Dir, "fixture.yaml")
+	if err := os.WriteFile(file, []byte(cliFixture), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := cli(t, "policies", "apply", "-f", file); strings.Count(out, "created") != 5 {
+		t.Fatalf("policies apply should create 5 resources:\n%s", out)
+	}
+	if out := cli(t, "policies", "apply", "-f", file); strings.Count(out, "updated") != 5 {
+		t.Fatalf("applying again should update the 5 resources (with their etags):\n%s", out)
+	}
+	waitDecision(t, "DECISION_ALLOW")
+
+	cli(t, "alerts", "report", "a-cli", "--device", "dev-cli", "--severity", "high", "--title", "Malicious file opened")
+	waitDecision(t, "DECISION_BLOCK")
+	if out := cli(t, "compliance", "get", "dev-cli"); !strings.Contains(out, "NONCOMPLIANT") || !strings.Contains(out, "a-cli") {
+		t.Errorf("compliance get does not explain the state with its alert:\n%s", out)
+	}
+
+	// The risk stream, as a script reads it: one protojson event per line.
+	var kinds []string
+	for _, line := range strings.Split(strings.TrimSpace(cli(t, "watch", "risk", "-n", "2", "-o", "json")), "\n") {
+		ev := &riskv1.RiskEvent{}
+		if err := protojson.Unmarshal([]byte(line), ev); err != nil {
+			t.Fatalf("watch -o json line is not a RiskEvent: %v\n%s", err, line)
+		}
+		kinds = append(kinds, fmt.Sprintf("%d:%T", ev.GetRevision(), ev.GetPayload()))
+	}
+	if want := []string{"1:*riskv1.RiskEvent_AlertChanged", "2:*riskv1.RiskEvent_DeviceRiskChanged"}; !slices.Equal(kinds, want) {
+		t.Errorf("watch risk = %v, want %v", kinds, want)
+	}
+
+	cli(t, "alerts", "resolve", "a-cli", "--classification", "false-positive", "--comment", "test file")
+	waitDecision(t, "DECISION_ALLOW")
+
+	cli(t, "policies", "delete", "payroll-compliant")
+	if out := cli(t, "policies", "list", "-o", "json"); strings.Contains(out, "payroll-compliant") || !strings.Contains(out, "max-medium") {
+		t.Errorf("after delete, policies list = %s", out)
+	}
 }
