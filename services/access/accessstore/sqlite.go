@@ -104,6 +104,15 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A larger page cache for the writer: sign-in inserts land on random pages of
+	// the user and device indexes, which outgrow the 2 MB default quickly.
+	if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, `PRAGMA cache_size = -65536`)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("accessstore: cache size: %w", err)
+	}
 	l, err := eventlog.New(ctx, db, eventlog.Options{Table: eventTable, Retention: o.EventRetention, ProgressInterval: o.ProgressInterval, Logger: o.Logger})
 	if err != nil {
 		db.Close()
