@@ -1121,18 +1121,26 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 	return out, "", rows.Err()
 }
 
-// DeleteSignInsBefore implements access.Store.
+// DeleteSignInsBefore implements access.Store. It deletes in chunks of
+// 10,000 so that the single writer is never held for long (decisions'
+// sign-ins and the compliance feed keep flowing).
 func (s *Store) DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM signins WHERE key < ?`, t.UnixNano())
-		if err != nil {
+	var total int64
+	for {
+		var n int64
+		err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM signins WHERE key < ?1 AND key <= COALESCE((SELECT key FROM signins ORDER BY key LIMIT 1 OFFSET 9999), ?1)`, t.UnixNano())
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
 			return err
+		})
+		total += n
+		if err != nil || n == 0 {
+			return total, err
 		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	return n, err
+	}
 }
 
 func sessionProto(x *access.Session) *accessv1.Session {

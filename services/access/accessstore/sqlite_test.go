@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/access"
@@ -36,5 +37,29 @@ func TestWriterCacheSize(t *testing.T) {
 	}
 	if n != -65536 {
 		t.Fatalf("writer cache_size = %d, want -65536", n)
+	}
+}
+
+func TestDeleteSignInsInChunks(t *testing.T) {
+	s, err := accessstore.Open(context.Background(), accessstore.Options{Path: filepath.Join(t.TempDir(), "access.db"), Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Unix(1_800_000_000, 0)
+	var batch []*access.SignIn
+	for i := range 25_000 {
+		batch = append(batch, &access.SignIn{Time: t0.Add(time.Duration(i) * time.Millisecond), UserID: "u", DeviceID: "d", AppID: "a", Decision: 1})
+	}
+	if err := s.WriteBatch(context.Background(), batch, nil); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteSignInsBefore(context.Background(), t0.Add(22_000*time.Millisecond))
+	if err != nil || n != 22_000 {
+		t.Fatalf("deleted %d, %v; want 22000", n, err)
+	}
+	left, _, err := s.ListSignIns(context.Background(), access.SignInFilter{}, "", 10_000)
+	if err != nil || len(left) != 3_000 || !left[len(left)-1].Time.Equal(t0.Add(22_000*time.Millisecond)) {
+		t.Fatalf("left %d sign-ins (oldest %v), %v", len(left), left[len(left)-1].Time, err)
 	}
 }
