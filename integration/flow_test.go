@@ -431,6 +431,11 @@ func TestCLIAgainstTheSuite(t *testing.T) {
 	cli(t, "alerts", "resolve", "a-cli", "--classification", "false-positive", "--comment", "test file")
 	waitDecision(t, "DECISION_ALLOW")
 
+	// A bulk import streams in chunks and says what it imported.
+	if out := cli(t, "directory", "import", "--w1-scale", "small", "--chunk", "500"); !strings.Contains(out, "imported 2000 users, 100 groups, 40 applications") {
+		t.Errorf("directory import: %s", out)
+	}
+
 	cli(t, "policies", "delete", "payroll-compliant")
 	if out := cli(t, "policies", "list", "-o", "json"); strings.Contains(out, "payroll-compliant") || !strings.Contains(out, "max-medium") {
 		t.Errorf("after delete, policies list = %s", out)

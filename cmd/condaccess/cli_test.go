@@ -28,6 +28,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/services/access/policyengine/w1gen"
 )
 
 // fakeSuite implements the few RPCs the CLI tests call, in memory.
@@ -426,8 +427,9 @@ func TestParseEnum(t *testing.T) {
 }
 
 func TestW1DirectoryDeterministic(t *testing.T) {
-	a := w1Directory(200, 20, 5)
-	b := w1Directory(200, 20, 5)
+	sc := w1gen.Scale{Users: 200, Groups: 20, Apps: 5}
+	a := w1Directory(sc)
+	b := w1Directory(sc)
 	if diff := cmp.Diff(a, b, protocmp.Transform()); diff != "" {
 		t.Fatalf("two generations differ:\n%s", diff)
 	}
