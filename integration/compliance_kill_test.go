@@ -188,6 +188,7 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 
 	// The final truth: risk levels from the risk service, the policy as stored.
 	levels := map[string]commonv1.RiskLevel{}
+	risks := map[string]*riskv1.DeviceRisk{}
 	var riskRev int64
 	for tok, first := "", true; first || tok != ""; first = false {
 		resp, err := rc.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{PageSize: 10000, PageToken: tok})
@@ -199,6 +200,7 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 		}
 		for _, r := range resp.GetDeviceRisks() {
 			levels[r.GetDeviceId()] = r.GetLevel()
+			risks[r.GetDeviceId()] = r
 		}
 		tok = resp.GetNextPageToken()
 	}
@@ -227,7 +229,9 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 		for _, id := range ids {
 			c := got[id]
 			if c.GetState() != want(id) || c.GetDeviceRisk() != max2none(levels[id]) {
-				bad = append(bad, fmt.Sprintf("%s: %v at risk %v, want %v at risk %v (%s)", id, c.GetState(), c.GetDeviceRisk(), want(id), levels[id], c.GetReason()))
+				bad = append(bad, fmt.Sprintf("%s: %v at risk %v (risk revision %d, alerts %v), want %v at risk %v (risk service: revision %d, alerts %v) (%s)",
+					id, c.GetState(), c.GetDeviceRisk(), c.GetRiskRevision(), c.GetRiskAlertIds(), want(id), levels[id],
+					risks[id].GetRevision(), risks[id].GetActiveAlertIds(), c.GetReason()))
 			}
 		}
 		if len(bad) == 0 {
