@@ -13,6 +13,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -22,6 +23,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/services/compliance/compliancegrpc"
 	"github.com/condaccess/condaccess/services/compliance/compliancetest"
 )
 
@@ -618,5 +620,38 @@ func TestRiskResyncAfterCompaction(t *testing.T) {
 	w := e.watch() // from the listing's revision: a change after it arrives on w
 	if dc := e.compliance("dev-r"); dc.GetState() != stateCompliant {
 		w.until("dev-r", stateCompliant)
+	}
+}
+
+// TestStopEndsWatchers: stopping the server ends WatchComplianceEvents streams at once
+// with UNAVAILABLE (SHUTTING_DOWN), instead of holding the graceful stop for its whole
+// timeout.
+func TestStopEndsWatchers(t *testing.T) {
+	e := newEnv(t)
+	e.enroll("dev-1")
+	conn, err := grpc.NewClient(e.h.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := compliancev1.NewComplianceServiceClient(conn).WatchComplianceEvents(e.ctx, &compliancev1.WatchComplianceEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // the stream is up
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stopped := make(chan struct{})
+	go func() { e.h.Stop(); close(stopped) }()
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unavailable || apierr.Reason(err) != compliancegrpc.ReasonShuttingDown {
+		t.Fatalf("watch ended with %v, want UNAVAILABLE %s", err, compliancegrpc.ReasonShuttingDown)
+	}
+	<-stopped
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stop took %v with a watcher open", d)
 	}
 }
