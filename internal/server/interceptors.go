@@ -21,8 +21,47 @@ import (
 	"github.com/condaccess/condaccess/internal/telemetry"
 )
 
-// quietServices are logged at DEBUG when they succeed: probes would drown the log.
-var quietServices = []string{"/grpc.health.v1.Health/", "/grpc.reflection."}
+// quietServices are logged at DEBUG when they succeed: probes would drown the log, and
+// every access decision is already recorded in the sign-in log.
+var quietServices = []string{
+	"/grpc.health.v1.Health/", "/grpc.reflection.",
+	"/condaccess.access.v1.AccessService/EvaluateAccess", "/envoy.service.auth.v3.Authorization/Check",
+}
+
+// drainStream ends a stream promptly when the server starts to stop: its context is
+// cancelled, and the client gets UNAVAILABLE (reason SHUTTING_DOWN) so that it
+// reconnects elsewhere or later. Without it, long-lived streams (watches, agent
+// connections) would hold a graceful stop until its deadline.
+func drainStream(drain <-chan struct{}) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-drain:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+		select {
+		case <-drain:
+			if ss.Context().Err() == nil && (err == nil || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
+				return apierr.New(codes.Unavailable, "SHUTTING_DOWN", "the server is shutting down; reconnect and resume")
+			}
+		default:
+		}
+		return err
+	}
+}
+
+// ctxStream is a grpc.ServerStream with another context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 func logUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

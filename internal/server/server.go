@@ -58,6 +58,7 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	stop   sync.Once
+	drain  chan struct{} // closed when Stop begins: streams end with UNAVAILABLE
 }
 
 // New builds a Server. Register services on Registrar(), then call Serve.
@@ -103,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	logger := cfg.Logger.With("server", cfg.Name)
 	authz := auth.NewAuthorizer(authCfg)
 
-	s := &Server{cfg: cfg, logger: logger, health: health.NewServer()}
+	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{})}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
@@ -116,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 		),
 		grpc.ChainStreamInterceptor(
 			logStream(logger),
+			drainStream(s.drain),
 			authz.StreamServerInterceptor(),
 			validateStream(validator),
 			recoverStream(logger),
@@ -157,6 +159,7 @@ func (s *Server) Serve(lis net.Listener) error {
 func (s *Server) Stop(ctx context.Context) {
 	s.stop.Do(func() {
 		s.health.Shutdown()
+		close(s.drain)
 		done := make(chan struct{})
 		go func() {
 			s.grpc.GracefulStop()

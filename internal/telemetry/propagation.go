@@ -41,15 +41,23 @@ func TraceID(ctx context.Context) string {
 }
 
 // NewLogHandler wraps h so that every record logged with a context holding a span
-// gets trace_id and span_id attributes.
+// gets trace_id and span_id attributes (trace_id only when the record has none yet).
 func NewLogHandler(h slog.Handler) slog.Handler { return logHandler{h} }
 
 type logHandler struct{ slog.Handler }
 
 func (l logHandler) Handle(ctx context.Context, r slog.Record) error {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		hasTraceID := false
+		r.Attrs(func(a slog.Attr) bool {
+			hasTraceID = a.Key == "trace_id"
+			return !hasTraceID
+		})
 		r = r.Clone()
-		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+		if !hasTraceID {
+			r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
+		}
+		r.AddAttrs(slog.String("span_id", sc.SpanID().String()))
 	}
 	return l.Handler.Handle(ctx, r)
 }
