@@ -89,7 +89,7 @@ type cpol struct {
 	exclApps   span
 }
 
-const recInline = 15 // makes an hrec 128 bytes: two cache lines
+const recInline = 15 // makes a crec 64 bytes; an hrec is 64 bytes too
 
 // hrec flags.
 const (
@@ -100,11 +100,10 @@ const (
 	fBig         // the user lists do not fit in ids: use the cpol spans
 )
 
-// hrec is a policy's hot record: what the decision loop reads, with small user and group
-// lists inline. The records of the policies naming an application are stored contiguously
-// (Snapshot.specRecs), so a decision streams through memory instead of chasing pointers.
+// hrec is a policy's hot record: one cache line with what the decision loop reads for every
+// policy. The records of the policies naming an application are stored contiguously
+// (Snapshot.specRecs).
 type hrec struct {
-	// First cache line: all the common case (user not included) reads.
 	// gmask and umask are one-word Bloom filters of the include groups (bit g%64) and the
 	// include users (bit u%64): when neither meets the user's, the user is not included.
 	gmask     uint64
@@ -120,7 +119,11 @@ type hrec struct {
 	clientInc uint8
 	nIU       uint8
 	nIG       uint8
-	// Second cache line.
+}
+
+// crec is the cold part of a policy record (Snapshot.cold, by policy index): the user and
+// group lists, read only when the Bloom filters let a policy through.
+type crec struct {
 	nEU uint8
 	nEG uint8
 	ids [recInline]int32 // include users, include groups, exclude users, exclude groups
@@ -150,6 +153,7 @@ type Snapshot struct {
 	ipConds  []ipCond
 
 	recs       []hrec  // per policy
+	cold       []crec  // per policy
 	allRecs    []hrec  // non-disabled policies targeting all applications, in policy order
 	specRecs   []hrec  // per application (appSpec): the policies naming it, in policy order
 	appSpec    []span  // per application: its records in specRecs
@@ -446,6 +450,7 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		src:     src,
 		pols:    make([]cpol, len(src)),
 		recs:    make([]hrec, len(src)),
+		cold:    make([]crec, len(src)),
 		strs:    make([]pstr, len(src)),
 	}
 	appendIDs := func(ids []string, idx map[string]int32) span {
@@ -615,11 +620,13 @@ func (s *Snapshot) record(pi int32, c *cpol) hrec {
 		r.flags |= fBig
 		return r
 	}
+	cold := &s.cold[pi]
 	k := 0
 	for _, l := range lists {
-		k += copy(r.ids[k:], l.of(s.arena))
+		k += copy(cold.ids[k:], l.of(s.arena))
 	}
-	r.nIU, r.nIG, r.nEU, r.nEG = uint8(c.inclUsers.n), uint8(c.inclGroups.n), uint8(c.exclUsers.n), uint8(c.exclGroups.n)
+	r.nIU, r.nIG = uint8(c.inclUsers.n), uint8(c.inclGroups.n)
+	cold.nEU, cold.nEG = uint8(c.exclUsers.n), uint8(c.exclGroups.n)
 	return r
 }
 

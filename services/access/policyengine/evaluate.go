@@ -187,7 +187,28 @@ func (res *Result) addNotApplied(r *hrec, why string) {
 	if r.state != StateEnabled {
 		k = ResultReportOnlyNotApplied
 	}
-	res.Policies = append(res.Policies, PolicyResult{PolicyID: r.id, DisplayName: r.name, State: r.state, Kind: k, NotApplied: why, idx: r.pi})
+	// Field by field into the slot: building the struct on the stack and copying it makes
+	// the compiler mix narrow stores with wide loads (failed store forwarding).
+	p := res.nextPolicy()
+	p.PolicyID = r.id
+	p.DisplayName = r.name
+	p.NotApplied = why
+	p.State = r.state
+	p.Kind = k
+	p.Satisfied = 0
+	p.Unsatisfied = 0
+	p.idx = r.pi
+}
+
+// nextPolicy extends Policies by one element and returns it (not cleared).
+func (res *Result) nextPolicy() *PolicyResult {
+	n := len(res.Policies)
+	if n == cap(res.Policies) {
+		res.Policies = append(res.Policies, PolicyResult{})
+	} else {
+		res.Policies = res.Policies[:n+1]
+	}
+	return &res.Policies[n]
 }
 
 func containsIdx(xs []int32, v int32) bool {
@@ -289,7 +310,7 @@ func (s *Snapshot) userIncluded(c *hrec, ctx *evalCtx) bool {
 	var iu, ig []int32
 	if c.flags&fBig == 0 {
 		n1 := int(c.nIU)
-		ids := c.ids[:n1+int(c.nIG)]
+		ids := s.cold[c.pi].ids[:n1+int(c.nIG)]
 		iu, ig = ids[:n1], ids[n1:]
 	} else {
 		p := &s.pols[c.pi]
@@ -318,9 +339,10 @@ func (s *Snapshot) notApplied(c *hrec, ctx *evalCtx, ip netip.Addr) string {
 	if c.flags&fBig == 0 {
 		n1 := c.nIU
 		n2 := n1 + c.nIG
-		n3 := n2 + c.nEU
-		n4 := n3 + c.nEG
-		iu, ig, eu, eg = c.ids[:n1], c.ids[n1:n2], c.ids[n2:n3], c.ids[n3:n4]
+		cold := &s.cold[c.pi]
+		n3 := n2 + cold.nEU
+		n4 := n3 + cold.nEG
+		iu, ig, eu, eg = cold.ids[:n1], cold.ids[n1:n2], cold.ids[n2:n3], cold.ids[n3:n4]
 	} else {
 		p := &s.pols[c.pi]
 		iu, ig, eu, eg = p.inclUsers.of(s.arena), p.inclGroups.of(s.arena), p.exclUsers.of(s.arena), p.exclGroups.of(s.arena)
