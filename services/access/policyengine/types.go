@@ -86,9 +86,10 @@
 //
 // Compile interns ids to dense int32s (users through an open-addressing table with inline
 // keys), precomputes every user's transitive groups (sorted, inline when few, plus a
-// one-word Bloom filter), and stores each policy as a 128-byte record whose first cache
-// line holds all that the common case reads (Bloom filters of the included users and
-// groups, flags, the id and name strings). The records of the policies naming an
+// one-word Bloom filter), and stores each policy as a 64-byte hot record
+// (one cache line: Bloom filters of the included users and groups, flags, conditions, the
+// id and name strings) plus a cold record (the user and group lists, read only when the
+// Bloom filters let the policy through). The records of the policies naming an
 // application are stored contiguously, and each application has the list of its targeting
 // policies' records (its own and the all-applications ones) in policy order. A decision
 // marks the user's groups in a bitset kept in the Result, makes one pass over that list
