@@ -38,8 +38,12 @@ func TestFlow(t *testing.T) {
 	s := harness.StartSuite(t, harness.Options{})
 	s.Setup(t)
 
-	t.Run("remediation by the agent", func(t *testing.T) {
-		playRemediationFlow(t, s, "dev-1")
+	t.Run("remediation by the agent, approved", func(t *testing.T) {
+		playRemediationFlow(t, s, "dev-1", harness.SemiGroup)
+	})
+
+	t.Run("remediation by the agent, fully automatic", func(t *testing.T) {
+		playRemediationFlow(t, s, "dev-2", harness.AutoGroup)
 	})
 
 	t.Run("resolving the alerts", func(t *testing.T) {
@@ -100,11 +104,12 @@ func TestFlow(t *testing.T) {
 
 // playRemediationFlow plays the whole flow on a device with a real agent: EICAR file →
 // alert → risk HIGH → noncompliant → access blocked and the live session revoked →
-// investigation → quarantine → alerts resolved → compliant → access allowed. It
-// returns the alert ids.
-func playRemediationFlow(t *testing.T, s *harness.Suite, dev string) []string {
+// investigation → quarantine → alerts resolved → compliant → access allowed. In
+// harness.SemiGroup the quarantine waits for an approval, given once the block is
+// seen; in harness.AutoGroup it is automatic. It returns the alert ids.
+func playRemediationFlow(t *testing.T, s *harness.Suite, dev, group string) []string {
 	t.Helper()
-	s.Enroll(t, dev, harness.AutoGroup)
+	s.Enroll(t, dev, group)
 	ctx := t.Context()
 
 	// An allowed access opens a session that the block must revoke.
@@ -141,9 +146,35 @@ func playRemediationFlow(t *testing.T, s *harness.Suite, dev string) []string {
 	for _, a := range alerts {
 		ids = append(ids, a.GetAlertId())
 	}
+	if group == harness.SemiGroup {
+		// Nothing lifts the block before the approval: see it, then approve.
+		s.WaitRisk(t, dev, commonv1.RiskLevel_RISK_LEVEL_HIGH)
+		s.WaitCompliance(t, dev, commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT)
+		blocked := s.WaitDecision(t, dev, accessv1.Decision_DECISION_BLOCK)
+		if !harness.HasReason(blocked, "COMPLIANT_DEVICE_REQUIRED") {
+			t.Errorf("block reasons %v lack COMPLIANT_DEVICE_REQUIRED", blocked.GetReasons())
+		}
+		pending := s.WaitInvestigation(t, dev, "a quarantine waiting for approval", func(inv *remediationv1.Investigation) bool {
+			return inv.GetState() == remediationv1.InvestigationState_INVESTIGATION_STATE_PENDING_APPROVAL
+		})
+		var approved bool
+		for _, a := range pending.GetActions() {
+			if a.GetType() == remediationv1.ActionType_ACTION_TYPE_QUARANTINE_FILE && a.GetState() == remediationv1.ActionState_ACTION_STATE_PENDING_APPROVAL {
+				if _, err := s.Remediation.ApproveAction(ctx, &remediationv1.ApproveActionRequest{ActionId: a.GetActionId(), Comment: "approved by the test"}); err != nil {
+					t.Fatal(err)
+				}
+				approved = true
+			}
+		}
+		if !approved {
+			t.Fatalf("no pending quarantine to approve: %v", pending.GetActions())
+		}
+		if r, err := s.Evaluate(ctx, dev); err != nil || (r.GetDecision() != accessv1.Decision_DECISION_BLOCK && r.GetDecision() != accessv1.Decision_DECISION_ALLOW) {
+			t.Fatalf("evaluate: %v %v", r, err)
+		}
+	}
 	// With full automation the whole flow may already be over; the block is checked
-	// through its lasting effects (the revoked session, the investigation) below, and
-	// directly by the tests where no automation lifts it.
+	// through its lasting effects (the revoked session, the risk history) below.
 	inv := s.WaitInvestigation(t, dev, "a remediated investigation", func(inv *remediationv1.Investigation) bool {
 		return inv.GetState() == remediationv1.InvestigationState_INVESTIGATION_STATE_REMEDIATED
 	})

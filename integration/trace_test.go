@@ -21,7 +21,7 @@ func TestEndToEndTrace(t *testing.T) {
 	}
 	s := harness.StartSuite(t, harness.Options{Traces: true})
 	s.Setup(t)
-	alerts := playRemediationFlow(t, s, "dev-trace")
+	alerts := playRemediationFlow(t, s, "dev-trace", harness.AutoGroup)
 
 	// The alert's trace starts where the risk service recorded it.
 	isReport := func(sp harness.Span) bool {

@@ -34,6 +34,9 @@ const (
 	ManualGroup = "manual"
 	// AutoGroup is a device group with full automation (the default).
 	AutoGroup = "auto"
+	// SemiGroup is a device group whose remediation actions wait for a SecOps
+	// approval (automation level SEMI).
+	SemiGroup = "semi"
 )
 
 // Wait is how long a step of a flow may take before the test fails.
@@ -57,6 +60,9 @@ func (s *Suite) Setup(t testing.TB) {
 	}})))
 	must(t, "SetAutomationLevel", err2(s.Remediation.SetAutomationLevel(ctx, &remediationv1.SetAutomationLevelRequest{Setting: &remediationv1.AutomationLevelSetting{
 		DeviceGroup: ManualGroup, Level: remediationv1.AutomationLevel_AUTOMATION_LEVEL_NONE,
+	}})))
+	must(t, "SetAutomationLevel", err2(s.Remediation.SetAutomationLevel(ctx, &remediationv1.SetAutomationLevelRequest{Setting: &remediationv1.AutomationLevelSetting{
+		DeviceGroup: SemiGroup, Level: remediationv1.AutomationLevel_AUTOMATION_LEVEL_SEMI,
 	}})))
 }
 
