@@ -65,22 +65,69 @@ type writeReq struct {
 // would roll back the whole group.
 type Tx struct {
 	tx    *sql.Tx
+	stmts *stmtCache
 	after []func()
+}
+
+// stmtCache holds the statements prepared in one group transaction, by query text:
+// the writes of a group mostly run the same few statements, and parsing each again
+// was a large share of the write path's CPU. The statements close with the
+// transaction.
+type stmtCache struct {
+	tx *sql.Tx
+	m  map[string]*sql.Stmt
+}
+
+// maxCachedStmts bounds a group's cache (queries built with a varying number of
+// placeholders would otherwise grow it).
+const maxCachedStmts = 256
+
+// get returns the prepared statement for query, or nil when it is not cacheable
+// (several statements, a full cache, or a prepare error, which the uncached path
+// then reports).
+func (c *stmtCache) get(ctx context.Context, query string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	if st, ok := c.m[query]; ok {
+		return st
+	}
+	if len(c.m) >= maxCachedStmts || strings.Contains(strings.TrimRight(strings.TrimSpace(query), ";"), ";") {
+		return nil
+	}
+	st, err := c.tx.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	c.m[query] = st
+	return st
 }
 
 // ExecContext executes a statement in the transaction.
 func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return tx.tx.ExecContext(context.WithoutCancel(ctx), query, args...)
+	ctx = context.WithoutCancel(ctx)
+	if st := tx.stmts.get(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.tx.ExecContext(ctx, query, args...)
 }
 
 // QueryContext runs a query in the transaction.
 func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return tx.tx.QueryContext(context.WithoutCancel(ctx), query, args...)
+	ctx = context.WithoutCancel(ctx)
+	if st := tx.stmts.get(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return tx.tx.QueryContext(ctx, query, args...)
 }
 
 // QueryRowContext runs a query returning at most one row in the transaction.
 func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return tx.tx.QueryRowContext(context.WithoutCancel(ctx), query, args...)
+	ctx = context.WithoutCancel(ctx)
+	if st := tx.stmts.get(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return tx.tx.QueryRowContext(ctx, query, args...)
 }
 
 // AfterCommit registers f to run once the group's COMMIT has succeeded, before
@@ -280,6 +327,7 @@ func (db *DB) commit(batch []*writeReq) {
 		fail(fmt.Errorf("sqlitedb: begin: %w", err))
 		return
 	}
+	stmts := &stmtCache{tx: sqlTx, m: map[string]*sql.Stmt{}}
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			res[i].err = err
@@ -290,7 +338,7 @@ func (db *DB) commit(batch []*writeReq) {
 			fail(fmt.Errorf("sqlitedb: savepoint: %w", err))
 			return
 		}
-		tx := &Tx{tx: sqlTx}
+		tx := &Tx{tx: sqlTx, stmts: stmts}
 		ferr := runFn(r.fn, tx)
 		if ferr != nil {
 			res[i].err = ferr
