@@ -170,12 +170,31 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := startSuite(ctx, serveOptions{
-		grpcAddr: "127.0.0.1:0", dataDir: filepath.Join(dir, "data"),
-		services: "risk,compliance,access,remediation", stopTimeout: 2 * time.Second,
-	}, logger)
-	if err != nil {
-		return fmt.Errorf("start the suite: %w", err)
+	// The start is bounded too: a demo that hangs silently is worse than one that fails.
+	type started struct {
+		s   *runningSuite
+		err error
+	}
+	startc := make(chan started, 1)
+	go func() {
+		s, err := startSuite(ctx, serveOptions{
+			grpcAddr: "127.0.0.1:0", dataDir: filepath.Join(dir, "data"),
+			services: "risk,compliance,access,remediation", stopTimeout: 2 * time.Second,
+		}, logger)
+		startc <- started{s, err}
+	}()
+	var s *runningSuite
+	select {
+	case r := <-startc:
+		if r.err != nil {
+			fmt.Fprintf(stdout, "service logs: %s\n", logPath)
+			return fmt.Errorf("start the suite: %w", r.err)
+		}
+		s = r.s
+	case <-time.After(*timeout):
+		cancel()
+		fmt.Fprintf(stdout, "the services did not start within %v; service logs: %s\n", *timeout, logPath)
+		return fmt.Errorf("demo failed: the services did not start within %v", *timeout)
 	}
 	defer s.Stop()
 	fmt.Fprintf(stdout, "condaccess demo: the four services in this process, talking gRPC on %s, stores in %s\n", s.GRPCAddr(), dir)
@@ -548,7 +567,7 @@ func (d *demo) onSession(ev *accessv1.SessionEvent) {
 	if r == nil || r.GetSession().GetDeviceId() != demoDevice {
 		return
 	}
-	line := fmt.Sprintf("     %-22s %10s  %-32s  session %s of %s on %s revoked: %s", "", "", orDash(traceIDOf(ev.GetTraceContext())),
+	line := fmt.Sprintf("     %-22s %10s  %-32s  session %s of %s on %s revoked: %s", "(session revoked)", sinceMS(ev.GetEventTime().AsTime(), d.alertAt), orDash(traceIDOf(ev.GetTraceContext())),
 		r.GetSession().GetSessionId(), r.GetSession().GetUserId(), r.GetSession().GetApplicationId(), r.GetReasonCode())
 	d.mu.Lock()
 	defer d.mu.Unlock()
