@@ -357,14 +357,17 @@ func (s *runningSuite) Stop() error {
 	s.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout+5*time.Second)
 		defer cancel()
+		// Background work (the event consumers, which are clients of this very server
+		// when the services share a process) stops first, so that no stream of ours
+		// holds the graceful stop; the server then drains its own streams.
+		if s.cancel != nil {
+			s.cancel()
+		}
 		if s.srv != nil {
 			s.srv.Stop(ctx)
 		}
 		if s.httpSrv != nil {
 			_ = s.httpSrv.Shutdown(ctx)
-		}
-		if s.cancel != nil {
-			s.cancel()
 		}
 		s.wg.Wait()
 		s.connMu.Lock()
