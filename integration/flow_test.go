@@ -23,6 +23,7 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/integration/harness"
+	"github.com/condaccess/condaccess/internal/agent"
 )
 
 func TestMain(m *testing.M) {
@@ -138,7 +139,7 @@ func playRemediationFlow(t *testing.T, s *harness.Suite, dev, group string) []st
 	})
 
 	eicar := filepath.Join(watch, "invoice.pdf.exe")
-	if err := os.WriteFile(eicar, []byte(harness.EICAR), 0o644); err != nil {
+	if err := os.WriteFile(eicar, agent.EICAR(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	alerts := s.WaitAlerts(t, dev, "an alert from the agent", func(*riskv1.Alert) bool { return true })
@@ -284,7 +285,7 @@ func TestKillEachServiceMidFlow(t *testing.T) {
 				return a.GetDeviceId() == dev && a.GetHealth() == remediationv1.AgentHealth_AGENT_HEALTH_HEALTHY
 			}), fmt.Sprintf("agents %v", r.GetAgents())
 		})
-		if err := os.WriteFile(filepath.Join(watch, "eicar.com"), []byte(harness.EICAR), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(watch, "eicar.com"), agent.EICAR(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		// Killed as soon as the alert exists, while the investigation starts.

@@ -17,9 +17,6 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 )
 
-// EICAR is the EICAR anti-malware test string: harmless, detected by every scanner and
-// by the condaccess agent.
-const EICAR = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
 
 // The fixture every flow uses: a user, an application, a compliance policy "risk at or
 // under medium" for every device, and a Conditional Access policy "the app requires a
