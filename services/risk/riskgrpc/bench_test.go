@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/server/servertest"
 	"github.com/condaccess/condaccess/services/risk/risktest"
 )
 
@@ -33,7 +35,25 @@ func tcpHarness(b *testing.B) *risktest.Harness {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return risktest.StartWith(b, risktest.Options{Listener: lis})
+	// servertest's Echo: an empty unary method behind exactly ReportAlert's chain
+	// (tracing, logging, auth, validation), the second ceiling.
+	return risktest.StartWith(b, risktest.Options{Listener: lis, Register: servertest.Register})
+}
+
+// cpuTime returns the process's user+system CPU time.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process CPU time (server and load generator together) per
+// op and per unit (alert) since t0.
+func reportCPU(b *testing.B, t0 time.Duration, perOp int) {
+	cpu := cpuTime(b) - t0
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*perOp), "cpu-µs/item")
 }
 
 func parallelism() int {
@@ -42,18 +62,22 @@ func parallelism() int {
 }
 
 // BenchmarkThroughput measures, on one server over a real 127.0.0.1 TCP listener with
-// ~50 calls in flight from the same load generator: the ceiling (grpc.health.v1
-// Check, an empty unary method), durable ReportAlert (synchronous=FULL: every
+// ~50 calls in flight from the same load generator, two ceilings and the reports:
+// grpc.health.v1 Check (an empty unary method that otelgrpc does not trace),
+// servertest's Echo (an empty unary method through exactly ReportAlert's chain:
+// tracing, logging, auth, validation), durable ReportAlert (synchronous=FULL: every
 // acknowledged alert survives SIGKILL and power loss), and ReportAlerts in batches of
-// 100; the report benchmarks give their rate as a percentage of the ceiling.
+// 100; the report benchmarks give their rate as a percentage of both ceilings
+// (%ceiling: health Check; %chain: Echo).
 func BenchmarkThroughput(b *testing.B) {
 	h := tcpHarness(b)
 	health := healthpb.NewHealthClient(h.Conn)
-	var ceiling float64 // calls per second
+	var ceiling, chain float64 // calls per second
 
 	b.Run("ceiling=health.Check", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(parallelism())
+		t0 := cpuTime(b)
 		b.RunParallel(func(pb *testing.PB) {
 			ctx := context.Background()
 			for pb.Next() {
@@ -63,13 +87,37 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 			}
 		})
+		reportCPU(b, t0, 1)
 		ceiling = float64(b.N) / b.Elapsed().Seconds()
 		b.ReportMetric(ceiling, "calls/s")
+	})
+
+	b.Run("ceiling=servertest.Echo", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(parallelism())
+		t0 := cpuTime(b)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			req := servertest.NewRequest("dev-1", "")
+			for pb.Next() {
+				if _, err := servertest.Call(ctx, h.Conn, servertest.MethodEcho, req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportCPU(b, t0, 1)
+		chain = float64(b.N) / b.Elapsed().Seconds()
+		b.ReportMetric(chain, "calls/s")
+		if ceiling > 0 {
+			b.ReportMetric(100*chain/ceiling, "%ceiling")
+		}
 	})
 
 	b.Run("ReportAlert", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(parallelism())
+		t0 := cpuTime(b)
 		b.RunParallel(func(pb *testing.PB) {
 			ctx := context.Background()
 			for pb.Next() {
@@ -82,10 +130,14 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 			}
 		})
+		reportCPU(b, t0, 1)
 		rate := float64(b.N) / b.Elapsed().Seconds()
 		b.ReportMetric(rate, "alerts/s")
 		if ceiling > 0 {
 			b.ReportMetric(100*rate/ceiling, "%ceiling")
+		}
+		if chain > 0 {
+			b.ReportMetric(100*rate/chain, "%chain")
 		}
 	})
 
@@ -93,6 +145,7 @@ func BenchmarkThroughput(b *testing.B) {
 	b.Run(fmt.Sprintf("ReportAlerts/batch=%d", batch), func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(parallelism())
+		t0 := cpuTime(b)
 		b.RunParallel(func(pb *testing.PB) {
 			ctx := context.Background()
 			for pb.Next() {
@@ -107,10 +160,16 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 			}
 		})
+		reportCPU(b, t0, batch)
 		calls := float64(b.N) / b.Elapsed().Seconds()
 		b.ReportMetric(calls*batch, "alerts/s")
 		if ceiling > 0 {
 			b.ReportMetric(100*calls/ceiling, "%ceiling(calls)")
+			b.ReportMetric(100*calls*batch/ceiling, "%ceiling(alerts)")
+		}
+		if chain > 0 {
+			b.ReportMetric(100*calls/chain, "%chain(calls)")
+			b.ReportMetric(100*calls*batch/chain, "%chain(alerts)")
 		}
 	})
 }

@@ -34,6 +34,9 @@ type Options struct {
 	ClientAuth auth.ClientConfig
 	// Listener, when set, is served instead of a bufconn listener (e.g. 127.0.0.1:0).
 	Listener net.Listener
+	// Register, when set, registers more services on the same server before it
+	// serves (e.g. servertest's, as a same-chain baseline for benchmarks).
+	Register func(grpc.ServiceRegistrar)
 }
 
 // Harness is a running risk service.
@@ -87,6 +90,9 @@ func StartWith(t testing.TB, o Options) *Harness {
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Now: o.Now})
 	handlers := riskgrpc.New(riskgrpc.Config{Service: svc})
 	riskgrpc.Register(srv.Registrar(), handlers)
+	if o.Register != nil {
+		o.Register(srv.Registrar())
+	}
 
 	h := &Harness{Store: st, Server: srv, Handlers: handlers, lis: o.Listener}
 	if h.lis == nil {
