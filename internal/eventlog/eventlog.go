@@ -118,6 +118,12 @@ type Log struct {
 
 	compacted atomic.Int64
 
+	// next is the revision the next Append takes, 0 when unknown (then read from the
+	// table). Only Write fns touch it, and they run one at a time on the database's
+	// writer goroutine; OnRollback gives back the revisions of an fn or group that
+	// does not commit.
+	next int64
+
 	mu     sync.Mutex
 	rev    int64 // last published (committed) revision
 	subs   map[*sub]struct{}
@@ -196,13 +202,16 @@ func (l *Log) Close() error {
 
 // Append assigns the next revision inside the caller's transaction and
 // publishes the event to live watchers after the commit, in revision order.
-// The revision is computed from the table inside the transaction (there is one
-// writer connection), so an fn that fails gives its revision back.
+// The revision comes from a counter kept on the one writer (read from the table
+// inside the transaction the first time); an fn that fails, or a group that does
+// not commit, gives its revisions back, so revisions stay gap-free.
 func (l *Log) Append(tx *sqlitedb.Tx, e Event) (int64, error) {
 	ctx := context.Background()
-	var rev int64
-	if err := tx.QueryRowContext(ctx, l.qNext).Scan(&rev); err != nil {
-		return 0, fmt.Errorf("eventlog: next revision: %w", err)
+	rev := l.next
+	if rev == 0 {
+		if err := tx.QueryRowContext(ctx, l.qNext).Scan(&rev); err != nil {
+			return 0, fmt.Errorf("eventlog: next revision: %w", err)
+		}
 	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
@@ -212,8 +221,12 @@ func (l *Log) Append(tx *sqlitedb.Tx, e Event) (int64, error) {
 	}
 	e.Revision = rev
 	if _, err := tx.ExecContext(ctx, l.qInsert, rev, e.Type, e.Key, e.Payload, e.TraceParent, e.TraceState, e.Time.UnixNano()); err != nil {
+		// Unknown again: the statement may have failed after changing the table.
+		l.next = 0
 		return 0, fmt.Errorf("eventlog: append: %w", err)
 	}
+	l.next = rev + 1
+	tx.OnRollback(func() { l.next = rev })
 	tx.AfterCommit(func() { l.publish(e) })
 	return rev, nil
 }

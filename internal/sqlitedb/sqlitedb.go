@@ -64,9 +64,10 @@ type writeReq struct {
 // values (trace context) but not their cancellation: interrupting one statement
 // would roll back the whole group.
 type Tx struct {
-	tx    *sql.Tx
-	stmts *stmtCache
-	after []func()
+	tx       *sql.Tx
+	stmts    *stmtCache
+	after    []func()
+	rollback []func()
 }
 
 // stmtCache holds the statements prepared in one group transaction, by query text:
@@ -135,6 +136,20 @@ func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *s
 // across the whole group (so in commit order); they must be fast and must not
 // call Write. They are discarded if this fn fails or the commit fails.
 func (tx *Tx) AfterCommit(f func()) { tx.after = append(tx.after, f) }
+
+// OnRollback registers f to run, on the writer goroutine, if this fn's changes are
+// discarded: the fn fails (its savepoint is rolled back) or the group does not
+// commit. Functions of one fn run in reverse registration order, and fns in reverse
+// order across the group, so state kept beside the database (for example a counter
+// owned by the writer) can be restored to its value before the fn. They must be fast
+// and must not call Write.
+func (tx *Tx) OnRollback(f func()) { tx.rollback = append(tx.rollback, f) }
+
+func undo(fs []func()) {
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
 
 func dsn(path string, q url.Values) string {
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
@@ -282,80 +297,124 @@ func (db *DB) Close() error {
 
 func (db *DB) writer() {
 	defer close(db.done)
-	batch := make([]*writeReq, 0, db.maxBatch)
 	for {
+		var first *writeReq
 		select {
-		case r := <-db.reqs:
-			batch = append(batch[:0], r)
+		case first = <-db.reqs:
 		case <-db.closing:
 			return
 		}
-	fill:
-		for len(batch) < db.maxBatch {
-			select {
-			case r := <-db.reqs:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		db.commit(batch)
-		clear(batch)
+		db.commit(first)
 	}
 }
 
 type result struct {
-	err   error
-	after []func()
-	ran   bool
+	req      *writeReq
+	err      error
+	after    []func()
+	rollback []func()
+	ran      bool
 }
 
-// commit runs one group: BEGIN IMMEDIATE, one savepoint per fn, COMMIT.
-func (db *DB) commit(batch []*writeReq) {
+// groupStmts are the savepoint statements, prepared once per group transaction
+// (parsing them again for every fn was a visible share of the writer's CPU).
+type groupStmts struct {
+	savepoint, rollbackTo, release *sql.Stmt
+}
+
+func prepareGroup(ctx context.Context, tx *sql.Tx) (g groupStmts, err error) {
+	if g.savepoint, err = tx.PrepareContext(ctx, "SAVEPOINT w"); err != nil {
+		return g, err
+	}
+	if g.rollbackTo, err = tx.PrepareContext(ctx, "ROLLBACK TO w"); err != nil {
+		return g, err
+	}
+	g.release, err = tx.PrepareContext(ctx, "RELEASE w")
+	return g, err
+}
+
+// commit runs one group: BEGIN IMMEDIATE, one savepoint per fn, COMMIT. The group
+// starts with first and every write already waiting, and keeps taking writes that
+// arrive while its fns run (up to MaxBatch), so that the requests answered by the
+// previous commit join this one instead of waiting for a commit of their own.
+func (db *DB) commit(first *writeReq) {
 	ctx := context.Background()
-	res := make([]result, len(batch))
+	res := make([]result, 0, 16)
+	res = append(res, result{req: first})
 	fail := func(err error) {
-		for i, r := range batch {
+		for i := len(res) - 1; i >= 0; i-- {
+			if res[i].ran {
+				undo(res[i].rollback)
+			}
+		}
+		for i := range res {
 			if res[i].err == nil {
 				res[i].err = err
 			}
-			r.done <- res[i].err
+			res[i].req.done <- res[i].err
 		}
 	}
 	sqlTx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
+		db.drain(&res)
 		fail(fmt.Errorf("sqlitedb: begin: %w", err))
 		return
 	}
+	g, err := prepareGroup(ctx, sqlTx)
+	if err != nil {
+		sqlTx.Rollback()
+		db.drain(&res)
+		fail(fmt.Errorf("sqlitedb: prepare savepoint: %w", err))
+		return
+	}
 	stmts := &stmtCache{tx: sqlTx, m: map[string]*sql.Stmt{}}
-	for i, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			res[i].err = err
+	for i := 0; ; i++ {
+		if i == len(res) {
+			if len(res) >= db.maxBatch {
+				break
+			}
+			select {
+			case r := <-db.reqs:
+				res = append(res, result{req: r})
+			default:
+			}
+			if i == len(res) {
+				break
+			}
+		}
+		r := &res[i]
+		if err := r.req.ctx.Err(); err != nil {
+			r.err = err
 			continue
 		}
-		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+		if _, err := g.savepoint.ExecContext(ctx); err != nil {
 			sqlTx.Rollback()
 			fail(fmt.Errorf("sqlitedb: savepoint: %w", err))
 			return
 		}
 		tx := &Tx{tx: sqlTx, stmts: stmts}
-		ferr := runFn(r.fn, tx)
+		ferr := runFn(r.req.fn, tx)
 		if ferr != nil {
-			res[i].err = ferr
-			if _, err := sqlTx.ExecContext(ctx, "ROLLBACK TO w; RELEASE w"); err != nil {
+			r.err = ferr
+			undo(tx.rollback)
+			_, err := g.rollbackTo.ExecContext(ctx)
+			if err == nil {
+				_, err = g.release.ExecContext(ctx)
+			}
+			if err != nil {
 				sqlTx.Rollback()
 				fail(fmt.Errorf("sqlitedb: rollback to savepoint after %v: %w", ferr, err))
 				return
 			}
 			continue
 		}
-		if _, err := sqlTx.ExecContext(ctx, "RELEASE w"); err != nil {
+		if _, err := g.release.ExecContext(ctx); err != nil {
+			r.after, r.rollback, r.ran = tx.after, tx.rollback, true
 			sqlTx.Rollback()
 			fail(fmt.Errorf("sqlitedb: release savepoint: %w", err))
 			return
 		}
-		res[i].after = tx.after
-		res[i].ran = true
+		r.after, r.rollback, r.ran = tx.after, tx.rollback, true
 	}
 	if err := sqlTx.Commit(); err != nil {
 		for i := range res {
@@ -371,8 +430,20 @@ func (db *DB) commit(batch []*writeReq) {
 			f()
 		}
 	}
-	for i, r := range batch {
-		r.done <- res[i].err
+	for i := range res {
+		res[i].req.done <- res[i].err
+	}
+}
+
+// drain adds the writes already waiting to a group that failed before running any.
+func (db *DB) drain(res *[]result) {
+	for len(*res) < db.maxBatch {
+		select {
+		case r := <-db.reqs:
+			*res = append(*res, result{req: r})
+		default:
+			return
+		}
 	}
 }
 

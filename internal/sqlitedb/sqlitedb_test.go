@@ -81,7 +81,7 @@ func TestGroupCommitIsolatesFailingFn(t *testing.T) {
 	errBoom := errors.New("boom")
 	const n = 200
 	var wg sync.WaitGroup
-	var afterRuns atomic.Int64
+	var afterRuns, rollbackRuns atomic.Int64
 	errs := make([]error, n)
 	for i := range n {
 		wg.Add(1)
@@ -92,6 +92,7 @@ func TestGroupCommitIsolatesFailingFn(t *testing.T) {
 					return err
 				}
 				tx.AfterCommit(func() { afterRuns.Add(1) })
+				tx.OnRollback(func() { rollbackRuns.Add(1) })
 				switch i % 10 {
 				case 3:
 					return errBoom
@@ -126,6 +127,9 @@ func TestGroupCommitIsolatesFailingFn(t *testing.T) {
 	}
 	if got := afterRuns.Load(); got != int64(want) {
 		t.Fatalf("AfterCommit ran %d times, want %d", got, want)
+	}
+	if got := rollbackRuns.Load(); got != int64(n-want) {
+		t.Fatalf("OnRollback ran %d times, want %d (once per failed write)", got, n-want)
 	}
 	var bad int
 	if err := db.Read().QueryRow("SELECT count(*) FROM t WHERE id % 10 IN (4, 8)").Scan(&bad); err != nil || bad != 0 {
@@ -228,5 +232,36 @@ func BenchmarkWrite(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestOnRollbackOrder: an fn's OnRollback functions run in reverse order when it
+// fails, and not at all when it commits.
+func TestOnRollbackOrder(t *testing.T) {
+	db := open(t, filepath.Join(t.TempDir(), "db.sqlite"))
+	ctx := context.Background()
+	var got []int
+	errBoom := errors.New("boom")
+	err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for i := range 3 {
+			tx.OnRollback(func() { got = append(got, i) })
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("Write = %v, want boom", err)
+	}
+	if fmt.Sprint(got) != "[2 1 0]" {
+		t.Fatalf("OnRollback order = %v, want [2 1 0]", got)
+	}
+	got = nil
+	if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		tx.OnRollback(func() { got = append(got, 9) })
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got != nil {
+		t.Fatalf("OnRollback ran after a commit: %v", got)
 	}
 }
