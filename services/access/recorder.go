@@ -35,9 +35,15 @@ type record struct {
 
 // Recorder writes sign-ins and sessions off the decision path: a bounded
 // channel drained by one goroutine that writes batches with one store write.
+//
+// The writer does not receive while it lingers: it sleeps, then drains what
+// arrived. A decision's send then only copies into the buffer; were the writer
+// parked on the channel, every send would hand the record over and wake it (a
+// goroutine switch per decision).
 type Recorder struct {
 	cfg     RecorderConfig
 	ch      chan record
+	kick    chan struct{} // Flush wakes a lingering writer
 	dropped atomic.Int64
 	written atomic.Int64
 }
@@ -56,7 +62,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{cfg: cfg, ch: make(chan record, cfg.Buffer)}
+	return &Recorder{cfg: cfg, ch: make(chan record, cfg.Buffer), kick: make(chan struct{}, 1)}
 }
 
 // SignIn enqueues a sign-in (the store assigns its ID); src is passed to
@@ -103,6 +109,10 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	case r.ch <- record{flush: done}:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
 	select {
 	case <-done:
@@ -159,6 +169,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 	}
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	full := false // the last batch stopped at MaxBatch: more is waiting
 	for {
 		select {
 		case rec := <-r.ch:
@@ -170,19 +181,30 @@ func (r *Recorder) Run(ctx context.Context) error {
 		}
 		// Linger to gather a larger batch: the cost of a write is mostly per
 		// commit and per page touched, so bigger batches cost less per sign-in.
-		linger.Reset(r.cfg.Linger)
+		// Sleep rather than receive (see Recorder); a Flush wakes it.
+		if !full && len(flushes) == 0 {
+			linger.Reset(r.cfg.Linger)
+			select {
+			case <-linger.C:
+			case <-r.kick:
+			case <-ctx.Done():
+			}
+			linger.Stop()
+		}
+		full = false
 	gather:
-		for len(signIns)+len(sessions) < r.cfg.MaxBatch && len(flushes) == 0 {
+		for len(flushes) == 0 {
+			if len(signIns)+len(sessions) >= r.cfg.MaxBatch {
+				full = true
+				break
+			}
 			select {
 			case rec := <-r.ch:
 				add(rec)
-			case <-linger.C:
-				break gather
-			case <-ctx.Done():
+			default:
 				break gather
 			}
 		}
-		linger.Stop()
 		write()
 	}
 }
