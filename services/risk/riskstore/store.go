@@ -66,6 +66,8 @@ type Options struct {
 type Store struct {
 	db  *sqlitedb.DB
 	log *eventlog.Log
+
+	qDeviceRisk *sql.Stmt // prepared on the read pool
 }
 
 var _ risk.Store = (*Store)(nil)
@@ -98,12 +100,18 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("riskstore: %w", err)
 	}
-	return &Store{db: db, log: l}, nil
+	q, err := db.Read().PrepareContext(ctx, qDeviceRisk)
+	if err != nil {
+		l.Close()
+		db.Close()
+		return nil, fmt.Errorf("riskstore: prepare: %w", err)
+	}
+	return &Store{db: db, log: l, qDeviceRisk: q}, nil
 }
 
 // Close ends every watcher and closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.log.Close(), s.db.Close())
+	return errors.Join(s.qDeviceRisk.Close(), s.log.Close(), s.db.Close())
 }
 
 // Compact drops events beyond the retention now (it also runs periodically).
@@ -309,23 +317,45 @@ func activeNow(ctx context.Context, q querier, deviceID string) ([]risk.ActiveAl
 
 // DeviceRisk implements risk.Store: level and active alerts from one snapshot.
 func (s *Store) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRisk, error) {
-	tx, err := s.db.Read().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	// One prepared statement (one snapshot, no explicit read transaction): the level
+	// and its active alerts. ReportAlert runs it after every commit that leaves the
+	// level unchanged.
+	rows, err := s.qDeviceRisk.QueryContext(ctx, deviceID)
 	if err != nil {
 		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
 	}
-	defer tx.Rollback()
-	r, ok, err := latestLevel(ctx, tx, deviceID)
-	if err != nil {
-		return risk.DeviceRisk{}, err
+	defer rows.Close()
+	var r risk.DeviceRisk
+	found := false
+	for rows.Next() {
+		var changeNS int64
+		var id sql.NullString
+		var sev, detectNS sql.NullInt64
+		if err := rows.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.CauseAlertID, &changeNS, &id, &sev, &detectNS); err != nil {
+			return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
+		}
+		r.UpdateTime = time.Unix(0, changeNS).UTC()
+		found = true
+		if id.Valid {
+			r.Active = append(r.Active, risk.ActiveAlert{ID: id.String, Severity: risk.Severity(sev.Int64), DetectTime: time.Unix(0, detectNS.Int64).UTC()})
+		}
 	}
-	if !ok {
+	if err := rows.Err(); err != nil {
+		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
+	}
+	if !found {
 		return risk.DeviceRisk{}, fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
 	}
-	if r.Active, err = activeNow(ctx, tx, deviceID); err != nil {
-		return risk.DeviceRisk{}, err
-	}
+	risk.SortActive(r.Active)
 	return r, nil
 }
+
+// qDeviceRisk is DeviceRisk's query: the latest level version, then one row per
+// active (non-informational) alert, or one row of NULLs when there is none.
+const qDeviceRisk = `SELECT r.device_id, r.revision, r.level, r.previous_level, r.cause_alert_id, r.change_ns,
+	a.alert_id, a.severity, a.detect_ns
+	FROM (SELECT ` + riskCols + ` FROM device_risk_versions WHERE device_id = ?1 ORDER BY revision DESC LIMIT 1) r
+	LEFT JOIN alerts a INDEXED BY alerts_active ON a.device_id = ?1 AND a.to_rev IS NULL AND a.severity > 1`
 
 type deviceCursor struct {
 	Rev   int64  `json:"rev"`
