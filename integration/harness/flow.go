@@ -17,7 +17,6 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 )
 
-
 // The fixture every flow uses: a user, an application, a compliance policy "risk at or
 // under medium" for every device, and a Conditional Access policy "the app requires a
 // compliant device".
