@@ -23,7 +23,7 @@ type accessServer struct {
 }
 
 func (a *accessServer) EvaluateAccess(ctx context.Context, req *accessv1.EvaluateAccessRequest) (*accessv1.EvaluateAccessResponse, error) {
-	return a.s.decide(ctx, req, "")
+	return a.s.decide(ctx, req, "", false)
 }
 
 func (a *accessServer) EvaluateAccessStream(stream accessv1.AccessService_EvaluateAccessStreamServer) error {
@@ -36,7 +36,7 @@ func (a *accessServer) EvaluateAccessStream(stream accessv1.AccessService_Evalua
 		if err != nil {
 			return err
 		}
-		resp, err := a.s.decide(ctx, req.GetRequest(), "request.")
+		resp, err := a.s.decide(ctx, req.GetRequest(), "request.", false)
 		if err != nil {
 			return err
 		}

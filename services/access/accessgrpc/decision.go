@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
@@ -49,17 +51,35 @@ type signInSource struct {
 	resp   *accessv1.EvaluateAccessResponse
 }
 
+// decision is a decision's response and sign-in source in one allocation,
+// with room for the usual one reason and one policy.
+type decision struct {
+	src      signInSource
+	resp     accessv1.EvaluateAccessResponse
+	device   accessv1.DeviceComplianceInfo
+	age      durationpb.Duration
+	reasons  [1]accessv1.Reason
+	reasonsP [1]*accessv1.Reason
+	policies [1]accessv1.PolicyResult
+	policiesP [1]*accessv1.PolicyResult
+}
+
 // decide is the one decision function behind EvaluateAccess,
 // EvaluateAccessStream, Envoy's Check and the HTTP forward-auth endpoint.
-func (s *Server) decide(ctx context.Context, req *accessv1.EvaluateAccessRequest, prefix string) (*accessv1.EvaluateAccessResponse, error) {
+// onlyApplied leaves out the policies that did not apply (enforcement points:
+// the decision and reasons are the same; see policyengine.Request.OnlyApplied).
+func (s *Server) decide(ctx context.Context, req *accessv1.EvaluateAccessRequest, prefix string, onlyApplied bool) (*accessv1.EvaluateAccessResponse, error) {
 	r, err := engineRequest(req, prefix)
 	if err != nil {
 		return nil, err
 	}
+	r.OnlyApplied = onlyApplied
 	out := s.svc.Decide(ctx, &r, telemetry.TraceID(ctx), func(res *pe.Result, sid, traceID string) any {
-		resp := resultToProto(res)
-		resp.SessionId, resp.TraceId = sid, traceID
-		return &signInSource{client: req.GetClient(), resp: resp}
+		d := new(decision)
+		d.fill(res)
+		d.resp.SessionId, d.resp.TraceId = sid, traceID
+		d.src = signInSource{client: req.GetClient(), resp: &d.resp}
+		return &d.src
 	})
 	return out.(*signInSource).resp, nil
 }
@@ -88,41 +108,55 @@ func signInToProto(si *access.SignIn) (*accessv1.SignIn, error) {
 	return out, nil
 }
 
-func controls(cs pe.Controls) []accessv1.GrantControl {
-	if cs == 0 {
-		return nil
-	}
-	var out []accessv1.GrantControl
-	for c := pe.Control(1); c < 8; c++ {
-		if cs.Has(c) {
-			out = append(out, accessv1.GrantControl(c))
+// controlLists holds the list of every set of controls, shared read-only by
+// the responses (nil for the empty set).
+var controlLists = func() (out [256][]accessv1.GrantControl) {
+	for cs := 1; cs < 256; cs++ {
+		for c := pe.Control(1); c < 8; c++ {
+			if pe.Controls(cs).Has(c) {
+				out[cs] = append(out[cs], accessv1.GrantControl(c))
+			}
 		}
+		out[cs] = slices.Clip(out[cs])
 	}
 	return out
-}
+}()
+
+func controls(cs pe.Controls) []accessv1.GrantControl { return controlLists[cs] }
 
 // resultToProto converts an engine result (res is reused after this returns:
 // everything is copied; its strings are immutable).
 func resultToProto(res *pe.Result) *accessv1.EvaluateAccessResponse {
-	out := &accessv1.EvaluateAccessResponse{
-		Decision:              accessv1.Decision(res.Decision),
-		PolicySnapshotVersion: res.SnapshotVersion,
-		DeviceCompliance: &accessv1.DeviceComplianceInfo{
-			State: commonv1.ComplianceState(res.Device.State), Revision: res.Device.Revision, Age: durationpb.New(res.Device.Age),
-			Stale: res.Device.Stale, DeviceRisk: commonv1.RiskLevel(res.Device.Risk), Known: res.Device.Known,
-		},
-	}
+	d := new(decision)
+	d.fill(res)
+	return &d.resp
+}
+
+// fill converts res into d.resp, using d's arrays when they are large enough.
+func (d *decision) fill(res *pe.Result) {
+	out := &d.resp
+	out.Decision, out.PolicySnapshotVersion = accessv1.Decision(res.Decision), res.SnapshotVersion
+	d.age.Seconds, d.age.Nanos = int64(res.Device.Age/time.Second), int32(res.Device.Age%time.Second)
+	d.device.State, d.device.Revision, d.device.Age = commonv1.ComplianceState(res.Device.State), res.Device.Revision, &d.age
+	d.device.Stale, d.device.DeviceRisk, d.device.Known = res.Device.Stale, commonv1.RiskLevel(res.Device.Risk), res.Device.Known
+	out.DeviceCompliance = &d.device
 	if n := len(res.Reasons); n > 0 {
-		rs := make([]accessv1.Reason, n)
-		out.Reasons = make([]*accessv1.Reason, n)
+		rs, rp := d.reasons[:], d.reasonsP[:]
+		if n > len(rs) {
+			rs, rp = make([]accessv1.Reason, n), make([]*accessv1.Reason, n)
+		}
+		out.Reasons = rp[:n:n]
 		for i, r := range res.Reasons {
 			rs[i].Code, rs[i].Message, rs[i].PolicyId = r.Code, r.Message, r.PolicyID
 			out.Reasons[i] = &rs[i]
 		}
 	}
 	if n := len(res.Policies); n > 0 {
-		ps := make([]accessv1.PolicyResult, n)
-		out.Policies = make([]*accessv1.PolicyResult, n)
+		ps, pp := d.policies[:], d.policiesP[:]
+		if n > len(ps) {
+			ps, pp = make([]accessv1.PolicyResult, n), make([]*accessv1.PolicyResult, n)
+		}
+		out.Policies = pp[:n:n]
 		for i, p := range res.Policies {
 			ps[i].PolicyId, ps[i].DisplayName, ps[i].State = p.PolicyID, p.DisplayName, accessv1.PolicyState(p.State)
 			ps[i].Result, ps[i].NotAppliedReason = accessv1.PolicyResultKind(p.Kind), p.NotApplied
@@ -138,7 +172,6 @@ func resultToProto(res *pe.Result) *accessv1.EvaluateAccessResponse {
 			out.CauseChain[i] = &cs[i]
 		}
 	}
-	return out
 }
 
 type violation = errdetails.BadRequest_FieldViolation

@@ -46,11 +46,13 @@ type outcome struct {
 }
 
 func (s *Server) enforce(ctx context.Context, req *accessv1.EvaluateAccessRequest) outcome {
-	resp, err := s.decide(ctx, req, "")
+	// The enforcement points answer with the decision and its main reason only:
+	// the engine leaves out the policies that did not apply.
+	resp, err := s.decide(ctx, req, "", true)
 	if err != nil && req.GetClient().GetIpAddress() != "" {
 		// A client address we cannot parse is dropped rather than refused.
 		req.Client.IpAddress = ""
-		resp, err = s.decide(ctx, req, "")
+		resp, err = s.decide(ctx, req, "", true)
 	}
 	if err != nil {
 		return outcome{reason: ReasonInvalidRequest, detail: errMessage(err)}
