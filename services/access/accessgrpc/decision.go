@@ -54,13 +54,13 @@ type signInSource struct {
 // decision is a decision's response and sign-in source in one allocation,
 // with room for the usual one reason and one policy.
 type decision struct {
-	src      signInSource
-	resp     accessv1.EvaluateAccessResponse
-	device   accessv1.DeviceComplianceInfo
-	age      durationpb.Duration
-	reasons  [1]accessv1.Reason
-	reasonsP [1]*accessv1.Reason
-	policies [1]accessv1.PolicyResult
+	src       signInSource
+	resp      accessv1.EvaluateAccessResponse
+	device    accessv1.DeviceComplianceInfo
+	age       durationpb.Duration
+	reasons   [1]accessv1.Reason
+	reasonsP  [1]*accessv1.Reason
+	policies  [1]accessv1.PolicyResult
 	policiesP [1]*accessv1.PolicyResult
 }
 
