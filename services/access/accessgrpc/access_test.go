@@ -323,6 +323,20 @@ func TestEnforcementPointsAgree(t *testing.T) {
 			}
 		})
 	}
+	// Every decision is in the sign-in log, whichever point asked (the
+	// enforcement points evaluate with OnlyApplied: same decision and reasons).
+	if err := h.svc.Recorder().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sis := must(h.acc.ListSignIns(ctx, &accessv1.ListSignInsRequest{UserId: "u-off"})).GetSignIns()
+	if len(sis) != 3 {
+		t.Errorf("sign-ins of u-off = %d, want 3 (EvaluateAccess, Check, /authz)", len(sis))
+	}
+	for _, si := range sis {
+		if si.GetDecision() != block || len(si.GetReasons()) == 0 || si.GetReasons()[0].GetCode() != "USER_DISABLED" {
+			t.Errorf("sign-in %s = %v %v, want BLOCK USER_DISABLED", si.GetSignInId(), si.GetDecision(), si.GetReasons())
+		}
+	}
 	// A request without the headers is refused, not allowed.
 	resp := must(http.Get(h.http.URL + "/authz"))
 	resp.Body.Close()
