@@ -18,9 +18,10 @@ type RecorderConfig struct {
 	// Linger is how long the writer gathers records before a write (default
 	// 20ms); a Flush writes at once.
 	Linger time.Duration
-	// Encode turns the source of a sign-in (the wire response) into SignIn.Detail,
-	// on the recorder goroutine.
-	Encode func(si *SignIn, src any)
+	// Encode appends the detail of a sign-in, made from its source (the wire
+	// response), to dst and returns it; it runs on the recorder goroutine. The
+	// details of a batch share one buffer, reused after the batch is written.
+	Encode func(dst []byte, si *SignIn, src any) []byte
 	// OnDrop is called for each dropped record (metrics).
 	OnDrop func()
 	Logger *slog.Logger
@@ -124,11 +125,19 @@ func (r *Recorder) Flush(ctx context.Context) error {
 
 // Run drains the channel until ctx ends, then writes what is left and returns nil.
 func (r *Recorder) Run(ctx context.Context) error {
+	// A batch's sign-ins and their details live in a slab and an arena reused
+	// from batch to batch (the store does not keep them after the write).
+	var slab []SignIn
+	var arena []byte
 	var signIns []*SignIn
 	var sessions []*Session
 	var flushes []chan struct{}
 	write := func() {
-		if len(signIns)+len(sessions) > 0 {
+		if len(slab)+len(sessions) > 0 {
+			signIns = signIns[:0]
+			for i := range slab {
+				signIns = append(signIns, &slab[i])
+			}
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			if err := r.cfg.Store.WriteBatch(wctx, signIns, sessions); err != nil {
 				r.cfg.Logger.Error("writing sign-ins and sessions failed; batch lost", "sign_ins", len(signIns), "sessions", len(sessions), "err", err)
@@ -141,7 +150,8 @@ func (r *Recorder) Run(ctx context.Context) error {
 		for _, f := range flushes {
 			close(f)
 		}
-		signIns, sessions, flushes = signIns[:0], sessions[:0], flushes[:0]
+		clear(signIns)
+		signIns, slab, arena, sessions, flushes = signIns[:0], slab[:0], arena[:0], sessions[:0], flushes[:0]
 	}
 	add := func(rec record) {
 		switch {
@@ -150,11 +160,12 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case rec.session != nil:
 			sessions = append(sessions, rec.session)
 		default:
-			si := rec.signIn
+			slab = append(slab, rec.signIn)
 			if r.cfg.Encode != nil {
-				r.cfg.Encode(&si, rec.src)
+				si, start := &slab[len(slab)-1], len(arena)
+				arena = r.cfg.Encode(arena, si, rec.src)
+				si.Detail = arena[start:len(arena):len(arena)]
 			}
-			signIns = append(signIns, &si)
 		}
 	}
 	drain := func() {
@@ -194,7 +205,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		full = false
 	gather:
 		for len(flushes) == 0 {
-			if len(signIns)+len(sessions) >= r.cfg.MaxBatch {
+			if len(slab)+len(sessions) >= r.cfg.MaxBatch {
 				full = true
 				break
 			}

@@ -35,8 +35,9 @@ type Config struct {
 	SessionIdleTimeout time.Duration
 	// SignInBuffer is the recorder channel capacity (default 65536).
 	SignInBuffer int
-	// EncodeSignIn fills a sign-in's Detail from the decision's wire response.
-	EncodeSignIn func(si *access.SignIn, src any)
+	// EncodeSignIn appends a sign-in's detail, made from the decision's wire
+	// response, to dst (access.RecorderConfig.Encode).
+	EncodeSignIn func(dst []byte, si *access.SignIn, src any) []byte
 	// Metrics are optional hooks.
 	Metrics Metrics
 	// Now defaults to time.Now.

@@ -84,16 +84,20 @@ func (s *Server) decide(ctx context.Context, req *accessv1.EvaluateAccessRequest
 	return out.(*signInSource).resp, nil
 }
 
-// EncodeSignIn fills a sign-in's detail (accessv1.SignIn without its indexed
-// fields), on the recorder goroutine.
-func EncodeSignIn(si *access.SignIn, src any) {
+// EncodeSignIn appends a sign-in's detail (accessv1.SignIn without its indexed
+// fields) to dst, on the recorder goroutine.
+func EncodeSignIn(dst []byte, _ *access.SignIn, src any) []byte {
 	s, ok := src.(*signInSource)
 	if !ok {
-		return
+		return dst
 	}
 	rec := &accessv1.SignIn{Client: s.client, Reasons: s.resp.GetReasons(), Policies: s.resp.GetPolicies(),
 		ComplianceState: s.resp.GetDeviceCompliance().GetState()}
-	si.Detail, _ = proto.MarshalOptions{Deterministic: false}.Marshal(rec)
+	out, err := proto.MarshalOptions{}.MarshalAppend(dst, rec)
+	if err != nil {
+		return dst
+	}
+	return out
 }
 
 func signInToProto(si *access.SignIn) (*accessv1.SignIn, error) {
