@@ -207,11 +207,9 @@ func (l *Log) Close() error {
 // not commit, gives its revisions back, so revisions stay gap-free.
 func (l *Log) Append(tx *sqlitedb.Tx, e Event) (int64, error) {
 	ctx := context.Background()
-	rev := l.next
-	if rev == 0 {
-		if err := tx.QueryRowContext(ctx, l.qNext).Scan(&rev); err != nil {
-			return 0, fmt.Errorf("eventlog: next revision: %w", err)
-		}
+	rev, err := l.Next(tx)
+	if err != nil {
+		return 0, err
 	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
@@ -229,6 +227,21 @@ func (l *Log) Append(tx *sqlitedb.Tx, e Event) (int64, error) {
 	tx.OnRollback(func() { l.next = rev })
 	tx.AfterCommit(func() { l.publish(e) })
 	return rev, nil
+}
+
+// Next returns the revision the next Append in tx will take (so that rows written
+// before the event can refer to it). It must be called, like Append, inside a Write fn.
+func (l *Log) Next(tx *sqlitedb.Tx) (int64, error) {
+	if l.next == 0 {
+		var rev int64
+		if err := tx.QueryRowContext(context.Background(), l.qNext).Scan(&rev); err != nil {
+			return 0, fmt.Errorf("eventlog: next revision: %w", err)
+		}
+		// Right for this transaction whatever happens to the fn: the rollback
+		// functions of earlier Appends in the group restore smaller values.
+		l.next = rev
+	}
+	return l.next, nil
 }
 
 func (l *Log) publish(e Event) {

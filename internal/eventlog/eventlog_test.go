@@ -429,3 +429,41 @@ func TestRestartContinuesRevisions(t *testing.T) {
 		t.Fatalf("List(3) = %v, %v", evs, err)
 	}
 }
+
+// TestNextThenAppend: Next announces the revision Append takes, also after a failed
+// fn gave its revisions back.
+func TestNextThenAppend(t *testing.T) {
+	db, l := setup(t, eventlog.Options{})
+	ctx := context.Background()
+	if _, err := appendEvent(ctx, db, l, "k"); err != nil {
+		t.Fatal(err)
+	}
+	errBoom := errors.New("boom")
+	err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for range 3 {
+			if _, err := l.Append(tx, eventlog.Event{Type: "t", Key: "lost"}); err != nil {
+				return err
+			}
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("Write = %v, want boom", err)
+	}
+	if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		next, err := l.Next(tx)
+		if err != nil {
+			return err
+		}
+		rev, err := l.Append(tx, eventlog.Event{Type: "t", Key: "k2"})
+		if err != nil {
+			return err
+		}
+		if next != 2 || rev != 2 {
+			t.Errorf("Next = %d, Append = %d; want 2, 2 (the failed fn's revisions given back)", next, rev)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

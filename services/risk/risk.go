@@ -295,6 +295,12 @@ type Tx interface {
 	AlertHash(ctx context.Context, id string) (contentHash string, ok bool, err error)
 	// InsertAlert inserts a new alert reported by the event at revision rev.
 	InsertAlert(ctx context.Context, a Alert, contentHash string, rev int64) error
+	// InsertNewAlert is InsertAlert unless an alert with a.ID exists: then it changes
+	// nothing and returns that alert's content hash with inserted false (one
+	// statement for a new alert, instead of AlertHash then InsertAlert).
+	InsertNewAlert(ctx context.Context, a Alert, contentHash string, rev int64) (existingHash string, inserted bool, err error)
+	// NextRevision returns the revision the next Append in this transaction returns.
+	NextRevision(ctx context.Context) (int64, error)
 	// UpdateAlert replaces an existing alert, changed by the event at revision rev; an
 	// alert whose status becomes RESOLVED stops being active at rev.
 	UpdateAlert(ctx context.Context, a Alert, rev int64) error

@@ -198,11 +198,15 @@ func (s *Service) ReportAlerts(ctx context.Context, in []Alert) ([]BatchResult, 
 // whose page cache is warm, rather than after the commit on a read connection whose
 // cache every commit invalidates (about 3x the CPU).
 func (s *Service) insert(ctx context.Context, tx Tx, r *reported, withRisk bool) (res ReportResult, riskKnown bool, err error) {
-	hash, exists, err := tx.AlertHash(ctx, r.alert.ID)
+	next, err := tx.NextRevision(ctx)
 	if err != nil {
 		return ReportResult{}, false, err
 	}
-	if exists {
+	hash, inserted, err := tx.InsertNewAlert(ctx, r.alert, r.hash, next)
+	if err != nil {
+		return ReportResult{}, false, err
+	}
+	if !inserted {
 		if hash != r.hash {
 			return ReportResult{}, false, fmt.Errorf("%w: alert %q", ErrAlertConflict, r.alert.ID)
 		}
@@ -216,8 +220,8 @@ func (s *Service) insert(ctx context.Context, tx Tx, r *reported, withRisk bool)
 	if err != nil {
 		return ReportResult{}, false, err
 	}
-	if err := tx.InsertAlert(ctx, r.alert, r.hash, rev); err != nil {
-		return ReportResult{}, false, err
+	if rev != next {
+		return ReportResult{}, false, fmt.Errorf("risk: internal error: event revision %d, alert inserted at %d", rev, next)
 	}
 	cur, known, err := tx.DeviceLevel(ctx, r.alert.DeviceID)
 	if err != nil {

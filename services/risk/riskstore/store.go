@@ -544,6 +544,40 @@ func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
 	return nil
 }
 
+func (t *storeTx) InsertNewAlert(ctx context.Context, a risk.Alert, hash string, rev int64) (string, bool, error) {
+	data, err := json.Marshal(&a)
+	if err != nil {
+		return "", false, fmt.Errorf("riskstore: encode alert: %w", err)
+	}
+	var to any
+	if a.Status == risk.StatusResolved {
+		to = rev
+	}
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING`,
+		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), rev, to, hash, data)
+	if err != nil {
+		return "", false, fmt.Errorf("riskstore: insert alert: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return "", false, fmt.Errorf("riskstore: insert alert: %w", err)
+	}
+	if n == 1 {
+		return "", true, nil
+	}
+	h, ok, err := t.AlertHash(ctx, a.ID)
+	if err != nil {
+		return "", false, err
+	}
+	if !ok {
+		return "", false, fmt.Errorf("riskstore: insert alert %q: not inserted and not found", a.ID)
+	}
+	return h, false, nil
+}
+
+func (t *storeTx) NextRevision(context.Context) (int64, error) { return t.log.Next(t.tx) }
+
 func (t *storeTx) Append(ctx context.Context, e risk.StoredEvent) (int64, error) {
 	return t.log.Append(t.tx, eventlog.Event{Type: e.Type, Key: e.Key, Payload: e.Payload,
 		TraceParent: e.TraceParent, TraceState: e.TraceState, Time: e.Time})

@@ -150,6 +150,38 @@ func testAlertHash(t *testing.T, s risk.Store) {
 	if err != nil || got.DeviceID != "dev-1" {
 		t.Errorf("duplicate insert changed the alert: %+v, %v", got, err)
 	}
+	// InsertNewAlert: an existing id gives its hash and changes nothing; a new one is
+	// inserted at the revision NextRevision announced, which the next Append takes.
+	update(t, s, func(tx risk.Tx) error {
+		h, inserted, err := tx.InsertNewAlert(ctx, alert("a-1", "dev-2", risk.SeverityHigh, 0), "other", 5)
+		if err != nil || inserted || h != "h-a-1" {
+			t.Errorf("InsertNewAlert(a-1) = %q, %v, %v; want h-a-1, not inserted", h, inserted, err)
+		}
+		next, err := tx.NextRevision(ctx)
+		if err != nil {
+			return err
+		}
+		if again, err := tx.NextRevision(ctx); err != nil || again != next {
+			t.Errorf("NextRevision twice = %d then %d, %v", next, again, err)
+		}
+		if h, inserted, err := tx.InsertNewAlert(ctx, alert("a-2", "dev-2", risk.SeverityHigh, 0), "h-a-2", next); err != nil || !inserted || h != "" {
+			t.Errorf("InsertNewAlert(a-2) = %q, %v, %v; want inserted", h, inserted, err)
+		}
+		rev, err := appendEvent(ctx, tx, "a-2")
+		if err != nil {
+			return err
+		}
+		if rev != next {
+			t.Errorf("Append after NextRevision %d = %d", next, rev)
+		}
+		return nil
+	})
+	if got, err := s.Alert(ctx, "a-1"); err != nil || got.DeviceID != "dev-1" {
+		t.Errorf("InsertNewAlert(existing) changed the alert: %+v, %v", got, err)
+	}
+	if got, err := s.Alert(ctx, "a-2"); err != nil || got.DeviceID != "dev-2" {
+		t.Errorf("Alert(a-2) = %+v, %v", got, err)
+	}
 }
 
 func testFailedUpdate(t *testing.T, s risk.Store) {
