@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
@@ -54,6 +55,8 @@ func startTCP(b *testing.B) *tcpSuite {
 	h := accessgrpc.New(svc, accessgrpc.Headers{})
 	accessgrpc.Register(srv.Registrar(), h)
 	registerEmpty(srv.Registrar())
+	shape := &accessv1.EvaluateAccessResponse{}
+	registerShape(srv.Registrar(), shape)
 	servertest.Register(srv.Registrar())
 	fc := newFakeCompliance()
 	compliancev1.RegisterComplianceServiceServer(srv.Registrar(), fc)
@@ -85,6 +88,7 @@ func startTCP(b *testing.B) *tcpSuite {
 	for {
 		r, err := s.acc.EvaluateAccess(ctx, evalReq)
 		if err == nil && r.GetDecision() == allow {
+			proto.Merge(shape, r) // the shape method answers a copy of a real decision
 			break
 		}
 		if time.Now().After(deadline) {
@@ -138,6 +142,30 @@ func registerEmpty(r grpc.ServiceRegistrar) {
 	}, struct{}{})
 }
 
+// shapeMethod takes an EvaluateAccessRequest and answers a fixed
+// EvaluateAccessResponse shaped like the benchmark's decision (one reason, one
+// policy, device compliance), through the same chain: EvaluateAccess's wire
+// and chain cost without the decision, the session or the sign-in log.
+const shapeMethod = "/condaccess.bench.v1.Shape/Call"
+
+func registerShape(r grpc.ServiceRegistrar, resp *accessv1.EvaluateAccessResponse) {
+	r.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "condaccess.bench.v1.Shape",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+			req := new(accessv1.EvaluateAccessRequest)
+			if err := dec(req); err != nil {
+				return nil, err
+			}
+			h := func(context.Context, any) (any, error) { return resp, nil }
+			if in == nil {
+				return h(ctx, req)
+			}
+			return in(ctx, req, &grpc.UnaryServerInfo{FullMethod: shapeMethod}, h)
+		}}},
+	}, struct{}{})
+}
+
 var emptyReq = &emptypb.Empty{}
 
 // echoReq is servertest's Echo (dynamic messages, buf.validate rules): also the
@@ -163,6 +191,8 @@ func parallelism() int { return max(1, 50/runtime.GOMAXPROCS(0)) }
 //     (open service): the ceiling of gRPC itself on this machine;
 //   - EmptyTraced: an empty method through the full chain (tracing, logging,
 //     auth, validation, recovery): the ceiling of the server chain;
+//   - ShapeTraced: EvaluateAccess's request and a fixed copy of its response
+//     through the full chain: the ceiling for this message shape;
 //   - EchoTraced: servertest's Echo, the full chain with dynamic messages.
 func BenchmarkThroughput(b *testing.B) {
 	s := startTCP(b)
@@ -182,6 +212,14 @@ func BenchmarkThroughput(b *testing.B) {
 		{"EmptyTraced", func(pb *testing.PB) error {
 			for pb.Next() {
 				if err := s.conn.Invoke(ctx, emptyMethod, emptyReq, new(emptypb.Empty)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"ShapeTraced", func(pb *testing.PB) error {
+			for pb.Next() {
+				if err := s.conn.Invoke(ctx, shapeMethod, evalReq, new(accessv1.EvaluateAccessResponse)); err != nil {
 					return err
 				}
 			}
@@ -251,6 +289,7 @@ func BenchmarkLatency(b *testing.B) {
 	}{
 		{"HealthCheck", func() error { _, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{}); return err }},
 		{"EmptyTraced", func() error { return s.conn.Invoke(ctx, emptyMethod, emptyReq, new(emptypb.Empty)) }},
+		{"ShapeTraced", func() error { return s.conn.Invoke(ctx, shapeMethod, evalReq, new(accessv1.EvaluateAccessResponse)) }},
 		{"EchoTraced", func() error { _, err := servertest.Call(ctx, s.conn, servertest.MethodEcho, echoReq); return err }},
 		{"EvaluateAccess", func() error { _, err := s.acc.EvaluateAccess(ctx, evalReq); return err }},
 		{"EvaluateAccessStream", func() error {
