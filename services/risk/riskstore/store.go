@@ -68,7 +68,21 @@ type Store struct {
 	log *eventlog.Log
 
 	qDeviceRisk *sql.Stmt // prepared on the read pool
+
+	// levels caches each device's latest level row for the write path (DeviceLevel
+	// runs for every reported alert). Only Write fns use it, one at a time on the
+	// database's writer goroutine; PutDeviceRisk updates it and gives the previous
+	// entry back with OnRollback when its fn or group does not commit.
+	levels map[string]levelEntry
 }
+
+type levelEntry struct {
+	r     risk.DeviceRisk
+	known bool // false: the device has no level yet
+}
+
+// maxCachedLevels bounds the level cache (it is emptied when full).
+const maxCachedLevels = 1 << 17
 
 var _ risk.Store = (*Store)(nil)
 
@@ -106,7 +120,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("riskstore: prepare: %w", err)
 	}
-	return &Store{db: db, log: l, qDeviceRisk: q}, nil
+	return &Store{db: db, log: l, qDeviceRisk: q, levels: map[string]levelEntry{}}, nil
 }
 
 // Close ends every watcher and closes the database.
@@ -119,7 +133,7 @@ func (s *Store) Compact(ctx context.Context) error { return s.log.Compact(ctx) }
 
 // Update implements risk.Store.
 func (s *Store) Update(ctx context.Context, fn func(tx risk.Tx) error) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return fn(&storeTx{tx: tx, log: s.log}) })
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return fn(&storeTx{tx: tx, log: s.log, levels: s.levels}) })
 }
 
 // Revision implements risk.Store.
@@ -470,8 +484,16 @@ func (s *Store) RiskHistory(ctx context.Context, deviceID string, pageSize int, 
 
 // storeTx implements risk.Tx over one sqlitedb write.
 type storeTx struct {
-	tx  *sqlitedb.Tx
-	log *eventlog.Log
+	tx     *sqlitedb.Tx
+	log    *eventlog.Log
+	levels map[string]levelEntry
+}
+
+func (t *storeTx) cacheLevel(deviceID string, e levelEntry) {
+	if _, ok := t.levels[deviceID]; !ok && len(t.levels) >= maxCachedLevels {
+		clear(t.levels)
+	}
+	t.levels[deviceID] = e
 }
 
 func (t *storeTx) Alert(ctx context.Context, id string) (risk.Alert, string, bool, error) {
@@ -532,15 +554,37 @@ func (t *storeTx) ActiveAlerts(ctx context.Context, deviceID string) ([]risk.Act
 }
 
 func (t *storeTx) DeviceLevel(ctx context.Context, deviceID string) (risk.DeviceRisk, bool, error) {
-	return latestLevel(ctx, t.tx, deviceID)
+	if e, ok := t.levels[deviceID]; ok {
+		return e.r, e.known, nil
+	}
+	r, known, err := latestLevel(ctx, t.tx, deviceID)
+	if err != nil {
+		return risk.DeviceRisk{}, false, err
+	}
+	t.cacheLevel(deviceID, levelEntry{r: r, known: known})
+	return r, known, nil
 }
 
 func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_risk_versions (`+riskCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
 		r.DeviceID, r.Revision, int32(r.Level), int32(r.PreviousLevel), r.CauseAlertID, r.UpdateTime.UnixNano())
 	if err != nil {
+		// The statement may have failed after changing the table: forget the device.
+		delete(t.levels, r.DeviceID)
 		return fmt.Errorf("riskstore: put device risk: %w", err)
 	}
+	prev, had := t.levels[r.DeviceID]
+	t.tx.OnRollback(func() {
+		if had {
+			t.levels[r.DeviceID] = prev
+		} else {
+			delete(t.levels, r.DeviceID)
+		}
+	})
+	// As latestLevel would read it back.
+	row := risk.DeviceRisk{DeviceID: r.DeviceID, Revision: r.Revision, Level: r.Level, PreviousLevel: r.PreviousLevel,
+		CauseAlertID: r.CauseAlertID, UpdateTime: time.Unix(0, r.UpdateTime.UnixNano()).UTC()}
+	t.cacheLevel(r.DeviceID, levelEntry{r: row, known: true})
 	return nil
 }
 

@@ -23,6 +23,7 @@ func Run(t *testing.T, newStore func(t *testing.T) risk.Store) {
 		{"AlertRoundTrip", testAlertRoundTrip},
 		{"AlertHash", testAlertHash},
 		{"FailedUpdateLeavesNoTrace", testFailedUpdate},
+		{"DeviceLevelAfterFailedUpdate", testDeviceLevelAfterFailedUpdate},
 		{"ActiveAlerts", testActiveAlerts},
 		{"ListAlerts", testListAlerts},
 		{"DeviceRisk", testDeviceRisk},
@@ -513,5 +514,66 @@ func testWatchOrder(t *testing.T, s risk.Store) {
 	}
 	if k := string(got[3].Payload); k != "live" || got[3].TraceParent != "tp-live" || got[0].Key != "r0" {
 		t.Errorf("events = %+v", got)
+	}
+}
+
+// testDeviceLevelAfterFailedUpdate: a level written by an update that fails is not
+// seen by later transactions, whether or not the device had a level before, and a
+// level written by a committed update is.
+func testDeviceLevelAfterFailedUpdate(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	put := func(dev string, level risk.Level, fail bool) {
+		t.Helper()
+		err := s.Update(ctx, func(tx risk.Tx) error {
+			if _, _, err := tx.DeviceLevel(ctx, dev); err != nil { // read (and maybe cache) first
+				return err
+			}
+			rev, err := appendEvent(ctx, tx, dev)
+			if err != nil {
+				return err
+			}
+			if err := tx.PutDeviceRisk(ctx, risk.DeviceRisk{DeviceID: dev, Level: level, Revision: rev, UpdateTime: base}); err != nil {
+				return err
+			}
+			if got, ok, err := tx.DeviceLevel(ctx, dev); err != nil || !ok || got.Level != level || got.Revision != rev {
+				t.Errorf("DeviceLevel(%s) in the writing tx = %+v, %v, %v; want level %v at %d", dev, got, ok, err, level, rev)
+			}
+			if fail {
+				return boom
+			}
+			return nil
+		})
+		if fail != errors.Is(err, boom) || !fail && err != nil {
+			t.Fatalf("Update(%s, %v, fail=%v) = %v", dev, level, fail, err)
+		}
+	}
+	level := func(dev string) (risk.DeviceRisk, bool) {
+		t.Helper()
+		var r risk.DeviceRisk
+		var ok bool
+		update(t, s, func(tx risk.Tx) error {
+			var err error
+			r, ok, err = tx.DeviceLevel(ctx, dev)
+			return err
+		})
+		return r, ok
+	}
+	put("dev-new", risk.LevelHigh, true)
+	if r, ok := level("dev-new"); ok {
+		t.Errorf("DeviceLevel(dev-new) after a failed first level = %+v, want unknown", r)
+	}
+	put("dev-1", risk.LevelLow, false)
+	before, ok := level("dev-1")
+	if !ok || before.Level != risk.LevelLow || !before.UpdateTime.Equal(base) {
+		t.Fatalf("DeviceLevel(dev-1) = %+v, %v; want low at %v", before, ok, base)
+	}
+	put("dev-1", risk.LevelHigh, true)
+	if r, ok := level("dev-1"); !ok || r.Level != risk.LevelLow || r.Revision != before.Revision {
+		t.Errorf("DeviceLevel(dev-1) after a failed change = %+v, %v; want %+v", r, ok, before)
+	}
+	put("dev-1", risk.LevelHigh, false)
+	if r, ok := level("dev-1"); !ok || r.Level != risk.LevelHigh {
+		t.Errorf("DeviceLevel(dev-1) after a change = %+v, %v; want high", r, ok)
 	}
 }
