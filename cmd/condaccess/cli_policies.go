@@ -172,180 +172,149 @@ func policiesApply(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []st
 func (c *cli) apply(ctx context.Context, m proto.Message) (id, action string, err error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	created := func(err error) (bool, error) {
-		if err == nil {
-			return true, nil
-		}
-		if status.Code(err) == codes.AlreadyExists {
-			return false, nil
-		}
-		return false, err
-	}
-	result := func(ok bool) string {
-		if ok {
-			return "created"
-		}
-		return "updated"
-	}
 	switch r := m.(type) {
 	case *compliancev1.CompliancePolicy:
 		client, err := c.compliancePolicies()
 		if err != nil {
 			return r.GetPolicyId(), "", err
 		}
-		resp, err := client.CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: r})
-		ok, err := created(err)
-		if err != nil {
-			return r.GetPolicyId(), "", err
-		}
-		if ok {
-			proto.Merge(r, resp.GetPolicy())
-			return r.GetPolicyId(), result(true), nil
-		}
-		cur, err := client.GetCompliancePolicy(ctx, &compliancev1.GetCompliancePolicyRequest{PolicyId: r.GetPolicyId()})
-		if err != nil {
-			return r.GetPolicyId(), "", err
-		}
-		r.Etag = cur.GetPolicy().GetEtag()
-		up, err := client.UpdateCompliancePolicy(ctx, &compliancev1.UpdateCompliancePolicyRequest{Policy: r})
-		if err != nil {
-			return r.GetPolicyId(), "", err
-		}
-		proto.Reset(r)
-		proto.Merge(r, up.GetPolicy())
-		return r.GetPolicyId(), result(false), nil
+		action, err := upsert(r, func(e string) { r.Etag = e },
+			func() (*compliancev1.CompliancePolicy, error) {
+				resp, err := client.CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: r})
+				return resp.GetPolicy(), err
+			},
+			func() (string, error) {
+				resp, err := client.GetCompliancePolicy(ctx, &compliancev1.GetCompliancePolicyRequest{PolicyId: r.GetPolicyId()})
+				return resp.GetPolicy().GetEtag(), err
+			},
+			func() (*compliancev1.CompliancePolicy, error) {
+				resp, err := client.UpdateCompliancePolicy(ctx, &compliancev1.UpdateCompliancePolicyRequest{Policy: r})
+				return resp.GetPolicy(), err
+			})
+		return r.GetPolicyId(), action, err
 	case *accessv1.ConditionalAccessPolicy:
 		client, err := c.caPolicies()
 		if err != nil {
 			return r.GetPolicyId(), "", err
 		}
-		resp, err := client.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: r})
-		ok, err := created(err)
-		if err != nil {
-			return r.GetPolicyId(), "", err
-		}
-		if ok {
-			proto.Merge(r, resp.GetPolicy())
-			return r.GetPolicyId(), result(true), nil
-		}
-		cur, err := client.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: r.GetPolicyId()})
-		if err != nil {
-			return r.GetPolicyId(), "", err
-		}
-		r.Etag = cur.GetPolicy().GetEtag()
-		up, err := client.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: r})
-		if err != nil {
-			return r.GetPolicyId(), "", err
-		}
-		proto.Reset(r)
-		proto.Merge(r, up.GetPolicy())
-		return r.GetPolicyId(), result(false), nil
+		action, err := upsert(r, func(e string) { r.Etag = e },
+			func() (*accessv1.ConditionalAccessPolicy, error) {
+				resp, err := client.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: r})
+				return resp.GetPolicy(), err
+			},
+			func() (string, error) {
+				resp, err := client.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: r.GetPolicyId()})
+				return resp.GetPolicy().GetEtag(), err
+			},
+			func() (*accessv1.ConditionalAccessPolicy, error) {
+				resp, err := client.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: r})
+				return resp.GetPolicy(), err
+			})
+		return r.GetPolicyId(), action, err
 	case *accessv1.User:
 		client, err := c.directory()
 		if err != nil {
 			return r.GetUserId(), "", err
 		}
-		resp, err := client.CreateUser(ctx, &accessv1.CreateUserRequest{User: r})
-		ok, err := created(err)
-		if err != nil {
-			return r.GetUserId(), "", err
-		}
-		if ok {
-			proto.Merge(r, resp.GetUser())
-			return r.GetUserId(), result(true), nil
-		}
-		cur, err := client.GetUser(ctx, &accessv1.GetUserRequest{UserId: r.GetUserId()})
-		if err != nil {
-			return r.GetUserId(), "", err
-		}
-		r.Etag = cur.GetUser().GetEtag()
-		up, err := client.UpdateUser(ctx, &accessv1.UpdateUserRequest{User: r})
-		if err != nil {
-			return r.GetUserId(), "", err
-		}
-		proto.Reset(r)
-		proto.Merge(r, up.GetUser())
-		return r.GetUserId(), result(false), nil
+		action, err := upsert(r, func(e string) { r.Etag = e },
+			func() (*accessv1.User, error) {
+				resp, err := client.CreateUser(ctx, &accessv1.CreateUserRequest{User: r})
+				return resp.GetUser(), err
+			},
+			func() (string, error) {
+				resp, err := client.GetUser(ctx, &accessv1.GetUserRequest{UserId: r.GetUserId()})
+				return resp.GetUser().GetEtag(), err
+			},
+			func() (*accessv1.User, error) {
+				resp, err := client.UpdateUser(ctx, &accessv1.UpdateUserRequest{User: r})
+				return resp.GetUser(), err
+			})
+		return r.GetUserId(), action, err
 	case *accessv1.Group:
 		client, err := c.directory()
 		if err != nil {
 			return r.GetGroupId(), "", err
 		}
-		resp, err := client.CreateGroup(ctx, &accessv1.CreateGroupRequest{Group: r})
-		ok, err := created(err)
-		if err != nil {
-			return r.GetGroupId(), "", err
-		}
-		if ok {
-			proto.Merge(r, resp.GetGroup())
-			return r.GetGroupId(), result(true), nil
-		}
-		cur, err := client.GetGroup(ctx, &accessv1.GetGroupRequest{GroupId: r.GetGroupId()})
-		if err != nil {
-			return r.GetGroupId(), "", err
-		}
-		r.Etag = cur.GetGroup().GetEtag()
-		up, err := client.UpdateGroup(ctx, &accessv1.UpdateGroupRequest{Group: r})
-		if err != nil {
-			return r.GetGroupId(), "", err
-		}
-		proto.Reset(r)
-		proto.Merge(r, up.GetGroup())
-		return r.GetGroupId(), result(false), nil
+		action, err := upsert(r, func(e string) { r.Etag = e },
+			func() (*accessv1.Group, error) {
+				resp, err := client.CreateGroup(ctx, &accessv1.CreateGroupRequest{Group: r})
+				return resp.GetGroup(), err
+			},
+			func() (string, error) {
+				resp, err := client.GetGroup(ctx, &accessv1.GetGroupRequest{GroupId: r.GetGroupId()})
+				return resp.GetGroup().GetEtag(), err
+			},
+			func() (*accessv1.Group, error) {
+				resp, err := client.UpdateGroup(ctx, &accessv1.UpdateGroupRequest{Group: r})
+				return resp.GetGroup(), err
+			})
+		return r.GetGroupId(), action, err
 	case *accessv1.Application:
 		client, err := c.directory()
 		if err != nil {
 			return r.GetApplicationId(), "", err
 		}
-		resp, err := client.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: r})
-		ok, err := created(err)
-		if err != nil {
-			return r.GetApplicationId(), "", err
-		}
-		if ok {
-			proto.Merge(r, resp.GetApplication())
-			return r.GetApplicationId(), result(true), nil
-		}
-		cur, err := client.GetApplication(ctx, &accessv1.GetApplicationRequest{ApplicationId: r.GetApplicationId()})
-		if err != nil {
-			return r.GetApplicationId(), "", err
-		}
-		r.Etag = cur.GetApplication().GetEtag()
-		up, err := client.UpdateApplication(ctx, &accessv1.UpdateApplicationRequest{Application: r})
-		if err != nil {
-			return r.GetApplicationId(), "", err
-		}
-		proto.Reset(r)
-		proto.Merge(r, up.GetApplication())
-		return r.GetApplicationId(), result(false), nil
+		action, err := upsert(r, func(e string) { r.Etag = e },
+			func() (*accessv1.Application, error) {
+				resp, err := client.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: r})
+				return resp.GetApplication(), err
+			},
+			func() (string, error) {
+				resp, err := client.GetApplication(ctx, &accessv1.GetApplicationRequest{ApplicationId: r.GetApplicationId()})
+				return resp.GetApplication().GetEtag(), err
+			},
+			func() (*accessv1.Application, error) {
+				resp, err := client.UpdateApplication(ctx, &accessv1.UpdateApplicationRequest{Application: r})
+				return resp.GetApplication(), err
+			})
+		return r.GetApplicationId(), action, err
 	case *compliancev1.Device:
 		client, err := c.devices()
 		if err != nil {
 			return r.GetDeviceId(), "", err
 		}
-		resp, err := client.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: r})
-		ok, err := created(err)
-		if err != nil {
-			return r.GetDeviceId(), "", err
-		}
-		if ok {
-			proto.Merge(r, resp.GetDevice())
-			return r.GetDeviceId(), result(true), nil
-		}
-		cur, err := client.GetDevice(ctx, &compliancev1.GetDeviceRequest{DeviceId: r.GetDeviceId()})
-		if err != nil {
-			return r.GetDeviceId(), "", err
-		}
-		r.Etag = cur.GetDevice().GetEtag()
-		up, err := client.UpdateDevice(ctx, &compliancev1.UpdateDeviceRequest{Device: r})
-		if err != nil {
-			return r.GetDeviceId(), "", err
-		}
-		proto.Reset(r)
-		proto.Merge(r, up.GetDevice())
-		return r.GetDeviceId(), result(false), nil
+		action, err := upsert(r, func(e string) { r.Etag = e },
+			func() (*compliancev1.Device, error) {
+				resp, err := client.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: r})
+				return resp.GetDevice(), err
+			},
+			func() (string, error) {
+				resp, err := client.GetDevice(ctx, &compliancev1.GetDeviceRequest{DeviceId: r.GetDeviceId()})
+				return resp.GetDevice().GetEtag(), err
+			},
+			func() (*compliancev1.Device, error) {
+				resp, err := client.UpdateDevice(ctx, &compliancev1.UpdateDeviceRequest{Device: r})
+				return resp.GetDevice(), err
+			})
+		return r.GetDeviceId(), action, err
 	}
 	return "", "", fmt.Errorf("cannot apply %T", m)
+}
+
+// upsert creates r; when it already exists (ALREADY_EXISTS), it reads the stored
+// resource's etag and updates r with it. On success r holds the stored resource and the action is
+// "created" or "updated".
+func upsert[R proto.Message](r R, setEtag func(string), create func() (R, error), etag func() (string, error), update func() (R, error)) (string, error) {
+	stored, err := create()
+	if err == nil {
+		proto.Merge(r, stored)
+		return "created", nil
+	}
+	if status.Code(err) != codes.AlreadyExists {
+		return "", err
+	}
+	cur, err := etag()
+	if err != nil {
+		return "", err
+	}
+	setEtag(cur)
+	stored, err = update()
+	if err != nil {
+		return "", err
+	}
+	proto.Reset(r)
+	proto.Merge(r, stored)
+	return "updated", nil
 }
 
 // policyKind parses --kind.
