@@ -28,6 +28,9 @@ var quietServices = []string{
 	"/condaccess.access.v1.AccessService/EvaluateAccess", "/envoy.service.auth.v3.Authorization/Check",
 }
 
+// ReasonShuttingDown is the ErrorInfo reason of a stream ended because the server stops.
+const ReasonShuttingDown = "SHUTTING_DOWN"
+
 // drainStream ends a stream promptly when the server starts to stop: its context is
 // cancelled, and the client gets UNAVAILABLE (reason SHUTTING_DOWN) so that it
 // reconnects elsewhere or later. Without it, long-lived streams (watches, agent
@@ -47,7 +50,7 @@ func drainStream(drain <-chan struct{}) grpc.StreamServerInterceptor {
 		select {
 		case <-drain:
 			if ss.Context().Err() == nil && (err == nil || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
-				return apierr.New(codes.Unavailable, "SHUTTING_DOWN", "the server is shutting down; reconnect and resume")
+				return apierr.New(codes.Unavailable, ReasonShuttingDown, "the server is shutting down; reconnect and resume")
 			}
 		default:
 		}

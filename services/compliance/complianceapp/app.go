@@ -15,11 +15,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
-	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -81,7 +78,6 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		store:    st,
 		svc:      svc,
 		grpc:     compliancegrpc.New(svc),
-		health:   env.Health,
 		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env),
 	}
 	if s.metrics, err = registerMetrics(s); err != nil {
@@ -144,7 +140,6 @@ type Service struct {
 	Consumer *consumer.Consumer[*riskv1.RiskEvent]
 	metrics  metric.Registration
 	grpc     *compliancegrpc.Server
-	health   *health.Server
 }
 
 // Register implements suite.Service.
@@ -152,62 +147,17 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	compliancegrpc.Register(r, s.grpc)
 }
 
-// Run implements suite.Service: the risk consumer, the sweeps and the deadline timer;
-// and it ends the watch streams as soon as the server starts stopping (the graceful
-// stop marks every service NOT_SERVING first and would otherwise wait its whole
-// timeout for watchers that never end on their own).
+// Run implements suite.Service: the risk consumer, the sweeps and the deadline timer.
+// (Watch streams end when the server stops: internal/server drains every stream.)
 func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.svc.Run(ctx) }()
-	if s.health != nil {
-		go s.drainOnShutdown(ctx)
-	}
 	err := s.Consumer.Run(ctx)
 	err2 := <-errc
 	if ctx.Err() != nil {
 		return nil
 	}
 	return errors.Join(err, err2)
-}
-
-func (s *Service) drainOnShutdown(ctx context.Context) {
-	w := &healthWatch{ctx: ctx, updates: make(chan healthpb.HealthCheckResponse_ServingStatus, 16)}
-	go func() {
-		_ = s.health.Watch(&healthpb.HealthCheckRequest{Service: compliancev1.ComplianceService_ServiceDesc.ServiceName}, w)
-	}()
-	serving := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case st := <-w.updates:
-			switch {
-			case st == healthpb.HealthCheckResponse_SERVING:
-				serving = true
-			case serving:
-				s.grpc.Drain()
-				return
-			}
-		}
-	}
-}
-
-// healthWatch receives the health server's status updates in process.
-type healthWatch struct {
-	grpc.ServerStream // only Context and Send are used by health.Server.Watch
-	ctx               context.Context
-	updates           chan healthpb.HealthCheckResponse_ServingStatus
-}
-
-func (w *healthWatch) Context() context.Context { return w.ctx }
-
-func (w *healthWatch) Send(r *healthpb.HealthCheckResponse) error {
-	select {
-	case w.updates <- r.GetStatus():
-		return nil
-	case <-w.ctx.Done():
-		return w.ctx.Err()
-	}
 }
 
 // Close implements suite.Service.

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -34,21 +32,10 @@ const (
 // Server implements the three compliance services over a compliance.Service.
 type Server struct {
 	svc *compliance.Service
-
-	drainOnce sync.Once
-	draining  chan struct{}
 }
 
 // New returns a Server.
-func New(svc *compliance.Service) *Server { return &Server{svc: svc, draining: make(chan struct{})} }
-
-// ReasonShuttingDown is the ErrorInfo reason of a watch ended by Drain.
-const ReasonShuttingDown = "SHUTTING_DOWN"
-
-// Drain ends every WatchComplianceEvents stream, now and later, with UNAVAILABLE
-// (SHUTTING_DOWN, metadata last_revision), so that a graceful stop does not wait for
-// watchers; they resume from their last revision after the restart or elsewhere.
-func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
+func New(svc *compliance.Service) *Server { return &Server{svc: svc} }
 
 // Register registers the three services on r.
 func Register(r grpc.ServiceRegistrar, s *Server) {
@@ -374,43 +361,16 @@ func (s *complianceServer) UpdateComplianceSettings(ctx context.Context, req *co
 }
 
 func (s *complianceServer) WatchComplianceEvents(req *compliancev1.WatchComplianceEventsRequest, stream grpc.ServerStreamingServer[compliancev1.WatchComplianceEventsResponse]) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.draining:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	last := req.GetStartRevision()
-	err := s.svc.Watch(ctx, req.GetStartRevision(), func(e compliance.StoredEvent) error {
+	err := s.svc.Watch(stream.Context(), req.GetStartRevision(), func(e compliance.StoredEvent) error {
 		ev, err := DecodeEvent(e)
 		if err != nil {
 			return status.Errorf(codes.Internal, "decode event %d: %v", e.Revision, err)
 		}
-		if err := stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Event{Event: ev}}); err != nil {
-			return err
-		}
-		last = e.Revision
-		return nil
+		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Event{Event: ev}})
 	}, func(rev int64) error {
-		if err := stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Progress{
+		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Progress{
 			Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.Now()},
-		}}); err != nil {
-			return err
-		}
-		last = rev
-		return nil
+		}})
 	})
-	select {
-	case <-s.draining:
-		if stream.Context().Err() == nil {
-			return apierr.WithMetadata(codes.Unavailable, ReasonShuttingDown,
-				fmt.Sprintf("the compliance service is shutting down: watch again from revision %d", last),
-				map[string]string{"last_revision": strconv.FormatInt(last, 10)})
-		}
-	default:
-	}
 	return toStatus(err)
 }

@@ -23,7 +23,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
-	"github.com/condaccess/condaccess/services/compliance/compliancegrpc"
+	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/services/compliance/compliancetest"
 )
 
@@ -647,8 +647,8 @@ func TestStopEndsWatchers(t *testing.T) {
 	for err == nil {
 		_, err = stream.Recv()
 	}
-	if status.Code(err) != codes.Unavailable || apierr.Reason(err) != compliancegrpc.ReasonShuttingDown {
-		t.Fatalf("watch ended with %v, want UNAVAILABLE %s", err, compliancegrpc.ReasonShuttingDown)
+	if status.Code(err) != codes.Unavailable || apierr.Reason(err) != server.ReasonShuttingDown {
+		t.Fatalf("watch ended with %v, want UNAVAILABLE %s", err, server.ReasonShuttingDown)
 	}
 	<-stopped
 	if d := time.Since(start); d > 5*time.Second {

@@ -9,10 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/risk"
@@ -67,61 +63,21 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, err
 	}
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
-	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc}), health: env.Health}, nil
+	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc})}, nil
 }
 
 type service struct {
-	store  *riskstore.Store
-	srv    *riskgrpc.Server
-	health *health.Server
+	store *riskstore.Store
+	srv   *riskgrpc.Server
 }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { riskgrpc.Register(r, s.srv) }
 
-// Run ends the watch streams as soon as the server starts stopping: the graceful
-// stop marks every service NOT_SERVING first, and would otherwise wait its whole
-// timeout for watchers that never end on their own.
+// Run has no background work: watch streams end when the server stops, because
+// internal/server drains every stream.
 func (s *service) Run(ctx context.Context) error {
-	if s.health == nil {
-		<-ctx.Done()
-		return nil
-	}
-	w := &healthWatch{ctx: ctx, updates: make(chan healthpb.HealthCheckResponse_ServingStatus, 16)}
-	go func() {
-		_ = s.health.Watch(&healthpb.HealthCheckRequest{Service: riskv1.RiskService_ServiceDesc.ServiceName}, w)
-	}()
-	serving := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case st := <-w.updates:
-			switch {
-			case st == healthpb.HealthCheckResponse_SERVING:
-				serving = true
-			case serving:
-				s.srv.Drain()
-			}
-		}
-	}
-}
-
-// healthWatch receives the health server's status updates in process.
-type healthWatch struct {
-	grpc.ServerStream // only Context and Send are used by health.Server.Watch
-	ctx               context.Context
-	updates           chan healthpb.HealthCheckResponse_ServingStatus
-}
-
-func (w *healthWatch) Context() context.Context { return w.ctx }
-
-func (w *healthWatch) Send(r *healthpb.HealthCheckResponse) error {
-	select {
-	case w.updates <- r.GetStatus():
-		return nil
-	case <-w.ctx.Done():
-		return w.ctx.Err()
-	}
+	<-ctx.Done()
+	return nil
 }
 
 func (s *service) Close() error { return s.store.Close() }

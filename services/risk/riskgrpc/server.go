@@ -33,18 +33,7 @@ type Server struct {
 	// per stream).
 	mu     sync.Mutex
 	recent [eventCacheSize]*riskv1.WatchRiskEventsResponse
-
-	drainOnce sync.Once
-	draining  chan struct{}
 }
-
-// ReasonShuttingDown is the ErrorInfo reason of a watch ended by Drain.
-const ReasonShuttingDown = "SHUTTING_DOWN"
-
-// Drain ends every WatchRiskEvents stream, now and later, with UNAVAILABLE
-// (SHUTTING_DOWN), so that a graceful stop does not wait for watchers; they resume
-// from their last revision elsewhere or after the restart.
-func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
 const eventCacheSize = 4096
 
@@ -70,7 +59,7 @@ func (s *Server) event(e risk.StoredEvent) (*riskv1.WatchRiskEventsResponse, err
 var _ riskv1.RiskServiceServer = (*Server)(nil)
 
 // New returns a Server.
-func New(cfg Config) *Server { return &Server{svc: cfg.Service, draining: make(chan struct{})} }
+func New(cfg Config) *Server { return &Server{svc: cfg.Service} }
 
 // Register registers srv on s.
 func Register(s grpc.ServiceRegistrar, srv *Server) { riskv1.RegisterRiskServiceServer(s, srv) }
@@ -253,37 +242,18 @@ func (s *Server) ListDeviceRiskHistory(ctx context.Context, req *riskv1.ListDevi
 
 // WatchRiskEvents implements riskv1.RiskServiceServer.
 func (s *Server) WatchRiskEvents(req *riskv1.WatchRiskEventsRequest, stream grpc.ServerStreamingServer[riskv1.WatchRiskEventsResponse]) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.draining:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	last := req.GetStartRevision()
+	ctx := stream.Context()
 	err := s.svc.Watch(ctx, req.GetStartRevision(), func(e risk.StoredEvent) error {
 		m, err := s.event(e)
 		if err != nil {
 			return fmt.Errorf("decode event %d: %w", e.Revision, err)
 		}
-		if err := stream.Send(m); err != nil {
-			return err
-		}
-		last = e.Revision
-		return nil
+		return stream.Send(m)
 	}, func(rev int64) error {
-		last = rev
 		return stream.Send(&riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Progress{
 			Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.Now()}}})
 	})
 	if err != nil && ctx.Err() != nil {
-		if stream.Context().Err() == nil {
-			return apierr.WithMetadata(codes.Unavailable, ReasonShuttingDown,
-				fmt.Sprintf("risk service is shutting down: watch again from revision %d", last),
-				map[string]string{"last_revision": fmt.Sprint(last)})
-		}
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	return toStatus(err)

@@ -638,31 +638,3 @@ func TestRoles(t *testing.T) {
 }
 
 func ts(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
-
-// TestDrainEndsWatchers: on shutdown every watch ends with UNAVAILABLE naming the
-// revision to resume from, so that a graceful stop does not wait for watchers.
-func TestDrainEndsWatchers(t *testing.T) {
-	h := risktest.StartWith(t, risktest.Options{})
-	msgs, errc := watch(t, h.Client, 0)
-	report(t, h.Client, newAlert("a-1", "dev-1", high))
-	for range 2 {
-		nextEvent(t, msgs, errc)
-	}
-	h.Handlers.Drain()
-	select {
-	case err := <-errc:
-		wantCode(t, err, codes.Unavailable, riskgrpc.ReasonShuttingDown)
-		if got := apierr.Metadata(err)["last_revision"]; got != "2" {
-			t.Errorf("last_revision = %q, want 2", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch not ended by Drain")
-	}
-	_, errc = watch(t, h.Client, 2)
-	select {
-	case err := <-errc:
-		wantCode(t, err, codes.Unavailable, riskgrpc.ReasonShuttingDown)
-	case <-time.After(10 * time.Second):
-		t.Fatal("new watch not refused after Drain")
-	}
-}

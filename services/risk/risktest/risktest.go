@@ -45,7 +45,7 @@ type Harness struct {
 	Conn   *grpc.ClientConn
 	Store  *riskstore.Store
 	Server *server.Server
-	// Handlers is the RiskService implementation (e.g. to Drain watchers).
+	// Handlers is the RiskService implementation.
 	Handlers *riskgrpc.Server
 	// Addr is the listener's address (bufconn's is "bufconn").
 	Addr string
