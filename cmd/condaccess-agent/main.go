@@ -66,6 +66,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&o.ca, "ca", "", "PEM CA bundle the server certificate must chain to (mutual TLS)")
 	fs.StringVar(&o.cert, "cert", "", "this agent's PEM client certificate (role sensor)")
 	fs.StringVar(&o.key, "key", "", "PEM private key of --cert")
+	// The names the condaccess CLI uses, so that one set of TLS flags works for both.
+	fs.StringVar(&o.ca, "tls-ca", "", "same as --ca")
+	fs.StringVar(&o.cert, "tls-cert", "", "same as --cert")
+	fs.StringVar(&o.key, "tls-key", "", "same as --key")
 	fs.StringVar(&o.serverName, "server-name", "", "name to check in the server certificate (default: the address's host)")
 	fs.DurationVar(&o.rescan, "rescan-interval", 30*time.Second, "period of the full rescan of the watched folders")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
