@@ -52,7 +52,7 @@ func (d *dirIndex) groupList(u *cuser) []int32 {
 // dirIndex is the compiled, immutable directory shared by snapshots.
 type dirIndex struct {
 	userIdx    map[string]int32
-	userTab    *idTable // userIdx for the decision path
+	userTab    *userTable // userIdx and users for the decision path
 	userIDs    []string
 	users      []cuser
 	userGroups []int32
@@ -282,7 +282,6 @@ func compileDirectory(dir *Directory) (*dirIndex, error) {
 		d.groupIdx[g.ID] = int32(i)
 		d.groupIDs[i] = g.ID
 	}
-	d.userTab = newIDTable(d.userIDs)
 	d.groupWords = (len(dir.Groups) + 63) / 64
 	for i, a := range dir.Applications {
 		if a.ID == "" {
@@ -365,6 +364,7 @@ func compileDirectory(dir *Directory) (*dirIndex, error) {
 		}
 	}
 	// mark uses stamps u+1; reset is not needed afterwards.
+	d.userTab = newUserTable(d.userIDs, d.users)
 	return d, nil
 }
 

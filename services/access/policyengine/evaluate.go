@@ -67,7 +67,7 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		res.Device.Revision = dev.Revision
 	}
 	d := s.dir
-	u, uok := d.userTab.get(req.UserID)
+	u, cu, uok := d.userTab.get(req.UserID)
 	a, aok := d.appIdx[req.AppID]
 	if !uok || !aok {
 		res.Decision = DecisionBlock
@@ -79,7 +79,6 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		}
 		return
 	}
-	cu := &d.users[u]
 	if cu.disabled {
 		res.Decision = DecisionBlock
 		res.Reasons = append(res.Reasons, Reason{Code: CodeUserDisabled, Message: msgUserDisabled})

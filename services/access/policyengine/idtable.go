@@ -22,15 +22,24 @@ type idSlot struct {
 }
 
 func newIDTable(ids []string) *idTable {
+	t := &idTable{seed: maphash.MakeSeed(), ids: ids}
+	t.mask, t.slots = placeIDs(t.seed, ids, func(size int) []idSlot { return make([]idSlot, size) },
+		func(s []idSlot, j uint64) *idSlot { return &s[j] })
+	return t
+}
+
+// placeIDs builds the slots of a table of ids (at most half full) and returns its mask.
+func placeIDs[S any](seed maphash.Seed, ids []string, mk func(int) []S, at func([]S, uint64) *idSlot) (uint64, []S) {
 	size := 16
 	for size < 2*len(ids) {
 		size *= 2
 	}
-	t := &idTable{seed: maphash.MakeSeed(), mask: uint64(size - 1), slots: make([]idSlot, size), ids: ids}
+	mask := uint64(size - 1)
+	slots := mk(size)
 	for i, id := range ids {
-		h := maphash.String(t.seed, id) | 1
-		for j := h & t.mask; ; j = (j + 1) & t.mask {
-			sl := &t.slots[j]
+		h := maphash.String(seed, id) | 1
+		for j := h & mask; ; j = (j + 1) & mask {
+			sl := at(slots, j)
 			if sl.hash == 0 {
 				sl.hash, sl.idx = h, int32(i)
 				if len(id) <= idInline {
@@ -43,7 +52,18 @@ func newIDTable(ids []string) *idTable {
 			}
 		}
 	}
-	return t
+	return mask, slots
+}
+
+// is reports whether the slot (with hash h) holds id.
+func (sl *idSlot) is(h uint64, id string, ids []string) bool {
+	if sl.hash != h {
+		return false
+	}
+	if sl.klen != 0xff {
+		return int(sl.klen) == len(id) && string(sl.key[:sl.klen]) == id
+	}
+	return ids[sl.idx] == id
 }
 
 // get returns id's index.
@@ -54,14 +74,51 @@ func (t *idTable) get(id string) (int32, bool) {
 		if sl.hash == 0 {
 			return 0, false
 		}
-		if sl.hash == h {
-			if sl.klen != 0xff {
-				if int(sl.klen) == len(id) && string(sl.key[:sl.klen]) == id {
-					return sl.idx, true
-				}
-			} else if t.ids[sl.idx] == id {
-				return sl.idx, true
-			}
+		if sl.is(h, id, t.ids) {
+			return sl.idx, true
+		}
+	}
+}
+
+// userTable is an idTable of the users whose slots also hold a copy of the user's record
+// (cuser: groups, Bloom filter, flags): a decision finds the user's groups in the slot's two
+// adjacent cache lines (one 128-byte-aligned pair, fetched together) instead of following
+// the index to dirIndex.users, one dependent cache miss less on its critical path.
+type userTable struct {
+	seed  maphash.Seed
+	mask  uint64
+	slots []userSlot
+	ids   []string
+}
+
+type userSlot struct {
+	id idSlot // 48 bytes
+	u  cuser  // 40 bytes
+	_  [128 - 48 - 40]byte
+}
+
+func newUserTable(ids []string, users []cuser) *userTable {
+	t := &userTable{seed: maphash.MakeSeed(), ids: ids}
+	t.mask, t.slots = placeIDs(t.seed, ids, func(size int) []userSlot { return make([]userSlot, size) },
+		func(s []userSlot, j uint64) *idSlot { return &s[j].id })
+	for i := range t.slots {
+		if sl := &t.slots[i]; sl.id.hash != 0 {
+			sl.u = users[sl.id.idx]
+		}
+	}
+	return t
+}
+
+// get returns id's index and record.
+func (t *userTable) get(id string) (int32, *cuser, bool) {
+	h := maphash.String(t.seed, id) | 1
+	for j := h & t.mask; ; j = (j + 1) & t.mask {
+		sl := &t.slots[j]
+		if sl.id.hash == 0 {
+			return 0, nil, false
+		}
+		if sl.id.is(h, id, t.ids) {
+			return sl.id.idx, &sl.u, true
 		}
 	}
 }

@@ -85,8 +85,9 @@
 // # How a decision stays fast
 //
 // Compile interns ids to dense int32s (users through an open-addressing table with inline
-// keys), precomputes every user's transitive groups (sorted, inline when few, plus a
-// one-word Bloom filter), and stores each policy as a 64-byte hot record
+// keys whose 128-byte slots also hold the user's record, so finding the user and its groups
+// is one pair of adjacent cache lines), precomputes every user's transitive groups (sorted,
+// inline when few, plus a one-word Bloom filter), and stores each policy as a 64-byte hot record
 // (one cache line: Bloom filters of the included users and groups, flags, conditions, the
 // id and name strings) plus a cold record (the user and group lists, read only when the
 // Bloom filters let the policy through). The records of the policies naming an
