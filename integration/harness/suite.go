@@ -109,14 +109,16 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 		}
 	}
 	t.Cleanup(func() { s.stopAll(t) })
+	// Start in dependency order, each healthy before the next starts: a consumer whose
+	// upstream is not up yet backs off, and an alert reported during its backoff would
+	// reach it through the initial listing instead of the stream (without the event's
+	// trace context), which the end-to-end trace test cannot tell from a broken trace.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	for _, name := range ServiceNames {
 		if err := s.Procs[name].Start(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for _, name := range ServiceNames {
 		if err := s.Procs[name].WaitHealthy(ctx); err != nil {
 			t.Fatal(err)
 		}
