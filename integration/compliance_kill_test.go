@@ -3,8 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +47,7 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 		}
 		return a
 	}
-	riskAddr, compAddr := addr(), addr()
+	riskAddr, compAddr, compHTTP := addr(), addr(), addr()
 	env := []string{"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none"}
 	risk := &harness.Process{
 		Name: "risk", Path: bin.Condaccess, Env: env, GRPCAddr: riskAddr, HealthService: "condaccess.risk.v1.RiskService",
@@ -55,7 +58,7 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 	comp := &harness.Process{
 		Name: "compliance", Path: bin.Condaccess, Env: env, GRPCAddr: compAddr, HealthService: "condaccess.compliance.v1.ComplianceService",
 		LogPath: filepath.Join(dir, "compliance.log"),
-		Args: []string{"serve", "--services", "compliance", "--grpc-addr", compAddr, "--http-addr", addr(),
+		Args: []string{"serve", "--services", "compliance", "--grpc-addr", compAddr, "--http-addr", compHTTP,
 			"--data-dir", filepath.Join(dir, "compliance"), "--risk-addr", riskAddr, "--stop-timeout", "2s"},
 	}
 	t.Cleanup(func() {
@@ -239,7 +242,10 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d devices differ from the state computed from the final risk levels, e.g.:\n%v", len(bad), len(ids), bad[:min(len(bad), 10)])
+			// The consumer's own view (cursor, connection, reconnects) tells a lost event
+			// (cursor at the risk revision) from a consumer that has not caught up.
+			t.Fatalf("%d of %d devices differ from the state computed from the final risk levels, e.g.:\n%v\ncompliance risk feed (risk revision %d):\n%s",
+				len(bad), len(ids), bad[:min(len(bad), 10)], riskRev, feedMetrics(compHTTP))
 		}
 		waitForChange(ctx, t, compl, rev)
 	}
@@ -321,4 +327,24 @@ func parallel(t *testing.T, workers, n int, fn func(i int) error) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// feedMetrics returns the compliance service's risk-feed metrics from /metrics.
+func feedMetrics(httpAddr string) string {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.Contains(l, "risk_feed") && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
