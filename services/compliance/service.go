@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/parallel"
 	"github.com/condaccess/condaccess/internal/telemetry"
 )
 
@@ -919,7 +919,7 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 		err     error
 	}
 	res := make([]result, len(rows))
-	parallel(len(rows), func(i int) {
+	parallel.For(len(rows), parallelMin, func(i int) {
 		row, r := &rows[i], &res[i]
 		ex := row.Exclusion
 		if ex != nil && !ex.ActiveAt(now) {
@@ -980,30 +980,6 @@ func (s *Service) evalRows(ctx context.Context, tx Tx, rows []EvalRow, env *eval
 
 // parallelMin is the smallest batch evaluated on more than one goroutine.
 const parallelMin = 64
-
-// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines (inline for small n).
-func parallel(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), (n+parallelMin-1)/parallelMin)
-	if workers <= 1 {
-		for i := range n {
-			fn(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
 
 // ---- background work ----
 

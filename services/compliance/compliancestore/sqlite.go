@@ -9,12 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/eventlog"
+	"github.com/condaccess/condaccess/internal/parallel"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/compliance"
 )
@@ -540,7 +539,7 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 	// Decoding is the costly part: spread it over the cores.
 	out := make([]compliance.EvalRow, len(raw))
 	errs := make([]error, len(raw))
-	decodeAll(len(raw), func(i int) {
+	parallel.For(len(raw), decodeMin, func(i int) {
 		r, row := raw[i], &out[i]
 		var err error
 		if row.Device, err = decode[compliance.Device](r[0]); err != nil {
@@ -566,30 +565,8 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 	return out, errors.Join(errs...)
 }
 
-// decodeAll (also used to encode) runs fn(0..n-1) on up to GOMAXPROCS goroutines (inline for small n).
-func decodeAll(n int, fn func(i int)) {
-	const minPer = 64
-	workers := min(runtime.GOMAXPROCS(0), (n+minPer-1)/minPer)
-	if workers <= 1 {
-		for i := range n {
-			fn(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
+// decodeMin is the smallest batch decoded (or encoded) on more than one goroutine.
+const decodeMin = 64
 
 // putComplianceChunk is the number of rows per multi-row upsert (4 parameters each).
 const putComplianceChunk = 250
@@ -597,7 +574,7 @@ const putComplianceChunk = 250
 func (t *txn) PutCompliances(ctx context.Context, cs []*compliance.DeviceCompliance) error {
 	blobs := make([][]byte, len(cs))
 	errs := make([]error, len(cs))
-	decodeAll(len(cs), func(i int) { blobs[i], errs[i] = json.Marshal(cs[i]) })
+	parallel.For(len(cs), decodeMin, func(i int) { blobs[i], errs[i] = json.Marshal(cs[i]) })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
