@@ -261,6 +261,24 @@ func (s *Store) strings(ctx context.Context, q string, args ...any) ([]string, e
 }
 
 // page runs a keyset query by id and returns the rows plus the next token.
+// queryAll runs q and scans every row with scan.
+func queryAll[T any](ctx context.Context, db *sql.DB, q string, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 func page[T any](ctx context.Context, db *sql.DB, q string, token string, limit int, scan func(*sql.Rows) (T, string, error), args ...any) ([]T, string, error) {
 	p, err := decToken(token, 1)
 	if err != nil {
@@ -501,6 +519,9 @@ func (s *Store) CreateApplication(ctx context.Context, a *access.Application) er
 	})
 }
 
+// appCols are the applications columns scanApp reads.
+const appCols = `id, display_name, create_ns, update_ns, etag`
+
 func scanApp(sc interface{ Scan(...any) error }) (*access.Application, error) {
 	var a access.Application
 	var c, u int64
@@ -513,7 +534,7 @@ func scanApp(sc interface{ Scan(...any) error }) (*access.Application, error) {
 
 // GetApplication implements access.Store.
 func (s *Store) GetApplication(ctx context.Context, id string) (*access.Application, error) {
-	a, err := scanApp(s.db.Read().QueryRowContext(ctx, `SELECT `+groupCols+` FROM applications WHERE id = ?`, id))
+	a, err := scanApp(s.db.Read().QueryRowContext(ctx, `SELECT `+appCols+` FROM applications WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: application %q", access.ErrNotFound, id)
 	}
@@ -522,7 +543,7 @@ func (s *Store) GetApplication(ctx context.Context, id string) (*access.Applicat
 
 // ListApplications implements access.Store.
 func (s *Store) ListApplications(ctx context.Context, token string, limit int) ([]*access.Application, string, error) {
-	return page(ctx, s.db.Read(), `SELECT `+groupCols+` FROM applications WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+	return page(ctx, s.db.Read(), `SELECT `+appCols+` FROM applications WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
 		func(r *sql.Rows) (*access.Application, string, error) {
 			a, err := scanApp(r)
 			if err != nil {
@@ -591,55 +612,19 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 func (s *Store) LoadDirectory(ctx context.Context) (*access.Directory, error) {
 	db := s.db.Read()
 	d := &access.Directory{}
-	rows, err := db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY id`)
-	if err != nil {
+	var err error
+	if d.Users, err = queryAll(ctx, db, `SELECT `+userCols+` FROM users ORDER BY id`, scanUser); err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		d.Users = append(d.Users, u)
-	}
-	rows.Close()
-	if rows.Err() != nil {
-		return nil, rows.Err()
-	}
-	rows, err = db.QueryContext(ctx, `SELECT `+groupCols+` FROM applications ORDER BY id`)
-	if err != nil {
+	if d.Applications, err = queryAll(ctx, db, `SELECT `+appCols+` FROM applications ORDER BY id`, scanApp); err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		a, err := scanApp(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		d.Applications = append(d.Applications, a)
-	}
-	rows.Close()
-	if rows.Err() != nil {
-		return nil, rows.Err()
-	}
-	rows, err = db.QueryContext(ctx, `SELECT `+groupCols+` FROM dir_groups ORDER BY id`)
-	if err != nil {
+	if d.Groups, err = queryAll(ctx, db, `SELECT `+groupCols+` FROM dir_groups ORDER BY id`, scanGroup); err != nil {
 		return nil, err
 	}
-	byID := map[string]*access.Group{}
-	for rows.Next() {
-		g, err := scanGroup(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		d.Groups = append(d.Groups, g)
+	byID := make(map[string]*access.Group, len(d.Groups))
+	for _, g := range d.Groups {
 		byID[g.ID] = g
-	}
-	rows.Close()
-	if rows.Err() != nil {
-		return nil, rows.Err()
 	}
 	for _, q := range []struct {
 		sql  string
