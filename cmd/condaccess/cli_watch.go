@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
@@ -106,6 +107,26 @@ type streamFunc func() (event proto.Message, line watchLine, progress int64, err
 
 func (f streamFunc) next() (proto.Message, watchLine, int64, error) { return f() }
 
+// watchResponse is what every Watch…Events response is: an event or a progress message.
+type watchResponse[E proto.Message] interface {
+	GetProgress() *commonv1.WatchProgress
+	GetEvent() E
+}
+
+// recvStream adapts a generated Watch…Events stream's Recv to a watchStream.
+func recvStream[M watchResponse[E], E proto.Message](recv func() (M, error), line func(E) watchLine) streamFunc {
+	return func() (proto.Message, watchLine, int64, error) {
+		m, err := recv()
+		if err != nil {
+			return nil, watchLine{}, 0, err
+		}
+		if p := m.GetProgress(); p != nil {
+			return nil, watchLine{}, p.GetRevision(), nil
+		}
+		return m.GetEvent(), line(m.GetEvent()), 0, nil
+	}
+}
+
 func (c *cli) openWatch(ctx context.Context, stream string, from int64) (watchStream, error) {
 	switch stream {
 	case "risk":
@@ -117,16 +138,7 @@ func (c *cli) openWatch(ctx context.Context, stream string, from int64) (watchSt
 		if err != nil {
 			return nil, err
 		}
-		return streamFunc(func() (proto.Message, watchLine, int64, error) {
-			m, err := s.Recv()
-			if err != nil {
-				return nil, watchLine{}, 0, err
-			}
-			if p := m.GetProgress(); p != nil {
-				return nil, watchLine{}, p.GetRevision(), nil
-			}
-			return m.GetEvent(), riskLine(m.GetEvent()), 0, nil
-		}), nil
+		return recvStream(s.Recv, riskLine), nil
 	case "compliance":
 		client, err := c.compliance()
 		if err != nil {
@@ -136,16 +148,7 @@ func (c *cli) openWatch(ctx context.Context, stream string, from int64) (watchSt
 		if err != nil {
 			return nil, err
 		}
-		return streamFunc(func() (proto.Message, watchLine, int64, error) {
-			m, err := s.Recv()
-			if err != nil {
-				return nil, watchLine{}, 0, err
-			}
-			if p := m.GetProgress(); p != nil {
-				return nil, watchLine{}, p.GetRevision(), nil
-			}
-			return m.GetEvent(), complianceLine(m.GetEvent()), 0, nil
-		}), nil
+		return recvStream(s.Recv, complianceLine), nil
 	case "sessions":
 		client, err := c.access()
 		if err != nil {
@@ -155,16 +158,7 @@ func (c *cli) openWatch(ctx context.Context, stream string, from int64) (watchSt
 		if err != nil {
 			return nil, err
 		}
-		return streamFunc(func() (proto.Message, watchLine, int64, error) {
-			m, err := s.Recv()
-			if err != nil {
-				return nil, watchLine{}, 0, err
-			}
-			if p := m.GetProgress(); p != nil {
-				return nil, watchLine{}, p.GetRevision(), nil
-			}
-			return m.GetEvent(), sessionLine(m.GetEvent()), 0, nil
-		}), nil
+		return recvStream(s.Recv, sessionLine), nil
 	case "investigations":
 		client, err := c.remediation()
 		if err != nil {
@@ -174,16 +168,7 @@ func (c *cli) openWatch(ctx context.Context, stream string, from int64) (watchSt
 		if err != nil {
 			return nil, err
 		}
-		return streamFunc(func() (proto.Message, watchLine, int64, error) {
-			m, err := s.Recv()
-			if err != nil {
-				return nil, watchLine{}, 0, err
-			}
-			if p := m.GetProgress(); p != nil {
-				return nil, watchLine{}, p.GetRevision(), nil
-			}
-			return m.GetEvent(), investigationLine(m.GetEvent()), 0, nil
-		}), nil
+		return recvStream(s.Recv, investigationLine), nil
 	}
 	return nil, fmt.Errorf("%w: unknown stream %q", errUsage, stream)
 }
