@@ -274,33 +274,9 @@ func (s *Store) ListInvestigations(ctx context.Context, f remediation.Investigat
 	if f.State != remediation.StateUnspecified {
 		where, args = append(where, "state = ?"), append(args, int32(f.State))
 	}
-	rows, err := s.db.Read().QueryContext(ctx, `SELECT seq, data FROM investigations WHERE `+strings.Join(where, " AND ")+` ORDER BY seq DESC LIMIT ?`, append(args, size+1)...)
+	out, next, err := pageBySeq(ctx, s.db.Read(), "investigations", where, args, size, scanInvestigation)
 	if err != nil {
 		return nil, "", err
-	}
-	defer rows.Close()
-	var out []*remediation.Investigation
-	var seqs []int64
-	for rows.Next() {
-		var seq int64
-		var data []byte
-		if err := rows.Scan(&seq, &data); err != nil {
-			return nil, "", err
-		}
-		inv, err := scanInvestigation(data)
-		if err != nil {
-			return nil, "", err
-		}
-		out, seqs = append(out, inv), append(seqs, seq)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", err
-	}
-	rows.Close()
-	next := ""
-	if len(out) > size {
-		out = out[:size]
-		next = encodeToken("seq:" + strconv.FormatInt(seqs[size-1], 10))
 	}
 	for _, inv := range out {
 		if inv.Actions, err = investigationActions(ctx, s.db.Read(), inv.ID); err != nil {
@@ -335,12 +311,18 @@ func (s *Store) ListActions(ctx context.Context, f remediation.ActionFilter, siz
 	if f.State != remediation.ActionStateUnspecified {
 		where, args = append(where, "state = ?"), append(args, int32(f.State))
 	}
-	rows, err := s.db.Read().QueryContext(ctx, `SELECT seq, data FROM actions WHERE `+strings.Join(where, " AND ")+` ORDER BY seq DESC LIMIT ?`, append(args, size+1)...)
+	return pageBySeq(ctx, s.db.Read(), "actions", where, args, size, scanAction)
+}
+
+// pageBySeq reads one page, newest first, of the rows of table that match where,
+// decoding each row's data with decode; the next page token names the last row's seq.
+func pageBySeq[T any](ctx context.Context, db *sql.DB, table string, where []string, args []any, size int, decode func([]byte) (T, error)) ([]T, string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT seq, data FROM `+table+` WHERE `+strings.Join(where, " AND ")+` ORDER BY seq DESC LIMIT ?`, append(args, size+1)...)
 	if err != nil {
 		return nil, "", err
 	}
 	defer rows.Close()
-	var out []*remediation.Action
+	var out []T
 	var seqs []int64
 	for rows.Next() {
 		var seq int64
@@ -348,11 +330,11 @@ func (s *Store) ListActions(ctx context.Context, f remediation.ActionFilter, siz
 		if err := rows.Scan(&seq, &data); err != nil {
 			return nil, "", err
 		}
-		a, err := scanAction(data)
+		v, err := decode(data)
 		if err != nil {
 			return nil, "", err
 		}
-		out, seqs = append(out, a), append(seqs, seq)
+		out, seqs = append(out, v), append(seqs, seq)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", err
