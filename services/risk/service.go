@@ -3,9 +3,6 @@ package risk
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,6 +82,7 @@ type BatchResult struct {
 // reported is an alert prepared for insertion outside the transaction.
 type reported struct {
 	alert   Alert
+	content Alert // the reported content, as hashed (sameContent may rehash it)
 	hash    string
 	payload []byte // the alert_changed REPORTED event
 	tp, ts  string
@@ -95,10 +93,7 @@ func (s *Service) prepare(ctx context.Context, in Alert, field string) (*reporte
 	if err := validateAlert(&in, field); err != nil {
 		return nil, err
 	}
-	hash, err := contentHash(&in)
-	if err != nil {
-		return nil, err
-	}
+	hash := contentHash(&in)
 	now := s.now().UTC()
 	a := Alert{
 		ID: in.ID, DeviceID: in.DeviceID, Severity: in.Severity, Status: StatusNew,
@@ -109,10 +104,10 @@ func (s *Service) prepare(ctx context.Context, in Alert, field string) (*reporte
 	if a.DetectTime.IsZero() {
 		a.DetectTime = now
 	}
-	r := &reported{alert: a, hash: hash, now: now}
+	r := &reported{alert: a, content: in, hash: hash, now: now}
 	r.tp, r.ts = traceContext(ctx)
-	r.payload, err = s.encode(Event{Time: now, TraceParent: r.tp, TraceState: r.ts, Alert: &AlertChange{Type: ChangeReported, Alert: a}})
-	if err != nil {
+	var err error
+	if r.payload, err = s.encode(Event{Time: now, TraceParent: r.tp, TraceState: r.ts, Alert: &AlertChange{Type: ChangeReported, Alert: a}}); err != nil {
 		return nil, fmt.Errorf("risk: encode event: %w", err)
 	}
 	return r, nil
@@ -207,7 +202,11 @@ func (s *Service) insert(ctx context.Context, tx Tx, r *reported, withRisk bool)
 		return ReportResult{}, false, err
 	}
 	if !inserted {
-		if hash != r.hash {
+		same, err := sameContent(hash, &r.content, r.hash)
+		if err != nil {
+			return ReportResult{}, false, err
+		}
+		if !same {
 			return ReportResult{}, false, fmt.Errorf("%w: alert %q", ErrAlertConflict, r.alert.ID)
 		}
 		a, _, _, err := tx.Alert(ctx, r.alert.ID)
@@ -288,26 +287,6 @@ func activeOrder(a, b ActiveAlert) int {
 
 // SortActive sorts active alerts into DeviceRisk.Active order.
 func SortActive(as []ActiveAlert) { slices.SortFunc(as, activeOrder) }
-
-// contentHash identifies the reported content of an alert (the fields a sensor sets),
-// for ReportAlert's idempotency check.
-func contentHash(a *Alert) (string, error) {
-	var detect int64
-	if !a.DetectTime.IsZero() {
-		detect = a.DetectTime.UnixNano()
-	}
-	b, err := json.Marshal(struct {
-		D, T, C, De, S, As string
-		Sev                Severity
-		At                 int64
-		E                  []Evidence
-	}{a.DeviceID, a.Title, a.Category, a.Description, a.DetectionSource, a.AssignedTo, a.Severity, detect, a.Evidence})
-	if err != nil {
-		return "", fmt.Errorf("risk: content hash: %w", err)
-	}
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:]), nil
-}
 
 // Resolution is a ResolveAlert request.
 type Resolution struct {
