@@ -93,21 +93,19 @@ const recInline = 15 // makes a crec 64 bytes; an hrec is 64 bytes too
 
 // hrec flags.
 const (
-	fBlock       = 1 << iota
-	fOr          // operator OR
-	fAllUsers    // all users
-	fAppExcluded // (in an application's stream) the policy excludes that application
-	fBig         // the user lists do not fit in ids: use the cpol spans
+	fBlock    = 1 << iota
+	fOr       // operator OR
+	fAllUsers // all users
+	fBig      // the user lists do not fit in crec.ids: use the cpol spans
 )
 
-// hrec is a policy's hot record: one cache line with what the decision loop reads for every
-// policy. The records of the policies naming an application are stored contiguously
-// (Snapshot.specRecs).
+// hrec is a policy's hot record (Snapshot.recs, by policy index): one cache line with
+// what a decision reads for a candidate policy.
 type hrec struct {
-	// gmask and umask are one-word Bloom filters of the include groups (bit g%64) and the
-	// include users (bit u%64): when neither meets the user's, the user is not included.
-	gmask     uint64
-	umask     uint64
+	// egmask and eumask are one-word Bloom filters of the exclude groups (bit g%64) and the
+	// exclude users (bit u%64): when neither meets the user's, the user is not excluded.
+	egmask    uint64
+	eumask    uint64
 	id, name  string
 	pi        int32
 	ips       int32
@@ -122,7 +120,8 @@ type hrec struct {
 }
 
 // crec is the cold part of a policy record (Snapshot.cold, by policy index): the user and
-// group lists, read only when the Bloom filters let a policy through.
+// group lists, read only when the exclusion Bloom filters do not clear the user (and by
+// the Request.AllPolicies path).
 type crec struct {
 	nEU uint8
 	nEG uint8
@@ -152,14 +151,67 @@ type Snapshot struct {
 	exclMsgs []string // parallel to arena; set for exclude-group entries
 	ipConds  []ipCond
 
-	recs       []hrec  // per policy
-	cold       []crec  // per policy
-	allRecs    []hrec  // non-disabled policies targeting all applications, in policy order
-	specRecs   []hrec  // per application (appSpec): the policies naming it, in policy order
-	appSpec    []span  // per application: its records in specRecs
-	appRecs    []*hrec // per application (appRecSpan): every targeting policy's record, in policy order
-	appRecSpan []span
-	active     []int32 // non-disabled policies, sorted (for Request.AllPolicies)
+	recs   []hrec  // per policy
+	cold   []crec  // per policy
+	active []int32 // non-disabled policies, sorted (for Request.AllPolicies)
+
+	// Per application (appSpan): every non-disabled policy that targets it (names it or
+	// targets all applications), in policy order; an index in that list is a position.
+	appSpan []span
+	tmpl    []PolicyResult // per position: its NOT_APPLIED result ("application excluded" or "user not included")
+	appPis  []int32        // per position: the policy index
+	// The candidate index: which positions of an application can apply to a user.
+	always     []span   // per application: positions of the all-users policies that do not exclude it (in pos)
+	keys       keyTable // (app, group), (app, user) → positions in pos; (user) → all-apps indexes in pos
+	allByGroup []span   // per group: indexes in allPis of the all-apps policies including it (in pos)
+	allPis     []int32  // the non-disabled policies targeting all applications
+	allPos     []int32  // per application × allPis: the policy's position in the application's list, -1 when excluded
+	anyAllUser bool     // some all-apps policy includes a user directly
+	pos        []int32  // arena of the candidate index
+}
+
+// Candidate index keys.
+func keyAppGroup(a, g int32) uint64 { return uint64(a)<<32 | uint64(uint32(g)) }
+func keyAppUser(a, u int32) uint64  { return 1<<63 | uint64(a)<<32 | uint64(uint32(u)) }
+func keyAllUser(u int32) uint64     { return 1<<62 | uint64(uint32(u)) }
+
+// keyTable is an immutable open-addressing hash table from a uint64 key to a span.
+type keyTable struct {
+	shift uint8
+	mask  uint64
+	slots []kslot
+}
+
+type kslot struct {
+	key uint64
+	sp  span // n == 0: empty
+}
+
+func newKeyTable(n int) keyTable {
+	size, b := 16, 4
+	for size < 2*n {
+		size, b = size*2, b+1
+	}
+	return keyTable{shift: uint8(64 - b), mask: uint64(size - 1), slots: make([]kslot, size)}
+}
+
+func (t *keyTable) put(key uint64, sp span) {
+	for j := (key * 0x9E3779B97F4A7C15) >> t.shift; ; j = (j + 1) & t.mask {
+		if sl := &t.slots[j]; sl.sp.n == 0 {
+			sl.key, sl.sp = key, sp
+			return
+		}
+	}
+}
+
+// get returns key's span (empty when absent).
+func (t *keyTable) get(key uint64) span {
+	for j := (key * 0x9E3779B97F4A7C15) >> t.shift; ; j = (j + 1) & t.mask {
+		sl := &t.slots[j]
+		if sl.sp.n == 0 || sl.key == key {
+			return sl.sp
+		}
+	}
 }
 
 // Version is the snapshot's version.
@@ -522,7 +574,7 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		}
 		s.active = append(s.active, int32(i))
 		if p.Apps.All {
-			s.allRecs = append(s.allRecs, s.recs[i])
+			s.allPis = append(s.allPis, int32(i))
 			for _, a := range c.exclApps.of(s.arena) {
 				exclAllLists[a] = append(exclAllLists[a], int32(i))
 			}
@@ -537,57 +589,131 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 			specLists[a] = append(specLists[a], v)
 		}
 	}
-	s.appSpec = make([]span, nApps)
-	total := 0
+	s.buildIndex(nApps, len(d.groupIDs), specLists, exclAllLists)
+	return s, nil
+}
+
+// buildIndex builds the per-application lists and the candidate index. specLists[a] holds
+// the policies naming application a in ascending order (^index when the policy also
+// excludes a); exclAllLists[a] the all-applications policies excluding a.
+func (s *Snapshot) buildIndex(nApps, nGroups int, specLists, exclAllLists [][]int32) {
+	nAll := len(s.allPis)
+	total := nApps * nAll
 	for a := range nApps {
 		total += len(specLists[a])
 	}
-	s.specRecs = make([]hrec, 0, total)
-	for a := range nApps {
-		start := len(s.specRecs)
-		for _, v := range specLists[a] { // in ascending policy order
-			if v < 0 {
-				r := s.recs[^v]
-				r.flags |= fAppExcluded
-				s.specRecs = append(s.specRecs, r)
-			} else {
-				s.specRecs = append(s.specRecs, s.recs[v])
-			}
-		}
-		s.appSpec[a] = span{uint32(start), uint32(len(specLists[a]))}
+	s.appSpan = make([]span, nApps)
+	s.always = make([]span, nApps)
+	s.tmpl = make([]PolicyResult, 0, total)
+	s.appPis = make([]int32, 0, total)
+	s.allPos = make([]int32, nApps*nAll)
+	type pair struct {
+		key uint64
+		v   int32
 	}
-	// Per application, the records of every policy targeting it merged in policy order,
-	// so that a decision is one branch-predictable pass.
-	nExcl := 0
+	var pairs []pair
+	var alw []int32
 	for a := range nApps {
-		nExcl += len(exclAllLists[a])
-	}
-	allExcl := make([]hrec, 0, nExcl) // all-apps records with fAppExcluded, per app
-	s.appRecs = make([]*hrec, 0, total+nApps*len(s.allRecs))
-	s.appRecSpan = make([]span, nApps)
-	for a := range nApps {
-		start := len(s.appRecs)
-		spec := s.specRecs[s.appSpec[a].off : s.appSpec[a].off+s.appSpec[a].n]
-		excl := exclAllLists[a]
+		start := len(s.tmpl)
+		spec, excl := specLists[a], exclAllLists[a]
+		alw = alw[:0]
 		i, j := 0, 0
-		for i < len(spec) || j < len(s.allRecs) {
-			if j >= len(s.allRecs) || (i < len(spec) && spec[i].pi < s.allRecs[j].pi) {
-				s.appRecs = append(s.appRecs, &spec[i])
-				i++
-				continue
+		for i < len(spec) || j < nAll {
+			p := int32(len(s.tmpl) - start)
+			var pi int32
+			excluded, all := false, false
+			if v := int32(0); i < len(spec) {
+				v = spec[i]
+				if v < 0 {
+					v = ^v
+				}
+				if j >= nAll || v < s.allPis[j] {
+					pi, excluded = v, spec[i] < 0
+					i++
+				} else {
+					all = true
+				}
+			} else {
+				all = true
 			}
-			r := &s.allRecs[j]
-			j++
-			if slices.Contains(excl, r.pi) {
-				allExcl = append(allExcl, *r)
-				r = &allExcl[len(allExcl)-1]
-				r.flags |= fAppExcluded
+			if all {
+				pi = s.allPis[j]
+				excluded = slices.Contains(excl, pi)
+				s.allPos[a*nAll+j] = p
+				if excluded {
+					s.allPos[a*nAll+j] = -1
+				}
+				j++
 			}
-			s.appRecs = append(s.appRecs, r)
+			st := &s.strs[pi]
+			pr := PolicyResult{PolicyID: st.id, DisplayName: st.name, State: s.pols[pi].state, Kind: ResultNotApplied,
+				NotApplied: NotAppliedUserNotIncluded, idx: pi}
+			if pr.State != StateEnabled {
+				pr.Kind = ResultReportOnlyNotApplied
+			}
+			if excluded {
+				pr.NotApplied = NotAppliedAppExcluded
+			}
+			s.tmpl = append(s.tmpl, pr)
+			s.appPis = append(s.appPis, pi)
+			c := &s.pols[pi]
+			switch {
+			case excluded:
+			case c.allUsers:
+				alw = append(alw, p)
+			case !all:
+				for _, g := range c.inclGroups.of(s.arena) {
+					pairs = append(pairs, pair{keyAppGroup(int32(a), g), p})
+				}
+				for _, u := range c.inclUsers.of(s.arena) {
+					pairs = append(pairs, pair{keyAppUser(int32(a), u), p})
+				}
+			}
 		}
-		s.appRecSpan[a] = span{uint32(start), uint32(len(s.appRecs) - start)}
+		s.appSpan[a] = span{uint32(start), uint32(len(s.tmpl) - start)}
+		s.always[a] = span{uint32(len(s.pos)), uint32(len(alw))}
+		s.pos = append(s.pos, alw...)
 	}
-	return s, nil
+	byGroup := make([][]int32, nGroups)
+	for j, pi := range s.allPis {
+		c := &s.pols[pi]
+		if c.allUsers {
+			continue
+		}
+		for _, g := range c.inclGroups.of(s.arena) {
+			byGroup[g] = append(byGroup[g], int32(j))
+		}
+		for _, u := range c.inclUsers.of(s.arena) {
+			pairs = append(pairs, pair{keyAllUser(u), int32(j)})
+			s.anyAllUser = true
+		}
+	}
+	s.allByGroup = make([]span, nGroups)
+	for g, js := range byGroup {
+		s.allByGroup[g] = span{uint32(len(s.pos)), uint32(len(js))}
+		s.pos = append(s.pos, js...)
+	}
+	slices.SortFunc(pairs, func(x, y pair) int {
+		if c := cmp.Compare(x.key, y.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.v, y.v)
+	})
+	nKeys := 0
+	for k := range pairs {
+		if k == 0 || pairs[k].key != pairs[k-1].key {
+			nKeys++
+		}
+	}
+	s.keys = newKeyTable(nKeys)
+	for k := 0; k < len(pairs); {
+		off := len(s.pos)
+		key := pairs[k].key
+		for ; k < len(pairs) && pairs[k].key == key; k++ {
+			s.pos = append(s.pos, pairs[k].v)
+		}
+		s.keys.put(key, span{uint32(off), uint32(len(s.pos) - off)})
+	}
 }
 
 // record builds policy pi's hot record.
@@ -605,11 +731,11 @@ func (s *Snapshot) record(pi int32, c *cpol) hrec {
 	if c.allUsers {
 		r.flags |= fAllUsers
 	}
-	for _, u := range c.inclUsers.of(s.arena) {
-		r.umask |= 1 << (u & 63)
+	for _, u := range c.exclUsers.of(s.arena) {
+		r.eumask |= 1 << (u & 63)
 	}
-	for _, g := range c.inclGroups.of(s.arena) {
-		r.gmask |= 1 << (g & 63)
+	for _, g := range c.exclGroups.of(s.arena) {
+		r.egmask |= 1 << (g & 63)
 	}
 	lists := []span{c.inclUsers, c.inclGroups, c.exclUsers, c.exclGroups}
 	n := 0

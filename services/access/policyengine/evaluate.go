@@ -1,6 +1,9 @@
 package policyengine
 
-import "net/netip"
+import (
+	"math/bits"
+	"net/netip"
+)
 
 // Static strings used by Evaluate (never built per decision).
 const (
@@ -47,7 +50,7 @@ type evalCtx struct {
 	bits      []uint64
 	platBit   uint8
 	clientBit uint8
-	mfa       bool
+	ok        Controls // the controls the request meets
 	dev       uint8
 	skip      bool // Request.OnlyApplied
 }
@@ -95,7 +98,10 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		bits[g>>6] |= 1 << (g & 63)
 	}
 
-	ctx := evalCtx{user: u, bits: bits, mfa: req.MFADone, umask: 1 << (u & 63), gmask: cu.gmask, skip: req.OnlyApplied}
+	ctx := evalCtx{user: u, bits: bits, umask: 1 << (u & 63), gmask: cu.gmask, skip: req.OnlyApplied}
+	if req.MFADone {
+		ctx.ok = ctx.ok.With(ControlMFA)
+	}
 	plat := req.Platform
 	if plat == PlatformUnspecified && dev != nil {
 		plat = dev.Platform
@@ -117,6 +123,9 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 	case !dev.State.CountsAsCompliant():
 		ctx.dev = devNoncompliant
 	}
+	if ctx.dev == devOK {
+		ctx.ok = ctx.ok.With(ControlCompliantDevice)
+	}
 
 	var blocked, applied bool
 	if req.AllPolicies {
@@ -125,23 +134,7 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 			blocked, applied = blocked || b, applied || ap
 		}
 	} else {
-		sp := s.appRecSpan[a]
-		for _, r := range s.appRecs[sp.off : sp.off+sp.n] {
-			if r.flags&(fAllUsers|fAppExcluded) == 0 &&
-				((r.gmask&ctx.gmask == 0 && r.umask&ctx.umask == 0) || !s.userIncluded(r, &ctx)) {
-				// Fast path for the common case: the user is not included.
-				if !ctx.skip {
-					res.addNotApplied(r, NotAppliedUserNotIncluded)
-				}
-				continue
-			}
-			notApplied := ""
-			if r.flags&fAppExcluded != 0 {
-				notApplied = NotAppliedAppExcluded
-			}
-			b, ap := s.evalPolicy(r, notApplied, &ctx, ip, res)
-			blocked, applied = blocked || b, applied || ap
-		}
+		blocked, applied = s.evalApp(a, groups, &ctx, ip, res)
 	}
 
 	for _, g := range groups {
@@ -166,6 +159,83 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 	}
 }
 
+// evalApp evaluates the policies targeting application a (the common path): the
+// candidate index gives the positions of the policies that include the user (all users,
+// directly, or through one of the user's groups); every other position keeps its
+// NOT_APPLIED result from the application's template.
+func (s *Snapshot) evalApp(a int32, groups []int32, ctx *evalCtx, ip netip.Addr, res *Result) (blocked, applied bool) {
+	sp := s.appSpan[a]
+	nw := int(sp.n+63) >> 6
+	if len(res.candBits) < nw {
+		res.candBits = make([]uint64, nw)
+	}
+	cand := res.candBits[:nw]
+	for _, p := range s.always[a].of(s.pos) {
+		cand[p>>6] |= 1 << (p & 63)
+	}
+	nAll := len(s.allPis)
+	allPos := s.allPos[int(a)*nAll : int(a)*nAll+nAll]
+	for _, g := range groups {
+		for _, p := range s.keys.get(keyAppGroup(a, g)).of(s.pos) {
+			cand[p>>6] |= 1 << (p & 63)
+		}
+		for _, j := range s.allByGroup[g].of(s.pos) {
+			if p := allPos[j]; p >= 0 {
+				cand[p>>6] |= 1 << (p & 63)
+			}
+		}
+	}
+	for _, p := range s.keys.get(keyAppUser(a, ctx.user)).of(s.pos) {
+		cand[p>>6] |= 1 << (p & 63)
+	}
+	if s.anyAllUser {
+		for _, j := range s.keys.get(keyAllUser(ctx.user)).of(s.pos) {
+			if p := allPos[j]; p >= 0 {
+				cand[p>>6] |= 1 << (p & 63)
+			}
+		}
+	}
+
+	pis := s.appPis[sp.off : sp.off+sp.n]
+	if !ctx.skip {
+		n := int(sp.n)
+		if cap(res.Policies) < n {
+			res.Policies = make([]PolicyResult, n, n+n/4)
+		}
+		res.Policies = res.Policies[:n]
+		copy(res.Policies, s.tmpl[sp.off:sp.off+sp.n])
+	}
+	for w := range cand {
+		for m := cand[w]; m != 0; m &= m - 1 {
+			p := w<<6 | bits.TrailingZeros64(m)
+			pi := pis[p]
+			r := &s.recs[pi]
+			if why := s.excludedOrCond(r, ctx, ip); why != "" {
+				if !ctx.skip {
+					res.Policies[p].NotApplied = why
+				}
+				continue
+			}
+			var pr *PolicyResult
+			if ctx.skip {
+				p = len(res.Policies)
+				pr = res.nextPolicy()
+				pr.PolicyID = r.id
+				pr.DisplayName = r.name
+				pr.State = r.state
+				pr.idx = pi
+			} else {
+				pr = &res.Policies[p]
+			}
+			pr.NotApplied = ""
+			b, ap := s.outcome(r, pr, p, ctx, res)
+			blocked, applied = blocked || b, applied || ap
+		}
+		cand[w] = 0
+	}
+	return blocked, applied
+}
+
 // evalTargeting evaluates policy pi for application a, working out whether the policy
 // targets the application (slow path for Request.AllPolicies).
 func (s *Snapshot) evalTargeting(pi, a int32, ctx *evalCtx, ip netip.Addr, res *Result) (blocked, applied bool) {
@@ -177,26 +247,32 @@ func (s *Snapshot) evalTargeting(pi, a int32, ctx *evalCtx, ip netip.Addr, res *
 	case containsIdx(c.exclApps.of(s.arena), a):
 		notApplied = NotAppliedAppExcluded
 	}
-	return s.evalPolicy(&s.recs[pi], notApplied, ctx, ip, res)
-}
-
-// addNotApplied appends a NOT_APPLIED (or REPORT_ONLY_NOT_APPLIED) result.
-func (res *Result) addNotApplied(r *hrec, why string) {
-	k := ResultNotApplied
-	if r.state != StateEnabled {
-		k = ResultReportOnlyNotApplied
+	r := &s.recs[pi]
+	if notApplied == "" {
+		if r.flags&fAllUsers == 0 && !s.userIncluded(r, ctx) {
+			notApplied = NotAppliedUserNotIncluded
+		} else {
+			notApplied = s.excludedOrCond(r, ctx, ip)
+		}
 	}
-	// Field by field into the slot: building the struct on the stack and copying it makes
-	// the compiler mix narrow stores with wide loads (failed store forwarding).
-	p := res.nextPolicy()
-	p.PolicyID = r.id
-	p.DisplayName = r.name
-	p.NotApplied = why
-	p.State = r.state
-	p.Kind = k
-	p.Satisfied = 0
-	p.Unsatisfied = 0
-	p.idx = r.pi
+	pr := res.nextPolicy()
+	pr.PolicyID = r.id
+	pr.DisplayName = r.name
+	pr.State = r.state
+	pr.idx = pi
+	pr.NotApplied = notApplied
+	if notApplied != "" {
+		pr.Kind = ResultNotApplied
+		if r.state != StateEnabled {
+			pr.Kind = ResultReportOnlyNotApplied
+		}
+		pr.Satisfied, pr.Unsatisfied = 0, 0
+		if ctx.skip {
+			res.Policies = res.Policies[:len(res.Policies)-1]
+		}
+		return false, false
+	}
+	return s.outcome(r, pr, len(res.Policies)-1, ctx, res)
 }
 
 // nextPolicy extends Policies by one element and returns it (not cleared).
@@ -219,75 +295,44 @@ func containsIdx(xs []int32, v int32) bool {
 	return false
 }
 
-// evalPolicy evaluates one targeted policy (notApplied set when the application is not
-// targeted or excluded), appends its PolicyResult, and for an enabled policy the block
-// reasons. It reports whether an enabled policy blocked and whether one applied.
-func (s *Snapshot) evalPolicy(c *hrec, notApplied string, ctx *evalCtx, ip netip.Addr, res *Result) (blocked, applied bool) {
-	if notApplied == "" {
-		notApplied = s.notApplied(c, ctx, ip)
-	}
-	pr := PolicyResult{PolicyID: c.id, DisplayName: c.name, State: c.state, idx: c.pi}
-	enabled := c.state == StateEnabled
-	if notApplied != "" {
-		if ctx.skip {
-			return false, false
-		}
-		pr.NotApplied = notApplied
-		pr.Kind = ResultNotApplied
-		if !enabled {
-			pr.Kind = ResultReportOnlyNotApplied
-		}
-		res.Policies = append(res.Policies, pr)
-		return false, false
-	}
+// outcome evaluates the grant controls of an applying policy into pr (Kind, Satisfied,
+// Unsatisfied; pr is Policies[k]) and, for an enabled policy, records a grant or appends
+// the block reasons. It reports whether an enabled policy blocked and whether one applied.
+func (s *Snapshot) outcome(r *hrec, pr *PolicyResult, k int, ctx *evalCtx, res *Result) (blocked, applied bool) {
+	var sat, unsat Controls
 	grant := false
-	block := c.flags&fBlock != 0
+	block := r.flags&fBlock != 0
 	if !block {
-		if c.req.Has(ControlCompliantDevice) {
-			if ctx.dev == devOK {
-				pr.Satisfied = pr.Satisfied.With(ControlCompliantDevice)
-			} else {
-				pr.Unsatisfied = pr.Unsatisfied.With(ControlCompliantDevice)
-			}
-		}
-		if c.req.Has(ControlMFA) {
-			if ctx.mfa {
-				pr.Satisfied = pr.Satisfied.With(ControlMFA)
-			} else {
-				pr.Unsatisfied = pr.Unsatisfied.With(ControlMFA)
-			}
-		}
-		if c.flags&fOr != 0 {
-			grant = pr.Satisfied != 0
+		sat, unsat = r.req&ctx.ok, r.req&^ctx.ok
+		if r.flags&fOr != 0 {
+			grant = sat != 0
 		} else {
-			grant = pr.Unsatisfied == 0
+			grant = unsat == 0
 		}
 	}
-	if !enabled {
+	pr.Satisfied, pr.Unsatisfied = sat, unsat
+	if r.state != StateEnabled {
 		pr.Kind = ResultReportOnlyWouldBlock
 		if grant {
 			pr.Kind = ResultReportOnlyWouldGrant
 		}
-		res.Policies = append(res.Policies, pr)
 		return false, false
 	}
 	if grant {
 		pr.Kind = ResultGranted
-		if pr.Satisfied.Has(ControlCompliantDevice) {
+		if sat.Has(ControlCompliantDevice) {
 			res.grantedByDevice = true
 		}
-		res.granted = append(res.granted, int32(len(res.Policies)))
-		res.Policies = append(res.Policies, pr)
+		res.granted = append(res.granted, int32(k))
 		return false, true
 	}
 	pr.Kind = ResultBlocked
-	res.Policies = append(res.Policies, pr)
-	st := &s.strs[c.pi]
+	st := &s.strs[r.pi]
 	if block {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeBlockedByPolicy, Message: st.msgBlock, PolicyID: st.id})
 		return true, true
 	}
-	if pr.Unsatisfied.Has(ControlCompliantDevice) {
+	if unsat.Has(ControlCompliantDevice) {
 		switch ctx.dev {
 		case devStale:
 			res.Reasons = append(res.Reasons, Reason{Code: CodeComplianceStateStale, Message: st.msgStale, PolicyID: st.id})
@@ -297,24 +342,30 @@ func (s *Snapshot) evalPolicy(c *hrec, notApplied string, ctx *evalCtx, ip netip
 			res.Reasons = append(res.Reasons, Reason{Code: CodeCompliantDeviceRequired, Message: st.msgCompliant, PolicyID: st.id})
 		}
 	}
-	if pr.Unsatisfied.Has(ControlMFA) {
+	if unsat.Has(ControlMFA) {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeMFARequired, Message: st.msgMFA, PolicyID: st.id})
 	}
 	return true, true
 }
 
-// userIncluded reports whether the user is included by a policy that does not target all
-// users (exclusions aside).
-func (s *Snapshot) userIncluded(c *hrec, ctx *evalCtx) bool {
-	var iu, ig []int32
+// lists returns a policy's include users, include groups, exclude users and exclude groups.
+func (s *Snapshot) lists(c *hrec) (iu, ig, eu, eg []int32) {
 	if c.flags&fBig == 0 {
-		n1 := int(c.nIU)
-		ids := s.cold[c.pi].ids[:n1+int(c.nIG)]
-		iu, ig = ids[:n1], ids[n1:]
-	} else {
-		p := &s.pols[c.pi]
-		iu, ig = p.inclUsers.of(s.arena), p.inclGroups.of(s.arena)
+		n1 := c.nIU
+		n2 := n1 + c.nIG
+		cold := &s.cold[c.pi]
+		n3 := n2 + cold.nEU
+		n4 := n3 + cold.nEG
+		return cold.ids[:n1], cold.ids[n1:n2], cold.ids[n2:n3], cold.ids[n3:n4]
 	}
+	p := &s.pols[c.pi]
+	return p.inclUsers.of(s.arena), p.inclGroups.of(s.arena), p.exclUsers.of(s.arena), p.exclGroups.of(s.arena)
+}
+
+// userIncluded reports whether the user is included by a policy that does not target all
+// users (exclusions aside). The common path knows this from the candidate index.
+func (s *Snapshot) userIncluded(c *hrec, ctx *evalCtx) bool {
+	iu, ig, _, _ := s.lists(c)
 	for _, v := range iu {
 		if v == ctx.user {
 			return true
@@ -329,51 +380,20 @@ func (s *Snapshot) userIncluded(c *hrec, ctx *evalCtx) bool {
 	return false
 }
 
-// notApplied returns why a targeted policy does not apply, or "" when it applies.
-func (s *Snapshot) notApplied(c *hrec, ctx *evalCtx, ip netip.Addr) string {
-	if c.gmask&ctx.gmask == 0 && c.umask&ctx.umask == 0 && c.flags&fAllUsers == 0 {
-		return NotAppliedUserNotIncluded // the common case, decided from the first cache line
-	}
-	var iu, ig, eu, eg []int32
-	if c.flags&fBig == 0 {
-		n1 := c.nIU
-		n2 := n1 + c.nIG
-		cold := &s.cold[c.pi]
-		n3 := n2 + cold.nEU
-		n4 := n3 + cold.nEG
-		iu, ig, eu, eg = cold.ids[:n1], cold.ids[n1:n2], cold.ids[n2:n3], cold.ids[n3:n4]
-	} else {
-		p := &s.pols[c.pi]
-		iu, ig, eu, eg = p.inclUsers.of(s.arena), p.inclGroups.of(s.arena), p.exclUsers.of(s.arena), p.exclGroups.of(s.arena)
-	}
-	included := c.flags&fAllUsers != 0
-	if !included {
-		for _, v := range iu {
+// excludedOrCond returns why a policy that includes the user does not apply (user
+// exclusions, then the conditions), or "" when it applies.
+func (s *Snapshot) excludedOrCond(c *hrec, ctx *evalCtx, ip netip.Addr) string {
+	if c.egmask&ctx.gmask != 0 || c.eumask&ctx.umask != 0 {
+		_, _, eu, eg := s.lists(c)
+		for _, v := range eu {
 			if v == ctx.user {
-				included = true
-				break
+				return NotAppliedUserExcluded
 			}
 		}
-	}
-	if !included {
-		for _, g := range ig {
+		for k, g := range eg {
 			if ctx.bits[g>>6]&(1<<(g&63)) != 0 {
-				included = true
-				break
+				return s.exclMsgs[s.pols[c.pi].exclGroups.off+uint32(k)]
 			}
-		}
-	}
-	if !included {
-		return NotAppliedUserNotIncluded
-	}
-	for _, v := range eu {
-		if v == ctx.user {
-			return NotAppliedUserExcluded
-		}
-	}
-	for k, g := range eg {
-		if ctx.bits[g>>6]&(1<<(g&63)) != 0 {
-			return s.exclMsgs[s.pols[c.pi].exclGroups.off+uint32(k)]
 		}
 	}
 	if c.platInc != 0 && c.platInc&ctx.platBit == 0 {

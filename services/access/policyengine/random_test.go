@@ -17,14 +17,21 @@ func TestMatchesReference(t *testing.T) {
 		seed     int64
 		scale    w1gen.Scale
 		allCodes bool // every reason code must occur
+		mutate   func(w *w1gen.Workload)
 	}{
-		{"w1-small", w1gen.Seed, w1gen.Small, false},
-		{"extras-1", 1, withExtras(w1gen.Small), true},
-		{"extras-2", 2, withExtras(w1gen.Small), true},
-		{"extras-tiny", 3, w1gen.Scale{Users: 50, Groups: 8, Apps: 4, Policies: 60, Devices: 40, Requests: 5000, Extras: true}, false},
+		{"w1-small", w1gen.Seed, w1gen.Small, false, nil},
+		{"extras-1", 1, withExtras(w1gen.Small), true, nil},
+		{"extras-2", 2, withExtras(w1gen.Small), true, nil},
+		{"extras-tiny", 3, w1gen.Scale{Users: 50, Groups: 8, Apps: 4, Policies: 60, Devices: 40, Requests: 5000, Extras: true}, false, nil},
+		// Long user and group lists (more than fit in a policy's inline record), all-apps
+		// policies naming users, and every policy targeting all applications in some.
+		{"long-lists", 4, w1gen.Scale{Users: 300, Groups: 40, Apps: 6, Policies: 200, Devices: 300, Requests: 6000, Extras: true}, false, longLists},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := w1gen.Generate(tt.seed, tt.scale)
+			if tt.mutate != nil {
+				tt.mutate(w)
+			}
 			snap, err := pe.Compile(w.Directory, w.Policies)
 			if err != nil {
 				t.Fatal(err)
@@ -74,4 +81,25 @@ func TestMatchesReference(t *testing.T) {
 func withExtras(s w1gen.Scale) w1gen.Scale {
 	s.Extras = true
 	return s
+}
+
+// longLists gives every third policy long include/exclude lists and makes every fifth
+// target all applications (keeping its exclusions).
+func longLists(w *w1gen.Workload) {
+	d := w.Directory
+	for i := range w.Policies {
+		p := &w.Policies[i]
+		if i%3 == 0 {
+			for k := range 12 {
+				p.Users.IncludeUsers = append(p.Users.IncludeUsers, d.Users[(i*7+k*13)%len(d.Users)].ID)
+			}
+			for k := range 3 {
+				p.Users.ExcludeUsers = append(p.Users.ExcludeUsers, d.Users[(i*11+k*17)%len(d.Users)].ID)
+				p.Users.ExcludeGroups = append(p.Users.ExcludeGroups, d.Groups[(i+k*5)%len(d.Groups)].ID)
+			}
+		}
+		if i%5 == 0 {
+			p.Apps.All, p.Apps.Include = true, nil
+		}
+	}
 }
