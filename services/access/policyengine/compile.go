@@ -166,7 +166,11 @@ type Snapshot struct {
 	allByGroup []span   // per group: indexes in allPis of the all-apps policies including it (in pos)
 	allPis     []int32  // the non-disabled policies targeting all applications
 	allPos     []int32  // per application × allPis: the policy's position in the application's list, -1 when excluded
-	anyAllUser bool     // some all-apps policy includes a user directly
+	allUsers   []uint64 // bitset of the users some all-apps policy includes directly
+	// Exact prefilters of keys: per application, a bitset of the groups (groupWords words,
+	// nil when too large) and a 512-bit Bloom filter of the users that have a key.
+	appGroups []uint64
+	appUsers  []uint64
 	pos        []int32  // arena of the candidate index
 }
 
@@ -174,6 +178,12 @@ type Snapshot struct {
 func keyAppGroup(a, g int32) uint64 { return uint64(a)<<32 | uint64(uint32(g)) }
 func keyAppUser(a, u int32) uint64  { return 1<<63 | uint64(a)<<32 | uint64(uint32(u)) }
 func keyAllUser(u int32) uint64     { return 1<<62 | uint64(uint32(u)) }
+
+// userBloomBit is u's bit in an application's 512-bit user filter.
+func userBloomBit(u int32) uint32 { return uint32(u) * 0x9E3779B1 >> 23 }
+
+// maxAppGroupWords bounds the per-application group bitsets (applications × groups / 64).
+const maxAppGroupWords = 1 << 22
 
 // keyTable is an immutable open-addressing hash table from a uint64 key to a span.
 type keyTable struct {
@@ -589,15 +599,21 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 			specLists[a] = append(specLists[a], v)
 		}
 	}
-	s.buildIndex(nApps, len(d.groupIDs), specLists, exclAllLists)
+	s.buildIndex(nApps, len(d.groupIDs), len(d.userIDs), specLists, exclAllLists)
 	return s, nil
 }
 
 // buildIndex builds the per-application lists and the candidate index. specLists[a] holds
 // the policies naming application a in ascending order (^index when the policy also
 // excludes a); exclAllLists[a] the all-applications policies excluding a.
-func (s *Snapshot) buildIndex(nApps, nGroups int, specLists, exclAllLists [][]int32) {
+func (s *Snapshot) buildIndex(nApps, nGroups, nUsers int, specLists, exclAllLists [][]int32) {
 	nAll := len(s.allPis)
+	gw := (nGroups + 63) / 64
+	if nApps*gw <= maxAppGroupWords {
+		s.appGroups = make([]uint64, nApps*gw)
+	}
+	s.appUsers = make([]uint64, nApps*8)
+	s.allUsers = make([]uint64, (nUsers+63)/64)
 	total := nApps * nAll
 	for a := range nApps {
 		total += len(specLists[a])
@@ -664,9 +680,14 @@ func (s *Snapshot) buildIndex(nApps, nGroups int, specLists, exclAllLists [][]in
 			case !all:
 				for _, g := range c.inclGroups.of(s.arena) {
 					pairs = append(pairs, pair{keyAppGroup(int32(a), g), p})
+					if s.appGroups != nil {
+						s.appGroups[a*gw+int(g>>6)] |= 1 << (g & 63)
+					}
 				}
 				for _, u := range c.inclUsers.of(s.arena) {
 					pairs = append(pairs, pair{keyAppUser(int32(a), u), p})
+					b := userBloomBit(u)
+					s.appUsers[a*8+int(b>>6)] |= 1 << (b & 63)
 				}
 			}
 		}
@@ -685,7 +706,7 @@ func (s *Snapshot) buildIndex(nApps, nGroups int, specLists, exclAllLists [][]in
 		}
 		for _, u := range c.inclUsers.of(s.arena) {
 			pairs = append(pairs, pair{keyAllUser(u), int32(j)})
-			s.anyAllUser = true
+			s.allUsers[u>>6] |= 1 << (u & 63)
 		}
 	}
 	s.allByGroup = make([]span, nGroups)

@@ -175,9 +175,16 @@ func (s *Snapshot) evalApp(a int32, groups []int32, ctx *evalCtx, ip netip.Addr,
 	}
 	nAll := len(s.allPis)
 	allPos := s.allPos[int(a)*nAll : int(a)*nAll+nAll]
+	var ag []uint64
+	if s.appGroups != nil {
+		gw := len(s.appGroups) / len(s.appSpan)
+		ag = s.appGroups[int(a)*gw : int(a)*gw+gw]
+	}
 	for _, g := range groups {
-		for _, p := range s.keys.get(keyAppGroup(a, g)).of(s.pos) {
-			cand[p>>6] |= 1 << (p & 63)
+		if ag == nil || ag[g>>6]&(1<<(g&63)) != 0 {
+			for _, p := range s.keys.get(keyAppGroup(a, g)).of(s.pos) {
+				cand[p>>6] |= 1 << (p & 63)
+			}
 		}
 		for _, j := range s.allByGroup[g].of(s.pos) {
 			if p := allPos[j]; p >= 0 {
@@ -185,11 +192,14 @@ func (s *Snapshot) evalApp(a int32, groups []int32, ctx *evalCtx, ip netip.Addr,
 			}
 		}
 	}
-	for _, p := range s.keys.get(keyAppUser(a, ctx.user)).of(s.pos) {
-		cand[p>>6] |= 1 << (p & 63)
+	u := ctx.user
+	if b := userBloomBit(u); s.appUsers[int(a)*8+int(b>>6)]&(1<<(b&63)) != 0 {
+		for _, p := range s.keys.get(keyAppUser(a, u)).of(s.pos) {
+			cand[p>>6] |= 1 << (p & 63)
+		}
 	}
-	if s.anyAllUser {
-		for _, j := range s.keys.get(keyAllUser(ctx.user)).of(s.pos) {
+	if s.allUsers[u>>6]&(1<<(u&63)) != 0 {
+		for _, j := range s.keys.get(keyAllUser(u)).of(s.pos) {
 			if p := allPos[j]; p >= 0 {
 				cand[p>>6] |= 1 << (p & 63)
 			}

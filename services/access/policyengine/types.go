@@ -93,7 +93,9 @@
 // the positions of its all-users policies, and a hash table from (application, group) and
 // (application, user) to the positions of the policies including that group or user
 // (all-applications policies are indexed once by group and user, with their position per
-// application in a dense table). A decision looks up the user's groups in that index,
+// application in a dense table), with exact per-application prefilters (a bitset of the
+// groups that have a key, a 512-bit Bloom filter of the users) so that most decisions
+// never probe the table. A decision looks up the user's groups in that index,
 // marks the candidate positions in a bitset kept in the Result, copies the template into
 // Result.Policies (one memmove; not with OnlyApplied) and evaluates only the candidates
 // (about 9 of 73 in W1): exclusions (one-word Bloom filters in the policy's 64-byte hot
