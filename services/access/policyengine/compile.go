@@ -171,7 +171,7 @@ type Snapshot struct {
 	// nil when too large) and a 512-bit Bloom filter of the users that have a key.
 	appGroups []uint64
 	appUsers  []uint64
-	pos        []int32  // arena of the candidate index
+	pos       []int32 // arena of the candidate index
 }
 
 // Candidate index keys.
