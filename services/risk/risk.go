@@ -304,7 +304,8 @@ type Tx interface {
 	// UpdateAlert replaces an existing alert, changed by the event at revision rev; an
 	// alert whose status becomes RESOLVED stops being active at rev.
 	UpdateAlert(ctx context.Context, a Alert, rev int64) error
-	// ActiveAlerts lists the device's active alerts in DeviceRisk.Active order.
+	// ActiveAlerts lists the device's active alerts in DeviceRisk.Active order. The
+	// slice may be shared (a store may cache it): the caller must not modify it.
 	ActiveAlerts(ctx context.Context, deviceID string) ([]ActiveAlert, error)
 	// DeviceLevel returns the device's latest level change (Active is not set); ok is
 	// false for a device never seen.

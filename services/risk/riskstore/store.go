@@ -74,6 +74,13 @@ type Store struct {
 	// database's writer goroutine; PutDeviceRisk updates it and gives the previous
 	// entry back with OnRollback when its fn or group does not commit.
 	levels map[string]levelEntry
+	// actives caches each device's active alerts (DeviceRisk.Active order) for the
+	// write path (ActiveAlerts runs for every reported alert, for its response), kept
+	// like levels: only Write fns use it; a change to a device's active alerts updates
+	// a cached entry (copy on write: a returned slice is never modified), and every
+	// such change, cached or not, forgets the device when its fn or group does not
+	// commit (OnRollback), so that no entry read from uncommitted rows survives them.
+	actives map[string][]risk.ActiveAlert
 }
 
 type levelEntry struct {
@@ -81,7 +88,7 @@ type levelEntry struct {
 	known bool // false: the device has no level yet
 }
 
-// maxCachedLevels bounds the level cache (it is emptied when full).
+// maxCachedLevels bounds the level and active-alert caches (each is emptied when full).
 const maxCachedLevels = 1 << 17
 
 var _ risk.Store = (*Store)(nil)
@@ -120,7 +127,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("riskstore: prepare: %w", err)
 	}
-	return &Store{db: db, log: l, qDeviceRisk: q, levels: map[string]levelEntry{}}, nil
+	return &Store{db: db, log: l, qDeviceRisk: q, levels: map[string]levelEntry{}, actives: map[string][]risk.ActiveAlert{}}, nil
 }
 
 // Close ends every watcher and closes the database.
@@ -133,7 +140,9 @@ func (s *Store) Compact(ctx context.Context) error { return s.log.Compact(ctx) }
 
 // Update implements risk.Store.
 func (s *Store) Update(ctx context.Context, fn func(tx risk.Tx) error) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return fn(&storeTx{tx: tx, log: s.log, levels: s.levels}) })
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		return fn(&storeTx{tx: tx, log: s.log, levels: s.levels, actives: s.actives})
+	})
 }
 
 // Revision implements risk.Store.
@@ -484,9 +493,10 @@ func (s *Store) RiskHistory(ctx context.Context, deviceID string, pageSize int, 
 
 // storeTx implements risk.Tx over one sqlitedb write.
 type storeTx struct {
-	tx     *sqlitedb.Tx
-	log    *eventlog.Log
-	levels map[string]levelEntry
+	tx      *sqlitedb.Tx
+	log     *eventlog.Log
+	levels  map[string]levelEntry
+	actives map[string][]risk.ActiveAlert
 }
 
 func (t *storeTx) cacheLevel(deviceID string, e levelEntry) {
@@ -494,6 +504,41 @@ func (t *storeTx) cacheLevel(deviceID string, e levelEntry) {
 		clear(t.levels)
 	}
 	t.levels[deviceID] = e
+}
+
+// activeChanged records that deviceID's active alerts changed in this fn: add (when
+// non-nil) joins a cached entry, removeID (when not "") leaves it, and the device is
+// forgotten if the fn or its group does not commit.
+func (t *storeTx) activeChanged(deviceID string, add *risk.ActiveAlert, removeID string) {
+	t.tx.OnRollback(func() { delete(t.actives, deviceID) })
+	cur, ok := t.actives[deviceID]
+	if !ok {
+		return
+	}
+	next := make([]risk.ActiveAlert, 0, len(cur)+1)
+	for _, a := range cur {
+		if a.ID != removeID && (add == nil || a.ID != add.ID) {
+			next = append(next, a)
+		}
+	}
+	if add != nil {
+		next = append(next, *add)
+		risk.SortActive(next)
+	}
+	t.actives[deviceID] = next
+}
+
+// inserted updates the active-alert cache for a new row of a (as activeNow would
+// read it back); failed is true when the statement failed.
+func (t *storeTx) inserted(a *risk.Alert, failed bool) {
+	if failed {
+		// The statement may have failed after changing the table: forget the device.
+		delete(t.actives, a.DeviceID)
+		return
+	}
+	if a.Active() {
+		t.activeChanged(a.DeviceID, &risk.ActiveAlert{ID: a.ID, Severity: a.Severity, DetectTime: time.Unix(0, a.DetectTime.UnixNano()).UTC()}, "")
+	}
 }
 
 func (t *storeTx) Alert(ctx context.Context, id string) (risk.Alert, string, bool, error) {
@@ -524,6 +569,7 @@ func (t *storeTx) InsertAlert(ctx context.Context, a risk.Alert, hash string, re
 	_, err = t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), rev, to, hash, data)
+	t.inserted(&a, err != nil)
 	if err != nil {
 		return fmt.Errorf("riskstore: insert alert: %w", err)
 	}
@@ -539,18 +585,37 @@ func (t *storeTx) UpdateAlert(ctx context.Context, a risk.Alert, rev int64) erro
 	if a.Status == risk.StatusResolved {
 		to = rev
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE alerts SET status = ?, data = ?, to_rev = COALESCE(to_rev, ?) WHERE alert_id = ?`, int32(a.Status), data, to, a.ID)
+	// The row's device (RETURNING), whose active alerts a resolution changes.
+	var dev string
+	err = t.tx.QueryRowContext(ctx, `UPDATE alerts SET status = ?, data = ?, to_rev = COALESCE(to_rev, ?) WHERE alert_id = ? RETURNING device_id`,
+		int32(a.Status), data, to, a.ID).Scan(&dev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: %q", risk.ErrAlertNotFound, a.ID)
+	}
 	if err != nil {
+		// The statement may have failed after changing the table.
+		clear(t.actives)
 		return fmt.Errorf("riskstore: update alert: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("%w: %q", risk.ErrAlertNotFound, a.ID)
+	if to != nil {
+		t.activeChanged(dev, nil, a.ID)
 	}
 	return nil
 }
 
 func (t *storeTx) ActiveAlerts(ctx context.Context, deviceID string) ([]risk.ActiveAlert, error) {
-	return activeNow(ctx, t.tx, deviceID)
+	if as, ok := t.actives[deviceID]; ok {
+		return as, nil
+	}
+	as, err := activeNow(ctx, t.tx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.actives) >= maxCachedLevels {
+		clear(t.actives)
+	}
+	t.actives[deviceID] = as
+	return as, nil
 }
 
 func (t *storeTx) DeviceLevel(ctx context.Context, deviceID string) (risk.DeviceRisk, bool, error) {
@@ -600,14 +665,16 @@ func (t *storeTx) InsertNewAlert(ctx context.Context, a risk.Alert, hash string,
 	res, err := t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING`,
 		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), rev, to, hash, data)
-	if err != nil {
-		return "", false, fmt.Errorf("riskstore: insert alert: %w", err)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
 	}
-	n, err := res.RowsAffected()
 	if err != nil {
+		t.inserted(&a, true)
 		return "", false, fmt.Errorf("riskstore: insert alert: %w", err)
 	}
 	if n == 1 {
+		t.inserted(&a, false)
 		return "", true, nil
 	}
 	h, ok, err := t.AlertHash(ctx, a.ID)

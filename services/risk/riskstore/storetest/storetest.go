@@ -25,6 +25,7 @@ func Run(t *testing.T, newStore func(t *testing.T) risk.Store) {
 		{"FailedUpdateLeavesNoTrace", testFailedUpdate},
 		{"DeviceLevelAfterFailedUpdate", testDeviceLevelAfterFailedUpdate},
 		{"ActiveAlerts", testActiveAlerts},
+		{"ActiveAfterChanges", testActiveAfterChanges},
 		{"ListAlerts", testListAlerts},
 		{"DeviceRisk", testDeviceRisk},
 		{"ListDeviceRisksSnapshot", testListDeviceRisksSnapshot},
@@ -576,4 +577,98 @@ func testDeviceLevelAfterFailedUpdate(t *testing.T, s risk.Store) {
 	if r, ok := level("dev-1"); !ok || r.Level != risk.LevelHigh {
 		t.Errorf("DeviceLevel(dev-1) after a change = %+v, %v; want high", r, ok)
 	}
+}
+
+// testActiveAfterChanges: the active alerts a transaction reads follow its own
+// inserts and resolutions, and a failed update's are not seen afterwards, whether
+// the device's active alerts were read before the change or only after it.
+func testActiveAfterChanges(t *testing.T, s risk.Store) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	active := func(tx risk.Tx, dev string) []string {
+		t.Helper()
+		as, err := tx.ActiveAlerts(ctx, dev)
+		if err != nil {
+			t.Fatalf("ActiveAlerts(%s): %v", dev, err)
+		}
+		ids := make([]string, len(as))
+		for i, a := range as {
+			ids[i] = a.ID
+		}
+		return ids
+	}
+	committed := func(dev string) []string {
+		t.Helper()
+		var ids []string
+		update(t, s, func(tx risk.Tx) error { ids = active(tx, dev); return nil })
+		return ids
+	}
+	check := func(what string, got []string, want ...string) {
+		t.Helper()
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: active alerts (-want +got):\n%s", what, diff)
+		}
+	}
+	insert(t, s, alert("m", "dev-1", risk.SeverityMedium, 0))
+	check("committed", committed("dev-1"), "m")
+	for _, readFirst := range []bool{true, false} {
+		name := fmt.Sprintf("read first %v", readFirst)
+		err := s.Update(ctx, func(tx risk.Tx) error {
+			if readFirst {
+				check(name+": before", active(tx, "dev-1"), "m")
+			}
+			rev, err := appendEvent(ctx, tx, "h")
+			if err != nil {
+				return err
+			}
+			if err := tx.InsertAlert(ctx, alert("h", "dev-1", risk.SeverityHigh, time.Second), "h", rev); err != nil {
+				return err
+			}
+			a, _, _, err := tx.Alert(ctx, "m")
+			if err != nil {
+				return err
+			}
+			a.Status = risk.StatusResolved
+			if err := tx.UpdateAlert(ctx, a, rev); err != nil {
+				return err
+			}
+			check(name+": in the failing update", active(tx, "dev-1"), "h")
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("%s: Update = %v, want boom", name, err)
+		}
+		check(name+": after the failed update", committed("dev-1"), "m")
+	}
+	// Committed: an insert (informational and resolved ones are not active) and a
+	// resolution, seen in the same and later transactions.
+	update(t, s, func(tx risk.Tx) error {
+		check("before", active(tx, "dev-1"), "m")
+		resolved := alert("r", "dev-1", risk.SeverityHigh, 0)
+		resolved.Status = risk.StatusResolved
+		for _, a := range []risk.Alert{alert("l", "dev-1", risk.SeverityLow, 0), alert("h", "dev-1", risk.SeverityHigh, time.Second),
+			alert("i", "dev-1", risk.SeverityInformational, 0), resolved} {
+			rev, err := appendEvent(ctx, tx, a.ID)
+			if err != nil {
+				return err
+			}
+			if _, inserted, err := tx.InsertNewAlert(ctx, a, "h-"+a.ID, rev); err != nil || !inserted {
+				return fmt.Errorf("InsertNewAlert(%s) = %v, %v", a.ID, inserted, err)
+			}
+		}
+		check("after inserts", active(tx, "dev-1"), "h", "m", "l")
+		return nil
+	})
+	check("committed inserts", committed("dev-1"), "h", "m", "l")
+	resolveAlert(t, s, "m")
+	check("committed resolution", committed("dev-1"), "h", "l")
+	// A repeated id inserts nothing.
+	update(t, s, func(tx risk.Tx) error {
+		if _, inserted, err := tx.InsertNewAlert(ctx, alert("m", "dev-1", risk.SeverityHigh, 0), "other", 99); err != nil || inserted {
+			return fmt.Errorf("InsertNewAlert(m again) = %v, %v", inserted, err)
+		}
+		check("after a repeated id", active(tx, "dev-1"), "h", "l")
+		return nil
+	})
+	check("other device", committed("dev-2"))
 }
