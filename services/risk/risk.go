@@ -4,7 +4,7 @@ package risk
 import (
 	"context"
 	"errors"
-	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -150,7 +150,7 @@ type Alert struct {
 }
 
 // Etag is the alert's AIP-154 etag.
-func (a *Alert) Etag() string { return fmt.Sprintf("%d", a.Version) }
+func (a *Alert) Etag() string { return strconv.FormatInt(a.Version, 10) }
 
 // Active reports whether the alert counts toward its device's risk.
 func (a *Alert) Active() bool {

@@ -3,6 +3,7 @@ package riskgrpc
 import (
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -97,22 +98,146 @@ func changeToProto(r *risk.DeviceRisk) *riskv1.RiskChange {
 }
 
 // EncodeEvent is risk.Config.Encode: the stored payload is the marshalled RiskEvent
-// without its revision (set when the event is sent to a watcher).
+// without its revision (set when the event is sent to a watcher). It writes the wire
+// format directly (protowire) from the domain event rather than building the message
+// and marshalling it by reflection, which was most of a report's encoding CPU and
+// allocations; encodeEventProto is that reference form, and the tests hold the two
+// equal and fail when a message it writes gains a field (eventFields).
 func EncodeEvent(e risk.Event) ([]byte, error) {
-	ev := &riskv1.RiskEvent{
-		EventTime:    ts(e.Time),
-		TraceContext: &commonv1.TraceContext{Traceparent: e.TraceParent, Tracestate: e.TraceState},
-	}
+	w := wire{b: make([]byte, 0, 512)}
+	w.timestamp(2, e.Time) // RiskEvent.event_time
+	tc := w.begin(3)       // RiskEvent.trace_context (always set)
+	w.str(1, e.TraceParent)
+	w.str(2, e.TraceState)
+	w.end(tc)
 	switch {
 	case e.Alert != nil:
-		ev.Payload = &riskv1.RiskEvent_AlertChanged{AlertChanged: &riskv1.AlertChanged{
-			Type: riskv1.AlertChangeType(e.Alert.Type), Alert: alertToProto(&e.Alert.Alert)}}
+		ac := w.begin(5) // RiskEvent.alert_changed
+		w.varint(1, int64(e.Alert.Type))
+		w.alert(2, &e.Alert.Alert)
+		w.end(ac)
 	case e.Risk != nil:
-		ev.Payload = &riskv1.RiskEvent_DeviceRiskChanged{DeviceRiskChanged: &riskv1.DeviceRiskChanged{
-			DeviceRisk: riskToProto(&e.Risk.Risk), PreviousLevel: commonv1.RiskLevel(e.Risk.PreviousLevel),
-			CauseAlertId: e.Risk.CauseAlertID}}
+		rc := w.begin(4) // RiskEvent.device_risk_changed
+		if r := &e.Risk.Risk; r.DeviceID != "" {
+			dr := w.begin(1) // DeviceRiskChanged.device_risk
+			w.str(1, r.DeviceID)
+			w.varint(2, int64(r.Level))
+			for _, a := range r.Active {
+				w.tag(3, protowire.BytesType)
+				w.b = protowire.AppendString(w.b, a.ID)
+			}
+			w.timestamp(4, r.UpdateTime)
+			w.varint(5, r.Revision)
+			w.end(dr)
+		}
+		w.varint(2, int64(e.Risk.PreviousLevel))
+		w.str(3, e.Risk.CauseAlertID)
+		w.end(rc)
 	}
-	return proto.Marshal(ev)
+	return w.b, nil
+}
+
+// wire appends protobuf wire format, proto3 style: zero scalars and empty strings are
+// left out, as proto.Marshal leaves them out.
+type wire struct{ b []byte }
+
+func (w *wire) tag(num protowire.Number, t protowire.Type) { w.b = protowire.AppendTag(w.b, num, t) }
+
+func (w *wire) str(num protowire.Number, s string) {
+	if s != "" {
+		w.tag(num, protowire.BytesType)
+		w.b = protowire.AppendString(w.b, s)
+	}
+}
+
+func (w *wire) varint(num protowire.Number, v int64) {
+	if v != 0 {
+		w.tag(num, protowire.VarintType)
+		w.b = protowire.AppendVarint(w.b, uint64(v))
+	}
+}
+
+// begin starts an embedded message field; end(begin(...)) writes its length.
+func (w *wire) begin(num protowire.Number) int {
+	w.tag(num, protowire.BytesType)
+	w.b = append(w.b, 0) // one length byte, widened by end if needed
+	return len(w.b)
+}
+
+func (w *wire) end(start int) {
+	n := len(w.b) - start
+	if n < 0x80 {
+		w.b[start-1] = byte(n)
+		return
+	}
+	extra := protowire.SizeVarint(uint64(n)) - 1
+	w.b = append(w.b, make([]byte, extra)...)
+	copy(w.b[start+extra:], w.b[start:start+n])
+	protowire.AppendVarint(w.b[:start-1], uint64(n))
+}
+
+// timestamp writes a google.protobuf.Timestamp as ts does: nothing for the zero time.
+func (w *wire) timestamp(num protowire.Number, t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	m := w.begin(num)
+	w.varint(1, t.Unix())
+	w.varint(2, int64(t.Nanosecond()))
+	w.end(m)
+}
+
+// alert writes a as alertToProto converts it.
+func (w *wire) alert(num protowire.Number, a *risk.Alert) {
+	m := w.begin(num)
+	w.str(1, a.ID)
+	w.str(2, a.DeviceID)
+	w.varint(3, int64(a.Severity))
+	w.varint(4, int64(a.Status))
+	w.str(5, a.Category)
+	w.str(6, a.Title)
+	w.str(7, a.Description)
+	w.str(8, a.DetectionSource)
+	w.timestamp(9, a.DetectTime)
+	for _, e := range a.Evidence {
+		switch {
+		case e.File != nil:
+			ev := w.begin(10)
+			f := w.begin(1)
+			w.str(1, e.File.Path)
+			w.str(2, e.File.SHA256)
+			w.varint(3, e.File.SizeBytes)
+			w.end(f)
+			w.end(ev)
+		case e.Process != nil:
+			ev := w.begin(10)
+			p := w.begin(2)
+			w.varint(1, e.Process.PID)
+			w.str(2, e.Process.Name)
+			w.str(3, e.Process.CommandLine)
+			w.str(4, e.Process.ImageSHA256)
+			w.end(p)
+			w.end(ev)
+		}
+	}
+	for _, c := range a.Comments {
+		cm := w.begin(11)
+		w.str(1, c.Author)
+		w.str(2, c.Text)
+		w.timestamp(3, c.CreateTime)
+		w.end(cm)
+	}
+	w.varint(12, int64(a.Classification))
+	w.varint(13, int64(a.Determination))
+	w.str(14, a.ResolvedBy)
+	w.timestamp(15, a.ResolveTime)
+	w.str(16, a.ResolutionNote)
+	w.str(17, a.AssignedTo)
+	w.timestamp(18, a.CreateTime)
+	w.timestamp(19, a.UpdateTime)
+	w.str(20, a.Etag())
+	w.str(21, a.InvestigationID)
+	w.end(m)
 }
 
 // decodeEvent turns a stored event into the RiskEvent a watcher receives.
