@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -74,7 +73,7 @@ CREATE TABLE signins (
 );
 CREATE INDEX signins_user ON signins(user_id, key);
 CREATE INDEX signins_device ON signins(device_id, key);
-`}, eventlog.Migrations(eventTable)...)
+`}, append(eventlog.Migrations(eventTable), signInBatchesMigration)...)
 }
 
 // Options configures Open.
@@ -118,7 +117,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, log: l}, nil
+	st := &Store{db: db, log: l}
+	if err := st.convertLegacySignIns(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 // Close closes the event log and the database.
@@ -922,64 +926,11 @@ func (s *Store) insertSession(ctx context.Context, tx *sqlitedb.Tx, x *access.Se
 	return true, s.appendEvent(tx, &access.SessionEvent{Kind: access.SessionOpenedEvent, Session: open, TraceParent: tp, TraceState: ts})
 }
 
-const signInRows = 64
-
-func signInID(key int64) string { return "si-" + strconv.FormatInt(key, 36) }
-
-var signInInserts [signInRows + 1]string
-
-func signInInsert(n int) string {
-	if q := signInInserts[n]; q != "" {
-		return q
-	}
-	var b strings.Builder
-	b.WriteString(`INSERT INTO signins (key, user_id, device_id, app_id, decision, trace_id, detail) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("(?,?,?,?,?,?,?)")
-	}
-	return b.String()
-}
-
-func init() {
-	for n := 1; n <= signInRows; n++ {
-		signInInserts[n] = signInInsert(n)
-	}
-}
-
 // WriteBatch implements access.Store.
 func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessions []*access.Session) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		// Each sign-in's key is its time in Unix nanoseconds, made strictly
-		// increasing: the table's own order is time order (no time index), and the
-		// key is the sign-in id. Multi-row inserts: one statement per signInRows.
-		if len(signIns) > 0 {
-			var last int64
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(key), 0) FROM signins`).Scan(&last); err != nil {
-				return err
-			}
-			for _, si := range signIns {
-				k := max(last+1, si.Time.UnixNano())
-				last = k
-				si.ID, si.Time = signInID(k), time.Unix(0, k).UTC()
-			}
-		}
-		args := make([]any, 0, 7*signInRows)
-		for lo := 0; lo < len(signIns); lo += signInRows {
-			chunk := signIns[lo:min(len(signIns), lo+signInRows)]
-			args = args[:0]
-			for _, si := range chunk {
-				detail := si.Detail
-				if detail == nil {
-					detail = []byte{}
-				}
-				args = append(args, si.Time.UnixNano(), si.UserID, si.DeviceID, si.AppID, int32(si.Decision), si.TraceID, detail)
-			}
-			if _, err := tx.ExecContext(ctx, signInInsert(len(chunk)), args...); err != nil {
-				return err
-			}
+		if err := writeSignIns(ctx, tx, signIns); err != nil {
+			return err
 		}
 		for _, x := range sessions {
 			ins, err := s.insertSession(ctx, tx, x, x.TraceParent, x.TraceState)
@@ -1043,89 +994,6 @@ func (s *Store) ListSessions(ctx context.Context, f access.SessionFilter, token 
 			}
 			return x, x.ID, nil
 		}, f.UserID, f.UserID, f.DeviceID, f.DeviceID, int32(f.State), int32(f.State))
-}
-
-// ListSignIns implements access.Store: newest first.
-func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token string, limit int) ([]*access.SignIn, string, error) {
-	p, err := decToken(token, 1)
-	if err != nil {
-		return nil, "", err
-	}
-	var where []string
-	var args []any
-	add := func(cond string, a ...any) { where = append(where, cond); args = append(args, a...) }
-	if f.UserID != "" {
-		add("user_id = ?", f.UserID)
-	}
-	if f.DeviceID != "" {
-		add("device_id = ?", f.DeviceID)
-	}
-	if f.AppID != "" {
-		add("app_id = ?", f.AppID)
-	}
-	if f.Decision != 0 {
-		add("decision = ?", int32(f.Decision))
-	}
-	if !f.After.IsZero() {
-		add("key >= ?", f.After.UnixNano())
-	}
-	if !f.Before.IsZero() {
-		add("key < ?", f.Before.UnixNano())
-	}
-	if p != nil {
-		key, err := strconv.ParseInt(p[0], 10, 64)
-		if err != nil {
-			return nil, "", fmt.Errorf("%w: malformed page_token", access.ErrInvalid)
-		}
-		add("key < ?", key)
-	}
-	q := `SELECT key, user_id, device_id, app_id, decision, trace_id, detail FROM signins`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY key DESC LIMIT ?"
-	args = append(args, limit+1)
-	rows, err := s.db.Read().QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rows.Close()
-	var out []*access.SignIn
-	var last int64
-	for rows.Next() {
-		if len(out) == limit {
-			return out, encToken(strconv.FormatInt(last, 10)), nil
-		}
-		var si access.SignIn
-		if err := rows.Scan(&last, &si.UserID, &si.DeviceID, &si.AppID, &si.Decision, &si.TraceID, &si.Detail); err != nil {
-			return nil, "", err
-		}
-		si.ID, si.Time = signInID(last), time.Unix(0, last).UTC()
-		out = append(out, &si)
-	}
-	return out, "", rows.Err()
-}
-
-// DeleteSignInsBefore implements access.Store. It deletes in chunks of
-// 10,000 so that the single writer is never held for long (decisions'
-// sign-ins and the compliance feed keep flowing).
-func (s *Store) DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM signins WHERE key < ?1 AND key <= COALESCE((SELECT key FROM signins ORDER BY key LIMIT 1 OFFSET 9999), ?1)`, t.UnixNano())
-			if err != nil {
-				return err
-			}
-			n, err = res.RowsAffected()
-			return err
-		})
-		total += n
-		if err != nil || n == 0 {
-			return total, err
-		}
-	}
 }
 
 func sessionProto(x *access.Session) *accessv1.Session {

@@ -2,6 +2,7 @@ package accessstore_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -61,5 +62,50 @@ func TestDeleteSignInsInChunks(t *testing.T) {
 	left, _, err := s.ListSignIns(context.Background(), access.SignInFilter{}, "", 10_000)
 	if err != nil || len(left) != 3_000 || !left[len(left)-1].Time.Equal(t0.Add(22_000*time.Millisecond)) {
 		t.Fatalf("left %d sign-ins (oldest %v), %v", len(left), left[len(left)-1].Time, err)
+	}
+}
+
+// TestLegacySignInsConverted: sign-ins stored one row per sign-in (the previous layout)
+// are moved into batches when the store opens, keeping their ids and order.
+func TestLegacySignInsConverted(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "access.db")
+	s, err := accessstore.Open(ctx, accessstore.Options{Path: path, Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	if err := s.DB().Write(ctx, func(tx *sqlitedb.Tx) error {
+		for i := range 5000 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO signins (key, user_id, device_id, app_id, decision, trace_id, detail) VALUES (?,?,?,?,?,?,?)`,
+				t0.Add(time.Duration(i)*time.Millisecond).UnixNano(), fmt.Sprintf("u-%d", i%7), "d", "a", 1+i%2, fmt.Sprintf("t-%d", i), []byte{byte(i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = accessstore.Open(ctx, accessstore.Options{Path: path, Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, _, err := s.ListSignIns(ctx, access.SignInFilter{UserID: "u-3"}, "", 10_000)
+	if err != nil || len(got) != 714 {
+		t.Fatalf("listed %d sign-ins of u-3, %v; want 714", len(got), err)
+	}
+	if want := t0.Add(4994 * time.Millisecond); !got[0].Time.Equal(want) || got[0].TraceID != "t-4994" || got[0].Detail[0] != byte(4994%256) {
+		t.Fatalf("newest of u-3 = %+v, want t-4994 at %v", got[0], want)
+	}
+	var left int
+	if err := s.DB().Read().QueryRowContext(ctx, `SELECT COUNT(*) FROM signins`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d legacy rows left, %v", left, err)
+	}
+	// The next sign-in comes after the converted ones.
+	next := []*access.SignIn{{Time: t0, UserID: "u-new"}}
+	if err := s.WriteBatch(ctx, next, nil); err != nil || !next[0].Time.After(t0.Add(4999*time.Millisecond)) {
+		t.Fatalf("next sign-in at %v, %v", next[0].Time, err)
 	}
 }

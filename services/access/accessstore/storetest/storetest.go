@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore func(t *testing.T) access.Store) {
 		{"Devices", testDevices},
 		{"SessionsAndRevocation", testSessions},
 		{"SignIns", testSignIns},
+		{"SignInsManyBatches", testSignInsMany},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -425,5 +426,99 @@ func testSignIns(t *testing.T, s access.Store) {
 	must(t, "delete", err)
 	if n != 5 || len(list(access.SignInFilter{Before: t0.Add(time.Minute)}, 100)) != 5 {
 		t.Fatalf("deleted %d, want 5", n)
+	}
+}
+
+// testSignInsMany writes sign-ins in many batches of varying sizes and checks every
+// filter, page size and retention cut against a plain filter over what was written.
+func testSignInsMany(t *testing.T, s access.Store) {
+	ctx := context.Background()
+	var all []*access.SignIn // in write (= key) order
+	n := 0
+	for b := range 40 {
+		var batch []*access.SignIn
+		for range 1 + (b*37)%90 {
+			d := access.DecisionAllow
+			if n%3 == 0 {
+				d = access.DecisionBlock
+			}
+			batch = append(batch, &access.SignIn{Time: t0.Add(time.Duration(n) * time.Millisecond),
+				UserID: fmt.Sprintf("u-%d", n%17), DeviceID: fmt.Sprintf("d-%d", n%23), AppID: fmt.Sprintf("app-%d", n%5),
+				Decision: d, TraceID: fmt.Sprintf("t-%d", n), Detail: []byte(fmt.Sprintf("detail %d", n))})
+			n++
+		}
+		must(t, "batch", s.WriteBatch(ctx, batch, nil))
+		all = append(all, batch...)
+	}
+	want := func(f access.SignInFilter) []string {
+		var out []string
+		for i := len(all) - 1; i >= 0; i-- {
+			si := all[i]
+			if (f.UserID == "" || si.UserID == f.UserID) && (f.DeviceID == "" || si.DeviceID == f.DeviceID) &&
+				(f.AppID == "" || si.AppID == f.AppID) && (f.Decision == 0 || si.Decision == f.Decision) &&
+				(f.After.IsZero() || !si.Time.Before(f.After)) && (f.Before.IsZero() || si.Time.Before(f.Before)) {
+				out = append(out, si.ID+" "+si.TraceID+" "+string(si.Detail))
+			}
+		}
+		return out
+	}
+	list := func(f access.SignInFilter, limit int) []string {
+		var out []string
+		tok := ""
+		for pages := 0; ; pages++ {
+			page, next, err := s.ListSignIns(ctx, f, tok, limit)
+			must(t, "list", err)
+			if len(page) > limit || pages > len(all) {
+				t.Fatalf("page of %d (limit %d), page %d", len(page), limit, pages)
+			}
+			for _, si := range page {
+				out = append(out, si.ID+" "+si.TraceID+" "+string(si.Detail))
+			}
+			if next == "" {
+				return out
+			}
+			tok = next
+		}
+	}
+	filters := []access.SignInFilter{
+		{},
+		{UserID: "u-3"},
+		{DeviceID: "d-7", Decision: access.DecisionBlock},
+		{AppID: "app-2", UserID: "u-4"},
+		{UserID: "nobody"},
+		{After: t0.Add(300 * time.Millisecond), Before: t0.Add(1700 * time.Millisecond), AppID: "app-1"},
+		{Before: t0.Add(5 * time.Millisecond)},
+	}
+	for _, f := range filters {
+		for _, limit := range []int{1, 7, 100, 5000} {
+			if diff := cmp.Diff(want(f), list(f, limit)); diff != "" {
+				t.Fatalf("filter %+v, page size %d (-want +got):\n%s", f, limit, diff)
+			}
+		}
+	}
+	// A cut inside a batch: exactly the older sign-ins go.
+	cut := all[len(all)/2].Time.Add(time.Nanosecond)
+	var older int64
+	for _, si := range all {
+		if si.Time.Before(cut) {
+			older++
+		}
+	}
+	got, err := s.DeleteSignInsBefore(ctx, cut)
+	must(t, "delete", err)
+	if got != older {
+		t.Fatalf("deleted %d sign-ins, want %d", got, older)
+	}
+	all = all[older:]
+	for _, f := range filters {
+		if diff := cmp.Diff(want(f), list(f, 13)); diff != "" {
+			t.Fatalf("after the cut, filter %+v (-want +got):\n%s", f, diff)
+		}
+	}
+	// New sign-ins after the cut keep increasing ids.
+	more := []*access.SignIn{{Time: t0, UserID: "u-late"}}
+	must(t, "late batch", s.WriteBatch(ctx, more, nil))
+	if !more[0].Time.After(all[len(all)-1].Time) {
+		t.Fatalf("a late sign-in got time %v, not after %v", more[0].Time, all[len(all)-1].Time)
 	}
 }
