@@ -31,6 +31,7 @@ import (
 // tcpSuite is the access service on a real 127.0.0.1 TCP listener with the
 // production server chain, seeded with the wire example and a compliant dev-1.
 type tcpSuite struct {
+	addr   string // the server's 127.0.0.1 address
 	conn   *grpc.ClientConn
 	acc    accessv1.AccessServiceClient
 	health healthpb.HealthClient
@@ -80,7 +81,7 @@ func startTCP(b *testing.B) *tcpSuite {
 		srv.Stop(context.Background())
 		st.Close()
 	})
-	s := &tcpSuite{conn: conn, acc: accessv1.NewAccessServiceClient(conn), health: healthpb.NewHealthClient(conn), svc: svc}
+	s := &tcpSuite{addr: lis.Addr().String(), conn: conn, acc: accessv1.NewAccessServiceClient(conn), health: healthpb.NewHealthClient(conn), svc: svc}
 	hh := &harness{dir: accessv1.NewDirectoryServiceClient(conn), pol: accessv1.NewConditionalAccessPolicyServiceClient(conn), acc: s.acc}
 	seedB(b, hh)
 	fc.set("dev-1", compliant, commonv1.RiskLevel_RISK_LEVEL_NONE, nil, nil)

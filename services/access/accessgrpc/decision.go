@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -91,14 +92,20 @@ func EncodeSignIn(dst []byte, _ *access.SignIn, src any) []byte {
 	if !ok {
 		return dst
 	}
-	rec := &accessv1.SignIn{Client: s.client, Reasons: s.resp.GetReasons(), Policies: s.resp.GetPolicies(),
-		ComplianceState: s.resp.GetDeviceCompliance().GetState()}
+	rec := signInRecs.Get().(*accessv1.SignIn)
+	rec.Client, rec.Reasons, rec.Policies = s.client, s.resp.GetReasons(), s.resp.GetPolicies()
+	rec.ComplianceState = s.resp.GetDeviceCompliance().GetState()
 	out, err := proto.MarshalOptions{}.MarshalAppend(dst, rec)
+	rec.Client, rec.Reasons, rec.Policies = nil, nil, nil
+	signInRecs.Put(rec)
 	if err != nil {
 		return dst
 	}
 	return out
 }
+
+// signInRecs are the reused wrappers EncodeSignIn marshals (one per sign-in otherwise).
+var signInRecs = sync.Pool{New: func() any { return new(accessv1.SignIn) }}
 
 func signInToProto(si *access.SignIn) (*accessv1.SignIn, error) {
 	out := &accessv1.SignIn{}

@@ -45,7 +45,10 @@ DROP INDEX signins_user;
 DROP INDEX signins_device;
 `
 
-func signInID(key int64) string { return "si-" + strconv.FormatInt(key, 36) }
+func signInID(key int64) string {
+	var b [3 + 13]byte // "si-" and a positive int64 in base 36
+	return string(strconv.AppendInt(append(b[:0], "si-"...), key, 36))
+}
 
 // Bloom filter of a batch: about 10 bits per id, 4 probes (~1-2% false positives).
 const (
