@@ -169,9 +169,9 @@ func scanAlert(row interface{ Scan(...any) error }) (risk.Alert, string, error) 
 	if err := row.Scan(&data, &hash); err != nil {
 		return risk.Alert{}, "", err
 	}
-	var a risk.Alert
-	if err := json.Unmarshal(data, &a); err != nil {
-		return risk.Alert{}, "", fmt.Errorf("riskstore: decode alert: %w", err)
+	a, err := decodeAlert(data)
+	if err != nil {
+		return risk.Alert{}, "", err
 	}
 	return a, hash, nil
 }
@@ -273,9 +273,9 @@ func (s *Store) ListAlerts(ctx context.Context, q risk.AlertQuery) ([]risk.Alert
 		if err := rows.Scan(&data, &hash, &ns); err != nil {
 			return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
 		}
-		var a risk.Alert
-		if err := json.Unmarshal(data, &a); err != nil {
-			return nil, "", fmt.Errorf("riskstore: decode alert: %w", err)
+		a, err := decodeAlert(data)
+		if err != nil {
+			return nil, "", err
 		}
 		out = append(out, a)
 		last = alertCursor{T: ns, ID: a.ID}
@@ -558,15 +558,12 @@ func (t *storeTx) AlertHash(ctx context.Context, id string) (string, bool, error
 }
 
 func (t *storeTx) InsertAlert(ctx context.Context, a risk.Alert, hash string, rev int64) error {
-	data, err := json.Marshal(&a)
-	if err != nil {
-		return fmt.Errorf("riskstore: encode alert: %w", err)
-	}
+	data := encodeAlert(&a)
 	var to any
 	if a.Status == risk.StatusResolved {
 		to = rev
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data)
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.DeviceID, int32(a.Severity), int32(a.Status), a.DetectTime.UnixNano(), rev, to, hash, data)
 	t.inserted(&a, err != nil)
@@ -577,17 +574,14 @@ func (t *storeTx) InsertAlert(ctx context.Context, a risk.Alert, hash string, re
 }
 
 func (t *storeTx) UpdateAlert(ctx context.Context, a risk.Alert, rev int64) error {
-	data, err := json.Marshal(&a)
-	if err != nil {
-		return fmt.Errorf("riskstore: encode alert: %w", err)
-	}
+	data := encodeAlert(&a)
 	var to any
 	if a.Status == risk.StatusResolved {
 		to = rev
 	}
 	// The row's device (RETURNING), whose active alerts a resolution changes.
 	var dev string
-	err = t.tx.QueryRowContext(ctx, `UPDATE alerts SET status = ?, data = ?, to_rev = COALESCE(to_rev, ?) WHERE alert_id = ? RETURNING device_id`,
+	err := t.tx.QueryRowContext(ctx, `UPDATE alerts SET status = ?, data = ?, to_rev = COALESCE(to_rev, ?) WHERE alert_id = ? RETURNING device_id`,
 		int32(a.Status), data, to, a.ID).Scan(&dev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: %q", risk.ErrAlertNotFound, a.ID)
@@ -654,10 +648,7 @@ func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
 }
 
 func (t *storeTx) InsertNewAlert(ctx context.Context, a risk.Alert, hash string, rev int64) (string, bool, error) {
-	data, err := json.Marshal(&a)
-	if err != nil {
-		return "", false, fmt.Errorf("riskstore: encode alert: %w", err)
-	}
+	data := encodeAlert(&a)
 	var to any
 	if a.Status == risk.StatusResolved {
 		to = rev
