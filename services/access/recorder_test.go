@@ -72,12 +72,23 @@ func TestSessionsTouch(t *testing.T) {
 		t.Fatal("refresh after FlushEvery not written")
 	}
 	other, _ := s.Touch(context.Background(), "u", "d", "other", t0)
+	someone, _ := s.Touch(context.Background(), "v", "d2", "app", t0)
 	if got := s.ForDevice("d"); len(got) != 2 {
 		t.Fatalf("ForDevice = %d sessions, want 2", len(got))
+	}
+	if got := s.ForUser("u"); len(got) != 2 {
+		t.Fatalf("ForUser = %d sessions, want 2", len(got))
 	}
 	s.Remove([]*access.LiveSession{a})
 	if got := s.ForDevice("d"); len(got) != 1 || got[0] != other {
 		t.Fatalf("after Remove: %v", got)
+	}
+	if got := s.ForUser("u"); len(got) != 1 || got[0] != other {
+		t.Fatalf("ForUser after Remove: %v", got)
+	}
+	s.Remove([]*access.LiveSession{someone})
+	if got := s.ForUser("v"); len(got) != 0 {
+		t.Fatalf("ForUser(v) after Remove: %v", got)
 	}
 	c, write := s.Touch(context.Background(), "u", "d", "app", t0.Add(3*time.Minute))
 	if c == a || !write || c.ID == a.ID {

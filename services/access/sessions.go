@@ -20,6 +20,7 @@ type Sessions struct {
 
 	mu       sync.Mutex
 	byDevice map[string]map[*LiveSession]struct{}
+	byUser   map[string]map[*LiveSession]struct{}
 
 	prefix string
 	seq    atomic.Uint64
@@ -47,7 +48,7 @@ func (l *LiveSession) Snapshot() Session {
 func NewSessions() *Sessions {
 	var b [6]byte
 	rand.Read(b[:])
-	return &Sessions{byDevice: map[string]map[*LiveSession]struct{}{}, prefix: "s-" + hex.EncodeToString(b[:]) + "-", FlushEvery: 30 * time.Second}
+	return &Sessions{byDevice: map[string]map[*LiveSession]struct{}{}, byUser: map[string]map[*LiveSession]struct{}{}, prefix: "s-" + hex.EncodeToString(b[:]) + "-", FlushEvery: 30 * time.Second}
 }
 
 // Load adds stored active sessions (at start-up).
@@ -68,13 +69,27 @@ func (s *Sessions) insert(k sessionKey, l *LiveSession) *LiveSession {
 		return cur.(*LiveSession)
 	}
 	s.byKey.Store(k, l)
-	m := s.byDevice[l.DeviceID]
+	addTo(s.byDevice, l.DeviceID, l)
+	addTo(s.byUser, l.UserID, l)
+	return l
+}
+
+func addTo(idx map[string]map[*LiveSession]struct{}, key string, l *LiveSession) {
+	m := idx[key]
 	if m == nil {
 		m = map[*LiveSession]struct{}{}
-		s.byDevice[l.DeviceID] = m
+		idx[key] = m
 	}
 	m[l] = struct{}{}
-	return l
+}
+
+func removeFrom(idx map[string]map[*LiveSession]struct{}, key string, l *LiveSession) {
+	if m := idx[key]; m != nil {
+		delete(m, l)
+		if len(m) == 0 {
+			delete(idx, key)
+		}
+	}
 }
 
 var w3c = propagation.TraceContext{}
@@ -111,10 +126,19 @@ func (s *Sessions) Touch(ctx context.Context, user, device, app string, now time
 
 // ForDevice returns the device's active sessions.
 func (s *Sessions) ForDevice(device string) []*LiveSession {
+	return s.active(s.byDevice, device)
+}
+
+// ForUser returns the user's active sessions.
+func (s *Sessions) ForUser(user string) []*LiveSession {
+	return s.active(s.byUser, user)
+}
+
+func (s *Sessions) active(idx map[string]map[*LiveSession]struct{}, key string) []*LiveSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*LiveSession, 0, len(s.byDevice[device]))
-	for l := range s.byDevice[device] {
+	out := make([]*LiveSession, 0, len(idx[key]))
+	for l := range idx[key] {
 		if !l.revoked.Load() {
 			out = append(out, l)
 		}
@@ -132,12 +156,8 @@ func (s *Sessions) Remove(ls []*LiveSession) {
 		if cur, ok := s.byKey.Load(k); ok && cur == l {
 			s.byKey.Delete(k)
 		}
-		if m := s.byDevice[l.DeviceID]; m != nil {
-			delete(m, l)
-			if len(m) == 0 {
-				delete(s.byDevice, l.DeviceID)
-			}
-		}
+		removeFrom(s.byDevice, l.DeviceID, l)
+		removeFrom(s.byUser, l.UserID, l)
 	}
 }
 

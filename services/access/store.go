@@ -14,10 +14,12 @@ type Store interface {
 	// GetUser fills GroupIDs with the user's direct groups.
 	GetUser(ctx context.Context, id string) (*User, error)
 	ListUsers(ctx context.Context, pageToken string, limit int) ([]*User, string, error)
-	// UpdateUser replaces the user's mutable fields, UpdateTime and Etag.
-	UpdateUser(ctx context.Context, u *User, etag string) error
-	// DeleteUser deletes the user and its group memberships.
-	DeleteUser(ctx context.Context, id, etag string) error
+	// UpdateUser replaces the user's mutable fields, UpdateTime and Etag, and
+	// applies revs (as RevokeSessions) in the same transaction.
+	UpdateUser(ctx context.Context, u *User, etag string, revs []Revocation) error
+	// DeleteUser deletes the user and its group memberships, and applies revs (as
+	// RevokeSessions) in the same transaction.
+	DeleteUser(ctx context.Context, id, etag string, revs []Revocation) error
 
 	// CreateGroup fails with ErrNotFound when a member does not exist.
 	CreateGroup(ctx context.Context, g *Group) error
@@ -59,6 +61,11 @@ type Store interface {
 	// session not yet stored is stored first with its session_opened event. after
 	// runs once it has committed.
 	ApplyDevice(ctx context.Context, d *DeviceCompliance, rev int64, revs []Revocation, after func()) error
+	// RevokeSessions stores revocations (session rows and session_revoked events;
+	// a session not stored yet is stored first with its session_opened event; a
+	// session already revoked is left as is) in one transaction; after runs once it
+	// has committed.
+	RevokeSessions(ctx context.Context, revs []Revocation, after func()) error
 	// LoadDevices calls fn for every stored device compliance.
 	LoadDevices(ctx context.Context, fn func(*DeviceCompliance)) error
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/access"
 )
 
@@ -104,24 +105,75 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	}
 	now := s.now()
 	nu.UpdateTime, nu.Etag = now, s.etag(now)
-	if err := s.store.UpdateUser(ctx, &nu, u.Etag); err != nil {
+	// Disabling a user revokes its sessions, in the same store write.
+	revoke := nu.Disabled && !cur.Disabled
+	var ls []*access.LiveSession
+	var revs []access.Revocation
+	if revoke {
+		ls, revs = s.userRevocations(ctx, nu.ID, ReasonUserDisabled)
+	}
+	if err := s.store.UpdateUser(ctx, &nu, u.Etag, revs); err != nil {
 		return nil, err
 	}
 	s.model.Users[nu.ID] = &nu
 	s.rebuild()
+	if revoke {
+		if err := s.revokedUser(ctx, nu.ID, ReasonUserDisabled, ls); err != nil {
+			return nil, err
+		}
+	}
 	return s.withGroups(&nu), nil
 }
 
-// DeleteUser deletes a user and its memberships.
+// DeleteUser deletes a user and its memberships, and revokes its sessions.
 func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if err := s.store.DeleteUser(ctx, id, etag); err != nil {
+	ls, revs := s.userRevocations(ctx, id, ReasonUserDeleted)
+	if err := s.store.DeleteUser(ctx, id, etag, revs); err != nil {
 		return err
 	}
 	s.model.RemoveUser(id)
 	s.rebuild()
-	return nil
+	return s.revokedUser(ctx, id, ReasonUserDeleted, ls)
+}
+
+// Revoke reasons of directory changes.
+const (
+	ReasonUserDisabled = "USER_DISABLED"
+	ReasonUserDeleted  = "USER_DELETED"
+)
+
+// userRevocations returns the user's active sessions and their revocations, with
+// the trace context of ctx (the admin request).
+func (s *Service) userRevocations(ctx context.Context, user, reason string) ([]*access.LiveSession, []access.Revocation) {
+	ls := s.sessions.ForUser(user)
+	if len(ls) == 0 {
+		return nil, nil
+	}
+	tc := telemetry.TraceContextFromContext(ctx)
+	return ls, s.revocationsFor(ls, reason, 0, tc.GetTraceparent(), tc.GetTracestate())
+}
+
+// revokedUser finishes the revocation of a disabled or deleted user's sessions
+// once the store write has committed and the snapshot that blocks the user is in
+// place (continuous access evaluation, as for a noncompliant device): the revoked
+// sessions leave the table, and sessions opened meanwhile by decisions that still
+// saw the old snapshot are revoked by a second write.
+func (s *Service) revokedUser(ctx context.Context, user, reason string, revoked []*access.LiveSession) error {
+	s.sessions.Remove(revoked)
+	cutoff := time.Now()
+	var late []*access.LiveSession
+	for _, l := range s.sessions.ForUser(user) {
+		if !l.CreateTime.After(cutoff) {
+			late = append(late, l)
+		}
+	}
+	if len(late) == 0 {
+		return nil
+	}
+	tc := telemetry.TraceContextFromContext(ctx)
+	return s.store.RevokeSessions(ctx, s.revocationsFor(late, reason, 0, tc.GetTraceparent(), tc.GetTracestate()), func() { s.sessions.Remove(late) })
 }
 
 // ---- groups ----

@@ -126,12 +126,18 @@ func (s *Service) Resync(ctx context.Context, devs []*access.DeviceCompliance, r
 }
 
 func (s *Service) revocations(ls []*access.LiveSession, rev int64, tp, ts string) []access.Revocation {
+	return s.revocationsFor(ls, ReasonDeviceNoncompliant, rev, tp, ts)
+}
+
+// revocationsFor builds the revocations of sessions ls for reason (rev: the
+// compliance revision that caused them, 0 for a directory change).
+func (s *Service) revocationsFor(ls []*access.LiveSession, reason string, rev int64, tp, ts string) []access.Revocation {
 	now := s.now()
 	out := make([]access.Revocation, len(ls))
 	for i, l := range ls {
 		x := l.Snapshot()
-		x.State, x.RevokeTime, x.RevokeReason = access.SessionRevoked, now, ReasonDeviceNoncompliant
-		out[i] = access.Revocation{Session: x, ReasonCode: ReasonDeviceNoncompliant, ComplianceRevision: rev, TraceParent: tp, TraceState: ts}
+		x.State, x.RevokeTime, x.RevokeReason = access.SessionRevoked, now, reason
+		out[i] = access.Revocation{Session: x, ReasonCode: reason, ComplianceRevision: rev, TraceParent: tp, TraceState: ts}
 	}
 	return out
 }

@@ -326,14 +326,17 @@ func (s *Store) ListUsers(ctx context.Context, token string, limit int) ([]*acce
 }
 
 // UpdateUser implements access.Store.
-func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string) error {
+func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string, revs []access.Revocation) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
 		if err := checkEtag(ctx, tx, "users", u.ID, etag, "user"); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE users SET display_name = ?, disabled = ?, emergency = ?, update_ns = ?, etag = ? WHERE id = ?`,
 			u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.UpdateTime), u.Etag, u.ID)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.revoke(ctx, tx, revs)
 	})
 }
 
@@ -348,8 +351,16 @@ func (s *Store) del(ctx context.Context, table, what, id, etag string) error {
 }
 
 // DeleteUser implements access.Store.
-func (s *Store) DeleteUser(ctx context.Context, id, etag string) error {
-	return s.del(ctx, "users", "user", id, etag)
+func (s *Store) DeleteUser(ctx context.Context, id, etag string, revs []access.Revocation) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := checkEtag(ctx, tx, "users", id, etag, "user"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id); err != nil {
+			return err
+		}
+		return s.revoke(ctx, tx, revs)
+	})
 }
 
 // ---- groups ----
@@ -842,24 +853,8 @@ func (s *Store) ApplyDevice(ctx context.Context, d *access.DeviceCompliance, rev
 				return err
 			}
 		}
-		for _, r := range revs {
-			if _, err := s.insertSession(ctx, tx, &r.Session, r.Session.TraceParent, r.Session.TraceState); err != nil {
-				return err
-			}
-			res, err := tx.ExecContext(ctx, `UPDATE sessions SET state = ?, revoke_ns = ?, revoke_reason = ? WHERE id = ? AND state = ?`,
-				int32(access.SessionRevoked), ns(r.Session.RevokeTime), r.Session.RevokeReason, r.Session.ID, int32(access.SessionActive))
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				continue // already revoked
-			}
-			sess := r.Session
-			sess.State = access.SessionRevoked
-			if err := s.appendEvent(tx, &access.SessionEvent{Kind: access.SessionRevokedEvent, Session: sess, ReasonCode: r.ReasonCode,
-				ComplianceRevision: r.ComplianceRevision, TraceParent: r.TraceParent, TraceState: r.TraceState}); err != nil {
-				return err
-			}
+		if err := s.revoke(ctx, tx, revs); err != nil {
+			return err
 		}
 		if err := saveCursor(ctx, tx, rev); err != nil {
 			return err
@@ -869,6 +864,45 @@ func (s *Store) ApplyDevice(ctx context.Context, d *access.DeviceCompliance, rev
 		}
 		return nil
 	})
+}
+
+// RevokeSessions implements access.Store.
+func (s *Store) RevokeSessions(ctx context.Context, revs []access.Revocation, after func()) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		if err := s.revoke(ctx, tx, revs); err != nil {
+			return err
+		}
+		if after != nil {
+			tx.AfterCommit(after)
+		}
+		return nil
+	})
+}
+
+// revoke stores revocations: each session (inserted first with its session_opened
+// event when not stored yet) becomes REVOKED with a session_revoked event, unless it
+// already was.
+func (s *Store) revoke(ctx context.Context, tx *sqlitedb.Tx, revs []access.Revocation) error {
+	for _, r := range revs {
+		if _, err := s.insertSession(ctx, tx, &r.Session, r.Session.TraceParent, r.Session.TraceState); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE sessions SET state = ?, revoke_ns = ?, revoke_reason = ? WHERE id = ? AND state = ?`,
+			int32(access.SessionRevoked), ns(r.Session.RevokeTime), r.Session.RevokeReason, r.Session.ID, int32(access.SessionActive))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue // already revoked
+		}
+		sess := r.Session
+		sess.State = access.SessionRevoked
+		if err := s.appendEvent(tx, &access.SessionEvent{Kind: access.SessionRevokedEvent, Session: sess, ReasonCode: r.ReasonCode,
+			ComplianceRevision: r.ComplianceRevision, TraceParent: r.TraceParent, TraceState: r.TraceState}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LoadDevices implements access.Store.

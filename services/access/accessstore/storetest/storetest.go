@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) access.Store) {
 		{"Policies", testPolicies},
 		{"Devices", testDevices},
 		{"SessionsAndRevocation", testSessions},
+		{"UserRevocations", testUserRevocations},
 		{"SignIns", testSignIns},
 		{"SignInsManyBatches", testSignInsMany},
 	}
@@ -67,16 +68,16 @@ func testUsers(t *testing.T, s access.Store) {
 
 	upd := *u
 	upd.DisplayName, upd.Disabled, upd.UpdateTime, upd.Etag = "Ada L.", true, t0.Add(time.Second), "e2"
-	wantErr(t, "update stale etag", s.UpdateUser(ctx, &upd, "stale"), access.ErrEtagMismatch)
-	must(t, "update", s.UpdateUser(ctx, &upd, "e1"))
+	wantErr(t, "update stale etag", s.UpdateUser(ctx, &upd, "stale", nil), access.ErrEtagMismatch)
+	must(t, "update", s.UpdateUser(ctx, &upd, "e1", nil))
 	got, _ = s.GetUser(ctx, "u-1")
 	if diff := cmp.Diff(&upd, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Fatalf("after update (-want +got):\n%s", diff)
 	}
-	wantErr(t, "update unknown", s.UpdateUser(ctx, &access.User{ID: "x"}, ""), access.ErrNotFound)
-	wantErr(t, "delete stale", s.DeleteUser(ctx, "u-1", "e1"), access.ErrEtagMismatch)
-	must(t, "delete", s.DeleteUser(ctx, "u-1", "e2"))
-	wantErr(t, "delete again", s.DeleteUser(ctx, "u-1", ""), access.ErrNotFound)
+	wantErr(t, "update unknown", s.UpdateUser(ctx, &access.User{ID: "x"}, "", nil), access.ErrNotFound)
+	wantErr(t, "delete stale", s.DeleteUser(ctx, "u-1", "e1", nil), access.ErrEtagMismatch)
+	must(t, "delete", s.DeleteUser(ctx, "u-1", "e2", nil))
+	wantErr(t, "delete again", s.DeleteUser(ctx, "u-1", "", nil), access.ErrNotFound)
 }
 
 func testGroups(t *testing.T, s access.Store) {
@@ -101,7 +102,7 @@ func testGroups(t *testing.T, s access.Store) {
 		t.Fatalf("user groups (-want +got):\n%s", diff)
 	}
 	// Deleting a user removes its memberships.
-	must(t, "delete user", s.DeleteUser(ctx, "u-2", ""))
+	must(t, "delete user", s.DeleteUser(ctx, "u-2", "", nil))
 	got, _ = s.GetGroup(ctx, "inner")
 	if diff := cmp.Diff([]string{"u-1"}, got.MemberUserIDs); diff != "" {
 		t.Fatalf("members after user delete (-want +got):\n%s", diff)
@@ -520,5 +521,61 @@ func testSignInsMany(t *testing.T, s access.Store) {
 	must(t, "late batch", s.WriteBatch(ctx, more, nil))
 	if !more[0].Time.After(all[len(all)-1].Time) {
 		t.Fatalf("a late sign-in got time %v, not after %v", more[0].Time, all[len(all)-1].Time)
+	}
+}
+
+// testUserRevocations: disabling or deleting a user revokes its sessions in the same
+// transaction; a failed update (stale etag) revokes nothing; RevokeSessions alone.
+func testUserRevocations(t *testing.T, s access.Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []string{"u-1", "u-2"} {
+		must(t, "create "+id, s.CreateUser(ctx, &access.User{ID: id, CreateTime: t0, UpdateTime: t0, Etag: "e1"}))
+	}
+	sess := func(id, user string) access.Session {
+		return access.Session{ID: id, UserID: user, DeviceID: "dev-1", AppID: "payroll", State: access.SessionActive, CreateTime: t0, LastAccessTime: t0}
+	}
+	x1, x2, x3 := sess("s1", "u-1"), sess("s2", "u-2"), sess("s3", "u-1")
+	must(t, "sessions", s.WriteBatch(ctx, nil, []*access.Session{&x1, &x2}))
+	rev := func(x access.Session, reason string) access.Revocation {
+		x.RevokeTime, x.RevokeReason = t0.Add(time.Hour), reason
+		return access.Revocation{Session: x, ReasonCode: reason, TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	}
+	disabled := access.User{ID: "u-1", Disabled: true, UpdateTime: t0.Add(time.Hour), Etag: "e2"}
+	wantErr(t, "stale disable", s.UpdateUser(ctx, &disabled, "stale", []access.Revocation{rev(x1, "USER_DISABLED")}), access.ErrEtagMismatch)
+	if r := s.SessionRevision(); r != 2 {
+		t.Fatalf("a failed update appended events: revision %d, want 2", r)
+	}
+	// s3 was never written: opened and revoked in the same transaction.
+	must(t, "disable", s.UpdateUser(ctx, &disabled, "e1", []access.Revocation{rev(x1, "USER_DISABLED"), rev(x3, "USER_DISABLED")}))
+	must(t, "delete", s.DeleteUser(ctx, "u-2", "e1", []access.Revocation{rev(x2, "USER_DELETED")}))
+	must(t, "revoke again", s.RevokeSessions(ctx, []access.Revocation{rev(x1, "USER_DISABLED")}, nil))
+	after := false
+	must(t, "revoke nothing", s.RevokeSessions(ctx, nil, func() { after = true }))
+	if !after {
+		t.Fatal("RevokeSessions did not run after")
+	}
+	if active, _ := s.LoadActiveSessions(ctx); len(active) != 0 {
+		t.Fatalf("active sessions left: %+v", active)
+	}
+	type ev struct {
+		Kind   SessionKind
+		ID     string
+		Reason string
+	}
+	var got []ev
+	errDone := errors.New("done")
+	err := s.WatchSessionEvents(ctx, 0, func(e *access.SessionEvent) error {
+		k := SessionKind("opened")
+		if e.Kind == access.SessionRevokedEvent {
+			k = "revoked"
+		}
+		got = append(got, ev{k, e.Session.ID, e.ReasonCode})
+		return nil
+	}, func(int64) error { return errDone })
+	wantErr(t, "watch", err, errDone)
+	want := []ev{{"opened", "s1", ""}, {"opened", "s2", ""}, {"revoked", "s1", "USER_DISABLED"}, {"opened", "s3", ""}, {"revoked", "s3", "USER_DISABLED"}, {"revoked", "s2", "USER_DELETED"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
 	}
 }
