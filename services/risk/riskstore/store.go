@@ -616,13 +616,60 @@ func (t *storeTx) DeviceLevel(ctx context.Context, deviceID string) (risk.Device
 	if e, ok := t.levels[deviceID]; ok {
 		return e.r, e.known, nil
 	}
-	r, known, err := latestLevel(ctx, t.tx, deviceID)
-	if err != nil {
-		return risk.DeviceRisk{}, false, err
+	if _, ok := t.actives[deviceID]; ok {
+		r, known, err := latestLevel(ctx, t.tx, deviceID)
+		if err != nil {
+			return risk.DeviceRisk{}, false, err
+		}
+		t.cacheLevel(deviceID, levelEntry{r: r, known: known})
+		return r, known, nil
 	}
+	// Neither is cached (a device first seen since the store opened, or evicted): its
+	// level and active alerts in one statement, since a report that reads the level
+	// lists the active alerts next.
+	rows, err := t.tx.QueryContext(ctx, qLevelAndActive, deviceID)
+	if err != nil {
+		return risk.DeviceRisk{}, false, fmt.Errorf("riskstore: get device risk: %w", err)
+	}
+	defer rows.Close()
+	var r risk.DeviceRisk
+	var active []risk.ActiveAlert
+	known := false
+	for rows.Next() {
+		var rev, level, prev, changeNS, sev, detectNS sql.NullInt64
+		var cause, id sql.NullString
+		if err := rows.Scan(&rev, &level, &prev, &cause, &changeNS, &id, &sev, &detectNS); err != nil {
+			return risk.DeviceRisk{}, false, fmt.Errorf("riskstore: get device risk: %w", err)
+		}
+		if rev.Valid {
+			known = true
+			r = risk.DeviceRisk{DeviceID: deviceID, Revision: rev.Int64, Level: risk.Level(level.Int64), PreviousLevel: risk.Level(prev.Int64),
+				CauseAlertID: cause.String, UpdateTime: time.Unix(0, changeNS.Int64).UTC()}
+		}
+		if id.Valid {
+			active = append(active, risk.ActiveAlert{ID: id.String, Severity: risk.Severity(sev.Int64), DetectTime: time.Unix(0, detectNS.Int64).UTC()})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return risk.DeviceRisk{}, false, fmt.Errorf("riskstore: get device risk: %w", err)
+	}
+	risk.SortActive(active)
 	t.cacheLevel(deviceID, levelEntry{r: r, known: known})
+	if len(t.actives) >= maxCachedLevels {
+		clear(t.actives)
+	}
+	t.actives[deviceID] = active
 	return r, known, nil
 }
+
+// qLevelAndActive is DeviceLevel's query when neither cache has the device: one row
+// of its latest level version (NULLs when it has none) per active alert, or one row
+// when it has no active alert.
+const qLevelAndActive = `SELECT r.revision, r.level, r.previous_level, r.cause_alert_id, r.change_ns,
+	a.alert_id, a.severity, a.detect_ns
+	FROM (SELECT 1) one
+	LEFT JOIN (SELECT ` + riskCols + ` FROM device_risk_versions WHERE device_id = ?1 ORDER BY revision DESC LIMIT 1) r ON 1
+	LEFT JOIN alerts a INDEXED BY alerts_active ON a.device_id = ?1 AND a.to_rev IS NULL AND a.severity > 1`
 
 func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_risk_versions (`+riskCols+`) VALUES (?, ?, ?, ?, ?, ?)`,

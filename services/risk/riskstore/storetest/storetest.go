@@ -640,6 +640,38 @@ func testActiveAfterChanges(t *testing.T, s risk.Store) {
 		}
 		check(name+": after the failed update", committed("dev-1"), "m")
 	}
+	// Devices the store has not seen in a transaction yet: their level read after an
+	// insert (as a report reads it), then their active alerts, in a failing and in a
+	// committed update.
+	for _, fail := range []bool{true, false} {
+		dev := fmt.Sprintf("dev-cold-%v", fail)
+		insert(t, s, alert(dev+"-1", dev, risk.SeverityLow, 0))
+		err := s.Update(ctx, func(tx risk.Tx) error {
+			rev, err := appendEvent(ctx, tx, dev+"-2")
+			if err != nil {
+				return err
+			}
+			if _, inserted, err := tx.InsertNewAlert(ctx, alert(dev+"-2", dev, risk.SeverityHigh, time.Second), "h", rev); err != nil || !inserted {
+				return fmt.Errorf("InsertNewAlert = %v, %v", inserted, err)
+			}
+			if r, known, err := tx.DeviceLevel(ctx, dev); err != nil || known {
+				return fmt.Errorf("DeviceLevel(%s) = %+v, %v, %v; want unknown", dev, r, known, err)
+			}
+			check(dev+": in the update", active(tx, dev), dev+"-2", dev+"-1")
+			if fail {
+				return boom
+			}
+			return nil
+		})
+		if fail != errors.Is(err, boom) || !fail && err != nil {
+			t.Fatalf("%s: Update = %v", dev, err)
+		}
+		if fail {
+			check(dev+": after the failed update", committed(dev), dev+"-1")
+		} else {
+			check(dev+": after the update", committed(dev), dev+"-2", dev+"-1")
+		}
+	}
 	// Committed: an insert (informational and resolved ones are not active) and a
 	// resolution, seen in the same and later transactions.
 	update(t, s, func(tx risk.Tx) error {
