@@ -189,24 +189,22 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 	updates.Wait() // a policy change sent around a kill may land after the restart
 	t.Logf("%d alerts reported, %d resolved, compliance killed %d times", reports, resolves, kills)
 
-	// The final truth: risk levels from the risk service, the policy as stored.
-	levels := map[string]commonv1.RiskLevel{}
-	risks := map[string]*riskv1.DeviceRisk{}
-	var riskRev int64
-	for tok, first := "", true; first || tok != ""; first = false {
-		resp, err := rc.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{PageSize: 10000, PageToken: tok})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if first {
-			riskRev = resp.GetRevision()
-		}
-		for _, r := range resp.GetDeviceRisks() {
-			levels[r.GetDeviceId()] = r.GetLevel()
-			risks[r.GetDeviceId()] = r
-		}
-		tok = resp.GetNextPageToken()
+	// The final truth: risk levels from the risk service once it has settled, the
+	// policy as stored. A call the traffic cancelled may still commit after its client
+	// gave up (the server had started its write), so a listing taken right away can
+	// predate the final levels: list, then watch the risk stream from the listing's
+	// revision until it is idle, and list again if anything came.
+	var (
+		levels  map[string]commonv1.RiskLevel
+		risks   map[string]*riskv1.DeviceRisk
+		riskRev int64
+	)
+	listings := 0
+	for settled := false; !settled; listings++ {
+		levels, risks, riskRev = listRisks(ctx, t, rc)
+		settled = riskIdleAfter(ctx, t, rc, riskRev)
 	}
+	t.Logf("risk settled at revision %d (%d listings: more than one means a cancelled call committed late)", riskRev, listings)
 	pol, err := pols.GetCompliancePolicy(ctx, &compliancev1.GetCompliancePolicyRequest{PolicyId: "max-medium"})
 	if err != nil {
 		t.Fatal(err)
@@ -249,6 +247,53 @@ func TestComplianceSurvivesSIGKILL(t *testing.T) {
 		}
 		waitForChange(ctx, t, compl, rev)
 	}
+}
+
+// listRisks lists every device risk and the revision the listing reflects.
+func listRisks(ctx context.Context, t *testing.T, rc riskv1.RiskServiceClient) (map[string]commonv1.RiskLevel, map[string]*riskv1.DeviceRisk, int64) {
+	t.Helper()
+	levels := map[string]commonv1.RiskLevel{}
+	risks := map[string]*riskv1.DeviceRisk{}
+	var rev int64
+	for tok, first := "", true; first || tok != ""; first = false {
+		resp, err := rc.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{PageSize: 10000, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first {
+			rev = resp.GetRevision()
+		}
+		for _, r := range resp.GetDeviceRisks() {
+			levels[r.GetDeviceId()] = r.GetLevel()
+			risks[r.GetDeviceId()] = r
+		}
+		tok = resp.GetNextPageToken()
+	}
+	return levels, risks, rev
+}
+
+// riskIdleAfter watches the risk stream from rev: false at the first event after rev,
+// true when the stream has been idle for a progress interval (the second progress
+// message; the first comes at once).
+func riskIdleAfter(ctx context.Context, t *testing.T, rc riskv1.RiskServiceClient, rev int64) bool {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := rc.WatchRiskEvents(wctx, &riskv1.WatchRiskEventsRequest{StartRevision: rev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for progress := 0; progress < 2; {
+		m, err := s.Recv()
+		if err != nil {
+			t.Fatalf("watch risk events from %d: %v", rev, err)
+		}
+		if m.GetEvent() != nil {
+			return false
+		}
+		progress++
+	}
+	return true
 }
 
 func max2none(l commonv1.RiskLevel) commonv1.RiskLevel {
