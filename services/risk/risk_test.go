@@ -93,3 +93,53 @@ func TestValidateAlert(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateAlertLeavesInput: normalising hashes never writes through to the
+// caller's evidence slice or structs.
+func TestValidateAlertLeavesInput(t *testing.T) {
+	upper := strings.Repeat("AB", 32)
+	in := []Evidence{
+		{File: &FileEvidence{Path: "/x", SHA256: strings.Repeat("cd", 32)}}, // already lowercase
+		{File: &FileEvidence{Path: "/y", SHA256: upper}},
+		{Process: &ProcessEvidence{Name: "x", ImageSHA256: upper}},
+	}
+	orig := []Evidence{{File: &FileEvidence{}}, {File: &FileEvidence{}}, {Process: &ProcessEvidence{}}}
+	for i := range in {
+		orig[i] = in[i]
+		if in[i].File != nil {
+			f := *in[i].File
+			orig[i].File = &f
+		} else {
+			p := *in[i].Process
+			orig[i].Process = &p
+		}
+	}
+	ptrs := []*FileEvidence{in[0].File, in[1].File}
+	a := Alert{ID: "a", DeviceID: "d", Severity: SeverityHigh, Title: "t", Evidence: in}
+	if err := validateAlert(&a, "alert"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(orig, in); diff != "" {
+		t.Errorf("caller's evidence changed (-before +after):\n%s", diff)
+	}
+	if in[0].File != ptrs[0] || in[1].File != ptrs[1] {
+		t.Error("caller's evidence slice changed")
+	}
+	want := []string{strings.Repeat("cd", 32), strings.Repeat("ab", 32), strings.Repeat("ab", 32)}
+	got := []string{a.Evidence[0].File.SHA256, a.Evidence[1].File.SHA256, a.Evidence[2].Process.ImageSHA256}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("normalised hashes (-want +got):\n%s", diff)
+	}
+}
+
+func BenchmarkValidateAlert(b *testing.B) {
+	in := Alert{ID: "a", DeviceID: "d", Severity: SeverityHigh, Title: "t",
+		Evidence: []Evidence{{File: &FileEvidence{Path: "/x", SHA256: strings.Repeat("ab", 32)}}, {Process: &ProcessEvidence{PID: 1, Name: "x"}}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		a := in
+		if err := validateAlert(&a, "alert"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -58,10 +58,35 @@ func New(cfg Config) *Service {
 
 var w3c = propagation.TraceContext{}
 
+// traceCarrier receives the two W3C trace context headers (a map carrier cost a map
+// per request).
+type traceCarrier struct{ parent, state string }
+
+func (c *traceCarrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return c.parent
+	case "tracestate":
+		return c.state
+	}
+	return ""
+}
+
+func (c *traceCarrier) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		c.parent = value
+	case "tracestate":
+		c.state = value
+	}
+}
+
+func (c *traceCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
+
 func traceContext(ctx context.Context) (parent, state string) {
-	c := propagation.MapCarrier{}
-	w3c.Inject(ctx, c)
-	return c.Get("traceparent"), c.Get("tracestate")
+	var c traceCarrier
+	w3c.Inject(ctx, &c)
+	return c.parent, c.state
 }
 
 // ReportResult is the outcome of reporting one alert.

@@ -38,46 +38,109 @@ func alertFromProto(a *riskv1.Alert) risk.Alert {
 	if a.GetDetectTime() != nil {
 		out.DetectTime = fromTS(a.GetDetectTime())
 	}
-	for _, e := range a.GetEvidence() {
-		switch k := e.GetKind().(type) {
-		case *commonv1.Evidence_File:
-			f := k.File
-			out.Evidence = append(out.Evidence, risk.Evidence{File: &risk.FileEvidence{Path: f.GetPath(), SHA256: f.GetSha256(), SizeBytes: f.GetSizeBytes()}})
-		case *commonv1.Evidence_Process:
-			p := k.Process
-			out.Evidence = append(out.Evidence, risk.Evidence{Process: &risk.ProcessEvidence{PID: p.GetPid(), Name: p.GetName(), CommandLine: p.GetCommandLine(), ImageSHA256: p.GetImageSha256()}})
-		default:
-			out.Evidence = append(out.Evidence, risk.Evidence{})
+	if evs := a.GetEvidence(); len(evs) > 0 {
+		// The evidence structs in one allocation, the slice in another.
+		out.Evidence = make([]risk.Evidence, len(evs))
+		kinds := make([]struct {
+			f risk.FileEvidence
+			p risk.ProcessEvidence
+		}, len(evs))
+		for i, e := range evs {
+			switch k := e.GetKind().(type) {
+			case *commonv1.Evidence_File:
+				f := k.File
+				kinds[i].f = risk.FileEvidence{Path: f.GetPath(), SHA256: f.GetSha256(), SizeBytes: f.GetSizeBytes()}
+				out.Evidence[i].File = &kinds[i].f
+			case *commonv1.Evidence_Process:
+				p := k.Process
+				kinds[i].p = risk.ProcessEvidence{PID: p.GetPid(), Name: p.GetName(), CommandLine: p.GetCommandLine(), ImageSHA256: p.GetImageSha256()}
+				out.Evidence[i].Process = &kinds[i].p
+			}
 		}
 	}
 	return out
 }
 
+// alertToProto converts an alert for a response, in few allocations: the message
+// and its timestamps in one, each kind of evidence in one, the comments in one.
 func alertToProto(a *risk.Alert) *riskv1.Alert {
-	out := &riskv1.Alert{
+	m := &struct {
+		a                               riskv1.Alert
+		detect, resolve, create, update timestamppb.Timestamp
+	}{}
+	out := &m.a
+	*out = riskv1.Alert{
 		AlertId: a.ID, DeviceId: a.DeviceID, Severity: commonv1.Severity(a.Severity),
 		Status: riskv1.AlertStatus(a.Status), Category: a.Category, Title: a.Title,
-		Description: a.Description, DetectionSource: a.DetectionSource, DetectTime: ts(a.DetectTime),
+		Description: a.Description, DetectionSource: a.DetectionSource, DetectTime: tsIn(&m.detect, a.DetectTime),
 		Classification: riskv1.AlertClassification(a.Classification),
 		Determination:  riskv1.AlertDetermination(a.Determination),
-		ResolvedBy:     a.ResolvedBy, ResolveTime: ts(a.ResolveTime), ResolutionComment: a.ResolutionNote,
-		AssignedTo: a.AssignedTo, CreateTime: ts(a.CreateTime), UpdateTime: ts(a.UpdateTime),
+		ResolvedBy:     a.ResolvedBy, ResolveTime: tsIn(&m.resolve, a.ResolveTime), ResolutionComment: a.ResolutionNote,
+		AssignedTo: a.AssignedTo, CreateTime: tsIn(&m.create, a.CreateTime), UpdateTime: tsIn(&m.update, a.UpdateTime),
 		Etag: a.Etag(), InvestigationId: a.InvestigationID,
 	}
-	for _, e := range a.Evidence {
-		switch {
-		case e.File != nil:
-			out.Evidence = append(out.Evidence, &commonv1.Evidence{Kind: &commonv1.Evidence_File{File: &commonv1.FileEvidence{
-				Path: e.File.Path, Sha256: e.File.SHA256, SizeBytes: e.File.SizeBytes}}})
-		case e.Process != nil:
-			out.Evidence = append(out.Evidence, &commonv1.Evidence{Kind: &commonv1.Evidence_Process{Process: &commonv1.ProcessEvidence{
-				Pid: e.Process.PID, Name: e.Process.Name, CommandLine: e.Process.CommandLine, ImageSha256: e.Process.ImageSHA256}}})
+	if len(a.Evidence) > 0 {
+		var nf, np int
+		for _, e := range a.Evidence {
+			switch {
+			case e.File != nil:
+				nf++
+			case e.Process != nil:
+				np++
+			}
+		}
+		out.Evidence = make([]*commonv1.Evidence, 0, nf+np)
+		files := make([]struct {
+			e commonv1.Evidence
+			k commonv1.Evidence_File
+			f commonv1.FileEvidence
+		}, nf)
+		procs := make([]struct {
+			e commonv1.Evidence
+			k commonv1.Evidence_Process
+			p commonv1.ProcessEvidence
+		}, np)
+		for _, e := range a.Evidence {
+			switch {
+			case e.File != nil:
+				x := &files[0]
+				files = files[1:]
+				x.f.Path, x.f.Sha256, x.f.SizeBytes = e.File.Path, e.File.SHA256, e.File.SizeBytes
+				x.k.File = &x.f
+				x.e.Kind = &x.k
+				out.Evidence = append(out.Evidence, &x.e)
+			case e.Process != nil:
+				x := &procs[0]
+				procs = procs[1:]
+				x.p.Pid, x.p.Name, x.p.CommandLine, x.p.ImageSha256 = e.Process.PID, e.Process.Name, e.Process.CommandLine, e.Process.ImageSHA256
+				x.k.Process = &x.p
+				x.e.Kind = &x.k
+				out.Evidence = append(out.Evidence, &x.e)
+			}
 		}
 	}
-	for _, c := range a.Comments {
-		out.Comments = append(out.Comments, &riskv1.AlertComment{Author: c.Author, Text: c.Text, CreateTime: ts(c.CreateTime)})
+	if len(a.Comments) > 0 {
+		out.Comments = make([]*riskv1.AlertComment, len(a.Comments))
+		cs := make([]struct {
+			c riskv1.AlertComment
+			t timestamppb.Timestamp
+		}, len(a.Comments))
+		for i, c := range a.Comments {
+			x := &cs[i]
+			x.c.Author, x.c.Text, x.c.CreateTime = c.Author, c.Text, tsIn(&x.t, c.CreateTime)
+			out.Comments[i] = &x.c
+		}
 	}
 	return out
+}
+
+// tsIn is ts writing into dst (nil for the zero time).
+func tsIn(dst *timestamppb.Timestamp, t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	dst.Seconds, dst.Nanos = t.Unix(), int32(t.Nanosecond())
+	return dst
 }
 
 func riskToProto(r *risk.DeviceRisk) *riskv1.DeviceRisk {
