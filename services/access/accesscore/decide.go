@@ -44,8 +44,7 @@ func (s *Service) FeedStatus() FeedStatus {
 func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, build func(res *pe.Result, sessionID, traceID string) any) any {
 	res := s.results.Get().(*pe.Result)
 	now := time.Now()
-	dev, _ := s.devices.Load().Get(r.DeviceID)
-	s.snap.Load().Evaluate(r, dev, s.Feed(now), res)
+	s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
 	sid := ""
 	if res.Decision == pe.DecisionAllow {
 		l, write := s.sessions.Touch(ctx, r.UserID, r.DeviceID, r.AppID, now)
@@ -65,8 +64,7 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 
 // Evaluate evaluates r without side effects (no session, no sign-in).
 func (s *Service) Evaluate(r *pe.Request, res *pe.Result) {
-	dev, _ := s.devices.Load().Get(r.DeviceID)
-	s.snap.Load().Evaluate(r, dev, s.Feed(time.Now()), res)
+	s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(time.Now()), res)
 }
 
 // WhatIf are hypothetical changes.

@@ -97,10 +97,24 @@ func vmRSSMB() float64 {
 
 // modes are the two ways a decision is asked for: with every targeted policy's result
 // (EvaluateAccess, sign-in log), and with the applied policies only (enforcement points).
+// A decision is Snapshot.EvaluateIn (device lookup + evaluation, as accesscore.Decide);
+// "full-get-evaluate" is the same decision as DeviceIndex.Get then Snapshot.Evaluate
+// (the device's whole state read before evaluating), for comparison.
 var modes = []struct {
 	name        string
 	onlyApplied bool
-}{{"full", false}, {"only-applied", true}}
+	split       bool
+}{{"full", false, false}, {"only-applied", true, false}, {"full-get-evaluate", false, true}}
+
+// decide is one W1 decision in mode split or not.
+func decide(split bool, req *pe.Request, res *pe.Result) {
+	if split {
+		dev, _ := w1.devs.Get(req.DeviceID)
+		w1.snap.Evaluate(req, dev, pe.Feed{}, res)
+		return
+	}
+	w1.snap.EvaluateIn(req, w1.devs, pe.Feed{}, res)
+}
 
 // w1Requests returns the W1 requests in a mode.
 func w1Requests(onlyApplied bool) []pe.Request {
@@ -132,8 +146,7 @@ func BenchmarkEvaluateW1(b *testing.B) {
 			cpu0 := threadCPU()
 			for i := 0; i < b.N; i++ {
 				req := &reqs[i&mask]
-				dev, _ := w1.devs.Get(req.DeviceID)
-				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+				decide(m.split, req, &res)
 				if res.Decision == pe.DecisionBlock {
 					blocked++
 				}
@@ -168,8 +181,7 @@ func BenchmarkEvaluateW1Hot(b *testing.B) {
 			cpu0 := threadCPU()
 			for i := 0; i < b.N; i++ {
 				req := &reqs[i&1023]
-				dev, _ := w1.devs.Get(req.DeviceID)
-				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+				decide(m.split, req, &res)
 			}
 			b.ReportMetric(float64((threadCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
@@ -188,17 +200,14 @@ func BenchmarkEvaluateW1Latency(b *testing.B) {
 			var res pe.Result
 			// Warm res up so that its slices have grown (as a pooled Result in the service).
 			for i := range 10000 {
-				req := &reqs[i&mask]
-				dev, _ := w1.devs.Get(req.DeviceID)
-				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+				decide(m.split, &reqs[i&mask], &res)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				req := &reqs[i&mask]
 				t0 := time.Now()
-				dev, _ := w1.devs.Get(req.DeviceID)
-				w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+				decide(m.split, req, &res)
 				lat[i] = time.Since(t0)
 			}
 			b.StopTimer()
@@ -238,8 +247,7 @@ func BenchmarkEvaluateW1WithFeed(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		req := &reqs[i&mask]
-		dev, _ := w1.devs.Get(req.DeviceID)
-		w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+		w1.snap.EvaluateIn(req, w1.devs, pe.Feed{}, &res)
 	}
 	b.StopTimer()
 	stop.Store(true)
@@ -263,8 +271,7 @@ func BenchmarkEvaluateW1Parallel(b *testing.B) {
 		for pb.Next() {
 			req := &reqs[i&mask]
 			i++
-			dev, _ := w1.devs.Get(req.DeviceID)
-			w1.snap.Evaluate(req, dev, pe.Feed{}, &res)
+			w1.snap.EvaluateIn(req, w1.devs, pe.Feed{}, &res)
 		}
 	})
 	b.StopTimer()

@@ -9,17 +9,20 @@ import (
 const (
 	deviceShardBits = 10
 	deviceShards    = 1 << deviceShardBits
-	inlineKey       = 36 // a GUID
+	inlineKey       = 39 // a GUID (36) fits; makes a devSlot one 64-byte cache line
 )
 
 // DeviceIndex is the device compliance index: written by the compliance feed, read by every
-// decision. Get never waits for a writer: it does atomic loads only. Updating a known device
-// is one atomic pointer store; adding or deleting a device copies one shard's table (about
-// n/1024 slots), so bulk loads should use PutMany or Replace.
+// decision. Get and Snapshot.EvaluateIn never wait for a writer: they do atomic loads only. Updating a
+// known device is two atomic stores; adding or deleting a device copies one shard's table
+// (about n/1024 slots), so bulk loads should use PutMany or Replace.
 //
 // Each shard is an open-addressing hash table (copy-on-write when a device is added or
-// removed) whose slots hold the key's hash and an atomic pointer to a node that carries the
-// device id inline next to its state, so a lookup costs about two cache misses.
+// removed) of 64-byte slots, one cache line each: the key's hash, the id inline (when
+// short), the state's hot fields packed in one atomic word (compliance state, risk,
+// platform, revision: what a decision reads) and an atomic pointer to an immutable node
+// with the whole DeviceState. A decision (Snapshot.EvaluateIn) reads one cache line per
+// device; the node is read only for a cause chain (and by Get).
 type DeviceIndex struct {
 	seed   maphash.Seed
 	count  atomic.Int64
@@ -38,34 +41,50 @@ type devTable struct {
 }
 
 type devSlot struct {
-	hash uint64 // 0 = empty; keys hash to an odd value
+	hash uint64 // 0 = empty; keys hash to an odd value. Immutable once the table is published.
+	hot  atomic.Uint64
 	node atomic.Pointer[devNode]
-}
-
-// devNode is one device: the id inline (when short), then the state, on the same cache line.
-type devNode struct {
-	klen uint8 // 0xff: the id is longer than inlineKey; compare id
+	klen uint8 // 0xff: the id is longer than inlineKey; compare node.id
 	key  [inlineKey]byte
-	st   DeviceState
-	id   string
 }
 
-func newDevNode(id string, st *DeviceState) *devNode {
-	n := &devNode{st: *st, id: id}
+// devNode is one device's state (immutable).
+type devNode struct {
+	st DeviceState
+	id string
+}
+
+// Hot word layout: bit 63 set when valid; State bits 0-7, Risk 8-15, Platform 16-23,
+// Revision 24-62. A state that does not fit (revision ≥ 2^39) has no hot word (0): its
+// readers use the node.
+const (
+	hotValid  = 1 << 63
+	hotRevMax = 1<<39 - 1
+)
+
+func packHot(st *DeviceState) uint64 {
+	if st.Revision < 0 || st.Revision > hotRevMax {
+		return 0
+	}
+	return hotValid | uint64(st.State) | uint64(st.Risk)<<8 | uint64(st.Platform)<<16 | uint64(st.Revision)<<24
+}
+
+func (sl *devSlot) setKey(id string) {
 	if len(id) <= inlineKey {
-		n.klen = uint8(len(id))
-		copy(n.key[:], id)
+		sl.klen = uint8(len(id))
+		copy(sl.key[:], id)
 	} else {
-		n.klen = 0xff
+		sl.klen = 0xff
 	}
-	return n
 }
 
-func (n *devNode) is(id string) bool {
-	if n.klen != 0xff {
-		return int(n.klen) == len(id) && string(n.key[:n.klen]) == id
+// is reports whether the slot holds id (its hash already matched).
+func (sl *devSlot) is(id string) bool {
+	if sl.klen != 0xff {
+		return int(sl.klen) == len(id) && string(sl.key[:sl.klen]) == id
 	}
-	return n.id == id
+	n := sl.node.Load()
+	return n != nil && n.id == id
 }
 
 // DeviceEntry is one device for PutMany and Replace.
@@ -95,22 +114,23 @@ func (t *devTable) find(h uint64, id string) *devSlot {
 		if sl.hash == 0 {
 			return nil
 		}
-		if sl.hash == h {
-			if n := sl.node.Load(); n != nil && n.is(id) {
-				return sl
-			}
+		if sl.hash == h && sl.is(id) {
+			return sl
 		}
 	}
 }
 
-// insert puts a node in a table being built (not yet published); the table must have room.
-func (t *devTable) insert(h uint64, n *devNode) {
+// insert puts a device in a table being built (not yet published); the table must have
+// room.
+func (t *devTable) insert(h uint64, id string, n *devNode, hot uint64) {
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		sl := &t.slots[i]
 		if sl.hash == 0 {
 			sl.hash = h
+			sl.setKey(id)
 			sl.node.Store(n)
+			sl.hot.Store(hot)
 			t.n++
 			return
 		}
@@ -129,15 +149,21 @@ func (t *devTable) rebuilt(extra int, skip *devSlot) *devTable {
 		if sl.hash == 0 || sl == skip {
 			continue
 		}
-		nt.insert(sl.hash, sl.node.Load())
+		n := sl.node.Load()
+		nt.insert(sl.hash, n.id, n, sl.hot.Load())
 	}
 	return nt
 }
 
+// lookup returns id's slot, or nil.
+func (x *DeviceIndex) lookup(id string) *devSlot {
+	h := x.hash(id)
+	return x.shards[shardOf(h)].tab.Load().find(h, id)
+}
+
 // Get returns the device's state (shared and immutable: do not modify), or nil, false.
 func (x *DeviceIndex) Get(id string) (*DeviceState, bool) {
-	h := x.hash(id)
-	sl := x.shards[shardOf(h)].tab.Load().find(h, id)
+	sl := x.lookup(id)
 	if sl == nil {
 		return nil, false
 	}
@@ -150,17 +176,21 @@ func (x *DeviceIndex) Len() int { return int(x.count.Load()) }
 // Put sets a device's state (taking ownership of st.AlertIDs).
 func (x *DeviceIndex) Put(id string, st DeviceState) {
 	h := x.hash(id)
-	n := newDevNode(id, &st)
+	n := &devNode{st: st, id: id}
+	hot := packHot(&st)
 	sh := &x.shards[shardOf(h)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := sh.tab.Load()
 	if sl := t.find(h, id); sl != nil {
+		// The node first: a reader that sees the new hot word finds a node at least as
+		// new (EvaluateIn checks that they agree).
 		sl.node.Store(n)
+		sl.hot.Store(hot)
 		return
 	}
 	t = t.rebuilt(1, nil) // copy on write: readers may be probing t
-	t.insert(h, n)
+	t.insert(h, id, n, hot)
 	sh.tab.Store(t)
 	x.count.Add(1)
 }
@@ -219,12 +249,13 @@ func (x *DeviceIndex) putMany(items []DeviceEntry, replace bool) {
 		}
 		for _, p := range ps {
 			it := &items[p.i]
-			n := newDevNode(it.ID, &it.State)
+			n, hot := &devNode{st: it.State, id: it.ID}, packHot(&it.State)
 			if sl := nt.find(p.h, it.ID); sl != nil { // known (or duplicate in items): last wins
 				sl.node.Store(n)
+				sl.hot.Store(hot)
 				continue
 			}
-			nt.insert(p.h, n)
+			nt.insert(p.h, it.ID, n, hot)
 		}
 		x.count.Add(int64(nt.n - old.n))
 		sh.tab.Store(nt)

@@ -2,6 +2,7 @@ package policyengine_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,5 +148,79 @@ func TestEvaluateAllocations(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("allocations per decision = %v, want 0", allocs)
+	}
+	allocs = testing.AllocsPerRun(5000, func() {
+		req := &w.Requests[i%len(w.Requests)]
+		i++
+		snap.EvaluateIn(req, devs, pe.Feed{Stale: i%10 == 0}, &res)
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per EvaluateIn = %v, want 0", allocs)
+	}
+}
+
+// TestEvaluateInConsistent flips devices between a compliant and a noncompliant state
+// (different revisions, platforms and alerts) while decisions run (run with -race): every
+// decision must be exactly the one Evaluate gives for one of the two states, cause chain
+// included, never a mix of the two.
+func TestEvaluateInConsistent(t *testing.T) {
+	dir := &pe.Directory{Users: []pe.User{{ID: "u"}}, Applications: []pe.Application{{ID: "app"}}}
+	snap, err := pe.Compile(dir, []pe.Policy{
+		{ID: "p-compliant", State: pe.StateEnabled, Users: pe.UserAssignment{All: true}, Apps: pe.AppAssignment{All: true},
+			Require: []pe.Control{pe.ControlCompliantDevice}},
+		{ID: "p-windows", State: pe.StateEnabled, Users: pe.UserAssignment{All: true}, Apps: pe.AppAssignment{All: true},
+			Platforms: pe.PlatformCondition{Include: []pe.Platform{pe.PlatformWindows}}, Require: []pe.Control{pe.ControlMFA}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := []pe.DeviceState{
+		{State: pe.ComplianceCompliant, Risk: pe.RiskNone, Platform: pe.PlatformMacOS, Revision: 10},
+		{State: pe.ComplianceNoncompliant, Risk: pe.RiskHigh, Platform: pe.PlatformWindows, Revision: 11,
+			AlertIDs: []string{"a-1"}, Setting: "s", Reason: "r"},
+		{State: pe.ComplianceNoncompliant, Risk: pe.RiskMedium, Platform: pe.PlatformWindows, Revision: 1 << 45, // no hot word
+			AlertIDs: []string{"a-2"}, Setting: "s2", Reason: "r2"},
+	}
+	const ndev = 8
+	id := func(i int) string { // odd devices have ids longer than the slot's inline key
+		if i%2 == 1 {
+			return fmt.Sprintf("%s-%d", strings.Repeat("device", 10), i%ndev)
+		}
+		return fmt.Sprintf("d%d", i%ndev)
+	}
+	req := func(i int) *pe.Request { return &pe.Request{UserID: "u", DeviceID: id(i), AppID: "app"} }
+	want := make([]string, len(states))
+	for k := range states {
+		var res pe.Result
+		snap.Evaluate(req(0), &states[k], pe.Feed{}, &res)
+		want[k] = fmt.Sprintf("%+v", res)
+	}
+	devs := pe.NewDeviceIndex()
+	for i := range ndev {
+		devs.Put(id(i), states[0])
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			devs.Put(id(i), states[i%len(states)])
+		}
+	}()
+	defer func() { stop.Store(true); wg.Wait() }()
+	seen := map[int]int{}
+	var res pe.Result
+	for i := range 100_000 {
+		snap.EvaluateIn(req(i), devs, pe.Feed{}, &res)
+		got := fmt.Sprintf("%+v", res)
+		k := slices.Index(want, got)
+		if k < 0 {
+			t.Fatalf("decision %d matches no single device state:\n%s\nwant one of:\n%s", i, got, strings.Join(want, "\n"))
+		}
+		seen[k]++
+	}
+	if len(seen) != len(states) {
+		t.Fatalf("states seen %v: the test did not exercise every state", seen)
 	}
 }

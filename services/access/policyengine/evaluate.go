@@ -59,15 +59,69 @@ type evalCtx struct {
 // state from the DeviceIndex, nil when unknown; feed is the compliance feed's health. It
 // allocates nothing once res has grown to the sizes it needs (unless req.AllPolicies).
 func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Result) {
+	var v devView
+	if dev != nil {
+		v = devView{known: true, state: dev.State, risk: dev.Risk, platform: dev.Platform, revision: dev.Revision}
+	}
+	if s.evaluate(req, &v, feed, res) {
+		s.causes(&v, dev, res)
+	}
+}
+
+// EvaluateIn is Evaluate with the device looked up in devs (req.DeviceID): what a
+// decision does. It reads the device's slot (one cache line with the id and the hot
+// fields of its state) and its full state only for the cause chain of a block; if the
+// device changed between the two reads, it decides again from the full state, so a
+// decision always reflects one state of the device.
+func (s *Snapshot) EvaluateIn(req *Request, devs *DeviceIndex, feed Feed, res *Result) {
+	sl := devs.lookup(req.DeviceID)
+	var v devView
+	var hot uint64
+	if sl != nil {
+		if hot = sl.hot.Load(); hot == 0 {
+			s.Evaluate(req, &sl.node.Load().st, feed, res) // no hot word (revision too large)
+			return
+		}
+		v = devView{known: true, state: ComplianceState(hot), risk: RiskLevel(hot >> 8), platform: Platform(hot >> 16),
+			revision: int64(hot>>24) & hotRevMax}
+	}
+	if !s.evaluate(req, &v, feed, res) {
+		return
+	}
+	var dev *DeviceState
+	if sl != nil && res.devOutcome == devNoncompliant {
+		n := sl.node.Load()
+		if packHot(&n.st) != hot {
+			s.Evaluate(req, &n.st, feed, res)
+			return
+		}
+		dev = &n.st
+	}
+	s.causes(&v, dev, res)
+}
+
+// devView is what a decision reads of the device's state.
+type devView struct {
+	known    bool
+	state    ComplianceState
+	risk     RiskLevel
+	platform Platform
+	revision int64
+}
+
+// evaluate decides req into res, except for a block's cause chain: it reports whether
+// the decision is a block by policy (causes to write; res.devOutcome says why the
+// device failed COMPLIANT_DEVICE).
+func (s *Snapshot) evaluate(req *Request, dev *devView, feed Feed, res *Result) (causes bool) {
 	res.Reset()
 	res.SnapshotVersion = s.version
 	res.Device.Age = feed.Age
 	res.Device.Stale = feed.Stale
-	if dev != nil {
+	if dev.known {
 		res.Device.Known = true
-		res.Device.State = dev.State
-		res.Device.Risk = dev.Risk
-		res.Device.Revision = dev.Revision
+		res.Device.State = dev.state
+		res.Device.Risk = dev.risk
+		res.Device.Revision = dev.revision
 	}
 	d := s.dir
 	u, cu, uok := d.userTab.get(req.UserID)
@@ -80,12 +134,12 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		if !aok {
 			res.Reasons = append(res.Reasons, Reason{Code: CodeUnknownApplication, Message: msgUnknownApp})
 		}
-		return
+		return false
 	}
 	if cu.disabled {
 		res.Decision = DecisionBlock
 		res.Reasons = append(res.Reasons, Reason{Code: CodeUserDisabled, Message: msgUserDisabled})
-		return
+		return false
 	}
 
 	// The user's transitive groups as a bitset in res's scratch space.
@@ -103,8 +157,8 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 		ctx.ok = ctx.ok.With(ControlMFA)
 	}
 	plat := req.Platform
-	if plat == PlatformUnspecified && dev != nil {
-		plat = dev.Platform
+	if plat == PlatformUnspecified && dev.known {
+		plat = dev.platform
 	}
 	if plat < 8 {
 		ctx.platBit = 1 << plat // bit 0 (unspecified) is never in a condition
@@ -118,9 +172,9 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 	switch {
 	case feed.Stale:
 		ctx.dev = devStale
-	case dev == nil:
+	case !dev.known:
 		ctx.dev = devUnknown
-	case !dev.State.CountsAsCompliant():
+	case !dev.state.CountsAsCompliant():
 		ctx.dev = devNoncompliant
 	}
 	if ctx.dev == devOK {
@@ -143,20 +197,21 @@ func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Resu
 
 	if blocked {
 		res.Decision = DecisionBlock
-		s.causes(dev, ctx.dev, res)
-		return
+		res.devOutcome = ctx.dev
+		return true
 	}
 	res.Decision = DecisionAllow
 	if !applied {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeAllowed, Message: msgAllowed})
-		return
+		return false
 	}
-	if res.grantedByDevice && dev != nil && dev.State == ComplianceExcluded && ctx.dev == devOK {
+	if res.grantedByDevice && dev.known && dev.state == ComplianceExcluded && ctx.dev == devOK {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeDeviceExcluded, Message: msgDeviceExcluded})
 	}
 	for _, k := range res.granted {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeGrantedByPolicy, Message: msgGranted, PolicyID: res.Policies[k].PolicyID})
 	}
+	return false
 }
 
 // evalApp evaluates the policies targeting application a (the common path): the
@@ -442,8 +497,10 @@ func (s *Snapshot) excludedOrCond(c *hrec, ctx *evalCtx, ip netip.Addr) string {
 	return ""
 }
 
-// causes writes the cause chain of a block.
-func (s *Snapshot) causes(dev *DeviceState, devOutcome uint8, res *Result) {
+// causes writes the cause chain of a block (res.devOutcome set): v is the device's state
+// the decision used, dev its full state (needed when the device is noncompliant).
+func (s *Snapshot) causes(v *devView, dev *DeviceState, res *Result) {
+	devOutcome := res.devOutcome
 	if devOutcome == devNoncompliant && dev != nil {
 		needed := false
 		for k := range res.Policies {
@@ -480,8 +537,8 @@ func (s *Snapshot) causes(dev *DeviceState, devOutcome uint8, res *Result) {
 			switch {
 			case devOutcome == devUnknown:
 				desc = descUnknownDevice
-			case devOutcome == devNoncompliant && dev != nil && int(dev.State) < len(compliantDescs):
-				desc = compliantDescs[dev.State]
+			case devOutcome == devNoncompliant && v.known && int(v.state) < len(compliantDescs):
+				desc = compliantDescs[v.state]
 			}
 			res.Causes = append(res.Causes, Cause{Kind: CauseControl, ID: ctlCompliant, Description: desc})
 		}

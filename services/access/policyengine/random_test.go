@@ -49,7 +49,11 @@ func TestMatchesReference(t *testing.T) {
 				req.OnlyApplied = i%5 == 0
 				feed := pe.Feed{Stale: tt.scale.Extras && i%11 == 0}
 				dev, _ := devs.Get(req.DeviceID)
-				snap.Evaluate(&req, dev, feed, &res)
+				if i%2 == 0 {
+					snap.Evaluate(&req, dev, feed, &res)
+				} else {
+					snap.EvaluateIn(&req, devs, feed, &res) // the device index's hot fields
+				}
 				got := summarize(&res)
 				want := ref.evaluate(&req, dev, feed)
 				if diff := cmp.Diff(want, got); diff != "" {

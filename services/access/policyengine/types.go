@@ -10,7 +10,9 @@
 //	devs.Put("dev-1", policyengine.DeviceState{State: policyengine.ComplianceCompliant, ...})
 //
 //	var res policyengine.Result                              // reuse one per goroutine (sync.Pool)
-//	dev, _ := devs.Get(req.DeviceID)                         // nil when unknown
+//	cur.Load().EvaluateIn(&req, devs, policyengine.Feed{Stale: stale, Age: age}, &res)
+//	// or, with a device state at hand (nil when unknown):
+//	dev, _ := devs.Get(req.DeviceID)
 //	cur.Load().Evaluate(&req, dev, policyengine.Feed{Stale: stale, Age: age}, &res)
 //
 // Evaluate writes into res, resetting its slices to [:0]; every string it puts there is a
@@ -100,8 +102,12 @@
 // Result.Policies (one memmove; not with OnlyApplied) and evaluates only the candidates
 // (about 9 of 73 in W1): exclusions (one-word Bloom filters in the policy's 64-byte hot
 // record, the lists in a cold record read only when they meet), conditions and controls,
-// patching the candidate's entry. Every string it writes was built at compile time. See
-// bench_test.go (W1) for the figures:
+// patching the candidate's entry. Every string it writes was built at compile time.
+// EvaluateIn reads the device from its DeviceIndex slot: one cache line with the id and
+// the state's hot fields (state, risk, platform, revision packed in one atomic word); the
+// full state is read only for the cause chain of a noncompliant device's block, and if it
+// no longer matches the hot word (a concurrent update) the decision is made again from it.
+// See bench_test.go (W1) for the figures:
 //
 //	go test -run '^$' -bench 'EvaluateW1$' -benchtime 2000000x -cpu 1 ./services/access/policyengine/
 //	go test -run '^$' -bench 'EvaluateW1Latency' -benchtime 1000000x -cpu 1 ./services/access/policyengine/
@@ -460,6 +466,7 @@ type Result struct {
 	candBits        []uint64 // scratch: the candidate positions of the application's policies
 	granted         []int32  // scratch: indexes in Policies of the granting enabled policies
 	grantedByDevice bool     // scratch: a granting enabled policy's COMPLIANT_DEVICE held
+	devOutcome      uint8    // scratch: the device's COMPLIANT_DEVICE outcome (devOK...)
 }
 
 // Reset clears r, keeping its capacity.
@@ -472,6 +479,7 @@ func (r *Result) Reset() {
 	r.SnapshotVersion = 0
 	r.granted = r.granted[:0]
 	r.grantedByDevice = false
+	r.devOutcome = 0
 }
 
 // MainReason returns the first reason's code ("" when none).
