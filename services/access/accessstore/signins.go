@@ -31,6 +31,8 @@ import (
 // ListSignIns scans the batches newest first (by key, the table's order), skips those
 // whose Bloom filter rules out the user, device or application filter, decodes the
 // others and applies every filter (user, device, application, decision, time) exactly.
+// One call looks at no more than maxHeadScan batches: past that it returns what it found
+// (possibly nothing) with a page token that resumes the scan.
 // DeleteSignInsBefore deletes whole batches and rewrites the one that straddles the
 // cut, so retention is exact.
 const signInBatchesMigration = `
@@ -288,6 +290,7 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 	var heads []batchHead
 	cursor := ub // batches with first_key < cursor are left to scan
 	const headChunk = 64
+	scannedTotal := 0
 	for {
 		heads = heads[:0]
 		rows, err := tx.QueryContext(ctx, `SELECT first_key, n, filter FROM signin_batches WHERE first_key < ? AND last_key >= ? ORDER BY first_key DESC LIMIT ?`,
@@ -320,6 +323,7 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 			return nil, "", err
 		}
 		more := scanned == headChunk
+		scannedTotal += scanned
 		for _, h := range heads {
 			var body []byte
 			if err := tx.QueryRowContext(ctx, `SELECT body FROM signin_batches WHERE first_key = ?`, h.first).Scan(&body); err != nil {
@@ -342,8 +346,17 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 		if !more {
 			return out, "", nil
 		}
+		if scannedTotal >= maxHeadScan {
+			// Bounded work per call: a filter that matches rarely does not scan the whole
+			// log in one call. The page may be short (even empty); the token resumes below
+			// the last batch scanned (AIP-158).
+			return out, encToken(strconv.FormatInt(cursor, 10)), nil
+		}
 	}
 }
+
+// maxHeadScan bounds the batches one ListSignIns call looks at (a variable for tests).
+var maxHeadScan = 2048
 
 func keyOf(si *access.SignIn) int64 { return si.Time.UnixNano() }
 

@@ -1,0 +1,78 @@
+package accessstore
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/condaccess/condaccess/services/access"
+)
+
+// TestListSignInsBoundedScan: with a small scan bound, a rare filter is answered over
+// several calls (short or empty pages with a token), and the pages together are exactly
+// the matching sign-ins, newest first.
+func TestListSignInsBoundedScan(t *testing.T) {
+	defer func(v int) { maxHeadScan = v }(maxHeadScan)
+	maxHeadScan = 64 // one chunk of headers per call
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "access.db"), Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Unix(1_800_000_000, 0)
+	var want []string
+	n := 0
+	for b := range 300 {
+		var batch []*access.SignIn
+		for range 3 {
+			user := "u-common"
+			if n%97 == 0 {
+				user = "u-rare"
+			}
+			batch = append(batch, &access.SignIn{Time: t0.Add(time.Duration(n) * time.Millisecond), UserID: user, DeviceID: "d", AppID: "a",
+				Decision: access.DecisionAllow, TraceID: fmt.Sprint(n)})
+			n++
+		}
+		if err := s.WriteBatch(ctx, batch, nil); err != nil {
+			t.Fatalf("batch %d: %v", b, err)
+		}
+		for _, si := range batch {
+			if si.UserID == "u-rare" {
+				want = append([]string{si.ID}, want...)
+			}
+		}
+	}
+	var got []string
+	tok, calls, short := "", 0, 0
+	for {
+		page, next, err := s.ListSignIns(ctx, access.SignInFilter{UserID: "u-rare"}, tok, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		if len(page) < 5 && next != "" {
+			short++
+		}
+		for _, si := range page {
+			got = append(got, si.ID)
+		}
+		if next == "" {
+			break
+		}
+		tok = next
+		if calls > 100 {
+			t.Fatal("no end")
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	if short == 0 {
+		t.Fatalf("%d calls, no short page: the bound was not exercised", calls)
+	}
+}
