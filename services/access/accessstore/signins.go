@@ -111,7 +111,11 @@ var batchBufs = sync.Pool{New: func() any { return new(batchBuf) }}
 // encodeBatch encodes sign-ins (keys already assigned, increasing) into b.
 func (b *batchBuf) encode(signIns []*access.SignIn, keys []int64) {
 	nb := (len(signIns)*3*bloomBitsPerID + 63) / 64 * 8
-	b.filter = append(b.filter[:0], make([]byte, nb)...)
+	if cap(b.filter) < nb {
+		b.filter = make([]byte, nb)
+	}
+	b.filter = b.filter[:nb]
+	clear(b.filter)
 	b.body = b.body[:0]
 	prev := keys[0]
 	for i, si := range signIns {
@@ -173,11 +177,14 @@ func decodeBatch(dst []entry, first int64, body []byte) ([]entry, error) {
 		}
 		key += int64(d)
 		e.key, e.decision = key, access.Decision(dec)
-		var ok bool
-		for _, f := range []*[]byte{&e.user, &e.device, &e.app, &e.trace, &e.detail} {
-			if *f, ok = bytes(); !ok {
-				return dst, errCorrupt
-			}
+		var ok [5]bool
+		e.user, ok[0] = bytes()
+		e.device, ok[1] = bytes()
+		e.app, ok[2] = bytes()
+		e.trace, ok[3] = bytes()
+		e.detail, ok[4] = bytes()
+		if ok != [5]bool{true, true, true, true, true} {
+			return dst, errCorrupt
 		}
 		dst = append(dst, e)
 	}

@@ -76,3 +76,37 @@ func TestListSignInsBoundedScan(t *testing.T) {
 		t.Fatalf("%d calls, no short page: the bound was not exercised", calls)
 	}
 }
+
+// TestBatchEncoding: a batch decodes to what was encoded; a truncated body is an error,
+// never a wrong sign-in.
+func TestBatchEncoding(t *testing.T) {
+	in := []*access.SignIn{
+		{UserID: "u-1", DeviceID: "d-1", AppID: "a", Decision: access.DecisionAllow, TraceID: "t1", Detail: []byte{1, 2, 3}},
+		{UserID: "", DeviceID: "d-2", AppID: "b", Decision: access.DecisionBlock, TraceID: "", Detail: nil},
+		{UserID: "u-3", DeviceID: "d-3", AppID: "c", Decision: access.DecisionAllow, TraceID: "t3", Detail: make([]byte, 300)},
+	}
+	keys := []int64{1_000, 1_001, 5_000_000_000}
+	var b batchBuf
+	b.encode(in, keys)
+	got, err := decodeBatch(nil, keys[0], b.body)
+	if err != nil || len(got) != len(in) {
+		t.Fatalf("decoded %d entries, %v", len(got), err)
+	}
+	for i, e := range got {
+		si := in[i]
+		if e.key != keys[i] || string(e.user) != si.UserID || string(e.device) != si.DeviceID || string(e.app) != si.AppID ||
+			e.decision != si.Decision || string(e.trace) != si.TraceID || string(e.detail) != string(si.Detail) {
+			t.Errorf("entry %d = %+v, want %+v at %d", i, e, si, keys[i])
+		}
+		for _, p := range []uint64{idHash(kindUser, si.UserID), idHash(kindDevice, si.DeviceID), idHash(kindApp, si.AppID)} {
+			if !bloomHas(b.filter, p) {
+				t.Errorf("entry %d: an id is not in the filter", i)
+			}
+		}
+	}
+	for n := 1; n < len(b.body); n++ {
+		if es, err := decodeBatch(nil, keys[0], b.body[:n]); err == nil && len(es) != 1 && len(es) != 2 {
+			t.Fatalf("body cut at %d decoded %d entries without error", n, len(es))
+		}
+	}
+}
