@@ -158,8 +158,9 @@ type Snapshot struct {
 	// Per application (appSpan): every non-disabled policy that targets it (names it or
 	// targets all applications), in policy order; an index in that list is a position.
 	appSpan []span
-	tmpl    []PolicyResult // per position: its NOT_APPLIED result ("application excluded" or "user not included")
-	appPis  []int32        // per position: the policy index
+	tmpl    []PolicyResult // per position: its NOT_APPLIED result ("application excluded" or "user not included"); nil when too large
+	ptmpl   []PolicyResult // per policy: its "user not included" result (when tmpl is nil)
+	appPis  []int32        // per position: the policy index, ^index when the policy excludes the application
 	// The candidate index: which positions of an application can apply to a user.
 	always     []span   // per application: positions of the all-users policies that do not exclude it (in pos)
 	keys       keyTable // (app, group), (app, user) → positions in pos; (user) → all-apps indexes in pos
@@ -184,6 +185,11 @@ func userBloomBit(u int32) uint32 { return uint32(u) * 0x9E3779B1 >> 23 }
 
 // maxAppGroupWords bounds the per-application group bitsets (applications × groups / 64).
 const maxAppGroupWords = 1 << 22
+
+// maxTemplate bounds the per-application NOT_APPLIED templates (positions over every
+// application: 56 bytes each); past it a decision builds its NOT_APPLIED results from the
+// per-policy templates. A variable for tests.
+var maxTemplate = 1 << 22
 
 // keyTable is an immutable open-addressing hash table from a uint64 key to a span.
 type keyTable struct {
@@ -620,7 +626,19 @@ func (s *Snapshot) buildIndex(nApps, nGroups, nUsers int, specLists, exclAllList
 	}
 	s.appSpan = make([]span, nApps)
 	s.always = make([]span, nApps)
-	s.tmpl = make([]PolicyResult, 0, total)
+	if total <= maxTemplate {
+		s.tmpl = make([]PolicyResult, 0, total)
+	}
+	s.ptmpl = make([]PolicyResult, len(s.pols))
+	for pi := range s.pols {
+		st := &s.strs[pi]
+		pr := &s.ptmpl[pi]
+		*pr = PolicyResult{PolicyID: st.id, DisplayName: st.name, State: s.pols[pi].state, Kind: ResultNotApplied,
+			NotApplied: NotAppliedUserNotIncluded, idx: int32(pi)}
+		if pr.State != StateEnabled {
+			pr.Kind = ResultReportOnlyNotApplied
+		}
+	}
 	s.appPis = make([]int32, 0, total)
 	s.allPos = make([]int32, nApps*nAll)
 	type pair struct {
@@ -630,12 +648,12 @@ func (s *Snapshot) buildIndex(nApps, nGroups, nUsers int, specLists, exclAllList
 	var pairs []pair
 	var alw []int32
 	for a := range nApps {
-		start := len(s.tmpl)
+		start := len(s.appPis)
 		spec, excl := specLists[a], exclAllLists[a]
 		alw = alw[:0]
 		i, j := 0, 0
 		for i < len(spec) || j < nAll {
-			p := int32(len(s.tmpl) - start)
+			p := int32(len(s.appPis) - start)
 			var pi int32
 			excluded, all := false, false
 			if v := int32(0); i < len(spec) {
@@ -661,17 +679,18 @@ func (s *Snapshot) buildIndex(nApps, nGroups, nUsers int, specLists, exclAllList
 				}
 				j++
 			}
-			st := &s.strs[pi]
-			pr := PolicyResult{PolicyID: st.id, DisplayName: st.name, State: s.pols[pi].state, Kind: ResultNotApplied,
-				NotApplied: NotAppliedUserNotIncluded, idx: pi}
-			if pr.State != StateEnabled {
-				pr.Kind = ResultReportOnlyNotApplied
+			if s.tmpl != nil {
+				pr := s.ptmpl[pi]
+				if excluded {
+					pr.NotApplied = NotAppliedAppExcluded
+				}
+				s.tmpl = append(s.tmpl, pr)
 			}
 			if excluded {
-				pr.NotApplied = NotAppliedAppExcluded
+				s.appPis = append(s.appPis, ^pi)
+			} else {
+				s.appPis = append(s.appPis, pi)
 			}
-			s.tmpl = append(s.tmpl, pr)
-			s.appPis = append(s.appPis, pi)
 			c := &s.pols[pi]
 			switch {
 			case excluded:
@@ -691,7 +710,7 @@ func (s *Snapshot) buildIndex(nApps, nGroups, nUsers int, specLists, exclAllList
 				}
 			}
 		}
-		s.appSpan[a] = span{uint32(start), uint32(len(s.tmpl) - start)}
+		s.appSpan[a] = span{uint32(start), uint32(len(s.appPis) - start)}
 		s.always[a] = span{uint32(len(s.pos)), uint32(len(alw))}
 		s.pos = append(s.pos, alw...)
 	}

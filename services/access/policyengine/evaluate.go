@@ -268,7 +268,18 @@ func (s *Snapshot) evalApp(a int32, groups []int32, ctx *evalCtx, ip netip.Addr,
 			res.Policies = make([]PolicyResult, n, n+n/4)
 		}
 		res.Policies = res.Policies[:n]
-		copy(res.Policies, s.tmpl[sp.off:sp.off+sp.n])
+		if s.tmpl != nil {
+			copy(res.Policies, s.tmpl[sp.off:sp.off+sp.n])
+		} else {
+			for p, v := range pis {
+				if v >= 0 {
+					res.Policies[p] = s.ptmpl[v]
+				} else {
+					res.Policies[p] = s.ptmpl[^v]
+					res.Policies[p].NotApplied = NotAppliedAppExcluded
+				}
+			}
+		}
 	}
 	for w := range cand {
 		for m := cand[w]; m != 0; m &= m - 1 {

@@ -18,16 +18,24 @@ func TestMatchesReference(t *testing.T) {
 		scale    w1gen.Scale
 		allCodes bool // every reason code must occur
 		mutate   func(w *w1gen.Workload)
+		// noTemplate: NOT_APPLIED results built per position (the path of snapshots too
+		// large for per-application templates).
+		noTemplate bool
 	}{
-		{"w1-small", w1gen.Seed, w1gen.Small, false, nil},
-		{"extras-1", 1, withExtras(w1gen.Small), true, nil},
-		{"extras-2", 2, withExtras(w1gen.Small), true, nil},
-		{"extras-tiny", 3, w1gen.Scale{Users: 50, Groups: 8, Apps: 4, Policies: 60, Devices: 40, Requests: 5000, Extras: true}, false, nil},
+		{"w1-small", w1gen.Seed, w1gen.Small, false, nil, false},
+		{"extras-1", 1, withExtras(w1gen.Small), true, nil, false},
+		{"extras-2", 2, withExtras(w1gen.Small), true, nil, false},
+		{"extras-tiny", 3, w1gen.Scale{Users: 50, Groups: 8, Apps: 4, Policies: 60, Devices: 40, Requests: 5000, Extras: true}, false, nil, false},
 		// Long user and group lists (more than fit in a policy's inline record), all-apps
 		// policies naming users, and every policy targeting all applications in some.
-		{"long-lists", 4, w1gen.Scale{Users: 300, Groups: 40, Apps: 6, Policies: 200, Devices: 300, Requests: 6000, Extras: true}, false, longLists},
+		{"long-lists", 4, w1gen.Scale{Users: 300, Groups: 40, Apps: 6, Policies: 200, Devices: 300, Requests: 6000, Extras: true}, false, longLists, false},
+		{"extras-no-template", 5, withExtras(w1gen.Small), true, nil, true},
+		{"long-lists-no-template", 6, w1gen.Scale{Users: 300, Groups: 40, Apps: 6, Policies: 200, Devices: 300, Requests: 6000, Extras: true}, false, longLists, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.noTemplate {
+				defer pe.SetMaxTemplate(0)()
+			}
 			w := w1gen.Generate(tt.seed, tt.scale)
 			if tt.mutate != nil {
 				tt.mutate(w)
