@@ -99,7 +99,8 @@
 // groups that have a key, a 512-bit Bloom filter of the users) so that most decisions
 // never probe the table. A decision looks up the user's groups in that index,
 // marks the candidate positions in a bitset kept in the Result, copies the template into
-// Result.Policies (one memmove; not with OnlyApplied) and evaluates only the candidates
+// Result.Policies (one memmove; not with OnlyApplied; past 4M positions over all
+// applications the entries come from per-policy templates) and evaluates only the candidates
 // (about 9 of 73 in W1): exclusions (one-word Bloom filters in the policy's 64-byte hot
 // record, the lists in a cold record read only when they meet), conditions and controls,
 // patching the candidate's entry. Every string it writes was built at compile time.
