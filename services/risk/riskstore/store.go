@@ -324,9 +324,12 @@ func scanActive(rows *sql.Rows, into func(deviceID string, a risk.ActiveAlert)) 
 	return rows.Err()
 }
 
+// qActiveNow lists a device's active alerts (from the index alone).
+const qActiveNow = `SELECT device_id, alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_by_device
+	WHERE device_id = ? AND to_rev IS NULL AND severity > 1`
+
 func activeNow(ctx context.Context, q querier, deviceID string) ([]risk.ActiveAlert, error) {
-	rows, err := q.QueryContext(ctx, `SELECT device_id, alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_active
-		WHERE device_id = ? AND to_rev IS NULL AND severity > 1`, deviceID)
+	rows, err := q.QueryContext(ctx, qActiveNow, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("riskstore: active alerts: %w", err)
 	}
@@ -378,7 +381,7 @@ func (s *Store) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRis
 const qDeviceRisk = `SELECT r.device_id, r.revision, r.level, r.previous_level, r.cause_alert_id, r.change_ns,
 	a.alert_id, a.severity, a.detect_ns
 	FROM (SELECT ` + riskCols + ` FROM device_risk_versions WHERE device_id = ?1 ORDER BY revision DESC LIMIT 1) r
-	LEFT JOIN alerts a INDEXED BY alerts_active ON a.device_id = ?1 AND a.to_rev IS NULL AND a.severity > 1`
+	LEFT JOIN alerts a INDEXED BY alerts_by_device ON a.device_id = ?1 AND a.to_rev IS NULL AND a.severity > 1`
 
 type deviceCursor struct {
 	Rev   int64  `json:"rev"`
@@ -436,8 +439,7 @@ func (s *Store) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]
 		args = append(args, r.DeviceID)
 		marks[i] = fmt.Sprintf("?%d", i+2)
 	}
-	arows, err := s.db.Read().QueryContext(ctx, `SELECT device_id, alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_by_device
-		WHERE device_id IN (`+strings.Join(marks, ",")+`) AND severity > 1 AND from_rev <= ?1 AND (to_rev IS NULL OR to_rev > ?1)`, args...)
+	arows, err := s.db.Read().QueryContext(ctx, qActiveAsOf(marks), args...)
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
 	}
@@ -448,6 +450,13 @@ func (s *Store) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]
 		risk.SortActive(out[i].Active)
 	}
 	return out, next, c.Rev, nil
+}
+
+// qActiveAsOf lists the active alerts as of revision ?1 of the devices whose
+// placeholders are marks (from the index alone).
+func qActiveAsOf(marks []string) string {
+	return `SELECT device_id, alert_id, severity, detect_ns FROM alerts INDEXED BY alerts_by_device
+		WHERE device_id IN (` + strings.Join(marks, ",") + `) AND severity > 1 AND from_rev <= ?1 AND (to_rev IS NULL OR to_rev > ?1)`
 }
 
 type historyCursor struct {
@@ -669,7 +678,7 @@ const qLevelAndActive = `SELECT r.revision, r.level, r.previous_level, r.cause_a
 	a.alert_id, a.severity, a.detect_ns
 	FROM (SELECT 1) one
 	LEFT JOIN (SELECT ` + riskCols + ` FROM device_risk_versions WHERE device_id = ?1 ORDER BY revision DESC LIMIT 1) r ON 1
-	LEFT JOIN alerts a INDEXED BY alerts_active ON a.device_id = ?1 AND a.to_rev IS NULL AND a.severity > 1`
+	LEFT JOIN alerts a INDEXED BY alerts_by_device ON a.device_id = ?1 AND a.to_rev IS NULL AND a.severity > 1`
 
 func (t *storeTx) PutDeviceRisk(ctx context.Context, r risk.DeviceRisk) error {
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_risk_versions (`+riskCols+`) VALUES (?, ?, ?, ?, ?, ?)`,

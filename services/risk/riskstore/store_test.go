@@ -2,11 +2,14 @@ package riskstore_test
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/risk"
 	"github.com/condaccess/condaccess/services/risk/riskgrpc"
 	"github.com/condaccess/condaccess/services/risk/riskstore"
@@ -111,5 +114,89 @@ func TestColdCaches(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" || got.Level != risk.LevelMedium || len(got.Active) != 2 {
 		t.Errorf("ResolveAlert(h) risk (-committed +returned):\n%s", diff)
+	}
+}
+
+// TestMigrateCoveringIndex: a database written with the schema before migration 2
+// (alerts_active) opens with alerts_by_device covering, and its devices' active
+// alerts, levels and listings read the same as before.
+func TestMigrateCoveringIndex(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "risk.db")
+	all := riskstore.Migrations()
+	old, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: path, Migrations: all[:len(all)-1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the earlier binary wrote them: h active HIGH and l resolved at revision 3 on
+	// dev-1 (level HIGH at revision 1), i informational on dev-2 (level NONE at 4).
+	err = old.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for _, q := range []string{
+			`INSERT INTO alerts (alert_id, device_id, severity, status, detect_ns, from_rev, to_rev, content_hash, data) VALUES
+				('h', 'dev-1', 4, 1, 1000, 1, NULL, 'x', x'7b7d'),
+				('l', 'dev-1', 2, 3, 2000, 2, 3, 'x', x'7b7d'),
+				('i', 'dev-2', 1, 1, 3000, 4, NULL, 'x', x'7b7d')`,
+			`INSERT INTO device_risk_versions (device_id, revision, level, previous_level, cause_alert_id, change_ns) VALUES
+				('dev-1', 1, 4, 0, 'h', 10), ('dev-2', 4, 1, 0, 'i', 40)`,
+			`INSERT INTO risk_events (revision, type, key, payload, time_unix_nano) VALUES
+				(1, 'alert_changed', 'h', x'', 1), (2, 'alert_changed', 'l', x'', 2), (3, 'alert_changed', 'l', x'', 3), (4, 'alert_changed', 'i', x'', 4)`,
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	s, err := riskstore.Open(ctx, riskstore.Options{Path: path, Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var active, cols int
+	if err := raw.QueryRow(`SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'alerts_active'),
+		(SELECT count(*) FROM pragma_index_info('alerts_by_device'))`).Scan(&active, &cols); err != nil || active != 0 || cols != 6 {
+		t.Errorf("after migrating: alerts_active %d, alerts_by_device has %d columns, %v; want 0, 6", active, cols, err)
+	}
+	r, err := s.DeviceRisk(ctx, "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ActiveIDs(); r.Level != risk.LevelHigh || !cmp.Equal(got, []string{"h"}) {
+		t.Errorf("DeviceRisk(dev-1) = level %v active %v, want HIGH [h]", r.Level, got)
+	}
+	rs, _, rev, err := s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs {
+		got = append(got, fmt.Sprintf("%s %v %v", r.DeviceID, r.Level, r.ActiveIDs()))
+	}
+	want := []string{"dev-1 4 [h]", "dev-2 1 []"}
+	if diff := cmp.Diff(want, got); diff != "" || rev != 4 {
+		t.Errorf("ListDeviceRisks at revision %d (-want +got):\n%s", rev, diff)
+	}
+	err = s.Update(ctx, func(tx risk.Tx) error {
+		as, err := tx.ActiveAlerts(ctx, "dev-1")
+		if err != nil {
+			return err
+		}
+		if len(as) != 1 || as[0].ID != "h" {
+			t.Errorf("ActiveAlerts(dev-1) = %+v, want [h]", as)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
