@@ -2,6 +2,9 @@ package risk
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +143,37 @@ func BenchmarkValidateAlert(b *testing.B) {
 		a := in
 		if err := validateAlert(&a, "alert"); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestInsertActive: inserting into a sorted set equals appending and sorting, the
+// input is not modified, and an alert of the same id is replaced.
+func TestInsertActive(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range 500 {
+		var as []ActiveAlert
+		for j := range rng.IntN(6) {
+			as = append(as, ActiveAlert{ID: fmt.Sprint("a", j), Severity: Severity(2 + rng.IntN(3)), DetectTime: base.Add(time.Duration(rng.IntN(3)) * time.Second)})
+		}
+		SortActive(as)
+		before := slices.Clone(as)
+		a := ActiveAlert{ID: fmt.Sprint("a", rng.IntN(8)), Severity: Severity(2 + rng.IntN(3)), DetectTime: base.Add(time.Duration(rng.IntN(3)) * time.Second)}
+		var want []ActiveAlert
+		for _, x := range as {
+			if x.ID != a.ID {
+				want = append(want, x)
+			}
+		}
+		want = append(want, a)
+		SortActive(want)
+		got := InsertActive(as, a)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("case %d: InsertActive(%v, %v) (-want +got):\n%s", i, as, a, diff)
+		}
+		if diff := cmp.Diff(before, as); diff != "" {
+			t.Fatalf("case %d: input modified:\n%s", i, diff)
 		}
 	}
 }

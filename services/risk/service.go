@@ -313,6 +313,19 @@ func activeOrder(a, b ActiveAlert) int {
 // SortActive sorts active alerts into DeviceRisk.Active order.
 func SortActive(as []ActiveAlert) { slices.SortFunc(as, activeOrder) }
 
+// InsertActive returns a copy of as (in DeviceRisk.Active order) with a in its place
+// and without any other alert of a's id, in one allocation.
+func InsertActive(as []ActiveAlert, a ActiveAlert) []ActiveAlert {
+	out := make([]ActiveAlert, 0, len(as)+1)
+	for _, x := range as {
+		if x.ID != a.ID {
+			out = append(out, x)
+		}
+	}
+	i, _ := slices.BinarySearchFunc(out, a, activeOrder)
+	return slices.Insert(out, i, a)
+}
+
 // Resolution is a ResolveAlert request.
 type Resolution struct {
 	AlertID         string

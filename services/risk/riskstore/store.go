@@ -516,23 +516,23 @@ func (t *storeTx) cacheLevel(deviceID string, e levelEntry) {
 }
 
 // activeChanged records that deviceID's active alerts changed in this fn: add (when
-// non-nil) joins a cached entry, removeID (when not "") leaves it, and the device is
-// forgotten if the fn or its group does not commit.
+// non-nil) joins a cached entry, or else removeID leaves it; the device is forgotten
+// if the fn or its group does not commit.
 func (t *storeTx) activeChanged(deviceID string, add *risk.ActiveAlert, removeID string) {
 	t.tx.OnRollback(func() { delete(t.actives, deviceID) })
 	cur, ok := t.actives[deviceID]
 	if !ok {
 		return
 	}
-	next := make([]risk.ActiveAlert, 0, len(cur)+1)
+	if add != nil {
+		t.actives[deviceID] = risk.InsertActive(cur, *add)
+		return
+	}
+	next := make([]risk.ActiveAlert, 0, len(cur))
 	for _, a := range cur {
-		if a.ID != removeID && (add == nil || a.ID != add.ID) {
+		if a.ID != removeID {
 			next = append(next, a)
 		}
-	}
-	if add != nil {
-		next = append(next, *add)
-		risk.SortActive(next)
 	}
 	t.actives[deviceID] = next
 }
