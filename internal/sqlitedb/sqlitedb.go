@@ -8,7 +8,9 @@ package sqlitedb
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,9 +30,10 @@ var ErrClosed = errors.New("sqlitedb: database closed")
 type Options struct {
 	// Path is the database file path.
 	Path string
-	// Migrations are applied in order, once each, tracked by index (1-based) in
-	// the schema_migrations table. Append new migrations; never edit or reorder
-	// applied ones.
+	// Migrations are applied in order, once each, tracked by index (1-based) and
+	// the checksum of their text in the schema_migrations table. Append new
+	// migrations; never edit or reorder applied ones (Open fails with
+	// ErrMigrationMismatch if one was).
 	Migrations []string
 	// Synchronous is "FULL" (default: acknowledged writes survive power loss) or "NORMAL".
 	Synchronous string
@@ -226,32 +229,76 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// ErrMigrationMismatch is returned by Open when the database's applied migrations do
+// not match the ones given: an applied migration was edited, one was inserted before or
+// reordered among applied ones, or the database was migrated by a newer binary.
+var ErrMigrationMismatch = errors.New("sqlitedb: schema migrations do not match the database")
+
+// checksum identifies a migration's text in schema_migrations.
+func checksum(m string) string {
+	sum := sha256.Sum256([]byte(m))
+	return hex.EncodeToString(sum[:])
+}
+
+// migrate applies the pending migrations, each in its own transaction, recording its
+// version (1-based index) and the checksum of its text. Versions are positions, so an
+// applied migration must never change or move: a recorded checksum that differs from
+// the migration now at that position (an edit, or a migration inserted before it)
+// stops Open with ErrMigrationMismatch rather than skipping or re-running the wrong
+// SQL. Rows written before checksums were recorded take the current text's checksum.
 func migrate(ctx context.Context, w *sql.DB, migrations []string) error {
 	if _, err := w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY,
-		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+		checksum TEXT
 	)`); err != nil {
 		return fmt.Errorf("sqlitedb: create schema_migrations: %w", err)
 	}
+	var hasChecksum int
+	if err := w.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = 'checksum'`).Scan(&hasChecksum); err != nil {
+		return fmt.Errorf("sqlitedb: read schema_migrations: %w", err)
+	}
+	if hasChecksum == 0 {
+		// A database migrated before checksums were recorded.
+		if _, err := w.ExecContext(ctx, `ALTER TABLE schema_migrations ADD COLUMN checksum TEXT`); err != nil {
+			return fmt.Errorf("sqlitedb: add schema_migrations.checksum: %w", err)
+		}
+	}
+	var newest int
+	if err := w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
+		return fmt.Errorf("sqlitedb: read schema_migrations: %w", err)
+	}
+	if newest > len(migrations) {
+		return fmt.Errorf("%w: the database has %d migrations applied, this binary knows %d (it was migrated by a newer version; run that version, or restore a backup)",
+			ErrMigrationMismatch, newest, len(migrations))
+	}
 	for i, m := range migrations {
-		v := i + 1
+		v, sum := i+1, checksum(m)
 		if err := func() error {
 			tx, err := w.BeginTx(ctx, nil)
 			if err != nil {
 				return err
 			}
 			defer tx.Rollback()
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, v).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
+			var applied sql.NullString
+			switch err := tx.QueryRowContext(ctx, `SELECT checksum FROM schema_migrations WHERE version = ?`, v).Scan(&applied); {
+			case err == nil && !applied.Valid:
+				if _, err := tx.ExecContext(ctx, `UPDATE schema_migrations SET checksum = ? WHERE version = ?`, sum, v); err != nil {
+					return err
+				}
+				return tx.Commit()
+			case err == nil && applied.String != sum:
+				return fmt.Errorf("%w: the migration at position %d is not the one applied to this database (checksum %.12s, applied %.12s); migrations are append-only: never edit, reorder or insert before applied ones",
+					ErrMigrationMismatch, v, sum, applied.String)
+			case err == nil:
 				return nil
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
 			}
 			if _, err := tx.ExecContext(ctx, m); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, checksum) VALUES (?, ?)`, v, sum); err != nil {
 				return err
 			}
 			return tx.Commit()

@@ -2,6 +2,7 @@ package sqlitedb_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -263,5 +264,83 @@ func TestOnRollbackOrder(t *testing.T) {
 	}
 	if got != nil {
 		t.Fatalf("OnRollback ran after a commit: %v", got)
+	}
+}
+
+// TestMigrationsAreAppendOnly: a database refuses migrations that do not match what
+// was applied to it (an applied migration edited, a migration inserted before applied
+// ones, a binary older than the schema) with ErrMigrationMismatch, and touches nothing;
+// appending a migration still works.
+func TestMigrationsAreAppendOnly(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	db := open(t, path)
+	if err := db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO t (v) VALUES ('kept')")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	extra := `CREATE TABLE t3 (id INTEGER PRIMARY KEY)`
+	for _, tt := range []struct {
+		name       string
+		migrations []string
+	}{
+		{"edited", []string{testMigrations[0] + " -- edited", testMigrations[1]}},
+		{"inserted before applied", []string{testMigrations[0], extra, testMigrations[1]}},
+		{"older binary", testMigrations[:1]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: path, Migrations: tt.migrations})
+			if !errors.Is(err, sqlitedb.ErrMigrationMismatch) {
+				t.Fatalf("Open = %v, want ErrMigrationMismatch", err)
+			}
+		})
+	}
+
+	db2 := open(t, path, func(o *sqlitedb.Options) { o.Migrations = append(append([]string{}, testMigrations...), extra) })
+	if got := count(t, db2, "t"); got != 1 {
+		t.Fatalf("rows of t = %d, want 1 (nothing lost)", got)
+	}
+	if got := count(t, db2, "t3"); got != 0 {
+		t.Fatalf("t3 rows = %d", got)
+	}
+}
+
+// TestMigrationsFromBeforeChecksums: a database whose schema_migrations has no
+// checksum column (written by an older binary) is adopted: its applied migrations are
+// not re-run, and their checksums are recorded.
+func TestMigrationsFromBeforeChecksums(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	old, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))`,
+		testMigrations[0], testMigrations[1],
+		`INSERT INTO schema_migrations (version) VALUES (1), (2)`,
+		`INSERT INTO t (v) VALUES ('old')`,
+	} {
+		if _, err := old.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	old.Close()
+
+	db := open(t, path)
+	if got := count(t, db, "t"); got != 1 {
+		t.Fatalf("rows of t = %d, want 1", got)
+	}
+	var missing int
+	if err := db.Read().QueryRow(`SELECT count(*) FROM schema_migrations WHERE checksum IS NULL`).Scan(&missing); err != nil || missing != 0 {
+		t.Fatalf("migrations without checksum = %d, %v", missing, err)
+	}
+	db.Close()
+	if _, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: path, Migrations: []string{testMigrations[0] + " ", testMigrations[1]}}); !errors.Is(err, sqlitedb.ErrMigrationMismatch) {
+		t.Fatalf("Open with an edited migration after adoption = %v, want ErrMigrationMismatch", err)
 	}
 }
