@@ -165,25 +165,18 @@ func ServerCredentials(cfg Config) (credentials.TransportCredentials, error) {
 }
 
 // ServerTLS returns TLS 1.3 server credentials that require a client certificate
-// chaining to cfg.ClientCAFile.
+// chaining to cfg.ClientCAFile. The certificate, key and client CA bundle are read
+// again on the first handshake after one of the files changes (certificate
+// rotation without a restart; see keyMaterial).
 func ServerTLS(cfg Config) (credentials.TransportCredentials, error) {
 	if !cfg.tlsConfigured() {
 		return nil, errors.New("auth: server TLS needs a certificate, a key and a client CA file")
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("auth: load server key pair: %w", err)
-	}
-	pool, err := loadPool(cfg.ClientCAFile)
+	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
 	if err != nil {
 		return nil, err
 	}
-	return credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS13,
-	}), nil
+	return credentials.NewTLS(serverTLSConfig(k)), nil
 }
 
 // ClientConfig is the client side of mutual TLS.
@@ -206,19 +199,24 @@ func ClientCredentials(cfg ClientConfig) (credentials.TransportCredentials, erro
 	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
 		return nil, errors.New("auth: client TLS needs a CA file, a certificate and a key (or insecure mode)")
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	// The client certificate and key are read again on the first handshake after
+	// either changes; the CA bundle is read once.
+	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, "")
 	if err != nil {
-		return nil, fmt.Errorf("auth: load client key pair: %w", err)
+		return nil, err
 	}
 	pool, err := loadPool(cfg.CAFile)
 	if err != nil {
 		return nil, err
 	}
 	return credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-		ServerName:   cfg.ServerName,
-		MinVersion:   tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, _ := k.current()
+			return cert, nil
+		},
+		RootCAs:    pool,
+		ServerName: cfg.ServerName,
+		MinVersion: tls.VersionTLS13,
 	}), nil
 }
 
