@@ -162,9 +162,10 @@ func TestAuthorize(t *testing.T) {
 
 // TestMutualTLS runs a real TLS server on loopback and calls it with certificates
 // carrying different roles.
-func TestMutualTLS(t *testing.T) {
-	ca := authtest.NewCA(t)
-	cfg := ca.ServerConfig(t)
+// startTLSServer serves servertest and health with mutual TLS and the auth
+// interceptors of cfg on a loopback port, until the test ends; it returns the address.
+func startTLSServer(t *testing.T, cfg auth.Config) string {
+	t.Helper()
 	creds, err := auth.ServerTLS(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -180,20 +181,30 @@ func TestMutualTLS(t *testing.T) {
 	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
 
-	dial := func(t *testing.T, cc auth.ClientConfig) *grpc.ClientConn {
-		t.Helper()
-		opt, err := auth.DialOption(cc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient(lis.Addr().String(), opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close() })
-		return conn
+// dialTLS returns a new client connection (its own handshake) to addr with cc's
+// credentials, closed when the test ends.
+func dialTLS(t *testing.T, addr string, cc auth.ClientConfig) *grpc.ClientConn {
+	t.Helper()
+	opt, err := auth.DialOption(cc)
+	if err != nil {
+		t.Fatal(err)
 	}
+	conn, err := grpc.NewClient(addr, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func TestMutualTLS(t *testing.T) {
+	ca := authtest.NewCA(t)
+	cfg := ca.ServerConfig(t)
+	addr := startTLSServer(t, cfg)
+	dial := func(t *testing.T, cc auth.ClientConfig) *grpc.ClientConn { return dialTLS(t, addr, cc) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 

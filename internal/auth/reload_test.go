@@ -2,7 +2,6 @@ package auth_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,19 +57,7 @@ func TestCertificateRotation(t *testing.T) {
 	if err := os.WriteFile(cfg.ClientCAFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	creds, err := auth.ServerTLS(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(cfg)))
-	servertest.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	addr := startTLSServer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -78,17 +65,8 @@ func TestCertificateRotation(t *testing.T) {
 	// call of method and the serial number of the server's certificate.
 	call := func(t *testing.T, cc auth.ClientConfig, method string) (codes.Code, int64) {
 		t.Helper()
-		opt, err := auth.DialOption(cc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient(lis.Addr().String(), opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
 		var p peer.Peer
-		err = conn.Invoke(ctx, method, servertest.NewRequest("d1", ""), servertest.NewResponse(), grpc.Peer(&p))
+		err := dialTLS(t, addr, cc).Invoke(ctx, method, servertest.NewRequest("d1", ""), servertest.NewResponse(), grpc.Peer(&p))
 		var serial int64
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
 			serial = info.State.PeerCertificates[0].SerialNumber.Int64()

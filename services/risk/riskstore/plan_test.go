@@ -67,6 +67,31 @@ func TestActiveQueriesUseCoveringIndex(t *testing.T) {
 	}
 }
 
+// newReporter returns a function that reports k new alerts in one ReportAlerts
+// call: random-looking ids, spread over benchDevices devices.
+func newReporter(ctx context.Context, b *testing.B, st *Store) func(k int) {
+	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent})
+	n := 0
+	return func(k int) {
+		as := make([]risk.Alert, k)
+		for i := range as {
+			n++
+			as[i] = risk.Alert{ID: fmt.Sprint("a-", n*7919%1000003), DeviceID: fmt.Sprint("dev-", n*31%10000),
+				Severity: risk.Severity(2 + n%3), Title: "t", Evidence: []risk.Evidence{{File: &risk.FileEvidence{Path: "/x"}}}}
+		}
+		if _, err := svc.ReportAlerts(ctx, as); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// preload reports the 20,000 alerts the write benchmarks start from.
+func preload(report func(k int)) {
+	for range 1000 {
+		report(20)
+	}
+}
+
 // BenchmarkWALFrames reports the WAL frames (pages) a durable commit of a group of
 // new alerts writes, per alert (a figure the machine's load does not move): each
 // frame is a page written, checksummed and later checkpointed. One op is one group
@@ -89,19 +114,7 @@ func BenchmarkWALFrames(b *testing.B) {
 			}); err != nil {
 				b.Fatal(err)
 			}
-			svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent})
-			n := 0
-			report := func(k int) {
-				as := make([]risk.Alert, k)
-				for i := range as {
-					n++
-					as[i] = risk.Alert{ID: fmt.Sprint("a-", n*7919%1000003), DeviceID: fmt.Sprint("dev-", n*31%10000),
-						Severity: risk.Severity(2 + n%3), Title: "t", Evidence: []risk.Evidence{{File: &risk.FileEvidence{Path: "/x"}}}}
-				}
-				if _, err := svc.ReportAlerts(ctx, as); err != nil {
-					b.Fatal(err)
-				}
-			}
+			report := newReporter(ctx, b, st)
 			walSize := func() int64 {
 				fi, err := os.Stat(path + "-wal")
 				if err != nil {
@@ -109,9 +122,7 @@ func BenchmarkWALFrames(b *testing.B) {
 				}
 				return fi.Size()
 			}
-			for range 1000 {
-				report(20)
-			}
+			preload(report)
 			before := walSize()
 			b.ResetTimer()
 			for range b.N {
@@ -157,22 +168,8 @@ func BenchmarkBytesWritten(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent})
-			n := 0
-			report := func(k int) {
-				as := make([]risk.Alert, k)
-				for i := range as {
-					n++
-					as[i] = risk.Alert{ID: fmt.Sprint("a-", n*7919%1000003), DeviceID: fmt.Sprint("dev-", n*31%10000),
-						Severity: risk.Severity(2 + n%3), Title: "t", Evidence: []risk.Evidence{{File: &risk.FileEvidence{Path: "/x"}}}}
-				}
-				if _, err := svc.ReportAlerts(ctx, as); err != nil {
-					b.Fatal(err)
-				}
-			}
-			for range 1000 {
-				report(20)
-			}
+			report := newReporter(ctx, b, st)
+			preload(report)
 			w0 := writtenBytes(b)
 			b.ResetTimer()
 			for range b.N {
