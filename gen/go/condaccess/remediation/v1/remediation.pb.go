@@ -648,9 +648,13 @@ type Action struct {
 	// approval_expire_time is when a PENDING_APPROVAL action counts as rejected.
 	ApprovalExpireTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=approval_expire_time,json=approvalExpireTime,proto3" json:"approval_expire_time,omitempty"`
 	// requested_by is who submitted a manual action ("automation" for proposed ones).
-	RequestedBy   string `protobuf:"bytes,14,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestedBy string `protobuf:"bytes,14,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// approval_reason says, for an action the automation proposed, why it needs an
+	// administrator's approval (for example "evidence reported by a static sensor, not
+	// by the device itself"); empty when it may run automatically; output only.
+	ApprovalReason string `protobuf:"bytes,15,opt,name=approval_reason,json=approvalReason,proto3" json:"approval_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Action) Reset() {
@@ -777,6 +781,13 @@ func (x *Action) GetApprovalExpireTime() *timestamppb.Timestamp {
 func (x *Action) GetRequestedBy() string {
 	if x != nil {
 		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Action) GetApprovalReason() string {
+	if x != nil {
+		return x.ApprovalReason
 	}
 	return ""
 }
@@ -2847,9 +2858,13 @@ type AgentHello struct {
 	// agent_version is the agent's version.
 	AgentVersion string `protobuf:"bytes,2,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// hostname is the host name.
-	Hostname      string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hostname string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// detection_roots are the absolute folders the agent watches (symbolic links
+	// resolved). An action on the agent's own evidence runs without approval only when
+	// its file lies under one of them.
+	DetectionRoots []string `protobuf:"bytes,4,rep,name=detection_roots,json=detectionRoots,proto3" json:"detection_roots,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AgentHello) Reset() {
@@ -2901,6 +2916,13 @@ func (x *AgentHello) GetHostname() string {
 		return x.Hostname
 	}
 	return ""
+}
+
+func (x *AgentHello) GetDetectionRoots() []string {
+	if x != nil {
+		return x.DetectionRoots
+	}
+	return nil
 }
 
 // AgentHeartbeat says the agent is alive.
@@ -3145,7 +3167,14 @@ type ActionCommand struct {
 	// target is the file or process.
 	Target *v1.Evidence `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	// quarantine_id is, for RESTORE_FILE, the quarantined file to restore.
-	QuarantineId  string `protobuf:"bytes,4,opt,name=quarantine_id,json=quarantineId,proto3" json:"quarantine_id,omitempty"`
+	QuarantineId string `protobuf:"bytes,4,opt,name=quarantine_id,json=quarantineId,proto3" json:"quarantine_id,omitempty"`
+	// admin_approved says an administrator approved or submitted this action; without
+	// it the agent acts only on evidence pinned by SHA-256 under its detection roots.
+	AdminApproved bool `protobuf:"varint,5,opt,name=admin_approved,json=adminApproved,proto3" json:"admin_approved,omitempty"`
+	// approved_path is, for an administrator-approved QUARANTINE_FILE, the exact path
+	// the administrator approved; the agent quarantines a file outside its detection
+	// roots only when it equals the target's path.
+	ApprovedPath  string `protobuf:"bytes,6,opt,name=approved_path,json=approvedPath,proto3" json:"approved_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3204,6 +3233,20 @@ func (x *ActionCommand) GetTarget() *v1.Evidence {
 func (x *ActionCommand) GetQuarantineId() string {
 	if x != nil {
 		return x.QuarantineId
+	}
+	return ""
+}
+
+func (x *ActionCommand) GetAdminApproved() bool {
+	if x != nil {
+		return x.AdminApproved
+	}
+	return false
+}
+
+func (x *ActionCommand) GetApprovedPath() string {
+	if x != nil {
+		return x.ApprovedPath
 	}
 	return ""
 }
@@ -3357,7 +3400,7 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\vdecide_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"decideTime\x12\x18\n" +
 	"\acomment\x18\x03 \x01(\tR\acomment\x12\x1a\n" +
-	"\bapproved\x18\x04 \x01(\bR\bapproved\"\xb2\x05\n" +
+	"\bapproved\x18\x04 \x01(\bR\bapproved\"\xdb\x05\n" +
 	"\x06Action\x12\x1b\n" +
 	"\taction_id\x18\x01 \x01(\tR\bactionId\x12)\n" +
 	"\x10investigation_id\x18\x02 \x01(\tR\x0finvestigationId\x12\x1b\n" +
@@ -3375,7 +3418,8 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12L\n" +
 	"\x14approval_expire_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x12approvalExpireTime\x12!\n" +
-	"\frequested_by\x18\x0e \x01(\tR\vrequestedBy\"\xc6\x05\n" +
+	"\frequested_by\x18\x0e \x01(\tR\vrequestedBy\x12'\n" +
+	"\x0fapproval_reason\x18\x0f \x01(\tR\x0eapprovalReason\"\xc6\x05\n" +
 	"\rInvestigation\x12)\n" +
 	"\x10investigation_id\x18\x01 \x01(\tR\x0finvestigationId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12C\n" +
@@ -3515,13 +3559,14 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x14InvestigationChanged\x12N\n" +
 	"\rinvestigation\x18\x01 \x01(\v2(.condaccess.remediation.v1.InvestigationR\rinvestigation\"J\n" +
 	"\rActionChanged\x129\n" +
-	"\x06action\x18\x01 \x01(\v2!.condaccess.remediation.v1.ActionR\x06action\"\x89\x01\n" +
+	"\x06action\x18\x01 \x01(\v2!.condaccess.remediation.v1.ActionR\x06action\"\xc5\x01\n" +
 	"\n" +
 	"AgentHello\x12'\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\x12,\n" +
 	"\ragent_version\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18@R\fagentVersion\x12$\n" +
-	"\bhostname\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\bhostname\"@\n" +
+	"\bhostname\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\bhostname\x12:\n" +
+	"\x0fdetection_roots\x18\x04 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10@\"\ar\x05\x10\x01\x18\x80 R\x0edetectionRoots\"@\n" +
 	"\x0eAgentHeartbeat\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xa4\x02\n" +
 	"\fActionResult\x12'\n" +
@@ -3536,12 +3581,14 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2%.condaccess.remediation.v1.AgentHelloH\x00R\x05hello\x12I\n" +
 	"\theartbeat\x18\x02 \x01(\v2).condaccess.remediation.v1.AgentHeartbeatH\x00R\theartbeat\x12A\n" +
 	"\x06result\x18\x03 \x01(\v2'.condaccess.remediation.v1.ActionResultH\x00R\x06resultB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xc4\x01\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\x90\x02\n" +
 	"\rActionCommand\x12\x1b\n" +
 	"\taction_id\x18\x01 \x01(\tR\bactionId\x129\n" +
 	"\x04type\x18\x02 \x01(\x0e2%.condaccess.remediation.v1.ActionTypeR\x04type\x126\n" +
 	"\x06target\x18\x03 \x01(\v2\x1e.condaccess.common.v1.EvidenceR\x06target\x12#\n" +
-	"\rquarantine_id\x18\x04 \x01(\tR\fquarantineId\"V\n" +
+	"\rquarantine_id\x18\x04 \x01(\tR\fquarantineId\x12%\n" +
+	"\x0eadmin_approved\x18\x05 \x01(\bR\radminApproved\x12#\n" +
+	"\rapproved_path\x18\x06 \x01(\tR\fapprovedPath\"V\n" +
 	"\n" +
 	"ConnectAck\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\x9a\x01\n" +

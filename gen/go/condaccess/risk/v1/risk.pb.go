@@ -225,6 +225,74 @@ func (AlertDetermination) EnumDescriptor() ([]byte, []int) {
 	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{2}
 }
 
+// ReporterKind is how the reporter of an alert was authenticated.
+type ReporterKind int32
+
+const (
+	// REPORTER_KIND_UNSPECIFIED: unknown (alerts stored before reporters were recorded).
+	ReporterKind_REPORTER_KIND_UNSPECIFIED ReporterKind = 0
+	// REPORTER_KIND_DEVICE: the device's own identity (a device certificate with the URI
+	// SAN spiffe://condaccess/device/<id>), or development mode configured to count as
+	// the device.
+	ReporterKind_REPORTER_KIND_DEVICE ReporterKind = 1
+	// REPORTER_KIND_SENSOR: a static sensor certificate that is not a device identity,
+	// such as a SIEM connector.
+	ReporterKind_REPORTER_KIND_SENSOR ReporterKind = 2
+	// REPORTER_KIND_ADMIN: an administrator (secops or policy admin).
+	ReporterKind_REPORTER_KIND_ADMIN ReporterKind = 3
+	// REPORTER_KIND_SERVICE: another condaccess service.
+	ReporterKind_REPORTER_KIND_SERVICE ReporterKind = 4
+	// REPORTER_KIND_DEVELOPMENT: the unauthenticated caller of development mode.
+	ReporterKind_REPORTER_KIND_DEVELOPMENT ReporterKind = 5
+)
+
+// Enum value maps for ReporterKind.
+var (
+	ReporterKind_name = map[int32]string{
+		0: "REPORTER_KIND_UNSPECIFIED",
+		1: "REPORTER_KIND_DEVICE",
+		2: "REPORTER_KIND_SENSOR",
+		3: "REPORTER_KIND_ADMIN",
+		4: "REPORTER_KIND_SERVICE",
+		5: "REPORTER_KIND_DEVELOPMENT",
+	}
+	ReporterKind_value = map[string]int32{
+		"REPORTER_KIND_UNSPECIFIED": 0,
+		"REPORTER_KIND_DEVICE":      1,
+		"REPORTER_KIND_SENSOR":      2,
+		"REPORTER_KIND_ADMIN":       3,
+		"REPORTER_KIND_SERVICE":     4,
+		"REPORTER_KIND_DEVELOPMENT": 5,
+	}
+)
+
+func (x ReporterKind) Enum() *ReporterKind {
+	p := new(ReporterKind)
+	*p = x
+	return p
+}
+
+func (x ReporterKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReporterKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_risk_v1_risk_proto_enumTypes[3].Descriptor()
+}
+
+func (ReporterKind) Type() protoreflect.EnumType {
+	return &file_condaccess_risk_v1_risk_proto_enumTypes[3]
+}
+
+func (x ReporterKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReporterKind.Descriptor instead.
+func (ReporterKind) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{3}
+}
+
 // AlertChangeType says what happened to an alert.
 type AlertChangeType int32
 
@@ -266,11 +334,11 @@ func (x AlertChangeType) String() string {
 }
 
 func (AlertChangeType) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_risk_v1_risk_proto_enumTypes[3].Descriptor()
+	return file_condaccess_risk_v1_risk_proto_enumTypes[4].Descriptor()
 }
 
 func (AlertChangeType) Type() protoreflect.EnumType {
-	return &file_condaccess_risk_v1_risk_proto_enumTypes[3]
+	return &file_condaccess_risk_v1_risk_proto_enumTypes[4]
 }
 
 func (x AlertChangeType) Number() protoreflect.EnumNumber {
@@ -279,7 +347,7 @@ func (x AlertChangeType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AlertChangeType.Descriptor instead.
 func (AlertChangeType) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{3}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{4}
 }
 
 // AlertComment is one comment on an alert.
@@ -392,8 +460,12 @@ type Alert struct {
 	// investigation_id links the automated investigation that resolved the alert, if any;
 	// output only.
 	InvestigationId string `protobuf:"bytes,21,opt,name=investigation_id,json=investigationId,proto3" json:"investigation_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// reporter is how the caller that reported the alert was authenticated, taken from
+	// its verified identity (never from the request); output only. Automatic
+	// remediation acts only on alerts whose reporter is the device itself.
+	Reporter      *AlertReporter `protobuf:"bytes,22,opt,name=reporter,proto3" json:"reporter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
@@ -573,6 +645,69 @@ func (x *Alert) GetInvestigationId() string {
 	return ""
 }
 
+func (x *Alert) GetReporter() *AlertReporter {
+	if x != nil {
+		return x.Reporter
+	}
+	return nil
+}
+
+// AlertReporter is the authenticated reporter of an alert.
+type AlertReporter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is how the reporter was authenticated.
+	Kind ReporterKind `protobuf:"varint,1,opt,name=kind,proto3,enum=condaccess.risk.v1.ReporterKind" json:"kind,omitempty"`
+	// id is the reporter's identity: the device id for DEVICE, otherwise the
+	// certificate's subject.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertReporter) Reset() {
+	*x = AlertReporter{}
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertReporter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertReporter) ProtoMessage() {}
+
+func (x *AlertReporter) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertReporter.ProtoReflect.Descriptor instead.
+func (*AlertReporter) Descriptor() ([]byte, []int) {
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AlertReporter) GetKind() ReporterKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ReporterKind_REPORTER_KIND_UNSPECIFIED
+}
+
+func (x *AlertReporter) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // DeviceRisk is a device's current risk level.
 type DeviceRisk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -593,7 +728,7 @@ type DeviceRisk struct {
 
 func (x *DeviceRisk) Reset() {
 	*x = DeviceRisk{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[2]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +740,7 @@ func (x *DeviceRisk) String() string {
 func (*DeviceRisk) ProtoMessage() {}
 
 func (x *DeviceRisk) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[2]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +753,7 @@ func (x *DeviceRisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRisk.ProtoReflect.Descriptor instead.
 func (*DeviceRisk) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{2}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeviceRisk) GetDeviceId() string {
@@ -677,7 +812,7 @@ type RiskChange struct {
 
 func (x *RiskChange) Reset() {
 	*x = RiskChange{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[3]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +824,7 @@ func (x *RiskChange) String() string {
 func (*RiskChange) ProtoMessage() {}
 
 func (x *RiskChange) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[3]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +837,7 @@ func (x *RiskChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RiskChange.ProtoReflect.Descriptor instead.
 func (*RiskChange) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{3}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RiskChange) GetDeviceId() string {
@@ -758,7 +893,7 @@ type ReportAlertRequest struct {
 
 func (x *ReportAlertRequest) Reset() {
 	*x = ReportAlertRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[4]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +905,7 @@ func (x *ReportAlertRequest) String() string {
 func (*ReportAlertRequest) ProtoMessage() {}
 
 func (x *ReportAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[4]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +918,7 @@ func (x *ReportAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAlertRequest.ProtoReflect.Descriptor instead.
 func (*ReportAlertRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{4}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReportAlertRequest) GetAlert() *Alert {
@@ -808,7 +943,7 @@ type ReportAlertResponse struct {
 
 func (x *ReportAlertResponse) Reset() {
 	*x = ReportAlertResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[5]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +955,7 @@ func (x *ReportAlertResponse) String() string {
 func (*ReportAlertResponse) ProtoMessage() {}
 
 func (x *ReportAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[5]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +968,7 @@ func (x *ReportAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAlertResponse.ProtoReflect.Descriptor instead.
 func (*ReportAlertResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{5}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReportAlertResponse) GetAlert() *Alert {
@@ -868,7 +1003,7 @@ type ReportAlertsRequest struct {
 
 func (x *ReportAlertsRequest) Reset() {
 	*x = ReportAlertsRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[6]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1015,7 @@ func (x *ReportAlertsRequest) String() string {
 func (*ReportAlertsRequest) ProtoMessage() {}
 
 func (x *ReportAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[6]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1028,7 @@ func (x *ReportAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ReportAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{6}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportAlertsRequest) GetAlerts() []*Alert {
@@ -914,7 +1049,7 @@ type ReportAlertsResponse struct {
 
 func (x *ReportAlertsResponse) Reset() {
 	*x = ReportAlertsResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[7]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1061,7 @@ func (x *ReportAlertsResponse) String() string {
 func (*ReportAlertsResponse) ProtoMessage() {}
 
 func (x *ReportAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[7]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1074,7 @@ func (x *ReportAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ReportAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{7}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportAlertsResponse) GetResults() []*ReportAlertsResult {
@@ -965,7 +1100,7 @@ type ReportAlertsResult struct {
 
 func (x *ReportAlertsResult) Reset() {
 	*x = ReportAlertsResult{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[8]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1112,7 @@ func (x *ReportAlertsResult) String() string {
 func (*ReportAlertsResult) ProtoMessage() {}
 
 func (x *ReportAlertsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[8]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1125,7 @@ func (x *ReportAlertsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAlertsResult.ProtoReflect.Descriptor instead.
 func (*ReportAlertsResult) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{8}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReportAlertsResult) GetAlertId() string {
@@ -1027,7 +1162,7 @@ type AlertError struct {
 
 func (x *AlertError) Reset() {
 	*x = AlertError{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[9]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1174,7 @@ func (x *AlertError) String() string {
 func (*AlertError) ProtoMessage() {}
 
 func (x *AlertError) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[9]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1187,7 @@ func (x *AlertError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertError.ProtoReflect.Descriptor instead.
 func (*AlertError) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{9}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AlertError) GetCode() string {
@@ -1080,7 +1215,7 @@ type GetAlertRequest struct {
 
 func (x *GetAlertRequest) Reset() {
 	*x = GetAlertRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[10]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1227,7 @@ func (x *GetAlertRequest) String() string {
 func (*GetAlertRequest) ProtoMessage() {}
 
 func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[10]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1240,7 @@ func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlertRequest.ProtoReflect.Descriptor instead.
 func (*GetAlertRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{10}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetAlertRequest) GetAlertId() string {
@@ -1126,7 +1261,7 @@ type GetAlertResponse struct {
 
 func (x *GetAlertResponse) Reset() {
 	*x = GetAlertResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[11]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1273,7 @@ func (x *GetAlertResponse) String() string {
 func (*GetAlertResponse) ProtoMessage() {}
 
 func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[11]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1286,7 @@ func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlertResponse.ProtoReflect.Descriptor instead.
 func (*GetAlertResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{11}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetAlertResponse) GetAlert() *Alert {
@@ -1184,7 +1319,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[12]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1331,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[12]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1344,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{12}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAlertsRequest) GetPageSize() int32 {
@@ -1274,7 +1409,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[13]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1421,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[13]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1434,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{13}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -1335,7 +1470,7 @@ type UpdateAlertRequest struct {
 
 func (x *UpdateAlertRequest) Reset() {
 	*x = UpdateAlertRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[14]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1482,7 @@ func (x *UpdateAlertRequest) String() string {
 func (*UpdateAlertRequest) ProtoMessage() {}
 
 func (x *UpdateAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[14]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1495,7 @@ func (x *UpdateAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAlertRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAlertRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{14}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateAlertRequest) GetAlertId() string {
@@ -1409,7 +1544,7 @@ type UpdateAlertResponse struct {
 
 func (x *UpdateAlertResponse) Reset() {
 	*x = UpdateAlertResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[15]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1556,7 @@ func (x *UpdateAlertResponse) String() string {
 func (*UpdateAlertResponse) ProtoMessage() {}
 
 func (x *UpdateAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[15]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1569,7 @@ func (x *UpdateAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAlertResponse.ProtoReflect.Descriptor instead.
 func (*UpdateAlertResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{15}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateAlertResponse) GetAlert() *Alert {
@@ -1457,7 +1592,7 @@ type AddAlertCommentRequest struct {
 
 func (x *AddAlertCommentRequest) Reset() {
 	*x = AddAlertCommentRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[16]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1604,7 @@ func (x *AddAlertCommentRequest) String() string {
 func (*AddAlertCommentRequest) ProtoMessage() {}
 
 func (x *AddAlertCommentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[16]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1617,7 @@ func (x *AddAlertCommentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddAlertCommentRequest.ProtoReflect.Descriptor instead.
 func (*AddAlertCommentRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{16}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddAlertCommentRequest) GetAlertId() string {
@@ -1510,7 +1645,7 @@ type AddAlertCommentResponse struct {
 
 func (x *AddAlertCommentResponse) Reset() {
 	*x = AddAlertCommentResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[17]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1657,7 @@ func (x *AddAlertCommentResponse) String() string {
 func (*AddAlertCommentResponse) ProtoMessage() {}
 
 func (x *AddAlertCommentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[17]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1670,7 @@ func (x *AddAlertCommentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddAlertCommentResponse.ProtoReflect.Descriptor instead.
 func (*AddAlertCommentResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{17}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AddAlertCommentResponse) GetAlert() *Alert {
@@ -1567,7 +1702,7 @@ type ResolveAlertRequest struct {
 
 func (x *ResolveAlertRequest) Reset() {
 	*x = ResolveAlertRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[18]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1714,7 @@ func (x *ResolveAlertRequest) String() string {
 func (*ResolveAlertRequest) ProtoMessage() {}
 
 func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[18]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1727,7 @@ func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveAlertRequest.ProtoReflect.Descriptor instead.
 func (*ResolveAlertRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{18}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResolveAlertRequest) GetAlertId() string {
@@ -1650,7 +1785,7 @@ type ResolveAlertResponse struct {
 
 func (x *ResolveAlertResponse) Reset() {
 	*x = ResolveAlertResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[19]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1797,7 @@ func (x *ResolveAlertResponse) String() string {
 func (*ResolveAlertResponse) ProtoMessage() {}
 
 func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[19]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1810,7 @@ func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveAlertResponse.ProtoReflect.Descriptor instead.
 func (*ResolveAlertResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{19}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResolveAlertResponse) GetAlert() *Alert {
@@ -1703,7 +1838,7 @@ type GetDeviceRiskRequest struct {
 
 func (x *GetDeviceRiskRequest) Reset() {
 	*x = GetDeviceRiskRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[20]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1850,7 @@ func (x *GetDeviceRiskRequest) String() string {
 func (*GetDeviceRiskRequest) ProtoMessage() {}
 
 func (x *GetDeviceRiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[20]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1863,7 @@ func (x *GetDeviceRiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRiskRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRiskRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{20}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetDeviceRiskRequest) GetDeviceId() string {
@@ -1749,7 +1884,7 @@ type GetDeviceRiskResponse struct {
 
 func (x *GetDeviceRiskResponse) Reset() {
 	*x = GetDeviceRiskResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[21]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1896,7 @@ func (x *GetDeviceRiskResponse) String() string {
 func (*GetDeviceRiskResponse) ProtoMessage() {}
 
 func (x *GetDeviceRiskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[21]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1909,7 @@ func (x *GetDeviceRiskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRiskResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceRiskResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{21}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetDeviceRiskResponse) GetDeviceRisk() *DeviceRisk {
@@ -1800,7 +1935,7 @@ type ListDeviceRisksRequest struct {
 
 func (x *ListDeviceRisksRequest) Reset() {
 	*x = ListDeviceRisksRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[22]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1947,7 @@ func (x *ListDeviceRisksRequest) String() string {
 func (*ListDeviceRisksRequest) ProtoMessage() {}
 
 func (x *ListDeviceRisksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[22]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1960,7 @@ func (x *ListDeviceRisksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeviceRisksRequest.ProtoReflect.Descriptor instead.
 func (*ListDeviceRisksRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{22}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListDeviceRisksRequest) GetPageSize() int32 {
@@ -1864,7 +1999,7 @@ type ListDeviceRisksResponse struct {
 
 func (x *ListDeviceRisksResponse) Reset() {
 	*x = ListDeviceRisksResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[23]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2011,7 @@ func (x *ListDeviceRisksResponse) String() string {
 func (*ListDeviceRisksResponse) ProtoMessage() {}
 
 func (x *ListDeviceRisksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[23]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2024,7 @@ func (x *ListDeviceRisksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeviceRisksResponse.ProtoReflect.Descriptor instead.
 func (*ListDeviceRisksResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{23}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListDeviceRisksResponse) GetDeviceRisks() []*DeviceRisk {
@@ -1928,7 +2063,7 @@ type ListDeviceRiskHistoryRequest struct {
 
 func (x *ListDeviceRiskHistoryRequest) Reset() {
 	*x = ListDeviceRiskHistoryRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[24]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2075,7 @@ func (x *ListDeviceRiskHistoryRequest) String() string {
 func (*ListDeviceRiskHistoryRequest) ProtoMessage() {}
 
 func (x *ListDeviceRiskHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[24]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2088,7 @@ func (x *ListDeviceRiskHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeviceRiskHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListDeviceRiskHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{24}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListDeviceRiskHistoryRequest) GetDeviceId() string {
@@ -1990,7 +2125,7 @@ type ListDeviceRiskHistoryResponse struct {
 
 func (x *ListDeviceRiskHistoryResponse) Reset() {
 	*x = ListDeviceRiskHistoryResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[25]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2137,7 @@ func (x *ListDeviceRiskHistoryResponse) String() string {
 func (*ListDeviceRiskHistoryResponse) ProtoMessage() {}
 
 func (x *ListDeviceRiskHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[25]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2150,7 @@ func (x *ListDeviceRiskHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeviceRiskHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListDeviceRiskHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{25}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListDeviceRiskHistoryResponse) GetChanges() []*RiskChange {
@@ -2044,7 +2179,7 @@ type WatchRiskEventsRequest struct {
 
 func (x *WatchRiskEventsRequest) Reset() {
 	*x = WatchRiskEventsRequest{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[26]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2191,7 @@ func (x *WatchRiskEventsRequest) String() string {
 func (*WatchRiskEventsRequest) ProtoMessage() {}
 
 func (x *WatchRiskEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[26]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2204,7 @@ func (x *WatchRiskEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRiskEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRiskEventsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{26}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchRiskEventsRequest) GetStartRevision() int64 {
@@ -2095,7 +2230,7 @@ type WatchRiskEventsResponse struct {
 
 func (x *WatchRiskEventsResponse) Reset() {
 	*x = WatchRiskEventsResponse{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[27]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2242,7 @@ func (x *WatchRiskEventsResponse) String() string {
 func (*WatchRiskEventsResponse) ProtoMessage() {}
 
 func (x *WatchRiskEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[27]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2255,7 @@ func (x *WatchRiskEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRiskEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRiskEventsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{27}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchRiskEventsResponse) GetKind() isWatchRiskEventsResponse_Kind {
@@ -2188,7 +2323,7 @@ type RiskEvent struct {
 
 func (x *RiskEvent) Reset() {
 	*x = RiskEvent{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[28]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2335,7 @@ func (x *RiskEvent) String() string {
 func (*RiskEvent) ProtoMessage() {}
 
 func (x *RiskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[28]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2348,7 @@ func (x *RiskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RiskEvent.ProtoReflect.Descriptor instead.
 func (*RiskEvent) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{28}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RiskEvent) GetRevision() int64 {
@@ -2295,7 +2430,7 @@ type DeviceRiskChanged struct {
 
 func (x *DeviceRiskChanged) Reset() {
 	*x = DeviceRiskChanged{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[29]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2442,7 @@ func (x *DeviceRiskChanged) String() string {
 func (*DeviceRiskChanged) ProtoMessage() {}
 
 func (x *DeviceRiskChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[29]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2455,7 @@ func (x *DeviceRiskChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRiskChanged.ProtoReflect.Descriptor instead.
 func (*DeviceRiskChanged) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{29}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeviceRiskChanged) GetDeviceRisk() *DeviceRisk {
@@ -2357,7 +2492,7 @@ type AlertChanged struct {
 
 func (x *AlertChanged) Reset() {
 	*x = AlertChanged{}
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[30]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2504,7 @@ func (x *AlertChanged) String() string {
 func (*AlertChanged) ProtoMessage() {}
 
 func (x *AlertChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[30]
+	mi := &file_condaccess_risk_v1_risk_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2517,7 @@ func (x *AlertChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertChanged.ProtoReflect.Descriptor instead.
 func (*AlertChanged) Descriptor() ([]byte, []int) {
-	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{30}
+	return file_condaccess_risk_v1_risk_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AlertChanged) GetType() AlertChangeType {
@@ -2408,7 +2543,7 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\x06author\x18\x01 \x01(\tR\x06author\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x9f\t\n" +
+	"createTime\"\xde\t\n" +
 	"\x05Alert\x12F\n" +
 	"\balert_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@/-]*$R\aalertId\x12G\n" +
 	"\tdevice_id\x18\x02 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12F\n" +
@@ -2438,7 +2573,11 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x12\n" +
 	"\x04etag\x18\x14 \x01(\tR\x04etag\x12)\n" +
-	"\x10investigation_id\x18\x15 \x01(\tR\x0finvestigationId\"\xe3\x01\n" +
+	"\x10investigation_id\x18\x15 \x01(\tR\x0finvestigationId\x12=\n" +
+	"\breporter\x18\x16 \x01(\v2!.condaccess.risk.v1.AlertReporterR\breporter\"U\n" +
+	"\rAlertReporter\x124\n" +
+	"\x04kind\x18\x01 \x01(\x0e2 .condaccess.risk.v1.ReporterKindR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xe3\x01\n" +
 	"\n" +
 	"DeviceRisk\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x125\n" +
@@ -2593,7 +2732,14 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"&ALERT_DETERMINATION_CONFIRMED_ACTIVITY\x10\x06\x12%\n" +
 	"!ALERT_DETERMINATION_NOT_MALICIOUS\x10\a\x12)\n" +
 	"%ALERT_DETERMINATION_INSUFFICIENT_DATA\x10\b\x12\x1d\n" +
-	"\x19ALERT_DETERMINATION_OTHER\x10\t*\x93\x01\n" +
+	"\x19ALERT_DETERMINATION_OTHER\x10\t*\xb4\x01\n" +
+	"\fReporterKind\x12\x1d\n" +
+	"\x19REPORTER_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14REPORTER_KIND_DEVICE\x10\x01\x12\x18\n" +
+	"\x14REPORTER_KIND_SENSOR\x10\x02\x12\x17\n" +
+	"\x13REPORTER_KIND_ADMIN\x10\x03\x12\x19\n" +
+	"\x15REPORTER_KIND_SERVICE\x10\x04\x12\x1d\n" +
+	"\x19REPORTER_KIND_DEVELOPMENT\x10\x05*\x93\x01\n" +
 	"\x0fAlertChangeType\x12!\n" +
 	"\x1dALERT_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aALERT_CHANGE_TYPE_REPORTED\x10\x01\x12\x1d\n" +
@@ -2626,130 +2772,134 @@ func file_condaccess_risk_v1_risk_proto_rawDescGZIP() []byte {
 	return file_condaccess_risk_v1_risk_proto_rawDescData
 }
 
-var file_condaccess_risk_v1_risk_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_condaccess_risk_v1_risk_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_condaccess_risk_v1_risk_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_condaccess_risk_v1_risk_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_condaccess_risk_v1_risk_proto_goTypes = []any{
 	(AlertStatus)(0),                      // 0: condaccess.risk.v1.AlertStatus
 	(AlertClassification)(0),              // 1: condaccess.risk.v1.AlertClassification
 	(AlertDetermination)(0),               // 2: condaccess.risk.v1.AlertDetermination
-	(AlertChangeType)(0),                  // 3: condaccess.risk.v1.AlertChangeType
-	(*AlertComment)(nil),                  // 4: condaccess.risk.v1.AlertComment
-	(*Alert)(nil),                         // 5: condaccess.risk.v1.Alert
-	(*DeviceRisk)(nil),                    // 6: condaccess.risk.v1.DeviceRisk
-	(*RiskChange)(nil),                    // 7: condaccess.risk.v1.RiskChange
-	(*ReportAlertRequest)(nil),            // 8: condaccess.risk.v1.ReportAlertRequest
-	(*ReportAlertResponse)(nil),           // 9: condaccess.risk.v1.ReportAlertResponse
-	(*ReportAlertsRequest)(nil),           // 10: condaccess.risk.v1.ReportAlertsRequest
-	(*ReportAlertsResponse)(nil),          // 11: condaccess.risk.v1.ReportAlertsResponse
-	(*ReportAlertsResult)(nil),            // 12: condaccess.risk.v1.ReportAlertsResult
-	(*AlertError)(nil),                    // 13: condaccess.risk.v1.AlertError
-	(*GetAlertRequest)(nil),               // 14: condaccess.risk.v1.GetAlertRequest
-	(*GetAlertResponse)(nil),              // 15: condaccess.risk.v1.GetAlertResponse
-	(*ListAlertsRequest)(nil),             // 16: condaccess.risk.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),            // 17: condaccess.risk.v1.ListAlertsResponse
-	(*UpdateAlertRequest)(nil),            // 18: condaccess.risk.v1.UpdateAlertRequest
-	(*UpdateAlertResponse)(nil),           // 19: condaccess.risk.v1.UpdateAlertResponse
-	(*AddAlertCommentRequest)(nil),        // 20: condaccess.risk.v1.AddAlertCommentRequest
-	(*AddAlertCommentResponse)(nil),       // 21: condaccess.risk.v1.AddAlertCommentResponse
-	(*ResolveAlertRequest)(nil),           // 22: condaccess.risk.v1.ResolveAlertRequest
-	(*ResolveAlertResponse)(nil),          // 23: condaccess.risk.v1.ResolveAlertResponse
-	(*GetDeviceRiskRequest)(nil),          // 24: condaccess.risk.v1.GetDeviceRiskRequest
-	(*GetDeviceRiskResponse)(nil),         // 25: condaccess.risk.v1.GetDeviceRiskResponse
-	(*ListDeviceRisksRequest)(nil),        // 26: condaccess.risk.v1.ListDeviceRisksRequest
-	(*ListDeviceRisksResponse)(nil),       // 27: condaccess.risk.v1.ListDeviceRisksResponse
-	(*ListDeviceRiskHistoryRequest)(nil),  // 28: condaccess.risk.v1.ListDeviceRiskHistoryRequest
-	(*ListDeviceRiskHistoryResponse)(nil), // 29: condaccess.risk.v1.ListDeviceRiskHistoryResponse
-	(*WatchRiskEventsRequest)(nil),        // 30: condaccess.risk.v1.WatchRiskEventsRequest
-	(*WatchRiskEventsResponse)(nil),       // 31: condaccess.risk.v1.WatchRiskEventsResponse
-	(*RiskEvent)(nil),                     // 32: condaccess.risk.v1.RiskEvent
-	(*DeviceRiskChanged)(nil),             // 33: condaccess.risk.v1.DeviceRiskChanged
-	(*AlertChanged)(nil),                  // 34: condaccess.risk.v1.AlertChanged
-	(*timestamppb.Timestamp)(nil),         // 35: google.protobuf.Timestamp
-	(v1.Severity)(0),                      // 36: condaccess.common.v1.Severity
-	(*v1.Evidence)(nil),                   // 37: condaccess.common.v1.Evidence
-	(v1.RiskLevel)(0),                     // 38: condaccess.common.v1.RiskLevel
-	(*fieldmaskpb.FieldMask)(nil),         // 39: google.protobuf.FieldMask
-	(*v1.WatchProgress)(nil),              // 40: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),               // 41: condaccess.common.v1.TraceContext
+	(ReporterKind)(0),                     // 3: condaccess.risk.v1.ReporterKind
+	(AlertChangeType)(0),                  // 4: condaccess.risk.v1.AlertChangeType
+	(*AlertComment)(nil),                  // 5: condaccess.risk.v1.AlertComment
+	(*Alert)(nil),                         // 6: condaccess.risk.v1.Alert
+	(*AlertReporter)(nil),                 // 7: condaccess.risk.v1.AlertReporter
+	(*DeviceRisk)(nil),                    // 8: condaccess.risk.v1.DeviceRisk
+	(*RiskChange)(nil),                    // 9: condaccess.risk.v1.RiskChange
+	(*ReportAlertRequest)(nil),            // 10: condaccess.risk.v1.ReportAlertRequest
+	(*ReportAlertResponse)(nil),           // 11: condaccess.risk.v1.ReportAlertResponse
+	(*ReportAlertsRequest)(nil),           // 12: condaccess.risk.v1.ReportAlertsRequest
+	(*ReportAlertsResponse)(nil),          // 13: condaccess.risk.v1.ReportAlertsResponse
+	(*ReportAlertsResult)(nil),            // 14: condaccess.risk.v1.ReportAlertsResult
+	(*AlertError)(nil),                    // 15: condaccess.risk.v1.AlertError
+	(*GetAlertRequest)(nil),               // 16: condaccess.risk.v1.GetAlertRequest
+	(*GetAlertResponse)(nil),              // 17: condaccess.risk.v1.GetAlertResponse
+	(*ListAlertsRequest)(nil),             // 18: condaccess.risk.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),            // 19: condaccess.risk.v1.ListAlertsResponse
+	(*UpdateAlertRequest)(nil),            // 20: condaccess.risk.v1.UpdateAlertRequest
+	(*UpdateAlertResponse)(nil),           // 21: condaccess.risk.v1.UpdateAlertResponse
+	(*AddAlertCommentRequest)(nil),        // 22: condaccess.risk.v1.AddAlertCommentRequest
+	(*AddAlertCommentResponse)(nil),       // 23: condaccess.risk.v1.AddAlertCommentResponse
+	(*ResolveAlertRequest)(nil),           // 24: condaccess.risk.v1.ResolveAlertRequest
+	(*ResolveAlertResponse)(nil),          // 25: condaccess.risk.v1.ResolveAlertResponse
+	(*GetDeviceRiskRequest)(nil),          // 26: condaccess.risk.v1.GetDeviceRiskRequest
+	(*GetDeviceRiskResponse)(nil),         // 27: condaccess.risk.v1.GetDeviceRiskResponse
+	(*ListDeviceRisksRequest)(nil),        // 28: condaccess.risk.v1.ListDeviceRisksRequest
+	(*ListDeviceRisksResponse)(nil),       // 29: condaccess.risk.v1.ListDeviceRisksResponse
+	(*ListDeviceRiskHistoryRequest)(nil),  // 30: condaccess.risk.v1.ListDeviceRiskHistoryRequest
+	(*ListDeviceRiskHistoryResponse)(nil), // 31: condaccess.risk.v1.ListDeviceRiskHistoryResponse
+	(*WatchRiskEventsRequest)(nil),        // 32: condaccess.risk.v1.WatchRiskEventsRequest
+	(*WatchRiskEventsResponse)(nil),       // 33: condaccess.risk.v1.WatchRiskEventsResponse
+	(*RiskEvent)(nil),                     // 34: condaccess.risk.v1.RiskEvent
+	(*DeviceRiskChanged)(nil),             // 35: condaccess.risk.v1.DeviceRiskChanged
+	(*AlertChanged)(nil),                  // 36: condaccess.risk.v1.AlertChanged
+	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
+	(v1.Severity)(0),                      // 38: condaccess.common.v1.Severity
+	(*v1.Evidence)(nil),                   // 39: condaccess.common.v1.Evidence
+	(v1.RiskLevel)(0),                     // 40: condaccess.common.v1.RiskLevel
+	(*fieldmaskpb.FieldMask)(nil),         // 41: google.protobuf.FieldMask
+	(*v1.WatchProgress)(nil),              // 42: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),               // 43: condaccess.common.v1.TraceContext
 }
 var file_condaccess_risk_v1_risk_proto_depIdxs = []int32{
-	35, // 0: condaccess.risk.v1.AlertComment.create_time:type_name -> google.protobuf.Timestamp
-	36, // 1: condaccess.risk.v1.Alert.severity:type_name -> condaccess.common.v1.Severity
+	37, // 0: condaccess.risk.v1.AlertComment.create_time:type_name -> google.protobuf.Timestamp
+	38, // 1: condaccess.risk.v1.Alert.severity:type_name -> condaccess.common.v1.Severity
 	0,  // 2: condaccess.risk.v1.Alert.status:type_name -> condaccess.risk.v1.AlertStatus
-	35, // 3: condaccess.risk.v1.Alert.detect_time:type_name -> google.protobuf.Timestamp
-	37, // 4: condaccess.risk.v1.Alert.evidence:type_name -> condaccess.common.v1.Evidence
-	4,  // 5: condaccess.risk.v1.Alert.comments:type_name -> condaccess.risk.v1.AlertComment
+	37, // 3: condaccess.risk.v1.Alert.detect_time:type_name -> google.protobuf.Timestamp
+	39, // 4: condaccess.risk.v1.Alert.evidence:type_name -> condaccess.common.v1.Evidence
+	5,  // 5: condaccess.risk.v1.Alert.comments:type_name -> condaccess.risk.v1.AlertComment
 	1,  // 6: condaccess.risk.v1.Alert.classification:type_name -> condaccess.risk.v1.AlertClassification
 	2,  // 7: condaccess.risk.v1.Alert.determination:type_name -> condaccess.risk.v1.AlertDetermination
-	35, // 8: condaccess.risk.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
-	35, // 9: condaccess.risk.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
-	35, // 10: condaccess.risk.v1.Alert.update_time:type_name -> google.protobuf.Timestamp
-	38, // 11: condaccess.risk.v1.DeviceRisk.level:type_name -> condaccess.common.v1.RiskLevel
-	35, // 12: condaccess.risk.v1.DeviceRisk.update_time:type_name -> google.protobuf.Timestamp
-	38, // 13: condaccess.risk.v1.RiskChange.level:type_name -> condaccess.common.v1.RiskLevel
-	38, // 14: condaccess.risk.v1.RiskChange.previous_level:type_name -> condaccess.common.v1.RiskLevel
-	35, // 15: condaccess.risk.v1.RiskChange.change_time:type_name -> google.protobuf.Timestamp
-	5,  // 16: condaccess.risk.v1.ReportAlertRequest.alert:type_name -> condaccess.risk.v1.Alert
-	5,  // 17: condaccess.risk.v1.ReportAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
-	6,  // 18: condaccess.risk.v1.ReportAlertResponse.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
-	5,  // 19: condaccess.risk.v1.ReportAlertsRequest.alerts:type_name -> condaccess.risk.v1.Alert
-	12, // 20: condaccess.risk.v1.ReportAlertsResponse.results:type_name -> condaccess.risk.v1.ReportAlertsResult
-	13, // 21: condaccess.risk.v1.ReportAlertsResult.error:type_name -> condaccess.risk.v1.AlertError
-	5,  // 22: condaccess.risk.v1.GetAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
-	0,  // 23: condaccess.risk.v1.ListAlertsRequest.status:type_name -> condaccess.risk.v1.AlertStatus
-	36, // 24: condaccess.risk.v1.ListAlertsRequest.min_severity:type_name -> condaccess.common.v1.Severity
-	35, // 25: condaccess.risk.v1.ListAlertsRequest.detected_after:type_name -> google.protobuf.Timestamp
-	35, // 26: condaccess.risk.v1.ListAlertsRequest.detected_before:type_name -> google.protobuf.Timestamp
-	5,  // 27: condaccess.risk.v1.ListAlertsResponse.alerts:type_name -> condaccess.risk.v1.Alert
-	0,  // 28: condaccess.risk.v1.UpdateAlertRequest.status:type_name -> condaccess.risk.v1.AlertStatus
-	39, // 29: condaccess.risk.v1.UpdateAlertRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 30: condaccess.risk.v1.UpdateAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
-	5,  // 31: condaccess.risk.v1.AddAlertCommentResponse.alert:type_name -> condaccess.risk.v1.Alert
-	1,  // 32: condaccess.risk.v1.ResolveAlertRequest.classification:type_name -> condaccess.risk.v1.AlertClassification
-	2,  // 33: condaccess.risk.v1.ResolveAlertRequest.determination:type_name -> condaccess.risk.v1.AlertDetermination
-	5,  // 34: condaccess.risk.v1.ResolveAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
-	6,  // 35: condaccess.risk.v1.ResolveAlertResponse.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
-	6,  // 36: condaccess.risk.v1.GetDeviceRiskResponse.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
-	38, // 37: condaccess.risk.v1.ListDeviceRisksRequest.min_level:type_name -> condaccess.common.v1.RiskLevel
-	6,  // 38: condaccess.risk.v1.ListDeviceRisksResponse.device_risks:type_name -> condaccess.risk.v1.DeviceRisk
-	7,  // 39: condaccess.risk.v1.ListDeviceRiskHistoryResponse.changes:type_name -> condaccess.risk.v1.RiskChange
-	32, // 40: condaccess.risk.v1.WatchRiskEventsResponse.event:type_name -> condaccess.risk.v1.RiskEvent
-	40, // 41: condaccess.risk.v1.WatchRiskEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	35, // 42: condaccess.risk.v1.RiskEvent.event_time:type_name -> google.protobuf.Timestamp
-	41, // 43: condaccess.risk.v1.RiskEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	33, // 44: condaccess.risk.v1.RiskEvent.device_risk_changed:type_name -> condaccess.risk.v1.DeviceRiskChanged
-	34, // 45: condaccess.risk.v1.RiskEvent.alert_changed:type_name -> condaccess.risk.v1.AlertChanged
-	6,  // 46: condaccess.risk.v1.DeviceRiskChanged.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
-	38, // 47: condaccess.risk.v1.DeviceRiskChanged.previous_level:type_name -> condaccess.common.v1.RiskLevel
-	3,  // 48: condaccess.risk.v1.AlertChanged.type:type_name -> condaccess.risk.v1.AlertChangeType
-	5,  // 49: condaccess.risk.v1.AlertChanged.alert:type_name -> condaccess.risk.v1.Alert
-	8,  // 50: condaccess.risk.v1.RiskService.ReportAlert:input_type -> condaccess.risk.v1.ReportAlertRequest
-	10, // 51: condaccess.risk.v1.RiskService.ReportAlerts:input_type -> condaccess.risk.v1.ReportAlertsRequest
-	14, // 52: condaccess.risk.v1.RiskService.GetAlert:input_type -> condaccess.risk.v1.GetAlertRequest
-	16, // 53: condaccess.risk.v1.RiskService.ListAlerts:input_type -> condaccess.risk.v1.ListAlertsRequest
-	18, // 54: condaccess.risk.v1.RiskService.UpdateAlert:input_type -> condaccess.risk.v1.UpdateAlertRequest
-	20, // 55: condaccess.risk.v1.RiskService.AddAlertComment:input_type -> condaccess.risk.v1.AddAlertCommentRequest
-	22, // 56: condaccess.risk.v1.RiskService.ResolveAlert:input_type -> condaccess.risk.v1.ResolveAlertRequest
-	24, // 57: condaccess.risk.v1.RiskService.GetDeviceRisk:input_type -> condaccess.risk.v1.GetDeviceRiskRequest
-	26, // 58: condaccess.risk.v1.RiskService.ListDeviceRisks:input_type -> condaccess.risk.v1.ListDeviceRisksRequest
-	28, // 59: condaccess.risk.v1.RiskService.ListDeviceRiskHistory:input_type -> condaccess.risk.v1.ListDeviceRiskHistoryRequest
-	30, // 60: condaccess.risk.v1.RiskService.WatchRiskEvents:input_type -> condaccess.risk.v1.WatchRiskEventsRequest
-	9,  // 61: condaccess.risk.v1.RiskService.ReportAlert:output_type -> condaccess.risk.v1.ReportAlertResponse
-	11, // 62: condaccess.risk.v1.RiskService.ReportAlerts:output_type -> condaccess.risk.v1.ReportAlertsResponse
-	15, // 63: condaccess.risk.v1.RiskService.GetAlert:output_type -> condaccess.risk.v1.GetAlertResponse
-	17, // 64: condaccess.risk.v1.RiskService.ListAlerts:output_type -> condaccess.risk.v1.ListAlertsResponse
-	19, // 65: condaccess.risk.v1.RiskService.UpdateAlert:output_type -> condaccess.risk.v1.UpdateAlertResponse
-	21, // 66: condaccess.risk.v1.RiskService.AddAlertComment:output_type -> condaccess.risk.v1.AddAlertCommentResponse
-	23, // 67: condaccess.risk.v1.RiskService.ResolveAlert:output_type -> condaccess.risk.v1.ResolveAlertResponse
-	25, // 68: condaccess.risk.v1.RiskService.GetDeviceRisk:output_type -> condaccess.risk.v1.GetDeviceRiskResponse
-	27, // 69: condaccess.risk.v1.RiskService.ListDeviceRisks:output_type -> condaccess.risk.v1.ListDeviceRisksResponse
-	29, // 70: condaccess.risk.v1.RiskService.ListDeviceRiskHistory:output_type -> condaccess.risk.v1.ListDeviceRiskHistoryResponse
-	31, // 71: condaccess.risk.v1.RiskService.WatchRiskEvents:output_type -> condaccess.risk.v1.WatchRiskEventsResponse
-	61, // [61:72] is the sub-list for method output_type
-	50, // [50:61] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	37, // 8: condaccess.risk.v1.Alert.resolve_time:type_name -> google.protobuf.Timestamp
+	37, // 9: condaccess.risk.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
+	37, // 10: condaccess.risk.v1.Alert.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 11: condaccess.risk.v1.Alert.reporter:type_name -> condaccess.risk.v1.AlertReporter
+	3,  // 12: condaccess.risk.v1.AlertReporter.kind:type_name -> condaccess.risk.v1.ReporterKind
+	40, // 13: condaccess.risk.v1.DeviceRisk.level:type_name -> condaccess.common.v1.RiskLevel
+	37, // 14: condaccess.risk.v1.DeviceRisk.update_time:type_name -> google.protobuf.Timestamp
+	40, // 15: condaccess.risk.v1.RiskChange.level:type_name -> condaccess.common.v1.RiskLevel
+	40, // 16: condaccess.risk.v1.RiskChange.previous_level:type_name -> condaccess.common.v1.RiskLevel
+	37, // 17: condaccess.risk.v1.RiskChange.change_time:type_name -> google.protobuf.Timestamp
+	6,  // 18: condaccess.risk.v1.ReportAlertRequest.alert:type_name -> condaccess.risk.v1.Alert
+	6,  // 19: condaccess.risk.v1.ReportAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
+	8,  // 20: condaccess.risk.v1.ReportAlertResponse.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
+	6,  // 21: condaccess.risk.v1.ReportAlertsRequest.alerts:type_name -> condaccess.risk.v1.Alert
+	14, // 22: condaccess.risk.v1.ReportAlertsResponse.results:type_name -> condaccess.risk.v1.ReportAlertsResult
+	15, // 23: condaccess.risk.v1.ReportAlertsResult.error:type_name -> condaccess.risk.v1.AlertError
+	6,  // 24: condaccess.risk.v1.GetAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
+	0,  // 25: condaccess.risk.v1.ListAlertsRequest.status:type_name -> condaccess.risk.v1.AlertStatus
+	38, // 26: condaccess.risk.v1.ListAlertsRequest.min_severity:type_name -> condaccess.common.v1.Severity
+	37, // 27: condaccess.risk.v1.ListAlertsRequest.detected_after:type_name -> google.protobuf.Timestamp
+	37, // 28: condaccess.risk.v1.ListAlertsRequest.detected_before:type_name -> google.protobuf.Timestamp
+	6,  // 29: condaccess.risk.v1.ListAlertsResponse.alerts:type_name -> condaccess.risk.v1.Alert
+	0,  // 30: condaccess.risk.v1.UpdateAlertRequest.status:type_name -> condaccess.risk.v1.AlertStatus
+	41, // 31: condaccess.risk.v1.UpdateAlertRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 32: condaccess.risk.v1.UpdateAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
+	6,  // 33: condaccess.risk.v1.AddAlertCommentResponse.alert:type_name -> condaccess.risk.v1.Alert
+	1,  // 34: condaccess.risk.v1.ResolveAlertRequest.classification:type_name -> condaccess.risk.v1.AlertClassification
+	2,  // 35: condaccess.risk.v1.ResolveAlertRequest.determination:type_name -> condaccess.risk.v1.AlertDetermination
+	6,  // 36: condaccess.risk.v1.ResolveAlertResponse.alert:type_name -> condaccess.risk.v1.Alert
+	8,  // 37: condaccess.risk.v1.ResolveAlertResponse.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
+	8,  // 38: condaccess.risk.v1.GetDeviceRiskResponse.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
+	40, // 39: condaccess.risk.v1.ListDeviceRisksRequest.min_level:type_name -> condaccess.common.v1.RiskLevel
+	8,  // 40: condaccess.risk.v1.ListDeviceRisksResponse.device_risks:type_name -> condaccess.risk.v1.DeviceRisk
+	9,  // 41: condaccess.risk.v1.ListDeviceRiskHistoryResponse.changes:type_name -> condaccess.risk.v1.RiskChange
+	34, // 42: condaccess.risk.v1.WatchRiskEventsResponse.event:type_name -> condaccess.risk.v1.RiskEvent
+	42, // 43: condaccess.risk.v1.WatchRiskEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	37, // 44: condaccess.risk.v1.RiskEvent.event_time:type_name -> google.protobuf.Timestamp
+	43, // 45: condaccess.risk.v1.RiskEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	35, // 46: condaccess.risk.v1.RiskEvent.device_risk_changed:type_name -> condaccess.risk.v1.DeviceRiskChanged
+	36, // 47: condaccess.risk.v1.RiskEvent.alert_changed:type_name -> condaccess.risk.v1.AlertChanged
+	8,  // 48: condaccess.risk.v1.DeviceRiskChanged.device_risk:type_name -> condaccess.risk.v1.DeviceRisk
+	40, // 49: condaccess.risk.v1.DeviceRiskChanged.previous_level:type_name -> condaccess.common.v1.RiskLevel
+	4,  // 50: condaccess.risk.v1.AlertChanged.type:type_name -> condaccess.risk.v1.AlertChangeType
+	6,  // 51: condaccess.risk.v1.AlertChanged.alert:type_name -> condaccess.risk.v1.Alert
+	10, // 52: condaccess.risk.v1.RiskService.ReportAlert:input_type -> condaccess.risk.v1.ReportAlertRequest
+	12, // 53: condaccess.risk.v1.RiskService.ReportAlerts:input_type -> condaccess.risk.v1.ReportAlertsRequest
+	16, // 54: condaccess.risk.v1.RiskService.GetAlert:input_type -> condaccess.risk.v1.GetAlertRequest
+	18, // 55: condaccess.risk.v1.RiskService.ListAlerts:input_type -> condaccess.risk.v1.ListAlertsRequest
+	20, // 56: condaccess.risk.v1.RiskService.UpdateAlert:input_type -> condaccess.risk.v1.UpdateAlertRequest
+	22, // 57: condaccess.risk.v1.RiskService.AddAlertComment:input_type -> condaccess.risk.v1.AddAlertCommentRequest
+	24, // 58: condaccess.risk.v1.RiskService.ResolveAlert:input_type -> condaccess.risk.v1.ResolveAlertRequest
+	26, // 59: condaccess.risk.v1.RiskService.GetDeviceRisk:input_type -> condaccess.risk.v1.GetDeviceRiskRequest
+	28, // 60: condaccess.risk.v1.RiskService.ListDeviceRisks:input_type -> condaccess.risk.v1.ListDeviceRisksRequest
+	30, // 61: condaccess.risk.v1.RiskService.ListDeviceRiskHistory:input_type -> condaccess.risk.v1.ListDeviceRiskHistoryRequest
+	32, // 62: condaccess.risk.v1.RiskService.WatchRiskEvents:input_type -> condaccess.risk.v1.WatchRiskEventsRequest
+	11, // 63: condaccess.risk.v1.RiskService.ReportAlert:output_type -> condaccess.risk.v1.ReportAlertResponse
+	13, // 64: condaccess.risk.v1.RiskService.ReportAlerts:output_type -> condaccess.risk.v1.ReportAlertsResponse
+	17, // 65: condaccess.risk.v1.RiskService.GetAlert:output_type -> condaccess.risk.v1.GetAlertResponse
+	19, // 66: condaccess.risk.v1.RiskService.ListAlerts:output_type -> condaccess.risk.v1.ListAlertsResponse
+	21, // 67: condaccess.risk.v1.RiskService.UpdateAlert:output_type -> condaccess.risk.v1.UpdateAlertResponse
+	23, // 68: condaccess.risk.v1.RiskService.AddAlertComment:output_type -> condaccess.risk.v1.AddAlertCommentResponse
+	25, // 69: condaccess.risk.v1.RiskService.ResolveAlert:output_type -> condaccess.risk.v1.ResolveAlertResponse
+	27, // 70: condaccess.risk.v1.RiskService.GetDeviceRisk:output_type -> condaccess.risk.v1.GetDeviceRiskResponse
+	29, // 71: condaccess.risk.v1.RiskService.ListDeviceRisks:output_type -> condaccess.risk.v1.ListDeviceRisksResponse
+	31, // 72: condaccess.risk.v1.RiskService.ListDeviceRiskHistory:output_type -> condaccess.risk.v1.ListDeviceRiskHistoryResponse
+	33, // 73: condaccess.risk.v1.RiskService.WatchRiskEvents:output_type -> condaccess.risk.v1.WatchRiskEventsResponse
+	63, // [63:74] is the sub-list for method output_type
+	52, // [52:63] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_risk_v1_risk_proto_init() }
@@ -2757,11 +2907,11 @@ func file_condaccess_risk_v1_risk_proto_init() {
 	if File_condaccess_risk_v1_risk_proto != nil {
 		return
 	}
-	file_condaccess_risk_v1_risk_proto_msgTypes[27].OneofWrappers = []any{
+	file_condaccess_risk_v1_risk_proto_msgTypes[28].OneofWrappers = []any{
 		(*WatchRiskEventsResponse_Event)(nil),
 		(*WatchRiskEventsResponse_Progress)(nil),
 	}
-	file_condaccess_risk_v1_risk_proto_msgTypes[28].OneofWrappers = []any{
+	file_condaccess_risk_v1_risk_proto_msgTypes[29].OneofWrappers = []any{
 		(*RiskEvent_DeviceRiskChanged)(nil),
 		(*RiskEvent_AlertChanged)(nil),
 	}
@@ -2770,8 +2920,8 @@ func file_condaccess_risk_v1_risk_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_risk_v1_risk_proto_rawDesc), len(file_condaccess_risk_v1_risk_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   31,
+			NumEnums:      5,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file condaccess/risk/v1/risk.proto.
  */
 export const file_condaccess_risk_v1_risk: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb25kYWNjZXNzL3Jpc2svdjEvcmlzay5wcm90bxISY29uZGFjY2Vzcy5yaXNrLnYxIl0KDEFsZXJ0Q29tbWVudBIOCgZhdXRob3IYASABKAkSDAoEdGV4dBgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipQcKBUFsZXJ0Ej0KCGFsZXJ0X2lkGAEgASgJQiu6SChyJhABGIABMh9eW0EtWmEtejAtOV1bQS1aYS16MC05Ll86QC8tXSokEj0KCWRldmljZV9pZBgCIAEoCUIqukgnciUQARiAATIeXltBLVphLXowLTldW0EtWmEtejAtOS5fOkAtXSokEjwKCHNldmVyaXR5GAMgASgOMh4uY29uZGFjY2Vzcy5jb21tb24udjEuU2V2ZXJpdHlCCrpIB4IBBBABIAASOQoGc3RhdHVzGAQgASgOMh8uY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0U3RhdHVzQgi6SAWCAQIQARIaCghjYXRlZ29yeRgFIAEoCUIIukgFcgMYgAESGQoFdGl0bGUYBiABKAlCCrpIB3IFEAEYgAQSHQoLZGVzY3JpcHRpb24YByABKAlCCLpIBXIDGIBAEiIKEGRldGVjdGlvbl9zb3VyY2UYCCABKAlCCLpIBXIDGIABEi8KC2RldGVjdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6CghldmlkZW5jZRgKIAMoCzIeLmNvbmRhY2Nlc3MuY29tbW9uLnYxLkV2aWRlbmNlQgi6SAWSAQIQZBIyCghjb21tZW50cxgLIAMoCzIgLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydENvbW1lbnQSPwoOY2xhc3NpZmljYXRpb24YDCABKA4yJy5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnRDbGFzc2lmaWNhdGlvbhI9Cg1kZXRlcm1pbmF0aW9uGA0gASgOMiYuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0RGV0ZXJtaW5hdGlvbhITCgtyZXNvbHZlZF9ieRgOIAEoCRIwCgxyZXNvbHZlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnJlc29sdXRpb25fY29tbWVudBgQIAEoCRIdCgthc3NpZ25lZF90bxgRIAEoCUIIukgFcgMYgAISLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRldGFnGBQgASgJEhgKEGludmVzdGlnYXRpb25faWQYFSABKAkirAEKCkRldmljZVJpc2sSEQoJZGV2aWNlX2lkGAEgASgJEi4KBWxldmVsGAIgASgOMh8uY29uZGFjY2Vzcy5jb21tb24udjEuUmlza0xldmVsEhgKEGFjdGl2ZV9hbGVydF9pZHMYAyADKAkSLwoLdXBkYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJldmlzaW9uGAUgASgDIuMBCgpSaXNrQ2hhbmdlEhEKCWRldmljZV9pZBgBIAEoCRIuCgVsZXZlbBgCIAEoDjIfLmNvbmRhY2Nlc3MuY29tbW9uLnYxLlJpc2tMZXZlbBI3Cg5wcmV2aW91c19sZXZlbBgDIAEoDjIfLmNvbmRhY2Nlc3MuY29tbW9uLnYxLlJpc2tMZXZlbBIWCg5jYXVzZV9hbGVydF9pZBgEIAEoCRIvCgtjaGFuZ2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV2aXNpb24YBiABKAMiRgoSUmVwb3J0QWxlcnRSZXF1ZXN0EjAKBWFsZXJ0GAEgASgLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0Qga6SAPIAQEihQEKE1JlcG9ydEFsZXJ0UmVzcG9uc2USKAoFYWxlcnQYASABKAsyGS5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnQSDwoHY3JlYXRlZBgCIAEoCBIzCgtkZXZpY2VfcmlzaxgDIAEoCzIeLmNvbmRhY2Nlc3Mucmlzay52MS5EZXZpY2VSaXNrIk0KE1JlcG9ydEFsZXJ0c1JlcXVlc3QSNgoGYWxlcnRzGAEgAygLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0Qgu6SAiSAQUIARDoByJPChRSZXBvcnRBbGVydHNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuY29uZGFjY2Vzcy5yaXNrLnYxLlJlcG9ydEFsZXJ0c1Jlc3VsdCJmChJSZXBvcnRBbGVydHNSZXN1bHQSEAoIYWxlcnRfaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoCBItCgVlcnJvchgDIAEoCzIeLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydEVycm9yIisKCkFsZXJ0RXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIi8KD0dldEFsZXJ0UmVxdWVzdBIcCghhbGVydF9pZBgBIAEoCUIKukgHcgUQARiAASI8ChBHZXRBbGVydFJlc3BvbnNlEigKBWFsZXJ0GAEgASgLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0IscCChFMaXN0QWxlcnRzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASEgoKcGFnZV90b2tlbhgCIAEoCRIbCglkZXZpY2VfaWQYAyABKAlCCLpIBXIDGIABEjkKBnN0YXR1cxgEIAEoDjIfLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydFN0YXR1c0IIukgFggECEAESPgoMbWluX3NldmVyaXR5GAUgASgOMh4uY29uZGFjY2Vzcy5jb21tb24udjEuU2V2ZXJpdHlCCLpIBYIBAhABEjIKDmRldGVjdGVkX2FmdGVyGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9kZXRlY3RlZF9iZWZvcmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlgKEkxpc3RBbGVydHNSZXNwb25zZRIpCgZhbGVydHMYASADKAsyGS5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIs8BChJVcGRhdGVBbGVydFJlcXVlc3QSHAoIYWxlcnRfaWQYASABKAlCCrpIB3IFEAEYgAESPQoGc3RhdHVzGAIgASgOMh8uY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0U3RhdHVzQgy6SAmCAQYYABgBGAISHQoLYXNzaWduZWRfdG8YAyABKAlCCLpIBXIDGIACEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAUgASgJIj8KE1VwZGF0ZUFsZXJ0UmVzcG9uc2USKAoFYWxlcnQYASABKAsyGS5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnQiUAoWQWRkQWxlcnRDb21tZW50UmVxdWVzdBIcCghhbGVydF9pZBgBIAEoCUIKukgHcgUQARiAARIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGIBAIkMKF0FkZEFsZXJ0Q29tbWVudFJlc3BvbnNlEigKBWFsZXJ0GAEgASgLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0IqcCChNSZXNvbHZlQWxlcnRSZXF1ZXN0EhwKCGFsZXJ0X2lkGAEgASgJQgq6SAdyBRABGIABEksKDmNsYXNzaWZpY2F0aW9uGAIgASgOMicuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0Q2xhc3NpZmljYXRpb25CCrpIB4IBBBABIAASRwoNZGV0ZXJtaW5hdGlvbhgDIAEoDjImLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydERldGVybWluYXRpb25CCLpIBYIBAhABEhkKB2NvbW1lbnQYBCABKAlCCLpIBXIDGIBAEh0KC3Jlc29sdmVkX2J5GAUgASgJQgi6SAVyAxiAAhIiChBpbnZlc3RpZ2F0aW9uX2lkGAYgASgJQgi6SAVyAxiAASJ1ChRSZXNvbHZlQWxlcnRSZXNwb25zZRIoCgVhbGVydBgBIAEoCzIZLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydBIzCgtkZXZpY2VfcmlzaxgCIAEoCzIeLmNvbmRhY2Nlc3Mucmlzay52MS5EZXZpY2VSaXNrIjUKFEdldERldmljZVJpc2tSZXF1ZXN0Eh0KCWRldmljZV9pZBgBIAEoCUIKukgHcgUQARiAASJMChVHZXREZXZpY2VSaXNrUmVzcG9uc2USMwoLZGV2aWNlX3Jpc2sYASABKAsyHi5jb25kYWNjZXNzLnJpc2sudjEuRGV2aWNlUmlzayKJAQoWTGlzdERldmljZVJpc2tzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGJBOKAASEgoKcGFnZV90b2tlbhgCIAEoCRI8CgltaW5fbGV2ZWwYAyABKA4yHy5jb25kYWNjZXNzLmNvbW1vbi52MS5SaXNrTGV2ZWxCCLpIBYIBAhABInoKF0xpc3REZXZpY2VSaXNrc1Jlc3BvbnNlEjQKDGRldmljZV9yaXNrcxgBIAMoCzIeLmNvbmRhY2Nlc3Mucmlzay52MS5EZXZpY2VSaXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIQCghyZXZpc2lvbhgDIAEoAyJwChxMaXN0RGV2aWNlUmlza0hpc3RvcnlSZXF1ZXN0Eh0KCWRldmljZV9pZBgBIAEoCUIKukgHcgUQARiAARIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGOgHKAASEgoKcGFnZV90b2tlbhgDIAEoCSJpCh1MaXN0RGV2aWNlUmlza0hpc3RvcnlSZXNwb25zZRIvCgdjaGFuZ2VzGAEgAygLMh4uY29uZGFjY2Vzcy5yaXNrLnYxLlJpc2tDaGFuZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKFldhdGNoUmlza0V2ZW50c1JlcXVlc3QSHwoOc3RhcnRfcmV2aXNpb24YASABKANCB7pIBCICKAAiigEKF1dhdGNoUmlza0V2ZW50c1Jlc3BvbnNlEi4KBWV2ZW50GAEgASgLMh0uY29uZGFjY2Vzcy5yaXNrLnYxLlJpc2tFdmVudEgAEjcKCHByb2dyZXNzGAIgASgLMiMuY29uZGFjY2Vzcy5jb21tb24udjEuV2F0Y2hQcm9ncmVzc0gAQgYKBGtpbmQilAIKCVJpc2tFdmVudBIQCghyZXZpc2lvbhgBIAEoAxIuCgpldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI5Cg10cmFjZV9jb250ZXh0GAMgASgLMiIuY29uZGFjY2Vzcy5jb21tb24udjEuVHJhY2VDb250ZXh0EkQKE2RldmljZV9yaXNrX2NoYW5nZWQYBCABKAsyJS5jb25kYWNjZXNzLnJpc2sudjEuRGV2aWNlUmlza0NoYW5nZWRIABI5Cg1hbGVydF9jaGFuZ2VkGAUgASgLMiAuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0Q2hhbmdlZEgAQgkKB3BheWxvYWQimQEKEURldmljZVJpc2tDaGFuZ2VkEjMKC2RldmljZV9yaXNrGAEgASgLMh4uY29uZGFjY2Vzcy5yaXNrLnYxLkRldmljZVJpc2sSNwoOcHJldmlvdXNfbGV2ZWwYAiABKA4yHy5jb25kYWNjZXNzLmNvbW1vbi52MS5SaXNrTGV2ZWwSFgoOY2F1c2VfYWxlcnRfaWQYAyABKAkiawoMQWxlcnRDaGFuZ2VkEjEKBHR5cGUYASABKA4yIy5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnRDaGFuZ2VUeXBlEigKBWFsZXJ0GAIgASgLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0KnoKC0FsZXJ0U3RhdHVzEhwKGEFMRVJUX1NUQVRVU19VTlNQRUNJRklFRBAAEhQKEEFMRVJUX1NUQVRVU19ORVcQARIcChhBTEVSVF9TVEFUVVNfSU5fUFJPR1JFU1MQAhIZChVBTEVSVF9TVEFUVVNfUkVTT0xWRUQQAyq9AQoTQWxlcnRDbGFzc2lmaWNhdGlvbhIkCiBBTEVSVF9DTEFTU0lGSUNBVElPTl9VTlNQRUNJRklFRBAAEiYKIkFMRVJUX0NMQVNTSUZJQ0FUSU9OX1RSVUVfUE9TSVRJVkUQARInCiNBTEVSVF9DTEFTU0lGSUNBVElPTl9GQUxTRV9QT1NJVElWRRACEi8KK0FMRVJUX0NMQVNTSUZJQ0FUSU9OX0lORk9STUFUSU9OQUxfRVhQRUNURUQQAyqkAwoSQWxlcnREZXRlcm1pbmF0aW9uEiMKH0FMRVJUX0RFVEVSTUlOQVRJT05fVU5TUEVDSUZJRUQQABIfChtBTEVSVF9ERVRFUk1JTkFUSU9OX01BTFdBUkUQARIgChxBTEVSVF9ERVRFUk1JTkFUSU9OX1BISVNISU5HEAISKQolQUxFUlRfREVURVJNSU5BVElPTl9VTldBTlRFRF9TT0ZUV0FSRRADEigKJEFMRVJUX0RFVEVSTUlOQVRJT05fU0VDVVJJVFlfVEVTVElORxAEEjQKMEFMRVJUX0RFVEVSTUlOQVRJT05fTElORV9PRl9CVVNJTkVTU19BUFBMSUNBVElPThAFEioKJkFMRVJUX0RFVEVSTUlOQVRJT05fQ09ORklSTUVEX0FDVElWSVRZEAYSJQohQUxFUlRfREVURVJNSU5BVElPTl9OT1RfTUFMSUNJT1VTEAcSKQolQUxFUlRfREVURVJNSU5BVElPTl9JTlNVRkZJQ0lFTlRfREFUQRAIEh0KGUFMRVJUX0RFVEVSTUlOQVRJT05fT1RIRVIQCSqTAQoPQWxlcnRDaGFuZ2VUeXBlEiEKHUFMRVJUX0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaQUxFUlRfQ0hBTkdFX1RZUEVfUkVQT1JURUQQARIdChlBTEVSVF9DSEFOR0VfVFlQRV9VUERBVEVEEAISHgoaQUxFUlRfQ0hBTkdFX1RZUEVfUkVTT0xWRUQQAzLHCQoLUmlza1NlcnZpY2USZgoLUmVwb3J0QWxlcnQSJi5jb25kYWNjZXNzLnJpc2sudjEuUmVwb3J0QWxlcnRSZXF1ZXN0GicuY29uZGFjY2Vzcy5yaXNrLnYxLlJlcG9ydEFsZXJ0UmVzcG9uc2UiBqKfGQIBAhJpCgxSZXBvcnRBbGVydHMSJy5jb25kYWNjZXNzLnJpc2sudjEuUmVwb3J0QWxlcnRzUmVxdWVzdBooLmNvbmRhY2Nlc3Mucmlzay52MS5SZXBvcnRBbGVydHNSZXNwb25zZSIGop8ZAgECEl0KCEdldEFsZXJ0EiMuY29uZGFjY2Vzcy5yaXNrLnYxLkdldEFsZXJ0UmVxdWVzdBokLmNvbmRhY2Nlc3Mucmlzay52MS5HZXRBbGVydFJlc3BvbnNlIgainxkCBAISYwoKTGlzdEFsZXJ0cxIlLmNvbmRhY2Nlc3Mucmlzay52MS5MaXN0QWxlcnRzUmVxdWVzdBomLmNvbmRhY2Nlc3Mucmlzay52MS5MaXN0QWxlcnRzUmVzcG9uc2UiBqKfGQIEAhJlCgtVcGRhdGVBbGVydBImLmNvbmRhY2Nlc3Mucmlzay52MS5VcGRhdGVBbGVydFJlcXVlc3QaJy5jb25kYWNjZXNzLnJpc2sudjEuVXBkYXRlQWxlcnRSZXNwb25zZSIFop8ZAQIScQoPQWRkQWxlcnRDb21tZW50EiouY29uZGFjY2Vzcy5yaXNrLnYxLkFkZEFsZXJ0Q29tbWVudFJlcXVlc3QaKy5jb25kYWNjZXNzLnJpc2sudjEuQWRkQWxlcnRDb21tZW50UmVzcG9uc2UiBaKfGQECEmgKDFJlc29sdmVBbGVydBInLmNvbmRhY2Nlc3Mucmlzay52MS5SZXNvbHZlQWxlcnRSZXF1ZXN0GiguY29uZGFjY2Vzcy5yaXNrLnYxLlJlc29sdmVBbGVydFJlc3BvbnNlIgWinxkBAhJsCg1HZXREZXZpY2VSaXNrEiguY29uZGFjY2Vzcy5yaXNrLnYxLkdldERldmljZVJpc2tSZXF1ZXN0GikuY29uZGFjY2Vzcy5yaXNrLnYxLkdldERldmljZVJpc2tSZXNwb25zZSIGop8ZAgQCEnIKD0xpc3REZXZpY2VSaXNrcxIqLmNvbmRhY2Nlc3Mucmlzay52MS5MaXN0RGV2aWNlUmlza3NSZXF1ZXN0GisuY29uZGFjY2Vzcy5yaXNrLnYxLkxpc3REZXZpY2VSaXNrc1Jlc3BvbnNlIgainxkCBAIShAEKFUxpc3REZXZpY2VSaXNrSGlzdG9yeRIwLmNvbmRhY2Nlc3Mucmlzay52MS5MaXN0RGV2aWNlUmlza0hpc3RvcnlSZXF1ZXN0GjEuY29uZGFjY2Vzcy5yaXNrLnYxLkxpc3REZXZpY2VSaXNrSGlzdG9yeVJlc3BvbnNlIgainxkCBAISdAoPV2F0Y2hSaXNrRXZlbnRzEiouY29uZGFjY2Vzcy5yaXNrLnYxLldhdGNoUmlza0V2ZW50c1JlcXVlc3QaKy5jb25kYWNjZXNzLnJpc2sudjEuV2F0Y2hSaXNrRXZlbnRzUmVzcG9uc2UiBqKfGQIEAjABQtABChZjb20uY29uZGFjY2Vzcy5yaXNrLnYxQglSaXNrUHJvdG9QAVpBZ2l0aHViLmNvbS9jb25kYWNjZXNzL2NvbmRhY2Nlc3MvZ2VuL2dvL2NvbmRhY2Nlc3Mvcmlzay92MTtyaXNrdjGiAgNDUliqAhJDb25kYWNjZXNzLlJpc2suVjHKAhJDb25kYWNjZXNzXFJpc2tcVjHiAh5Db25kYWNjZXNzXFJpc2tcVjFcR1BCTWV0YWRhdGHqAhRDb25kYWNjZXNzOjpSaXNrOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_condaccess_common_v1_common, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb25kYWNjZXNzL3Jpc2svdjEvcmlzay5wcm90bxISY29uZGFjY2Vzcy5yaXNrLnYxIl0KDEFsZXJ0Q29tbWVudBIOCgZhdXRob3IYASABKAkSDAoEdGV4dBgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2gcKBUFsZXJ0Ej0KCGFsZXJ0X2lkGAEgASgJQiu6SChyJhABGIABMh9eW0EtWmEtejAtOV1bQS1aYS16MC05Ll86QC8tXSokEj0KCWRldmljZV9pZBgCIAEoCUIqukgnciUQARiAATIeXltBLVphLXowLTldW0EtWmEtejAtOS5fOkAtXSokEjwKCHNldmVyaXR5GAMgASgOMh4uY29uZGFjY2Vzcy5jb21tb24udjEuU2V2ZXJpdHlCCrpIB4IBBBABIAASOQoGc3RhdHVzGAQgASgOMh8uY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0U3RhdHVzQgi6SAWCAQIQARIaCghjYXRlZ29yeRgFIAEoCUIIukgFcgMYgAESGQoFdGl0bGUYBiABKAlCCrpIB3IFEAEYgAQSHQoLZGVzY3JpcHRpb24YByABKAlCCLpIBXIDGIBAEiIKEGRldGVjdGlvbl9zb3VyY2UYCCABKAlCCLpIBXIDGIABEi8KC2RldGVjdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6CghldmlkZW5jZRgKIAMoCzIeLmNvbmRhY2Nlc3MuY29tbW9uLnYxLkV2aWRlbmNlQgi6SAWSAQIQZBIyCghjb21tZW50cxgLIAMoCzIgLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydENvbW1lbnQSPwoOY2xhc3NpZmljYXRpb24YDCABKA4yJy5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnRDbGFzc2lmaWNhdGlvbhI9Cg1kZXRlcm1pbmF0aW9uGA0gASgOMiYuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0RGV0ZXJtaW5hdGlvbhITCgtyZXNvbHZlZF9ieRgOIAEoCRIwCgxyZXNvbHZlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnJlc29sdXRpb25fY29tbWVudBgQIAEoCRIdCgthc3NpZ25lZF90bxgRIAEoCUIIukgFcgMYgAISLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRldGFnGBQgASgJEhgKEGludmVzdGlnYXRpb25faWQYFSABKAkSMwoIcmVwb3J0ZXIYFiABKAsyIS5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnRSZXBvcnRlciJLCg1BbGVydFJlcG9ydGVyEi4KBGtpbmQYASABKA4yIC5jb25kYWNjZXNzLnJpc2sudjEuUmVwb3J0ZXJLaW5kEgoKAmlkGAIgASgJIqwBCgpEZXZpY2VSaXNrEhEKCWRldmljZV9pZBgBIAEoCRIuCgVsZXZlbBgCIAEoDjIfLmNvbmRhY2Nlc3MuY29tbW9uLnYxLlJpc2tMZXZlbBIYChBhY3RpdmVfYWxlcnRfaWRzGAMgAygJEi8KC3VwZGF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghyZXZpc2lvbhgFIAEoAyLjAQoKUmlza0NoYW5nZRIRCglkZXZpY2VfaWQYASABKAkSLgoFbGV2ZWwYAiABKA4yHy5jb25kYWNjZXNzLmNvbW1vbi52MS5SaXNrTGV2ZWwSNwoOcHJldmlvdXNfbGV2ZWwYAyABKA4yHy5jb25kYWNjZXNzLmNvbW1vbi52MS5SaXNrTGV2ZWwSFgoOY2F1c2VfYWxlcnRfaWQYBCABKAkSLwoLY2hhbmdlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJldmlzaW9uGAYgASgDIkYKElJlcG9ydEFsZXJ0UmVxdWVzdBIwCgVhbGVydBgBIAEoCzIZLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydEIGukgDyAEBIoUBChNSZXBvcnRBbGVydFJlc3BvbnNlEigKBWFsZXJ0GAEgASgLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0Eg8KB2NyZWF0ZWQYAiABKAgSMwoLZGV2aWNlX3Jpc2sYAyABKAsyHi5jb25kYWNjZXNzLnJpc2sudjEuRGV2aWNlUmlzayJNChNSZXBvcnRBbGVydHNSZXF1ZXN0EjYKBmFsZXJ0cxgBIAMoCzIZLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydEILukgIkgEFCAEQ6AciTwoUUmVwb3J0QWxlcnRzUmVzcG9uc2USNwoHcmVzdWx0cxgBIAMoCzImLmNvbmRhY2Nlc3Mucmlzay52MS5SZXBvcnRBbGVydHNSZXN1bHQiZgoSUmVwb3J0QWxlcnRzUmVzdWx0EhAKCGFsZXJ0X2lkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAgSLQoFZXJyb3IYAyABKAsyHi5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnRFcnJvciIrCgpBbGVydEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSIvCg9HZXRBbGVydFJlcXVlc3QSHAoIYWxlcnRfaWQYASABKAlCCrpIB3IFEAEYgAEiPAoQR2V0QWxlcnRSZXNwb25zZRIoCgVhbGVydBgBIAEoCzIZLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydCLHAgoRTGlzdEFsZXJ0c1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhIKCnBhZ2VfdG9rZW4YAiABKAkSGwoJZGV2aWNlX2lkGAMgASgJQgi6SAVyAxiAARI5CgZzdGF0dXMYBCABKA4yHy5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnRTdGF0dXNCCLpIBYIBAhABEj4KDG1pbl9zZXZlcml0eRgFIAEoDjIeLmNvbmRhY2Nlc3MuY29tbW9uLnYxLlNldmVyaXR5Qgi6SAWCAQIQARIyCg5kZXRlY3RlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPZGV0ZWN0ZWRfYmVmb3JlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYChJMaXN0QWxlcnRzUmVzcG9uc2USKQoGYWxlcnRzGAEgAygLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLPAQoSVXBkYXRlQWxlcnRSZXF1ZXN0EhwKCGFsZXJ0X2lkGAEgASgJQgq6SAdyBRABGIABEj0KBnN0YXR1cxgCIAEoDjIfLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydFN0YXR1c0IMukgJggEGGAAYARgCEh0KC2Fzc2lnbmVkX3RvGAMgASgJQgi6SAVyAxiAAhIvCgt1cGRhdGVfbWFzaxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDAoEZXRhZxgFIAEoCSI/ChNVcGRhdGVBbGVydFJlc3BvbnNlEigKBWFsZXJ0GAEgASgLMhkuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0IlAKFkFkZEFsZXJ0Q29tbWVudFJlcXVlc3QSHAoIYWxlcnRfaWQYASABKAlCCrpIB3IFEAEYgAESGAoEdGV4dBgCIAEoCUIKukgHcgUQARiAQCJDChdBZGRBbGVydENvbW1lbnRSZXNwb25zZRIoCgVhbGVydBgBIAEoCzIZLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydCKnAgoTUmVzb2x2ZUFsZXJ0UmVxdWVzdBIcCghhbGVydF9pZBgBIAEoCUIKukgHcgUQARiAARJLCg5jbGFzc2lmaWNhdGlvbhgCIAEoDjInLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydENsYXNzaWZpY2F0aW9uQgq6SAeCAQQQASAAEkcKDWRldGVybWluYXRpb24YAyABKA4yJi5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnREZXRlcm1pbmF0aW9uQgi6SAWCAQIQARIZCgdjb21tZW50GAQgASgJQgi6SAVyAxiAQBIdCgtyZXNvbHZlZF9ieRgFIAEoCUIIukgFcgMYgAISIgoQaW52ZXN0aWdhdGlvbl9pZBgGIAEoCUIIukgFcgMYgAEidQoUUmVzb2x2ZUFsZXJ0UmVzcG9uc2USKAoFYWxlcnQYASABKAsyGS5jb25kYWNjZXNzLnJpc2sudjEuQWxlcnQSMwoLZGV2aWNlX3Jpc2sYAiABKAsyHi5jb25kYWNjZXNzLnJpc2sudjEuRGV2aWNlUmlzayI1ChRHZXREZXZpY2VSaXNrUmVxdWVzdBIdCglkZXZpY2VfaWQYASABKAlCCrpIB3IFEAEYgAEiTAoVR2V0RGV2aWNlUmlza1Jlc3BvbnNlEjMKC2RldmljZV9yaXNrGAEgASgLMh4uY29uZGFjY2Vzcy5yaXNrLnYxLkRldmljZVJpc2siiQEKFkxpc3REZXZpY2VSaXNrc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRiQTigAEhIKCnBhZ2VfdG9rZW4YAiABKAkSPAoJbWluX2xldmVsGAMgASgOMh8uY29uZGFjY2Vzcy5jb21tb24udjEuUmlza0xldmVsQgi6SAWCAQIQASJ6ChdMaXN0RGV2aWNlUmlza3NSZXNwb25zZRI0CgxkZXZpY2Vfcmlza3MYASADKAsyHi5jb25kYWNjZXNzLnJpc2sudjEuRGV2aWNlUmlzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEAoIcmV2aXNpb24YAyABKAMicAocTGlzdERldmljZVJpc2tIaXN0b3J5UmVxdWVzdBIdCglkZXZpY2VfaWQYASABKAlCCrpIB3IFEAEYgAESHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhIKCnBhZ2VfdG9rZW4YAyABKAkiaQodTGlzdERldmljZVJpc2tIaXN0b3J5UmVzcG9uc2USLwoHY2hhbmdlcxgBIAMoCzIeLmNvbmRhY2Nlc3Mucmlzay52MS5SaXNrQ2hhbmdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI5ChZXYXRjaFJpc2tFdmVudHNSZXF1ZXN0Eh8KDnN0YXJ0X3JldmlzaW9uGAEgASgDQge6SAQiAigAIooBChdXYXRjaFJpc2tFdmVudHNSZXNwb25zZRIuCgVldmVudBgBIAEoCzIdLmNvbmRhY2Nlc3Mucmlzay52MS5SaXNrRXZlbnRIABI3Cghwcm9ncmVzcxgCIAEoCzIjLmNvbmRhY2Nlc3MuY29tbW9uLnYxLldhdGNoUHJvZ3Jlc3NIAEIGCgRraW5kIpQCCglSaXNrRXZlbnQSEAoIcmV2aXNpb24YASABKAMSLgoKZXZlbnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOQoNdHJhY2VfY29udGV4dBgDIAEoCzIiLmNvbmRhY2Nlc3MuY29tbW9uLnYxLlRyYWNlQ29udGV4dBJEChNkZXZpY2Vfcmlza19jaGFuZ2VkGAQgASgLMiUuY29uZGFjY2Vzcy5yaXNrLnYxLkRldmljZVJpc2tDaGFuZ2VkSAASOQoNYWxlcnRfY2hhbmdlZBgFIAEoCzIgLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydENoYW5nZWRIAEIJCgdwYXlsb2FkIpkBChFEZXZpY2VSaXNrQ2hhbmdlZBIzCgtkZXZpY2VfcmlzaxgBIAEoCzIeLmNvbmRhY2Nlc3Mucmlzay52MS5EZXZpY2VSaXNrEjcKDnByZXZpb3VzX2xldmVsGAIgASgOMh8uY29uZGFjY2Vzcy5jb21tb24udjEuUmlza0xldmVsEhYKDmNhdXNlX2FsZXJ0X2lkGAMgASgJImsKDEFsZXJ0Q2hhbmdlZBIxCgR0eXBlGAEgASgOMiMuY29uZGFjY2Vzcy5yaXNrLnYxLkFsZXJ0Q2hhbmdlVHlwZRIoCgVhbGVydBgCIAEoCzIZLmNvbmRhY2Nlc3Mucmlzay52MS5BbGVydCp6CgtBbGVydFN0YXR1cxIcChhBTEVSVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIUChBBTEVSVF9TVEFUVVNfTkVXEAESHAoYQUxFUlRfU1RBVFVTX0lOX1BST0dSRVNTEAISGQoVQUxFUlRfU1RBVFVTX1JFU09MVkVEEAMqvQEKE0FsZXJ0Q2xhc3NpZmljYXRpb24SJAogQUxFUlRfQ0xBU1NJRklDQVRJT05fVU5TUEVDSUZJRUQQABImCiJBTEVSVF9DTEFTU0lGSUNBVElPTl9UUlVFX1BPU0lUSVZFEAESJwojQUxFUlRfQ0xBU1NJRklDQVRJT05fRkFMU0VfUE9TSVRJVkUQAhIvCitBTEVSVF9DTEFTU0lGSUNBVElPTl9JTkZPUk1BVElPTkFMX0VYUEVDVEVEEAMqpAMKEkFsZXJ0RGV0ZXJtaW5hdGlvbhIjCh9BTEVSVF9ERVRFUk1JTkFUSU9OX1VOU1BFQ0lGSUVEEAASHwobQUxFUlRfREVURVJNSU5BVElPTl9NQUxXQVJFEAESIAocQUxFUlRfREVURVJNSU5BVElPTl9QSElTSElORxACEikKJUFMRVJUX0RFVEVSTUlOQVRJT05fVU5XQU5URURfU09GVFdBUkUQAxIoCiRBTEVSVF9ERVRFUk1JTkFUSU9OX1NFQ1VSSVRZX1RFU1RJTkcQBBI0CjBBTEVSVF9ERVRFUk1JTkFUSU9OX0xJTkVfT0ZfQlVTSU5FU1NfQVBQTElDQVRJT04QBRIqCiZBTEVSVF9ERVRFUk1JTkFUSU9OX0NPTkZJUk1FRF9BQ1RJVklUWRAGEiUKIUFMRVJUX0RFVEVSTUlOQVRJT05fTk9UX01BTElDSU9VUxAHEikKJUFMRVJUX0RFVEVSTUlOQVRJT05fSU5TVUZGSUNJRU5UX0RBVEEQCBIdChlBTEVSVF9ERVRFUk1JTkFUSU9OX09USEVSEAkqtAEKDFJlcG9ydGVyS2luZBIdChlSRVBPUlRFUl9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUUkVQT1JURVJfS0lORF9ERVZJQ0UQARIYChRSRVBPUlRFUl9LSU5EX1NFTlNPUhACEhcKE1JFUE9SVEVSX0tJTkRfQURNSU4QAxIZChVSRVBPUlRFUl9LSU5EX1NFUlZJQ0UQBBIdChlSRVBPUlRFUl9LSU5EX0RFVkVMT1BNRU5UEAUqkwEKD0FsZXJ0Q2hhbmdlVHlwZRIhCh1BTEVSVF9DSEFOR0VfVFlQRV9VTlNQRUNJRklFRBAAEh4KGkFMRVJUX0NIQU5HRV9UWVBFX1JFUE9SVEVEEAESHQoZQUxFUlRfQ0hBTkdFX1RZUEVfVVBEQVRFRBACEh4KGkFMRVJUX0NIQU5HRV9UWVBFX1JFU09MVkVEEAMyxwkKC1Jpc2tTZXJ2aWNlEmYKC1JlcG9ydEFsZXJ0EiYuY29uZGFjY2Vzcy5yaXNrLnYxLlJlcG9ydEFsZXJ0UmVxdWVzdBonLmNvbmRhY2Nlc3Mucmlzay52MS5SZXBvcnRBbGVydFJlc3BvbnNlIgainxkCAQISaQoMUmVwb3J0QWxlcnRzEicuY29uZGFjY2Vzcy5yaXNrLnYxLlJlcG9ydEFsZXJ0c1JlcXVlc3QaKC5jb25kYWNjZXNzLnJpc2sudjEuUmVwb3J0QWxlcnRzUmVzcG9uc2UiBqKfGQIBAhJdCghHZXRBbGVydBIjLmNvbmRhY2Nlc3Mucmlzay52MS5HZXRBbGVydFJlcXVlc3QaJC5jb25kYWNjZXNzLnJpc2sudjEuR2V0QWxlcnRSZXNwb25zZSIGop8ZAgQCEmMKCkxpc3RBbGVydHMSJS5jb25kYWNjZXNzLnJpc2sudjEuTGlzdEFsZXJ0c1JlcXVlc3QaJi5jb25kYWNjZXNzLnJpc2sudjEuTGlzdEFsZXJ0c1Jlc3BvbnNlIgainxkCBAISZQoLVXBkYXRlQWxlcnQSJi5jb25kYWNjZXNzLnJpc2sudjEuVXBkYXRlQWxlcnRSZXF1ZXN0GicuY29uZGFjY2Vzcy5yaXNrLnYxLlVwZGF0ZUFsZXJ0UmVzcG9uc2UiBaKfGQECEnEKD0FkZEFsZXJ0Q29tbWVudBIqLmNvbmRhY2Nlc3Mucmlzay52MS5BZGRBbGVydENvbW1lbnRSZXF1ZXN0GisuY29uZGFjY2Vzcy5yaXNrLnYxLkFkZEFsZXJ0Q29tbWVudFJlc3BvbnNlIgWinxkBAhJoCgxSZXNvbHZlQWxlcnQSJy5jb25kYWNjZXNzLnJpc2sudjEuUmVzb2x2ZUFsZXJ0UmVxdWVzdBooLmNvbmRhY2Nlc3Mucmlzay52MS5SZXNvbHZlQWxlcnRSZXNwb25zZSIFop8ZAQISbAoNR2V0RGV2aWNlUmlzaxIoLmNvbmRhY2Nlc3Mucmlzay52MS5HZXREZXZpY2VSaXNrUmVxdWVzdBopLmNvbmRhY2Nlc3Mucmlzay52MS5HZXREZXZpY2VSaXNrUmVzcG9uc2UiBqKfGQIEAhJyCg9MaXN0RGV2aWNlUmlza3MSKi5jb25kYWNjZXNzLnJpc2sudjEuTGlzdERldmljZVJpc2tzUmVxdWVzdBorLmNvbmRhY2Nlc3Mucmlzay52MS5MaXN0RGV2aWNlUmlza3NSZXNwb25zZSIGop8ZAgQCEoQBChVMaXN0RGV2aWNlUmlza0hpc3RvcnkSMC5jb25kYWNjZXNzLnJpc2sudjEuTGlzdERldmljZVJpc2tIaXN0b3J5UmVxdWVzdBoxLmNvbmRhY2Nlc3Mucmlzay52MS5MaXN0RGV2aWNlUmlza0hpc3RvcnlSZXNwb25zZSIGop8ZAgQCEnQKD1dhdGNoUmlza0V2ZW50cxIqLmNvbmRhY2Nlc3Mucmlzay52MS5XYXRjaFJpc2tFdmVudHNSZXF1ZXN0GisuY29uZGFjY2Vzcy5yaXNrLnYxLldhdGNoUmlza0V2ZW50c1Jlc3BvbnNlIgainxkCBAIwAULQAQoWY29tLmNvbmRhY2Nlc3Mucmlzay52MUIJUmlza1Byb3RvUAFaQWdpdGh1Yi5jb20vY29uZGFjY2Vzcy9jb25kYWNjZXNzL2dlbi9nby9jb25kYWNjZXNzL3Jpc2svdjE7cmlza3YxogIDQ1JYqgISQ29uZGFjY2Vzcy5SaXNrLlYxygISQ29uZGFjY2Vzc1xSaXNrXFYx4gIeQ29uZGFjY2Vzc1xSaXNrXFYxXEdQQk1ldGFkYXRh6gIUQ29uZGFjY2Vzczo6Umlzazo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_condaccess_common_v1_common, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * AlertComment is one comment on an alert.
@@ -208,6 +208,15 @@ export type Alert = Message<"condaccess.risk.v1.Alert"> & {
    * @generated from field: string investigation_id = 21;
    */
   investigationId: string;
+
+  /**
+   * reporter is how the caller that reported the alert was authenticated, taken from
+   * its verified identity (never from the request); output only. Automatic
+   * remediation acts only on alerts whose reporter is the device itself.
+   *
+   * @generated from field: condaccess.risk.v1.AlertReporter reporter = 22;
+   */
+  reporter?: AlertReporter | undefined;
 };
 
 /**
@@ -216,6 +225,35 @@ export type Alert = Message<"condaccess.risk.v1.Alert"> & {
  */
 export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
   messageDesc(file_condaccess_risk_v1_risk, 1);
+
+/**
+ * AlertReporter is the authenticated reporter of an alert.
+ *
+ * @generated from message condaccess.risk.v1.AlertReporter
+ */
+export type AlertReporter = Message<"condaccess.risk.v1.AlertReporter"> & {
+  /**
+   * kind is how the reporter was authenticated.
+   *
+   * @generated from field: condaccess.risk.v1.ReporterKind kind = 1;
+   */
+  kind: ReporterKind;
+
+  /**
+   * id is the reporter's identity: the device id for DEVICE, otherwise the
+   * certificate's subject.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message condaccess.risk.v1.AlertReporter.
+ * Use `create(AlertReporterSchema)` to create a new message.
+ */
+export const AlertReporterSchema: GenMessage<AlertReporter> = /*@__PURE__*/
+  messageDesc(file_condaccess_risk_v1_risk, 2);
 
 /**
  * DeviceRisk is a device's current risk level.
@@ -265,7 +303,7 @@ export type DeviceRisk = Message<"condaccess.risk.v1.DeviceRisk"> & {
  * Use `create(DeviceRiskSchema)` to create a new message.
  */
 export const DeviceRiskSchema: GenMessage<DeviceRisk> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 2);
+  messageDesc(file_condaccess_risk_v1_risk, 3);
 
 /**
  * RiskChange is one entry of a device's risk history.
@@ -321,7 +359,7 @@ export type RiskChange = Message<"condaccess.risk.v1.RiskChange"> & {
  * Use `create(RiskChangeSchema)` to create a new message.
  */
 export const RiskChangeSchema: GenMessage<RiskChange> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 3);
+  messageDesc(file_condaccess_risk_v1_risk, 4);
 
 /**
  * ReportAlertRequest is the request of ReportAlert.
@@ -342,7 +380,7 @@ export type ReportAlertRequest = Message<"condaccess.risk.v1.ReportAlertRequest"
  * Use `create(ReportAlertRequestSchema)` to create a new message.
  */
 export const ReportAlertRequestSchema: GenMessage<ReportAlertRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 4);
+  messageDesc(file_condaccess_risk_v1_risk, 5);
 
 /**
  * ReportAlertResponse is the response of ReportAlert.
@@ -377,7 +415,7 @@ export type ReportAlertResponse = Message<"condaccess.risk.v1.ReportAlertRespons
  * Use `create(ReportAlertResponseSchema)` to create a new message.
  */
 export const ReportAlertResponseSchema: GenMessage<ReportAlertResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 5);
+  messageDesc(file_condaccess_risk_v1_risk, 6);
 
 /**
  * ReportAlertsRequest is the request of ReportAlerts.
@@ -398,7 +436,7 @@ export type ReportAlertsRequest = Message<"condaccess.risk.v1.ReportAlertsReques
  * Use `create(ReportAlertsRequestSchema)` to create a new message.
  */
 export const ReportAlertsRequestSchema: GenMessage<ReportAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 6);
+  messageDesc(file_condaccess_risk_v1_risk, 7);
 
 /**
  * ReportAlertsResponse is the response of ReportAlerts.
@@ -419,7 +457,7 @@ export type ReportAlertsResponse = Message<"condaccess.risk.v1.ReportAlertsRespo
  * Use `create(ReportAlertsResponseSchema)` to create a new message.
  */
 export const ReportAlertsResponseSchema: GenMessage<ReportAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 7);
+  messageDesc(file_condaccess_risk_v1_risk, 8);
 
 /**
  * ReportAlertsResult is the outcome for one alert of a ReportAlerts call.
@@ -455,7 +493,7 @@ export type ReportAlertsResult = Message<"condaccess.risk.v1.ReportAlertsResult"
  * Use `create(ReportAlertsResultSchema)` to create a new message.
  */
 export const ReportAlertsResultSchema: GenMessage<ReportAlertsResult> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 8);
+  messageDesc(file_condaccess_risk_v1_risk, 9);
 
 /**
  * AlertError is why one alert of a batch was refused.
@@ -483,7 +521,7 @@ export type AlertError = Message<"condaccess.risk.v1.AlertError"> & {
  * Use `create(AlertErrorSchema)` to create a new message.
  */
 export const AlertErrorSchema: GenMessage<AlertError> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 9);
+  messageDesc(file_condaccess_risk_v1_risk, 10);
 
 /**
  * GetAlertRequest is the request of GetAlert.
@@ -504,7 +542,7 @@ export type GetAlertRequest = Message<"condaccess.risk.v1.GetAlertRequest"> & {
  * Use `create(GetAlertRequestSchema)` to create a new message.
  */
 export const GetAlertRequestSchema: GenMessage<GetAlertRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 10);
+  messageDesc(file_condaccess_risk_v1_risk, 11);
 
 /**
  * GetAlertResponse is the response of GetAlert.
@@ -525,7 +563,7 @@ export type GetAlertResponse = Message<"condaccess.risk.v1.GetAlertResponse"> & 
  * Use `create(GetAlertResponseSchema)` to create a new message.
  */
 export const GetAlertResponseSchema: GenMessage<GetAlertResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 11);
+  messageDesc(file_condaccess_risk_v1_risk, 12);
 
 /**
  * ListAlertsRequest is the request of ListAlerts.
@@ -588,7 +626,7 @@ export type ListAlertsRequest = Message<"condaccess.risk.v1.ListAlertsRequest"> 
  * Use `create(ListAlertsRequestSchema)` to create a new message.
  */
 export const ListAlertsRequestSchema: GenMessage<ListAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 12);
+  messageDesc(file_condaccess_risk_v1_risk, 13);
 
 /**
  * ListAlertsResponse is the response of ListAlerts.
@@ -616,7 +654,7 @@ export type ListAlertsResponse = Message<"condaccess.risk.v1.ListAlertsResponse"
  * Use `create(ListAlertsResponseSchema)` to create a new message.
  */
 export const ListAlertsResponseSchema: GenMessage<ListAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 13);
+  messageDesc(file_condaccess_risk_v1_risk, 14);
 
 /**
  * UpdateAlertRequest is the request of UpdateAlert.
@@ -665,7 +703,7 @@ export type UpdateAlertRequest = Message<"condaccess.risk.v1.UpdateAlertRequest"
  * Use `create(UpdateAlertRequestSchema)` to create a new message.
  */
 export const UpdateAlertRequestSchema: GenMessage<UpdateAlertRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 14);
+  messageDesc(file_condaccess_risk_v1_risk, 15);
 
 /**
  * UpdateAlertResponse is the response of UpdateAlert.
@@ -686,7 +724,7 @@ export type UpdateAlertResponse = Message<"condaccess.risk.v1.UpdateAlertRespons
  * Use `create(UpdateAlertResponseSchema)` to create a new message.
  */
 export const UpdateAlertResponseSchema: GenMessage<UpdateAlertResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 15);
+  messageDesc(file_condaccess_risk_v1_risk, 16);
 
 /**
  * AddAlertCommentRequest is the request of AddAlertComment.
@@ -714,7 +752,7 @@ export type AddAlertCommentRequest = Message<"condaccess.risk.v1.AddAlertComment
  * Use `create(AddAlertCommentRequestSchema)` to create a new message.
  */
 export const AddAlertCommentRequestSchema: GenMessage<AddAlertCommentRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 16);
+  messageDesc(file_condaccess_risk_v1_risk, 17);
 
 /**
  * AddAlertCommentResponse is the response of AddAlertComment.
@@ -735,7 +773,7 @@ export type AddAlertCommentResponse = Message<"condaccess.risk.v1.AddAlertCommen
  * Use `create(AddAlertCommentResponseSchema)` to create a new message.
  */
 export const AddAlertCommentResponseSchema: GenMessage<AddAlertCommentResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 17);
+  messageDesc(file_condaccess_risk_v1_risk, 18);
 
 /**
  * ResolveAlertRequest is the request of ResolveAlert.
@@ -792,7 +830,7 @@ export type ResolveAlertRequest = Message<"condaccess.risk.v1.ResolveAlertReques
  * Use `create(ResolveAlertRequestSchema)` to create a new message.
  */
 export const ResolveAlertRequestSchema: GenMessage<ResolveAlertRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 18);
+  messageDesc(file_condaccess_risk_v1_risk, 19);
 
 /**
  * ResolveAlertResponse is the response of ResolveAlert.
@@ -820,7 +858,7 @@ export type ResolveAlertResponse = Message<"condaccess.risk.v1.ResolveAlertRespo
  * Use `create(ResolveAlertResponseSchema)` to create a new message.
  */
 export const ResolveAlertResponseSchema: GenMessage<ResolveAlertResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 19);
+  messageDesc(file_condaccess_risk_v1_risk, 20);
 
 /**
  * GetDeviceRiskRequest is the request of GetDeviceRisk.
@@ -841,7 +879,7 @@ export type GetDeviceRiskRequest = Message<"condaccess.risk.v1.GetDeviceRiskRequ
  * Use `create(GetDeviceRiskRequestSchema)` to create a new message.
  */
 export const GetDeviceRiskRequestSchema: GenMessage<GetDeviceRiskRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 20);
+  messageDesc(file_condaccess_risk_v1_risk, 21);
 
 /**
  * GetDeviceRiskResponse is the response of GetDeviceRisk.
@@ -862,7 +900,7 @@ export type GetDeviceRiskResponse = Message<"condaccess.risk.v1.GetDeviceRiskRes
  * Use `create(GetDeviceRiskResponseSchema)` to create a new message.
  */
 export const GetDeviceRiskResponseSchema: GenMessage<GetDeviceRiskResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 21);
+  messageDesc(file_condaccess_risk_v1_risk, 22);
 
 /**
  * ListDeviceRisksRequest is the request of ListDeviceRisks.
@@ -898,7 +936,7 @@ export type ListDeviceRisksRequest = Message<"condaccess.risk.v1.ListDeviceRisks
  * Use `create(ListDeviceRisksRequestSchema)` to create a new message.
  */
 export const ListDeviceRisksRequestSchema: GenMessage<ListDeviceRisksRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 22);
+  messageDesc(file_condaccess_risk_v1_risk, 23);
 
 /**
  * ListDeviceRisksResponse is the response of ListDeviceRisks.
@@ -933,7 +971,7 @@ export type ListDeviceRisksResponse = Message<"condaccess.risk.v1.ListDeviceRisk
  * Use `create(ListDeviceRisksResponseSchema)` to create a new message.
  */
 export const ListDeviceRisksResponseSchema: GenMessage<ListDeviceRisksResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 23);
+  messageDesc(file_condaccess_risk_v1_risk, 24);
 
 /**
  * ListDeviceRiskHistoryRequest is the request of ListDeviceRiskHistory.
@@ -968,7 +1006,7 @@ export type ListDeviceRiskHistoryRequest = Message<"condaccess.risk.v1.ListDevic
  * Use `create(ListDeviceRiskHistoryRequestSchema)` to create a new message.
  */
 export const ListDeviceRiskHistoryRequestSchema: GenMessage<ListDeviceRiskHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 24);
+  messageDesc(file_condaccess_risk_v1_risk, 25);
 
 /**
  * ListDeviceRiskHistoryResponse is the response of ListDeviceRiskHistory.
@@ -996,7 +1034,7 @@ export type ListDeviceRiskHistoryResponse = Message<"condaccess.risk.v1.ListDevi
  * Use `create(ListDeviceRiskHistoryResponseSchema)` to create a new message.
  */
 export const ListDeviceRiskHistoryResponseSchema: GenMessage<ListDeviceRiskHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 25);
+  messageDesc(file_condaccess_risk_v1_risk, 26);
 
 /**
  * WatchRiskEventsRequest is the request of WatchRiskEvents.
@@ -1018,7 +1056,7 @@ export type WatchRiskEventsRequest = Message<"condaccess.risk.v1.WatchRiskEvents
  * Use `create(WatchRiskEventsRequestSchema)` to create a new message.
  */
 export const WatchRiskEventsRequestSchema: GenMessage<WatchRiskEventsRequest> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 26);
+  messageDesc(file_condaccess_risk_v1_risk, 27);
 
 /**
  * WatchRiskEventsResponse is one message of the WatchRiskEvents stream.
@@ -1055,7 +1093,7 @@ export type WatchRiskEventsResponse = Message<"condaccess.risk.v1.WatchRiskEvent
  * Use `create(WatchRiskEventsResponseSchema)` to create a new message.
  */
 export const WatchRiskEventsResponseSchema: GenMessage<WatchRiskEventsResponse> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 27);
+  messageDesc(file_condaccess_risk_v1_risk, 28);
 
 /**
  * RiskEvent is one change published by the risk service.
@@ -1113,7 +1151,7 @@ export type RiskEvent = Message<"condaccess.risk.v1.RiskEvent"> & {
  * Use `create(RiskEventSchema)` to create a new message.
  */
 export const RiskEventSchema: GenMessage<RiskEvent> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 28);
+  messageDesc(file_condaccess_risk_v1_risk, 29);
 
 /**
  * DeviceRiskChanged says a device's risk level changed.
@@ -1148,7 +1186,7 @@ export type DeviceRiskChanged = Message<"condaccess.risk.v1.DeviceRiskChanged"> 
  * Use `create(DeviceRiskChangedSchema)` to create a new message.
  */
 export const DeviceRiskChangedSchema: GenMessage<DeviceRiskChanged> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 29);
+  messageDesc(file_condaccess_risk_v1_risk, 30);
 
 /**
  * AlertChanged says an alert was reported, updated or resolved.
@@ -1176,7 +1214,7 @@ export type AlertChanged = Message<"condaccess.risk.v1.AlertChanged"> & {
  * Use `create(AlertChangedSchema)` to create a new message.
  */
 export const AlertChangedSchema: GenMessage<AlertChanged> = /*@__PURE__*/
-  messageDesc(file_condaccess_risk_v1_risk, 30);
+  messageDesc(file_condaccess_risk_v1_risk, 31);
 
 /**
  * AlertStatus is an alert's lifecycle state.
@@ -1346,6 +1384,64 @@ export const AlertDeterminationSchema: GenEnum<AlertDetermination> = /*@__PURE__
   enumDesc(file_condaccess_risk_v1_risk, 2);
 
 /**
+ * ReporterKind is how the reporter of an alert was authenticated.
+ *
+ * @generated from enum condaccess.risk.v1.ReporterKind
+ */
+export enum ReporterKind {
+  /**
+   * REPORTER_KIND_UNSPECIFIED: unknown (alerts stored before reporters were recorded).
+   *
+   * @generated from enum value: REPORTER_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * REPORTER_KIND_DEVICE: the device's own identity (a device certificate with the URI
+   * SAN spiffe://condaccess/device/<id>), or development mode configured to count as
+   * the device.
+   *
+   * @generated from enum value: REPORTER_KIND_DEVICE = 1;
+   */
+  DEVICE = 1,
+
+  /**
+   * REPORTER_KIND_SENSOR: a static sensor certificate that is not a device identity,
+   * such as a SIEM connector.
+   *
+   * @generated from enum value: REPORTER_KIND_SENSOR = 2;
+   */
+  SENSOR = 2,
+
+  /**
+   * REPORTER_KIND_ADMIN: an administrator (secops or policy admin).
+   *
+   * @generated from enum value: REPORTER_KIND_ADMIN = 3;
+   */
+  ADMIN = 3,
+
+  /**
+   * REPORTER_KIND_SERVICE: another condaccess service.
+   *
+   * @generated from enum value: REPORTER_KIND_SERVICE = 4;
+   */
+  SERVICE = 4,
+
+  /**
+   * REPORTER_KIND_DEVELOPMENT: the unauthenticated caller of development mode.
+   *
+   * @generated from enum value: REPORTER_KIND_DEVELOPMENT = 5;
+   */
+  DEVELOPMENT = 5,
+}
+
+/**
+ * Describes the enum condaccess.risk.v1.ReporterKind.
+ */
+export const ReporterKindSchema: GenEnum<ReporterKind> = /*@__PURE__*/
+  enumDesc(file_condaccess_risk_v1_risk, 3);
+
+/**
  * AlertChangeType says what happened to an alert.
  *
  * @generated from enum condaccess.risk.v1.AlertChangeType
@@ -1384,7 +1480,7 @@ export enum AlertChangeType {
  * Describes the enum condaccess.risk.v1.AlertChangeType.
  */
 export const AlertChangeTypeSchema: GenEnum<AlertChangeType> = /*@__PURE__*/
-  enumDesc(file_condaccess_risk_v1_risk, 3);
+  enumDesc(file_condaccess_risk_v1_risk, 4);
 
 /**
  * RiskService owns alerts and device risk levels and publishes every change as an
