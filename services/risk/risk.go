@@ -147,6 +147,35 @@ type Alert struct {
 	UpdateTime      time.Time      `json:"update_time"`
 	Version         int64          `json:"version"` // the etag is its decimal form
 	InvestigationID string         `json:"investigation_id,omitempty"`
+	// Reporter is how the caller that reported the alert was authenticated; set by
+	// the gRPC layer from the verified identity, never from the request.
+	Reporter Reporter `json:"reporter,omitzero"`
+}
+
+// ReporterKind is how an alert's reporter was authenticated (numbers as in the proto
+// ReporterKind).
+type ReporterKind int32
+
+// Reporter kinds.
+const (
+	ReporterUnspecified ReporterKind = 0
+	// ReporterDevice is the device's own identity.
+	ReporterDevice ReporterKind = 1
+	// ReporterSensor is a static sensor certificate that is not a device identity.
+	ReporterSensor ReporterKind = 2
+	// ReporterAdmin is an administrator.
+	ReporterAdmin ReporterKind = 3
+	// ReporterService is another condaccess service.
+	ReporterService ReporterKind = 4
+	// ReporterDevelopment is the unauthenticated caller of development mode.
+	ReporterDevelopment ReporterKind = 5
+)
+
+// Reporter is the authenticated reporter of an alert: its kind and id (the device id
+// for ReporterDevice, otherwise the certificate's subject).
+type Reporter struct {
+	Kind ReporterKind `json:"kind"`
+	ID   string       `json:"id,omitempty"`
 }
 
 // Etag is the alert's AIP-154 etag.

@@ -124,7 +124,7 @@ func (s *Service) prepare(ctx context.Context, in Alert, field string) (*reporte
 		ID: in.ID, DeviceID: in.DeviceID, Severity: in.Severity, Status: StatusNew,
 		Category: in.Category, Title: in.Title, Description: in.Description,
 		DetectionSource: in.DetectionSource, DetectTime: in.DetectTime.UTC(), Evidence: in.Evidence,
-		AssignedTo: in.AssignedTo, CreateTime: now, UpdateTime: now, Version: 1,
+		AssignedTo: in.AssignedTo, CreateTime: now, UpdateTime: now, Version: 1, Reporter: in.Reporter,
 	}
 	if a.DetectTime.IsZero() {
 		a.DetectTime = now
@@ -237,6 +237,11 @@ func (s *Service) insert(ctx context.Context, tx Tx, r *reported, withRisk bool)
 		a, _, _, err := tx.Alert(ctx, r.alert.ID)
 		if err != nil {
 			return ReportResult{}, false, err
+		}
+		if a.Reporter.Kind != ReporterUnspecified && a.Reporter != r.alert.Reporter {
+			// The same content from another reporter is not a repeat: the alert keeps
+			// the reporter that reported it first.
+			return ReportResult{}, false, fmt.Errorf("%w: alert %q was reported by another reporter", ErrAlertConflict, r.alert.ID)
 		}
 		return ReportResult{Alert: a, Created: false}, false, nil
 	}

@@ -79,6 +79,9 @@ func alertToProto(a *risk.Alert) *riskv1.Alert {
 		AssignedTo: a.AssignedTo, CreateTime: tsIn(&m.create, a.CreateTime), UpdateTime: tsIn(&m.update, a.UpdateTime),
 		Etag: a.Etag(), InvestigationId: a.InvestigationID,
 	}
+	if a.Reporter != (risk.Reporter{}) {
+		out.Reporter = &riskv1.AlertReporter{Kind: riskv1.ReporterKind(a.Reporter.Kind), Id: a.Reporter.ID}
+	}
 	if len(a.Evidence) > 0 {
 		var nf, np int
 		for _, e := range a.Evidence {
@@ -300,6 +303,12 @@ func (w *wire) alert(num protowire.Number, a *risk.Alert) {
 	w.timestamp(19, a.UpdateTime)
 	w.str(20, a.Etag())
 	w.str(21, a.InvestigationID)
+	if a.Reporter != (risk.Reporter{}) {
+		r := w.begin(22)
+		w.varint(1, int64(a.Reporter.Kind))
+		w.str(2, a.Reporter.ID)
+		w.end(r)
+	}
 	w.end(m)
 }
 

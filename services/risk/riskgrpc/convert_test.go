@@ -45,7 +45,8 @@ var eventFields = map[protoreflect.FullName][]protoreflect.FieldNumber{
 	"condaccess.risk.v1.AlertChanged":      {1, 2},
 	"condaccess.risk.v1.DeviceRiskChanged": {1, 2, 3},
 	"condaccess.risk.v1.DeviceRisk":        {1, 2, 3, 4, 5},
-	"condaccess.risk.v1.Alert":             {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21},
+	"condaccess.risk.v1.Alert":             {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22},
+	"condaccess.risk.v1.AlertReporter":     {1, 2},
 	"condaccess.risk.v1.AlertComment":      {1, 2, 3},
 	"condaccess.common.v1.Evidence":        {1, 2},
 	"condaccess.common.v1.FileEvidence":    {1, 2, 3},
@@ -95,6 +96,7 @@ func TestEncodeEvent(t *testing.T) {
 		Comments:       []risk.Comment{{Author: "ada", Text: "é 日本", CreateTime: at}, {}},
 		Classification: 1, Determination: 2, ResolvedBy: "sec", ResolveTime: at.Add(time.Hour), ResolutionNote: "done",
 		AssignedTo: "bob", CreateTime: at, UpdateTime: at, Version: 300, InvestigationID: "inv-1",
+		Reporter: risk.Reporter{Kind: risk.ReporterDevice, ID: "dev-1"},
 	}
 	tests := []struct {
 		name string
@@ -107,6 +109,7 @@ func TestEncodeEvent(t *testing.T) {
 		{"risk", risk.Event{Time: at, TraceParent: "tp", Risk: &risk.RiskChange{
 			Risk:          risk.DeviceRisk{DeviceID: "dev-1", Level: risk.LevelHigh, Active: []risk.ActiveAlert{{ID: "a"}, {ID: "b"}}, UpdateTime: at, Revision: 9},
 			PreviousLevel: risk.LevelUnspecified, CauseAlertID: "a"}}},
+		{"reporter kind only", risk.Event{Time: at, Alert: &risk.AlertChange{Type: 1, Alert: risk.Alert{ID: "a", Reporter: risk.Reporter{Kind: risk.ReporterDevelopment}}}}},
 		{"risk without device", risk.Event{Time: at, Risk: &risk.RiskChange{PreviousLevel: risk.LevelLow, CauseAlertID: "a"}}},
 		// Embedded messages longer than 127 and 16383 bytes (multi-byte lengths).
 		{"long", risk.Event{Time: at, Alert: &risk.AlertChange{Type: 2, Alert: risk.Alert{ID: "a", Description: strings.Repeat("x", 20000),

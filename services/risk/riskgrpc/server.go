@@ -21,12 +21,18 @@ import (
 // Config configures New.
 type Config struct {
 	Service *risk.Service
+	// DevelopmentReporterIsDevice records alerts reported without a verified client
+	// certificate (development mode) as reported by the alert's device itself, so
+	// that FULL automation acts on them; otherwise their reporter is DEVELOPMENT and
+	// their actions wait for approval.
+	DevelopmentReporterIsDevice bool
 }
 
 // Server implements riskv1.RiskServiceServer.
 type Server struct {
 	riskv1.UnsafeRiskServiceServer
-	svc *risk.Service
+	svc         *risk.Service
+	devAsDevice bool
 
 	// recent holds decoded events by revision, so that watchers fanning out the same
 	// live event decode it once (messages are shared read-only; gRPC marshals them
@@ -59,7 +65,9 @@ func (s *Server) event(e risk.StoredEvent) (*riskv1.WatchRiskEventsResponse, err
 var _ riskv1.RiskServiceServer = (*Server)(nil)
 
 // New returns a Server.
-func New(cfg Config) *Server { return &Server{svc: cfg.Service} }
+func New(cfg Config) *Server {
+	return &Server{svc: cfg.Service, devAsDevice: cfg.DevelopmentReporterIsDevice}
+}
 
 // Register registers srv on s.
 func Register(s grpc.ServiceRegistrar, srv *Server) { riskv1.RegisterRiskServiceServer(s, srv) }
@@ -76,7 +84,9 @@ func (s *Server) ReportAlert(ctx context.Context, req *riskv1.ReportAlertRequest
 	if req.GetAlert() == nil {
 		return nil, apierr.InvalidArgument("", apierr.FieldViolation("alert", "required"))
 	}
-	res, err := s.svc.ReportAlert(ctx, alertFromProto(req.GetAlert()))
+	in := alertFromProto(req.GetAlert())
+	in.Reporter = s.reporterOf(ctx, in.DeviceID)
+	res, err := s.svc.ReportAlert(ctx, in)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -88,6 +98,7 @@ func (s *Server) ReportAlerts(ctx context.Context, req *riskv1.ReportAlertsReque
 	in := make([]risk.Alert, len(req.GetAlerts()))
 	for i, a := range req.GetAlerts() {
 		in[i] = alertFromProto(a)
+		in[i].Reporter = s.reporterOf(ctx, in[i].DeviceID)
 	}
 	results, err := s.svc.ReportAlerts(ctx, in)
 	if err != nil {

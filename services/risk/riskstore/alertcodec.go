@@ -15,17 +15,23 @@ import (
 //
 //   - '{': JSON (encoding/json of risk.Alert), written by binaries before the binary
 //     encoding; still read.
-//   - alertBinaryV1: the binary encoding of encodeAlert (written now): every field in
-//     a fixed order, strings as uvarint length then bytes, integers as varints, times
-//     as a presence byte then Unix seconds (varint) and nanoseconds (uvarint).
+//   - alertBinaryV1: the binary encoding: every field in a fixed order, strings as
+//     uvarint length then bytes, integers as varints, times as a presence byte then
+//     Unix seconds (varint) and nanoseconds (uvarint); written before reporters were
+//     recorded, still read (reporter unspecified).
+//   - alertBinaryV2 (written now by encodeAlert): version 1's fields, then the
+//     reporter's kind (varint) and id (string).
 //
 // Never change an encoding in place: add a version byte.
-const alertBinaryV1 = 0x01
+const (
+	alertBinaryV1 = 0x01
+	alertBinaryV2 = 0x02
+)
 
 // encodeAlert returns a's binary encoding.
 func encodeAlert(a *risk.Alert) []byte {
 	n := 64 + len(a.ID) + len(a.DeviceID) + len(a.Category) + len(a.Title) + len(a.Description) + len(a.DetectionSource) +
-		len(a.ResolvedBy) + len(a.ResolutionNote) + len(a.AssignedTo) + len(a.InvestigationID)
+		len(a.ResolvedBy) + len(a.ResolutionNote) + len(a.AssignedTo) + len(a.InvestigationID) + len(a.Reporter.ID)
 	for _, e := range a.Evidence {
 		n += 16
 		if f := e.File; f != nil {
@@ -50,7 +56,7 @@ func encodeAlert(a *risk.Alert) []byte {
 		b = binary.AppendVarint(b, t.Unix())
 		b = binary.AppendUvarint(b, uint64(t.Nanosecond()))
 	}
-	b = append(b, alertBinaryV1)
+	b = append(b, alertBinaryV2)
 	str(a.ID)
 	str(a.DeviceID)
 	num(int64(a.Severity))
@@ -98,6 +104,8 @@ func encodeAlert(a *risk.Alert) []byte {
 	tm(a.UpdateTime)
 	num(a.Version)
 	str(a.InvestigationID)
+	num(int64(a.Reporter.Kind))
+	str(a.Reporter.ID)
 	return b
 }
 
@@ -115,7 +123,7 @@ func decodeAlert(data []byte) (risk.Alert, error) {
 			return risk.Alert{}, fmt.Errorf("riskstore: decode alert: %w", err)
 		}
 		return a, nil
-	case alertBinaryV1:
+	case alertBinaryV1, alertBinaryV2:
 	default:
 		return a, fmt.Errorf("riskstore: decode alert: unknown encoding %#x", data[0])
 	}
@@ -157,6 +165,10 @@ func decodeAlert(data []byte) (risk.Alert, error) {
 	a.UpdateTime = d.time()
 	a.Version = d.num()
 	a.InvestigationID = d.str()
+	if data[0] == alertBinaryV2 {
+		a.Reporter.Kind = risk.ReporterKind(d.num())
+		a.Reporter.ID = d.str()
+	}
 	if d.err || len(d.s) != 0 {
 		return risk.Alert{}, fmt.Errorf("riskstore: decode alert: %w", errCorrupt)
 	}

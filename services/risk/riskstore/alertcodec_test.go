@@ -27,6 +27,7 @@ func fullAlert() risk.Alert {
 		Comments:       []risk.Comment{{Author: "ada", Text: "日本", CreateTime: at}, {}},
 		Classification: 1, Determination: 2, ResolvedBy: "sec", ResolveTime: at.Add(time.Hour), ResolutionNote: "done",
 		AssignedTo: "bob", CreateTime: time.Date(1969, 7, 20, 20, 17, 0, 1, time.UTC), UpdateTime: at, Version: 300, InvestigationID: "inv-1",
+		Reporter: risk.Reporter{Kind: risk.ReporterSensor, ID: "siem-connector"},
 	}
 }
 
@@ -47,7 +48,8 @@ func randomAlert(rng *rand.Rand) risk.Alert {
 	a := risk.Alert{ID: str(), DeviceID: str(), Severity: risk.Severity(rng.IntN(5)), Status: risk.Status(rng.IntN(4)),
 		Category: str(), Title: str(), Description: str(), DetectionSource: str(), DetectTime: tm(),
 		Classification: risk.Classification(rng.IntN(4)), Determination: risk.Determination(rng.IntN(4)), ResolvedBy: str(),
-		ResolveTime: tm(), ResolutionNote: str(), AssignedTo: str(), CreateTime: tm(), UpdateTime: tm(), Version: num(), InvestigationID: str()}
+		ResolveTime: tm(), ResolutionNote: str(), AssignedTo: str(), CreateTime: tm(), UpdateTime: tm(), Version: num(), InvestigationID: str(),
+		Reporter: risk.Reporter{Kind: risk.ReporterKind(rng.IntN(6)), ID: str()}}
 	for range rng.IntN(4) {
 		var e risk.Evidence
 		if rng.IntN(2) == 0 {
@@ -72,7 +74,7 @@ func TestAlertCodecRoundTrip(t *testing.T) {
 	}
 	for i, a := range alerts {
 		data := encodeAlert(&a)
-		if data[0] != alertBinaryV1 {
+		if data[0] != alertBinaryV2 {
 			t.Fatalf("alert %d: encoding starts with %#x", i, data[0])
 		}
 		got, err := decodeAlert(data)
@@ -86,6 +88,28 @@ func TestAlertCodecRoundTrip(t *testing.T) {
 		if a.ResolveTime.IsZero() != got.ResolveTime.IsZero() {
 			t.Fatalf("alert %d: ResolveTime zero %v -> %v", i, a.ResolveTime.IsZero(), got.ResolveTime.IsZero())
 		}
+	}
+}
+
+// TestAlertCodecV1: documents written in binary version 1 (before reporters were
+// recorded) still decode, with the reporter unspecified.
+func TestAlertCodecV1(t *testing.T) {
+	a := fullAlert()
+	a.Reporter = risk.Reporter{}
+	v2 := encodeAlert(&a)
+	if tail := v2[len(v2)-2:]; tail[0] != 0 || tail[1] != 0 {
+		t.Fatalf("an unspecified reporter encodes as %x, want 0000", tail)
+	}
+	v1 := append([]byte{alertBinaryV1}, v2[1:len(v2)-2]...)
+	got, err := decodeAlert(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a, got); diff != "" {
+		t.Errorf("version 1 document (-want +got):\n%s", diff)
+	}
+	if _, err := decodeAlert(append([]byte{alertBinaryV1}, v2[1:]...)); err == nil {
+		t.Error("a version 1 document with a reporter trailer decoded")
 	}
 }
 
@@ -133,7 +157,7 @@ func FuzzDecodeAlert(f *testing.F) {
 	f.Add([]byte(`{"id":"x","detect_time":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := decodeAlert(data)
-		if err != nil || len(data) == 0 || data[0] != alertBinaryV1 {
+		if err != nil || len(data) == 0 || (data[0] != alertBinaryV1 && data[0] != alertBinaryV2) {
 			return
 		}
 		// A document that decodes re-encodes to a document that decodes the same.

@@ -32,6 +32,8 @@ type Options struct {
 	// ServerConfig); the harness's own Client then needs ClientAuth.
 	Auth       *auth.Config
 	ClientAuth auth.ClientConfig
+	// DevelopmentReporterIsDevice is riskgrpc.Config's.
+	DevelopmentReporterIsDevice bool
 	// Listener, when set, is served instead of a bufconn listener (e.g. 127.0.0.1:0).
 	Listener net.Listener
 	// Register, when set, registers more services on the same server before it
@@ -88,7 +90,7 @@ func StartWith(t testing.TB, o Options) *Harness {
 		t.Fatal(err)
 	}
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Now: o.Now})
-	handlers := riskgrpc.New(riskgrpc.Config{Service: svc})
+	handlers := riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: o.DevelopmentReporterIsDevice})
 	riskgrpc.Register(srv.Registrar(), handlers)
 	if o.Register != nil {
 		o.Register(srv.Registrar())

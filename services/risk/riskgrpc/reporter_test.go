@@ -1,0 +1,140 @@
+package riskgrpc_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/url"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
+	"github.com/condaccess/condaccess/services/risk/riskgrpc"
+	"github.com/condaccess/condaccess/services/risk/risktest"
+)
+
+// TestReporterFromIdentity: the stored reporter comes from how the caller was
+// authenticated, never from the request's reporter field.
+func TestReporterFromIdentity(t *testing.T) {
+	ca := authtest.NewCA(t)
+	srvCfg := ca.ServerConfig(t)
+	h := risktest.StartWith(t, risktest.Options{Auth: &srvCfg, ClientAuth: ca.ClientConfig(t, "svc", commonv1.Role_ROLE_SERVICE)})
+	sensor, _ := h.Dial(t, ca.ClientConfig(t, "siem-connector", commonv1.Role_ROLE_SENSOR))
+	admin, _ := h.Dial(t, ca.ClientConfig(t, "ada", commonv1.Role_ROLE_SECOPS_ADMIN))
+	dev := risktest.StartWith(t, risktest.Options{})
+	devAsDevice := risktest.StartWith(t, risktest.Options{DevelopmentReporterIsDevice: true})
+	forged := &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_DEVICE, Id: "dev-1"}
+	tests := []struct {
+		name   string
+		client riskv1.RiskServiceClient
+		forge  bool
+		batch  bool
+		want   *riskv1.AlertReporter
+	}{
+		{"static sensor certificate", sensor, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SENSOR, Id: "siem-connector"}},
+		{"sensor forging a DEVICE reporter", sensor, true, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SENSOR, Id: "siem-connector"}},
+		{"sensor batch forging a DEVICE reporter", sensor, true, true, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SENSOR, Id: "siem-connector"}},
+		{"admin certificate", admin, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_ADMIN, Id: "ada"}},
+		{"service certificate", h.Client, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SERVICE, Id: "svc"}},
+		{"development mode", dev.Client, true, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, Id: auth.DevSubject}},
+		{"development mode configured as the device", devAsDevice.Client, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_DEVICE, Id: "dev-1"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAlert("rep-"+string(rune('a'+i)), "dev-1", high)
+			if tt.forge {
+				a.Reporter = forged
+			}
+			ctx := ctxT(t)
+			if tt.batch {
+				if _, err := tt.client.ReportAlerts(ctx, &riskv1.ReportAlertsRequest{Alerts: []*riskv1.Alert{a}}); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := tt.client.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: a}); err != nil {
+				t.Fatal(err)
+			}
+			reader := h.Client
+			switch tt.client {
+			case dev.Client:
+				reader = dev.Client
+			case devAsDevice.Client:
+				reader = devAsDevice.Client
+			}
+			got, err := reader.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: a.GetAlertId()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.GetAlert().GetReporter(), protocmp.Transform()); diff != "" {
+				t.Errorf("stored reporter (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestReporterSameAlertOtherReporter: a repeat of an alert id from another reporter is
+// a conflict, not a silent repeat; the first reporter stays.
+func TestReporterSameAlertOtherReporter(t *testing.T) {
+	ca := authtest.NewCA(t)
+	srvCfg := ca.ServerConfig(t)
+	h := risktest.StartWith(t, risktest.Options{Auth: &srvCfg, ClientAuth: ca.ClientConfig(t, "svc", commonv1.Role_ROLE_SERVICE)})
+	s1, _ := h.Dial(t, ca.ClientConfig(t, "sensor-1", commonv1.Role_ROLE_SENSOR))
+	s2, _ := h.Dial(t, ca.ClientConfig(t, "sensor-2", commonv1.Role_ROLE_SENSOR))
+	a := newAlert("same-1", "dev-1", high)
+	report(t, s1, a)
+	_, err := s1.ReportAlert(ctxT(t), &riskv1.ReportAlertRequest{Alert: a})
+	wantCode(t, err, codes.OK, "")
+	_, err = s2.ReportAlert(ctxT(t), &riskv1.ReportAlertRequest{Alert: a})
+	wantCode(t, err, codes.AlreadyExists, "")
+	got, err := h.Client.GetAlert(ctxT(t), &riskv1.GetAlertRequest{AlertId: "same-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetAlert().GetReporter().GetId() != "sensor-1" {
+		t.Errorf("reporter = %v, want sensor-1", got.GetAlert().GetReporter())
+	}
+}
+
+// TestReporterDeviceCertificate: a verified certificate with the device URI SAN is the
+// device itself, whatever its roles; the same certificate without a verified chain
+// (or no TLS at all) is not.
+func TestReporterDeviceCertificate(t *testing.T) {
+	devURI, _ := url.Parse(riskgrpc.DeviceURIPrefix + "dev-7")
+	otherURI, _ := url.Parse("spiffe://condaccess/role/sensor")
+	deviceCert := &x509.Certificate{URIs: []*url.URL{otherURI, devURI}}
+	sensorCert := &x509.Certificate{URIs: []*url.URL{otherURI}}
+	withPeer := func(cert *x509.Certificate, verified bool, roles ...commonv1.Role) context.Context {
+		st := tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
+		if verified {
+			st.VerifiedChains = [][]*x509.Certificate{{cert}}
+		}
+		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: st}})
+		return auth.NewContext(ctx, auth.Identity{Subject: "x", Roles: roles})
+	}
+	tests := []struct {
+		name string
+		ctx  context.Context
+		want riskv1.ReporterKind
+		id   string
+	}{
+		{"device certificate", withPeer(deviceCert, true, commonv1.Role_ROLE_SENSOR), riskv1.ReporterKind_REPORTER_KIND_DEVICE, "dev-7"},
+		{"sensor certificate", withPeer(sensorCert, true, commonv1.Role_ROLE_SENSOR), riskv1.ReporterKind_REPORTER_KIND_SENSOR, "x"},
+		{"device URI on an unverified certificate", withPeer(deviceCert, false, commonv1.Role_ROLE_SENSOR), riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, "x"},
+		{"no TLS", auth.NewContext(context.Background(), auth.Identity{Subject: "x"}), riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, "x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := riskgrpc.ReporterOf(riskgrpc.New(riskgrpc.Config{}), tt.ctx, "dev-7")
+			if got.GetKind() != tt.want || got.GetId() != tt.id {
+				t.Errorf("reporter = %v, want %v %q", got, tt.want, tt.id)
+			}
+		})
+	}
+}
