@@ -306,12 +306,17 @@ func (s *Service) OnAlert(ctx context.Context, a *Alert, trace TraceContext, set
 			return err
 		}
 	}
+	roots, err := s.agentRoots(ctx, a.DeviceID)
+	if err != nil {
+		end(err)
+		return err
+	}
 	reason := fmt.Sprintf("alert %s (%s) reached severity %s", a.ID, a.Title, severityName(a.Severity))
 	if note != "" {
 		reason += "; " + note
 	}
 	err = s.update(ctx, func(tx Tx, c *committed) error {
-		if _, err := s.openOrJoin(ctx, tx, c, a.DeviceID, []*Alert{a}, trace, Automation, reason, level, a.Severity >= s.cfg.MinSeverity); err != nil {
+		if _, err := s.openOrJoin(ctx, tx, c, a.DeviceID, []*Alert{a}, trace, Automation, reason, level, a.Severity >= s.cfg.MinSeverity, roots); err != nil {
 			return err
 		}
 		if setCursor > 0 {
@@ -319,6 +324,11 @@ func (s *Service) OnAlert(ctx context.Context, a *Alert, trace TraceContext, set
 		}
 		return nil
 	})
+	if err == nil && roots == nil {
+		// The agent may have said hello (with its roots) while this alert was being
+		// handled: decide what waits for them now.
+		err = s.decideOnRoots(ctx, a.DeviceID)
+	}
 	end(err)
 	return err
 }
@@ -352,7 +362,12 @@ func severityName(sv Severity) string {
 // openOrJoin links alerts to the device's open investigation, opening one when there
 // is none and mayOpen. Alerts already linked are skipped. It proposes actions for new
 // evidence.
-func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID string, alerts []*Alert, trace TraceContext, by, reason string, level Level, mayOpen bool) (*Investigation, error) {
+//
+// An action runs without approval only under FULL automation, on a malicious verdict,
+// and when its target is the device's own evidence: a file it reported itself, named
+// by SHA-256, under its agent's detection roots (roots; nil when the agent has not
+// reported them yet). Everything else waits for approval, with the reason.
+func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID string, alerts []*Alert, trace TraceContext, by, reason string, level Level, mayOpen bool, roots *[]string) (*Investigation, error) {
 	now := s.now()
 	inv, err := tx.OpenInvestigation(deviceID)
 	var actions []*Action
@@ -416,10 +431,11 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 			}
 			if i, ok := seen[k]; ok {
 				// Known evidence: a malicious verdict upgrades a suspicious one, and
-				// under FULL automation its pending action runs without approval.
+				// under FULL automation its pending action runs without approval
+				// when it is the device's own evidence and this alert is too.
 				if verdict == VerdictMalicious && inv.Evidence[i].Verdict == VerdictSuspicious {
 					inv.Evidence[i].Verdict, inv.Evidence[i].Reason = verdict, why+" (alert "+a.ID+")"
-					if err := s.upgrade(ctx, tx, c, inv, actions, k, now); err != nil {
+					if err := s.upgrade(ctx, tx, c, inv, actions, k, now, a.ownEvidence()); err != nil {
 						return nil, err
 					}
 				}
@@ -439,11 +455,18 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 			} else {
 				act.Type = ActionKillProcess
 			}
-			if inv.Level == LevelFull && verdict == VerdictMalicious {
+			var rs []string
+			if roots != nil {
+				rs = *roots
+			}
+			p := provenanceOf(a, e, rs, roots != nil)
+			act.AutoEligible, act.WaitsForRoots = p.eligible, p.waitsForRoots
+			if inv.Level == LevelFull && verdict == VerdictMalicious && p.eligible {
 				act.State = ActionStateQueued
 			} else {
 				act.State = ActionStatePendingApproval
 				act.ApprovalExpireTime = now.Add(s.cfg.ApprovalExpiry)
+				act.ApprovalReason = approvalReason(p, inv.Level, verdict)
 			}
 			if err := s.putAction(ctx, tx, c, act); err != nil {
 				return nil, err
@@ -487,15 +510,28 @@ func (s *Service) takeOver(tx Tx, alertID, investigationID string) (bool, error)
 }
 
 // upgrade queues the automation's pending action on evidence that became malicious,
-// when the investigation runs with FULL automation.
-func (s *Service) upgrade(ctx context.Context, tx Tx, c *committed, inv *Investigation, actions []*Action, key string, now time.Time) error {
+// when the investigation runs with FULL automation, the action's target is the
+// device's own evidence (AutoEligible) and the upgrading alert is the device's own
+// (own); otherwise the action keeps waiting, now for the provenance's reason only.
+func (s *Service) upgrade(ctx context.Context, tx Tx, c *committed, inv *Investigation, actions []*Action, key string, now time.Time, own bool) error {
 	if inv.Level != LevelFull {
 		return nil
 	}
 	for _, act := range actions {
 		if act.Target.Key() == key && act.State == ActionStatePendingApproval && act.RequestedBy == Automation {
+			if !act.AutoEligible || !own {
+				if !own && act.AutoEligible {
+					act.ApprovalReason = "the alert that made the evidence malicious was not reported by the device's own identity"
+					act.UpdateTime = now
+					if err := s.putAction(ctx, tx, c, act); err != nil {
+						return err
+					}
+				}
+				continue
+			}
 			act.State = ActionStateQueued
 			act.ApprovalExpireTime = time.Time{}
+			act.ApprovalReason = ""
 			act.UpdateTime = now
 			if err := s.putAction(ctx, tx, c, act); err != nil {
 				return err
@@ -594,12 +630,20 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 	if note != "" {
 		reason += "; " + note
 	}
+	roots, err := s.agentRoots(ctx, deviceID)
+	if err != nil {
+		end(err)
+		return nil, err
+	}
 	var inv *Investigation
 	err = s.update(ctx, func(tx Tx, c *committed) error {
 		var err error
-		inv, err = s.openOrJoin(ctx, tx, c, deviceID, alerts, s.tr.Current(ctx), by, reason, level, true)
+		inv, err = s.openOrJoin(ctx, tx, c, deviceID, alerts, s.tr.Current(ctx), by, reason, level, true, roots)
 		return err
 	})
+	if err == nil && roots == nil {
+		err = s.decideOnRoots(ctx, deviceID)
+	}
 	end(err)
 	if err != nil {
 		return nil, err
@@ -978,7 +1022,11 @@ func (s *Service) runResolver(ctx context.Context) {
 // --- Agents ------------------------------------------------------------------------
 
 // AgentHello is the first message of an agent connection.
-type AgentHello struct{ DeviceID, Version, Hostname string }
+type AgentHello struct {
+	DeviceID, Version, Hostname string
+	// DetectionRoots are the folders the agent watches.
+	DetectionRoots []string
+}
 
 // AgentConn is one connected agent. Commands are taken with Next.
 type AgentConn struct {
@@ -1060,9 +1108,13 @@ func (s *Service) AgentConnect(ctx context.Context, h AgentHello) (*AgentConn, e
 	s.conns[h.DeviceID] = c
 	s.mu.Unlock()
 	err := s.store.Update(ctx, func(tx Tx) error {
-		return tx.PutAgent(&Agent{DeviceID: h.DeviceID, Version: h.Version, Hostname: h.Hostname, ConnectTime: now, LastHeartbeat: now})
+		return tx.PutAgent(&Agent{DeviceID: h.DeviceID, Version: h.Version, Hostname: h.Hostname, ConnectTime: now, LastHeartbeat: now, DetectionRoots: h.DetectionRoots})
 	})
 	if err != nil {
+		s.AgentDisconnect(context.WithoutCancel(ctx), c)
+		return nil, err
+	}
+	if err := s.decideOnRoots(ctx, h.DeviceID); err != nil {
 		s.AgentDisconnect(context.WithoutCancel(ctx), c)
 		return nil, err
 	}
@@ -1090,7 +1142,7 @@ func (s *Service) AgentDisconnect(ctx context.Context, c *AgentConn) {
 		return
 	}
 	c.mu.Lock()
-	ag := &Agent{DeviceID: c.DeviceID, Version: c.hello.Version, Hostname: c.hello.Hostname, ConnectTime: c.connected, LastHeartbeat: c.heartbeat}
+	ag := &Agent{DeviceID: c.DeviceID, Version: c.hello.Version, Hostname: c.hello.Hostname, ConnectTime: c.connected, LastHeartbeat: c.heartbeat, DetectionRoots: c.hello.DetectionRoots}
 	c.mu.Unlock()
 	if err := s.store.Update(ctx, func(tx Tx) error { return tx.PutAgent(ag) }); err != nil {
 		s.log.WarnContext(ctx, "recording agent disconnect", "device_id", c.DeviceID, "err", err)

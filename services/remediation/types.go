@@ -259,6 +259,15 @@ type Action struct {
 	Deadline           time.Time    `json:"deadline,omitzero"` // result deadline while SENT
 	RequestedBy        string       `json:"requested_by"`
 	Trace              TraceContext `json:"trace"`
+	// ApprovalReason says why an action the automation proposed waits for approval.
+	ApprovalReason string `json:"approval_reason,omitempty"`
+	// AutoEligible: the target is the device's own evidence, a file named by SHA-256
+	// under its agent's detection roots, so the automation may run it (FULL level,
+	// malicious verdict) without approval.
+	AutoEligible bool `json:"auto_eligible,omitempty"`
+	// WaitsForRoots: AutoEligible but for the agent's detection roots, unknown when
+	// the action was proposed; decided when the agent says hello.
+	WaitsForRoots bool `json:"waits_for_roots,omitempty"`
 }
 
 // Due returns when the timer must look at the action: the approval expiry while
@@ -299,6 +308,8 @@ type Alert struct {
 	Title    string
 	Evidence []Evidence
 	Resolved bool
+	// Reporter is how the risk service authenticated the alert's reporter.
+	Reporter Reporter
 }
 
 // AutomationSetting is the automation level of one device group.
@@ -317,6 +328,8 @@ type Agent struct {
 	ConnectTime   time.Time   `json:"connect_time"`
 	LastHeartbeat time.Time   `json:"last_heartbeat"`
 	Health        AgentHealth `json:"-"`
+	// DetectionRoots are the folders the agent reported watching in its last hello.
+	DetectionRoots []string `json:"detection_roots,omitempty"`
 }
 
 // Resolution is an alert waiting to be resolved on the risk service because its
@@ -373,6 +386,8 @@ type Store interface {
 	AlertLinked(ctx context.Context, alertID string) (string, bool, error)
 	// AutomationLevels returns every setting, including "*".
 	AutomationLevels(ctx context.Context) ([]AutomationSetting, error)
+	// Agent returns the agent of a device (ErrNotFound when it never connected).
+	Agent(ctx context.Context, deviceID string) (*Agent, error)
 	// ListAgents lists agents by device id.
 	ListAgents(ctx context.Context, pageSize int, pageToken string) ([]*Agent, string, error)
 	// PendingResolutions returns the alerts waiting to be resolved, oldest first.

@@ -71,6 +71,7 @@ func actionToProto(a *remediation.Action) *remediationv1.Action {
 		UpdateTime:         ts(a.UpdateTime),
 		ApprovalExpireTime: ts(a.ApprovalExpireTime),
 		RequestedBy:        a.RequestedBy,
+		ApprovalReason:     a.ApprovalReason,
 	}
 	if ap := a.Approval; ap != nil {
 		out.Approval = &remediationv1.Approval{DecidedBy: ap.DecidedBy, DecideTime: ts(ap.Time), Comment: ap.Comment, Approved: ap.Approved}
@@ -124,7 +125,16 @@ func agentToProto(a *remediation.Agent) *remediationv1.Agent {
 }
 
 func commandToProto(a *remediation.Action) *remediationv1.ActionCommand {
-	return &remediationv1.ActionCommand{ActionId: a.ID, Type: remediationv1.ActionType(a.Type), Target: EvidenceToProto(a.Target), QuarantineId: a.QuarantineID}
+	cmd := &remediationv1.ActionCommand{ActionId: a.ID, Type: remediationv1.ActionType(a.Type), Target: EvidenceToProto(a.Target), QuarantineId: a.QuarantineID}
+	// An administrator approved the action, or submitted it (manual actions and
+	// undos): the agent may then act outside its detection roots, on this exact path.
+	if (a.Approval != nil && a.Approval.Approved) || a.RequestedBy != remediation.Automation {
+		cmd.AdminApproved = true
+		if a.Type == remediation.ActionQuarantineFile && a.Target.File != nil {
+			cmd.ApprovedPath = a.Target.File.Path
+		}
+	}
+	return cmd
 }
 
 func resultFromProto(r *remediationv1.ActionResult) remediation.ActionResult {
@@ -160,6 +170,7 @@ func AlertFromProto(a *riskv1.Alert) *remediation.Alert {
 	out := &remediation.Alert{
 		ID: a.GetAlertId(), DeviceID: a.GetDeviceId(), Severity: remediation.Severity(a.GetSeverity()), Title: a.GetTitle(),
 		Resolved: a.GetStatus() == riskv1.AlertStatus_ALERT_STATUS_RESOLVED,
+		Reporter: remediation.Reporter{Kind: remediation.ReporterKind(a.GetReporter().GetKind()), ID: a.GetReporter().GetId()},
 	}
 	for _, e := range a.GetEvidence() {
 		if ev := EvidenceFromProto(e); !ev.IsZero() {

@@ -271,7 +271,7 @@ func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRe
 		return apierr.New(codes.PermissionDenied, ReasonPermissionDenied, "hello.device_id "+hello.GetDeviceId()+" does not match the caller's identity "+id.Subject)
 	}
 	deviceID := hello.GetDeviceId()
-	conn, err := s.svc.AgentConnect(ctx, remediation.AgentHello{DeviceID: deviceID, Version: hello.GetAgentVersion(), Hostname: hello.GetHostname()})
+	conn, err := s.svc.AgentConnect(ctx, remediation.AgentHello{DeviceID: deviceID, Version: hello.GetAgentVersion(), Hostname: hello.GetHostname(), DetectionRoots: hello.GetDetectionRoots()})
 	if err != nil {
 		return toStatus(err)
 	}

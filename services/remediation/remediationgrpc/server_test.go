@@ -2,6 +2,7 @@ package remediationgrpc_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -28,6 +29,7 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/services/remediation"
 	"github.com/condaccess/condaccess/services/remediation/remediationapp"
@@ -99,6 +101,9 @@ type env struct {
 	devices *fakeDevices
 	clock   *clock
 	dir     string
+	opts    options
+	seeded  []string
+	running bool
 
 	svc    *remediation.Service
 	store  *remediationstore.Store
@@ -110,12 +115,32 @@ type env struct {
 type options struct {
 	fakeClock     bool
 	riskRetention int64
+	// untrustedReporter leaves the risk service's development-mode reporter as
+	// DEVELOPMENT (by default it counts as the device itself).
+	untrustedReporter bool
+	// unknownAgents reports alerts for devices whose agent never said hello (by
+	// default report seeds the agent with detection root watchedRoot).
+	unknownAgents bool
+	// riskAuth runs the risk service with mutual TLS (the env's own risk client is a
+	// service certificate).
+	riskAuth *riskTLS
 }
 
+// riskTLS is a mutual-TLS risk service's CA.
+type riskTLS struct{ ca *authtest.CA }
+
+// watchedRoot is the detection root of the test agents; fileEvidence paths lie under it.
+const watchedRoot = "/watched"
+
 func newEnv(t *testing.T, o options) *env {
-	h := risktest.StartWith(t, risktest.Options{ProgressInterval: 50 * time.Millisecond, Retention: o.riskRetention})
+	ro := risktest.Options{ProgressInterval: 50 * time.Millisecond, Retention: o.riskRetention, DevelopmentReporterIsDevice: !o.untrustedReporter}
+	if o.riskAuth != nil {
+		cfg := o.riskAuth.ca.ServerConfig(t)
+		ro.Auth, ro.ClientAuth = &cfg, o.riskAuth.ca.ClientConfig(t, "remediation", commonv1.Role_ROLE_SERVICE)
+	}
+	h := risktest.StartWith(t, ro)
 	e := &env{
-		t: t, risk: h.Client, riskH: h, dir: t.TempDir(),
+		t: t, risk: h.Client, riskH: h, dir: t.TempDir(), opts: o,
 		rc:      &flakyRisk{RiskClient: remediationapp.NewRiskClient(h.Client)},
 		devices: &fakeDevices{groups: map[string][]string{}},
 	}
@@ -158,12 +183,14 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.store, e.running = st, true
+	e.seedAgents() // before the consumer reads any alert
 	cons := remediationapp.NewConsumer(svc, st, e.risk, remediation.SeverityHigh, slog.New(slog.DiscardHandler))
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
 	go func() { defer wg.Done(); _ = cons.Run(ctx) }()
-	e.svc, e.store = svc, st
+	e.svc = svc
 	// Wait until the consumer has its cursor (resynced or loaded), so that alerts
 	// reported from now on arrive as events, with their trace context.
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
@@ -175,6 +202,7 @@ func (e *env) start() {
 	var once sync.Once
 	e.stop = func() {
 		once.Do(func() {
+			e.running = false
 			cancel()
 			wg.Wait()
 			conn.Close()
@@ -188,19 +216,51 @@ func (e *env) start() {
 
 func (e *env) restart() { e.stop(); e.start() }
 
+// seedAgents records the agents of the devices alerts were reported for, with
+// detection root watchedRoot, unless they said hello already.
+func (e *env) seedAgents() {
+	e.t.Helper()
+	for _, device := range e.seeded {
+		if _, err := e.store.Agent(testCtx(e.t), device); !errors.Is(err, remediation.ErrNotFound) {
+			continue
+		}
+		err := e.store.Update(testCtx(e.t), func(tx remediation.Tx) error {
+			return tx.PutAgent(&remediation.Agent{DeviceID: device, Version: "test", DetectionRoots: []string{watchedRoot}})
+		})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
+// fileEvidence is a file named by SHA-256 at path under watchedRoot.
 func fileEvidence(path string) *commonv1.Evidence {
-	return &commonv1.Evidence{Kind: &commonv1.Evidence_File{File: &commonv1.FileEvidence{Path: path, Sha256: sha, SizeBytes: 68}}}
+	return &commonv1.Evidence{Kind: &commonv1.Evidence_File{File: &commonv1.FileEvidence{Path: watchedRoot + path, Sha256: sha, SizeBytes: 68}}}
 }
 
 func (e *env) report(alertID, device string, sev commonv1.Severity, ev ...*commonv1.Evidence) {
 	e.t.Helper()
-	_, err := e.risk.ReportAlert(testCtx(e.t), &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+	e.reportWith(e.risk, alertID, device, sev, ev...)
+}
+
+// reportWith reports an alert through the risk client c (its identity is the
+// alert's reporter). Unless unknownAgents, the device's agent is first known with
+// the detection root watchedRoot (as if it had said hello before).
+func (e *env) reportWith(c riskv1.RiskServiceClient, alertID, device string, sev commonv1.Severity, ev ...*commonv1.Evidence) {
+	e.t.Helper()
+	if !e.opts.unknownAgents {
+		e.seeded = append(e.seeded, device)
+		if e.running {
+			e.seedAgents()
+		}
+	}
+	_, err := c.ReportAlert(testCtx(e.t), &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
 		AlertId: alertID, DeviceId: device, Severity: sev, Title: "Malicious file", Evidence: ev,
 	}})
 	if err != nil {
@@ -278,7 +338,7 @@ func (e *env) connect(device string) *agent {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := stream.Send(&remediationv1.ConnectRequest{Kind: &remediationv1.ConnectRequest_Hello{Hello: &remediationv1.AgentHello{DeviceId: device, AgentVersion: "test"}}}); err != nil {
+	if err := stream.Send(&remediationv1.ConnectRequest{Kind: &remediationv1.ConnectRequest_Hello{Hello: &remediationv1.AgentHello{DeviceId: device, AgentVersion: "test", DetectionRoots: []string{watchedRoot}}}}); err != nil {
 		e.t.Fatal(err)
 	}
 	m, err := stream.Recv()
@@ -679,7 +739,7 @@ func TestUndoRestoresQuarantine(t *testing.T) {
 		t.Errorf("second undo while the first runs: %v, want FAILED_PRECONDITION", err)
 	}
 	r := ag.command()
-	want := &remediationv1.ActionCommand{ActionId: resp.GetRestoreAction().GetActionId(), Type: remediationv1.ActionType_ACTION_TYPE_RESTORE_FILE, Target: fileEvidence("/x"), QuarantineId: "q-7"}
+	want := &remediationv1.ActionCommand{ActionId: resp.GetRestoreAction().GetActionId(), Type: remediationv1.ActionType_ACTION_TYPE_RESTORE_FILE, Target: fileEvidence("/x"), QuarantineId: "q-7", AdminApproved: true}
 	if d := cmp.Diff(want, r, protocmp.Transform()); d != "" {
 		t.Errorf("restore command (-want +got):\n%s", d)
 	}

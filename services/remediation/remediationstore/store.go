@@ -409,6 +409,23 @@ func (s *Store) AutomationLevels(ctx context.Context) ([]remediation.AutomationS
 	return out, rows.Err()
 }
 
+// Agent implements remediation.Store.
+func (s *Store) Agent(ctx context.Context, deviceID string) (*remediation.Agent, error) {
+	var data []byte
+	err := s.db.Read().QueryRowContext(ctx, `SELECT data FROM agents WHERE device_id = ?`, deviceID).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: agent of device %s", remediation.ErrNotFound, deviceID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a remediation.Agent
+	if err := json.Unmarshal(data, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
 // ListAgents implements remediation.Store.
 func (s *Store) ListAgents(ctx context.Context, size int, token string) ([]*remediation.Agent, string, error) {
 	size = pageSize(size)

@@ -418,6 +418,18 @@ func testAgents(t *testing.T, s remediation.Store) {
 	if d := cmp.Diff([]string{"d1", "d2", "d3"}, got); d != "" {
 		t.Errorf("agents by device id (-want +got):\n%s", d)
 	}
+	roots := &remediation.Agent{DeviceID: "d2", Version: "v2", ConnectTime: t0, LastHeartbeat: t0, DetectionRoots: []string{"/home/u/Downloads", `C:\Users\u`}}
+	put(t, s, func(tx remediation.Tx) error { return tx.PutAgent(roots) })
+	a, err := s.Agent(ctx, "d2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(roots, a); d != "" {
+		t.Errorf("Agent(d2) (-want +got):\n%s", d)
+	}
+	if _, err := s.Agent(ctx, "nope"); !errors.Is(err, remediation.ErrNotFound) {
+		t.Errorf("Agent(unknown) = %v, want ErrNotFound", err)
+	}
 }
 
 func testResolutions(t *testing.T, s remediation.Store) {
