@@ -29,7 +29,6 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/auth"
-	"github.com/condaccess/condaccess/internal/auth/authtest"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/services/remediation"
 	"github.com/condaccess/condaccess/services/remediation/remediationapp"
@@ -127,7 +126,7 @@ type options struct {
 }
 
 // riskTLS is a mutual-TLS risk service's CA.
-type riskTLS struct{ ca *authtest.CA }
+type riskTLS struct{ ca *testCA }
 
 // watchedRoot is the detection root of the test agents; fileEvidence paths lie under it.
 const watchedRoot = "/watched"
@@ -135,8 +134,8 @@ const watchedRoot = "/watched"
 func newEnv(t *testing.T, o options) *env {
 	ro := risktest.Options{ProgressInterval: 50 * time.Millisecond, Retention: o.riskRetention, DevelopmentReporterIsDevice: !o.untrustedReporter}
 	if o.riskAuth != nil {
-		cfg := o.riskAuth.ca.ServerConfig(t)
-		ro.Auth, ro.ClientAuth = &cfg, o.riskAuth.ca.ClientConfig(t, "remediation", commonv1.Role_ROLE_SERVICE)
+		cfg := o.riskAuth.ca.server()
+		ro.Auth, ro.ClientAuth = &cfg, o.riskAuth.ca.client("remediation", nil, commonv1.Role_ROLE_SERVICE)
 	}
 	h := risktest.StartWith(t, ro)
 	e := &env{
