@@ -109,18 +109,32 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.QuarantineDir = qd
 	if err := os.MkdirAll(qd, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: quarantine folder: %w", err)
 	}
-	for i, d := range cfg.WatchDirs {
-		if cfg.WatchDirs[i], err = filepath.Abs(d); err != nil {
+	// Folders are used with their symbolic links resolved: the agent moves files only
+	// along paths without symbolic links, and reports its roots as such.
+	if cfg.QuarantineDir, err = filepath.EvalSymlinks(qd); err != nil {
+		return nil, fmt.Errorf("agent: quarantine folder: %w", err)
+	}
+	roots := make([]string, 0, len(cfg.WatchDirs))
+	for _, d := range cfg.WatchDirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
 			return nil, err
 		}
-		if fi, err := os.Stat(cfg.WatchDirs[i]); err != nil || !fi.IsDir() {
+		if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("agent: watched folder %s is not a folder (%v)", d, err)
 		}
+		if abs, err = filepath.EvalSymlinks(abs); err != nil {
+			return nil, fmt.Errorf("agent: watched folder %s: %w", d, err)
+		}
+		if systemLocation(abs) {
+			return nil, fmt.Errorf("agent: watched folder %s is a system location; the agent never quarantines there", d)
+		}
+		roots = append(roots, abs)
 	}
+	cfg.WatchDirs = roots
 	st, err := loadState(qd)
 	if err != nil {
 		return nil, err
@@ -466,11 +480,11 @@ func (a *Agent) Execute(ctx context.Context, cmd *remediationv1.ActionCommand) *
 	var err error
 	switch cmd.GetType() {
 	case remediationv1.ActionType_ACTION_TYPE_QUARANTINE_FILE:
-		c.QuarantineID, c.Message, err = a.quarantine(cmd.GetActionId(), cmd.GetTarget())
+		c.QuarantineID, c.Message, err = a.quarantine(cmd)
 	case remediationv1.ActionType_ACTION_TYPE_RESTORE_FILE:
 		c.Message, err = a.restore(cmd.GetQuarantineId())
 	case remediationv1.ActionType_ACTION_TYPE_KILL_PROCESS:
-		c.Message, err = a.killProcess(cmd.GetTarget())
+		c.Message, err = a.killProcess(cmd)
 	case remediationv1.ActionType_ACTION_TYPE_RUN_SCAN:
 		found, files := a.Scan()
 		for _, d := range found {
@@ -606,7 +620,7 @@ func (a *Agent) session(ctx context.Context) (acked bool, err error) {
 		return false, err
 	}
 	if err := stream.Send(&remediationv1.ConnectRequest{Kind: &remediationv1.ConnectRequest_Hello{Hello: &remediationv1.AgentHello{
-		DeviceId: a.cfg.DeviceID, AgentVersion: Version, Hostname: a.cfg.Hostname,
+		DeviceId: a.cfg.DeviceID, AgentVersion: Version, Hostname: a.cfg.Hostname, DetectionRoots: a.cfg.WatchDirs,
 	}}}); err != nil {
 		return false, err
 	}
