@@ -283,4 +283,3 @@ func readSidecar(path string) (*Sidecar, error) {
 	}
 	return &sc, nil
 }
-
