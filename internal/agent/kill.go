@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ func checkKill(cmd *remediationv1.ActionCommand) (killTarget, error) {
 	}
 	t := killTarget{pid: int(p.GetPid()), name: p.GetName(), sha256: strings.ToLower(p.GetImageSha256()), approved: cmd.GetAdminApproved()}
 	switch {
-	case p.GetPid() <= 0 || int64(t.pid) != p.GetPid():
+	case p.GetPid() <= 0 || p.GetPid() > math.MaxInt32:
 		return killTarget{}, failf("pid %d is not a process id: not killed", p.GetPid())
 	case t.pid == 1:
 		return killTarget{}, failf("refusing to kill pid 1 (init)")
