@@ -38,6 +38,11 @@ type Options struct {
 	Env []string
 	// ServeArgs are added to every serve command line.
 	ServeArgs []string
+	// UntrustedDevReporter leaves development-mode alerts with the reporter
+	// DEVELOPMENT, so that none of their actions run without approval. By default the
+	// suite runs with --risk-dev-reporter-is-device: an agent's alerts count as its
+	// device's own, as a device certificate would make them.
+	UntrustedDevReporter bool
 }
 
 // Suite is the four services, each a separate `condaccess serve --services X`
@@ -101,6 +106,9 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 			"--risk-addr", addrs["risk"], "--compliance-addr", addrs["compliance"],
 			"--access-addr", addrs["access"], "--remediation-addr", addrs["remediation"],
 			"--stop-timeout", "2s", "--log-level", "debug",
+		}
+		if !opts.UntrustedDevReporter {
+			args = append(args, "--risk-dev-reporter-is-device")
 		}
 		args = append(args, opts.ServeArgs...)
 		s.Procs[name] = &Process{
