@@ -327,9 +327,17 @@ func (c *cli) actionTable(actions []*remediationv1.Action) {
 	rows := make([][]string, 0, len(actions))
 	for _, a := range actions {
 		rows = append(rows, []string{a.GetActionId(), orDash(a.GetInvestigationId()), a.GetDeviceId(), short(a.GetType()), short(a.GetState()),
-			evidenceString(a.GetTarget()), orDash(a.GetResult())})
+			evidenceString(a.GetTarget()), actionResult(a)})
 	}
 	c.table([]string{"ACTION", "INVESTIGATION", "DEVICE", "TYPE", "STATE", "TARGET", "RESULT"}, rows)
+}
+
+// actionResult is the agent's result, or why a pending action needs approval.
+func actionResult(a *remediationv1.Action) string {
+	if a.GetResult() == "" && a.GetApprovalReason() != "" && a.GetState() == remediationv1.ActionState_ACTION_STATE_PENDING_APPROVAL {
+		return "needs approval: " + a.GetApprovalReason()
+	}
+	return orDash(a.GetResult())
 }
 
 func evidenceString(e *commonv1.Evidence) string {

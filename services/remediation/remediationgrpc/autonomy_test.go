@@ -133,6 +133,10 @@ func TestAutomationOnlyOnOwnEvidence(t *testing.T) {
 		e.waitInvestigation("d-in", func(inv *remediationv1.Investigation) bool {
 			return inv.GetActions()[0].GetState() == remediationv1.ActionState_ACTION_STATE_SENT && inv.GetActions()[0].GetApprovalReason() == ""
 		})
+		agents, err := e.client.ListAgents(testCtx(t), &remediationv1.ListAgentsRequest{})
+		if err != nil || len(agents.GetAgents()) != 1 || strings.Join(agents.GetAgents()[0].GetDetectionRoots(), ",") != watchedRoot {
+			t.Errorf("ListAgents = %v, %v; want d-in with detection roots [%s]", agents, err, watchedRoot)
+		}
 
 		e.report("a-out", "d-out", commonv1.Severity_SEVERITY_HIGH, fileAt("/opt/other/evil.exe", sha))
 		wantAction(t, e.firstAction("d-out"), pending, "has not reported its detection roots")

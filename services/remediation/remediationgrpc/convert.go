@@ -120,7 +120,7 @@ func settingToProto(s remediation.AutomationSetting) *remediationv1.AutomationLe
 func agentToProto(a *remediation.Agent) *remediationv1.Agent {
 	return &remediationv1.Agent{
 		DeviceId: a.DeviceID, AgentVersion: a.Version, Hostname: a.Hostname, Health: remediationv1.AgentHealth(a.Health),
-		LastHeartbeatTime: ts(a.LastHeartbeat), ConnectTime: ts(a.ConnectTime),
+		LastHeartbeatTime: ts(a.LastHeartbeat), ConnectTime: ts(a.ConnectTime), DetectionRoots: a.DetectionRoots,
 	}
 }
 

@@ -2320,9 +2320,12 @@ type Agent struct {
 	// last_heartbeat_time is the last heartbeat.
 	LastHeartbeatTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_heartbeat_time,json=lastHeartbeatTime,proto3" json:"last_heartbeat_time,omitempty"`
 	// connect_time is when the current (or last) connection started.
-	ConnectTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connect_time,json=connectTime,proto3" json:"connect_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ConnectTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connect_time,json=connectTime,proto3" json:"connect_time,omitempty"`
+	// detection_roots are the folders the agent reported watching in its last hello;
+	// only files under them are remediated without approval.
+	DetectionRoots []string `protobuf:"bytes,7,rep,name=detection_roots,json=detectionRoots,proto3" json:"detection_roots,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -2393,6 +2396,13 @@ func (x *Agent) GetLastHeartbeatTime() *timestamppb.Timestamp {
 func (x *Agent) GetConnectTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ConnectTime
+	}
+	return nil
+}
+
+func (x *Agent) GetDetectionRoots() []string {
+	if x != nil {
+		return x.DetectionRoots
 	}
 	return nil
 }
@@ -3526,14 +3536,15 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x1bListAutomationLevelsRequest\"\xbe\x01\n" +
 	"\x1cListAutomationLevelsResponse\x12M\n" +
 	"\bsettings\x18\x01 \x03(\v21.condaccess.remediation.v1.AutomationLevelSettingR\bsettings\x12O\n" +
-	"\rdefault_level\x18\x02 \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelR\fdefaultLevel\"\xb0\x02\n" +
+	"\rdefault_level\x18\x02 \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelR\fdefaultLevel\"\xd9\x02\n" +
 	"\x05Agent\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12>\n" +
 	"\x06health\x18\x04 \x01(\x0e2&.condaccess.remediation.v1.AgentHealthR\x06health\x12J\n" +
 	"\x13last_heartbeat_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12=\n" +
-	"\fconnect_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\"[\n" +
+	"\fconnect_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x12'\n" +
+	"\x0fdetection_roots\x18\a \x03(\tR\x0edetectionRoots\"[\n" +
 	"\x11ListAgentsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
