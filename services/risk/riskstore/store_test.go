@@ -200,3 +200,36 @@ func TestMigrateCoveringIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReporterSurvivesReopen: an alert's reporter is stored with it and read back
+// after a reopen, by Alert and by the listing.
+func TestReporterSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "risk.db")
+	open := func() (*riskstore.Store, *risk.Service) {
+		s, err := riskstore.Open(ctx, riskstore.Options{Path: path, Synchronous: "NORMAL"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, risk.New(risk.Config{Store: s, Encode: riskgrpc.EncodeEvent})
+	}
+	s, svc := open()
+	want := risk.Reporter{Kind: risk.ReporterSensor, ID: "siem-connector"}
+	if _, err := svc.ReportAlert(ctx, risk.Alert{ID: "a-rep", DeviceID: "dev-1", Severity: risk.SeverityHigh, Title: "t", Reporter: want}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, svc = open()
+	defer s.Close()
+	a, err := svc.GetAlert(ctx, "a-rep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Reporter != want {
+		t.Errorf("reporter after reopen = %+v, want %+v", a.Reporter, want)
+	}
+	list, _, err := svc.ListAlerts(ctx, risk.AlertQuery{DeviceID: "dev-1"})
+	if err != nil || len(list) != 1 || list[0].Reporter != want {
+		t.Errorf("listing = %+v, %v; want the reporter %+v", list, err, want)
+	}
+}
