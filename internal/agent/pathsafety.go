@@ -8,8 +8,11 @@ import (
 )
 
 // unixSystemLocations are never quarantined into or restored to, nor anything under
-// them ("/" itself only: everything is under it).
-var unixSystemLocations = []string{"/etc", "/bin", "/sbin", "/usr", "/boot", "/proc", "/sys", "/dev"}
+// them ("/" itself only: everything is under it). Besides the list: the
+// library folders of systems without a merged /usr, and macOS's resolved /etc and its
+// system volume (the agent works on paths with symbolic links resolved).
+var unixSystemLocations = []string{"/etc", "/bin", "/sbin", "/usr", "/boot", "/proc", "/sys", "/dev",
+	"/lib", "/lib32", "/lib64", "/libx32", "/private/etc", "/System"}
 
 // systemLocation reports whether path (clean, absolute) is a system location the agent
 // always refuses to touch: "/", /etc, /bin, /sbin, /usr, /boot, /proc, /sys, /dev and

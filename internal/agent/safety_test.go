@@ -111,6 +111,9 @@ func TestQuarantineRefusals(t *testing.T) {
 		{"system location /usr", fileEv("/usr/bin/env", content), "/usr/bin/env", "", failed, "system location"},
 		{"system location /", fileEv("/", content), "/", "", failed, "system location"},
 		{"system location /dev", fileEv("/dev/null", content), "/dev/null", "", failed, "system location"},
+		{"system location /lib64", fileEv("/lib64/ld-linux-x86-64.so.2", content), "/lib64/ld-linux-x86-64.so.2", "", failed, "system location"},
+		{"system location /etc itself", fileEv("/etc", content), "/etc", "", failed, "system location"},
+		{"not a system location: /etcetera", fileEv("/etcetera/x", content), "/etcetera/x", "", failed, "does not exist"},
 		{"the quarantine folder", fileEv(filepath.Join(e.qdir, agent.StateFile), content), filepath.Join(e.qdir, agent.StateFile), "", failed, "quarantine folder"},
 		{"not a file", fileEv(e.watch+"/link", content), e.watch + "/link", "", failed, "not a regular file"},
 	}
