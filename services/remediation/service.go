@@ -519,8 +519,11 @@ func (s *Service) upgrade(ctx context.Context, tx Tx, c *committed, inv *Investi
 	}
 	for _, act := range actions {
 		if act.Target.Key() == key && act.State == ActionStatePendingApproval && act.RequestedBy == Automation {
-			if !act.AutoEligible || !own {
-				if !own && act.AutoEligible {
+			if !own {
+				// Another reporter's verdict never makes the action automatic, not
+				// even later, when the agent's roots become known.
+				if act.AutoEligible || act.WaitsForRoots {
+					act.AutoEligible, act.WaitsForRoots = false, false
 					act.ApprovalReason = "the alert that made the evidence malicious was not reported by the device's own identity"
 					act.UpdateTime = now
 					if err := s.putAction(ctx, tx, c, act); err != nil {
@@ -528,6 +531,9 @@ func (s *Service) upgrade(ctx context.Context, tx Tx, c *committed, inv *Investi
 					}
 				}
 				continue
+			}
+			if !act.AutoEligible {
+				continue // not the device's own, or waiting for its roots: decided at its hello
 			}
 			act.State = ActionStateQueued
 			act.ApprovalExpireTime = time.Time{}

@@ -122,6 +122,27 @@ func TestAutomationOnlyOnOwnEvidence(t *testing.T) {
 			}
 		})
 	})
+	t.Run("a sensor's verdict while the roots are unknown does not run at hello", func(t *testing.T) {
+		ca := newTestCA(t)
+		e := newEnv(t, options{riskAuth: &riskTLS{ca: ca}, unknownAgents: true})
+		sensor, _ := e.riskH.Dial(t, ca.client("siem-connector", nil, commonv1.Role_ROLE_SENSOR))
+		device, _ := e.riskH.Dial(t, ca.client("d-w", []string{"spiffe://condaccess/device/d-w"}, commonv1.Role_ROLE_SENSOR))
+		e.reportWith(device, "a-w-high", "d-w", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/dl/b"))
+		e.reportWith(device, "a-w-medium", "d-w", commonv1.Severity_SEVERITY_MEDIUM, fileEvidence("/dl/a"))
+		e.waitInvestigation("d-w", func(inv *remediationv1.Investigation) bool { return len(inv.GetActions()) == 2 })
+		e.reportWith(sensor, "a-w-sensor", "d-w", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/dl/a"))
+		e.waitInvestigation("d-w", func(inv *remediationv1.Investigation) bool { return len(inv.GetAlertIds()) == 3 })
+		ag := e.connect("d-w")
+		b := ag.command() // the device's own malicious evidence runs
+		if b.GetTarget().GetFile().GetPath() != watchedRoot+"/dl/b" {
+			t.Errorf("command %v, want the quarantine of %s/dl/b", b, watchedRoot)
+		}
+		inv := e.waitInvestigation("d-w", func(inv *remediationv1.Investigation) bool {
+			a := firstWith(inv, watchedRoot+"/dl/a")
+			return a != nil && !strings.Contains(a.GetApprovalReason(), "has not reported")
+		})
+		wantAction(t, firstWith(inv, watchedRoot+"/dl/a"), pending, "not reported by the device's own identity")
+	})
 	t.Run("roots unknown until the agent's hello", func(t *testing.T) {
 		e := newEnv(t, options{unknownAgents: true})
 		e.report("a-in", "d-in", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/dl/evil.exe"))
