@@ -158,7 +158,6 @@ func (r riskClient) ResolveAlert(ctx context.Context, alertID, investigationID s
 		AlertId:         alertID,
 		Classification:  riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE,
 		Comment:         "remediated by automated investigation " + investigationID,
-		ResolvedBy:      remediation.Automation,
 		InvestigationId: investigationID,
 	})
 	switch status.Code(err) {
