@@ -751,7 +751,9 @@ func (t *storeTx) InsertNewAlert(ctx context.Context, a risk.Alert, hash string,
 func (t *storeTx) NextRevision(context.Context) (int64, error) { return t.log.Next(t.tx) }
 
 // Audit implements risk.Tx.
-func (t *storeTx) Audit(ctx context.Context, c audit.Change) error { return t.audit.Append(ctx, t.tx, c) }
+func (t *storeTx) Audit(ctx context.Context, c audit.Change) error {
+	return t.audit.Append(ctx, t.tx, c)
+}
 
 func (t *storeTx) Append(ctx context.Context, e risk.StoredEvent) (int64, error) {
 	return t.log.Append(t.tx, eventlog.Event{Type: e.Type, Key: e.Key, Payload: e.Payload,
