@@ -62,6 +62,7 @@ func TestServeListsEveryServiceAndStops(t *testing.T) {
 		"condaccess.access.v1.AccessService",
 		"condaccess.access.v1.ConditionalAccessPolicyService",
 		"condaccess.access.v1.DirectoryService",
+		"condaccess.audit.v1.AuditService",
 		"condaccess.compliance.v1.CompliancePolicyService",
 		"condaccess.compliance.v1.ComplianceService",
 		"condaccess.compliance.v1.DeviceService",
