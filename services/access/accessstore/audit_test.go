@@ -53,7 +53,9 @@ func TestAuditFailureRollsBackTheChange(t *testing.T) {
 				}
 				return nil
 			}},
-		{"update policy", func() error { return s.UpdatePolicy(ctx, &access.Policy{ID: "p-1", DisplayName: "after", Etag: "e2"}, "e1") },
+		{"update policy", func() error {
+			return s.UpdatePolicy(ctx, &access.Policy{ID: "p-1", DisplayName: "after", Etag: "e2"}, "e1")
+		},
 			func() error {
 				if p, err := s.GetPolicy(ctx, "p-1"); err != nil || p.DisplayName != "before" {
 					return errors.New("p-1 changed")
