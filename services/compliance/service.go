@@ -601,6 +601,10 @@ func (s *Service) ExcludeDevice(ctx context.Context, deviceID, reason string, ex
 	if !expire.IsZero() && !expire.After(now) {
 		return nil, nil, invalid("expire_time", "must be in the future")
 	}
+	if expire.Year() > 9999 {
+		// Stored (and audited) as RFC 3339, which ends at year 9999.
+		return nil, nil, invalid("expire_time", "must be before the year 10000")
+	}
 	x := &Exclusion{ID: newID(), DeviceID: deviceID, Reason: reason, CreatedBy: who, CreateTime: now}
 	if !expire.IsZero() {
 		x.ExpireTime = expire.UTC().Round(0)
