@@ -624,7 +624,7 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 			before = &cp
 		}
 		inv, err = s.openOrJoin(ctx, tx, c, deviceID, alerts, s.tr.Current(ctx), by, reason, level, true)
-		if err != nil {
+		if err != nil || inv == nil {
 			return err
 		}
 		return tx.Audit(ctx, audit.Change{ResourceType: AuditInvestigation, ResourceID: inv.ID, Before: before, After: inv})
@@ -632,6 +632,11 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 	end(err)
 	if err != nil {
 		return nil, err
+	}
+	if inv == nil {
+		// Only when the caller's subject equals the automation's name and every alert
+		// is already linked (openOrJoin treats that caller as the automation).
+		return nil, precondition("every alert of device %s is already in an investigation", deviceID)
 	}
 	return s.store.GetInvestigation(ctx, inv.ID)
 }
