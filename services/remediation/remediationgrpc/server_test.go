@@ -27,6 +27,7 @@ import (
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/services/remediation"
@@ -679,6 +680,22 @@ func TestUndoRestoresQuarantine(t *testing.T) {
 	}
 	if _, err := e.client.UndoAction(ctx, &remediationv1.UndoActionRequest{ActionId: q.GetActionId()}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("second undo while the first runs: %v, want FAILED_PRECONDITION", err)
+	}
+	// The undo is audited: the restore action created and the quarantine marked, by
+	// the caller, over UndoAction (the refused second undo leaves nothing).
+	evs, _, err := audit.List(ctx, []*audit.Log{e.store.Audit()}, audit.Filter{Method: "/condaccess.remediation.v1.RemediationService/UndoAction"}, nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var audited []string
+	for _, ev := range evs {
+		if ev.Actor.Subject != auth.DevSubject {
+			t.Errorf("undo audited for %q, want %q", ev.Actor.Subject, auth.DevSubject)
+		}
+		audited = append(audited, ev.Action+" "+ev.ResourceID)
+	}
+	if want := []string{"update " + q.GetActionId(), "create " + resp.GetRestoreAction().GetActionId()}; !slices.Equal(audited, want) {
+		t.Errorf("undo audit events %v, want %v (newest first)", audited, want)
 	}
 	r := ag.command()
 	want := &remediationv1.ActionCommand{ActionId: resp.GetRestoreAction().GetActionId(), Type: remediationv1.ActionType_ACTION_TYPE_RESTORE_FILE, Target: fileEvidence("/x"), QuarantineId: "q-7"}
