@@ -1,10 +1,14 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -244,4 +248,71 @@ func FuzzDecodePageToken(f *testing.F) {
 			t.Fatalf("accepted token %q with position %+v", tok, p)
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutine and the test's.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunRetentionRemovesOldEventsAndSaysSo(t *testing.T) {
+	var logs syncBuffer
+	migrations := append([]string{`CREATE TABLE items (id TEXT PRIMARY KEY, name TEXT NOT NULL)`}, audit.Migrations("")...)
+	db, err := sqlitedb.Open(context.Background(), sqlitedb.Options{Path: filepath.Join(t.TempDir(), "r.db"), Migrations: migrations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	var old atomic.Bool
+	old.Store(true)
+	clock := func() time.Time {
+		if old.Load() {
+			return now.Add(-48 * time.Hour)
+		}
+		return now
+	}
+	l := audit.New(db, audit.Options{Source: "svc", Now: clock, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	for i := range 3 {
+		if err := put(ctx, db, l, fmt.Sprintf("old-%d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Store(false)
+	if err := put(ctx, db, l, "new", "x"); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); audit.RunRetention(rctx, []*audit.Log{l}, 24*time.Hour, time.Hour) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Removed() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("retention removed %d events, want 3", l.Removed())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	evs, _, err := audit.List(ctx, []*audit.Log{l}, audit.Filter{}, nil, 10)
+	if err != nil || len(evs) != 1 || evs[0].ResourceID != "new" {
+		t.Fatalf("left %v (%v), want the new event only", evs, err)
+	}
+	if out := logs.String(); !strings.Contains(out, "audit: retention removed events") || !strings.Contains(out, "removed=3") {
+		t.Errorf("retention log = %q, want the count of removed events", out)
+	}
 }
