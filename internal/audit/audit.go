@@ -59,15 +59,6 @@ func FromContext(ctx context.Context) (Actor, bool) {
 	return a, ok
 }
 
-// Subject returns the subject of the actor in ctx, or SystemSubject without one: the
-// value for fields such as resolved_by or decided_by.
-func Subject(ctx context.Context) string {
-	if a, ok := FromContext(ctx); ok && a.Subject != "" {
-		return a.Subject
-	}
-	return SystemSubject
-}
-
 // Change is one admin change to record.
 type Change struct {
 	// ResourceType names the kind of resource, e.g. "compliance_policy".
