@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/audit/auditgrpc"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -45,6 +47,9 @@ var peerNeeds = map[string][]string{
 	"remediation": {"risk"},
 }
 
+// DefaultAuditRetention is --audit-retention's default: 365 days.
+const DefaultAuditRetention = 365 * 24 * time.Hour
+
 // serveOptions are the flags of serve.
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
@@ -52,6 +57,7 @@ type serveOptions struct {
 	tlsCert, tlsKey, tlsClientCA          string
 	logFormat, logLevel                   string
 	stopTimeout                           time.Duration
+	auditRetention                        time.Duration
 	factories                             []suite.Factory
 }
 
@@ -70,6 +76,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
+	fs.DurationVar(&o.auditRetention, "audit-retention", DefaultAuditRetention, "how long audit events are kept (checked hourly; what is removed is logged and counted); 0 keeps them forever")
 	o.factories = factories()
 	for _, f := range o.factories {
 		f.RegisterFlags(fs)
@@ -156,14 +163,16 @@ type runningSuite struct {
 	httpAddr string
 	services []suite.Service
 	names    []string
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	errs     chan error
-	conns    []*grpc.ClientConn
-	connMu   sync.Mutex
-	timeout  time.Duration
-	stopOnce sync.Once
-	stopErr  error
+	// auditLogs are the audit logs of services, served by AuditService.
+	auditLogs []*audit.Log
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	errs      chan error
+	conns     []*grpc.ClientConn
+	connMu    sync.Mutex
+	timeout   time.Duration
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // GRPCAddr is the address the suite's gRPC server listens on.
@@ -215,6 +224,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	picked, err := parseServices(o.services, o.factories)
 	if err != nil {
 		return nil, err
+	}
+	if o.auditRetention < 0 {
+		return nil, fmt.Errorf("%w: --audit-retention must not be negative (0 keeps audit events forever)", errUsage)
 	}
 	tlsOn := o.tlsCert != "" || o.tlsKey != "" || o.tlsClientCA != ""
 	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
@@ -313,7 +325,12 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		}
 		s.services = append(s.services, svc)
 		svc.Register(s.srv.Registrar())
+		if a, ok := svc.(suite.Audited); ok {
+			s.auditLogs = append(s.auditLogs, a.Audit())
+		}
 	}
+	// One AuditService over the audit logs of the services in this process.
+	auditgrpc.Register(s.srv.Registrar(), auditgrpc.New(s.auditLogs...))
 
 	if o.httpAddr != "" {
 		hl, err := net.Listen("tcp", o.httpAddr)
@@ -337,6 +354,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	if o.auditRetention > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			audit.RunRetention(runCtx, s.auditLogs, o.auditRetention, time.Hour)
+		}()
+	}
 	for i, svc := range s.services {
 		s.wg.Add(1)
 		go func() {

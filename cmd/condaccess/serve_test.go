@@ -62,6 +62,7 @@ func TestServeListsEveryServiceAndStops(t *testing.T) {
 		"condaccess.access.v1.AccessService",
 		"condaccess.access.v1.ConditionalAccessPolicyService",
 		"condaccess.access.v1.DirectoryService",
+		"condaccess.audit.v1.AuditService",
 		"condaccess.compliance.v1.CompliancePolicyService",
 		"condaccess.compliance.v1.ComplianceService",
 		"condaccess.compliance.v1.DeviceService",
@@ -103,6 +104,7 @@ func TestServeRefusesUnsafeConfigurations(t *testing.T) {
 		{name: "unknown service", o: serveOptions{grpcAddr: "127.0.0.1:0", services: "risk,billing"}, wantErr: `unknown service "billing"`},
 		{name: "compliance apart without risk", o: serveOptions{grpcAddr: "127.0.0.1:0", services: "compliance"}, wantErr: "--risk-addr"},
 		{name: "half TLS", o: serveOptions{grpcAddr: "127.0.0.1:0", services: "risk", tlsCert: "c.pem"}, wantErr: "--tls-key"},
+		{name: "negative audit retention", o: serveOptions{grpcAddr: "127.0.0.1:0", services: "risk", auditRetention: -time.Hour}, wantErr: "--audit-retention"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,4 +222,66 @@ func must(t testing.TB, what string, err error) {
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
+}
+
+// State describes what the suite holds, for a failing test's log: every device's
+// risk, compliance, alerts and investigations (with their actions), and the agents.
+// A service that does not answer is named with its error.
+func (s *Suite) State(ctx context.Context) string {
+	var b strings.Builder
+	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	devs, err := s.Devices.ListDevices(ctx, &compliancev1.ListDevicesRequest{PageSize: 100})
+	if err != nil {
+		line("devices: %v", err)
+	}
+	for _, d := range devs.GetDevices() {
+		id := d.GetDeviceId()
+		line("device %s groups %v", id, d.GetGroups())
+		if r, err := s.Risk.GetDeviceRisk(ctx, &riskv1.GetDeviceRiskRequest{DeviceId: id}); err != nil {
+			line("  risk: %v", status.Code(err))
+		} else {
+			line("  risk %s (revision %d)", r.GetDeviceRisk().GetLevel(), r.GetDeviceRisk().GetRevision())
+		}
+		if c, err := s.Compliance.GetDeviceCompliance(ctx, &compliancev1.GetDeviceComplianceRequest{DeviceId: id}); err != nil {
+			line("  compliance: %v", err)
+		} else {
+			line("  compliance %s", c.GetDeviceCompliance().GetState())
+		}
+		if r, err := s.Evaluate(ctx, id); err != nil {
+			line("  access: %v", err)
+		} else {
+			line("  access %s reasons %v", r.GetDecision(), r.GetReasons())
+		}
+		if as, err := s.Risk.ListAlerts(ctx, &riskv1.ListAlertsRequest{DeviceId: id}); err != nil {
+			line("  alerts: %v", err)
+		} else {
+			for _, a := range as.GetAlerts() {
+				line("  alert %s %s %s resolved_by=%q investigation=%q evidence=%v", a.GetAlertId(), a.GetSeverity(), a.GetStatus(), a.GetResolvedBy(), a.GetInvestigationId(), a.GetEvidence())
+			}
+		}
+		invs, err := s.Remediation.ListInvestigations(ctx, &remediationv1.ListInvestigationsRequest{DeviceId: id})
+		if err != nil {
+			line("  investigations: %v", err)
+		}
+		for _, inv := range invs.GetInvestigations() {
+			full, err := s.Remediation.GetInvestigation(ctx, &remediationv1.GetInvestigationRequest{InvestigationId: inv.GetInvestigationId()})
+			if err != nil {
+				line("  investigation %s: %v", inv.GetInvestigationId(), err)
+				continue
+			}
+			i := full.GetInvestigation()
+			line("  investigation %s %s level %s alerts %v reason %q", i.GetInvestigationId(), i.GetState(), i.GetAutomationLevel(), i.GetAlertIds(), i.GetReason())
+			for _, a := range i.GetActions() {
+				line("    action %s %s %s target=%v result=%q approval=%v", a.GetActionId(), a.GetType(), a.GetState(), a.GetTarget(), a.GetResult(), a.GetApproval())
+			}
+		}
+	}
+	if ags, err := s.Remediation.ListAgents(ctx, &remediationv1.ListAgentsRequest{}); err != nil {
+		line("agents: %v", err)
+	} else {
+		for _, a := range ags.GetAgents() {
+			line("agent %s %s", a.GetDeviceId(), a.GetHealth())
+		}
+	}
+	return b.String()
 }

@@ -204,6 +204,12 @@ func (s *Suite) Logs(max int) string {
 }
 
 func (s *Suite) stopAll(t testing.TB) {
+	if t.Failed() {
+		// What the failing step was waiting on, as the services see it now.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		t.Logf("suite state at failure:\n%s", s.State(ctx))
+		cancel()
+	}
 	for _, c := range s.conns {
 		_ = c.Close()
 	}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/audit/auditgrpc"
 	"github.com/condaccess/condaccess/internal/auth"
 )
 
@@ -112,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.ChainUnaryInterceptor(
 			logUnary(logger),
 			authz.UnaryServerInterceptor(),
+			auditgrpc.UnaryServerInterceptor(), // the audit actor, from the identity just established
 			validateUnary(validator),
 			recoverUnary(logger),
 		),
@@ -119,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 			logStream(logger),
 			drainStream(s.drain),
 			authz.StreamServerInterceptor(),
+			auditgrpc.StreamServerInterceptor(),
 			validateStream(validator),
 			recoverStream(logger),
 		),

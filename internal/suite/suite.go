@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Peers are the gRPC addresses of the four services. When the services run in one
@@ -45,6 +47,12 @@ type Service interface {
 	// Close releases the service's resources (its store); called after the gRPC server
 	// has stopped.
 	Close() error
+}
+
+// Audited is implemented by a Service whose store keeps an audit log of admin changes;
+// the process serves condaccess.audit.v1.AuditService over the logs of its services.
+type Audited interface {
+	Audit() *audit.Log
 }
 
 // Factory builds one service from its flags.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/parallel"
 	"github.com/condaccess/condaccess/internal/telemetry"
 )
@@ -112,6 +113,14 @@ func cleanGroups(gs []string) []string {
 	return slices.Compact(gs)
 }
 
+// Audited resource types (audit.Change.ResourceType).
+const (
+	AuditDevice    = "device"
+	AuditPolicy    = "compliance_policy"
+	AuditSettings  = "compliance_settings"
+	AuditExclusion = "compliance_exclusion"
+)
+
 // EnrollDevice adds a device and evaluates it at once (with the risk already received
 // for it, if any).
 func (s *Service) EnrollDevice(ctx context.Context, d Device) (*Device, error) {
@@ -129,6 +138,9 @@ func (s *Service) EnrollDevice(ctx context.Context, d Device) (*Device, error) {
 			return err
 		}
 		if err := tx.PutDevice(ctx, &d); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditDevice, ResourceID: d.ID, After: &d, Etag: d.Etag()}); err != nil {
 			return err
 		}
 		if err := s.appendEvent(ctx, tx, Event{DeviceChanged: &d}, now); err != nil {
@@ -244,6 +256,12 @@ func (s *Service) UpdateDevice(ctx context.Context, u DeviceUpdate) (*Device, er
 		if err := tx.PutDevice(ctx, &d); err != nil {
 			return err
 		}
+		// A sensor's own last_seen/os_version report is telemetry, not an admin change.
+		if !u.SensorOnly {
+			if err := tx.Audit(ctx, audit.Change{ResourceType: AuditDevice, ResourceID: d.ID, Before: cur, After: &d, Etag: d.Etag()}); err != nil {
+				return err
+			}
+		}
 		if err := s.appendEvent(ctx, tx, Event{DeviceChanged: &d}, now); err != nil {
 			return err
 		}
@@ -282,6 +300,9 @@ func (s *Service) RetireDevice(ctx context.Context, id string) (*Device, error) 
 		d.Retired, d.RetireTime, d.UpdateTime = true, now, now
 		d.Version++
 		if err := tx.PutDevice(ctx, &d); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditDevice, ResourceID: d.ID, Before: cur, After: &d, Etag: d.Etag()}); err != nil {
 			return err
 		}
 		if err := s.appendEvent(ctx, tx, Event{DeviceChanged: &d}, now); err != nil {
@@ -369,6 +390,9 @@ func (s *Service) CreatePolicy(ctx context.Context, p Policy) (*Policy, error) {
 			return err
 		}
 		if err := tx.PutPolicy(ctx, &p); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditPolicy, ResourceID: p.ID, After: &p, Etag: p.Etag()}); err != nil {
 			return err
 		}
 		var err error
@@ -465,6 +489,9 @@ func (s *Service) UpdatePolicy(ctx context.Context, p Policy, paths []string, et
 		if err := tx.PutPolicy(ctx, &n); err != nil {
 			return err
 		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditPolicy, ResourceID: n.ID, Before: cur, After: &n, Etag: n.Etag()}); err != nil {
+			return err
+		}
 		out = &n
 		gen, err = s.startSweep(ctx, tx, "policy "+p.ID+" updated", affectedGroups(cur, &n))
 		return err
@@ -487,6 +514,9 @@ func (s *Service) DeletePolicy(ctx context.Context, id, etag string) error {
 			return fmt.Errorf("%w: policy %s has etag %s, not %s", ErrEtagMismatch, cur.ID, cur.Etag(), etag)
 		}
 		if err := tx.DeletePolicy(ctx, id); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditPolicy, ResourceID: id, Before: cur, Etag: cur.Etag()}); err != nil {
 			return err
 		}
 		gen, err = s.startSweep(ctx, tx, "policy "+id+" deleted", affectedGroups(cur))
@@ -526,6 +556,9 @@ func (s *Service) UpdateSettings(ctx context.Context, n Settings, paths []string
 		}
 		out.Version++
 		if err := tx.PutSettings(ctx, out); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditSettings, ResourceID: "tenant", Before: &cur, After: &out, Etag: out.Etag()}); err != nil {
 			return err
 		}
 		gen, err = s.startSweep(ctx, tx, "tenant settings updated", nil)
@@ -568,6 +601,10 @@ func (s *Service) ExcludeDevice(ctx context.Context, deviceID, reason string, ex
 	if !expire.IsZero() && !expire.After(now) {
 		return nil, nil, invalid("expire_time", "must be in the future")
 	}
+	if expire.Year() > 9999 {
+		// Stored (and audited) as RFC 3339, which ends at year 9999.
+		return nil, nil, invalid("expire_time", "must be before the year 10000")
+	}
 	x := &Exclusion{ID: newID(), DeviceID: deviceID, Reason: reason, CreatedBy: who, CreateTime: now}
 	if !expire.IsZero() {
 		x.ExpireTime = expire.UTC().Round(0)
@@ -584,12 +621,19 @@ func (s *Service) ExcludeDevice(ctx context.Context, deviceID, reason string, ex
 		if old, err := tx.ActiveExclusion(ctx, deviceID); err != nil {
 			return err
 		} else if old != nil {
+			before := *old
 			old.EndTime, old.EndedBy, old.Comment = now, who, "replaced by exclusion "+x.ID
 			if err := tx.PutExclusion(ctx, old); err != nil {
 				return err
 			}
+			if err := tx.Audit(ctx, audit.Change{ResourceType: AuditExclusion, ResourceID: old.ID, Before: &before, After: old}); err != nil {
+				return err
+			}
 		}
 		if err := tx.PutExclusion(ctx, x); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditExclusion, ResourceID: x.ID, After: x}); err != nil {
 			return err
 		}
 		out, err := s.evalIDs(ctx, tx, []string{deviceID}, now, nil)
@@ -620,8 +664,12 @@ func (s *Service) RemoveExclusion(ctx context.Context, deviceID, comment, who st
 		if cur == nil || !cur.ActiveAt(now) {
 			return fmt.Errorf("%w: %s", ErrExclusionNotFound, deviceID)
 		}
+		before := *cur
 		cur.EndTime, cur.EndedBy, cur.Comment = now, who, comment
 		if err := tx.PutExclusion(ctx, cur); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditExclusion, ResourceID: cur.ID, Before: &before, After: cur}); err != nil {
 			return err
 		}
 		x = cur

@@ -3,6 +3,8 @@ package compliance
 import (
 	"context"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Store keeps the compliance service's state and its event log. Reads outside Update
@@ -90,6 +92,9 @@ type Tx interface {
 	AppendEvent(ctx context.Context, e StoredEvent) (int64, error)
 	// AppendEvents appends events with consecutive revisions and returns the first.
 	AppendEvents(ctx context.Context, es []StoredEvent) (int64, error)
+	// Audit appends the audit event of an admin change (actor from ctx) in this
+	// transaction; an error must fail the transaction.
+	Audit(ctx context.Context, c audit.Change) error
 }
 
 // DeviceFilter selects devices for ListDevices.

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Who acts when no person does.
@@ -212,7 +214,24 @@ func (s *Service) SetAutomationLevel(ctx context.Context, group string, level Le
 		return AutomationSetting{}, invalid("setting.level", "must be FULL, SEMI or NONE")
 	}
 	set := AutomationSetting{Group: group, Level: level, UpdateTime: s.now(), UpdatedBy: by}
-	err := s.store.Update(ctx, func(tx Tx) error { return tx.PutAutomationLevel(set) })
+	// The previous setting, for the audit log (read before the write: the store's
+	// transaction has no getter for it; a concurrent change is audited on its own).
+	var before *AutomationSetting
+	all, err := s.store.AutomationLevels(ctx)
+	if err != nil {
+		return AutomationSetting{}, err
+	}
+	for i := range all {
+		if all[i].Group == group {
+			before = &all[i]
+		}
+	}
+	err = s.store.Update(ctx, func(tx Tx) error {
+		if err := tx.PutAutomationLevel(set); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Change{ResourceType: AuditAutomationLevel, ResourceID: group, Before: before, After: &set})
+	})
 	return set, err
 }
 
@@ -643,9 +662,19 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 	}
 	var inv *Investigation
 	err = s.update(ctx, func(tx Tx, c *committed) error {
-		var err error
+		before, err := tx.OpenInvestigation(deviceID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if before != nil {
+			cp := *before
+			before = &cp
+		}
 		inv, err = s.openOrJoin(ctx, tx, c, deviceID, alerts, s.tr.Current(ctx), by, reason, level, true, roots)
-		return err
+		if err != nil || inv == nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Change{ResourceType: AuditInvestigation, ResourceID: inv.ID, Before: before, After: inv})
 	})
 	if err == nil && roots == nil {
 		err = s.decideOnRoots(ctx, deviceID)
@@ -653,6 +682,11 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 	end(err)
 	if err != nil {
 		return nil, err
+	}
+	if inv == nil {
+		// Only when the caller's subject equals the automation's name and every alert
+		// is already linked (openOrJoin treats that caller as the automation).
+		return nil, precondition("every alert of device %s is already in an investigation", deviceID)
 	}
 	return s.store.GetInvestigation(ctx, inv.ID)
 }
@@ -687,6 +721,7 @@ func (s *Service) CancelInvestigation(ctx context.Context, id, comment, by strin
 		if !inv.State.Open() {
 			return precondition("investigation %s is already closed (%d)", id, inv.State)
 		}
+		before := *inv
 		actions, err := tx.Actions(id)
 		if err != nil {
 			return err
@@ -711,7 +746,10 @@ func (s *Service) CancelInvestigation(ctx context.Context, id, comment, by strin
 		if comment != "" {
 			inv.Reason += ": " + comment
 		}
-		return s.putInvestigation(ctx, tx, inv)
+		if err := s.putInvestigation(ctx, tx, inv); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Change{ResourceType: AuditInvestigation, ResourceID: inv.ID, Before: &before, After: inv})
 	})
 	if err != nil {
 		return nil, err
@@ -760,6 +798,9 @@ func (s *Service) SubmitAction(ctx context.Context, deviceID string, typ ActionT
 		if err := s.putAction(ctx, tx, c, a); err != nil {
 			return err
 		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditAction, ResourceID: a.ID, After: a}); err != nil {
+			return err
+		}
 		if inv == nil {
 			return nil
 		}
@@ -795,6 +836,7 @@ func (s *Service) decide(ctx context.Context, id string, approved bool, comment,
 		if a.State != ActionStatePendingApproval {
 			return precondition("action %s is not pending approval", id)
 		}
+		before := *a
 		now := s.now()
 		a.Approval = &Approval{DecidedBy: by, Time: now, Comment: comment, Approved: approved}
 		a.UpdateTime = now
@@ -804,6 +846,9 @@ func (s *Service) decide(ctx context.Context, id string, approved bool, comment,
 			a.State = ActionStateRejected
 		}
 		if err := s.putAction(ctx, tx, c, a); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditAction, ResourceID: a.ID, Before: &before, After: a}); err != nil {
 			return err
 		}
 		out = a
@@ -871,9 +916,16 @@ func (s *Service) UndoAction(ctx context.Context, id, comment, by string) (orig,
 		if err := s.putAction(ctx, tx, c, r); err != nil {
 			return err
 		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditAction, ResourceID: r.ID, After: r}); err != nil {
+			return err
+		}
+		before := *a
 		a.UndoActionID = r.ID
 		a.UpdateTime = now
 		if err := s.putAction(ctx, tx, c, a); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditAction, ResourceID: a.ID, Before: &before, After: a}); err != nil {
 			return err
 		}
 		orig, restore = a, r

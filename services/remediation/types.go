@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Sentinel errors; the gRPC layer maps them to status codes.
@@ -426,4 +428,14 @@ type Tx interface {
 	SetCursor(rev int64) error
 	// Emit appends an event to the log.
 	Emit(ev Event) error
+	// Audit appends the audit event of an admin change (actor from ctx) in this
+	// transaction; an error must fail the transaction.
+	Audit(ctx context.Context, c audit.Change) error
 }
+
+// Audited resource types (audit.Change.ResourceType).
+const (
+	AuditInvestigation   = "investigation"
+	AuditAction          = "remediation_action"
+	AuditAutomationLevel = "automation_level"
+)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Sentinel errors; riskgrpc maps them to status codes.
@@ -343,4 +345,10 @@ type Tx interface {
 	PutDeviceRisk(ctx context.Context, r DeviceRisk) error
 	// Append appends an event and returns its revision.
 	Append(ctx context.Context, e StoredEvent) (int64, error)
+	// Audit appends the audit event of an admin change (actor from ctx) in this
+	// transaction; an error must fail the transaction.
+	Audit(ctx context.Context, c audit.Change) error
 }
+
+// AuditAlert is the audited resource type of alert changes (audit.Change.ResourceType).
+const AuditAlert = "alert"

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Page size defaults and maxima (documented in risk.proto).
@@ -360,6 +362,7 @@ func (s *Service) ResolveAlert(ctx context.Context, res Resolution) (Alert, Devi
 		if !ok {
 			return fmt.Errorf("%w: %q", ErrAlertNotFound, res.AlertID)
 		}
+		before := a
 		if a.Status == StatusResolved {
 			return fmt.Errorf("%w: alert %q was resolved at %s by %s", ErrAlertResolved, a.ID, a.ResolveTime.Format(time.RFC3339), a.ResolvedBy)
 		}
@@ -378,6 +381,9 @@ func (s *Service) ResolveAlert(ctx context.Context, res Resolution) (Alert, Devi
 			return err
 		}
 		if err := tx.UpdateAlert(ctx, a, rev); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditAlert, ResourceID: a.ID, Before: &before, After: &a, Etag: a.Etag()}); err != nil {
 			return err
 		}
 		out = a
@@ -475,6 +481,8 @@ func (s *Service) modify(ctx context.Context, id, etag string, f func(a *Alert) 
 		if etag != "" && etag != a.Etag() {
 			return fmt.Errorf("%w: alert %q has etag %q", ErrStaleEtag, id, a.Etag())
 		}
+		before := a
+		before.Comments = slices.Clone(a.Comments)
 		changed, err := f(&a)
 		if err != nil {
 			return err
@@ -490,7 +498,10 @@ func (s *Service) modify(ctx context.Context, id, etag string, f func(a *Alert) 
 		if err != nil {
 			return err
 		}
-		return tx.UpdateAlert(ctx, a, rev)
+		if err := tx.UpdateAlert(ctx, a, rev); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Change{ResourceType: AuditAlert, ResourceID: a.ID, Before: &before, After: &a, Etag: a.Etag()})
 	})
 	if err != nil {
 		return Alert{}, err

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
@@ -220,3 +221,6 @@ func (m *metrics) register(svc *accesscore.Service) error {
 	}, decisions, dropped, lag, bound, stale)
 	return err
 }
+
+// Audit implements suite.Audited.
+func (s *service) Audit() *audit.Log { return s.store.Audit() }

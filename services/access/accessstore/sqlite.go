@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/access"
@@ -73,7 +74,7 @@ CREATE TABLE signins (
 );
 CREATE INDEX signins_user ON signins(user_id, key);
 CREATE INDEX signins_device ON signins(device_id, key);
-`}, append(eventlog.Migrations(eventTable), signInBatchesMigration)...)
+`}, append(append(eventlog.Migrations(eventTable), signInBatchesMigration), audit.Migrations("")...)...)
 }
 
 // Options configures Open.
@@ -91,8 +92,9 @@ type Options struct {
 
 // Store is the SQLite access.Store.
 type Store struct {
-	db  *sqlitedb.DB
-	log *eventlog.Log
+	db    *sqlitedb.DB
+	log   *eventlog.Log
+	audit *audit.Log
 }
 
 var _ access.Store = (*Store)(nil)
@@ -117,7 +119,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	st := &Store{db: db, log: l}
+	st := &Store{db: db, log: l, audit: audit.New(db, audit.Options{Source: "access", Logger: o.Logger})}
 	if err := st.convertLegacySignIns(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -128,6 +130,96 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 // Close closes the event log and the database.
 func (s *Store) Close() error {
 	return errors.Join(s.log.Close(), s.db.Close())
+}
+
+// Audit is the audit log of the store's admin changes.
+func (s *Store) Audit() *audit.Log { return s.audit }
+
+// Audited resource types.
+const (
+	auditUser        = "user"
+	auditGroup       = "group"
+	auditApplication = "application"
+	auditPolicy      = "conditional_access_policy"
+	auditImport      = "directory_import"
+)
+
+// current reads the resource of an audited type as it is in tx (nil when absent).
+func current(ctx context.Context, tx *sqlitedb.Tx, typ, id string) (any, string, error) {
+	var v any
+	var etag string
+	var err error
+	switch typ {
+	case auditUser:
+		var u *access.User
+		if u, err = scanUser(tx.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id)); err == nil {
+			v, etag = u, u.Etag
+		}
+	case auditGroup:
+		var g *access.Group
+		if g, err = scanGroup(tx.QueryRowContext(ctx, `SELECT `+groupCols+` FROM dir_groups WHERE id = ?`, id)); err == nil {
+			if g.MemberUserIDs, err = txStrings(ctx, tx, `SELECT user_id FROM group_users WHERE group_id = ? ORDER BY user_id`, id); err != nil {
+				return nil, "", err
+			}
+			if g.MemberGroupIDs, err = txStrings(ctx, tx, `SELECT member_id FROM group_groups WHERE group_id = ? ORDER BY member_id`, id); err != nil {
+				return nil, "", err
+			}
+			v, etag = g, g.Etag
+		}
+	case auditApplication:
+		var a *access.Application
+		if a, err = scanApp(tx.QueryRowContext(ctx, `SELECT `+appCols+` FROM applications WHERE id = ?`, id)); err == nil {
+			v, etag = a, a.Etag
+		}
+	case auditPolicy:
+		var p *access.Policy
+		if p, err = scanPolicy(tx.QueryRowContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies WHERE id = ?`, id)); err == nil {
+			v, etag = p, p.Etag
+		}
+	default:
+		return nil, "", fmt.Errorf("accessstore: no audited type %q", typ)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", nil
+	}
+	return v, etag, err
+}
+
+func txStrings(ctx context.Context, tx *sqlitedb.Tx, q string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// audited runs change in tx and appends its audit event (the resource before and
+// after, the actor from ctx) in the same transaction.
+func (s *Store) audited(ctx context.Context, tx *sqlitedb.Tx, typ, id string, change func() error) error {
+	before, beforeEtag, err := current(ctx, tx, typ, id)
+	if err != nil {
+		return err
+	}
+	if err := change(); err != nil {
+		return err
+	}
+	after, etag, err := current(ctx, tx, typ, id)
+	if err != nil {
+		return err
+	}
+	if after == nil {
+		etag = beforeEtag
+	}
+	return s.audit.Append(ctx, tx, audit.Change{ResourceType: typ, ResourceID: id, Before: before, After: after, Etag: etag})
 }
 
 // DB exposes the database (for tests and metrics).
@@ -210,7 +302,7 @@ func (s *Store) CreateUser(ctx context.Context, u *access.User) error {
 		if ok {
 			return fmt.Errorf("%w: user %q", access.ErrAlreadyExists, u.ID)
 		}
-		return putUser(ctx, tx, u)
+		return s.audited(ctx, tx, auditUser, u.ID, func() error { return putUser(ctx, tx, u) })
 	})
 }
 
@@ -331,22 +423,26 @@ func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string, rev
 		if err := checkEtag(ctx, tx, "users", u.ID, etag, "user"); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE users SET display_name = ?, disabled = ?, emergency = ?, update_ns = ?, etag = ? WHERE id = ?`,
-			u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.UpdateTime), u.Etag, u.ID)
-		if err != nil {
+		if err := s.audited(ctx, tx, auditUser, u.ID, func() error {
+			_, err := tx.ExecContext(ctx, `UPDATE users SET display_name = ?, disabled = ?, emergency = ?, update_ns = ?, etag = ? WHERE id = ?`,
+				u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.UpdateTime), u.Etag, u.ID)
+			return err
+		}); err != nil {
 			return err
 		}
 		return s.revoke(ctx, tx, revs)
 	})
 }
 
-func (s *Store) del(ctx context.Context, table, what, id, etag string) error {
+func (s *Store) del(ctx context.Context, table, what, auditType, id, etag string) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
 		if err := checkEtag(ctx, tx, table, id, etag, what); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id = ?`, id)
-		return err
+		return s.audited(ctx, tx, auditType, id, func() error {
+			_, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id = ?`, id)
+			return err
+		})
 	})
 }
 
@@ -356,7 +452,10 @@ func (s *Store) DeleteUser(ctx context.Context, id, etag string, revs []access.R
 		if err := checkEtag(ctx, tx, "users", id, etag, "user"); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id); err != nil {
+		if err := s.audited(ctx, tx, auditUser, id, func() error {
+			_, err := tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+			return err
+		}); err != nil {
 			return err
 		}
 		return s.revoke(ctx, tx, revs)
@@ -430,10 +529,12 @@ func (s *Store) CreateGroup(ctx context.Context, g *access.Group) error {
 		if err := checkMembers(ctx, tx, g); err != nil {
 			return err
 		}
-		if err := putGroupRow(ctx, tx, g); err != nil {
-			return err
-		}
-		return putMembers(ctx, tx, g)
+		return s.audited(ctx, tx, auditGroup, g.ID, func() error {
+			if err := putGroupRow(ctx, tx, g); err != nil {
+				return err
+			}
+			return putMembers(ctx, tx, g)
+		})
 	})
 }
 
@@ -499,16 +600,18 @@ func (s *Store) UpdateGroup(ctx context.Context, g *access.Group, etag string) e
 		if err := checkMembers(ctx, tx, g); err != nil {
 			return err
 		}
-		if err := putGroupRow(ctx, tx, g); err != nil {
-			return err
-		}
-		return putMembers(ctx, tx, g)
+		return s.audited(ctx, tx, auditGroup, g.ID, func() error {
+			if err := putGroupRow(ctx, tx, g); err != nil {
+				return err
+			}
+			return putMembers(ctx, tx, g)
+		})
 	})
 }
 
 // DeleteGroup implements access.Store.
 func (s *Store) DeleteGroup(ctx context.Context, id, etag string) error {
-	return s.del(ctx, "dir_groups", "group", id, etag)
+	return s.del(ctx, "dir_groups", "group", auditGroup, id, etag)
 }
 
 // ---- applications ----
@@ -530,7 +633,7 @@ func (s *Store) CreateApplication(ctx context.Context, a *access.Application) er
 		if ok {
 			return fmt.Errorf("%w: application %q", access.ErrAlreadyExists, a.ID)
 		}
-		return putApp(ctx, tx, a)
+		return s.audited(ctx, tx, auditApplication, a.ID, func() error { return putApp(ctx, tx, a) })
 	})
 }
 
@@ -574,13 +677,13 @@ func (s *Store) UpdateApplication(ctx context.Context, a *access.Application, et
 		if err := checkEtag(ctx, tx, "applications", a.ID, etag, "application"); err != nil {
 			return err
 		}
-		return putApp(ctx, tx, a)
+		return s.audited(ctx, tx, auditApplication, a.ID, func() error { return putApp(ctx, tx, a) })
 	})
 }
 
 // DeleteApplication implements access.Store.
 func (s *Store) DeleteApplication(ctx context.Context, id, etag string) error {
-	return s.del(ctx, "applications", "application", id, etag)
+	return s.del(ctx, "applications", "application", auditApplication, id, etag)
 }
 
 // ---- import and load ----
@@ -589,16 +692,26 @@ const importBatch = 5000
 
 // ImportDirectory implements access.Store.
 func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error {
-	batches := func(n int, fn func(tx *sqlitedb.Tx, i int) error) error {
+	// Each batch commits with one audit event naming what it wrote (the ids, not
+	// whole resources: an import may hold hundreds of thousands).
+	step := 0
+	batches := func(n int, fn func(tx *sqlitedb.Tx, i int) error, id func(i int) string) error {
+		step++
+		kind := [...]string{"", "users", "applications", "groups", "group_members"}[step]
 		for lo := 0; lo < n; lo += importBatch {
 			hi := min(n, lo+importBatch)
 			err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+				ids := make([]string, 0, hi-lo)
 				for i := lo; i < hi; i++ {
 					if err := fn(tx, i); err != nil {
 						return err
 					}
+					ids = append(ids, id(i))
 				}
-				return nil
+				return s.audit.Append(ctx, tx, audit.Change{
+					ResourceType: auditImport, ResourceID: fmt.Sprintf("%s/%d-%d", kind, lo, hi-1),
+					After: map[string]any{"kind": kind, "ids": ids},
+				})
 			})
 			if err != nil {
 				return err
@@ -606,13 +719,16 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 		}
 		return nil
 	}
-	if err := batches(len(d.Users), func(tx *sqlitedb.Tx, i int) error { return putUser(ctx, tx, d.Users[i]) }); err != nil {
+	groupID := func(i int) string { return d.Groups[i].ID }
+	if err := batches(len(d.Users), func(tx *sqlitedb.Tx, i int) error { return putUser(ctx, tx, d.Users[i]) },
+		func(i int) string { return d.Users[i].ID }); err != nil {
 		return err
 	}
-	if err := batches(len(d.Applications), func(tx *sqlitedb.Tx, i int) error { return putApp(ctx, tx, d.Applications[i]) }); err != nil {
+	if err := batches(len(d.Applications), func(tx *sqlitedb.Tx, i int) error { return putApp(ctx, tx, d.Applications[i]) },
+		func(i int) string { return d.Applications[i].ID }); err != nil {
 		return err
 	}
-	if err := batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error { return putGroupRow(ctx, tx, d.Groups[i]) }); err != nil {
+	if err := batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error { return putGroupRow(ctx, tx, d.Groups[i]) }, groupID); err != nil {
 		return err
 	}
 	return batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error {
@@ -620,7 +736,7 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 			return err
 		}
 		return putMembers(ctx, tx, d.Groups[i])
-	})
+	}, groupID)
 }
 
 // LoadDirectory implements access.Store.
@@ -709,7 +825,7 @@ func (s *Store) CreatePolicy(ctx context.Context, p *access.Policy) error {
 		if ok {
 			return fmt.Errorf("%w: policy %q", access.ErrAlreadyExists, p.ID)
 		}
-		return putPolicy(ctx, tx, p)
+		return s.audited(ctx, tx, auditPolicy, p.ID, func() error { return putPolicy(ctx, tx, p) })
 	})
 }
 
@@ -753,13 +869,13 @@ func (s *Store) UpdatePolicy(ctx context.Context, p *access.Policy, etag string)
 		if err := checkEtag(ctx, tx, "policies", p.ID, etag, "policy"); err != nil {
 			return err
 		}
-		return putPolicy(ctx, tx, p)
+		return s.audited(ctx, tx, auditPolicy, p.ID, func() error { return putPolicy(ctx, tx, p) })
 	})
 }
 
 // DeletePolicy implements access.Store.
 func (s *Store) DeletePolicy(ctx context.Context, id, etag string) error {
-	return s.del(ctx, "policies", "policy", id, etag)
+	return s.del(ctx, "policies", "policy", auditPolicy, id, etag)
 }
 
 // LoadPolicies implements access.Store.

@@ -18,6 +18,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/internal/telemetry"
@@ -286,3 +287,6 @@ func (s riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
 	ev := m.GetEvent()
 	return ev, ev.GetRevision(), false, nil
 }
+
+// Audit implements suite.Audited.
+func (s *Service) Audit() *audit.Log { return s.store.Audit() }

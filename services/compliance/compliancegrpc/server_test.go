@@ -534,6 +534,10 @@ func TestErrors(t *testing.T) {
 			_, err := e.h.Compliance.ExcludeDevice(e.ctx, &compliancev1.ExcludeDeviceRequest{DeviceId: "dev-2", Reason: "r", ExpireTime: timestamppb.New(time.Now().Add(-time.Hour))})
 			return err
 		}, codes.InvalidArgument, "expire_time"},
+		{"exclude expiring after year 9999 (found by FuzzUnaryRPCs; was INTERNAL)", func() error {
+			_, err := e.h.Compliance.ExcludeDevice(e.ctx, &compliancev1.ExcludeDeviceRequest{DeviceId: "dev-2", Reason: "r", ExpireTime: timestamppb.New(time.Unix(1<<40, 0))})
+			return err
+		}, codes.InvalidArgument, "expire_time"},
 		{"exclude unknown device", func() error {
 			_, err := e.h.Compliance.ExcludeDevice(e.ctx, &compliancev1.ExcludeDeviceRequest{DeviceId: "nope", Reason: "r"})
 			return err

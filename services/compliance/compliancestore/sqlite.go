@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/internal/parallel"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
@@ -100,8 +101,9 @@ type Options struct {
 
 // Store is the SQLite compliance store.
 type Store struct {
-	db  *sqlitedb.DB
-	log *eventlog.Log
+	db    *sqlitedb.DB
+	log   *eventlog.Log
+	audit *audit.Log
 }
 
 var _ compliance.Store = (*Store)(nil)
@@ -111,7 +113,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	migrations := append(append([]string{}, eventlog.Migrations(EventTable)...), schema...)
+	migrations := append(append(append([]string{}, eventlog.Migrations(EventTable)...), schema...), audit.Migrations("")...)
 	db, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: opts.Path, Migrations: migrations, Synchronous: opts.Synchronous, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
@@ -133,13 +135,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, log: l}, nil
+	return &Store{db: db, log: l, audit: audit.New(db, audit.Options{Source: "compliance", Logger: opts.Logger})}, nil
 }
 
 // Close closes the event log and the database.
 func (s *Store) Close() error {
 	return errors.Join(s.log.Close(), s.db.Close())
 }
+
+// Audit returns the audit log of the store's admin changes.
+func (s *Store) Audit() *audit.Log { return s.audit }
 
 // Log returns the event log.
 func (s *Store) Log() *eventlog.Log { return s.log }
@@ -639,6 +644,9 @@ func (t *txn) PutSweep(ctx context.Context, st compliance.SweepState) error {
 	_, err = t.tx.ExecContext(ctx, `INSERT INTO sweep (id, data) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data`, b)
 	return err
 }
+
+// Audit implements compliance.Tx.
+func (t *txn) Audit(ctx context.Context, c audit.Change) error { return t.s.audit.Append(ctx, t.tx, c) }
 
 func (t *txn) AppendEvent(ctx context.Context, e compliance.StoredEvent) (int64, error) {
 	return t.s.log.Append(t.tx, eventlog.Event{

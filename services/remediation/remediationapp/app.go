@@ -19,6 +19,7 @@ import (
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/remediation"
@@ -158,7 +159,6 @@ func (r riskClient) ResolveAlert(ctx context.Context, alertID, investigationID s
 		AlertId:         alertID,
 		Classification:  riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE,
 		Comment:         "remediated by automated investigation " + investigationID,
-		ResolvedBy:      remediation.Automation,
 		InvestigationId: investigationID,
 	})
 	switch status.Code(err) {
@@ -266,3 +266,6 @@ func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.Ris
 		Logger: logger,
 	})
 }
+
+// Audit implements suite.Audited.
+func (s *service) Audit() *audit.Log { return s.store.Audit() }

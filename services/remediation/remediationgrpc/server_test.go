@@ -28,6 +28,7 @@ import (
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/services/remediation"
@@ -419,8 +420,10 @@ func TestFullAutomationQuarantinesAndResolvesAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := alert.GetAlert()
+	// The resolver is the remediation service's own identity ("dev" in insecure
+	// mode), never a name it claims; the investigation id says it was automated.
 	if a.GetStatus() != riskv1.AlertStatus_ALERT_STATUS_RESOLVED || a.GetClassification() != riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE ||
-		a.GetResolvedBy() != remediation.Automation || a.GetInvestigationId() != inv.GetInvestigationId() {
+		a.GetResolvedBy() != "dev" || a.GetInvestigationId() != inv.GetInvestigationId() {
 		t.Errorf("alert after remediation: status %v classification %v by %q investigation %q", a.GetStatus(), a.GetClassification(), a.GetResolvedBy(), a.GetInvestigationId())
 	}
 	// The investigation carries the trace of the alert's REPORTED event.
@@ -736,6 +739,22 @@ func TestUndoRestoresQuarantine(t *testing.T) {
 	}
 	if _, err := e.client.UndoAction(ctx, &remediationv1.UndoActionRequest{ActionId: q.GetActionId()}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("second undo while the first runs: %v, want FAILED_PRECONDITION", err)
+	}
+	// The undo is audited: the restore action created and the quarantine marked, by
+	// the caller, over UndoAction (the refused second undo leaves nothing).
+	evs, _, err := audit.List(ctx, []*audit.Log{e.store.Audit()}, audit.Filter{Method: "/condaccess.remediation.v1.RemediationService/UndoAction"}, nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var audited []string
+	for _, ev := range evs {
+		if ev.Actor.Subject != auth.DevSubject {
+			t.Errorf("undo audited for %q, want %q", ev.Actor.Subject, auth.DevSubject)
+		}
+		audited = append(audited, ev.Action+" "+ev.ResourceID)
+	}
+	if want := []string{"update " + q.GetActionId(), "create " + resp.GetRestoreAction().GetActionId()}; !slices.Equal(audited, want) {
+		t.Errorf("undo audit events %v, want %v (newest first)", audited, want)
 	}
 	r := ag.command()
 	want := &remediationv1.ActionCommand{ActionId: resp.GetRestoreAction().GetActionId(), Type: remediationv1.ActionType_ACTION_TYPE_RESTORE_FILE, Target: fileEvidence("/x"), QuarantineId: "q-7", AdminApproved: true}

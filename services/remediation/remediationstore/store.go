@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/remediation"
@@ -78,7 +79,7 @@ CREATE TABLE pending_resolutions (
 CREATE TABLE consumer_cursor (
 	name TEXT PRIMARY KEY,
 	revision INTEGER NOT NULL
-);`}, eventlog.Migrations("events")...)
+);`}, append(eventlog.Migrations("events"), audit.Migrations("")...)...)
 
 // Options configures Open.
 type Options struct {
@@ -98,6 +99,7 @@ type Options struct {
 type Store struct {
 	db     *sqlitedb.DB
 	log    *eventlog.Log
+	audit  *audit.Log
 	encode func(remediation.Event) ([]byte, error)
 }
 
@@ -117,11 +119,14 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, log: l, encode: o.Encode}, nil
+	return &Store{db: db, log: l, audit: audit.New(db, audit.Options{Source: "remediation", Logger: o.Logger}), encode: o.Encode}, nil
 }
 
 // Close closes the event log and the database.
 func (s *Store) Close() error { return errors.Join(s.log.Close(), s.db.Close()) }
+
+// Audit returns the audit log of the store's admin changes.
+func (s *Store) Audit() *audit.Log { return s.audit }
 
 // Revision implements remediation.Store.
 func (s *Store) Revision() int64 { return s.log.Revision() }
@@ -600,6 +605,11 @@ func (t *storeTx) DeleteResolution(alertID string) error {
 func (t *storeTx) SetCursor(rev int64) error {
 	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO consumer_cursor (name, revision) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET revision = excluded.revision`, cursorName, rev)
 	return err
+}
+
+// Audit implements remediation.Tx.
+func (t *storeTx) Audit(ctx context.Context, c audit.Change) error {
+	return t.s.audit.Append(ctx, t.tx, c)
 }
 
 func (t *storeTx) Emit(ev remediation.Event) error {

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/risk"
 	"github.com/condaccess/condaccess/services/risk/riskgrpc"
@@ -83,3 +84,6 @@ func (s *service) Run(ctx context.Context) error {
 }
 
 func (s *service) Close() error { return s.store.Close() }
+
+// Audit implements suite.Audited.
+func (s *service) Audit() *audit.Log { return s.store.Audit() }

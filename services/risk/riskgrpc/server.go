@@ -199,10 +199,10 @@ func (s *Server) AddAlertComment(ctx context.Context, req *riskv1.AddAlertCommen
 
 // ResolveAlert implements riskv1.RiskServiceServer.
 func (s *Server) ResolveAlert(ctx context.Context, req *riskv1.ResolveAlertRequest) (*riskv1.ResolveAlertResponse, error) {
-	by := req.GetResolvedBy()
-	if by == "" {
-		by = subject(ctx)
-	}
+	// The resolver is the authenticated caller; the request's resolved_by is ignored
+	// (kept in the contract for compatibility), so that no caller can attribute a
+	// resolution to someone else.
+	by := subject(ctx)
 	a, dr, err := s.svc.ResolveAlert(ctx, risk.Resolution{
 		AlertID: req.GetAlertId(), Classification: risk.Classification(req.GetClassification()),
 		Determination: risk.Determination(req.GetDetermination()), Comment: req.GetComment(),

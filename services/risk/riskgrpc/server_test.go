@@ -275,9 +275,10 @@ func TestAlertLifecycle(t *testing.T) {
 		t.Errorf("GetAlert (-resolve +get):\n%s", diff)
 	}
 	other := report(t, c, newAlert("a-2", "dev-1", low)).GetAlert()
-	byService, err := c.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: other.GetAlertId(), Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE, ResolvedBy: "automation:inv-7"})
-	if err != nil || byService.GetAlert().GetResolvedBy() != "automation:inv-7" {
-		t.Errorf("resolved_by override = %v, %v", byService.GetAlert().GetResolvedBy(), err)
+	// A request claiming another resolver is ignored: the resolver is the caller.
+	claimed, err := c.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: other.GetAlertId(), Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE, ResolvedBy: "carol-the-ciso"})
+	if err != nil || claimed.GetAlert().GetResolvedBy() != "dev" {
+		t.Errorf("resolved_by with a claimed resolver = %q, %v; want the caller, dev", claimed.GetAlert().GetResolvedBy(), err)
 	}
 
 	errs := []struct {

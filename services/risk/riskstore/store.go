@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/risk"
@@ -64,8 +65,9 @@ type Options struct {
 
 // Store is the SQLite implementation of risk.Store.
 type Store struct {
-	db  *sqlitedb.DB
-	log *eventlog.Log
+	db    *sqlitedb.DB
+	log   *eventlog.Log
+	audit *audit.Log
 
 	qDeviceRisk *sql.Stmt // prepared on the read pool
 
@@ -134,7 +136,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("riskstore: prepare: %w", err)
 	}
-	return &Store{db: db, log: l, qDeviceRisk: q, levels: map[string]levelEntry{}, actives: map[string][]risk.ActiveAlert{}}, nil
+	return &Store{db: db, log: l, audit: audit.New(db, audit.Options{Source: "risk", Logger: opts.Logger}), qDeviceRisk: q, levels: map[string]levelEntry{}, actives: map[string][]risk.ActiveAlert{}}, nil
 }
 
 // Close ends every watcher and closes the database.
@@ -142,13 +144,17 @@ func (s *Store) Close() error {
 	return errors.Join(s.qDeviceRisk.Close(), s.log.Close(), s.db.Close())
 }
 
+// Audit returns the audit log of the store's admin changes (migration
+// 003_audit_events.sql is audit.Migrations' schema).
+func (s *Store) Audit() *audit.Log { return s.audit }
+
 // Compact drops events beyond the retention now (it also runs periodically).
 func (s *Store) Compact(ctx context.Context) error { return s.log.Compact(ctx) }
 
 // Update implements risk.Store.
 func (s *Store) Update(ctx context.Context, fn func(tx risk.Tx) error) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		return fn(&storeTx{tx: tx, log: s.log, levels: s.levels, actives: s.actives})
+		return fn(&storeTx{tx: tx, log: s.log, audit: s.audit, levels: s.levels, actives: s.actives})
 	})
 }
 
@@ -511,6 +517,7 @@ func (s *Store) RiskHistory(ctx context.Context, deviceID string, pageSize int, 
 type storeTx struct {
 	tx      *sqlitedb.Tx
 	log     *eventlog.Log
+	audit   *audit.Log
 	levels  map[string]levelEntry
 	actives map[string][]risk.ActiveAlert
 }
@@ -742,6 +749,11 @@ func (t *storeTx) InsertNewAlert(ctx context.Context, a risk.Alert, hash string,
 }
 
 func (t *storeTx) NextRevision(context.Context) (int64, error) { return t.log.Next(t.tx) }
+
+// Audit implements risk.Tx.
+func (t *storeTx) Audit(ctx context.Context, c audit.Change) error {
+	return t.audit.Append(ctx, t.tx, c)
+}
 
 func (t *storeTx) Append(ctx context.Context, e risk.StoredEvent) (int64, error) {
 	return t.log.Append(t.tx, eventlog.Event{Type: e.Type, Key: e.Key, Payload: e.Payload,

@@ -1691,8 +1691,9 @@ type ResolveAlertRequest struct {
 	Determination AlertDetermination `protobuf:"varint,3,opt,name=determination,proto3,enum=condaccess.risk.v1.AlertDetermination" json:"determination,omitempty"`
 	// comment explains the resolution.
 	Comment string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
-	// resolved_by overrides who resolved it (services acting for an automation); defaults
-	// to the caller's identity.
+	// resolved_by is ignored: the resolver recorded is always the caller's authenticated
+	// identity (and the audit log's actor). Kept for compatibility; a service resolving
+	// for an automated investigation sets investigation_id instead.
 	ResolvedBy string `protobuf:"bytes,5,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
 	// investigation_id is the automated investigation that resolved the alert, if any.
 	InvestigationId string `protobuf:"bytes,6,opt,name=investigation_id,json=investigationId,proto3" json:"investigation_id,omitempty"`

@@ -810,8 +810,9 @@ export type ResolveAlertRequest = Message<"condaccess.risk.v1.ResolveAlertReques
   comment: string;
 
   /**
-   * resolved_by overrides who resolved it (services acting for an automation); defaults
-   * to the caller's identity.
+   * resolved_by is ignored: the resolver recorded is always the caller's authenticated
+   * identity (and the audit log's actor). Kept for compatibility; a service resolving
+   * for an automated investigation sets investigation_id instead.
    *
    * @generated from field: string resolved_by = 5;
    */
