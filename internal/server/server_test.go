@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -83,8 +84,11 @@ func (l *logSink) wait(t *testing.T, match func(map[string]any) bool) map[string
 	}
 }
 
-func rpcLine(method string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return m["msg"] == "rpc" && m["method"] == method }
+// rpcLine matches the logging interceptor's line for fullMethod.
+func rpcLine(fullMethod string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		return m["msg"] == "finished call" && "/"+fmt.Sprint(m["grpc.service"])+"/"+fmt.Sprint(m["grpc.method"]) == fullMethod
+	}
 }
 
 type env struct {
@@ -190,7 +194,7 @@ func TestValidationUnary(t *testing.T) {
 		})
 	}
 	line := e.logs.wait(t, func(m map[string]any) bool {
-		return m["msg"] == "rpc" && m["code"] == "InvalidArgument"
+		return m["msg"] == "finished call" && m["grpc.code"] == "InvalidArgument"
 	})
 	if line["level"] != "WARN" {
 		t.Errorf("InvalidArgument logged at %v, want WARN", line["level"])
@@ -239,7 +243,7 @@ func TestPanicRecovery(t *testing.T) {
 	if !strings.Contains(p["stack"].(string), "servertest") || p["panic"] != "servertest: boom" {
 		t.Errorf("panic log = %v", p)
 	}
-	if line := e.logs.wait(t, rpcLine(servertest.MethodPanic)); line["level"] != "ERROR" || line["code"] != "Internal" {
+	if line := e.logs.wait(t, rpcLine(servertest.MethodPanic)); line["level"] != "ERROR" || line["grpc.code"] != "Internal" {
 		t.Errorf("panic rpc line = %v", line)
 	}
 }
@@ -253,7 +257,7 @@ func TestLogLineAndTracePropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := e.logs.wait(t, rpcLine(servertest.MethodEcho))
-	if line["level"] != "INFO" || line["code"] != "OK" || line["peer"] == nil || line["duration"] == nil || line["server"] != "test" {
+	if line["level"] != "INFO" || line["grpc.code"] != "OK" || line["peer.address"] == nil || line["grpc.duration"] == nil || line["server"] != "test" || line["caller"] != auth.DevSubject {
 		t.Errorf("rpc line = %v", line)
 	}
 	// The client's otelgrpc handler propagated the client's trace to the server span.
