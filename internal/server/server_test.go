@@ -96,21 +96,27 @@ type env struct {
 	conn *grpc.ClientConn
 	logs *logSink
 	tp   *sdktrace.TracerProvider
+	lis  *bufconn.Listener
 }
 
 // start runs a server over bufconn with the production chain.
 func start(t *testing.T, authCfg auth.Config, clientCfg auth.ClientConfig) *env {
 	t.Helper()
+	return startWith(t, server.Config{Auth: authCfg}, clientCfg)
+}
+
+// startWith runs a server with cfg (Name, Logger, TracerProvider and the stop timeout
+// are set here) over bufconn and dials it with clientCfg.
+func startWith(t *testing.T, cfg server.Config, clientCfg auth.ClientConfig) *env {
+	t.Helper()
 	logs := newLogSink()
 	tp := sdktrace.NewTracerProvider()
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	srv, err := server.New(server.Config{
-		Name:                "test",
-		Logger:              slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Auth:                authCfg,
-		TracerProvider:      tp,
-		GracefulStopTimeout: 2 * time.Second,
-	})
+	cfg.Name = "test"
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.TracerProvider = tp
+	cfg.GracefulStopTimeout = 2 * time.Second
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,20 +130,27 @@ func start(t *testing.T, authCfg auth.Config, clientCfg auth.ClientConfig) *env 
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	e := &env{srv: srv, logs: logs, tp: tp, lis: lis}
+	e.conn = e.dial(t, clientCfg)
+	return e
+}
 
+// dial opens another client connection to e's server.
+func (e *env) dial(t *testing.T, clientCfg auth.ClientConfig) *grpc.ClientConn {
+	t.Helper()
 	opts, err := server.DialOptions(clientCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-		return lis.DialContext(ctx)
+		return e.lis.DialContext(ctx)
 	}))
 	conn, err := grpc.NewClient("passthrough:///bufnet", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &env{srv: srv, conn: conn, logs: logs, tp: tp}
+	return conn
 }
 
 func startInsecure(t *testing.T) *env {
