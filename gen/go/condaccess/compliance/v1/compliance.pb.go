@@ -3090,7 +3090,7 @@ var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x05\n" +
+	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x05\n" +
 	"\x06Device\x12G\n" +
 	"\tdevice_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12F\n" +
@@ -3108,8 +3108,8 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\aretired\x18\n" +
 	" \x01(\bR\aretired\x12;\n" +
 	"\vretire_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"retireTime\x12\x12\n" +
-	"\x04etag\x18\f \x01(\tR\x04etag\"W\n" +
+	"retireTime\x12\x1c\n" +
+	"\x04etag\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"W\n" +
 	"\x13EnrollDeviceRequest\x12@\n" +
 	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01R\x06device\"P\n" +
 	"\x14EnrollDeviceResponse\x128\n" +
@@ -3118,12 +3118,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\"M\n" +
 	"\x11GetDeviceResponse\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device\"\x99\x02\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device\"\xa3\x02\n" +
 	"\x12ListDevicesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12D\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12D\n" +
 	"\bplatform\x18\x03 \x01(\x0e2\x1e.condaccess.common.v1.PlatformB\b\xbaH\x05\x82\x01\x02\x10\x01R\bplatform\x12\x1e\n" +
 	"\x05group\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05group\x12,\n" +
 	"\rowner_user_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vownerUserId\x12'\n" +
@@ -3154,7 +3154,7 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\vgracePeriod\"\xc1\x01\n" +
 	"\x14NoncomplianceActions\x12F\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\vgracePeriod\x12a\n" +
-	"\x12risk_grace_periods\x18\x02 \x03(\v2).condaccess.compliance.v1.RiskGracePeriodB\b\xbaH\x05\x92\x01\x02\x10\x04R\x10riskGracePeriods\"\xcd\x05\n" +
+	"\x12risk_grace_periods\x18\x02 \x03(\v2).condaccess.compliance.v1.RiskGracePeriodB\b\xbaH\x05\x92\x01\x02\x10\x04R\x10riskGracePeriods\"\xd7\x05\n" +
 	"\x10CompliancePolicy\x12G\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bpolicyId\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -3171,8 +3171,8 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\v \x01(\tR\x04etag\"k\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\v \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"k\n" +
 	"\x1dCreateCompliancePolicyRequest\x12J\n" +
 	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\"d\n" +
 	"\x1eCreateCompliancePolicyResponse\x12B\n" +
@@ -3181,12 +3181,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\tpolicy_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\"a\n" +
 	"\x1bGetCompliancePolicyResponse\x12B\n" +
-	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"g\n" +
+	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"q\n" +
 	"\x1dListCompliancePoliciesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"\x90\x01\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x90\x01\n" +
 	"\x1eListCompliancePoliciesResponse\x12F\n" +
 	"\bpolicies\x18\x01 \x03(\v2*.condaccess.compliance.v1.CompliancePolicyR\bpolicies\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x01\n" +
@@ -3195,44 +3195,45 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"d\n" +
 	"\x1eUpdateCompliancePolicyResponse\x12B\n" +
-	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"\\\n" +
+	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"f\n" +
 	"\x1dDeleteCompliancePolicyRequest\x12'\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\" \n" +
-	"\x1eDeleteCompliancePolicyResponse\"\x93\x01\n" +
-	"\rSettingResult\x12\x18\n" +
-	"\asetting\x18\x01 \x01(\tR\asetting\x12\x1a\n" +
-	"\bexpected\x18\x02 \x01(\tR\bexpected\x12\x16\n" +
-	"\x06actual\x18\x03 \x01(\tR\x06actual\x12\x1c\n" +
-	"\tcompliant\x18\x04 \x01(\bR\tcompliant\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa9\x02\n" +
-	"\x10PolicyCompliance\x12\x1b\n" +
-	"\tpolicy_id\x18\x01 \x01(\tR\bpolicyId\x12.\n" +
-	"\x13policy_display_name\x18\x02 \x01(\tR\x11policyDisplayName\x12;\n" +
-	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12C\n" +
-	"\bsettings\x18\x04 \x03(\v2'.condaccess.compliance.v1.SettingResultR\bsettings\x12F\n" +
-	"\x11grace_expire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fgraceExpireTime\"\xce\x02\n" +
-	"\tExclusion\x12!\n" +
-	"\fexclusion_id\x18\x01 \x01(\tR\vexclusionId\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\" \n" +
+	"\x1eDeleteCompliancePolicyResponse\"\xbb\x01\n" +
+	"\rSettingResult\x12\"\n" +
+	"\asetting\x18\x01 \x01(\tB\b\xbaH\x05r\x03(\x80\x01R\asetting\x12$\n" +
+	"\bexpected\x18\x02 \x01(\tB\b\xbaH\x05r\x03(\x80\x02R\bexpected\x12 \n" +
+	"\x06actual\x18\x03 \x01(\tB\b\xbaH\x05r\x03(\x80\x02R\x06actual\x12\x1c\n" +
+	"\tcompliant\x18\x04 \x01(\bR\tcompliant\x12 \n" +
+	"\x06reason\x18\x05 \x01(\tB\b\xbaH\x05r\x03(\x80\bR\x06reason\"\xc7\x02\n" +
+	"\x10PolicyCompliance\x12%\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpolicyId\x128\n" +
+	"\x13policy_display_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x11policyDisplayName\x12;\n" +
+	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12M\n" +
+	"\bsettings\x18\x04 \x03(\v2'.condaccess.compliance.v1.SettingResultB\b\xbaH\x05\x92\x01\x02\x10\x10R\bsettings\x12F\n" +
+	"\x11grace_expire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fgraceExpireTime\"\x80\x03\n" +
+	"\tExclusion\x12+\n" +
+	"\fexclusion_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vexclusionId\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12 \n" +
+	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\x12'\n" +
 	"\n" +
-	"created_by\x18\x04 \x01(\tR\tcreatedBy\x12;\n" +
+	"created_by\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tcreatedBy\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x125\n" +
-	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x19\n" +
-	"\bended_by\x18\b \x01(\tR\aendedBy\"\xc3\x04\n" +
-	"\x10DeviceCompliance\x12\x1b\n" +
-	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12;\n" +
-	"\x05state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12F\n" +
-	"\bpolicies\x18\x04 \x03(\v2*.condaccess.compliance.v1.PolicyComplianceR\bpolicies\x12@\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12#\n" +
+	"\bended_by\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\aendedBy\"\xf4\x04\n" +
+	"\x10DeviceCompliance\x12%\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12;\n" +
+	"\x05state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12 \n" +
+	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\x12Q\n" +
+	"\bpolicies\x18\x04 \x03(\v2*.condaccess.compliance.v1.PolicyComplianceB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\bpolicies\x12@\n" +
 	"\vdevice_risk\x18\x05 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelR\n" +
-	"deviceRisk\x12$\n" +
-	"\x0erisk_alert_ids\x18\x06 \x03(\tR\friskAlertIds\x12#\n" +
+	"deviceRisk\x126\n" +
+	"\x0erisk_alert_ids\x18\x06 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\x18\x80\x01R\friskAlertIds\x12#\n" +
 	"\rrisk_revision\x18\a \x01(\x03R\friskRevision\x12A\n" +
 	"\texclusion\x18\b \x01(\v2#.condaccess.compliance.v1.ExclusionR\texclusion\x12?\n" +
 	"\revaluate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fevaluateTime\x12\x1a\n" +
@@ -3243,12 +3244,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\"v\n" +
 	"\x1bGetDeviceComplianceResponse\x12W\n" +
-	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xac\x01\n" +
+	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xb6\x01\n" +
 	"\x1bListDeviceComplianceRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12E\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12E\n" +
 	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"\xbd\x01\n" +
 	"\x1cListDeviceComplianceResponse\x12Y\n" +
 	"\x12device_compliances\x18\x01 \x03(\v2*.condaccess.compliance.v1.DeviceComplianceR\x11deviceCompliances\x12&\n" +
@@ -3270,12 +3271,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\acomment\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\acomment\"\xb5\x01\n" +
 	"\x17RemoveExclusionResponse\x12A\n" +
 	"\texclusion\x18\x01 \x01(\v2#.condaccess.compliance.v1.ExclusionR\texclusion\x12W\n" +
-	"\x11device_compliance\x18\x02 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xa7\x01\n" +
+	"\x11device_compliance\x18\x02 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xb1\x01\n" +
 	"\x15ListExclusionsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12%\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12\x1f\n" +
 	"\vactive_only\x18\x04 \x01(\bR\n" +
 	"activeOnly\"\x85\x01\n" +
@@ -3283,10 +3284,10 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
 	"exclusions\x18\x01 \x03(\v2#.condaccess.compliance.v1.ExclusionR\n" +
 	"exclusions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"{\n" +
 	"\x12ComplianceSettings\x12G\n" +
-	" devices_without_policy_compliant\x18\x01 \x01(\bR\x1ddevicesWithoutPolicyCompliant\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x1e\n" +
+	" devices_without_policy_compliant\x18\x01 \x01(\bR\x1ddevicesWithoutPolicyCompliant\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x1e\n" +
 	"\x1cGetComplianceSettingsRequest\"i\n" +
 	"\x1dGetComplianceSettingsResponse\x12H\n" +
 	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"\xb0\x01\n" +
