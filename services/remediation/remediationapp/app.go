@@ -32,6 +32,7 @@ type Factory struct {
 	approvalExpiry    time.Duration
 	actionTimeout     time.Duration
 	heartbeatInterval time.Duration
+	helloTimeout      time.Duration
 	retention         int64
 	progressInterval  time.Duration
 }
@@ -45,6 +46,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&f.approvalExpiry, "remediation-approval-expiry", remediation.DefaultApprovalExpiry, "how long an action waits for approval before it counts as rejected")
 	fs.DurationVar(&f.actionTimeout, "remediation-action-timeout", remediation.DefaultActionTimeout, "how long a sent action waits for the agent's result before it is TIMED_OUT")
 	fs.DurationVar(&f.heartbeatInterval, "remediation-heartbeat-interval", remediation.DefaultHeartbeatInterval, "agent heartbeat interval; an agent is stale after three missed heartbeats")
+	fs.DurationVar(&f.helloTimeout, "remediation-hello-timeout", remediationgrpc.DefaultHelloTimeout, "how long AgentService.Connect waits for the agent's hello before ending the stream (DEADLINE_EXCEEDED)")
 	fs.Int64Var(&f.retention, "remediation-retention", 100000, "investigation events kept for WatchInvestigationEvents replay (0 keeps all)")
 	fs.DurationVar(&f.progressInterval, "remediation-progress-interval", time.Second, "idle interval between progress messages on WatchInvestigationEvents")
 }
@@ -97,7 +99,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		MinSeverity: minSev, ApprovalExpiry: f.approvalExpiry, ActionTimeout: f.actionTimeout,
 		HeartbeatInterval: f.heartbeatInterval, Logger: env.Logger,
 	})
-	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger})
+	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger, HelloTimeout: f.helloTimeout})
 	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger)
 	return s, nil
 }

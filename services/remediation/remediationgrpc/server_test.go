@@ -105,17 +105,19 @@ type env struct {
 	client remediationv1.RemediationServiceClient
 	agents remediationv1.AgentServiceClient
 	stop   func()
+	hello  time.Duration
 }
 
 type options struct {
 	fakeClock     bool
 	riskRetention int64
+	helloTimeout  time.Duration // 0: the default
 }
 
 func newEnv(t *testing.T, o options) *env {
 	h := risktest.StartWith(t, risktest.Options{ProgressInterval: 50 * time.Millisecond, Retention: o.riskRetention})
 	e := &env{
-		t: t, risk: h.Client, riskH: h, dir: t.TempDir(),
+		t: t, risk: h.Client, riskH: h, dir: t.TempDir(), hello: o.helloTimeout,
 		rc:      &flakyRisk{RiskClient: remediationapp.NewRiskClient(h.Client)},
 		devices: &fakeDevices{groups: map[string][]string{}},
 	}
@@ -150,7 +152,7 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	remediationgrpc.Register(srv.Registrar(), remediationgrpc.New(remediationgrpc.Config{Service: svc, Store: st}))
+	remediationgrpc.Register(srv.Registrar(), remediationgrpc.New(remediationgrpc.Config{Service: svc, Store: st, HelloTimeout: e.hello}))
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufconn", grpc.WithTransportCredentials(insecure.NewCredentials()),
