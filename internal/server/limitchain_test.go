@@ -225,4 +225,3 @@ func TestLimitChain(t *testing.T) {
 		t.Errorf("server receive limit %d over the client receive limit %d", server.DefaultMaxRecvMsgSize, server.DefaultClientMaxRecvMsgSize)
 	}
 }
-
