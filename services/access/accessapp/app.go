@@ -17,7 +17,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
@@ -97,6 +99,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	svc, err := accesscore.New(ctx, accesscore.Config{
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
 		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
+		FeedHealth: healthOf(env), FeedHealthName: accessv1.AccessService_ServiceDesc.ServiceName,
 	})
 	if err != nil {
 		st.Close()
@@ -115,6 +118,8 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 				"compliance_feed": map[string]any{
 					"running": fs.Running, "stale": fs.Stale, "lag_seconds": fs.Lag.Seconds(),
 					"staleness_bound_seconds": fs.Bound.Seconds(), "revision": fs.Revision,
+					"risk_as_of": fs.RiskAsOf, "stuck": fs.Consumer.Stuck, "stuck_revision": fs.Consumer.StuckRevision,
+					"stuck_cause": fs.Consumer.StuckCause,
 				},
 				"policy_snapshot_version": svc.Snapshot().Version(),
 				"sign_ins":                map[string]any{"written": svc.Recorder().Written(), "dropped": svc.Recorder().Dropped()},
@@ -219,4 +224,12 @@ func (m *metrics) register(svc *accesscore.Service) error {
 		return nil
 	}, decisions, dropped, lag, bound, stale)
 	return err
+}
+
+// healthOf is env.Health as a consumer.HealthSetter (nil when there is none).
+func healthOf(env suite.Env) consumer.HealthSetter {
+	if env.Health == nil {
+		return nil
+	}
+	return env.Health
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -80,6 +81,8 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		grpc:     compliancegrpc.New(svc),
 		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env),
 	}
+	// Readers of compliance events learn how fresh compliance's view of risk is.
+	s.grpc.SetRiskAsOf(func() time.Time { return s.Consumer.Status().LastContact })
 	if s.metrics, err = registerMetrics(s); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -209,6 +212,9 @@ func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, e
 			return err
 		},
 		Logger: env.Logger,
+		// A stuck risk consumer makes compliance NOT_SERVING: what it reports is old.
+		Health:     healthOf(env),
+		HealthName: compliancev1.ComplianceService_ServiceDesc.ServiceName,
 	})
 }
 
@@ -285,4 +291,12 @@ func (s riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
 	}
 	ev := m.GetEvent()
 	return ev, ev.GetRevision(), false, nil
+}
+
+// healthOf is env.Health as a consumer.HealthSetter (nil when there is none).
+func healthOf(env suite.Env) consumer.HealthSetter {
+	if env.Health == nil {
+		return nil
+	}
+	return env.Health
 }

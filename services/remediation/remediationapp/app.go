@@ -18,6 +18,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -100,7 +101,11 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		HeartbeatInterval: f.heartbeatInterval, Logger: env.Logger,
 	})
 	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger, HelloTimeout: f.helloTimeout})
-	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger)
+	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger, func(c *consumer.Config[*riskv1.RiskEvent]) {
+		if env.Health != nil {
+			c.Health, c.HealthName = env.Health, remediationv1.RemediationService_ServiceDesc.ServiceName
+		}
+	})
 	return s, nil
 }
 
@@ -229,8 +234,9 @@ func (r riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
 // stored in the same transaction as what an event changes. Resync takes the risk
 // revision first, then lists the active alerts at or above minSev, so every event
 // after that revision is applied again on top (harmlessly).
-func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.RiskServiceClient, minSev remediation.Severity, logger *slog.Logger) *consumer.Consumer[*riskv1.RiskEvent] {
-	return consumer.New(consumer.Config[*riskv1.RiskEvent]{
+// opts adjust the consumer's configuration (e.g. its health reporting).
+func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.RiskServiceClient, minSev remediation.Severity, logger *slog.Logger, opts ...func(*consumer.Config[*riskv1.RiskEvent])) *consumer.Consumer[*riskv1.RiskEvent] {
+	cfg := consumer.Config[*riskv1.RiskEvent]{
 		Name:   "remediation<-risk",
 		Source: riskSource{risk},
 		Cursor: st.Cursor,
@@ -266,5 +272,9 @@ func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.Ris
 			return svc.StoreCursor(ctx, rev)
 		},
 		Logger: logger,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return consumer.New(cfg)
 }
