@@ -37,6 +37,7 @@ const (
 
 // Factory builds the access service from its flags.
 type Factory struct {
+	importBatch      int
 	stalenessBound   time.Duration
 	emergency        string
 	signInRetention  time.Duration
@@ -55,7 +56,8 @@ func (*Factory) Name() string { return "access" }
 // RegisterFlags implements suite.Factory.
 func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	f.set = true
-	fs.DurationVar(&f.stalenessBound, "access-staleness-bound", DefaultStalenessBound, "once the compliance feed has been broken for longer, apps that require a compliant device are blocked with COMPLIANCE_STATE_STALE (fail closed)")
+	fs.IntVar(&f.importBatch, "access-import-batch", accessgrpc.DefaultImportBatch, "directory items (users, groups, applications, group members) ImportDirectory holds before applying them; bounds its memory per stream")
+	fs.DurationVar(&f.stalenessBound, "access-staleness-bound", DefaultStalenessBound, "once the compliance feed has been broken, or the whole chain risk -> compliance -> access is older, for longer, apps that require a compliant device are blocked with COMPLIANCE_STATE_STALE (fail closed)")
 	fs.StringVar(&f.emergency, "access-emergency-accounts", "", "comma-separated user ids of emergency-access (break-glass) accounts, guarded like users marked emergency_access: enabling a policy that could block one fails")
 	fs.DurationVar(&f.signInRetention, "access-signin-retention", DefaultSignInRetention, "sign-ins older than this are deleted (checked hourly)")
 	fs.Int64Var(&f.retention, "access-retention", DefaultRetention, "session events kept for WatchSessionEvents replay (0 keeps all); older start revisions get OUT_OF_RANGE")
@@ -106,6 +108,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, err
 	}
 	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers)}
+	s.srv.SetImportBatch(f.importBatch)
 	if err := m.register(svc); err != nil {
 		env.Logger.Warn("access metrics not registered", "err", err)
 	}
