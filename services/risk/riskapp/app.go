@@ -28,6 +28,7 @@ type Factory struct {
 	progressInterval time.Duration
 	watchBuffer      int
 	synchronous      string
+	eventCacheBytes  int64
 	set              bool
 }
 
@@ -40,6 +41,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&f.retention, "risk-retention", DefaultRetention, "risk events kept for WatchRiskEvents replay (0 keeps all); older start revisions get OUT_OF_RANGE")
 	fs.DurationVar(&f.progressInterval, "risk-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchRiskEvents streams")
 	fs.IntVar(&f.watchBuffer, "risk-watch-buffer", 1024, "events a risk watcher may fall behind the live stream before it is cut off with RESOURCE_EXHAUSTED")
+	fs.Int64Var(&f.eventCacheBytes, "risk-event-cache-bytes", riskgrpc.DefaultEventCacheBytes, "byte cap of the decoded events kept for WatchRiskEvents fan-out (besides its 4,096 entries)")
 	fs.StringVar(&f.synchronous, "risk-sqlite-synchronous", "FULL", "SQLite synchronous setting of the risk store: FULL (acknowledged alerts survive power loss) or NORMAL (survive a process crash)")
 }
 
@@ -63,7 +65,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, err
 	}
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
-	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc})}, nil
+	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc, EventCacheBytes: f.eventCacheBytes})}, nil
 }
 
 type service struct {
