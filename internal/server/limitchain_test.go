@@ -15,6 +15,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/internal/server"
 )
 
@@ -219,6 +220,11 @@ func TestLimitChain(t *testing.T) {
 			}
 		})
 	})
+	// The event log refuses, at the writer, any event payload over its cap; a watch
+	// response is that payload plus an envelope (revision, oneof tags: under 1 KiB).
+	if envelope := int64(1 << 10); eventlog.DefaultMaxPayloadBytes+envelope > server.DefaultClientMaxRecvMsgSize {
+		t.Errorf("event log payload cap %d plus envelope over the client receive limit %d", eventlog.DefaultMaxPayloadBytes, server.DefaultClientMaxRecvMsgSize)
+	}
 	// The server accepts requests up to its limit; a client must receive at least as
 	// much, or a resource written in one request could not be read back.
 	if server.DefaultMaxRecvMsgSize > server.DefaultClientMaxRecvMsgSize {

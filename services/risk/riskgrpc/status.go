@@ -51,7 +51,8 @@ func toStatus(err error) error {
 		return apierr.New(codes.ResourceExhausted, ReasonTooManyComments, err.Error())
 	case errors.Is(err, risk.ErrInvalidPageToken):
 		return apierr.InvalidArgument(ReasonInvalidPageToken, apierr.FieldViolation("page_token", "not a page token of this listing"))
-	case errors.Is(err, eventlog.ErrCompacted), errors.Is(err, eventlog.ErrSlowWatcher), errors.Is(err, eventlog.ErrClosed):
+	case errors.Is(err, eventlog.ErrCompacted), errors.Is(err, eventlog.ErrSlowWatcher), errors.Is(err, eventlog.ErrClosed),
+		errors.Is(err, eventlog.ErrEventTooLarge):
 		return eventlog.ToStatus(err)
 	case errors.Is(err, sqlitedb.ErrClosed):
 		return status.Error(codes.Unavailable, "risk store is shutting down")
