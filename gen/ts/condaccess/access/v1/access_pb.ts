@@ -3299,7 +3299,7 @@ export const AccessService: GenService<{
    * when idle. Enforcement points use it to cut live connections.
    * Callers: ROLE_ENFORCEMENT_POINT, ROLE_READER, ROLE_SECOPS_ADMIN.
    * Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
-   * (reason WATCHER_TOO_SLOW).
+   * (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
    *
    * @generated from rpc condaccess.access.v1.AccessService.WatchSessionEvents
    */

@@ -2075,7 +2075,7 @@ export const RemediationService: GenService<{
    * events, in revision order, with progress messages when idle.
    * Callers: ROLE_READER, ROLE_SECOPS_ADMIN.
    * Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
-   * (reason WATCHER_TOO_SLOW).
+   * (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
    *
    * @generated from rpc condaccess.remediation.v1.RemediationService.WatchInvestigationEvents
    */
@@ -2101,7 +2101,8 @@ export const AgentService: GenService<{
    * Errors: INVALID_ARGUMENT when the first message is not a hello; PERMISSION_DENIED
    * when a result names an action of another device; ALREADY_EXISTS is never returned
    * (a newer connection of the same device replaces the older one, which ends with
-   * ABORTED).
+   * ABORTED); DEADLINE_EXCEEDED (reason HELLO_TIMEOUT) when no hello arrives within
+   * --remediation-hello-timeout (10s).
    *
    * @generated from rpc condaccess.remediation.v1.AgentService.Connect
    */

@@ -1402,7 +1402,9 @@ export const RiskService: GenService<{
    * same report again changes nothing and publishes no event (created=false).
    * Callers: ROLE_SENSOR, ROLE_SECOPS_ADMIN.
    * Errors: INVALID_ARGUMENT (field violations); ALREADY_EXISTS when alert_id exists with
-   * different content.
+   * different content; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) past the
+   * caller identity's alert rate (--alert-rate), or before decoding when the request is
+   * over the server's receive limit.
    *
    * @generated from rpc condaccess.risk.v1.RiskService.ReportAlert
    */
@@ -1415,7 +1417,9 @@ export const RiskService: GenService<{
    * ReportAlerts records a burst of alerts in one call (one durable commit); each alert
    * gets its own result, as ReportAlert would give it.
    * Callers: ROLE_SENSOR, ROLE_SECOPS_ADMIN.
-   * Errors: INVALID_ARGUMENT (field violations, naming the alert's index).
+   * Errors: INVALID_ARGUMENT (field violations, naming the alert's index);
+   * RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) past the caller identity's
+   * alert rate, each alert costing one token.
    *
    * @generated from rpc condaccess.risk.v1.RiskService.ReportAlerts
    */
@@ -1465,7 +1469,8 @@ export const RiskService: GenService<{
   /**
    * AddAlertComment appends a comment to an alert.
    * Callers: ROLE_SECOPS_ADMIN.
-   * Errors: INVALID_ARGUMENT; NOT_FOUND.
+   * Errors: INVALID_ARGUMENT; NOT_FOUND; RESOURCE_EXHAUSTED (reason TOO_MANY_COMMENTS)
+   * when the alert has 1,000 comments.
    *
    * @generated from rpc condaccess.risk.v1.RiskService.AddAlertComment
    */
@@ -1532,7 +1537,8 @@ export const RiskService: GenService<{
    * Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED when start_revision is
    * older than the retained history (list, then watch from the listed revision);
    * RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW) when the watcher falls too far behind
-   * (resume from the last revision received).
+   * (resume from the last revision received), or (reason TOO_MANY_WATCHES) when the
+   * caller already holds --max-watches-per-identity open watches.
    *
    * @generated from rpc condaccess.risk.v1.RiskService.WatchRiskEvents
    */
