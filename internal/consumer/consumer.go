@@ -219,6 +219,7 @@ func (c *Consumer[E]) stream(ctx context.Context, cur int64, contacted *bool) (c
 			}
 			cur = rev
 			c.advance(cur, true)
+			c.clearStuck(ctx) // nothing was waiting at cur+1
 		default:
 			if err := c.cfg.Apply(ctx, ev, rev); err != nil {
 				if ctx.Err() == nil {

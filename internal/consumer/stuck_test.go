@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/condaccess/condaccess/internal/consumer/consumertest"
 )
@@ -88,5 +91,42 @@ func TestStuckStopsAtTheEventAndReportsIt(t *testing.T) {
 	}
 	if got := h.get("test.v1.Service"); got != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("health after recovery = %v", got)
+	}
+}
+
+// TestUndeliverableEventIsStuck: a Recv error that says the next event cannot be
+// received (over the client's receive limit: RESOURCE_EXHAUSTED without details, or
+// not decodable: INTERNAL) marks the consumer stuck at the next revision; a broken
+// connection or a server's own limit (RESOURCE_EXHAUSTED with an ErrorInfo) does not.
+func TestUndeliverableEventIsStuck(t *testing.T) {
+	tooMany, _ := status.New(codes.ResourceExhausted, "too many watches").WithDetails(&errdetails.ErrorInfo{Reason: "TOO_MANY_WATCHES"})
+	tests := []struct {
+		name      string
+		err       error
+		wantStuck bool
+	}{
+		{"over the receive limit", status.Error(codes.ResourceExhausted, "grpc: received message larger than max (15728839 vs. 4194304)"), true},
+		{"not decodable", status.Error(codes.Internal, "grpc: failed to unmarshal the received message"), true},
+		{"connection broken", unavailable, false},
+		{"server limit with ErrorInfo", tooMany.Err(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := consumertest.NewSource[ev]()
+			s := newStore(t)
+			src.Append(ev{Key: "a"})
+			src.Append(ev{Key: "b"})
+			c, _ := start(t, s.config(src))
+			waitRev(t, c, 2)
+			src.Disconnect(tt.err)
+			waitCond(t, "the consumer to reconnect", func() bool { return c.Status().Reconnects >= 1 })
+			st := c.Status()
+			if st.Stuck != tt.wantStuck {
+				t.Fatalf("stuck = %v, want %v (%+v)", st.Stuck, tt.wantStuck, st)
+			}
+			if tt.wantStuck && st.StuckRevision != 3 {
+				t.Errorf("stuck at %d, want 3", st.StuckRevision)
+			}
+		})
 	}
 }

@@ -78,8 +78,16 @@ func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, b
 	return c
 }
 
-// noteRiskAsOf records the compliance service's risk_as_of.
-func (s *Service) noteRiskAsOf(t time.Time) { s.riskAsOf.Store(t.UnixNano()) }
+// noteRiskAsOf records the compliance service's risk_as_of; a zero time (a sender
+// that does not report it) forgets it, so that an older compliance service is judged
+// on this hop alone rather than on a risk_as_of that no longer advances.
+func (s *Service) noteRiskAsOf(t time.Time) {
+	if t.IsZero() {
+		s.riskAsOf.Store(0)
+		return
+	}
+	s.riskAsOf.Store(t.UnixNano())
+}
 
 func (s *Service) contact(rev int64) {
 	s.lastContact.Store(time.Now().UnixNano())

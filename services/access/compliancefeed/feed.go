@@ -39,7 +39,8 @@ type Source struct {
 	// the consumer's pace, not after gRPC's own (up to 2 minutes) reconnect backoff.
 	BeforeWatch func()
 	// OnRiskAsOf, when set, receives each message's risk_as_of (how fresh the
-	// compliance service's view of risk is), before the message is handed on.
+	// compliance service's view of risk is; zero when the message has none), before
+	// the message is handed on.
 	OnRiskAsOf func(time.Time)
 }
 
@@ -68,8 +69,12 @@ func (st stream) Recv() (Event, int64, bool, error) {
 		if err != nil {
 			return Event{}, 0, false, err
 		}
-		if st.onRiskAsOf != nil && m.GetRiskAsOf() != nil {
-			st.onRiskAsOf(m.GetRiskAsOf().AsTime())
+		if st.onRiskAsOf != nil {
+			var t time.Time // zero: the sender does not report it
+			if m.GetRiskAsOf() != nil {
+				t = m.GetRiskAsOf().AsTime()
+			}
+			st.onRiskAsOf(t)
 		}
 		switch k := m.Kind.(type) {
 		case *compliancev1.WatchComplianceEventsResponse_Progress:
