@@ -59,6 +59,7 @@ type serveOptions struct {
 	stopTimeout                           time.Duration
 	auditRetention                        time.Duration
 	factories                             []suite.Factory
+	limits                                *limitOptions // nil: the defaults
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -77,6 +78,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
 	fs.DurationVar(&o.auditRetention, "audit-retention", DefaultAuditRetention, "how long audit events are kept (checked hourly; what is removed is logged and counted); 0 keeps them forever")
+	o.limits = &limitOptions{}
+	o.limits.register(fs)
 	o.factories = factories()
 	for _, f := range o.factories {
 		f.RegisterFlags(fs)
@@ -265,13 +268,21 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if s.tel, err = telemetry.Setup(ctx, "condaccess-"+strings.Join(names, "-"), logger); err != nil {
 		return nil, err
 	}
-	s.srv, err = server.New(server.Config{
+	srvCfg := server.Config{
 		Name:                "condaccess",
 		Logger:              logger,
 		Auth:                authCfg,
 		ExtraMethodRoles:    map[string][]commonv1.Role{"/envoy.service.auth.v3.Authorization/Check": {commonv1.Role_ROLE_ENFORCEMENT_POINT}},
 		GracefulStopTimeout: o.stopTimeout,
-	})
+	}
+	limits := defaultLimits()
+	if o.limits != nil {
+		limits = *o.limits
+	}
+	if err := limits.apply(&srvCfg); err != nil {
+		return nil, err
+	}
+	s.srv, err = server.New(srvCfg)
 	if err != nil {
 		return nil, err
 	}

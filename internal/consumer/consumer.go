@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -45,6 +46,15 @@ type Config[E any] struct {
 	// MinBackoff, MaxBackoff default to 50ms and 5s; waits are jittered.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
+	// Health and HealthName, when set, report the consumer's service NOT_SERVING under
+	// HealthName while the consumer is stuck, and SERVING again once it applies the event.
+	Health     HealthSetter
+	HealthName string
+}
+
+// HealthSetter is the part of *health.Server a consumer uses.
+type HealthSetter interface {
+	SetServingStatus(service string, status healthpb.HealthCheckResponse_ServingStatus)
 }
 
 // Status is a snapshot of a consumer's health.
@@ -54,6 +64,13 @@ type Status struct {
 	LastContact time.Time // last event, progress or successful resync
 	BrokenSince time.Time // zero when connected
 	Reconnects  int64     // stream failures so far
+	// Stuck is set while the consumer cannot apply (or cannot receive) the event at
+	// StuckRevision: it stops there and retries, it never skips. StuckCause is the
+	// last error, StuckSince when it first failed.
+	Stuck         bool
+	StuckRevision int64
+	StuckCause    string
+	StuckSince    time.Time
 }
 
 // Consumer follows one upstream. Safe for concurrent use; Run must be called once.
@@ -82,7 +99,9 @@ func New[E any](cfg Config[E]) *Consumer[E] {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Consumer[E]{cfg: cfg, log: cfg.Logger.With("consumer", cfg.Name), changed: make(chan struct{})}
+	c := &Consumer[E]{cfg: cfg, log: cfg.Logger.With("consumer", cfg.Name), changed: make(chan struct{})}
+	register(cfg.Name, c.Status)
+	return c
 }
 
 // Run follows the upstream until ctx ends, then returns ctx.Err(). Any error
@@ -180,6 +199,11 @@ func (c *Consumer[E]) stream(ctx context.Context, cur int64, contacted *bool) (c
 	for {
 		ev, rev, isProgress, err := s.Recv()
 		if err != nil {
+			if undeliverable(err) {
+				// The next event reached us but could not be received (too large, or
+				// not decodable): as stuck as an event that cannot be applied.
+				c.setStuck(ctx, cur+1, err)
+			}
 			return status.Code(err) == codes.OutOfRange, fmt.Errorf("recv after %d: %w", cur, err)
 		}
 		*contacted = true
@@ -195,12 +219,17 @@ func (c *Consumer[E]) stream(ctx context.Context, cur int64, contacted *bool) (c
 			}
 			cur = rev
 			c.advance(cur, true)
+			c.clearStuck(ctx) // nothing was waiting at cur+1
 		default:
 			if err := c.cfg.Apply(ctx, ev, rev); err != nil {
+				if ctx.Err() == nil {
+					c.setStuck(ctx, rev, err)
+				}
 				return false, fmt.Errorf("apply %d: %w", rev, err)
 			}
 			cur = rev
 			c.advance(cur, true)
+			c.clearStuck(ctx)
 		}
 	}
 }
@@ -219,6 +248,53 @@ func (c *Consumer[E]) advance(rev int64, contact bool) {
 		c.st.Revision = rev
 		close(c.changed)
 		c.changed = make(chan struct{})
+	}
+}
+
+// undeliverable reports a Recv error that retrying the same stream cannot fix: the
+// event is larger than this client receives, or does not decode.
+// A RESOURCE_EXHAUSTED with details is a server's limit (e.g. TOO_MANY_WATCHES), not
+// the client's receive limit, whose error carries none.
+func undeliverable(err error) bool {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.ResourceExhausted:
+		return len(st.Details()) == 0
+	case codes.Internal, codes.DataLoss:
+		return true
+	}
+	return false
+}
+
+// setStuck records that the event at rev cannot be applied: loudly (an ERROR log
+// line on the first failure, the condaccess_consumer_stuck metric, the health status).
+func (c *Consumer[E]) setStuck(ctx context.Context, rev int64, cause error) {
+	c.mu.Lock()
+	first := !c.st.Stuck || c.st.StuckRevision != rev
+	c.st.Stuck, c.st.StuckRevision, c.st.StuckCause = true, rev, cause.Error()
+	if first {
+		c.st.StuckSince = time.Now()
+	}
+	c.mu.Unlock()
+	if first {
+		c.log.ErrorContext(ctx, "consumer stuck: cannot apply event; retrying it, never skipping it", "revision", rev, "err", cause)
+		if c.cfg.Health != nil && c.cfg.HealthName != "" {
+			c.cfg.Health.SetServingStatus(c.cfg.HealthName, healthpb.HealthCheckResponse_NOT_SERVING)
+		}
+	}
+}
+
+func (c *Consumer[E]) clearStuck(ctx context.Context) {
+	c.mu.Lock()
+	was := c.st.Stuck
+	rev := c.st.StuckRevision
+	c.st.Stuck, c.st.StuckRevision, c.st.StuckCause, c.st.StuckSince = false, 0, "", time.Time{}
+	c.mu.Unlock()
+	if was {
+		c.log.InfoContext(ctx, "consumer unstuck: applied the event it was stuck at", "revision", rev)
+		if c.cfg.Health != nil && c.cfg.HealthName != "" {
+			c.cfg.Health.SetServingStatus(c.cfg.HealthName, healthpb.HealthCheckResponse_SERVING)
+		}
 	}
 }
 

@@ -26,6 +26,15 @@ var ErrSlowWatcher = errors.New("eventlog: watcher too slow")
 // ErrClosed: the log was closed.
 var ErrClosed = errors.New("eventlog: log closed")
 
+// ErrEventTooLarge: the event's payload is over Options.MaxPayloadBytes, so some
+// reader could not receive it; the change it records must not be committed.
+var ErrEventTooLarge = errors.New("eventlog: event larger than its readers accept")
+
+// DefaultMaxPayloadBytes is the default cap on one event's payload: half the 64 MiB
+// a condaccess client receives, leaving room for the envelope (revision, time, trace
+// context) a watch response adds.
+const DefaultMaxPayloadBytes = 32 << 20
+
 // CompactedError is returned (wrapped in nothing) for ErrCompacted.
 type CompactedError struct {
 	Start           int64 // the requested start revision
@@ -70,7 +79,11 @@ type Options struct {
 	ProgressInterval time.Duration // idle progress interval for watchers (default 1s)
 	SubscriberBuffer int           // per-watcher live buffer (default 1024)
 	ReplayPage       int           // rows per replay query (default 512)
-	Logger           *slog.Logger
+	// MaxPayloadBytes caps one event's payload (default DefaultMaxPayloadBytes);
+	// Append refuses a larger one with ErrEventTooLarge, a writer-side backstop for
+	// the limit chain (no event is written that a reader could not receive).
+	MaxPayloadBytes int
+	Logger          *slog.Logger
 }
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -153,6 +166,9 @@ func New(ctx context.Context, db *sqlitedb.DB, opts Options) (*Log, error) {
 	if opts.ReplayPage <= 0 {
 		opts.ReplayPage = 512
 	}
+	if opts.MaxPayloadBytes <= 0 {
+		opts.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
 	if opts.CompactInterval == 0 {
 		opts.CompactInterval = time.Minute
 	}
@@ -207,6 +223,9 @@ func (l *Log) Close() error {
 // not commit, gives its revisions back, so revisions stay gap-free.
 func (l *Log) Append(tx *sqlitedb.Tx, e Event) (int64, error) {
 	ctx := context.Background()
+	if len(e.Payload) > l.opts.MaxPayloadBytes {
+		return 0, fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrEventTooLarge, e.Type, e.Key, len(e.Payload), l.opts.MaxPayloadBytes)
+	}
 	rev, err := l.Next(tx)
 	if err != nil {
 		return 0, err

@@ -17,7 +17,9 @@ const ErrorDomain = "condaccess.dev"
 const (
 	ReasonRevisionCompacted = "REVISION_COMPACTED"
 	ReasonWatcherTooSlow    = "WATCHER_TOO_SLOW"
-	ReasonLogClosed         = "EVENT_LOG_CLOSED"
+	// ReasonEventTooLarge: the change would publish an event larger than its readers accept.
+	ReasonEventTooLarge = "EVENT_TOO_LARGE"
+	ReasonLogClosed     = "EVENT_LOG_CLOSED"
 )
 
 // ToStatus maps the log's errors to gRPC status errors for Watch/List RPCs:
@@ -45,6 +47,8 @@ func ToStatus(err error) error {
 		return withInfo(codes.ResourceExhausted,
 			fmt.Sprintf("watcher fell behind the live event stream and was cut off after revision %d: watch again from revision %d", se.LastRevision, se.LastRevision),
 			ReasonWatcherTooSlow, map[string]string{"last_revision": strconv.FormatInt(se.LastRevision, 10)})
+	case errors.Is(err, ErrEventTooLarge):
+		return withInfo(codes.ResourceExhausted, err.Error(), ReasonEventTooLarge, nil)
 	case errors.Is(err, ErrSlowWatcher):
 		return withInfo(codes.ResourceExhausted, "watcher fell behind the live event stream and was cut off: watch again from the last revision received", ReasonWatcherTooSlow, nil)
 	case errors.Is(err, ErrClosed):

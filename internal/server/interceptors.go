@@ -7,17 +7,19 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
-	"time"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/telemetry"
 )
 
@@ -28,13 +30,160 @@ var quietServices = []string{
 	"/condaccess.access.v1.AccessService/EvaluateAccess", "/envoy.service.auth.v3.Authorization/Check",
 }
 
+// openServices are selected out of authentication: anyone may probe health and read
+// the schema by reflection.
+var openServices = []string{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+
+// Log line keys added to the library's fields (grpc.service, grpc.method, grpc.code, ...).
+const (
+	LogKeyCaller  = "caller"
+	LogKeyTraceID = "trace_id"
+	LogKeyReason  = "reason"
+)
+
 // ReasonShuttingDown is the ErrorInfo reason of a stream ended because the server stops.
 const ReasonShuttingDown = "SHUTTING_DOWN"
+
+func isQuiet(_ context.Context, c interceptors.CallMeta) bool {
+	m := c.FullMethod()
+	for _, q := range quietServices {
+		if strings.HasPrefix(m, q) {
+			return true
+		}
+	}
+	return false
+}
+
+func isOpen(_ context.Context, c interceptors.CallMeta) bool {
+	for _, s := range openServices {
+		if c.Service == s {
+			return true
+		}
+	}
+	return false
+}
+
+func not(f func(context.Context, interceptors.CallMeta) bool) selector.Matcher {
+	return selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool { return !f(ctx, c) })
+}
+
+// slogLogger adapts slog to the logging interceptor (the adapter the library documents).
+func slogLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// loggingOptions logs one line per RPC when it finishes, with the trace id, the
+// caller (added by the auth function once known) and the ErrorInfo reason.
+func loggingOptions(levels logging.CodeToLevel) []logging.Option {
+	return []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(levels),
+		logging.WithDurationField(logging.DurationToDurationField),
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if id := telemetry.TraceID(ctx); id != "" {
+				return logging.Fields{LogKeyTraceID, id}
+			}
+			return nil
+		}),
+		logging.WithErrorFields(func(err error) logging.Fields {
+			if r := apierr.Reason(err); r != "" {
+				return logging.Fields{LogKeyReason, r}
+			}
+			return nil
+		}),
+	}
+}
+
+// levelFor is INFO for OK, ERROR for server faults and WARN for everything else.
+func levelFor(c codes.Code) logging.Level {
+	switch c {
+	case codes.OK:
+		return logging.LevelInfo
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return logging.LevelError
+	default:
+		return logging.LevelWarn
+	}
+}
+
+// quietLevelFor is levelFor with success at DEBUG.
+func quietLevelFor(c codes.Code) logging.Level {
+	if c == codes.OK {
+		return logging.LevelDebug
+	}
+	return levelFor(c)
+}
+
+// authFunc is the auth interceptor's function: the existing role check, with the
+// method from the server transport stream; the caller joins the RPC's log line.
+func authFunc(authz *auth.Authorizer) func(ctx context.Context) (context.Context, error) {
+	return func(ctx context.Context) (context.Context, error) {
+		method, ok := grpc.Method(ctx)
+		if !ok {
+			return ctx, status.Error(codes.Internal, "server: no method in context")
+		}
+		ctx, err := authz.Authorize(ctx, method)
+		if id, ok := auth.FromContext(ctx); ok {
+			logging.AddFields(ctx, logging.Fields{LogKeyCaller, id.Subject})
+		}
+		return ctx, err
+	}
+}
+
+// badRequestUnary and badRequestStream give the protovalidate interceptor's errors the
+// shape every condaccess error has (ErrorInfo reason INVALID_ARGUMENT and BadRequest
+// field violations, AIP-193): the library's interceptor attaches buf.validate.Violations,
+// which generic clients cannot read. They wrap the protovalidate interceptor, so a
+// stream handler that returns its RecvMsg error gets the same conversion.
+func badRequestUnary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		return resp, toBadRequest(err)
+	}
+}
+
+func badRequestStream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return toBadRequest(handler(srv, ss))
+	}
+}
+
+// toBadRequest converts an INVALID_ARGUMENT status carrying buf.validate.Violations
+// into apierr's shape; other errors pass unchanged.
+func toBadRequest(err error) error {
+	if err == nil || status.Code(err) != codes.InvalidArgument {
+		return err
+	}
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if vs, ok := d.(*validate.Violations); ok {
+			return violationsStatus(vs.GetViolations())
+		}
+	}
+	return err
+}
+
+// violationsStatus is INVALID_ARGUMENT with an ErrorInfo and BadRequest field
+// violations named by snake_case field path.
+func violationsStatus(violations []*validate.Violation) error {
+	vs := make([]*errdetails.BadRequest_FieldViolation, 0, len(violations))
+	for _, v := range violations {
+		desc := v.GetMessage()
+		if desc == "" {
+			desc = v.GetRuleId()
+		}
+		vs = append(vs, apierr.FieldViolation(protovalidate.FieldPathString(v.GetField()), desc))
+	}
+	return apierr.InvalidArgument(apierr.ReasonInvalidArgument, vs...)
+}
 
 // drainStream ends a stream promptly when the server starts to stop: its context is
 // cancelled, and the client gets UNAVAILABLE (reason SHUTTING_DOWN) so that it
 // reconnects elsewhere or later. Without it, long-lived streams (watches, agent
-// connections) would hold a graceful stop until its deadline.
+// connections) would hold a graceful stop until its deadline. go-grpc-middleware has
+// no equivalent, hence our own.
 func drainStream(drain <-chan struct{}) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, cancel := context.WithCancel(ss.Context())
@@ -66,155 +215,14 @@ type ctxStream struct {
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
 
-func logUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := handler(ctx, req)
-		logRPC(ctx, logger, info.FullMethod, start, err)
-		return resp, err
-	}
-}
-
-func logStream(logger *slog.Logger) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		start := time.Now()
-		err := handler(srv, ss)
-		logRPC(ss.Context(), logger, info.FullMethod, start, err)
-		return err
-	}
-}
-
-// logRPC writes the one line for an RPC.
-func logRPC(ctx context.Context, logger *slog.Logger, method string, start time.Time, err error) {
-	st := status.Convert(err)
-	level := levelFor(st.Code())
-	if level == slog.LevelInfo {
-		for _, q := range quietServices {
-			if strings.HasPrefix(method, q) {
-				level = slog.LevelDebug
-			}
-		}
-	}
-	if !logger.Enabled(ctx, level) {
-		return
-	}
-	attrs := []slog.Attr{
-		slog.String("method", method),
-		slog.String("code", st.Code().String()),
-		slog.Duration("duration", time.Since(start)),
-	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		attrs = append(attrs, slog.String("peer", p.Addr.String()))
-	}
-	if id := telemetry.TraceID(ctx); id != "" {
-		attrs = append(attrs, slog.String("trace_id", id))
-	}
-	if err != nil {
-		attrs = append(attrs, slog.String("err", st.Message()))
-		if r := apierr.Reason(err); r != "" {
-			attrs = append(attrs, slog.String("reason", r))
-		}
-	}
-	logger.LogAttrs(ctx, level, "rpc", attrs...)
-}
-
-// levelFor is INFO for OK, ERROR for server faults and WARN for everything else.
-func levelFor(c codes.Code) slog.Level {
-	switch c {
-	case codes.OK:
-		return slog.LevelInfo
-	case codes.Internal, codes.Unknown, codes.DataLoss:
-		return slog.LevelError
-	default:
-		return slog.LevelWarn
-	}
-}
-
-func validateUnary(v protovalidate.Validator) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := validateMsg(v, req); err != nil {
-			return nil, err
-		}
-		return handler(ctx, req)
-	}
-}
-
-func validateStream(v protovalidate.Validator) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return handler(srv, &validatingStream{ServerStream: ss, v: v})
-	}
-}
-
-// validatingStream validates every message the handler receives.
-type validatingStream struct {
-	grpc.ServerStream
-	v protovalidate.Validator
-}
-
-func (s *validatingStream) RecvMsg(m any) error {
-	if err := s.ServerStream.RecvMsg(m); err != nil {
-		return err
-	}
-	return validateMsg(s.v, m)
-}
-
-func validateMsg(v protovalidate.Validator, m any) error {
-	msg, ok := m.(proto.Message)
-	if !ok {
-		return status.Errorf(codes.Internal, "server: cannot validate %T: not a proto message", m)
-	}
-	return validationStatus(v.Validate(msg))
-}
-
-// validationStatus converts a protovalidate error into INVALID_ARGUMENT with an
-// ErrorInfo and BadRequest field violations named by snake_case field path; a rule
-// that cannot be compiled or evaluated is INTERNAL.
-func validationStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	var verr *protovalidate.ValidationError
-	if !errors.As(err, &verr) {
-		return status.Errorf(codes.Internal, "request validation failed: %v", err)
-	}
-	vs := make([]*errdetails.BadRequest_FieldViolation, 0, len(verr.Violations))
-	for _, v := range verr.Violations {
-		desc := v.Proto.GetMessage()
-		if desc == "" {
-			desc = v.Proto.GetRuleId()
-		}
-		vs = append(vs, apierr.FieldViolation(protovalidate.FieldPathString(v.Proto.GetField()), desc))
-	}
-	return apierr.InvalidArgument(apierr.ReasonInvalidArgument, vs...)
-}
-
 // errPanic is what the caller of a panicking handler sees.
 var errPanic = status.Error(codes.Internal, "internal error")
 
-func recoverUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				logPanic(ctx, logger, info.FullMethod, r)
-				resp, err = nil, errPanic
-			}
-		}()
-		return handler(ctx, req)
+// recoveryHandler logs the panic with its stack and hides it from the caller.
+func recoveryHandler(logger *slog.Logger) func(ctx context.Context, p any) error {
+	return func(ctx context.Context, p any) error {
+		method, _ := grpc.Method(ctx)
+		logger.ErrorContext(ctx, "panic in handler", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return errPanic
 	}
-}
-
-func recoverStream(logger *slog.Logger) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				logPanic(ss.Context(), logger, info.FullMethod, r)
-				err = errPanic
-			}
-		}()
-		return handler(srv, ss)
-	}
-}
-
-func logPanic(ctx context.Context, logger *slog.Logger, method string, r any) {
-	logger.ErrorContext(ctx, "panic in handler", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 }

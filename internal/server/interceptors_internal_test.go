@@ -1,11 +1,11 @@
 package server
 
 import (
-	"log/slog"
 	"testing"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -22,7 +22,12 @@ func TestValidationStatus(t *testing.T) {
 	verr := &protovalidate.ValidationError{Violations: []*protovalidate.Violation{{
 		Proto: validate.Violation_builder{Field: path, RuleId: proto.String("string.min_len")}.Build(),
 	}}}
-	err := validationStatus(verr)
+	st, derr := status.New(codes.InvalidArgument, verr.Error()).WithDetails(verr.ToProto())
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	// The library interceptor's shape becomes apierr's.
+	err := toBadRequest(st.Err())
 	if status.Code(err) != codes.InvalidArgument || apierr.Reason(err) != apierr.ReasonInvalidArgument {
 		t.Fatalf("err = %v", err)
 	}
@@ -31,10 +36,12 @@ func TestValidationStatus(t *testing.T) {
 		t.Errorf("violations = %v", vs)
 	}
 
-	if got := status.Code(validationStatus(&protovalidate.CompilationError{})); got != codes.Internal {
-		t.Errorf("compilation error code = %v, want Internal", got)
+	// Other errors pass unchanged.
+	other := apierr.New(codes.InvalidArgument, "OTHER", "x")
+	if got := toBadRequest(other); apierr.Reason(got) != "OTHER" {
+		t.Errorf("other error became %v", got)
 	}
-	if validationStatus(nil) != nil {
+	if toBadRequest(nil) != nil {
 		t.Error("nil error not nil")
 	}
 }
@@ -42,15 +49,15 @@ func TestValidationStatus(t *testing.T) {
 func TestLevelFor(t *testing.T) {
 	tests := []struct {
 		code codes.Code
-		want slog.Level
+		want logging.Level
 	}{
-		{codes.OK, slog.LevelInfo},
-		{codes.InvalidArgument, slog.LevelWarn},
-		{codes.PermissionDenied, slog.LevelWarn},
-		{codes.NotFound, slog.LevelWarn},
-		{codes.Internal, slog.LevelError},
-		{codes.Unknown, slog.LevelError},
-		{codes.DataLoss, slog.LevelError},
+		{codes.OK, logging.LevelInfo},
+		{codes.InvalidArgument, logging.LevelWarn},
+		{codes.PermissionDenied, logging.LevelWarn},
+		{codes.NotFound, logging.LevelWarn},
+		{codes.Internal, logging.LevelError},
+		{codes.Unknown, logging.LevelError},
+		{codes.DataLoss, logging.LevelError},
 	}
 	for _, tt := range tests {
 		if got := levelFor(tt.code); got != tt.want {

@@ -9,17 +9,28 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	grpcprotovalidate "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/timeout"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
@@ -30,7 +41,20 @@ import (
 // Defaults applied by New.
 const (
 	DefaultGracefulStopTimeout = 10 * time.Second
-	DefaultMaxRecvMsgSize      = 16 << 20
+	// DefaultMaxRecvMsgSize is the largest request a server decodes. The largest
+	// request the protos' caps allow is far smaller (see TestLimitChain).
+	DefaultMaxRecvMsgSize = 4 << 20
+	// DefaultMaxConcurrentStreams caps the streams (RPCs in flight) per connection.
+	DefaultMaxConcurrentStreams = 1000
+	// DefaultKeepaliveMinTime is the shortest ping interval a client may use; a client
+	// pinging more often is disconnected (GOAWAY too_many_pings).
+	DefaultKeepaliveMinTime = 10 * time.Second
+	// DefaultClientMaxRecvMsgSize is the largest message a condaccess client accepts.
+	// It must be at least the largest response or event any service can emit given
+	// the request caps; TestLimitChain derives that bound from the descriptors.
+	DefaultClientMaxRecvMsgSize = 64 << 20
+	// DefaultClientUnaryTimeout bounds a unary call whose caller set no shorter deadline.
+	DefaultClientUnaryTimeout = 30 * time.Second
 )
 
 // Config configures New.
@@ -48,8 +72,17 @@ type Config struct {
 	MeterProvider  metric.MeterProvider
 	// GracefulStopTimeout bounds Stop's graceful phase; default 10s.
 	GracefulStopTimeout time.Duration
-	// MaxRecvMsgSize is the largest request message accepted; default 16 MiB.
+	// MaxRecvMsgSize is the largest request message accepted; default 4 MiB. A larger
+	// one is refused with RESOURCE_EXHAUSTED before it is decoded.
 	MaxRecvMsgSize int
+	// MaxConcurrentStreams caps the RPCs in flight on one connection; default 1000.
+	MaxConcurrentStreams uint32
+	// KeepaliveMinTime is the shortest client ping interval tolerated; default 10s.
+	KeepaliveMinTime time.Duration
+	// MaxWatchesPerIdentity caps the Watch… streams one identity holds open; default 64.
+	MaxWatchesPerIdentity int
+	// RateLimits are per-identity token buckets (e.g. ReportAlert per sensor).
+	RateLimits []RateLimit
 }
 
 // Server is a grpc.Server with the condaccess interceptor chain, health and reflection.
@@ -60,7 +93,12 @@ type Server struct {
 	health *health.Server
 	stop   sync.Once
 	drain  chan struct{} // closed when Stop begins: streams end with UNAVAILABLE
+	// watches counts open watch streams per identity.
+	watches *watchLimiter
 }
+
+// OpenWatches returns how many watch streams the identity with subject holds open.
+func (s *Server) OpenWatches(subject string) int { return s.watches.Open(subject) }
 
 // New builds a Server. Register services on Registrar(), then call Serve.
 func New(cfg Config) (*Server, error) {
@@ -72,6 +110,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.KeepaliveMinTime <= 0 {
+		cfg.KeepaliveMinTime = DefaultKeepaliveMinTime
+	}
+	if cfg.MaxWatchesPerIdentity <= 0 {
+		cfg.MaxWatchesPerIdentity = DefaultMaxWatchesPerIdentity
 	}
 	authCfg := cfg.Auth
 	if len(cfg.ExtraMethodRoles) > 0 {
@@ -105,25 +152,43 @@ func New(cfg Config) (*Server, error) {
 	logger := cfg.Logger.With("server", cfg.Name)
 	authz := auth.NewAuthorizer(authCfg)
 
-	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{})}
+	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{}),
+		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity)}
+	limiter := newRateLimiter(cfg.RateLimits)
+	slogger := slogLogger(logger)
+	quiet, loud := selector.MatchFunc(isQuiet), not(isQuiet)
+	authenticated := not(isOpen)
+	recoverOpt := recovery.WithRecoveryHandlerContext(recoveryHandler(logger))
+	// The chain, outermost first: one log line per RPC (with the caller once known),
+	// the AIP-193 error shape for validation failures, authentication and the role
+	// check (health and reflection selected out), the per-identity limits, request
+	// validation, and panic recovery closest to the handler.
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
-			logUnary(logger),
-			authz.UnaryServerInterceptor(),
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogger, loggingOptions(quietLevelFor)...), quiet),
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogger, loggingOptions(levelFor)...), loud),
+			badRequestUnary(),
+			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(authFunc(authz)), authenticated),
 			auditgrpc.UnaryServerInterceptor(), // the audit actor, from the identity just established
-			validateUnary(validator),
-			recoverUnary(logger),
+			limiter.unary(),
+			grpcprotovalidate.UnaryServerInterceptor(validator),
+			recovery.UnaryServerInterceptor(recoverOpt),
 		),
 		grpc.ChainStreamInterceptor(
-			logStream(logger),
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogger, loggingOptions(quietLevelFor)...), quiet),
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogger, loggingOptions(levelFor)...), loud),
 			drainStream(s.drain),
-			authz.StreamServerInterceptor(),
+			badRequestStream(),
+			selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(authFunc(authz)), authenticated),
 			auditgrpc.StreamServerInterceptor(),
-			validateStream(validator),
-			recoverStream(logger),
+			s.watches.stream(),
+			grpcprotovalidate.StreamServerInterceptor(validator),
+			recovery.StreamServerInterceptor(recoverOpt),
 		),
 	)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -183,15 +248,42 @@ func (s *Server) Stop(ctx context.Context) {
 	})
 }
 
-// DialOptions returns the options a service-to-service client needs: transport
-// credentials from cfg and the otelgrpc client stats handler, which propagates the
-// trace context (global tracer, meter and propagator).
+// DialOptions returns the options a condaccess client needs: transport credentials
+// from cfg, the otelgrpc client stats handler (which propagates the trace context),
+// a receive limit of DefaultClientMaxRecvMsgSize (so a reader accepts whatever a
+// service may emit), a timeout on unary calls and retries of idempotent ones.
 func DialOptions(cfg auth.ClientConfig) ([]grpc.DialOption, error) {
 	creds, err := auth.DialOption(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return []grpc.DialOption{creds, grpc.WithStatsHandler(otelgrpc.NewClientHandler())}, nil
+	return []grpc.DialOption{
+		creds,
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(DefaultClientMaxRecvMsgSize)),
+		grpc.WithChainUnaryInterceptor(
+			timeout.UnaryClientInterceptor(DefaultClientUnaryTimeout),
+			selector.UnaryClientInterceptor(retry.UnaryClientInterceptor(
+				retry.WithMax(3),
+				retry.WithBackoff(retry.BackoffExponentialWithJitter(100*time.Millisecond, 0.2)),
+				retry.WithCodes(codes.Unavailable),
+			), selector.MatchFunc(isIdempotent)),
+		),
+	}, nil
+}
+
+// idempotentPrefixes are the method names a client may repeat without changing the
+// outcome: reads, evaluations, and ReportAlert(s), which are idempotent on the
+// sensor's alert id.
+var idempotentPrefixes = []string{"Get", "List", "Evaluate", "WhatIf", "Check", "ReportAlert"}
+
+func isIdempotent(_ context.Context, c interceptors.CallMeta) bool {
+	for _, p := range idempotentPrefixes {
+		if strings.HasPrefix(c.Method, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // NewHTTPServer returns an http.Server for metrics and other plain HTTP endpoints,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -83,8 +84,11 @@ func (l *logSink) wait(t *testing.T, match func(map[string]any) bool) map[string
 	}
 }
 
-func rpcLine(method string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return m["msg"] == "rpc" && m["method"] == method }
+// rpcLine matches the logging interceptor's line for fullMethod.
+func rpcLine(fullMethod string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		return m["msg"] == "finished call" && "/"+fmt.Sprint(m["grpc.service"])+"/"+fmt.Sprint(m["grpc.method"]) == fullMethod
+	}
 }
 
 type env struct {
@@ -92,21 +96,27 @@ type env struct {
 	conn *grpc.ClientConn
 	logs *logSink
 	tp   *sdktrace.TracerProvider
+	lis  *bufconn.Listener
 }
 
 // start runs a server over bufconn with the production chain.
 func start(t *testing.T, authCfg auth.Config, clientCfg auth.ClientConfig) *env {
 	t.Helper()
+	return startWith(t, server.Config{Auth: authCfg}, clientCfg)
+}
+
+// startWith runs a server with cfg (Name, Logger, TracerProvider and the stop timeout
+// are set here) over bufconn and dials it with clientCfg.
+func startWith(t *testing.T, cfg server.Config, clientCfg auth.ClientConfig) *env {
+	t.Helper()
 	logs := newLogSink()
 	tp := sdktrace.NewTracerProvider()
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	srv, err := server.New(server.Config{
-		Name:                "test",
-		Logger:              slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Auth:                authCfg,
-		TracerProvider:      tp,
-		GracefulStopTimeout: 2 * time.Second,
-	})
+	cfg.Name = "test"
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.TracerProvider = tp
+	cfg.GracefulStopTimeout = 2 * time.Second
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,20 +130,27 @@ func start(t *testing.T, authCfg auth.Config, clientCfg auth.ClientConfig) *env 
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	e := &env{srv: srv, logs: logs, tp: tp, lis: lis}
+	e.conn = e.dial(t, clientCfg)
+	return e
+}
 
+// dial opens another client connection to e's server.
+func (e *env) dial(t *testing.T, clientCfg auth.ClientConfig) *grpc.ClientConn {
+	t.Helper()
 	opts, err := server.DialOptions(clientCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-		return lis.DialContext(ctx)
+		return e.lis.DialContext(ctx)
 	}))
 	conn, err := grpc.NewClient("passthrough:///bufnet", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &env{srv: srv, conn: conn, logs: logs, tp: tp}
+	return conn
 }
 
 func startInsecure(t *testing.T) *env {
@@ -190,7 +207,7 @@ func TestValidationUnary(t *testing.T) {
 		})
 	}
 	line := e.logs.wait(t, func(m map[string]any) bool {
-		return m["msg"] == "rpc" && m["code"] == "InvalidArgument"
+		return m["msg"] == "finished call" && m["grpc.code"] == "InvalidArgument"
 	})
 	if line["level"] != "WARN" {
 		t.Errorf("InvalidArgument logged at %v, want WARN", line["level"])
@@ -239,7 +256,7 @@ func TestPanicRecovery(t *testing.T) {
 	if !strings.Contains(p["stack"].(string), "servertest") || p["panic"] != "servertest: boom" {
 		t.Errorf("panic log = %v", p)
 	}
-	if line := e.logs.wait(t, rpcLine(servertest.MethodPanic)); line["level"] != "ERROR" || line["code"] != "Internal" {
+	if line := e.logs.wait(t, rpcLine(servertest.MethodPanic)); line["level"] != "ERROR" || line["grpc.code"] != "Internal" {
 		t.Errorf("panic rpc line = %v", line)
 	}
 }
@@ -253,7 +270,7 @@ func TestLogLineAndTracePropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := e.logs.wait(t, rpcLine(servertest.MethodEcho))
-	if line["level"] != "INFO" || line["code"] != "OK" || line["peer"] == nil || line["duration"] == nil || line["server"] != "test" {
+	if line["level"] != "INFO" || line["grpc.code"] != "OK" || line["peer.address"] == nil || line["grpc.duration"] == nil || line["server"] != "test" || line["caller"] != auth.DevSubject {
 		t.Errorf("rpc line = %v", line)
 	}
 	// The client's otelgrpc handler propagated the client's trace to the server span.

@@ -25,7 +25,13 @@ var (
 	ErrStaleEtag = errors.New("etag does not match the alert's current etag")
 	// ErrInvalidPageToken: the page token is malformed (INVALID_ARGUMENT).
 	ErrInvalidPageToken = errors.New("invalid page token")
+	// ErrTooManyComments: the alert has MaxCommentsPerAlert comments (RESOURCE_EXHAUSTED).
+	ErrTooManyComments = errors.New("alert has the maximum number of comments")
 )
+
+// MaxCommentsPerAlert caps an alert's comments, so that an alert (and its event) stays
+// within what every reader receives; it is the max_items of Alert.comments.
+const MaxCommentsPerAlert = 1000
 
 // Violation is one bad request field.
 type Violation struct {

@@ -455,10 +455,13 @@ func (s *Service) UpdateAlert(ctx context.Context, u AlertUpdate) (Alert, error)
 }
 
 // AddComment appends a comment to an alert (resolved alerts included).
-// Errors: ErrAlertNotFound.
+// Errors: ErrAlertNotFound, ErrTooManyComments.
 func (s *Service) AddComment(ctx context.Context, alertID, author, text string) (Alert, error) {
 	now := s.now().UTC()
 	return s.modify(ctx, alertID, "", func(a *Alert) (bool, error) {
+		if len(a.Comments) >= MaxCommentsPerAlert {
+			return false, fmt.Errorf("%w (%d)", ErrTooManyComments, MaxCommentsPerAlert)
+		}
 		a.Comments = append(a.Comments, Comment{Author: author, Text: text, CreateTime: now})
 		return true, nil
 	})

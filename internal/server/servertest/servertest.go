@@ -34,6 +34,9 @@ const (
 	MethodPanic = "/" + ServiceName + "/Panic"
 	// MethodStream echoes every request of a bidirectional stream; allowed to ROLE_READER.
 	MethodStream = "/" + ServiceName + "/Stream"
+	// MethodWatch echoes its request once, then holds the server stream open until the
+	// client leaves; allowed to ROLE_READER. It stands for the services' Watch… RPCs.
+	MethodWatch = "/" + ServiceName + "/Watch"
 )
 
 const fileText = `
@@ -68,6 +71,9 @@ service {
     options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
   method { name: "Stream" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
     client_streaming: true server_streaming: true
+    options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
+  method { name: "Watch" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    server_streaming: true
     options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
 }
 `
@@ -175,6 +181,20 @@ func Register(s grpc.ServiceRegistrar) {
 					}
 				}
 			},
+		}, {
+			StreamName:    "Watch",
+			ServerStreams: true,
+			Handler: func(_ any, stream grpc.ServerStream) error {
+				req := NewRequest("", "")
+				if err := stream.RecvMsg(req); err != nil {
+					return err
+				}
+				if err := stream.SendMsg(echo(req)); err != nil {
+					return err
+				}
+				<-stream.Context().Done()
+				return nil
+			},
 		}},
 		Metadata: "condaccess/servertest/v1/servertest.proto",
 	}, struct{}{})
@@ -188,6 +208,9 @@ func Call(ctx context.Context, conn grpc.ClientConnInterface, method string, req
 	}
 	return resp, nil
 }
+
+// WatchDesc describes MethodWatch for conn.NewStream.
+var WatchDesc = &grpc.StreamDesc{StreamName: "Watch", ServerStreams: true}
 
 // StreamDesc describes MethodStream for conn.NewStream.
 var StreamDesc = &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true, ClientStreams: true}

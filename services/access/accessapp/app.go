@@ -17,8 +17,10 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
@@ -36,6 +38,7 @@ const (
 
 // Factory builds the access service from its flags.
 type Factory struct {
+	importBatch      int
 	stalenessBound   time.Duration
 	emergency        string
 	signInRetention  time.Duration
@@ -54,7 +57,8 @@ func (*Factory) Name() string { return "access" }
 // RegisterFlags implements suite.Factory.
 func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	f.set = true
-	fs.DurationVar(&f.stalenessBound, "access-staleness-bound", DefaultStalenessBound, "once the compliance feed has been broken for longer, apps that require a compliant device are blocked with COMPLIANCE_STATE_STALE (fail closed)")
+	fs.IntVar(&f.importBatch, "access-import-batch", accessgrpc.DefaultImportBatch, "directory items (users, groups, applications, group members) ImportDirectory holds before applying them; bounds its memory per stream")
+	fs.DurationVar(&f.stalenessBound, "access-staleness-bound", DefaultStalenessBound, "once the compliance feed has been broken, or the whole chain risk -> compliance -> access is older, for longer, apps that require a compliant device are blocked with COMPLIANCE_STATE_STALE (fail closed)")
 	fs.StringVar(&f.emergency, "access-emergency-accounts", "", "comma-separated user ids of emergency-access (break-glass) accounts, guarded like users marked emergency_access: enabling a policy that could block one fails")
 	fs.DurationVar(&f.signInRetention, "access-signin-retention", DefaultSignInRetention, "sign-ins older than this are deleted (checked hourly)")
 	fs.Int64Var(&f.retention, "access-retention", DefaultRetention, "session events kept for WatchSessionEvents replay (0 keeps all); older start revisions get OUT_OF_RANGE")
@@ -98,12 +102,14 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	svc, err := accesscore.New(ctx, accesscore.Config{
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
 		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
+		FeedHealth: healthOf(env), FeedHealthName: accessv1.AccessService_ServiceDesc.ServiceName,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers)}
+	s.srv.SetImportBatch(f.importBatch)
 	if err := m.register(svc); err != nil {
 		env.Logger.Warn("access metrics not registered", "err", err)
 	}
@@ -116,6 +122,8 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 				"compliance_feed": map[string]any{
 					"running": fs.Running, "stale": fs.Stale, "lag_seconds": fs.Lag.Seconds(),
 					"staleness_bound_seconds": fs.Bound.Seconds(), "revision": fs.Revision,
+					"risk_as_of": fs.RiskAsOf, "stuck": fs.Consumer.Stuck, "stuck_revision": fs.Consumer.StuckRevision,
+					"stuck_cause": fs.Consumer.StuckCause,
 				},
 				"policy_snapshot_version": svc.Snapshot().Version(),
 				"sign_ins":                map[string]any{"written": svc.Recorder().Written(), "dropped": svc.Recorder().Dropped()},
@@ -224,3 +232,11 @@ func (m *metrics) register(svc *accesscore.Service) error {
 
 // Audit implements suite.Audited.
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
+
+// healthOf is env.Health as a consumer.HealthSetter (nil when there is none).
+func healthOf(env suite.Env) consumer.HealthSetter {
+	if env.Health == nil {
+		return nil
+	}
+	return env.Health
+}

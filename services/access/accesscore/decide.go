@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/services/access"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
@@ -17,6 +18,11 @@ func (s *Service) Feed(now time.Time) pe.Feed {
 		return pe.Feed{Stale: true}
 	}
 	last := max(s.lastContact.Load(), started)
+	// The chain is as fresh as its oldest hop: compliance's view of risk may be older
+	// than our view of compliance (a stuck or cut-off risk consumer there).
+	if ra := s.riskAsOf.Load(); ra != 0 {
+		last = min(last, max(ra, started))
+	}
 	age := time.Duration(now.UnixNano() - last)
 	return pe.Feed{Stale: age > s.cfg.StalenessBound, Age: age}
 }
@@ -25,15 +31,26 @@ func (s *Service) Feed(now time.Time) pe.Feed {
 type FeedStatus struct {
 	Running  bool
 	Stale    bool
-	Lag      time.Duration // time since the last contact
+	Lag      time.Duration // age of the whole chain: the older of the last contact and risk_as_of
 	Bound    time.Duration
 	Revision int64
+	// RiskAsOf is the compliance service's risk_as_of (zero when unknown).
+	RiskAsOf time.Time
+	// Consumer is the feed consumer's status (stuck revision and cause included).
+	Consumer consumer.Status
 }
 
 // FeedStatus reports the feed's health now.
 func (s *Service) FeedStatus() FeedStatus {
 	f := s.Feed(time.Now())
-	return FeedStatus{Running: s.feedStarted.Load() != 0, Stale: f.Stale, Lag: f.Age, Bound: s.cfg.StalenessBound, Revision: s.feedRev.Load()}
+	fs := FeedStatus{Running: s.feedStarted.Load() != 0, Stale: f.Stale, Lag: f.Age, Bound: s.cfg.StalenessBound, Revision: s.feedRev.Load()}
+	if ra := s.riskAsOf.Load(); ra != 0 {
+		fs.RiskAsOf = time.Unix(0, ra)
+	}
+	if c := s.feed.Load(); c != nil {
+		fs.Consumer = c.Status()
+	}
+	return fs
 }
 
 // Decide evaluates r from memory, opens or refreshes the session of an

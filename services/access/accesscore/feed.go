@@ -57,9 +57,9 @@ func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceSer
 // started (the staleness clock runs) from this call.
 func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, beforeWatch func()) *consumer.Consumer[compliancefeed.Event] {
 	s.feedStarted.CompareAndSwap(0, time.Now().UnixNano())
-	return consumer.New(consumer.Config[compliancefeed.Event]{
-		Name:   "compliance",
-		Source: compliancefeed.Source{Client: client, BeforeWatch: beforeWatch},
+	c := consumer.New(consumer.Config[compliancefeed.Event]{
+		Name:   "access<-compliance",
+		Source: compliancefeed.Source{Client: client, BeforeWatch: beforeWatch, OnRiskAsOf: s.noteRiskAsOf},
 		Cursor: s.store.FeedCursor,
 		Resync: func(ctx context.Context) (int64, error) {
 			devs, rev, err := compliancefeed.List(ctx, client)
@@ -71,7 +71,22 @@ func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, b
 		Apply:      s.ApplyCompliance,
 		OnProgress: s.Progress,
 		Logger:     s.log,
+		Health:     s.cfg.FeedHealth,
+		HealthName: s.cfg.FeedHealthName,
 	})
+	s.feed.Store(c)
+	return c
+}
+
+// noteRiskAsOf records the compliance service's risk_as_of; a zero time (a sender
+// that does not report it) forgets it, so that an older compliance service is judged
+// on this hop alone rather than on a risk_as_of that no longer advances.
+func (s *Service) noteRiskAsOf(t time.Time) {
+	if t.IsZero() {
+		s.riskAsOf.Store(0)
+		return
+	}
+	s.riskAsOf.Store(t.UnixNano())
 }
 
 func (s *Service) contact(rev int64) {

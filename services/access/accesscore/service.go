@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/services/access"
+	"github.com/condaccess/condaccess/services/access/compliancefeed"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
 
@@ -23,9 +25,15 @@ type Config struct {
 	// EmergencyAccounts are user ids guarded against lockout in addition to the
 	// users marked emergency_access.
 	EmergencyAccounts []string
-	// StalenessBound: once the compliance feed has been broken for longer,
-	// COMPLIANT_DEVICE fails closed with COMPLIANCE_STATE_STALE (default 30s).
+	// StalenessBound: once the compliance feed has been broken for longer, or the
+	// whole chain (risk -> compliance -> access: the older of this feed's last contact
+	// and the compliance service's risk_as_of) is older than this, COMPLIANT_DEVICE
+	// fails closed with COMPLIANCE_STATE_STALE (default 30s).
 	StalenessBound time.Duration
+	// FeedHealth and FeedHealthName, when set, report FeedHealthName NOT_SERVING while
+	// the compliance feed consumer is stuck at an event it cannot apply.
+	FeedHealth     consumer.HealthSetter
+	FeedHealthName string
 	// SignInRetention: sign-ins older than this are deleted periodically (default 30 days).
 	SignInRetention time.Duration
 	// CleanupInterval is the retention cleanup period (default 1h).
@@ -75,6 +83,8 @@ type Service struct {
 	feedStarted atomic.Int64 // unix nanos; 0 = feed not running
 	lastContact atomic.Int64 // unix nanos of the last event, progress or resync
 	feedRev     atomic.Int64
+	riskAsOf    atomic.Int64 // unix nanos of the compliance service's risk_as_of; 0 = unknown
+	feed        atomic.Pointer[consumer.Consumer[compliancefeed.Event]]
 
 	results sync.Pool
 }

@@ -11,6 +11,7 @@ import (
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	"github.com/condaccess/condaccess/services/access"
+	"github.com/condaccess/condaccess/services/access/accesscore"
 )
 
 type directoryServer struct {
@@ -147,11 +148,21 @@ func (d *directoryServer) DeleteApplication(ctx context.Context, req *accessv1.D
 	return &accessv1.DeleteApplicationResponse{}, nil
 }
 
-// ImportDirectory collects every chunk (each validated by the interceptor),
-// checks duplicates within the import, then imports once.
+// ImportDirectory applies the streamed chunks in batches of at most importBatch
+// items (users, groups, applications and group members): memory per stream stays
+// bounded however long the stream is. A group's members must be in the directory or
+// in the same or an earlier batch (send users before the groups that name them);
+// duplicates are refused within a batch. A failing batch ends the stream; the batches
+// before it stay applied, and the error names the chunk and item.
 func (d *directoryServer) ImportDirectory(stream accessv1.DirectoryService_ImportDirectoryServer) error {
 	start := time.Now()
+	limit := d.s.importBatch
+	if limit <= 0 {
+		limit = DefaultImportBatch
+	}
+	var total accesscore.ImportStats
 	dir := &access.Directory{}
+	items := 0
 	seen := map[string]string{}
 	dup := func(kind, id string, chunk, i int, field string) error {
 		k := kind + "\x00" + id
@@ -159,6 +170,21 @@ func (d *directoryServer) ImportDirectory(stream accessv1.DirectoryService_Impor
 			return access.Invalid(fmt.Sprintf("chunk[%d].%s[%d]", chunk, field, i), "duplicate %s %q (first at %s)", kind, id, where)
 		}
 		seen[k] = fmt.Sprintf("chunk[%d].%s[%d]", chunk, field, i)
+		return nil
+	}
+	apply := func() error {
+		if items == 0 {
+			return nil
+		}
+		st, err := d.s.svc.ImportDirectory(stream.Context(), dir)
+		if err != nil {
+			return toStatus(err)
+		}
+		total.Users += st.Users
+		total.Groups += st.Groups
+		total.Applications += st.Applications
+		dir, items = &access.Directory{}, 0
+		clear(seen)
 		return nil
 	}
 	for chunk := 0; ; chunk++ {
@@ -180,6 +206,7 @@ func (d *directoryServer) ImportDirectory(stream accessv1.DirectoryService_Impor
 				return toStatus(err)
 			}
 			dir.Groups = append(dir.Groups, groupFromProto(g))
+			items += len(g.GetMemberUserIds()) + len(g.GetMemberGroupIds())
 		}
 		for i, a := range req.GetApplications() {
 			if err := dup("application", a.GetApplicationId(), chunk, i, "applications"); err != nil {
@@ -187,12 +214,17 @@ func (d *directoryServer) ImportDirectory(stream accessv1.DirectoryService_Impor
 			}
 			dir.Applications = append(dir.Applications, appFromProto(a))
 		}
+		items += len(req.GetUsers()) + len(req.GetGroups()) + len(req.GetApplications())
+		if items >= limit {
+			if err := apply(); err != nil {
+				return err
+			}
+		}
 	}
-	st, err := d.s.svc.ImportDirectory(stream.Context(), dir)
-	if err != nil {
-		return toStatus(err)
+	if err := apply(); err != nil {
+		return err
 	}
-	return stream.SendAndClose(&accessv1.ImportDirectoryResponse{Users: st.Users, Groups: st.Groups, Applications: st.Applications,
+	return stream.SendAndClose(&accessv1.ImportDirectoryResponse{Users: total.Users, Groups: total.Groups, Applications: total.Applications,
 		Duration: durationpb.New(time.Since(start))})
 }
 

@@ -127,6 +127,8 @@ type options struct {
 	bound      time.Duration
 	emergency  []string
 	headers    accessgrpc.Headers
+	// importBatch is ImportDirectory's batch size; 0 is the default.
+	importBatch int
 }
 
 func bufServer(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
@@ -170,6 +172,7 @@ func start(t *testing.T, o options) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{svc: svc, h: accessgrpc.New(svc, o.headers), compliance: o.compliance}
+	h.h.SetImportBatch(o.importBatch)
 	cconn, stopCompliance := bufServer(t, func(r grpc.ServiceRegistrar) { compliancev1.RegisterComplianceServiceServer(r, h.compliance) })
 	h.stopFeed = stopCompliance
 	conn, _ := bufServer(t, func(r grpc.ServiceRegistrar) { accessgrpc.Register(r, h.h) })

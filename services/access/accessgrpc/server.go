@@ -43,7 +43,17 @@ const ReasonHeader = "x-condaccess-reason"
 type Server struct {
 	svc     *accesscore.Service
 	headers Headers
+	// importBatch is how many items ImportDirectory holds before applying them.
+	importBatch int
 }
+
+// DefaultImportBatch is how many directory items (users, groups, applications and
+// group members) ImportDirectory holds in memory before it applies them.
+const DefaultImportBatch = 50000
+
+// SetImportBatch sets how many items ImportDirectory holds before applying them
+// (default DefaultImportBatch); call it before serving.
+func (s *Server) SetImportBatch(n int) { s.importBatch = n }
 
 // New returns the handlers over svc.
 func New(svc *accesscore.Service, h Headers) *Server {

@@ -4,6 +4,7 @@ package compliancefeed
 import (
 	"context"
 	"fmt"
+	"time"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
@@ -37,6 +38,10 @@ type Source struct {
 	// ResetConnectBackoff so that a restarted compliance service is reached at
 	// the consumer's pace, not after gRPC's own (up to 2 minutes) reconnect backoff.
 	BeforeWatch func()
+	// OnRiskAsOf, when set, receives each message's risk_as_of (how fresh the
+	// compliance service's view of risk is; zero when the message has none), before
+	// the message is handed on.
+	OnRiskAsOf func(time.Time)
 }
 
 var _ consumer.Source[Event] = Source{}
@@ -50,11 +55,12 @@ func (s Source) Watch(ctx context.Context, start int64) (consumer.Stream[Event],
 	if err != nil {
 		return nil, err
 	}
-	return stream{st}, nil
+	return stream{st, s.OnRiskAsOf}, nil
 }
 
 type stream struct {
-	s compliancev1.ComplianceService_WatchComplianceEventsClient
+	s          compliancev1.ComplianceService_WatchComplianceEventsClient
+	onRiskAsOf func(time.Time)
 }
 
 func (st stream) Recv() (Event, int64, bool, error) {
@@ -62,6 +68,13 @@ func (st stream) Recv() (Event, int64, bool, error) {
 		m, err := st.s.Recv()
 		if err != nil {
 			return Event{}, 0, false, err
+		}
+		if st.onRiskAsOf != nil {
+			var t time.Time // zero: the sender does not report it
+			if m.GetRiskAsOf() != nil {
+				t = m.GetRiskAsOf().AsTime()
+			}
+			st.onRiskAsOf(t)
 		}
 		switch k := m.Kind.(type) {
 		case *compliancev1.WatchComplianceEventsResponse_Progress:

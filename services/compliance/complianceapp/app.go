@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -38,6 +39,9 @@ type Factory struct {
 	retention   int64
 	progress    time.Duration
 	synchronous string
+	// ApplyFault, when set, runs before the risk consumer applies each event; an error
+	// fails that apply. Fault injection for tests of a stuck consumer; nil in production.
+	ApplyFault func(rev int64) error
 }
 
 // Name implements suite.Factory.
@@ -79,8 +83,10 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		store:    st,
 		svc:      svc,
 		grpc:     compliancegrpc.New(svc),
-		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env),
+		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env, f.ApplyFault),
 	}
+	// Readers of compliance events learn how fresh compliance's view of risk is.
+	s.grpc.SetRiskAsOf(func() time.Time { return s.Consumer.Status().LastContact })
 	if s.metrics, err = registerMetrics(s); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -174,7 +180,8 @@ var tracer = otel.Tracer("github.com/condaccess/condaccess/services/compliance")
 // NewRiskConsumer returns the consumer of the risk event stream: device risk changes are
 // applied (risk stored, device re-evaluated, compliance event and cursor written in one
 // transaction), other events only advance the cursor; a resync lists every device risk.
-func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, env suite.Env) *consumer.Consumer[*riskv1.RiskEvent] {
+// fault (optional, tests only) runs before each apply; its error fails the apply.
+func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, env suite.Env, fault func(rev int64) error) *consumer.Consumer[*riskv1.RiskEvent] {
 	return consumer.New(consumer.Config[*riskv1.RiskEvent]{
 		Name:   "compliance<-risk",
 		Source: riskSource{client},
@@ -187,6 +194,11 @@ func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, e
 			return rev, svc.ResyncRisks(ctx, risks, rev)
 		},
 		Apply: func(ctx context.Context, ev *riskv1.RiskEvent, rev int64) error {
+			if fault != nil {
+				if err := fault(rev); err != nil {
+					return err
+				}
+			}
 			ctx = telemetry.ContextFromTraceContext(ctx, ev.GetTraceContext())
 			c := ev.GetDeviceRiskChanged()
 			if c == nil {
@@ -210,6 +222,9 @@ func NewRiskConsumer(svc *compliance.Service, client riskv1.RiskServiceClient, e
 			return err
 		},
 		Logger: env.Logger,
+		// A stuck risk consumer makes compliance NOT_SERVING: what it reports is old.
+		Health:     healthOf(env),
+		HealthName: compliancev1.ComplianceService_ServiceDesc.ServiceName,
 	})
 }
 
@@ -290,3 +305,11 @@ func (s riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
 
 // Audit implements suite.Audited.
 func (s *Service) Audit() *audit.Log { return s.store.Audit() }
+
+// healthOf is env.Health as a consumer.HealthSetter (nil when there is none).
+func healthOf(env suite.Env) consumer.HealthSetter {
+	if env.Health == nil {
+		return nil
+	}
+	return env.Health
+}

@@ -32,6 +32,26 @@ const (
 // Server implements the three compliance services over a compliance.Service.
 type Server struct {
 	svc *compliance.Service
+	// riskAsOf reports how fresh the view of risk is (see SetRiskAsOf).
+	riskAsOf func() time.Time
+}
+
+// SetRiskAsOf sets the function WatchComplianceEvents calls to fill risk_as_of on
+// every message: the time through which every risk event has been applied (the risk
+// consumer's last contact). Call it before serving; unset, risk_as_of stays empty.
+func (s *Server) SetRiskAsOf(f func() time.Time) { s.riskAsOf = f }
+
+// riskAsOfProto is risk_as_of for a message sent now (nil when unknown).
+func (s *Server) riskAsOfProto() *timestamppb.Timestamp {
+	if s.riskAsOf == nil {
+		return nil
+	}
+	t := s.riskAsOf()
+	if t.IsZero() {
+		// Never heard from risk: as old as it gets.
+		return timestamppb.New(time.Unix(0, 0))
+	}
+	return timestamppb.New(t)
 }
 
 // New returns a Server.
@@ -366,11 +386,11 @@ func (s *complianceServer) WatchComplianceEvents(req *compliancev1.WatchComplian
 		if err != nil {
 			return status.Errorf(codes.Internal, "decode event %d: %v", e.Revision, err)
 		}
-		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Event{Event: ev}})
+		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Event{Event: ev}, RiskAsOf: s.riskAsOfProto()})
 	}, func(rev int64) error {
 		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Progress{
 			Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.Now()},
-		}})
+		}, RiskAsOf: s.riskAsOfProto()})
 	})
 	return toStatus(err)
 }

@@ -18,6 +18,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -33,6 +34,7 @@ type Factory struct {
 	approvalExpiry    time.Duration
 	actionTimeout     time.Duration
 	heartbeatInterval time.Duration
+	helloTimeout      time.Duration
 	retention         int64
 	progressInterval  time.Duration
 }
@@ -46,6 +48,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&f.approvalExpiry, "remediation-approval-expiry", remediation.DefaultApprovalExpiry, "how long an action waits for approval before it counts as rejected")
 	fs.DurationVar(&f.actionTimeout, "remediation-action-timeout", remediation.DefaultActionTimeout, "how long a sent action waits for the agent's result before it is TIMED_OUT")
 	fs.DurationVar(&f.heartbeatInterval, "remediation-heartbeat-interval", remediation.DefaultHeartbeatInterval, "agent heartbeat interval; an agent is stale after three missed heartbeats")
+	fs.DurationVar(&f.helloTimeout, "remediation-hello-timeout", remediationgrpc.DefaultHelloTimeout, "how long AgentService.Connect waits for the agent's hello before ending the stream (DEADLINE_EXCEEDED)")
 	fs.Int64Var(&f.retention, "remediation-retention", 100000, "investigation events kept for WatchInvestigationEvents replay (0 keeps all)")
 	fs.DurationVar(&f.progressInterval, "remediation-progress-interval", time.Second, "idle interval between progress messages on WatchInvestigationEvents")
 }
@@ -98,8 +101,12 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		MinSeverity: minSev, ApprovalExpiry: f.approvalExpiry, ActionTimeout: f.actionTimeout,
 		HeartbeatInterval: f.heartbeatInterval, Logger: env.Logger,
 	})
-	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger})
-	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger)
+	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger, HelloTimeout: f.helloTimeout})
+	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger, func(c *consumer.Config[*riskv1.RiskEvent]) {
+		if env.Health != nil {
+			c.Health, c.HealthName = env.Health, remediationv1.RemediationService_ServiceDesc.ServiceName
+		}
+	})
 	return s, nil
 }
 
@@ -227,8 +234,9 @@ func (r riskStream) Recv() (*riskv1.RiskEvent, int64, bool, error) {
 // stored in the same transaction as what an event changes. Resync takes the risk
 // revision first, then lists the active alerts at or above minSev, so every event
 // after that revision is applied again on top (harmlessly).
-func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.RiskServiceClient, minSev remediation.Severity, logger *slog.Logger) *consumer.Consumer[*riskv1.RiskEvent] {
-	return consumer.New(consumer.Config[*riskv1.RiskEvent]{
+// opts adjust the consumer's configuration (e.g. its health reporting).
+func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.RiskServiceClient, minSev remediation.Severity, logger *slog.Logger, opts ...func(*consumer.Config[*riskv1.RiskEvent])) *consumer.Consumer[*riskv1.RiskEvent] {
+	cfg := consumer.Config[*riskv1.RiskEvent]{
 		Name:   "remediation<-risk",
 		Source: riskSource{risk},
 		Cursor: st.Cursor,
@@ -264,7 +272,11 @@ func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.Ris
 			return svc.StoreCursor(ctx, rev)
 		},
 		Logger: logger,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return consumer.New(cfg)
 }
 
 // Audit implements suite.Audited.

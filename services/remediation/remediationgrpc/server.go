@@ -4,6 +4,7 @@ package remediationgrpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -34,13 +35,20 @@ const (
 	ReasonAgentReplaced      = "AGENT_CONNECTION_REPLACED"
 	ReasonHelloRequired      = "HELLO_REQUIRED"
 	ReasonBadPageToken       = "BAD_PAGE_TOKEN"
+	ReasonHelloTimeout       = "HELLO_TIMEOUT"
 )
+
+// DefaultHelloTimeout is how long Connect waits for the agent's hello.
+const DefaultHelloTimeout = 10 * time.Second
 
 // Config configures New.
 type Config struct {
 	Service *remediation.Service
 	Store   remediation.Store
 	Logger  *slog.Logger
+	// HelloTimeout bounds the wait for an agent's first message on Connect; default 10s.
+	// A connection that never says hello would otherwise hold a stream forever.
+	HelloTimeout time.Duration
 }
 
 // Server implements RemediationService and AgentService.
@@ -50,6 +58,7 @@ type Server struct {
 	svc   *remediation.Service
 	store remediation.Store
 	log   *slog.Logger
+	hello time.Duration
 }
 
 // New returns a Server.
@@ -57,7 +66,10 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{svc: cfg.Service, store: cfg.Store, log: cfg.Logger}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = DefaultHelloTimeout
+	}
+	return &Server{svc: cfg.Service, store: cfg.Store, log: cfg.Logger, hello: cfg.HelloTimeout}
 }
 
 // Register registers both services on r.
@@ -254,12 +266,34 @@ func (s *Server) WatchInvestigationEvents(req *remediationv1.WatchInvestigationE
 	return toStatus(err)
 }
 
+// recvFirst receives the first message of stream, or fails with DEADLINE_EXCEEDED
+// (reason HELLO_TIMEOUT) after d; returning ends the stream, which ends the Recv.
+func recvFirst(stream grpc.BidiStreamingServer[remediationv1.ConnectRequest, remediationv1.ConnectResponse], d time.Duration) (*remediationv1.ConnectRequest, error) {
+	type result struct {
+		m   *remediationv1.ConnectRequest
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		got <- result{m, err}
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case r := <-got:
+		return r.m, r.err
+	case <-timer.C:
+		return nil, apierr.New(codes.DeadlineExceeded, ReasonHelloTimeout, fmt.Sprintf("no hello within %s of connecting", d))
+	}
+}
+
 // Connect implements AgentService: hello first, then heartbeats and results up,
 // commands down. A newer connection of the same device ends this one with ABORTED;
 // a result for another device's action ends it with PERMISSION_DENIED.
 func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRequest, remediationv1.ConnectResponse]) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	first, err := recvFirst(stream, s.hello)
 	if err != nil {
 		return err
 	}

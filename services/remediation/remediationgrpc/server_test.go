@@ -110,6 +110,7 @@ type env struct {
 	client remediationv1.RemediationServiceClient
 	agents remediationv1.AgentServiceClient
 	stop   func()
+	hello  time.Duration
 }
 
 type options struct {
@@ -124,6 +125,8 @@ type options struct {
 	// riskAuth runs the risk service with mutual TLS (the env's own risk client is a
 	// service certificate).
 	riskAuth *riskTLS
+	// helloTimeout is the agent hello deadline (0: the default).
+	helloTimeout time.Duration
 }
 
 // riskTLS is a mutual-TLS risk service's CA.
@@ -140,7 +143,7 @@ func newEnv(t *testing.T, o options) *env {
 	}
 	h := risktest.StartWith(t, ro)
 	e := &env{
-		t: t, risk: h.Client, riskH: h, dir: t.TempDir(), opts: o,
+		t: t, risk: h.Client, riskH: h, dir: t.TempDir(), opts: o, hello: o.helloTimeout,
 		rc:      &flakyRisk{RiskClient: remediationapp.NewRiskClient(h.Client)},
 		devices: &fakeDevices{groups: map[string][]string{}},
 	}
@@ -175,7 +178,7 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	remediationgrpc.Register(srv.Registrar(), remediationgrpc.New(remediationgrpc.Config{Service: svc, Store: st}))
+	remediationgrpc.Register(srv.Registrar(), remediationgrpc.New(remediationgrpc.Config{Service: svc, Store: st, HelloTimeout: e.hello}))
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufconn", grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -30,6 +30,7 @@ type Factory struct {
 	watchBuffer      int
 	synchronous      string
 	devAsDevice      bool
+	eventCacheBytes  int64
 	set              bool
 }
 
@@ -43,6 +44,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&f.progressInterval, "risk-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchRiskEvents streams")
 	fs.IntVar(&f.watchBuffer, "risk-watch-buffer", 1024, "events a risk watcher may fall behind the live stream before it is cut off with RESOURCE_EXHAUSTED")
 	fs.BoolVar(&f.devAsDevice, "risk-dev-reporter-is-device", false, "development mode only (no client certificates): record alerts as reported by their device itself, so that FULL automation may act on them; by default their reporter is DEVELOPMENT and every action they cause waits for approval")
+	fs.Int64Var(&f.eventCacheBytes, "risk-event-cache-bytes", riskgrpc.DefaultEventCacheBytes, "byte cap of the decoded events kept for WatchRiskEvents fan-out (besides its 4,096 entries)")
 	fs.StringVar(&f.synchronous, "risk-sqlite-synchronous", "FULL", "SQLite synchronous setting of the risk store: FULL (acknowledged alerts survive power loss) or NORMAL (survive a process crash)")
 }
 
@@ -66,7 +68,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, err
 	}
 	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
-	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice})}, nil
+	return &service{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice, EventCacheBytes: f.eventCacheBytes})}, nil
 }
 
 type service struct {

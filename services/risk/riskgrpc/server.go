@@ -26,7 +26,14 @@ type Config struct {
 	// that FULL automation acts on them; otherwise their reporter is DEVELOPMENT and
 	// their actions wait for approval.
 	DevelopmentReporterIsDevice bool
+	// EventCacheBytes caps the encoded size of the decoded events kept for watchers
+	// (default DefaultEventCacheBytes): besides its 4,096 entries, the cache holds at
+	// most this many bytes, since one alert event may be megabytes.
+	EventCacheBytes int64
 }
+
+// DefaultEventCacheBytes is the default byte cap of the decoded event cache.
+const DefaultEventCacheBytes = 64 << 20
 
 // Server implements riskv1.RiskServiceServer.
 type Server struct {
@@ -39,6 +46,16 @@ type Server struct {
 	// per stream).
 	mu     sync.Mutex
 	recent [eventCacheSize]*riskv1.WatchRiskEventsResponse
+	sizes  [eventCacheSize]int64 // encoded size of each cached entry
+	bytes  int64                 // sum of sizes
+	max    int64                 // cap on bytes
+}
+
+// CachedEventBytes reports the encoded size of the events the cache holds.
+func (s *Server) CachedEventBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
 }
 
 const eventCacheSize = 4096
@@ -56,8 +73,21 @@ func (s *Server) event(e risk.StoredEvent) (*riskv1.WatchRiskEventsResponse, err
 		return nil, err
 	}
 	m = &riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Event{Event: ev}}
+	size := int64(len(e.Payload))
 	s.mu.Lock()
-	s.recent[i] = m
+	// The entry replaced leaves; the oldest entries (following i in the ring) leave
+	// until the new one fits the byte cap. An event larger than the cap is not cached:
+	// it is decoded again for each watcher instead.
+	s.bytes -= s.sizes[i]
+	s.recent[i], s.sizes[i] = nil, 0
+	if size <= s.max {
+		for j := (i + 1) % eventCacheSize; s.bytes+size > s.max && j != i; j = (j + 1) % eventCacheSize {
+			s.bytes -= s.sizes[j]
+			s.recent[j], s.sizes[j] = nil, 0
+		}
+		s.recent[i], s.sizes[i] = m, size
+		s.bytes += size
+	}
 	s.mu.Unlock()
 	return m, nil
 }
@@ -66,7 +96,10 @@ var _ riskv1.RiskServiceServer = (*Server)(nil)
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	return &Server{svc: cfg.Service, devAsDevice: cfg.DevelopmentReporterIsDevice}
+	if cfg.EventCacheBytes <= 0 {
+		cfg.EventCacheBytes = DefaultEventCacheBytes
+	}
+	return &Server{svc: cfg.Service, devAsDevice: cfg.DevelopmentReporterIsDevice, max: cfg.EventCacheBytes}
 }
 
 // Register registers srv on s.

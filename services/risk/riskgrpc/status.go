@@ -21,6 +21,7 @@ const (
 	ReasonAlertResolved    = "ALERT_RESOLVED"
 	ReasonEtagMismatch     = "ETAG_MISMATCH"
 	ReasonInvalidPageToken = "INVALID_PAGE_TOKEN"
+	ReasonTooManyComments  = "TOO_MANY_COMMENTS"
 )
 
 // toStatus maps domain and store errors to status errors; context errors become
@@ -46,9 +47,12 @@ func toStatus(err error) error {
 		return apierr.New(codes.FailedPrecondition, ReasonAlertResolved, err.Error())
 	case errors.Is(err, risk.ErrStaleEtag):
 		return apierr.New(codes.Aborted, ReasonEtagMismatch, err.Error())
+	case errors.Is(err, risk.ErrTooManyComments):
+		return apierr.New(codes.ResourceExhausted, ReasonTooManyComments, err.Error())
 	case errors.Is(err, risk.ErrInvalidPageToken):
 		return apierr.InvalidArgument(ReasonInvalidPageToken, apierr.FieldViolation("page_token", "not a page token of this listing"))
-	case errors.Is(err, eventlog.ErrCompacted), errors.Is(err, eventlog.ErrSlowWatcher), errors.Is(err, eventlog.ErrClosed):
+	case errors.Is(err, eventlog.ErrCompacted), errors.Is(err, eventlog.ErrSlowWatcher), errors.Is(err, eventlog.ErrClosed),
+		errors.Is(err, eventlog.ErrEventTooLarge):
 		return eventlog.ToStatus(err)
 	case errors.Is(err, sqlitedb.ErrClosed):
 		return status.Error(codes.Unavailable, "risk store is shutting down")

@@ -5284,19 +5284,21 @@ var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"!condaccess/access/v1/access.proto\x12\x14condaccess.access.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x03\n" +
+	"!condaccess/access/v1/access.proto\x12\x14condaccess.access.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x03\n" +
 	"\x04User\x12D\n" +
 	"\auser_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\x06userId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12\x1a\n" +
 	"\bdisabled\x18\x03 \x01(\bR\bdisabled\x12)\n" +
-	"\x10emergency_access\x18\x04 \x01(\bR\x0femergencyAccess\x12\x1b\n" +
-	"\tgroup_ids\x18\x05 \x03(\tR\bgroupIds\x120\n" +
-	"\x14transitive_group_ids\x18\x06 \x03(\tR\x12transitiveGroupIds\x12;\n" +
+	"\x10emergency_access\x18\x04 \x01(\bR\x0femergencyAccess\x12-\n" +
+	"\tgroup_ids\x18\x05 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\x18\x80\x01R\bgroupIds\x12B\n" +
+	"\x14transitive_group_ids\x18\x06 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\x18\x80\x01R\x12transitiveGroupIds\x12;\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\t \x01(\tR\x04etag\"\x85\x03\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x8f\x03\n" +
 	"\x05Group\x12F\n" +
 	"\bgroup_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\agroupId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12;\n" +
@@ -5305,16 +5307,16 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\a \x01(\tR\x04etag\"\x9c\x02\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\xa6\x02\n" +
 	"\vApplication\x12R\n" +
 	"\x0eapplication_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\rapplicationId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\x05 \x01(\tR\x04etag\"K\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"K\n" +
 	"\x11CreateUserRequest\x126\n" +
 	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserB\x06\xbaH\x03\xc8\x01\x01R\x04user\"D\n" +
 	"\x12CreateUserResponse\x12.\n" +
@@ -5323,12 +5325,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06userId\"A\n" +
 	"\x0fGetUserResponse\x12.\n" +
-	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserR\x04user\"Z\n" +
+	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserR\x04user\"d\n" +
 	"\x10ListUsersRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"m\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"m\n" +
 	"\x11ListUsersResponse\x120\n" +
 	"\x05users\x18\x01 \x03(\v2\x1a.condaccess.access.v1.UserR\x05users\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x01\n" +
@@ -5337,11 +5339,11 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"D\n" +
 	"\x12UpdateUserResponse\x12.\n" +
-	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserR\x04user\"L\n" +
+	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserR\x04user\"V\n" +
 	"\x11DeleteUserRequest\x12#\n" +
 	"\auser_id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06userId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x14\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06userId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x14\n" +
 	"\x12DeleteUserResponse\"O\n" +
 	"\x12CreateGroupRequest\x129\n" +
 	"\x05group\x18\x01 \x01(\v2\x1b.condaccess.access.v1.GroupB\x06\xbaH\x03\xc8\x01\x01R\x05group\"H\n" +
@@ -5351,12 +5353,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\agroupId\"E\n" +
 	"\x10GetGroupResponse\x121\n" +
-	"\x05group\x18\x01 \x01(\v2\x1b.condaccess.access.v1.GroupR\x05group\"[\n" +
+	"\x05group\x18\x01 \x01(\v2\x1b.condaccess.access.v1.GroupR\x05group\"e\n" +
 	"\x11ListGroupsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"q\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"q\n" +
 	"\x12ListGroupsResponse\x123\n" +
 	"\x06groups\x18\x01 \x03(\v2\x1b.condaccess.access.v1.GroupR\x06groups\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x01\n" +
@@ -5365,11 +5367,11 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"H\n" +
 	"\x13UpdateGroupResponse\x121\n" +
-	"\x05group\x18\x01 \x01(\v2\x1b.condaccess.access.v1.GroupR\x05group\"O\n" +
+	"\x05group\x18\x01 \x01(\v2\x1b.condaccess.access.v1.GroupR\x05group\"Y\n" +
 	"\x12DeleteGroupRequest\x12%\n" +
 	"\bgroup_id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\agroupId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x15\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\agroupId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x15\n" +
 	"\x13DeleteGroupResponse\"g\n" +
 	"\x18CreateApplicationRequest\x12K\n" +
 	"\vapplication\x18\x01 \x01(\v2!.condaccess.access.v1.ApplicationB\x06\xbaH\x03\xc8\x01\x01R\vapplication\"`\n" +
@@ -5379,12 +5381,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x0eapplication_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rapplicationId\"]\n" +
 	"\x16GetApplicationResponse\x12C\n" +
-	"\vapplication\x18\x01 \x01(\v2!.condaccess.access.v1.ApplicationR\vapplication\"a\n" +
+	"\vapplication\x18\x01 \x01(\v2!.condaccess.access.v1.ApplicationR\vapplication\"k\n" +
 	"\x17ListApplicationsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"\x89\x01\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x89\x01\n" +
 	"\x18ListApplicationsResponse\x12E\n" +
 	"\fapplications\x18\x01 \x03(\v2!.condaccess.access.v1.ApplicationR\fapplications\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa4\x01\n" +
@@ -5393,11 +5395,11 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"`\n" +
 	"\x19UpdateApplicationResponse\x12C\n" +
-	"\vapplication\x18\x01 \x01(\v2!.condaccess.access.v1.ApplicationR\vapplication\"a\n" +
+	"\vapplication\x18\x01 \x01(\v2!.condaccess.access.v1.ApplicationR\vapplication\"k\n" +
 	"\x18DeleteApplicationRequest\x121\n" +
 	"\x0eapplication_id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rapplicationId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x1b\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rapplicationId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x1b\n" +
 	"\x19DeleteApplicationResponse\"\xe7\x01\n" +
 	"\x16ImportDirectoryRequest\x12;\n" +
 	"\x05users\x18\x01 \x03(\v2\x1a.condaccess.access.v1.UserB\t\xbaH\x06\x92\x01\x03\x10\x90NR\x05users\x12>\n" +
@@ -5417,17 +5419,17 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x15ApplicationAssignment\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\x12,\n" +
 	"\ainclude\x18\x02 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10\xe8\a\"\ar\x05\x10\x01\x18\x80\x01R\ainclude\x12,\n" +
-	"\aexclude\x18\x03 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10\xe8\a\"\ar\x05\x10\x01\x18\x80\x01R\aexclude\"\xa9\x01\n" +
-	"\x11PlatformCondition\x12I\n" +
-	"\ainclude\x18\x01 \x03(\x0e2\x1e.condaccess.common.v1.PlatformB\x0f\xbaH\f\x92\x01\t\"\a\x82\x01\x04\x10\x01 \x00R\ainclude\x12I\n" +
-	"\aexclude\x18\x02 \x03(\x0e2\x1e.condaccess.common.v1.PlatformB\x0f\xbaH\f\x92\x01\t\"\a\x82\x01\x04\x10\x01 \x00R\aexclude\"\x8f\x01\n" +
+	"\aexclude\x18\x03 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10\xe8\a\"\ar\x05\x10\x01\x18\x80\x01R\aexclude\"\xad\x01\n" +
+	"\x11PlatformCondition\x12K\n" +
+	"\ainclude\x18\x01 \x03(\x0e2\x1e.condaccess.common.v1.PlatformB\x11\xbaH\x0e\x92\x01\v\x10\x10\"\a\x82\x01\x04\x10\x01 \x00R\ainclude\x12K\n" +
+	"\aexclude\x18\x02 \x03(\x0e2\x1e.condaccess.common.v1.PlatformB\x11\xbaH\x0e\x92\x01\v\x10\x10\"\a\x82\x01\x04\x10\x01 \x00R\aexclude\"\x8f\x01\n" +
 	"\x11LocationCondition\x12<\n" +
 	"\x11include_ip_ranges\x18\x01 \x03(\tB\x10\xbaH\r\x92\x01\n" +
 	"\x10\xe8\a\"\x05r\x03\xe8\x01\x01R\x0fincludeIpRanges\x12<\n" +
 	"\x11exclude_ip_ranges\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n" +
-	"\x10\xe8\a\"\x05r\x03\xe8\x01\x01R\x0fexcludeIpRanges\"d\n" +
-	"\x12ClientAppCondition\x12N\n" +
-	"\ainclude\x18\x01 \x03(\x0e2#.condaccess.access.v1.ClientAppTypeB\x0f\xbaH\f\x92\x01\t\"\a\x82\x01\x04\x10\x01 \x00R\ainclude\"\xee\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\xe8\x01\x01R\x0fexcludeIpRanges\"f\n" +
+	"\x12ClientAppCondition\x12P\n" +
+	"\ainclude\x18\x01 \x03(\x0e2#.condaccess.access.v1.ClientAppTypeB\x11\xbaH\x0e\x92\x01\v\x10\x10\"\a\x82\x01\x04\x10\x01 \x00R\ainclude\"\xee\x01\n" +
 	"\n" +
 	"Conditions\x12E\n" +
 	"\tplatforms\x18\x01 \x01(\v2'.condaccess.access.v1.PlatformConditionR\tplatforms\x12E\n" +
@@ -5436,7 +5438,7 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\rGrantControls\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\bR\x05block\x12Q\n" +
 	"\arequire\x18\x02 \x03(\x0e2\".condaccess.access.v1.GrantControlB\x13\xbaH\x10\x92\x01\r\x10\x02\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\arequire\x12I\n" +
-	"\boperator\x18\x03 \x01(\x0e2#.condaccess.access.v1.GrantOperatorB\b\xbaH\x05\x82\x01\x02\x10\x01R\boperator\"\x9a\a\n" +
+	"\boperator\x18\x03 \x01(\x0e2#.condaccess.access.v1.GrantOperatorB\b\xbaH\x05\x82\x01\x02\x10\x01R\boperator\"\xa4\a\n" +
 	"\x17ConditionalAccessPolicy\x12H\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\bpolicyId\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -5454,8 +5456,8 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\v \x01(\tR\x04etag:\xd3\x01\xbaH\xcf\x01\x1a\xcc\x01\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\v \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag:\xd3\x01\xbaH\xcf\x01\x1a\xcc\x01\n" +
 	"\x1agrant_controls.exactly_one\x12Jgrant_controls must either block or require at least one control, not both\x1abhas(this.grant_controls) && (this.grant_controls.block != (size(this.grant_controls.require) > 0))\"d\n" +
 	"\x13CreatePolicyRequest\x12M\n" +
 	"\x06policy\x18\x01 \x01(\v2-.condaccess.access.v1.ConditionalAccessPolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\"]\n" +
@@ -5465,12 +5467,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\tpolicy_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\"Z\n" +
 	"\x11GetPolicyResponse\x12E\n" +
-	"\x06policy\x18\x01 \x01(\v2-.condaccess.access.v1.ConditionalAccessPolicyR\x06policy\"\xa0\x01\n" +
+	"\x06policy\x18\x01 \x01(\v2-.condaccess.access.v1.ConditionalAccessPolicyR\x06policy\"\xaa\x01\n" +
 	"\x13ListPoliciesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12A\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12A\n" +
 	"\x05state\x18\x03 \x01(\x0e2!.condaccess.access.v1.PolicyStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"\x89\x01\n" +
 	"\x14ListPoliciesResponse\x12I\n" +
 	"\bpolicies\x18\x01 \x03(\v2-.condaccess.access.v1.ConditionalAccessPolicyR\bpolicies\x12&\n" +
@@ -5480,11 +5482,11 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"]\n" +
 	"\x14UpdatePolicyResponse\x12E\n" +
-	"\x06policy\x18\x01 \x01(\v2-.condaccess.access.v1.ConditionalAccessPolicyR\x06policy\"R\n" +
+	"\x06policy\x18\x01 \x01(\v2-.condaccess.access.v1.ConditionalAccessPolicyR\x06policy\"\\\n" +
 	"\x13DeletePolicyRequest\x12'\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x16\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x16\n" +
 	"\x14DeletePolicyResponse\"\x84\x02\n" +
 	"\rClientContext\x12D\n" +
 	"\bplatform\x18\x01 \x01(\x0e2\x1e.condaccess.common.v1.PlatformB\b\xbaH\x05\x82\x01\x02\x10\x01R\bplatform\x12;\n" +
@@ -5570,12 +5572,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\bpolicies\x18\t \x03(\v2\".condaccess.access.v1.PolicyResultR\bpolicies\x12P\n" +
 	"\x10compliance_state\x18\n" +
 	" \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x0fcomplianceState\x12\x19\n" +
-	"\btrace_id\x18\v \x01(\tR\atraceId\"\x83\x03\n" +
+	"\btrace_id\x18\v \x01(\tR\atraceId\"\x8d\x03\n" +
 	"\x12ListSignInsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12!\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12!\n" +
 	"\auser_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06userId\x12%\n" +
 	"\tdevice_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12/\n" +
 	"\x0eapplication_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\rapplicationId\x12D\n" +
@@ -5584,25 +5586,25 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x06before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06before\"v\n" +
 	"\x13ListSignInsResponse\x127\n" +
 	"\bsign_ins\x18\x01 \x03(\v2\x1c.condaccess.access.v1.SignInR\asignIns\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa4\x03\n" +
-	"\aSession\x12\x1d\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x03\n" +
+	"\aSession\x12'\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
-	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12%\n" +
-	"\x0eapplication_id\x18\x04 \x01(\tR\rapplicationId\x128\n" +
+	"session_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tsessionId\x12!\n" +
+	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06userId\x12%\n" +
+	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12/\n" +
+	"\x0eapplication_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\rapplicationId\x128\n" +
 	"\x05state\x18\x05 \x01(\x0e2\".condaccess.access.v1.SessionStateR\x05state\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12D\n" +
 	"\x10last_access_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0elastAccessTime\x12;\n" +
 	"\vrevoke_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\x12#\n" +
-	"\rrevoke_reason\x18\t \x01(\tR\frevokeReason\"\xeb\x01\n" +
+	"revokeTime\x12-\n" +
+	"\rrevoke_reason\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\frevokeReason\"\xf5\x01\n" +
 	"\x13ListSessionsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12!\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12!\n" +
 	"\auser_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06userId\x12%\n" +
 	"\tdevice_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12B\n" +
 	"\x05state\x18\x05 \x01(\x0e2\".condaccess.access.v1.SessionStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"y\n" +
@@ -5624,10 +5626,10 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x0fsession_revoked\x18\x05 \x01(\v2$.condaccess.access.v1.SessionRevokedH\x00R\x0esessionRevokedB\t\n" +
 	"\apayload\"H\n" +
 	"\rSessionOpened\x127\n" +
-	"\asession\x18\x01 \x01(\v2\x1d.condaccess.access.v1.SessionR\asession\"\x9b\x01\n" +
+	"\asession\x18\x01 \x01(\v2\x1d.condaccess.access.v1.SessionR\asession\"\xa5\x01\n" +
 	"\x0eSessionRevoked\x127\n" +
-	"\asession\x18\x01 \x01(\v2\x1d.condaccess.access.v1.SessionR\asession\x12\x1f\n" +
-	"\vreason_code\x18\x02 \x01(\tR\n" +
+	"\asession\x18\x01 \x01(\v2\x1d.condaccess.access.v1.SessionR\asession\x12)\n" +
+	"\vreason_code\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
 	"reasonCode\x12/\n" +
 	"\x13compliance_revision\x18\x03 \x01(\x03R\x12complianceRevision*~\n" +
 	"\vPolicyState\x12\x1c\n" +

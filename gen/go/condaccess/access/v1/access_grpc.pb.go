@@ -1140,7 +1140,7 @@ type AccessServiceClient interface {
 	// when idle. Enforcement points use it to cut live connections.
 	// Callers: ROLE_ENFORCEMENT_POINT, ROLE_READER, ROLE_SECOPS_ADMIN.
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
-	// (reason WATCHER_TOO_SLOW).
+	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchSessionEvents(ctx context.Context, in *WatchSessionEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionEventsResponse], error)
 }
 
@@ -1260,7 +1260,7 @@ type AccessServiceServer interface {
 	// when idle. Enforcement points use it to cut live connections.
 	// Callers: ROLE_ENFORCEMENT_POINT, ROLE_READER, ROLE_SECOPS_ADMIN.
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
-	// (reason WATCHER_TOO_SLOW).
+	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchSessionEvents(*WatchSessionEventsRequest, grpc.ServerStreamingServer[WatchSessionEventsResponse]) error
 	mustEmbedUnimplementedAccessServiceServer()
 }

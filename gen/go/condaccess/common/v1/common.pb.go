@@ -10,6 +10,7 @@
 package commonv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	descriptorpb "google.golang.org/protobuf/types/descriptorpb"
@@ -722,25 +723,25 @@ var File_condaccess_common_v1_common_proto protoreflect.FileDescriptor
 
 const file_condaccess_common_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"!condaccess/common/v1/common.proto\x12\x14condaccess.common.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
-	"\fTraceContext\x12 \n" +
-	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"!condaccess/common/v1/common.proto\x12\x14condaccess.common.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n" +
+	"\fTraceContext\x12*\n" +
+	"\vtraceparent\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vtraceparent\x12)\n" +
 	"\n" +
-	"tracestate\x18\x02 \x01(\tR\n" +
+	"tracestate\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\xc0\x80\x01R\n" +
 	"tracestate\"[\n" +
 	"\rWatchProgress\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12.\n" +
-	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"Y\n" +
-	"\fFileEvidence\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"l\n" +
+	"\fFileEvidence\x12\x1c\n" +
+	"\x04path\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x04path\x12\x1f\n" +
+	"\x06sha256\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18@R\x06sha256\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\"}\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\"\x9a\x01\n" +
 	"\x0fProcessEvidence\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\x03R\x03pid\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
-	"\fcommand_line\x18\x03 \x01(\tR\vcommandLine\x12!\n" +
-	"\fimage_sha256\x18\x04 \x01(\tR\vimageSha256\"\x8f\x01\n" +
+	"\x03pid\x18\x01 \x01(\x03R\x03pid\x12\x1c\n" +
+	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x04name\x12+\n" +
+	"\fcommand_line\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80@R\vcommandLine\x12*\n" +
+	"\fimage_sha256\x18\x04 \x01(\tB\a\xbaH\x04r\x02\x18@R\vimageSha256\"\x8f\x01\n" +
 	"\bEvidence\x128\n" +
 	"\x04file\x18\x01 \x01(\v2\".condaccess.common.v1.FileEvidenceH\x00R\x04file\x12A\n" +
 	"\aprocess\x18\x02 \x01(\v2%.condaccess.common.v1.ProcessEvidenceH\x00R\aprocessB\x06\n" +

@@ -2791,7 +2791,14 @@ type WatchComplianceEventsResponse struct {
 	//
 	//	*WatchComplianceEventsResponse_Event
 	//	*WatchComplianceEventsResponse_Progress
-	Kind          isWatchComplianceEventsResponse_Kind `protobuf_oneof:"kind"`
+	Kind isWatchComplianceEventsResponse_Kind `protobuf_oneof:"kind"`
+	// risk_as_of is how fresh the compliance service's view of risk is when it sends this
+	// message: the last time its risk consumer heard from the risk service (an event, a
+	// progress message or a list) with every risk event up to then applied. It stops
+	// advancing while that consumer is broken or stuck, so a reader can bound the age of
+	// the whole chain (risk -> compliance -> reader), not only of its own hop. Unset
+	// when the sender does not know it.
+	RiskAsOf      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=risk_as_of,json=riskAsOf,proto3" json:"risk_as_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2847,6 +2854,13 @@ func (x *WatchComplianceEventsResponse) GetProgress() *v1.WatchProgress {
 		if x, ok := x.Kind.(*WatchComplianceEventsResponse_Progress); ok {
 			return x.Progress
 		}
+	}
+	return nil
+}
+
+func (x *WatchComplianceEventsResponse) GetRiskAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RiskAsOf
 	}
 	return nil
 }
@@ -3090,7 +3104,7 @@ var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x05\n" +
+	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x05\n" +
 	"\x06Device\x12G\n" +
 	"\tdevice_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12F\n" +
@@ -3108,8 +3122,8 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\aretired\x18\n" +
 	" \x01(\bR\aretired\x12;\n" +
 	"\vretire_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"retireTime\x12\x12\n" +
-	"\x04etag\x18\f \x01(\tR\x04etag\"W\n" +
+	"retireTime\x12\x1c\n" +
+	"\x04etag\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"W\n" +
 	"\x13EnrollDeviceRequest\x12@\n" +
 	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01R\x06device\"P\n" +
 	"\x14EnrollDeviceResponse\x128\n" +
@@ -3118,12 +3132,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\"M\n" +
 	"\x11GetDeviceResponse\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device\"\x99\x02\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device\"\xa3\x02\n" +
 	"\x12ListDevicesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12D\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12D\n" +
 	"\bplatform\x18\x03 \x01(\x0e2\x1e.condaccess.common.v1.PlatformB\b\xbaH\x05\x82\x01\x02\x10\x01R\bplatform\x12\x1e\n" +
 	"\x05group\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05group\x12,\n" +
 	"\rowner_user_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vownerUserId\x12'\n" +
@@ -3154,7 +3168,7 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\vgracePeriod\"\xc1\x01\n" +
 	"\x14NoncomplianceActions\x12F\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\vgracePeriod\x12a\n" +
-	"\x12risk_grace_periods\x18\x02 \x03(\v2).condaccess.compliance.v1.RiskGracePeriodB\b\xbaH\x05\x92\x01\x02\x10\x04R\x10riskGracePeriods\"\xcd\x05\n" +
+	"\x12risk_grace_periods\x18\x02 \x03(\v2).condaccess.compliance.v1.RiskGracePeriodB\b\xbaH\x05\x92\x01\x02\x10\x04R\x10riskGracePeriods\"\xd7\x05\n" +
 	"\x10CompliancePolicy\x12G\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bpolicyId\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -3171,8 +3185,8 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\v \x01(\tR\x04etag\"k\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\v \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"k\n" +
 	"\x1dCreateCompliancePolicyRequest\x12J\n" +
 	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\"d\n" +
 	"\x1eCreateCompliancePolicyResponse\x12B\n" +
@@ -3181,12 +3195,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\tpolicy_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\"a\n" +
 	"\x1bGetCompliancePolicyResponse\x12B\n" +
-	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"g\n" +
+	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"q\n" +
 	"\x1dListCompliancePoliciesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"\x90\x01\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x90\x01\n" +
 	"\x1eListCompliancePoliciesResponse\x12F\n" +
 	"\bpolicies\x18\x01 \x03(\v2*.condaccess.compliance.v1.CompliancePolicyR\bpolicies\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x01\n" +
@@ -3195,44 +3209,45 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"d\n" +
 	"\x1eUpdateCompliancePolicyResponse\x12B\n" +
-	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"\\\n" +
+	"\x06policy\x18\x01 \x01(\v2*.condaccess.compliance.v1.CompliancePolicyR\x06policy\"f\n" +
 	"\x1dDeleteCompliancePolicyRequest\x12'\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\" \n" +
-	"\x1eDeleteCompliancePolicyResponse\"\x93\x01\n" +
-	"\rSettingResult\x12\x18\n" +
-	"\asetting\x18\x01 \x01(\tR\asetting\x12\x1a\n" +
-	"\bexpected\x18\x02 \x01(\tR\bexpected\x12\x16\n" +
-	"\x06actual\x18\x03 \x01(\tR\x06actual\x12\x1c\n" +
-	"\tcompliant\x18\x04 \x01(\bR\tcompliant\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa9\x02\n" +
-	"\x10PolicyCompliance\x12\x1b\n" +
-	"\tpolicy_id\x18\x01 \x01(\tR\bpolicyId\x12.\n" +
-	"\x13policy_display_name\x18\x02 \x01(\tR\x11policyDisplayName\x12;\n" +
-	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12C\n" +
-	"\bsettings\x18\x04 \x03(\v2'.condaccess.compliance.v1.SettingResultR\bsettings\x12F\n" +
-	"\x11grace_expire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fgraceExpireTime\"\xce\x02\n" +
-	"\tExclusion\x12!\n" +
-	"\fexclusion_id\x18\x01 \x01(\tR\vexclusionId\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpolicyId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\" \n" +
+	"\x1eDeleteCompliancePolicyResponse\"\xbb\x01\n" +
+	"\rSettingResult\x12\"\n" +
+	"\asetting\x18\x01 \x01(\tB\b\xbaH\x05r\x03(\x80\x01R\asetting\x12$\n" +
+	"\bexpected\x18\x02 \x01(\tB\b\xbaH\x05r\x03(\x80\x02R\bexpected\x12 \n" +
+	"\x06actual\x18\x03 \x01(\tB\b\xbaH\x05r\x03(\x80\x02R\x06actual\x12\x1c\n" +
+	"\tcompliant\x18\x04 \x01(\bR\tcompliant\x12 \n" +
+	"\x06reason\x18\x05 \x01(\tB\b\xbaH\x05r\x03(\x80\bR\x06reason\"\xc7\x02\n" +
+	"\x10PolicyCompliance\x12%\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpolicyId\x128\n" +
+	"\x13policy_display_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x11policyDisplayName\x12;\n" +
+	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12M\n" +
+	"\bsettings\x18\x04 \x03(\v2'.condaccess.compliance.v1.SettingResultB\b\xbaH\x05\x92\x01\x02\x10\x10R\bsettings\x12F\n" +
+	"\x11grace_expire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fgraceExpireTime\"\x80\x03\n" +
+	"\tExclusion\x12+\n" +
+	"\fexclusion_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vexclusionId\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12 \n" +
+	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\x12'\n" +
 	"\n" +
-	"created_by\x18\x04 \x01(\tR\tcreatedBy\x12;\n" +
+	"created_by\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tcreatedBy\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x125\n" +
-	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x19\n" +
-	"\bended_by\x18\b \x01(\tR\aendedBy\"\xc3\x04\n" +
-	"\x10DeviceCompliance\x12\x1b\n" +
-	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12;\n" +
-	"\x05state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12F\n" +
-	"\bpolicies\x18\x04 \x03(\v2*.condaccess.compliance.v1.PolicyComplianceR\bpolicies\x12@\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12#\n" +
+	"\bended_by\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\aendedBy\"\xf4\x04\n" +
+	"\x10DeviceCompliance\x12%\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12;\n" +
+	"\x05state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12 \n" +
+	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\x12Q\n" +
+	"\bpolicies\x18\x04 \x03(\v2*.condaccess.compliance.v1.PolicyComplianceB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\bpolicies\x12@\n" +
 	"\vdevice_risk\x18\x05 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelR\n" +
-	"deviceRisk\x12$\n" +
-	"\x0erisk_alert_ids\x18\x06 \x03(\tR\friskAlertIds\x12#\n" +
+	"deviceRisk\x126\n" +
+	"\x0erisk_alert_ids\x18\x06 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\x18\x80\x01R\friskAlertIds\x12#\n" +
 	"\rrisk_revision\x18\a \x01(\x03R\friskRevision\x12A\n" +
 	"\texclusion\x18\b \x01(\v2#.condaccess.compliance.v1.ExclusionR\texclusion\x12?\n" +
 	"\revaluate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fevaluateTime\x12\x1a\n" +
@@ -3243,12 +3258,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\"v\n" +
 	"\x1bGetDeviceComplianceResponse\x12W\n" +
-	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xac\x01\n" +
+	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xb6\x01\n" +
 	"\x1bListDeviceComplianceRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12E\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12E\n" +
 	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"\xbd\x01\n" +
 	"\x1cListDeviceComplianceResponse\x12Y\n" +
 	"\x12device_compliances\x18\x01 \x03(\v2*.condaccess.compliance.v1.DeviceComplianceR\x11deviceCompliances\x12&\n" +
@@ -3270,12 +3285,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\acomment\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\acomment\"\xb5\x01\n" +
 	"\x17RemoveExclusionResponse\x12A\n" +
 	"\texclusion\x18\x01 \x01(\v2#.condaccess.compliance.v1.ExclusionR\texclusion\x12W\n" +
-	"\x11device_compliance\x18\x02 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xa7\x01\n" +
+	"\x11device_compliance\x18\x02 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\"\xb1\x01\n" +
 	"\x15ListExclusionsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12%\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12\x1f\n" +
 	"\vactive_only\x18\x04 \x01(\bR\n" +
 	"activeOnly\"\x85\x01\n" +
@@ -3283,10 +3298,10 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
 	"exclusions\x18\x01 \x03(\v2#.condaccess.compliance.v1.ExclusionR\n" +
 	"exclusions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"{\n" +
 	"\x12ComplianceSettings\x12G\n" +
-	" devices_without_policy_compliant\x18\x01 \x01(\bR\x1ddevicesWithoutPolicyCompliant\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x1e\n" +
+	" devices_without_policy_compliant\x18\x01 \x01(\bR\x1ddevicesWithoutPolicyCompliant\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x1e\n" +
 	"\x1cGetComplianceSettingsRequest\"i\n" +
 	"\x1dGetComplianceSettingsResponse\x12H\n" +
 	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"\xb0\x01\n" +
@@ -3297,10 +3312,12 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	" UpdateComplianceSettingsResponse\x12H\n" +
 	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"N\n" +
 	"\x1cWatchComplianceEventsRequest\x12.\n" +
-	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\xad\x01\n" +
+	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\xe7\x01\n" +
 	"\x1dWatchComplianceEventsResponse\x12A\n" +
 	"\x05event\x18\x01 \x01(\v2).condaccess.compliance.v1.ComplianceEventH\x00R\x05event\x12A\n" +
-	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogressB\x06\n" +
+	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogress\x128\n" +
+	"\n" +
+	"risk_as_of\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\briskAsOfB\x06\n" +
 	"\x04kind\"\xff\x02\n" +
 	"\x0fComplianceEvent\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x129\n" +
@@ -3469,54 +3486,55 @@ var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	39, // 55: condaccess.compliance.v1.UpdateComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
 	46, // 56: condaccess.compliance.v1.WatchComplianceEventsResponse.event:type_name -> condaccess.compliance.v1.ComplianceEvent
 	55, // 57: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	50, // 58: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
-	56, // 59: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	47, // 60: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
-	48, // 61: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
-	28, // 62: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	54, // 63: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
-	0,  // 64: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
-	1,  // 65: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
-	3,  // 66: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
-	5,  // 67: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
-	7,  // 68: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
-	9,  // 69: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
-	15, // 70: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
-	17, // 71: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
-	19, // 72: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
-	21, // 73: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
-	23, // 74: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
-	29, // 75: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
-	31, // 76: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
-	33, // 77: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
-	35, // 78: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
-	37, // 79: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
-	40, // 80: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
-	42, // 81: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	44, // 82: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
-	2,  // 83: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
-	4,  // 84: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
-	6,  // 85: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
-	8,  // 86: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
-	10, // 87: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
-	16, // 88: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
-	18, // 89: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
-	20, // 90: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
-	22, // 91: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
-	24, // 92: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
-	30, // 93: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
-	32, // 94: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
-	34, // 95: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
-	36, // 96: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
-	38, // 97: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
-	41, // 98: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
-	43, // 99: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	45, // 100: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
-	83, // [83:101] is the sub-list for method output_type
-	65, // [65:83] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	50, // 58: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
+	50, // 59: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
+	56, // 60: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	47, // 61: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
+	48, // 62: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
+	28, // 63: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	54, // 64: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
+	0,  // 65: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
+	1,  // 66: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
+	3,  // 67: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
+	5,  // 68: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
+	7,  // 69: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
+	9,  // 70: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
+	15, // 71: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
+	17, // 72: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
+	19, // 73: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
+	21, // 74: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
+	23, // 75: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
+	29, // 76: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
+	31, // 77: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
+	33, // 78: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
+	35, // 79: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
+	37, // 80: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
+	40, // 81: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
+	42, // 82: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	44, // 83: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
+	2,  // 84: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
+	4,  // 85: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
+	6,  // 86: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
+	8,  // 87: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
+	10, // 88: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
+	16, // 89: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
+	18, // 90: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
+	20, // 91: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
+	22, // 92: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
+	24, // 93: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
+	30, // 94: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
+	32, // 95: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
+	34, // 96: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
+	36, // 97: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
+	38, // 98: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
+	41, // 99: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
+	43, // 100: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	45, // 101: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
+	84, // [84:102] is the sub-list for method output_type
+	66, // [66:84] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_compliance_v1_compliance_proto_init() }

@@ -664,7 +664,8 @@ type ComplianceServiceClient interface {
 	// events, in revision order, with progress messages when idle.
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN (and ROLE_SERVICE: access).
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED when start_revision is
-	// older than the retained history; RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW).
+	// older than the retained history; RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW, or
+	// TOO_MANY_WATCHES past --max-watches-per-identity open streams of one caller).
 	WatchComplianceEvents(ctx context.Context, in *WatchComplianceEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchComplianceEventsResponse], error)
 }
 
@@ -809,7 +810,8 @@ type ComplianceServiceServer interface {
 	// events, in revision order, with progress messages when idle.
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN (and ROLE_SERVICE: access).
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED when start_revision is
-	// older than the retained history; RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW).
+	// older than the retained history; RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW, or
+	// TOO_MANY_WATCHES past --max-watches-per-identity open streams of one caller).
 	WatchComplianceEvents(*WatchComplianceEventsRequest, grpc.ServerStreamingServer[WatchComplianceEventsResponse]) error
 	mustEmbedUnimplementedComplianceServiceServer()
 }

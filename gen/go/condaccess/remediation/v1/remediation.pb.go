@@ -3398,49 +3398,50 @@ var File_condaccess_remediation_v1_remediation_proto protoreflect.FileDescriptor
 
 const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\n" +
-	"+condaccess/remediation/v1/remediation.proto\x12\x19condaccess.remediation.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
+	"+condaccess/remediation/v1/remediation.proto\x12\x19condaccess.remediation.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n" +
 	"\x0fEvidenceVerdict\x12:\n" +
 	"\bevidence\x18\x01 \x01(\v2\x1e.condaccess.common.v1.EvidenceR\bevidence\x12<\n" +
-	"\averdict\x18\x02 \x01(\x0e2\".condaccess.remediation.v1.VerdictR\averdict\x12\x19\n" +
-	"\balert_id\x18\x03 \x01(\tR\aalertId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x9c\x01\n" +
-	"\bApproval\x12\x1d\n" +
+	"\averdict\x18\x02 \x01(\x0e2\".condaccess.remediation.v1.VerdictR\averdict\x12#\n" +
+	"\balert_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\aalertId\x12 \n" +
+	"\x06reason\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\"\xb0\x01\n" +
+	"\bApproval\x12'\n" +
 	"\n" +
-	"decided_by\x18\x01 \x01(\tR\tdecidedBy\x12;\n" +
+	"decided_by\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tdecidedBy\x12;\n" +
 	"\vdecide_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"decideTime\x12\x18\n" +
-	"\acomment\x18\x03 \x01(\tR\acomment\x12\x1a\n" +
-	"\bapproved\x18\x04 \x01(\bR\bapproved\"\xdb\x05\n" +
-	"\x06Action\x12\x1b\n" +
-	"\taction_id\x18\x01 \x01(\tR\bactionId\x12)\n" +
-	"\x10investigation_id\x18\x02 \x01(\tR\x0finvestigationId\x12\x1b\n" +
-	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x129\n" +
+	"decideTime\x12\"\n" +
+	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\acomment\x12\x1a\n" +
+	"\bapproved\x18\x04 \x01(\bR\bapproved\"\xab\x06\n" +
+	"\x06Action\x12%\n" +
+	"\taction_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bactionId\x123\n" +
+	"\x10investigation_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0finvestigationId\x12%\n" +
+	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x129\n" +
 	"\x04type\x18\x04 \x01(\x0e2%.condaccess.remediation.v1.ActionTypeR\x04type\x12<\n" +
 	"\x05state\x18\x05 \x01(\x0e2&.condaccess.remediation.v1.ActionStateR\x05state\x126\n" +
-	"\x06target\x18\x06 \x01(\v2\x1e.condaccess.common.v1.EvidenceR\x06target\x12)\n" +
-	"\x11undo_of_action_id\x18\a \x01(\tR\x0eundoOfActionId\x12#\n" +
-	"\rquarantine_id\x18\b \x01(\tR\fquarantineId\x12?\n" +
-	"\bapproval\x18\t \x01(\v2#.condaccess.remediation.v1.ApprovalR\bapproval\x12\x16\n" +
+	"\x06target\x18\x06 \x01(\v2\x1e.condaccess.common.v1.EvidenceR\x06target\x123\n" +
+	"\x11undo_of_action_id\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0eundoOfActionId\x12-\n" +
+	"\rquarantine_id\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fquarantineId\x12?\n" +
+	"\bapproval\x18\t \x01(\v2#.condaccess.remediation.v1.ApprovalR\bapproval\x12 \n" +
 	"\x06result\x18\n" +
-	" \x01(\tR\x06result\x12;\n" +
+	" \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06result\x12;\n" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12L\n" +
-	"\x14approval_expire_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x12approvalExpireTime\x12!\n" +
-	"\frequested_by\x18\x0e \x01(\tR\vrequestedBy\x12'\n" +
-	"\x0fapproval_reason\x18\x0f \x01(\tR\x0eapprovalReason\"\xc6\x05\n" +
-	"\rInvestigation\x12)\n" +
-	"\x10investigation_id\x18\x01 \x01(\tR\x0finvestigationId\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12C\n" +
-	"\x05state\x18\x03 \x01(\x0e2-.condaccess.remediation.v1.InvestigationStateR\x05state\x12\x1b\n" +
-	"\talert_ids\x18\x04 \x03(\tR\balertIds\x12F\n" +
-	"\bevidence\x18\x05 \x03(\v2*.condaccess.remediation.v1.EvidenceVerdictR\bevidence\x12;\n" +
-	"\aactions\x18\x06 \x03(\v2!.condaccess.remediation.v1.ActionR\aactions\x12U\n" +
-	"\x10automation_level\x18\a \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelR\x0fautomationLevel\x12\x1d\n" +
+	"\x14approval_expire_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x12approvalExpireTime\x12+\n" +
+	"\frequested_by\x18\x0e \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vrequestedBy\x121\n" +
+	"\x0fapproval_reason\x18\x0f \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x0eapprovalReason\"\x95\x06\n" +
+	"\rInvestigation\x123\n" +
+	"\x10investigation_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0finvestigationId\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12C\n" +
+	"\x05state\x18\x03 \x01(\x0e2-.condaccess.remediation.v1.InvestigationStateR\x05state\x12-\n" +
+	"\talert_ids\x18\x04 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\x18\x80\x01R\balertIds\x12P\n" +
+	"\bevidence\x18\x05 \x03(\v2*.condaccess.remediation.v1.EvidenceVerdictB\b\xbaH\x05\x92\x01\x02\x10dR\bevidence\x12F\n" +
+	"\aactions\x18\x06 \x03(\v2!.condaccess.remediation.v1.ActionB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\aactions\x12U\n" +
+	"\x10automation_level\x18\a \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelR\x0fautomationLevel\x12'\n" +
 	"\n" +
-	"started_by\x18\b \x01(\tR\tstartedBy\x12\x16\n" +
-	"\x06reason\x18\t \x01(\tR\x06reason\x12;\n" +
+	"started_by\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tstartedBy\x12 \n" +
+	"\x06reason\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\x12;\n" +
 	"\vcreate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -3459,12 +3460,12 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x10investigation_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0finvestigationId\"j\n" +
 	"\x18GetInvestigationResponse\x12N\n" +
-	"\rinvestigation\x18\x01 \x01(\v2(.condaccess.remediation.v1.InvestigationR\rinvestigation\"\xd9\x01\n" +
+	"\rinvestigation\x18\x01 \x01(\v2(.condaccess.remediation.v1.InvestigationR\rinvestigation\"\xe3\x01\n" +
 	"\x19ListInvestigationsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12%\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12M\n" +
 	"\x05state\x18\x04 \x01(\x0e2-.condaccess.remediation.v1.InvestigationStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"\x96\x01\n" +
 	"\x1aListInvestigationsResponse\x12P\n" +
@@ -3474,12 +3475,12 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\taction_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bactionId\"N\n" +
 	"\x11GetActionResponse\x129\n" +
-	"\x06action\x18\x01 \x01(\v2!.condaccess.remediation.v1.ActionR\x06action\"\x80\x02\n" +
+	"\x06action\x18\x01 \x01(\v2!.condaccess.remediation.v1.ActionR\x06action\"\x8a\x02\n" +
 	"\x12ListActionsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12%\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12F\n" +
 	"\x05state\x18\x04 \x01(\x0e2&.condaccess.remediation.v1.ActionStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\x123\n" +
 	"\x10investigation_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0finvestigationId\"z\n" +
@@ -3519,16 +3520,16 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0finvestigationId\x12\"\n" +
 	"\acomment\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\acomment\"m\n" +
 	"\x1bCancelInvestigationResponse\x12N\n" +
-	"\rinvestigation\x18\x01 \x01(\v2(.condaccess.remediation.v1.InvestigationR\rinvestigation\"\xf1\x01\n" +
+	"\rinvestigation\x18\x01 \x01(\v2(.condaccess.remediation.v1.InvestigationR\rinvestigation\"\xfb\x01\n" +
 	"\x16AutomationLevelSetting\x12-\n" +
 	"\fdevice_group\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\vdeviceGroup\x12L\n" +
 	"\x05level\x18\x02 \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05level\x12;\n" +
 	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x1d\n" +
+	"updateTime\x12'\n" +
 	"\n" +
-	"updated_by\x18\x04 \x01(\tR\tupdatedBy\"p\n" +
+	"updated_by\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tupdatedBy\"p\n" +
 	"\x19SetAutomationLevelRequest\x12S\n" +
 	"\asetting\x18\x01 \x01(\v21.condaccess.remediation.v1.AutomationLevelSettingB\x06\xbaH\x03\xc8\x01\x01R\asetting\"i\n" +
 	"\x1aSetAutomationLevelResponse\x12K\n" +
@@ -3536,20 +3537,20 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x1bListAutomationLevelsRequest\"\xbe\x01\n" +
 	"\x1cListAutomationLevelsResponse\x12M\n" +
 	"\bsettings\x18\x01 \x03(\v21.condaccess.remediation.v1.AutomationLevelSettingR\bsettings\x12O\n" +
-	"\rdefault_level\x18\x02 \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelR\fdefaultLevel\"\xd9\x02\n" +
+	"\rdefault_level\x18\x02 \x01(\x0e2*.condaccess.remediation.v1.AutomationLevelR\fdefaultLevel\"\xea\x02\n" +
 	"\x05Agent\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12>\n" +
 	"\x06health\x18\x04 \x01(\x0e2&.condaccess.remediation.v1.AgentHealthR\x06health\x12J\n" +
 	"\x13last_heartbeat_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12=\n" +
-	"\fconnect_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x12'\n" +
-	"\x0fdetection_roots\x18\a \x03(\tR\x0edetectionRoots\"[\n" +
+	"\fconnect_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x128\n" +
+	"\x0fdetection_roots\x18\a \x03(\tB\x0f\xbaH\f\x92\x01\t\x10@\"\x05r\x03\x18\x80 R\x0edetectionRoots\"e\n" +
 	"\x11ListAgentsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"v\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"v\n" +
 	"\x12ListAgentsResponse\x128\n" +
 	"\x06agents\x18\x01 \x03(\v2 .condaccess.remediation.v1.AgentR\x06agents\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Q\n" +
@@ -3592,14 +3593,14 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2%.condaccess.remediation.v1.AgentHelloH\x00R\x05hello\x12I\n" +
 	"\theartbeat\x18\x02 \x01(\v2).condaccess.remediation.v1.AgentHeartbeatH\x00R\theartbeat\x12A\n" +
 	"\x06result\x18\x03 \x01(\v2'.condaccess.remediation.v1.ActionResultH\x00R\x06resultB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"\x90\x02\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\x9a\x02\n" +
 	"\rActionCommand\x12\x1b\n" +
 	"\taction_id\x18\x01 \x01(\tR\bactionId\x129\n" +
 	"\x04type\x18\x02 \x01(\x0e2%.condaccess.remediation.v1.ActionTypeR\x04type\x126\n" +
 	"\x06target\x18\x03 \x01(\v2\x1e.condaccess.common.v1.EvidenceR\x06target\x12#\n" +
 	"\rquarantine_id\x18\x04 \x01(\tR\fquarantineId\x12%\n" +
-	"\x0eadmin_approved\x18\x05 \x01(\bR\radminApproved\x12#\n" +
-	"\rapproved_path\x18\x06 \x01(\tR\fapprovedPath\"V\n" +
+	"\x0eadmin_approved\x18\x05 \x01(\bR\radminApproved\x12-\n" +
+	"\rapproved_path\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\fapprovedPath\"V\n" +
 	"\n" +
 	"ConnectAck\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\x9a\x01\n" +

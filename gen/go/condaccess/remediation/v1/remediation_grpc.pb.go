@@ -111,7 +111,7 @@ type RemediationServiceClient interface {
 	// events, in revision order, with progress messages when idle.
 	// Callers: ROLE_READER, ROLE_SECOPS_ADMIN.
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
-	// (reason WATCHER_TOO_SLOW).
+	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchInvestigationEvents(ctx context.Context, in *WatchInvestigationEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchInvestigationEventsResponse], error)
 }
 
@@ -345,7 +345,7 @@ type RemediationServiceServer interface {
 	// events, in revision order, with progress messages when idle.
 	// Callers: ROLE_READER, ROLE_SECOPS_ADMIN.
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
-	// (reason WATCHER_TOO_SLOW).
+	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchInvestigationEvents(*WatchInvestigationEventsRequest, grpc.ServerStreamingServer[WatchInvestigationEventsResponse]) error
 	mustEmbedUnimplementedRemediationServiceServer()
 }
@@ -752,7 +752,8 @@ type AgentServiceClient interface {
 	// Errors: INVALID_ARGUMENT when the first message is not a hello; PERMISSION_DENIED
 	// when a result names an action of another device; ALREADY_EXISTS is never returned
 	// (a newer connection of the same device replaces the older one, which ends with
-	// ABORTED).
+	// ABORTED); DEADLINE_EXCEEDED (reason HELLO_TIMEOUT) when no hello arrives within
+	// --remediation-hello-timeout (10s).
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error)
 }
 
@@ -790,7 +791,8 @@ type AgentServiceServer interface {
 	// Errors: INVALID_ARGUMENT when the first message is not a hello; PERMISSION_DENIED
 	// when a result names an action of another device; ALREADY_EXISTS is never returned
 	// (a newer connection of the same device replaces the older one, which ends with
-	// ABORTED).
+	// ABORTED); DEADLINE_EXCEEDED (reason HELLO_TIMEOUT) when no hello arrives within
+	// --remediation-hello-timeout (10s).
 	Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }

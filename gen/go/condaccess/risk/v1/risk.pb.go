@@ -2539,12 +2539,13 @@ var File_condaccess_risk_v1_risk_proto protoreflect.FileDescriptor
 
 const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\n" +
-	"\x1dcondaccess/risk/v1/risk.proto\x12\x12condaccess.risk.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n" +
-	"\fAlertComment\x12\x16\n" +
-	"\x06author\x18\x01 \x01(\tR\x06author\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\x12;\n" +
+	"\x1dcondaccess/risk/v1/risk.proto\x12\x12condaccess.risk.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n" +
+	"\fAlertComment\x12 \n" +
+	"\x06author\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06author\x12\x1c\n" +
+	"\x04text\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x04text\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xde\t\n" +
+	"createTime\"\x91\n" +
+	"\n" +
 	"\x05Alert\x12F\n" +
 	"\balert_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@/-]*$R\aalertId\x12G\n" +
 	"\tdevice_id\x18\x02 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12F\n" +
@@ -2559,31 +2560,32 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\vdetect_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"detectTime\x12D\n" +
 	"\bevidence\x18\n" +
-	" \x03(\v2\x1e.condaccess.common.v1.EvidenceB\b\xbaH\x05\x92\x01\x02\x10dR\bevidence\x12<\n" +
-	"\bcomments\x18\v \x03(\v2 .condaccess.risk.v1.AlertCommentR\bcomments\x12O\n" +
+	" \x03(\v2\x1e.condaccess.common.v1.EvidenceB\b\xbaH\x05\x92\x01\x02\x10dR\bevidence\x12G\n" +
+	"\bcomments\x18\v \x03(\v2 .condaccess.risk.v1.AlertCommentB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\bcomments\x12O\n" +
 	"\x0eclassification\x18\f \x01(\x0e2'.condaccess.risk.v1.AlertClassificationR\x0eclassification\x12L\n" +
-	"\rdetermination\x18\r \x01(\x0e2&.condaccess.risk.v1.AlertDeterminationR\rdetermination\x12\x1f\n" +
-	"\vresolved_by\x18\x0e \x01(\tR\n" +
+	"\rdetermination\x18\r \x01(\x0e2&.condaccess.risk.v1.AlertDeterminationR\rdetermination\x12)\n" +
+	"\vresolved_by\x18\x0e \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\n" +
 	"resolvedBy\x12=\n" +
-	"\fresolve_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\vresolveTime\x12-\n" +
-	"\x12resolution_comment\x18\x10 \x01(\tR\x11resolutionComment\x12)\n" +
+	"\fresolve_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\vresolveTime\x127\n" +
+	"\x12resolution_comment\x18\x10 \x01(\tB\b\xbaH\x05r\x03\x18\x80@R\x11resolutionComment\x12)\n" +
 	"\vassigned_to\x18\x11 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\n" +
 	"assignedTo\x12;\n" +
 	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
-	"\x04etag\x18\x14 \x01(\tR\x04etag\x12)\n" +
-	"\x10investigation_id\x18\x15 \x01(\tR\x0finvestigationId\x12=\n" +
-	"\breporter\x18\x16 \x01(\v2!.condaccess.risk.v1.AlertReporterR\breporter\"U\n" +
+	"updateTime\x12\x1c\n" +
+	"\x04etag\x18\x14 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\x123\n" +
+	"\x10investigation_id\x18\x15 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0finvestigationId\x12=\n" +
+	"\breporter\x18\x16 \x01(\v2!.condaccess.risk.v1.AlertReporterR\breporter\"_\n" +
 	"\rAlertReporter\x124\n" +
-	"\x04kind\x18\x01 \x01(\x0e2 .condaccess.risk.v1.ReporterKindR\x04kind\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\xe3\x01\n" +
+	"\x04kind\x18\x01 \x01(\x0e2 .condaccess.risk.v1.ReporterKindR\x04kind\x12\x18\n" +
+	"\x02id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x02id\"\xff\x01\n" +
 	"\n" +
-	"DeviceRisk\x12\x1b\n" +
-	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x125\n" +
-	"\x05level\x18\x02 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelR\x05level\x12(\n" +
-	"\x10active_alert_ids\x18\x03 \x03(\tR\x0eactiveAlertIds\x12;\n" +
+	"DeviceRisk\x12%\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x125\n" +
+	"\x05level\x18\x02 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelR\x05level\x12:\n" +
+	"\x10active_alert_ids\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xe8\a\"\x05r\x03\x18\x80\x01R\x0eactiveAlertIds\x12;\n" +
 	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x1a\n" +
 	"\brevision\x18\x05 \x01(\x03R\brevision\"\xa7\x02\n" +
@@ -2619,12 +2621,12 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\balert_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\aalertId\"C\n" +
 	"\x10GetAlertResponse\x12/\n" +
-	"\x05alert\x18\x01 \x01(\v2\x19.condaccess.risk.v1.AlertR\x05alert\"\x9a\x03\n" +
+	"\x05alert\x18\x01 \x01(\v2\x19.condaccess.risk.v1.AlertR\x05alert\"\xa4\x03\n" +
 	"\x11ListAlertsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12%\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12A\n" +
 	"\x06status\x18\x04 \x01(\x0e2\x1f.condaccess.risk.v1.AlertStatusB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06status\x12K\n" +
 	"\fmin_severity\x18\x05 \x01(\x0e2\x1e.condaccess.common.v1.SeverityB\b\xbaH\x05\x82\x01\x02\x10\x01R\vminSeverity\x12A\n" +
@@ -2632,7 +2634,7 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\x0fdetected_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0edetectedBefore\"o\n" +
 	"\x12ListAlertsResponse\x121\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x19.condaccess.risk.v1.AlertR\x06alerts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xfe\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x02\n" +
 	"\x12UpdateAlertRequest\x12%\n" +
 	"\balert_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\aalertId\x12E\n" +
@@ -2640,15 +2642,15 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\vassigned_to\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\n" +
 	"assignedTo\x12;\n" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\x12\x12\n" +
-	"\x04etag\x18\x05 \x01(\tR\x04etag\"F\n" +
+	"updateMask\x12\x1c\n" +
+	"\x04etag\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"F\n" +
 	"\x13UpdateAlertResponse\x12/\n" +
 	"\x05alert\x18\x01 \x01(\v2\x19.condaccess.risk.v1.AlertR\x05alert\"_\n" +
 	"\x16AddAlertCommentRequest\x12%\n" +
 	"\balert_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\aalertId\x12\x1e\n" +
 	"\x04text\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80@R\x04text\"J\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\x04text\"J\n" +
 	"\x17AddAlertCommentResponse\x12/\n" +
 	"\x05alert\x18\x01 \x01(\v2\x19.condaccess.risk.v1.AlertR\x05alert\"\xf5\x02\n" +
 	"\x13ResolveAlertRequest\x12%\n" +
@@ -2670,24 +2672,24 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\"X\n" +
 	"\x15GetDeviceRiskResponse\x12?\n" +
 	"\vdevice_risk\x18\x01 \x01(\v2\x1e.condaccess.risk.v1.DeviceRiskR\n" +
-	"deviceRisk\"\xa8\x01\n" +
+	"deviceRisk\"\xb2\x01\n" +
 	"\x16ListDeviceRisksRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12F\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12F\n" +
 	"\tmin_level\x18\x03 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelB\b\xbaH\x05\x82\x01\x02\x10\x01R\bminLevel\"\xa0\x01\n" +
 	"\x17ListDeviceRisksResponse\x12A\n" +
 	"\fdevice_risks\x18\x01 \x03(\v2\x1e.condaccess.risk.v1.DeviceRiskR\vdeviceRisks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"\x8f\x01\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x99\x01\n" +
 	"\x1cListDeviceRiskHistoryRequest\x12'\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\x12'\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\x81\x01\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x81\x01\n" +
 	"\x1dListDeviceRiskHistoryResponse\x128\n" +
 	"\achanges\x18\x01 \x03(\v2\x1e.condaccess.risk.v1.RiskChangeR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"H\n" +
@@ -2704,12 +2706,12 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\rtrace_context\x18\x03 \x01(\v2\".condaccess.common.v1.TraceContextR\ftraceContext\x12W\n" +
 	"\x13device_risk_changed\x18\x04 \x01(\v2%.condaccess.risk.v1.DeviceRiskChangedH\x00R\x11deviceRiskChanged\x12G\n" +
 	"\ralert_changed\x18\x05 \x01(\v2 .condaccess.risk.v1.AlertChangedH\x00R\falertChangedB\t\n" +
-	"\apayload\"\xc2\x01\n" +
+	"\apayload\"\xcc\x01\n" +
 	"\x11DeviceRiskChanged\x12?\n" +
 	"\vdevice_risk\x18\x01 \x01(\v2\x1e.condaccess.risk.v1.DeviceRiskR\n" +
 	"deviceRisk\x12F\n" +
-	"\x0eprevious_level\x18\x02 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelR\rpreviousLevel\x12$\n" +
-	"\x0ecause_alert_id\x18\x03 \x01(\tR\fcauseAlertId\"x\n" +
+	"\x0eprevious_level\x18\x02 \x01(\x0e2\x1f.condaccess.common.v1.RiskLevelR\rpreviousLevel\x12.\n" +
+	"\x0ecause_alert_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fcauseAlertId\"x\n" +
 	"\fAlertChanged\x127\n" +
 	"\x04type\x18\x01 \x01(\x0e2#.condaccess.risk.v1.AlertChangeTypeR\x04type\x12/\n" +
 	"\x05alert\x18\x02 \x01(\v2\x19.condaccess.risk.v1.AlertR\x05alert*z\n" +

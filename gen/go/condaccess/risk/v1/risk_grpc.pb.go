@@ -50,12 +50,16 @@ type RiskServiceClient interface {
 	// same report again changes nothing and publishes no event (created=false).
 	// Callers: ROLE_SENSOR, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT (field violations); ALREADY_EXISTS when alert_id exists with
-	// different content.
+	// different content; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) past the
+	// caller identity's alert rate (--alert-rate), or before decoding when the request is
+	// over the server's receive limit.
 	ReportAlert(ctx context.Context, in *ReportAlertRequest, opts ...grpc.CallOption) (*ReportAlertResponse, error)
 	// ReportAlerts records a burst of alerts in one call (one durable commit); each alert
 	// gets its own result, as ReportAlert would give it.
 	// Callers: ROLE_SENSOR, ROLE_SECOPS_ADMIN.
-	// Errors: INVALID_ARGUMENT (field violations, naming the alert's index).
+	// Errors: INVALID_ARGUMENT (field violations, naming the alert's index);
+	// RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) past the caller identity's
+	// alert rate, each alert costing one token.
 	ReportAlerts(ctx context.Context, in *ReportAlertsRequest, opts ...grpc.CallOption) (*ReportAlertsResponse, error)
 	// GetAlert returns one alert.
 	// Callers: ROLE_READER, ROLE_SECOPS_ADMIN.
@@ -73,7 +77,8 @@ type RiskServiceClient interface {
 	UpdateAlert(ctx context.Context, in *UpdateAlertRequest, opts ...grpc.CallOption) (*UpdateAlertResponse, error)
 	// AddAlertComment appends a comment to an alert.
 	// Callers: ROLE_SECOPS_ADMIN.
-	// Errors: INVALID_ARGUMENT; NOT_FOUND.
+	// Errors: INVALID_ARGUMENT; NOT_FOUND; RESOURCE_EXHAUSTED (reason TOO_MANY_COMMENTS)
+	// when the alert has 1,000 comments.
 	AddAlertComment(ctx context.Context, in *AddAlertCommentRequest, opts ...grpc.CallOption) (*AddAlertCommentResponse, error)
 	// ResolveAlert resolves an alert with a classification, determination and comment;
 	// the device's risk is recomputed in the same transaction.
@@ -100,7 +105,8 @@ type RiskServiceClient interface {
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED when start_revision is
 	// older than the retained history (list, then watch from the listed revision);
 	// RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW) when the watcher falls too far behind
-	// (resume from the last revision received).
+	// (resume from the last revision received), or (reason TOO_MANY_WATCHES) when the
+	// caller already holds --max-watches-per-identity open watches.
 	WatchRiskEvents(ctx context.Context, in *WatchRiskEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRiskEventsResponse], error)
 }
 
@@ -246,12 +252,16 @@ type RiskServiceServer interface {
 	// same report again changes nothing and publishes no event (created=false).
 	// Callers: ROLE_SENSOR, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT (field violations); ALREADY_EXISTS when alert_id exists with
-	// different content.
+	// different content; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) past the
+	// caller identity's alert rate (--alert-rate), or before decoding when the request is
+	// over the server's receive limit.
 	ReportAlert(context.Context, *ReportAlertRequest) (*ReportAlertResponse, error)
 	// ReportAlerts records a burst of alerts in one call (one durable commit); each alert
 	// gets its own result, as ReportAlert would give it.
 	// Callers: ROLE_SENSOR, ROLE_SECOPS_ADMIN.
-	// Errors: INVALID_ARGUMENT (field violations, naming the alert's index).
+	// Errors: INVALID_ARGUMENT (field violations, naming the alert's index);
+	// RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) past the caller identity's
+	// alert rate, each alert costing one token.
 	ReportAlerts(context.Context, *ReportAlertsRequest) (*ReportAlertsResponse, error)
 	// GetAlert returns one alert.
 	// Callers: ROLE_READER, ROLE_SECOPS_ADMIN.
@@ -269,7 +279,8 @@ type RiskServiceServer interface {
 	UpdateAlert(context.Context, *UpdateAlertRequest) (*UpdateAlertResponse, error)
 	// AddAlertComment appends a comment to an alert.
 	// Callers: ROLE_SECOPS_ADMIN.
-	// Errors: INVALID_ARGUMENT; NOT_FOUND.
+	// Errors: INVALID_ARGUMENT; NOT_FOUND; RESOURCE_EXHAUSTED (reason TOO_MANY_COMMENTS)
+	// when the alert has 1,000 comments.
 	AddAlertComment(context.Context, *AddAlertCommentRequest) (*AddAlertCommentResponse, error)
 	// ResolveAlert resolves an alert with a classification, determination and comment;
 	// the device's risk is recomputed in the same transaction.
@@ -296,7 +307,8 @@ type RiskServiceServer interface {
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED when start_revision is
 	// older than the retained history (list, then watch from the listed revision);
 	// RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW) when the watcher falls too far behind
-	// (resume from the last revision received).
+	// (resume from the last revision received), or (reason TOO_MANY_WATCHES) when the
+	// caller already holds --max-watches-per-identity open watches.
 	WatchRiskEvents(*WatchRiskEventsRequest, grpc.ServerStreamingServer[WatchRiskEventsResponse]) error
 	mustEmbedUnimplementedRiskServiceServer()
 }

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/server"
+)
+
+// limitOptions are serve's flags for the limits per connection and per identity.
+type limitOptions struct {
+	maxRecvMsgSize        int
+	maxConcurrentStreams  uint
+	keepaliveMinTime      time.Duration
+	maxWatchesPerIdentity int
+	alertRate             float64
+	alertBurst            int
+}
+
+// Defaults of the per-identity alert rate limit (ReportAlert and ReportAlerts share it;
+// a batch costs one token per alert, so the burst is at least the largest batch).
+const (
+	defaultAlertRate  = 100
+	defaultAlertBurst = 1000
+)
+
+func (l *limitOptions) register(fs *flag.FlagSet) {
+	fs.IntVar(&l.maxRecvMsgSize, "max-recv-msg-size", server.DefaultMaxRecvMsgSize, "largest request message in bytes; a larger one is refused with RESOURCE_EXHAUSTED before decoding")
+	fs.UintVar(&l.maxConcurrentStreams, "max-concurrent-streams", server.DefaultMaxConcurrentStreams, "RPCs in flight per client connection")
+	fs.DurationVar(&l.keepaliveMinTime, "keepalive-min-time", server.DefaultKeepaliveMinTime, "shortest keepalive ping interval a client may use; faster pingers are disconnected")
+	fs.IntVar(&l.maxWatchesPerIdentity, "max-watches-per-identity", server.DefaultMaxWatchesPerIdentity, "open Watch… streams per caller identity; more are refused with RESOURCE_EXHAUSTED (TOO_MANY_WATCHES)")
+	fs.Float64Var(&l.alertRate, "alert-rate", defaultAlertRate, "alerts per second per sensor identity (ReportAlert and ReportAlerts share the bucket); 0 disables the limit")
+	fs.IntVar(&l.alertBurst, "alert-burst", defaultAlertBurst, "alert bucket size per sensor identity; at least the largest batch (1000)")
+}
+
+// apply sets the limits on cfg.
+func (l limitOptions) apply(cfg *server.Config) error {
+	if l.maxRecvMsgSize <= 0 || l.maxConcurrentStreams == 0 || l.maxWatchesPerIdentity <= 0 || l.alertRate < 0 {
+		return fmt.Errorf("%w: --max-recv-msg-size, --max-concurrent-streams and --max-watches-per-identity must be positive, --alert-rate not negative", errUsage)
+	}
+	if l.maxRecvMsgSize > server.DefaultClientMaxRecvMsgSize {
+		return fmt.Errorf("%w: --max-recv-msg-size %d is over what the suite's clients receive (%d)", errUsage, l.maxRecvMsgSize, server.DefaultClientMaxRecvMsgSize)
+	}
+	cfg.MaxRecvMsgSize = l.maxRecvMsgSize
+	cfg.MaxConcurrentStreams = uint32(min(l.maxConcurrentStreams, 1<<31))
+	cfg.KeepaliveMinTime = l.keepaliveMinTime
+	cfg.MaxWatchesPerIdentity = l.maxWatchesPerIdentity
+	if l.alertRate > 0 {
+		if l.alertBurst < 1000 {
+			return fmt.Errorf("%w: --alert-burst %d is under the largest ReportAlerts batch (1000)", errUsage, l.alertBurst)
+		}
+		cfg.RateLimits = append(cfg.RateLimits, server.RateLimit{
+			Methods: []string{riskv1.RiskService_ReportAlert_FullMethodName, riskv1.RiskService_ReportAlerts_FullMethodName},
+			Rate:    l.alertRate,
+			Burst:   l.alertBurst,
+			Cost: func(req any) int {
+				if r, ok := req.(*riskv1.ReportAlertsRequest); ok {
+					return len(r.GetAlerts())
+				}
+				return 1
+			},
+		})
+	}
+	return nil
+}
+
+// defaultLimits are the flag defaults, for a suite not started from flags.
+func defaultLimits() limitOptions {
+	var l limitOptions
+	l.register(flag.NewFlagSet("limits", flag.ContinueOnError))
+	return l
+}

@@ -1,0 +1,208 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
+)
+
+// Error reasons of the per-identity limits.
+const (
+	ReasonTooManyWatches = "TOO_MANY_WATCHES"
+	ReasonRateLimited    = "RATE_LIMITED"
+)
+
+// DefaultMaxWatchesPerIdentity is the default cap on one identity's open watch streams.
+const DefaultMaxWatchesPerIdentity = 64
+
+// isWatch reports whether fullMethod is a condaccess watch: a server stream whose
+// method name starts with "Watch" (grpc.health.v1.Health/Watch is not one).
+func isWatch(fullMethod string, info *grpc.StreamServerInfo) bool {
+	if !strings.HasPrefix(fullMethod, "/condaccess.") || info.IsClientStream || !info.IsServerStream {
+		return false
+	}
+	_, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return strings.HasPrefix(method, "Watch")
+}
+
+// watchLimiter caps the watch streams one identity holds open at a time. Each open
+// watch costs a goroutine and a replay buffer; without a cap one caller could open
+// thousands (the audit opened 5,000 on one connection: 10,000 goroutines, 700 MB).
+// go-grpc-middleware's ratelimit limits a rate, not a number open per key, hence our own.
+type watchLimiter struct {
+	max  int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func newWatchLimiter(maxPerIdentity int) *watchLimiter {
+	return &watchLimiter{max: maxPerIdentity, open: map[string]int{}}
+}
+
+// acquire takes a slot for key, or returns false at the cap.
+func (w *watchLimiter) acquire(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open[key] >= w.max {
+		return false
+	}
+	w.open[key]++
+	return true
+}
+
+func (w *watchLimiter) release(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open[key]--; w.open[key] <= 0 {
+		delete(w.open, key)
+	}
+}
+
+// Open returns how many watches key holds open.
+func (w *watchLimiter) Open(key string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.open[key]
+}
+
+// stream is the interceptor; it runs after authentication, so the identity is known.
+func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if !isWatch(info.FullMethod, info) {
+			return handler(srv, ss)
+		}
+		key := identityKey(ss.Context())
+		if !w.acquire(key) {
+			return apierr.WithMetadata(codes.ResourceExhausted, ReasonTooManyWatches,
+				fmt.Sprintf("at most %d watch streams may be open per identity; close one or share a stream", w.max),
+				map[string]string{"max_watches_per_identity": fmt.Sprint(w.max)})
+		}
+		defer w.release(key)
+		return handler(srv, ss)
+	}
+}
+
+// identityKey is the authenticated caller's subject ("" when unauthenticated, which
+// the auth interceptor has already refused for every limited method).
+func identityKey(ctx context.Context) string {
+	id, _ := auth.FromContext(ctx)
+	return id.Subject
+}
+
+// RateLimit is a token bucket per caller identity for the methods it names.
+type RateLimit struct {
+	// Methods are full method names ("/pkg.Service/Method") sharing one bucket per identity.
+	Methods []string
+	// Rate is the sustained rate in tokens per second; Burst the bucket size.
+	Rate  float64
+	Burst int
+	// Cost is the tokens a request takes (e.g. the alerts in a batch); nil means 1.
+	Cost func(req any) int
+}
+
+// maxBuckets bounds the per-identity buckets kept; past it, full (idle) buckets are
+// dropped, which forgets nothing a caller could exploit: a full bucket is the
+// state a new one starts in.
+const maxBuckets = 10000
+
+// rateLimiter applies RateLimits per identity. The token bucket is x/time/rate. The
+// interceptor is ours, not go-grpc-middleware's ratelimit: that one replaces the
+// limiter's error with a plain RESOURCE_EXHAUSTED status, so the caller would not
+// learn when to retry (RetryInfo) nor why (ErrorInfo), and its Limiter sees neither
+// the method nor the request, so it cannot charge a batch by its size.
+type rateLimiter struct {
+	byMethod map[string]int // full method -> index in limits
+	limits   []RateLimit
+	mu       sync.Mutex
+	buckets  map[bucketKey]*rate.Limiter
+}
+
+type bucketKey struct {
+	limit    int
+	identity string
+}
+
+func newRateLimiter(limits []RateLimit) *rateLimiter {
+	r := &rateLimiter{byMethod: map[string]int{}, limits: limits, buckets: map[bucketKey]*rate.Limiter{}}
+	for i, l := range limits {
+		for _, m := range l.Methods {
+			r.byMethod[m] = i
+		}
+	}
+	return r
+}
+
+func (r *rateLimiter) bucket(k bucketKey) *rate.Limiter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.buckets[k]
+	if ok {
+		return b
+	}
+	if len(r.buckets) >= maxBuckets {
+		now := time.Now()
+		for key, lim := range r.buckets {
+			if lim.TokensAt(now) >= float64(lim.Burst()) {
+				delete(r.buckets, key)
+			}
+		}
+	}
+	l := r.limits[k.limit]
+	b = rate.NewLimiter(rate.Limit(l.Rate), l.Burst)
+	r.buckets[k] = b
+	return b
+}
+
+// allow takes the request's tokens or returns RESOURCE_EXHAUSTED with a RetryInfo
+// saying when they will be there.
+func (r *rateLimiter) allow(ctx context.Context, method string, req any) error {
+	i, ok := r.byMethod[method]
+	if !ok {
+		return nil
+	}
+	l := r.limits[i]
+	cost := 1
+	if l.Cost != nil {
+		cost = max(l.Cost(req), 1)
+	}
+	if cost > l.Burst {
+		return apierr.InvalidArgument(apierr.ReasonInvalidArgument, apierr.FieldViolation("",
+			fmt.Sprintf("this request costs %d tokens, more than the burst of %d any caller may send at once; split it", cost, l.Burst)))
+	}
+	now := time.Now()
+	res := r.bucket(bucketKey{limit: i, identity: identityKey(ctx)}).ReserveN(now, cost)
+	delay := res.DelayFrom(now)
+	if delay == 0 {
+		return nil
+	}
+	res.CancelAt(now)
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("rate limit of %g per second (burst %d) per identity exceeded; retry after %s", l.Rate, l.Burst, delay.Round(time.Millisecond)))
+	if d, err := st.WithDetails(
+		&errdetails.ErrorInfo{Reason: ReasonRateLimited, Domain: apierr.Domain, Metadata: map[string]string{"method": method}},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)},
+	); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+func (r *rateLimiter) unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := r.allow(ctx, info.FullMethod, req); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
