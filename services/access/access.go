@@ -50,6 +50,8 @@ const (
 
 	ControlCompliantDevice GrantControl = 1
 	ControlMFA             GrantControl = 2
+	// ControlRegisteredDevice: the device belongs to the user (owner or registered user).
+	ControlRegisteredDevice GrantControl = 3
 
 	OperatorAnd GrantOperator = 1
 	OperatorOr  GrantOperator = 2
@@ -165,6 +167,10 @@ type DeviceCompliance struct {
 	Platform     Platform
 	Revision     int64 // compliance event revision of the state
 	Reason       string
+	// OwnerUserID and RegisteredUserIDs are the device's users (from the
+	// compliance feed's device_changed events): GRANT_CONTROL_REGISTERED_DEVICE.
+	OwnerUserID       string
+	RegisteredUserIDs []string
 }
 
 // Session is a user's access to an application from a device.
