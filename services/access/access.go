@@ -4,6 +4,7 @@ package access
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -204,6 +205,30 @@ type SignIn struct {
 	Decision                Decision
 	TraceID                 string
 	Detail                  []byte
+	// UserProof and DeviceProof say how the user and the device were proven
+	// (values of accessv1.Proof; 0 = not recorded).
+	UserProof, DeviceProof Proof
+	// Key, when set by the Recorder, is the sign-in's store key (its time in
+	// nanoseconds, unique and increasing): ID is SignInID(Key).
+	Key int64
+}
+
+// Proof says how an identity was proven (values of accessv1.Proof).
+type Proof uint8
+
+// Proofs.
+const (
+	ProofUnspecified         Proof = 0
+	ProofVerifiedToken       Proof = 1
+	ProofVerifiedCertificate Proof = 2
+	ProofAssertedByCaller    Proof = 3
+	ProofNone                Proof = 4
+)
+
+// SignInID is the id of the sign-in with store key key: "si-" and the key in base 36.
+func SignInID(key int64) string {
+	var b [3 + 13]byte
+	return string(strconv.AppendInt(append(b[:0], "si-"...), key, 36))
 }
 
 // SignInFilter filters ListSignIns; zero fields match anything.
@@ -211,6 +236,7 @@ type SignInFilter struct {
 	UserID, DeviceID, AppID string
 	Decision                Decision
 	After, Before           time.Time
+	UserProof, DeviceProof  Proof
 }
 
 // SessionFilter filters ListSessions.

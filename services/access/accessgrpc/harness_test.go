@@ -127,6 +127,8 @@ type options struct {
 	bound      time.Duration
 	emergency  []string
 	headers    accessgrpc.Headers
+	edge       *accessgrpc.Edge // default: development mode
+	httpWrap   func(http.Handler) http.Handler
 }
 
 func bufServer(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
@@ -170,12 +172,21 @@ func start(t *testing.T, o options) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{svc: svc, h: accessgrpc.New(svc, o.headers), compliance: o.compliance}
+	edge := o.edge
+	if edge == nil {
+		edge = &accessgrpc.Edge{Dev: true}
+	}
+	h.h.SetEdge(*edge)
 	cconn, stopCompliance := bufServer(t, func(r grpc.ServiceRegistrar) { compliancev1.RegisterComplianceServiceServer(r, h.compliance) })
 	h.stopFeed = stopCompliance
 	conn, _ := bufServer(t, func(r grpc.ServiceRegistrar) { accessgrpc.Register(r, h.h) })
 	h.dir, h.pol, h.acc, h.authz = accessv1.NewDirectoryServiceClient(conn), accessv1.NewConditionalAccessPolicyServiceClient(conn),
 		accessv1.NewAccessServiceClient(conn), authv3.NewAuthorizationClient(conn)
-	h.http = httptest.NewServer(http.StripPrefix("", h.h.AuthzHandler()))
+	var authz http.Handler = h.h.AuthzHandler()
+	if o.httpWrap != nil {
+		authz = o.httpWrap(authz)
+	}
+	h.http = httptest.NewServer(authz)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(cconn), nil) }()

@@ -43,6 +43,7 @@ const ReasonHeader = "x-condaccess-reason"
 type Server struct {
 	svc     *accesscore.Service
 	headers Headers
+	edge    Edge
 }
 
 // New returns the handlers over svc.
@@ -56,7 +57,7 @@ func New(svc *accesscore.Service, h Headers) *Server {
 	if h.Application == "" {
 		h.Application = DefaultHeaders.Application
 	}
-	return &Server{svc: svc, headers: h}
+	return &Server{svc: svc, headers: h, edge: Edge{CertHeader: DefaultCertHeader}}
 }
 
 // Register registers every gRPC service, including Envoy's Authorization.
