@@ -215,3 +215,17 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// enroll publishes a device_changed event (the device's owner and registered users)
+// and returns its revision.
+func (f *fakeCompliance) enroll(deviceID, owner string, registered ...string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rev := int64(len(f.events) + 1)
+	f.events = append(f.events, &compliancev1.ComplianceEvent{Revision: rev, EventTime: timestamppb.Now(),
+		Payload: &compliancev1.ComplianceEvent_DeviceChanged{DeviceChanged: &compliancev1.DeviceChanged{Device: &compliancev1.Device{
+			DeviceId: deviceID, Platform: commonv1.Platform_PLATFORM_WINDOWS, OwnerUserId: owner, RegisteredUserIds: registered}}}})
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return rev
+}
