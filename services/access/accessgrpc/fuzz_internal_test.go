@@ -19,9 +19,10 @@ import (
 )
 
 // fuzzEdge is a strict edge (no header trust) with a test issuer and device CA.
-func fuzzEdge(f *testing.F) (*Server, *edgeidtest.Issuer, *edgeidtest.DeviceCert) {
+func fuzzEdge(f testing.TB) (*Server, *edgeidtest.Issuer, *edgeidtest.DeviceCert) {
 	is := edgeidtest.NewIssuer(f)
 	ca := edgeidtest.NewDeviceCA(f, f.TempDir(), "device-ca")
+	f.Helper()
 	dv, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil)
 	if err != nil {
 		f.Fatal(err)
