@@ -74,6 +74,7 @@ type forwarded struct {
 	xff        []string            // X-Forwarded-For values
 	check      bool                // Envoy Check (else /authz)
 	deviceCert string              // URL-encoded PEM
+	app        string              // the application set by the proxy's configuration (Check's context_extensions), if any
 }
 
 // identity is what the edge made of a request: the engine request and how each
@@ -110,7 +111,10 @@ func (s *Server) resolve(ctx context.Context, f *forwarded, caller auth.Identity
 	e := &s.edge
 	var id identity
 	id.caller = caller.Subject
-	id.req.AppID = f.get(s.headers.Application)
+	id.req.AppID = f.app
+	if id.req.AppID == "" {
+		id.req.AppID = f.get(s.headers.Application)
+	}
 	trusted := mayAssert(e, caller)
 
 	// User.

@@ -438,3 +438,19 @@ func TestEvaluateAccessRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckContextExtensionApplication: the application Envoy's route configuration
+// names (context_extensions) wins over a client-supplied x-application-id header.
+func TestCheckContextExtensionApplication(t *testing.T) {
+	w := newEdgeWorld(t, false)
+	alice := w.issuer.Token(map[string]any{"sub": "alice", "aud": "condaccess"})
+	cr := must(w.h.authz.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:            &authv3.AttributeContext_Peer{Certificate: w.devB.Escaped, Address: sockAddr("203.0.113.9")},
+		ContextExtensions: map[string]string{accessgrpc.ContextExtensionApplication: "payroll"},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{
+			"authorization": "Bearer " + alice, "x-application-id": "open"}}},
+	}}))
+	if got := headerValue(cr.GetDeniedResponse().GetHeaders(), accessgrpc.ReasonHeader); got != "DEVICE_NOT_REGISTERED_TO_USER" {
+		t.Errorf("Check with a forged x-application-id: %v %s, want payroll's DEVICE_NOT_REGISTERED_TO_USER", cr.GetStatus(), got)
+	}
+}

@@ -99,9 +99,16 @@ func header(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
 }
 
+// ContextExtensionApplication is the ext_authz per-route context extension that names
+// the application (check_settings.context_extensions): set by Envoy's configuration,
+// it cannot be forged by the client, unlike a request header; it wins over the
+// x-application-id header.
+const ContextExtensionApplication = "application_id"
+
 // forwardedFromCheck maps Envoy's CheckRequest: headers from the request (map or
-// header_map), the device certificate from attributes.source.certificate (URL-encoded
-// PEM, as Envoy forwards it), the peer from attributes.source.address.
+// header_map), the application from context_extensions, the device certificate from
+// attributes.source.certificate (URL-encoded PEM, as Envoy forwards it with
+// include_peer_certificate), the peer from attributes.source.address.
 func forwardedFromCheck(req *authv3.CheckRequest) *forwarded {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	hdrs := h.GetHeaders()
@@ -119,7 +126,8 @@ func forwardedFromCheck(req *authv3.CheckRequest) *forwarded {
 		}
 		return ""
 	}
-	f := &forwarded{get: get, check: true, deviceCert: req.GetAttributes().GetSource().GetCertificate()}
+	f := &forwarded{get: get, check: true, deviceCert: req.GetAttributes().GetSource().GetCertificate(),
+		app: req.GetAttributes().GetContextExtensions()[ContextExtensionApplication]}
 	if a, err := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()); err == nil {
 		f.peer = a
 	}
