@@ -89,7 +89,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "required aud of OIDC tokens (required with --oidc-issuer)")
 	fs.StringVar(&f.oidcUserClaim, "oidc-user-claim", edgeid.DefaultUserClaim, "token claim whose value is the directory user id")
-	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "", "token claim with the user's groups (recorded only; group membership comes from the directory)")
+	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "", "token claim with the user's groups: parsed, not used for decisions (group membership comes from the directory)")
 	fs.StringVar(&f.oidcMFAMethods, "oidc-mfa-methods", strings.Join(edgeid.DefaultMFAMethods, ","), "amr values that satisfy GRANT_CONTROL_MFA")
 	fs.StringVar(&f.pomeriumJWKS, "pomerium-jwks-url", "", "JWKS URL that verifies Pomerium's X-Pomerium-Jwt-Assertion (empty: not accepted)")
 	fs.BoolVar(&f.trustHeaders, "access-trust-headers", false, "let authenticated enforcement points assert x-user-id / x-device-id / x-mfa-done when they forward no token or certificate (recorded as PROOF_ASSERTED_BY_CALLER); development mode always does")

@@ -93,3 +93,42 @@ func TestRevocationReachesCachedCertificates(t *testing.T) {
 		t.Fatal("a revoked certificate was accepted after the cache bound")
 	}
 }
+
+// TestTokens: issuer tokens and Pomerium assertions, each verified with its own keys.
+func TestTokens(t *testing.T) {
+	is := edgeidtest.NewIssuer(t)
+	pom := edgeidtest.NewIssuer(t) // stands in for Pomerium's JWKS
+	v, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: []string{is.URL}, Audience: "condaccess", GroupsClaim: "groups",
+		PomeriumJWKSURL: pom.URL + "/jwks"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	now := time.Now()
+	for _, tt := range []struct {
+		name     string
+		raw      string
+		pomerium bool
+		wantUser string // "" = refused
+		wantMFA  bool
+	}{
+		{"issuer token", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "amr": []string{"hwk"}, "groups": []string{"finance"}}), false, "alice", true},
+		{"issuer token without MFA", is.Token(map[string]any{"sub": "alice", "aud": []string{"other", "condaccess"}, "amr": []string{"pwd"}}), false, "alice", false},
+		{"pomerium assertion", pom.Token(map[string]any{"sub": "bob", "aud": "apps.example.com", "iss": "authenticate.example.com"}), true, "bob", false},
+		{"attack: pomerium assertion as a bearer token", pom.Token(map[string]any{"sub": "bob", "aud": "condaccess", "iss": is.URL}), false, "", false},
+		{"attack: issuer token as a pomerium assertion", is.Token(map[string]any{"sub": "alice", "aud": "condaccess"}), true, "", false},
+		{"no exp", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "exp": nil}), false, "", false},
+		{"user claim not an id", is.Token(map[string]any{"sub": "alice smith", "aud": "condaccess"}), false, "", false},
+		{"no user claim", is.Token(map[string]any{"sub": nil, "aud": "condaccess"}), false, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := v.Verify(ctx, tt.raw, tt.pomerium, now)
+			if c.User != tt.wantUser || (tt.wantUser == "") != (err != nil) || c.MFA != tt.wantMFA {
+				t.Fatalf("Verify = %+v, %v; want user %q mfa %v", c, err, tt.wantUser, tt.wantMFA)
+			}
+		})
+	}
+	if _, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: []string{is.URL}}); err == nil {
+		t.Error("an issuer without an audience was accepted")
+	}
+}

@@ -41,8 +41,8 @@ type TokenConfig struct {
 	Audience string
 	// UserClaim names the claim whose value is the directory user id (default "sub").
 	UserClaim string
-	// GroupsClaim, when set, names a claim with the user's groups (recorded, not trusted
-	// for policy: group membership comes from the directory).
+	// GroupsClaim, when set, names a claim with the user's groups (Claims.Groups; not
+	// used for decisions: group membership comes from the directory).
 	GroupsClaim string
 	// MFAMethods are the amr values that satisfy MFA (default DefaultMFAMethods).
 	MFAMethods []string
