@@ -138,20 +138,22 @@ func (s State) CountsAsCompliant() bool {
 
 // Device is an enrolled device.
 type Device struct {
-	ID          string   `json:"id"`
-	DisplayName string   `json:"display_name,omitempty"`
-	Platform    Platform `json:"platform"`
-	OSVersion   string   `json:"os_version,omitempty"`
-	OwnerUserID string   `json:"owner_user_id,omitempty"`
-	Groups      []string `json:"groups,omitempty"`
-	// RegisteredUserIDs are the users, besides the owner, who may use the device.
-	RegisteredUserIDs []string  `json:"registered_user_ids,omitempty"`
-	EnrollTime        time.Time `json:"enroll_time"`
-	LastSeenTime      time.Time `json:"last_seen_time,omitzero"`
-	UpdateTime        time.Time `json:"update_time"`
-	Retired           bool      `json:"retired,omitempty"`
-	RetireTime        time.Time `json:"retire_time,omitzero"`
-	Version           int64     `json:"version"`
+	ID           string    `json:"id"`
+	DisplayName  string    `json:"display_name,omitempty"`
+	Platform     Platform  `json:"platform"`
+	OSVersion    string    `json:"os_version,omitempty"`
+	OwnerUserID  string    `json:"owner_user_id,omitempty"`
+	Groups       []string  `json:"groups,omitempty"`
+	EnrollTime   time.Time `json:"enroll_time"`
+	LastSeenTime time.Time `json:"last_seen_time,omitzero"`
+	UpdateTime   time.Time `json:"update_time"`
+	Retired      bool      `json:"retired,omitempty"`
+	RetireTime   time.Time `json:"retire_time,omitzero"`
+	Version      int64     `json:"version"`
+
+	// RegisteredUserIDs are the users, besides the owner, who may use the device
+	// (admin-managed; the access service's GRANT_CONTROL_REGISTERED_DEVICE).
+	RegisteredUserIDs []string `json:"registered_user_ids,omitempty"`
 }
 
 // Etag is the device's current etag.

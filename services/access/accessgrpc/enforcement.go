@@ -15,7 +15,6 @@ import (
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
-	"github.com/condaccess/condaccess/internal/apierr"
 )
 
 // ReasonInvalidRequest is the reason header of a request the enforcement
@@ -77,17 +76,6 @@ func (s *Server) blockedBody(o outcome) string {
 		}
 	}
 	return b.String()
-}
-
-func errMessage(err error) string {
-	if vs := apierr.Violations(err); len(vs) > 0 {
-		var parts []string
-		for _, v := range vs {
-			parts = append(parts, v.GetField()+": "+v.GetDescription())
-		}
-		return "invalid request: " + strings.Join(parts, "; ")
-	}
-	return err.Error()
 }
 
 type checkServer struct {

@@ -35,34 +35,36 @@ func DeviceToProto(d *compliance.Device) *compliancev1.Device {
 	if d == nil {
 		return nil
 	}
-	return &compliancev1.Device{
-		DeviceId:          d.ID,
-		DisplayName:       d.DisplayName,
-		Platform:          commonv1.Platform(d.Platform),
-		OsVersion:         d.OSVersion,
-		OwnerUserId:       d.OwnerUserID,
-		RegisteredUserIds: d.RegisteredUserIDs,
-		Groups:            d.Groups,
-		EnrollTime:        ts(d.EnrollTime),
-		LastSeenTime:      ts(d.LastSeenTime),
-		UpdateTime:        ts(d.UpdateTime),
-		Retired:           d.Retired,
-		RetireTime:        ts(d.RetireTime),
-		Etag:              d.Etag(),
+	out := &compliancev1.Device{
+		DeviceId:     d.ID,
+		DisplayName:  d.DisplayName,
+		Platform:     commonv1.Platform(d.Platform),
+		OsVersion:    d.OSVersion,
+		OwnerUserId:  d.OwnerUserID,
+		Groups:       d.Groups,
+		EnrollTime:   ts(d.EnrollTime),
+		LastSeenTime: ts(d.LastSeenTime),
+		UpdateTime:   ts(d.UpdateTime),
+		Retired:      d.Retired,
+		RetireTime:   ts(d.RetireTime),
+		Etag:         d.Etag(),
 	}
+	out.RegisteredUserIds = d.RegisteredUserIDs
+	return out
 }
 
 func deviceFromProto(p *compliancev1.Device) compliance.Device {
-	return compliance.Device{
-		ID:                p.GetDeviceId(),
-		DisplayName:       p.GetDisplayName(),
-		Platform:          compliance.Platform(p.GetPlatform()),
-		OSVersion:         p.GetOsVersion(),
-		OwnerUserID:       p.GetOwnerUserId(),
-		Groups:            p.GetGroups(),
-		RegisteredUserIDs: p.GetRegisteredUserIds(),
-		LastSeenTime:      fromTS(p.GetLastSeenTime()),
+	d := compliance.Device{
+		ID:           p.GetDeviceId(),
+		DisplayName:  p.GetDisplayName(),
+		Platform:     compliance.Platform(p.GetPlatform()),
+		OSVersion:    p.GetOsVersion(),
+		OwnerUserID:  p.GetOwnerUserId(),
+		Groups:       p.GetGroups(),
+		LastSeenTime: fromTS(p.GetLastSeenTime()),
 	}
+	d.RegisteredUserIDs = p.GetRegisteredUserIds()
+	return d
 }
 
 // PolicyToProto converts a policy.
