@@ -200,11 +200,7 @@ func (s *Snapshot) evaluate(req *Request, dev *devView, feed Feed, res *Result) 
 	if ctx.dev == devOK {
 		ctx.ok = ctx.ok.With(ControlCompliantDevice)
 	}
-	registered := dev.registered
-	if req.DeviceRegistered != nil {
-		registered = *req.DeviceRegistered
-	}
-	if dev.known && registered {
+	if dev.known && dev.registered {
 		ctx.ok = ctx.ok.With(ControlRegisteredDevice)
 	}
 

@@ -229,9 +229,6 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		var sat, unsat pe.Controls
 		grant := false
 		registered := dev != nil && dev.RegisteredTo(req.UserID)
-		if req.DeviceRegistered != nil {
-			registered = dev != nil && *req.DeviceRegistered
-		}
 		if !p.Block && !ipUnknown {
 			for _, c := range p.Require {
 				ok := (c == pe.ControlMFA && req.MFADone) || (c == pe.ControlCompliantDevice && compliant) ||

@@ -420,13 +420,9 @@ type Request struct {
 	// Platform is the client platform; unspecified = DeviceState.Platform.
 	Platform Platform
 	// IP is the client address; the zero Addr when unknown.
-	IP      netip.Addr
-	MFADone bool
-	// DeviceRegistered, when set, says whether the device belongs to the user
-	// (REGISTERED_DEVICE) instead of DeviceState.RegisteredTo; for callers that hold
-	// the device state elsewhere (WhatIf). Nil: from the device state.
-	DeviceRegistered *bool
-	ClientApp        ClientApp
+	IP        netip.Addr
+	MFADone   bool
+	ClientApp ClientApp
 	// AllPolicies also lists the policies that do not target the application (NOT_APPLIED
 	// "application not targeted"); slower, for explanations.
 	AllPolicies bool
