@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -105,6 +106,14 @@ func (s *edgeSuite) httpsClient(t *testing.T, cert *tls.Certificate) *http.Clien
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 }
 
+// fromSecondLoopback makes c connect from 127.0.0.2, a source address that is not
+// 127.0.0.1, as a caller on another host would.
+func fromSecondLoopback(c *http.Client) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	c.Transport.(*http.Transport).DialContext = d.DialContext
+	return c
+}
+
 func (s *edgeSuite) roleCert(t *testing.T, name string, roles ...commonv1.Role) *tls.Certificate {
 	t.Helper()
 	cf, kf := s.ca.Issue(t, name, roles)
@@ -166,7 +175,7 @@ func (s *edgeSuite) seed(t *testing.T) {
 	})
 }
 
-// TestHTTPListenerWhoMayAsk: from 127.0.0.2 (not 127.0.0.1), the TLS listener
+// TestHTTPListenerWhoMayAsk: on 127.0.0.2 and from 127.0.0.2 (not 127.0.0.1), the TLS listener
 // refuses /authz to a caller without a client certificate (401) or without the
 // enforcement-point role (403), and /metrics to one without reader or service.
 func TestHTTPListenerWhoMayAsk(t *testing.T) {
@@ -196,7 +205,7 @@ func TestHTTPListenerWhoMayAsk(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
 			req.Header.Set("x-user-id", "alice")
 			req.Header.Set("x-device-id", "dev-a")
-			resp, err := s.httpsClient(t, tt.cert).Do(req)
+			resp, err := fromSecondLoopback(s.httpsClient(t, tt.cert)).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
