@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +56,8 @@ type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
 	peers                                 suite.Peers
 	tlsCert, tlsKey, tlsClientCA          string
+	deviceCACert, deviceCAKey             string
+	authzAddr                             string
 	logFormat, logLevel                   string
 	stopTimeout                           time.Duration
 	auditRetention                        time.Duration
@@ -64,7 +67,7 @@ type serveOptions struct {
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (/metrics, /authz); empty disables")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (/metrics, /authz, /access/status); TLS with optional client certificates when --tls-cert is set; empty disables")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory (each service keeps its embedded store in a subfolder)")
 	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
 	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
@@ -74,6 +77,9 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (server, and client for peers); enables mutual TLS")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle that client and peer certificates chain to")
+	fs.StringVar(&o.deviceCACert, "device-ca-cert", "", "PEM device CA certificate: forwarded device certificates (spiffe://condaccess/device/<id>) must chain to it")
+	fs.StringVar(&o.deviceCAKey, "device-ca-key", "", "PEM private key of --device-ca-cert (device enrollment)")
+	fs.StringVar(&o.authzAddr, "authz-addr", "", "extra listener for /authz only, unix:/path (its callers count as enforcement points: guard it with the socket's file permissions)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
@@ -162,6 +168,7 @@ type runningSuite struct {
 	tel      *telemetry.Telemetry
 	srv      *server.Server
 	httpSrv  *http.Server
+	authzSrv *http.Server
 	grpcAddr string
 	httpAddr string
 	services []suite.Service
@@ -239,6 +246,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if err := auth.CheckListenAddr(o.grpcAddr, authCfg); err != nil {
 		return nil, fmt.Errorf("%w: --grpc-addr: %v", errUsage, err)
 	}
+	if o.authzAddr != "" && !strings.HasPrefix(o.authzAddr, "unix:") {
+		return nil, fmt.Errorf("%w: --authz-addr must be unix:/path", errUsage)
+	}
 	if o.httpAddr != "" && !tlsOn && !auth.IsLoopback(o.httpAddr) {
 		return nil, fmt.Errorf("%w: --http-addr %s is not loopback; without TLS configured the HTTP endpoints (forward-auth, metrics) stay on loopback", errUsage, o.httpAddr)
 	}
@@ -305,7 +315,11 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.tel.MetricsHandler())
+	mux.Handle("GET /metrics", auth.RequireHTTPRoles(s.tel.MetricsHandler(), commonv1.Role_ROLE_READER))
+	var authzMux *http.ServeMux
+	if o.authzAddr != "" {
+		authzMux = http.NewServeMux()
+	}
 	env := suite.Env{
 		Peers: peers,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
@@ -318,8 +332,11 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.connMu.Unlock()
 			return conn, nil
 		},
-		HTTPMux: mux,
-		Health:  s.srv.Health(),
+		HTTPMux:      mux,
+		Health:       s.srv.Health(),
+		DeviceCAFile: o.deviceCACert,
+		DevMode:      !tlsOn,
+		AuthzMux:     authzMux,
 	}
 	for _, f := range picked {
 		e := env
@@ -350,10 +367,39 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			return nil, fmt.Errorf("listen %s: %w", o.httpAddr, err)
 		}
 		s.httpAddr = hl.Addr().String()
-		s.httpSrv = server.NewHTTPServer(s.httpAddr, mux, logger)
+		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, mux), logger)
+		if tlsOn {
+			if s.httpSrv.TLSConfig, err = auth.HTTPServerTLS(authCfg); err != nil {
+				hl.Close()
+				lis.Close()
+				return nil, err
+			}
+			hl = tls.NewListener(hl, s.httpSrv.TLSConfig)
+		}
 		go func() {
 			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server failed", "err", err)
+			}
+		}()
+	}
+	if authzMux != nil {
+		path := strings.TrimPrefix(o.authzAddr, "unix:")
+		_ = os.Remove(path)
+		ul, err := net.Listen("unix", path)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("listen %s: %w", o.authzAddr, err)
+		}
+		if err := os.Chmod(path, 0o660); err != nil {
+			ul.Close()
+			lis.Close()
+			return nil, err
+		}
+		ep := auth.Identity{Subject: "unix", Roles: []commonv1.Role{commonv1.Role_ROLE_ENFORCEMENT_POINT}}
+		s.authzSrv = server.NewHTTPServer(o.authzAddr, auth.WithIdentity(ep, authzMux), logger)
+		go func() {
+			if err := s.authzSrv.Serve(ul); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("authz server failed", "err", err)
 			}
 		}()
 	}
@@ -403,6 +449,9 @@ func (s *runningSuite) Stop() error {
 		}
 		if s.httpSrv != nil {
 			_ = s.httpSrv.Shutdown(ctx)
+		}
+		if s.authzSrv != nil {
+			_ = s.authzSrv.Shutdown(ctx)
 		}
 		s.wg.Wait()
 		s.connMu.Lock()

@@ -35,6 +35,14 @@ type Env struct {
 	HTTPMux *http.ServeMux
 	// Health is the gRPC health server; a service may set its own serving status.
 	Health *health.Server
+	// DeviceCAFile is the PEM device CA (--device-ca-cert) that device certificates
+	// chain to; empty when not configured.
+	DeviceCAFile string
+	// DevMode is insecure development mode (no TLS, every caller is "dev").
+	DevMode bool
+	// AuthzMux, when not nil, is served on --authz-addr (a unix socket whose callers
+	// count as enforcement points): a service mounts its forward-auth handler there too.
+	AuthzMux *http.ServeMux
 }
 
 // Service is one condaccess service running inside the binary.

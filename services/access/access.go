@@ -4,6 +4,7 @@ package access
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -50,6 +51,8 @@ const (
 
 	ControlCompliantDevice GrantControl = 1
 	ControlMFA             GrantControl = 2
+	// ControlRegisteredDevice: the device belongs to the user (owner or registered user).
+	ControlRegisteredDevice GrantControl = 3
 
 	OperatorAnd GrantOperator = 1
 	OperatorOr  GrantOperator = 2
@@ -165,6 +168,10 @@ type DeviceCompliance struct {
 	Platform     Platform
 	Revision     int64 // compliance event revision of the state
 	Reason       string
+	// OwnerUserID and RegisteredUserIDs are the device's users (from the
+	// compliance feed's device_changed events): GRANT_CONTROL_REGISTERED_DEVICE.
+	OwnerUserID       string
+	RegisteredUserIDs []string
 }
 
 // Session is a user's access to an application from a device.
@@ -198,6 +205,30 @@ type SignIn struct {
 	Decision                Decision
 	TraceID                 string
 	Detail                  []byte
+	// UserProof and DeviceProof say how the user and the device were proven
+	// (values of accessv1.Proof; 0 = not recorded).
+	UserProof, DeviceProof Proof
+	// Key, when set by the Recorder, is the sign-in's store key (its time in
+	// nanoseconds, unique and increasing): ID is SignInID(Key).
+	Key int64
+}
+
+// Proof says how an identity was proven (values of accessv1.Proof).
+type Proof uint8
+
+// Proofs.
+const (
+	ProofUnspecified         Proof = 0
+	ProofVerifiedToken       Proof = 1
+	ProofVerifiedCertificate Proof = 2
+	ProofAssertedByCaller    Proof = 3
+	ProofNone                Proof = 4
+)
+
+// SignInID is the id of the sign-in with store key key: "si-" and the key in base 36.
+func SignInID(key int64) string {
+	var b [3 + 13]byte
+	return string(strconv.AppendInt(append(b[:0], "si-"...), key, 36))
 }
 
 // SignInFilter filters ListSignIns; zero fields match anything.
@@ -205,6 +236,7 @@ type SignInFilter struct {
 	UserID, DeviceID, AppID string
 	Decision                Decision
 	After, Before           time.Time
+	UserProof, DeviceProof  Proof
 }
 
 // SessionFilter filters ListSessions.

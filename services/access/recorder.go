@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -47,6 +48,11 @@ type Recorder struct {
 	kick    chan struct{} // Flush wakes a lingering writer
 	dropped atomic.Int64
 	written atomic.Int64
+
+	// mu orders key assignment and enqueueing: keys reach the writer in
+	// increasing order, so the store keeps the key (and the ID) it was given.
+	mu   sync.Mutex
+	last int64
 }
 
 // NewRecorder returns a recorder; call Run.
@@ -66,15 +72,26 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	return &Recorder{cfg: cfg, ch: make(chan record, cfg.Buffer), kick: make(chan struct{}, 1)}
 }
 
-// SignIn enqueues a sign-in (the store assigns its ID); src is passed to
-// Encode. It reports false when the record was dropped.
-func (r *Recorder) SignIn(si SignIn, src any) bool {
+// SignIn assigns the sign-in its key and ID (unique, increasing, from its
+// time), calls setID (when not nil) with the ID before the record can reach the
+// writer, and enqueues it; src is passed to Encode. It reports false when the
+// record was dropped (the ID is then never stored).
+func (r *Recorder) SignIn(si SignIn, src any, setID func(string)) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	si.Key = max(r.last+1, si.Time.UnixNano())
+	r.last = si.Key
+	si.Time = time.Unix(0, si.Key).UTC()
+	si.ID = SignInID(si.Key)
+	if setID != nil {
+		setID(si.ID)
+	}
 	select {
 	case r.ch <- record{signIn: si, src: src}:
-		return true
+		return si.ID, true
 	default:
 		r.drop()
-		return false
+		return si.ID, false
 	}
 }
 

@@ -25,7 +25,7 @@ func TestRecorderNeverBlocks(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 10 {
-			r.SignIn(access.SignIn{Time: time.Now(), UserID: "u", DeviceID: "d", AppID: "a", Decision: access.Decision(1 + i%2)}, nil)
+			r.SignIn(access.SignIn{Time: time.Now(), UserID: "u", DeviceID: "d", AppID: "a", Decision: access.Decision(1 + i%2)}, nil, nil)
 		}
 	}()
 	select {

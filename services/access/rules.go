@@ -57,7 +57,7 @@ func ValidatePolicy(p *Policy, prefix string) error {
 		add("grant_controls", "a policy needs a grant control: block, or at least one required control")
 	}
 	for _, c := range p.Grant.Require {
-		if c != ControlCompliantDevice && c != ControlMFA {
+		if c != ControlCompliantDevice && c != ControlMFA && c != ControlRegisteredDevice {
 			add("grant_controls.require", fmt.Sprintf("unknown control %d", c))
 		}
 	}

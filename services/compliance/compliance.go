@@ -150,6 +150,10 @@ type Device struct {
 	Retired      bool      `json:"retired,omitempty"`
 	RetireTime   time.Time `json:"retire_time,omitzero"`
 	Version      int64     `json:"version"`
+
+	// RegisteredUserIDs are the users, besides the owner, who may use the device
+	// (admin-managed; the access service's GRANT_CONTROL_REGISTERED_DEVICE).
+	RegisteredUserIDs []string `json:"registered_user_ids,omitempty"`
 }
 
 // Etag is the device's current etag.

@@ -101,6 +101,11 @@ func validateDevice(d *Device) error {
 			vs = append(vs, Violation{fmt.Sprintf("device.groups[%d]", i), "must not be empty"})
 		}
 	}
+	for i, u := range d.RegisteredUserIDs {
+		if u == "" {
+			vs = append(vs, Violation{fmt.Sprintf("device.registered_user_ids[%d]", i), "must not be empty"})
+		}
+	}
 	if len(vs) > 0 {
 		return &InvalidError{Violations: vs}
 	}
@@ -129,6 +134,7 @@ func (s *Service) EnrollDevice(ctx context.Context, d Device) (*Device, error) {
 	}
 	now := s.clock()
 	d.Groups = cleanGroups(d.Groups)
+	d.RegisteredUserIDs = cleanGroups(d.RegisteredUserIDs)
 	d.EnrollTime, d.UpdateTime, d.Version = now, now, 1
 	d.Retired, d.RetireTime = false, time.Time{}
 	err := s.update(ctx, func(tx Tx) error {
@@ -176,9 +182,11 @@ const (
 	FieldOwnerUserID  = "owner_user_id"
 	FieldGroups       = "groups"
 	FieldLastSeenTime = "last_seen_time"
+	// FieldRegisteredUserIDs is the device's registered users (admin-managed).
+	FieldRegisteredUserIDs = "registered_user_ids"
 )
 
-var deviceFields = []string{FieldDisplayName, FieldPlatform, FieldOSVersion, FieldOwnerUserID, FieldGroups, FieldLastSeenTime}
+var deviceFields = []string{FieldDisplayName, FieldPlatform, FieldOSVersion, FieldOwnerUserID, FieldGroups, FieldLastSeenTime, FieldRegisteredUserIDs}
 
 // SensorDeviceFields are the fields a sensor may change.
 var SensorDeviceFields = []string{FieldLastSeenTime, FieldOSVersion}
@@ -246,6 +254,8 @@ func (s *Service) UpdateDevice(ctx context.Context, u DeviceUpdate) (*Device, er
 				d.Groups = cleanGroups(u.Device.Groups)
 			case FieldLastSeenTime:
 				d.LastSeenTime = u.Device.LastSeenTime
+			case FieldRegisteredUserIDs:
+				d.RegisteredUserIDs = cleanGroups(u.Device.RegisteredUserIDs)
 			}
 		}
 		if err := validateDevice(&d); err != nil {

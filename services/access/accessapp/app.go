@@ -18,13 +18,16 @@ import (
 	"google.golang.org/grpc"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
 	"github.com/condaccess/condaccess/services/access/accessstore"
+	"github.com/condaccess/condaccess/services/access/edgeid"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
 
@@ -49,6 +52,17 @@ type Factory struct {
 	synchronous      string
 	headers          accessgrpc.Headers
 	set              bool
+
+	oidcIssuers     []string
+	oidcAudience    string
+	oidcUserClaim   string
+	oidcGroupsClaim string
+	oidcMFAMethods  string
+	pomeriumJWKS    string
+	trustHeaders    bool
+	trustedHops     int
+	certHeader      string
+	helpURL         string
 }
 
 // Name implements suite.Factory.
@@ -69,7 +83,55 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.headers.User, "access-authz-user-header", accessgrpc.DefaultHeaders.User, "request header with the user id (Envoy ext_authz and GET /authz)")
 	fs.StringVar(&f.headers.Device, "access-authz-device-header", accessgrpc.DefaultHeaders.Device, "request header with the device id (Envoy ext_authz and GET /authz)")
 	fs.StringVar(&f.headers.Application, "access-authz-application-header", accessgrpc.DefaultHeaders.Application, "request header with the application id (Envoy ext_authz and GET /authz)")
-	fs.StringVar(&f.headers.MFA, "access-authz-mfa-header", accessgrpc.DefaultHeaders.MFA, "request header whose value true/1 says MFA was done (empty: never)")
+	fs.StringVar(&f.headers.MFA, "access-authz-mfa-header", accessgrpc.DefaultHeaders.MFA, "request header whose value true/1 says MFA was done, read only where user headers are trusted (empty: never)")
+	fs.Func("oidc-issuer", "OIDC issuer URL whose tokens the enforcement points accept (repeatable, or comma-separated); discovery and JWKS are fetched and cached, keys rotate without a restart", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				f.oidcIssuers = append(f.oidcIssuers, u)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "required aud of OIDC tokens (required with --oidc-issuer)")
+	fs.StringVar(&f.oidcUserClaim, "oidc-user-claim", edgeid.DefaultUserClaim, "token claim whose value is the directory user id")
+	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "", "token claim with the user's groups: parsed, not used for decisions (group membership comes from the directory)")
+	fs.StringVar(&f.oidcMFAMethods, "oidc-mfa-methods", strings.Join(edgeid.DefaultMFAMethods, ","), "amr values that satisfy GRANT_CONTROL_MFA")
+	fs.StringVar(&f.pomeriumJWKS, "pomerium-jwks-url", "", "JWKS URL that verifies Pomerium's X-Pomerium-Jwt-Assertion (empty: not accepted)")
+	fs.BoolVar(&f.trustHeaders, "access-trust-headers", false, "let authenticated enforcement points assert x-user-id / x-device-id / x-mfa-done when they forward no token or certificate (recorded as PROOF_ASSERTED_BY_CALLER); development mode always does")
+	fs.IntVar(&f.trustedHops, "access-trusted-proxy-hops", 0, "X-Forwarded-For entries, counted from the right, appended by trusted proxies: the client IP is the entry that many places from the right of XFF+peer (0: the connection's peer); at Envoy Check, >0 reads x-envoy-external-address")
+	fs.StringVar(&f.certHeader, "access-cert-header", accessgrpc.DefaultCertHeader, "/authz header with the device certificate the proxy verified (URL-encoded PEM, nginx $ssl_client_escaped_cert)")
+	fs.StringVar(&f.helpURL, "access-help-url", "", "help page linked from the end user's 403 page as URL?ref=<sign-in id>")
+}
+
+// edge builds the enforcement points' configuration.
+func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
+	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL}
+	if f.trustedHops < 0 {
+		return e, fmt.Errorf("--access-trusted-proxy-hops must not be negative")
+	}
+	if len(f.oidcIssuers) > 0 || f.pomeriumJWKS != "" {
+		var methods []string
+		for _, m := range strings.Split(f.oidcMFAMethods, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				methods = append(methods, m)
+			}
+		}
+		tv, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: f.oidcIssuers, Audience: f.oidcAudience, UserClaim: f.oidcUserClaim,
+			GroupsClaim: f.oidcGroupsClaim, MFAMethods: methods, PomeriumJWKSURL: f.pomeriumJWKS})
+		if err != nil {
+			return e, fmt.Errorf("--oidc-issuer: %w", err)
+		}
+		e.Tokens = tv
+	}
+	if env.DeviceCAFile != "" {
+		// Revocation: nil until the device identity work supplies its revocation set.
+		v, err := edgeid.NewX509DeviceVerifier(env.DeviceCAFile, nil)
+		if err != nil {
+			return e, fmt.Errorf("--device-ca-cert: %w", err)
+		}
+		e.Devices = edgeid.NewDeviceCerts(v)
+	}
+	return e, nil
 }
 
 // New implements suite.Factory: it opens <DataDir>/access.db, loads the
@@ -84,6 +146,10 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	}
 	if f.retention < 0 {
 		return nil, fmt.Errorf("--access-retention must not be negative")
+	}
+	edge, err := f.edge(env)
+	if err != nil {
+		return nil, err
 	}
 	st, err := accessstore.Open(ctx, accessstore.Options{
 		Path: filepath.Join(env.DataDir, "access.db"), EventRetention: f.retention,
@@ -110,12 +176,19 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	}
 	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers)}
 	s.srv.SetImportBatch(f.importBatch)
+	s.srv.SetEdge(edge)
+	if !edge.Dev && edge.Tokens == nil && !edge.TrustHeaders {
+		env.Logger.Warn("no --oidc-issuer, --pomerium-jwks-url or --access-trust-headers: every /authz and Check request is blocked with USER_TOKEN_MISSING")
+	}
+	if env.AuthzMux != nil {
+		env.AuthzMux.Handle("/authz", s.srv.AuthzHandler())
+	}
 	if err := m.register(svc); err != nil {
 		env.Logger.Warn("access metrics not registered", "err", err)
 	}
 	if env.HTTPMux != nil {
 		env.HTTPMux.Handle("/authz", s.srv.AuthzHandler())
-		env.HTTPMux.HandleFunc("/access/status", func(w http.ResponseWriter, r *http.Request) {
+		env.HTTPMux.Handle("/access/status", auth.RequireHTTPRoles(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fs := svc.FeedStatus()
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(map[string]any{
@@ -128,7 +201,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 				"policy_snapshot_version": svc.Snapshot().Version(),
 				"sign_ins":                map[string]any{"written": svc.Recorder().Written(), "dropped": svc.Recorder().Dropped()},
 			})
-		})
+		}), commonv1.Role_ROLE_READER))
 	}
 	if env.Peers.Compliance != "" && env.Dial != nil {
 		conn, err := env.Dial(env.Peers.Compliance)

@@ -53,17 +53,40 @@ func (s *Service) FeedStatus() FeedStatus {
 	return fs
 }
 
+// DecideOptions is what a decision knows besides the engine request.
+type DecideOptions struct {
+	// UserProof and DeviceProof say how the user and the device were proven
+	// (recorded with the sign-in).
+	UserProof, DeviceProof access.Proof
+	// Block, when set, is the decision's only reason: the request is blocked
+	// without evaluating the policies (an identity that failed verification).
+	Block *pe.Reason
+}
+
+// SignInIDSetter is implemented by a decision's wire response that carries
+// the sign-in id: Decide sets it before the sign-in is enqueued.
+type SignInIDSetter interface{ SetSignInID(id string) }
+
 // Decide evaluates r from memory, opens or refreshes the session of an
-// allowed access, records the sign-in off the decision path, and returns
-// what build made of the result (the wire response). It never calls another
-// service, never writes to the store and never takes a lock a writer holds
-// across a store call.
-func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, build func(res *pe.Result, sessionID, traceID string) any) any {
+// allowed access to a known device, records the sign-in off the decision
+// path, and returns what build made of the result (the wire response). It
+// never calls another service, never writes to the store and never takes a
+// lock a writer holds across a store call.
+func (s *Service) Decide(ctx context.Context, r *pe.Request, o DecideOptions, traceID string, build func(res *pe.Result, sessionID, traceID string) any) any {
 	res := s.results.Get().(*pe.Result)
 	now := time.Now()
-	s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
+	if o.Block != nil {
+		res.Reset()
+		res.SnapshotVersion = s.snap.Load().Version()
+		res.Decision = pe.DecisionBlock
+		res.Reasons = append(res.Reasons, *o.Block)
+	} else {
+		s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
+	}
 	sid := ""
-	if res.Decision == pe.DecisionAllow {
+	// No side effects for strangers: a session only for an allowed, known user
+	// (an ALLOW implies one) on a device the compliance feed knows.
+	if res.Decision == pe.DecisionAllow && res.Device.Known {
 		l, write := s.sessions.Touch(ctx, r.UserID, r.DeviceID, r.AppID, now)
 		sid = l.ID
 		if write {
@@ -72,8 +95,12 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 		}
 	}
 	out := build(res, sid, traceID)
+	var setID func(string)
+	if st, ok := out.(SignInIDSetter); ok {
+		setID = st.SetSignInID
+	}
 	s.recorder.SignIn(access.SignIn{Time: now, UserID: r.UserID, DeviceID: r.DeviceID, AppID: r.AppID,
-		Decision: access.Decision(res.Decision), TraceID: traceID}, out)
+		Decision: access.Decision(res.Decision), TraceID: traceID, UserProof: o.UserProof, DeviceProof: o.DeviceProof}, out, setID)
 	s.cfg.Metrics.Decision(res.Decision)
 	s.results.Put(res)
 	return out

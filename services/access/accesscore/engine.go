@@ -81,6 +81,7 @@ func DeviceState(d *access.DeviceCompliance) pe.DeviceState {
 	st := pe.DeviceState{
 		State: pe.ComplianceState(d.State), Risk: pe.RiskLevel(d.Risk), Platform: pe.Platform(d.Platform),
 		AlertIDs: d.RiskAlertIDs, Revision: d.Revision, Reason: d.Reason,
+		Owner: d.OwnerUserID, RegisteredUsers: d.RegisteredUserIDs,
 	}
 	for _, s := range d.Settings {
 		if !s.Compliant {

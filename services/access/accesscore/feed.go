@@ -2,6 +2,7 @@ package accesscore
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -110,9 +111,14 @@ func (s *Service) Resync(ctx context.Context, devs []*access.DeviceCompliance, r
 	idx := pe.NewDeviceIndex()
 	entries := make([]pe.DeviceEntry, len(devs))
 	for i, d := range devs {
-		if d.Platform == 0 {
-			if cur, ok := old.Get(d.DeviceID); ok && cur != nil {
+		if cur, ok := old.Get(d.DeviceID); ok && cur != nil {
+			if d.Platform == 0 {
 				d.Platform = access.Platform(cur.Platform)
+			}
+			// The compliance listing does not carry the device's users: keep
+			// what device_changed events said.
+			if d.OwnerUserID == "" && len(d.RegisteredUserIDs) == 0 {
+				d.OwnerUserID, d.RegisteredUserIDs = cur.Owner, cur.RegisteredUsers
 			}
 		}
 		entries[i] = pe.DeviceEntry{ID: d.DeviceID, State: DeviceState(d)}
@@ -173,8 +179,13 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		d := ev.Device
 		span.SetAttributes(attribute.String("device.id", d.DeviceID), attribute.Int("compliance.state", int(d.State)))
 		prev, known := idx.Get(d.DeviceID)
-		if d.Platform == 0 && known && prev != nil {
-			d.Platform = access.Platform(prev.Platform)
+		if known && prev != nil {
+			if d.Platform == 0 {
+				d.Platform = access.Platform(prev.Platform)
+			}
+			if d.OwnerUserID == "" && len(d.RegisteredUserIDs) == 0 {
+				d.OwnerUserID, d.RegisteredUserIDs = prev.Owner, prev.RegisteredUsers
+			}
 		}
 		st := DeviceState(d)
 		revoke := !d.State.CountsAsCompliant() && (!known || prev == nil || prev.State.CountsAsCompliant())
@@ -212,16 +223,26 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 	case ev.PlatformOf != nil:
 		p := ev.PlatformOf
 		cur, ok := idx.Get(p.DeviceID)
-		if !ok || cur == nil || cur.Platform == pe.Platform(p.Platform) {
+		var st pe.DeviceState
+		switch {
+		case ok && cur != nil && cur.Platform == pe.Platform(p.Platform) && cur.Owner == p.Owner && slices.Equal(cur.RegisteredUsers, p.RegisteredUsers):
 			if err := s.store.SaveFeedCursor(ctx, rev); err != nil {
 				return err
 			}
-			break
+			s.contact(rev)
+			return nil
+		case ok && cur != nil:
+			st = *cur
+		default:
+			// Enrolled, not evaluated yet (its compliance event follows): known,
+			// with its users, and not compliant.
+			st = pe.DeviceState{State: pe.ComplianceNotEvaluated, Revision: rev}
 		}
-		st := *cur
 		st.Platform = pe.Platform(p.Platform)
+		st.Owner, st.RegisteredUsers = p.Owner, slices.Clone(p.RegisteredUsers)
 		d := &access.DeviceCompliance{DeviceID: p.DeviceID, State: access.ComplianceState(st.State), Risk: access.RiskLevel(st.Risk),
-			RiskAlertIDs: st.AlertIDs, Platform: p.Platform, Revision: st.Revision, Reason: st.Reason}
+			RiskAlertIDs: st.AlertIDs, Platform: p.Platform, Revision: st.Revision, Reason: st.Reason,
+			OwnerUserID: st.Owner, RegisteredUserIDs: st.RegisteredUsers}
 		if err := s.store.ApplyDevice(ctx, d, rev, nil, func() { s.devices.Load().Put(p.DeviceID, st) }); err != nil {
 			return err
 		}

@@ -126,7 +126,8 @@ func why(p *accessv1.PolicyResult) string {
 }
 
 func (a *accessServer) ListSignIns(ctx context.Context, req *accessv1.ListSignInsRequest) (*accessv1.ListSignInsResponse, error) {
-	f := access.SignInFilter{UserID: req.GetUserId(), DeviceID: req.GetDeviceId(), AppID: req.GetApplicationId(), Decision: access.Decision(req.GetDecision())}
+	f := access.SignInFilter{UserID: req.GetUserId(), DeviceID: req.GetDeviceId(), AppID: req.GetApplicationId(), Decision: access.Decision(req.GetDecision()),
+		UserProof: access.Proof(req.GetUserProof()), DeviceProof: access.Proof(req.GetDeviceProof())}
 	if req.After != nil {
 		f.After = req.GetAfter().AsTime()
 	}

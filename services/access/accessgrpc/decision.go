@@ -15,8 +15,10 @@ import (
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/access"
+	"github.com/condaccess/condaccess/services/access/accesscore"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
 
@@ -48,9 +50,13 @@ func engineRequest(req *accessv1.EvaluateAccessRequest, prefix string) (pe.Reque
 
 // signInSource is what a decision hands the sign-in recorder.
 type signInSource struct {
-	client *accessv1.ClientContext
-	resp   *accessv1.EvaluateAccessResponse
+	client   *accessv1.ClientContext
+	resp     *accessv1.EvaluateAccessResponse
+	identErr string // why a presented token or certificate was refused
 }
+
+// SetSignInID implements accesscore.SignInIDSetter.
+func (s *signInSource) SetSignInID(id string) { s.resp.SignInId = id }
 
 // decision is a decision's response and sign-in source in one allocation,
 // with room for the usual one reason and one policy.
@@ -75,14 +81,24 @@ func (s *Server) decide(ctx context.Context, req *accessv1.EvaluateAccessRequest
 		return nil, err
 	}
 	r.OnlyApplied = onlyApplied
-	out := s.svc.Decide(ctx, &r, telemetry.TraceID(ctx), func(res *pe.Result, sid, traceID string) any {
+	// The caller (an authenticated enforcement point or admin) names the user and the device.
+	caller, _ := auth.FromContext(ctx)
+	o := accesscore.DecideOptions{UserProof: access.ProofAssertedByCaller, DeviceProof: access.ProofAssertedByCaller}
+	return s.run(ctx, &r, o, caller.Subject, "", req.GetClient()), nil
+}
+
+// run decides r and records the sign-in with how each identity was proven, the
+// enforcement point and, when a credential was refused, why.
+func (s *Server) run(ctx context.Context, r *pe.Request, o accesscore.DecideOptions, ep, identErr string, client *accessv1.ClientContext) *accessv1.EvaluateAccessResponse {
+	out := s.svc.Decide(ctx, r, o, telemetry.TraceID(ctx), func(res *pe.Result, sid, traceID string) any {
 		d := new(decision)
 		d.fill(res)
 		d.resp.SessionId, d.resp.TraceId = sid, traceID
-		d.src = signInSource{client: req.GetClient(), resp: &d.resp}
+		d.resp.UserProof, d.resp.DeviceProof, d.resp.EnforcementPoint = accessv1.Proof(o.UserProof), accessv1.Proof(o.DeviceProof), ep
+		d.src = signInSource{client: client, resp: &d.resp, identErr: identErr}
 		return &d.src
 	})
-	return out.(*signInSource).resp, nil
+	return out.(*signInSource).resp
 }
 
 // EncodeSignIn appends a sign-in's detail (accessv1.SignIn without its indexed
@@ -95,8 +111,10 @@ func EncodeSignIn(dst []byte, _ *access.SignIn, src any) []byte {
 	rec := signInRecs.Get().(*accessv1.SignIn)
 	rec.Client, rec.Reasons, rec.Policies = s.client, s.resp.GetReasons(), s.resp.GetPolicies()
 	rec.ComplianceState = s.resp.GetDeviceCompliance().GetState()
+	rec.UserProof, rec.DeviceProof, rec.EnforcementPoint, rec.IdentityError = s.resp.GetUserProof(), s.resp.GetDeviceProof(), s.resp.GetEnforcementPoint(), s.identErr
 	out, err := proto.MarshalOptions{}.MarshalAppend(dst, rec)
 	rec.Client, rec.Reasons, rec.Policies = nil, nil, nil
+	rec.UserProof, rec.DeviceProof, rec.EnforcementPoint, rec.IdentityError = 0, 0, "", ""
 	signInRecs.Put(rec)
 	if err != nil {
 		return dst
@@ -116,6 +134,7 @@ func signInToProto(si *access.SignIn) (*accessv1.SignIn, error) {
 	}
 	out.SignInId, out.Time, out.UserId, out.DeviceId, out.ApplicationId = si.ID, ts(si.Time), si.UserID, si.DeviceID, si.AppID
 	out.Decision, out.TraceId = accessv1.Decision(si.Decision), si.TraceID
+	out.UserProof, out.DeviceProof = accessv1.Proof(si.UserProof), accessv1.Proof(si.DeviceProof)
 	return out, nil
 }
 

@@ -3,7 +3,9 @@ package accessgrpc
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -12,67 +14,68 @@ import (
 	"google.golang.org/grpc/codes"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
-	"github.com/condaccess/condaccess/internal/apierr"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 )
 
 // ReasonInvalidRequest is the reason header of a request the enforcement
-// points could not turn into a decision request (a missing header).
+// points could not turn into a decision request (a missing application header).
 const ReasonInvalidRequest = "INVALID_REQUEST"
 
 // SessionHeader carries the session id of an allowed access.
 const SessionHeader = "x-condaccess-session-id"
+
+// SignInHeader carries the sign-in id (the reference shown to the user) of a decision.
+const SignInHeader = "x-condaccess-sign-in-id"
 
 func truthy(v string) bool {
 	v = strings.ToLower(strings.TrimSpace(v))
 	return v == "true" || v == "1" || v == "yes"
 }
 
-// fromHeaders builds the decision request from enforcement-point headers.
-func (s *Server) fromHeaders(get func(string) string, ip string) *accessv1.EvaluateAccessRequest {
-	req := &accessv1.EvaluateAccessRequest{UserId: get(s.headers.User), DeviceId: get(s.headers.Device), ApplicationId: get(s.headers.Application)}
-	c := &accessv1.ClientContext{IpAddress: ip}
-	if s.headers.MFA != "" {
-		c.MfaDone = truthy(get(s.headers.MFA))
-	}
-	req.Client = c
-	return req
-}
-
 // outcome is what an enforcement point answers.
 type outcome struct {
-	allow          bool
-	reason, detail string
-	session        string
+	allow   bool
+	reason  string
+	session string
+	signIn  string
 }
 
-func (s *Server) enforce(ctx context.Context, req *accessv1.EvaluateAccessRequest) outcome {
+// enforce verifies what an enforcement point forwarded and decides. The caller must
+// be authenticated (the handlers check the role first).
+func (s *Server) enforce(ctx context.Context, f *forwarded) outcome {
+	caller, _ := s.callerOf(ctx)
+	id := s.resolve(ctx, f, caller, time.Now())
+	if a := id.req.AppID; a == "" || len(a) > 128 {
+		return outcome{reason: ReasonInvalidRequest}
+	}
+	c := &accessv1.ClientContext{MfaDone: id.req.MFADone}
+	if id.req.IP.IsValid() {
+		c.IpAddress = id.req.IP.String()
+	}
 	// The enforcement points answer with the decision and its main reason only:
 	// the engine leaves out the policies that did not apply.
-	resp, err := s.decide(ctx, req, "", true)
-	if err != nil && req.GetClient().GetIpAddress() != "" {
-		// A client address we cannot parse is dropped rather than refused.
-		req.Client.IpAddress = ""
-		resp, err = s.decide(ctx, req, "", true)
-	}
-	if err != nil {
-		return outcome{reason: ReasonInvalidRequest, detail: errMessage(err)}
-	}
-	o := outcome{allow: resp.GetDecision() == accessv1.Decision_DECISION_ALLOW, session: resp.GetSessionId()}
+	id.req.OnlyApplied = true
+	resp := s.run(ctx, &id.req, id.opts, id.caller, id.err, c)
+	o := outcome{allow: resp.GetDecision() == accessv1.Decision_DECISION_ALLOW, session: resp.GetSessionId(), signIn: resp.GetSignInId()}
 	if len(resp.GetReasons()) > 0 {
-		o.reason, o.detail = resp.GetReasons()[0].GetCode(), resp.GetReasons()[0].GetMessage()
+		o.reason = resp.GetReasons()[0].GetCode()
 	}
 	return o
 }
 
-func errMessage(err error) string {
-	if vs := apierr.Violations(err); len(vs) > 0 {
-		var parts []string
-		for _, v := range vs {
-			parts = append(parts, v.GetField()+": "+v.GetDescription())
+// blockedBody is the end user's 403 page: a short message and the reference (the
+// sign-in id), with a link to the help page when configured. No policy names or
+// reason codes: those are in the sign-in log and the x-condaccess-reason header.
+func (s *Server) blockedBody(o outcome) string {
+	var b strings.Builder
+	b.WriteString("Access blocked: this sign-in does not meet your organization's access requirements.\n")
+	if o.signIn != "" {
+		b.WriteString("Reference: " + o.signIn + "\n")
+		if s.edge.HelpURL != "" {
+			b.WriteString("Help: " + s.edge.HelpURL + "?ref=" + o.signIn + "\n")
 		}
-		return "invalid request: " + strings.Join(parts, "; ")
 	}
-	return err.Error()
+	return b.String()
 }
 
 type checkServer struct {
@@ -84,13 +87,21 @@ func header(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
 }
 
-// Check is Envoy's external authorization: OK or PERMISSION_DENIED (HTTP 403),
-// with the main reason code in x-condaccess-reason.
-func (c *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+// ContextExtensionApplication is the ext_authz per-route context extension that names
+// the application (check_settings.context_extensions): set by Envoy's configuration,
+// it cannot be forged by the client, unlike a request header; it wins over the
+// x-application-id header.
+const ContextExtensionApplication = "application_id"
+
+// forwardedFromCheck maps Envoy's CheckRequest: headers from the request (map or
+// header_map), the application from context_extensions, the device certificate from
+// attributes.source.certificate (URL-encoded PEM, as Envoy forwards it with
+// include_peer_certificate), the peer from attributes.source.address.
+func forwardedFromCheck(req *authv3.CheckRequest) *forwarded {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	hdrs := h.GetHeaders()
 	get := func(k string) string {
-		if v, ok := hdrs[k]; ok {
+		if v, ok := hdrs[strings.ToLower(k)]; ok {
 			return v
 		}
 		for _, hv := range h.GetHeaderMap().GetHeaders() {
@@ -103,28 +114,49 @@ func (c *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 		}
 		return ""
 	}
-	ip := req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
-	o := c.s.enforce(ctx, c.s.fromHeaders(get, ip))
+	f := &forwarded{get: get, check: true, deviceCert: req.GetAttributes().GetSource().GetCertificate(),
+		app: req.GetAttributes().GetContextExtensions()[ContextExtensionApplication]}
+	if a, err := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()); err == nil {
+		f.peer = a
+	}
+	if v := get(forwardedForHeader); v != "" {
+		f.xff = []string{v}
+	}
+	return f
+}
+
+// Check is Envoy's external authorization: OK or PERMISSION_DENIED (HTTP 403),
+// with the main reason code in x-condaccess-reason. The gRPC server has already
+// authenticated the caller (ROLE_ENFORCEMENT_POINT).
+func (c *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	o := c.s.enforce(ctx, forwardedFromCheck(req))
 	if o.allow {
-		hs := []*corev3.HeaderValueOption{header(ReasonHeader, o.reason)}
+		hs := []*corev3.HeaderValueOption{header(ReasonHeader, o.reason), header(SignInHeader, o.signIn)}
 		if o.session != "" {
 			hs = append(hs, header(SessionHeader, o.session))
 		}
 		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hs}}}, nil
 	}
-	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: o.reason + ": " + o.detail},
+	hs := []*corev3.HeaderValueOption{header(ReasonHeader, o.reason), header("content-type", "text/plain; charset=utf-8")}
+	if o.signIn != "" {
+		hs = append(hs, header(SignInHeader, o.signIn))
+	}
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: o.reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
-			Headers: []*corev3.HeaderValueOption{header(ReasonHeader, o.reason)},
-			Body:    o.reason + ": " + o.detail + "\n",
+			Headers: hs,
+			Body:    c.s.blockedBody(o),
 		}}}, nil
 }
 
 // AuthzHandler is the HTTP forward-auth endpoint (GET /authz) for nginx
 // auth_request, Traefik ForwardAuth and Caddy forward_auth: 200 to allow, 403
-// to block, the main reason code in x-condaccess-reason. The client address
-// is the first X-Forwarded-For entry, when present.
+// to block (the main reason code in x-condaccess-reason), 401 for a caller that
+// is not authenticated, 403 ROLE_NOT_ALLOWED for one that is not an
+// enforcement point. The user comes from a verified bearer token or Pomerium
+// assertion, the device from the forwarded certificate, the client IP from the
+// connection and the trusted X-Forwarded-For hops (see Edge).
 func (s *Server) AuthzHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost {
@@ -132,14 +164,24 @@ func (s *Server) AuthzHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		ip := ""
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			ip, _, _ = strings.Cut(xff, ",")
-			ip = strings.TrimSpace(ip)
-		}
-		o := s.enforce(r.Context(), s.fromHeaders(r.Header.Get, ip))
-		w.Header().Set(ReasonHeader, o.reason)
 		w.Header().Set("Cache-Control", "no-store")
+		caller, ok := s.callerOf(r.Context())
+		if !ok {
+			w.Header().Set(ReasonHeader, "UNAUTHENTICATED")
+			http.Error(w, "authentication required: /authz needs an enforcement-point client certificate", http.StatusUnauthorized)
+			return
+		}
+		if !caller.HasRole(commonv1.Role_ROLE_ENFORCEMENT_POINT) && !caller.HasRole(commonv1.Role_ROLE_SERVICE) {
+			w.Header().Set(ReasonHeader, "ROLE_NOT_ALLOWED")
+			http.Error(w, "/authz may be called only by an enforcement point", http.StatusForbidden)
+			return
+		}
+		f := forwardedFromHTTP(r, s.edge.CertHeader)
+		o := s.enforce(r.Context(), f)
+		w.Header().Set(ReasonHeader, o.reason)
+		if o.signIn != "" {
+			w.Header().Set(SignInHeader, o.signIn)
+		}
 		if o.allow {
 			if o.session != "" {
 				w.Header().Set(SessionHeader, o.session)
@@ -150,7 +192,17 @@ func (s *Server) AuthzHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusForbidden)
 		if r.Method != http.MethodHead {
-			w.Write([]byte(o.reason + ": " + o.detail + "\n"))
+			w.Write([]byte(s.blockedBody(o)))
 		}
 	})
+}
+
+// forwardedFromHTTP maps an /authz request: the peer from the connection, the
+// X-Forwarded-For values, the device certificate from certHeader.
+func forwardedFromHTTP(r *http.Request, certHeader string) *forwarded {
+	f := &forwarded{get: r.Header.Get, xff: r.Header.Values(forwardedForHeader), deviceCert: r.Header.Get(certHeader)}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		f.peer = ap.Addr()
+	}
+	return f
 }

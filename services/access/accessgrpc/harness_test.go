@@ -129,6 +129,8 @@ type options struct {
 	headers    accessgrpc.Headers
 	// importBatch is ImportDirectory's batch size; 0 is the default.
 	importBatch int
+	edge       *accessgrpc.Edge // default: development mode
+	httpWrap   func(http.Handler) http.Handler
 }
 
 func bufServer(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
@@ -173,12 +175,21 @@ func start(t *testing.T, o options) *harness {
 	}
 	h := &harness{svc: svc, h: accessgrpc.New(svc, o.headers), compliance: o.compliance}
 	h.h.SetImportBatch(o.importBatch)
+	edge := o.edge
+	if edge == nil {
+		edge = &accessgrpc.Edge{Dev: true}
+	}
+	h.h.SetEdge(*edge)
 	cconn, stopCompliance := bufServer(t, func(r grpc.ServiceRegistrar) { compliancev1.RegisterComplianceServiceServer(r, h.compliance) })
 	h.stopFeed = stopCompliance
 	conn, _ := bufServer(t, func(r grpc.ServiceRegistrar) { accessgrpc.Register(r, h.h) })
 	h.dir, h.pol, h.acc, h.authz = accessv1.NewDirectoryServiceClient(conn), accessv1.NewConditionalAccessPolicyServiceClient(conn),
 		accessv1.NewAccessServiceClient(conn), authv3.NewAuthorizationClient(conn)
-	h.http = httptest.NewServer(http.StripPrefix("", h.h.AuthzHandler()))
+	var authz http.Handler = h.h.AuthzHandler()
+	if o.httpWrap != nil {
+		authz = o.httpWrap(authz)
+	}
+	h.http = httptest.NewServer(authz)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(cconn), nil) }()
@@ -206,4 +217,18 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// enroll publishes a device_changed event (the device's owner and registered users)
+// and returns its revision.
+func (f *fakeCompliance) enroll(deviceID, owner string, registered ...string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rev := int64(len(f.events) + 1)
+	f.events = append(f.events, &compliancev1.ComplianceEvent{Revision: rev, EventTime: timestamppb.Now(),
+		Payload: &compliancev1.ComplianceEvent_DeviceChanged{DeviceChanged: &compliancev1.DeviceChanged{Device: &compliancev1.Device{
+			DeviceId: deviceID, Platform: commonv1.Platform_PLATFORM_WINDOWS, OwnerUserId: owner, RegisteredUserIds: registered}}}})
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return rev
 }

@@ -45,6 +45,7 @@ type Server struct {
 	headers Headers
 	// importBatch is how many items ImportDirectory holds before applying them.
 	importBatch int
+	edge    Edge
 }
 
 // DefaultImportBatch is how many directory items (users, groups, applications and
@@ -66,7 +67,7 @@ func New(svc *accesscore.Service, h Headers) *Server {
 	if h.Application == "" {
 		h.Application = DefaultHeaders.Application
 	}
-	return &Server{svc: svc, headers: h}
+	return &Server{svc: svc, headers: h, edge: Edge{CertHeader: DefaultCertHeader}}
 }
 
 // Register registers every gRPC service, including Envoy's Authorization.

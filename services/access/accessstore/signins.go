@@ -47,10 +47,7 @@ DROP INDEX signins_user;
 DROP INDEX signins_device;
 `
 
-func signInID(key int64) string {
-	var b [3 + 13]byte // "si-" and a positive int64 in base 36
-	return string(strconv.AppendInt(append(b[:0], "si-"...), key, 36))
-}
+func signInID(key int64) string { return access.SignInID(key) }
 
 // Bloom filter of a batch: about 10 bits per id, 4 probes (~1-2% false positives).
 const (
@@ -121,7 +118,9 @@ func (b *batchBuf) encode(signIns []*access.SignIn, keys []int64) {
 	for i, si := range signIns {
 		b.body = binary.AppendUvarint(b.body, uint64(keys[i]-prev))
 		prev = keys[i]
-		b.body = binary.AppendUvarint(b.body, uint64(si.Decision))
+		// The decision's varint also carries the proofs (bits 8-15 user, 16-23
+		// device; 0 in batches written before proofs were recorded).
+		b.body = binary.AppendUvarint(b.body, uint64(si.Decision)|uint64(si.UserProof)<<8|uint64(si.DeviceProof)<<16)
 		b.body = appendStr(b.body, si.UserID)
 		b.body = appendStr(b.body, si.DeviceID)
 		b.body = appendStr(b.body, si.AppID)
@@ -143,6 +142,7 @@ func appendStr(b []byte, s string) []byte {
 type entry struct {
 	key                              int64
 	decision                         access.Decision
+	userProof, deviceProof           access.Proof
 	user, device, app, trace, detail []byte
 }
 
@@ -176,7 +176,8 @@ func decodeBatch(dst []entry, first int64, body []byte) ([]entry, error) {
 			return dst, errCorrupt
 		}
 		key += int64(d)
-		e.key, e.decision = key, access.Decision(dec)
+		e.key, e.decision = key, access.Decision(dec&0xff)
+		e.userProof, e.deviceProof = access.Proof(dec>>8), access.Proof(dec>>16)
 		var ok [5]bool
 		e.user, ok[0] = bytes()
 		e.device, ok[1] = bytes()
@@ -193,7 +194,7 @@ func decodeBatch(dst []entry, first int64, body []byte) ([]entry, error) {
 
 func (e *entry) signIn() *access.SignIn {
 	return &access.SignIn{ID: signInID(e.key), Time: time.Unix(0, e.key).UTC(), UserID: string(e.user), DeviceID: string(e.device),
-		AppID: string(e.app), Decision: e.decision, TraceID: string(e.trace), Detail: e.detail}
+		AppID: string(e.app), Decision: e.decision, TraceID: string(e.trace), Detail: e.detail, UserProof: e.userProof, DeviceProof: e.deviceProof}
 }
 
 // lastSignInKey is the newest sign-in's key (0 when none).
@@ -218,6 +219,9 @@ func writeSignIns(ctx context.Context, tx *sqlitedb.Tx, signIns []*access.SignIn
 	keys := make([]int64, len(signIns))
 	for i, si := range signIns {
 		k := max(last+1, si.Time.UnixNano())
+		if si.Key > last {
+			k = si.Key // assigned by the Recorder (its ID is already known)
+		}
 		last, keys[i] = k, k
 	}
 	return insertBatch(ctx, tx, signIns, keys, func() {
@@ -283,7 +287,9 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 			(f.UserID == "" || string(e.user) == f.UserID) &&
 			(f.DeviceID == "" || string(e.device) == f.DeviceID) &&
 			(f.AppID == "" || string(e.app) == f.AppID) &&
-			(f.Decision == 0 || e.decision == f.Decision)
+			(f.Decision == 0 || e.decision == f.Decision) &&
+			(f.UserProof == 0 || e.userProof == f.UserProof) &&
+			(f.DeviceProof == 0 || e.deviceProof == f.DeviceProof)
 	}
 
 	// One read transaction: one snapshot for the headers and the bodies.

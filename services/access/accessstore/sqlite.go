@@ -902,12 +902,14 @@ type deviceDetail struct {
 	AlertIDs []string               `json:"a,omitempty"`
 	Settings []access.SettingReason `json:"s,omitempty"`
 	Reason   string                 `json:"r,omitempty"`
+	Owner    string                 `json:"o,omitempty"`
+	Users    []string               `json:"u,omitempty"`
 }
 
 func putDevice(ctx context.Context, tx *sqlitedb.Tx, d *access.DeviceCompliance) error {
 	detail := ""
-	if len(d.RiskAlertIDs) > 0 || len(d.Settings) > 0 || d.Reason != "" {
-		b, err := json.Marshal(deviceDetail{d.RiskAlertIDs, d.Settings, d.Reason})
+	if len(d.RiskAlertIDs) > 0 || len(d.Settings) > 0 || d.Reason != "" || d.OwnerUserID != "" || len(d.RegisteredUserIDs) > 0 {
+		b, err := json.Marshal(deviceDetail{d.RiskAlertIDs, d.Settings, d.Reason, d.OwnerUserID, d.RegisteredUserIDs})
 		if err != nil {
 			return err
 		}
@@ -1040,6 +1042,7 @@ func (s *Store) LoadDevices(ctx context.Context, fn func(*access.DeviceComplianc
 				return fmt.Errorf("decode device %q: %w", d.DeviceID, err)
 			}
 			d.RiskAlertIDs, d.Settings, d.Reason = dd.AlertIDs, dd.Settings, dd.Reason
+			d.OwnerUserID, d.RegisteredUserIDs = dd.Owner, dd.Users
 		}
 		fn(&d)
 	}

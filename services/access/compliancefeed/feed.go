@@ -24,11 +24,14 @@ type Event struct {
 	Trace *commonv1.TraceContext
 }
 
-// DevicePlatform is a device's enrollment platform.
+// DevicePlatform is a device's enrollment platform and its users.
 type DevicePlatform struct {
 	DeviceID string
 	Platform access.Platform
 	Retired  bool
+	// Owner and RegisteredUsers are the users the device belongs to.
+	Owner           string
+	RegisteredUsers []string
 }
 
 // Source is a consumer.Source over a compliance client.
@@ -91,7 +94,8 @@ func (st stream) Recv() (Event, int64, bool, error) {
 				ev.Previous = access.ComplianceState(p.DeviceComplianceChanged.GetPreviousState())
 			case *compliancev1.ComplianceEvent_DeviceChanged:
 				d := p.DeviceChanged.GetDevice()
-				ev.PlatformOf = &DevicePlatform{DeviceID: d.GetDeviceId(), Platform: access.Platform(d.GetPlatform()), Retired: d.GetRetired()}
+				ev.PlatformOf = &DevicePlatform{DeviceID: d.GetDeviceId(), Platform: access.Platform(d.GetPlatform()), Retired: d.GetRetired(),
+					Owner: d.GetOwnerUserId(), RegisteredUsers: d.GetRegisteredUserIds()}
 			}
 			// Unknown payloads still advance the cursor (Apply sees an empty Event).
 			return ev, e.GetRevision(), false, nil

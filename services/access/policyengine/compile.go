@@ -137,12 +137,16 @@ type pstr struct {
 	msgStale         string
 	msgUnknownDevice string
 	msgMFA           string
+	msgRegistered    string
+	msgIPUnknown     string
 }
 
 // Snapshot is an immutable compiled directory and policy set.
 type Snapshot struct {
 	version int64
-	dir     *dirIndex
+	// needRegistered: a policy requires REGISTERED_DEVICE (decisions read the device's users).
+	needRegistered bool
+	dir            *dirIndex
 
 	src      []Policy // sorted by ID, as given (for WithDrafts)
 	pols     []cpol
@@ -455,7 +459,7 @@ func ValidatePolicy(p *Policy) error {
 	}
 	var seen Controls
 	for _, c := range p.Require {
-		if c != ControlCompliantDevice && c != ControlMFA {
+		if c != ControlCompliantDevice && c != ControlMFA && c != ControlRegisteredDevice {
 			return bad("grant_controls.require", fmt.Sprintf("unknown control %d", c))
 		}
 		if seen.Has(c) {
@@ -545,6 +549,9 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 		for _, r := range p.Require {
 			c.req = c.req.With(r)
 		}
+		if c.req.Has(ControlRegisteredDevice) && p.State != StateDisabled {
+			s.needRegistered = true
+		}
 		for _, pl := range p.Platforms.Include {
 			c.platInc |= 1 << pl
 		}
@@ -583,6 +590,8 @@ func compilePolicies(d *dirIndex, policies []Policy, opts []CompileOption) (*Sna
 			msgStale:         "policy " + q + " requires a compliant device; the compliance feed is stale, so compliance cannot be confirmed (fail closed)",
 			msgUnknownDevice: "policy " + q + " requires a compliant device; the device is unknown to the compliance feed",
 			msgMFA:           "policy " + q + " requires multi-factor authentication",
+			msgRegistered:    "policy " + q + " requires a device registered to the user; the device is not the user's",
+			msgIPUnknown:     "policy " + q + " has a location condition and the client IP is unknown (fail closed)",
 		}
 		s.recs[i] = s.record(int32(i), c)
 		if p.State == StateDisabled {

@@ -74,6 +74,12 @@ func ips(inc, exc []string) func(*pe.Policy) {
 		}
 	}
 }
+func registeredAnd(p *pe.Policy) {
+	p.Require = []pe.Control{pe.ControlCompliantDevice, pe.ControlRegisteredDevice}
+}
+func ownedBy(owner string, users ...string) *pe.DeviceState {
+	return &pe.DeviceState{State: pe.ComplianceCompliant, Risk: pe.RiskNone, Platform: pe.PlatformWindows, Revision: 7, Owner: owner, RegisteredUsers: users}
+}
 func clientApps(c ...pe.ClientApp) func(*pe.Policy) { return func(p *pe.Policy) { p.ClientApps = c } }
 
 func TestEvaluate(t *testing.T) {
@@ -356,10 +362,64 @@ func TestEvaluate(t *testing.T) {
 			want: outcome{Decision: pe.DecisionBlock, Reasons: []string{"BLOCKED_BY_POLICY/p1"}, Policies: []string{"p1 BLOCKED"}, Causes: []string{"4/p1", "5/BLOCK"}},
 		},
 		{
-			name:     "location not included, and unknown IP matches no include list",
-			policies: []pe.Policy{pol("p1", block, ips([]string{"10.0.0.0/8"}, nil)), pol("p2", block, ips([]string{"2001:db8::/32"}, nil))},
+			// Attack: no client IP must not make a location condition "not applied".
+			name:     "unknown IP under a location condition blocks with CLIENT_IP_UNKNOWN (fail closed)",
+			policies: []pe.Policy{pol("p1", block, ips([]string{"10.0.0.0/8"}, nil)), pol("p2", ips([]string{"2001:db8::/32"}, nil))},
 			req:      req("alice", "payroll"), dev: compliant,
-			want: outcome{Decision: pe.DecisionAllow, Reasons: []string{"ALLOWED/"}, Policies: []string{"p1 NOT_APPLIED (location not included)", "p2 NOT_APPLIED (location not included)"}},
+			want: outcome{Decision: pe.DecisionBlock, Reasons: []string{"CLIENT_IP_UNKNOWN/p1", "CLIENT_IP_UNKNOWN/p2"}, Policies: []string{"p1 BLOCKED", "p2 BLOCKED"},
+				Causes: []string{"4/p1", "5/LOCATION", "4/p2", "5/LOCATION"}},
+		},
+		{
+			// "Block payroll unless 10.0.0.0/8", asked without an IP.
+			name:     "unknown IP under an exclude-only location condition blocks with CLIENT_IP_UNKNOWN",
+			policies: []pe.Policy{pol("p1", block, ips(nil, []string{"10.0.0.0/8"}))},
+			req:      req("alice", "payroll"), dev: compliant,
+			want: outcome{Decision: pe.DecisionBlock, Reasons: []string{"CLIENT_IP_UNKNOWN/p1"}, Policies: []string{"p1 BLOCKED"}, Causes: []string{"4/p1", "5/LOCATION"}},
+		},
+		{
+			name:     "known IP inside the exclusion: the block does not apply",
+			policies: []pe.Policy{pol("p1", block, ips(nil, []string{"10.0.0.0/8"}))},
+			req:      req("alice", "payroll", fromIP("10.1.2.3")), dev: compliant,
+			want: outcome{Decision: pe.DecisionAllow, Reasons: []string{"ALLOWED/"}, Policies: []string{"p1 NOT_APPLIED (location excluded)"}},
+		},
+		{
+			name:     "unknown IP under a report-only location condition: would block, allowed",
+			policies: []pe.Policy{pol("p1", block, reportOnly, ips(nil, []string{"10.0.0.0/8"}))},
+			req:      req("alice", "payroll"), dev: compliant,
+			want: outcome{Decision: pe.DecisionAllow, Reasons: []string{"ALLOWED/"}, Policies: []string{"p1 WOULD_BLOCK"}},
+		},
+		{
+			name:     "unknown IP: a policy that excludes the user still does not apply",
+			policies: []pe.Policy{pol("p1", block, ips(nil, []string{"10.0.0.0/8"}), users(pe.UserAssignment{All: true, ExcludeUsers: []string{"alice"}}))},
+			req:      req("alice", "payroll"), dev: compliant,
+			want: outcome{Decision: pe.DecisionAllow, Reasons: []string{"ALLOWED/"}, Policies: []string{"p1 NOT_APPLIED (user excluded)"}},
+		},
+		{
+			name:     "registered device: the owner is granted",
+			policies: []pe.Policy{pol("p1", registeredAnd)},
+			req:      req("alice", "payroll"), dev: ownedBy("alice"),
+			want: outcome{Decision: pe.DecisionAllow, Reasons: []string{"GRANTED_BY_POLICY/p1"}, Policies: []string{"p1 GRANTED sat=CD+RD"}},
+		},
+		{
+			name:     "registered device: a registered user is granted",
+			policies: []pe.Policy{pol("p1", registeredAnd)},
+			req:      req("bob", "payroll"), dev: ownedBy("alice", "bob"),
+			want: outcome{Decision: pe.DecisionAllow, Reasons: []string{"GRANTED_BY_POLICY/p1"}, Policies: []string{"p1 GRANTED sat=CD+RD"}},
+		},
+		{
+			// Attack: the intern presents the CEO's compliant device.
+			name:     "registered device: another user's compliant device is refused",
+			policies: []pe.Policy{pol("p1", registeredAnd)},
+			req:      req("bob", "payroll"), dev: ownedBy("alice"),
+			want: outcome{Decision: pe.DecisionBlock, Reasons: []string{"DEVICE_NOT_REGISTERED_TO_USER/p1"}, Policies: []string{"p1 BLOCKED sat=CD unsat=RD"},
+				Causes: []string{"4/p1", "5/REGISTERED_DEVICE"}},
+		},
+		{
+			name:     "registered device: an unknown device is refused",
+			policies: []pe.Policy{pol("p1", registeredAnd)},
+			req:      req("alice", "payroll"),
+			want: outcome{Decision: pe.DecisionBlock, Reasons: []string{"UNKNOWN_DEVICE/p1", "DEVICE_NOT_REGISTERED_TO_USER/p1"}, Policies: []string{"p1 BLOCKED unsat=CD+RD"},
+				Causes: []string{"4/p1", "5/COMPLIANT_DEVICE", "5/REGISTERED_DEVICE"}},
 		},
 		{
 			name:     "IPv6 location",

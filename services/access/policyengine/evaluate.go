@@ -21,6 +21,13 @@ const (
 	ctlBlock          = "BLOCK"
 	ctlCompliant      = "COMPLIANT_DEVICE"
 	ctlMFA            = "MFA"
+	ctlRegistered     = "REGISTERED_DEVICE"
+	ctlLocation       = "LOCATION"
+	descRegistered    = "a device registered to the user is required; the device is not the user's"
+	descIPUnknown     = "the policy has a location condition and the client IP is unknown (fail closed)"
+	// condIPUnknown is what excludedOrCond returns for a policy whose location
+	// condition cannot be checked: the policy applies and blocks.
+	condIPUnknown = "\x00client IP unknown"
 )
 
 var riskIDs = [...]string{"RISK_LEVEL_UNSPECIFIED", "RISK_LEVEL_NONE", "RISK_LEVEL_LOW", "RISK_LEVEL_MEDIUM", "RISK_LEVEL_HIGH"}
@@ -53,6 +60,7 @@ type evalCtx struct {
 	ok        Controls // the controls the request meets
 	dev       uint8
 	skip      bool // Request.OnlyApplied
+	ipBlocked bool // for outcome: the policy's location condition cannot be checked
 }
 
 // Evaluate decides req and writes the outcome into res (reset first). dev is the device's
@@ -61,7 +69,8 @@ type evalCtx struct {
 func (s *Snapshot) Evaluate(req *Request, dev *DeviceState, feed Feed, res *Result) {
 	var v devView
 	if dev != nil {
-		v = devView{known: true, state: dev.State, risk: dev.Risk, platform: dev.Platform, revision: dev.Revision}
+		v = devView{known: true, state: dev.State, risk: dev.Risk, platform: dev.Platform, revision: dev.Revision,
+			registered: dev.RegisteredTo(req.UserID)}
 	}
 	if s.evaluate(req, &v, feed, res) {
 		s.causes(&v, dev, res)
@@ -84,6 +93,14 @@ func (s *Snapshot) EvaluateIn(req *Request, devs *DeviceIndex, feed Feed, res *R
 		}
 		v = devView{known: true, state: ComplianceState(hot), risk: RiskLevel(hot >> 8), platform: Platform(hot >> 16),
 			revision: int64(hot>>24) & hotRevMax}
+		if s.needRegistered {
+			n := sl.node.Load()
+			if packHot(&n.st) != hot {
+				s.Evaluate(req, &n.st, feed, res)
+				return
+			}
+			v.registered = n.st.RegisteredTo(req.UserID)
+		}
 	}
 	if !s.evaluate(req, &v, feed, res) {
 		return
@@ -107,6 +124,9 @@ type devView struct {
 	risk     RiskLevel
 	platform Platform
 	revision int64
+	// registered: the device belongs to the request's user (read only when a policy
+	// requires REGISTERED_DEVICE).
+	registered bool
 }
 
 // evaluate decides req into res, except for a block's cause chain: it reports whether
@@ -179,6 +199,9 @@ func (s *Snapshot) evaluate(req *Request, dev *devView, feed Feed, res *Result) 
 	}
 	if ctx.dev == devOK {
 		ctx.ok = ctx.ok.With(ControlCompliantDevice)
+	}
+	if dev.known && dev.registered {
+		ctx.ok = ctx.ok.With(ControlRegisteredDevice)
 	}
 
 	var blocked, applied bool
@@ -286,12 +309,14 @@ func (s *Snapshot) evalApp(a int32, groups []int32, ctx *evalCtx, ip netip.Addr,
 			p := w<<6 | bits.TrailingZeros64(m)
 			pi := pis[p]
 			r := &s.recs[pi]
-			if why := s.excludedOrCond(r, ctx, ip); why != "" {
+			why := s.excludedOrCond(r, ctx, ip)
+			if why != "" && why != condIPUnknown {
 				if !ctx.skip {
 					res.Policies[p].NotApplied = why
 				}
 				continue
 			}
+			ctx.ipBlocked = why == condIPUnknown
 			var pr *PolicyResult
 			if ctx.skip {
 				p = len(res.Policies)
@@ -330,6 +355,10 @@ func (s *Snapshot) evalTargeting(pi, a int32, ctx *evalCtx, ip netip.Addr, res *
 		} else {
 			notApplied = s.excludedOrCond(r, ctx, ip)
 		}
+	}
+	ctx.ipBlocked = notApplied == condIPUnknown
+	if ctx.ipBlocked {
+		notApplied = ""
 	}
 	pr := res.nextPolicy()
 	pr.PolicyID = r.id
@@ -378,6 +407,19 @@ func (s *Snapshot) outcome(r *hrec, pr *PolicyResult, k int, ctx *evalCtx, res *
 	var sat, unsat Controls
 	grant := false
 	block := r.flags&fBlock != 0
+	pr.ipUnknown = ctx.ipBlocked
+	if ctx.ipBlocked {
+		ctx.ipBlocked = false
+		pr.Satisfied, pr.Unsatisfied = 0, 0
+		if r.state != StateEnabled {
+			pr.Kind = ResultReportOnlyWouldBlock
+			return false, false
+		}
+		pr.Kind = ResultBlocked
+		st := &s.strs[r.pi]
+		res.Reasons = append(res.Reasons, Reason{Code: CodeClientIPUnknown, Message: st.msgIPUnknown, PolicyID: st.id})
+		return true, true
+	}
 	if !block {
 		sat, unsat = r.req&ctx.ok, r.req&^ctx.ok
 		if r.flags&fOr != 0 {
@@ -420,6 +462,9 @@ func (s *Snapshot) outcome(r *hrec, pr *PolicyResult, k int, ctx *evalCtx, res *
 	}
 	if unsat.Has(ControlMFA) {
 		res.Reasons = append(res.Reasons, Reason{Code: CodeMFARequired, Message: st.msgMFA, PolicyID: st.id})
+	}
+	if unsat.Has(ControlRegisteredDevice) {
+		res.Reasons = append(res.Reasons, Reason{Code: CodeDeviceNotRegistered, Message: st.msgRegistered, PolicyID: st.id})
 	}
 	return true, true
 }
@@ -478,7 +523,11 @@ func (s *Snapshot) excludedOrCond(c *hrec, ctx *evalCtx, ip netip.Addr) string {
 	if c.platExc&ctx.platBit != 0 {
 		return NotAppliedPlatformExcluded
 	}
-	if c.ips >= 0 {
+	ipUnknown := false
+	if c.ips >= 0 && !ip.IsValid() {
+		// Fail closed: a location condition is never "not applied" for want of an IP.
+		ipUnknown = true
+	} else if c.ips >= 0 {
 		cond := &s.ipConds[c.ips]
 		if len(cond.include) > 0 {
 			in := false
@@ -504,6 +553,9 @@ func (s *Snapshot) excludedOrCond(c *hrec, ctx *evalCtx, ip netip.Addr) string {
 	}
 	if c.clientInc != 0 && c.clientInc&ctx.clientBit == 0 {
 		return NotAppliedClientAppNotIncl
+	}
+	if ipUnknown {
+		return condIPUnknown
 	}
 	return ""
 }
@@ -539,6 +591,11 @@ func (s *Snapshot) causes(v *devView, dev *DeviceState, res *Result) {
 			continue
 		}
 		res.Causes = append(res.Causes, Cause{Kind: CausePolicy, ID: pr.PolicyID, Description: s.strs[pr.idx].label})
+		if pr.ipUnknown {
+			// Blocked for want of a client IP (see outcome).
+			res.Causes = append(res.Causes, Cause{Kind: CauseControl, ID: ctlLocation, Description: descIPUnknown})
+			continue
+		}
 		if s.pols[pr.idx].block {
 			res.Causes = append(res.Causes, Cause{Kind: CauseControl, ID: ctlBlock, Description: descBlock})
 			continue
@@ -555,6 +612,9 @@ func (s *Snapshot) causes(v *devView, dev *DeviceState, res *Result) {
 		}
 		if pr.Unsatisfied.Has(ControlMFA) {
 			res.Causes = append(res.Causes, Cause{Kind: CauseControl, ID: ctlMFA, Description: descMFA})
+		}
+		if pr.Unsatisfied.Has(ControlRegisteredDevice) {
+			res.Causes = append(res.Causes, Cause{Kind: CauseControl, ID: ctlRegistered, Description: descRegistered})
 		}
 	}
 }

@@ -89,6 +89,9 @@ func controlsString(cs pe.Controls) string {
 	if cs.Has(pe.ControlMFA) {
 		parts = append(parts, "MFA")
 	}
+	if cs.Has(pe.ControlRegisteredDevice) {
+		parts = append(parts, "RD")
+	}
 	return strings.Join(parts, "+")
 }
 
@@ -146,6 +149,7 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		p          pe.Policy
 		grant      bool
 		sat, unsat pe.Controls
+		ipUnknown  bool
 	}
 	var enabledApplied []applied
 	for _, p := range r.policies {
@@ -187,7 +191,10 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 				na = pe.NotAppliedPlatformExcluded
 			}
 		}
-		if na == "" && len(p.IncludeIPs) > 0 {
+		ipUnknown := false
+		if na == "" && (len(p.IncludeIPs) > 0 || len(p.ExcludeIPs) > 0) && !ip.IsValid() {
+			ipUnknown = true
+		} else if na == "" && len(p.IncludeIPs) > 0 {
 			in := false
 			for _, pr := range p.IncludeIPs {
 				if ip.IsValid() && pr.Contains(ip) {
@@ -198,7 +205,7 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 				na = pe.NotAppliedLocationNotIncl
 			}
 		}
-		if na == "" {
+		if na == "" && !ipUnknown {
 			for _, pr := range p.ExcludeIPs {
 				if ip.IsValid() && pr.Contains(ip) {
 					na = pe.NotAppliedLocationExcluded
@@ -221,9 +228,11 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		}
 		var sat, unsat pe.Controls
 		grant := false
-		if !p.Block {
+		registered := dev != nil && dev.RegisteredTo(req.UserID)
+		if !p.Block && !ipUnknown {
 			for _, c := range p.Require {
-				ok := (c == pe.ControlMFA && req.MFADone) || (c == pe.ControlCompliantDevice && compliant)
+				ok := (c == pe.ControlMFA && req.MFADone) || (c == pe.ControlCompliantDevice && compliant) ||
+					(c == pe.ControlRegisteredDevice && registered)
 				if ok {
 					sat = sat.With(c)
 				} else {
@@ -249,7 +258,7 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		}
 		o.Policies = append(o.Policies, policyLine(p.ID, p.State, k, "", sat, unsat))
 		if p.State == pe.StateEnabled {
-			enabledApplied = append(enabledApplied, applied{p: p, grant: grant, sat: sat, unsat: unsat})
+			enabledApplied = append(enabledApplied, applied{p: p, grant: grant, sat: sat, unsat: unsat, ipUnknown: ipUnknown})
 		}
 	}
 
@@ -282,6 +291,10 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		if a.grant {
 			continue
 		}
+		if a.ipUnknown {
+			o.Reasons = append(o.Reasons, pe.CodeClientIPUnknown+"/"+a.p.ID)
+			continue
+		}
 		if a.p.Block {
 			o.Reasons = append(o.Reasons, pe.CodeBlockedByPolicy+"/"+a.p.ID)
 			continue
@@ -294,6 +307,9 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		}
 		if a.unsat.Has(pe.ControlMFA) {
 			o.Reasons = append(o.Reasons, pe.CodeMFARequired+"/"+a.p.ID)
+		}
+		if a.unsat.Has(pe.ControlRegisteredDevice) {
+			o.Reasons = append(o.Reasons, pe.CodeDeviceNotRegistered+"/"+a.p.ID)
 		}
 	}
 	if deviceChain {
@@ -312,6 +328,10 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 			continue
 		}
 		o.Causes = append(o.Causes, fmt.Sprintf("%d/%s", pe.CausePolicy, a.p.ID))
+		if a.ipUnknown {
+			o.Causes = append(o.Causes, fmt.Sprintf("%d/LOCATION", pe.CauseControl))
+			continue
+		}
 		if a.p.Block {
 			o.Causes = append(o.Causes, fmt.Sprintf("%d/BLOCK", pe.CauseControl))
 			continue
@@ -321,6 +341,9 @@ func (r *reference) evaluate(req *pe.Request, dev *pe.DeviceState, feed pe.Feed)
 		}
 		if a.unsat.Has(pe.ControlMFA) {
 			o.Causes = append(o.Causes, fmt.Sprintf("%d/MFA", pe.CauseControl))
+		}
+		if a.unsat.Has(pe.ControlRegisteredDevice) {
+			o.Causes = append(o.Causes, fmt.Sprintf("%d/REGISTERED_DEVICE", pe.CauseControl))
 		}
 	}
 	return o

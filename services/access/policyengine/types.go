@@ -76,6 +76,13 @@
 // "platform excluded", "location not included", "location excluded", "client app not
 // included".
 //
+// A policy with a location condition (include or exclude ranges) and a request without a
+// valid IP does not fall through to "not applied": it applies and blocks with
+// CLIENT_IP_UNKNOWN (REPORT_ONLY_WOULD_BLOCK when report-only), whatever its controls,
+// unless an exclusion or another condition already keeps it from applying (fail closed).
+// REGISTERED_DEVICE holds when the device is known and the user is its owner or one of its
+// registered users; it fails with DEVICE_NOT_REGISTERED_TO_USER.
+//
 // # Cause chain (Result.Causes), for a BLOCK only
 //
 // When a blocking enabled policy failed COMPLIANT_DEVICE because the device is not compliant
@@ -145,6 +152,9 @@ const (
 	ControlUnspecified     Control = 0
 	ControlCompliantDevice Control = 1
 	ControlMFA             Control = 2
+	// ControlRegisteredDevice holds when the device's owner or one of its registered
+	// users is the request's user (DeviceState.RegisteredTo).
+	ControlRegisteredDevice Control = 3
 )
 
 // Operator combines required controls (values of accessv1.GrantOperator; 0 means AND).
@@ -262,6 +272,11 @@ const (
 	CodeUnknownDevice           = "UNKNOWN_DEVICE"
 	CodeUnknownApplication      = "UNKNOWN_APPLICATION"
 	CodeUserDisabled            = "USER_DISABLED"
+	// CodeDeviceNotRegistered: REGISTERED_DEVICE failed (the device is not the user's).
+	CodeDeviceNotRegistered = "DEVICE_NOT_REGISTERED_TO_USER"
+	// CodeClientIPUnknown: a policy with a location condition met a request without a
+	// trustworthy client IP; the policy blocks (would block, if report-only).
+	CodeClientIPUnknown = "CLIENT_IP_UNKNOWN"
 )
 
 // Not-applied reasons (PolicyResult.NotApplied). "user excluded by group <id>" is built per
@@ -365,6 +380,27 @@ type DeviceState struct {
 	Revision int64
 	// UpdatedAt is when the state last changed.
 	UpdatedAt time.Time
+	// Owner and RegisteredUsers are the users the device belongs to
+	// (GRANT_CONTROL_REGISTERED_DEVICE).
+	Owner           string
+	RegisteredUsers []string
+}
+
+// RegisteredTo reports whether the device belongs to user: its owner or one of its
+// registered users. An empty user id never matches.
+func (d *DeviceState) RegisteredTo(user string) bool {
+	if d == nil || user == "" {
+		return false
+	}
+	if d.Owner == user {
+		return true
+	}
+	for _, u := range d.RegisteredUsers {
+		if u == user {
+			return true
+		}
+	}
+	return false
 }
 
 // Feed is the health of the compliance feed, supplied by the service per decision.
@@ -434,7 +470,8 @@ type PolicyResult struct {
 	Satisfied   Controls
 	Unsatisfied Controls
 
-	idx int32 // policy index in the snapshot
+	idx       int32 // policy index in the snapshot
+	ipUnknown bool  // blocked because its location condition met no client IP
 }
 
 // Cause is one step of a block's cause chain.

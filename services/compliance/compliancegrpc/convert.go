@@ -35,7 +35,7 @@ func DeviceToProto(d *compliance.Device) *compliancev1.Device {
 	if d == nil {
 		return nil
 	}
-	return &compliancev1.Device{
+	out := &compliancev1.Device{
 		DeviceId:     d.ID,
 		DisplayName:  d.DisplayName,
 		Platform:     commonv1.Platform(d.Platform),
@@ -49,10 +49,12 @@ func DeviceToProto(d *compliance.Device) *compliancev1.Device {
 		RetireTime:   ts(d.RetireTime),
 		Etag:         d.Etag(),
 	}
+	out.RegisteredUserIds = d.RegisteredUserIDs
+	return out
 }
 
 func deviceFromProto(p *compliancev1.Device) compliance.Device {
-	return compliance.Device{
+	d := compliance.Device{
 		ID:           p.GetDeviceId(),
 		DisplayName:  p.GetDisplayName(),
 		Platform:     compliance.Platform(p.GetPlatform()),
@@ -61,6 +63,8 @@ func deviceFromProto(p *compliancev1.Device) compliance.Device {
 		Groups:       p.GetGroups(),
 		LastSeenTime: fromTS(p.GetLastSeenTime()),
 	}
+	d.RegisteredUserIDs = p.GetRegisteredUserIds()
+	return d
 }
 
 // PolicyToProto converts a policy.

@@ -97,8 +97,13 @@ const (
 	// GRANT_CONTROL_COMPLIANT_DEVICE: the device must count as compliant (COMPLIANT,
 	// IN_GRACE_PERIOD or EXCLUDED) according to a fresh compliance feed.
 	GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE GrantControl = 1
-	// GRANT_CONTROL_MFA: the request must say multi-factor authentication was done.
+	// GRANT_CONTROL_MFA: the request must say multi-factor authentication was done (at
+	// the enforcement points: the verified token's amr claim).
 	GrantControl_GRANT_CONTROL_MFA GrantControl = 2
+	// GRANT_CONTROL_REGISTERED_DEVICE: the device must belong to the user: the user is the
+	// device's owner or one of its registered users (compliance Device.owner_user_id and
+	// Device.registered_user_ids). Fails with DEVICE_NOT_REGISTERED_TO_USER.
+	GrantControl_GRANT_CONTROL_REGISTERED_DEVICE GrantControl = 3
 )
 
 // Enum value maps for GrantControl.
@@ -107,11 +112,13 @@ var (
 		0: "GRANT_CONTROL_UNSPECIFIED",
 		1: "GRANT_CONTROL_COMPLIANT_DEVICE",
 		2: "GRANT_CONTROL_MFA",
+		3: "GRANT_CONTROL_REGISTERED_DEVICE",
 	}
 	GrantControl_value = map[string]int32{
-		"GRANT_CONTROL_UNSPECIFIED":      0,
-		"GRANT_CONTROL_COMPLIANT_DEVICE": 1,
-		"GRANT_CONTROL_MFA":              2,
+		"GRANT_CONTROL_UNSPECIFIED":       0,
+		"GRANT_CONTROL_COMPLIANT_DEVICE":  1,
+		"GRANT_CONTROL_MFA":               2,
+		"GRANT_CONTROL_REGISTERED_DEVICE": 3,
 	}
 )
 
@@ -140,6 +147,72 @@ func (x GrantControl) Number() protoreflect.EnumNumber {
 // Deprecated: Use GrantControl.Descriptor instead.
 func (GrantControl) EnumDescriptor() ([]byte, []int) {
 	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{1}
+}
+
+// Proof says how an identity in a decision was proven.
+type Proof int32
+
+const (
+	// PROOF_UNSPECIFIED: not recorded (sign-ins from before proofs were recorded); in a
+	// filter, any.
+	Proof_PROOF_UNSPECIFIED Proof = 0
+	// PROOF_VERIFIED_TOKEN: the user came from an OIDC token (bearer JWT or a proxy's
+	// signed assertion) whose signature, issuer, audience and lifetime were verified.
+	Proof_PROOF_VERIFIED_TOKEN Proof = 1
+	// PROOF_VERIFIED_CERTIFICATE: the device came from a certificate that chains to the
+	// device CA, is within its validity and is not revoked.
+	Proof_PROOF_VERIFIED_CERTIFICATE Proof = 2
+	// PROOF_ASSERTED_BY_CALLER: the authenticated caller (an enforcement point, an admin,
+	// or anyone in development mode) named the identity; nothing proved it.
+	Proof_PROOF_ASSERTED_BY_CALLER Proof = 3
+	// PROOF_NONE: no identity was proven (absent, or the token or certificate failed
+	// verification).
+	Proof_PROOF_NONE Proof = 4
+)
+
+// Enum value maps for Proof.
+var (
+	Proof_name = map[int32]string{
+		0: "PROOF_UNSPECIFIED",
+		1: "PROOF_VERIFIED_TOKEN",
+		2: "PROOF_VERIFIED_CERTIFICATE",
+		3: "PROOF_ASSERTED_BY_CALLER",
+		4: "PROOF_NONE",
+	}
+	Proof_value = map[string]int32{
+		"PROOF_UNSPECIFIED":          0,
+		"PROOF_VERIFIED_TOKEN":       1,
+		"PROOF_VERIFIED_CERTIFICATE": 2,
+		"PROOF_ASSERTED_BY_CALLER":   3,
+		"PROOF_NONE":                 4,
+	}
+)
+
+func (x Proof) Enum() *Proof {
+	p := new(Proof)
+	*p = x
+	return p
+}
+
+func (x Proof) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Proof) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_access_v1_access_proto_enumTypes[2].Descriptor()
+}
+
+func (Proof) Type() protoreflect.EnumType {
+	return &file_condaccess_access_v1_access_proto_enumTypes[2]
+}
+
+func (x Proof) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Proof.Descriptor instead.
+func (Proof) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{2}
 }
 
 // GrantOperator says whether all or one of the required controls must be satisfied.
@@ -179,11 +252,11 @@ func (x GrantOperator) String() string {
 }
 
 func (GrantOperator) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_access_v1_access_proto_enumTypes[2].Descriptor()
+	return file_condaccess_access_v1_access_proto_enumTypes[3].Descriptor()
 }
 
 func (GrantOperator) Type() protoreflect.EnumType {
-	return &file_condaccess_access_v1_access_proto_enumTypes[2]
+	return &file_condaccess_access_v1_access_proto_enumTypes[3]
 }
 
 func (x GrantOperator) Number() protoreflect.EnumNumber {
@@ -192,7 +265,7 @@ func (x GrantOperator) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GrantOperator.Descriptor instead.
 func (GrantOperator) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{2}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{3}
 }
 
 // ClientAppType is the kind of client making the request.
@@ -241,11 +314,11 @@ func (x ClientAppType) String() string {
 }
 
 func (ClientAppType) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_access_v1_access_proto_enumTypes[3].Descriptor()
+	return file_condaccess_access_v1_access_proto_enumTypes[4].Descriptor()
 }
 
 func (ClientAppType) Type() protoreflect.EnumType {
-	return &file_condaccess_access_v1_access_proto_enumTypes[3]
+	return &file_condaccess_access_v1_access_proto_enumTypes[4]
 }
 
 func (x ClientAppType) Number() protoreflect.EnumNumber {
@@ -254,7 +327,7 @@ func (x ClientAppType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClientAppType.Descriptor instead.
 func (ClientAppType) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{3}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{4}
 }
 
 // Decision is the outcome of an access evaluation.
@@ -294,11 +367,11 @@ func (x Decision) String() string {
 }
 
 func (Decision) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_access_v1_access_proto_enumTypes[4].Descriptor()
+	return file_condaccess_access_v1_access_proto_enumTypes[5].Descriptor()
 }
 
 func (Decision) Type() protoreflect.EnumType {
-	return &file_condaccess_access_v1_access_proto_enumTypes[4]
+	return &file_condaccess_access_v1_access_proto_enumTypes[5]
 }
 
 func (x Decision) Number() protoreflect.EnumNumber {
@@ -307,7 +380,7 @@ func (x Decision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Decision.Descriptor instead.
 func (Decision) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{4}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{5}
 }
 
 // PolicyResultKind is one policy's result for one request.
@@ -368,11 +441,11 @@ func (x PolicyResultKind) String() string {
 }
 
 func (PolicyResultKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_access_v1_access_proto_enumTypes[5].Descriptor()
+	return file_condaccess_access_v1_access_proto_enumTypes[6].Descriptor()
 }
 
 func (PolicyResultKind) Type() protoreflect.EnumType {
-	return &file_condaccess_access_v1_access_proto_enumTypes[5]
+	return &file_condaccess_access_v1_access_proto_enumTypes[6]
 }
 
 func (x PolicyResultKind) Number() protoreflect.EnumNumber {
@@ -381,7 +454,7 @@ func (x PolicyResultKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PolicyResultKind.Descriptor instead.
 func (PolicyResultKind) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{5}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{6}
 }
 
 // CauseKind is the kind of one step of a decision's cause chain.
@@ -433,11 +506,11 @@ func (x CauseKind) String() string {
 }
 
 func (CauseKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_access_v1_access_proto_enumTypes[6].Descriptor()
+	return file_condaccess_access_v1_access_proto_enumTypes[7].Descriptor()
 }
 
 func (CauseKind) Type() protoreflect.EnumType {
-	return &file_condaccess_access_v1_access_proto_enumTypes[6]
+	return &file_condaccess_access_v1_access_proto_enumTypes[7]
 }
 
 func (x CauseKind) Number() protoreflect.EnumNumber {
@@ -446,7 +519,7 @@ func (x CauseKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CauseKind.Descriptor instead.
 func (CauseKind) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{6}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{7}
 }
 
 // SessionState is a session's state.
@@ -486,11 +559,11 @@ func (x SessionState) String() string {
 }
 
 func (SessionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_condaccess_access_v1_access_proto_enumTypes[7].Descriptor()
+	return file_condaccess_access_v1_access_proto_enumTypes[8].Descriptor()
 }
 
 func (SessionState) Type() protoreflect.EnumType {
-	return &file_condaccess_access_v1_access_proto_enumTypes[7]
+	return &file_condaccess_access_v1_access_proto_enumTypes[8]
 }
 
 func (x SessionState) Number() protoreflect.EnumNumber {
@@ -499,7 +572,7 @@ func (x SessionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionState.Descriptor instead.
 func (SessionState) EnumDescriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{7}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{8}
 }
 
 // User is a directory user.
@@ -3657,7 +3730,10 @@ type Reason struct {
 	// x-condaccess-reason header. Codes: ALLOWED (no applying policy blocked),
 	// GRANTED_BY_POLICY, BLOCKED_BY_POLICY, COMPLIANT_DEVICE_REQUIRED, MFA_REQUIRED,
 	// COMPLIANCE_STATE_STALE, DEVICE_EXCLUDED, UNKNOWN_USER, UNKNOWN_DEVICE,
-	// UNKNOWN_APPLICATION, USER_DISABLED.
+	// UNKNOWN_APPLICATION, USER_DISABLED, DEVICE_NOT_REGISTERED_TO_USER,
+	// CLIENT_IP_UNKNOWN (a policy with a location condition and no trustworthy client IP:
+	// fail closed), and at the enforcement points USER_TOKEN_MISSING,
+	// USER_TOKEN_INVALID, DEVICE_CERTIFICATE_INVALID.
 	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
 	// message explains the reason to a person.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
@@ -3970,8 +4046,18 @@ type EvaluateAccessResponse struct {
 	TraceId string `protobuf:"bytes,7,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// policy_snapshot_version is the version of the compiled policy snapshot used.
 	PolicySnapshotVersion int64 `protobuf:"varint,8,opt,name=policy_snapshot_version,json=policySnapshotVersion,proto3" json:"policy_snapshot_version,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// user_proof says how the user was proven.
+	UserProof Proof `protobuf:"varint,9,opt,name=user_proof,json=userProof,proto3,enum=condaccess.access.v1.Proof" json:"user_proof,omitempty"`
+	// device_proof says how the device was proven.
+	DeviceProof Proof `protobuf:"varint,10,opt,name=device_proof,json=deviceProof,proto3,enum=condaccess.access.v1.Proof" json:"device_proof,omitempty"`
+	// enforcement_point is the authenticated caller that asked for the decision (its
+	// certificate subject; "unix" for the unix-socket /authz, "dev" in development mode).
+	EnforcementPoint string `protobuf:"bytes,11,opt,name=enforcement_point,json=enforcementPoint,proto3" json:"enforcement_point,omitempty"`
+	// sign_in_id is the id of the sign-in recorded for this decision (the reference shown
+	// to the end user on a block).
+	SignInId      string `protobuf:"bytes,12,opt,name=sign_in_id,json=signInId,proto3" json:"sign_in_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EvaluateAccessResponse) Reset() {
@@ -4058,6 +4144,34 @@ func (x *EvaluateAccessResponse) GetPolicySnapshotVersion() int64 {
 		return x.PolicySnapshotVersion
 	}
 	return 0
+}
+
+func (x *EvaluateAccessResponse) GetUserProof() Proof {
+	if x != nil {
+		return x.UserProof
+	}
+	return Proof_PROOF_UNSPECIFIED
+}
+
+func (x *EvaluateAccessResponse) GetDeviceProof() Proof {
+	if x != nil {
+		return x.DeviceProof
+	}
+	return Proof_PROOF_UNSPECIFIED
+}
+
+func (x *EvaluateAccessResponse) GetEnforcementPoint() string {
+	if x != nil {
+		return x.EnforcementPoint
+	}
+	return ""
+}
+
+func (x *EvaluateAccessResponse) GetSignInId() string {
+	if x != nil {
+		return x.SignInId
+	}
+	return ""
 }
 
 // EvaluateAccessStreamRequest is one request on the EvaluateAccessStream stream.
@@ -4389,7 +4503,16 @@ type SignIn struct {
 	// compliance_state is the device compliance state used.
 	ComplianceState v1.ComplianceState `protobuf:"varint,10,opt,name=compliance_state,json=complianceState,proto3,enum=condaccess.common.v1.ComplianceState" json:"compliance_state,omitempty"`
 	// trace_id is the decision's trace.
-	TraceId       string `protobuf:"bytes,11,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	TraceId string `protobuf:"bytes,11,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// user_proof says how the user was proven.
+	UserProof Proof `protobuf:"varint,12,opt,name=user_proof,json=userProof,proto3,enum=condaccess.access.v1.Proof" json:"user_proof,omitempty"`
+	// device_proof says how the device was proven.
+	DeviceProof Proof `protobuf:"varint,13,opt,name=device_proof,json=deviceProof,proto3,enum=condaccess.access.v1.Proof" json:"device_proof,omitempty"`
+	// enforcement_point is the authenticated caller that asked for the decision.
+	EnforcementPoint string `protobuf:"bytes,14,opt,name=enforcement_point,json=enforcementPoint,proto3" json:"enforcement_point,omitempty"`
+	// identity_error says why a presented token or certificate was refused (e.g. "token
+	// is expired"); empty when none was refused.
+	IdentityError string `protobuf:"bytes,15,opt,name=identity_error,json=identityError,proto3" json:"identity_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4501,6 +4624,34 @@ func (x *SignIn) GetTraceId() string {
 	return ""
 }
 
+func (x *SignIn) GetUserProof() Proof {
+	if x != nil {
+		return x.UserProof
+	}
+	return Proof_PROOF_UNSPECIFIED
+}
+
+func (x *SignIn) GetDeviceProof() Proof {
+	if x != nil {
+		return x.DeviceProof
+	}
+	return Proof_PROOF_UNSPECIFIED
+}
+
+func (x *SignIn) GetEnforcementPoint() string {
+	if x != nil {
+		return x.EnforcementPoint
+	}
+	return ""
+}
+
+func (x *SignIn) GetIdentityError() string {
+	if x != nil {
+		return x.IdentityError
+	}
+	return ""
+}
+
 // ListSignInsRequest is the request of ListSignIns.
 type ListSignInsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4519,7 +4670,11 @@ type ListSignInsRequest struct {
 	// after keeps the sign-ins at or after this time.
 	After *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=after,proto3" json:"after,omitempty"`
 	// before keeps the sign-ins before this time.
-	Before        *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=before,proto3" json:"before,omitempty"`
+	Before *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=before,proto3" json:"before,omitempty"`
+	// user_proof keeps the sign-ins whose user was proven this way; unspecified = any.
+	UserProof Proof `protobuf:"varint,9,opt,name=user_proof,json=userProof,proto3,enum=condaccess.access.v1.Proof" json:"user_proof,omitempty"`
+	// device_proof keeps the sign-ins whose device was proven this way; unspecified = any.
+	DeviceProof   Proof `protobuf:"varint,10,opt,name=device_proof,json=deviceProof,proto3,enum=condaccess.access.v1.Proof" json:"device_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4608,6 +4763,20 @@ func (x *ListSignInsRequest) GetBefore() *timestamppb.Timestamp {
 		return x.Before
 	}
 	return nil
+}
+
+func (x *ListSignInsRequest) GetUserProof() Proof {
+	if x != nil {
+		return x.UserProof
+	}
+	return Proof_PROOF_UNSPECIFIED
+}
+
+func (x *ListSignInsRequest) GetDeviceProof() Proof {
+	if x != nil {
+		return x.DeviceProof
+	}
+	return Proof_PROOF_UNSPECIFIED
 }
 
 // ListSignInsResponse is the response of ListSignIns.
@@ -5437,7 +5606,7 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x10client_app_types\x18\x03 \x01(\v2(.condaccess.access.v1.ClientAppConditionR\x0eclientAppTypes\"\xc3\x01\n" +
 	"\rGrantControls\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\bR\x05block\x12Q\n" +
-	"\arequire\x18\x02 \x03(\x0e2\".condaccess.access.v1.GrantControlB\x13\xbaH\x10\x92\x01\r\x10\x02\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\arequire\x12I\n" +
+	"\arequire\x18\x02 \x03(\x0e2\".condaccess.access.v1.GrantControlB\x13\xbaH\x10\x92\x01\r\x10\x03\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\arequire\x12I\n" +
 	"\boperator\x18\x03 \x01(\x0e2#.condaccess.access.v1.GrantOperatorB\b\xbaH\x05\x82\x01\x02\x10\x01R\boperator\"\xa4\a\n" +
 	"\x17ConditionalAccessPolicy\x12H\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\bpolicyId\x12-\n" +
@@ -5525,7 +5694,7 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\x121\n" +
 	"\x0eapplication_id\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rapplicationId\x12;\n" +
-	"\x06client\x18\x04 \x01(\v2#.condaccess.access.v1.ClientContextR\x06client\"\xd5\x03\n" +
+	"\x06client\x18\x04 \x01(\v2#.condaccess.access.v1.ClientContextR\x06client\"\x9c\x05\n" +
 	"\x16EvaluateAccessResponse\x12:\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1e.condaccess.access.v1.DecisionR\bdecision\x126\n" +
 	"\areasons\x18\x02 \x03(\v2\x1c.condaccess.access.v1.ReasonR\areasons\x12>\n" +
@@ -5536,7 +5705,14 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x06 \x01(\tR\tsessionId\x12\x19\n" +
 	"\btrace_id\x18\a \x01(\tR\atraceId\x126\n" +
-	"\x17policy_snapshot_version\x18\b \x01(\x03R\x15policySnapshotVersion\"\x95\x01\n" +
+	"\x17policy_snapshot_version\x18\b \x01(\x03R\x15policySnapshotVersion\x12:\n" +
+	"\n" +
+	"user_proof\x18\t \x01(\x0e2\x1b.condaccess.access.v1.ProofR\tuserProof\x12>\n" +
+	"\fdevice_proof\x18\n" +
+	" \x01(\x0e2\x1b.condaccess.access.v1.ProofR\vdeviceProof\x12+\n" +
+	"\x11enforcement_point\x18\v \x01(\tR\x10enforcementPoint\x12\x1c\n" +
+	"\n" +
+	"sign_in_id\x18\f \x01(\tR\bsignInId\"\x95\x01\n" +
 	"\x1bEvaluateAccessStreamRequest\x12'\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\trequestId\x12M\n" +
@@ -5558,7 +5734,7 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x0eWhatIfResponse\x12D\n" +
 	"\x06actual\x18\x01 \x01(\v2,.condaccess.access.v1.EvaluateAccessResponseR\x06actual\x12E\n" +
 	"\awhat_if\x18\x02 \x01(\v2,.condaccess.access.v1.EvaluateAccessResponseR\x06whatIf\x12\x18\n" +
-	"\achanges\x18\x03 \x03(\tR\achanges\"\x91\x04\n" +
+	"\achanges\x18\x03 \x03(\tR\achanges\"\xe1\x05\n" +
 	"\x06SignIn\x12\x1c\n" +
 	"\n" +
 	"sign_in_id\x18\x01 \x01(\tR\bsignInId\x12.\n" +
@@ -5572,7 +5748,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\bpolicies\x18\t \x03(\v2\".condaccess.access.v1.PolicyResultR\bpolicies\x12P\n" +
 	"\x10compliance_state\x18\n" +
 	" \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x0fcomplianceState\x12\x19\n" +
-	"\btrace_id\x18\v \x01(\tR\atraceId\"\x8d\x03\n" +
+	"\btrace_id\x18\v \x01(\tR\atraceId\x12:\n" +
+	"\n" +
+	"user_proof\x18\f \x01(\x0e2\x1b.condaccess.access.v1.ProofR\tuserProof\x12>\n" +
+	"\fdevice_proof\x18\r \x01(\x0e2\x1b.condaccess.access.v1.ProofR\vdeviceProof\x12+\n" +
+	"\x11enforcement_point\x18\x0e \x01(\tR\x10enforcementPoint\x12%\n" +
+	"\x0eidentity_error\x18\x0f \x01(\tR\ridentityError\"\x9d\x04\n" +
 	"\x12ListSignInsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -5583,7 +5764,11 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x0eapplication_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\rapplicationId\x12D\n" +
 	"\bdecision\x18\x06 \x01(\x0e2\x1e.condaccess.access.v1.DecisionB\b\xbaH\x05\x82\x01\x02\x10\x01R\bdecision\x120\n" +
 	"\x05after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05after\x122\n" +
-	"\x06before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06before\"v\n" +
+	"\x06before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06before\x12D\n" +
+	"\n" +
+	"user_proof\x18\t \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\tuserProof\x12H\n" +
+	"\fdevice_proof\x18\n" +
+	" \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\vdeviceProof\"v\n" +
 	"\x13ListSignInsResponse\x127\n" +
 	"\bsign_ins\x18\x01 \x03(\v2\x1c.condaccess.access.v1.SignInR\asignIns\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x03\n" +
@@ -5636,11 +5821,19 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14POLICY_STATE_ENABLED\x10\x01\x12\x1c\n" +
 	"\x18POLICY_STATE_REPORT_ONLY\x10\x02\x12\x19\n" +
-	"\x15POLICY_STATE_DISABLED\x10\x03*h\n" +
+	"\x15POLICY_STATE_DISABLED\x10\x03*\x8d\x01\n" +
 	"\fGrantControl\x12\x1d\n" +
 	"\x19GRANT_CONTROL_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eGRANT_CONTROL_COMPLIANT_DEVICE\x10\x01\x12\x15\n" +
-	"\x11GRANT_CONTROL_MFA\x10\x02*^\n" +
+	"\x11GRANT_CONTROL_MFA\x10\x02\x12#\n" +
+	"\x1fGRANT_CONTROL_REGISTERED_DEVICE\x10\x03*\x86\x01\n" +
+	"\x05Proof\x12\x15\n" +
+	"\x11PROOF_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14PROOF_VERIFIED_TOKEN\x10\x01\x12\x1e\n" +
+	"\x1aPROOF_VERIFIED_CERTIFICATE\x10\x02\x12\x1c\n" +
+	"\x18PROOF_ASSERTED_BY_CALLER\x10\x03\x12\x0e\n" +
+	"\n" +
+	"PROOF_NONE\x10\x04*^\n" +
 	"\rGrantOperator\x12\x1e\n" +
 	"\x1aGRANT_OPERATOR_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12GRANT_OPERATOR_AND\x10\x01\x12\x15\n" +
@@ -5700,9 +5893,9 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12m\n" +
 	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12l\n" +
 	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12l\n" +
-	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xd1\x05\n" +
-	"\rAccessService\x12u\n" +
-	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"\b\xa2\x9f\x19\x04\x05\x04\x03\x02\x12\x88\x01\n" +
+	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xd0\x05\n" +
+	"\rAccessService\x12t\n" +
+	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"\a\xa2\x9f\x19\x03\x05\x03\x02\x12\x88\x01\n" +
 	"\x14EvaluateAccessStream\x121.condaccess.access.v1.EvaluateAccessStreamRequest\x1a2.condaccess.access.v1.EvaluateAccessStreamResponse\"\x05\xa2\x9f\x19\x01\x05(\x010\x01\x12\\\n" +
 	"\x06WhatIf\x12#.condaccess.access.v1.WhatIfRequest\x1a$.condaccess.access.v1.WhatIfResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12k\n" +
 	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12n\n" +
@@ -5722,265 +5915,272 @@ func file_condaccess_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_condaccess_access_v1_access_proto_rawDescData
 }
 
-var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
 var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyState)(0),                     // 0: condaccess.access.v1.PolicyState
 	(GrantControl)(0),                    // 1: condaccess.access.v1.GrantControl
-	(GrantOperator)(0),                   // 2: condaccess.access.v1.GrantOperator
-	(ClientAppType)(0),                   // 3: condaccess.access.v1.ClientAppType
-	(Decision)(0),                        // 4: condaccess.access.v1.Decision
-	(PolicyResultKind)(0),                // 5: condaccess.access.v1.PolicyResultKind
-	(CauseKind)(0),                       // 6: condaccess.access.v1.CauseKind
-	(SessionState)(0),                    // 7: condaccess.access.v1.SessionState
-	(*User)(nil),                         // 8: condaccess.access.v1.User
-	(*Group)(nil),                        // 9: condaccess.access.v1.Group
-	(*Application)(nil),                  // 10: condaccess.access.v1.Application
-	(*CreateUserRequest)(nil),            // 11: condaccess.access.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),           // 12: condaccess.access.v1.CreateUserResponse
-	(*GetUserRequest)(nil),               // 13: condaccess.access.v1.GetUserRequest
-	(*GetUserResponse)(nil),              // 14: condaccess.access.v1.GetUserResponse
-	(*ListUsersRequest)(nil),             // 15: condaccess.access.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),            // 16: condaccess.access.v1.ListUsersResponse
-	(*UpdateUserRequest)(nil),            // 17: condaccess.access.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),           // 18: condaccess.access.v1.UpdateUserResponse
-	(*DeleteUserRequest)(nil),            // 19: condaccess.access.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),           // 20: condaccess.access.v1.DeleteUserResponse
-	(*CreateGroupRequest)(nil),           // 21: condaccess.access.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 22: condaccess.access.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 23: condaccess.access.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 24: condaccess.access.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 25: condaccess.access.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 26: condaccess.access.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 27: condaccess.access.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 28: condaccess.access.v1.UpdateGroupResponse
-	(*DeleteGroupRequest)(nil),           // 29: condaccess.access.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 30: condaccess.access.v1.DeleteGroupResponse
-	(*CreateApplicationRequest)(nil),     // 31: condaccess.access.v1.CreateApplicationRequest
-	(*CreateApplicationResponse)(nil),    // 32: condaccess.access.v1.CreateApplicationResponse
-	(*GetApplicationRequest)(nil),        // 33: condaccess.access.v1.GetApplicationRequest
-	(*GetApplicationResponse)(nil),       // 34: condaccess.access.v1.GetApplicationResponse
-	(*ListApplicationsRequest)(nil),      // 35: condaccess.access.v1.ListApplicationsRequest
-	(*ListApplicationsResponse)(nil),     // 36: condaccess.access.v1.ListApplicationsResponse
-	(*UpdateApplicationRequest)(nil),     // 37: condaccess.access.v1.UpdateApplicationRequest
-	(*UpdateApplicationResponse)(nil),    // 38: condaccess.access.v1.UpdateApplicationResponse
-	(*DeleteApplicationRequest)(nil),     // 39: condaccess.access.v1.DeleteApplicationRequest
-	(*DeleteApplicationResponse)(nil),    // 40: condaccess.access.v1.DeleteApplicationResponse
-	(*ImportDirectoryRequest)(nil),       // 41: condaccess.access.v1.ImportDirectoryRequest
-	(*ImportDirectoryResponse)(nil),      // 42: condaccess.access.v1.ImportDirectoryResponse
-	(*UserAssignment)(nil),               // 43: condaccess.access.v1.UserAssignment
-	(*ApplicationAssignment)(nil),        // 44: condaccess.access.v1.ApplicationAssignment
-	(*PlatformCondition)(nil),            // 45: condaccess.access.v1.PlatformCondition
-	(*LocationCondition)(nil),            // 46: condaccess.access.v1.LocationCondition
-	(*ClientAppCondition)(nil),           // 47: condaccess.access.v1.ClientAppCondition
-	(*Conditions)(nil),                   // 48: condaccess.access.v1.Conditions
-	(*GrantControls)(nil),                // 49: condaccess.access.v1.GrantControls
-	(*ConditionalAccessPolicy)(nil),      // 50: condaccess.access.v1.ConditionalAccessPolicy
-	(*CreatePolicyRequest)(nil),          // 51: condaccess.access.v1.CreatePolicyRequest
-	(*CreatePolicyResponse)(nil),         // 52: condaccess.access.v1.CreatePolicyResponse
-	(*GetPolicyRequest)(nil),             // 53: condaccess.access.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),            // 54: condaccess.access.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),          // 55: condaccess.access.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),         // 56: condaccess.access.v1.ListPoliciesResponse
-	(*UpdatePolicyRequest)(nil),          // 57: condaccess.access.v1.UpdatePolicyRequest
-	(*UpdatePolicyResponse)(nil),         // 58: condaccess.access.v1.UpdatePolicyResponse
-	(*DeletePolicyRequest)(nil),          // 59: condaccess.access.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),         // 60: condaccess.access.v1.DeletePolicyResponse
-	(*ClientContext)(nil),                // 61: condaccess.access.v1.ClientContext
-	(*PolicyResult)(nil),                 // 62: condaccess.access.v1.PolicyResult
-	(*Reason)(nil),                       // 63: condaccess.access.v1.Reason
-	(*DeviceComplianceInfo)(nil),         // 64: condaccess.access.v1.DeviceComplianceInfo
-	(*Cause)(nil),                        // 65: condaccess.access.v1.Cause
-	(*EvaluateAccessRequest)(nil),        // 66: condaccess.access.v1.EvaluateAccessRequest
-	(*EvaluateAccessResponse)(nil),       // 67: condaccess.access.v1.EvaluateAccessResponse
-	(*EvaluateAccessStreamRequest)(nil),  // 68: condaccess.access.v1.EvaluateAccessStreamRequest
-	(*EvaluateAccessStreamResponse)(nil), // 69: condaccess.access.v1.EvaluateAccessStreamResponse
-	(*WhatIfOverrides)(nil),              // 70: condaccess.access.v1.WhatIfOverrides
-	(*WhatIfRequest)(nil),                // 71: condaccess.access.v1.WhatIfRequest
-	(*WhatIfResponse)(nil),               // 72: condaccess.access.v1.WhatIfResponse
-	(*SignIn)(nil),                       // 73: condaccess.access.v1.SignIn
-	(*ListSignInsRequest)(nil),           // 74: condaccess.access.v1.ListSignInsRequest
-	(*ListSignInsResponse)(nil),          // 75: condaccess.access.v1.ListSignInsResponse
-	(*Session)(nil),                      // 76: condaccess.access.v1.Session
-	(*ListSessionsRequest)(nil),          // 77: condaccess.access.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 78: condaccess.access.v1.ListSessionsResponse
-	(*WatchSessionEventsRequest)(nil),    // 79: condaccess.access.v1.WatchSessionEventsRequest
-	(*WatchSessionEventsResponse)(nil),   // 80: condaccess.access.v1.WatchSessionEventsResponse
-	(*SessionEvent)(nil),                 // 81: condaccess.access.v1.SessionEvent
-	(*SessionOpened)(nil),                // 82: condaccess.access.v1.SessionOpened
-	(*SessionRevoked)(nil),               // 83: condaccess.access.v1.SessionRevoked
-	(*timestamppb.Timestamp)(nil),        // 84: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 85: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),          // 86: google.protobuf.Duration
-	(v1.Platform)(0),                     // 87: condaccess.common.v1.Platform
-	(v1.ComplianceState)(0),              // 88: condaccess.common.v1.ComplianceState
-	(v1.RiskLevel)(0),                    // 89: condaccess.common.v1.RiskLevel
-	(*v1.WatchProgress)(nil),             // 90: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),              // 91: condaccess.common.v1.TraceContext
+	(Proof)(0),                           // 2: condaccess.access.v1.Proof
+	(GrantOperator)(0),                   // 3: condaccess.access.v1.GrantOperator
+	(ClientAppType)(0),                   // 4: condaccess.access.v1.ClientAppType
+	(Decision)(0),                        // 5: condaccess.access.v1.Decision
+	(PolicyResultKind)(0),                // 6: condaccess.access.v1.PolicyResultKind
+	(CauseKind)(0),                       // 7: condaccess.access.v1.CauseKind
+	(SessionState)(0),                    // 8: condaccess.access.v1.SessionState
+	(*User)(nil),                         // 9: condaccess.access.v1.User
+	(*Group)(nil),                        // 10: condaccess.access.v1.Group
+	(*Application)(nil),                  // 11: condaccess.access.v1.Application
+	(*CreateUserRequest)(nil),            // 12: condaccess.access.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),           // 13: condaccess.access.v1.CreateUserResponse
+	(*GetUserRequest)(nil),               // 14: condaccess.access.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 15: condaccess.access.v1.GetUserResponse
+	(*ListUsersRequest)(nil),             // 16: condaccess.access.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),            // 17: condaccess.access.v1.ListUsersResponse
+	(*UpdateUserRequest)(nil),            // 18: condaccess.access.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),           // 19: condaccess.access.v1.UpdateUserResponse
+	(*DeleteUserRequest)(nil),            // 20: condaccess.access.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 21: condaccess.access.v1.DeleteUserResponse
+	(*CreateGroupRequest)(nil),           // 22: condaccess.access.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 23: condaccess.access.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 24: condaccess.access.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 25: condaccess.access.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 26: condaccess.access.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 27: condaccess.access.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 28: condaccess.access.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 29: condaccess.access.v1.UpdateGroupResponse
+	(*DeleteGroupRequest)(nil),           // 30: condaccess.access.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 31: condaccess.access.v1.DeleteGroupResponse
+	(*CreateApplicationRequest)(nil),     // 32: condaccess.access.v1.CreateApplicationRequest
+	(*CreateApplicationResponse)(nil),    // 33: condaccess.access.v1.CreateApplicationResponse
+	(*GetApplicationRequest)(nil),        // 34: condaccess.access.v1.GetApplicationRequest
+	(*GetApplicationResponse)(nil),       // 35: condaccess.access.v1.GetApplicationResponse
+	(*ListApplicationsRequest)(nil),      // 36: condaccess.access.v1.ListApplicationsRequest
+	(*ListApplicationsResponse)(nil),     // 37: condaccess.access.v1.ListApplicationsResponse
+	(*UpdateApplicationRequest)(nil),     // 38: condaccess.access.v1.UpdateApplicationRequest
+	(*UpdateApplicationResponse)(nil),    // 39: condaccess.access.v1.UpdateApplicationResponse
+	(*DeleteApplicationRequest)(nil),     // 40: condaccess.access.v1.DeleteApplicationRequest
+	(*DeleteApplicationResponse)(nil),    // 41: condaccess.access.v1.DeleteApplicationResponse
+	(*ImportDirectoryRequest)(nil),       // 42: condaccess.access.v1.ImportDirectoryRequest
+	(*ImportDirectoryResponse)(nil),      // 43: condaccess.access.v1.ImportDirectoryResponse
+	(*UserAssignment)(nil),               // 44: condaccess.access.v1.UserAssignment
+	(*ApplicationAssignment)(nil),        // 45: condaccess.access.v1.ApplicationAssignment
+	(*PlatformCondition)(nil),            // 46: condaccess.access.v1.PlatformCondition
+	(*LocationCondition)(nil),            // 47: condaccess.access.v1.LocationCondition
+	(*ClientAppCondition)(nil),           // 48: condaccess.access.v1.ClientAppCondition
+	(*Conditions)(nil),                   // 49: condaccess.access.v1.Conditions
+	(*GrantControls)(nil),                // 50: condaccess.access.v1.GrantControls
+	(*ConditionalAccessPolicy)(nil),      // 51: condaccess.access.v1.ConditionalAccessPolicy
+	(*CreatePolicyRequest)(nil),          // 52: condaccess.access.v1.CreatePolicyRequest
+	(*CreatePolicyResponse)(nil),         // 53: condaccess.access.v1.CreatePolicyResponse
+	(*GetPolicyRequest)(nil),             // 54: condaccess.access.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),            // 55: condaccess.access.v1.GetPolicyResponse
+	(*ListPoliciesRequest)(nil),          // 56: condaccess.access.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),         // 57: condaccess.access.v1.ListPoliciesResponse
+	(*UpdatePolicyRequest)(nil),          // 58: condaccess.access.v1.UpdatePolicyRequest
+	(*UpdatePolicyResponse)(nil),         // 59: condaccess.access.v1.UpdatePolicyResponse
+	(*DeletePolicyRequest)(nil),          // 60: condaccess.access.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),         // 61: condaccess.access.v1.DeletePolicyResponse
+	(*ClientContext)(nil),                // 62: condaccess.access.v1.ClientContext
+	(*PolicyResult)(nil),                 // 63: condaccess.access.v1.PolicyResult
+	(*Reason)(nil),                       // 64: condaccess.access.v1.Reason
+	(*DeviceComplianceInfo)(nil),         // 65: condaccess.access.v1.DeviceComplianceInfo
+	(*Cause)(nil),                        // 66: condaccess.access.v1.Cause
+	(*EvaluateAccessRequest)(nil),        // 67: condaccess.access.v1.EvaluateAccessRequest
+	(*EvaluateAccessResponse)(nil),       // 68: condaccess.access.v1.EvaluateAccessResponse
+	(*EvaluateAccessStreamRequest)(nil),  // 69: condaccess.access.v1.EvaluateAccessStreamRequest
+	(*EvaluateAccessStreamResponse)(nil), // 70: condaccess.access.v1.EvaluateAccessStreamResponse
+	(*WhatIfOverrides)(nil),              // 71: condaccess.access.v1.WhatIfOverrides
+	(*WhatIfRequest)(nil),                // 72: condaccess.access.v1.WhatIfRequest
+	(*WhatIfResponse)(nil),               // 73: condaccess.access.v1.WhatIfResponse
+	(*SignIn)(nil),                       // 74: condaccess.access.v1.SignIn
+	(*ListSignInsRequest)(nil),           // 75: condaccess.access.v1.ListSignInsRequest
+	(*ListSignInsResponse)(nil),          // 76: condaccess.access.v1.ListSignInsResponse
+	(*Session)(nil),                      // 77: condaccess.access.v1.Session
+	(*ListSessionsRequest)(nil),          // 78: condaccess.access.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 79: condaccess.access.v1.ListSessionsResponse
+	(*WatchSessionEventsRequest)(nil),    // 80: condaccess.access.v1.WatchSessionEventsRequest
+	(*WatchSessionEventsResponse)(nil),   // 81: condaccess.access.v1.WatchSessionEventsResponse
+	(*SessionEvent)(nil),                 // 82: condaccess.access.v1.SessionEvent
+	(*SessionOpened)(nil),                // 83: condaccess.access.v1.SessionOpened
+	(*SessionRevoked)(nil),               // 84: condaccess.access.v1.SessionRevoked
+	(*timestamppb.Timestamp)(nil),        // 85: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 86: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),          // 87: google.protobuf.Duration
+	(v1.Platform)(0),                     // 88: condaccess.common.v1.Platform
+	(v1.ComplianceState)(0),              // 89: condaccess.common.v1.ComplianceState
+	(v1.RiskLevel)(0),                    // 90: condaccess.common.v1.RiskLevel
+	(*v1.WatchProgress)(nil),             // 91: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),              // 92: condaccess.common.v1.TraceContext
 }
 var file_condaccess_access_v1_access_proto_depIdxs = []int32{
-	84,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	84,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
-	84,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
-	8,   // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
-	8,   // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
-	8,   // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
-	8,   // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
-	8,   // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
-	85,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	8,   // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
-	9,   // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	9,   // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	9,   // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
-	9,   // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
-	9,   // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	85,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
-	9,   // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	10,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	10,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	10,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	10,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
-	10,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	85,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	8,   // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
-	9,   // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
-	10,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
-	86,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
-	87,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
-	87,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
-	3,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
-	45,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
-	46,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
-	47,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
+	85,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	85,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	85,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	85,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
+	85,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
+	85,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
+	9,   // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
+	9,   // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
+	9,   // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
+	9,   // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
+	9,   // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
+	86,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	9,   // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
+	10,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	10,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	10,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
+	10,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
+	10,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	86,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	11,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	11,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	11,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	11,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
+	11,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	86,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	9,   // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
+	10,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
+	11,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
+	87,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
+	88,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
+	88,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
+	4,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
+	46,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
+	47,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
+	48,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
 	1,   // 37: condaccess.access.v1.GrantControls.require:type_name -> condaccess.access.v1.GrantControl
-	2,   // 38: condaccess.access.v1.GrantControls.operator:type_name -> condaccess.access.v1.GrantOperator
+	3,   // 38: condaccess.access.v1.GrantControls.operator:type_name -> condaccess.access.v1.GrantOperator
 	0,   // 39: condaccess.access.v1.ConditionalAccessPolicy.state:type_name -> condaccess.access.v1.PolicyState
-	43,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
-	44,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
-	48,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
-	49,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
-	84,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
-	50,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	50,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	50,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	44,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
+	45,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
+	49,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
+	50,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
+	85,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
+	85,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
+	51,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	51,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	51,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	0,   // 49: condaccess.access.v1.ListPoliciesRequest.state:type_name -> condaccess.access.v1.PolicyState
-	50,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	50,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	85,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	50,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	87,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
-	3,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
+	51,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	51,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	86,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	51,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	88,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
+	4,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
 	0,   // 56: condaccess.access.v1.PolicyResult.state:type_name -> condaccess.access.v1.PolicyState
-	5,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
+	6,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
 	1,   // 58: condaccess.access.v1.PolicyResult.unsatisfied_controls:type_name -> condaccess.access.v1.GrantControl
 	1,   // 59: condaccess.access.v1.PolicyResult.satisfied_controls:type_name -> condaccess.access.v1.GrantControl
-	88,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
-	86,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
-	89,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
-	6,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
-	61,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
-	4,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
-	63,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
-	62,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
-	64,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
-	65,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
-	66,  // 70: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	67,  // 71: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	88,  // 72: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	89,  // 73: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
-	50,  // 74: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	66,  // 75: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	70,  // 76: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
-	67,  // 77: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	67,  // 78: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	84,  // 79: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
-	61,  // 80: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
-	4,   // 81: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
-	63,  // 82: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
-	62,  // 83: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
-	88,  // 84: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	4,   // 85: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
-	84,  // 86: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
-	84,  // 87: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
-	73,  // 88: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
-	7,   // 89: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
-	84,  // 90: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 91: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
-	84,  // 92: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	7,   // 93: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
-	76,  // 94: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
-	81,  // 95: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
-	90,  // 96: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	84,  // 97: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
-	91,  // 98: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	82,  // 99: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
-	83,  // 100: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
-	76,  // 101: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
-	76,  // 102: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
-	11,  // 103: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
-	13,  // 104: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
-	15,  // 105: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
-	17,  // 106: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
-	19,  // 107: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
-	21,  // 108: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
-	23,  // 109: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
-	25,  // 110: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
-	27,  // 111: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
-	29,  // 112: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
-	31,  // 113: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
-	33,  // 114: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
-	35,  // 115: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
-	37,  // 116: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
-	39,  // 117: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
-	41,  // 118: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
-	51,  // 119: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
-	53,  // 120: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
-	55,  // 121: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
-	57,  // 122: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
-	59,  // 123: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
-	66,  // 124: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
-	68,  // 125: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
-	71,  // 126: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
-	74,  // 127: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
-	77,  // 128: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
-	79,  // 129: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
-	12,  // 130: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
-	14,  // 131: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
-	16,  // 132: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
-	18,  // 133: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
-	20,  // 134: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
-	22,  // 135: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
-	24,  // 136: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
-	26,  // 137: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
-	28,  // 138: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
-	30,  // 139: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
-	32,  // 140: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
-	34,  // 141: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
-	36,  // 142: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
-	38,  // 143: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
-	40,  // 144: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
-	42,  // 145: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
-	52,  // 146: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
-	54,  // 147: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
-	56,  // 148: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
-	58,  // 149: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
-	60,  // 150: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
-	67,  // 151: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
-	69,  // 152: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
-	72,  // 153: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
-	75,  // 154: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
-	78,  // 155: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
-	80,  // 156: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
-	130, // [130:157] is the sub-list for method output_type
-	103, // [103:130] is the sub-list for method input_type
-	103, // [103:103] is the sub-list for extension type_name
-	103, // [103:103] is the sub-list for extension extendee
-	0,   // [0:103] is the sub-list for field type_name
+	89,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
+	87,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
+	90,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	7,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
+	62,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
+	5,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
+	64,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
+	63,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
+	65,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
+	66,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
+	2,   // 70: condaccess.access.v1.EvaluateAccessResponse.user_proof:type_name -> condaccess.access.v1.Proof
+	2,   // 71: condaccess.access.v1.EvaluateAccessResponse.device_proof:type_name -> condaccess.access.v1.Proof
+	67,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	68,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	89,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	90,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	51,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	67,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	71,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
+	68,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	68,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	85,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
+	62,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
+	5,   // 83: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
+	64,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
+	63,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
+	89,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	2,   // 87: condaccess.access.v1.SignIn.user_proof:type_name -> condaccess.access.v1.Proof
+	2,   // 88: condaccess.access.v1.SignIn.device_proof:type_name -> condaccess.access.v1.Proof
+	5,   // 89: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
+	85,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
+	85,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
+	2,   // 92: condaccess.access.v1.ListSignInsRequest.user_proof:type_name -> condaccess.access.v1.Proof
+	2,   // 93: condaccess.access.v1.ListSignInsRequest.device_proof:type_name -> condaccess.access.v1.Proof
+	74,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
+	8,   // 95: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
+	85,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	85,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
+	85,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	8,   // 99: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
+	77,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
+	82,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
+	91,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	85,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
+	92,  // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	83,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
+	84,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
+	77,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
+	77,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
+	12,  // 109: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
+	14,  // 110: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
+	16,  // 111: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
+	18,  // 112: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
+	20,  // 113: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
+	22,  // 114: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
+	24,  // 115: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
+	26,  // 116: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
+	28,  // 117: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
+	30,  // 118: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
+	32,  // 119: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
+	34,  // 120: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
+	36,  // 121: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
+	38,  // 122: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
+	40,  // 123: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
+	42,  // 124: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
+	52,  // 125: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
+	54,  // 126: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
+	56,  // 127: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
+	58,  // 128: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
+	60,  // 129: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
+	67,  // 130: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
+	69,  // 131: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
+	72,  // 132: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
+	75,  // 133: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
+	78,  // 134: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
+	80,  // 135: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
+	13,  // 136: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
+	15,  // 137: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
+	17,  // 138: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
+	19,  // 139: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
+	21,  // 140: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
+	23,  // 141: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
+	25,  // 142: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
+	27,  // 143: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
+	29,  // 144: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
+	31,  // 145: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
+	33,  // 146: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
+	35,  // 147: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
+	37,  // 148: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
+	39,  // 149: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
+	41,  // 150: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
+	43,  // 151: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
+	53,  // 152: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
+	55,  // 153: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
+	57,  // 154: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
+	59,  // 155: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
+	61,  // 156: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
+	68,  // 157: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
+	70,  // 158: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
+	73,  // 159: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
+	76,  // 160: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
+	79,  // 161: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
+	81,  // 162: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
+	136, // [136:163] is the sub-list for method output_type
+	109, // [109:136] is the sub-list for method input_type
+	109, // [109:109] is the sub-list for extension type_name
+	109, // [109:109] is the sub-list for extension extendee
+	0,   // [0:109] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_access_v1_access_proto_init() }
@@ -6002,7 +6202,7 @@ func file_condaccess_access_v1_access_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_access_v1_access_proto_rawDesc), len(file_condaccess_access_v1_access_proto_rawDesc)),
-			NumEnums:      8,
+			NumEnums:      9,
 			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   3,

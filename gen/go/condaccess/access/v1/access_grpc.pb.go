@@ -1113,8 +1113,13 @@ type AccessServiceClient interface {
 	// EvaluateAccess decides whether a user on a device may access an application. It
 	// answers from memory and never calls another service. An unknown user, device or
 	// application is a DECISION_BLOCK with a reason code, not an error.
-	// Callers: ROLE_ENFORCEMENT_POINT, ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
-	// Errors: INVALID_ARGUMENT for a malformed request.
+	// The caller asserts the user and the device (user_proof and device_proof are
+	// PROOF_ASSERTED_BY_CALLER); it records a sign-in, and an ALLOW for a user and a
+	// device known to the directory and the compliance feed opens or refreshes a session.
+	// Readers use WhatIf, which has no side effects.
+	// Callers: ROLE_ENFORCEMENT_POINT, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: INVALID_ARGUMENT for a malformed request; PERMISSION_DENIED (reason
+	// ROLE_NOT_ALLOWED) for any other role.
 	EvaluateAccess(ctx context.Context, in *EvaluateAccessRequest, opts ...grpc.CallOption) (*EvaluateAccessResponse, error)
 	// EvaluateAccessStream answers a stream of decisions on one stream, in order: for
 	// enforcement points that need more throughput than one call per decision.
@@ -1233,8 +1238,13 @@ type AccessServiceServer interface {
 	// EvaluateAccess decides whether a user on a device may access an application. It
 	// answers from memory and never calls another service. An unknown user, device or
 	// application is a DECISION_BLOCK with a reason code, not an error.
-	// Callers: ROLE_ENFORCEMENT_POINT, ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
-	// Errors: INVALID_ARGUMENT for a malformed request.
+	// The caller asserts the user and the device (user_proof and device_proof are
+	// PROOF_ASSERTED_BY_CALLER); it records a sign-in, and an ALLOW for a user and a
+	// device known to the directory and the compliance feed opens or refreshes a session.
+	// Readers use WhatIf, which has no side effects.
+	// Callers: ROLE_ENFORCEMENT_POINT, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: INVALID_ARGUMENT for a malformed request; PERMISSION_DENIED (reason
+	// ROLE_NOT_ALLOWED) for any other role.
 	EvaluateAccess(context.Context, *EvaluateAccessRequest) (*EvaluateAccessResponse, error)
 	// EvaluateAccessStream answers a stream of decisions on one stream, in order: for
 	// enforcement points that need more throughput than one call per decision.

@@ -57,9 +57,13 @@ type Device struct {
 	// retire_time is when the device was retired; output only.
 	RetireTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=retire_time,json=retireTime,proto3" json:"retire_time,omitempty"`
 	// etag changes on every update; output only, sent back on update.
-	Etag          string `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Etag string `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
+	// registered_user_ids are the users, besides the owner, who may use the device
+	// (admin-managed; GRANT_CONTROL_REGISTERED_DEVICE of the access service is satisfied
+	// only for the owner and these users).
+	RegisteredUserIds []string `protobuf:"bytes,13,rep,name=registered_user_ids,json=registeredUserIds,proto3" json:"registered_user_ids,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
@@ -174,6 +178,13 @@ func (x *Device) GetEtag() string {
 		return x.Etag
 	}
 	return ""
+}
+
+func (x *Device) GetRegisteredUserIds() []string {
+	if x != nil {
+		return x.RegisteredUserIds
+	}
+	return nil
 }
 
 // EnrollDeviceRequest is the request of EnrollDevice.
@@ -3104,7 +3115,7 @@ var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x05\n" +
+	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x05\n" +
 	"\x06Device\x12G\n" +
 	"\tdevice_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12F\n" +
@@ -3123,7 +3134,8 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	" \x01(\bR\aretired\x12;\n" +
 	"\vretire_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"retireTime\x12\x1c\n" +
-	"\x04etag\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"W\n" +
+	"\x04etag\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\x12A\n" +
+	"\x13registered_user_ids\x18\r \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10d\"\ar\x05\x10\x01\x18\x80\x01R\x11registeredUserIds\"W\n" +
 	"\x13EnrollDeviceRequest\x12@\n" +
 	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01R\x06device\"P\n" +
 	"\x14EnrollDeviceResponse\x128\n" +

@@ -49,7 +49,8 @@ type DeviceServiceClient interface {
 	// Errors: INVALID_ARGUMENT.
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
 	// UpdateDevice changes a device's properties (update_mask: display_name, platform,
-	// os_version, owner_user_id, groups, last_seen_time); the device is re-evaluated.
+	// os_version, owner_user_id, groups, last_seen_time, registered_user_ids); the device
+	// is re-evaluated.
 	// Callers: ROLE_POLICY_ADMIN, ROLE_SENSOR (last_seen_time and os_version only).
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
 	// when the device is retired.
@@ -138,7 +139,8 @@ type DeviceServiceServer interface {
 	// Errors: INVALID_ARGUMENT.
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
 	// UpdateDevice changes a device's properties (update_mask: display_name, platform,
-	// os_version, owner_user_id, groups, last_seen_time); the device is re-evaluated.
+	// os_version, owner_user_id, groups, last_seen_time, registered_user_ids); the device
+	// is re-evaluated.
 	// Callers: ROLE_POLICY_ADMIN, ROLE_SENSOR (last_seen_time and os_version only).
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
 	// when the device is retired.
