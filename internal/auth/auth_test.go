@@ -150,7 +150,7 @@ func TestAuthorize(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, ok := auth.FromContext(ctx)
-	want := auth.Identity{Subject: "agent-7", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_READER}}
+	want := auth.Identity{Subject: "agent-7", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_READER}, Kind: auth.KindRoleCertificate}
 	if diff := cmp.Diff(want, id); !ok || diff != "" {
 		t.Errorf("identity (-want +got):\n%s", diff)
 	}
