@@ -2885,6 +2885,7 @@ type ComplianceEvent struct {
 	//
 	//	*ComplianceEvent_DeviceComplianceChanged
 	//	*ComplianceEvent_DeviceChanged
+	//	*ComplianceEvent_DeviceIdentityChanged
 	Payload       isComplianceEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2966,6 +2967,15 @@ func (x *ComplianceEvent) GetDeviceChanged() *DeviceChanged {
 	return nil
 }
 
+func (x *ComplianceEvent) GetDeviceIdentityChanged() *DeviceIdentityChanged {
+	if x != nil {
+		if x, ok := x.Payload.(*ComplianceEvent_DeviceIdentityChanged); ok {
+			return x.DeviceIdentityChanged
+		}
+	}
+	return nil
+}
+
 type isComplianceEvent_Payload interface {
 	isComplianceEvent_Payload()
 }
@@ -2981,9 +2991,17 @@ type ComplianceEvent_DeviceChanged struct {
 	DeviceChanged *DeviceChanged `protobuf:"bytes,5,opt,name=device_changed,json=deviceChanged,proto3,oneof"`
 }
 
+type ComplianceEvent_DeviceIdentityChanged struct {
+	// device_identity_changed: a device's identity was issued, renewed or revoked;
+	// every service keeps its set of revoked device identities from these.
+	DeviceIdentityChanged *DeviceIdentityChanged `protobuf:"bytes,6,opt,name=device_identity_changed,json=deviceIdentityChanged,proto3,oneof"`
+}
+
 func (*ComplianceEvent_DeviceComplianceChanged) isComplianceEvent_Payload() {}
 
 func (*ComplianceEvent_DeviceChanged) isComplianceEvent_Payload() {}
+
+func (*ComplianceEvent_DeviceIdentityChanged) isComplianceEvent_Payload() {}
 
 // DeviceComplianceChanged says a device's compliance changed.
 type DeviceComplianceChanged struct {
@@ -3090,7 +3108,7 @@ var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x05\n" +
+	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a.condaccess/compliance/v1/device_identity.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x05\n" +
 	"\x06Device\x12G\n" +
 	"\tdevice_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12F\n" +
@@ -3301,22 +3319,23 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\x1dWatchComplianceEventsResponse\x12A\n" +
 	"\x05event\x18\x01 \x01(\v2).condaccess.compliance.v1.ComplianceEventH\x00R\x05event\x12A\n" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogressB\x06\n" +
-	"\x04kind\"\xff\x02\n" +
+	"\x04kind\"\xea\x03\n" +
 	"\x0fComplianceEvent\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x129\n" +
 	"\n" +
 	"event_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12G\n" +
 	"\rtrace_context\x18\x03 \x01(\v2\".condaccess.common.v1.TraceContextR\ftraceContext\x12o\n" +
 	"\x19device_compliance_changed\x18\x04 \x01(\v21.condaccess.compliance.v1.DeviceComplianceChangedH\x00R\x17deviceComplianceChanged\x12P\n" +
-	"\x0edevice_changed\x18\x05 \x01(\v2'.condaccess.compliance.v1.DeviceChangedH\x00R\rdeviceChangedB\t\n" +
+	"\x0edevice_changed\x18\x05 \x01(\v2'.condaccess.compliance.v1.DeviceChangedH\x00R\rdeviceChanged\x12i\n" +
+	"\x17device_identity_changed\x18\x06 \x01(\v2/.condaccess.compliance.v1.DeviceIdentityChangedH\x00R\x15deviceIdentityChangedB\t\n" +
 	"\apayload\"\xc0\x01\n" +
 	"\x17DeviceComplianceChanged\x12W\n" +
 	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\x12L\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\rpreviousState\"I\n" +
 	"\rDeviceChanged\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xd7\x04\n" +
-	"\rDeviceService\x12u\n" +
-	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x06\xa2\x9f\x19\x02\x03\x01\x12m\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xd6\x04\n" +
+	"\rDeviceService\x12t\n" +
+	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x05\xa2\x9f\x19\x01\x03\x12m\n" +
 	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12s\n" +
 	"\vListDevices\x12,.condaccess.compliance.v1.ListDevicesRequest\x1a-.condaccess.compliance.v1.ListDevicesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12u\n" +
 	"\fUpdateDevice\x12-.condaccess.compliance.v1.UpdateDeviceRequest\x1a..condaccess.compliance.v1.UpdateDeviceResponse\"\x06\xa2\x9f\x19\x02\x03\x01\x12t\n" +
@@ -3409,6 +3428,7 @@ var file_condaccess_compliance_v1_compliance_proto_goTypes = []any{
 	(v1.ComplianceState)(0),                  // 54: condaccess.common.v1.ComplianceState
 	(*v1.WatchProgress)(nil),                 // 55: condaccess.common.v1.WatchProgress
 	(*v1.TraceContext)(nil),                  // 56: condaccess.common.v1.TraceContext
+	(*DeviceIdentityChanged)(nil),            // 57: condaccess.compliance.v1.DeviceIdentityChanged
 }
 var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	49, // 0: condaccess.compliance.v1.Device.platform:type_name -> condaccess.common.v1.Platform
@@ -3473,50 +3493,51 @@ var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	56, // 59: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
 	47, // 60: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
 	48, // 61: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
-	28, // 62: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	54, // 63: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
-	0,  // 64: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
-	1,  // 65: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
-	3,  // 66: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
-	5,  // 67: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
-	7,  // 68: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
-	9,  // 69: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
-	15, // 70: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
-	17, // 71: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
-	19, // 72: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
-	21, // 73: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
-	23, // 74: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
-	29, // 75: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
-	31, // 76: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
-	33, // 77: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
-	35, // 78: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
-	37, // 79: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
-	40, // 80: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
-	42, // 81: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	44, // 82: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
-	2,  // 83: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
-	4,  // 84: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
-	6,  // 85: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
-	8,  // 86: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
-	10, // 87: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
-	16, // 88: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
-	18, // 89: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
-	20, // 90: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
-	22, // 91: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
-	24, // 92: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
-	30, // 93: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
-	32, // 94: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
-	34, // 95: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
-	36, // 96: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
-	38, // 97: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
-	41, // 98: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
-	43, // 99: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	45, // 100: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
-	83, // [83:101] is the sub-list for method output_type
-	65, // [65:83] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	57, // 62: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
+	28, // 63: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	54, // 64: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
+	0,  // 65: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
+	1,  // 66: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
+	3,  // 67: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
+	5,  // 68: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
+	7,  // 69: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
+	9,  // 70: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
+	15, // 71: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
+	17, // 72: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
+	19, // 73: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
+	21, // 74: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
+	23, // 75: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
+	29, // 76: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
+	31, // 77: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
+	33, // 78: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
+	35, // 79: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
+	37, // 80: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
+	40, // 81: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
+	42, // 82: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	44, // 83: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
+	2,  // 84: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
+	4,  // 85: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
+	6,  // 86: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
+	8,  // 87: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
+	10, // 88: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
+	16, // 89: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
+	18, // 90: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
+	20, // 91: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
+	22, // 92: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
+	24, // 93: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
+	30, // 94: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
+	32, // 95: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
+	34, // 96: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
+	36, // 97: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
+	38, // 98: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
+	41, // 99: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
+	43, // 100: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	45, // 101: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
+	84, // [84:102] is the sub-list for method output_type
+	66, // [66:84] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_compliance_v1_compliance_proto_init() }
@@ -3524,6 +3545,7 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 	if File_condaccess_compliance_v1_compliance_proto != nil {
 		return
 	}
+	file_condaccess_compliance_v1_device_identity_proto_init()
 	file_condaccess_compliance_v1_compliance_proto_msgTypes[45].OneofWrappers = []any{
 		(*WatchComplianceEventsResponse_Event)(nil),
 		(*WatchComplianceEventsResponse_Progress)(nil),
@@ -3531,6 +3553,7 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 	file_condaccess_compliance_v1_compliance_proto_msgTypes[46].OneofWrappers = []any{
 		(*ComplianceEvent_DeviceComplianceChanged)(nil),
 		(*ComplianceEvent_DeviceChanged)(nil),
+		(*ComplianceEvent_DeviceIdentityChanged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
