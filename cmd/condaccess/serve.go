@@ -50,6 +50,7 @@ type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
 	peers                                 suite.Peers
 	tlsCert, tlsKey, tlsClientCA          string
+	deviceCACert, deviceCAKey             string
 	logFormat, logLevel                   string
 	stopTimeout                           time.Duration
 	factories                             []suite.Factory
@@ -67,6 +68,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (server, and client for peers); enables mutual TLS")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle that client and peer certificates chain to")
+	fs.StringVar(&o.deviceCACert, "device-ca-cert", "", "PEM device CA certificate: client certificates chaining to it are device identities only (default: generated into the data dir)")
+	fs.StringVar(&o.deviceCAKey, "device-ca-key", "", "PEM private key of --device-ca-cert (the compliance service signs device certificates with it)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
@@ -220,7 +223,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
 		return nil, fmt.Errorf("%w: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", errUsage)
 	}
-	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA}
+	deviceCA, deviceKey, err := deviceCAFiles(o, logger)
+	if err != nil {
+		return nil, err
+	}
+	revocations := auth.NewRevocations()
+	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
+		DeviceCAFile: deviceCA, Revocations: revocations}
 	if err := auth.CheckListenAddr(o.grpcAddr, authCfg); err != nil {
 		return nil, fmt.Errorf("%w: --grpc-addr: %v", errUsage, err)
 	}
@@ -295,8 +304,12 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.connMu.Unlock()
 			return conn, nil
 		},
-		HTTPMux: mux,
-		Health:  s.srv.Health(),
+		HTTPMux:            mux,
+		Health:             s.srv.Health(),
+		DeviceCAFile:       deviceCA,
+		DeviceCAKeyFile:    deviceKey,
+		ServerCABundleFile: o.tlsClientCA,
+		Revocations:        revocations,
 	}
 	for _, f := range picked {
 		e := env
@@ -337,6 +350,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	if err := s.startRevocationFeed(runCtx, env); err != nil {
+		return nil, err
+	}
 	for i, svc := range s.services {
 		s.wg.Add(1)
 		go func() {

@@ -147,6 +147,7 @@ type RevocationChecker interface {
 type Revocations struct {
 	mu       sync.Mutex
 	revoked  map[string]time.Time
+	current  map[string]bool // the device's identity is revoked now (no later enrollment)
 	watchers map[string]map[*revocationWatch]struct{}
 }
 
@@ -154,7 +155,7 @@ type revocationWatch struct{ ch chan struct{} }
 
 // NewRevocations returns an empty revocation set.
 func NewRevocations() *Revocations {
-	return &Revocations{revoked: map[string]time.Time{}, watchers: map[string]map[*revocationWatch]struct{}{}}
+	return &Revocations{revoked: map[string]time.Time{}, current: map[string]bool{}, watchers: map[string]map[*revocationWatch]struct{}{}}
 }
 
 // Revoke records that device id was revoked at at, and ends every Watch of it.
@@ -164,10 +165,28 @@ func (r *Revocations) Revoke(deviceID string, at time.Time) {
 	if prev, ok := r.revoked[deviceID]; !ok || at.After(prev) {
 		r.revoked[deviceID] = at
 	}
+	r.current[deviceID] = true
 	for w := range r.watchers[deviceID] {
 		close(w.ch)
 	}
 	delete(r.watchers, deviceID)
+}
+
+// Reissued records that device id holds a certificate issued after its last
+// revocation (it enrolled again): IsRevoked is false again; certificates issued
+// before the revocation stay refused.
+func (r *Revocations) Reissued(deviceID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.current, deviceID)
+}
+
+// IsRevoked reports whether device id's identity is revoked now (access decisions
+// for it are BLOCK).
+func (r *Revocations) IsRevoked(deviceID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.current[deviceID]
 }
 
 // Revoked implements RevocationChecker.

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+
+	"github.com/condaccess/condaccess/internal/auth"
 )
 
 // Peers are the gRPC addresses of the four services. When the services run in one
@@ -33,6 +35,20 @@ type Env struct {
 	HTTPMux *http.ServeMux
 	// Health is the gRPC health server; a service may set its own serving status.
 	Health *health.Server
+	// DeviceCAFile is the device CA certificate (PEM; --device-ca-cert, or the one
+	// serve generated into the data dir): client certificates chaining to it are
+	// device identities only.
+	DeviceCAFile string
+	// DeviceCAKeyFile is the device CA's private key (PEM), which the compliance
+	// service signs device certificates with.
+	DeviceCAKeyFile string
+	// ServerCABundleFile is the CA bundle the suite's server certificates chain to,
+	// handed to enrolling devices; empty in insecure mode.
+	ServerCABundleFile string
+	// Revocations is the process's set of revoked device identities, fed by the
+	// compliance event stream; the auth layer refuses revoked device certificates
+	// and the access service blocks revoked devices.
+	Revocations *auth.Revocations
 }
 
 // Service is one condaccess service running inside the binary.
