@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"

@@ -97,6 +97,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	svc, err := accesscore.New(ctx, accesscore.Config{
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
 		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
+		Revocations: env.Revocations,
 	})
 	if err != nil {
 		st.Close()

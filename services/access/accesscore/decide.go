@@ -45,6 +45,7 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 	res := s.results.Get().(*pe.Result)
 	now := time.Now()
 	s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
+	s.blockRevoked(r, res)
 	sid := ""
 	if res.Decision == pe.DecisionAllow {
 		l, write := s.sessions.Touch(ctx, r.UserID, r.DeviceID, r.AppID, now)
@@ -65,6 +66,18 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, traceID string, bui
 // Evaluate evaluates r without side effects (no session, no sign-in).
 func (s *Service) Evaluate(r *pe.Request, res *pe.Result) {
 	s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(time.Now()), res)
+	s.blockRevoked(r, res)
+}
+
+// blockRevoked turns the decision for a device whose identity is revoked into BLOCK
+// (DEVICE_IDENTITY_REVOKED), whatever the policies said.
+func (s *Service) blockRevoked(r *pe.Request, res *pe.Result) {
+	if r.DeviceID == "" || s.cfg.Revocations == nil || !s.cfg.Revocations.IsRevoked(r.DeviceID) {
+		return
+	}
+	res.Decision = pe.DecisionBlock
+	res.Reasons = append([]pe.Reason{{Code: ReasonDeviceIdentityRevoked,
+		Message: "the identity of device " + r.DeviceID + " was revoked; it must enroll again"}}, res.Reasons...)
 }
 
 // WhatIf are hypothetical changes.

@@ -4,6 +4,7 @@ package compliancefeed
 import (
 	"context"
 	"fmt"
+	"time"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
@@ -21,9 +22,19 @@ type Event struct {
 	PlatformOf *DevicePlatform
 	// Trace is the event's trace context.
 	Trace *commonv1.TraceContext
+	// Identity is set for a device identity change.
+	Identity *IdentityChange
 }
 
 // DevicePlatform is a device's enrollment platform.
+// IdentityChange is a device identity revoked or issued (DeviceIdentityChanged).
+type IdentityChange struct {
+	DeviceID   string
+	Revoked    bool
+	RevokeTime time.Time
+}
+
+// DevicePlatform is a device's platform and retirement (DeviceChanged).
 type DevicePlatform struct {
 	DeviceID string
 	Platform access.Platform
@@ -76,6 +87,11 @@ func (st stream) Recv() (Event, int64, bool, error) {
 					ev.Device.Revision = e.GetRevision()
 				}
 				ev.Previous = access.ComplianceState(p.DeviceComplianceChanged.GetPreviousState())
+			case *compliancev1.ComplianceEvent_DeviceIdentityChanged:
+				id := p.DeviceIdentityChanged.GetIdentity()
+				ev.Identity = &IdentityChange{DeviceID: id.GetDeviceId(),
+					Revoked:    id.GetState() == compliancev1.DeviceIdentityState_DEVICE_IDENTITY_STATE_REVOKED,
+					RevokeTime: id.GetRevokeTime().AsTime()}
 			case *compliancev1.ComplianceEvent_DeviceChanged:
 				d := p.DeviceChanged.GetDevice()
 				ev.PlatformOf = &DevicePlatform{DeviceID: d.GetDeviceId(), Platform: access.Platform(d.GetPlatform()), Retired: d.GetRetired()}
