@@ -22,6 +22,7 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/integration/harness"
+	"github.com/condaccess/condaccess/internal/agent"
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
 )
@@ -320,4 +321,68 @@ func TestRevocationReachesEveryService(t *testing.T) {
 			t.Errorf("agent log does not say it was revoked:\n%s", ag.Logs(4000))
 		}
 	})
+}
+
+// TestAgentRenewsWithoutRestart: with --device-cert-ttl 10s the agent renews at two
+// thirds of each lifetime and keeps working, in the same process, across at least
+// five renewals: it stays connected, and a detection after the last renewal (when
+// every earlier certificate has expired) still reaches the risk service.
+func TestAgentRenewsWithoutRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: starts real processes")
+	}
+	s := harness.StartSuite(t, harness.Options{TLS: true, ServeArgs: []string{"--device-cert-ttl", "10s"}})
+	s.Setup(t)
+	const dev = "dev-renew"
+	s.Enroll(t, dev, harness.ManualGroup)
+	dir := enrollAgent(t, s, dev)
+	watch := filepath.Join(s.Dir, "watch")
+	ag := s.StartAgent(t, harness.AgentOptions{DeviceID: dev, StateDir: dir, WatchDir: watch, QuarantineDir: filepath.Join(s.Dir, "quarantine")})
+	ctx := t.Context()
+	serials := map[string]bool{}
+	var first string
+	deadline := time.Now().Add(55 * time.Second)
+	for len(serials) < 6 { // the enrolled certificate and five renewals
+		if time.Now().After(deadline) {
+			t.Fatalf("%d certificates in 55s, want 6:\n%s", len(serials), s.Logs(3000))
+		}
+		r, err := s.Identities.ListDeviceIdentities(ctx, &compliancev1.ListDeviceIdentitiesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range r.GetIdentities() {
+			if id.GetDeviceId() == dev && !serials[id.GetSerialNumber()] {
+				serials[id.GetSerialNumber()] = true
+				if first == "" {
+					first = id.GetSerialNumber()
+				}
+				t.Logf("certificate %d: serial %s, not after %s", len(serials), id.GetSerialNumber(), id.GetExpireTime().AsTime().Format(time.RFC3339))
+			}
+		}
+		if !ag.Running() {
+			t.Fatalf("the agent exited:\n%s", ag.Logs(3000))
+		}
+		time.Sleep(200 * time.Millisecond) // poll cadence
+	}
+	// Still the first run of the agent, still connected, and detections still reach
+	// the risk service with the newest certificate.
+	harness.Eventually(t, "agent connected after the renewals", func(ctx context.Context) (bool, string) {
+		r, err := s.Remediation.ListAgents(ctx, &remediationv1.ListAgentsRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, a := range r.GetAgents() {
+			if a.GetDeviceId() == dev && a.GetHealth() == remediationv1.AgentHealth_AGENT_HEALTH_HEALTHY {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("agents %v", r.GetAgents())
+	})
+	if err := os.WriteFile(filepath.Join(watch, "eicar.com"), agent.EICAR(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitRisk(t, dev, commonv1.RiskLevel_RISK_LEVEL_HIGH)
+	if n := strings.Count(ag.Logs(1<<20), "==== "); n != 1 {
+		t.Errorf("the agent ran %d times, want 1 (no restart)", n)
+	}
 }
