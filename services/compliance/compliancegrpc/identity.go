@@ -110,3 +110,9 @@ func (s *identityServer) ListDeviceIdentities(ctx context.Context, req *complian
 	}
 	return resp, nil
 }
+
+// NewIdentityServer returns the DeviceIdentityService handlers of s, for tests and
+// fuzzing that call them directly with an identity in the context.
+func NewIdentityServer(s *Server) compliancev1.DeviceIdentityServiceServer {
+	return &identityServer{Server: s}
+}
