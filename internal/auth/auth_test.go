@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"github.com/condaccess/condaccess/internal/devca"
 	"net"
 	"os"
 	"slices"
@@ -99,6 +101,13 @@ func TestAuthorize(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}},
 		}})
 	}
+	uriCtx := func(cn string, uris ...string) context.Context {
+		cert, _ := ca.IssueURIs(t, cn, uris)
+		c := parseCert(t, cert)
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}},
+		}})
+	}
 	mtls := auth.Config{ExtraMethodRoles: map[string][]commonv1.Role{
 		"/envoy.service.auth.v3.Authorization/Check": {commonv1.Role_ROLE_ENFORCEMENT_POINT},
 		servertest.MethodInternal:                    {commonv1.Role_ROLE_SENSOR},
@@ -114,7 +123,12 @@ func TestAuthorize(t *testing.T) {
 		{"reader allowed", mtls, peerCtx("r", commonv1.Role_ROLE_READER), servertest.MethodEcho, codes.OK, ""},
 		{"sensor denied", mtls, peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
 		{"second of several roles", mtls, peerCtx("p", commonv1.Role_ROLE_READER, commonv1.Role_ROLE_POLICY_ADMIN), servertest.MethodAdmin, codes.OK, ""},
-		{"service anywhere", mtls, peerCtx("svc", commonv1.Role_ROLE_SERVICE), servertest.MethodAdmin, codes.OK, ""},
+		{"service role is no bypass", mtls, peerCtx("svc", commonv1.Role_ROLE_SERVICE), servertest.MethodAdmin, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"service identity in allowed_services", mtls, uriCtx("risk", auth.ServiceURI("risk")), servertest.MethodInternal, codes.OK, ""},
+		{"service identity not in allowed_services", mtls, uriCtx("access", auth.ServiceURI("access")), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"service identity outside its contract", mtls, uriCtx("risk", auth.ServiceURI("risk")), servertest.MethodAdmin, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"unknown service name", mtls, uriCtx("x", auth.ServiceURI("rsik")), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"device URI from the role CA is no device", mtls, uriCtx("dev-1", auth.DeviceURI("dev-1")), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
 		{"no option: reader denied", mtls, peerCtx("r", commonv1.Role_ROLE_READER), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
 		{"no option: extra role", mtls, peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodInternal, codes.OK, ""},
 		{"no roles in cert", mtls, peerCtx("nobody"), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
@@ -140,7 +154,7 @@ func TestAuthorize(t *testing.T) {
 
 	// The denial names the allowed roles.
 	_, err := auth.NewAuthorizer(mtls).Authorize(peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodAdmin)
-	if got, want := apierr.Metadata(err)["allowed_roles"], "ROLE_SERVICE,ROLE_SECOPS_ADMIN,ROLE_POLICY_ADMIN"; got != want {
+	if got, want := apierr.Metadata(err)["allowed_roles"], "ROLE_SECOPS_ADMIN,ROLE_POLICY_ADMIN"; got != want {
 		t.Errorf("allowed_roles = %q, want %q", got, want)
 	}
 
@@ -245,7 +259,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Errorf("sensor health: %v", err)
 	}
 
-	svc := dial(t, ca.ClientConfig(t, "risk", commonv1.Role_ROLE_SERVICE))
+	svc := dial(t, ca.ClientConfig(t, "risk", commonv1.Role_ROLE_SERVICE)) // legacy role/service: every service
 	if _, err := servertest.Call(ctx, svc, servertest.MethodInternal, servertest.NewRequest("d1", "")); err != nil {
 		t.Errorf("service Internal: %v", err)
 	}
@@ -272,5 +286,110 @@ func TestServerTLSErrors(t *testing.T) {
 	}
 	if _, err := auth.DialOption(auth.ClientConfig{Insecure: true}); err != nil {
 		t.Errorf("insecure DialOption: %v", err)
+	}
+}
+
+// TestDeviceIdentity: a device identity comes only from the device CA, with one
+// device URI, unrevoked and unexpired; it has the sensor role for itself only.
+func TestDeviceIdentity(t *testing.T) {
+	roleCA := authtest.NewCA(t)
+	dca := authtest.NewDeviceCA(t)
+	rev := auth.NewRevocations()
+	cfg := auth.Config{DeviceCAFile: dca.CertFile, Revocations: rev}
+	servertest.File()
+	chainCtx := func(leaf *x509.Certificate, root *x509.Certificate) context.Context {
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, root}}},
+		}})
+	}
+	issue := func(id string, now time.Time, ttl time.Duration) *x509.Certificate {
+		_, csrPEM, err := devca.NewCSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := devca.ParseCSR(csrPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iss, err := dca.CA.Issue(pub, id, now, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(iss.CertPEM)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	devRoot := dca.CA.Certificate()
+	roleRoot := parseCert(t, roleCA.CertFile)
+	good := issue("dev-1", time.Now(), time.Hour)
+	expired := issue("dev-1", time.Now().Add(-2*time.Hour), time.Hour)
+	revoked := issue("dev-9", time.Now().Add(-time.Minute), time.Hour)
+	rev.Revoke("dev-9", time.Now())
+	roleWithDeviceURI, _ := roleCA.IssueURIs(t, "dev-1", []string{auth.DeviceURI("dev-1"), auth.RoleURI(commonv1.Role_ROLE_SENSOR)})
+
+	tests := []struct {
+		name   string
+		ctx    context.Context
+		method string
+		code   codes.Code
+		reason string
+		kind   auth.Kind
+	}{
+		{"device sensor call", chainCtx(good, devRoot), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed, auth.KindDevice},
+		{"device has no reader role", chainCtx(good, devRoot), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed, auth.KindDevice},
+		{"expired device certificate", chainCtx(expired, devRoot), servertest.MethodEcho, codes.Unauthenticated, auth.ReasonCertificateExpired, auth.KindUnknown},
+		{"revoked device certificate", chainCtx(revoked, devRoot), servertest.MethodEcho, codes.Unauthenticated, auth.ReasonCertificateRevoked, auth.KindUnknown},
+		{"revoked device, open method", chainCtx(revoked, devRoot), "/grpc.health.v1.Health/Check", codes.OK, "", auth.KindUnknown},
+		{"role CA certificate with a device URI", chainCtx(parseCert(t, roleWithDeviceURI), roleRoot), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed, auth.KindRoleCertificate},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, err := auth.NewAuthorizer(cfg).Authorize(tt.ctx, tt.method)
+			if status.Code(err) != tt.code || apierr.Reason(err) != tt.reason {
+				t.Fatalf("Authorize = %v (reason %q), want %v %q", err, apierr.Reason(err), tt.code, tt.reason)
+			}
+			id, _ := auth.FromContext(ctx)
+			if id.Kind != tt.kind {
+				t.Errorf("kind %v, want %v", id.Kind, tt.kind)
+			}
+			if tt.kind == auth.KindDevice && (id.ID != "dev-1" || !id.HasRole(commonv1.Role_ROLE_SENSOR) || len(id.Roles) != 1) {
+				t.Errorf("device identity %+v, want dev-1 with the sensor role only", id)
+			}
+		})
+	}
+	// A device acts only for itself.
+	ctx := auth.NewContext(context.Background(), auth.Identity{Kind: auth.KindDevice, ID: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
+	if err := auth.CheckDevice(ctx, "dev-1"); err != nil {
+		t.Errorf("CheckDevice own: %v", err)
+	}
+	if err := auth.CheckDevice(ctx, "dev-2"); status.Code(err) != codes.PermissionDenied || apierr.Reason(err) != auth.ReasonDeviceMismatch {
+		t.Errorf("CheckDevice other = %v, want PERMISSION_DENIED DEVICE_MISMATCH", err)
+	}
+	role := auth.NewContext(context.Background(), auth.Identity{Kind: auth.KindRoleCertificate, Subject: "dev-2", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
+	if err := auth.RequireDevice(role, "dev-2"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("RequireDevice by a role certificate named dev-2 = %v, want PERMISSION_DENIED", err)
+	}
+
+	// DeviceVerifier: the same rules for a forwarded chain.
+	pool := x509.NewCertPool()
+	pool.AddCert(devRoot)
+	v := auth.DeviceVerifier{Roots: pool, Revocations: rev}
+	for _, tt := range []struct {
+		name string
+		cert *x509.Certificate
+		want error
+	}{
+		{"good", good, nil},
+		{"expired", expired, auth.ErrCertificateExpired},
+		{"revoked", revoked, auth.ErrCertificateRevoked},
+		{"role CA certificate", parseCert(t, roleWithDeviceURI), auth.ErrNotDeviceCertificate},
+	} {
+		id, err := v.Verify([]*x509.Certificate{tt.cert}, time.Now())
+		if !errors.Is(err, tt.want) || tt.want == nil && id != "dev-1" {
+			t.Errorf("%s: Verify = %q, %v; want %v", tt.name, id, err, tt.want)
+		}
 	}
 }

@@ -48,8 +48,9 @@ var openMethods = map[string]bool{
 
 // policy is the resolved rule for one method.
 type policy struct {
-	open  bool            // anyone may call
-	roles []commonv1.Role // allowed besides ROLE_SERVICE
+	open     bool            // anyone may call
+	roles    []commonv1.Role // allowed_roles (and Config.ExtraMethodRoles)
+	services []string        // allowed_services
 }
 
 // Authorizer resolves and caches each method's allowed roles and checks callers.
@@ -76,16 +77,27 @@ func NewAuthorizer(cfg Config) *Authorizer {
 	return a
 }
 
-// AllowedRoles returns the roles, besides ROLE_SERVICE, that may call fullMethod
-// ("/pkg.Service/Method"): its allowed_roles option plus Config.ExtraMethodRoles.
-// open is true for health and reflection, which anyone may call.
+// AllowedRoles returns the roles that may call fullMethod ("/pkg.Service/Method"):
+// its allowed_roles option plus Config.ExtraMethodRoles. open is true for health,
+// reflection and EnrollDeviceIdentity, which callers without a certificate may call.
 func (a *Authorizer) AllowedRoles(fullMethod string) (roles []commonv1.Role, open bool) {
+	p := a.policy(fullMethod)
+	return p.roles, p.open
+}
+
+// AllowedServices returns the condaccess services whose service identity may call
+// fullMethod: its allowed_services option.
+func (a *Authorizer) AllowedServices(fullMethod string) []string {
+	return a.policy(fullMethod).services
+}
+
+func (a *Authorizer) policy(fullMethod string) policy {
 	if p, ok := a.cache.Load(fullMethod); ok {
-		return p.(policy).roles, p.(policy).open
+		return p.(policy)
 	}
 	p := a.resolve(fullMethod)
 	a.cache.Store(fullMethod, p)
-	return p.roles, p.open
+	return p
 }
 
 func (a *Authorizer) resolve(fullMethod string) policy {
@@ -101,6 +113,9 @@ func (a *Authorizer) resolve(fullMethod string) policy {
 				if opts := md.Options(); opts != nil {
 					if rs, ok := proto.GetExtension(opts, commonv1.E_AllowedRoles).([]commonv1.Role); ok {
 						p.roles = append(p.roles, rs...)
+					}
+					if ss, ok := proto.GetExtension(opts, commonv1.E_AllowedServices).([]string); ok {
+						p.services = append(p.services, ss...)
 					}
 				}
 			}
@@ -187,8 +202,9 @@ func (a *Authorizer) Authorize(ctx context.Context, fullMethod string) (context.
 	if idErr == nil && id.Kind != KindUnknown {
 		ctx = NewContext(ctx, id)
 	}
-	roles, open := a.AllowedRoles(fullMethod)
-	if open {
+	p := a.policy(fullMethod)
+	roles := p.roles
+	if p.open {
 		return ctx, nil
 	}
 	if idErr != nil {
@@ -198,7 +214,7 @@ func (a *Authorizer) Authorize(ctx context.Context, fullMethod string) (context.
 		return ctx, apierr.New(codes.Unauthenticated, ReasonUnauthenticated,
 			"a verified client certificate is required")
 	}
-	if id.HasRole(commonv1.Role_ROLE_SERVICE) {
+	if id.Kind == KindDevelopment {
 		return ctx, nil
 	}
 	for _, r := range roles {
@@ -206,15 +222,29 @@ func (a *Authorizer) Authorize(ctx context.Context, fullMethod string) (context.
 			return ctx, nil
 		}
 	}
-	allowed := append([]commonv1.Role{commonv1.Role_ROLE_SERVICE}, roles...)
-	names := make([]string, len(allowed))
-	for i, r := range allowed {
+	// A service identity may call what the contracts let its service call; a role
+	// certificate with the legacy spiffe://condaccess/role/service URI counts as
+	// every service (the all-in-one identity), no more.
+	if id.HasRole(commonv1.Role_ROLE_SERVICE) {
+		services := id.Services
+		if len(services) == 0 {
+			services = ServiceNames
+		}
+		for _, svc := range services {
+			if slices.Contains(p.services, svc) {
+				return ctx, nil
+			}
+		}
+	}
+	names := make([]string, len(roles))
+	for i, r := range roles {
 		names[i] = r.String()
 	}
 	list := strings.Join(names, ",")
+	svcs := strings.Join(p.services, ",")
 	return ctx, apierr.WithMetadata(codes.PermissionDenied, ReasonRoleNotAllowed,
-		fmt.Sprintf("%s may be called only by %s", fullMethod, list),
-		map[string]string{"allowed_roles": list, "method": fullMethod})
+		fmt.Sprintf("%s may be called only by the roles [%s] and the services [%s]", fullMethod, list, svcs),
+		map[string]string{"allowed_roles": list, "allowed_services": svcs, "method": fullMethod})
 }
 
 // UnaryServerInterceptor authenticates and authorizes each unary call.

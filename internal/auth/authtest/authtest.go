@@ -67,13 +67,25 @@ func NewCA(t testing.TB) *CA {
 // "localhost", 127.0.0.1, ::1 and dnsNames.
 func (ca *CA) Issue(t testing.TB, commonName string, roles []commonv1.Role, dnsNames ...string) (certFile, keyFile string) {
 	t.Helper()
+	var uris []string
+	for _, r := range roles {
+		uris = append(uris, auth.RoleURI(r))
+	}
+	return ca.IssueURIs(t, commonName, uris, dnsNames...)
+}
+
+// IssueURIs is Issue with the URI SANs given as strings (a service identity
+// spiffe://condaccess/service/<name>, or a device URI that this CA must not make a
+// device).
+func (ca *CA) IssueURIs(t testing.TB, commonName string, uriSANs []string, dnsNames ...string) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var uris []*url.URL
-	for _, r := range roles {
-		u, err := url.Parse(auth.RoleURI(r))
+	for _, s := range uriSANs {
+		u, err := url.Parse(s)
 		if err != nil {
 			t.Fatal(err)
 		}

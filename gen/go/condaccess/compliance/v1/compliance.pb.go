@@ -3333,10 +3333,10 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\x12L\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\rpreviousState\"I\n" +
 	"\rDeviceChanged\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xd6\x04\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xe5\x04\n" +
 	"\rDeviceService\x12t\n" +
-	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x05\xa2\x9f\x19\x01\x03\x12m\n" +
-	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12s\n" +
+	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x05\xa2\x9f\x19\x01\x03\x12|\n" +
+	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"\x16\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\vremediation\x12s\n" +
 	"\vListDevices\x12,.condaccess.compliance.v1.ListDevicesRequest\x1a-.condaccess.compliance.v1.ListDevicesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12u\n" +
 	"\fUpdateDevice\x12-.condaccess.compliance.v1.UpdateDeviceRequest\x1a..condaccess.compliance.v1.UpdateDeviceResponse\"\x06\xa2\x9f\x19\x02\x03\x01\x12t\n" +
 	"\fRetireDevice\x12-.condaccess.compliance.v1.RetireDeviceRequest\x1a..condaccess.compliance.v1.RetireDeviceResponse\"\x05\xa2\x9f\x19\x01\x032\xfd\x05\n" +
@@ -3345,16 +3345,18 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\x13GetCompliancePolicy\x124.condaccess.compliance.v1.GetCompliancePolicyRequest\x1a5.condaccess.compliance.v1.GetCompliancePolicyResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x94\x01\n" +
 	"\x16ListCompliancePolicies\x127.condaccess.compliance.v1.ListCompliancePoliciesRequest\x1a8.condaccess.compliance.v1.ListCompliancePoliciesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x92\x01\n" +
 	"\x16UpdateCompliancePolicy\x127.condaccess.compliance.v1.UpdateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.UpdateCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12\x92\x01\n" +
-	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xee\b\n" +
+	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xcc\t\n" +
 	"\x11ComplianceService\x12\x8b\x01\n" +
-	"\x13GetDeviceCompliance\x124.condaccess.compliance.v1.GetDeviceComplianceRequest\x1a5.condaccess.compliance.v1.GetDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x8e\x01\n" +
-	"\x14ListDeviceCompliance\x125.condaccess.compliance.v1.ListDeviceComplianceRequest\x1a6.condaccess.compliance.v1.ListDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12x\n" +
+	"\x13GetDeviceCompliance\x124.condaccess.compliance.v1.GetDeviceComplianceRequest\x1a5.condaccess.compliance.v1.GetDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\xbd\x01\n" +
+	"\x14ListDeviceCompliance\x125.condaccess.compliance.v1.ListDeviceComplianceRequest\x1a6.condaccess.compliance.v1.ListDeviceComplianceResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation\x12x\n" +
 	"\rExcludeDevice\x12..condaccess.compliance.v1.ExcludeDeviceRequest\x1a/.condaccess.compliance.v1.ExcludeDeviceResponse\"\x06\xa2\x9f\x19\x02\x02\x03\x12~\n" +
 	"\x0fRemoveExclusion\x120.condaccess.compliance.v1.RemoveExclusionRequest\x1a1.condaccess.compliance.v1.RemoveExclusionResponse\"\x06\xa2\x9f\x19\x02\x02\x03\x12|\n" +
 	"\x0eListExclusions\x12/.condaccess.compliance.v1.ListExclusionsRequest\x1a0.condaccess.compliance.v1.ListExclusionsResponse\"\a\xa2\x9f\x19\x03\x04\x02\x03\x12\x90\x01\n" +
 	"\x15GetComplianceSettings\x126.condaccess.compliance.v1.GetComplianceSettingsRequest\x1a7.condaccess.compliance.v1.GetComplianceSettingsResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12\x98\x01\n" +
-	"\x18UpdateComplianceSettings\x129.condaccess.compliance.v1.UpdateComplianceSettingsRequest\x1a:.condaccess.compliance.v1.UpdateComplianceSettingsResponse\"\x05\xa2\x9f\x19\x01\x03\x12\x93\x01\n" +
-	"\x15WatchComplianceEvents\x126.condaccess.compliance.v1.WatchComplianceEventsRequest\x1a7.condaccess.compliance.v1.WatchComplianceEventsResponse\"\a\xa2\x9f\x19\x03\x04\x03\x020\x01B\x80\x02\n" +
+	"\x18UpdateComplianceSettings\x129.condaccess.compliance.v1.UpdateComplianceSettingsRequest\x1a:.condaccess.compliance.v1.UpdateComplianceSettingsResponse\"\x05\xa2\x9f\x19\x01\x03\x12\xc2\x01\n" +
+	"\x15WatchComplianceEvents\x126.condaccess.compliance.v1.WatchComplianceEventsRequest\x1a7.condaccess.compliance.v1.WatchComplianceEventsResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation0\x01B\x80\x02\n" +
 	"\x1ccom.condaccess.compliance.v1B\x0fComplianceProtoP\x01ZMgithub.com/condaccess/condaccess/gen/go/condaccess/compliance/v1;compliancev1\xa2\x02\x03CCX\xaa\x02\x18Condaccess.Compliance.V1\xca\x02\x18Condaccess\\Compliance\\V1\xe2\x02$Condaccess\\Compliance\\V1\\GPBMetadata\xea\x02\x1aCondaccess::Compliance::V1b\x06proto3"
 
 var (

@@ -862,13 +862,14 @@ const file_condaccess_compliance_v1_device_identity_proto_rawDesc = "" +
 	"\x13DeviceIdentityState\x12%\n" +
 	"!DEVICE_IDENTITY_STATE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cDEVICE_IDENTITY_STATE_ACTIVE\x10\x01\x12!\n" +
-	"\x1dDEVICE_IDENTITY_STATE_REVOKED\x10\x022\xe8\x05\n" +
+	"\x1dDEVICE_IDENTITY_STATE_REVOKED\x10\x022\x97\x06\n" +
 	"\x15DeviceIdentityService\x12\x90\x01\n" +
 	"\x15CreateEnrollmentToken\x126.condaccess.compliance.v1.CreateEnrollmentTokenRequest\x1a7.condaccess.compliance.v1.CreateEnrollmentTokenResponse\"\x06\xa2\x9f\x19\x02\x03\x02\x12\x85\x01\n" +
 	"\x14EnrollDeviceIdentity\x125.condaccess.compliance.v1.EnrollDeviceIdentityRequest\x1a6.condaccess.compliance.v1.EnrollDeviceIdentityResponse\x12\x92\x01\n" +
 	"\x16RenewDeviceCertificate\x127.condaccess.compliance.v1.RenewDeviceCertificateRequest\x1a8.condaccess.compliance.v1.RenewDeviceCertificateResponse\"\x05\xa2\x9f\x19\x01\x01\x12\x8d\x01\n" +
-	"\x14RevokeDeviceIdentity\x125.condaccess.compliance.v1.RevokeDeviceIdentityRequest\x1a6.condaccess.compliance.v1.RevokeDeviceIdentityResponse\"\x06\xa2\x9f\x19\x02\x03\x02\x12\x8e\x01\n" +
-	"\x14ListDeviceIdentities\x125.condaccess.compliance.v1.ListDeviceIdentitiesRequest\x1a6.condaccess.compliance.v1.ListDeviceIdentitiesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02B\x84\x02\n" +
+	"\x14RevokeDeviceIdentity\x125.condaccess.compliance.v1.RevokeDeviceIdentityRequest\x1a6.condaccess.compliance.v1.RevokeDeviceIdentityResponse\"\x06\xa2\x9f\x19\x02\x03\x02\x12\xbd\x01\n" +
+	"\x14ListDeviceIdentities\x125.condaccess.compliance.v1.ListDeviceIdentitiesRequest\x1a6.condaccess.compliance.v1.ListDeviceIdentitiesResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediationB\x84\x02\n" +
 	"\x1ccom.condaccess.compliance.v1B\x13DeviceIdentityProtoP\x01ZMgithub.com/condaccess/condaccess/gen/go/condaccess/compliance/v1;compliancev1\xa2\x02\x03CCX\xaa\x02\x18Condaccess.Compliance.V1\xca\x02\x18Condaccess\\Compliance\\V1\xe2\x02$Condaccess\\Compliance\\V1\\GPBMetadata\xea\x02\x1aCondaccess::Compliance::V1b\x06proto3"
 
 var (
