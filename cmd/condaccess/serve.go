@@ -223,7 +223,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
 		return nil, fmt.Errorf("%w: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", errUsage)
 	}
-	deviceCA, deviceKey, err := deviceCAFiles(o, logger)
+	deviceCA, deviceKey, err := deviceCAFiles(o, slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }), logger)
 	if err != nil {
 		return nil, err
 	}

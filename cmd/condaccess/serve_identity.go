@@ -10,18 +10,30 @@ import (
 	"path/filepath"
 
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/devca"
 	"github.com/condaccess/condaccess/internal/revocation"
 	"github.com/condaccess/condaccess/internal/suite"
 )
 
 // deviceCAFiles returns the device CA certificate and key files: the flags, or a CA
-// generated once into <data-dir>/device-ca (in every mode; serve says so).
-func deviceCAFiles(o serveOptions, logger *slog.Logger) (certFile, keyFile string, err error) {
-	if (o.deviceCACert == "") != (o.deviceCAKey == "") {
-		return "", "", fmt.Errorf("%w: --device-ca-cert and --device-ca-key go together", errUsage)
+// generated once into <data-dir>/device-ca (in every mode; serve says so). The key is
+// needed only where the compliance service runs (it signs device certificates); the
+// other services need the certificate alone.
+func deviceCAFiles(o serveOptions, withCompliance bool, logger *slog.Logger) (certFile, keyFile string, err error) {
+	if o.deviceCAKey != "" && o.deviceCACert == "" {
+		return "", "", fmt.Errorf("%w: --device-ca-key needs --device-ca-cert", errUsage)
 	}
 	if o.deviceCACert != "" {
+		if o.deviceCAKey == "" {
+			if withCompliance {
+				return "", "", fmt.Errorf("%w: the compliance service signs device certificates: --device-ca-key is required with --device-ca-cert", errUsage)
+			}
+			if _, err := auth.LoadDevicePool(o.deviceCACert); err != nil {
+				return "", "", fmt.Errorf("%w: device CA: %v", errUsage, err)
+			}
+			return o.deviceCACert, "", nil
+		}
 		if _, err := devca.Load(o.deviceCACert, o.deviceCAKey); err != nil {
 			return "", "", fmt.Errorf("%w: device CA: %v", errUsage, err)
 		}
@@ -42,7 +54,8 @@ func deviceCAFiles(o serveOptions, logger *slog.Logger) (certFile, keyFile strin
 		return "", "", fmt.Errorf("device CA: %w", err)
 	}
 	logger.Warn("generated a device CA into the data dir (no --device-ca-cert/--device-ca-key given); "+
-		"device certificates chain to it", "device_ca_cert", certFile, "device_ca_key", keyFile)
+		"device certificates chain to it; services in other processes need the same CA (--device-ca-cert)",
+		"device_ca_cert", certFile, "device_ca_key", keyFile)
 	return certFile, keyFile, nil
 }
 

@@ -78,7 +78,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, fmt.Errorf("dial risk %s: %w", env.Peers.Risk, err)
 	}
 	svc := compliance.New(compliance.Config{Store: st, Encode: compliancegrpc.EncodeEvent, Logger: env.Logger})
-	if env.DeviceCAFile != "" {
+	if env.DeviceCAFile != "" && env.DeviceCAKeyFile != "" {
 		ca, err := devca.Load(env.DeviceCAFile, env.DeviceCAKeyFile)
 		if err != nil {
 			st.Close()
