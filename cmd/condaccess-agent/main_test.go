@@ -32,3 +32,27 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestEnrollAndStateDirFlags(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"enroll without token", []string{"enroll", "--state-dir", dir}, "--token"},
+		{"enroll without state dir", []string{"enroll", "--token", "t"}, "--state-dir"},
+		{"enroll off loopback without CA", []string{"enroll", "--token", "t", "--state-dir", dir, "--server", "10.1.2.3:7400"}, "--ca"},
+		{"state dir not enrolled", []string{"--state-dir", dir, "--watch", dir, "--quarantine-dir", dir}, "enroll first"},
+		{"state dir with a certificate flag", []string{"--state-dir", dir, "--cert", "c.pem", "--watch", dir, "--quarantine-dir", dir}, "--state-dir holds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}

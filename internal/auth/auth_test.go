@@ -393,3 +393,34 @@ func TestDeviceIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocations: a revocation refuses every certificate issued up to it and ends
+// the device's watches; a later enrollment is accepted, the old certificates stay
+// refused.
+func TestRevocations(t *testing.T) {
+	r := auth.NewRevocations()
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ch, stop := r.Watch("d")
+	defer stop()
+	r.Revoke("d", t0)
+	select {
+	case <-ch:
+	default:
+		t.Error("the watch did not end at the revocation")
+	}
+	for _, tt := range []struct {
+		issued time.Time
+		want   bool
+	}{{t0.Add(-time.Hour), true}, {t0, true}, {t0.Add(time.Second), false}} {
+		if got := r.Revoked("d", tt.issued); got != tt.want {
+			t.Errorf("Revoked(issued %v) = %v, want %v", tt.issued, got, tt.want)
+		}
+	}
+	if !r.IsRevoked("d") || r.IsRevoked("other") {
+		t.Error("IsRevoked wrong before the new enrollment")
+	}
+	r.Reissued("d")
+	if r.IsRevoked("d") || !r.Revoked("d", t0.Add(-time.Minute)) {
+		t.Error("after a new enrollment: the device is not blocked, its old certificates stay refused")
+	}
+}

@@ -379,3 +379,42 @@ func FuzzRenewDeviceCertificate(f *testing.F) {
 		}
 	})
 }
+
+// TestRetireRevokesIdentity: retiring a device revokes its identity in the same
+// transaction, with an identity event, and its tokens stop working.
+func TestRetireRevokesIdentity(t *testing.T) {
+	e := startIdentity(t)
+	ctx := context.Background()
+	if _, err := e.ids.EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: e.token(t, "dev-1", time.Hour), CsrPem: goodCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	spare := e.token(t, "dev-1", time.Hour)
+	rev := e.svc.Revision()
+	if _, err := e.devices.RetireDevice(ctx, &compliancev1.RetireDeviceRequest{DeviceId: "dev-1"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.ids.ListDeviceIdentities(ctx, &compliancev1.ListDeviceIdentitiesRequest{})
+	if err != nil || len(l.GetIdentities()) != 1 {
+		t.Fatalf("ListDeviceIdentities = %v, %v", l, err)
+	}
+	if id := l.GetIdentities()[0]; id.GetState() != compliancev1.DeviceIdentityState_DEVICE_IDENTITY_STATE_REVOKED || id.GetRevokeReason() != "device retired" {
+		t.Errorf("identity after retirement %v, want revoked (device retired)", id)
+	}
+	found := false
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_ = e.svc.Watch(wctx, rev, func(ev compliance.StoredEvent) error {
+		if ev.Type == compliance.EventIdentityChanged && ev.Key == "dev-1" {
+			found = true
+			cancel()
+		}
+		return nil
+	}, func(int64) error { cancel(); return nil })
+	if !found {
+		t.Errorf("no identity event after the retirement")
+	}
+	_, err = e.ids.EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: spare, CsrPem: goodCSR(t)})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("enrollment of a retired device = %v, want FAILED_PRECONDITION", err)
+	}
+}
