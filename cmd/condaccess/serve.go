@@ -228,8 +228,15 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		return nil, err
 	}
 	revocations := auth.NewRevocations()
+	// Device certificates are accepted only where revocations are followed (the
+	// compliance service runs here or --compliance-addr names it): fail closed.
+	trustedDeviceCA := deviceCA
+	if o.peers.Compliance == "" && !slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }) {
+		trustedDeviceCA = ""
+		logger.Warn("no compliance service address: this process cannot follow device revocations, so it accepts no device certificate (set --compliance-addr)")
+	}
 	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
-		DeviceCAFile: deviceCA, Revocations: revocations}
+		DeviceCAFile: trustedDeviceCA, Revocations: revocations}
 	if err := auth.CheckListenAddr(o.grpcAddr, authCfg); err != nil {
 		return nil, fmt.Errorf("%w: --grpc-addr: %v", errUsage, err)
 	}
