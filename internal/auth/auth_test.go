@@ -360,6 +360,18 @@ func TestDeviceIdentity(t *testing.T) {
 			}
 		})
 	}
+	// A set whose feed is not current refuses every device (fail closed).
+	stale := auth.NewRevocations()
+	stale.SetCurrent(false)
+	_, err := auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: stale}).Authorize(chainCtx(good, devRoot), servertest.MethodEcho)
+	if status.Code(err) != codes.Unauthenticated || apierr.Reason(err) != auth.ReasonRevocationStatusUnknown {
+		t.Errorf("device with revocations not current = %v, want UNAUTHENTICATED REVOCATION_STATUS_UNKNOWN", err)
+	}
+	stale.SetCurrent(true)
+	if _, err := auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: stale}).Authorize(chainCtx(good, devRoot), "/grpc.health.v1.Health/Check"); err != nil {
+		t.Errorf("device once current: %v", err)
+	}
+
 	// A device acts only for itself.
 	ctx := auth.NewContext(context.Background(), auth.Identity{Kind: auth.KindDevice, ID: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
 	if err := auth.CheckDevice(ctx, "dev-1"); err != nil {

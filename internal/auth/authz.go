@@ -172,6 +172,10 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, error) {
 	if !ok {
 		return Identity{}, nil
 	}
+	if a.cfg.Revocations != nil && !a.cfg.Revocations.Current() {
+		return Identity{}, apierr.New(codes.Unauthenticated, ReasonRevocationStatusUnknown,
+			"device revocations are not known here yet (the compliance event feed is catching up or unreachable); retry")
+	}
 	if a.cfg.Revocations != nil && a.cfg.Revocations.Revoked(devID, leaf.NotBefore) {
 		return Identity{}, apierr.WithMetadata(codes.Unauthenticated, ReasonCertificateRevoked,
 			"the identity of device "+devID+" was revoked", map[string]string{"device_id": devID})

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -70,6 +71,10 @@ const (
 	ReasonCertificateRevoked = "CERTIFICATE_REVOKED"
 	ReasonCertificateExpired = "CERTIFICATE_EXPIRED"
 	ReasonDeviceMismatch     = "DEVICE_MISMATCH"
+	// ReasonRevocationStatusUnknown: the process does not know the current
+	// revocations (its feed has not caught up, or is broken), so it accepts no
+	// device certificate for now (fail closed; the device retries).
+	ReasonRevocationStatusUnknown = "REVOCATION_STATUS_UNKNOWN"
 )
 
 // Typed errors of DeviceVerifier.Verify.
@@ -145,6 +150,7 @@ type RevocationChecker interface {
 // use. A revocation refuses every certificate of the device issued at or before it;
 // a later enrollment issues certificates after it, which pass.
 type Revocations struct {
+	unknown  atomic.Bool // the feed is not current: refuse every device
 	mu       sync.Mutex
 	revoked  map[string]time.Time
 	current  map[string]bool // the device's identity is revoked now (no later enrollment)
@@ -171,6 +177,15 @@ func (r *Revocations) Revoke(deviceID string, at time.Time) {
 	}
 	delete(r.watchers, deviceID)
 }
+
+// SetCurrent records whether the set is current (its feed caught up and is
+// connected). A set that is not current refuses every device certificate
+// (REVOCATION_STATUS_UNKNOWN). A new set is current (no feed: nothing to wait for);
+// a process with a feed marks it not current until the feed caught up.
+func (r *Revocations) SetCurrent(current bool) { r.unknown.Store(!current) }
+
+// Current reports whether the set is current.
+func (r *Revocations) Current() bool { return !r.unknown.Load() }
 
 // Reissued records that device id holds a certificate issued after its last
 // revocation (it enrolled again): IsRevoked is false again; certificates issued

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/auth"
@@ -18,20 +19,33 @@ type Feed struct {
 	Compliance compliancev1.ComplianceServiceClient
 	// Identities lists identities when the feed (re)starts from a snapshot.
 	Identities compliancev1.DeviceIdentityServiceClient
-	// Set receives revocations and re-enrollments.
+	// Set receives revocations and re-enrollments; it is marked current while the
+	// feed has caught up and heard from the compliance service within StaleAfter.
 	Set    *auth.Revocations
 	Logger *slog.Logger
+	// StaleAfter bounds how long the set stays current without contact (a progress
+	// message or an event); default DefaultStaleAfter.
+	StaleAfter time.Duration
 
 	cursor atomic.Int64
 	known  atomic.Bool
 	c      *consumer.Consumer[*compliancev1.ComplianceEvent]
 }
 
+// DefaultStaleAfter is the default Feed.StaleAfter: a few idle progress intervals.
+const DefaultStaleAfter = 5 * time.Second
+
 // Run follows the feed until ctx ends (it replays from a listing, then watches).
+// The set is not current (it refuses every device) until the first listing, and
+// again whenever the feed has been silent for StaleAfter.
 func (f *Feed) Run(ctx context.Context) error {
 	if f.Logger == nil {
 		f.Logger = slog.New(slog.DiscardHandler)
 	}
+	if f.StaleAfter <= 0 {
+		f.StaleAfter = DefaultStaleAfter
+	}
+	f.Set.SetCurrent(false)
 	f.c = consumer.New(consumer.Config[*compliancev1.ComplianceEvent]{
 		Name:   "device-revocations",
 		Source: source{f.Compliance},
@@ -45,9 +59,41 @@ func (f *Feed) Run(ctx context.Context) error {
 			return nil
 		},
 		OnProgress: func(_ context.Context, rev int64) error { f.cursor.Store(rev); return nil },
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: time.Second,
 		Logger:     f.Logger,
 	})
+	done := make(chan struct{})
+	defer close(done)
+	go f.watchStaleness(done)
 	return f.c.Run(ctx)
+}
+
+// watchStaleness marks the set current while the feed caught up and heard from the
+// compliance service within StaleAfter.
+func (f *Feed) watchStaleness(done <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	was := false
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		st := f.c.Status()
+		current := f.known.Load() && !st.LastContact.IsZero() && time.Since(st.LastContact) < f.StaleAfter
+		f.Set.SetCurrent(current)
+		if current != was {
+			if current {
+				f.Logger.Info("device revocations are current", "revision", st.Revision)
+			} else {
+				f.Logger.Warn("device revocations are not current: device certificates are refused until the compliance feed is back",
+					"last_contact", st.LastContact)
+			}
+			was = current
+		}
+	}
 }
 
 func (f *Feed) apply(id *compliancev1.DeviceIdentity) {
