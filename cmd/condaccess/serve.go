@@ -235,6 +235,8 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		trustedDeviceCA = ""
 		logger.Warn("no compliance service address: this process cannot follow device revocations, so it accepts no device certificate (set --compliance-addr)")
 	}
+	// No device is accepted before the revocation feed has listed the identities.
+	revocations.SetCurrent(false)
 	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
 		DeviceCAFile: trustedDeviceCA, Revocations: revocations}
 	if err := auth.CheckListenAddr(o.grpcAddr, authCfg); err != nil {

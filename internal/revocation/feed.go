@@ -37,7 +37,8 @@ const DefaultStaleAfter = 5 * time.Second
 
 // Run follows the feed until ctx ends (it replays from a listing, then watches).
 // The set is not current (it refuses every device) until the first listing, and
-// again whenever the feed has been silent for StaleAfter.
+// again whenever the feed has been silent for StaleAfter. Mark the set not current
+// (SetCurrent(false)) before serving, so that no device passes before Run starts.
 func (f *Feed) Run(ctx context.Context) error {
 	if f.Logger == nil {
 		f.Logger = slog.New(slog.DiscardHandler)
