@@ -108,6 +108,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		o.deviceID = id
 		o.cert, o.key = filepath.Join(o.stateDir, deviceCertFile), filepath.Join(o.stateDir, deviceKeyFile)
+		if err := checkKeyPermissions(o.key); err != nil {
+			return err
+		}
 		if o.ca == "" {
 			o.ca = filepath.Join(o.stateDir, caFile)
 		}

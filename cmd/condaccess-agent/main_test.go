@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,5 +55,23 @@ func TestEnrollAndStateDirFlags(t *testing.T) {
 				t.Errorf("run = %v, want an error mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestKeyPermissions: the agent refuses a device key that others may read.
+func TestKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "device-key.pem")
+	if err := os.WriteFile(key, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkKeyPermissions(key); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("0644 key: %v, want a refusal", err)
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkKeyPermissions(key); err != nil {
+		t.Errorf("0600 key: %v", err)
 	}
 }
