@@ -2,6 +2,7 @@
 package devca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -154,7 +155,7 @@ func ParseCSR(csrPEM []byte) (*ecdsa.PublicKey, error) {
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
 		return nil, fmt.Errorf("%w: no PEM CERTIFICATE REQUEST block", ErrBadCSR)
 	}
-	if len(trimSpace(rest)) > 0 {
+	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, fmt.Errorf("%w: data after the CERTIFICATE REQUEST block", ErrBadCSR)
 	}
 	csr, err := x509.ParseCertificateRequest(b.Bytes)
@@ -174,13 +175,6 @@ func ParseCSR(csrPEM []byte) (*ecdsa.PublicKey, error) {
 			"the certificate names the enrolled device", ErrBadCSR)
 	}
 	return pub, nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\r' || b[0] == '\t') {
-		b = b[1:]
-	}
-	return b
 }
 
 // Issued is a device certificate.

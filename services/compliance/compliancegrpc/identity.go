@@ -17,7 +17,7 @@ import (
 const (
 	ReasonEnrollmentTokenInvalid = "ENROLLMENT_TOKEN_INVALID"
 	ReasonIdentityNotFound       = "DEVICE_IDENTITY_NOT_FOUND"
-	ReasonIdentityRevoked        = "CERTIFICATE_REVOKED"
+	ReasonIdentityRevoked        = "DEVICE_IDENTITY_REVOKED"
 	ReasonNoDeviceCA             = "DEVICE_CA_NOT_CONFIGURED"
 )
 
