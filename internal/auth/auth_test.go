@@ -360,10 +360,41 @@ func TestDeviceIdentity(t *testing.T) {
 			}
 		})
 	}
+	// A device's open stream ends when its identity is revoked.
+	cutRev := auth.NewRevocations()
+	cutAuthz := auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: cutRev})
+	sctx, err := cutAuthz.Authorize(chainCtx(good, devRoot), servertest.MethodInternal)
+	if status.Code(err) != codes.PermissionDenied { // the identity is set even when the role is refused
+		t.Fatalf("Authorize = %v", err)
+	}
+	if id, _ := auth.FromContext(sctx); id.Kind != auth.KindDevice {
+		t.Fatalf("no device identity in %v", id)
+	}
+	streamDone := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		streamDone <- cutAuthz.DeviceStreamInterceptor()(nil, &fakeStream{ctx: sctx}, &grpc.StreamServerInfo{FullMethod: "/x"},
+			func(_ any, ss grpc.ServerStream) error {
+				close(started)
+				<-ss.Context().Done()
+				return ss.Context().Err()
+			})
+	}()
+	<-started
+	cutRev.Revoke("dev-1", time.Now())
+	select {
+	case err := <-streamDone:
+		if status.Code(err) != codes.Unauthenticated || apierr.Reason(err) != auth.ReasonCertificateRevoked {
+			t.Errorf("stream after revocation = %v, want UNAUTHENTICATED CERTIFICATE_REVOKED", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the device's stream was not cut at the revocation")
+	}
+
 	// A set whose feed is not current refuses every device (fail closed).
 	stale := auth.NewRevocations()
 	stale.SetCurrent(false)
-	_, err := auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: stale}).Authorize(chainCtx(good, devRoot), servertest.MethodEcho)
+	_, err = auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: stale}).Authorize(chainCtx(good, devRoot), servertest.MethodEcho)
 	if status.Code(err) != codes.Unauthenticated || apierr.Reason(err) != auth.ReasonRevocationStatusUnknown {
 		t.Errorf("device with revocations not current = %v, want UNAUTHENTICATED REVOCATION_STATUS_UNKNOWN", err)
 	}
@@ -436,3 +467,11 @@ func TestRevocations(t *testing.T) {
 		t.Error("after a new enrollment: the device is not blocked, its old certificates stay refused")
 	}
 }
+
+// fakeStream is a grpc.ServerStream with a context only.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *fakeStream) Context() context.Context { return s.ctx }

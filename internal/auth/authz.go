@@ -272,21 +272,34 @@ func (a *Authorizer) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamServerInterceptor authenticates and authorizes each streaming call.
+// StreamServerInterceptor authenticates and authorizes each streaming call, and ends
+// a device's stream when its identity is revoked (DeviceStreamInterceptor).
 func (a *Authorizer) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	cut := a.DeviceStreamInterceptor()
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, err := a.Authorize(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
 		}
+		return cut(srv, &ctxStream{ServerStream: ss, ctx: ctx}, info, handler)
+	}
+}
+
+// DeviceStreamInterceptor ends the stream of a device (identity already in the
+// stream's context, after authentication) when the device's identity is revoked:
+// the handler's context is cancelled and the stream ends UNAUTHENTICATED
+// (CERTIFICATE_REVOKED). Other callers' streams pass through. A server chain that
+// authenticates with another interceptor adds it right after authentication.
+func (a *Authorizer) DeviceStreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := ss.Context()
 		id, _ := FromContext(ctx)
 		if id.Kind != KindDevice || a.cfg.Revocations == nil {
-			return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+			return handler(srv, ss)
 		}
-		// A device's stream ends when its identity is revoked.
 		revoked, stop := a.cfg.Revocations.Watch(id.ID)
 		defer stop()
-		if _, err := a.identify(ss.Context()); err != nil { // revoked before the watch began
+		if _, err := a.identify(ctx); err != nil { // revoked before the watch began
 			return err
 		}
 		ctx, cancel := context.WithCancel(ctx)
@@ -298,7 +311,7 @@ func (a *Authorizer) StreamServerInterceptor() grpc.StreamServerInterceptor {
 			case <-ctx.Done():
 			}
 		}()
-		err = handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+		err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
 		select {
 		case <-revoked:
 			return apierr.WithMetadata(codes.Unauthenticated, ReasonCertificateRevoked,
