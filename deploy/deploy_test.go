@@ -22,7 +22,7 @@ var services = []string{"risk", "compliance", "access", "remediation"}
 // CONDACCESS_<FLAG> (cmd/condaccess/serve.go).
 var serveFlags = []string{
 	"grpc-addr", "http-addr", "data-dir", "services", "risk-addr", "compliance-addr", "access-addr",
-	"remediation-addr", "tls-cert", "tls-key", "tls-client-ca", "log-format", "log-level", "stop-timeout",
+	"remediation-addr", "tls-cert", "tls-key", "tls-client-ca", "device-ca-cert", "device-ca-key", "log-format", "log-level", "stop-timeout",
 }
 
 var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)

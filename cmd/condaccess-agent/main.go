@@ -10,17 +10,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/agent"
 	"github.com/condaccess/condaccess/internal/auth"
-	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/telemetry"
 )
 
@@ -31,6 +30,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 type options struct {
 	server, riskAddr, remediationAddr string
+	complianceAddr, stateDir          string
 	deviceID, hostname                string
 	watch                             multiFlag
 	quarantineDir, blocklist          string
@@ -51,13 +51,18 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "enroll" {
+		return runEnroll(ctx, args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("condaccess-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.server, "server", "127.0.0.1:7400", "gRPC address of the condaccess suite")
 	fs.StringVar(&o.riskAddr, "risk-addr", "", "gRPC address of the risk service (overrides --server)")
 	fs.StringVar(&o.remediationAddr, "remediation-addr", "", "gRPC address of the remediation service (overrides --server)")
-	fs.StringVar(&o.deviceID, "device-id", "", "this device's id (required)")
+	fs.StringVar(&o.complianceAddr, "compliance-addr", "", "gRPC address of the compliance service, for certificate renewal (overrides --server)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "folder written by `condaccess-agent enroll`: the device identity (device.pem, device-key.pem, ca.pem), renewed at two thirds of its lifetime")
+	fs.StringVar(&o.deviceID, "device-id", "", "this device's id (required without --state-dir; with it, the id in the device certificate)")
 	fs.StringVar(&o.hostname, "hostname", "", "host name reported to the service (default: the OS host name)")
 	fs.Var(&o.watch, "watch", "folder to watch, recursively (repeatable; at least one)")
 	fs.StringVar(&o.quarantineDir, "quarantine-dir", "", "quarantine folder; also holds the agent's state file (required)")
@@ -86,14 +91,41 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(telemetry.NewLogHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
+	if o.stateDir != "" {
+		if o.cert != "" || o.key != "" {
+			return errors.New("--state-dir holds the device certificate: do not give --cert/--key with it")
+		}
+		cert, err := readDeviceCert(o.stateDir)
+		if err != nil {
+			return err
+		}
+		id, ok := auth.DeviceIDFromCert(cert)
+		if !ok {
+			return fmt.Errorf("%s is not a device certificate (no %s<id> URI)", filepath.Join(o.stateDir, deviceCertFile), auth.DeviceURIPrefix)
+		}
+		if o.deviceID != "" && o.deviceID != id {
+			return fmt.Errorf("--device-id %s differs from the enrolled device %s", o.deviceID, id)
+		}
+		o.deviceID = id
+		o.cert, o.key = filepath.Join(o.stateDir, deviceCertFile), filepath.Join(o.stateDir, deviceKeyFile)
+		if err := checkKeyPermissions(o.key); err != nil {
+			return err
+		}
+		if o.ca == "" {
+			o.ca = filepath.Join(o.stateDir, caFile)
+		}
+	}
 	if o.deviceID == "" || o.quarantineDir == "" || len(o.watch) == 0 {
-		return errors.New("--device-id, --quarantine-dir and at least one --watch are required")
+		return errors.New("--device-id (or --state-dir), --quarantine-dir and at least one --watch are required")
 	}
 	if o.riskAddr == "" {
 		o.riskAddr = o.server
 	}
 	if o.remediationAddr == "" {
 		o.remediationAddr = o.server
+	}
+	if o.complianceAddr == "" {
+		o.complianceAddr = o.server
 	}
 	if !insecureSet {
 		o.insecure = o.ca == "" && auth.IsLoopback(o.riskAddr) && auth.IsLoopback(o.remediationAddr)
@@ -111,24 +143,32 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	dial := func(addr string) (*grpc.ClientConn, error) {
-		opts, err := server.DialOptions(auth.ClientConfig{Insecure: o.insecure, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, ServerName: o.serverName})
-		if err != nil {
-			return nil, err
+	clientCfg := auth.ClientConfig{Insecure: o.insecure, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, ServerName: o.serverName}
+	watch := newRevocationWatch()
+	conns := map[string]*swapConn{}
+	connFor := func(addr string) (*swapConn, error) {
+		if c, ok := conns[addr]; ok {
+			return c, nil
 		}
-		return grpc.NewClient(addr, opts...)
+		c := &swapConn{dial: dialer(clientCfg, watch, addr)}
+		if err := c.redial(); err != nil {
+			return nil, fmt.Errorf("%s: %w", addr, err)
+		}
+		conns[addr] = c
+		return c, nil
 	}
-	riskConn, err := dial(o.riskAddr)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	riskConn, err := connFor(o.riskAddr)
 	if err != nil {
-		return fmt.Errorf("risk service %s: %w", o.riskAddr, err)
+		return fmt.Errorf("risk service: %w", err)
 	}
-	defer riskConn.Close()
-	remConn := riskConn
-	if o.remediationAddr != o.riskAddr {
-		if remConn, err = dial(o.remediationAddr); err != nil {
-			return fmt.Errorf("remediation service %s: %w", o.remediationAddr, err)
-		}
-		defer remConn.Close()
+	remConn, err := connFor(o.remediationAddr)
+	if err != nil {
+		return fmt.Errorf("remediation service: %w", err)
 	}
 	a, err := agent.New(agent.Config{
 		DeviceID: o.deviceID, Hostname: o.hostname, WatchDirs: o.watch, QuarantineDir: o.quarantineDir,
@@ -140,6 +180,42 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("condaccess-agent started", "device_id", o.deviceID, "watch", o.watch.String(), "quarantine_dir", o.quarantineDir,
-		"risk_addr", o.riskAddr, "remediation_addr", o.remediationAddr, "blocklist_entries", len(blocklist))
-	return a.Run(ctx)
+		"risk_addr", o.riskAddr, "remediation_addr", o.remediationAddr, "blocklist_entries", len(blocklist), "state_dir", o.stateDir)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-watch.revoked:
+			cancel(errRevoked)
+		case <-ctx.Done():
+		}
+	}()
+	var renewDone chan error
+	if o.stateDir != "" {
+		compConn, err := connFor(o.complianceAddr)
+		if err != nil {
+			return fmt.Errorf("compliance service: %w", err)
+		}
+		r := &renewer{dir: o.stateDir, client: compliancev1.NewDeviceIdentityServiceClient(compConn), log: logger,
+			now: time.Now, retry: 2 * time.Second}
+		for _, c := range conns {
+			r.conns = append(r.conns, c)
+		}
+		renewDone = make(chan error, 1)
+		go func() {
+			err := r.run(ctx)
+			if err != nil {
+				cancel(err)
+			}
+			renewDone <- err
+		}()
+	}
+	err = a.Run(ctx)
+	if renewDone != nil {
+		<-renewDone
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, errRevoked) || cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,5 +31,47 @@ func TestRunRejectsBadFlags(t *testing.T) {
 				t.Errorf("run = %v, want an error mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestEnrollAndStateDirFlags(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"enroll without token", []string{"enroll", "--state-dir", dir}, "--token"},
+		{"enroll without state dir", []string{"enroll", "--token", "t"}, "--state-dir"},
+		{"enroll off loopback without CA", []string{"enroll", "--token", "t", "--state-dir", dir, "--server", "10.1.2.3:7400"}, "--ca"},
+		{"state dir not enrolled", []string{"--state-dir", dir, "--watch", dir, "--quarantine-dir", dir}, "enroll first"},
+		{"state dir with a certificate flag", []string{"--state-dir", dir, "--cert", "c.pem", "--watch", dir, "--quarantine-dir", dir}, "--state-dir holds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestKeyPermissions: the agent refuses a device key that others may read.
+func TestKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "device-key.pem")
+	if err := os.WriteFile(key, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkKeyPermissions(key); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("0644 key: %v, want a refusal", err)
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkKeyPermissions(key); err != nil {
+		t.Errorf("0600 key: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/devca"
 )
 
 func init() {
@@ -34,13 +35,22 @@ func init() {
 
 // devCert is one certificate dev-certs writes: <name>.pem and <name>-key.pem.
 type devCert struct {
-	name   string
-	roles  []commonv1.Role
-	server bool
+	name     string
+	roles    []commonv1.Role
+	services []string // spiffe://condaccess/service/<name> URI SANs
+	server   bool
 }
 
+// devCerts: service.pem for an all-in-one serve (every service identity), one
+// certificate per service for the split deployment, and the role certificates. The
+// sensor certificate is a static, non-device sensor (a SIEM connector): devices
+// enroll for their own certificates from the device CA.
 var devCerts = []devCert{
-	{name: "service", roles: []commonv1.Role{commonv1.Role_ROLE_SERVICE}, server: true},
+	{name: "service", services: auth.ServiceNames, server: true},
+	{name: "risk", services: []string{"risk"}, server: true},
+	{name: "compliance", services: []string{"compliance"}, server: true},
+	{name: "access", services: []string{"access"}, server: true},
+	{name: "remediation", services: []string{"remediation"}, server: true},
 	{name: "sensor", roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}},
 	{name: "admin", roles: []commonv1.Role{commonv1.Role_ROLE_SECOPS_ADMIN, commonv1.Role_ROLE_POLICY_ADMIN, commonv1.Role_ROLE_READER}},
 	{name: "reader", roles: []commonv1.Role{commonv1.Role_ROLE_READER}},
@@ -54,7 +64,6 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	hosts := fs.String("hosts", "", "extra comma-separated DNS names or IPs for the service certificate")
 	validity := fs.Duration("validity", 365*24*time.Hour, "certificate lifetime")
 	force := fs.Bool("force", false, "overwrite existing files")
-	sensorDevice := fs.String("sensor-device", "dev-1", "device id of the sensor certificate (an agent's identity must be its device id)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -132,13 +141,17 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			tmpl.URIs = append(tmpl.URIs, u)
 		}
+		for _, svc := range dc.services {
+			u, err := url.Parse(auth.ServiceURI(svc))
+			if err != nil {
+				return err
+			}
+			tmpl.URIs = append(tmpl.URIs, u)
+		}
 		if dc.server {
 			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 			tmpl.DNSNames = names
 			tmpl.IPAddresses = ips
-		}
-		if dc.name == "sensor" {
-			tmpl.Subject.CommonName = *sensorDevice
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
@@ -155,7 +168,11 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "wrote a development CA and certificates for %s into %s (for development only: use your own PKI in production)\n", certNames(), *out)
+	// The device CA signs the devices' own certificates (serve --device-ca-cert/-key).
+	if _, err := devca.Generate(filepath.Join(*out, "device-ca.pem"), filepath.Join(*out, "device-ca-key.pem"), "condaccess development device CA"); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote a development CA, certificates for %s, and a device CA (device-ca.pem) into %s (for development only: use your own PKI in production)\n", certNames(), *out)
 	return nil
 }
 

@@ -10,12 +10,16 @@ import (
 )
 
 func init() {
-	register("devices", "enroll, show, list and retire devices (compliance service)", group("devices", map[string]verb{
+	verbs := map[string]verb{
 		"enroll": {"enroll a device: devices enroll DEVICE_ID --platform windows [--group g]...", devicesEnroll},
 		"get":    {"show a device: devices get DEVICE_ID", devicesGet},
 		"list":   {"list devices", devicesList},
 		"retire": {"retire a device: devices retire DEVICE_ID", devicesRetire},
-	}))
+	}
+	for k, v := range identityVerbs {
+		verbs[k] = v
+	}
+	register("devices", "enroll, show, list and retire devices; enrollment tokens and device identities (compliance service)", group("devices", verbs))
 }
 
 func devicesEnroll(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []string) error {

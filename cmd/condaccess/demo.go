@@ -27,7 +27,7 @@ import (
 )
 
 func init() {
-	register("demo", "play the flow end to end in one process: EICAR file → blocked → remediated → allowed", runDemo)
+	register("demo", "play the flow end to end in one process with mutual TLS and an enrolled agent: token → enroll → EICAR file → blocked → remediated → allowed", runDemo)
 }
 
 // The demo's fixture.
@@ -175,11 +175,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		s   *runningSuite
 		err error
 	}
+	// Mutual TLS with development certificates, as a deployment would run.
+	certs := filepath.Join(dir, "certs")
+	if err := runDevCerts(ctx, []string{"--out", certs}, io.Discard, stderr); err != nil {
+		return fmt.Errorf("development certificates: %w", err)
+	}
 	startc := make(chan started, 1)
 	go func() {
 		s, err := startSuite(ctx, serveOptions{
 			grpcAddr: "127.0.0.1:0", dataDir: filepath.Join(dir, "data"),
 			services: "risk,compliance,access,remediation", stopTimeout: 2 * time.Second,
+			tlsCert: filepath.Join(certs, "service.pem"), tlsKey: filepath.Join(certs, "service-key.pem"),
+			tlsClientCA:  filepath.Join(certs, "ca.pem"),
+			deviceCACert: filepath.Join(certs, "device-ca.pem"), deviceCAKey: filepath.Join(certs, "device-ca-key.pem"),
 		}, logger)
 		startc <- started{s, err}
 	}()
@@ -197,9 +205,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo failed: the services did not start within %v", *timeout)
 	}
 	defer s.Stop()
-	fmt.Fprintf(stdout, "condaccess demo: the four services in this process, talking gRPC on %s, stores in %s\n", s.GRPCAddr(), dir)
+	fmt.Fprintf(stdout, "condaccess demo: the four services in this process, talking gRPC with mutual TLS on %s, stores in %s\n", s.GRPCAddr(), dir)
 
-	err = playDemo(ctx, stdout, s.GRPCAddr(), dir, logger, *timeout)
+	err = playDemo(ctx, stdout, s.GRPCAddr(), dir, certs, logger, *timeout)
 	if err != nil {
 		fmt.Fprintf(stdout, "\nservice logs: %s\n", logPath)
 		return err
@@ -208,8 +216,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog.Logger, timeout time.Duration) error {
-	opts, err := server.DialOptions(auth.ClientConfig{Insecure: true})
+func playDemo(ctx context.Context, out io.Writer, addr, dir, certs string, logger *slog.Logger, timeout time.Duration) error {
+	// The demo's admin: the admin certificate (secops, policy admin, reader).
+	opts, err := server.DialOptions(auth.ClientConfig{CAFile: filepath.Join(certs, "ca.pem"),
+		CertFile: filepath.Join(certs, "admin.pem"), KeyFile: filepath.Join(certs, "admin-key.pem")})
 	if err != nil {
 		return err
 	}
@@ -301,9 +311,16 @@ func playDemo(ctx context.Context, out io.Writer, addr, dir string, logger *slog
 			return err
 		}
 	}
+	// The device proves itself: an admin creates a single-use token, the agent
+	// generates its key and enrolls, then speaks with its own certificate only.
+	deviceConn, err := demoEnroll(ctx, out, addr, certs, compliancev1.NewDeviceIdentityServiceClient(conn), filepath.Join(dir, "agent-state"))
+	if err != nil {
+		return err
+	}
+	defer deviceConn.Close()
 	a, err := agent.New(agent.Config{
 		DeviceID: demoDevice, Hostname: "ada-laptop", WatchDirs: []string{watchDir}, QuarantineDir: quarantineDir,
-		Risk: risk, Remediation: remediationv1.NewAgentServiceClient(conn), Logger: logger.With("component", "agent"),
+		Risk: riskv1.NewRiskServiceClient(deviceConn), Remediation: remediationv1.NewAgentServiceClient(deviceConn), Logger: logger.With("component", "agent"),
 		Debounce: 20 * time.Millisecond,
 	})
 	if err != nil {

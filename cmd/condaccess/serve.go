@@ -77,8 +77,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (server, and client for peers); enables mutual TLS")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle that client and peer certificates chain to")
-	fs.StringVar(&o.deviceCACert, "device-ca-cert", "", "PEM device CA certificate: forwarded device certificates (spiffe://condaccess/device/<id>) must chain to it")
-	fs.StringVar(&o.deviceCAKey, "device-ca-key", "", "PEM private key of --device-ca-cert (device enrollment)")
+	fs.StringVar(&o.deviceCACert, "device-ca-cert", "", "PEM device CA certificate: client certificates chaining to it are device identities only (default: generated into the data dir)")
+	fs.StringVar(&o.deviceCAKey, "device-ca-key", "", "PEM private key of --device-ca-cert (the compliance service signs device certificates with it)")
 	fs.StringVar(&o.authzAddr, "authz-addr", "", "extra listener for /authz only, unix:/path (its callers count as enforcement points: guard it with the socket's file permissions)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -242,7 +242,22 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
 		return nil, fmt.Errorf("%w: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", errUsage)
 	}
-	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA}
+	deviceCA, deviceKey, err := deviceCAFiles(o, slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }), logger)
+	if err != nil {
+		return nil, err
+	}
+	revocations := auth.NewRevocations()
+	// Device certificates are accepted only where revocations are followed (the
+	// compliance service runs here or --compliance-addr names it): fail closed.
+	trustedDeviceCA := deviceCA
+	if o.peers.Compliance == "" && !slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }) {
+		trustedDeviceCA = ""
+		logger.Warn("no compliance service address: this process cannot follow device revocations, so it accepts no device certificate (set --compliance-addr)")
+	}
+	// No device is accepted before the revocation feed has listed the identities.
+	revocations.SetCurrent(false)
+	authCfg := auth.Config{Insecure: !tlsOn, CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
+		DeviceCAFile: trustedDeviceCA, Revocations: revocations}
 	if err := auth.CheckListenAddr(o.grpcAddr, authCfg); err != nil {
 		return nil, fmt.Errorf("%w: --grpc-addr: %v", errUsage, err)
 	}
@@ -332,11 +347,14 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.connMu.Unlock()
 			return conn, nil
 		},
-		HTTPMux:      mux,
-		Health:       s.srv.Health(),
-		DeviceCAFile: o.deviceCACert,
-		DevMode:      !tlsOn,
-		AuthzMux:     authzMux,
+		HTTPMux:            mux,
+		Health:             s.srv.Health(),
+		DeviceCAFile:       deviceCA,
+		DeviceCAKeyFile:    deviceKey,
+		ServerCABundleFile: o.tlsClientCA,
+		Revocations:        revocations,
+		DevMode:            !tlsOn,
+		AuthzMux:           authzMux,
 	}
 	for _, f := range picked {
 		e := env
@@ -411,6 +429,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	if err := s.startRevocationFeed(runCtx, env); err != nil {
+		return nil, err
+	}
 	if o.auditRetention > 0 {
 		s.wg.Add(1)
 		go func() {

@@ -65,6 +65,7 @@ func TestServeListsEveryServiceAndStops(t *testing.T) {
 		"condaccess.audit.v1.AuditService",
 		"condaccess.compliance.v1.CompliancePolicyService",
 		"condaccess.compliance.v1.ComplianceService",
+		"condaccess.compliance.v1.DeviceIdentityService",
 		"condaccess.compliance.v1.DeviceService",
 		"condaccess.remediation.v1.AgentService",
 		"condaccess.remediation.v1.RemediationService",

@@ -151,6 +151,8 @@ type Process struct {
 	GRPCAddr string
 	// HealthService is the gRPC health service name to wait for ("" = the server).
 	HealthService string
+	// Creds dials GRPCAddr for the health check; nil means plaintext.
+	Creds grpc.DialOption
 	// LogPath receives stdout and stderr of every run, appended.
 	LogPath string
 
@@ -195,6 +197,17 @@ func (p *Process) Start() error {
 		close(exited)
 	}()
 	return nil
+}
+
+// Exited returns a channel closed when the current run has exited, and its error.
+func (p *Process) Exited() (<-chan struct{}, func() error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited, func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.waitErr
+	}
 }
 
 // Running reports whether the process has been started and not exited.
@@ -261,7 +274,11 @@ func (p *Process) WaitHealthy(ctx context.Context) error {
 	if p.GRPCAddr == "" {
 		return nil
 	}
-	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := p.Creds
+	if creds == nil {
+		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	conn, err := grpc.NewClient(p.GRPCAddr, creds)
 	if err != nil {
 		return err
 	}

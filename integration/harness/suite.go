@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/auth"
 )
 
 // ServiceNames are the four services, in start order.
@@ -43,13 +45,20 @@ type Options struct {
 	// suite runs with --risk-dev-reporter-is-device: an agent's alerts count as its
 	// device's own, as a device certificate would make them.
 	UntrustedDevReporter bool
+	// TLS runs the suite with mutual TLS: `condaccess dev-certs` writes the
+	// certificates into <Dir>/certs, each service serves with its own service
+	// certificate, devices chain to the device CA, and the suite's clients use
+	// admin.pem.
+	TLS bool
 }
 
 // Suite is the four services, each a separate `condaccess serve --services X`
 // process on its own loopback address, with generated clients to each.
 type Suite struct {
-	Bin    *Binaries
-	Dir    string
+	Bin *Binaries
+	Dir string
+	// Certs is the folder of the dev-certs certificates (TLS suites).
+	Certs  string
 	Procs  map[string]*Process
 	Traces *TraceReceiver
 
@@ -57,6 +66,7 @@ type Suite struct {
 	Devices            compliancev1.DeviceServiceClient
 	CompliancePolicies compliancev1.CompliancePolicyServiceClient
 	Compliance         compliancev1.ComplianceServiceClient
+	Identities         compliancev1.DeviceIdentityServiceClient
 	Directory          accessv1.DirectoryServiceClient
 	CAPolicies         accessv1.ConditionalAccessPolicyServiceClient
 	Access             accessv1.AccessServiceClient
@@ -90,6 +100,17 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	}
 	s.env = append(s.env, opts.Env...)
 
+	var clientOpt grpc.DialOption = grpc.WithTransportCredentials(insecure.NewCredentials())
+	if opts.TLS {
+		s.Certs = filepath.Join(dir, "certs")
+		out, err := exec.Command(bin.Condaccess, "dev-certs", "--out", s.Certs).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dev-certs: %v: %s", err, out)
+		}
+		if clientOpt, err = s.DialOption("admin"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	addrs := map[string]string{}
 	for _, name := range ServiceNames {
 		if addrs[name], err = FreeAddr(); err != nil {
@@ -110,9 +131,13 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 		if !opts.UntrustedDevReporter {
 			args = append(args, "--risk-dev-reporter-is-device")
 		}
+		if opts.TLS {
+			args = append(args, "--tls-cert", s.CertFile(name), "--tls-key", s.KeyFile(name), "--tls-client-ca", s.CertFile("ca"),
+				"--device-ca-cert", s.CertFile("device-ca"), "--device-ca-key", s.KeyFile("device-ca"))
+		}
 		args = append(args, opts.ServeArgs...)
 		s.Procs[name] = &Process{
-			Name: name, Path: bin.Condaccess, Args: args, Env: s.env,
+			Name: name, Path: bin.Condaccess, Args: args, Env: s.env, Creds: clientOpt,
 			GRPCAddr: addrs[name], HealthService: healthNames[name], LogPath: filepath.Join(dir, name+".log"),
 		}
 	}
@@ -133,7 +158,7 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	}
 
 	conn := func(name string) *grpc.ClientConn {
-		c, err := grpc.NewClient(addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addrs[name], clientOpt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,6 +170,7 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	s.Devices = compliancev1.NewDeviceServiceClient(cc)
 	s.CompliancePolicies = compliancev1.NewCompliancePolicyServiceClient(cc)
 	s.Compliance = compliancev1.NewComplianceServiceClient(cc)
+	s.Identities = compliancev1.NewDeviceIdentityServiceClient(cc)
 	s.Directory = accessv1.NewDirectoryServiceClient(ac)
 	s.CAPolicies = accessv1.NewConditionalAccessPolicyServiceClient(ac)
 	s.Access = accessv1.NewAccessServiceClient(ac)
@@ -152,12 +178,32 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	return s
 }
 
+// CertFile and KeyFile are the files of a dev-certs certificate ("admin",
+// "sensor", "risk", "ca", "device-ca", ...) of a TLS suite.
+func (s *Suite) CertFile(name string) string { return filepath.Join(s.Certs, name+".pem") }
+
+// KeyFile: see CertFile.
+func (s *Suite) KeyFile(name string) string { return filepath.Join(s.Certs, name+"-key.pem") }
+
+// ClientConfig is the mutual-TLS client configuration with certificate name.
+func (s *Suite) ClientConfig(name string) auth.ClientConfig {
+	return auth.ClientConfig{CAFile: s.CertFile("ca"), CertFile: s.CertFile(name), KeyFile: s.KeyFile(name)}
+}
+
+// DialOption returns the transport credentials of certificate name.
+func (s *Suite) DialOption(name string) (grpc.DialOption, error) {
+	return auth.DialOption(s.ClientConfig(name))
+}
+
 // Addr returns a service's gRPC address.
 func (s *Suite) Addr(name string) string { return s.Procs[name].GRPCAddr }
 
 // AgentOptions configure an agent process.
 type AgentOptions struct {
-	DeviceID      string
+	DeviceID string
+	// StateDir, when set, runs the agent with the enrolled identity of this folder
+	// (--state-dir) instead of --device-id.
+	StateDir      string
 	WatchDir      string
 	QuarantineDir string
 	Args          []string
@@ -177,6 +223,9 @@ func (s *Suite) StartAgent(t testing.TB, o AgentOptions) *Process {
 	}
 	args := []string{"--device-id", o.DeviceID, "--watch", o.WatchDir, "--quarantine-dir", o.QuarantineDir,
 		"--server", s.Addr("risk"), "--risk-addr", s.Addr("risk"), "--remediation-addr", s.Addr("remediation")}
+	if o.StateDir != "" {
+		args = append(args, "--state-dir", o.StateDir, "--compliance-addr", s.Addr("compliance"))
+	}
 	args = append(args, o.Args...)
 	p := &Process{Name: "agent-" + o.DeviceID, Path: s.Bin.Agent, Args: args, Env: s.env, LogPath: filepath.Join(s.Dir, "agent-"+o.DeviceID+".log")}
 	if err := p.Start(); err != nil {

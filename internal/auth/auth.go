@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -30,10 +31,21 @@ const DevSubject = "dev"
 // RoleURIPrefix prefixes the URI SANs that grant roles: spiffe://condaccess/role/<role>.
 const RoleURIPrefix = "spiffe://condaccess/role/"
 
-// Identity is the authenticated caller of an RPC.
+// Identity is the authenticated caller of an RPC, read once from the verified
+// certificate (or the development-mode configuration) by the auth interceptor.
 type Identity struct {
+	// Subject names the caller in logs and records (the certificate's CommonName or
+	// URI SAN); nothing decides anything from it.
 	Subject string
-	Roles   []commonv1.Role
+	// Roles are the roles granted.
+	Roles []commonv1.Role
+	// Kind is how the caller was authenticated.
+	Kind Kind
+	// ID is the device id (KindDevice) or the service name (KindService).
+	ID string
+	// Services are every service named by a service certificate (an all-in-one
+	// certificate names several); ID is the first.
+	Services []string
 }
 
 // HasRole reports whether id holds role r.
@@ -60,7 +72,9 @@ func AllRoles() []commonv1.Role {
 	}
 }
 
-func devIdentity() Identity { return Identity{Subject: DevSubject, Roles: AllRoles()} }
+func devIdentity() Identity {
+	return Identity{Subject: DevSubject, Roles: AllRoles(), Kind: KindDevelopment}
+}
 
 // RoleName returns the short name of r used in certificates, e.g. "secops-admin".
 func RoleName(r commonv1.Role) string {
@@ -79,17 +93,29 @@ func ParseRole(name string) (commonv1.Role, bool) {
 	return commonv1.Role(v), true
 }
 
-// IdentityFromCert derives an identity from a verified client certificate: the roles
-// from its spiffe://condaccess/role/<role> URI SANs (unknown roles are ignored), the
-// subject from its CommonName or else its first URI SAN.
+// IdentityFromCert derives an identity from a client certificate verified against
+// the role CA: the roles from its spiffe://condaccess/role/<role> URI SANs (unknown
+// roles are ignored), a service identity (with ROLE_SERVICE) from its
+// spiffe://condaccess/service/<name> URI SANs, the subject from its CommonName or
+// else its first URI SAN. Device URI SANs do not count here: a device identity
+// comes only from the device CA.
 func IdentityFromCert(cert *x509.Certificate) Identity {
-	id := Identity{Subject: cert.Subject.CommonName}
+	id := Identity{Subject: cert.Subject.CommonName, Kind: KindRoleCertificate}
 	for _, u := range cert.URIs {
 		if id.Subject == "" {
 			id.Subject = u.String()
 		}
 		if r, ok := roleFromURI(u); ok && !id.HasRole(r) {
 			id.Roles = append(id.Roles, r)
+		}
+		if name, ok := serviceFromURI(u); ok && !slices.Contains(id.Services, name) {
+			id.Services = append(id.Services, name)
+		}
+	}
+	if len(id.Services) > 0 {
+		id.Kind, id.ID = KindService, id.Services[0]
+		if !id.HasRole(commonv1.Role_ROLE_SERVICE) {
+			id.Roles = append(id.Roles, commonv1.Role_ROLE_SERVICE)
 		}
 	}
 	return id
@@ -110,8 +136,15 @@ type Config struct {
 	Insecure bool
 	// CertFile and KeyFile are the server's PEM certificate and key.
 	CertFile, KeyFile string
-	// ClientCAFile is the PEM bundle of CAs that client certificates must chain to.
+	// ClientCAFile is the PEM bundle of CAs that role and service client
+	// certificates chain to.
 	ClientCAFile string
+	// DeviceCAFile is the PEM device CA: client certificates chaining to it are
+	// device identities only (spiffe://condaccess/device/<id>). Optional.
+	DeviceCAFile string
+	// Revocations refuses revoked device certificates (CERTIFICATE_REVOKED) and ends
+	// their streams; nil refuses none.
+	Revocations *Revocations
 	// ExtraMethodRoles grants roles on methods by full name ("/pkg.Service/Method"),
 	// in addition to their allowed_roles option; it is how methods of foreign protos
 	// (Envoy's "/envoy.service.auth.v3.Authorization/Check") are opened to a role.
@@ -164,15 +197,17 @@ func ServerCredentials(cfg Config) (credentials.TransportCredentials, error) {
 	return ServerTLS(cfg)
 }
 
-// ServerTLS returns TLS 1.3 server credentials that require a client certificate
-// chaining to cfg.ClientCAFile. The certificate, key and client CA bundle are read
+// ServerTLS returns TLS 1.3 server credentials that verify a client certificate,
+// when one is given, against cfg.ClientCAFile and cfg.DeviceCAFile. A certificate is
+// requested but not required at the handshake (a device enrolling has none yet); the
+// Authorizer refuses every method but the open ones without one. The certificate, key and client CA bundle are read
 // again on the first handshake after one of the files changes (certificate
 // rotation without a restart; see keyMaterial).
 func ServerTLS(cfg Config) (credentials.TransportCredentials, error) {
 	if !cfg.tlsConfigured() {
 		return nil, errors.New("auth: server TLS needs a certificate, a key and a client CA file")
 	}
-	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
+	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile, cfg.DeviceCAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +236,7 @@ func ClientCredentials(cfg ClientConfig) (credentials.TransportCredentials, erro
 	}
 	// The client certificate and key are read again on the first handshake after
 	// either changes; the CA bundle is read once.
-	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, "")
+	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, "", "")
 	if err != nil {
 		return nil, err
 	}
@@ -240,3 +275,34 @@ func loadPool(file string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// loadCerts reads every PEM certificate of file.
+func loadCerts(file string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("auth: read CA file: %w", err)
+	}
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("auth: CA file %s: %w", file, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("auth: no PEM certificate in CA file %s", file)
+	}
+	return certs, nil
+}
+
+// LoadDevicePool reads the device CA file into a pool, for a DeviceVerifier.
+func LoadDevicePool(file string) (*x509.CertPool, error) { return loadPool(file) }

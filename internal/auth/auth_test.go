@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"github.com/condaccess/condaccess/internal/devca"
 	"net"
 	"os"
 	"slices"
@@ -99,6 +101,13 @@ func TestAuthorize(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}},
 		}})
 	}
+	uriCtx := func(cn string, uris ...string) context.Context {
+		cert, _ := ca.IssueURIs(t, cn, uris)
+		c := parseCert(t, cert)
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}},
+		}})
+	}
 	mtls := auth.Config{ExtraMethodRoles: map[string][]commonv1.Role{
 		"/envoy.service.auth.v3.Authorization/Check": {commonv1.Role_ROLE_ENFORCEMENT_POINT},
 		servertest.MethodInternal:                    {commonv1.Role_ROLE_SENSOR},
@@ -114,7 +123,12 @@ func TestAuthorize(t *testing.T) {
 		{"reader allowed", mtls, peerCtx("r", commonv1.Role_ROLE_READER), servertest.MethodEcho, codes.OK, ""},
 		{"sensor denied", mtls, peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
 		{"second of several roles", mtls, peerCtx("p", commonv1.Role_ROLE_READER, commonv1.Role_ROLE_POLICY_ADMIN), servertest.MethodAdmin, codes.OK, ""},
-		{"service anywhere", mtls, peerCtx("svc", commonv1.Role_ROLE_SERVICE), servertest.MethodAdmin, codes.OK, ""},
+		{"service role is no bypass", mtls, peerCtx("svc", commonv1.Role_ROLE_SERVICE), servertest.MethodAdmin, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"service identity in allowed_services", mtls, uriCtx("risk", auth.ServiceURI("risk")), servertest.MethodInternal, codes.OK, ""},
+		{"service identity not in allowed_services", mtls, uriCtx("access", auth.ServiceURI("access")), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"service identity outside its contract", mtls, uriCtx("risk", auth.ServiceURI("risk")), servertest.MethodAdmin, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"unknown service name", mtls, uriCtx("x", auth.ServiceURI("rsik")), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"device URI from the role CA is no device", mtls, uriCtx("dev-1", auth.DeviceURI("dev-1")), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
 		{"no option: reader denied", mtls, peerCtx("r", commonv1.Role_ROLE_READER), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
 		{"no option: extra role", mtls, peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodInternal, codes.OK, ""},
 		{"no roles in cert", mtls, peerCtx("nobody"), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
@@ -140,7 +154,7 @@ func TestAuthorize(t *testing.T) {
 
 	// The denial names the allowed roles.
 	_, err := auth.NewAuthorizer(mtls).Authorize(peerCtx("s", commonv1.Role_ROLE_SENSOR), servertest.MethodAdmin)
-	if got, want := apierr.Metadata(err)["allowed_roles"], "ROLE_SERVICE,ROLE_SECOPS_ADMIN,ROLE_POLICY_ADMIN"; got != want {
+	if got, want := apierr.Metadata(err)["allowed_roles"], "ROLE_SECOPS_ADMIN,ROLE_POLICY_ADMIN"; got != want {
 		t.Errorf("allowed_roles = %q, want %q", got, want)
 	}
 
@@ -150,7 +164,7 @@ func TestAuthorize(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, ok := auth.FromContext(ctx)
-	want := auth.Identity{Subject: "agent-7", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_READER}}
+	want := auth.Identity{Subject: "agent-7", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_READER}, Kind: auth.KindRoleCertificate}
 	if diff := cmp.Diff(want, id); !ok || diff != "" {
 		t.Errorf("identity (-want +got):\n%s", diff)
 	}
@@ -245,7 +259,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Errorf("sensor health: %v", err)
 	}
 
-	svc := dial(t, ca.ClientConfig(t, "risk", commonv1.Role_ROLE_SERVICE))
+	svc := dial(t, ca.ClientConfig(t, "risk", commonv1.Role_ROLE_SERVICE)) // legacy role/service: every service
 	if _, err := servertest.Call(ctx, svc, servertest.MethodInternal, servertest.NewRequest("d1", "")); err != nil {
 		t.Errorf("service Internal: %v", err)
 	}
@@ -274,3 +288,190 @@ func TestServerTLSErrors(t *testing.T) {
 		t.Errorf("insecure DialOption: %v", err)
 	}
 }
+
+// TestDeviceIdentity: a device identity comes only from the device CA, with one
+// device URI, unrevoked and unexpired; it has the sensor role for itself only.
+func TestDeviceIdentity(t *testing.T) {
+	roleCA := authtest.NewCA(t)
+	dca := authtest.NewDeviceCA(t)
+	rev := auth.NewRevocations()
+	cfg := auth.Config{DeviceCAFile: dca.CertFile, Revocations: rev}
+	servertest.File()
+	chainCtx := func(leaf *x509.Certificate, root *x509.Certificate) context.Context {
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, root}}},
+		}})
+	}
+	issue := func(id string, now time.Time, ttl time.Duration) *x509.Certificate {
+		_, csrPEM, err := devca.NewCSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := devca.ParseCSR(csrPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iss, err := dca.CA.Issue(pub, id, now, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(iss.CertPEM)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	devRoot := dca.CA.Certificate()
+	roleRoot := parseCert(t, roleCA.CertFile)
+	good := issue("dev-1", time.Now(), time.Hour)
+	expired := issue("dev-1", time.Now().Add(-2*time.Hour), time.Hour)
+	revoked := issue("dev-9", time.Now().Add(-time.Minute), time.Hour)
+	rev.Revoke("dev-9", time.Now())
+	roleWithDeviceURI, _ := roleCA.IssueURIs(t, "dev-1", []string{auth.DeviceURI("dev-1"), auth.RoleURI(commonv1.Role_ROLE_SENSOR)})
+
+	tests := []struct {
+		name   string
+		ctx    context.Context
+		method string
+		code   codes.Code
+		reason string
+		kind   auth.Kind
+	}{
+		{"device sensor call", chainCtx(good, devRoot), servertest.MethodInternal, codes.PermissionDenied, auth.ReasonRoleNotAllowed, auth.KindDevice},
+		{"device has no reader role", chainCtx(good, devRoot), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed, auth.KindDevice},
+		{"expired device certificate", chainCtx(expired, devRoot), servertest.MethodEcho, codes.Unauthenticated, auth.ReasonCertificateExpired, auth.KindUnknown},
+		{"revoked device certificate", chainCtx(revoked, devRoot), servertest.MethodEcho, codes.Unauthenticated, auth.ReasonCertificateRevoked, auth.KindUnknown},
+		{"revoked device, open method", chainCtx(revoked, devRoot), "/grpc.health.v1.Health/Check", codes.OK, "", auth.KindUnknown},
+		{"role CA certificate with a device URI", chainCtx(parseCert(t, roleWithDeviceURI), roleRoot), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed, auth.KindRoleCertificate},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, err := auth.NewAuthorizer(cfg).Authorize(tt.ctx, tt.method)
+			if status.Code(err) != tt.code || apierr.Reason(err) != tt.reason {
+				t.Fatalf("Authorize = %v (reason %q), want %v %q", err, apierr.Reason(err), tt.code, tt.reason)
+			}
+			id, _ := auth.FromContext(ctx)
+			if id.Kind != tt.kind {
+				t.Errorf("kind %v, want %v", id.Kind, tt.kind)
+			}
+			if tt.kind == auth.KindDevice && (id.ID != "dev-1" || !id.HasRole(commonv1.Role_ROLE_SENSOR) || len(id.Roles) != 1) {
+				t.Errorf("device identity %+v, want dev-1 with the sensor role only", id)
+			}
+		})
+	}
+	// A device's open stream ends when its identity is revoked.
+	cutRev := auth.NewRevocations()
+	cutAuthz := auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: cutRev})
+	sctx, err := cutAuthz.Authorize(chainCtx(good, devRoot), servertest.MethodInternal)
+	if status.Code(err) != codes.PermissionDenied { // the identity is set even when the role is refused
+		t.Fatalf("Authorize = %v", err)
+	}
+	if id, _ := auth.FromContext(sctx); id.Kind != auth.KindDevice {
+		t.Fatalf("no device identity in %v", id)
+	}
+	streamDone := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		streamDone <- cutAuthz.DeviceStreamInterceptor()(nil, &fakeStream{ctx: sctx}, &grpc.StreamServerInfo{FullMethod: "/x"},
+			func(_ any, ss grpc.ServerStream) error {
+				close(started)
+				<-ss.Context().Done()
+				return ss.Context().Err()
+			})
+	}()
+	<-started
+	cutRev.Revoke("dev-1", time.Now())
+	select {
+	case err := <-streamDone:
+		if status.Code(err) != codes.Unauthenticated || apierr.Reason(err) != auth.ReasonCertificateRevoked {
+			t.Errorf("stream after revocation = %v, want UNAUTHENTICATED CERTIFICATE_REVOKED", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the device's stream was not cut at the revocation")
+	}
+
+	// A set whose feed is not current refuses every device (fail closed).
+	stale := auth.NewRevocations()
+	stale.SetCurrent(false)
+	_, err = auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: stale}).Authorize(chainCtx(good, devRoot), servertest.MethodEcho)
+	if status.Code(err) != codes.Unauthenticated || apierr.Reason(err) != auth.ReasonRevocationStatusUnknown {
+		t.Errorf("device with revocations not current = %v, want UNAUTHENTICATED REVOCATION_STATUS_UNKNOWN", err)
+	}
+	stale.SetCurrent(true)
+	if _, err := auth.NewAuthorizer(auth.Config{DeviceCAFile: dca.CertFile, Revocations: stale}).Authorize(chainCtx(good, devRoot), "/grpc.health.v1.Health/Check"); err != nil {
+		t.Errorf("device once current: %v", err)
+	}
+
+	// A device acts only for itself.
+	ctx := auth.NewContext(context.Background(), auth.Identity{Kind: auth.KindDevice, ID: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
+	if err := auth.CheckDevice(ctx, "dev-1"); err != nil {
+		t.Errorf("CheckDevice own: %v", err)
+	}
+	if err := auth.CheckDevice(ctx, "dev-2"); status.Code(err) != codes.PermissionDenied || apierr.Reason(err) != auth.ReasonDeviceMismatch {
+		t.Errorf("CheckDevice other = %v, want PERMISSION_DENIED DEVICE_MISMATCH", err)
+	}
+	role := auth.NewContext(context.Background(), auth.Identity{Kind: auth.KindRoleCertificate, Subject: "dev-2", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
+	if err := auth.RequireDevice(role, "dev-2"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("RequireDevice by a role certificate named dev-2 = %v, want PERMISSION_DENIED", err)
+	}
+
+	// DeviceVerifier: the same rules for a forwarded chain.
+	pool := x509.NewCertPool()
+	pool.AddCert(devRoot)
+	v := auth.DeviceVerifier{Roots: pool, Revocations: rev}
+	for _, tt := range []struct {
+		name string
+		cert *x509.Certificate
+		want error
+	}{
+		{"good", good, nil},
+		{"expired", expired, auth.ErrCertificateExpired},
+		{"revoked", revoked, auth.ErrCertificateRevoked},
+		{"role CA certificate", parseCert(t, roleWithDeviceURI), auth.ErrNotDeviceCertificate},
+	} {
+		id, err := v.Verify([]*x509.Certificate{tt.cert}, time.Now())
+		if !errors.Is(err, tt.want) || tt.want == nil && id != "dev-1" {
+			t.Errorf("%s: Verify = %q, %v; want %v", tt.name, id, err, tt.want)
+		}
+	}
+}
+
+// TestRevocations: a revocation refuses every certificate issued up to it and ends
+// the device's watches; a later enrollment is accepted, the old certificates stay
+// refused.
+func TestRevocations(t *testing.T) {
+	r := auth.NewRevocations()
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ch, stop := r.Watch("d")
+	defer stop()
+	r.Revoke("d", t0)
+	select {
+	case <-ch:
+	default:
+		t.Error("the watch did not end at the revocation")
+	}
+	for _, tt := range []struct {
+		issued time.Time
+		want   bool
+	}{{t0.Add(-time.Hour), true}, {t0, true}, {t0.Add(time.Second), false}} {
+		if got := r.Revoked("d", tt.issued); got != tt.want {
+			t.Errorf("Revoked(issued %v) = %v, want %v", tt.issued, got, tt.want)
+		}
+	}
+	if !r.IsRevoked("d") || r.IsRevoked("other") {
+		t.Error("IsRevoked wrong before the new enrollment")
+	}
+	r.Reissued("d")
+	if r.IsRevoked("d") || !r.Revoked("d", t0.Add(-time.Minute)) {
+		t.Error("after a new enrollment: the device is not blocked, its old certificates stay refused")
+	}
+}
+
+// fakeStream is a grpc.ServerStream with a context only.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *fakeStream) Context() context.Context { return s.ctx }

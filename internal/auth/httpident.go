@@ -16,7 +16,7 @@ func HTTPServerTLS(cfg Config) (*tls.Config, error) {
 	if !cfg.tlsConfigured() {
 		return nil, errors.New("auth: HTTP TLS needs a certificate, a key and a client CA file")
 	}
-	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
+	k, err := loadKeyMaterial(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile, "") // device certificates are not HTTP callers
 	if err != nil {
 		return nil, err
 	}

@@ -33,17 +33,18 @@ func stampOf(path string) (fileStamp, error) {
 // files are being replaced, a CA file without a certificate) keeps the previous,
 // working material; the next handshake tries again.
 type keyMaterial struct {
-	certFile, keyFile, caFile string
+	certFile, keyFile, caFile, deviceCAFile string
 
 	mu     sync.Mutex
-	stamps [3]fileStamp
+	stamps [4]fileStamp
 	cert   *tls.Certificate
 	pool   *x509.CertPool
 }
 
 // loadKeyMaterial reads the files once; an error here is fatal (start-up).
-func loadKeyMaterial(certFile, keyFile, caFile string) (*keyMaterial, error) {
-	k := &keyMaterial{certFile: certFile, keyFile: keyFile, caFile: caFile}
+// deviceCAFile, optional, is added to the CA pool.
+func loadKeyMaterial(certFile, keyFile, caFile, deviceCAFile string) (*keyMaterial, error) {
+	k := &keyMaterial{certFile: certFile, keyFile: keyFile, caFile: caFile, deviceCAFile: deviceCAFile}
 	stamps, err := k.stat()
 	if err != nil {
 		return nil, err
@@ -54,9 +55,9 @@ func loadKeyMaterial(certFile, keyFile, caFile string) (*keyMaterial, error) {
 	return k, nil
 }
 
-func (k *keyMaterial) stat() ([3]fileStamp, error) {
-	var s [3]fileStamp
-	for i, f := range []string{k.certFile, k.keyFile, k.caFile} {
+func (k *keyMaterial) stat() ([4]fileStamp, error) {
+	var s [4]fileStamp
+	for i, f := range []string{k.certFile, k.keyFile, k.caFile, k.deviceCAFile} {
 		if f == "" {
 			continue
 		}
@@ -71,7 +72,7 @@ func (k *keyMaterial) stat() ([3]fileStamp, error) {
 
 // load reads the files and, when they load, makes them current. k.mu is held (or k
 // is not shared yet).
-func (k *keyMaterial) load(stamps [3]fileStamp) error {
+func (k *keyMaterial) load(stamps [4]fileStamp) error {
 	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
 	if err != nil {
 		return fmt.Errorf("auth: load key pair %s: %w", k.certFile, err)
@@ -80,6 +81,15 @@ func (k *keyMaterial) load(stamps [3]fileStamp) error {
 	if k.caFile != "" {
 		if pool, err = loadPool(k.caFile); err != nil {
 			return err
+		}
+		if k.deviceCAFile != "" {
+			certs, err := loadCerts(k.deviceCAFile)
+			if err != nil {
+				return err
+			}
+			for _, c := range certs {
+				pool.AddCert(c)
+			}
 		}
 	}
 	k.cert, k.pool, k.stamps = &cert, pool, stamps
@@ -98,11 +108,14 @@ func (k *keyMaterial) current() (*tls.Certificate, *x509.CertPool) {
 }
 
 // serverTLSConfig is the server's TLS configuration: TLS 1.3, a client certificate
-// chaining to the CA bundle required, certificate and CA bundle read again on the
+// chaining to the CA bundle verified when given, certificate and CA bundle read again on the
 // first handshake after either changes.
 func serverTLSConfig(k *keyMaterial) *tls.Config {
 	base := &tls.Config{
-		ClientAuth: tls.RequireAndVerifyClientCert,
+		// Requested, verified when given, not required: EnrollDeviceIdentity is
+		// called before the device has a certificate; the Authorizer refuses
+		// every other method without one.
+		ClientAuth: tls.VerifyClientCertIfGiven,
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"h2"}, // gRPC's ALPN (the per-handshake config replaces the outer one)
 	}

@@ -185,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 			drainStream(s.drain),
 			badRequestStream(),
 			selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(authFunc(authz)), authenticated),
+			authz.DeviceStreamInterceptor(), // ends a device's stream when its identity is revoked
 			auditgrpc.StreamServerInterceptor(),
 			s.watches.stream(),
 			grpcprotovalidate.StreamServerInterceptor(validator),

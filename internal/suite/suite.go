@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/auth"
 )
 
 // Peers are the gRPC addresses of the four services. When the services run in one
@@ -43,6 +44,16 @@ type Env struct {
 	// AuthzMux, when not nil, is served on --authz-addr (a unix socket whose callers
 	// count as enforcement points): a service mounts its forward-auth handler there too.
 	AuthzMux *http.ServeMux
+	// DeviceCAKeyFile is the device CA's private key (PEM), which the compliance
+	// service signs device certificates with.
+	DeviceCAKeyFile string
+	// ServerCABundleFile is the CA bundle the suite's server certificates chain to,
+	// handed to enrolling devices; empty in insecure mode.
+	ServerCABundleFile string
+	// Revocations is the process's set of revoked device identities, fed by the
+	// compliance event stream; the auth layer refuses revoked device certificates
+	// and the access service blocks revoked devices.
+	Revocations *auth.Revocations
 }
 
 // Service is one condaccess service running inside the binary.

@@ -367,6 +367,7 @@ type Event struct {
 	// Exactly one of the following is set.
 	ComplianceChanged *ComplianceChange
 	DeviceChanged     *Device
+	IdentityChanged   *DeviceIdentity
 }
 
 // ComplianceChange says a device's compliance changed.
@@ -379,6 +380,7 @@ type ComplianceChange struct {
 const (
 	EventComplianceChanged = "device_compliance_changed"
 	EventDeviceChanged     = "device_changed"
+	EventIdentityChanged   = "device_identity_changed"
 )
 
 // Key returns the device id the event is about.
@@ -388,6 +390,8 @@ func (e *Event) Key() string {
 		return e.ComplianceChanged.Compliance.DeviceID
 	case e.DeviceChanged != nil:
 		return e.DeviceChanged.ID
+	case e.IdentityChanged != nil:
+		return e.IdentityChanged.DeviceID
 	}
 	return ""
 }
@@ -396,6 +400,9 @@ func (e *Event) Key() string {
 func (e *Event) Type() string {
 	if e.DeviceChanged != nil {
 		return EventDeviceChanged
+	}
+	if e.IdentityChanged != nil {
+		return EventIdentityChanged
 	}
 	return EventComplianceChanged
 }

@@ -49,6 +49,8 @@ type Service struct {
 	timerWake chan struct{}
 	sweepWake chan struct{}
 
+	idcfg IdentityConfig
+
 	mu        sync.Mutex
 	sweptGen  int64
 	sweptCh   chan struct{} // closed and replaced when sweptGen advances
@@ -310,6 +312,10 @@ func (s *Service) RetireDevice(ctx context.Context, id string) (*Device, error) 
 		d.Retired, d.RetireTime, d.UpdateTime = true, now, now
 		d.Version++
 		if err := tx.PutDevice(ctx, &d); err != nil {
+			return err
+		}
+		// A retired device's identity is revoked with it.
+		if _, err := s.revoke(ctx, tx, id, "device retired", now); err != nil && !errors.Is(err, ErrIdentityRevoked) {
 			return err
 		}
 		if err := tx.Audit(ctx, audit.Change{ResourceType: AuditDevice, ResourceID: d.ID, Before: cur, After: &d, Etag: d.Etag()}); err != nil {

@@ -40,6 +40,10 @@ type Store interface {
 	// NextEvaluation returns the earliest NextEvaluateTime of any device.
 	NextEvaluation(ctx context.Context) (time.Time, bool, error)
 
+	// ListDeviceIdentities returns device identities by device id after after, at
+	// most limit.
+	ListDeviceIdentities(ctx context.Context, after string, limit int) ([]*DeviceIdentity, error)
+
 	// Revision is the last committed event revision.
 	Revision() int64
 	// Watch delivers every event after start, then live events (see eventlog.Log.Watch).
@@ -87,6 +91,15 @@ type Tx interface {
 	// Sweep returns the re-evaluation sweep state; PutSweep stores it.
 	Sweep(ctx context.Context) (SweepState, error)
 	PutSweep(ctx context.Context, s SweepState) error
+	// DeviceIdentity returns a device's identity, nil when it never had one.
+	DeviceIdentity(ctx context.Context, deviceID string) (*DeviceIdentity, error)
+	// PutDeviceIdentity inserts or replaces a device's identity.
+	PutDeviceIdentity(ctx context.Context, id *DeviceIdentity) error
+	// EnrollmentToken returns the token with this hash, nil when none.
+	EnrollmentToken(ctx context.Context, hash string) (*EnrollmentToken, error)
+	// PutEnrollmentToken stores a token; DeleteEnrollmentToken removes it (used).
+	PutEnrollmentToken(ctx context.Context, t *EnrollmentToken) error
+	DeleteEnrollmentToken(ctx context.Context, hash string) error
 	// AppendEvent appends an event to the log and returns its revision; watchers see
 	// it after the commit.
 	AppendEvent(ctx context.Context, e StoredEvent) (int64, error)

@@ -19,6 +19,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/devca"
 )
 
 // CA is a test certificate authority whose PEM certificate is at CertFile.
@@ -66,13 +67,25 @@ func NewCA(t testing.TB) *CA {
 // "localhost", 127.0.0.1, ::1 and dnsNames.
 func (ca *CA) Issue(t testing.TB, commonName string, roles []commonv1.Role, dnsNames ...string) (certFile, keyFile string) {
 	t.Helper()
+	var uris []string
+	for _, r := range roles {
+		uris = append(uris, auth.RoleURI(r))
+	}
+	return ca.IssueURIs(t, commonName, uris, dnsNames...)
+}
+
+// IssueURIs is Issue with the URI SANs given as strings (a service identity
+// spiffe://condaccess/service/<name>, or a device URI that this CA must not make a
+// device).
+func (ca *CA) IssueURIs(t testing.TB, commonName string, uriSANs []string, dnsNames ...string) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var uris []*url.URL
-	for _, r := range roles {
-		u, err := url.Parse(auth.RoleURI(r))
+	for _, s := range uriSANs {
+		u, err := url.Parse(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,4 +139,64 @@ func writePEM(t testing.TB, file, typ string, der []byte) {
 	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// DeviceCA is a device CA for tests: certificates it issues are device identities
+// on a server configured with DeviceCAFile.
+type DeviceCA struct {
+	CA       *devca.CA
+	CertFile string
+	KeyFile  string
+	dir      string
+}
+
+// NewDeviceCA generates a device CA into t.TempDir().
+func NewDeviceCA(t testing.TB) *DeviceCA {
+	t.Helper()
+	dir := t.TempDir()
+	d := &DeviceCA{CertFile: filepath.Join(dir, "device-ca.pem"), KeyFile: filepath.Join(dir, "device-ca-key.pem"), dir: dir}
+	var err error
+	if d.CA, err = devca.Generate(d.CertFile, d.KeyFile, "condaccess test device CA"); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Issue issues a device certificate for deviceID (generated key, valid from now for
+// ttl) and returns its files.
+func (d *DeviceCA) Issue(t testing.TB, deviceID string, ttl time.Duration) (certFile, keyFile string) {
+	t.Helper()
+	keyPEM, csrPEM, err := devca.NewCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := devca.ParseCSR(csrPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := d.CA.Issue(pub, deviceID, time.Now(), ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.CreateTemp(d.dir, deviceID+"-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	certFile, keyFile = f.Name()+"-cert.pem", f.Name()+"-key.pem"
+	if err := os.WriteFile(certFile, iss.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// ClientConfig issues a device certificate for deviceID (valid one hour) and returns
+// an mTLS auth.ClientConfig trusting server for the server certificate.
+func (d *DeviceCA) ClientConfig(t testing.TB, server *CA, deviceID string) auth.ClientConfig {
+	t.Helper()
+	cert, key := d.Issue(t, deviceID, time.Hour)
+	return auth.ClientConfig{CAFile: server.CertFile, CertFile: cert, KeyFile: key}
 }

@@ -28,7 +28,8 @@ const (
 	MethodEcho = "/" + ServiceName + "/Echo"
 	// MethodAdmin echoes device_id; allowed to ROLE_SECOPS_ADMIN and ROLE_POLICY_ADMIN.
 	MethodAdmin = "/" + ServiceName + "/Admin"
-	// MethodInternal echoes device_id; has no allowed_roles, so ROLE_SERVICE only.
+	// MethodInternal echoes device_id; no allowed_roles, allowed_services "risk": the
+	// risk service's identity only.
 	MethodInternal = "/" + ServiceName + "/Internal"
 	// MethodPanic panics; allowed to ROLE_READER.
 	MethodPanic = "/" + ServiceName + "/Panic"
@@ -66,7 +67,8 @@ service {
     options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
   method { name: "Admin" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
     options { [condaccess.common.v1.allowed_roles]: [ROLE_SECOPS_ADMIN, ROLE_POLICY_ADMIN] } }
-  method { name: "Internal" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse" }
+  method { name: "Internal" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    options { [condaccess.common.v1.allowed_services]: ["risk"] } }
   method { name: "Panic" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
     options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
   method { name: "Stream" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"

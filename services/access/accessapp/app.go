@@ -124,8 +124,13 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 		e.Tokens = tv
 	}
 	if env.DeviceCAFile != "" {
-		// Revocation: nil until the device identity work supplies its revocation set.
-		v, err := edgeid.NewX509DeviceVerifier(env.DeviceCAFile, nil)
+		// Forwarded device certificates are checked like the suite's own callers:
+		// against the device CA and the process's revocation set.
+		var revocations auth.RevocationChecker
+		if env.Revocations != nil {
+			revocations = env.Revocations
+		}
+		v, err := edgeid.NewX509DeviceVerifier(env.DeviceCAFile, revocations, nil)
 		if err != nil {
 			return e, fmt.Errorf("--device-ca-cert: %w", err)
 		}
@@ -169,6 +174,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
 		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
 		FeedHealth: healthOf(env), FeedHealthName: accessv1.AccessService_ServiceDesc.ServiceName,
+		Revocations: env.Revocations,
 	})
 	if err != nil {
 		st.Close()

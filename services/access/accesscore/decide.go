@@ -82,6 +82,7 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, o DecideOptions, tr
 		res.Reasons = append(res.Reasons, *o.Block)
 	} else {
 		s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
+		s.blockRevoked(r, res)
 	}
 	sid := ""
 	// No side effects for strangers: a session only for an allowed, known user
@@ -109,6 +110,18 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, o DecideOptions, tr
 // Evaluate evaluates r without side effects (no session, no sign-in).
 func (s *Service) Evaluate(r *pe.Request, res *pe.Result) {
 	s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(time.Now()), res)
+	s.blockRevoked(r, res)
+}
+
+// blockRevoked turns the decision for a device whose identity is revoked into BLOCK
+// (DEVICE_IDENTITY_REVOKED), whatever the policies said.
+func (s *Service) blockRevoked(r *pe.Request, res *pe.Result) {
+	if r.DeviceID == "" || s.cfg.Revocations == nil || !s.cfg.Revocations.IsRevoked(r.DeviceID) {
+		return
+	}
+	res.Decision = pe.DecisionBlock
+	res.Reasons = append([]pe.Reason{{Code: ReasonDeviceIdentityRevoked,
+		Message: "the identity of device " + r.DeviceID + " was revoked; it must enroll again"}}, res.Reasons...)
 }
 
 // WhatIf are hypothetical changes.

@@ -20,6 +20,10 @@ import (
 // ReasonDeviceNoncompliant is the revoke reason of continuous access evaluation.
 const ReasonDeviceNoncompliant = "DEVICE_NONCOMPLIANT"
 
+// ReasonDeviceIdentityRevoked blocks a device whose identity was revoked and is the
+// revoke reason of its sessions.
+const ReasonDeviceIdentityRevoked = "DEVICE_IDENTITY_REVOKED"
+
 var tracer = otel.Tracer("condaccess/access")
 
 // RunFeed follows the compliance service's events until ctx ends: list, then
@@ -220,6 +224,19 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 			}
 			span.SetAttributes(attribute.Int("sessions.revoked", len(revs)+len(late)))
 		}
+	case ev.Identity != nil && ev.Identity.Revoked:
+		// Decisions block the device from now (the process's set may not have
+		// seen the event yet), then its sessions are revoked.
+		if s.cfg.Revocations != nil {
+			s.cfg.Revocations.Revoke(ev.Identity.DeviceID, ev.Identity.RevokeTime)
+		}
+		tc := telemetry.TraceContextFromContext(ctx)
+		ls := s.sessions.ForDevice(ev.Identity.DeviceID)
+		revs := s.revocationsFor(ls, ReasonDeviceIdentityRevoked, rev, tc.GetTraceparent(), tc.GetTracestate())
+		if err := s.store.ApplyDevice(ctx, nil, rev, revs, func() { s.sessions.Remove(ls) }); err != nil {
+			return err
+		}
+		span.SetAttributes(attribute.String("device.id", ev.Identity.DeviceID), attribute.Int("sessions.revoked", len(revs)))
 	case ev.PlatformOf != nil:
 		p := ev.PlatformOf
 		cur, ok := idx.Get(p.DeviceID)

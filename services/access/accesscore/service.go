@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/condaccess/condaccess/internal/auth"
 	"log/slog"
 	"slices"
 	"strings"
@@ -50,6 +51,9 @@ type Config struct {
 	Metrics Metrics
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Revocations, when set, blocks devices whose identity is revoked
+	// (DEVICE_IDENTITY_REVOKED); the process's revocation feed fills it.
+	Revocations *auth.Revocations
 }
 
 // Metrics are counters and gauges the service reports to.

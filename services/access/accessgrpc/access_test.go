@@ -696,3 +696,42 @@ func TestRestartResumes(t *testing.T) {
 		t.Errorf("watch start revisions %v: the restarted service should resume from 1", starts)
 	}
 }
+
+// TestIdentityRevocation: the revocation of a device's identity revokes its sessions
+// (session_revoked, reason DEVICE_IDENTITY_REVOKED) and blocks it whatever the
+// policies say; other devices are not affected.
+func TestIdentityRevocation(t *testing.T) {
+	h := start(t, options{})
+	seed(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h.compliance.set("dev-1", compliant, commonv1.RiskLevel_RISK_LEVEL_NONE, nil, nil)
+	h.compliance.set("dev-2", compliant, commonv1.RiskLevel_RISK_LEVEL_NONE, nil, nil)
+	sid := waitDecision(t, h, allow, "u-1", "dev-1", "payroll").GetSessionId()
+	waitDecision(t, h, allow, "u-1", "dev-2", "payroll")
+	watch := must(h.acc.WatchSessionEvents(ctx, &accessv1.WatchSessionEventsRequest{}))
+
+	rev := h.compliance.revokeIdentity("dev-1")
+	for {
+		m, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if rv := m.GetEvent().GetSessionRevoked(); rv != nil {
+			if rv.GetSession().GetSessionId() != sid || rv.GetReasonCode() != "DEVICE_IDENTITY_REVOKED" || rv.GetComplianceRevision() != rev {
+				t.Errorf("revoked = %v, want session %s for DEVICE_IDENTITY_REVOKED at revision %d", rv, sid, rev)
+			}
+			break
+		}
+	}
+	r := evaluate(t, h, "u-1", "dev-1", "payroll")
+	if r.GetDecision() != block || len(r.GetReasons()) == 0 || r.GetReasons()[0].GetCode() != "DEVICE_IDENTITY_REVOKED" {
+		t.Errorf("decision for the revoked device = %v", r)
+	}
+	if r := evaluate(t, h, "u-1", "dev-2", "payroll"); r.GetDecision() != allow {
+		t.Errorf("another device = %v, want ALLOW", r.GetDecision())
+	}
+	// Enrolled again (an active identity event reaches the process's set): allowed.
+	h.revoked.Reissued("dev-1")
+	waitDecision(t, h, allow, "u-1", "dev-1", "payroll")
+}

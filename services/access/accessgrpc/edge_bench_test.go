@@ -48,7 +48,7 @@ func BenchmarkAuthzVerified(b *testing.B) {
 	h := accessgrpc.New(svc, accessgrpc.DefaultHeaders)
 	is := edgeidtest.NewIssuer(b)
 	ca := edgeidtest.NewDeviceCA(b, b.TempDir(), "device-ca")
-	dv, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil)
+	dv, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

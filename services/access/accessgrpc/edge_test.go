@@ -63,7 +63,7 @@ func newEdgeWorld(t *testing.T, trustHeaders bool) *edgeWorld {
 	w.revoked = w.ca.Issue(t, "dev-a", now.Add(-time.Hour), now.Add(24*time.Hour))
 	w.noSAN = w.ca.IssueURIs(t, []string{"spiffe://condaccess/role/enforcement-point"}, now.Add(-time.Hour), now.Add(24*time.Hour))
 	revokedSerial := w.revoked.Cert.SerialNumber
-	dv, err := edgeid.NewX509DeviceVerifier(w.ca.CertFile, func(_ string, serial *big.Int) bool { return serial.Cmp(revokedSerial) == 0 })
+	dv, err := edgeid.NewX509DeviceVerifier(w.ca.CertFile, nil, func(_ string, serial *big.Int) bool { return serial.Cmp(revokedSerial) == 0 })
 	if err != nil {
 		t.Fatal(err)
 	}

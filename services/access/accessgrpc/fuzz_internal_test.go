@@ -23,7 +23,7 @@ func fuzzEdge(f testing.TB) (*Server, *edgeidtest.Issuer, *edgeidtest.DeviceCert
 	is := edgeidtest.NewIssuer(f)
 	ca := edgeidtest.NewDeviceCA(f, f.TempDir(), "device-ca")
 	f.Helper()
-	dv, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil)
+	dv, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

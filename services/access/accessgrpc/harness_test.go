@@ -62,6 +62,20 @@ func (f *fakeCompliance) set(deviceID string, st commonv1.ComplianceState, risk 
 	return rev
 }
 
+// revokeIdentity publishes the revocation of a device's identity and returns the
+// event's revision.
+func (f *fakeCompliance) revokeIdentity(deviceID string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rev := int64(len(f.events) + 1)
+	f.events = append(f.events, &compliancev1.ComplianceEvent{Revision: rev, EventTime: timestamppb.Now(),
+		Payload: &compliancev1.ComplianceEvent_DeviceIdentityChanged{DeviceIdentityChanged: &compliancev1.DeviceIdentityChanged{
+			Identity: &compliancev1.DeviceIdentity{DeviceId: deviceID, State: compliancev1.DeviceIdentityState_DEVICE_IDENTITY_STATE_REVOKED, RevokeTime: timestamppb.Now()}}}})
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return rev
+}
+
 func (f *fakeCompliance) ListDeviceCompliance(context.Context, *compliancev1.ListDeviceComplianceRequest) (*compliancev1.ListDeviceComplianceResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -110,6 +124,7 @@ func (f *fakeCompliance) WatchComplianceEvents(req *compliancev1.WatchCompliance
 
 type harness struct {
 	svc        *accesscore.Service
+	revoked    *auth.Revocations
 	h          *accessgrpc.Server
 	compliance *fakeCompliance
 	stopFeed   func() // stops the compliance server (the feed breaks)
@@ -129,8 +144,8 @@ type options struct {
 	headers    accessgrpc.Headers
 	// importBatch is ImportDirectory's batch size; 0 is the default.
 	importBatch int
-	edge       *accessgrpc.Edge // default: development mode
-	httpWrap   func(http.Handler) http.Handler
+	edge        *accessgrpc.Edge // default: development mode
+	httpWrap    func(http.Handler) http.Handler
 }
 
 func bufServer(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
@@ -169,11 +184,13 @@ func start(t *testing.T, o options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := accesscore.New(ctx, accesscore.Config{Store: st, StalenessBound: o.bound, EmergencyAccounts: o.emergency, EncodeSignIn: accessgrpc.EncodeSignIn})
+	revoked := auth.NewRevocations()
+	svc, err := accesscore.New(ctx, accesscore.Config{Store: st, StalenessBound: o.bound, EmergencyAccounts: o.emergency, EncodeSignIn: accessgrpc.EncodeSignIn,
+		Revocations: revoked})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{svc: svc, h: accessgrpc.New(svc, o.headers), compliance: o.compliance}
+	h := &harness{svc: svc, revoked: revoked, h: accessgrpc.New(svc, o.headers), compliance: o.compliance}
 	h.h.SetImportBatch(o.importBatch)
 	edge := o.edge
 	if edge == nil {

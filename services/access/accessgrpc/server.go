@@ -45,7 +45,7 @@ type Server struct {
 	headers Headers
 	// importBatch is how many items ImportDirectory holds before applying them.
 	importBatch int
-	edge    Edge
+	edge        Edge
 }
 
 // DefaultImportBatch is how many directory items (users, groups, applications and

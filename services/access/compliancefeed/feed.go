@@ -22,9 +22,19 @@ type Event struct {
 	PlatformOf *DevicePlatform
 	// Trace is the event's trace context.
 	Trace *commonv1.TraceContext
+	// Identity is set for a device identity change.
+	Identity *IdentityChange
 }
 
-// DevicePlatform is a device's enrollment platform and its users.
+// IdentityChange is a device identity revoked or issued (DeviceIdentityChanged).
+type IdentityChange struct {
+	DeviceID   string
+	Revoked    bool
+	RevokeTime time.Time
+}
+
+// DevicePlatform is a device's enrollment platform, its users and its retirement
+// (DeviceChanged).
 type DevicePlatform struct {
 	DeviceID string
 	Platform access.Platform
@@ -92,6 +102,11 @@ func (st stream) Recv() (Event, int64, bool, error) {
 					ev.Device.Revision = e.GetRevision()
 				}
 				ev.Previous = access.ComplianceState(p.DeviceComplianceChanged.GetPreviousState())
+			case *compliancev1.ComplianceEvent_DeviceIdentityChanged:
+				id := p.DeviceIdentityChanged.GetIdentity()
+				ev.Identity = &IdentityChange{DeviceID: id.GetDeviceId(),
+					Revoked:    id.GetState() == compliancev1.DeviceIdentityState_DEVICE_IDENTITY_STATE_REVOKED,
+					RevokeTime: id.GetRevokeTime().AsTime()}
 			case *compliancev1.ComplianceEvent_DeviceChanged:
 				d := p.DeviceChanged.GetDevice()
 				ev.PlatformOf = &DevicePlatform{DeviceID: d.GetDeviceId(), Platform: access.Platform(d.GetPlatform()), Retired: d.GetRetired(),

@@ -44,7 +44,7 @@ func TestDeviceCertificates(t *testing.T) {
 	ca := edgeidtest.NewDeviceCA(t, dir, "device-ca")
 	other := edgeidtest.NewDeviceCA(t, dir, "other-ca")
 	now := time.Now()
-	v, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil)
+	v, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestRevocationReachesCachedCertificates(t *testing.T) {
 	now := time.Now()
 	cert := ca.Issue(t, "dev-1", now.Add(-time.Hour), now.Add(time.Hour))
 	revoked := false
-	v, err := edgeid.NewX509DeviceVerifier(ca.CertFile, func(id string, _ *big.Int) bool { return revoked && id == "dev-1" })
+	v, err := edgeid.NewX509DeviceVerifier(ca.CertFile, nil, func(id string, _ *big.Int) bool { return revoked && id == "dev-1" })
 	if err != nil {
 		t.Fatal(err)
 	}

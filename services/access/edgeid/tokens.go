@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -243,4 +244,18 @@ func (v *TokenVerifier) verify(raw string, pomerium bool, now time.Time) (Claims
 		}
 	}
 	return out, nil
+}
+
+// validID accepts the user ids of the contracts: 1-128 of [A-Za-z0-9._:@+-].
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:@+-", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

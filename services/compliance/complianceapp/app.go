@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
+	"github.com/condaccess/condaccess/internal/devca"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/compliance"
@@ -36,6 +38,7 @@ const (
 
 // Factory builds the compliance service.
 type Factory struct {
+	certTTL     time.Duration
 	retention   int64
 	progress    time.Duration
 	synchronous string
@@ -49,6 +52,7 @@ func (*Factory) Name() string { return "compliance" }
 
 // RegisterFlags implements suite.Factory.
 func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&f.certTTL, "device-cert-ttl", compliance.DefaultDeviceCertTTL, "lifetime of the device certificates the compliance service issues (agents renew at two thirds)")
 	fs.Int64Var(&f.retention, "compliance-retention", DefaultRetention, "compliance events kept for watchers that resume (0 = keep all)")
 	fs.DurationVar(&f.progress, "compliance-progress-interval", DefaultProgressInterval, "idle interval between progress messages on WatchComplianceEvents")
 	fs.StringVar(&f.synchronous, "compliance-sqlite-synchronous", "FULL", "SQLite synchronous mode of the compliance store: FULL (acknowledged writes survive power loss) or NORMAL")
@@ -79,6 +83,21 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, fmt.Errorf("dial risk %s: %w", env.Peers.Risk, err)
 	}
 	svc := compliance.New(compliance.Config{Store: st, Encode: compliancegrpc.EncodeEvent, Logger: env.Logger})
+	if env.DeviceCAFile != "" && env.DeviceCAKeyFile != "" {
+		ca, err := devca.Load(env.DeviceCAFile, env.DeviceCAKeyFile)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		var bundle []byte
+		if env.ServerCABundleFile != "" {
+			if bundle, err = os.ReadFile(env.ServerCABundleFile); err != nil {
+				st.Close()
+				return nil, fmt.Errorf("server CA bundle: %w", err)
+			}
+		}
+		svc.SetIdentityConfig(compliance.IdentityConfig{CA: ca, CABundlePEM: bundle, CertTTL: f.certTTL})
+	}
 	s := &Service{
 		store:    st,
 		svc:      svc,

@@ -198,6 +198,8 @@ func EncodeEvent(e compliance.Event) ([]byte, error) {
 		}}
 	case e.DeviceChanged != nil:
 		ev.Payload = &compliancev1.ComplianceEvent_DeviceChanged{DeviceChanged: &compliancev1.DeviceChanged{Device: DeviceToProto(e.DeviceChanged)}}
+	case e.IdentityChanged != nil:
+		ev.Payload = &compliancev1.ComplianceEvent_DeviceIdentityChanged{DeviceIdentityChanged: &compliancev1.DeviceIdentityChanged{Identity: IdentityToProto(e.IdentityChanged)}}
 	}
 	return proto.Marshal(ev)
 }
@@ -240,4 +242,12 @@ func decodeToken(s string) (pageToken, error) {
 	}
 	err = json.Unmarshal(b, &t)
 	return t, err
+}
+
+// IdentityToProto converts a device identity.
+func IdentityToProto(id *compliance.DeviceIdentity) *compliancev1.DeviceIdentity {
+	return &compliancev1.DeviceIdentity{
+		DeviceId: id.DeviceID, SerialNumber: id.Serial, ExpireTime: ts(id.ExpireTime), IssueTime: ts(id.IssueTime),
+		State: compliancev1.DeviceIdentityState(id.State), RevokeTime: ts(id.RevokeTime), RevokeReason: id.RevokeReason,
+	}
 }

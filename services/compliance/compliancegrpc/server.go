@@ -4,7 +4,6 @@ package compliancegrpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -62,6 +61,7 @@ func Register(r grpc.ServiceRegistrar, s *Server) {
 	compliancev1.RegisterDeviceServiceServer(r, &deviceServer{Server: s})
 	compliancev1.RegisterCompliancePolicyServiceServer(r, &policyServer{Server: s})
 	compliancev1.RegisterComplianceServiceServer(r, &complianceServer{Server: s})
+	compliancev1.RegisterDeviceIdentityServiceServer(r, &identityServer{Server: s})
 }
 
 // toStatus maps domain errors to status errors; context errors pass through as
@@ -122,19 +122,20 @@ func caller(ctx context.Context) auth.Identity {
 	return id
 }
 
-// sensorOnly reports whether the caller acts as a sensor only (no policy-admin or
-// service role): such a caller may touch only its own device, whose id is its identity.
+// sensorOnly reports whether the caller acts as a sensor only (a device identity, or
+// a sensor certificate without the policy-admin or service role).
 func sensorOnly(id auth.Identity) bool {
-	return id.HasRole(commonv1.Role_ROLE_SENSOR) &&
+	return id.Kind == auth.KindDevice || id.HasRole(commonv1.Role_ROLE_SENSOR) &&
 		!id.HasRole(commonv1.Role_ROLE_POLICY_ADMIN) && !id.HasRole(commonv1.Role_ROLE_SERVICE)
 }
 
-func checkOwnDevice(id auth.Identity, deviceID string) error {
-	if sensorOnly(id) && id.Subject != deviceID {
-		return toStatus(fmt.Errorf("%w: a sensor may enroll or update only its own device (%q), not %q",
-			compliance.ErrPermissionDenied, id.Subject, deviceID))
+// checkOwnDevice lets a sensor-only caller touch only its own device: a device
+// identity its own id; a static (non-device) sensor certificate no device at all.
+func checkOwnDevice(ctx context.Context, deviceID string) error {
+	if !sensorOnly(caller(ctx)) {
+		return nil
 	}
-	return nil
+	return auth.RequireDevice(ctx, deviceID)
 }
 
 // ---- DeviceService ----
@@ -147,9 +148,6 @@ type deviceServer struct {
 var _ compliancev1.DeviceServiceServer = (*deviceServer)(nil)
 
 func (s *deviceServer) EnrollDevice(ctx context.Context, req *compliancev1.EnrollDeviceRequest) (*compliancev1.EnrollDeviceResponse, error) {
-	if err := checkOwnDevice(caller(ctx), req.GetDevice().GetDeviceId()); err != nil {
-		return nil, err
-	}
 	d, err := s.svc.EnrollDevice(ctx, deviceFromProto(req.GetDevice()))
 	if err != nil {
 		return nil, toStatus(err)
@@ -191,7 +189,7 @@ func (s *deviceServer) ListDevices(ctx context.Context, req *compliancev1.ListDe
 
 func (s *deviceServer) UpdateDevice(ctx context.Context, req *compliancev1.UpdateDeviceRequest) (*compliancev1.UpdateDeviceResponse, error) {
 	id := caller(ctx)
-	if err := checkOwnDevice(id, req.GetDevice().GetDeviceId()); err != nil {
+	if err := checkOwnDevice(ctx, req.GetDevice().GetDeviceId()); err != nil {
 		return nil, err
 	}
 	d, err := s.svc.UpdateDevice(ctx, compliance.DeviceUpdate{

@@ -74,6 +74,16 @@ CREATE TABLE sweep (
 	id INTEGER PRIMARY KEY CHECK (id = 1),
 	data BLOB NOT NULL
 );
+`, `
+CREATE TABLE device_identities (
+	device_id TEXT PRIMARY KEY,
+	data BLOB NOT NULL
+);
+CREATE TABLE enrollment_tokens (
+	token_hash TEXT PRIMARY KEY,
+	device_id TEXT NOT NULL,
+	expire_ns INTEGER NOT NULL
+);
 `}
 
 // DefaultSubscriberBuffer holds several sweep batches, so that a watcher keeping up on
@@ -405,7 +415,63 @@ func (s *Store) NextEvaluation(ctx context.Context) (time.Time, bool, error) {
 	return time.Unix(0, ns.Int64).UTC(), true, nil
 }
 
+// ListDeviceIdentities implements compliance.Store.
+func (s *Store) ListDeviceIdentities(ctx context.Context, after string, n int) ([]*compliance.DeviceIdentity, error) {
+	return getMany[compliance.DeviceIdentity](ctx, s.db.Read(),
+		`SELECT data FROM device_identities WHERE device_id > ? ORDER BY device_id LIMIT ?`, after, limit(n))
+}
+
 // ---- transaction ----
+
+func (t *txn) DeviceIdentity(ctx context.Context, id string) (*compliance.DeviceIdentity, error) {
+	v, err := getOne[compliance.DeviceIdentity](ctx, t.tx, errNone, `SELECT data FROM device_identities WHERE device_id = ?`, id)
+	if errors.Is(err, errNone) {
+		return nil, nil
+	}
+	return v, err
+}
+
+func (t *txn) PutDeviceIdentity(ctx context.Context, id *compliance.DeviceIdentity) error {
+	b, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO device_identities (device_id, data) VALUES (?, ?)
+		ON CONFLICT (device_id) DO UPDATE SET data = excluded.data`, id.DeviceID, b)
+	return err
+}
+
+func (t *txn) EnrollmentToken(ctx context.Context, hash string) (*compliance.EnrollmentToken, error) {
+	var tok compliance.EnrollmentToken
+	var ns int64
+	err := t.tx.QueryRowContext(ctx, `SELECT token_hash, device_id, expire_ns FROM enrollment_tokens WHERE token_hash = ?`, hash).
+		Scan(&tok.Hash, &tok.DeviceID, &ns)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	tok.ExpireTime = time.Unix(0, ns).UTC()
+	return &tok, nil
+}
+
+func (t *txn) PutEnrollmentToken(ctx context.Context, tok *compliance.EnrollmentToken) error {
+	// Expired tokens are dropped as new ones are made.
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM enrollment_tokens WHERE expire_ns < ?`, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO enrollment_tokens (token_hash, device_id, expire_ns) VALUES (?, ?, ?)`,
+		tok.Hash, tok.DeviceID, tok.ExpireTime.UnixNano())
+	return err
+}
+
+func (t *txn) DeleteEnrollmentToken(ctx context.Context, hash string) error {
+	_, err := t.tx.ExecContext(ctx, `DELETE FROM enrollment_tokens WHERE token_hash = ?`, hash)
+	return err
+}
+
+var errNone = errors.New("none")
 
 type txn struct {
 	tx *sqlitedb.Tx

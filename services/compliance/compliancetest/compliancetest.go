@@ -23,6 +23,9 @@ type Options struct {
 	DataDir string
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
+	// DeviceCAFile and DeviceCAKeyFile, when set, let the service issue device
+	// certificates (DeviceIdentityService).
+	DeviceCAFile, DeviceCAKeyFile string
 }
 
 // Harness is a compliance service running in-process on a loopback TCP address, with
@@ -80,7 +83,9 @@ func Start(tb testing.TB, riskAddr string, o Options) *Harness {
 			}
 			return c, err
 		},
-		Health: srv.Health(),
+		Health:          srv.Health(),
+		DeviceCAFile:    o.DeviceCAFile,
+		DeviceCAKeyFile: o.DeviceCAKeyFile,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

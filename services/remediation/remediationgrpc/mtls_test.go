@@ -24,16 +24,20 @@ import (
 )
 
 // TestConnectIdentityUnderMutualTLS: with mutual TLS, an agent may only connect as the
-// device its certificate names, and only with the sensor role.
+// device its device certificate names; no role certificate connects as a device,
+// whatever its subject (the "dev" subject included).
 func TestConnectIdentityUnderMutualTLS(t *testing.T) {
 	ca := authtest.NewCA(t)
+	dca := authtest.NewDeviceCA(t)
 	st, err := remediationstore.Open(context.Background(), remediationstore.Options{Path: filepath.Join(t.TempDir(), "r.db"), Encode: remediationgrpc.EncodeEvent})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	svc := remediation.New(remediation.Config{Store: st})
-	srv, err := server.New(server.Config{Name: "mtls", Auth: ca.ServerConfig(t), GracefulStopTimeout: time.Second})
+	authCfg := ca.ServerConfig(t)
+	authCfg.DeviceCAFile = dca.CertFile
+	srv, err := server.New(server.Config{Name: "mtls", Auth: authCfg, GracefulStopTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,16 +48,23 @@ func TestConnectIdentityUnderMutualTLS(t *testing.T) {
 
 	tests := []struct {
 		name, cn, hello string
+		device          bool // a device certificate for cn instead of a role certificate
 		roles           []commonv1.Role
 		want            codes.Code
 	}{
-		{"own device", "dev-1", "dev-1", []commonv1.Role{commonv1.Role_ROLE_SENSOR}, codes.OK},
-		{"another device", "dev-1", "dev-2", []commonv1.Role{commonv1.Role_ROLE_SENSOR}, codes.PermissionDenied},
-		{"not a sensor", "dev-1", "dev-1", []commonv1.Role{commonv1.Role_ROLE_READER}, codes.PermissionDenied},
+		{"own device", "dev-1", "dev-1", true, nil, codes.OK},
+		{"another device", "dev-1", "dev-2", true, nil, codes.PermissionDenied},
+		{"role sensor whose subject is the device", "dev-1", "dev-1", false, []commonv1.Role{commonv1.Role_ROLE_SENSOR}, codes.PermissionDenied},
+		{"subject dev", "dev", "dev-2", false, []commonv1.Role{commonv1.Role_ROLE_SENSOR}, codes.PermissionDenied},
+		{"service role", "dev", "dev-2", false, []commonv1.Role{commonv1.Role_ROLE_SERVICE}, codes.PermissionDenied},
+		{"not a sensor", "dev-1", "dev-1", false, []commonv1.Role{commonv1.Role_ROLE_READER}, codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cc := ca.ClientConfig(t, tt.cn, tt.roles...)
+			if tt.device {
+				cc = dca.ClientConfig(t, ca, tt.cn)
+			}
 			cc.ServerName = "localhost"
 			opts, err := server.DialOptions(cc)
 			if err != nil {

@@ -301,8 +301,9 @@ func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRe
 	if hello == nil {
 		return apierr.InvalidArgument(ReasonHelloRequired, apierr.FieldViolation("hello", "the first message of Connect must be a hello"))
 	}
-	if id, ok := auth.FromContext(ctx); ok && id.Subject != auth.DevSubject && !id.HasRole(commonv1.Role_ROLE_SERVICE) && id.Subject != hello.GetDeviceId() {
-		return apierr.New(codes.PermissionDenied, ReasonPermissionDenied, "hello.device_id "+hello.GetDeviceId()+" does not match the caller's identity "+id.Subject)
+	// Only device D's own certificate (or development mode) may connect as D.
+	if err := auth.RequireDevice(ctx, hello.GetDeviceId()); err != nil {
+		return err
 	}
 	deviceID := hello.GetDeviceId()
 	conn, err := s.svc.AgentConnect(ctx, remediation.AgentHello{DeviceID: deviceID, Version: hello.GetAgentVersion(), Hostname: hello.GetHostname(), DetectionRoots: hello.GetDetectionRoots()})

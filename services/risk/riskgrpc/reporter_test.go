@@ -2,15 +2,10 @@ package riskgrpc_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"net/url"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
@@ -102,38 +97,35 @@ func TestReporterSameAlertOtherReporter(t *testing.T) {
 	}
 }
 
-// TestReporterDeviceCertificate: a verified certificate with the device URI SAN is the
-// device itself, whatever its roles; the same certificate without a verified chain
-// (or no TLS at all) is not.
+// TestReporterDeviceCertificate: only a device identity (the auth layer's KindDevice,
+// which it derives only from a certificate of the device CA) is the device itself; a
+// role certificate is its role whatever URIs it carries (auth's TestDeviceIdentity
+// shows a role-CA certificate with a device URI is not a device identity), and
+// development mode is DEVELOPMENT unless configured to count as the device.
 func TestReporterDeviceCertificate(t *testing.T) {
-	devURI, _ := url.Parse(riskgrpc.DeviceURIPrefix + "dev-7")
-	otherURI, _ := url.Parse("spiffe://condaccess/role/sensor")
-	deviceCert := &x509.Certificate{URIs: []*url.URL{otherURI, devURI}}
-	sensorCert := &x509.Certificate{URIs: []*url.URL{otherURI}}
-	withPeer := func(cert *x509.Certificate, verified bool, roles ...commonv1.Role) context.Context {
-		st := tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
-		if verified {
-			st.VerifiedChains = [][]*x509.Certificate{{cert}}
-		}
-		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: st}})
-		return auth.NewContext(ctx, auth.Identity{Subject: "x", Roles: roles})
-	}
+	sensor := []commonv1.Role{commonv1.Role_ROLE_SENSOR}
 	tests := []struct {
-		name string
-		ctx  context.Context
-		want riskv1.ReporterKind
-		id   string
+		name        string
+		id          auth.Identity
+		devAsDevice bool
+		want        riskv1.ReporterKind
+		wantID      string
 	}{
-		{"device certificate", withPeer(deviceCert, true, commonv1.Role_ROLE_SENSOR), riskv1.ReporterKind_REPORTER_KIND_DEVICE, "dev-7"},
-		{"sensor certificate", withPeer(sensorCert, true, commonv1.Role_ROLE_SENSOR), riskv1.ReporterKind_REPORTER_KIND_SENSOR, "x"},
-		{"device URI on an unverified certificate", withPeer(deviceCert, false, commonv1.Role_ROLE_SENSOR), riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, "x"},
-		{"no TLS", auth.NewContext(context.Background(), auth.Identity{Subject: "x"}), riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, "x"},
+		{"device identity", auth.Identity{Kind: auth.KindDevice, ID: "dev-7", Subject: "spiffe://condaccess/device/dev-7", Roles: sensor}, false, riskv1.ReporterKind_REPORTER_KIND_DEVICE, "dev-7"},
+		{"device identity of another device keeps its own id", auth.Identity{Kind: auth.KindDevice, ID: "dev-8", Subject: "spiffe://condaccess/device/dev-8", Roles: sensor}, false, riskv1.ReporterKind_REPORTER_KIND_DEVICE, "dev-8"},
+		{"role certificate with the sensor role", auth.Identity{Kind: auth.KindRoleCertificate, Subject: "spiffe://condaccess/device/dev-7", Roles: sensor}, false, riskv1.ReporterKind_REPORTER_KIND_SENSOR, "spiffe://condaccess/device/dev-7"},
+		{"admin certificate", auth.Identity{Kind: auth.KindRoleCertificate, Subject: "admin", Roles: []commonv1.Role{commonv1.Role_ROLE_SECOPS_ADMIN}}, false, riskv1.ReporterKind_REPORTER_KIND_ADMIN, "admin"},
+		{"service identity", auth.Identity{Kind: auth.KindService, ID: "remediation", Subject: "remediation"}, false, riskv1.ReporterKind_REPORTER_KIND_SERVICE, "remediation"},
+		{"development mode", auth.Identity{Kind: auth.KindDevelopment, Subject: "dev"}, false, riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, "dev"},
+		{"development mode counted as the device", auth.Identity{Kind: auth.KindDevelopment, Subject: "dev"}, true, riskv1.ReporterKind_REPORTER_KIND_DEVICE, "dev-7"},
+		{"no identity", auth.Identity{}, false, riskv1.ReporterKind_REPORTER_KIND_UNSPECIFIED, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := riskgrpc.ReporterOf(riskgrpc.New(riskgrpc.Config{}), tt.ctx, "dev-7")
-			if got.GetKind() != tt.want || got.GetId() != tt.id {
-				t.Errorf("reporter = %v, want %v %q", got, tt.want, tt.id)
+			ctx := auth.NewContext(context.Background(), tt.id)
+			got := riskgrpc.ReporterOf(riskgrpc.New(riskgrpc.Config{DevelopmentReporterIsDevice: tt.devAsDevice}), ctx, "dev-7")
+			if got.GetKind() != tt.want || got.GetId() != tt.wantID {
+				t.Errorf("reporter = %v, want %v %q", got, tt.want, tt.wantID)
 			}
 		})
 	}

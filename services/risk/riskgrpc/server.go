@@ -117,6 +117,9 @@ func (s *Server) ReportAlert(ctx context.Context, req *riskv1.ReportAlertRequest
 	if req.GetAlert() == nil {
 		return nil, apierr.InvalidArgument("", apierr.FieldViolation("alert", "required"))
 	}
+	if err := auth.CheckDevice(ctx, req.GetAlert().GetDeviceId()); err != nil {
+		return nil, err
+	}
 	in := alertFromProto(req.GetAlert())
 	in.Reporter = s.reporterOf(ctx, in.DeviceID)
 	res, err := s.svc.ReportAlert(ctx, in)
@@ -130,6 +133,11 @@ func (s *Server) ReportAlert(ctx context.Context, req *riskv1.ReportAlertRequest
 func (s *Server) ReportAlerts(ctx context.Context, req *riskv1.ReportAlertsRequest) (*riskv1.ReportAlertsResponse, error) {
 	in := make([]risk.Alert, len(req.GetAlerts()))
 	for i, a := range req.GetAlerts() {
+		// A device speaks only for itself: one alert for another device refuses
+		// the whole batch, before anything is stored.
+		if err := auth.CheckDevice(ctx, a.GetDeviceId()); err != nil {
+			return nil, err
+		}
 		in[i] = alertFromProto(a)
 		in[i].Reporter = s.reporterOf(ctx, in[i].DeviceID)
 	}

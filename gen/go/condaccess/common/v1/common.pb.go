@@ -287,8 +287,8 @@ func (Platform) EnumDescriptor() ([]byte, []int) {
 }
 
 // Role is a caller's role; each RPC names the roles allowed to call it with the
-// allowed_roles method option. ROLE_SERVICE (the other condaccess services) may call
-// every RPC.
+// allowed_roles method option, and the condaccess services allowed to call it with
+// the allowed_services option.
 type Role int32
 
 const (
@@ -307,7 +307,9 @@ const (
 	Role_ROLE_READER Role = 4
 	// ROLE_ENFORCEMENT_POINT is a gateway or proxy that asks for access decisions.
 	Role_ROLE_ENFORCEMENT_POINT Role = 5
-	// ROLE_SERVICE is another condaccess service.
+	// ROLE_SERVICE is another condaccess service (a spiffe://condaccess/service/<name>
+	// certificate). It grants only the methods whose allowed_services option names
+	// the service; it bypasses nothing.
 	Role_ROLE_SERVICE Role = 6
 )
 
@@ -708,15 +710,29 @@ var file_condaccess_common_v1_common_proto_extTypes = []protoimpl.ExtensionInfo{
 		Tag:           "varint,51700,rep,packed,name=allowed_roles,enum=condaccess.common.v1.Role",
 		Filename:      "condaccess/common/v1/common.proto",
 	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: ([]string)(nil),
+		Field:         51701,
+		Name:          "condaccess.common.v1.allowed_services",
+		Tag:           "bytes,51701,rep,name=allowed_services",
+		Filename:      "condaccess/common/v1/common.proto",
+	},
 }
 
 // Extension fields to descriptorpb.MethodOptions.
 var (
-	// allowed_roles lists the roles that may call the method, in addition to ROLE_SERVICE.
-	// A method without this option may be called by ROLE_SERVICE only.
+	// allowed_roles lists the roles that may call the method.
 	//
 	// repeated condaccess.common.v1.Role allowed_roles = 51700;
 	E_AllowedRoles = &file_condaccess_common_v1_common_proto_extTypes[0]
+	// allowed_services lists the condaccess services ("risk", "compliance", "access",
+	// "remediation") that may call the method with their service identity
+	// (spiffe://condaccess/service/<name>). A method named by neither option may be
+	// called in development mode only.
+	//
+	// repeated string allowed_services = 51701;
+	E_AllowedServices = &file_condaccess_common_v1_common_proto_extTypes[1]
 )
 
 var File_condaccess_common_v1_common_proto protoreflect.FileDescriptor
@@ -780,7 +796,8 @@ const file_condaccess_common_v1_common_proto_rawDesc = "" +
 	"\vROLE_READER\x10\x04\x12\x1a\n" +
 	"\x16ROLE_ENFORCEMENT_POINT\x10\x05\x12\x10\n" +
 	"\fROLE_SERVICE\x10\x06:a\n" +
-	"\rallowed_roles\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x03(\x0e2\x1a.condaccess.common.v1.RoleR\fallowedRolesB\xe0\x01\n" +
+	"\rallowed_roles\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x03(\x0e2\x1a.condaccess.common.v1.RoleR\fallowedRoles:K\n" +
+	"\x10allowed_services\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x03(\tR\x0fallowedServicesB\xe0\x01\n" +
 	"\x18com.condaccess.common.v1B\vCommonProtoP\x01ZEgithub.com/condaccess/condaccess/gen/go/condaccess/common/v1;commonv1\xa2\x02\x03CCX\xaa\x02\x14Condaccess.Common.V1\xca\x02\x14Condaccess\\Common\\V1\xe2\x02 Condaccess\\Common\\V1\\GPBMetadata\xea\x02\x16Condaccess::Common::V1b\x06proto3"
 
 var (
@@ -816,11 +833,12 @@ var file_condaccess_common_v1_common_proto_depIdxs = []int32{
 	7,  // 1: condaccess.common.v1.Evidence.file:type_name -> condaccess.common.v1.FileEvidence
 	8,  // 2: condaccess.common.v1.Evidence.process:type_name -> condaccess.common.v1.ProcessEvidence
 	11, // 3: condaccess.common.v1.allowed_roles:extendee -> google.protobuf.MethodOptions
-	4,  // 4: condaccess.common.v1.allowed_roles:type_name -> condaccess.common.v1.Role
-	5,  // [5:5] is the sub-list for method output_type
-	5,  // [5:5] is the sub-list for method input_type
-	4,  // [4:5] is the sub-list for extension type_name
-	3,  // [3:4] is the sub-list for extension extendee
+	11, // 4: condaccess.common.v1.allowed_services:extendee -> google.protobuf.MethodOptions
+	4,  // 5: condaccess.common.v1.allowed_roles:type_name -> condaccess.common.v1.Role
+	6,  // [6:6] is the sub-list for method output_type
+	6,  // [6:6] is the sub-list for method input_type
+	5,  // [5:6] is the sub-list for extension type_name
+	3,  // [3:5] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
 }
 
@@ -840,7 +858,7 @@ func file_condaccess_common_v1_common_proto_init() {
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_common_v1_common_proto_rawDesc), len(file_condaccess_common_v1_common_proto_rawDesc)),
 			NumEnums:      5,
 			NumMessages:   5,
-			NumExtensions: 1,
+			NumExtensions: 2,
 			NumServices:   0,
 		},
 		GoTypes:           file_condaccess_common_v1_common_proto_goTypes,

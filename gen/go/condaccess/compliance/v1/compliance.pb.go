@@ -2910,6 +2910,7 @@ type ComplianceEvent struct {
 	//
 	//	*ComplianceEvent_DeviceComplianceChanged
 	//	*ComplianceEvent_DeviceChanged
+	//	*ComplianceEvent_DeviceIdentityChanged
 	Payload       isComplianceEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2991,6 +2992,15 @@ func (x *ComplianceEvent) GetDeviceChanged() *DeviceChanged {
 	return nil
 }
 
+func (x *ComplianceEvent) GetDeviceIdentityChanged() *DeviceIdentityChanged {
+	if x != nil {
+		if x, ok := x.Payload.(*ComplianceEvent_DeviceIdentityChanged); ok {
+			return x.DeviceIdentityChanged
+		}
+	}
+	return nil
+}
+
 type isComplianceEvent_Payload interface {
 	isComplianceEvent_Payload()
 }
@@ -3006,9 +3016,17 @@ type ComplianceEvent_DeviceChanged struct {
 	DeviceChanged *DeviceChanged `protobuf:"bytes,5,opt,name=device_changed,json=deviceChanged,proto3,oneof"`
 }
 
+type ComplianceEvent_DeviceIdentityChanged struct {
+	// device_identity_changed: a device's identity was issued, renewed or revoked;
+	// every service keeps its set of revoked device identities from these.
+	DeviceIdentityChanged *DeviceIdentityChanged `protobuf:"bytes,6,opt,name=device_identity_changed,json=deviceIdentityChanged,proto3,oneof"`
+}
+
 func (*ComplianceEvent_DeviceComplianceChanged) isComplianceEvent_Payload() {}
 
 func (*ComplianceEvent_DeviceChanged) isComplianceEvent_Payload() {}
+
+func (*ComplianceEvent_DeviceIdentityChanged) isComplianceEvent_Payload() {}
 
 // DeviceComplianceChanged says a device's compliance changed.
 type DeviceComplianceChanged struct {
@@ -3115,7 +3133,7 @@ var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x05\n" +
+	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a.condaccess/compliance/v1/device_identity.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x05\n" +
 	"\x06Device\x12G\n" +
 	"\tdevice_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12F\n" +
@@ -3330,23 +3348,24 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogress\x128\n" +
 	"\n" +
 	"risk_as_of\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\briskAsOfB\x06\n" +
-	"\x04kind\"\xff\x02\n" +
+	"\x04kind\"\xea\x03\n" +
 	"\x0fComplianceEvent\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x129\n" +
 	"\n" +
 	"event_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12G\n" +
 	"\rtrace_context\x18\x03 \x01(\v2\".condaccess.common.v1.TraceContextR\ftraceContext\x12o\n" +
 	"\x19device_compliance_changed\x18\x04 \x01(\v21.condaccess.compliance.v1.DeviceComplianceChangedH\x00R\x17deviceComplianceChanged\x12P\n" +
-	"\x0edevice_changed\x18\x05 \x01(\v2'.condaccess.compliance.v1.DeviceChangedH\x00R\rdeviceChangedB\t\n" +
+	"\x0edevice_changed\x18\x05 \x01(\v2'.condaccess.compliance.v1.DeviceChangedH\x00R\rdeviceChanged\x12i\n" +
+	"\x17device_identity_changed\x18\x06 \x01(\v2/.condaccess.compliance.v1.DeviceIdentityChangedH\x00R\x15deviceIdentityChangedB\t\n" +
 	"\apayload\"\xc0\x01\n" +
 	"\x17DeviceComplianceChanged\x12W\n" +
 	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\x12L\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\rpreviousState\"I\n" +
 	"\rDeviceChanged\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xd7\x04\n" +
-	"\rDeviceService\x12u\n" +
-	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x06\xa2\x9f\x19\x02\x03\x01\x12m\n" +
-	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12s\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xe5\x04\n" +
+	"\rDeviceService\x12t\n" +
+	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x05\xa2\x9f\x19\x01\x03\x12|\n" +
+	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"\x16\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\vremediation\x12s\n" +
 	"\vListDevices\x12,.condaccess.compliance.v1.ListDevicesRequest\x1a-.condaccess.compliance.v1.ListDevicesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12u\n" +
 	"\fUpdateDevice\x12-.condaccess.compliance.v1.UpdateDeviceRequest\x1a..condaccess.compliance.v1.UpdateDeviceResponse\"\x06\xa2\x9f\x19\x02\x03\x01\x12t\n" +
 	"\fRetireDevice\x12-.condaccess.compliance.v1.RetireDeviceRequest\x1a..condaccess.compliance.v1.RetireDeviceResponse\"\x05\xa2\x9f\x19\x01\x032\xfd\x05\n" +
@@ -3355,16 +3374,18 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\x13GetCompliancePolicy\x124.condaccess.compliance.v1.GetCompliancePolicyRequest\x1a5.condaccess.compliance.v1.GetCompliancePolicyResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x94\x01\n" +
 	"\x16ListCompliancePolicies\x127.condaccess.compliance.v1.ListCompliancePoliciesRequest\x1a8.condaccess.compliance.v1.ListCompliancePoliciesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x92\x01\n" +
 	"\x16UpdateCompliancePolicy\x127.condaccess.compliance.v1.UpdateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.UpdateCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12\x92\x01\n" +
-	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xee\b\n" +
+	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xcc\t\n" +
 	"\x11ComplianceService\x12\x8b\x01\n" +
-	"\x13GetDeviceCompliance\x124.condaccess.compliance.v1.GetDeviceComplianceRequest\x1a5.condaccess.compliance.v1.GetDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x8e\x01\n" +
-	"\x14ListDeviceCompliance\x125.condaccess.compliance.v1.ListDeviceComplianceRequest\x1a6.condaccess.compliance.v1.ListDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12x\n" +
+	"\x13GetDeviceCompliance\x124.condaccess.compliance.v1.GetDeviceComplianceRequest\x1a5.condaccess.compliance.v1.GetDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\xbd\x01\n" +
+	"\x14ListDeviceCompliance\x125.condaccess.compliance.v1.ListDeviceComplianceRequest\x1a6.condaccess.compliance.v1.ListDeviceComplianceResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation\x12x\n" +
 	"\rExcludeDevice\x12..condaccess.compliance.v1.ExcludeDeviceRequest\x1a/.condaccess.compliance.v1.ExcludeDeviceResponse\"\x06\xa2\x9f\x19\x02\x02\x03\x12~\n" +
 	"\x0fRemoveExclusion\x120.condaccess.compliance.v1.RemoveExclusionRequest\x1a1.condaccess.compliance.v1.RemoveExclusionResponse\"\x06\xa2\x9f\x19\x02\x02\x03\x12|\n" +
 	"\x0eListExclusions\x12/.condaccess.compliance.v1.ListExclusionsRequest\x1a0.condaccess.compliance.v1.ListExclusionsResponse\"\a\xa2\x9f\x19\x03\x04\x02\x03\x12\x90\x01\n" +
 	"\x15GetComplianceSettings\x126.condaccess.compliance.v1.GetComplianceSettingsRequest\x1a7.condaccess.compliance.v1.GetComplianceSettingsResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12\x98\x01\n" +
-	"\x18UpdateComplianceSettings\x129.condaccess.compliance.v1.UpdateComplianceSettingsRequest\x1a:.condaccess.compliance.v1.UpdateComplianceSettingsResponse\"\x05\xa2\x9f\x19\x01\x03\x12\x93\x01\n" +
-	"\x15WatchComplianceEvents\x126.condaccess.compliance.v1.WatchComplianceEventsRequest\x1a7.condaccess.compliance.v1.WatchComplianceEventsResponse\"\a\xa2\x9f\x19\x03\x04\x03\x020\x01B\x80\x02\n" +
+	"\x18UpdateComplianceSettings\x129.condaccess.compliance.v1.UpdateComplianceSettingsRequest\x1a:.condaccess.compliance.v1.UpdateComplianceSettingsResponse\"\x05\xa2\x9f\x19\x01\x03\x12\xc2\x01\n" +
+	"\x15WatchComplianceEvents\x126.condaccess.compliance.v1.WatchComplianceEventsRequest\x1a7.condaccess.compliance.v1.WatchComplianceEventsResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation0\x01B\x80\x02\n" +
 	"\x1ccom.condaccess.compliance.v1B\x0fComplianceProtoP\x01ZMgithub.com/condaccess/condaccess/gen/go/condaccess/compliance/v1;compliancev1\xa2\x02\x03CCX\xaa\x02\x18Condaccess.Compliance.V1\xca\x02\x18Condaccess\\Compliance\\V1\xe2\x02$Condaccess\\Compliance\\V1\\GPBMetadata\xea\x02\x1aCondaccess::Compliance::V1b\x06proto3"
 
 var (
@@ -3438,6 +3459,7 @@ var file_condaccess_compliance_v1_compliance_proto_goTypes = []any{
 	(v1.ComplianceState)(0),                  // 54: condaccess.common.v1.ComplianceState
 	(*v1.WatchProgress)(nil),                 // 55: condaccess.common.v1.WatchProgress
 	(*v1.TraceContext)(nil),                  // 56: condaccess.common.v1.TraceContext
+	(*DeviceIdentityChanged)(nil),            // 57: condaccess.compliance.v1.DeviceIdentityChanged
 }
 var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	49, // 0: condaccess.compliance.v1.Device.platform:type_name -> condaccess.common.v1.Platform
@@ -3503,50 +3525,51 @@ var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	56, // 60: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
 	47, // 61: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
 	48, // 62: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
-	28, // 63: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	54, // 64: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
-	0,  // 65: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
-	1,  // 66: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
-	3,  // 67: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
-	5,  // 68: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
-	7,  // 69: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
-	9,  // 70: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
-	15, // 71: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
-	17, // 72: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
-	19, // 73: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
-	21, // 74: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
-	23, // 75: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
-	29, // 76: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
-	31, // 77: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
-	33, // 78: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
-	35, // 79: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
-	37, // 80: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
-	40, // 81: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
-	42, // 82: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	44, // 83: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
-	2,  // 84: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
-	4,  // 85: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
-	6,  // 86: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
-	8,  // 87: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
-	10, // 88: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
-	16, // 89: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
-	18, // 90: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
-	20, // 91: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
-	22, // 92: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
-	24, // 93: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
-	30, // 94: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
-	32, // 95: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
-	34, // 96: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
-	36, // 97: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
-	38, // 98: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
-	41, // 99: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
-	43, // 100: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	45, // 101: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
-	84, // [84:102] is the sub-list for method output_type
-	66, // [66:84] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	57, // 63: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
+	28, // 64: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	54, // 65: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
+	0,  // 66: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
+	1,  // 67: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
+	3,  // 68: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
+	5,  // 69: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
+	7,  // 70: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
+	9,  // 71: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
+	15, // 72: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
+	17, // 73: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
+	19, // 74: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
+	21, // 75: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
+	23, // 76: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
+	29, // 77: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
+	31, // 78: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
+	33, // 79: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
+	35, // 80: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
+	37, // 81: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
+	40, // 82: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
+	42, // 83: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	44, // 84: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
+	2,  // 85: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
+	4,  // 86: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
+	6,  // 87: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
+	8,  // 88: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
+	10, // 89: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
+	16, // 90: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
+	18, // 91: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
+	20, // 92: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
+	22, // 93: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
+	24, // 94: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
+	30, // 95: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
+	32, // 96: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
+	34, // 97: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
+	36, // 98: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
+	38, // 99: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
+	41, // 100: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
+	43, // 101: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	45, // 102: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
+	85, // [85:103] is the sub-list for method output_type
+	67, // [67:85] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_compliance_v1_compliance_proto_init() }
@@ -3554,6 +3577,7 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 	if File_condaccess_compliance_v1_compliance_proto != nil {
 		return
 	}
+	file_condaccess_compliance_v1_device_identity_proto_init()
 	file_condaccess_compliance_v1_compliance_proto_msgTypes[45].OneofWrappers = []any{
 		(*WatchComplianceEventsResponse_Event)(nil),
 		(*WatchComplianceEventsResponse_Progress)(nil),
@@ -3561,6 +3585,7 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 	file_condaccess_compliance_v1_compliance_proto_msgTypes[46].OneofWrappers = []any{
 		(*ComplianceEvent_DeviceComplianceChanged)(nil),
 		(*ComplianceEvent_DeviceChanged)(nil),
+		(*ComplianceEvent_DeviceIdentityChanged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -37,7 +37,8 @@ const (
 // DeviceService is the device inventory: enrollment and device properties.
 type DeviceServiceClient interface {
 	// EnrollDevice adds a device to the inventory; the device is evaluated at once.
-	// Callers: ROLE_POLICY_ADMIN, ROLE_SENSOR (an agent may enroll its own device).
+	// Callers: ROLE_POLICY_ADMIN (devices prove themselves afterwards through
+	// DeviceIdentityService; no device enrolls itself).
 	// Errors: INVALID_ARGUMENT; ALREADY_EXISTS when the device id is enrolled.
 	EnrollDevice(ctx context.Context, in *EnrollDeviceRequest, opts ...grpc.CallOption) (*EnrollDeviceResponse, error)
 	// GetDevice returns one device.
@@ -51,7 +52,9 @@ type DeviceServiceClient interface {
 	// UpdateDevice changes a device's properties (update_mask: display_name, platform,
 	// os_version, owner_user_id, groups, last_seen_time, registered_user_ids); the device
 	// is re-evaluated.
-	// Callers: ROLE_POLICY_ADMIN, ROLE_SENSOR (last_seen_time and os_version only).
+	// Callers: ROLE_POLICY_ADMIN; a device identity (ROLE_SENSOR from the device CA)
+	// for its own device, last_seen_time and os_version only (else PERMISSION_DENIED,
+	// reason DEVICE_MISMATCH or PERMISSION_DENIED).
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
 	// when the device is retired.
 	UpdateDevice(ctx context.Context, in *UpdateDeviceRequest, opts ...grpc.CallOption) (*UpdateDeviceResponse, error)
@@ -127,7 +130,8 @@ func (c *deviceServiceClient) RetireDevice(ctx context.Context, in *RetireDevice
 // DeviceService is the device inventory: enrollment and device properties.
 type DeviceServiceServer interface {
 	// EnrollDevice adds a device to the inventory; the device is evaluated at once.
-	// Callers: ROLE_POLICY_ADMIN, ROLE_SENSOR (an agent may enroll its own device).
+	// Callers: ROLE_POLICY_ADMIN (devices prove themselves afterwards through
+	// DeviceIdentityService; no device enrolls itself).
 	// Errors: INVALID_ARGUMENT; ALREADY_EXISTS when the device id is enrolled.
 	EnrollDevice(context.Context, *EnrollDeviceRequest) (*EnrollDeviceResponse, error)
 	// GetDevice returns one device.
@@ -141,7 +145,9 @@ type DeviceServiceServer interface {
 	// UpdateDevice changes a device's properties (update_mask: display_name, platform,
 	// os_version, owner_user_id, groups, last_seen_time, registered_user_ids); the device
 	// is re-evaluated.
-	// Callers: ROLE_POLICY_ADMIN, ROLE_SENSOR (last_seen_time and os_version only).
+	// Callers: ROLE_POLICY_ADMIN; a device identity (ROLE_SENSOR from the device CA)
+	// for its own device, last_seen_time and os_version only (else PERMISSION_DENIED,
+	// reason DEVICE_MISMATCH or PERMISSION_DENIED).
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
 	// when the device is retired.
 	UpdateDevice(context.Context, *UpdateDeviceRequest) (*UpdateDeviceResponse, error)

@@ -2747,20 +2747,23 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\x1dALERT_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aALERT_CHANGE_TYPE_REPORTED\x10\x01\x12\x1d\n" +
 	"\x19ALERT_CHANGE_TYPE_UPDATED\x10\x02\x12\x1e\n" +
-	"\x1aALERT_CHANGE_TYPE_RESOLVED\x10\x032\xc7\t\n" +
+	"\x1aALERT_CHANGE_TYPE_RESOLVED\x10\x032\xb0\n" +
+	"\n" +
 	"\vRiskService\x12f\n" +
 	"\vReportAlert\x12&.condaccess.risk.v1.ReportAlertRequest\x1a'.condaccess.risk.v1.ReportAlertResponse\"\x06\xa2\x9f\x19\x02\x01\x02\x12i\n" +
-	"\fReportAlerts\x12'.condaccess.risk.v1.ReportAlertsRequest\x1a(.condaccess.risk.v1.ReportAlertsResponse\"\x06\xa2\x9f\x19\x02\x01\x02\x12]\n" +
-	"\bGetAlert\x12#.condaccess.risk.v1.GetAlertRequest\x1a$.condaccess.risk.v1.GetAlertResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12c\n" +
+	"\fReportAlerts\x12'.condaccess.risk.v1.ReportAlertsRequest\x1a(.condaccess.risk.v1.ReportAlertsResponse\"\x06\xa2\x9f\x19\x02\x01\x02\x12l\n" +
+	"\bGetAlert\x12#.condaccess.risk.v1.GetAlertRequest\x1a$.condaccess.risk.v1.GetAlertResponse\"\x15\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\vremediation\x12r\n" +
 	"\n" +
-	"ListAlerts\x12%.condaccess.risk.v1.ListAlertsRequest\x1a&.condaccess.risk.v1.ListAlertsResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12e\n" +
+	"ListAlerts\x12%.condaccess.risk.v1.ListAlertsRequest\x1a&.condaccess.risk.v1.ListAlertsResponse\"\x15\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\vremediation\x12e\n" +
 	"\vUpdateAlert\x12&.condaccess.risk.v1.UpdateAlertRequest\x1a'.condaccess.risk.v1.UpdateAlertResponse\"\x05\xa2\x9f\x19\x01\x02\x12q\n" +
-	"\x0fAddAlertComment\x12*.condaccess.risk.v1.AddAlertCommentRequest\x1a+.condaccess.risk.v1.AddAlertCommentResponse\"\x05\xa2\x9f\x19\x01\x02\x12h\n" +
-	"\fResolveAlert\x12'.condaccess.risk.v1.ResolveAlertRequest\x1a(.condaccess.risk.v1.ResolveAlertResponse\"\x05\xa2\x9f\x19\x01\x02\x12l\n" +
-	"\rGetDeviceRisk\x12(.condaccess.risk.v1.GetDeviceRiskRequest\x1a).condaccess.risk.v1.GetDeviceRiskResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12r\n" +
-	"\x0fListDeviceRisks\x12*.condaccess.risk.v1.ListDeviceRisksRequest\x1a+.condaccess.risk.v1.ListDeviceRisksResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x84\x01\n" +
-	"\x15ListDeviceRiskHistory\x120.condaccess.risk.v1.ListDeviceRiskHistoryRequest\x1a1.condaccess.risk.v1.ListDeviceRiskHistoryResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12t\n" +
-	"\x0fWatchRiskEvents\x12*.condaccess.risk.v1.WatchRiskEventsRequest\x1a+.condaccess.risk.v1.WatchRiskEventsResponse\"\x06\xa2\x9f\x19\x02\x04\x020\x01B\xd0\x01\n" +
+	"\x0fAddAlertComment\x12*.condaccess.risk.v1.AddAlertCommentRequest\x1a+.condaccess.risk.v1.AddAlertCommentResponse\"\x05\xa2\x9f\x19\x01\x02\x12w\n" +
+	"\fResolveAlert\x12'.condaccess.risk.v1.ResolveAlertRequest\x1a(.condaccess.risk.v1.ResolveAlertResponse\"\x14\xa2\x9f\x19\x01\x02\xaa\x9f\x19\vremediation\x12l\n" +
+	"\rGetDeviceRisk\x12(.condaccess.risk.v1.GetDeviceRiskRequest\x1a).condaccess.risk.v1.GetDeviceRiskResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x8f\x01\n" +
+	"\x0fListDeviceRisks\x12*.condaccess.risk.v1.ListDeviceRisksRequest\x1a+.condaccess.risk.v1.ListDeviceRisksResponse\"#\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\vremediation\x12\x84\x01\n" +
+	"\x15ListDeviceRiskHistory\x120.condaccess.risk.v1.ListDeviceRiskHistoryRequest\x1a1.condaccess.risk.v1.ListDeviceRiskHistoryResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x91\x01\n" +
+	"\x0fWatchRiskEvents\x12*.condaccess.risk.v1.WatchRiskEventsRequest\x1a+.condaccess.risk.v1.WatchRiskEventsResponse\"#\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\vremediation0\x01B\xd0\x01\n" +
 	"\x16com.condaccess.risk.v1B\tRiskProtoP\x01ZAgithub.com/condaccess/condaccess/gen/go/condaccess/risk/v1;riskv1\xa2\x02\x03CRX\xaa\x02\x12Condaccess.Risk.V1\xca\x02\x12Condaccess\\Risk\\V1\xe2\x02\x1eCondaccess\\Risk\\V1\\GPBMetadata\xea\x02\x14Condaccess::Risk::V1b\x06proto3"
 
 var (
