@@ -20,17 +20,22 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/devca"
 )
 
 // mutatingPrefixes name the RPCs that change state (AIP verbs and the custom ones).
 var mutatingPrefixes = []string{"Create", "Update", "Delete", "Set", "Exclude", "Remove", "Resolve", "Approve",
-	"Reject", "Undo", "Cancel", "Submit", "Start", "Enroll", "Retire", "Add", "Import", "Report"}
+	"Reject", "Undo", "Cancel", "Submit", "Start", "Enroll", "Retire", "Add", "Import", "Report", "Revoke", "Renew"}
 
 // notAdminChanges are the mutating RPCs that are not admin changes, or cannot be
 // exercised here, and why.
 var notAdminChanges = map[string]string{
 	"/condaccess.risk.v1.RiskService/ReportAlert":  "sensor telemetry, not an admin change (the alert itself is the record)",
 	"/condaccess.risk.v1.RiskService/ReportAlerts": "sensor telemetry, not an admin change",
+	"/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity": "a device's own enrollment with its single-use " +
+		"token, not an admin change: the token's creation and the identity's revocation are audited, the issue is an identity event",
+	"/condaccess.compliance.v1.DeviceIdentityService/RenewDeviceCertificate": "a device renewing its own certificate " +
+		"(needs its device certificate, not an admin change)",
 	"/condaccess.remediation.v1.RemediationService/UndoAction": "needs an agent's succeeded quarantine: its audit is checked " +
 		"in remediationgrpc's TestUndoRestoresQuarantine",
 }
@@ -56,6 +61,7 @@ func TestEveryAdminMutationIsAudited(t *testing.T) {
 	dir, ca := accessv1.NewDirectoryServiceClient(conn), accessv1.NewConditionalAccessPolicyServiceClient(conn)
 	devs, cpol, comp := compliancev1.NewDeviceServiceClient(conn), compliancev1.NewCompliancePolicyServiceClient(conn), compliancev1.NewComplianceServiceClient(conn)
 	risk, rem := riskv1.NewRiskServiceClient(conn), remediationv1.NewRemediationServiceClient(conn)
+	ident := compliancev1.NewDeviceIdentityServiceClient(conn)
 	mask := func(p ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: p} }
 	file := func(p string) *commonv1.Evidence {
 		return &commonv1.Evidence{Kind: &commonv1.Evidence_File{File: &commonv1.FileEvidence{Path: p, Sha256: strings.Repeat("cd", 32), SizeBytes: 68}}}
@@ -137,6 +143,24 @@ func TestEveryAdminMutationIsAudited(t *testing.T) {
 				}
 			}
 			return nil
+		}},
+		{"/condaccess.compliance.v1.DeviceIdentityService/CreateEnrollmentToken", func() error {
+			resp, err := ident.CreateEnrollmentToken(ctx, &compliancev1.CreateEnrollmentTokenRequest{DeviceId: "dev-1"})
+			if err != nil {
+				return err
+			}
+			// The device enrolls with it (not an admin change: the device's own act,
+			// recorded as the identity event), so that there is an identity to revoke.
+			_, csr, err := devca.NewCSR()
+			if err != nil {
+				return err
+			}
+			_, err = ident.EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: resp.GetToken(), CsrPem: string(csr)})
+			return err
+		}},
+		{"/condaccess.compliance.v1.DeviceIdentityService/RevokeDeviceIdentity", func() error {
+			_, err := ident.RevokeDeviceIdentity(ctx, &compliancev1.RevokeDeviceIdentityRequest{DeviceId: "dev-1", Reason: "lost"})
+			return err
 		}},
 		{"/condaccess.compliance.v1.DeviceService/UpdateDevice", func() error {
 			_, err := devs.UpdateDevice(ctx, &compliancev1.UpdateDeviceRequest{Device: &compliancev1.Device{DeviceId: "dev-1", DisplayName: "Laptop",

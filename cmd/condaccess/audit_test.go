@@ -56,7 +56,7 @@ func TestAuditOverMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	if _, _, err := runCLI(t, "dev-certs", "--out", dir, "--sensor-device", "dev-1"); err != nil {
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
 		t.Fatal(err)
 	}
 	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", dataDir: t.TempDir(),

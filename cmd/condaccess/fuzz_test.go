@@ -40,6 +40,7 @@ var fuzzedServices = []string{
 	"condaccess.audit.v1.AuditService",
 	"condaccess.compliance.v1.CompliancePolicyService",
 	"condaccess.compliance.v1.ComplianceService",
+	"condaccess.compliance.v1.DeviceIdentityService",
 	"condaccess.compliance.v1.DeviceService",
 	"condaccess.remediation.v1.RemediationService",
 	"condaccess.risk.v1.RiskService",

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/condaccess/condaccess/internal/audit"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/devca"
@@ -117,7 +118,15 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, deviceID string, tt
 		if d.Retired {
 			return fmt.Errorf("%w: %s", ErrDeviceRetired, deviceID)
 		}
-		return tx.PutEnrollmentToken(ctx, &EnrollmentToken{Hash: tokenHash(token), DeviceID: deviceID, ExpireTime: exp})
+		if err := tx.PutEnrollmentToken(ctx, &EnrollmentToken{Hash: tokenHash(token), DeviceID: deviceID, ExpireTime: exp}); err != nil {
+			return err
+		}
+		// The audit names the device and the expiry, never the token or its hash.
+		return tx.Audit(ctx, audit.Change{ResourceType: AuditEnrollmentToken, ResourceID: deviceID,
+			After: struct {
+				DeviceID   string    `json:"device_id"`
+				ExpireTime time.Time `json:"expire_time"`
+			}{deviceID, exp}})
 	})
 	if err != nil {
 		return "", time.Time{}, err
@@ -248,6 +257,9 @@ func (s *Service) revoke(ctx context.Context, tx Tx, deviceID, reason string, no
 	id := *cur
 	id.State, id.RevokeTime, id.RevokeReason = IdentityStateRevoked, now, reason
 	if err := tx.PutDeviceIdentity(ctx, &id); err != nil {
+		return nil, err
+	}
+	if err := tx.Audit(ctx, audit.Change{ResourceType: AuditDeviceIdentity, ResourceID: deviceID, Before: cur, After: &id}); err != nil {
 		return nil, err
 	}
 	if err := s.appendEvent(ctx, tx, Event{IdentityChanged: &id}, now); err != nil {

@@ -126,6 +126,11 @@ const (
 	AuditPolicy    = "compliance_policy"
 	AuditSettings  = "compliance_settings"
 	AuditExclusion = "compliance_exclusion"
+	// AuditEnrollmentToken records that a token was created for a device (its device
+	// and expiry; never the token or its hash).
+	AuditEnrollmentToken = "enrollment_token"
+	// AuditDeviceIdentity records a device identity's revocation.
+	AuditDeviceIdentity = "device_identity"
 )
 
 // EnrollDevice adds a device and evaluates it at once (with the risk already received

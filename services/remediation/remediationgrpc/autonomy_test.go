@@ -4,9 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
 )
 
 // firstAction waits until the device's investigation has an action and returns it.
@@ -81,9 +85,11 @@ func TestAutomationOnlyOnOwnEvidence(t *testing.T) {
 		sensor, _ := e.riskH.Dial(t, ca.client("siem-connector", nil, commonv1.Role_ROLE_SENSOR))
 		admin, _ := e.riskH.Dial(t, ca.client("ada", nil, commonv1.Role_ROLE_SECOPS_ADMIN))
 		// d-up's own identity: a device certificate (it may also hold the sensor role).
-		device, _ := e.riskH.Dial(t, ca.client("d-up", []string{"spiffe://condaccess/device/d-up"}, commonv1.Role_ROLE_SENSOR))
+		device, _ := e.riskH.Dial(t, ca.device("d-up"))
 		// A device certificate of another device reporting for d-other.
-		otherDevice, _ := e.riskH.Dial(t, ca.client("d-x", []string{"spiffe://condaccess/device/d-x"}, commonv1.Role_ROLE_SENSOR))
+		otherDevice, _ := e.riskH.Dial(t, ca.device("d-x"))
+		// A role certificate carrying a device URI SAN is not that device.
+		roleWithDeviceURI, _ := e.riskH.Dial(t, ca.client("d-y", []string{"spiffe://condaccess/device/cert-e"}, commonv1.Role_ROLE_SENSOR))
 		tests := []struct {
 			name   string
 			client riskv1.RiskServiceClient
@@ -91,14 +97,34 @@ func TestAutomationOnlyOnOwnEvidence(t *testing.T) {
 		}{
 			{"static sensor naming a hashed file under the roots", sensor, `static sensor "siem-connector"`},
 			{"administrator", admin, `administrator "ada"`},
-			{"service", e.risk, `service "remediation"`},
-			{"another device's identity", otherDevice, `the identity of device "d-x"`},
+			{"role certificate with a device URI", roleWithDeviceURI, `static sensor "d-y"`},
 		}
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				device := "cert-" + string(rune('a'+i))
 				e.reportWith(tt.client, "a-"+device, device, commonv1.Severity_SEVERITY_HIGH, fileEvidence("/dl/evil.exe"))
 				wantAction(t, e.firstAction(device), pending, tt.reason)
+			})
+		}
+		// Neither another device's identity nor a service may report for a device: the
+		// alert is refused, so it cannot propose any action.
+		for _, c := range []struct {
+			name   string
+			client riskv1.RiskServiceClient
+			code   codes.Code
+			reason string
+		}{
+			{"another device's identity", otherDevice, codes.PermissionDenied, "DEVICE_MISMATCH"},
+			{"service", e.risk, codes.PermissionDenied, "ROLE_NOT_ALLOWED"},
+		} {
+			t.Run(c.name+" is refused", func(t *testing.T) {
+				_, err := c.client.ReportAlert(testCtx(t), &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+					AlertId: "a-refused-" + c.reason, DeviceId: "cert-refused", Severity: commonv1.Severity_SEVERITY_HIGH,
+					Title: "Malicious file", Evidence: []*commonv1.Evidence{fileEvidence("/dl/evil.exe")},
+				}})
+				if status.Code(err) != c.code || apierr.Reason(err) != c.reason {
+					t.Fatalf("ReportAlert for another device: %v (reason %q), want %v %s", err, apierr.Reason(err), c.code, c.reason)
+				}
 			})
 		}
 		t.Run("a sensor's malicious verdict does not run the device's suspicious evidence", func(t *testing.T) {
@@ -126,7 +152,7 @@ func TestAutomationOnlyOnOwnEvidence(t *testing.T) {
 		ca := newTestCA(t)
 		e := newEnv(t, options{riskAuth: &riskTLS{ca: ca}, unknownAgents: true})
 		sensor, _ := e.riskH.Dial(t, ca.client("siem-connector", nil, commonv1.Role_ROLE_SENSOR))
-		device, _ := e.riskH.Dial(t, ca.client("d-w", []string{"spiffe://condaccess/device/d-w"}, commonv1.Role_ROLE_SENSOR))
+		device, _ := e.riskH.Dial(t, ca.device("d-w"))
 		e.reportWith(device, "a-w-high", "d-w", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/dl/b"))
 		e.reportWith(device, "a-w-medium", "d-w", commonv1.Severity_SEVERITY_MEDIUM, fileEvidence("/dl/a"))
 		e.waitInvestigation("d-w", func(inv *remediationv1.Investigation) bool { return len(inv.GetActions()) == 2 })

@@ -17,12 +17,14 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
 )
 
-// testCA issues certificates with arbitrary URI SANs, such as a device identity's
-// spiffe://condaccess/device/<id> (authtest's CA issues role URIs only).
+// testCA issues role certificates with arbitrary URI SANs (authtest's CA issues role
+// URIs only) and, through its device CA, real device identities.
 type testCA struct {
 	t      *testing.T
+	devCA  *authtest.DeviceCA
 	dir    string
 	file   string
 	cert   *x509.Certificate
@@ -45,7 +47,7 @@ func newTestCA(t *testing.T) *testCA {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{t: t, dir: t.TempDir(), cert: cert, key: key, serial: 1}
+	ca := &testCA{t: t, dir: t.TempDir(), cert: cert, key: key, serial: 1, devCA: authtest.NewDeviceCA(t)}
 	ca.file = filepath.Join(ca.dir, "ca.pem")
 	ca.write(ca.file, "CERTIFICATE", der)
 	return ca
@@ -98,7 +100,14 @@ func (ca *testCA) issue(cn string, uris []string, roles ...commonv1.Role) (certF
 
 func (ca *testCA) server() auth.Config {
 	cert, key := ca.issue("server", nil, commonv1.Role_ROLE_SERVICE)
-	return auth.Config{CertFile: cert, KeyFile: key, ClientCAFile: ca.file}
+	return auth.Config{CertFile: cert, KeyFile: key, ClientCAFile: ca.file, DeviceCAFile: ca.devCA.CertFile}
+}
+
+// device returns the client configuration of deviceID's own identity: a certificate
+// of the device CA (a role certificate with a device URI SAN is not a device).
+func (ca *testCA) device(deviceID string) auth.ClientConfig {
+	cert, key := ca.devCA.Issue(ca.t, deviceID, time.Hour)
+	return auth.ClientConfig{CAFile: ca.file, CertFile: cert, KeyFile: key}
 }
 
 func (ca *testCA) client(cn string, uris []string, roles ...commonv1.Role) auth.ClientConfig {

@@ -38,10 +38,13 @@ func TestReporterFromIdentity(t *testing.T) {
 		{"sensor forging a DEVICE reporter", sensor, true, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SENSOR, Id: "siem-connector"}},
 		{"sensor batch forging a DEVICE reporter", sensor, true, true, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SENSOR, Id: "siem-connector"}},
 		{"admin certificate", admin, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_ADMIN, Id: "ada"}},
-		{"service certificate", h.Client, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_SERVICE, Id: "svc"}},
 		{"development mode", dev.Client, true, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_DEVELOPMENT, Id: auth.DevSubject}},
 		{"development mode configured as the device", devAsDevice.Client, false, false, &riskv1.AlertReporter{Kind: riskv1.ReporterKind_REPORTER_KIND_DEVICE, Id: "dev-1"}},
 	}
+	// A service identity is not a reporter at all: no service's allowed_services
+	// names ReportAlert.
+	_, err := h.Client.ReportAlert(ctxT(t), &riskv1.ReportAlertRequest{Alert: newAlert("rep-svc", "dev-1", high)})
+	wantCode(t, err, codes.PermissionDenied, "ROLE_NOT_ALLOWED")
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAlert("rep-"+string(rune('a'+i)), "dev-1", high)

@@ -804,18 +804,18 @@ var File_condaccess_compliance_v1_device_identity_proto protoreflect.FileDescrip
 
 const file_condaccess_compliance_v1_device_identity_proto_rawDesc = "" +
 	"\n" +
-	".condaccess/compliance/v1/device_identity.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x02\n" +
-	"\x0eDeviceIdentity\x12\x1b\n" +
-	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12#\n" +
-	"\rserial_number\x18\x02 \x01(\tR\fserialNumber\x12;\n" +
+	".condaccess/compliance/v1/device_identity.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x03\n" +
+	"\x0eDeviceIdentity\x12%\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12-\n" +
+	"\rserial_number\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fserialNumber\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12C\n" +
 	"\x05state\x18\x04 \x01(\x0e2-.condaccess.compliance.v1.DeviceIdentityStateR\x05state\x129\n" +
 	"\n" +
 	"issue_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\x12#\n" +
-	"\rrevoke_reason\x18\a \x01(\tR\frevokeReason\"\x98\x01\n" +
+	"revokeTime\x12-\n" +
+	"\rrevoke_reason\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\frevokeReason\"\x98\x01\n" +
 	"\x1cCreateEnrollmentTokenRequest\x12;\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x192\x17^[A-Za-z0-9._-]{1,128}$R\bdeviceId\x12;\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xf5$2\x00R\x03ttl\"r\n" +
