@@ -20,6 +20,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/httpface"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/internal/telemetry"
@@ -313,6 +314,11 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		}
 		s.services = append(s.services, svc)
 		svc.Register(s.srv.Registrar())
+	}
+	// The console and the Connect/gRPC-Web/REST face of every RPC, over the same server.
+	if err := httpface.Mount(mux, httpface.Config{GRPC: s.srv.GRPC(), Insecure: authCfg.Insecure}); err != nil {
+		lis.Close()
+		return nil, err
 	}
 
 	if o.httpAddr != "" {
