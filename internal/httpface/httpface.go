@@ -11,9 +11,11 @@ import (
 	"sort"
 	"strings"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/proto"
 )
 
 // servicePrefix selects the services the HTTP face exposes: the condaccess contracts.
@@ -60,6 +62,10 @@ func Handler(cfg Config) (http.Handler, error) {
 			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
 		),
 		vanguard.WithUnknownHandler(Console()),
+		// A request body that does not decode is the caller's fault: INVALID_ARGUMENT,
+		// not vanguard's default INTERNAL.
+		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return jsonCodec{vanguard.NewJSONCodec(r)} }),
+		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return protoCodec{vanguard.NewProtoCodec(r)} }),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("httpface: transcoder: %w", err)
@@ -108,4 +114,24 @@ func loopbackHost(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// jsonCodec and protoCodec report undecodable request bodies as INVALID_ARGUMENT.
+type jsonCodec struct{ *vanguard.JSONCodec }
+
+func (c jsonCodec) Unmarshal(b []byte, m proto.Message) error {
+	return malformed(c.JSONCodec.Unmarshal(b, m))
+}
+
+type protoCodec struct{ *vanguard.ProtoCodec }
+
+func (c protoCodec) Unmarshal(b []byte, m proto.Message) error {
+	return malformed(c.ProtoCodec.Unmarshal(b, m))
+}
+
+func malformed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("malformed request: %w", err))
 }
