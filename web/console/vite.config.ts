@@ -12,6 +12,7 @@ export default defineConfig({
     // gen/ts lives outside this package: resolve its runtime imports from here.
     dedupe: ["@bufbuild/protobuf"],
   },
+  worker: { format: "es" },
   build: {
     outDir: here("../../internal/httpface/dist"),
     emptyOutDir: true,

@@ -1,20 +1,13 @@
-// Live updates: the four Watch* server streams, reconnecting with backoff, each
-// resuming after the last revision it delivered.
-import { Code } from "@connectrpc/connect";
-import { risk, compliance, access, remediation, isCode } from "./api";
+// Live updates for a page: the Watch* server streams, shared by every console tab
+// through a SharedWorker (see feeds.worker.ts), or opened by the page itself where
+// shared workers are not available.
 import type { RiskEvent } from "@gen/condaccess/risk/v1/risk_pb";
 import type { ComplianceEvent } from "@gen/condaccess/compliance/v1/compliance_pb";
 import type { SessionEvent } from "@gen/condaccess/access/v1/access_pb";
 import type { InvestigationEvent } from "@gen/condaccess/remediation/v1/remediation_pb";
+import { runFeed, type Feed, type FeedState } from "./feed";
 
-export type Feed = "risk" | "compliance" | "session" | "investigation";
-
-export interface FeedState {
-  connected: boolean;
-  lastMessage: number; // Date.now() of the last event or progress message
-  revision: bigint;
-  error: string;
-}
+export type { Feed, FeedState };
 
 interface Handlers {
   risk?: (e: RiskEvent) => void;
@@ -24,53 +17,44 @@ interface Handlers {
   state?: (feed: Feed, s: FeedState) => void;
 }
 
-type Stream<E> = AsyncIterable<{ kind: { case: "event"; value: E } | { case: "progress"; value: { revision: bigint } } | { case: undefined; value?: undefined } }>;
+let worker: SharedWorker | undefined;
+let nextId = 1;
+const listeners = new Map<number, (m: { t: "ev"; ev: { revision: bigint } } | { t: "st"; st: FeedState }) => void>();
 
-/** watch runs the feeds named in start (feed -> start revision) until signal aborts. */
-export function watch(signal: AbortSignal, start: Partial<Record<Feed, bigint>>, on: Handlers): void {
-  const open: Record<Feed, (rev: bigint) => Stream<unknown>> = {
-    risk: (r) => risk.watchRiskEvents({ startRevision: r }, { signal }) as Stream<unknown>,
-    compliance: (r) => compliance.watchComplianceEvents({ startRevision: r }, { signal }) as Stream<unknown>,
-    session: (r) => access.watchSessionEvents({ startRevision: r }, { signal }) as Stream<unknown>,
-    investigation: (r) => remediation.watchInvestigationEvents({ startRevision: r }, { signal }) as Stream<unknown>,
-  };
-  for (const [feed, rev] of Object.entries(start) as [Feed, bigint][]) {
-    void run(feed, rev, open[feed], on, signal);
+function shared(): SharedWorker | undefined {
+  if (typeof SharedWorker === "undefined") return undefined;
+  if (!worker) {
+    worker = new SharedWorker(new URL("./feeds.worker.ts", import.meta.url), { type: "module", name: "condaccess-feeds" });
+    worker.port.onmessage = (m: MessageEvent<{ t: "ev" | "st"; id: number; ev?: { revision: bigint }; st?: FeedState }>) => {
+      const d = m.data;
+      const l = listeners.get(d.id);
+      if (!l) return;
+      if (d.t === "ev" && d.ev) l({ t: "ev", ev: d.ev });
+      else if (d.t === "st" && d.st) l({ t: "st", st: d.st });
+    };
+    worker.port.start();
+    addEventListener("pagehide", () => { for (const id of listeners.keys()) worker?.port.postMessage({ t: "unsub", id }); });
   }
+  return worker;
 }
 
-async function run(feed: Feed, rev: bigint, open: (rev: bigint) => Stream<unknown>, on: Handlers, signal: AbortSignal): Promise<void> {
-  const st: FeedState = { connected: false, lastMessage: 0, revision: rev, error: "" };
-  let backoff = 250;
-  while (!signal.aborted) {
-    try {
-      for await (const m of open(st.revision)) {
-        st.connected = true;
-        st.error = "";
-        st.lastMessage = Date.now();
-        backoff = 250;
-        if (m.kind.case === "event") {
-          const ev = m.kind.value as { revision: bigint };
-          st.revision = ev.revision;
-          dispatch(feed, ev, on);
-        } else if (m.kind.case === "progress") {
-          if (m.kind.value.revision > st.revision) st.revision = m.kind.value.revision;
-        }
-        on.state?.(feed, st);
-      }
-    } catch (err) {
-      if (signal.aborted) return;
-      st.error = isCode(err, Code.OutOfRange) ? "history compacted; reload the page" : String(err);
-      if (isCode(err, Code.OutOfRange)) {
-        st.connected = false;
-        on.state?.(feed, st);
-        return;
-      }
+/** watch delivers the events of each feed in start after its revision until signal aborts. */
+export function watch(signal: AbortSignal, start: Partial<Record<Feed, bigint>>, on: Handlers): void {
+  for (const [feed, rev] of Object.entries(start) as [Feed, bigint][]) {
+    const onEvent = (ev: { revision: bigint }) => dispatch(feed, ev, on);
+    const onState = (s: FeedState) => on.state?.(feed, s);
+    const w = shared();
+    if (!w) {
+      void runFeed(feed, rev, signal, onEvent, onState);
+      continue;
     }
-    st.connected = false;
-    on.state?.(feed, st);
-    await new Promise((r) => setTimeout(r, backoff));
-    backoff = Math.min(backoff * 2, 10000);
+    const id = nextId++;
+    listeners.set(id, (m) => (m.t === "ev" ? onEvent(m.ev) : onState(m.st)));
+    w.port.postMessage({ t: "sub", id, feed, from: rev });
+    signal.addEventListener("abort", () => {
+      listeners.delete(id);
+      w.port.postMessage({ t: "unsub", id });
+    });
   }
 }
 

@@ -22,7 +22,6 @@ export async function actionsPage(root: HTMLElement, signal: AbortSignal): Promi
     h("h2", null, "History"),
     h("table", { id: "history" }, h("thead", null, h("tr", null, ["Action", "Device", "Target", "State", "Decided by", "Updated", ""].map((c) => h("th", { scope: "col" }, c)))), historyBody));
 
-  const countdowns: [HTMLElement, Date][] = [];
   const decide = (a: Action, approve: boolean, comment: HTMLInputElement, err: HTMLElement) => async () => {
     try {
       if (approve) await remediation.approveAction({ actionId: a.actionId, comment: comment.value });
@@ -31,27 +30,39 @@ export async function actionsPage(root: HTMLElement, signal: AbortSignal): Promi
       void load();
     } catch (e) { err.textContent = errorText(e); }
   };
+  const countdowns = new Map<string, [HTMLElement, Date]>();
+  const pendingRows = new Map<string, HTMLTableRowElement>();
+  const empty = h("tr", null, h("td", { colspan: 5, class: "muted" }, "Nothing waits for an approval."));
+  const pendingRow = (a: Action): HTMLTableRowElement => {
+    const comment = input("comment", "", "comment");
+    const err = h("span", { class: "error", role: "alert" });
+    const left = h("span");
+    const exp = date(a.approvalExpireTime);
+    if (exp) countdowns.set(a.actionId, [left, exp]);
+    return h("tr", { "data-action": a.actionId },
+      h("td", null, name(ActionType, a.type), h("br"), h("span", { class: "mono muted" }, a.actionId)),
+      h("td", null, link(`/devices/${encodeURIComponent(a.deviceId)}`, a.deviceId)),
+      h("td", { class: "mono" }, target(a)), h("td", null, left),
+      h("td", null, h("div", { class: "row" }, field(`Comment on ${a.actionId}`, comment),
+        h("button", { type: "button", class: "primary", "data-approve": a.actionId, onclick: decide(a, true, comment, err) }, "Approve"),
+        h("button", { type: "button", "data-reject": a.actionId, onclick: decide(a, false, comment, err) }, "Reject"), err)));
+  };
   const load = async () => {
     try {
       const [pending, history] = await Promise.all([
         remediation.listActions({ pageSize: 200, state: ActionState.PENDING_APPROVAL }, { signal }),
         remediation.listActions({ pageSize: 100 }, { signal }),
       ]);
-      countdowns.length = 0;
-      replace(pendingBody, pending.actions.length === 0 ? h("tr", null, h("td", { colspan: 5, class: "muted" }, "Nothing waits for an approval.")) : pending.actions.map((a) => {
-        const comment = input("comment", "", "comment");
-        const err = h("span", { class: "error", role: "alert" });
-        const left = h("span");
-        const exp = date(a.approvalExpireTime);
-        if (exp) countdowns.push([left, exp]);
-        return h("tr", { "data-action": a.actionId },
-          h("td", null, name(ActionType, a.type), h("br"), h("span", { class: "mono muted" }, a.actionId)),
-          h("td", null, link(`/devices/${encodeURIComponent(a.deviceId)}`, a.deviceId)),
-          h("td", { class: "mono" }, target(a)), h("td", null, left),
-          h("td", null, h("div", { class: "row" }, field(`Comment on ${a.actionId}`, comment),
-            h("button", { type: "button", class: "primary", "data-approve": a.actionId, onclick: decide(a, true, comment, err) }, "Approve"),
-            h("button", { type: "button", "data-reject": a.actionId, onclick: decide(a, false, comment, err) }, "Reject"), err)));
-      }));
+      // Rows that stay pending stay in place (with what the admin typed into them).
+      const now = new Set(pending.actions.map((a) => a.actionId));
+      for (const [id, tr] of pendingRows) if (!now.has(id)) { tr.remove(); pendingRows.delete(id); }
+      for (const a of pending.actions) {
+        if (pendingRows.has(a.actionId)) continue;
+        const tr = pendingRow(a);
+        pendingRows.set(a.actionId, tr);
+        pendingBody.appendChild(tr);
+      }
+      if (pendingRows.size === 0) { if (!empty.isConnected) pendingBody.appendChild(empty); } else empty.remove();
       replace(historyBody, history.actions.map((a) => {
         const err = h("span", { class: "error", role: "alert" });
         const undo = a.state === ActionState.SUCCEEDED && a.type === ActionType.QUARANTINE_FILE
@@ -71,7 +82,8 @@ export async function actionsPage(root: HTMLElement, signal: AbortSignal): Promi
     } catch (e) { msg.textContent = errorText(e); }
   };
   const tick = () => {
-    for (const [el, exp] of countdowns) {
+    for (const [id, [el, exp]] of countdowns) {
+      if (!pendingRows.has(id)) { countdowns.delete(id); continue; }
       const s = Math.max(0, Math.round((exp.getTime() - Date.now()) / 1000));
       el.textContent = s === 0 ? "expired" : `${Math.floor(s / 60)} min ${s % 60} s`;
     }

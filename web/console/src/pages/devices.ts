@@ -167,7 +167,7 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
         if (p.value.type === AlertChangeType.RESOLVED) add(`resolved-${a.alertId}`, ev.eventTime, "alert-resolved", `Alert resolved: ${a.title} (${name(AlertClassification, a.classification)})`, ev.traceContext);
       } else if (p.case === "deviceRiskChanged" && p.value.deviceRisk?.deviceId === id) {
         const r = p.value.deviceRisk;
-        add(`risk-${ev.revision}`, ev.eventTime, "risk", `Risk ${name(RiskLevel, r.level)} (was ${name(RiskLevel, p.value.previousLevel)})`, ev.traceContext, `level-${name(RiskLevel, r.level)}`);
+        add(`risk-${ev.revision}`, ev.eventTime, "risk", `Risk ${name(RiskLevel, r.level)} (was ${name(RiskLevel, p.value.previousLevel || RiskLevel.NONE)})`, ev.traceContext, `level-${name(RiskLevel, r.level)}`);
       }
     },
     compliance: (ev) => {

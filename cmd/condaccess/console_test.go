@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/agent"
+)
+
+// chromiumPath finds the Chromium that .ci/run installs (Debian's chromium).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	t.Skip("no Chromium on this machine (.ci/run installs Debian's chromium with apt-get); the browser tests need one")
+	return ""
+}
+
+// screenshots is the folder the browser tests write their screenshots to:
+// $CONDACCESS_SCREENSHOT_DIR, or a temporary folder kept when the test fails.
+func screenshots(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("CONDACCESS_SCREENSHOT_DIR"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d, err := os.MkdirTemp("", "condaccess-console-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("screenshots kept in %s", d)
+			return
+		}
+		os.RemoveAll(d)
+	})
+	return d
+}
+
+// browser starts a headless Chromium with a fresh profile and returns its first tab.
+func browser(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.WindowSize(1280, 900),
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	tab, cancelTab := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancelTab(); cancelAlloc() })
+	if err := chromedp.Do(tab, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	return tab
+}
+
+// waitFor waits until sel is visible in tab, at most d.
+func waitFor(t *testing.T, tab context.Context, d time.Duration, sel, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, d)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(sel)); err != nil {
+		html, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector("main")?.innerText ?? ""`))
+		t.Fatalf("%s: %s not visible within %v (%v); the page says:\n%.2000s", what, sel, d, err, html)
+	}
+}
+
+func shoot(t *testing.T, tab context.Context, dir, name string) string {
+	t.Helper()
+	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestConsoleFlow drives a real Chromium through the flow: the overview is open when
+// the agent reports a HIGH alert; the device turns noncompliant there without a reload;
+// the end user's page for the blocked sign-in says what is wrong; the quarantine is
+// approved in the action center (SEMI group); the device page's timeline shows each
+// step with its trace id; the end user's page turns to "access restored" by itself.
+func TestConsoleFlow(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	shots := screenshots(t)
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	risk := riskv1.NewRiskServiceClient(conn)
+	compliance := compliancev1.NewComplianceServiceClient(conn)
+	access := accessv1.NewAccessServiceClient(conn)
+	remediation := remediationv1.NewRemediationServiceClient(conn)
+	setupFlow(t, ctx, conn)
+	// An open session before the alert, so that the block revokes it.
+	if r, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"}); err != nil || r.GetDecision() != accessv1.Decision_DECISION_ALLOW {
+		t.Fatalf("access before the alert: %v %v", r.GetDecision(), err)
+	}
+
+	watchDir, quarantineDir := filepath.Join(t.TempDir(), "watch"), filepath.Join(t.TempDir(), "quarantine")
+	for _, d := range []string{watchDir, quarantineDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := agent.New(agent.Config{DeviceID: "dev-1", Hostname: "ada-laptop", WatchDirs: []string{watchDir}, QuarantineDir: quarantineDir,
+		Risk: risk, Remediation: remediationv1.NewAgentServiceClient(conn), Logger: slog.New(slog.DiscardHandler), Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- a.Run(agentCtx) }()
+	defer func() { stopAgent(); <-agentDone }()
+	for ok, changed := a.Connected(); !ok; ok, changed = a.Connected() {
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatal("the agent did not connect")
+		}
+	}
+
+	base := "http://" + s.HTTPAddr()
+	tab := browser(t, ctx)
+
+	// 1. The overview.
+	start := time.Now()
+	if err := chromedp.Do(tab, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `[data-count="pending"]`, "overview")
+	fcp, err := chromedp.Run(tab, chromedp.Evaluate[float64](`performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? -1`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("overview: first contentful paint %.0f ms, loaded in %v", fcp, time.Since(start).Round(time.Millisecond))
+	// Record in the page when the device's row turns noncompliant.
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[float64](`window.__flipAt = 0; new MutationObserver((_, o) => {
+		if (document.querySelector('#attention tr[data-device="dev-1"][data-state="NONCOMPLIANT"]')) { window.__flipAt = performance.timeOrigin + performance.now(); o.disconnect(); }
+	}).observe(document.body, {subtree: true, childList: true, attributes: true}); 0`)); err != nil {
+		t.Fatal(err)
+	}
+	shoot(t, tab, shots, "01-overview")
+
+	// 2. The agent sees the EICAR file and reports a HIGH alert over gRPC; the open page
+	// shows the device noncompliant within 2 s, without a reload.
+	events, err := compliance.WatchComplianceEvents(ctx, &compliancev1.WatchComplianceEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(watchDir, "invoice.pdf.exe"), agent.EICAR(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var committed time.Time
+	for committed.IsZero() {
+		m, err := events.Recv()
+		if err != nil {
+			t.Fatalf("compliance events: %v", err)
+		}
+		if dc := m.GetEvent().GetDeviceComplianceChanged().GetDeviceCompliance(); dc.GetDeviceId() == "dev-1" && dc.GetState() == commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT {
+			committed = m.GetEvent().GetEventTime().AsTime()
+		}
+	}
+	waitFor(t, tab, 2*time.Second, `#attention tr[data-device="dev-1"][data-state="NONCOMPLIANT"]`, "overview turns noncompliant without reload")
+	flipAt, err := chromedp.Run(tab, chromedp.Evaluate[float64](`window.__flipAt`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("compliance event committed → shown on the open overview: %.1f ms", flipAt-float64(committed.UnixMicro())/1000)
+	shoot(t, tab, shots, "02-overview-noncompliant")
+
+	// 3. The blocked sign-in and the end user's page.
+	if r, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"}); err != nil || r.GetDecision() != accessv1.Decision_DECISION_BLOCK {
+		t.Fatalf("access after the alert: %v %v", r.GetDecision(), err)
+	}
+	// The sign-in log is written asynchronously: wait for the record, with a deadline.
+	var ref string
+	for deadline := time.Now().Add(10 * time.Second); ref == ""; {
+		signIns, err := access.ListSignIns(ctx, &accessv1.ListSignInsRequest{DeviceId: "dev-1", Decision: accessv1.Decision_DECISION_BLOCK})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(signIns.GetSignIns()) > 0 {
+			ref = signIns.GetSignIns()[0].GetSignInId()
+		} else if time.Now().After(deadline) {
+			t.Fatal("the blocked sign-in was not recorded within 10 s")
+		} else {
+			time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+		}
+	}
+	user, cancelUser := chromedp.NewContext(tab) // a second tab
+	defer cancelUser()
+	if err := chromedp.Do(user, chromedp.Navigate(base+"/blocked?ref="+ref)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, user, 10*time.Second, `#status[data-status="blocked"]`, "end user's page")
+	waitFor(t, user, 5*time.Second, `#problems li`, "end user's page lists the problem")
+	userText, err := chromedp.Run(user, chromedp.Text("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"A threat was found on this device.", "Laptop of Ada", "payroll"} {
+		if !strings.Contains(userText, want) {
+			t.Errorf("end user's page lacks %q:\n%s", want, userText)
+		}
+	}
+	for _, secret := range []string{"max-medium", "Device risk at or under medium", "payroll-compliant", "Malicious", "EICAR"} {
+		if strings.Contains(userText, secret) {
+			t.Errorf("end user's page shows %q (policy names and alert details stay hidden):\n%s", secret, userText)
+		}
+	}
+	shoot(t, user, shots, "03-end-user-blocked")
+
+	// 4. The action center (reached by the navigation, no reload): approve the quarantine.
+	if err := chromedp.Do(tab, chromedp.Click(`nav a[href="/actions"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#pending button[data-approve]`, "pending quarantine in the action center")
+	shoot(t, tab, shots, "04-action-center")
+	if err := chromedp.Do(tab,
+		chromedp.SendKeys(`#pending input[name="comment"]`, "approved in the console test"),
+		chromedp.Click(`#pending button[data-approve]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 20*time.Second, `#history tr[data-state="SUCCEEDED"]`, "the approved quarantine succeeds")
+	pending, err := remediation.ListActions(ctx, &remediationv1.ListActionsRequest{State: remediationv1.ActionState_ACTION_STATE_PENDING_APPROVAL})
+	if err != nil || len(pending.GetActions()) != 0 {
+		t.Errorf("pending actions after the approval: %v %v", pending.GetActions(), err)
+	}
+
+	// 5. The end user's page turns to "access restored" by itself.
+	waitFor(t, user, 20*time.Second, `#status[data-status="restored"]`, "end user's page turns to access restored")
+	shoot(t, user, shots, "05-end-user-restored")
+
+	// 6. The device page: each step on the timeline, the cause chain under one trace id.
+	if err := chromedp.Do(tab, chromedp.Navigate(base+"/devices/dev-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#timeline li[data-kind="restored"]`, "device timeline")
+	steps, err := chromedp.Run(tab, chromedp.Evaluate[[]struct{ Kind, Trace, Text string }](`[...document.querySelectorAll("#timeline li")].map(li => ({Kind: li.dataset.kind, Trace: li.dataset.trace, Text: li.innerText}))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces := map[string]string{}
+	var lines []string
+	for _, st := range steps {
+		lines = append(lines, fmt.Sprintf("%-14s %-32s %s", st.Kind, st.Trace, st.Text))
+		if st.Kind == "compliance" && !strings.Contains(st.Text, "NONCOMPLIANT (was") {
+			continue // the enrollment's first evaluation, before the flow
+		}
+		if _, ok := traces[st.Kind]; !ok {
+			traces[st.Kind] = st.Trace
+		}
+	}
+	t.Logf("device timeline:\n%s", strings.Join(lines, "\n"))
+	for _, kind := range []string{"alert", "risk", "compliance", "session", "investigation", "action", "alert-resolved", "restored"} {
+		if traces[kind] == "" {
+			t.Errorf("timeline has no %q step with a trace id", kind)
+		}
+	}
+	// The cause chain of the block: alert → risk → compliance → revoked session →
+	// investigation all carry the alert's trace.
+	for _, kind := range []string{"risk", "compliance", "session", "investigation"} {
+		if traces[kind] != traces["alert"] {
+			t.Errorf("%s step has trace %q, the alert %q", kind, traces[kind], traces["alert"])
+		}
+	}
+	p := shoot(t, tab, shots, "06-device-timeline")
+	if os.Getenv("CONDACCESS_UPDATE_DOCS") != "" {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			err = os.WriteFile(filepath.Join("..", "..", "docs", "console-device-timeline.png"), b, 0o644)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	t.Logf("screenshots: %s", shots)
+
+}
+
+// setupFlow creates the user, application, policies, device and SEMI automation of the
+// flow (as `condaccess demo` does).
+func setupFlow(t *testing.T, ctx context.Context, conn *grpc.ClientConn) {
+	t.Helper()
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := accessv1.NewDirectoryServiceClient(conn)
+	must(dir.CreateUser(ctx, &accessv1.CreateUserRequest{User: &accessv1.User{UserId: "u-1", DisplayName: "Ada"}}))
+	must(dir.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: &accessv1.Application{ApplicationId: "payroll", DisplayName: "Payroll"}}))
+	must(compliancev1.NewCompliancePolicyServiceClient(conn).CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "max-medium", DisplayName: "Device risk at or under medium",
+		MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM, Assignment: &compliancev1.PolicyAssignment{AllDevices: true}}}))
+	must(compliancev1.NewDeviceServiceClient(conn).EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: "dev-1", DisplayName: "Laptop of Ada", Platform: commonv1.Platform_PLATFORM_WINDOWS,
+		OsVersion: "10.0.22631", OwnerUserId: "u-1", Groups: []string{"finance"}}}))
+	must(accessv1.NewConditionalAccessPolicyServiceClient(conn).CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: &accessv1.ConditionalAccessPolicy{
+		PolicyId: "payroll-compliant", DisplayName: "Payroll requires a compliant device", State: accessv1.PolicyState_POLICY_STATE_ENABLED,
+		Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"payroll"}},
+		GrantControls: &accessv1.GrantControls{Require: []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE}}}}))
+	must(remediationv1.NewRemediationServiceClient(conn).SetAutomationLevel(ctx, &remediationv1.SetAutomationLevelRequest{Setting: &remediationv1.AutomationLevelSetting{
+		DeviceGroup: "finance", Level: remediationv1.AutomationLevel_AUTOMATION_LEVEL_SEMI}}))
+}
