@@ -22,7 +22,7 @@ export async function eventsPage(root: HTMLElement, signal: AbortSignal): Promis
   replace(root, h("h1", null, "Live events"), h("div", { class: "row" }, pause, h("span", { class: "muted" }, `The last ${KEEP} events of the risk, compliance, session and investigation streams.`)),
     h("table", { id: "events" }, h("thead", null, h("tr", null, ["Time", "Stream", "Revision", "Event", "Trace"].map((c) => h("th", { scope: "col" }, c)))), body));
   const add = (feed: Feed, rev: bigint, at: Timestamp | undefined, what: string, tc: TraceContext | undefined) => {
-    const tr = h("tr", { "data-feed": feed }, h("td", null, when(at)), h("td", null, feed), h("td", { class: "mono" }, rev), h("td", null, what), h("td", { class: "mono" }, traceId(tc)));
+    const tr = h("tr", { "data-feed": feed, "data-rev": String(rev) }, h("td", null, when(at)), h("td", null, feed), h("td", { class: "mono" }, rev), h("td", null, what), h("td", { class: "mono" }, traceId(tc)));
     if (paused) { buffered.unshift(tr); buffered.length = Math.min(buffered.length, KEEP); return; }
     body.prepend(tr);
     trim();
