@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -468,5 +470,69 @@ func TestConsoleEventLatency(t *testing.T) {
 	// The target is 100 ms; the bound here leaves room for a loaded CI machine.
 	if p99 > 1000 {
 		t.Errorf("p99 %.1f ms, want ≤ 1000 ms (target 100 ms)", p99)
+	}
+}
+
+// TestConsoleDevicesScale measures the devices page with many devices: the time from
+// the filter being applied to the first rows of the page. It enrolls
+// $CONDACCESS_CONSOLE_DEVICES devices (e.g. 100000) and is skipped without it, as
+// enrolling them takes longer than a unit test should.
+func TestConsoleDevicesScale(t *testing.T) {
+	total, _ := strconv.Atoi(os.Getenv("CONDACCESS_CONSOLE_DEVICES"))
+	if total <= 0 {
+		t.Skip("set CONDACCESS_CONSOLE_DEVICES=100000 to measure the devices page with that many devices")
+	}
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	devices := compliancev1.NewDeviceServiceClient(conn)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += 8 {
+				if _, err := devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+					DeviceId: fmt.Sprintf("d-%07d", i), Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631",
+					Groups: []string{fmt.Sprintf("g-%d", i%10)}}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("enrolled %d devices in %v", total, time.Since(start).Round(time.Millisecond))
+
+	tab := browser(t, ctx)
+	base := "http://" + s.HTTPAddr()
+	for _, path := range []string{"/devices", "/devices?group=g-3", "/devices?q=d-0000042"} {
+		t0 := time.Now()
+		if err := chromedp.Do(tab, chromedp.Navigate(base+path)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tab, 10*time.Second, `#devices tbody tr[data-device]`, path)
+		status, err := chromedp.Run(tab, chromedp.Text(`main p[role="status"]`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: first rows %v after navigation; page says %q", path, time.Since(t0).Round(time.Millisecond), status)
 	}
 }
