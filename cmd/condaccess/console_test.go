@@ -245,7 +245,7 @@ func TestConsoleFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"A threat was found on this device.", "Laptop of Ada", "payroll"} {
+	for _, want := range []string{"A threat was found on this device.", "Laptop of Ada", "Payroll"} {
 		if !strings.Contains(userText, want) {
 			t.Errorf("end user's page lacks %q:\n%s", want, userText)
 		}

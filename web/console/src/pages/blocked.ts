@@ -1,7 +1,7 @@
 // The end user's "why am I blocked" page: plain words, no policy names or alert details;
 // a live status that turns to "access restored" when the block lifts.
 import { h, replace } from "../dom";
-import { access, compliance, devices, remediation, errorText } from "../api";
+import { access, compliance, devices, directory, remediation, errorText } from "../api";
 import { watch } from "../live";
 import { ComplianceState, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import { Decision, type SignIn } from "@gen/condaccess/access/v1/access_pb";
@@ -48,13 +48,15 @@ export async function blockedPage(root: HTMLElement, signal: AbortSignal, ref: s
   const sign = s;
   let name = sign.deviceId;
   try { name = (await devices.getDevice({ deviceId: sign.deviceId }, { signal })).device?.displayName || name; } catch { /* keep the id */ }
+  let app = sign.applicationId;
+  try { app = (await directory.getApplication({ applicationId: app }, { signal })).application?.displayName || app; } catch { /* keep the id */ }
 
   const what = h("ul", { id: "problems" });
   const next = h("p", { id: "next" });
   const status = h("div", { class: "status blocked", id: "status", role: "status", "aria-live": "polite", "data-status": "blocked" },
     h("strong", null, "Still blocked."), " This page updates by itself.");
   replace(root, h("h1", null, "Access blocked"),
-    h("p", null, "Your access to ", h("strong", null, sign.applicationId), " from the device ", h("strong", { id: "device" }, name), " was blocked to keep company data safe. You can keep using the device."),
+    h("p", null, "Your access to ", h("strong", { id: "app" }, app), " from the device ", h("strong", { id: "device" }, name), " was blocked to keep company data safe. You can keep using the device."),
     h("h2", null, "What is wrong"), what, h("h2", null, "What happens next"), next, status);
 
   let restored = false;
