@@ -96,6 +96,7 @@ func TestConnectJSON(t *testing.T) {
 		{name: "unknown device", body: `{"deviceId":"dev-404"}`, wantStatus: 404, wantCode: "not_found"},
 		{name: "invalid device id", body: `{"deviceId":""}`, wantStatus: 400, wantCode: "invalid_argument"},
 		{name: "not JSON", body: `{deviceId`, wantStatus: 400, wantCode: "invalid_argument"},
+		{name: "17 MiB body", body: `{"deviceId":"` + strings.Repeat("a", 17<<20) + `"}`, wantStatus: 429, wantCode: "resource_exhausted"},
 		{name: "cross-origin page", body: `{"deviceId":"dev-1"}`, header: map[string]string{"Origin": "http://evil.example"}, wantStatus: 403},
 		{name: "DNS rebinding host", body: `{"deviceId":"dev-1"}`, header: map[string]string{"Host": "evil.example:7480"}, wantStatus: http.StatusMisdirectedRequest},
 	}

@@ -14,6 +14,8 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"google.golang.org/grpc"
+
+	"github.com/condaccess/condaccess/internal/server"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
 )
@@ -31,6 +33,9 @@ type Config struct {
 	// requests whose Host is a loopback name or address, so that a web page on another
 	// origin cannot reach the development identity through DNS rebinding.
 	Insecure bool
+	// MaxMessageBytes caps each request and response message the transcoder buffers;
+	// default server.DefaultMaxRecvMsgSize, the gRPC server's own cap.
+	MaxMessageBytes uint32
 }
 
 // Handler returns the handler for the root of the HTTP address: RPC paths
@@ -56,10 +61,16 @@ func Handler(cfg Config) (http.Handler, error) {
 	if encoding.GetCodec(vanguard.CodecJSON) != nil {
 		codecs = append(codecs, vanguard.CodecJSON)
 	}
+	limit := cfg.MaxMessageBytes
+	if limit == 0 {
+		limit = server.DefaultMaxRecvMsgSize
+	}
 	tc, err := vanguard.NewTranscoder(services,
 		vanguard.WithDefaultServiceOptions(
 			vanguard.WithTargetCodecs(codecs...),
 			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+			// Vanguard buffers whole messages; its default cap is 4 GB.
+			vanguard.WithMaxMessageBufferBytes(limit),
 		),
 		vanguard.WithUnknownHandler(Console()),
 		// A request body that does not decode is the caller's fault: INVALID_ARGUMENT,
