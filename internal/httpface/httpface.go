@@ -14,10 +14,10 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"google.golang.org/grpc"
-
-	"github.com/condaccess/condaccess/internal/server"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/condaccess/condaccess/internal/server"
 )
 
 // servicePrefix selects the services the HTTP face exposes: the condaccess contracts.
