@@ -1,40 +1,70 @@
 // One set of Watch* streams for every open console tab. Browsers allow six HTTP/1.1
 // connections per host; a server stream holds one for as long as it runs, so tabs that
 // each opened their own streams would starve one another (and their unary calls) on a
-// plain-HTTP listener. This shared worker opens each feed once, from revision 0, keeps
-// the events it has seen, and hands each subscriber the events after the revision it
-// asks for, then the live ones.
+// plain-HTTP listener. This shared worker opens each feed once, from the revision its
+// first subscriber asks for, and keeps the events since then. A later subscriber that
+// asks for older history gets it from a catch-up stream of its own that ends where the
+// kept events begin (revisions have no gaps), then joins the shared stream.
 import { runFeed, type Feed, type FeedState } from "./feed";
 
 declare const self: SharedWorkerGlobalScope;
 
-const KEEP = 50000; // events kept per feed; older ones are dropped (a subscriber then starts at the oldest kept)
+const KEEP = 50000; // events kept per feed; older ones are dropped and served by catch-up
 
-interface Sub { port: MessagePort; id: number; from: bigint }
-interface FeedBuf { events: { revision: bigint }[]; state: FeedState; subs: Sub[]; started: boolean }
+type Ev = { revision: bigint };
+interface Sub { port: MessagePort; id: number; last: bigint; ctl?: AbortController }
+interface FeedBuf { events: Ev[]; floor: bigint; state: FeedState; subs: Sub[] }
 
 const feeds = new Map<Feed, FeedBuf>();
-const ctl = new AbortController();
+const life = new AbortController();
 
-function buf(feed: Feed): FeedBuf {
-  let b = feeds.get(feed);
-  if (!b) {
-    b = { events: [], state: { connected: false, lastMessage: 0, revision: 0n, error: "" }, subs: [], started: false };
-    feeds.set(feed, b);
-  }
-  if (!b.started) {
-    b.started = true;
-    const fb = b;
-    void runFeed(feed, 0n, ctl.signal, (ev) => {
-      fb.events.push(ev);
-      if (fb.events.length > KEEP) fb.events.splice(0, fb.events.length - KEEP);
-      for (const s of fb.subs) if (ev.revision > s.from) s.port.postMessage({ t: "ev", id: s.id, ev });
-    }, (st) => {
-      fb.state = { ...st };
-      for (const s of fb.subs) s.port.postMessage({ t: "st", id: s.id, st: fb.state });
-    });
-  }
+const send = (s: Sub, ev: Ev) => {
+  if (ev.revision <= s.last) return;
+  s.last = ev.revision;
+  s.port.postMessage({ t: "ev", id: s.id, ev });
+};
+
+function start(feed: Feed, from: bigint): FeedBuf {
+  const b: FeedBuf = { events: [], floor: from, state: { connected: false, lastMessage: 0, revision: from, error: "" }, subs: [] };
+  feeds.set(feed, b);
+  void runFeed(feed, from, life.signal, (ev) => {
+    b.events.push(ev);
+    if (b.events.length > KEEP) {
+      const drop = b.events.splice(0, b.events.length - KEEP);
+      b.floor = drop[drop.length - 1].revision;
+    }
+    for (const s of b.subs) if (!s.ctl) send(s, ev);
+  }, (st) => {
+    b.state = { ...st };
+    for (const s of b.subs) s.port.postMessage({ t: "st", id: s.id, st: b.state });
+  });
   return b;
+}
+
+/** join hands s the kept events after its last revision, then the live ones. */
+function join(b: FeedBuf, s: Sub): void {
+  s.ctl = undefined;
+  for (const ev of b.events) send(s, ev);
+}
+
+function subscribe(feed: Feed, s: Sub): void {
+  const existing = feeds.get(feed);
+  const b = existing ?? start(feed, s.last);
+  b.subs.push(s);
+  s.port.postMessage({ t: "st", id: s.id, st: b.state });
+  if (!existing || s.last >= b.floor) {
+    join(b, s);
+    return;
+  }
+  // Catch up from s.last to the floor on a stream of its own, then join.
+  const ctl = new AbortController();
+  s.ctl = ctl;
+  const done = () => { if (s.ctl === ctl) { ctl.abort(); join(b, s); } };
+  void runFeed(feed, s.last, ctl.signal, (ev) => {
+    if (s.ctl !== ctl) return;
+    send(s, ev);
+    if (ev.revision >= b.floor) done();
+  }, (st) => { if (st.revision >= b.floor) done(); });
 }
 
 self.onconnect = (e: MessageEvent) => {
@@ -42,13 +72,15 @@ self.onconnect = (e: MessageEvent) => {
   port.onmessage = (m: MessageEvent<{ t: "sub"; id: number; feed: Feed; from: bigint } | { t: "unsub"; id: number }>) => {
     const msg = m.data;
     if (msg.t === "sub") {
-      const b = buf(msg.feed);
-      const sub = { port, id: msg.id, from: msg.from };
-      b.subs.push(sub);
-      for (const ev of b.events) if (ev.revision > msg.from) port.postMessage({ t: "ev", id: msg.id, ev });
-      port.postMessage({ t: "st", id: msg.id, st: b.state });
-    } else {
-      for (const b of feeds.values()) b.subs = b.subs.filter((s) => !(s.port === port && s.id === msg.id));
+      subscribe(msg.feed, { port, id: msg.id, last: msg.from });
+      return;
+    }
+    for (const b of feeds.values()) {
+      b.subs = b.subs.filter((s) => {
+        const gone = s.port === port && s.id === msg.id;
+        if (gone) s.ctl?.abort();
+        return !gone;
+      });
     }
   };
   port.start();
