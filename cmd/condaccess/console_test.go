@@ -535,3 +535,81 @@ func TestConsoleDevicesScale(t *testing.T) {
 		t.Logf("%s: first rows %v after navigation; page says %q", path, time.Since(t0).Round(time.Millisecond), status)
 	}
 }
+
+// TestConsolePolicies creates a Conditional Access policy in the browser, then edits a
+// policy that changed on the server after the page read it: the stale write is refused
+// (ABORTED) and the page says so, and the server keeps the other change.
+func TestConsolePolicies(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setupFlow(t, ctx, conn)
+	policies := accessv1.NewConditionalAccessPolicyServiceClient(conn)
+	tab := browser(t, ctx)
+	if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+"/policies")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `tr[data-policy="payroll-compliant"]`, "policies page")
+
+	// Create.
+	if err := chromedp.Do(tab,
+		chromedp.Click(`#new-ca-policy`),
+		chromedp.SendKeys(`#editor input[name="policyId"]`, "payroll-block-trial"),
+		chromedp.SendKeys(`#editor input[name="displayName"]`, "Block payroll (trial)"),
+		chromedp.SendKeys(`#editor input[name="apps"]`, "payroll"),
+		chromedp.SetValue(`#editor select[name="grant"]`, "block"),
+		chromedp.Click(`#editor button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `tr[data-policy="payroll-block-trial"]`, "created policy listed")
+	got, err := policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "payroll-block-trial"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.GetPolicy(); p.GetState() != accessv1.PolicyState_POLICY_STATE_REPORT_ONLY || !p.GetGrantControls().GetBlock() || p.GetDisplayName() != "Block payroll (trial)" {
+		t.Errorf("created policy = %v", p)
+	}
+
+	// A stale edit: the policy changes on the server after the form was opened.
+	if err := chromedp.Do(tab, chromedp.Click(`button[data-edit="payroll-compliant"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 5*time.Second, `#editor input[name="displayName"]`, "edit form")
+	other, err := policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "payroll-compliant"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.GetPolicy().DisplayName = "Changed elsewhere"
+	if _, err := policies.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: other.GetPolicy()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab,
+		chromedp.SendKeys(`#editor input[name="displayName"]`, " (edited)"),
+		chromedp.Click(`#editor button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	pollCtx, cancelPoll := context.WithTimeout(tab, 5*time.Second)
+	msg, err := chromedp.Run(pollCtx, chromedp.Poll[string](`document.querySelector("#editor .error")?.textContent || false`))
+	cancelPoll()
+	if err != nil || !strings.Contains(msg, "Conflict") {
+		t.Errorf("stale edit: page says %q (%v), want a conflict", msg, err)
+	}
+	got, err = policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "payroll-compliant"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetPolicy().GetDisplayName() != "Changed elsewhere" {
+		t.Errorf("display name = %q: the stale write overwrote the other change", got.GetPolicy().GetDisplayName())
+	}
+}
