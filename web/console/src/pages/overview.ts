@@ -90,6 +90,6 @@ export async function overview(root: HTMLElement, signal: AbortSignal): Promise<
       else pending.delete(a.actionId);
       showPending();
     },
-    state: (f, s) => { feeds.set(f, { ...s }); },
+    state: (f, s) => { feeds.set(f, { ...s }); showLag(); },
   });
 }
