@@ -60,13 +60,24 @@ export async function blockedPage(root: HTMLElement, signal: AbortSignal, ref: s
     h("h2", null, "What is wrong"), what, h("h2", null, "What happens next"), next, status);
 
   let restored = false;
+  let seenRev = 0n; // the newest compliance event of this device the page has seen
+  let lagRetries = 0;
   const recheck = async () => {
     if (restored) return;
-    const [dc, inv, decision] = await Promise.all([
+    const [dc, inv, actual] = await Promise.all([
       compliance.getDeviceCompliance({ deviceId: sign.deviceId }, { signal }).then((r) => r.deviceCompliance, () => undefined),
       remediation.listInvestigations({ deviceId: sign.deviceId, pageSize: 20 }, { signal }).then((r) => r.investigations, () => []),
-      access.whatIf({ request: { userId: sign.userId, deviceId: sign.deviceId, applicationId: sign.applicationId } }, { signal }).then((r) => r.actual?.decision, () => undefined),
+      access.whatIf({ request: { userId: sign.userId, deviceId: sign.deviceId, applicationId: sign.applicationId } }, { signal }).then((r) => r.actual, () => undefined),
     ]);
+    const decision = actual?.decision;
+    // The access service applies compliance events on its own feed: until it has
+    // applied the latest one this page saw, ask again shortly (bounded).
+    if ((actual?.deviceCompliance?.revision ?? 0n) < seenRev && lagRetries < 40) {
+      lagRetries++;
+      setTimeout(() => void recheck(), Math.min(50 * lagRetries, 1000));
+    } else {
+      lagRetries = 0;
+    }
     replace(what, problems(dc).map((p) => h("li", null, p)));
     const running = inv.some((i) => i.state === InvestigationState.RUNNING);
     const waiting = inv.some((i) => i.state === InvestigationState.PENDING_APPROVAL);
@@ -82,12 +93,18 @@ export async function blockedPage(root: HTMLElement, signal: AbortSignal, ref: s
       next.textContent = "";
     }
   };
-  await recheck();
+  // The revision first, then the state: a change in between still arrives on the feed.
   const rev = (await compliance.listDeviceCompliance({ pageSize: 1 }, { signal })).revision;
+  await recheck();
   let t: ReturnType<typeof setTimeout> | undefined;
   const soon = () => { clearTimeout(t); t = setTimeout(() => void recheck(), 50); };
   watch(signal, { compliance: rev, investigation: 0n }, {
-    compliance: (e) => { if (e.payload.case === "deviceComplianceChanged" && e.payload.value.deviceCompliance?.deviceId === sign.deviceId) soon(); },
+    compliance: (e) => {
+      if (e.payload.case === "deviceComplianceChanged" && e.payload.value.deviceCompliance?.deviceId === sign.deviceId) {
+        if (e.revision > seenRev) seenRev = e.revision;
+        soon();
+      }
+    },
     investigation: (e) => {
       const d = e.payload.case === "investigationChanged" ? e.payload.value.investigation?.deviceId : e.payload.case === "actionChanged" ? e.payload.value.action?.deviceId : undefined;
       if (d === sign.deviceId) soon();
