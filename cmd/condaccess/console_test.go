@@ -138,10 +138,9 @@ func TestConsoleFlow(t *testing.T) {
 	access := accessv1.NewAccessServiceClient(conn)
 	remediation := remediationv1.NewRemediationServiceClient(conn)
 	setupFlow(t, ctx, conn)
-	// An open session before the alert, so that the block revokes it.
-	if r, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"}); err != nil || r.GetDecision() != accessv1.Decision_DECISION_ALLOW {
-		t.Fatalf("access before the alert: %v %v", r.GetDecision(), err)
-	}
+	// An open session before the alert, so that the block revokes it. The access
+	// service learns the new device's compliance from its feed: wait for it.
+	waitDecision(t, ctx, access, accessv1.Decision_DECISION_ALLOW)
 
 	watchDir, quarantineDir := filepath.Join(t.TempDir(), "watch"), filepath.Join(t.TempDir(), "quarantine")
 	for _, d := range []string{watchDir, quarantineDir} {
@@ -216,9 +215,7 @@ func TestConsoleFlow(t *testing.T) {
 	shoot(t, tab, shots, "02-overview-noncompliant")
 
 	// 3. The blocked sign-in and the end user's page.
-	if r, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"}); err != nil || r.GetDecision() != accessv1.Decision_DECISION_BLOCK {
-		t.Fatalf("access after the alert: %v %v", r.GetDecision(), err)
-	}
+	waitDecision(t, ctx, access, accessv1.Decision_DECISION_BLOCK)
 	// The sign-in log is written asynchronously: wait for the record, with a deadline.
 	var ref string
 	for deadline := time.Now().Add(10 * time.Second); ref == ""; {
@@ -282,7 +279,10 @@ func TestConsoleFlow(t *testing.T) {
 	if err := chromedp.Do(tab, chromedp.Navigate(base+"/devices/dev-1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, tab, 10*time.Second, `#timeline li[data-kind="restored"]`, "device timeline")
+	// Each feed replays on its own stream: wait for every kind of step.
+	for _, kind := range []string{"alert", "risk", "compliance", "session", "investigation", "action", "alert-resolved", "restored"} {
+		waitFor(t, tab, 10*time.Second, `#timeline li[data-kind="`+kind+`"]`, "device timeline")
+	}
 	steps, err := chromedp.Run(tab, chromedp.Evaluate[[]struct{ Kind, Trace, Text string }](`[...document.querySelectorAll("#timeline li")].map(li => ({Kind: li.dataset.kind, Trace: li.dataset.trace, Text: li.innerText}))`))
 	if err != nil {
 		t.Fatal(err)
@@ -358,6 +358,25 @@ func TestConsoleFlow(t *testing.T) {
 		t.Logf("screenshots: %s", shots)
 	}
 
+}
+
+// waitDecision evaluates u-1 on dev-1 for payroll until the decision is want (10 s).
+func waitDecision(t *testing.T, ctx context.Context, access accessv1.AccessServiceClient, want accessv1.Decision) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetDecision() == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access is %v, want %v within 10 s (reasons %v)", r.GetDecision(), want, r.GetReasons())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
 }
 
 // setupFlow creates the user, application, policies, device and SEMI automation of the
