@@ -254,7 +254,8 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	shoot(t, user, shots, "03-end-user-blocked")
 
-	// 4. The action center (reached by the navigation, no reload): approve the quarantine.
+	// 4. The action center (reached by the navigation, no reload): approve the quarantine
+	// with the keyboard.
 	if err := chromedp.Do(tab, chromedp.Click(`nav a[href="/actions"]`)); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestConsoleFlow(t *testing.T) {
 	shoot(t, tab, shots, "04-action-center")
 	if err := chromedp.Do(tab,
 		chromedp.SendKeys(`#pending input[name="comment"]`, "approved in the console test"),
-		chromedp.Click(`#pending button[data-approve]`)); err != nil {
+		chromedp.SendKeys(`#pending button[data-approve]`, "\r")); err != nil { // keyboard: focus the button, press Enter
 		t.Fatal(err)
 	}
 	waitFor(t, tab, 20*time.Second, `#history tr[data-state="SUCCEEDED"]`, "the approved quarantine succeeds")
