@@ -327,6 +327,7 @@ func TestConsoleFlow(t *testing.T) {
 	routes := []struct{ path, h1, sel string }{
 		{"/", "Overview", `[data-count="pending"]`},
 		{"/devices", "Devices", `#devices tr[data-device="dev-1"][data-state="COMPLIANT"]`},
+		{"/devices?risk=1", "Devices", `#devices tr[data-device="dev-1"][data-state="COMPLIANT"]`},
 		{"/devices/dev-1", "Laptop of Ada", `#timeline li[data-kind="restored"]`},
 		{"/alerts?x=1", "Alerts", `#alerts`},
 		{"/actions", "Action center", `#history tr[data-state="SUCCEEDED"]`},

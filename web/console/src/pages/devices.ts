@@ -1,7 +1,7 @@
 // Devices (paged, filtered, live) and the device page with its cause-chain timeline.
 import { Code } from "@connectrpc/connect";
 import { h, link, replace, field, select, input } from "../dom";
-import { devices, compliance, name, date, traceId, errorText, isCode } from "../api";
+import { devices, compliance, risk, name, date, traceId, errorText, isCode } from "../api";
 import { watch } from "../live";
 import { ComplianceState, Platform, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import type { Device, DeviceCompliance } from "@gen/condaccess/compliance/v1/compliance_pb";
@@ -21,12 +21,13 @@ export async function devicesPage(root: HTMLElement, signal: AbortSignal): Promi
   const group = input("group", q.get("group") ?? "", "group");
   const platform = select("platform", enumOptions(Platform, "any platform"), q.get("platform") ?? "");
   const state = select("state", enumOptions(ComplianceState, "any compliance"), q.get("state") ?? "");
+  const minRisk = select("risk", enumOptions(RiskLevel, "any risk"), q.get("risk") ?? "");
   const body = h("tbody");
   const status = h("p", { class: "muted", role: "status" });
   const prev = h("button", { type: "button" }, "Previous page");
   const next = h("button", { type: "button" }, "Next page");
   const form = h("form", { class: "filters", role: "search" },
-    field("Device id", search), field("Group", group), field("Platform", platform), field("Compliance", state),
+    field("Device id", search), field("Group", group), field("Platform", platform), field("Compliance", state), field("Minimum risk", minRisk),
     h("button", { type: "submit", class: "primary" }, "Apply"));
   replace(root, h("h1", null, "Devices"), form,
     h("table", { id: "devices" }, h("thead", null, h("tr", null, ["Device", "Name", "Platform", "OS", "Groups", "Risk", "Compliance"].map((c) => h("th", { scope: "col" }, c)))), body),
@@ -55,6 +56,10 @@ export async function devicesPage(root: HTMLElement, signal: AbortSignal): Promi
       if (search.value.trim() !== "") {
         const d = (await devices.getDevice({ deviceId: search.value.trim() }, { signal })).device;
         ids = d ? [{ id: d.deviceId, d }] : [];
+      } else if (minRisk.value !== "") {
+        const r = await risk.listDeviceRisks({ pageSize: PAGE, pageToken: tokens[pageIx], minLevel: Number(minRisk.value) }, { signal });
+        ids = r.deviceRisks.map((dr) => ({ id: dr.deviceId }));
+        nextToken = r.nextPageToken;
       } else if (state.value !== "") {
         const r = await compliance.listDeviceCompliance({ pageSize: PAGE, pageToken: tokens[pageIx], state: Number(state.value) }, { signal });
         ids = r.deviceCompliances.map((dc) => ({ id: dc.deviceId, dc }));
@@ -88,7 +93,7 @@ export async function devicesPage(root: HTMLElement, signal: AbortSignal): Promi
     tokens.length = 1;
     pageIx = 0;
     const p = new URLSearchParams();
-    for (const [k, el] of [["q", search], ["group", group], ["platform", platform], ["state", state]] as const) if (el.value) p.set(k, el.value);
+    for (const [k, el] of [["q", search], ["group", group], ["platform", platform], ["state", state], ["risk", minRisk]] as const) if (el.value) p.set(k, el.value);
     history.replaceState(null, "", `/devices${p.size ? "?" + p.toString() : ""}`);
     void load();
   });
