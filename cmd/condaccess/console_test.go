@@ -667,3 +667,79 @@ func TestConsolePolicies(t *testing.T) {
 		t.Errorf("display name = %q: the stale write overwrote the other change", got.GetPolicy().GetDisplayName())
 	}
 }
+
+// TestConsoleAlerts resolves an alert in the browser: without a classification the page
+// refuses and nothing changes; with one the alert is resolved, by the authenticated
+// caller, and the device's risk drops.
+func TestConsoleAlerts(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setupFlow(t, ctx, conn)
+	risk := riskv1.NewRiskServiceClient(conn)
+	if _, err := risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Suspicious script"}}); err != nil {
+		t.Fatal(err)
+	}
+	tab := browser(t, ctx)
+	if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+"/alerts")); err != nil {
+		t.Fatal(err)
+	}
+	row := `#alerts tr[data-alert="a-1"]`
+	waitFor(t, tab, 10*time.Second, row, "alerts page")
+
+	// No classification: refused in the page, the alert stays open.
+	if err := chromedp.Do(tab, chromedp.Click(row+` button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	pollCtx, cancelPoll := context.WithTimeout(tab, 5*time.Second)
+	msg, err := chromedp.Run(pollCtx, chromedp.Poll[string](`document.querySelector('#alerts tr[data-alert="a-1"] .error')?.textContent || false`))
+	cancelPoll()
+	if err != nil || !strings.Contains(msg, "classification") {
+		t.Errorf("page says %q (%v), want it to ask for a classification", msg, err)
+	}
+	if a, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-1"}); err != nil || a.GetAlert().GetStatus() == riskv1.AlertStatus_ALERT_STATUS_RESOLVED {
+		t.Fatalf("alert after the refused resolve: %v %v", a.GetAlert().GetStatus(), err)
+	}
+
+	// Classified: resolved.
+	if err := chromedp.Do(tab,
+		chromedp.SetValue(row+` select[name="classification"]`, fmt.Sprint(int32(riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE))),
+		chromedp.SendKeys(row+` input[name="comment"]`, "admin script, known"),
+		chromedp.Click(row+` button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#alerts`, "alerts page after resolving")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if al := a.GetAlert(); al.GetStatus() == riskv1.AlertStatus_ALERT_STATUS_RESOLVED {
+			if al.GetClassification() != riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE || al.GetResolvedBy() != "dev" || al.GetResolutionComment() != "admin script, known" {
+				t.Errorf("resolved alert = classification %v, by %q, comment %q", al.GetClassification(), al.GetResolvedBy(), al.GetResolutionComment())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the alert was not resolved within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
+	r, err := risk.GetDeviceRisk(ctx, &riskv1.GetDeviceRiskRequest{DeviceId: "dev-1"})
+	if err != nil || r.GetDeviceRisk().GetLevel() != commonv1.RiskLevel_RISK_LEVEL_NONE {
+		t.Errorf("device risk after resolving = %v %v, want NONE", r.GetDeviceRisk().GetLevel(), err)
+	}
+}
