@@ -25,6 +25,7 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/agent"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
 )
 
 // chromiumPath finds the Chromium that .ci/run installs (Debian's chromium).
@@ -741,5 +742,37 @@ func TestConsoleAlerts(t *testing.T) {
 	r, err := risk.GetDeviceRisk(ctx, &riskv1.GetDeviceRiskRequest{DeviceId: "dev-1"})
 	if err != nil || r.GetDeviceRisk().GetLevel() != commonv1.RiskLevel_RISK_LEVEL_NONE {
 		t.Errorf("device risk after resolving = %v %v, want NONE", r.GetDeviceRisk().GetLevel(), err)
+	}
+}
+
+// TestConsoleUnauthenticated opens the console of a suite outside development mode
+// with a browser that has no client certificate: every page says it is not signed in
+// and shows no data.
+func TestConsoleUnauthenticated(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ca := authtest.NewCA(t)
+	sc := ca.ServerConfig(t)
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second,
+		tlsCert: sc.CertFile, tlsKey: sc.KeyFile, tlsClientCA: sc.ClientCAFile}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	tab := browser(t, ctx)
+	for _, path := range []string{"/", "/devices", "/actions", "/blocked?ref=si-1"} {
+		if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+path)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tab, 10*time.Second, `main .error`, path)
+		msg, err := chromedp.Run(tab, chromedp.Text(`main .error`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(msg, "Not signed in") && !strings.Contains(msg, "Unauthenticated") {
+			t.Errorf("%s says %q, want not signed in", path, msg)
+		}
 	}
 }

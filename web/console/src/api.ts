@@ -44,7 +44,17 @@ export function traceId(tc: TraceContext | undefined): string {
 /** errorText describes a failed call for the page. */
 export function errorText(err: unknown): string {
   const e = ConnectError.from(err);
+  if (e.code === Code.Unauthenticated) {
+    return "Not signed in: outside development mode this server answers the console only with a client certificate issued by its CA (console sign-in with OIDC is not available yet).";
+  }
   return `${Code[e.code] ?? e.code}: ${e.rawMessage}`;
+}
+
+/** fail shows err in el as an error. */
+export function fail(el: HTMLElement, err: unknown): void {
+  el.className = "error";
+  el.setAttribute("role", "alert");
+  el.textContent = errorText(err);
 }
 
 export function isCode(err: unknown, code: Code): boolean {

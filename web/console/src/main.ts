@@ -11,6 +11,8 @@ import { signInsPage } from "./pages/signins";
 import { eventsPage } from "./pages/events";
 import { auditPage } from "./pages/audit";
 import { blockedPage } from "./pages/blocked";
+import { Code } from "@connectrpc/connect";
+import { isCode, errorText } from "./api";
 
 export type Page = (root: HTMLElement, signal: AbortSignal, arg: string) => void | Promise<void>;
 
@@ -59,7 +61,9 @@ function render(): void {
   }
   const signal = current.signal;
   Promise.resolve(r.page(main, signal, r.arg)).catch((err: unknown) => {
-    if (!signal.aborted) main.appendChild(h("p", { class: "error", role: "alert" }, String(err)));
+    if (signal.aborted) return;
+    const text = isCode(err, Code.PermissionDenied) ? `Your roles do not allow this page (${errorText(err)}).` : errorText(err);
+    main.appendChild(h("p", { class: "error", role: "alert" }, text));
   });
 }
 

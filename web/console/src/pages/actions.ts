@@ -1,7 +1,7 @@
 // Action center: pending approvals with an expiry countdown (approve or reject with a
 // comment), and the history (undo); live from the investigation stream.
 import { h, link, replace, input, field } from "../dom";
-import { remediation, name, when, date, errorText } from "../api";
+import { remediation, name, when, date, errorText, fail } from "../api";
 import { watch } from "../live";
 import { ActionState, ActionType, type Action } from "@gen/condaccess/remediation/v1/remediation_pb";
 
@@ -79,7 +79,7 @@ export async function actionsPage(root: HTMLElement, signal: AbortSignal): Promi
           h("td", null, when(a.updateTime)), h("td", null, undo, err));
       }));
       tick();
-    } catch (e) { msg.textContent = errorText(e); }
+    } catch (e) { fail(msg, e); }
   };
   const tick = () => {
     for (const [id, [el, exp]] of countdowns) {

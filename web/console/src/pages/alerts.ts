@@ -1,6 +1,6 @@
 // Alerts: filter, classify and resolve, comment; live from the risk stream.
 import { h, link, replace, field, select, input } from "../dom";
-import { risk, name, when, errorText } from "../api";
+import { risk, name, when, errorText, fail } from "../api";
 import { watch } from "../live";
 import { Severity } from "@gen/condaccess/common/v1/common_pb";
 import { AlertStatus, AlertClassification, AlertDetermination, type Alert } from "@gen/condaccess/risk/v1/risk_pb";
@@ -49,7 +49,7 @@ export async function alertsPage(root: HTMLElement, signal: AbortSignal): Promis
         h("td", { class: `level-${name(Severity, a.severity)}` }, name(Severity, a.severity)),
         h("td", null, name(AlertStatus, a.status)), h("td", null, when(a.detectTime)), h("td", null, resolveForm(a)))));
       msg.textContent = r.nextPageToken ? "Showing the first 100 alerts; narrow the filter for more." : "";
-    } catch (e) { msg.textContent = errorText(e); }
+    } catch (e) { fail(msg, e); }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); void load(); });
   const rev = (await risk.listDeviceRisks({ pageSize: 1 }, { signal })).revision;

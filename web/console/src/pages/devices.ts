@@ -1,7 +1,7 @@
 // Devices (paged, filtered, live) and the device page with its cause-chain timeline.
 import { Code } from "@connectrpc/connect";
 import { h, link, replace, field, select, input } from "../dom";
-import { devices, compliance, risk, name, date, traceId, errorText, isCode } from "../api";
+import { devices, compliance, risk, name, date, traceId, errorText, isCode, fail } from "../api";
 import { watch } from "../live";
 import { ComplianceState, Platform, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import type { Device, DeviceCompliance } from "@gen/condaccess/compliance/v1/compliance_pb";
@@ -70,7 +70,8 @@ export async function devicesPage(root: HTMLElement, signal: AbortSignal): Promi
         nextToken = r.nextPageToken;
       }
     } catch (err) {
-      status.textContent = isCode(err, Code.NotFound) ? "No such device." : errorText(err);
+      if (isCode(err, Code.NotFound)) status.textContent = "No such device.";
+      else fail(status, err);
       replace(body);
       return;
     }

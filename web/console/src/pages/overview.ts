@@ -9,6 +9,8 @@ import type { DeviceCompliance } from "@gen/condaccess/compliance/v1/compliance_
 import { Decision } from "@gen/condaccess/access/v1/access_pb";
 import { ActionState } from "@gen/condaccess/remediation/v1/remediation_pb";
 
+const MAX_DEVICES = 100000; // devices the overview counts; more are summarised as "at least"
+
 export async function overview(root: HTMLElement, signal: AbortSignal): Promise<void> {
   replace(root, h("h1", null, "Overview"), h("p", { class: "muted" }, "Loading…"));
   let revision = 0n;
@@ -17,8 +19,9 @@ export async function overview(root: HTMLElement, signal: AbortSignal): Promise<
     const r = await compliance.listDeviceCompliance({ pageSize: 1000, pageToken }, { signal });
     if (revision === 0n) revision = r.revision;
     return { items: r.deviceCompliances, next: r.nextPageToken };
-  });
+  }, MAX_DEVICES);
   for (const dc of list) states.set(dc.deviceId, dc);
+  const partial = list.length >= MAX_DEVICES;
   const riskRev = (await risk.listDeviceRisks({ pageSize: 1 }, { signal })).revision;
   const pending = new Map<string, string>(); // action id -> device id
 
@@ -42,8 +45,9 @@ export async function overview(root: HTMLElement, signal: AbortSignal): Promise<
     }
     const dl = (m: Map<number, number>, e: Record<number, string>, cls: string) => h("dl", null,
       [...m.entries()].sort((a, b) => b[0] - a[0]).map(([k, v]) => [h("dt", { class: `${cls}-${name(e, k)}` }, name(e, k)), h("dd", { "data-count": `${cls}-${name(e, k)}` }, v)]));
-    replace(byRisk, h("h2", null, "Devices by risk"), dl(r, RiskLevel, "level"));
-    replace(byState, h("h2", null, "Devices by compliance"), dl(s, ComplianceState, "state"));
+    const note = partial ? h("p", { class: "muted" }, `first ${MAX_DEVICES.toLocaleString()} devices`) : null;
+    replace(byRisk, h("h2", null, "Devices by risk"), dl(r, RiskLevel, "level"), note);
+    replace(byState, h("h2", null, "Devices by compliance"), dl(s, ComplianceState, "state"), note?.cloneNode(true) ?? null);
     const rows = [...states.values()].filter((dc) => dc.state !== ComplianceState.COMPLIANT).slice(0, 50);
     replace(attention, rows.length === 0 ? h("tr", null, h("td", { colspan: 4, class: "muted" }, "Every device is compliant.")) :
       rows.map((dc) => h("tr", { "data-device": dc.deviceId, "data-state": name(ComplianceState, dc.state) },

@@ -1,6 +1,6 @@
 // Sign-in log: filters, paged, per-policy detail.
 import { h, link, replace, field, input, select } from "../dom";
-import { access, name, when, errorText } from "../api";
+import { access, name, when, fail } from "../api";
 import { create } from "@bufbuild/protobuf";
 import { Decision, EvaluateAccessResponseSchema } from "@gen/condaccess/access/v1/access_pb";
 import { ComplianceState } from "@gen/condaccess/common/v1/common_pb";
@@ -29,7 +29,7 @@ export async function signInsPage(root: HTMLElement, signal: AbortSignal): Promi
       prev.disabled = ix === 0;
       next.disabled = r.nextPageToken === "";
       msg.textContent = `Page ${ix + 1}`;
-    } catch (e) { msg.textContent = errorText(e); }
+    } catch (e) { fail(msg, e); }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); tokens.length = 1; ix = 0; void load(); });
   prev.addEventListener("click", () => { if (ix > 0) { ix--; void load(); } });
