@@ -75,7 +75,7 @@ export async function actionsPage(root: HTMLElement, signal: AbortSignal): Promi
           h("td", null, name(ActionType, a.type), h("br"), h("span", { class: "mono muted" }, a.actionId)),
           h("td", null, link(`/devices/${encodeURIComponent(a.deviceId)}`, a.deviceId)),
           h("td", { class: "mono" }, target(a)), h("td", null, name(ActionState, a.state)),
-          h("td", null, a.approval ? `${a.approval.decidedBy}${a.approval.comment ? ": " + a.approval.comment : ""}` : "automatic"),
+          h("td", null, a.approval ? `${a.approval.decidedBy}${a.approval.comment ? ": " + a.approval.comment : ""}` : a.state === ActionState.PENDING_APPROVAL ? "–" : "automatic"),
           h("td", null, when(a.updateTime)), h("td", null, undo, err));
       }));
       tick();
@@ -85,7 +85,8 @@ export async function actionsPage(root: HTMLElement, signal: AbortSignal): Promi
     for (const [id, [el, exp]] of countdowns) {
       if (!pendingRows.has(id)) { countdowns.delete(id); continue; }
       const s = Math.max(0, Math.round((exp.getTime() - Date.now()) / 1000));
-      el.textContent = s === 0 ? "expired" : `${Math.floor(s / 60)} min ${s % 60} s`;
+      const d = Math.floor(s / 86400), hr = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+      el.textContent = s === 0 ? "expired" : d > 0 ? `${d} d ${hr} h ${m} min` : hr > 0 ? `${hr} h ${m} min` : `${m} min ${s % 60} s`;
     }
   };
   const timer = setInterval(tick, 1000);
