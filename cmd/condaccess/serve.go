@@ -23,6 +23,7 @@ import (
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/audit/auditgrpc"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/httpface"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/internal/telemetry"
@@ -67,7 +68,7 @@ type serveOptions struct {
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (/metrics, /authz, /access/status); TLS with optional client certificates when --tls-cert is set; empty disables")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (console, Connect/gRPC-Web/REST, /metrics, /authz, /access/status); TLS with optional client certificates when --tls-cert is set; empty disables")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory (each service keeps its embedded store in a subfolder)")
 	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
 	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
@@ -377,6 +378,11 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	}
 	// One AuditService over the audit logs of the services in this process.
 	auditgrpc.Register(s.srv.Registrar(), auditgrpc.New(s.auditLogs...))
+	// The console and the Connect/gRPC-Web/REST face of every RPC, over the same server.
+	if err := httpface.Mount(mux, httpface.Config{GRPC: s.srv.GRPC(), Insecure: authCfg.Insecure}); err != nil {
+		lis.Close()
+		return nil, err
+	}
 
 	if o.httpAddr != "" {
 		hl, err := net.Listen("tcp", o.httpAddr)

@@ -1,0 +1,148 @@
+// Package httpface serves the browser-facing part of the HTTP address: the Connect,
+// gRPC-Web and REST protocols for every condaccess RPC (connectrpc.com/vanguard over the
+// suite's own grpc.Server, so the same interceptors apply) and the embedded console.
+package httpface
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/vanguard"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/condaccess/condaccess/internal/server"
+)
+
+// servicePrefix selects the services the HTTP face exposes: the condaccess contracts.
+// Health, reflection and Envoy's ext_authz stay gRPC-only.
+const servicePrefix = "condaccess."
+
+// Config configures Handler.
+type Config struct {
+	// GRPC is the server whose registered condaccess services are exposed. Every
+	// service must be registered before Handler is called.
+	GRPC *grpc.Server
+	// Insecure is true in loopback development mode. The handler then accepts only
+	// requests whose Host is a loopback name or address, so that a web page on another
+	// origin cannot reach the development identity through DNS rebinding.
+	Insecure bool
+	// MaxMessageBytes caps each request and response message the transcoder buffers;
+	// default server.DefaultMaxRecvMsgSize, the gRPC server's own cap.
+	MaxMessageBytes uint32
+}
+
+// Handler returns the handler for the root of the HTTP address: RPC paths
+// (/condaccess.<svc>.v1.<Service>/<Method>) go to the transcoder; the console's
+// routes and assets are served from the embedded build; anything else is 404.
+// Cross-origin requests (an Origin header naming another host) are refused.
+func Handler(cfg Config) (http.Handler, error) {
+	if cfg.GRPC == nil {
+		return nil, fmt.Errorf("httpface: no grpc.Server")
+	}
+	names := make([]string, 0)
+	for name := range cfg.GRPC.GetServiceInfo() {
+		if strings.HasPrefix(name, servicePrefix) {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	services := make([]*vanguard.Service, len(names))
+	for i, name := range names {
+		services[i] = vanguard.NewService(name, cfg.GRPC)
+	}
+	codecs := []string{vanguard.CodecProto}
+	if encoding.GetCodec(vanguard.CodecJSON) != nil {
+		codecs = append(codecs, vanguard.CodecJSON)
+	}
+	limit := cfg.MaxMessageBytes
+	if limit == 0 {
+		limit = server.DefaultMaxRecvMsgSize
+	}
+	tc, err := vanguard.NewTranscoder(services,
+		vanguard.WithDefaultServiceOptions(
+			vanguard.WithTargetCodecs(codecs...),
+			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+			// Vanguard buffers whole messages; its default cap is 4 GB.
+			vanguard.WithMaxMessageBufferBytes(limit),
+		),
+		vanguard.WithUnknownHandler(Console()),
+		// A request body that does not decode is the caller's fault: INVALID_ARGUMENT,
+		// not vanguard's default INTERNAL.
+		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return jsonCodec{vanguard.NewJSONCodec(r)} }),
+		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return protoCodec{vanguard.NewProtoCodec(r)} }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("httpface: transcoder: %w", err)
+	}
+	return guard(cfg.Insecure, tc), nil
+}
+
+// Mount registers Handler at the root of mux; more specific patterns already on mux
+// (/metrics, /authz, /access/status) keep precedence.
+func Mount(mux *http.ServeMux, cfg Config) error {
+	h, err := Handler(cfg)
+	if err != nil {
+		return err
+	}
+	mux.Handle("/", h)
+	return nil
+}
+
+// guard refuses cross-origin requests and, in development mode, requests addressed to
+// a non-loopback host name.
+func guard(insecure bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if insecure && !loopbackHost(r.Host) {
+			http.Error(w, "development mode serves loopback host names only", http.StatusMisdirectedRequest)
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			u, err := url.Parse(o)
+			if err != nil || !strings.EqualFold(u.Host, r.Host) {
+				http.Error(w, "cross-origin request refused", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// jsonCodec and protoCodec report undecodable request bodies as INVALID_ARGUMENT.
+type jsonCodec struct{ *vanguard.JSONCodec }
+
+func (c jsonCodec) Unmarshal(b []byte, m proto.Message) error {
+	return malformed(c.JSONCodec.Unmarshal(b, m))
+}
+
+type protoCodec struct{ *vanguard.ProtoCodec }
+
+func (c protoCodec) Unmarshal(b []byte, m proto.Message) error {
+	return malformed(c.ProtoCodec.Unmarshal(b, m))
+}
+
+func malformed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("malformed request: %w", err))
+}

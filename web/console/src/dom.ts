@@ -1,0 +1,64 @@
+// Tiny DOM helpers: the console renders with plain DOM nodes (no framework).
+
+type Child = Node | string | number | bigint | null | undefined | false | Child[];
+type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
+
+/** h creates an element; attributes starting with "on" are event listeners. */
+export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs?: Attrs | null, ...children: Child[]): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  if (attrs) {
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on") && typeof v === "function") {
+        el.addEventListener(k.slice(2), v);
+      } else if (v === true) {
+        el.setAttribute(k, "");
+      } else {
+        el.setAttribute(k, String(v));
+      }
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el: Node, children: Child[]): void {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else if (c instanceof Node) el.appendChild(c);
+    else el.appendChild(document.createTextNode(String(c)));
+  }
+}
+
+/** replace swaps the children of el. */
+export function replace(el: Element, ...children: Child[]): void {
+  el.replaceChildren();
+  append(el, children);
+}
+
+/** link is an in-app link handled by the router. */
+export function link(href: string, ...children: Child[]): HTMLAnchorElement {
+  return h("a", { href, "data-link": true }, ...children);
+}
+
+/** field is a labelled form control. */
+export function field(label: string, control: HTMLElement): HTMLLabelElement {
+  return h("label", { class: "field" }, h("span", null, label), control);
+}
+
+/** select builds a <select> from value/label pairs. */
+export function select(name: string, options: [string, string][], value = ""): HTMLSelectElement {
+  const s = h("select", { name });
+  for (const [v, l] of options) {
+    const o = h("option", { value: v }, l);
+    if (v === value) o.selected = true;
+    s.appendChild(o);
+  }
+  return s;
+}
+
+/** input builds a text <input>. */
+export function input(name: string, value = "", placeholder = ""): HTMLInputElement {
+  return h("input", { name, value, placeholder, type: "text", autocomplete: "off" });
+}
