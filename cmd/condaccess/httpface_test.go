@@ -222,7 +222,12 @@ func TestHTTPFaceIdentity(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"plain HTTP listener, no credentials", "http://" + s.HTTPAddr(), http.DefaultClient, 401, "unauthenticated"},
+		// serve's own HTTP listener is TLS when mutual TLS is configured: plain HTTP
+		// is refused before any handler, a TLS call without a certificate is
+		// UNAUTHENTICATED, and a verified reader gets through.
+		{"serve's listener over plain HTTP", "http://" + s.HTTPAddr(), http.DefaultClient, 400, ""},
+		{"serve's HTTPS listener, no client certificate", "https://" + s.HTTPAddr(), client(nil), 401, "unauthenticated"},
+		{"serve's HTTPS listener, verified reader certificate", "https://" + s.HTTPAddr(), client(reader), 200, ""},
 		{"HTTPS, no client certificate", verifying, client(nil), 401, "unauthenticated"},
 		{"HTTPS, self-signed certificate not verified", unverifying, client(self), 401, "unauthenticated"},
 		{"HTTPS, verified certificate without the role", verifying, client(sensor), 403, "permission_denied"},

@@ -435,6 +435,13 @@ func TestDeviceIdentity(t *testing.T) {
 			t.Errorf("%s: Verify = %q, %v; want %v", tt.name, id, err, tt.want)
 		}
 	}
+	// A forwarded certificate is refused, good or not, while the revocation feed is
+	// not current: the edge fails closed as the gRPC listener does.
+	unknown := auth.NewRevocations()
+	unknown.SetCurrent(false)
+	if id, err := (&auth.DeviceVerifier{Roots: pool, Revocations: unknown}).Verify([]*x509.Certificate{good}, time.Now()); !errors.Is(err, auth.ErrRevocationStatusUnknown) {
+		t.Errorf("feed not current: Verify = %q, %v; want ErrRevocationStatusUnknown", id, err)
+	}
 }
 
 // TestRevocations: a revocation refuses every certificate issued up to it and ends

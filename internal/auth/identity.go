@@ -87,6 +87,9 @@ var (
 	// ErrNotDeviceCertificate: the chain does not verify against the device CA, or the
 	// certificate carries no single valid device URI SAN.
 	ErrNotDeviceCertificate = errors.New("auth: not a device certificate of this device CA")
+	// ErrRevocationStatusUnknown: the process's revocation feed has not caught up (or
+	// has gone silent), so no device certificate is accepted: fail closed.
+	ErrRevocationStatusUnknown = errors.New("auth: device revocation status unknown here yet")
 )
 
 // DeviceURI returns the URI SAN of device id.
@@ -266,6 +269,9 @@ func (v *DeviceVerifier) Verify(chain []*x509.Certificate, now time.Time) (strin
 	id, ok := DeviceIDFromCert(leaf)
 	if !ok {
 		return "", fmt.Errorf("%w: no single %s<id> URI SAN", ErrNotDeviceCertificate, DeviceURIPrefix)
+	}
+	if c, ok := v.Revocations.(interface{ Current() bool }); ok && !c.Current() {
+		return "", fmt.Errorf("%w: device %s", ErrRevocationStatusUnknown, id)
 	}
 	if v.Revocations != nil && v.Revocations.Revoked(id, leaf.NotBefore) {
 		return "", fmt.Errorf("%w: device %s", ErrCertificateRevoked, id)

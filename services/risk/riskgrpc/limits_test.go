@@ -2,6 +2,8 @@ package riskgrpc_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +22,7 @@ import (
 // next is RESOURCE_EXHAUSTED and changes nothing stored.
 func TestCommentsPerAlert(t *testing.T) {
 	client, _ := risktest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	_, err := client.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
 		AlertId: "a-comments", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_LOW, Title: "t",
@@ -32,10 +34,31 @@ func TestCommentsPerAlert(t *testing.T) {
 		_, err := client.AddAlertComment(ctx, &riskv1.AddAlertCommentRequest{AlertId: "a-comments", Text: "c"})
 		return err
 	}
+	// Ten writers at once: the store commits concurrent writes together, so the
+	// thousand durable writes take a fraction of the time one writer would, and the
+	// cap is checked under concurrency (exactly MaxCommentsPerAlert are admitted).
+	var wg sync.WaitGroup
+	errs := make(chan error, risk.MaxCommentsPerAlert)
+	next := make(chan int, risk.MaxCommentsPerAlert)
 	for i := range risk.MaxCommentsPerAlert {
-		if err := comment(); err != nil {
-			t.Fatalf("comment %d: %v", i+1, err)
-		}
+		next <- i
+	}
+	close(next)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := comment(); err != nil {
+					errs <- fmt.Errorf("comment %d: %w", i+1, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 	before, err := client.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-comments"})
 	if err != nil {
