@@ -21,6 +21,7 @@ import (
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/server"
+	"github.com/condaccess/condaccess/internal/ssf"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/access/accessapp"
@@ -53,6 +54,7 @@ type serveOptions struct {
 	logFormat, logLevel                   string
 	stopTimeout                           time.Duration
 	factories                             []suite.Factory
+	ssf                                   ssf.Options
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -74,6 +76,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	for _, f := range o.factories {
 		f.RegisterFlags(fs)
 	}
+	o.ssf.RegisterFlags(fs)
 }
 
 // applyEnv sets every flag not given on the command line from CONDACCESS_<NAME>, where
@@ -322,6 +325,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			return nil, fmt.Errorf("listen %s: %w", o.httpAddr, err)
 		}
 		s.httpAddr = hl.Addr().String()
+		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
+		if err != nil {
+			hl.Close()
+			lis.Close()
+			return nil, err
+		}
+		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
 		s.httpSrv = server.NewHTTPServer(s.httpAddr, mux, logger)
 		go func() {
 			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
