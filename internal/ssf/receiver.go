@@ -49,8 +49,9 @@ type Signal struct {
 
 // AlertSink turns signals into alerts on the risk service.
 type AlertSink interface {
-	// Apply resolves the device's active alerts of the same source and category
-	// (except s.AlertID), then reports s as an alert unless it is back to normal.
+	// Apply reports s as an alert on its device, resolving the source's earlier alerts of
+	// the same category; a back-to-normal signal (no severity) resolves every active
+	// alert of the source on the device.
 	Apply(ctx context.Context, s Signal) error
 }
 
@@ -321,7 +322,10 @@ func (g GRPCAlertSink) Apply(ctx context.Context, s Signal) error {
 			return fmt.Errorf("list alerts: %w", err)
 		}
 		for _, a := range resp.GetAlerts() {
-			if a.GetDetectionSource() != s.Source || a.GetCategory() != s.Category || a.GetAlertId() == s.AlertID ||
+			// Back to normal resolves every alert of the source on the device; a new
+			// level supersedes the source's alerts of the same category.
+			sameKind := s.Severity == commonv1.Severity_SEVERITY_UNSPECIFIED || a.GetCategory() == s.Category
+			if a.GetDetectionSource() != s.Source || !sameKind || a.GetAlertId() == s.AlertID ||
 				a.GetStatus() == riskv1.AlertStatus_ALERT_STATUS_RESOLVED {
 				continue
 			}
