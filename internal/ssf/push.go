@@ -16,10 +16,16 @@ import (
 // exponential backoff and the same signed SET (same jti) on every retry. What is not
 // acknowledged stays in the store, so a restart resends it.
 func (t *Transmitter) RunPush(ctx context.Context) error {
-	workers := map[string]context.CancelFunc{}
+	type worker struct {
+		cfg    StreamConfig
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	workers := map[string]*worker{}
 	defer func() {
-		for _, c := range workers {
-			c()
+		for _, w := range workers {
+			w.cancel()
+			<-w.done
 		}
 	}()
 	for {
@@ -34,17 +40,29 @@ func (t *Transmitter) RunPush(ctx context.Context) error {
 				want[s.Config.StreamID] = s.Config
 			}
 		}
-		for id, c := range workers {
-			if _, ok := want[id]; !ok {
-				c()
+		for id, w := range workers {
+			cfg, ok := want[id]
+			finished := false
+			select {
+			case <-w.done:
+				finished = true
+			default:
+			}
+			if !ok || finished || cfg.Delivery != w.cfg.Delivery {
+				w.cancel()
+				<-w.done
 				delete(workers, id)
 			}
 		}
 		for id, cfg := range want {
 			if _, ok := workers[id]; !ok {
 				wctx, cancel := context.WithCancel(ctx)
-				workers[id] = cancel
-				go t.pushWorker(wctx, cfg)
+				w := &worker{cfg: cfg, cancel: cancel, done: make(chan struct{})}
+				workers[id] = w
+				go func() {
+					defer close(w.done)
+					t.pushWorker(wctx, cfg)
+				}()
 			}
 		}
 		select {

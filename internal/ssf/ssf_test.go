@@ -455,3 +455,36 @@ func TestPushRetriesWithSameJTIAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("attempts %v: want 3 with one jti", got)
 	}
 }
+
+func TestPushFollowsAnUpdatedEndpoint(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	defer down.Close()
+	got := make(chan string, 10)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- string(b)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer up.Close()
+	f := newFixture(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.tx.RunPush(ctx) }()
+	id := f.createStream(f.token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+down.URL+`"}}`).StreamID
+	f.verifyEvent(id, "x")
+	if code, b := f.do("PATCH", "/ssf/stream", f.token, `{"stream_id":"`+id+`","delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+up.URL+`"}}`); code != 200 {
+		t.Fatalf("PATCH: %d %s", code, b)
+	}
+	select {
+	case tok := <-got:
+		c, err := VerifySET(tok, VerifyOptions{Issuer: f.srv.URL, Audience: "rp-a", Keys: f.tx.cfg.Signer.JWKS(), MaxAge: time.Minute, Skew: time.Minute})
+		if err != nil || c.Events[EventVerification] == nil {
+			t.Fatalf("pushed SET: %v %+v", err, c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SET did not reach the updated endpoint")
+	}
+	cancel()
+	<-done
+}
