@@ -241,7 +241,9 @@ func TestSharedSignalsSurviveSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notCompliant := func(s commonv1.ComplianceState) bool { return s == commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT }
+	notCompliant := func(s commonv1.ComplianceState) bool {
+		return s == commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT
+	}
 	for rev := int64(0); rev < head.GetRevision(); {
 		m, err := cs.Recv()
 		if err != nil {
