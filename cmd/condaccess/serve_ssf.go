@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register("ssf", "Shared Signals admin: ssf receivers add NAME (writes to the store in --data-dir)", runSSF)
+	register("ssf", "Shared Signals admin: ssf receivers add NAME, ssf rotate-key (act on --data-dir)", runSSF)
 }
 
 // ssfService adapts the Shared Signals service to suite.Service (it has no gRPC API).
@@ -71,9 +71,27 @@ var receiverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$`)
 // fresh bearer token in the Shared Signals store of --data-dir and prints the token alone.
 // The store is SQLite (WAL), so this works whether serve is running or stopped; the
 // server looks tokens up on every request.
+//
+// `condaccess ssf rotate-key` makes a new signing key; the old one stays published at
+// jwks_uri until the next rotation, and a running server signs with the new one from
+// its next SET on.
 func runSSF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) >= 1 && args[0] == "rotate-key" {
+		fs := flag.NewFlagSet("ssf rotate-key", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		dataDir := fs.String("data-dir", "./data", "data directory of serve")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		kid, err := ssf.RotateKey(filepath.Join(*dataDir, "ssf"))
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, kid)
+		return err
+	}
 	if len(args) < 2 || args[0] != "receivers" || args[1] != "add" {
-		return fmt.Errorf("%w: usage: condaccess ssf receivers add [--data-dir DIR] NAME", errUsage)
+		return fmt.Errorf("%w: condaccess ssf receivers add [--data-dir DIR] NAME | condaccess ssf rotate-key [--data-dir DIR]", errUsage)
 	}
 	fs := flag.NewFlagSet("ssf receivers add", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -58,6 +58,11 @@ func LoadOrCreateSigner(path string) (*Signer, error) {
 	case err != nil:
 		return nil, fmt.Errorf("ssf: read signing key: %w", err)
 	}
+	return parseSigner(path, b)
+}
+
+// parseSigner parses a PEM (PKCS #8) RSA key read from path.
+func parseSigner(path string, b []byte) (*Signer, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
 		return nil, fmt.Errorf("ssf: %s: no PEM block", path)

@@ -66,7 +66,7 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	if err := os.MkdirAll(env.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	signer, err := LoadOrCreateSigner(filepath.Join(env.DataDir, "signing-key.pem"))
+	signer, err := OpenKeyRing(env.DataDir)
 	if err != nil {
 		return nil, err
 	}

@@ -488,3 +488,49 @@ func TestPushFollowsAnUpdatedEndpoint(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestKeyRotationKeepsThePreviousKey(t *testing.T) {
+	dir := t.TempDir()
+	ring, err := OpenKeyRing(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]any{"iss": "https://tx", "jti": "j", "iat": time.Now().Unix(), "aud": "rp",
+		"sub_id": map[string]any{"format": "opaque", "id": "s"}, "events": map[string]any{EventVerification: map[string]any{}}}
+	old, err := ring.Sign(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := func(ks jose.JSONWebKeySet) VerifyOptions {
+		return VerifyOptions{Issuer: "https://tx", Audience: "rp", Keys: ks, MaxAge: time.Minute, Skew: time.Minute}
+	}
+	before := ring.JWKS()
+	kid, err := RotateKey(dir) // as `condaccess ssf rotate-key` does, from outside
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := ring.JWKS()
+	if len(after.Keys) != 2 || after.Keys[0].KeyID != kid || after.Keys[1].KeyID != before.Keys[0].KeyID {
+		t.Fatalf("JWKS after rotation: %+v", after.Keys)
+	}
+	fresh, err := ring.Sign(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"signed before": old, "signed after": fresh} {
+		if _, err := VerifySET(tok, opts(after)); err != nil {
+			t.Errorf("%s the rotation: %v", name, err)
+		}
+	}
+	// A receiver that still holds only the old JWKS cannot verify the new key's SETs
+	// (so it must refetch), and after a second rotation the first key is gone.
+	if _, err := VerifySET(fresh, opts(before)); err == nil {
+		t.Error("old JWKS verified a SET of the new key")
+	}
+	if _, err := RotateKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifySET(old, opts(ring.JWKS())); err == nil {
+		t.Error("a key two rotations old still verifies")
+	}
+}

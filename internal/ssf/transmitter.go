@@ -53,7 +53,7 @@ type Config struct {
 	// Issuer is the transmitter's issuer URL (also the base of its endpoints), no trailing slash.
 	Issuer string
 	Store  *Store
-	Signer *Signer
+	Signer Keys
 	Logger *slog.Logger
 	// Client pushes SETs (default: a client with a 10 s timeout).
 	Client *http.Client
@@ -318,7 +318,7 @@ func (t *Transmitter) handleCreate(w http.ResponseWriter, r *http.Request, recei
 	}
 	cfg := StreamConfig{
 		StreamID: newID(), Iss: t.cfg.Issuer, Aud: Audience{receiver},
-		EventsSupported: SupportedEvents, MinVerificationInterval: 1,
+		EventsSupported: SupportedEvents,
 	}
 	in.Iss, in.Aud, in.EventsDelivered = nil, nil, nil
 	if err := t.apply(&cfg, in, true); err != nil {
