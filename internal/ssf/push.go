@@ -22,6 +22,7 @@ func (t *Transmitter) RunPush(ctx context.Context) error {
 		done   chan struct{}
 	}
 	workers := map[string]*worker{}
+	defer t.stop.Do(func() { close(t.stopped) })
 	defer func() {
 		for _, w := range workers {
 			w.cancel()

@@ -72,7 +72,7 @@ func newFixture(t *testing.T, dir string) *fixture {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	tx := NewTransmitter(Config{Issuer: srv.URL, Store: st, Signer: testSigner(t, 0), Logger: slog.New(slog.DiscardHandler),
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, PollWait: 2 * time.Second})
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, PollWait: 30 * time.Second})
 	tx.Register(mux)
 	f := &fixture{t: t, store: st, tx: tx, srv: srv, token: NewToken(), other: NewToken()}
 	for name, tok := range map[string]string{"rp-a": f.token, "rp-b": f.other} {
@@ -532,5 +532,25 @@ func TestKeyRotationKeepsThePreviousKey(t *testing.T) {
 	}
 	if _, err := VerifySET(old, opts(ring.JWKS())); err == nil {
 		t.Error("a key two rotations old still verifies")
+	}
+}
+
+func TestLongPollEndsWhenTheTransmitterStops(t *testing.T) {
+	f := newFixture(t, "") // PollWait 30 s
+	id := f.createStream(f.token, `{}`).StreamID
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = f.tx.RunPush(ctx) }()
+	done := make(chan pollResp)
+	go func() { done <- f.poll(id, `{}`) }()
+	cancel()
+	<-stopped
+	select {
+	case p := <-done:
+		if len(p.Sets) != 0 {
+			t.Fatalf("poll returned %+v", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a long poll kept the stopping server busy")
 	}
 }

@@ -70,6 +70,8 @@ type Transmitter struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when SETs are enqueued or streams change
+	stop    sync.Once
+	stopped chan struct{} // closed when RunPush ends (the server is stopping): long polls return
 }
 
 // NewTransmitter returns a transmitter; Run delivers pushed SETs.
@@ -90,7 +92,7 @@ func NewTransmitter(cfg Config) *Transmitter {
 		cfg.PollWait = 25 * time.Second
 	}
 	cfg.Issuer = strings.TrimSuffix(cfg.Issuer, "/")
-	return &Transmitter{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}
+	return &Transmitter{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // notify wakes delivery workers and long polls.
@@ -645,6 +647,8 @@ func (t *Transmitter) handlePoll(w http.ResponseWriter, r *http.Request, receive
 				return
 			}
 		case <-deadline.C:
+			immediate = true
+		case <-t.stopped:
 			immediate = true
 		case <-r.Context().Done():
 			return
