@@ -417,6 +417,14 @@ func TestSharedSignalsFlow(t *testing.T) {
 		t.Fatalf("dev-1 risk %v %v, want NONE", r.GetDeviceRisk().GetLevel(), err)
 	}
 	evaluate(accessv1.Decision_DECISION_ALLOW)
+
+	// Deliveries and receptions are counted on /metrics.
+	code, b = httpDo(t, "GET", "http://"+s.HTTPAddr()+"/metrics", "", "")
+	for _, want := range []string{`condaccess_ssf_receiver_sets_total{`, `result="applied"`, `result="refused"`, `condaccess_ssf_transmitter_sets_total{`, `result="pushed"`} {
+		if code != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // setupPayroll creates u-1, payroll, dev-1 (owned by u-1), a max-medium compliance

@@ -100,6 +100,11 @@ func (t *Transmitter) pushWorker(ctx context.Context, cfg StreamConfig) {
 		switch {
 		case ok || perm != nil:
 			if perm != nil {
+				t.count.add(ctx, "push_refused", 1)
+			} else {
+				t.count.add(ctx, "pushed", 1)
+			}
+			if perm != nil {
 				t.log.WarnContext(ctx, "ssf: receiver refused a SET; dropped", "stream_id", cfg.StreamID, "jti", p.JTI, "err", perm)
 			}
 			if err := t.cfg.Store.Ack(ctx, cfg.StreamID, []string{p.JTI}); err != nil && ctx.Err() == nil {
@@ -108,6 +113,7 @@ func (t *Transmitter) pushWorker(ctx context.Context, cfg StreamConfig) {
 			attempt = 0
 		default:
 			_ = t.cfg.Store.RecordAttempt(ctx, p.JTI)
+			t.count.add(ctx, "push_failed", 1)
 			d := t.cfg.MinBackoff << min(attempt, 20)
 			if d > t.cfg.MaxBackoff || d <= 0 {
 				d = t.cfg.MaxBackoff

@@ -75,6 +75,7 @@ type Receiver struct {
 	fetched map[string]time.Time
 	// Unknown counts acknowledged SETs of event types the receiver does not act on.
 	Unknown atomic.Int64
+	count   counter
 }
 
 // NewReceiver returns a receiver.
@@ -88,7 +89,7 @@ func NewReceiver(cfg ReceiverConfig) *Receiver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Receiver{cfg: cfg, keys: map[string]jose.JSONWebKeySet{}, fetched: map[string]time.Time{}}
+	return &Receiver{cfg: cfg, keys: map[string]jose.JSONWebKeySet{}, fetched: map[string]time.Time{}, count: newInCounter()}
 }
 
 // Register mounts the push endpoint (POST /ssf/receiver) on mux.
@@ -96,7 +97,8 @@ func (rc *Receiver) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ssf/receiver", rc.handlePush)
 }
 
-func pushError(w http.ResponseWriter, err error) {
+func (rc *Receiver) pushError(w http.ResponseWriter, err error) {
+	rc.count.add(context.Background(), "refused", 1)
 	var se *SETError
 	if !errors.As(err, &se) {
 		se = &SETError{Code: ErrCodeInvalidRequest, Description: err.Error()}
@@ -107,24 +109,24 @@ func pushError(w http.ResponseWriter, err error) {
 func (rc *Receiver) handlePush(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/secevent+jwt" {
-		pushError(w, setErr(ErrCodeInvalidRequest, "Content-Type must be application/secevent+jwt"))
+		rc.pushError(w, setErr(ErrCodeInvalidRequest, "Content-Type must be application/secevent+jwt"))
 		return
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		pushError(w, setErr(ErrCodeInvalidRequest, "body: %v", err))
+		rc.pushError(w, setErr(ErrCodeInvalidRequest, "body: %v", err))
 		return
 	}
 	tok := strings.TrimSpace(string(b))
 	iss, err := rc.issuerOf(tok)
 	if err != nil {
-		pushError(w, err)
+		rc.pushError(w, err)
 		return
 	}
 	keys, err := rc.keySet(ctx, iss, false)
 	if err != nil {
 		rc.cfg.Logger.WarnContext(ctx, "ssf receiver: no keys for issuer", "iss", iss.Issuer, "err", err)
-		pushError(w, setErr(ErrCodeInvalidKey, "the issuer's keys are unavailable"))
+		rc.pushError(w, setErr(ErrCodeInvalidKey, "the issuer's keys are unavailable"))
 		return
 	}
 	opts := VerifyOptions{Issuer: iss.Issuer, Audience: rc.cfg.Audience, Keys: keys, MaxAge: rc.cfg.MaxAge, Skew: time.Minute}
@@ -137,7 +139,7 @@ func (rc *Receiver) handlePush(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		pushError(w, err)
+		rc.pushError(w, err)
 		return
 	}
 	seen, err := rc.cfg.Store.Received(ctx, c.Iss, c.Jti)
@@ -146,23 +148,24 @@ func (rc *Receiver) handlePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if seen {
-		pushError(w, setErr(ErrCodeInvalidRequest, "jti %s was already received", c.Jti))
+		rc.pushError(w, setErr(ErrCodeInvalidRequest, "jti %s was already received", c.Jti))
 		return
 	}
 	for typ, raw := range c.Events {
 		sig, ok, err := signalOf(c, typ, raw)
 		if err != nil {
-			pushError(w, err)
+			rc.pushError(w, err)
 			return
 		}
 		if !ok {
 			rc.Unknown.Add(1)
+			rc.count.add(ctx, "unknown_event", 1)
 			rc.cfg.Logger.InfoContext(ctx, "ssf receiver: event acknowledged, not acted on", "iss", c.Iss, "jti", c.Jti, "type", typ)
 			continue
 		}
 		if err := rc.cfg.Sink.Apply(ctx, sig); err != nil {
 			if status.Code(errors.Unwrap(err)) == codes.InvalidArgument {
-				pushError(w, setErr(ErrCodeInvalidRequest, "the risk service refused the signal: %v", err))
+				rc.pushError(w, setErr(ErrCodeInvalidRequest, "the risk service refused the signal: %v", err))
 				return
 			}
 			rc.cfg.Logger.ErrorContext(ctx, "ssf receiver: apply signal", "iss", c.Iss, "jti", c.Jti, "err", err)
@@ -174,6 +177,7 @@ func (rc *Receiver) handlePush(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "store")
 		return
 	}
+	rc.count.add(ctx, "applied", 1)
 	w.WriteHeader(http.StatusAccepted)
 }
 

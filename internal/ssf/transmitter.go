@@ -72,6 +72,7 @@ type Transmitter struct {
 	changed chan struct{} // closed and replaced when SETs are enqueued or streams change
 	stop    sync.Once
 	stopped chan struct{} // closed when RunPush ends (the server is stopping): long polls return
+	count   counter
 }
 
 // NewTransmitter returns a transmitter; Run delivers pushed SETs.
@@ -92,7 +93,7 @@ func NewTransmitter(cfg Config) *Transmitter {
 		cfg.PollWait = 25 * time.Second
 	}
 	cfg.Issuer = strings.TrimSuffix(cfg.Issuer, "/")
-	return &Transmitter{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), stopped: make(chan struct{})}
+	return &Transmitter{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), stopped: make(chan struct{}), count: newOutCounter()}
 }
 
 // notify wakes delivery workers and long polls.
@@ -619,6 +620,8 @@ func (t *Transmitter) handlePoll(w http.ResponseWriter, r *http.Request, receive
 		t.internal(w, r, err)
 		return
 	}
+	t.count.add(r.Context(), "polled_ack", len(in.Ack))
+	t.count.add(r.Context(), "polled_error", len(errs))
 	deadline := time.NewTimer(t.cfg.PollWait)
 	defer deadline.Stop()
 	for {
