@@ -298,6 +298,24 @@ func TestStreamConfigValidation(t *testing.T) {
 		})
 	}
 	s := f.createStream(f.token, `{"events_requested":["`+EventSessionRevoked+`","urn:example:unknown"]}`)
+	t.Run("stream cap", func(t *testing.T) {
+		for {
+			code, b := f.do("POST", "/ssf/stream", f.token, `{}`)
+			if code == http.StatusConflict {
+				break
+			}
+			if code != http.StatusCreated {
+				t.Fatalf("%d %s", code, b)
+			}
+		}
+		sts, err := f.store.ListStreams(context.Background(), "rp-a")
+		if err != nil || len(sts) != MaxStreamsPerReceiver {
+			t.Fatalf("%d streams (%v), want the cap %d", len(sts), err, MaxStreamsPerReceiver)
+		}
+		if code, b := f.do("POST", "/ssf/stream", f.other, `{}`); code != http.StatusCreated {
+			t.Fatalf("another receiver's first stream: %d %s", code, b)
+		}
+	})
 	if len(s.EventsDelivered) != 1 || s.EventsDelivered[0] != EventSessionRevoked {
 		t.Errorf("events_delivered = %v", s.EventsDelivered)
 	}

@@ -25,6 +25,9 @@ const (
 	StatusDisabled = "disabled"
 )
 
+// MaxStreamsPerReceiver caps the streams one receiver may hold.
+const MaxStreamsPerReceiver = 16
+
 // maxBody caps every request body the transmitter and receiver read.
 const maxBody = 64 << 10
 
@@ -326,6 +329,15 @@ func (t *Transmitter) handleCreate(w http.ResponseWriter, r *http.Request, recei
 	in.Iss, in.Aud, in.EventsDelivered = nil, nil, nil
 	if err := t.apply(&cfg, in, true); err != nil {
 		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, err.Error())
+		return
+	}
+	existing, err := t.cfg.Store.ListStreams(r.Context(), receiver)
+	if err != nil {
+		t.internal(w, r, err)
+		return
+	}
+	if len(existing) >= MaxStreamsPerReceiver {
+		httpError(w, http.StatusConflict, "too_many_streams", fmt.Sprintf("a receiver has at most %d streams; update or delete one", MaxStreamsPerReceiver))
 		return
 	}
 	if err := t.cfg.Store.CreateStream(r.Context(), &Stream{Receiver: receiver, Config: cfg, Status: StatusEnabled}); err != nil {
