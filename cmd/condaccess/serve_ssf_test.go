@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -455,5 +457,58 @@ func setupPayroll(ctx context.Context, t *testing.T, conn *grpc.ClientConn) {
 		GrantControls: &accessv1.GrantControls{Require: []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE}},
 	}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSSFReceiversAdd(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	add := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := runSSF(ctx, append([]string{"receivers", "add", "--data-dir", dir}, args...), &out, &errOut)
+		return out.String(), err
+	}
+	tok, err := add("rp-1")
+	if err != nil || strings.Count(tok, "\n") != 1 || len(strings.TrimSpace(tok)) < 40 {
+		t.Fatalf("add rp-1: %q %v", tok, err)
+	}
+	tok = strings.TrimSpace(tok)
+	tests := []struct {
+		name  string
+		args  []string
+		usage bool
+	}{
+		{"duplicate name", []string{"rp-1"}, false},
+		{"no name", nil, true},
+		{"two names", []string{"a", "b"}, true},
+		{"name with spaces", []string{"a b"}, true},
+		{"name too long", []string{strings.Repeat("a", 300)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := add(tt.args...)
+			if err == nil || out != "" {
+				t.Fatalf("got %q, %v; want an error and no output", out, err)
+			}
+			if got := errors.Is(err, errUsage); got != tt.usage {
+				t.Errorf("usage error = %v, want %v (%v)", got, tt.usage, err)
+			}
+		})
+	}
+	// The token is stored only as a hash.
+	st, err := ssf.OpenStore(ctx, ssf.StorePath(dir+"/ssf"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := st.ReceiverByToken(ctx, tok)
+	st.Close()
+	if err != nil || name != "rp-1" {
+		t.Fatalf("ReceiverByToken = %q, %v", name, err)
+	}
+	for _, f := range []string{"ssf.db", "ssf.db-wal"} {
+		b, err := os.ReadFile(dir + "/ssf/" + f)
+		if err == nil && bytes.Contains(b, []byte(tok)) {
+			t.Errorf("%s holds the token in clear", f)
+		}
 	}
 }
