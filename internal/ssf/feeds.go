@@ -2,16 +2,18 @@ package ssf
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/consumer"
 )
 
@@ -52,10 +54,7 @@ func (t *Transmitter) Consumers(f Feeds) []interface{ Run(context.Context) error
 				}
 				return m.GetEvent(), m.GetEvent().GetRevision(), false
 			}), nil
-		}), t.complianceEvent, func(ctx context.Context) (int64, error) {
-			resp, err := c.ListDeviceCompliance(ctx, &compliancev1.ListDeviceComplianceRequest{PageSize: 1})
-			return resp.GetRevision(), err
-		}))
+		}), t.complianceEvent))
 	}
 	if f.Access != nil {
 		c := f.Access
@@ -70,9 +69,7 @@ func (t *Transmitter) Consumers(f Feeds) []interface{ Run(context.Context) error
 				}
 				return m.GetEvent(), m.GetEvent().GetRevision(), false
 			}), nil
-		}), t.sessionEvent, func(context.Context) (int64, error) {
-			return 0, errors.New("session history was compacted past the stored cursor and the access service offers no listing revision: session-revoked SETs in the gap are lost")
-		}))
+		}), t.sessionEvent))
 	}
 	if f.Risk != nil {
 		c := f.Risk
@@ -87,10 +84,7 @@ func (t *Transmitter) Consumers(f Feeds) []interface{ Run(context.Context) error
 				}
 				return m.GetEvent(), m.GetEvent().GetRevision(), false
 			}), nil
-		}), t.riskEvent, func(ctx context.Context) (int64, error) {
-			resp, err := c.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{PageSize: 1})
-			return resp.GetRevision(), err
-		}))
+		}), t.riskEvent))
 	}
 	return out
 }
@@ -121,6 +115,33 @@ func adapt[M any, E any](st grpc.ServerStreamingClient[M], f func(*M) (E, int64,
 	}
 }
 
+// resumeAfterCompaction finds where to resume when the stored cursor was compacted
+// upstream: the oldest retained revision (the OUT_OF_RANGE error's compacted_revision),
+// so that whatever the upstream still holds is sent.
+func resumeAfterCompaction[E any](ctx context.Context, st *Store, name string, src consumer.Source[E]) (int64, error) {
+	cur, _, err := st.Cursor(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := src.Watch(ctx, cur)
+	if err == nil {
+		_, _, _, err = s.Recv()
+	}
+	if err == nil {
+		return cur, nil // retained again (e.g. the upstream was restored): resume at the cursor
+	}
+	if status.Code(err) != codes.OutOfRange {
+		return 0, err
+	}
+	rev, perr := strconv.ParseInt(apierr.Metadata(err)["compacted_revision"], 10, 64)
+	if perr != nil {
+		return 0, fmt.Errorf("OUT_OF_RANGE without a compacted_revision: %w", err)
+	}
+	return rev, nil
+}
+
 // derive maps one upstream event to CAEP events (and a device owner to remember).
 type derive[E any] func(ctx context.Context, ev E) ([]event, *[2]string, error)
 
@@ -128,7 +149,7 @@ type derive[E any] func(ctx context.Context, ev E) ([]event, *[2]string, error)
 // every stream that takes them and stored with the feed's cursor in one transaction.
 // Without a stored cursor the feed starts at the beginning of the retained history (no
 // stream predates the transmitter's first start, so nothing is sent twice).
-func newFeed[E any](t *Transmitter, name string, src consumer.Source[E], d derive[E], listRev func(context.Context) (int64, error)) *consumer.Consumer[E] {
+func newFeed[E any](t *Transmitter, name string, src consumer.Source[E], d derive[E]) *consumer.Consumer[E] {
 	return consumer.New(consumer.Config[E]{
 		Name:   "ssf<-" + name,
 		Source: src,
@@ -137,7 +158,7 @@ func newFeed[E any](t *Transmitter, name string, src consumer.Source[E], d deriv
 			return rev, err == nil, err
 		},
 		Resync: func(ctx context.Context) (int64, error) {
-			rev, err := listRev(ctx)
+			rev, err := resumeAfterCompaction(ctx, t.cfg.Store, name, src)
 			if err != nil {
 				return 0, err
 			}

@@ -18,6 +18,11 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/condaccess/condaccess/internal/consumer"
+	"github.com/condaccess/condaccess/internal/eventlog"
 )
 
 var (
@@ -570,5 +575,51 @@ func TestLongPollEndsWhenTheTransmitterStops(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a long poll kept the stopping server busy")
+	}
+}
+
+// fakeSource fails every watch with err (nil: one event at start+1).
+type fakeSource struct{ err error }
+
+func (f fakeSource) Watch(_ context.Context, start int64) (consumer.Stream[int], error) {
+	return fakeStream{f.err, start}, nil
+}
+
+type fakeStream struct {
+	err   error
+	start int64
+}
+
+func (s fakeStream) Recv() (int, int64, bool, error) {
+	if s.err != nil {
+		return 0, 0, false, s.err
+	}
+	return 1, s.start + 1, false, nil
+}
+
+func TestResumeAfterCompaction(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	if err := f.store.SetCursor(ctx, "feed", 5); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		err     error
+		want    int64
+		wantErr bool
+	}{
+		{"compacted: resume at the oldest retained", eventlog.ToStatus(&eventlog.CompactedError{Start: 5, CompactedBefore: 40, Current: 90}), 40, false},
+		{"retained again: resume at the cursor", nil, 5, false},
+		{"OUT_OF_RANGE without metadata", status.Error(codes.OutOfRange, "gone"), 0, true},
+		{"unavailable", status.Error(codes.Unavailable, "down"), 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := resumeAfterCompaction[int](ctx, f.store, "feed", fakeSource{tt.err})
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("= %d, %v; want %d (error %v)", got, err, tt.want, tt.wantErr)
+			}
+		})
 	}
 }
