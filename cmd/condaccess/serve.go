@@ -49,12 +49,12 @@ var peerNeeds = map[string][]string{
 // serveOptions are the flags of serve.
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
+	ssf                                   ssf.Options
 	peers                                 suite.Peers
 	tlsCert, tlsKey, tlsClientCA          string
 	logFormat, logLevel                   string
 	stopTimeout                           time.Duration
 	factories                             []suite.Factory
-	ssf                                   ssf.Options
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -325,13 +325,6 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			return nil, fmt.Errorf("listen %s: %w", o.httpAddr, err)
 		}
 		s.httpAddr = hl.Addr().String()
-		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
-		if err != nil {
-			hl.Close()
-			lis.Close()
-			return nil, err
-		}
-		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
 		s.httpSrv = server.NewHTTPServer(s.httpAddr, mux, logger)
 		go func() {
 			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -344,6 +337,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.errs <- err
 		}
 	}()
+	if s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
+		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
+		if err != nil {
+			return nil, err
+		}
+		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
