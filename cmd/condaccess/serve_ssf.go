@@ -55,6 +55,9 @@ func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.L
 		feeds.Risk = riskv1.NewRiskServiceClient(conn)
 		sink = ssf.GRPCAlertSink{Client: feeds.Risk}
 	}
+	if o.ssf.Issuer == "" && o.tlsCert != "" {
+		o.ssf.Issuer = "https://" + httpAddr // the HTTP address serves TLS when --tls-cert is set
+	}
 	svc, err := ssf.New(ctx, o.ssf, ssf.Env{
 		DataDir: filepath.Join(o.dataDir, "ssf"), HTTPAddr: httpAddr, Logger: logger.With("service", "ssf"),
 		Mux: env.HTTPMux, Feeds: feeds, Sink: sink,

@@ -32,7 +32,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // RegisterFlags registers the flags on fs.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Issuer, "ssf-issuer", "", "Shared Signals transmitter issuer URL (the base of its endpoints); empty: http://<--http-addr>")
+	fs.StringVar(&o.Issuer, "ssf-issuer", "", "Shared Signals transmitter issuer URL (the base of its endpoints); empty: http(s)://<--http-addr>, https with --tls-cert")
 	fs.Var(&o.ReceiverIssuers, "ssf-receiver-issuer", "issuer URL of a Shared Signals transmitter whose pushed SETs (POST /ssf/receiver) become alerts on the risk service (repeatable)")
 	fs.Var(&o.ReceiverJWKS, "ssf-receiver-jwks-url", "JWKS URL of the --ssf-receiver-issuer in the same position (repeatable); missing: discovered from the issuer's /.well-known/ssf-configuration")
 	fs.StringVar(&o.ReceiverAudience, "ssf-receiver-audience", "", "aud the receiver requires in pushed SETs; empty: the transmitter's issuer URL")
