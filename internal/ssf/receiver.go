@@ -35,7 +35,7 @@ type TrustedIssuer struct {
 
 // Signal is a verified signal about a device.
 type Signal struct {
-	// AlertID is derived from the issuer and jti, so a resent SET names the same alert.
+	// AlertID is derived from the issuer, jti and event type, so a resent SET names the same alert.
 	AlertID  string
 	DeviceID string
 	// Source is the detection source (the issuer), Category the event type's alert category.
@@ -276,7 +276,7 @@ func signalOf(c *Claims, typ string, raw json.RawMessage) (Signal, bool, error) 
 	if len(device) > 128 {
 		return Signal{}, false, setErr(ErrCodeInvalidRequest, "device id longer than 128 bytes")
 	}
-	h := sha256.Sum256([]byte(c.Iss + "\x00" + c.Jti))
+	h := sha256.Sum256([]byte(c.Iss + "\x00" + c.Jti + "\x00" + typ))
 	src := c.Iss
 	if len(src) > 128 {
 		src = src[:128]

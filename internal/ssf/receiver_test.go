@@ -148,6 +148,24 @@ func TestReceiver(t *testing.T) {
 	}), ct); code != 202 {
 		t.Fatalf("compliant: %d %s", code, e)
 	}
+	// Two events in one SET become two alerts (distinct ids from one jti).
+	if code, e := push(set(tx, func(c map[string]any) {
+		c["events"] = map[string]any{
+			EventRiskLevelChange:        map[string]any{"current_level": "MEDIUM", "principal": "DEVICE"},
+			EventDeviceComplianceChange: map[string]any{"current_status": "not-compliant", "previous_status": "compliant"},
+		}
+	}), ct); code != 202 {
+		t.Fatalf("two events: %d %s", code, e)
+	}
+	if got := sink.all(); len(got) != 4 || got[2].AlertID == got[3].AlertID || got[2].Category == got[3].Category {
+		t.Fatalf("two events gave %+v", got[2:])
+	}
+	// Back to compliant: a resolving signal (no severity) for the same source.
+	if code, e := push(set(tx, func(c map[string]any) {
+		c["events"] = map[string]any{EventDeviceComplianceChange: map[string]any{"current_status": "compliant", "previous_status": "not-compliant"}}
+	}), ct); code != 202 {
+		t.Fatalf("compliant: %d %s", code, e)
+	}
 	got := sink.all()
 	if last := got[len(got)-1]; last.Severity != commonv1.Severity_SEVERITY_UNSPECIFIED || last.Category != "ssf-device-compliance" || last.DeviceID != "dev-1" {
 		t.Fatalf("resolve signal = %+v", last)
