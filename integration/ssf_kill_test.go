@@ -44,6 +44,7 @@ type flakyReceiver struct {
 	txnJTI  map[string]string // txn -> jti of the accepted SET
 	typeOf  map[string]string // txn -> event type
 	accepts map[string]int    // jti -> accepted deliveries
+	tries   map[string]int    // jti -> delivery attempts
 	errs    []string
 }
 
@@ -99,6 +100,7 @@ func (r *flakyReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.token[c.Jti] = string(b)
+	r.tries[c.Jti]++
 	if r.rnd.IntN(3) == 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
@@ -156,7 +158,7 @@ func TestSharedSignalsSurviveSIGKILL(t *testing.T) {
 	token := strings.TrimSpace(string(out))
 
 	rx := &flakyReceiver{t: t, jwksURL: "http://" + httpAddr + "/ssf/jwks.json", rnd: rand.New(rand.NewPCG(1, 2)),
-		token: map[string]string{}, txnJTI: map[string]string{}, typeOf: map[string]string{}, accepts: map[string]int{}}
+		token: map[string]string{}, txnJTI: map[string]string{}, typeOf: map[string]string{}, accepts: map[string]int{}, tries: map[string]int{}}
 	rxSrv := httptest.NewServer(rx)
 	defer rxSrv.Close()
 	body := `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"` + rxSrv.URL + `"},"events_requested":["` +
@@ -320,5 +322,14 @@ func TestSharedSignalsSurviveSIGKILL(t *testing.T) {
 			t.Errorf("unexpected SET %s (%s)", txn, typ)
 		}
 	}
-	t.Logf("%d SETs expected and delivered, %d session-revoked, %d jtis seen", len(want), len(rx.typeOf)-len(want), len(rx.token))
+	retried := 0
+	for _, n := range rx.tries {
+		if n > 1 {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Error("no SET was refused and delivered again: the retry path was not exercised")
+	}
+	t.Logf("%d SETs expected and delivered (%d after a refused attempt), %d session-revoked, %d jtis seen", len(want), retried, len(rx.typeOf)-len(want), len(rx.token))
 }
