@@ -25,6 +25,7 @@ import (
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/httpface"
 	"github.com/condaccess/condaccess/internal/server"
+	"github.com/condaccess/condaccess/internal/ssf"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/internal/telemetry"
 	"github.com/condaccess/condaccess/services/access/accessapp"
@@ -55,6 +56,7 @@ const DefaultAuditRetention = 365 * 24 * time.Hour
 // serveOptions are the flags of serve.
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
+	ssf                                   ssf.Options
 	peers                                 suite.Peers
 	tlsCert, tlsKey, tlsClientCA          string
 	deviceCACert, deviceCAKey             string
@@ -91,6 +93,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	for _, f := range o.factories {
 		f.RegisterFlags(fs)
 	}
+	o.ssf.RegisterFlags(fs)
 }
 
 // applyEnv sets every flag not given on the command line from CONDACCESS_<NAME>, where
@@ -432,6 +435,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.errs <- err
 		}
 	}()
+	if s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
+		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
+		if err != nil {
+			return nil, err
+		}
+		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel

@@ -1,0 +1,134 @@
+package ssf
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options are serve's Shared Signals flags.
+type Options struct {
+	// Issuer is the transmitter's issuer URL; empty: http://<http-addr>.
+	Issuer          string
+	ReceiverIssuers stringList
+	ReceiverJWKS    stringList
+	// ReceiverAudience is the aud the receiver requires; empty: the transmitter's issuer.
+	ReceiverAudience string
+	ReceiverMaxAge   time.Duration
+}
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// RegisterFlags registers the flags on fs.
+func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Issuer, "ssf-issuer", "", "Shared Signals transmitter issuer URL (the base of its endpoints); empty: http(s)://<--http-addr>, https with --tls-cert")
+	fs.Var(&o.ReceiverIssuers, "ssf-receiver-issuer", "issuer URL of a Shared Signals transmitter whose pushed SETs (POST /ssf/receiver) become alerts on the risk service (repeatable)")
+	fs.Var(&o.ReceiverJWKS, "ssf-receiver-jwks-url", "JWKS URL of the --ssf-receiver-issuer in the same position (repeatable); missing: discovered from the issuer's /.well-known/ssf-configuration")
+	fs.StringVar(&o.ReceiverAudience, "ssf-receiver-audience", "", "aud the receiver requires in pushed SETs; empty: the transmitter's issuer URL")
+	fs.DurationVar(&o.ReceiverMaxAge, "ssf-receiver-max-age", time.Hour, "oldest iat the receiver accepts")
+}
+
+// Env is what serve gives the Shared Signals service.
+type Env struct {
+	DataDir  string
+	HTTPAddr string
+	Logger   *slog.Logger
+	Mux      *http.ServeMux
+	Feeds    Feeds
+	// Sink is the risk service (nil: no receiver).
+	Sink AlertSink
+}
+
+// Service is the transmitter (and, with issuers configured, the receiver) inside serve.
+type Service struct {
+	Transmitter *Transmitter
+	Receiver    *Receiver
+	store       *Store
+	runs        []interface{ Run(context.Context) error }
+}
+
+// StorePath is the store's file in the data directory.
+func StorePath(dataDir string) string { return filepath.Join(dataDir, "ssf.db") }
+
+// New opens the store and key in env.DataDir and mounts the endpoints on env.Mux.
+func New(ctx context.Context, o Options, env Env) (*Service, error) {
+	if err := os.MkdirAll(env.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	signer, err := OpenKeyRing(env.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := OpenStore(ctx, StorePath(env.DataDir), env.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("ssf store: %w", err)
+	}
+	iss := o.Issuer
+	if iss == "" {
+		iss = "http://" + env.HTTPAddr
+	}
+	t := NewTransmitter(Config{Issuer: iss, Store: st, Signer: signer, Logger: env.Logger})
+	t.Register(env.Mux)
+	s := &Service{Transmitter: t, store: st, runs: t.Consumers(env.Feeds)}
+	if len(o.ReceiverIssuers) > 0 {
+		if env.Sink == nil {
+			st.Close()
+			return nil, errors.New("--ssf-receiver-issuer needs the risk service")
+		}
+		if len(o.ReceiverJWKS) > len(o.ReceiverIssuers) {
+			st.Close()
+			return nil, errors.New("more --ssf-receiver-jwks-url than --ssf-receiver-issuer")
+		}
+		var trusted []TrustedIssuer
+		for i, u := range o.ReceiverIssuers {
+			ti := TrustedIssuer{Issuer: u}
+			if i < len(o.ReceiverJWKS) {
+				ti.JWKSURL = o.ReceiverJWKS[i]
+			}
+			trusted = append(trusted, ti)
+		}
+		aud := o.ReceiverAudience
+		if aud == "" {
+			aud = t.cfg.Issuer
+		}
+		s.Receiver = NewReceiver(ReceiverConfig{Issuers: trusted, Audience: aud, Store: st, Sink: env.Sink, MaxAge: o.ReceiverMaxAge, Logger: env.Logger})
+		s.Receiver.Register(env.Mux)
+	}
+	return s, nil
+}
+
+// Run follows the upstream feeds and pushes SETs until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.runs)+1)
+	for _, r := range s.runs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- r.Run(ctx) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); errc <- s.Transmitter.RunPush(ctx) }()
+	wg.Wait()
+	close(errc)
+	if ctx.Err() != nil {
+		return nil
+	}
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes the store.
+func (s *Service) Close() error { return s.store.Close() }

@@ -1,0 +1,389 @@
+package ssf
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/condaccess/condaccess/internal/sqlitedb"
+)
+
+// Store errors.
+var (
+	ErrNotFound = errors.New("ssf: not found")
+	ErrExists   = errors.New("ssf: already exists")
+)
+
+var migrations = []string{`
+CREATE TABLE receivers (
+	name TEXT PRIMARY KEY,
+	token_hash BLOB NOT NULL UNIQUE,
+	create_time INTEGER NOT NULL
+);
+CREATE TABLE streams (
+	stream_id TEXT PRIMARY KEY,
+	receiver TEXT NOT NULL REFERENCES receivers(name) ON DELETE CASCADE,
+	config TEXT NOT NULL,
+	status TEXT NOT NULL,
+	reason TEXT NOT NULL DEFAULT '',
+	create_time INTEGER NOT NULL
+);
+CREATE TABLE excluded_subjects (
+	stream_id TEXT NOT NULL REFERENCES streams(stream_id) ON DELETE CASCADE,
+	subject TEXT NOT NULL,
+	PRIMARY KEY (stream_id, subject)
+);
+CREATE TABLE outbox (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	stream_id TEXT NOT NULL REFERENCES streams(stream_id) ON DELETE CASCADE,
+	jti TEXT NOT NULL UNIQUE,
+	token TEXT NOT NULL,
+	attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_by_stream ON outbox(stream_id, seq);
+CREATE TABLE cursors (
+	feed TEXT PRIMARY KEY,
+	revision INTEGER NOT NULL
+);
+CREATE TABLE device_owners (
+	device_id TEXT PRIMARY KEY,
+	user_id TEXT NOT NULL
+);
+CREATE TABLE received (
+	iss TEXT NOT NULL,
+	jti TEXT NOT NULL,
+	receive_time INTEGER NOT NULL,
+	PRIMARY KEY (iss, jti)
+);
+`}
+
+// Store is the transmitter's and receiver's SQLite store.
+type Store struct {
+	db *sqlitedb.DB
+}
+
+// OpenStore opens (creating) the store at path.
+func OpenStore(ctx context.Context, path string, logger *slog.Logger) (*Store, error) {
+	db, err := sqlitedb.Open(ctx, sqlitedb.Options{Path: path, Migrations: migrations, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// HashToken is the stored form of a receiver's bearer token.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// AddReceiver stores a receiver with the hash of its token.
+func (s *Store) AddReceiver(ctx context.Context, name, token string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM receivers WHERE name = ?`, name).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: receiver %q", ErrExists, name)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO receivers(name, token_hash, create_time) VALUES (?, ?, ?)`,
+			name, HashToken(token), time.Now().Unix())
+		return err
+	})
+}
+
+// ReceiverByToken returns the receiver whose token this is.
+func (s *Store) ReceiverByToken(ctx context.Context, token string) (string, error) {
+	var name string
+	err := s.db.Read().QueryRowContext(ctx, `SELECT name FROM receivers WHERE token_hash = ?`, HashToken(token)).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return name, err
+}
+
+// Stream is a stored stream.
+type Stream struct {
+	Receiver string
+	Config   StreamConfig
+	Status   string
+	Reason   string
+}
+
+func scanStream(sc interface{ Scan(...any) error }) (*Stream, error) {
+	var st Stream
+	var cfg string
+	if err := sc.Scan(&st.Receiver, &cfg, &st.Status, &st.Reason); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(cfg), &st.Config); err != nil {
+		return nil, fmt.Errorf("stream config: %w", err)
+	}
+	return &st, nil
+}
+
+// CreateStream stores a new stream.
+func (s *Store) CreateStream(ctx context.Context, st *Stream) error {
+	cfg, err := json.Marshal(st.Config)
+	if err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO streams(stream_id, receiver, config, status, reason, create_time) VALUES (?, ?, ?, ?, ?, ?)`,
+			st.Config.StreamID, st.Receiver, string(cfg), st.Status, st.Reason, time.Now().Unix())
+		return err
+	})
+}
+
+// GetStream returns the receiver's stream (ErrNotFound when it is another receiver's);
+// an empty receiver matches any (the transmitter's own delivery).
+func (s *Store) GetStream(ctx context.Context, receiver, id string) (*Stream, error) {
+	return scanStream(s.db.Read().QueryRowContext(ctx,
+		`SELECT receiver, config, status, reason FROM streams WHERE stream_id = ? AND (? = '' OR receiver = ?)`, id, receiver, receiver))
+}
+
+// ListStreams returns the receiver's streams, or every stream when receiver is empty.
+func (s *Store) ListStreams(ctx context.Context, receiver string) ([]*Stream, error) {
+	rows, err := s.db.Read().QueryContext(ctx,
+		`SELECT receiver, config, status, reason FROM streams WHERE ? = '' OR receiver = ? ORDER BY create_time, stream_id`, receiver, receiver)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Stream
+	for rows.Next() {
+		st, err := scanStream(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// UpdateStream writes a stream's configuration and status (ErrNotFound when it is not the receiver's).
+func (s *Store) UpdateStream(ctx context.Context, st *Stream) error {
+	cfg, err := json.Marshal(st.Config)
+	if err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE streams SET config = ?, status = ?, reason = ? WHERE stream_id = ? AND receiver = ?`,
+			string(cfg), st.Status, st.Reason, st.Config.StreamID, st.Receiver)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		if st.Status == StatusDisabled {
+			// A disabled stream drops what it holds (SSF 1.0: events are not held).
+			_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream_id = ?`, st.Config.StreamID)
+		}
+		return err
+	})
+}
+
+// DeleteStream deletes the receiver's stream and what it holds.
+func (s *Store) DeleteStream(ctx context.Context, receiver, id string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM streams WHERE stream_id = ? AND receiver = ?`, id, receiver)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		for _, q := range []string{`DELETE FROM outbox WHERE stream_id = ?`, `DELETE FROM excluded_subjects WHERE stream_id = ?`} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SetSubjectExcluded removes (excluded) or re-adds a subject on a stream.
+func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Subject, excluded bool) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for _, m := range sub.members() {
+			var err error
+			if excluded {
+				_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO excluded_subjects(stream_id, subject) VALUES (?, ?)`, streamID, m.key())
+			} else {
+				_, err = tx.ExecContext(ctx, `DELETE FROM excluded_subjects WHERE stream_id = ? AND subject = ?`, streamID, m.key())
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Pending is one SET waiting for delivery.
+type Pending struct {
+	Seq   int64
+	JTI   string
+	Token string
+}
+
+// PendingSETs returns up to limit undelivered SETs of a stream, oldest first, and whether more wait.
+func (s *Store) PendingSETs(ctx context.Context, streamID string, limit int) ([]Pending, bool, error) {
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT seq, jti, token FROM outbox WHERE stream_id = ? ORDER BY seq LIMIT ?`, streamID, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	var out []Pending
+	for rows.Next() {
+		var p Pending
+		if err := rows.Scan(&p.Seq, &p.JTI, &p.Token); err != nil {
+			return nil, false, err
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	more := len(out) > limit
+	if more {
+		out = out[:limit]
+	}
+	return out, more, nil
+}
+
+// Ack removes delivered (or refused) SETs of a stream; unknown jtis are ignored.
+func (s *Store) Ack(ctx context.Context, streamID string, jtis []string) error {
+	if len(jtis) == 0 {
+		return nil
+	}
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for _, j := range jtis {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream_id = ? AND jti = ?`, streamID, j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// RecordAttempt counts a failed push attempt.
+func (s *Store) RecordAttempt(ctx context.Context, jti string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1 WHERE jti = ?`, jti)
+		return err
+	})
+}
+
+// Cursor returns a feed's stored revision.
+func (s *Store) Cursor(ctx context.Context, feed string) (int64, bool, error) {
+	var rev int64
+	err := s.db.Read().QueryRowContext(ctx, `SELECT revision FROM cursors WHERE feed = ?`, feed).Scan(&rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return rev, err == nil, err
+}
+
+func setCursor(ctx context.Context, tx *sqlitedb.Tx, feed string, rev int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO cursors(feed, revision) VALUES (?, ?) ON CONFLICT(feed) DO UPDATE SET revision = excluded.revision`, feed, rev)
+	return err
+}
+
+// SetCursor stores a feed's revision alone (progress, resync).
+func (s *Store) SetCursor(ctx context.Context, feed string, rev int64) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return setCursor(ctx, tx, feed, rev) })
+}
+
+// Outgoing is one SET to enqueue for a stream.
+type Outgoing struct {
+	StreamID, JTI, Token string
+}
+
+// ApplyFeed enqueues SETs and stores the feed's cursor in one transaction; owner, when
+// set, records a device's owner for later subjects.
+func (s *Store) ApplyFeed(ctx context.Context, feed string, rev int64, sets []Outgoing, owner *[2]string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for _, o := range sets {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream_id, jti, token) VALUES (?, ?, ?)`, o.StreamID, o.JTI, o.Token); err != nil {
+				return err
+			}
+		}
+		if owner != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO device_owners(device_id, user_id) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET user_id = excluded.user_id`, owner[0], owner[1]); err != nil {
+				return err
+			}
+		}
+		return setCursor(ctx, tx, feed, rev)
+	})
+}
+
+// Enqueue adds SETs outside a feed (verification events).
+func (s *Store) Enqueue(ctx context.Context, sets []Outgoing) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		for _, o := range sets {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream_id, jti, token) VALUES (?, ?, ?)`, o.StreamID, o.JTI, o.Token); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeviceOwner returns the owner user id recorded for a device ("" when unknown).
+func (s *Store) DeviceOwner(ctx context.Context, deviceID string) (string, error) {
+	var u string
+	err := s.db.Read().QueryRowContext(ctx, `SELECT user_id FROM device_owners WHERE device_id = ?`, deviceID).Scan(&u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return u, err
+}
+
+// Excluded reports whether any member of sub was removed from the stream.
+func (s *Store) Excluded(ctx context.Context, streamID string, sub *Subject) (bool, error) {
+	for _, m := range sub.members() {
+		var n int
+		if err := s.db.Read().QueryRowContext(ctx, `SELECT count(*) FROM excluded_subjects WHERE stream_id = ? AND subject = ?`, streamID, m.key()).Scan(&n); err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Received reports whether a SET's jti from iss was already received.
+func (s *Store) Received(ctx context.Context, iss, jti string) (bool, error) {
+	var n int
+	err := s.db.Read().QueryRowContext(ctx, `SELECT count(*) FROM received WHERE iss = ? AND jti = ?`, iss, jti).Scan(&n)
+	return n > 0, err
+}
+
+// MarkReceived records a received SET's jti; false when it was seen before.
+func (s *Store) MarkReceived(ctx context.Context, iss, jti string) (fresh bool, err error) {
+	err = s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO received(iss, jti, receive_time) VALUES (?, ?, ?)`, iss, jti, time.Now().Unix())
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		fresh = n == 1
+		return nil
+	})
+	return fresh, err
+}
