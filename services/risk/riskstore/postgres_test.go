@@ -2,11 +2,19 @@ package riskstore_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"os"
+	"sync"
 	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver for the probe connection
 
 	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/services/risk"
+	"github.com/condaccess/condaccess/services/risk/riskgrpc"
 	"github.com/condaccess/condaccess/services/risk/riskstore"
 	"github.com/condaccess/condaccess/services/risk/riskstore/storetest"
 )
@@ -25,4 +33,158 @@ func openPG(t *testing.T, url string) *riskstore.PGStore {
 
 func TestPostgresStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) risk.Store { return openPG(t, pgtest.URL(t)) })
+}
+
+// TestPostgresReplicas: two risk services on one schema report and resolve alerts
+// of one device concurrently; every level change follows the one before it (no
+// lost update between replicas), the final level is the one the active alerts
+// imply, and a watcher on either replica sees the same gap-free events.
+func TestPostgresReplicas(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	stores := []*riskstore.PGStore{openPG(t, url), openPG(t, url)}
+	svcs := []*risk.Service{
+		risk.New(risk.Config{Store: stores[0], Encode: riskgrpc.EncodeEvent}),
+		risk.New(risk.Config{Store: stores[1], Encode: riskgrpc.EncodeEvent}),
+	}
+	sevs := []risk.Severity{risk.SeverityLow, risk.SeverityMedium, risk.SeverityHigh}
+	const workers, per = 6, 8
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			svc := svcs[w%2]
+			for i := range per {
+				id := fmt.Sprintf("a-%d-%d", w, i)
+				if _, err := svc.ReportAlert(ctx, risk.Alert{ID: id, DeviceID: "dev", Severity: sevs[(w+i)%3], Title: id}); err != nil {
+					t.Errorf("ReportAlert(%s): %v", id, err)
+					return
+				}
+				if i%2 == 1 {
+					if _, _, err := svcs[(w+1)%2].ResolveAlert(ctx, risk.Resolution{AlertID: id, Classification: 1}); err != nil {
+						t.Errorf("ResolveAlert(%s): %v", id, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	got, err := stores[1].DeviceRisk(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := risk.LevelOf(got.Active); got.Level != want || len(got.Active) != workers*per/2 {
+		t.Fatalf("level %v with %d active alerts, want %v with %d", got.Level, len(got.Active), want, workers*per/2)
+	}
+	hist, _, err := stores[0].RiskHistory(ctx, "dev", 1000, "")
+	if err != nil || len(hist) == 0 {
+		t.Fatalf("RiskHistory: %d, %v", len(hist), err)
+	}
+	for i := 0; i+1 < len(hist); i++ { // newest first
+		if hist[i].PreviousLevel != hist[i+1].Level || hist[i].Level == hist[i].PreviousLevel {
+			t.Fatalf("level change at revision %d (%v -> %v) does not follow the one at %d (-> %v)",
+				hist[i].Revision, hist[i].PreviousLevel, hist[i].Level, hist[i+1].Revision, hist[i+1].Level)
+		}
+	}
+	head := stores[0].Revision()
+	for i, s := range stores {
+		var revs []int64
+		wctx, cancel := context.WithCancel(ctx)
+		err := s.Watch(wctx, 0, func(e risk.StoredEvent) error { revs = append(revs, e.Revision); return nil },
+			func(rev int64) error {
+				if rev >= head {
+					cancel()
+				}
+				return nil
+			})
+		cancel()
+		if !errors.Is(err, context.Canceled) || int64(len(revs)) != head {
+			t.Fatalf("replica %d: Watch = %v after %d events, want %d", i, err, len(revs), head)
+		}
+		for j, r := range revs {
+			if r != int64(j+1) {
+				t.Fatalf("replica %d: event %d has revision %d", i, j, r)
+			}
+		}
+	}
+}
+
+// TestPostgresUpdatesSerializedAcrossReplicas: an Update that has read a device's
+// level holds off another replica's Update of it until it commits, so the second
+// reads the first's change instead of overwriting it from a stale read (a lost
+// level change).
+func TestPostgresUpdatesSerializedAcrossReplicas(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	a, b := openPG(t, url), openPG(t, url)
+	put := func(tx risk.Tx, level risk.Level) error {
+		cur, _, err := tx.DeviceLevel(ctx, "dev")
+		if err != nil {
+			return err
+		}
+		rev, err := tx.Append(ctx, risk.StoredEvent{Type: risk.EventDeviceRiskChanged, Key: "dev"})
+		if err != nil {
+			return err
+		}
+		return tx.PutDeviceRisk(ctx, risk.DeviceRisk{DeviceID: "dev", Revision: rev, Level: level, PreviousLevel: cur.Level, UpdateTime: time.Now()})
+	}
+	read, commit := make(chan struct{}), make(chan struct{})
+	aDone := make(chan error, 1)
+	go func() {
+		aDone <- a.Update(ctx, func(tx risk.Tx) error {
+			if _, _, err := tx.DeviceLevel(ctx, "dev"); err != nil {
+				return err
+			}
+			close(read)
+			<-commit
+			return put(tx, risk.LevelHigh)
+		})
+	}()
+	<-read
+	bDone := make(chan error, 1)
+	go func() { bDone <- b.Update(ctx, func(tx risk.Tx) error { return put(tx, risk.LevelLow) }) }()
+	// b waits on a lock (the event log's counter row) while a is open.
+	probe, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	end := time.Now().Add(20 * time.Second)
+	for {
+		var n int
+		if err := probe.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("timeout waiting for the second replica's Update to wait for the first")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-bDone:
+		t.Fatalf("second replica's Update finished (%v) while the first was open", err)
+	default:
+	}
+	close(commit)
+	if err := <-aDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bDone; err != nil {
+		t.Fatal(err)
+	}
+	hist, _, err := a.RiskHistory(ctx, "dev", 10, "")
+	if err != nil || len(hist) != 2 {
+		t.Fatalf("RiskHistory = %d versions, %v; want 2", len(hist), err)
+	}
+	if hist[0].Level != risk.LevelLow || hist[0].PreviousLevel != risk.LevelHigh {
+		t.Fatalf("second change %v -> %v, want HIGH -> LOW (it must read the first's level)", hist[0].PreviousLevel, hist[0].Level)
+	}
 }
