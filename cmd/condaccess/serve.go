@@ -54,6 +54,7 @@ const DefaultAuditRetention = 365 * 24 * time.Hour
 // serveOptions are the flags of serve.
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
+	databaseURL                           string
 	peers                                 suite.Peers
 	tlsCert, tlsKey, tlsClientCA          string
 	deviceCACert, deviceCAKey             string
@@ -69,6 +70,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (/metrics, /authz, /access/status); TLS with optional client certificates when --tls-cert is set; empty disables")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory (each service keeps its embedded store in a subfolder)")
+	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL (postgres://...) of the production store, preview: only the risk service runs on it (schema risk); empty keeps every store embedded in --data-dir")
 	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
 	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
 	fs.StringVar(&o.peers.Compliance, "compliance-addr", "", "gRPC address of the compliance service when it runs apart")
@@ -259,6 +261,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	names := make([]string, len(picked))
 	for i, f := range picked {
 		names[i] = f.Name()
+		if _, ok := f.(suite.PostgresReady); o.databaseURL != "" && !ok {
+			return nil, fmt.Errorf("%w: --database-url: the %s service is not yet supported on PostgreSQL (only risk is); run it in another process without --database-url", errUsage, f.Name())
+		}
 	}
 	for _, n := range names {
 		for _, need := range peerNeeds[n] {
@@ -342,6 +347,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		e := env
 		e.Logger = logger.With("service", f.Name())
 		e.DataDir = filepath.Join(o.dataDir, f.Name())
+		e.DatabaseURL = o.databaseURL
 		if err := os.MkdirAll(e.DataDir, 0o700); err != nil {
 			lis.Close()
 			return nil, fmt.Errorf("%s: data dir: %w", f.Name(), err)

@@ -26,6 +26,10 @@ type Env struct {
 	Logger *slog.Logger
 	// DataDir is the service's own data directory (created, writable).
 	DataDir string
+	// DatabaseURL is the PostgreSQL URL of --database-url: when set, a service whose
+	// Factory implements PostgresReady keeps its store there (in its own schema)
+	// instead of in DataDir; serve refuses to start any other service with it.
+	DatabaseURL string
 	// Peers are the addresses of the other services.
 	Peers Peers
 	// Dial opens a client connection to a peer with the suite's credentials and
@@ -61,6 +65,12 @@ type Service interface {
 // the process serves condaccess.audit.v1.AuditService over the logs of its services.
 type Audited interface {
 	Audit() *audit.Log
+}
+
+// PostgresReady is implemented by a Factory whose service can keep its store in
+// PostgreSQL (Env.DatabaseURL).
+type PostgresReady interface {
+	SupportsPostgres()
 }
 
 // Factory builds one service from its flags.

@@ -48,13 +48,32 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.synchronous, "risk-sqlite-synchronous", "FULL", "SQLite synchronous setting of the risk store: FULL (acknowledged alerts survive power loss) or NORMAL (survive a process crash)")
 }
 
-// New implements suite.Factory: it opens <DataDir>/risk.db.
+// SupportsPostgres implements suite.PostgresReady.
+func (*Factory) SupportsPostgres() {}
+
+// New implements suite.Factory: it opens <DataDir>/risk.db, or the schema risk of
+// env.DatabaseURL when set.
 func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
 	if !f.set {
 		f.RegisterFlags(flag.NewFlagSet("risk", flag.ContinueOnError))
 	}
 	if f.retention < 0 {
 		return nil, fmt.Errorf("--risk-retention must not be negative")
+	}
+	if env.DatabaseURL != "" {
+		st, err := riskstore.OpenPG(ctx, riskstore.PGOptions{
+			URL:              env.DatabaseURL,
+			Retention:        f.retention,
+			ProgressInterval: f.progressInterval,
+			Logger:           env.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
+		// Not suite.Audited: the PostgreSQL store records audit events but
+		// AuditService does not list them yet.
+		return &pgService{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice, EventCacheBytes: f.eventCacheBytes})}, nil
 	}
 	st, err := riskstore.Open(ctx, riskstore.Options{
 		Path:             filepath.Join(env.DataDir, "risk.db"),
@@ -89,3 +108,19 @@ func (s *service) Close() error { return s.store.Close() }
 
 // Audit implements suite.Audited.
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
+
+// pgService is the risk service on the PostgreSQL store.
+type pgService struct {
+	store *riskstore.PGStore
+	srv   *riskgrpc.Server
+}
+
+func (s *pgService) Register(r grpc.ServiceRegistrar) { riskgrpc.Register(r, s.srv) }
+
+// Run has no background work (see service.Run).
+func (s *pgService) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (s *pgService) Close() error { return s.store.Close() }
