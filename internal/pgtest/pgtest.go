@@ -13,7 +13,7 @@
 // stops it and removes the folder after the tests. When no PostgreSQL binaries are
 // found (/usr/lib/postgresql/*/bin, or pg_config on PATH) or the cluster cannot
 // start, URL skips the test saying why, so `go test ./...` stays green on a machine
-// without PostgreSQL.
+// without PostgreSQL (unless CONDACCESS_TEST_REQUIRE_POSTGRES=1, as in CI: then it fails).
 package pgtest
 
 import (
@@ -40,6 +40,10 @@ import (
 // EnvURL names the variable that points the tests at an existing server.
 const EnvURL = "CONDACCESS_TEST_DATABASE_URL"
 
+// EnvRequire names the variable that, set to 1, fails the PostgreSQL tests instead of
+// skipping them when no server is available (CI sets it, so that they really run).
+const EnvRequire = "CONDACCESS_TEST_REQUIRE_POSTGRES"
+
 var (
 	once    sync.Once
 	baseURL string // a URL of the server's maintenance database ("postgres")
@@ -64,6 +68,9 @@ func URL(t testing.TB) string {
 	t.Helper()
 	once.Do(setup)
 	if skipWhy != "" {
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("PostgreSQL required (%s=1) but unavailable: %s", EnvRequire, skipWhy)
+		}
 		t.Skip("PostgreSQL suite skipped: " + skipWhy)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -116,9 +123,12 @@ func setup() {
 	baseURL, stop = u, s
 }
 
+// binGlob is where Debian and Ubuntu install the server binaries.
+var binGlob = "/usr/lib/postgresql/*/bin/initdb"
+
 // findBin returns the newest /usr/lib/postgresql/*/bin holding initdb, or pg_config's bindir.
 func findBin() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	dirs, _ := filepath.Glob(binGlob)
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 	if len(dirs) > 0 {
 		return filepath.Dir(dirs[0]), nil
@@ -140,7 +150,13 @@ func version(initdb string) int {
 // start runs initdb and pg_ctl start in a new temporary folder and returns the
 // maintenance database's URL and the function that stops the cluster.
 func start(bin string) (string, func(), error) {
-	dir, err := os.MkdirTemp("", "condaccess-pgtest-")
+	// As root the server runs as postgres, which must reach the folder: /tmp rather
+	// than a TMPDIR that may sit in root's home.
+	base := ""
+	if os.Geteuid() == 0 {
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "condaccess-pgtest-")
 	if err != nil {
 		return "", nil, err
 	}
