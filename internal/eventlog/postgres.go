@@ -67,7 +67,7 @@ type PGLog struct {
 	channel string
 	log     *slog.Logger
 
-	qAppend, qList, qState string
+	qAppend, qAppendNotify, qList, qState string
 
 	rev       atomic.Int64 // highest committed revision seen
 	compacted atomic.Int64
@@ -118,6 +118,11 @@ func NewPG(ctx context.Context, db *pgdb.DB, opts PGOptions) (*PGLog, error) {
 		qAppend: `WITH h AS (UPDATE ` + t + `_state SET head = head + 1 WHERE id = 1 RETURNING head)
 			INSERT INTO ` + t + ` (revision, type, key, payload, traceparent, tracestate, time_unix_nano)
 			SELECT head, $1, $2, $3, $4, $5, $6 FROM h RETURNING revision`,
+		// The same, queuing the NOTIFY (sent at commit) in the same round trip.
+		qAppendNotify: `WITH h AS (UPDATE ` + t + `_state SET head = head + 1 WHERE id = 1 RETURNING head),
+			n AS (SELECT pg_notify($7, ''))
+			INSERT INTO ` + t + ` (revision, type, key, payload, traceparent, tracestate, time_unix_nano)
+			SELECT head, $1, $2, $3, $4, $5, $6 FROM h, n RETURNING revision`,
 		qList: `SELECT revision, type, key, payload, traceparent, tracestate, time_unix_nano FROM ` + t +
 			` WHERE revision > $1 ORDER BY revision LIMIT $2`,
 		qState: `SELECT head, compacted_before FROM ` + t + `_state WHERE id = 1`,
@@ -276,8 +281,13 @@ func (l *PGLog) Append(tx *pgdb.Tx, e Event) (int64, error) {
 	if e.Payload == nil {
 		e.Payload = []byte{}
 	}
+	q, args := l.qAppend, []any{e.Type, e.Key, e.Payload, e.TraceParent, e.TraceState, e.Time.UnixNano()}
+	notify := tx.Local(pgNotifiedKey{l}) == nil && !l.opts.NoNotify
+	if notify {
+		q, args = l.qAppendNotify, append(args, l.channel)
+	}
 	var rev int64
-	if err := tx.QueryRowContext(ctx, l.qAppend, e.Type, e.Key, e.Payload, e.TraceParent, e.TraceState, e.Time.UnixNano()).Scan(&rev); err != nil {
+	if err := tx.QueryRowContext(ctx, q, args...).Scan(&rev); err != nil {
 		return 0, fmt.Errorf("eventlog: append: %w", err)
 	}
 	if h, ok := tx.Local(pgHeadKey{l}).(int64); ok && rev != h+1 {
@@ -285,10 +295,7 @@ func (l *PGLog) Append(tx *pgdb.Tx, e Event) (int64, error) {
 		return 0, fmt.Errorf("eventlog: append: revision %d after reserved head %d", rev, h)
 	}
 	tx.SetLocal(pgHeadKey{l}, rev)
-	if tx.Local(pgNotifiedKey{l}) == nil && !l.opts.NoNotify {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, l.channel); err != nil {
-			return 0, fmt.Errorf("eventlog: notify: %w", err)
-		}
+	if notify {
 		tx.SetLocal(pgNotifiedKey{l}, true)
 	}
 	tx.AfterCommit(func() {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,4 +189,32 @@ func TestPostgresUpdatesSerializedAcrossReplicas(t *testing.T) {
 	if hist[0].Level != risk.LevelLow || hist[0].PreviousLevel != risk.LevelHigh {
 		t.Fatalf("second change %v -> %v, want HIGH -> LOW (it must read the first's level)", hist[0].PreviousLevel, hist[0].Level)
 	}
+}
+
+// BenchmarkReportAlertPostgres is BenchmarkReportAlert on the PostgreSQL store (the
+// test cluster runs with fsync off: compare with care).
+func BenchmarkReportAlertPostgres(b *testing.B) {
+	ctx := context.Background()
+	st, err := riskstore.OpenPG(ctx, riskstore.PGOptions{URL: pgtest.URL(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent})
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(max(1, 50/runtime.GOMAXPROCS(0)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := seq.Add(1)
+			_, err := svc.ReportAlert(ctx, risk.Alert{ID: fmt.Sprint("a-", n), DeviceID: fmt.Sprint("dev-", n%benchDevices),
+				Severity: risk.Severity(2 + n%3), Title: "bench",
+				Evidence: []risk.Evidence{{File: &risk.FileEvidence{Path: "/tmp/x"}}}})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "alerts/s")
 }
