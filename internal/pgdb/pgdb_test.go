@@ -145,3 +145,51 @@ func TestWrite(t *testing.T) {
 		t.Fatalf("Write after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestWriteRetriesDeadlock: two Writes that lock two rows in opposite orders
+// deadlock; PostgreSQL aborts one, whose fn runs again (after its OnRollback), and
+// both commit.
+func TestWriteRetriesDeadlock(t *testing.T) {
+	db := open(t, pgtest.URL(t), "svc", migs)
+	ctx := context.Background()
+	if _, err := db.Read().ExecContext(ctx, `INSERT INTO kv (k, v) VALUES ('a', ''), ('b', '')`); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs, rollbacks := map[string]int{}, map[string]int{}
+	var both sync.WaitGroup
+	both.Add(2)
+	write := func(name, first, second string) error {
+		return db.Write(ctx, func(tx *pgdb.Tx) error {
+			mu.Lock()
+			runs[name]++
+			n := runs[name]
+			mu.Unlock()
+			tx.OnRollback(func() { mu.Lock(); rollbacks[name]++; mu.Unlock() })
+			if _, err := tx.ExecContext(ctx, `UPDATE kv SET v = v || $1, n = n + 1 WHERE k = $2`, name, first); err != nil {
+				return err
+			}
+			if n == 1 {
+				// Both hold their first row before either asks for its second.
+				both.Done()
+				both.Wait()
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE kv SET v = v || $1, n = n + 1 WHERE k = $2`, name, second)
+			return err
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- write("x", "a", "b") }()
+	go func() { errs <- write("y", "b", "a") }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	if runs["x"]+runs["y"] != 3 || rollbacks["x"]+rollbacks["y"] != 1 {
+		t.Fatalf("fn runs %v, rollbacks %v; want one of them run twice after one rollback", runs, rollbacks)
+	}
+	if n := count(t, db, `SELECT SUM(n) FROM kv`); n != 4 {
+		t.Fatalf("%d row updates stored, want 4 (each Write's two, once)", n)
+	}
+}
