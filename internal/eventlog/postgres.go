@@ -325,6 +325,15 @@ func (l *PGLog) Next(tx *pgdb.Tx) (int64, error) {
 // commits at once, other replicas' within a notification or PollInterval).
 func (l *PGLog) Revision() int64 { return l.rev.Load() }
 
+// Head reads the committed head revision from the database (every replica's
+// commits so far) and raises Revision to it.
+func (l *PGLog) Head(ctx context.Context) (int64, error) {
+	if err := l.poll(ctx); err != nil {
+		return 0, fmt.Errorf("eventlog: head: %w", err)
+	}
+	return l.Revision(), nil
+}
+
 // CompactedBefore returns the compaction point this process has seen.
 func (l *PGLog) CompactedBefore() int64 { return l.compacted.Load() }
 

@@ -53,6 +53,9 @@ type PGOptions struct {
 	CompactInterval  time.Duration
 	// PollInterval is the event log's fallback poll for other replicas' events (default 1s).
 	PollInterval time.Duration
+	// NoNotify turns LISTEN/NOTIFY off (an engine without it): watchers learn of
+	// other replicas' events by polling only.
+	NoNotify bool
 	Logger       *slog.Logger
 }
 
@@ -90,6 +93,7 @@ func OpenPG(ctx context.Context, opts PGOptions) (*PGStore, error) {
 		Options: eventlog.Options{Table: eventTable, Retention: opts.Retention, ProgressInterval: opts.ProgressInterval,
 			CompactInterval: opts.CompactInterval, Logger: opts.Logger},
 		PollInterval: opts.PollInterval,
+		NoNotify:     opts.NoNotify,
 	})
 	if err != nil {
 		db.Close()
@@ -283,8 +287,16 @@ func (s *PGStore) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceR
 // ListDeviceRisks implements risk.Store: every page reads the devices' levels and
 // active alerts as of the revision of the first page (carried in the page token).
 func (s *PGStore) ListDeviceRisks(ctx context.Context, q risk.DeviceRiskQuery) ([]risk.DeviceRisk, string, int64, error) {
-	c := deviceCursor{Rev: s.log.Revision()}
-	if q.PageToken != "" {
+	var c deviceCursor
+	if q.PageToken == "" {
+		// The database's head, not this replica's view: a listing on any replica
+		// includes every change committed (on any replica) before it.
+		head, err := s.log.Head(ctx)
+		if err != nil {
+			return nil, "", 0, fmt.Errorf("riskstore: list device risks: %w", err)
+		}
+		c.Rev = head
+	} else {
 		if err := decodeToken(q.PageToken, &c); err != nil {
 			return nil, "", 0, err
 		}

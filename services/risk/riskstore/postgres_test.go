@@ -218,3 +218,28 @@ func BenchmarkReportAlertPostgres(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "alerts/s")
 }
+
+// TestPostgresListSeesOtherReplicasWrites: a listing on a replica that has not heard
+// of another replica's commit (no NOTIFY, polling once an hour) still includes it:
+// its revision is the database's head.
+func TestPostgresListSeesOtherReplicasWrites(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	a := openPG(t, url)
+	b, err := riskstore.OpenPG(ctx, riskstore.PGOptions{URL: url, NoNotify: true, PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	svc := risk.New(risk.Config{Store: a, Encode: riskgrpc.EncodeEvent})
+	if _, err := svc.ReportAlert(ctx, risk.Alert{ID: "a-1", DeviceID: "dev-1", Severity: risk.SeverityHigh, Title: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, rev, err := b.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev != a.Revision() || len(got) != 1 || got[0].DeviceID != "dev-1" || got[0].Level != risk.LevelHigh || len(got[0].Active) != 1 {
+		t.Fatalf("listing on the other replica = %+v at revision %d; want dev-1 HIGH with a-1 at %d", got, rev, a.Revision())
+	}
+}
