@@ -56,10 +56,16 @@ var (
 // TestMain: os.Exit(pgtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
+	Stop()
+	return code
+}
+
+// Stop stops the cluster if one was started (for a TestMain that runs m itself).
+func Stop() {
 	if stop != nil {
 		stop()
+		stop = nil
 	}
-	return code
 }
 
 // URL returns the URL of a new, empty database for t, dropped when t ends. It skips
