@@ -193,7 +193,8 @@ func (l *PG) Fence(ctx context.Context, tx dbtx.Tx, token int64) error {
 	return nil
 }
 
-// Run implements Lease: it tries to acquire every Duration/3; as leader it renews
+// Run implements Lease: it tries to acquire every Duration/3 (also after leading,
+// so a fn that fails at once is run at most that often); as leader it renews
 // every Duration/3 and ends fn's context when a renewal fails with ErrFenced or
 // when no renewal has succeeded for Duration (by this process's clock, started
 // before the acquiring statement), whichever comes first.
@@ -204,8 +205,9 @@ func (l *PG) Run(ctx context.Context, fn func(ctx context.Context, token int64) 
 		tok, err := l.TryAcquire(ctx)
 		switch {
 		case err == nil:
+			// Then wait like a follower before trying again: a fn that keeps failing
+			// must not spin on the lease.
 			l.lead(ctx, start, tok, fn)
-			continue
 		case errors.Is(err, ErrHeld):
 		default:
 			if ctx.Err() == nil {

@@ -268,3 +268,42 @@ func TestLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestRunFailingWorkDoesNotSpin: a leader whose work fails at once gives the lease up
+// and leads again no sooner than Duration/3 later.
+func TestRunFailingWorkDoesNotSpin(t *testing.T) {
+	db := openDB(t, pgtest.URL(t))
+	const d = 300 * time.Millisecond
+	l := lease.NewPG(db.Read(), lease.PGOptions{Name: "consumer", Duration: d})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var starts []time.Time
+	var tokens []int64
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Run(ctx, func(_ context.Context, tok int64) error {
+			starts = append(starts, time.Now())
+			tokens = append(tokens, tok)
+			if len(starts) == 3 {
+				cancel()
+			}
+			return errors.New("work failed")
+		})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v, want context.Canceled", err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("timeout: the work did not run three times")
+	}
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < d/3 {
+			t.Fatalf("led again %v after failing, want >= %v", gap, d/3)
+		}
+		if tokens[i] != tokens[i-1]+1 {
+			t.Fatalf("tokens %v: each leadership takes the next token", tokens)
+		}
+	}
+}
