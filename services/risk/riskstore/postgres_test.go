@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver for the probe connection
+
+	"github.com/condaccess/condaccess/internal/eventlog"
 
 	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/services/risk"
@@ -241,5 +245,113 @@ func TestPostgresListSeesOtherReplicasWrites(t *testing.T) {
 	}
 	if rev != a.Revision() || len(got) != 1 || got[0].DeviceID != "dev-1" || got[0].Level != risk.LevelHigh || len(got[0].Active) != 1 {
 		t.Fatalf("listing on the other replica = %+v at revision %d; want dev-1 HIGH with a-1 at %d", got, rev, a.Revision())
+	}
+}
+
+// collectEvents watches s from start until it is caught up and returns what it got.
+func collectEvents(t *testing.T, s risk.Store, start int64) ([]risk.StoredEvent, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var evs []risk.StoredEvent
+	err := s.Watch(ctx, start, func(e risk.StoredEvent) error { evs = append(evs, e); return nil },
+		func(int64) error { cancel(); return nil })
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return evs, err
+}
+
+// TestCopyToPG: an embedded store with compacted history copies into an empty
+// PostgreSQL schema with the same revisions, alerts, levels and history; a watcher
+// resuming at a retained revision gets the same events, one at a compacted revision
+// OUT_OF_RANGE on both; the next report takes the next revision; a second copy into
+// the now non-empty schema is refused and changes nothing.
+func TestCopyToPG(t *testing.T) {
+	ctx := context.Background()
+	src, err := riskstore.Open(ctx, riskstore.Options{Path: filepath.Join(t.TempDir(), "risk.db"), Synchronous: "NORMAL", Retention: 6, CompactInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	svc := risk.New(risk.Config{Store: src, Encode: riskgrpc.EncodeEvent})
+	for i, sev := range []risk.Severity{risk.SeverityHigh, risk.SeverityLow, risk.SeverityMedium, risk.SeverityInformational, risk.SeverityHigh} {
+		if _, err := svc.ReportAlert(ctx, risk.Alert{ID: fmt.Sprint("a-", i), DeviceID: fmt.Sprint("dev-", i%2), Severity: sev, Title: "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := svc.ResolveAlert(ctx, risk.Resolution{AlertID: "a-0", Classification: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	head := src.Revision()
+	from := head - 6 // the oldest retained start
+	dst := openPG(t, pgtest.URL(t))
+	counts, err := riskstore.CopyToPG(ctx, src, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts.Revision != head || counts.CompactedBefore != from || counts.Alerts != 5 || counts.Events != 6 || dst.Revision() != head {
+		t.Fatalf("copied %+v, target revision %d; want revision %d, compacted before %d, 5 alerts, 6 events", counts, dst.Revision(), head, from)
+	}
+
+	type view struct {
+		Alerts  []risk.Alert
+		Devices []risk.DeviceRisk
+		Rev     int64
+		History []risk.DeviceRisk
+		Dev0    risk.DeviceRisk
+		Events  []risk.StoredEvent
+	}
+	read := func(s risk.Store) view {
+		t.Helper()
+		var v view
+		var err error
+		if v.Alerts, _, err = s.ListAlerts(ctx, risk.AlertQuery{PageSize: 100}); err != nil {
+			t.Fatal(err)
+		}
+		if v.Devices, _, v.Rev, err = s.ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 100}); err != nil {
+			t.Fatal(err)
+		}
+		if v.History, _, err = s.RiskHistory(ctx, "dev-0", 100, ""); err != nil {
+			t.Fatal(err)
+		}
+		if v.Dev0, err = s.DeviceRisk(ctx, "dev-0"); err != nil {
+			t.Fatal(err)
+		}
+		if v.Events, err = collectEvents(t, s, from); err != nil {
+			t.Fatal(err)
+		}
+		for i := range v.Events {
+			v.Events[i].Time = v.Events[i].Time.UTC()
+		}
+		return v
+	}
+	want, got := read(src), read(dst)
+	if diff := cmp.Diff(want, got); diff != "" || len(got.Events) != 6 {
+		t.Fatalf("PostgreSQL differs from SQLite after the copy (-sqlite +postgres):\n%s", diff)
+	}
+	for _, s := range []risk.Store{src, dst} {
+		if _, err := collectEvents(t, s, from-1); !errors.Is(err, eventlog.ErrCompacted) {
+			t.Fatalf("watch from a compacted revision = %v, want ErrCompacted", err)
+		}
+	}
+
+	// Attack row: a second copy into the non-empty schema.
+	if _, err := riskstore.CopyToPG(ctx, src, dst); !errors.Is(err, riskstore.ErrTargetNotEmpty) {
+		t.Fatalf("second copy = %v, want ErrTargetNotEmpty", err)
+	}
+	if again := read(dst); cmp.Diff(got, again) != "" {
+		t.Fatal("a refused copy changed the target")
+	}
+	// The flow continues on PostgreSQL with the next revision.
+	r, err := risk.New(risk.Config{Store: dst, Encode: riskgrpc.EncodeEvent}).ReportAlert(ctx, risk.Alert{ID: "a-new", DeviceID: "dev-0", Severity: risk.SeverityLow, Title: "t"})
+	if err != nil || !r.Created {
+		t.Fatalf("report after the copy: %+v, %v", r, err)
+	}
+	if evs, err := collectEvents(t, dst, head); err != nil || len(evs) == 0 || evs[0].Revision != head+1 {
+		t.Fatalf("events after the copy: %+v, %v; want revision %d first", evs, err, head+1)
 	}
 }
