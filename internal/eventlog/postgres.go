@@ -459,7 +459,9 @@ func (l *PGLog) Watch(ctx context.Context, start int64, onEvent func(Event) erro
 	for {
 		changed := l.changedCh() // before reading, so no wake-up is missed
 		delivered := false
-		for {
+		// Once caught up, read only when the head known to this process has moved
+		// past the cursor (it is raised before every wake-up).
+		for idle == nil || l.Revision() > cursor {
 			evs, err := l.list(ctx, cursor, l.opts.ReplayPage)
 			if err != nil {
 				if ctx.Err() != nil {
