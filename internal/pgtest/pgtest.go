@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,19 +157,20 @@ func version(initdb string) int {
 // start runs initdb and pg_ctl start in a new temporary folder and returns the
 // maintenance database's URL and the function that stops the cluster.
 func start(bin string) (string, func(), error) {
-	// As root the server runs as postgres, which must reach the folder: /tmp rather
-	// than a TMPDIR that may sit in root's home.
-	base := ""
-	if os.Geteuid() == 0 {
-		base = "/tmp"
-	}
-	dir, err := os.MkdirTemp(base, "condaccess-pgtest-")
+	base := tmpBase()
+	reapStale(bin, base)
+	dir, err := os.MkdirTemp(base, dirPrefix)
 	if err != nil {
 		return "", nil, err
 	}
 	fail := func(err error) (string, func(), error) {
 		os.RemoveAll(dir)
 		return "", nil, err
+	}
+	// The owner file lets a later run stop this cluster if this process dies
+	// without stopping it (a test binary killed on timeout).
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return fail(err)
 	}
 	// PostgreSQL refuses to run as root: as root, run it as the postgres user.
 	var asUser []string
@@ -215,6 +217,47 @@ func start(bin string) (string, func(), error) {
 		os.RemoveAll(dir)
 	}
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), stopFn, nil
+}
+
+const (
+	dirPrefix = "condaccess-pgtest-"
+	ownerFile = "owner.pid"
+)
+
+// tmpBase is where clusters live: as root the server runs as postgres, which must
+// reach the folder, so /tmp rather than a TMPDIR that may sit in root's home.
+func tmpBase() string {
+	if os.Geteuid() == 0 {
+		return "/tmp"
+	}
+	return os.TempDir()
+}
+
+// reapStale stops and removes the clusters of test processes that died without
+// stopping them (their owner pid no longer runs).
+func reapStale(bin, base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // starting, or not ours
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		args := []string{filepath.Join(bin, "pg_ctl"), "-D", filepath.Join(dir, "data"), "-m", "immediate", "-w", "stop"}
+		if os.Geteuid() == 0 {
+			args = append([]string{"runuser", "-u", "postgres", "--"}, args...)
+		}
+		_ = exec.Command(args[0], args[1:]...).Run()
+		os.RemoveAll(dir)
+	}
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func freePort() (int, error) {
