@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"os"
@@ -11,12 +12,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/pgtest"
+	"github.com/condaccess/condaccess/services/risk/riskapp"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -97,4 +100,50 @@ func TestServeRiskReplicasOnPostgres(t *testing.T) {
 			t.Fatalf("an embedded risk store was created in %s (%v)", dir, err)
 		}
 	}
+}
+
+// TestServeCompactionLeaseFailsOver: of two risk replicas on one database, the first
+// started leads the event compaction (lease token 1); when it stops, the other takes
+// the lease over (token 2) within --lease-duration.
+func TestServeCompactionLeaseFailsOver(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	waitToken := func(want int64) {
+		t.Helper()
+		for {
+			var tok int64
+			err := db.QueryRowContext(ctx, `SELECT token FROM risk.leases WHERE name = $1`, riskapp.CompactionLease).Scan(&tok)
+			if err == nil && tok == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("timeout waiting for lease token %d (last %d, %v)", want, tok, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	start := func() *runningSuite {
+		t.Helper()
+		o := serveOptions{grpcAddr: "127.0.0.1:0", services: "risk", dataDir: t.TempDir(), databaseURL: url,
+			leaseDuration: 300 * time.Millisecond, stopTimeout: 5 * time.Second}
+		s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Stop() })
+		return s
+	}
+	first := start()
+	waitToken(1)
+	start()
+	if err := first.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	waitToken(2)
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -30,6 +31,9 @@ type Env struct {
 	// Factory implements PostgresReady keeps its store there (in its own schema)
 	// instead of in DataDir; serve refuses to start any other service with it.
 	DatabaseURL string
+	// LeaseDuration is --lease-duration: how long a replica's leadership of once-only
+	// background work lasts without renewal (PostgreSQL only).
+	LeaseDuration time.Duration
 	// Peers are the addresses of the other services.
 	Peers Peers
 	// Dial opens a client connection to a peer with the suite's credentials and

@@ -5,12 +5,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/risk"
 	"github.com/condaccess/condaccess/services/risk/riskgrpc"
@@ -65,6 +67,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 			URL:              env.DatabaseURL,
 			Retention:        f.retention,
 			ProgressInterval: f.progressInterval,
+			CompactInterval:  -1, // compaction runs on the lease's leader only (pgService.Run)
 			Logger:           env.Logger,
 		})
 		if err != nil {
@@ -73,7 +76,13 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
 		// Not suite.Audited: the PostgreSQL store records audit events but
 		// AuditService does not list them yet.
-		return &pgService{store: st, srv: riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice, EventCacheBytes: f.eventCacheBytes})}, nil
+		return &pgService{
+			store:        st,
+			srv:          riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice, EventCacheBytes: f.eventCacheBytes}),
+			lease:        st.Lease(lease.PGOptions{Name: CompactionLease, Duration: env.LeaseDuration, Logger: env.Logger}),
+			compactEvery: compactInterval,
+			log:          env.Logger,
+		}, nil
 	}
 	st, err := riskstore.Open(ctx, riskstore.Options{
 		Path:             filepath.Join(env.DataDir, "risk.db"),
@@ -109,17 +118,41 @@ func (s *service) Close() error { return s.store.Close() }
 // Audit implements suite.Audited.
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
 
+// CompactionLease is the lease whose holder compacts the risk event log on PostgreSQL.
+const CompactionLease = "risk-compaction"
+
+// compactInterval is how often the leader compacts (eventlog's default).
+const compactInterval = time.Minute
+
 // pgService is the risk service on the PostgreSQL store.
 type pgService struct {
-	store *riskstore.PGStore
-	srv   *riskgrpc.Server
+	store        *riskstore.PGStore
+	srv          *riskgrpc.Server
+	lease        *lease.PG
+	compactEvery time.Duration
+	log          *slog.Logger
 }
 
 func (s *pgService) Register(r grpc.ServiceRegistrar) { riskgrpc.Register(r, s.srv) }
 
-// Run has no background work (see service.Run).
+// Run compacts the event log every compactEvery while this replica holds the
+// compaction lease (one replica at a time does; another takes over within
+// --lease-duration of its loss).
 func (s *pgService) Run(ctx context.Context) error {
-	<-ctx.Done()
+	_ = s.lease.Run(ctx, func(ctx context.Context, _ int64) error {
+		tk := time.NewTicker(s.compactEvery)
+		defer tk.Stop()
+		for {
+			if err := s.store.Compact(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("risk: compaction failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tk.C:
+			}
+		}
+	})
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/eventlog"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/pgdb"
 	"github.com/condaccess/condaccess/services/risk"
 )
@@ -39,7 +40,8 @@ func PGMigrations() []string {
 		}
 		out = append(out, string(b))
 	}
-	return append(out, audit.PGMigrations("")...)
+	out = append(out, audit.PGMigrations("")...)
+	return append(out, lease.PGMigrations()...)
 }
 
 // PGOptions configures OpenPG.
@@ -56,7 +58,7 @@ type PGOptions struct {
 	// NoNotify turns LISTEN/NOTIFY off (an engine without it): watchers learn of
 	// other replicas' events by polling only.
 	NoNotify bool
-	Logger       *slog.Logger
+	Logger   *slog.Logger
 }
 
 // PGStore is the PostgreSQL implementation of risk.Store. Any number of processes
@@ -105,7 +107,11 @@ func OpenPG(ctx context.Context, opts PGOptions) (*PGStore, error) {
 // Close ends every watcher and closes the pool.
 func (s *PGStore) Close() error { return errors.Join(s.log.Close(), s.db.Close()) }
 
-// Compact drops events beyond the retention now (it also runs periodically).
+// Lease returns a leader lease kept in the store's schema (table leases).
+func (s *PGStore) Lease(opts lease.PGOptions) *lease.PG { return lease.NewPG(s.db.Read(), opts) }
+
+// Compact drops events beyond the retention now (it also runs every CompactInterval
+// unless that is negative).
 func (s *PGStore) Compact(ctx context.Context) error { return s.log.Compact(ctx) }
 
 // Update implements risk.Store.
