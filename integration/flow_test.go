@@ -24,10 +24,13 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/integration/harness"
 	"github.com/condaccess/condaccess/internal/agent"
+	"github.com/condaccess/condaccess/internal/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(harness.Main(m))
+	code := harness.Main(m)
+	pgtest.Stop()
+	os.Exit(code)
 }
 
 // TestFlow plays the flow with the four services as separate processes, and each of

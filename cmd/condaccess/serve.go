@@ -24,6 +24,7 @@ import (
 	"github.com/condaccess/condaccess/internal/audit/auditgrpc"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/httpface"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/ssf"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -57,6 +58,8 @@ const DefaultAuditRetention = 365 * 24 * time.Hour
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
 	ssf                                   ssf.Options
+	databaseURL                           string
+	leaseDuration                         time.Duration
 	peers                                 suite.Peers
 	tlsCert, tlsKey, tlsClientCA          string
 	deviceCACert, deviceCAKey             string
@@ -72,6 +75,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (console, Connect/gRPC-Web/REST, /metrics, /authz, /access/status); TLS with optional client certificates when --tls-cert is set; empty disables")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory (each service keeps its embedded store in a subfolder)")
+	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL (postgres://...) of the production store, preview: only the risk service runs on it (schema risk); empty keeps every store embedded in --data-dir")
+	fs.DurationVar(&o.leaseDuration, "lease-duration", lease.DefaultDuration, "with --database-url: how long a replica leads once-only background work (risk: event compaction) without renewing; another replica takes over within it")
 	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
 	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
 	fs.StringVar(&o.peers.Compliance, "compliance-addr", "", "gRPC address of the compliance service when it runs apart")
@@ -275,9 +280,15 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		logger.Warn(auth.InsecureWarning)
 	}
 
+	if o.leaseDuration < 0 {
+		return nil, fmt.Errorf("%w: --lease-duration must not be negative (0 means the default, %v)", errUsage, lease.DefaultDuration)
+	}
 	names := make([]string, len(picked))
 	for i, f := range picked {
 		names[i] = f.Name()
+		if _, ok := f.(suite.PostgresReady); o.databaseURL != "" && !ok {
+			return nil, fmt.Errorf("%w: --database-url: the %s service is not yet supported on PostgreSQL (only risk is); run it in another process without --database-url", errUsage, f.Name())
+		}
 	}
 	for _, n := range names {
 		for _, need := range peerNeeds[n] {
@@ -364,6 +375,8 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		e := env
 		e.Logger = logger.With("service", f.Name())
 		e.DataDir = filepath.Join(o.dataDir, f.Name())
+		e.DatabaseURL = o.databaseURL
+		e.LeaseDuration = o.leaseDuration
 		if err := os.MkdirAll(e.DataDir, 0o700); err != nil {
 			lis.Close()
 			return nil, fmt.Errorf("%s: data dir: %w", f.Name(), err)

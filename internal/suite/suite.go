@@ -6,6 +6,7 @@ import (
 	"flag"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -27,6 +28,13 @@ type Env struct {
 	Logger *slog.Logger
 	// DataDir is the service's own data directory (created, writable).
 	DataDir string
+	// DatabaseURL is the PostgreSQL URL of --database-url: when set, a service whose
+	// Factory implements PostgresReady keeps its store there (in its own schema)
+	// instead of in DataDir; serve refuses to start any other service with it.
+	DatabaseURL string
+	// LeaseDuration is --lease-duration: how long a replica's leadership of once-only
+	// background work lasts without renewal (PostgreSQL only).
+	LeaseDuration time.Duration
 	// Peers are the addresses of the other services.
 	Peers Peers
 	// Dial opens a client connection to a peer with the suite's credentials and
@@ -72,6 +80,12 @@ type Service interface {
 // the process serves condaccess.audit.v1.AuditService over the logs of its services.
 type Audited interface {
 	Audit() *audit.Log
+}
+
+// PostgresReady is implemented by a Factory whose service can keep its store in
+// PostgreSQL (Env.DatabaseURL).
+type PostgresReady interface {
+	SupportsPostgres()
 }
 
 // Factory builds one service from its flags.

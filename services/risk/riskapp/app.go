@@ -5,12 +5,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/risk"
 	"github.com/condaccess/condaccess/services/risk/riskgrpc"
@@ -48,13 +50,39 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.synchronous, "risk-sqlite-synchronous", "FULL", "SQLite synchronous setting of the risk store: FULL (acknowledged alerts survive power loss) or NORMAL (survive a process crash)")
 }
 
-// New implements suite.Factory: it opens <DataDir>/risk.db.
+// SupportsPostgres implements suite.PostgresReady.
+func (*Factory) SupportsPostgres() {}
+
+// New implements suite.Factory: it opens <DataDir>/risk.db, or the schema risk of
+// env.DatabaseURL when set.
 func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
 	if !f.set {
 		f.RegisterFlags(flag.NewFlagSet("risk", flag.ContinueOnError))
 	}
 	if f.retention < 0 {
 		return nil, fmt.Errorf("--risk-retention must not be negative")
+	}
+	if env.DatabaseURL != "" {
+		st, err := riskstore.OpenPG(ctx, riskstore.PGOptions{
+			URL:              env.DatabaseURL,
+			Retention:        f.retention,
+			ProgressInterval: f.progressInterval,
+			CompactInterval:  -1, // compaction runs on the lease's leader only (pgService.Run)
+			Logger:           env.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
+		// Not suite.Audited: the PostgreSQL store records audit events but
+		// AuditService does not list them yet.
+		return &pgService{
+			store:        st,
+			srv:          riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice, EventCacheBytes: f.eventCacheBytes}),
+			lease:        st.Lease(lease.PGOptions{Name: CompactionLease, Duration: env.LeaseDuration, Logger: env.Logger}),
+			compactEvery: compactInterval,
+			log:          env.Logger,
+		}, nil
 	}
 	st, err := riskstore.Open(ctx, riskstore.Options{
 		Path:             filepath.Join(env.DataDir, "risk.db"),
@@ -89,3 +117,43 @@ func (s *service) Close() error { return s.store.Close() }
 
 // Audit implements suite.Audited.
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
+
+// CompactionLease is the lease whose holder compacts the risk event log on PostgreSQL.
+const CompactionLease = "risk-compaction"
+
+// compactInterval is how often the leader compacts (eventlog's default).
+const compactInterval = time.Minute
+
+// pgService is the risk service on the PostgreSQL store.
+type pgService struct {
+	store        *riskstore.PGStore
+	srv          *riskgrpc.Server
+	lease        *lease.PG
+	compactEvery time.Duration
+	log          *slog.Logger
+}
+
+func (s *pgService) Register(r grpc.ServiceRegistrar) { riskgrpc.Register(r, s.srv) }
+
+// Run compacts the event log every compactEvery while this replica holds the
+// compaction lease (one replica at a time does; another takes over within
+// --lease-duration of its loss).
+func (s *pgService) Run(ctx context.Context) error {
+	_ = s.lease.Run(ctx, func(ctx context.Context, _ int64) error {
+		tk := time.NewTicker(s.compactEvery)
+		defer tk.Stop()
+		for {
+			if err := s.store.Compact(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("risk: compaction failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tk.C:
+			}
+		}
+	})
+	return nil
+}
+
+func (s *pgService) Close() error { return s.store.Close() }
