@@ -160,6 +160,46 @@ func TestDeviceBoundAuthority(t *testing.T) {
 		_, err := devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{DeviceId: "dev-9", Platform: commonv1.Platform_PLATFORM_LINUX}})
 		wantStatus(t, "EnrollDevice by a device", err, codes.PermissionDenied, auth.ReasonRoleNotAllowed)
 	})
+	t.Run("static sensor's alert waits for approval under FULL automation", func(t *testing.T) {
+		// dev-2 is in a FULL group. A static (non-device) sensor certificate may report
+		// for any device, but what it names is not the device's own observation: the
+		// action it proposes (a file outside any detection root, hash-pinned or not)
+		// waits for an administrator whatever the automation level.
+		sensor, err := s.DialOption("sensor")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := grpc.NewClient(s.Addr("risk"), sensor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = riskv1.NewRiskServiceClient(conn).ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+			AlertId: "a-siem", DeviceId: "dev-2", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "SIEM says malicious",
+			Category: "Malware", DetectionSource: "siem",
+			Evidence: []*commonv1.Evidence{{Kind: &commonv1.Evidence_File{File: &commonv1.FileEvidence{
+				Path: "/home/ceo/important.docx", Sha256: strings.Repeat("ab", 32), SizeBytes: 10}}}},
+		}})
+		if err != nil {
+			t.Fatalf("static sensor ReportAlert: %v", err)
+		}
+		harness.Eventually(t, "the SIEM's action pending approval", func(ctx context.Context) (bool, string) {
+			r, err := s.Remediation.ListActions(ctx, &remediationv1.ListActionsRequest{DeviceId: "dev-2"})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, a := range r.GetActions() {
+				if a.GetTarget().GetFile().GetPath() != "/home/ceo/important.docx" {
+					continue
+				}
+				if a.GetState() != remediationv1.ActionState_ACTION_STATE_PENDING_APPROVAL {
+					t.Fatalf("action on the SIEM's evidence is %v (%q), want PENDING_APPROVAL", a.GetState(), a.GetApprovalReason())
+				}
+				return true, ""
+			}
+			return false, fmt.Sprintf("actions %v", r.GetActions())
+		})
+	})
 }
 
 // connectOnce opens the agent channel as device and returns the status of the
