@@ -4,6 +4,12 @@ package condaccess
 
 import _ "embed"
 
+// `go generate .` (or ./...) regenerates everything generated, as `bash .ci/gen` does:
+// it first fetches the pinned third-party protos into .cache/, which plain `buf lint` and
+// `buf generate` need and a fresh clone does not have.
+//
+//go:generate bash .ci/gen
+
 // OpenAPI is gen/openapi/openapi.yaml: every google.api.http mapping of the condaccess
 // contracts, served by the HTTP face at /openapi.yaml.
 //
