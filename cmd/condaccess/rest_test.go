@@ -255,6 +255,7 @@ func TestRESTErrors(t *testing.T) {
 		{"alert with an unknown severity", "POST", "/v1/alerts", `{"alertId":"a-2","deviceId":"dev-1","severity":"SEVERITY_NOPE","title":"x"}`, 400, codes.InvalidArgument, ""},
 		{"resolve an unknown alert", "POST", "/v1/alerts/a-404:resolve", `{"classification":"ALERT_CLASSIFICATION_FALSE_POSITIVE"}`, 404, codes.NotFound, ""},
 		{"query parameter of the wrong type", "GET", "/v1/alerts?pageSize=many", "", 400, codes.InvalidArgument, ""},
+		{"update with a stale etag", "PATCH", "/v1/alerts/a-1", `{"assignedTo":"mallory","updateMask":"assignedTo","etag":"stale"}`, 409, codes.Aborted, ""},
 		{"same alert id, other content", "POST", "/v1/alerts", `{"alertId":"a-1","deviceId":"dev-1","severity":"SEVERITY_LOW","title":"other"}`, 409, codes.AlreadyExists, ""},
 	}
 	for _, tt := range tests {
@@ -288,7 +289,7 @@ func TestRESTErrors(t *testing.T) {
 	if _, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-2"}); err == nil {
 		t.Error("a refused REST write stored alert a-2")
 	}
-	if a, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-1"}); err != nil || a.GetAlert().GetTitle() != "Malicious file opened" {
+	if a, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-1"}); err != nil || a.GetAlert().GetTitle() != "Malicious file opened" || a.GetAlert().GetAssignedTo() != "" {
 		t.Errorf("a-1 after the refused writes: %v, %v", a, err)
 	}
 
