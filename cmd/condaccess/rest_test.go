@@ -293,6 +293,47 @@ func TestRESTErrors(t *testing.T) {
 		t.Errorf("a-1 after the refused writes: %v, %v", a, err)
 	}
 
+	// Cross-site writes: a page on another origin (its browser sends Origin), a form post
+	// (not JSON), a rebinding host name. Each is refused and stores nothing.
+	attacks := []struct {
+		name   string
+		header map[string]string
+		host   string
+		id     string
+		want   int
+	}{
+		{"cross-origin fetch", map[string]string{"Origin": "http://evil.example", "Content-Type": "application/json"}, "", "x-1", http.StatusForbidden},
+		{"HTML form post without Origin", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "", "x-2", http.StatusUnsupportedMediaType},
+		{"text/plain form post", map[string]string{"Content-Type": "text/plain"}, "", "x-3", http.StatusUnsupportedMediaType},
+		{"DNS rebinding host", map[string]string{"Content-Type": "application/json"}, "evil.example:7480", "x-4", http.StatusMisdirectedRequest},
+	}
+	for _, tt := range attacks {
+		t.Run(tt.name, func(t *testing.T) {
+			body := `{"alertId":"` + tt.id + `","deviceId":"dev-1","severity":"SEVERITY_HIGH","title":"x"}`
+			req, err := http.NewRequest(http.MethodPost, base+"/v1/alerts", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			if tt.host != "" {
+				req.Host = tt.host
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tt.want)
+			}
+			if _, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: tt.id}); err == nil {
+				t.Errorf("the refused request stored alert %s", tt.id)
+			}
+		})
+	}
+
 	// Paths and methods the mappings do not name, and server streams, which the
 	// transcoder (vanguard v0.4.0) serves over Connect and gRPC but not REST.
 	others := []struct {
