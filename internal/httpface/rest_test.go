@@ -79,7 +79,7 @@ func TestEveryRPCHasRESTMapping(t *testing.T) {
 			continue
 		}
 		if r == nil {
-			t.Errorf("%s: no google.api.http mapping", m.FullName())
+			t.Errorf("%s: no google.api.http mapping; add option (google.api.http) following AIP-127/AIP-136 and run bash .ci/gen", m.FullName())
 			continue
 		}
 		verb, path := ruleVerbPath(r)
