@@ -152,9 +152,11 @@ func SignES256(key crypto.Signer, kid string, claims map[string]any) string {
 	return s
 }
 
-// DeviceCA is a device CA whose certificate is written to CertFile.
+// DeviceCA is a device CA whose certificate is written to CertFile and its key (PKCS #8)
+// to KeyFile, for serve's --device-ca-cert and --device-ca-key.
 type DeviceCA struct {
 	CertFile string
+	KeyFile  string
 	Cert     *x509.Certificate
 	key      *ecdsa.PrivateKey
 }
@@ -173,8 +175,15 @@ func NewDeviceCA(t testing.TB, dir, name string) *DeviceCA {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ca := &DeviceCA{CertFile: filepath.Join(dir, name+".pem"), Cert: cert, key: k}
+	ca := &DeviceCA{CertFile: filepath.Join(dir, name+".pem"), KeyFile: filepath.Join(dir, name+"-key.pem"), Cert: cert, key: k}
 	if err := os.WriteFile(ca.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return ca
