@@ -68,7 +68,7 @@ func screenshots(t *testing.T) string {
 }
 
 // browser starts a headless Chromium with a fresh profile and returns its first tab.
-func browser(t *testing.T, ctx context.Context) context.Context {
+func browser(t *testing.T, ctx context.Context, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath(t)),
@@ -84,6 +84,7 @@ func browser(t *testing.T, ctx context.Context) context.Context {
 		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.WindowSize(1280, 900),
 	}
+	opts = append(opts, extra...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	tab, cancelTab := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })
@@ -765,7 +766,9 @@ func TestConsoleUnauthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
-	tab := browser(t, ctx)
+	// With TLS configured the HTTP address serves HTTPS; the browser has no client
+	// certificate and does not know the test CA.
+	tab := browser(t, ctx, chromedp.Flag("ignore-certificate-errors", true))
 	for _, path := range []string{"/", "/devices", "/actions", "/blocked?ref=si-1"} {
 		if err := chromedp.Do(tab, chromedp.Navigate("https://"+s.HTTPAddr()+path)); err != nil {
 			t.Fatal(err)

@@ -4,12 +4,14 @@
 package httpface
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/condaccess/condaccess"
 	"github.com/condaccess/condaccess/internal/server"
 )
 
@@ -39,8 +42,10 @@ type Config struct {
 }
 
 // Handler returns the handler for the root of the HTTP address: RPC paths
-// (/condaccess.<svc>.v1.<Service>/<Method>) go to the transcoder; the console's
-// routes and assets are served from the embedded build; anything else is 404.
+// (/condaccess.<svc>.v1.<Service>/<Method>) and the REST paths of the contracts'
+// google.api.http mappings (/v1/...) go to the transcoder; /openapi.yaml is the
+// generated OpenAPI document; the console's routes and assets are served from the
+// embedded build; anything else is 404.
 // Cross-origin requests (an Origin header naming another host) are refused.
 func Handler(cfg Config) (http.Handler, error) {
 	if cfg.GRPC == nil {
@@ -72,7 +77,7 @@ func Handler(cfg Config) (http.Handler, error) {
 			// Vanguard buffers whole messages; its default cap is 4 GB.
 			vanguard.WithMaxMessageBufferBytes(limit),
 		),
-		vanguard.WithUnknownHandler(Console()),
+		vanguard.WithUnknownHandler(withOpenAPI(Console())),
 		// A request body that does not decode is the caller's fault: INVALID_ARGUMENT,
 		// not vanguard's default INTERNAL.
 		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return jsonCodec{vanguard.NewJSONCodec(r)} }),
@@ -93,6 +98,30 @@ func Mount(mux *http.ServeMux, cfg Config) error {
 	}
 	mux.Handle("/", h)
 	return nil
+}
+
+// OpenAPIPath is where the HTTP face serves the contracts' OpenAPI 3 document.
+const OpenAPIPath = "/openapi.yaml"
+
+// withOpenAPI serves condaccess.OpenAPI at OpenAPIPath and passes every other
+// request to next.
+func withOpenAPI(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != OpenAPIPath {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/yaml")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-cache")
+		http.ServeContent(w, r, "openapi.yaml", time.Time{}, bytes.NewReader(condaccess.OpenAPI))
+	})
 }
 
 // guard refuses cross-origin requests and, in development mode, requests addressed to

@@ -13,6 +13,7 @@ package accessv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -5453,7 +5454,7 @@ var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"!condaccess/access/v1/access.proto\x12\x14condaccess.access.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x03\n" +
+	"!condaccess/access/v1/access.proto\x12\x14condaccess.access.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x03\n" +
 	"\x04User\x12D\n" +
 	"\auser_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\x06userId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12\x1a\n" +
@@ -5866,41 +5867,43 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SESSION_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15SESSION_STATE_REVOKED\x10\x022\xfd\r\n" +
-	"\x10DirectoryService\x12f\n" +
+	"\x15SESSION_STATE_REVOKED\x10\x022\xeb\x11\n" +
+	"\x10DirectoryService\x12}\n" +
 	"\n" +
-	"CreateUser\x12'.condaccess.access.v1.CreateUserRequest\x1a(.condaccess.access.v1.CreateUserResponse\"\x05\xa2\x9f\x19\x01\x03\x12^\n" +
-	"\aGetUser\x12$.condaccess.access.v1.GetUserRequest\x1a%.condaccess.access.v1.GetUserResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12d\n" +
-	"\tListUsers\x12&.condaccess.access.v1.ListUsersRequest\x1a'.condaccess.access.v1.ListUsersResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12f\n" +
+	"CreateUser\x12'.condaccess.access.v1.CreateUserRequest\x1a(.condaccess.access.v1.CreateUserResponse\"\x1c\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12y\n" +
+	"\aGetUser\x12$.condaccess.access.v1.GetUserRequest\x1a%.condaccess.access.v1.GetUserResponse\"!\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12u\n" +
+	"\tListUsers\x12&.condaccess.access.v1.ListUsersRequest\x1a'.condaccess.access.v1.ListUsersResponse\"\x17\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\v\x12\t/v1/users\x12\x8c\x01\n" +
 	"\n" +
-	"UpdateUser\x12'.condaccess.access.v1.UpdateUserRequest\x1a(.condaccess.access.v1.UpdateUserResponse\"\x05\xa2\x9f\x19\x01\x03\x12f\n" +
+	"UpdateUser\x12'.condaccess.access.v1.UpdateUserRequest\x1a(.condaccess.access.v1.UpdateUserResponse\"+\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02 :\x04user2\x18/v1/users/{user.user_id}\x12\x81\x01\n" +
 	"\n" +
-	"DeleteUser\x12'.condaccess.access.v1.DeleteUserRequest\x1a(.condaccess.access.v1.DeleteUserResponse\"\x05\xa2\x9f\x19\x01\x03\x12i\n" +
-	"\vCreateGroup\x12(.condaccess.access.v1.CreateGroupRequest\x1a).condaccess.access.v1.CreateGroupResponse\"\x05\xa2\x9f\x19\x01\x03\x12a\n" +
-	"\bGetGroup\x12%.condaccess.access.v1.GetGroupRequest\x1a&.condaccess.access.v1.GetGroupResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12g\n" +
+	"DeleteUser\x12'.condaccess.access.v1.DeleteUserRequest\x1a(.condaccess.access.v1.DeleteUserResponse\" \xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12\x82\x01\n" +
+	"\vCreateGroup\x12(.condaccess.access.v1.CreateGroupRequest\x1a).condaccess.access.v1.CreateGroupResponse\"\x1e\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x13:\x05group\"\n" +
+	"/v1/groups\x12~\n" +
+	"\bGetGroup\x12%.condaccess.access.v1.GetGroupRequest\x1a&.condaccess.access.v1.GetGroupResponse\"#\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/groups/{group_id}\x12y\n" +
 	"\n" +
-	"ListGroups\x12'.condaccess.access.v1.ListGroupsRequest\x1a(.condaccess.access.v1.ListGroupsResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12i\n" +
-	"\vUpdateGroup\x12(.condaccess.access.v1.UpdateGroupRequest\x1a).condaccess.access.v1.UpdateGroupResponse\"\x05\xa2\x9f\x19\x01\x03\x12i\n" +
-	"\vDeleteGroup\x12(.condaccess.access.v1.DeleteGroupRequest\x1a).condaccess.access.v1.DeleteGroupResponse\"\x05\xa2\x9f\x19\x01\x03\x12{\n" +
-	"\x11CreateApplication\x12..condaccess.access.v1.CreateApplicationRequest\x1a/.condaccess.access.v1.CreateApplicationResponse\"\x05\xa2\x9f\x19\x01\x03\x12s\n" +
-	"\x0eGetApplication\x12+.condaccess.access.v1.GetApplicationRequest\x1a,.condaccess.access.v1.GetApplicationResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12y\n" +
-	"\x10ListApplications\x12-.condaccess.access.v1.ListApplicationsRequest\x1a..condaccess.access.v1.ListApplicationsResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12{\n" +
-	"\x11UpdateApplication\x12..condaccess.access.v1.UpdateApplicationRequest\x1a/.condaccess.access.v1.UpdateApplicationResponse\"\x05\xa2\x9f\x19\x01\x03\x12{\n" +
-	"\x11DeleteApplication\x12..condaccess.access.v1.DeleteApplicationRequest\x1a/.condaccess.access.v1.DeleteApplicationResponse\"\x05\xa2\x9f\x19\x01\x03\x12w\n" +
-	"\x0fImportDirectory\x12,.condaccess.access.v1.ImportDirectoryRequest\x1a-.condaccess.access.v1.ImportDirectoryResponse\"\x05\xa2\x9f\x19\x01\x03(\x012\xbf\x04\n" +
-	"\x1eConditionalAccessPolicyService\x12l\n" +
-	"\fCreatePolicy\x12).condaccess.access.v1.CreatePolicyRequest\x1a*.condaccess.access.v1.CreatePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12d\n" +
-	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12m\n" +
-	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12l\n" +
-	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12l\n" +
-	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xd0\x05\n" +
-	"\rAccessService\x12t\n" +
-	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"\a\xa2\x9f\x19\x03\x05\x03\x02\x12\x88\x01\n" +
-	"\x14EvaluateAccessStream\x121.condaccess.access.v1.EvaluateAccessStreamRequest\x1a2.condaccess.access.v1.EvaluateAccessStreamResponse\"\x05\xa2\x9f\x19\x01\x05(\x010\x01\x12\\\n" +
-	"\x06WhatIf\x12#.condaccess.access.v1.WhatIfRequest\x1a$.condaccess.access.v1.WhatIfResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12k\n" +
-	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12n\n" +
-	"\fListSessions\x12).condaccess.access.v1.ListSessionsRequest\x1a*.condaccess.access.v1.ListSessionsResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x82\x01\n" +
-	"\x12WatchSessionEvents\x12/.condaccess.access.v1.WatchSessionEventsRequest\x1a0.condaccess.access.v1.WatchSessionEventsResponse\"\a\xa2\x9f\x19\x03\x05\x04\x020\x01B\xe0\x01\n" +
+	"ListGroups\x12'.condaccess.access.v1.ListGroupsRequest\x1a(.condaccess.access.v1.ListGroupsResponse\"\x18\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/groups\x12\x93\x01\n" +
+	"\vUpdateGroup\x12(.condaccess.access.v1.UpdateGroupRequest\x1a).condaccess.access.v1.UpdateGroupResponse\"/\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02$:\x05group2\x1b/v1/groups/{group.group_id}\x12\x86\x01\n" +
+	"\vDeleteGroup\x12(.condaccess.access.v1.DeleteGroupRequest\x1a).condaccess.access.v1.DeleteGroupResponse\"\"\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x17*\x15/v1/groups/{group_id}\x12\xa0\x01\n" +
+	"\x11CreateApplication\x12..condaccess.access.v1.CreateApplicationRequest\x1a/.condaccess.access.v1.CreateApplicationResponse\"*\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x1f:\vapplication\"\x10/v1/applications\x12\x9c\x01\n" +
+	"\x0eGetApplication\x12+.condaccess.access.v1.GetApplicationRequest\x1a,.condaccess.access.v1.GetApplicationResponse\"/\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02#\x12!/v1/applications/{application_id}\x12\x91\x01\n" +
+	"\x10ListApplications\x12-.condaccess.access.v1.ListApplicationsRequest\x1a..condaccess.access.v1.ListApplicationsResponse\"\x1e\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/applications\x12\xbd\x01\n" +
+	"\x11UpdateApplication\x12..condaccess.access.v1.UpdateApplicationRequest\x1a/.condaccess.access.v1.UpdateApplicationResponse\"G\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02<:\vapplication2-/v1/applications/{application.application_id}\x12\xa4\x01\n" +
+	"\x11DeleteApplication\x12..condaccess.access.v1.DeleteApplicationRequest\x1a/.condaccess.access.v1.DeleteApplicationResponse\".\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02#*!/v1/applications/{application_id}\x12w\n" +
+	"\x0fImportDirectory\x12,.condaccess.access.v1.ImportDirectoryRequest\x1a-.condaccess.access.v1.ImportDirectoryResponse\"\x05\xa2\x9f\x19\x01\x03(\x012\xb8\x06\n" +
+	"\x1eConditionalAccessPolicyService\x12\x99\x01\n" +
+	"\fCreatePolicy\x12).condaccess.access.v1.CreatePolicyRequest\x1a*.condaccess.access.v1.CreatePolicyResponse\"2\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02':\x06policy\"\x1d/v1/conditionalAccessPolicies\x12\x95\x01\n" +
+	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"7\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02+\x12)/v1/conditionalAccessPolicies/{policy_id}\x12\x92\x01\n" +
+	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\xac\x01\n" +
+	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"E\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02::\x06policy20/v1/conditionalAccessPolicies/{policy.policy_id}\x12\x9d\x01\n" +
+	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\xd2\x06\n" +
+	"\rAccessService\x12\x92\x01\n" +
+	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"%\xa2\x9f\x19\x03\x05\x03\x02\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/access:evaluate\x12\x88\x01\n" +
+	"\x14EvaluateAccessStream\x121.condaccess.access.v1.EvaluateAccessStreamRequest\x1a2.condaccess.access.v1.EvaluateAccessStreamResponse\"\x05\xa2\x9f\x19\x01\x05(\x010\x01\x12x\n" +
+	"\x06WhatIf\x12#.condaccess.access.v1.WhatIfRequest\x1a$.condaccess.access.v1.WhatIfResponse\"#\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/access:whatIf\x12~\n" +
+	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/signIns\x12\x82\x01\n" +
+	"\fListSessions\x12).condaccess.access.v1.ListSessionsRequest\x1a*.condaccess.access.v1.ListSessionsResponse\"\x1b\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x12\xa1\x01\n" +
+	"\x12WatchSessionEvents\x12/.condaccess.access.v1.WatchSessionEventsRequest\x1a0.condaccess.access.v1.WatchSessionEventsResponse\"&\xa2\x9f\x19\x03\x05\x04\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/sessionEvents:watch0\x01B\xe0\x01\n" +
 	"\x18com.condaccess.access.v1B\vAccessProtoP\x01ZEgithub.com/condaccess/condaccess/gen/go/condaccess/access/v1;accessv1\xa2\x02\x03CAX\xaa\x02\x14Condaccess.Access.V1\xca\x02\x14Condaccess\\Access\\V1\xe2\x02 Condaccess\\Access\\V1\\GPBMetadata\xea\x02\x16Condaccess::Access::V1b\x06proto3"
 
 var (

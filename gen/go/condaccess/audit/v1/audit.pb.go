@@ -12,6 +12,7 @@ package auditv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -466,7 +467,7 @@ var File_condaccess_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_condaccess_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcondaccess/audit/v1/audit.proto\x12\x13condaccess.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
+	"\x1fcondaccess/audit/v1/audit.proto\x12\x13condaccess.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
 	"\n" +
 	"AuditActor\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x14\n" +
@@ -508,9 +509,9 @@ const file_condaccess_audit_v1_audit_proto_rawDesc = "" +
 	"\x18AUDIT_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AUDIT_ACTION_CREATE\x10\x01\x12\x17\n" +
 	"\x13AUDIT_ACTION_UPDATE\x10\x02\x12\x17\n" +
-	"\x13AUDIT_ACTION_DELETE\x10\x032\x85\x01\n" +
-	"\fAuditService\x12u\n" +
-	"\x0fListAuditEvents\x12+.condaccess.audit.v1.ListAuditEventsRequest\x1a,.condaccess.audit.v1.ListAuditEventsResponse\"\a\xa2\x9f\x19\x03\x02\x03\x04B\xd8\x01\n" +
+	"\x13AUDIT_ACTION_DELETE\x10\x032\x9d\x01\n" +
+	"\fAuditService\x12\x8c\x01\n" +
+	"\x0fListAuditEvents\x12+.condaccess.audit.v1.ListAuditEventsRequest\x1a,.condaccess.audit.v1.ListAuditEventsResponse\"\x1e\xa2\x9f\x19\x03\x02\x03\x04\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditEventsB\xd8\x01\n" +
 	"\x17com.condaccess.audit.v1B\n" +
 	"AuditProtoP\x01ZCgithub.com/condaccess/condaccess/gen/go/condaccess/audit/v1;auditv1\xa2\x02\x03CAX\xaa\x02\x13Condaccess.Audit.V1\xca\x02\x13Condaccess\\Audit\\V1\xe2\x02\x1fCondaccess\\Audit\\V1\\GPBMetadata\xea\x02\x15Condaccess::Audit::V1b\x06proto3"
 

@@ -13,6 +13,7 @@ package compliancev1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -3133,7 +3134,7 @@ var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a.condaccess/compliance/v1/device_identity.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x05\n" +
+	")condaccess/compliance/v1/compliance.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a.condaccess/compliance/v1/device_identity.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x05\n" +
 	"\x06Device\x12G\n" +
 	"\tdevice_id\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18\x80\x012\x1e^[A-Za-z0-9][A-Za-z0-9._:@-]*$R\bdeviceId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12F\n" +
@@ -3362,30 +3363,30 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\x12L\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\rpreviousState\"I\n" +
 	"\rDeviceChanged\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\xe5\x04\n" +
-	"\rDeviceService\x12t\n" +
-	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\"\x05\xa2\x9f\x19\x01\x03\x12|\n" +
-	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"\x16\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\vremediation\x12s\n" +
-	"\vListDevices\x12,.condaccess.compliance.v1.ListDevicesRequest\x1a-.condaccess.compliance.v1.ListDevicesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12u\n" +
-	"\fUpdateDevice\x12-.condaccess.compliance.v1.UpdateDeviceRequest\x1a..condaccess.compliance.v1.UpdateDeviceResponse\"\x06\xa2\x9f\x19\x02\x03\x01\x12t\n" +
-	"\fRetireDevice\x12-.condaccess.compliance.v1.RetireDeviceRequest\x1a..condaccess.compliance.v1.RetireDeviceResponse\"\x05\xa2\x9f\x19\x01\x032\xfd\x05\n" +
-	"\x17CompliancePolicyService\x12\x92\x01\n" +
-	"\x16CreateCompliancePolicy\x127.condaccess.compliance.v1.CreateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.CreateCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12\x8b\x01\n" +
-	"\x13GetCompliancePolicy\x124.condaccess.compliance.v1.GetCompliancePolicyRequest\x1a5.condaccess.compliance.v1.GetCompliancePolicyResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x94\x01\n" +
-	"\x16ListCompliancePolicies\x127.condaccess.compliance.v1.ListCompliancePoliciesRequest\x1a8.condaccess.compliance.v1.ListCompliancePoliciesResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\x92\x01\n" +
-	"\x16UpdateCompliancePolicy\x127.condaccess.compliance.v1.UpdateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.UpdateCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x03\x12\x92\x01\n" +
-	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"\x05\xa2\x9f\x19\x01\x032\xcc\t\n" +
-	"\x11ComplianceService\x12\x8b\x01\n" +
-	"\x13GetDeviceCompliance\x124.condaccess.compliance.v1.GetDeviceComplianceRequest\x1a5.condaccess.compliance.v1.GetDeviceComplianceResponse\"\a\xa2\x9f\x19\x03\x04\x03\x02\x12\xbd\x01\n" +
-	"\x14ListDeviceCompliance\x125.condaccess.compliance.v1.ListDeviceComplianceRequest\x1a6.condaccess.compliance.v1.ListDeviceComplianceResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
-	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation\x12x\n" +
-	"\rExcludeDevice\x12..condaccess.compliance.v1.ExcludeDeviceRequest\x1a/.condaccess.compliance.v1.ExcludeDeviceResponse\"\x06\xa2\x9f\x19\x02\x02\x03\x12~\n" +
-	"\x0fRemoveExclusion\x120.condaccess.compliance.v1.RemoveExclusionRequest\x1a1.condaccess.compliance.v1.RemoveExclusionResponse\"\x06\xa2\x9f\x19\x02\x02\x03\x12|\n" +
-	"\x0eListExclusions\x12/.condaccess.compliance.v1.ListExclusionsRequest\x1a0.condaccess.compliance.v1.ListExclusionsResponse\"\a\xa2\x9f\x19\x03\x04\x02\x03\x12\x90\x01\n" +
-	"\x15GetComplianceSettings\x126.condaccess.compliance.v1.GetComplianceSettingsRequest\x1a7.condaccess.compliance.v1.GetComplianceSettingsResponse\"\x06\xa2\x9f\x19\x02\x04\x03\x12\x98\x01\n" +
-	"\x18UpdateComplianceSettings\x129.condaccess.compliance.v1.UpdateComplianceSettingsRequest\x1a:.condaccess.compliance.v1.UpdateComplianceSettingsResponse\"\x05\xa2\x9f\x19\x01\x03\x12\xc2\x01\n" +
-	"\x15WatchComplianceEvents\x126.condaccess.compliance.v1.WatchComplianceEventsRequest\x1a7.condaccess.compliance.v1.WatchComplianceEventsResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
-	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation0\x01B\x80\x02\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\x8e\x06\n" +
+	"\rDeviceService\x12\x8f\x01\n" +
+	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\" \xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x15:\x06device\"\v/v1/devices\x12\x9b\x01\n" +
+	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"5\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/devices/{device_id}\x12\x86\x01\n" +
+	"\vListDevices\x12,.condaccess.compliance.v1.ListDevicesRequest\x1a-.condaccess.compliance.v1.ListDevicesResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/devices\x12\xa3\x01\n" +
+	"\fUpdateDevice\x12-.condaccess.compliance.v1.UpdateDeviceRequest\x1a..condaccess.compliance.v1.UpdateDeviceResponse\"4\xa2\x9f\x19\x02\x03\x01\x82\xd3\xe4\x93\x02(:\x06device2\x1e/v1/devices/{device.device_id}\x12\x9d\x01\n" +
+	"\fRetireDevice\x12-.condaccess.compliance.v1.RetireDeviceRequest\x1a..condaccess.compliance.v1.RetireDeviceResponse\".\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/devices/{device_id}:retire2\xce\a\n" +
+	"\x17CompliancePolicyService\x12\xb8\x01\n" +
+	"\x16CreateCompliancePolicy\x127.condaccess.compliance.v1.CreateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.CreateCompliancePolicyResponse\"+\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02 :\x06policy\"\x16/v1/compliancePolicies\x12\xb5\x01\n" +
+	"\x13GetCompliancePolicy\x124.condaccess.compliance.v1.GetCompliancePolicyRequest\x1a5.condaccess.compliance.v1.GetCompliancePolicyResponse\"1\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02$\x12\"/v1/compliancePolicies/{policy_id}\x12\xb2\x01\n" +
+	"\x16ListCompliancePolicies\x127.condaccess.compliance.v1.ListCompliancePoliciesRequest\x1a8.condaccess.compliance.v1.ListCompliancePoliciesResponse\"%\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/compliancePolicies\x12\xcb\x01\n" +
+	"\x16UpdateCompliancePolicy\x127.condaccess.compliance.v1.UpdateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.UpdateCompliancePolicyResponse\">\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x023:\x06policy2)/v1/compliancePolicies/{policy.policy_id}\x12\xbc\x01\n" +
+	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"/\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02$*\"/v1/compliancePolicies/{policy_id}2\xef\v\n" +
+	"\x11ComplianceService\x12\xb5\x01\n" +
+	"\x13GetDeviceCompliance\x124.condaccess.compliance.v1.GetDeviceComplianceRequest\x1a5.condaccess.compliance.v1.GetDeviceComplianceResponse\"1\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02$\x12\"/v1/devices/{device_id}/compliance\x12\xd9\x01\n" +
+	"\x14ListDeviceCompliance\x125.condaccess.compliance.v1.ListDeviceComplianceRequest\x1a6.condaccess.compliance.v1.ListDeviceComplianceResponse\"R\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/deviceCompliance\x12\xa2\x01\n" +
+	"\rExcludeDevice\x12..condaccess.compliance.v1.ExcludeDeviceRequest\x1a/.condaccess.compliance.v1.ExcludeDeviceResponse\"0\xa2\x9f\x19\x02\x02\x03\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/v1/devices/{device_id}:exclude\x12\xb0\x01\n" +
+	"\x0fRemoveExclusion\x120.condaccess.compliance.v1.RemoveExclusionRequest\x1a1.condaccess.compliance.v1.RemoveExclusionResponse\"8\xa2\x9f\x19\x02\x02\x03\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/devices/{device_id}:removeExclusion\x12\x92\x01\n" +
+	"\x0eListExclusions\x12/.condaccess.compliance.v1.ListExclusionsRequest\x1a0.condaccess.compliance.v1.ListExclusionsResponse\"\x1d\xa2\x9f\x19\x03\x04\x02\x03\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/exclusions\x12\xae\x01\n" +
+	"\x15GetComplianceSettings\x126.condaccess.compliance.v1.GetComplianceSettingsRequest\x1a7.condaccess.compliance.v1.GetComplianceSettingsResponse\"$\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/complianceSettings\x12\xc0\x01\n" +
+	"\x18UpdateComplianceSettings\x129.condaccess.compliance.v1.UpdateComplianceSettingsRequest\x1a:.condaccess.compliance.v1.UpdateComplianceSettingsResponse\"-\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\":\bsettings2\x16/v1/complianceSettings\x12\xe4\x01\n" +
+	"\x15WatchComplianceEvents\x126.condaccess.compliance.v1.WatchComplianceEventsRequest\x1a7.condaccess.compliance.v1.WatchComplianceEventsResponse\"X\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/complianceEvents:watch0\x01B\x80\x02\n" +
 	"\x1ccom.condaccess.compliance.v1B\x0fComplianceProtoP\x01ZMgithub.com/condaccess/condaccess/gen/go/condaccess/compliance/v1;compliancev1\xa2\x02\x03CCX\xaa\x02\x18Condaccess.Compliance.V1\xca\x02\x18Condaccess\\Compliance\\V1\xe2\x02$Condaccess\\Compliance\\V1\\GPBMetadata\xea\x02\x1aCondaccess::Compliance::V1b\x06proto3"
 
 var (

@@ -9,6 +9,7 @@ package compliancev1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -804,7 +805,7 @@ var File_condaccess_compliance_v1_device_identity_proto protoreflect.FileDescrip
 
 const file_condaccess_compliance_v1_device_identity_proto_rawDesc = "" +
 	"\n" +
-	".condaccess/compliance/v1/device_identity.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x03\n" +
+	".condaccess/compliance/v1/device_identity.proto\x12\x18condaccess.compliance.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x03\n" +
 	"\x0eDeviceIdentity\x12%\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12-\n" +
 	"\rserial_number\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fserialNumber\x12;\n" +
@@ -862,14 +863,14 @@ const file_condaccess_compliance_v1_device_identity_proto_rawDesc = "" +
 	"\x13DeviceIdentityState\x12%\n" +
 	"!DEVICE_IDENTITY_STATE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cDEVICE_IDENTITY_STATE_ACTIVE\x10\x01\x12!\n" +
-	"\x1dDEVICE_IDENTITY_STATE_REVOKED\x10\x022\x97\x06\n" +
-	"\x15DeviceIdentityService\x12\x90\x01\n" +
-	"\x15CreateEnrollmentToken\x126.condaccess.compliance.v1.CreateEnrollmentTokenRequest\x1a7.condaccess.compliance.v1.CreateEnrollmentTokenResponse\"\x06\xa2\x9f\x19\x02\x03\x02\x12\x85\x01\n" +
-	"\x14EnrollDeviceIdentity\x125.condaccess.compliance.v1.EnrollDeviceIdentityRequest\x1a6.condaccess.compliance.v1.EnrollDeviceIdentityResponse\x12\x92\x01\n" +
-	"\x16RenewDeviceCertificate\x127.condaccess.compliance.v1.RenewDeviceCertificateRequest\x1a8.condaccess.compliance.v1.RenewDeviceCertificateResponse\"\x05\xa2\x9f\x19\x01\x01\x12\x8d\x01\n" +
-	"\x14RevokeDeviceIdentity\x125.condaccess.compliance.v1.RevokeDeviceIdentityRequest\x1a6.condaccess.compliance.v1.RevokeDeviceIdentityResponse\"\x06\xa2\x9f\x19\x02\x03\x02\x12\xbd\x01\n" +
-	"\x14ListDeviceIdentities\x125.condaccess.compliance.v1.ListDeviceIdentitiesRequest\x1a6.condaccess.compliance.v1.ListDeviceIdentitiesResponse\"6\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
-	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediationB\x84\x02\n" +
+	"\x1dDEVICE_IDENTITY_STATE_REVOKED\x10\x022\xe5\a\n" +
+	"\x15DeviceIdentityService\x12\xc3\x01\n" +
+	"\x15CreateEnrollmentToken\x126.condaccess.compliance.v1.CreateEnrollmentTokenRequest\x1a7.condaccess.compliance.v1.CreateEnrollmentTokenResponse\"9\xa2\x9f\x19\x02\x03\x02\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/devices/{device_id}/enrollmentTokens\x12\xad\x01\n" +
+	"\x14EnrollDeviceIdentity\x125.condaccess.compliance.v1.EnrollDeviceIdentityRequest\x1a6.condaccess.compliance.v1.EnrollDeviceIdentityResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/deviceIdentities:enroll\x12\xb7\x01\n" +
+	"\x16RenewDeviceCertificate\x127.condaccess.compliance.v1.RenewDeviceCertificateRequest\x1a8.condaccess.compliance.v1.RenewDeviceCertificateResponse\"*\xa2\x9f\x19\x01\x01\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/deviceIdentities:renew\x12\xbf\x01\n" +
+	"\x14RevokeDeviceIdentity\x125.condaccess.compliance.v1.RevokeDeviceIdentityRequest\x1a6.condaccess.compliance.v1.RevokeDeviceIdentityResponse\"8\xa2\x9f\x19\x02\x03\x02\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/devices/{device_id}/identity:revoke\x12\xd9\x01\n" +
+	"\x14ListDeviceIdentities\x125.condaccess.compliance.v1.ListDeviceIdentitiesRequest\x1a6.condaccess.compliance.v1.ListDeviceIdentitiesResponse\"R\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\x04risk\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\x06access\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/deviceIdentitiesB\x84\x02\n" +
 	"\x1ccom.condaccess.compliance.v1B\x13DeviceIdentityProtoP\x01ZMgithub.com/condaccess/condaccess/gen/go/condaccess/compliance/v1;compliancev1\xa2\x02\x03CCX\xaa\x02\x18Condaccess.Compliance.V1\xca\x02\x18Condaccess\\Compliance\\V1\xe2\x02$Condaccess\\Compliance\\V1\\GPBMetadata\xea\x02\x1aCondaccess::Compliance::V1b\x06proto3"
 
 var (

@@ -12,6 +12,7 @@ package remediationv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -3398,7 +3399,7 @@ var File_condaccess_remediation_v1_remediation_proto protoreflect.FileDescriptor
 
 const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\n" +
-	"+condaccess/remediation/v1/remediation.proto\x12\x19condaccess.remediation.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n" +
+	"+condaccess/remediation/v1/remediation.proto\x12\x19condaccess.remediation.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n" +
 	"\x0fEvidenceVerdict\x12:\n" +
 	"\bevidence\x18\x01 \x01(\v2\x1e.condaccess.common.v1.EvidenceR\bevidence\x12<\n" +
 	"\averdict\x18\x02 \x01(\x0e2\".condaccess.remediation.v1.VerdictR\averdict\x12#\n" +
@@ -3653,24 +3654,25 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x12ActionResultStatus\x12$\n" +
 	" ACTION_RESULT_STATUS_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eACTION_RESULT_STATUS_SUCCEEDED\x10\x01\x12\x1f\n" +
-	"\x1bACTION_RESULT_STATUS_FAILED\x10\x022\xb2\x0e\n" +
-	"\x12RemediationService\x12\x88\x01\n" +
-	"\x12StartInvestigation\x124.condaccess.remediation.v1.StartInvestigationRequest\x1a5.condaccess.remediation.v1.StartInvestigationResponse\"\x05\xa2\x9f\x19\x01\x02\x12\x83\x01\n" +
-	"\x10GetInvestigation\x122.condaccess.remediation.v1.GetInvestigationRequest\x1a3.condaccess.remediation.v1.GetInvestigationResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x89\x01\n" +
-	"\x12ListInvestigations\x124.condaccess.remediation.v1.ListInvestigationsRequest\x1a5.condaccess.remediation.v1.ListInvestigationsResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12n\n" +
-	"\tGetAction\x12+.condaccess.remediation.v1.GetActionRequest\x1a,.condaccess.remediation.v1.GetActionResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12t\n" +
-	"\vListActions\x12-.condaccess.remediation.v1.ListActionsRequest\x1a..condaccess.remediation.v1.ListActionsResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12v\n" +
-	"\fSubmitAction\x12..condaccess.remediation.v1.SubmitActionRequest\x1a/.condaccess.remediation.v1.SubmitActionResponse\"\x05\xa2\x9f\x19\x01\x02\x12y\n" +
-	"\rApproveAction\x12/.condaccess.remediation.v1.ApproveActionRequest\x1a0.condaccess.remediation.v1.ApproveActionResponse\"\x05\xa2\x9f\x19\x01\x02\x12v\n" +
-	"\fRejectAction\x12..condaccess.remediation.v1.RejectActionRequest\x1a/.condaccess.remediation.v1.RejectActionResponse\"\x05\xa2\x9f\x19\x01\x02\x12p\n" +
+	"\x1bACTION_RESULT_STATUS_FAILED\x10\x022\x8c\x12\n" +
+	"\x12RemediationService\x12\xa5\x01\n" +
+	"\x12StartInvestigation\x124.condaccess.remediation.v1.StartInvestigationRequest\x1a5.condaccess.remediation.v1.StartInvestigationResponse\"\"\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/investigations\x12\xb0\x01\n" +
+	"\x10GetInvestigation\x122.condaccess.remediation.v1.GetInvestigationRequest\x1a3.condaccess.remediation.v1.GetInvestigationResponse\"3\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02'\x12%/v1/investigations/{investigation_id}\x12\xa3\x01\n" +
+	"\x12ListInvestigations\x124.condaccess.remediation.v1.ListInvestigationsRequest\x1a5.condaccess.remediation.v1.ListInvestigationsResponse\" \xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/investigations\x12\x8d\x01\n" +
+	"\tGetAction\x12+.condaccess.remediation.v1.GetActionRequest\x1a,.condaccess.remediation.v1.GetActionResponse\"%\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/actions/{action_id}\x12\x87\x01\n" +
+	"\vListActions\x12-.condaccess.remediation.v1.ListActionsRequest\x1a..condaccess.remediation.v1.ListActionsResponse\"\x19\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/actions\x12\x8c\x01\n" +
+	"\fSubmitAction\x12..condaccess.remediation.v1.SubmitActionRequest\x1a/.condaccess.remediation.v1.SubmitActionResponse\"\x1b\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/actions\x12\xa3\x01\n" +
+	"\rApproveAction\x12/.condaccess.remediation.v1.ApproveActionRequest\x1a0.condaccess.remediation.v1.ApproveActionResponse\"/\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/v1/actions/{action_id}:approve\x12\x9f\x01\n" +
+	"\fRejectAction\x12..condaccess.remediation.v1.RejectActionRequest\x1a/.condaccess.remediation.v1.RejectActionResponse\".\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/actions/{action_id}:reject\x12\x97\x01\n" +
 	"\n" +
-	"UndoAction\x12,.condaccess.remediation.v1.UndoActionRequest\x1a-.condaccess.remediation.v1.UndoActionResponse\"\x05\xa2\x9f\x19\x01\x02\x12\x8b\x01\n" +
-	"\x13CancelInvestigation\x125.condaccess.remediation.v1.CancelInvestigationRequest\x1a6.condaccess.remediation.v1.CancelInvestigationResponse\"\x05\xa2\x9f\x19\x01\x02\x12\x88\x01\n" +
-	"\x12SetAutomationLevel\x124.condaccess.remediation.v1.SetAutomationLevelRequest\x1a5.condaccess.remediation.v1.SetAutomationLevelResponse\"\x05\xa2\x9f\x19\x01\x02\x12\x8f\x01\n" +
-	"\x14ListAutomationLevels\x126.condaccess.remediation.v1.ListAutomationLevelsRequest\x1a7.condaccess.remediation.v1.ListAutomationLevelsResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12q\n" +
+	"UndoAction\x12,.condaccess.remediation.v1.UndoActionRequest\x1a-.condaccess.remediation.v1.UndoActionResponse\",\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/actions/{action_id}:undo\x12\xc2\x01\n" +
+	"\x13CancelInvestigation\x125.condaccess.remediation.v1.CancelInvestigationRequest\x1a6.condaccess.remediation.v1.CancelInvestigationResponse\"<\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x021:\x01*\",/v1/investigations/{investigation_id}:cancel\x12\xab\x01\n" +
+	"\x12SetAutomationLevel\x124.condaccess.remediation.v1.SetAutomationLevelRequest\x1a5.condaccess.remediation.v1.SetAutomationLevelResponse\"(\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/automationLevels:set\x12\xab\x01\n" +
+	"\x14ListAutomationLevels\x126.condaccess.remediation.v1.ListAutomationLevelsRequest\x1a7.condaccess.remediation.v1.ListAutomationLevelsResponse\"\"\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/automationLevels\x12\x83\x01\n" +
 	"\n" +
-	"ListAgents\x12,.condaccess.remediation.v1.ListAgentsRequest\x1a-.condaccess.remediation.v1.ListAgentsResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x9d\x01\n" +
-	"\x18WatchInvestigationEvents\x12:.condaccess.remediation.v1.WatchInvestigationEventsRequest\x1a;.condaccess.remediation.v1.WatchInvestigationEventsResponse\"\x06\xa2\x9f\x19\x02\x04\x020\x012{\n" +
+	"ListAgents\x12,.condaccess.remediation.v1.ListAgentsRequest\x1a-.condaccess.remediation.v1.ListAgentsResponse\"\x18\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/agents\x12\xc2\x01\n" +
+	"\x18WatchInvestigationEvents\x12:.condaccess.remediation.v1.WatchInvestigationEventsRequest\x1a;.condaccess.remediation.v1.WatchInvestigationEventsResponse\"+\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/investigationEvents:watch0\x012{\n" +
 	"\fAgentService\x12k\n" +
 	"\aConnect\x12).condaccess.remediation.v1.ConnectRequest\x1a*.condaccess.remediation.v1.ConnectResponse\"\x05\xa2\x9f\x19\x01\x01(\x010\x01B\x88\x02\n" +
 	"\x1dcom.condaccess.remediation.v1B\x10RemediationProtoP\x01ZOgithub.com/condaccess/condaccess/gen/go/condaccess/remediation/v1;remediationv1\xa2\x02\x03CRX\xaa\x02\x19Condaccess.Remediation.V1\xca\x02\x19Condaccess\\Remediation\\V1\xe2\x02%Condaccess\\Remediation\\V1\\GPBMetadata\xea\x02\x1bCondaccess::Remediation::V1b\x06proto3"

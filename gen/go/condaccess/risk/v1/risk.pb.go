@@ -12,6 +12,7 @@ package riskv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -2539,7 +2540,7 @@ var File_condaccess_risk_v1_risk_proto protoreflect.FileDescriptor
 
 const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\n" +
-	"\x1dcondaccess/risk/v1/risk.proto\x12\x12condaccess.risk.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n" +
+	"\x1dcondaccess/risk/v1/risk.proto\x12\x12condaccess.risk.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n" +
 	"\fAlertComment\x12 \n" +
 	"\x06author\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06author\x12\x1c\n" +
 	"\x04text\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x04text\x12;\n" +
@@ -2747,23 +2748,24 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"\x1dALERT_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aALERT_CHANGE_TYPE_REPORTED\x10\x01\x12\x1d\n" +
 	"\x19ALERT_CHANGE_TYPE_UPDATED\x10\x02\x12\x1e\n" +
-	"\x1aALERT_CHANGE_TYPE_RESOLVED\x10\x032\xb0\n" +
+	"\x1aALERT_CHANGE_TYPE_RESOLVED\x10\x032\x95\r\n" +
+	"\vRiskService\x12\x7f\n" +
+	"\vReportAlert\x12&.condaccess.risk.v1.ReportAlertRequest\x1a'.condaccess.risk.v1.ReportAlertResponse\"\x1f\xa2\x9f\x19\x02\x01\x02\x82\xd3\xe4\x93\x02\x13:\x05alert\"\n" +
+	"/v1/alerts\x12\x8a\x01\n" +
+	"\fReportAlerts\x12'.condaccess.risk.v1.ReportAlertsRequest\x1a(.condaccess.risk.v1.ReportAlertsResponse\"'\xa2\x9f\x19\x02\x01\x02\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/alerts:batchReport\x12\x89\x01\n" +
+	"\bGetAlert\x12#.condaccess.risk.v1.GetAlertRequest\x1a$.condaccess.risk.v1.GetAlertResponse\"2\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/alerts/{alert_id}\x12\x84\x01\n" +
 	"\n" +
-	"\vRiskService\x12f\n" +
-	"\vReportAlert\x12&.condaccess.risk.v1.ReportAlertRequest\x1a'.condaccess.risk.v1.ReportAlertResponse\"\x06\xa2\x9f\x19\x02\x01\x02\x12i\n" +
-	"\fReportAlerts\x12'.condaccess.risk.v1.ReportAlertsRequest\x1a(.condaccess.risk.v1.ReportAlertsResponse\"\x06\xa2\x9f\x19\x02\x01\x02\x12l\n" +
-	"\bGetAlert\x12#.condaccess.risk.v1.GetAlertRequest\x1a$.condaccess.risk.v1.GetAlertResponse\"\x15\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\vremediation\x12r\n" +
-	"\n" +
-	"ListAlerts\x12%.condaccess.risk.v1.ListAlertsRequest\x1a&.condaccess.risk.v1.ListAlertsResponse\"\x15\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\vremediation\x12e\n" +
-	"\vUpdateAlert\x12&.condaccess.risk.v1.UpdateAlertRequest\x1a'.condaccess.risk.v1.UpdateAlertResponse\"\x05\xa2\x9f\x19\x01\x02\x12q\n" +
-	"\x0fAddAlertComment\x12*.condaccess.risk.v1.AddAlertCommentRequest\x1a+.condaccess.risk.v1.AddAlertCommentResponse\"\x05\xa2\x9f\x19\x01\x02\x12w\n" +
-	"\fResolveAlert\x12'.condaccess.risk.v1.ResolveAlertRequest\x1a(.condaccess.risk.v1.ResolveAlertResponse\"\x14\xa2\x9f\x19\x01\x02\xaa\x9f\x19\vremediation\x12l\n" +
-	"\rGetDeviceRisk\x12(.condaccess.risk.v1.GetDeviceRiskRequest\x1a).condaccess.risk.v1.GetDeviceRiskResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x8f\x01\n" +
-	"\x0fListDeviceRisks\x12*.condaccess.risk.v1.ListDeviceRisksRequest\x1a+.condaccess.risk.v1.ListDeviceRisksResponse\"#\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\n" +
-	"compliance\xaa\x9f\x19\vremediation\x12\x84\x01\n" +
-	"\x15ListDeviceRiskHistory\x120.condaccess.risk.v1.ListDeviceRiskHistoryRequest\x1a1.condaccess.risk.v1.ListDeviceRiskHistoryResponse\"\x06\xa2\x9f\x19\x02\x04\x02\x12\x91\x01\n" +
-	"\x0fWatchRiskEvents\x12*.condaccess.risk.v1.WatchRiskEventsRequest\x1a+.condaccess.risk.v1.WatchRiskEventsResponse\"#\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\n" +
-	"compliance\xaa\x9f\x19\vremediation0\x01B\xd0\x01\n" +
+	"ListAlerts\x12%.condaccess.risk.v1.ListAlertsRequest\x1a&.condaccess.risk.v1.ListAlertsResponse\"'\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/alerts\x12\x85\x01\n" +
+	"\vUpdateAlert\x12&.condaccess.risk.v1.UpdateAlertRequest\x1a'.condaccess.risk.v1.UpdateAlertResponse\"%\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02\x1a:\x01*2\x15/v1/alerts/{alert_id}\x12\x9c\x01\n" +
+	"\x0fAddAlertComment\x12*.condaccess.risk.v1.AddAlertCommentRequest\x1a+.condaccess.risk.v1.AddAlertCommentResponse\"0\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02%:\x01*\" /v1/alerts/{alert_id}:addComment\x12\x9f\x01\n" +
+	"\fResolveAlert\x12'.condaccess.risk.v1.ResolveAlertRequest\x1a(.condaccess.risk.v1.ResolveAlertResponse\"<\xa2\x9f\x19\x01\x02\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/alerts/{alert_id}:resolve\x12\x90\x01\n" +
+	"\rGetDeviceRisk\x12(.condaccess.risk.v1.GetDeviceRiskRequest\x1a).condaccess.risk.v1.GetDeviceRiskResponse\"*\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/devices/{device_id}/risk\x12\xa6\x01\n" +
+	"\x0fListDeviceRisks\x12*.condaccess.risk.v1.ListDeviceRisksRequest\x1a+.condaccess.risk.v1.ListDeviceRisksResponse\":\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deviceRisks\x12\xaf\x01\n" +
+	"\x15ListDeviceRiskHistory\x120.condaccess.risk.v1.ListDeviceRiskHistoryRequest\x1a1.condaccess.risk.v1.ListDeviceRiskHistoryResponse\"1\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02%\x12#/v1/devices/{device_id}/riskHistory\x12\xad\x01\n" +
+	"\x0fWatchRiskEvents\x12*.condaccess.risk.v1.WatchRiskEventsRequest\x1a+.condaccess.risk.v1.WatchRiskEventsResponse\"?\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\n" +
+	"compliance\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/riskEvents:watch0\x01B\xd0\x01\n" +
 	"\x16com.condaccess.risk.v1B\tRiskProtoP\x01ZAgithub.com/condaccess/condaccess/gen/go/condaccess/risk/v1;riskv1\xa2\x02\x03CRX\xaa\x02\x12Condaccess.Risk.V1\xca\x02\x12Condaccess\\Risk\\V1\xe2\x02\x1eCondaccess\\Risk\\V1\\GPBMetadata\xea\x02\x14Condaccess::Risk::V1b\x06proto3"
 
 var (
