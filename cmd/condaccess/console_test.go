@@ -762,9 +762,9 @@ func TestConsoleUnauthenticated(t *testing.T) {
 	}
 	defer s.Stop()
 	tab := browser(t, ctx)
-	for _, path := range []string{"/", "/devices", "/actions", "/blocked?ref=si-1"} {
+	for _, path := range []string{"/", "/devices", "/actions", "/audit", "/blocked?ref=si-1"} {
 		if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+path)); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", path, err)
 		}
 		waitFor(t, tab, 10*time.Second, `main .error`, path)
 		msg, err := chromedp.Run(tab, chromedp.Text(`main .error`))
@@ -774,5 +774,127 @@ func TestConsoleUnauthenticated(t *testing.T) {
 		if !strings.Contains(msg, "Not signed in") && !strings.Contains(msg, "Unauthenticated") {
 			t.Errorf("%s says %q, want not signed in", path, msg)
 		}
+	}
+}
+
+// TestConsoleAudit reads the audit log in the browser: an edited policy shows its actor,
+// method and before/after; the filters (resource id, time) narrow the table to exactly
+// the matching events; paging walks the log without repeating a row.
+func TestConsoleAudit(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setupFlow(t, ctx, conn)
+	policies := accessv1.NewConditionalAccessPolicyServiceClient(conn)
+	p, err := policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "payroll-compliant"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.GetPolicy().DisplayName = "Payroll needs a compliant device (edited)"
+	if _, err := policies.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: p.GetPolicy()}); err != nil {
+		t.Fatal(err)
+	}
+	// Enough further events for a second page (the page shows 50).
+	devices := compliancev1.NewDeviceServiceClient(conn)
+	for i := range 50 {
+		if _, err := devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+			DeviceId: fmt.Sprintf("audit-%02d", i), Platform: commonv1.Platform_PLATFORM_LINUX, OsVersion: "6.1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tab := browser(t, ctx)
+	rows := func() []string {
+		t.Helper()
+		ids, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#audit tbody tr[data-audit]")].map(r => r.dataset.audit)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	// waitRows waits until the table shows a page whose rows satisfy ok.
+	waitRows := func(what string, ok func([]string) bool) []string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r := rows()
+			if ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: rows %v", what, r)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+		}
+	}
+	if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+"/audit")); err != nil {
+		t.Fatal(err)
+	}
+	first := waitRows("first page", func(r []string) bool { return len(r) == 50 })
+
+	// Paging: the second page continues the first.
+	if err := chromedp.Do(tab, chromedp.Click(`#audit-next`)); err != nil {
+		t.Fatal(err)
+	}
+	second := waitRows("second page", func(r []string) bool { return len(r) > 0 && !slices.Equal(r, first) })
+	for _, id := range second {
+		if slices.Contains(first, id) {
+			t.Errorf("event %s is on both pages", id)
+		}
+	}
+	if len(first)+len(second) < 56 {
+		t.Errorf("two pages hold %d events, want at least 56 (6 set-up changes, an update, 50 enrollments)", len(first)+len(second))
+	}
+
+	// Filter by resource id: exactly the policy's creation and its update, newest first.
+	if err := chromedp.Do(tab,
+		chromedp.SendKeys(`input[name="resourceId"]`, "payroll-compliant"),
+		chromedp.Click(`form.filters button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitRows("filtered by resource", func(r []string) bool { return len(r) == 2 })
+	row := `#audit tbody tr[data-resource="payroll-compliant"]:first-child`
+	cells, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll('`+row+` td')].map(td => td.textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cells) != 8 {
+		t.Fatalf("row cells = %q", cells)
+	}
+	for i, want := range map[int]string{
+		1: "access", 2: "dev", 3: "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy", 4: "UPDATE",
+		7: "changed: displayName",
+	} {
+		if !strings.Contains(cells[i], want) {
+			t.Errorf("cell %d = %q, want it to contain %q", i, cells[i], want)
+		}
+	}
+	if !strings.Contains(cells[7], "Payroll requires a compliant device") || !strings.Contains(cells[7], "(edited)") {
+		t.Errorf("before/after = %q, want the old and the new display name", cells[7])
+	}
+
+	// A time window before every event: nothing matches.
+	if err := chromedp.Do(tab,
+		chromedp.SetValue(`input[name="endTime"]`, "2001-01-01T00:00"),
+		chromedp.Click(`form.filters button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#audit tbody td.muted`, "empty time window")
+	if r := rows(); len(r) != 0 {
+		t.Errorf("events before 2001: %v", r)
+	}
+	if dir := os.Getenv("CONDACCESS_SCREENSHOT_DIR"); dir != "" {
+		shoot(t, tab, dir, "audit")
 	}
 }
