@@ -874,7 +874,7 @@ func TestConsoleAudit(t *testing.T) {
 	}
 	for i, want := range map[int]string{
 		1: "access", 2: "dev", 3: "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy", 4: "UPDATE",
-		7: "changed: displayName",
+		7: "changed: DisplayName, Etag, UpdateTime",
 	} {
 		if !strings.Contains(cells[i], want) {
 			t.Errorf("cell %d = %q, want it to contain %q", i, cells[i], want)

@@ -16,7 +16,15 @@ export function changedFields(before: JsonValue | undefined, after: JsonValue | 
     v !== null && typeof v === "object" && !Array.isArray(v) ? v : {};
   const b = obj(before), a = obj(after);
   const keys = [...new Set([...Object.keys(b), ...Object.keys(a)])].sort();
-  return keys.filter((k) => JSON.stringify(b[k]) !== JSON.stringify(a[k]));
+  return keys.filter((k) => canonical(b[k]) !== canonical(a[k]));
+}
+
+/** canonical serialises v with object keys sorted, so key order makes no difference. */
+function canonical(v: JsonValue | undefined): string {
+  if (v === undefined) return "undefined";
+  if (v === null || typeof v !== "object") return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`;
 }
 
 function change(e: AuditEvent): HTMLElement {
