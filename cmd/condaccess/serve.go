@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -172,8 +173,10 @@ type runningSuite struct {
 	authzSrv *http.Server
 	grpcAddr string
 	httpAddr string
-	services []suite.Service
-	names    []string
+	// consoleURL is the console's base URL on the HTTP address, set once it listens.
+	consoleURL atomic.Pointer[string]
+	services   []suite.Service
+	names      []string
 	// auditLogs are the audit logs of services, served by AuditService.
 	auditLogs []*audit.Log
 	cancel    context.CancelFunc
@@ -356,6 +359,12 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		Revocations:        revocations,
 		DevMode:            !tlsOn,
 		AuthzMux:           authzMux,
+		ConsoleURL: func() string {
+			if a := s.consoleURL.Load(); a != nil {
+				return *a
+			}
+			return ""
+		},
 	}
 	for _, f := range picked {
 		e := env
@@ -391,6 +400,11 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			return nil, fmt.Errorf("listen %s: %w", o.httpAddr, err)
 		}
 		s.httpAddr = hl.Addr().String()
+		base := "http://" + s.httpAddr
+		if tlsOn {
+			base = "https://" + s.httpAddr
+		}
+		s.consoleURL.Store(&base)
 		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, mux), logger)
 		if tlsOn {
 			if s.httpSrv.TLSConfig, err = auth.HTTPServerTLS(authCfg); err != nil {

@@ -4,11 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"flag"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +67,59 @@ func TestServeAuthzOnUnixSocket(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != tt.wantCode || resp.Header.Get("x-condaccess-reason") != tt.wantReason {
 				t.Errorf("GET /authz = %d %s, want %d %s", resp.StatusCode, resp.Header.Get("x-condaccess-reason"), tt.wantCode, tt.wantReason)
+			}
+		})
+	}
+}
+
+// TestAuthzBodyLinksToBlockedPage: the end user's 403 body links to the console's
+// /blocked page on the HTTP address by default, to --access-help-url when it is set,
+// always with the sign-in's reference and never with a policy name or reason.
+func TestAuthzBodyLinksToBlockedPage(t *testing.T) {
+	for _, tt := range []struct {
+		name, helpURL string
+		wantBase      func(httpAddr string) string
+	}{
+		{"default: the console's end-user page", "", func(a string) string { return "http://" + a + "/blocked" }},
+		{"--access-help-url wins", "https://help.example/why", func(string) string { return "https://help.example/why" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			facs := factories()
+			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+			for _, f := range facs {
+				f.RegisterFlags(fs)
+			}
+			if err := fs.Set("access-help-url", tt.helpURL); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+				services: "risk,compliance,access", stopTimeout: 5 * time.Second, factories: facs}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop()
+			req, _ := http.NewRequest(http.MethodGet, "http://"+s.HTTPAddr()+"/authz", nil)
+			req.Header.Set("x-application-id", "payroll")
+			req.Header.Set("x-user-id", "nobody") // development mode believes it: an unknown user, blocked
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ref := resp.Header.Get("x-condaccess-sign-in-id")
+			reason := resp.Header.Get("x-condaccess-reason")
+			if resp.StatusCode != http.StatusForbidden || ref == "" || reason == "" {
+				t.Fatalf("GET /authz = %d, sign-in %q, reason %q; want 403 with both", resp.StatusCode, ref, reason)
+			}
+			want := "Help: " + tt.wantBase(s.HTTPAddr()) + "?ref=" + url.QueryEscape(ref) + "\n"
+			if !strings.Contains(string(body), want) {
+				t.Errorf("403 body lacks %q:\n%s", want, body)
+			}
+			if strings.Contains(string(body), reason) {
+				t.Errorf("403 body shows the reason %s:\n%s", reason, body)
 			}
 		})
 	}

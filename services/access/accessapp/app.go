@@ -100,12 +100,12 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&f.trustHeaders, "access-trust-headers", false, "let authenticated enforcement points assert x-user-id / x-device-id / x-mfa-done when they forward no token or certificate (recorded as PROOF_ASSERTED_BY_CALLER); development mode always does")
 	fs.IntVar(&f.trustedHops, "access-trusted-proxy-hops", 0, "X-Forwarded-For entries, counted from the right, appended by trusted proxies: the client IP is the entry that many places from the right of XFF+peer (0: the connection's peer); at Envoy Check, >0 reads x-envoy-external-address")
 	fs.StringVar(&f.certHeader, "access-cert-header", accessgrpc.DefaultCertHeader, "/authz header with the device certificate the proxy verified (URL-encoded PEM, nginx $ssl_client_escaped_cert)")
-	fs.StringVar(&f.helpURL, "access-help-url", "", "help page linked from the end user's 403 page as URL?ref=<sign-in id>")
+	fs.StringVar(&f.helpURL, "access-help-url", "", "help page linked from the end user's 403 page as URL?ref=<sign-in id>; empty: the console's end-user page on the HTTP address (<scheme>://<--http-addr>/blocked), if one is served")
 }
 
 // edge builds the enforcement points' configuration.
 func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
-	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL}
+	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL, ConsoleURL: env.ConsoleURL}
 	if f.trustedHops < 0 {
 		return e, fmt.Errorf("--access-trusted-proxy-hops must not be negative")
 	}

@@ -57,6 +57,9 @@ type Edge struct {
 	CertHeader string
 	// HelpURL, when set, is linked from the 403 body as HelpURL?ref=<sign-in id>.
 	HelpURL string
+	// ConsoleURL, when HelpURL is empty and it returns a base URL, links the 403 body to
+	// the console's end-user page: <base>/blocked?ref=<sign-in id>.
+	ConsoleURL func() string
 }
 
 // SetEdge configures the enforcement points; call it before serving.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -71,11 +72,25 @@ func (s *Server) blockedBody(o outcome) string {
 	b.WriteString("Access blocked: this sign-in does not meet your organization's access requirements.\n")
 	if o.signIn != "" {
 		b.WriteString("Reference: " + o.signIn + "\n")
-		if s.edge.HelpURL != "" {
-			b.WriteString("Help: " + s.edge.HelpURL + "?ref=" + o.signIn + "\n")
+		if help := s.helpPage(); help != "" {
+			b.WriteString("Help: " + help + "?ref=" + url.QueryEscape(o.signIn) + "\n")
 		}
 	}
 	return b.String()
+}
+
+// helpPage is the page the 403 body links to: --access-help-url, else the console's
+// end-user page on the HTTP address, else none.
+func (s *Server) helpPage() string {
+	if s.edge.HelpURL != "" {
+		return s.edge.HelpURL
+	}
+	if s.edge.ConsoleURL != nil {
+		if base := s.edge.ConsoleURL(); base != "" {
+			return base + "/blocked"
+		}
+	}
+	return ""
 }
 
 type checkServer struct {
