@@ -41,9 +41,13 @@ var openServices = map[string]bool{
 
 // openMethods may be called without a client certificate. EnrollDeviceIdentity is
 // authenticated by its single-use enrollment token instead (the device has no
-// certificate yet).
+// certificate yet); GetBlockedStatus and WatchBlockedStatus by the sealed,
+// unguessable reference an end user got in a 403 body (and they tell only what the
+// end user's page shows).
 var openMethods = map[string]bool{
 	"/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity": true,
+	"/condaccess.access.v1.AccessService/GetBlockedStatus":                  true,
+	"/condaccess.access.v1.AccessService/WatchBlockedStatus":                true,
 }
 
 // policy is the resolved rule for one method.

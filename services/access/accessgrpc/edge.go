@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/services/access"
@@ -60,6 +61,12 @@ type Edge struct {
 	// ConsoleURL, when HelpURL is empty and it returns a base URL, links the 403 body to
 	// the console's end-user page: <base>/blocked?ref=<sign-in id>.
 	ConsoleURL func() string
+	// BlockedRefs seals the reference of the console's end-user page link and opens it
+	// in GetBlockedStatus/WatchBlockedStatus; nil: no such link, and every reference
+	// is NOT_FOUND.
+	BlockedRefs *accesscore.BlockedRefs
+	// BlockedDetail is how much the end-user page may show (default CATEGORY).
+	BlockedDetail accessv1.BlockedDetail
 }
 
 // SetEdge configures the enforcement points; call it before serving.
