@@ -46,8 +46,8 @@ var openServices = map[string]bool{
 // end user's page shows).
 var openMethods = map[string]bool{
 	"/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity": true,
-	"/condaccess.access.v1.AccessService/GetBlockedStatus":                  true,
-	"/condaccess.access.v1.AccessService/WatchBlockedStatus":                true,
+	"/condaccess.access.v1.AccessService/GetBlockedStatus":                 true,
+	"/condaccess.access.v1.AccessService/WatchBlockedStatus":               true,
 }
 
 // policy is the resolved rule for one method.
