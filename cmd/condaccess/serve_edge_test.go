@@ -79,9 +79,10 @@ func TestAuthzBodyLinksToBlockedPage(t *testing.T) {
 	for _, tt := range []struct {
 		name, helpURL string
 		wantBase      func(httpAddr string) string
+		wantSignInID  bool
 	}{
-		{"default: the console's end-user page", "", func(a string) string { return "http://" + a + "/blocked" }},
-		{"--access-help-url wins", "https://help.example/why", func(string) string { return "https://help.example/why" }},
+		{"default: the console's end-user page", "", func(a string) string { return "http://" + a + "/blocked" }, false},
+		{"--access-help-url wins", "https://help.example/why", func(string) string { return "https://help.example/why" }, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			facs := factories()
@@ -114,9 +115,14 @@ func TestAuthzBodyLinksToBlockedPage(t *testing.T) {
 			if resp.StatusCode != http.StatusForbidden || ref == "" || reason == "" {
 				t.Fatalf("GET /authz = %d, sign-in %q, reason %q; want 403 with both", resp.StatusCode, ref, reason)
 			}
-			want := "Help: " + tt.wantBase(s.HTTPAddr()) + "?ref=" + url.QueryEscape(ref) + "\n"
+			want := "Help: " + tt.wantBase(s.HTTPAddr()) + "?ref="
 			if !strings.Contains(string(body), want) {
 				t.Errorf("403 body lacks %q:\n%s", want, body)
+			}
+			// The external help page gets the sign-in id (the reference the help
+			// desk searches for); the console's page an unguessable sealed one.
+			if got := strings.Contains(string(body), want+url.QueryEscape(ref)+"\n"); got != tt.wantSignInID {
+				t.Errorf("link carries the sign-in id: %v, want %v:\n%s", got, tt.wantSignInID, body)
 			}
 			if strings.Contains(string(body), reason) {
 				t.Errorf("403 body shows the reason %s:\n%s", reason, body)

@@ -6229,13 +6229,13 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x03ref\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x03ref\"Y\n" +
 	"\x1aWatchBlockedStatusResponse\x12;\n" +
-	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xc0\x02\n" +
+	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xde\x02\n" +
 	"\rBlockedStatus\x12\x1a\n" +
 	"\brestored\x18\x01 \x01(\bR\brestored\x12;\n" +
-	"\x06detail\x18\x02 \x01(\x0e2#.condaccess.access.v1.BlockedDetailR\x06detail\x12\x1b\n" +
-	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12@\n" +
-	"\bproblems\x18\x04 \x03(\x0e2$.condaccess.access.v1.BlockedProblemR\bproblems\x128\n" +
-	"\x18application_display_name\x18\x05 \x01(\tR\x16applicationDisplayName\x12=\n" +
+	"\x06detail\x18\x02 \x01(\x0e2#.condaccess.access.v1.BlockedDetailR\x06detail\x12%\n" +
+	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12J\n" +
+	"\bproblems\x18\x04 \x03(\x0e2$.condaccess.access.v1.BlockedProblemB\b\xbaH\x05\x92\x01\x02\x10\bR\bproblems\x12B\n" +
+	"\x18application_display_name\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x16applicationDisplayName\x12=\n" +
 	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime*~\n" +
 	"\vPolicyState\x12\x1c\n" +
 	"\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
