@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -911,5 +913,115 @@ func TestConsoleAudit(t *testing.T) {
 	}
 	if dir := os.Getenv("CONDACCESS_SCREENSHOT_DIR"); dir != "" {
 		shoot(t, tab, dir, "audit")
+	}
+}
+
+// TestConsoleBlockedPageOverTLS: outside development mode, an end user's browser
+// without a client certificate opens the page the 403 body links to and sees what is
+// wrong; the page turns to "access restored" by itself when an admin resolves the
+// alert. The same browser is refused everything else (a sign-in id is no reference,
+// the console's pages say not signed in).
+func TestConsoleBlockedPageOverTLS(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	facs := factories()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	for _, f := range facs {
+		f.RegisterFlags(fs)
+	}
+	// The unix socket's callers are enforcement points; let them assert the user and
+	// device (as a proxy that authenticated them would).
+	if err := fs.Set("access-trust-headers", "true"); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "authz.sock")
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second, factories: facs, authzAddr: "unix:" + sock,
+		tlsCert: filepath.Join(dir, "service.pem"), tlsKey: filepath.Join(dir, "service-key.pem"), tlsClientCA: filepath.Join(dir, "ca.pem"),
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	admin := dialCert(t, dir, s.GRPCAddr(), "admin")
+	setupFlow(t, ctx, admin)
+	risk := riskv1.NewRiskServiceClient(admin)
+	if _, err := risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "EICAR test file"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitDecision(t, ctx, accessv1.NewAccessServiceClient(admin), accessv1.Decision_DECISION_BLOCK)
+
+	unix := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	req, _ := http.NewRequest(http.MethodGet, "http://unix/authz", nil)
+	req.Header.Set("x-user-id", "u-1")
+	req.Header.Set("x-device-id", "dev-1")
+	req.Header.Set("x-application-id", "payroll")
+	resp, err := unix.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`Help: (https://\S+/blocked\?ref=\S+)\n`).FindStringSubmatch(string(body))
+	if resp.StatusCode != http.StatusForbidden || m == nil {
+		t.Fatalf("GET /authz = %d, want 403 linking to the end user's page on the HTTPS address:\n%s", resp.StatusCode, body)
+	}
+	signIn := resp.Header.Get("x-condaccess-sign-in-id")
+
+	tab := browser(t, ctx, chromedp.Flag("ignore-certificate-errors", true)) // no client certificate
+	if err := chromedp.Do(tab, chromedp.Navigate(m[1])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#status[data-status="blocked"]`, "end user's page over TLS")
+	text, err := chromedp.Run(tab, chromedp.Text("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "A threat was found on this device.") || !strings.Contains(text, "dev-1") {
+		t.Errorf("end user's page says:\n%s", text)
+	}
+	for _, secret := range []string{"payroll-compliant", "max-medium", "EICAR", "a-1"} {
+		if strings.Contains(text, secret) {
+			t.Errorf("end user's page shows %q:\n%s", secret, text)
+		}
+	}
+	if _, err := risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1",
+		Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#status[data-status="restored"]`, "end user's page turns to restored by itself")
+	if d := os.Getenv("CONDACCESS_SCREENSHOT_DIR"); d != "" {
+		shoot(t, tab, d, "end-user-restored-tls")
+	}
+
+	// The attacks, in the same browser.
+	base := "https://" + s.HTTPAddr()
+	ref := m[1][strings.Index(m[1], "ref=")+4:]
+	// One character of the reference replaced by another.
+	changed := ref[:len(ref)/2] + string("AB"[min(1, strings.IndexByte("A", ref[len(ref)/2])+1)]) + ref[len(ref)/2+1:]
+	for _, tt := range []struct{ path, want string }{
+		{"/blocked?ref=" + signIn, "could not find this sign-in"},
+		{"/blocked?ref=" + changed, "could not find this sign-in"},
+		{"/devices", "Not signed in"},
+	} {
+		if err := chromedp.Do(tab, chromedp.Navigate(base+tt.path)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tab, 10*time.Second, `main .error`, tt.path)
+		msg, err := chromedp.Run(tab, chromedp.Text(`main .error`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(msg, tt.want) {
+			t.Errorf("%s says %q, want %q", tt.path, msg, tt.want)
+		}
 	}
 }
