@@ -65,6 +65,8 @@ type serveOptions struct {
 	auditRetention                        time.Duration
 	factories                             []suite.Factory
 	limits                                *limitOptions // nil: the defaults
+	// consoleClientID, consoleClientSecret, consoleRoleMap: the console's OIDC sign-in.
+	consoleClientID, consoleClientSecret, consoleRoleMap string
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -84,6 +86,9 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.authzAddr, "authz-addr", "", "extra listener for /authz only, unix:/path (its callers count as enforcement points: guard it with the socket's file permissions)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.consoleClientID, "console-oidc-client-id", "", "OIDC client id of the console at --oidc-issuer (its first issuer): enables console sign-in (authorization code with PKCE) outside development mode; register https://<--http-addr>/auth/callback as its redirect URL")
+	fs.StringVar(&o.consoleClientSecret, "console-oidc-client-secret", "", "OIDC client secret of the console (or CONDACCESS_CONSOLE_OIDC_CLIENT_SECRET); empty for a public client")
+	fs.StringVar(&o.consoleRoleMap, "console-role-map", "", "GROUP=ROLE,... : the roles a console session gets from the --oidc-groups-claim groups (reader, policy-admin, secops-admin); no group, no role")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
 	fs.DurationVar(&o.auditRetention, "audit-retention", DefaultAuditRetention, "how long audit events are kept (checked hourly; what is removed is logged and counted); 0 keeps them forever")
 	o.limits = &limitOptions{}
@@ -405,7 +410,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			base = "https://" + s.httpAddr
 		}
 		s.consoleURL.Store(&base)
-		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, mux), logger)
+		handler, err := consoleLogin(ctx, o, tlsOn, base, mux, logger)
+		if err != nil {
+			hl.Close()
+			lis.Close()
+			return nil, err
+		}
+		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, handler), logger)
 		if tlsOn {
 			if s.httpSrv.TLSConfig, err = auth.HTTPServerTLS(authCfg); err != nil {
 				hl.Close()

@@ -156,12 +156,22 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, error) {
 	if a.cfg.Insecure {
 		return devIdentity(), nil
 	}
+	// A console session, established by the HTTP face in this process (nothing that
+	// arrives over the network can put a value in the context).
+	session, hasSession := FromContext(ctx)
+	hasSession = hasSession && session.Kind == KindConsoleSession
 	p, ok := peer.FromContext(ctx)
 	if !ok {
+		if hasSession {
+			return session, nil
+		}
 		return Identity{}, nil
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		if hasSession {
+			return session, nil
+		}
 		return Identity{}, nil
 	}
 	leaf := ti.State.VerifiedChains[0][0]

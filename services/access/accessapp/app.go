@@ -66,6 +66,12 @@ type Factory struct {
 	blockedDetail   string
 }
 
+// OIDC returns the OIDC issuers (--oidc-issuer) and the groups claim
+// (--oidc-groups-claim), which the console's sign-in reuses.
+func (f *Factory) OIDC() (issuers []string, groupsClaim string) {
+	return f.oidcIssuers, f.oidcGroupsClaim
+}
+
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "access" }
 
