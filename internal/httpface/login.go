@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,22 +81,25 @@ type Login struct {
 	verifier *oidc.IDTokenVerifier
 
 	mu       sync.Mutex
-	pending  map[string]pendingLogin // state -> login in progress
-	sessions map[string]session      // session id -> session
+	sessions map[string]session // session id -> session
 }
 
+// pendingLogin is a sign-in in progress, kept in the browser's __Host- login cookie
+// (HttpOnly, Secure, 10 minutes) rather than on the server, so that starting
+// sign-ins costs the server nothing. Tampering with it only breaks one's own
+// sign-in: the state must match the callback, the verifier the code's challenge, the
+// nonce the ID token, and next stays a local path.
 type pendingLogin struct {
-	verifier, nonce, next string
-	expires               time.Time
+	State    string `json:"s"`
+	Verifier string `json:"v"`
+	Nonce    string `json:"n"`
+	Next     string `json:"x"`
 }
 
 type session struct {
 	id      auth.Identity
 	expires time.Time
 }
-
-// maxPending bounds the logins in progress (each lives 10 minutes).
-const maxPending = 10000
 
 // NewLogin discovers the issuer and returns the sign-in.
 func NewLogin(ctx context.Context, cfg LoginConfig) (*Login, error) {
@@ -116,7 +120,7 @@ func NewLogin(ctx context.Context, cfg LoginConfig) (*Login, error) {
 		oauth: oauth2.Config{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Endpoint: provider.Endpoint(),
 			RedirectURL: cfg.RedirectURL, Scopes: []string{oidc.ScopeOpenID, "profile", "email"}},
 		verifier: provider.Verifier(&oidc.Config{ClientID: cfg.ClientID}),
-		pending:  map[string]pendingLogin{}, sessions: map[string]session{}}, nil
+		sessions: map[string]session{}}, nil
 }
 
 func random() string {
@@ -143,48 +147,35 @@ func localPath(next string) string {
 }
 
 func (l *Login) login(w http.ResponseWriter, r *http.Request) {
-	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
-	now := time.Now()
-	l.mu.Lock()
-	for k, p := range l.pending {
-		if now.After(p.expires) {
-			delete(l.pending, k)
-		}
-	}
-	if len(l.pending) >= maxPending {
-		l.mu.Unlock()
-		http.Error(w, "too many sign-ins in progress; try again shortly", http.StatusServiceUnavailable)
-		return
-	}
-	l.pending[state] = pendingLogin{verifier: verifier, nonce: nonce, next: localPath(r.URL.Query().Get("next")), expires: now.Add(10 * time.Minute)}
-	l.mu.Unlock()
-	// The state is bound to this browser too (login CSRF): the callback needs both.
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: state, Path: "/", MaxAge: 600, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
-	http.Redirect(w, r, l.oauth.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusFound)
+	p := pendingLogin{State: random(), Verifier: oauth2.GenerateVerifier(), Nonce: random(), Next: localPath(r.URL.Query().Get("next"))}
+	b, _ := json.Marshal(p)
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: base64.RawURLEncoding.EncodeToString(b), Path: "/", MaxAge: 600,
+		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, l.oauth.AuthCodeURL(p.State, oidc.Nonce(p.Nonce), oauth2.S256ChallengeOption(p.Verifier)), http.StatusFound)
 }
 
 func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	state := q.Get("state")
+	var p pendingLogin
 	c, err := r.Cookie(loginCookie)
-	if state == "" || err != nil || c.Value != state {
-		http.Error(w, "sign-in refused: the state does not match this browser's sign-in", http.StatusBadRequest)
+	if err == nil {
+		if b, err2 := base64.RawURLEncoding.DecodeString(c.Value); err2 == nil {
+			err = json.Unmarshal(b, &p)
+		} else {
+			err = err2
+		}
+	}
+	if err != nil || p.State == "" || q.Get("state") != p.State {
+		http.Error(w, "sign-in refused: the state does not match this browser's sign-in; sign in again", http.StatusBadRequest)
 		return
 	}
+	// Single use.
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
-	l.mu.Lock()
-	p, ok := l.pending[state]
-	delete(l.pending, state) // single use
-	l.mu.Unlock()
-	if !ok || time.Now().After(p.expires) {
-		http.Error(w, "sign-in refused: unknown or expired state; sign in again", http.StatusBadRequest)
-		return
-	}
 	if e := q.Get("error"); e != "" {
 		http.Error(w, "sign-in refused by the identity provider: "+e, http.StatusForbidden)
 		return
 	}
-	tok, err := l.oauth.Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(p.verifier))
+	tok, err := l.oauth.Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(p.Verifier))
 	if err != nil {
 		l.cfg.Logger.Warn("console sign-in: code exchange failed", "err", err)
 		http.Error(w, "sign-in refused: the code exchange failed", http.StatusForbidden)
@@ -192,8 +183,8 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	idt, err := l.verifier.Verify(r.Context(), raw)
-	if err != nil || idt.Nonce != p.nonce {
-		l.cfg.Logger.Warn("console sign-in: ID token refused", "err", err, "nonce_ok", err == nil && idt.Nonce == p.nonce)
+	if err != nil || idt.Nonce != p.Nonce {
+		l.cfg.Logger.Warn("console sign-in: ID token refused", "err", err, "nonce_ok", err == nil && idt.Nonce == p.Nonce)
 		http.Error(w, "sign-in refused: the ID token is not valid", http.StatusForbidden)
 		return
 	}
@@ -215,7 +206,7 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	l.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sid, Path: "/", MaxAge: int(l.cfg.SessionTTL / time.Second),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
-	http.Redirect(w, r, p.next, http.StatusFound)
+	http.Redirect(w, r, localPath(p.Next), http.StatusFound)
 }
 
 // roles maps the groups claim through the role map (no group: no role).

@@ -47,7 +47,7 @@ export function traceId(tc: TraceContext | undefined): string {
 export function errorText(err: unknown): string {
   const e = ConnectError.from(err);
   if (e.code === Code.Unauthenticated) {
-    return "Not signed in: outside development mode this server answers the console only with a client certificate issued by its CA (console sign-in with OIDC is not available yet).";
+    return "Not signed in: outside development mode this server answers the console only to a person signed in with the organization's identity provider (when the server is configured for it) or to a client certificate issued by its CA.";
   }
   return `${Code[e.code] ?? e.code}: ${e.rawMessage}`;
 }
