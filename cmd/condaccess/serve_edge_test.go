@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -16,7 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth/authtest"
+	"github.com/condaccess/condaccess/internal/server"
 )
 
 // TestServeAuthzOnUnixSocket: with mutual TLS configured, /authz on the HTTP listener
@@ -128,5 +137,63 @@ func TestAuthzBodyLinksToBlockedPage(t *testing.T) {
 				t.Errorf("403 body shows the reason %s:\n%s", reason, body)
 			}
 		})
+	}
+}
+
+// TestBlockedStatusRateLimited: the end user's lookup is open without a certificate,
+// so a client trying references is limited by its address: after the burst, calls are
+// RESOURCE_EXHAUSTED RATE_LIMITED (with RetryInfo), not answered.
+func TestBlockedStatusRateLimited(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", dataDir: t.TempDir(), services: "risk,compliance,access", stopTimeout: 5 * time.Second,
+		tlsCert: filepath.Join(dir, "service.pem"), tlsKey: filepath.Join(dir, "service-key.pem"), tlsClientCA: filepath.Join(dir, "ca.pem")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	pem, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost"}))) // no client certificate
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := accessv1.NewAccessServiceClient(conn)
+	if _, err := client.ListSignIns(ctx, &accessv1.ListSignInsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("ListSignIns without a certificate = %v, want UNAUTHENTICATED", err)
+	}
+	for i := range BlockedPageBurst {
+		if _, err := client.GetBlockedStatus(ctx, &accessv1.GetBlockedStatusRequest{Ref: fmt.Sprintf("guess-%d", i)}); status.Code(err) != codes.NotFound {
+			t.Fatalf("guess %d = %v, want NOT_FOUND", i, err)
+		}
+	}
+	_, err = client.GetBlockedStatus(ctx, &accessv1.GetBlockedStatusRequest{Ref: "one-more"})
+	if status.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != server.ReasonRateLimited {
+		t.Fatalf("guess past the burst = %v, want RESOURCE_EXHAUSTED %s", err, server.ReasonRateLimited)
+	}
+	stream, err := client.WatchBlockedStatus(ctx, &accessv1.WatchBlockedStatusRequest{Ref: "one-more"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("watch past the burst = %v, want RESOURCE_EXHAUSTED", err)
+	}
+	// Another address (127.0.0.2) has its own bucket.
+	other, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost"})),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := accessv1.NewAccessServiceClient(other).GetBlockedStatus(ctx, &accessv1.GetBlockedStatusRequest{Ref: "guess"}); status.Code(err) != codes.NotFound {
+		t.Errorf("from another address = %v, want NOT_FOUND (its own bucket)", err)
 	}
 }
