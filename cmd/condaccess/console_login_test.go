@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/condaccess/condaccess/internal/httpface"
@@ -266,5 +267,59 @@ func TestConsoleOIDCSignIn(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || strings.Contains(strings.Join(resp.Header.Values("Set-Cookie"), ";"), httpface.SessionCookie+"=") {
 		t.Errorf("forged callback = %d %v, want 400 and no session", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+}
+
+// TestConsoleSignInBrowser: in Chromium without a client certificate, a console page
+// says "not signed in" and links to sign-in; the link goes through the issuer and back
+// to the same page, which then shows the devices (the session's reader role), live
+// streams included.
+func TestConsoleSignInBrowser(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	is := newCodeIssuer(t)
+	is.signInAs(map[string]any{"sub": "alice", "groups": []any{"soc"}})
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	facs := factories()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	for _, f := range facs {
+		f.RegisterFlags(fs)
+	}
+	for k, v := range map[string]string{"oidc-issuer": is.URL, "oidc-audience": "condaccess", "oidc-groups-claim": "groups"} {
+		if err := fs.Set(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second, factories: facs,
+		tlsCert: filepath.Join(dir, "service.pem"), tlsKey: filepath.Join(dir, "service-key.pem"), tlsClientCA: filepath.Join(dir, "ca.pem"),
+		consoleClientID: "condaccess-console", consoleRoleMap: "soc=reader,soc=secops-admin",
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	setupFlow(t, ctx, dialCert(t, dir, s.GRPCAddr(), "admin"))
+
+	tab := browser(t, ctx, chromedp.Flag("ignore-certificate-errors", true))
+	if err := chromedp.Do(tab, chromedp.Navigate("https://"+s.HTTPAddr()+"/devices")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#sign-in`, "sign-in link")
+	if err := chromedp.Do(tab, chromedp.Click(`#sign-in`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 15*time.Second, `#devices tr[data-device="dev-1"]`, "devices after signing in")
+	loc, err := chromedp.Run(tab, chromedp.Evaluate[string](`location.pathname`))
+	if err != nil || loc != "/devices" {
+		t.Errorf("after sign-in the page is %q (%v), want /devices", loc, err)
+	}
+	// The session cookie is not readable by scripts.
+	if c, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.cookie`)); err != nil || strings.Contains(c, "condaccess-session") {
+		t.Errorf("document.cookie = %q (%v): the session cookie is readable by scripts", c, err)
 	}
 }
