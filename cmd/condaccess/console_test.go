@@ -3,11 +3,16 @@ package main
 import (
 	"context"
 
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +73,7 @@ func screenshots(t *testing.T) string {
 }
 
 // browser starts a headless Chromium with a fresh profile and returns its first tab.
+// Extra options (e.g. trusting a test CA's certificates) are added to the defaults.
 func browser(t *testing.T, ctx context.Context, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
@@ -220,26 +226,13 @@ func TestConsoleFlow(t *testing.T) {
 	t.Logf("compliance event committed → shown on the open overview: %.1f ms", flipAt-float64(committed.UnixMicro())/1000)
 	shoot(t, tab, shots, "02-overview-noncompliant")
 
-	// 3. The blocked sign-in and the end user's page.
+	// 3. The blocked sign-in and the end user's page, through the link of the 403 body
+	// (development mode believes the identity headers).
 	waitDecision(t, ctx, access, accessv1.Decision_DECISION_BLOCK)
-	// The sign-in log is written asynchronously: wait for the record, with a deadline.
-	var ref string
-	for deadline := time.Now().Add(10 * time.Second); ref == ""; {
-		signIns, err := access.ListSignIns(ctx, &accessv1.ListSignInsRequest{DeviceId: "dev-1", Decision: accessv1.Decision_DECISION_BLOCK})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(signIns.GetSignIns()) > 0 {
-			ref = signIns.GetSignIns()[0].GetSignInId()
-		} else if time.Now().After(deadline) {
-			t.Fatal("the blocked sign-in was not recorded within 10 s")
-		} else {
-			time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
-		}
-	}
+	ref, blockedPage := authz403(t, base)
 	user, cancelUser := chromedp.NewContext(tab) // a second tab
 	defer cancelUser()
-	if err := chromedp.Do(user, chromedp.Navigate(base+"/blocked?ref="+ref)); err != nil {
+	if err := chromedp.Do(user, chromedp.Navigate(blockedPage)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, user, 10*time.Second, `#status[data-status="blocked"]`, "end user's page")
@@ -248,7 +241,7 @@ func TestConsoleFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"A threat was found on this device.", "Laptop of Ada", "Payroll"} {
+	for _, want := range []string{"A threat was found on this device.", "dev-1"} {
 		if !strings.Contains(userText, want) {
 			t.Errorf("end user's page lacks %q:\n%s", want, userText)
 		}
@@ -342,7 +335,7 @@ func TestConsoleFlow(t *testing.T) {
 		{"/signins", "Sign-ins", `#signins tr[data-signin="` + ref + `"]`},
 		{"/events", "Live events", `#events`},
 		{"/audit", "Audit log", `p[role="status"]`},
-		{"/blocked?ref=" + ref, "Access blocked", `#status[data-status="restored"]`},
+		{strings.TrimPrefix(blockedPage, base), "Access blocked", `#status[data-status="restored"]`},
 	}
 	for i, r := range routes {
 		if err := chromedp.Do(tab, chromedp.Navigate(base+r.path)); err != nil {
@@ -385,6 +378,27 @@ func waitDecision(t *testing.T, ctx context.Context, access accessv1.AccessServi
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
+}
+
+// authz403 asks /authz, as u-1 on dev-1 for payroll, expects 403, and returns the
+// sign-in id and the end user's page the body links to.
+func authz403(t *testing.T, base string) (signIn, page string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/authz", nil)
+	req.Header.Set("x-user-id", "u-1")
+	req.Header.Set("x-device-id", "dev-1")
+	req.Header.Set("x-application-id", "payroll")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`Help: (\S+/blocked\?ref=\S+)\n`).FindStringSubmatch(string(body))
+	if resp.StatusCode != http.StatusForbidden || m == nil {
+		t.Fatalf("GET /authz = %d, want 403 linking to the end user's page:\n%s", resp.StatusCode, body)
+	}
+	return resp.Header.Get("x-condaccess-sign-in-id"), m[1]
 }
 
 // setupFlow creates the user, application, policies, device and SEMI automation of the
@@ -766,12 +780,12 @@ func TestConsoleUnauthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
-	// With TLS configured the HTTP address serves HTTPS; the browser has no client
-	// certificate and does not know the test CA.
+	// The HTTP address serves HTTPS with the suite's test certificate, which Chromium
+	// does not know; the browser presents no client certificate.
 	tab := browser(t, ctx, chromedp.Flag("ignore-certificate-errors", true))
-	for _, path := range []string{"/", "/devices", "/actions", "/blocked?ref=si-1"} {
+	for _, path := range []string{"/", "/devices", "/actions", "/audit"} {
 		if err := chromedp.Do(tab, chromedp.Navigate("https://"+s.HTTPAddr()+path)); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", path, err)
 		}
 		waitFor(t, tab, 10*time.Second, `main .error`, path)
 		msg, err := chromedp.Run(tab, chromedp.Text(`main .error`))
@@ -780,6 +794,238 @@ func TestConsoleUnauthenticated(t *testing.T) {
 		}
 		if !strings.Contains(msg, "Not signed in") && !strings.Contains(msg, "Unauthenticated") {
 			t.Errorf("%s says %q, want not signed in", path, msg)
+		}
+	}
+}
+
+// TestConsoleAudit reads the audit log in the browser: an edited policy shows its actor,
+// method and before/after; the filters (resource id, time) narrow the table to exactly
+// the matching events; paging walks the log without repeating a row.
+func TestConsoleAudit(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setupFlow(t, ctx, conn)
+	policies := accessv1.NewConditionalAccessPolicyServiceClient(conn)
+	p, err := policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "payroll-compliant"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.GetPolicy().DisplayName = "Payroll needs a compliant device (edited)"
+	if _, err := policies.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: p.GetPolicy()}); err != nil {
+		t.Fatal(err)
+	}
+	// Enough further events for a second page (the page shows 50).
+	devices := compliancev1.NewDeviceServiceClient(conn)
+	for i := range 50 {
+		if _, err := devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+			DeviceId: fmt.Sprintf("audit-%02d", i), Platform: commonv1.Platform_PLATFORM_LINUX, OsVersion: "6.1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tab := browser(t, ctx)
+	rows := func() []string {
+		t.Helper()
+		ids, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#audit tbody tr[data-audit]")].map(r => r.dataset.audit)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	// waitRows waits until the table shows a page whose rows satisfy ok.
+	waitRows := func(what string, ok func([]string) bool) []string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r := rows()
+			if ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: rows %v", what, r)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+		}
+	}
+	if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+"/audit")); err != nil {
+		t.Fatal(err)
+	}
+	first := waitRows("first page", func(r []string) bool { return len(r) == 50 })
+
+	// Paging: the second page continues the first.
+	if err := chromedp.Do(tab, chromedp.Click(`#audit-next`)); err != nil {
+		t.Fatal(err)
+	}
+	second := waitRows("second page", func(r []string) bool { return len(r) > 0 && !slices.Equal(r, first) })
+	for _, id := range second {
+		if slices.Contains(first, id) {
+			t.Errorf("event %s is on both pages", id)
+		}
+	}
+	if len(first)+len(second) < 56 {
+		t.Errorf("two pages hold %d events, want at least 56 (6 set-up changes, an update, 50 enrollments)", len(first)+len(second))
+	}
+
+	// Filter by resource id: exactly the policy's creation and its update, newest first.
+	if err := chromedp.Do(tab,
+		chromedp.SendKeys(`input[name="resourceId"]`, "payroll-compliant"),
+		chromedp.Click(`form.filters button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitRows("filtered by resource", func(r []string) bool { return len(r) == 2 })
+	row := `#audit tbody tr[data-resource="payroll-compliant"]:first-child`
+	cells, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll('`+row+` td')].map(td => td.textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cells) != 8 {
+		t.Fatalf("row cells = %q", cells)
+	}
+	for i, want := range map[int]string{
+		1: "access", 2: "dev", 3: "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy", 4: "UPDATE",
+		7: "changed: DisplayName, Etag, UpdateTime",
+	} {
+		if !strings.Contains(cells[i], want) {
+			t.Errorf("cell %d = %q, want it to contain %q", i, cells[i], want)
+		}
+	}
+	if !strings.Contains(cells[7], "Payroll requires a compliant device") || !strings.Contains(cells[7], "(edited)") {
+		t.Errorf("before/after = %q, want the old and the new display name", cells[7])
+	}
+
+	// A time window before every event: nothing matches.
+	if err := chromedp.Do(tab,
+		chromedp.SetValue(`input[name="endTime"]`, "2001-01-01T00:00"),
+		chromedp.Click(`form.filters button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#audit tbody td.muted`, "empty time window")
+	if r := rows(); len(r) != 0 {
+		t.Errorf("events before 2001: %v", r)
+	}
+	if dir := os.Getenv("CONDACCESS_SCREENSHOT_DIR"); dir != "" {
+		shoot(t, tab, dir, "audit")
+	}
+}
+
+// TestConsoleBlockedPageOverTLS: outside development mode, an end user's browser
+// without a client certificate opens the page the 403 body links to and sees what is
+// wrong; the page turns to "access restored" by itself when an admin resolves the
+// alert. The same browser is refused everything else (a sign-in id is no reference,
+// the console's pages say not signed in).
+func TestConsoleBlockedPageOverTLS(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	facs := factories()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	for _, f := range facs {
+		f.RegisterFlags(fs)
+	}
+	// The unix socket's callers are enforcement points; let them assert the user and
+	// device (as a proxy that authenticated them would).
+	if err := fs.Set("access-trust-headers", "true"); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "authz.sock")
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second, factories: facs, authzAddr: "unix:" + sock,
+		tlsCert: filepath.Join(dir, "service.pem"), tlsKey: filepath.Join(dir, "service-key.pem"), tlsClientCA: filepath.Join(dir, "ca.pem"),
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	admin := dialCert(t, dir, s.GRPCAddr(), "admin")
+	setupFlow(t, ctx, admin)
+	risk := riskv1.NewRiskServiceClient(admin)
+	if _, err := risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "EICAR test file"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitDecision(t, ctx, accessv1.NewAccessServiceClient(admin), accessv1.Decision_DECISION_BLOCK)
+
+	unix := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	req, _ := http.NewRequest(http.MethodGet, "http://unix/authz", nil)
+	req.Header.Set("x-user-id", "u-1")
+	req.Header.Set("x-device-id", "dev-1")
+	req.Header.Set("x-application-id", "payroll")
+	resp, err := unix.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`Help: (https://\S+/blocked\?ref=\S+)\n`).FindStringSubmatch(string(body))
+	if resp.StatusCode != http.StatusForbidden || m == nil {
+		t.Fatalf("GET /authz = %d, want 403 linking to the end user's page on the HTTPS address:\n%s", resp.StatusCode, body)
+	}
+	signIn := resp.Header.Get("x-condaccess-sign-in-id")
+
+	tab := browser(t, ctx, chromedp.Flag("ignore-certificate-errors", true)) // no client certificate
+	if err := chromedp.Do(tab, chromedp.Navigate(m[1])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#status[data-status="blocked"]`, "end user's page over TLS")
+	text, err := chromedp.Run(tab, chromedp.Text("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "A threat was found on this device.") || !strings.Contains(text, "dev-1") {
+		t.Errorf("end user's page says:\n%s", text)
+	}
+	for _, secret := range []string{"payroll-compliant", "max-medium", "EICAR", "a-1"} {
+		if strings.Contains(text, secret) {
+			t.Errorf("end user's page shows %q:\n%s", secret, text)
+		}
+	}
+	if _, err := risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1",
+		Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#status[data-status="restored"]`, "end user's page turns to restored by itself")
+	if d := os.Getenv("CONDACCESS_SCREENSHOT_DIR"); d != "" {
+		shoot(t, tab, d, "end-user-restored-tls")
+	}
+
+	// The attacks, in the same browser.
+	base := "https://" + s.HTTPAddr()
+	ref := m[1][strings.Index(m[1], "ref=")+4:]
+	// One character of the reference replaced by another.
+	changed := ref[:len(ref)/2] + string("AB"[min(1, strings.IndexByte("A", ref[len(ref)/2])+1)]) + ref[len(ref)/2+1:]
+	for _, tt := range []struct{ path, want string }{
+		{"/blocked?ref=" + signIn, "could not find this sign-in"},
+		{"/blocked?ref=" + changed, "could not find this sign-in"},
+		{"/devices", "Not signed in"},
+	} {
+		if err := chromedp.Do(tab, chromedp.Navigate(base+tt.path)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tab, 10*time.Second, `main .error`, tt.path)
+		msg, err := chromedp.Run(tab, chromedp.Text(`main .error`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(msg, tt.want) {
+			t.Errorf("%s says %q, want %q", tt.path, msg, tt.want)
 		}
 	}
 }

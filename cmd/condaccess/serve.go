@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -69,6 +70,8 @@ type serveOptions struct {
 	auditRetention                        time.Duration
 	factories                             []suite.Factory
 	limits                                *limitOptions // nil: the defaults
+	// consoleClientID, consoleClientSecret, consoleRoleMap: the console's OIDC sign-in.
+	consoleClientID, consoleClientSecret, consoleRoleMap string
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -90,6 +93,9 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.authzAddr, "authz-addr", "", "extra listener for /authz only, unix:/path (its callers count as enforcement points: guard it with the socket's file permissions)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.consoleClientID, "console-oidc-client-id", "", "OIDC client id of the console at --oidc-issuer (its first issuer): enables console sign-in (authorization code with PKCE) outside development mode; register https://<--http-addr>/auth/callback as its redirect URL")
+	fs.StringVar(&o.consoleClientSecret, "console-oidc-client-secret", "", "OIDC client secret of the console (or CONDACCESS_CONSOLE_OIDC_CLIENT_SECRET); empty for a public client")
+	fs.StringVar(&o.consoleRoleMap, "console-role-map", "", "GROUP=ROLE,... : the roles a console session gets from the --oidc-groups-claim groups (reader, policy-admin, secops-admin); no group, no role")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
 	fs.DurationVar(&o.auditRetention, "audit-retention", DefaultAuditRetention, "how long audit events are kept (checked hourly; what is removed is logged and counted); 0 keeps them forever")
 	o.limits = &limitOptions{}
@@ -180,8 +186,10 @@ type runningSuite struct {
 	authzSrv *http.Server
 	grpcAddr string
 	httpAddr string
-	services []suite.Service
-	names    []string
+	// consoleURL is the console's base URL on the HTTP address, set once it listens.
+	consoleURL atomic.Pointer[string]
+	services   []suite.Service
+	names      []string
 	// auditLogs are the audit logs of services, served by AuditService.
 	auditLogs []*audit.Log
 	cancel    context.CancelFunc
@@ -370,6 +378,12 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		Revocations:        revocations,
 		DevMode:            !tlsOn,
 		AuthzMux:           authzMux,
+		ConsoleURL: func() string {
+			if a := s.consoleURL.Load(); a != nil {
+				return *a
+			}
+			return ""
+		},
 	}
 	for _, f := range picked {
 		e := env
@@ -407,7 +421,18 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			return nil, fmt.Errorf("listen %s: %w", o.httpAddr, err)
 		}
 		s.httpAddr = hl.Addr().String()
-		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, mux), logger)
+		base := "http://" + s.httpAddr
+		if tlsOn {
+			base = "https://" + s.httpAddr
+		}
+		s.consoleURL.Store(&base)
+		handler, err := consoleLogin(ctx, o, tlsOn, base, mux, logger)
+		if err != nil {
+			hl.Close()
+			lis.Close()
+			return nil, err
+		}
+		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, handler), logger)
 		if tlsOn {
 			if s.httpSrv.TLSConfig, err = auth.HTTPServerTLS(authCfg); err != nil {
 				hl.Close()

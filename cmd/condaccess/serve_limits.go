@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/server"
 )
@@ -63,8 +64,23 @@ func (l limitOptions) apply(cfg *server.Config) error {
 			},
 		})
 	}
+	// The end user's page is open to callers without a certificate: a bucket per
+	// client address bounds how fast one can try references (each try is an AES-GCM
+	// open of a 128-bit-tagged token, so guessing is hopeless anyway) and open streams.
+	cfg.RateLimits = append(cfg.RateLimits, server.RateLimit{
+		Methods: []string{accessv1.AccessService_GetBlockedStatus_FullMethodName, accessv1.AccessService_WatchBlockedStatus_FullMethodName},
+		Rate:    BlockedPageRate,
+		Burst:   BlockedPageBurst,
+	})
 	return nil
 }
+
+// BlockedPageRate and BlockedPageBurst limit GetBlockedStatus and WatchBlockedStatus
+// calls per client address (per identity for authenticated callers).
+const (
+	BlockedPageRate  = 2.0
+	BlockedPageBurst = 20
+)
 
 // defaultLimits are the flag defaults, for a suite not started from flags.
 func defaultLimits() limitOptions {

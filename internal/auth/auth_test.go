@@ -91,6 +91,11 @@ func parseCert(t *testing.T, file string) *x509.Certificate {
 	return c
 }
 
+// session puts a console session with roles in ctx, as the HTTP face does.
+func session(ctx context.Context, roles ...commonv1.Role) context.Context {
+	return auth.NewContext(ctx, auth.Identity{Kind: auth.KindConsoleSession, Subject: "oidc:alice", ID: "alice", Roles: roles})
+}
+
 func TestAuthorize(t *testing.T) {
 	ca := authtest.NewCA(t)
 	servertest.File()
@@ -139,6 +144,17 @@ func TestAuthorize(t *testing.T) {
 		{"reflection open", mtls, peerCtx("nobody"), "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", codes.OK, ""},
 		{"no peer", mtls, context.Background(), servertest.MethodEcho, codes.Unauthenticated, auth.ReasonUnauthenticated},
 		{"insecure dev", auth.Config{Insecure: true}, context.Background(), servertest.MethodInternal, codes.OK, ""},
+		{"console session with the role", mtls, session(context.Background(), commonv1.Role_ROLE_READER), servertest.MethodEcho, codes.OK, ""},
+		{"console session without the role", mtls, session(context.Background(), commonv1.Role_ROLE_READER), servertest.MethodAdmin, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"console session with no role", mtls, session(context.Background()), servertest.MethodEcho, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"another kind of identity in the context is not believed", mtls,
+			auth.NewContext(context.Background(), auth.Identity{Kind: auth.KindRoleCertificate, Subject: "x", Roles: []commonv1.Role{commonv1.Role_ROLE_READER}}),
+			servertest.MethodEcho, codes.Unauthenticated, auth.ReasonUnauthenticated},
+		{"a certificate wins over a console session", mtls, session(peerCtx("r", commonv1.Role_ROLE_READER), commonv1.Role_ROLE_POLICY_ADMIN, commonv1.Role_ROLE_SECOPS_ADMIN),
+			servertest.MethodAdmin, codes.PermissionDenied, auth.ReasonRoleNotAllowed},
+		{"end user's blocked status open", mtls, context.Background(), "/condaccess.access.v1.AccessService/GetBlockedStatus", codes.OK, ""},
+		{"end user's blocked status watch open", mtls, context.Background(), "/condaccess.access.v1.AccessService/WatchBlockedStatus", codes.OK, ""},
+		{"the rest of AccessService is not", mtls, context.Background(), "/condaccess.access.v1.AccessService/ListSignIns", codes.Unauthenticated, auth.ReasonUnauthenticated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

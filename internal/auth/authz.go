@@ -41,9 +41,13 @@ var openServices = map[string]bool{
 
 // openMethods may be called without a client certificate. EnrollDeviceIdentity is
 // authenticated by its single-use enrollment token instead (the device has no
-// certificate yet).
+// certificate yet); GetBlockedStatus and WatchBlockedStatus by the sealed,
+// unguessable reference an end user got in a 403 body (and they tell only what the
+// end user's page shows).
 var openMethods = map[string]bool{
 	"/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity": true,
+	"/condaccess.access.v1.AccessService/GetBlockedStatus":                 true,
+	"/condaccess.access.v1.AccessService/WatchBlockedStatus":               true,
 }
 
 // policy is the resolved rule for one method.
@@ -152,12 +156,22 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, error) {
 	if a.cfg.Insecure {
 		return devIdentity(), nil
 	}
+	// A console session, established by the HTTP face in this process (nothing that
+	// arrives over the network can put a value in the context).
+	session, hasSession := FromContext(ctx)
+	hasSession = hasSession && session.Kind == KindConsoleSession
 	p, ok := peer.FromContext(ctx)
 	if !ok {
+		if hasSession {
+			return session, nil
+		}
 		return Identity{}, nil
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		if hasSession {
+			return session, nil
+		}
 		return Identity{}, nil
 	}
 	leaf := ti.State.VerifiedChains[0][0]

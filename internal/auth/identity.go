@@ -37,6 +37,10 @@ const (
 	// KindDevice is a certificate from the device CA naming a device with
 	// spiffe://condaccess/device/<id>.
 	KindDevice
+	// KindConsoleSession is a person signed in to the console with the OIDC issuer
+	// (authorization code with PKCE); roles from --console-role-map. Only the HTTP
+	// face sets it, on a request with a valid session cookie and the Connect header.
+	KindConsoleSession
 )
 
 // String returns the kind's name, e.g. "device".
@@ -50,6 +54,8 @@ func (k Kind) String() string {
 		return "service"
 	case KindDevice:
 		return "device"
+	case KindConsoleSession:
+		return "console-session"
 	}
 	return "unknown"
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -94,11 +96,21 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 	}
 }
 
-// identityKey is the authenticated caller's subject ("" when unauthenticated, which
-// the auth interceptor has already refused for every limited method).
+// identityKey is the authenticated caller's subject; for a caller without an identity
+// (the open methods, e.g. the end user's GetBlockedStatus) its network address
+// without the port, so that one client cannot use up everyone's share.
 func identityKey(ctx context.Context) string {
-	id, _ := auth.FromContext(ctx)
-	return id.Subject
+	if id, ok := auth.FromContext(ctx); ok && id.Subject != "" {
+		return id.Subject
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		a := p.Addr.String()
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
+		}
+		return "addr:" + a
+	}
+	return ""
 }
 
 // RateLimit is a token bucket per caller identity for the methods it names.
@@ -196,6 +208,16 @@ func (r *rateLimiter) allow(ctx context.Context, method string, req any) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// stream charges a stream's opening (one token) to the limit of its method, if any.
+func (r *rateLimiter) stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := r.allow(ss.Context(), info.FullMethod, nil); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
 }
 
 func (r *rateLimiter) unary() grpc.UnaryServerInterceptor {

@@ -188,6 +188,7 @@ func New(cfg Config) (*Server, error) {
 			authz.DeviceStreamInterceptor(), // ends a device's stream when its identity is revoked
 			auditgrpc.StreamServerInterceptor(),
 			s.watches.stream(),
+			limiter.stream(),
 			grpcprotovalidate.StreamServerInterceptor(validator),
 			recovery.StreamServerInterceptor(recoverOpt),
 		),

@@ -62,6 +62,10 @@ type Env struct {
 	// compliance event stream; the auth layer refuses revoked device certificates
 	// and the access service blocks revoked devices.
 	Revocations *auth.Revocations
+	// ConsoleURL returns the base URL (scheme://host:port) of the console on the HTTP
+	// address, or "" when no HTTP address is served. It is known once the process
+	// listens, so call it when serving, not while building the service.
+	ConsoleURL func() string
 }
 
 // Service is one condaccess service running inside the binary.

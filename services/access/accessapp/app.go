@@ -63,6 +63,13 @@ type Factory struct {
 	trustedHops     int
 	certHeader      string
 	helpURL         string
+	blockedDetail   string
+}
+
+// OIDC returns the OIDC issuers (--oidc-issuer) and the groups claim
+// (--oidc-groups-claim), which the console's sign-in reuses.
+func (f *Factory) OIDC() (issuers []string, groupsClaim string) {
+	return f.oidcIssuers, f.oidcGroupsClaim
 }
 
 // Name implements suite.Factory.
@@ -100,12 +107,13 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&f.trustHeaders, "access-trust-headers", false, "let authenticated enforcement points assert x-user-id / x-device-id / x-mfa-done when they forward no token or certificate (recorded as PROOF_ASSERTED_BY_CALLER); development mode always does")
 	fs.IntVar(&f.trustedHops, "access-trusted-proxy-hops", 0, "X-Forwarded-For entries, counted from the right, appended by trusted proxies: the client IP is the entry that many places from the right of XFF+peer (0: the connection's peer); at Envoy Check, >0 reads x-envoy-external-address")
 	fs.StringVar(&f.certHeader, "access-cert-header", accessgrpc.DefaultCertHeader, "/authz header with the device certificate the proxy verified (URL-encoded PEM, nginx $ssl_client_escaped_cert)")
-	fs.StringVar(&f.helpURL, "access-help-url", "", "help page linked from the end user's 403 page as URL?ref=<sign-in id>")
+	fs.StringVar(&f.blockedDetail, "blocked-page-detail", "category", "what the end user's /blocked page shows: minimal (blocked or restored), category (also the device id and the kind of problem), full (also the application's name); never policy names or reasons")
+	fs.StringVar(&f.helpURL, "access-help-url", "", "help page linked from the end user's 403 page as URL?ref=<sign-in id>; empty: the console's end-user page on the HTTP address (<scheme>://<--http-addr>/blocked), if one is served")
 }
 
 // edge builds the enforcement points' configuration.
 func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
-	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL}
+	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL, ConsoleURL: env.ConsoleURL}
 	if f.trustedHops < 0 {
 		return e, fmt.Errorf("--access-trusted-proxy-hops must not be negative")
 	}
@@ -135,6 +143,29 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 			return e, fmt.Errorf("--device-ca-cert: %w", err)
 		}
 		e.Devices = edgeid.NewDeviceCerts(v)
+	}
+	switch f.blockedDetail {
+	case "minimal":
+		e.BlockedDetail = accessv1.BlockedDetail_BLOCKED_DETAIL_MINIMAL
+	case "category", "":
+		e.BlockedDetail = accessv1.BlockedDetail_BLOCKED_DETAIL_CATEGORY
+	case "full":
+		e.BlockedDetail = accessv1.BlockedDetail_BLOCKED_DETAIL_FULL
+	default:
+		return e, fmt.Errorf("--blocked-page-detail %q: want minimal, category or full", f.blockedDetail)
+	}
+	// The end-user page's references are sealed with a key kept in the data
+	// directory, so links survive a restart; they expire with the sign-in log.
+	key, err := accesscore.LoadOrCreateBlockedRefKey(filepath.Join(env.DataDir, "blocked-ref.key"))
+	if err != nil {
+		return e, fmt.Errorf("blocked-page key: %w", err)
+	}
+	ttl := f.signInRetention
+	if ttl <= 0 {
+		ttl = DefaultSignInRetention
+	}
+	if e.BlockedRefs, err = accesscore.NewBlockedRefs(key, ttl); err != nil {
+		return e, err
 	}
 	return e, nil
 }

@@ -111,6 +111,7 @@ func (s *Service) Progress(ctx context.Context, rev int64) error {
 // Resync replaces every device's compliance with a full listing at rev, and
 // revokes the sessions of devices that stopped counting as compliant.
 func (s *Service) Resync(ctx context.Context, devs []*access.DeviceCompliance, rev int64) error {
+	defer s.changes.notify()
 	old := s.devices.Load()
 	idx := pe.NewDeviceIndex()
 	entries := make([]pe.DeviceEntry, len(devs))
@@ -174,6 +175,7 @@ func (s *Service) revocationsFor(ls []*access.LiveSession, reason string, rev in
 // that still saw the old state while the write was in flight is revoked by a
 // second write right after.
 func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, rev int64) error {
+	defer s.changes.notify()
 	ctx = telemetry.ContextFromTraceContext(ctx, ev.Trace)
 	ctx, span := tracer.Start(ctx, "access.ApplyComplianceEvent", trace.WithAttributes(attribute.Int64("compliance.revision", rev)))
 	defer span.End()

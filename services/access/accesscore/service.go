@@ -91,6 +91,8 @@ type Service struct {
 	feed        atomic.Pointer[consumer.Consumer[compliancefeed.Event]]
 
 	results sync.Pool
+	// changes wakes WatchBlockedStatus streams.
+	changes changes
 }
 
 // New loads the store (directory, policies, device compliance, active sessions)
@@ -222,6 +224,7 @@ func (s *Service) compile() error {
 	}
 	s.version++
 	s.snap.Store(snap)
+	s.changes.notify()
 	return nil
 }
 
@@ -234,6 +237,7 @@ func (s *Service) rebuildPolicies() {
 	}
 	s.version++
 	s.snap.Store(snap)
+	s.changes.notify()
 }
 
 // rebuild recompiles after a successful write. The model was validated, so a

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/services/access"
@@ -57,6 +58,15 @@ type Edge struct {
 	CertHeader string
 	// HelpURL, when set, is linked from the 403 body as HelpURL?ref=<sign-in id>.
 	HelpURL string
+	// ConsoleURL, when HelpURL is empty and it returns a base URL, links the 403 body to
+	// the console's end-user page: <base>/blocked?ref=<sign-in id>.
+	ConsoleURL func() string
+	// BlockedRefs seals the reference of the console's end-user page link and opens it
+	// in GetBlockedStatus/WatchBlockedStatus; nil: no such link, and every reference
+	// is NOT_FOUND.
+	BlockedRefs *accesscore.BlockedRefs
+	// BlockedDetail is how much the end-user page may show (default CATEGORY).
+	BlockedDetail accessv1.BlockedDetail
 }
 
 // SetEdge configures the enforcement points; call it before serving.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/services/access/accesscore"
 )
 
 // ReasonInvalidRequest is the reason header of a request the enforcement
@@ -38,6 +40,9 @@ type outcome struct {
 	reason  string
 	session string
 	signIn  string
+	// ref is the sealed reference of a blocked sign-in for the console's end-user page
+	// (empty when no such page is linked).
+	ref string
 }
 
 // enforce verifies what an enforcement point forwarded and decides. The caller must
@@ -60,6 +65,10 @@ func (s *Server) enforce(ctx context.Context, f *forwarded) outcome {
 	if len(resp.GetReasons()) > 0 {
 		o.reason = resp.GetReasons()[0].GetCode()
 	}
+	if !o.allow && o.signIn != "" && s.edge.HelpURL == "" && s.edge.BlockedRefs != nil {
+		o.ref, _ = s.edge.BlockedRefs.Seal(accesscore.BlockedSignIn{SignInID: o.signIn, UserID: id.req.UserID, DeviceID: id.req.DeviceID,
+			AppID: id.req.AppID, IP: id.req.IP, MFADone: id.req.MFADone, Time: time.Now().UTC()})
+	}
 	return o
 }
 
@@ -72,10 +81,22 @@ func (s *Server) blockedBody(o outcome) string {
 	if o.signIn != "" {
 		b.WriteString("Reference: " + o.signIn + "\n")
 		if s.edge.HelpURL != "" {
-			b.WriteString("Help: " + s.edge.HelpURL + "?ref=" + o.signIn + "\n")
+			b.WriteString("Help: " + s.edge.HelpURL + "?ref=" + url.QueryEscape(o.signIn) + "\n")
+		} else if page := s.consolePage(); page != "" && o.ref != "" {
+			b.WriteString("Help: " + page + "?ref=" + o.ref + "\n")
 		}
 	}
 	return b.String()
+}
+
+// consolePage is the console's end-user page on the HTTP address, if one is served.
+func (s *Server) consolePage() string {
+	if s.edge.ConsoleURL != nil {
+		if base := s.edge.ConsoleURL(); base != "" {
+			return base + "/blocked"
+		}
+	}
+	return ""
 }
 
 type checkServer struct {

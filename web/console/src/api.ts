@@ -7,6 +7,7 @@ import { RiskService } from "@gen/condaccess/risk/v1/risk_pb";
 import { DeviceService, CompliancePolicyService, ComplianceService } from "@gen/condaccess/compliance/v1/compliance_pb";
 import { AccessService, ConditionalAccessPolicyService, DirectoryService } from "@gen/condaccess/access/v1/access_pb";
 import { RemediationService } from "@gen/condaccess/remediation/v1/remediation_pb";
+import { AuditService } from "@gen/condaccess/audit/v1/audit_pb";
 import type { TraceContext } from "@gen/condaccess/common/v1/common_pb";
 
 const transport = createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true });
@@ -19,6 +20,7 @@ export const access: Client<typeof AccessService> = createClient(AccessService, 
 export const caPolicies: Client<typeof ConditionalAccessPolicyService> = createClient(ConditionalAccessPolicyService, transport);
 export const directory: Client<typeof DirectoryService> = createClient(DirectoryService, transport);
 export const remediation: Client<typeof RemediationService> = createClient(RemediationService, transport);
+export const audit: Client<typeof AuditService> = createClient(AuditService, transport);
 
 /** name turns a generated enum value into its short name ("NONCOMPLIANT"). */
 export function name(e: Record<number, string>, v: number): string {
@@ -45,7 +47,7 @@ export function traceId(tc: TraceContext | undefined): string {
 export function errorText(err: unknown): string {
   const e = ConnectError.from(err);
   if (e.code === Code.Unauthenticated) {
-    return "Not signed in: outside development mode this server answers the console only with a client certificate issued by its CA (console sign-in with OIDC is not available yet).";
+    return "Not signed in: outside development mode this server answers the console only to a person signed in with the organization's identity provider (when the server is configured for it) or to a client certificate issued by its CA.";
   }
   return `${Code[e.code] ?? e.code}: ${e.rawMessage}`;
 }

@@ -64,6 +64,10 @@ function render(): void {
     if (signal.aborted) return;
     const text = isCode(err, Code.PermissionDenied) ? `Your roles do not allow this page (${errorText(err)}).` : errorText(err);
     main.appendChild(h("p", { class: "error", role: "alert" }, text));
+    if (isCode(err, Code.Unauthenticated)) {
+      // A full navigation: the sign-in leaves the console for the identity provider.
+      main.appendChild(h("p", null, h("a", { href: `/auth/login?next=${encodeURIComponent(location.pathname + location.search)}`, id: "sign-in" }, "Sign in")));
+    }
   });
 }
 

@@ -24,7 +24,7 @@ export async function signInsPage(root: HTMLElement, signal: AbortSignal): Promi
       replace(body, r.signIns.length === 0 ? h("tr", null, h("td", { colspan: 7, class: "muted" }, "No sign-ins match.")) : r.signIns.map((s) => h("tr", { "data-signin": s.signInId },
         h("td", null, when(s.time)), h("td", null, s.userId), h("td", null, link(`/devices/${encodeURIComponent(s.deviceId)}`, s.deviceId)), h("td", null, s.applicationId),
         h("td", { class: name(Decision, s.decision) }, name(Decision, s.decision)), h("td", null, name(ComplianceState, s.complianceState)),
-        h("td", null, h("details", null, h("summary", null, "policies"), result(create(EvaluateAccessResponseSchema, { decision: s.decision, reasons: s.reasons, policies: s.policies })), h("p", { class: "mono muted" }, `sign-in ${s.signInId} · trace ${s.traceId}`), s.decision === Decision.BLOCK ? link(`/blocked?ref=${encodeURIComponent(s.signInId)}`, "the end user's page") : null)))));
+        h("td", null, h("details", null, h("summary", null, "policies"), result(create(EvaluateAccessResponseSchema, { decision: s.decision, reasons: s.reasons, policies: s.policies })), h("p", { class: "mono muted" }, `sign-in ${s.signInId} · trace ${s.traceId}`))))));
       if (r.nextPageToken) tokens[ix + 1] = r.nextPageToken;
       prev.disabled = ix === 0;
       next.disabled = r.nextPageToken === "";

@@ -576,6 +576,133 @@ func (SessionState) EnumDescriptor() ([]byte, []int) {
 	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{8}
 }
 
+// BlockedDetail is how much the end user's page may show (--blocked-page-detail).
+type BlockedDetail int32
+
+const (
+	// BLOCKED_DETAIL_UNSPECIFIED is not used.
+	BlockedDetail_BLOCKED_DETAIL_UNSPECIFIED BlockedDetail = 0
+	// BLOCKED_DETAIL_MINIMAL: only whether access is blocked or restored.
+	BlockedDetail_BLOCKED_DETAIL_MINIMAL BlockedDetail = 1
+	// BLOCKED_DETAIL_CATEGORY: also the device id and the problem categories (default).
+	BlockedDetail_BLOCKED_DETAIL_CATEGORY BlockedDetail = 2
+	// BLOCKED_DETAIL_FULL: also the application's display name.
+	BlockedDetail_BLOCKED_DETAIL_FULL BlockedDetail = 3
+)
+
+// Enum value maps for BlockedDetail.
+var (
+	BlockedDetail_name = map[int32]string{
+		0: "BLOCKED_DETAIL_UNSPECIFIED",
+		1: "BLOCKED_DETAIL_MINIMAL",
+		2: "BLOCKED_DETAIL_CATEGORY",
+		3: "BLOCKED_DETAIL_FULL",
+	}
+	BlockedDetail_value = map[string]int32{
+		"BLOCKED_DETAIL_UNSPECIFIED": 0,
+		"BLOCKED_DETAIL_MINIMAL":     1,
+		"BLOCKED_DETAIL_CATEGORY":    2,
+		"BLOCKED_DETAIL_FULL":        3,
+	}
+)
+
+func (x BlockedDetail) Enum() *BlockedDetail {
+	p := new(BlockedDetail)
+	*p = x
+	return p
+}
+
+func (x BlockedDetail) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlockedDetail) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_access_v1_access_proto_enumTypes[9].Descriptor()
+}
+
+func (BlockedDetail) Type() protoreflect.EnumType {
+	return &file_condaccess_access_v1_access_proto_enumTypes[9]
+}
+
+func (x BlockedDetail) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlockedDetail.Descriptor instead.
+func (BlockedDetail) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{9}
+}
+
+// BlockedProblem is a category of problem, in words an end user understands.
+type BlockedProblem int32
+
+const (
+	// BLOCKED_PROBLEM_UNSPECIFIED is not used.
+	BlockedProblem_BLOCKED_PROBLEM_UNSPECIFIED BlockedProblem = 0
+	// BLOCKED_PROBLEM_THREAT: a threat was found on the device (risk or active alerts).
+	BlockedProblem_BLOCKED_PROBLEM_THREAT BlockedProblem = 1
+	// BLOCKED_PROBLEM_OS_VERSION: the operating system needs an update.
+	BlockedProblem_BLOCKED_PROBLEM_OS_VERSION BlockedProblem = 2
+	// BLOCKED_PROBLEM_PLATFORM: this kind of device is not allowed.
+	BlockedProblem_BLOCKED_PROBLEM_PLATFORM BlockedProblem = 3
+	// BLOCKED_PROBLEM_REQUIREMENT: the device does not meet another security requirement.
+	BlockedProblem_BLOCKED_PROBLEM_REQUIREMENT BlockedProblem = 4
+	// BLOCKED_PROBLEM_DEVICE_UNKNOWN: the device is not known or not yet checked.
+	BlockedProblem_BLOCKED_PROBLEM_DEVICE_UNKNOWN BlockedProblem = 5
+	// BLOCKED_PROBLEM_SIGN_IN: the block is not about the device (e.g. the user, the
+	// network or a missing second factor); the page says to contact IT.
+	BlockedProblem_BLOCKED_PROBLEM_SIGN_IN BlockedProblem = 6
+)
+
+// Enum value maps for BlockedProblem.
+var (
+	BlockedProblem_name = map[int32]string{
+		0: "BLOCKED_PROBLEM_UNSPECIFIED",
+		1: "BLOCKED_PROBLEM_THREAT",
+		2: "BLOCKED_PROBLEM_OS_VERSION",
+		3: "BLOCKED_PROBLEM_PLATFORM",
+		4: "BLOCKED_PROBLEM_REQUIREMENT",
+		5: "BLOCKED_PROBLEM_DEVICE_UNKNOWN",
+		6: "BLOCKED_PROBLEM_SIGN_IN",
+	}
+	BlockedProblem_value = map[string]int32{
+		"BLOCKED_PROBLEM_UNSPECIFIED":    0,
+		"BLOCKED_PROBLEM_THREAT":         1,
+		"BLOCKED_PROBLEM_OS_VERSION":     2,
+		"BLOCKED_PROBLEM_PLATFORM":       3,
+		"BLOCKED_PROBLEM_REQUIREMENT":    4,
+		"BLOCKED_PROBLEM_DEVICE_UNKNOWN": 5,
+		"BLOCKED_PROBLEM_SIGN_IN":        6,
+	}
+)
+
+func (x BlockedProblem) Enum() *BlockedProblem {
+	p := new(BlockedProblem)
+	*p = x
+	return p
+}
+
+func (x BlockedProblem) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlockedProblem) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_access_v1_access_proto_enumTypes[10].Descriptor()
+}
+
+func (BlockedProblem) Type() protoreflect.EnumType {
+	return &file_condaccess_access_v1_access_proto_enumTypes[10]
+}
+
+func (x BlockedProblem) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlockedProblem.Descriptor instead.
+func (BlockedProblem) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{10}
+}
+
 // User is a directory user.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -5450,6 +5577,282 @@ func (x *SessionRevoked) GetComplianceRevision() int64 {
 	return 0
 }
 
+// GetBlockedStatusRequest is the request of GetBlockedStatus.
+type GetBlockedStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ref is the reference of the blocked sign-in, from the 403 body's link.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBlockedStatusRequest) Reset() {
+	*x = GetBlockedStatusRequest{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBlockedStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBlockedStatusRequest) ProtoMessage() {}
+
+func (x *GetBlockedStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBlockedStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetBlockedStatusRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *GetBlockedStatusRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+// GetBlockedStatusResponse is the response of GetBlockedStatus.
+type GetBlockedStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status is the sign-in's status now.
+	Status        *BlockedStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBlockedStatusResponse) Reset() {
+	*x = GetBlockedStatusResponse{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBlockedStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBlockedStatusResponse) ProtoMessage() {}
+
+func (x *GetBlockedStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBlockedStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetBlockedStatusResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *GetBlockedStatusResponse) GetStatus() *BlockedStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// WatchBlockedStatusRequest is the request of WatchBlockedStatus.
+type WatchBlockedStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ref is the reference of the blocked sign-in, from the 403 body's link.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBlockedStatusRequest) Reset() {
+	*x = WatchBlockedStatusRequest{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBlockedStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBlockedStatusRequest) ProtoMessage() {}
+
+func (x *WatchBlockedStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBlockedStatusRequest.ProtoReflect.Descriptor instead.
+func (*WatchBlockedStatusRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *WatchBlockedStatusRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+// WatchBlockedStatusResponse is one message of the WatchBlockedStatus stream.
+type WatchBlockedStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status is the sign-in's status now.
+	Status        *BlockedStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBlockedStatusResponse) Reset() {
+	*x = WatchBlockedStatusResponse{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBlockedStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBlockedStatusResponse) ProtoMessage() {}
+
+func (x *WatchBlockedStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBlockedStatusResponse.ProtoReflect.Descriptor instead.
+func (*WatchBlockedStatusResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *WatchBlockedStatusResponse) GetStatus() *BlockedStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// BlockedStatus is what the end user's page shows about a blocked sign-in.
+type BlockedStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// restored is true once the same user, device and application would be allowed.
+	Restored bool `protobuf:"varint,1,opt,name=restored,proto3" json:"restored,omitempty"`
+	// detail is the --blocked-page-detail level this status was cut to.
+	Detail BlockedDetail `protobuf:"varint,2,opt,name=detail,proto3,enum=condaccess.access.v1.BlockedDetail" json:"detail,omitempty"`
+	// device_id is the sign-in's device (CATEGORY and FULL); empty when none.
+	DeviceId string `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// problems are the categories of what blocks access now (CATEGORY and FULL); empty
+	// once restored.
+	Problems []BlockedProblem `protobuf:"varint,4,rep,packed,name=problems,proto3,enum=condaccess.access.v1.BlockedProblem" json:"problems,omitempty"`
+	// application_display_name is the application's name (FULL only).
+	ApplicationDisplayName string `protobuf:"bytes,5,opt,name=application_display_name,json=applicationDisplayName,proto3" json:"application_display_name,omitempty"`
+	// blocked_time is when the sign-in was blocked.
+	BlockedTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=blocked_time,json=blockedTime,proto3" json:"blocked_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockedStatus) Reset() {
+	*x = BlockedStatus{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockedStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockedStatus) ProtoMessage() {}
+
+func (x *BlockedStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockedStatus.ProtoReflect.Descriptor instead.
+func (*BlockedStatus) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *BlockedStatus) GetRestored() bool {
+	if x != nil {
+		return x.Restored
+	}
+	return false
+}
+
+func (x *BlockedStatus) GetDetail() BlockedDetail {
+	if x != nil {
+		return x.Detail
+	}
+	return BlockedDetail_BLOCKED_DETAIL_UNSPECIFIED
+}
+
+func (x *BlockedStatus) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *BlockedStatus) GetProblems() []BlockedProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *BlockedStatus) GetApplicationDisplayName() string {
+	if x != nil {
+		return x.ApplicationDisplayName
+	}
+	return ""
+}
+
+func (x *BlockedStatus) GetBlockedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BlockedTime
+	}
+	return nil
+}
+
 var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_condaccess_access_v1_access_proto_rawDesc = "" +
@@ -5817,7 +6220,24 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\v2\x1d.condaccess.access.v1.SessionR\asession\x12)\n" +
 	"\vreason_code\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
 	"reasonCode\x12/\n" +
-	"\x13compliance_revision\x18\x03 \x01(\x03R\x12complianceRevision*~\n" +
+	"\x13compliance_revision\x18\x03 \x01(\x03R\x12complianceRevision\"7\n" +
+	"\x17GetBlockedStatusRequest\x12\x1c\n" +
+	"\x03ref\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x03ref\"W\n" +
+	"\x18GetBlockedStatusResponse\x12;\n" +
+	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"9\n" +
+	"\x19WatchBlockedStatusRequest\x12\x1c\n" +
+	"\x03ref\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x03ref\"Y\n" +
+	"\x1aWatchBlockedStatusResponse\x12;\n" +
+	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xde\x02\n" +
+	"\rBlockedStatus\x12\x1a\n" +
+	"\brestored\x18\x01 \x01(\bR\brestored\x12;\n" +
+	"\x06detail\x18\x02 \x01(\x0e2#.condaccess.access.v1.BlockedDetailR\x06detail\x12%\n" +
+	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12J\n" +
+	"\bproblems\x18\x04 \x03(\x0e2$.condaccess.access.v1.BlockedProblemB\b\xbaH\x05\x92\x01\x02\x10\bR\bproblems\x12B\n" +
+	"\x18application_display_name\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x16applicationDisplayName\x12=\n" +
+	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime*~\n" +
 	"\vPolicyState\x12\x1c\n" +
 	"\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14POLICY_STATE_ENABLED\x10\x01\x12\x1c\n" +
@@ -5867,7 +6287,20 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SESSION_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15SESSION_STATE_REVOKED\x10\x022\xeb\x11\n" +
+	"\x15SESSION_STATE_REVOKED\x10\x02*\x81\x01\n" +
+	"\rBlockedDetail\x12\x1e\n" +
+	"\x1aBLOCKED_DETAIL_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16BLOCKED_DETAIL_MINIMAL\x10\x01\x12\x1b\n" +
+	"\x17BLOCKED_DETAIL_CATEGORY\x10\x02\x12\x17\n" +
+	"\x13BLOCKED_DETAIL_FULL\x10\x03*\xed\x01\n" +
+	"\x0eBlockedProblem\x12\x1f\n" +
+	"\x1bBLOCKED_PROBLEM_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16BLOCKED_PROBLEM_THREAT\x10\x01\x12\x1e\n" +
+	"\x1aBLOCKED_PROBLEM_OS_VERSION\x10\x02\x12\x1c\n" +
+	"\x18BLOCKED_PROBLEM_PLATFORM\x10\x03\x12\x1f\n" +
+	"\x1bBLOCKED_PROBLEM_REQUIREMENT\x10\x04\x12\"\n" +
+	"\x1eBLOCKED_PROBLEM_DEVICE_UNKNOWN\x10\x05\x12\x1b\n" +
+	"\x17BLOCKED_PROBLEM_SIGN_IN\x10\x062\xeb\x11\n" +
 	"\x10DirectoryService\x12}\n" +
 	"\n" +
 	"CreateUser\x12'.condaccess.access.v1.CreateUserRequest\x1a(.condaccess.access.v1.CreateUserResponse\"\x1c\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12y\n" +
@@ -5896,14 +6329,16 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"7\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02+\x12)/v1/conditionalAccessPolicies/{policy_id}\x12\x92\x01\n" +
 	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\xac\x01\n" +
 	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"E\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02::\x06policy20/v1/conditionalAccessPolicies/{policy.policy_id}\x12\x9d\x01\n" +
-	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\xd2\x06\n" +
+	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\xfe\b\n" +
 	"\rAccessService\x12\x92\x01\n" +
 	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"%\xa2\x9f\x19\x03\x05\x03\x02\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/access:evaluate\x12\x88\x01\n" +
 	"\x14EvaluateAccessStream\x121.condaccess.access.v1.EvaluateAccessStreamRequest\x1a2.condaccess.access.v1.EvaluateAccessStreamResponse\"\x05\xa2\x9f\x19\x01\x05(\x010\x01\x12x\n" +
 	"\x06WhatIf\x12#.condaccess.access.v1.WhatIfRequest\x1a$.condaccess.access.v1.WhatIfResponse\"#\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/access:whatIf\x12~\n" +
 	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/signIns\x12\x82\x01\n" +
 	"\fListSessions\x12).condaccess.access.v1.ListSessionsRequest\x1a*.condaccess.access.v1.ListSessionsResponse\"\x1b\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x12\xa1\x01\n" +
-	"\x12WatchSessionEvents\x12/.condaccess.access.v1.WatchSessionEventsRequest\x1a0.condaccess.access.v1.WatchSessionEventsResponse\"&\xa2\x9f\x19\x03\x05\x04\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/sessionEvents:watch0\x01B\xe0\x01\n" +
+	"\x12WatchSessionEvents\x12/.condaccess.access.v1.WatchSessionEventsRequest\x1a0.condaccess.access.v1.WatchSessionEventsResponse\"&\xa2\x9f\x19\x03\x05\x04\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/sessionEvents:watch0\x01\x12\x8c\x01\n" +
+	"\x10GetBlockedStatus\x12-.condaccess.access.v1.GetBlockedStatusRequest\x1a..condaccess.access.v1.GetBlockedStatusResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/blockedStatus\x12\x9a\x01\n" +
+	"\x12WatchBlockedStatus\x12/.condaccess.access.v1.WatchBlockedStatusRequest\x1a0.condaccess.access.v1.WatchBlockedStatusResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/blockedStatus:watch0\x01B\xe0\x01\n" +
 	"\x18com.condaccess.access.v1B\vAccessProtoP\x01ZEgithub.com/condaccess/condaccess/gen/go/condaccess/access/v1;accessv1\xa2\x02\x03CAX\xaa\x02\x14Condaccess.Access.V1\xca\x02\x14Condaccess\\Access\\V1\xe2\x02 Condaccess\\Access\\V1\\GPBMetadata\xea\x02\x16Condaccess::Access::V1b\x06proto3"
 
 var (
@@ -5918,8 +6353,8 @@ func file_condaccess_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_condaccess_access_v1_access_proto_rawDescData
 }
 
-var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
+var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyState)(0),                     // 0: condaccess.access.v1.PolicyState
 	(GrantControl)(0),                    // 1: condaccess.access.v1.GrantControl
@@ -5930,260 +6365,276 @@ var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyResultKind)(0),                // 6: condaccess.access.v1.PolicyResultKind
 	(CauseKind)(0),                       // 7: condaccess.access.v1.CauseKind
 	(SessionState)(0),                    // 8: condaccess.access.v1.SessionState
-	(*User)(nil),                         // 9: condaccess.access.v1.User
-	(*Group)(nil),                        // 10: condaccess.access.v1.Group
-	(*Application)(nil),                  // 11: condaccess.access.v1.Application
-	(*CreateUserRequest)(nil),            // 12: condaccess.access.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),           // 13: condaccess.access.v1.CreateUserResponse
-	(*GetUserRequest)(nil),               // 14: condaccess.access.v1.GetUserRequest
-	(*GetUserResponse)(nil),              // 15: condaccess.access.v1.GetUserResponse
-	(*ListUsersRequest)(nil),             // 16: condaccess.access.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),            // 17: condaccess.access.v1.ListUsersResponse
-	(*UpdateUserRequest)(nil),            // 18: condaccess.access.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),           // 19: condaccess.access.v1.UpdateUserResponse
-	(*DeleteUserRequest)(nil),            // 20: condaccess.access.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),           // 21: condaccess.access.v1.DeleteUserResponse
-	(*CreateGroupRequest)(nil),           // 22: condaccess.access.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 23: condaccess.access.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 24: condaccess.access.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 25: condaccess.access.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 26: condaccess.access.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 27: condaccess.access.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 28: condaccess.access.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 29: condaccess.access.v1.UpdateGroupResponse
-	(*DeleteGroupRequest)(nil),           // 30: condaccess.access.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 31: condaccess.access.v1.DeleteGroupResponse
-	(*CreateApplicationRequest)(nil),     // 32: condaccess.access.v1.CreateApplicationRequest
-	(*CreateApplicationResponse)(nil),    // 33: condaccess.access.v1.CreateApplicationResponse
-	(*GetApplicationRequest)(nil),        // 34: condaccess.access.v1.GetApplicationRequest
-	(*GetApplicationResponse)(nil),       // 35: condaccess.access.v1.GetApplicationResponse
-	(*ListApplicationsRequest)(nil),      // 36: condaccess.access.v1.ListApplicationsRequest
-	(*ListApplicationsResponse)(nil),     // 37: condaccess.access.v1.ListApplicationsResponse
-	(*UpdateApplicationRequest)(nil),     // 38: condaccess.access.v1.UpdateApplicationRequest
-	(*UpdateApplicationResponse)(nil),    // 39: condaccess.access.v1.UpdateApplicationResponse
-	(*DeleteApplicationRequest)(nil),     // 40: condaccess.access.v1.DeleteApplicationRequest
-	(*DeleteApplicationResponse)(nil),    // 41: condaccess.access.v1.DeleteApplicationResponse
-	(*ImportDirectoryRequest)(nil),       // 42: condaccess.access.v1.ImportDirectoryRequest
-	(*ImportDirectoryResponse)(nil),      // 43: condaccess.access.v1.ImportDirectoryResponse
-	(*UserAssignment)(nil),               // 44: condaccess.access.v1.UserAssignment
-	(*ApplicationAssignment)(nil),        // 45: condaccess.access.v1.ApplicationAssignment
-	(*PlatformCondition)(nil),            // 46: condaccess.access.v1.PlatformCondition
-	(*LocationCondition)(nil),            // 47: condaccess.access.v1.LocationCondition
-	(*ClientAppCondition)(nil),           // 48: condaccess.access.v1.ClientAppCondition
-	(*Conditions)(nil),                   // 49: condaccess.access.v1.Conditions
-	(*GrantControls)(nil),                // 50: condaccess.access.v1.GrantControls
-	(*ConditionalAccessPolicy)(nil),      // 51: condaccess.access.v1.ConditionalAccessPolicy
-	(*CreatePolicyRequest)(nil),          // 52: condaccess.access.v1.CreatePolicyRequest
-	(*CreatePolicyResponse)(nil),         // 53: condaccess.access.v1.CreatePolicyResponse
-	(*GetPolicyRequest)(nil),             // 54: condaccess.access.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),            // 55: condaccess.access.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),          // 56: condaccess.access.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),         // 57: condaccess.access.v1.ListPoliciesResponse
-	(*UpdatePolicyRequest)(nil),          // 58: condaccess.access.v1.UpdatePolicyRequest
-	(*UpdatePolicyResponse)(nil),         // 59: condaccess.access.v1.UpdatePolicyResponse
-	(*DeletePolicyRequest)(nil),          // 60: condaccess.access.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),         // 61: condaccess.access.v1.DeletePolicyResponse
-	(*ClientContext)(nil),                // 62: condaccess.access.v1.ClientContext
-	(*PolicyResult)(nil),                 // 63: condaccess.access.v1.PolicyResult
-	(*Reason)(nil),                       // 64: condaccess.access.v1.Reason
-	(*DeviceComplianceInfo)(nil),         // 65: condaccess.access.v1.DeviceComplianceInfo
-	(*Cause)(nil),                        // 66: condaccess.access.v1.Cause
-	(*EvaluateAccessRequest)(nil),        // 67: condaccess.access.v1.EvaluateAccessRequest
-	(*EvaluateAccessResponse)(nil),       // 68: condaccess.access.v1.EvaluateAccessResponse
-	(*EvaluateAccessStreamRequest)(nil),  // 69: condaccess.access.v1.EvaluateAccessStreamRequest
-	(*EvaluateAccessStreamResponse)(nil), // 70: condaccess.access.v1.EvaluateAccessStreamResponse
-	(*WhatIfOverrides)(nil),              // 71: condaccess.access.v1.WhatIfOverrides
-	(*WhatIfRequest)(nil),                // 72: condaccess.access.v1.WhatIfRequest
-	(*WhatIfResponse)(nil),               // 73: condaccess.access.v1.WhatIfResponse
-	(*SignIn)(nil),                       // 74: condaccess.access.v1.SignIn
-	(*ListSignInsRequest)(nil),           // 75: condaccess.access.v1.ListSignInsRequest
-	(*ListSignInsResponse)(nil),          // 76: condaccess.access.v1.ListSignInsResponse
-	(*Session)(nil),                      // 77: condaccess.access.v1.Session
-	(*ListSessionsRequest)(nil),          // 78: condaccess.access.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 79: condaccess.access.v1.ListSessionsResponse
-	(*WatchSessionEventsRequest)(nil),    // 80: condaccess.access.v1.WatchSessionEventsRequest
-	(*WatchSessionEventsResponse)(nil),   // 81: condaccess.access.v1.WatchSessionEventsResponse
-	(*SessionEvent)(nil),                 // 82: condaccess.access.v1.SessionEvent
-	(*SessionOpened)(nil),                // 83: condaccess.access.v1.SessionOpened
-	(*SessionRevoked)(nil),               // 84: condaccess.access.v1.SessionRevoked
-	(*timestamppb.Timestamp)(nil),        // 85: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 86: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),          // 87: google.protobuf.Duration
-	(v1.Platform)(0),                     // 88: condaccess.common.v1.Platform
-	(v1.ComplianceState)(0),              // 89: condaccess.common.v1.ComplianceState
-	(v1.RiskLevel)(0),                    // 90: condaccess.common.v1.RiskLevel
-	(*v1.WatchProgress)(nil),             // 91: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),              // 92: condaccess.common.v1.TraceContext
+	(BlockedDetail)(0),                   // 9: condaccess.access.v1.BlockedDetail
+	(BlockedProblem)(0),                  // 10: condaccess.access.v1.BlockedProblem
+	(*User)(nil),                         // 11: condaccess.access.v1.User
+	(*Group)(nil),                        // 12: condaccess.access.v1.Group
+	(*Application)(nil),                  // 13: condaccess.access.v1.Application
+	(*CreateUserRequest)(nil),            // 14: condaccess.access.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),           // 15: condaccess.access.v1.CreateUserResponse
+	(*GetUserRequest)(nil),               // 16: condaccess.access.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 17: condaccess.access.v1.GetUserResponse
+	(*ListUsersRequest)(nil),             // 18: condaccess.access.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),            // 19: condaccess.access.v1.ListUsersResponse
+	(*UpdateUserRequest)(nil),            // 20: condaccess.access.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),           // 21: condaccess.access.v1.UpdateUserResponse
+	(*DeleteUserRequest)(nil),            // 22: condaccess.access.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 23: condaccess.access.v1.DeleteUserResponse
+	(*CreateGroupRequest)(nil),           // 24: condaccess.access.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 25: condaccess.access.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 26: condaccess.access.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 27: condaccess.access.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 28: condaccess.access.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 29: condaccess.access.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 30: condaccess.access.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 31: condaccess.access.v1.UpdateGroupResponse
+	(*DeleteGroupRequest)(nil),           // 32: condaccess.access.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 33: condaccess.access.v1.DeleteGroupResponse
+	(*CreateApplicationRequest)(nil),     // 34: condaccess.access.v1.CreateApplicationRequest
+	(*CreateApplicationResponse)(nil),    // 35: condaccess.access.v1.CreateApplicationResponse
+	(*GetApplicationRequest)(nil),        // 36: condaccess.access.v1.GetApplicationRequest
+	(*GetApplicationResponse)(nil),       // 37: condaccess.access.v1.GetApplicationResponse
+	(*ListApplicationsRequest)(nil),      // 38: condaccess.access.v1.ListApplicationsRequest
+	(*ListApplicationsResponse)(nil),     // 39: condaccess.access.v1.ListApplicationsResponse
+	(*UpdateApplicationRequest)(nil),     // 40: condaccess.access.v1.UpdateApplicationRequest
+	(*UpdateApplicationResponse)(nil),    // 41: condaccess.access.v1.UpdateApplicationResponse
+	(*DeleteApplicationRequest)(nil),     // 42: condaccess.access.v1.DeleteApplicationRequest
+	(*DeleteApplicationResponse)(nil),    // 43: condaccess.access.v1.DeleteApplicationResponse
+	(*ImportDirectoryRequest)(nil),       // 44: condaccess.access.v1.ImportDirectoryRequest
+	(*ImportDirectoryResponse)(nil),      // 45: condaccess.access.v1.ImportDirectoryResponse
+	(*UserAssignment)(nil),               // 46: condaccess.access.v1.UserAssignment
+	(*ApplicationAssignment)(nil),        // 47: condaccess.access.v1.ApplicationAssignment
+	(*PlatformCondition)(nil),            // 48: condaccess.access.v1.PlatformCondition
+	(*LocationCondition)(nil),            // 49: condaccess.access.v1.LocationCondition
+	(*ClientAppCondition)(nil),           // 50: condaccess.access.v1.ClientAppCondition
+	(*Conditions)(nil),                   // 51: condaccess.access.v1.Conditions
+	(*GrantControls)(nil),                // 52: condaccess.access.v1.GrantControls
+	(*ConditionalAccessPolicy)(nil),      // 53: condaccess.access.v1.ConditionalAccessPolicy
+	(*CreatePolicyRequest)(nil),          // 54: condaccess.access.v1.CreatePolicyRequest
+	(*CreatePolicyResponse)(nil),         // 55: condaccess.access.v1.CreatePolicyResponse
+	(*GetPolicyRequest)(nil),             // 56: condaccess.access.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),            // 57: condaccess.access.v1.GetPolicyResponse
+	(*ListPoliciesRequest)(nil),          // 58: condaccess.access.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),         // 59: condaccess.access.v1.ListPoliciesResponse
+	(*UpdatePolicyRequest)(nil),          // 60: condaccess.access.v1.UpdatePolicyRequest
+	(*UpdatePolicyResponse)(nil),         // 61: condaccess.access.v1.UpdatePolicyResponse
+	(*DeletePolicyRequest)(nil),          // 62: condaccess.access.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),         // 63: condaccess.access.v1.DeletePolicyResponse
+	(*ClientContext)(nil),                // 64: condaccess.access.v1.ClientContext
+	(*PolicyResult)(nil),                 // 65: condaccess.access.v1.PolicyResult
+	(*Reason)(nil),                       // 66: condaccess.access.v1.Reason
+	(*DeviceComplianceInfo)(nil),         // 67: condaccess.access.v1.DeviceComplianceInfo
+	(*Cause)(nil),                        // 68: condaccess.access.v1.Cause
+	(*EvaluateAccessRequest)(nil),        // 69: condaccess.access.v1.EvaluateAccessRequest
+	(*EvaluateAccessResponse)(nil),       // 70: condaccess.access.v1.EvaluateAccessResponse
+	(*EvaluateAccessStreamRequest)(nil),  // 71: condaccess.access.v1.EvaluateAccessStreamRequest
+	(*EvaluateAccessStreamResponse)(nil), // 72: condaccess.access.v1.EvaluateAccessStreamResponse
+	(*WhatIfOverrides)(nil),              // 73: condaccess.access.v1.WhatIfOverrides
+	(*WhatIfRequest)(nil),                // 74: condaccess.access.v1.WhatIfRequest
+	(*WhatIfResponse)(nil),               // 75: condaccess.access.v1.WhatIfResponse
+	(*SignIn)(nil),                       // 76: condaccess.access.v1.SignIn
+	(*ListSignInsRequest)(nil),           // 77: condaccess.access.v1.ListSignInsRequest
+	(*ListSignInsResponse)(nil),          // 78: condaccess.access.v1.ListSignInsResponse
+	(*Session)(nil),                      // 79: condaccess.access.v1.Session
+	(*ListSessionsRequest)(nil),          // 80: condaccess.access.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 81: condaccess.access.v1.ListSessionsResponse
+	(*WatchSessionEventsRequest)(nil),    // 82: condaccess.access.v1.WatchSessionEventsRequest
+	(*WatchSessionEventsResponse)(nil),   // 83: condaccess.access.v1.WatchSessionEventsResponse
+	(*SessionEvent)(nil),                 // 84: condaccess.access.v1.SessionEvent
+	(*SessionOpened)(nil),                // 85: condaccess.access.v1.SessionOpened
+	(*SessionRevoked)(nil),               // 86: condaccess.access.v1.SessionRevoked
+	(*GetBlockedStatusRequest)(nil),      // 87: condaccess.access.v1.GetBlockedStatusRequest
+	(*GetBlockedStatusResponse)(nil),     // 88: condaccess.access.v1.GetBlockedStatusResponse
+	(*WatchBlockedStatusRequest)(nil),    // 89: condaccess.access.v1.WatchBlockedStatusRequest
+	(*WatchBlockedStatusResponse)(nil),   // 90: condaccess.access.v1.WatchBlockedStatusResponse
+	(*BlockedStatus)(nil),                // 91: condaccess.access.v1.BlockedStatus
+	(*timestamppb.Timestamp)(nil),        // 92: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 93: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),          // 94: google.protobuf.Duration
+	(v1.Platform)(0),                     // 95: condaccess.common.v1.Platform
+	(v1.ComplianceState)(0),              // 96: condaccess.common.v1.ComplianceState
+	(v1.RiskLevel)(0),                    // 97: condaccess.common.v1.RiskLevel
+	(*v1.WatchProgress)(nil),             // 98: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),              // 99: condaccess.common.v1.TraceContext
 }
 var file_condaccess_access_v1_access_proto_depIdxs = []int32{
-	85,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	85,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	85,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	85,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
-	85,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
-	85,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
-	9,   // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
-	9,   // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
-	9,   // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
-	9,   // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
-	9,   // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
-	86,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	9,   // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
-	10,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	10,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	10,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
-	10,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
-	10,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	86,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	11,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	11,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	11,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	11,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
-	11,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	86,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	9,   // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
-	10,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
-	11,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
-	87,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
-	88,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
-	88,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
+	92,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	92,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	92,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	92,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
+	92,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
+	92,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
+	11,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
+	11,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
+	11,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
+	11,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
+	11,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
+	93,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
+	12,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	12,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	12,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
+	12,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
+	12,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	93,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	13,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	13,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	13,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	13,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
+	13,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	93,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	13,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	11,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
+	12,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
+	13,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
+	94,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
+	95,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
+	95,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
 	4,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
-	46,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
-	47,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
-	48,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
+	48,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
+	49,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
+	50,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
 	1,   // 37: condaccess.access.v1.GrantControls.require:type_name -> condaccess.access.v1.GrantControl
 	3,   // 38: condaccess.access.v1.GrantControls.operator:type_name -> condaccess.access.v1.GrantOperator
 	0,   // 39: condaccess.access.v1.ConditionalAccessPolicy.state:type_name -> condaccess.access.v1.PolicyState
-	44,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
-	45,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
-	49,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
-	50,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
-	85,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
-	85,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
-	51,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	51,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	51,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	46,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
+	47,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
+	51,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
+	52,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
+	92,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
+	92,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
+	53,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	53,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	53,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	0,   // 49: condaccess.access.v1.ListPoliciesRequest.state:type_name -> condaccess.access.v1.PolicyState
-	51,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	51,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	86,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	51,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	88,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
+	53,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	53,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	93,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	53,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	95,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
 	4,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
 	0,   // 56: condaccess.access.v1.PolicyResult.state:type_name -> condaccess.access.v1.PolicyState
 	6,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
 	1,   // 58: condaccess.access.v1.PolicyResult.unsatisfied_controls:type_name -> condaccess.access.v1.GrantControl
 	1,   // 59: condaccess.access.v1.PolicyResult.satisfied_controls:type_name -> condaccess.access.v1.GrantControl
-	89,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
-	87,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
-	90,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	96,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
+	94,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
+	97,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	7,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
-	62,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
+	64,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
-	64,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
-	63,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
-	65,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
-	66,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
+	66,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
+	65,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
+	67,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
+	68,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
 	2,   // 70: condaccess.access.v1.EvaluateAccessResponse.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 71: condaccess.access.v1.EvaluateAccessResponse.device_proof:type_name -> condaccess.access.v1.Proof
-	67,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	68,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	89,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	90,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
-	51,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	67,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	71,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
-	68,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	68,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	85,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
-	62,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
+	69,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	70,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	96,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	97,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	53,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	69,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	73,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
+	70,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	70,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	92,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
+	64,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 83: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
-	64,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
-	63,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
-	89,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	66,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
+	65,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
+	96,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
 	2,   // 87: condaccess.access.v1.SignIn.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 88: condaccess.access.v1.SignIn.device_proof:type_name -> condaccess.access.v1.Proof
 	5,   // 89: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
-	85,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
-	85,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
+	92,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
+	92,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
 	2,   // 92: condaccess.access.v1.ListSignInsRequest.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 93: condaccess.access.v1.ListSignInsRequest.device_proof:type_name -> condaccess.access.v1.Proof
-	74,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
+	76,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
 	8,   // 95: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
-	85,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	85,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
-	85,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	92,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	92,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
+	92,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
 	8,   // 99: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
-	77,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
-	82,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
-	91,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	85,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
-	92,  // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	83,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
-	84,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
-	77,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
-	77,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
-	12,  // 109: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
-	14,  // 110: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
-	16,  // 111: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
-	18,  // 112: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
-	20,  // 113: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
-	22,  // 114: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
-	24,  // 115: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
-	26,  // 116: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
-	28,  // 117: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
-	30,  // 118: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
-	32,  // 119: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
-	34,  // 120: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
-	36,  // 121: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
-	38,  // 122: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
-	40,  // 123: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
-	42,  // 124: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
-	52,  // 125: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
-	54,  // 126: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
-	56,  // 127: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
-	58,  // 128: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
-	60,  // 129: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
-	67,  // 130: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
-	69,  // 131: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
-	72,  // 132: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
-	75,  // 133: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
-	78,  // 134: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
-	80,  // 135: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
-	13,  // 136: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
-	15,  // 137: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
-	17,  // 138: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
-	19,  // 139: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
-	21,  // 140: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
-	23,  // 141: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
-	25,  // 142: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
-	27,  // 143: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
-	29,  // 144: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
-	31,  // 145: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
-	33,  // 146: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
-	35,  // 147: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
-	37,  // 148: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
-	39,  // 149: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
-	41,  // 150: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
-	43,  // 151: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
-	53,  // 152: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
-	55,  // 153: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
-	57,  // 154: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
-	59,  // 155: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
-	61,  // 156: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
-	68,  // 157: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
-	70,  // 158: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
-	73,  // 159: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
-	76,  // 160: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
-	79,  // 161: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
-	81,  // 162: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
-	136, // [136:163] is the sub-list for method output_type
-	109, // [109:136] is the sub-list for method input_type
-	109, // [109:109] is the sub-list for extension type_name
-	109, // [109:109] is the sub-list for extension extendee
-	0,   // [0:109] is the sub-list for field type_name
+	79,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
+	84,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
+	98,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	92,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
+	99,  // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	85,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
+	86,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
+	79,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
+	79,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
+	91,  // 109: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	91,  // 110: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	9,   // 111: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
+	10,  // 112: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
+	92,  // 113: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
+	14,  // 114: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
+	16,  // 115: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
+	18,  // 116: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
+	20,  // 117: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
+	22,  // 118: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
+	24,  // 119: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
+	26,  // 120: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
+	28,  // 121: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
+	30,  // 122: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
+	32,  // 123: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
+	34,  // 124: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
+	36,  // 125: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
+	38,  // 126: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
+	40,  // 127: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
+	42,  // 128: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
+	44,  // 129: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
+	54,  // 130: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
+	56,  // 131: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
+	58,  // 132: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
+	60,  // 133: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
+	62,  // 134: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
+	69,  // 135: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
+	71,  // 136: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
+	74,  // 137: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
+	77,  // 138: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
+	80,  // 139: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
+	82,  // 140: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
+	87,  // 141: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
+	89,  // 142: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
+	15,  // 143: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
+	17,  // 144: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
+	19,  // 145: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
+	21,  // 146: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
+	23,  // 147: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
+	25,  // 148: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
+	27,  // 149: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
+	29,  // 150: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
+	31,  // 151: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
+	33,  // 152: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
+	35,  // 153: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
+	37,  // 154: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
+	39,  // 155: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
+	41,  // 156: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
+	43,  // 157: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
+	45,  // 158: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
+	55,  // 159: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
+	57,  // 160: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
+	59,  // 161: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
+	61,  // 162: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
+	63,  // 163: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
+	70,  // 164: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
+	72,  // 165: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
+	75,  // 166: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
+	78,  // 167: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
+	81,  // 168: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
+	83,  // 169: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
+	88,  // 170: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
+	90,  // 171: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
+	143, // [143:172] is the sub-list for method output_type
+	114, // [114:143] is the sub-list for method input_type
+	114, // [114:114] is the sub-list for extension type_name
+	114, // [114:114] is the sub-list for extension extendee
+	0,   // [0:114] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_access_v1_access_proto_init() }
@@ -6205,8 +6656,8 @@ func file_condaccess_access_v1_access_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_access_v1_access_proto_rawDesc), len(file_condaccess_access_v1_access_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   76,
+			NumEnums:      11,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

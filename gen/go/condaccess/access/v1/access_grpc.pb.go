@@ -1102,6 +1102,8 @@ const (
 	AccessService_ListSignIns_FullMethodName          = "/condaccess.access.v1.AccessService/ListSignIns"
 	AccessService_ListSessions_FullMethodName         = "/condaccess.access.v1.AccessService/ListSessions"
 	AccessService_WatchSessionEvents_FullMethodName   = "/condaccess.access.v1.AccessService/WatchSessionEvents"
+	AccessService_GetBlockedStatus_FullMethodName     = "/condaccess.access.v1.AccessService/GetBlockedStatus"
+	AccessService_WatchBlockedStatus_FullMethodName   = "/condaccess.access.v1.AccessService/WatchBlockedStatus"
 )
 
 // AccessServiceClient is the client API for AccessService service.
@@ -1147,6 +1149,25 @@ type AccessServiceClient interface {
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
 	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchSessionEvents(ctx context.Context, in *WatchSessionEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionEventsResponse], error)
+	// GetBlockedStatus tells the end user of a blocked sign-in, by the reference the 403
+	// body links to (/blocked?ref=...), whether access is still blocked and, as far as
+	// --blocked-page-detail allows, which device and what kind of problem. It never
+	// names a policy, a reason code or an alert.
+	// Callers: anyone, without a client certificate: the reference is an unguessable,
+	// sealed token (AES-GCM under a key of this access service); rate-limited per client
+	// address.
+	// Errors: NOT_FOUND (reason BLOCKED_REF_NOT_FOUND) for a reference that is malformed,
+	// forged, expired or from another server, without saying which; INVALID_ARGUMENT;
+	// RESOURCE_EXHAUSTED (reason RATE_LIMITED).
+	GetBlockedStatus(ctx context.Context, in *GetBlockedStatusRequest, opts ...grpc.CallOption) (*GetBlockedStatusResponse, error)
+	// WatchBlockedStatus sends the status of GetBlockedStatus at once, then again each
+	// time it changes (a compliance event or a policy change applied by this service),
+	// and at least every 30 s while idle; the end user's page follows it to say "access
+	// restored" by itself.
+	// Callers: anyone, without a client certificate (as GetBlockedStatus).
+	// Errors: as GetBlockedStatus; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES) past
+	// --max-watches-per-identity from one client address.
+	WatchBlockedStatus(ctx context.Context, in *WatchBlockedStatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBlockedStatusResponse], error)
 }
 
 type accessServiceClient struct {
@@ -1229,6 +1250,35 @@ func (c *accessServiceClient) WatchSessionEvents(ctx context.Context, in *WatchS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AccessService_WatchSessionEventsClient = grpc.ServerStreamingClient[WatchSessionEventsResponse]
 
+func (c *accessServiceClient) GetBlockedStatus(ctx context.Context, in *GetBlockedStatusRequest, opts ...grpc.CallOption) (*GetBlockedStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBlockedStatusResponse)
+	err := c.cc.Invoke(ctx, AccessService_GetBlockedStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *accessServiceClient) WatchBlockedStatus(ctx context.Context, in *WatchBlockedStatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBlockedStatusResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[2], AccessService_WatchBlockedStatus_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchBlockedStatusRequest, WatchBlockedStatusResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccessService_WatchBlockedStatusClient = grpc.ServerStreamingClient[WatchBlockedStatusResponse]
+
 // AccessServiceServer is the server API for AccessService service.
 // All implementations must embed UnimplementedAccessServiceServer
 // for forward compatibility.
@@ -1272,6 +1322,25 @@ type AccessServiceServer interface {
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
 	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchSessionEvents(*WatchSessionEventsRequest, grpc.ServerStreamingServer[WatchSessionEventsResponse]) error
+	// GetBlockedStatus tells the end user of a blocked sign-in, by the reference the 403
+	// body links to (/blocked?ref=...), whether access is still blocked and, as far as
+	// --blocked-page-detail allows, which device and what kind of problem. It never
+	// names a policy, a reason code or an alert.
+	// Callers: anyone, without a client certificate: the reference is an unguessable,
+	// sealed token (AES-GCM under a key of this access service); rate-limited per client
+	// address.
+	// Errors: NOT_FOUND (reason BLOCKED_REF_NOT_FOUND) for a reference that is malformed,
+	// forged, expired or from another server, without saying which; INVALID_ARGUMENT;
+	// RESOURCE_EXHAUSTED (reason RATE_LIMITED).
+	GetBlockedStatus(context.Context, *GetBlockedStatusRequest) (*GetBlockedStatusResponse, error)
+	// WatchBlockedStatus sends the status of GetBlockedStatus at once, then again each
+	// time it changes (a compliance event or a policy change applied by this service),
+	// and at least every 30 s while idle; the end user's page follows it to say "access
+	// restored" by itself.
+	// Callers: anyone, without a client certificate (as GetBlockedStatus).
+	// Errors: as GetBlockedStatus; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES) past
+	// --max-watches-per-identity from one client address.
+	WatchBlockedStatus(*WatchBlockedStatusRequest, grpc.ServerStreamingServer[WatchBlockedStatusResponse]) error
 	mustEmbedUnimplementedAccessServiceServer()
 }
 
@@ -1299,6 +1368,12 @@ func (UnimplementedAccessServiceServer) ListSessions(context.Context, *ListSessi
 }
 func (UnimplementedAccessServiceServer) WatchSessionEvents(*WatchSessionEventsRequest, grpc.ServerStreamingServer[WatchSessionEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchSessionEvents not implemented")
+}
+func (UnimplementedAccessServiceServer) GetBlockedStatus(context.Context, *GetBlockedStatusRequest) (*GetBlockedStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBlockedStatus not implemented")
+}
+func (UnimplementedAccessServiceServer) WatchBlockedStatus(*WatchBlockedStatusRequest, grpc.ServerStreamingServer[WatchBlockedStatusResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchBlockedStatus not implemented")
 }
 func (UnimplementedAccessServiceServer) mustEmbedUnimplementedAccessServiceServer() {}
 func (UnimplementedAccessServiceServer) testEmbeddedByValue()                       {}
@@ -1411,6 +1486,35 @@ func _AccessService_WatchSessionEvents_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AccessService_WatchSessionEventsServer = grpc.ServerStreamingServer[WatchSessionEventsResponse]
 
+func _AccessService_GetBlockedStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBlockedStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccessServiceServer).GetBlockedStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccessService_GetBlockedStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccessServiceServer).GetBlockedStatus(ctx, req.(*GetBlockedStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AccessService_WatchBlockedStatus_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchBlockedStatusRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AccessServiceServer).WatchBlockedStatus(m, &grpc.GenericServerStream[WatchBlockedStatusRequest, WatchBlockedStatusResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccessService_WatchBlockedStatusServer = grpc.ServerStreamingServer[WatchBlockedStatusResponse]
+
 // AccessService_ServiceDesc is the grpc.ServiceDesc for AccessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1434,6 +1538,10 @@ var AccessService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListSessions",
 			Handler:    _AccessService_ListSessions_Handler,
 		},
+		{
+			MethodName: "GetBlockedStatus",
+			Handler:    _AccessService_GetBlockedStatus_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -1445,6 +1553,11 @@ var AccessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchSessionEvents",
 			Handler:       _AccessService_WatchSessionEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchBlockedStatus",
+			Handler:       _AccessService_WatchBlockedStatus_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/condaccess/condaccess/internal/httpface"
+	"github.com/condaccess/condaccess/services/access/accessapp"
+)
+
+// consoleLogin mounts the console's OIDC sign-in on mux when --console-oidc-client-id
+// is set and returns the handler that gives console sessions their identity.
+func consoleLogin(ctx context.Context, o serveOptions, tlsOn bool, base string, mux *http.ServeMux, logger *slog.Logger) (http.Handler, error) {
+	if o.consoleClientID == "" {
+		return mux, nil
+	}
+	if !tlsOn {
+		return nil, fmt.Errorf("%w: --console-oidc-client-id needs TLS (development mode has no sign-in)", errUsage)
+	}
+	var issuer, groups string
+	for _, f := range o.factories {
+		if a, ok := f.(*accessapp.Factory); ok {
+			is, g := a.OIDC()
+			if len(is) > 0 {
+				issuer = is[0]
+			}
+			groups = g
+		}
+	}
+	if issuer == "" || groups == "" {
+		return nil, fmt.Errorf("%w: --console-oidc-client-id needs --oidc-issuer and --oidc-groups-claim", errUsage)
+	}
+	roles, err := httpface.ParseRoleMap(o.consoleRoleMap)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	login, err := httpface.NewLogin(ctx, httpface.LoginConfig{Issuer: issuer, ClientID: o.consoleClientID, ClientSecret: o.consoleClientSecret,
+		RedirectURL: base + httpface.CallbackPath, GroupsClaim: groups, RoleMap: roles, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	login.Mount(mux)
+	return login.Wrap(mux), nil
+}
