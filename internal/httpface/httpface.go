@@ -4,6 +4,7 @@
 package httpface
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,10 +14,13 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/server"
 )
 
@@ -96,8 +100,14 @@ func Mount(mux *http.ServeMux, cfg Config) error {
 }
 
 // guard refuses cross-origin requests and, in development mode, requests addressed to
-// a non-loopback host name.
+// a non-loopback host name. Outside development mode it refuses an RPC from a caller
+// without a verified client certificate (UNAUTHENTICATED) before the transcoder reads
+// its body: vanguard buffers a whole request message (up to MaxMessageBytes) before
+// the gRPC interceptors can authenticate, so strangers could otherwise make the server
+// hold megabytes per request. Every RPC served here needs a certificate anyway (the
+// open ones, health, reflection and enrollment, are gRPC-only).
 func guard(insecure bool, next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if insecure && !loopbackHost(r.Host) {
 			http.Error(w, "development mode serves loopback host names only", http.StatusMisdirectedRequest)
@@ -109,6 +119,18 @@ func guard(insecure bool, next http.Handler) http.Handler {
 				http.Error(w, "cross-origin request refused", http.StatusForbidden)
 				return
 			}
+		}
+		if _, ok := auth.FromContext(r.Context()); !insecure && !ok && strings.HasPrefix(r.URL.Path, "/"+servicePrefix) {
+			err := connect.NewError(connect.CodeUnauthenticated, errors.New("a verified client certificate is required"))
+			if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: auth.ReasonUnauthenticated, Domain: apierr.Domain}); derr == nil {
+				err.AddDetail(d)
+			}
+			if errw.IsSupported(r) {
+				_ = errw.Write(w, r, err)
+				return
+			}
+			http.Error(w, "unauthenticated: "+err.Message(), http.StatusUnauthorized)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
