@@ -132,3 +132,73 @@ func TestStrangersAreRefusedBeforeTheirMessages(t *testing.T) {
 		t.Fatalf("reader Echo: %v %v", resp, err)
 	}
 }
+
+// TestStrangersOpenCallsAreBounded: a caller without a certificate may have at most
+// MaxStrangerStreamsPerHost open-method calls (health, reflection, enrollment) in
+// flight from one host; more are RESOURCE_EXHAUSTED, and finished calls free their
+// slots (many calls one after another all pass).
+func TestStrangersOpenCallsAreBounded(t *testing.T) {
+	ca := authtest.NewCA(t)
+	srv, err := server.New(server.Config{Name: "strangers", Auth: ca.ServerConfig(t), GracefulStopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(tcp) }()
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	pem, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	stranger, err := grpc.NewClient(tcp.Addr().String(),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stranger.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(stranger)
+	for i := range 3 * server.MaxStrangerStreamsPerHost {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("health check %d one after another: %v", i, err)
+		}
+	}
+	// Watch streams stay open: the ones past the limit are refused.
+	wctx, wcancel := context.WithCancel(ctx)
+	var got []codes.Code
+	for range server.MaxStrangerStreamsPerHost + 2 {
+		w, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		got = append(got, status.Code(err))
+	}
+	for i, c := range got {
+		want := codes.OK
+		if i >= server.MaxStrangerStreamsPerHost {
+			want = codes.ResourceExhausted
+		}
+		if c != want {
+			t.Fatalf("watch %d: %v, want %v (all: %v)", i, c, want, got)
+		}
+	}
+	// Ending them frees the slots.
+	wcancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slots not freed after the watches ended: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
