@@ -61,7 +61,7 @@ func startEdgeSuite(t *testing.T) *edgeSuite {
 	s.httpAddr = "127.0.0.2:" + free[strings.LastIndexByte(free, ':')+1:]
 	args := []string{"serve", "--grpc-addr", s.grpcAddr, "--http-addr", s.httpAddr, "--data-dir", filepath.Join(s.dir, "data"),
 		"--tls-cert", s.serverCert, "--tls-key", s.serverKey, "--tls-client-ca", s.ca.CertFile,
-		"--device-ca-cert", s.deviceCA.CertFile, "--oidc-issuer", s.issuer.URL, "--oidc-audience", "condaccess",
+		"--device-ca-cert", s.deviceCA.CertFile, "--device-ca-key", s.deviceCA.KeyFile, "--oidc-issuer", s.issuer.URL, "--oidc-audience", "condaccess",
 		"--access-trusted-proxy-hops", "1", "--access-help-url", "https://help.example/blocked", "--stop-timeout", "2s"}
 	s.proc = &harness.Process{Name: "condaccess", Path: bin.Condaccess, Args: args, Env: []string{"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none"},
 		LogPath: filepath.Join(s.dir, "condaccess.log")}
@@ -74,7 +74,7 @@ func startEdgeSuite(t *testing.T) *edgeSuite {
 			t.Logf("condaccess log:\n%s", s.proc.Logs(8000))
 		}
 	})
-	opt, err := auth.DialOption(s.ca.ClientConfig(t, "test-admin", commonv1.Role_ROLE_SERVICE))
+	opt, err := auth.DialOption(s.ca.ClientConfig(t, "test-admin", commonv1.Role_ROLE_POLICY_ADMIN, commonv1.Role_ROLE_SECOPS_ADMIN, commonv1.Role_ROLE_READER))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,8 +155,11 @@ func SignES256(key crypto.Signer, kid string, claims map[string]any) string {
 // DeviceCA is a device CA whose certificate is written to CertFile.
 type DeviceCA struct {
 	CertFile string
-	Cert     *x509.Certificate
-	key      *ecdsa.PrivateKey
+	// KeyFile holds the CA's PKCS#8 key (for a serve process that signs device
+	// certificates with it).
+	KeyFile string
+	Cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
 }
 
 // NewDeviceCA creates a device CA in dir.
@@ -173,8 +176,15 @@ func NewDeviceCA(t testing.TB, dir, name string) *DeviceCA {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ca := &DeviceCA{CertFile: filepath.Join(dir, name+".pem"), Cert: cert, key: k}
+	ca := &DeviceCA{CertFile: filepath.Join(dir, name+".pem"), KeyFile: filepath.Join(dir, name+"-key.pem"), Cert: cert, key: k}
 	if err := os.WriteFile(ca.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return ca
