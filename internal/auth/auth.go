@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -46,6 +47,9 @@ type Identity struct {
 	// Services are every service named by a service certificate (an all-in-one
 	// certificate names several); ID is the first.
 	Services []string
+	// Issued is, for a device identity, its certificate's NotBefore (renewal refuses
+	// a certificate issued before the device's latest enrollment).
+	Issued time.Time
 }
 
 // HasRole reports whether id holds role r.

@@ -201,7 +201,7 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, error) {
 		return Identity{}, apierr.WithMetadata(codes.Unauthenticated, ReasonCertificateRevoked,
 			"the identity of device "+devID+" was revoked", map[string]string{"device_id": devID})
 	}
-	return deviceIdentity(devID), nil
+	return deviceIdentity(devID, leaf.NotBefore), nil
 }
 
 // deviceChain reports whether every verified chain ends in a device CA.

@@ -273,9 +273,10 @@ func (v *DeviceVerifier) Verify(chain []*x509.Certificate, now time.Time) (strin
 	return id, nil
 }
 
-// deviceIdentity is the identity of device id: the sensor role, bound to itself.
-func deviceIdentity(id string) Identity {
-	return Identity{Kind: KindDevice, ID: id, Subject: DeviceURI(id), Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}}
+// deviceIdentity is the identity of device id, from a certificate issued (NotBefore)
+// at issued: the sensor role, bound to itself.
+func deviceIdentity(id string, issued time.Time) Identity {
+	return Identity{Kind: KindDevice, ID: id, Subject: DeviceURI(id), Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}, Issued: issued}
 }
 
 // CheckDevice refuses a device identity acting for another device: a caller
