@@ -78,6 +78,8 @@ func browser(t *testing.T, ctx context.Context) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
+		// The suites outside development mode serve HTTPS with a test CA.
+		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.WindowSize(1280, 900),
 	}
 	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
@@ -763,7 +765,8 @@ func TestConsoleUnauthenticated(t *testing.T) {
 	defer s.Stop()
 	tab := browser(t, ctx)
 	for _, path := range []string{"/", "/devices", "/actions", "/blocked?ref=si-1"} {
-		if err := chromedp.Do(tab, chromedp.Navigate("http://"+s.HTTPAddr()+path)); err != nil {
+		// Outside development mode the HTTP address serves TLS only.
+		if err := chromedp.Do(tab, chromedp.Navigate("https://"+s.HTTPAddr()+path)); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, tab, 10*time.Second, `main .error`, path)

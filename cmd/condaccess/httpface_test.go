@@ -222,7 +222,9 @@ func TestHTTPFaceIdentity(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"plain HTTP listener, no credentials", "http://" + s.HTTPAddr(), http.DefaultClient, 401, "unauthenticated"},
+		// Outside development mode the HTTP address serves TLS only.
+		{"plain HTTP to the TLS listener", "http://" + s.HTTPAddr(), http.DefaultClient, 400, ""},
+		{"the TLS listener, no client certificate", "https://" + s.HTTPAddr(), client(nil), 401, "unauthenticated"},
 		{"HTTPS, no client certificate", verifying, client(nil), 401, "unauthenticated"},
 		{"HTTPS, self-signed certificate not verified", unverifying, client(self), 401, "unauthenticated"},
 		{"HTTPS, verified certificate without the role", verifying, client(sensor), 403, "permission_denied"},

@@ -120,7 +120,7 @@ func guard(insecure bool, next http.Handler) http.Handler {
 				return
 			}
 		}
-		if _, ok := auth.FromContext(r.Context()); !insecure && !ok && strings.HasPrefix(r.URL.Path, "/"+servicePrefix) {
+		if !insecure && !authenticated(r) && strings.HasPrefix(r.URL.Path, "/"+servicePrefix) {
 			err := connect.NewError(connect.CodeUnauthenticated, errors.New("a verified client certificate is required"))
 			if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: auth.ReasonUnauthenticated, Domain: apierr.Domain}); derr == nil {
 				err.AddDetail(d)
@@ -134,6 +134,15 @@ func guard(insecure bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// authenticated reports whether r carries an identity (auth.HTTPIdentity) or a client
+// certificate verified at the TLS handshake (what the gRPC server reads from it).
+func authenticated(r *http.Request) bool {
+	if _, ok := auth.FromContext(r.Context()); ok {
+		return true
+	}
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0
 }
 
 func loopbackHost(hostport string) bool {
