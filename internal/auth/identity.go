@@ -71,6 +71,9 @@ const (
 	ReasonCertificateRevoked = "CERTIFICATE_REVOKED"
 	ReasonCertificateExpired = "CERTIFICATE_EXPIRED"
 	ReasonDeviceMismatch     = "DEVICE_MISMATCH"
+	// ReasonCertificateSuperseded: a renewal with a device certificate issued before
+	// the device's latest enrollment.
+	ReasonCertificateSuperseded = "CERTIFICATE_SUPERSEDED"
 	// ReasonRevocationStatusUnknown: the process does not know the current
 	// revocations (its feed has not caught up, or is broken), so it accepts no
 	// device certificate for now (fail closed; the device retries).

@@ -21,7 +21,7 @@ const (
 	ReasonNoDeviceCA             = "DEVICE_CA_NOT_CONFIGURED"
 	// ReasonCertificateSuperseded: a renewal with a certificate issued before the
 	// device's latest enrollment.
-	ReasonCertificateSuperseded = "CERTIFICATE_SUPERSEDED"
+	ReasonCertificateSuperseded = auth.ReasonCertificateSuperseded
 )
 
 const defaultIdentityPage = 100
