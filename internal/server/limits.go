@@ -70,11 +70,17 @@ func (w *watchLimiter) release(key string) {
 	}
 }
 
-// Open returns how many watches key holds open.
-func (w *watchLimiter) Open(key string) int {
+// Open returns how many watches the identities with subject hold open (of every kind).
+func (w *watchLimiter) Open(subject string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.open[key]
+	n := 0
+	for key, c := range w.open {
+		if _, s, _ := strings.Cut(key, "\x00"); s == subject {
+			n += c
+		}
+	}
+	return n
 }
 
 // stream is the interceptor; it runs after authentication, so the identity is known.
@@ -94,11 +100,14 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 	}
 }
 
-// identityKey is the authenticated caller's subject ("" when unauthenticated, which
-// the auth interceptor has already refused for every limited method).
+// identityKey names the authenticated caller for its limits: how it was
+// authenticated and its subject ("" when unauthenticated, which the auth interceptor
+// has already refused for every limited method). The kind keeps a role certificate
+// whose CommonName equals a service's (say, a reader named condaccess-compliance) from
+// using up that service's watches or alert budget.
 func identityKey(ctx context.Context) string {
 	id, _ := auth.FromContext(ctx)
-	return id.Subject
+	return id.Kind.String() + "\x00" + id.Subject
 }
 
 // RateLimit is a token bucket per caller identity for the methods it names.
