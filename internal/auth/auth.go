@@ -123,10 +123,10 @@ func IdentityFromCert(cert *x509.Certificate) Identity {
 }
 
 // ReservedSubjects are the actor names the suite records for work no certificate
-// did: the development identity, expiries and other system decisions, and the
-// automation. No certificate's subject equals one of them, so that no caller can make
+// did: the development identity, expiries and other system decisions, the
+// automation, and the enforcement point behind the --authz-addr unix socket. No certificate's subject equals one of them, so that no caller can make
 // its own action look like the system's, the automation's or development mode's.
-var ReservedSubjects = []string{DevSubject, "system", "automation", "unknown"}
+var ReservedSubjects = []string{DevSubject, "system", "automation", "unknown", "unix"}
 
 // certSubject names a role or service certificate in logs and records: its
 // CommonName, unless that is empty, a reserved actor name (case and surrounding

@@ -499,6 +499,7 @@ func TestCertSubjectIsNeverAReservedActor(t *testing.T) {
 		{"system", "system", []*url.URL{admin}, "cn:system"},
 		{"dev", "dev", []*url.URL{admin}, "cn:dev"},
 		{"unknown", "unknown", []*url.URL{admin}, "cn:unknown"},
+		{"the authz socket's enforcement point", "unix", []*url.URL{admin}, "cn:unix"},
 		{"a device's subject as CN", auth.DeviceURI("dev-2"), []*url.URL{admin}, "cn:" + auth.DeviceURI("dev-2")},
 		{"no CN: role URI", "", []*url.URL{admin}, admin.String()},
 		{"no CN: device URI first is skipped", "", []*url.URL{devURI, svcURI}, svcURI.String()},
