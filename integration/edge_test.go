@@ -222,6 +222,39 @@ func TestHTTPListenerWhoMayAsk(t *testing.T) {
 			t.Errorf("plain HTTP /authz = %d, want 400 (TLS only)", resp.StatusCode)
 		}
 	}
+	// Red team: another service's certificate is no enforcement point (EvaluateAccess
+	// names no allowed_services), not even with identity headers; and an RPC from a
+	// caller without a certificate is refused at once, whatever its body.
+	cf, kf := s.ca.IssueURIs(t, "condaccess-risk", []string{auth.ServiceURI("risk")}, "localhost")
+	riskCert, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/authz", nil)
+	for k, v := range map[string]string{"x-user-id": "alice", "x-device-id": "dev-a", "x-mfa-done": "true", "x-application-id": "wiki"} {
+		req.Header.Set(k, v)
+	}
+	resp, err := fromSecondLoopback(s.httpsClient(t, &riskCert)).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("x-condaccess-reason") != "ROLE_NOT_ALLOWED" {
+		t.Errorf("GET /authz as the risk service = %d %s, want 403 ROLE_NOT_ALLOWED", resp.StatusCode, resp.Header.Get("x-condaccess-reason"))
+	}
+	big := strings.NewReader(`{"deviceId":"` + strings.Repeat("a", 4<<20-64) + `"}`)
+	req, _ = http.NewRequest(http.MethodPost, base+"/condaccess.risk.v1.RiskService/GetDeviceRisk", big)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Protocol-Version", "1")
+	resp, err = fromSecondLoopback(s.httpsClient(t, nil)).Do(req)
+	if err != nil {
+		t.Fatalf("Connect call without a certificate: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "unauthenticated") {
+		t.Errorf("Connect call without a certificate = %d %s, want 401 unauthenticated", resp.StatusCode, body)
+	}
 }
 
 const nginxConf = `daemon off;

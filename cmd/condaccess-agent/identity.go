@@ -35,6 +35,11 @@ const (
 	caFile         = "ca.pem"
 )
 
+// errSuperseded ends the agent when its certificate may no longer renew: the device
+// was enrolled again since it was issued (another key now holds its identity).
+var errSuperseded = errors.New("this device was enrolled again since this certificate was issued (CERTIFICATE_SUPERSEDED): " +
+	"the agent stops; enroll this device again with a new token to take its identity back")
+
 // errRevoked ends the agent when its identity is revoked.
 var errRevoked = errors.New("this device's identity was revoked (CERTIFICATE_REVOKED): the agent stops; " +
 	"an administrator must create a new enrollment token and the device enroll again")
@@ -254,6 +259,9 @@ func (r *renewer) run(ctx context.Context) error {
 			}
 			if status.Code(err) == codes.Unauthenticated && apierr.Reason(err) == auth.ReasonCertificateRevoked {
 				return errRevoked
+			}
+			if status.Code(err) == codes.Unauthenticated && apierr.Reason(err) == auth.ReasonCertificateSuperseded {
+				return errSuperseded
 			}
 			if ctx.Err() != nil {
 				return nil

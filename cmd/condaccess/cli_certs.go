@@ -79,11 +79,11 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	// The names peers dial: compose service names, Kubernetes Service names.
-	names := []string{"localhost", "condaccess"}
-	for _, svc := range []string{"risk", "compliance", "access", "remediation"} {
-		names = append(names, svc, "condaccess-"+svc, svc+".condaccess", svc+".condaccess.svc", svc+".condaccess.svc.cluster.local")
-	}
+	// The names peers dial: compose service names, Kubernetes Service names. A
+	// service's own certificate names only that service (namesOf), so that it cannot
+	// pass for another service to a client that dials it by name; the all-in-one
+	// certificate names all four.
+	var extra []string
 	var ips []net.IP
 	ips = append(ips, net.ParseIP("127.0.0.1"), net.ParseIP("::1"))
 	for _, h := range strings.Split(*hosts, ",") {
@@ -93,8 +93,18 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if ip := net.ParseIP(h); ip != nil {
 			ips = append(ips, ip)
 		} else {
-			names = append(names, h)
+			extra = append(extra, h)
 		}
+	}
+	namesOf := func(services []string) []string {
+		names := []string{"localhost"}
+		if len(services) > 1 {
+			names = append(names, "condaccess")
+		}
+		for _, svc := range services {
+			names = append(names, svc, "condaccess-"+svc, svc+".condaccess", svc+".condaccess.svc", svc+".condaccess.svc.cluster.local")
+		}
+		return append(names, extra...)
 	}
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -150,7 +160,7 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		if dc.server {
 			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-			tmpl.DNSNames = names
+			tmpl.DNSNames = namesOf(dc.services)
 			tmpl.IPAddresses = ips
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)

@@ -525,4 +525,26 @@ func TestDevCertsNamesThePeersAddresses(t *testing.T) {
 			t.Errorf("service certificate: %v", err)
 		}
 	}
+	// A service's own certificate names that service only: the risk service's key
+	// cannot pass for the compliance server to a peer that dials compliance:7400.
+	b, err = os.ReadFile(filepath.Join(dir, "risk.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ = pem.Decode(b)
+	risk, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		host string
+		ok   bool
+	}{
+		{"risk", true}, {"risk.condaccess.svc.cluster.local", true}, {"localhost", true}, {"condaccess.example.com", true},
+		{"compliance", false}, {"access.condaccess.svc", false}, {"condaccess-remediation", false}, {"condaccess", false},
+	} {
+		if err := risk.VerifyHostname(tt.host); (err == nil) != tt.ok {
+			t.Errorf("risk certificate for %s: %v, want ok=%v", tt.host, err, tt.ok)
+		}
+	}
 }

@@ -230,6 +230,11 @@ func must(t testing.TB, what string, err error) {
 func (s *Suite) State(ctx context.Context) string {
 	var b strings.Builder
 	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	if s.Devices == nil || s.Risk == nil || s.Compliance == nil || s.Remediation == nil {
+		// A process failed before the suite dialled its clients: its log says why.
+		line("the suite's clients were not dialled yet (a process failed to start)")
+		return b.String()
+	}
 	devs, err := s.Devices.ListDevices(ctx, &compliancev1.ListDevicesRequest{PageSize: 100})
 	if err != nil {
 		line("devices: %v", err)

@@ -140,6 +140,29 @@ func FreeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// FreeAddrs returns n distinct free loopback addresses: all are held open together
+// before any is released, so that none is handed out twice (FreeAddr called n times
+// can return a port again once it is closed: a suite once gave the risk service's
+// HTTP address to the access service's gRPC listener, which then failed to start).
+func FreeAddrs(n int) ([]string, error) {
+	var addrs []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
 // Process is one child process that can be killed and started again with the same
 // arguments (and so the same addresses and data).
 type Process struct {

@@ -111,17 +111,17 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 			t.Fatal(err)
 		}
 	}
-	addrs := map[string]string{}
-	for _, name := range ServiceNames {
-		if addrs[name], err = FreeAddr(); err != nil {
-			t.Fatal(err)
-		}
+	// Every gRPC and HTTP address at once, so that none is handed out twice.
+	free, err := FreeAddrs(2 * len(ServiceNames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, httpAddrs := map[string]string{}, map[string]string{}
+	for i, name := range ServiceNames {
+		addrs[name], httpAddrs[name] = free[2*i], free[2*i+1]
 	}
 	for _, name := range ServiceNames {
-		httpAddr, err := FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
+		httpAddr := httpAddrs[name]
 		args := []string{"serve", "--services", name,
 			"--grpc-addr", addrs[name], "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "data"),
 			"--risk-addr", addrs["risk"], "--compliance-addr", addrs["compliance"],

@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -46,6 +47,9 @@ type Identity struct {
 	// Services are every service named by a service certificate (an all-in-one
 	// certificate names several); ID is the first.
 	Services []string
+	// Issued is, for a device identity, its certificate's NotBefore (renewal refuses
+	// a certificate issued before the device's latest enrollment).
+	Issued time.Time
 }
 
 // HasRole reports whether id holds role r.
@@ -96,15 +100,12 @@ func ParseRole(name string) (commonv1.Role, bool) {
 // IdentityFromCert derives an identity from a client certificate verified against
 // the role CA: the roles from its spiffe://condaccess/role/<role> URI SANs (unknown
 // roles are ignored), a service identity (with ROLE_SERVICE) from its
-// spiffe://condaccess/service/<name> URI SANs, the subject from its CommonName or
-// else its first URI SAN. Device URI SANs do not count here: a device identity
-// comes only from the device CA.
+// spiffe://condaccess/service/<name> URI SANs, the subject from certSubject (never a
+// reserved actor name nor a device's subject). Device URI SANs do not count here: a
+// device identity comes only from the device CA.
 func IdentityFromCert(cert *x509.Certificate) Identity {
-	id := Identity{Subject: cert.Subject.CommonName, Kind: KindRoleCertificate}
+	id := Identity{Subject: certSubject(cert), Kind: KindRoleCertificate}
 	for _, u := range cert.URIs {
-		if id.Subject == "" {
-			id.Subject = u.String()
-		}
 		if r, ok := roleFromURI(u); ok && !id.HasRole(r) {
 			id.Roles = append(id.Roles, r)
 		}
@@ -119,6 +120,40 @@ func IdentityFromCert(cert *x509.Certificate) Identity {
 		}
 	}
 	return id
+}
+
+// ReservedSubjects are the actor names the suite records for work no certificate
+// did: the development identity, expiries and other system decisions, the
+// automation, and the enforcement point behind the --authz-addr unix socket. No certificate's subject equals one of them, so that no caller can make
+// its own action look like the system's, the automation's or development mode's.
+var ReservedSubjects = []string{DevSubject, "system", "automation", "unknown", "unix"}
+
+// certSubject names a role or service certificate in logs and records: its
+// CommonName, unless that is empty, a reserved actor name (case and surrounding
+// spaces ignored) or a spiffe:// URI (the form of device and service subjects); such
+// a name is recorded as "cn:<name>". Without a CommonName, the certificate's first
+// role or service URI SAN, else its serial number.
+func certSubject(cert *x509.Certificate) string {
+	cn := cert.Subject.CommonName
+	if cn != "" {
+		t := strings.ToLower(strings.TrimSpace(cn))
+		if t == "" || slices.Contains(ReservedSubjects, t) || strings.HasPrefix(t, "spiffe:") {
+			return "cn:" + cn
+		}
+		return cn
+	}
+	for _, u := range cert.URIs {
+		if _, ok := roleFromURI(u); ok {
+			return u.String()
+		}
+		if _, ok := serviceFromURI(u); ok {
+			return u.String()
+		}
+	}
+	if cert.SerialNumber != nil {
+		return "serial:" + cert.SerialNumber.Text(16)
+	}
+	return "serial:unknown"
 }
 
 func roleFromURI(u *url.URL) (commonv1.Role, bool) {

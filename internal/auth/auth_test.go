@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"github.com/condaccess/condaccess/internal/devca"
+	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -498,3 +501,43 @@ type fakeStream struct {
 }
 
 func (s *fakeStream) Context() context.Context { return s.ctx }
+
+// TestCertSubjectIsNeverAReservedActor: a role certificate whose CommonName is the
+// name the suite records for the automation, the system or development mode (or a
+// device's URI) does not get that subject, so that nothing it does can pass for
+// their work in investigations, actions, approvals or the audit log.
+func TestCertSubjectIsNeverAReservedActor(t *testing.T) {
+	admin, _ := url.Parse(auth.RoleURI(commonv1.Role_ROLE_SECOPS_ADMIN))
+	devURI, _ := url.Parse(auth.DeviceURI("dev-2"))
+	svcURI, _ := url.Parse(auth.ServiceURI("risk"))
+	tests := []struct {
+		name string
+		cn   string
+		uris []*url.URL
+		want string
+	}{
+		{"ordinary name", "alice", []*url.URL{admin}, "alice"},
+		{"automation", "automation", []*url.URL{admin}, "cn:automation"},
+		{"automation, other case and spaces", " Automation ", []*url.URL{admin}, "cn: Automation "},
+		{"system", "system", []*url.URL{admin}, "cn:system"},
+		{"dev", "dev", []*url.URL{admin}, "cn:dev"},
+		{"unknown", "unknown", []*url.URL{admin}, "cn:unknown"},
+		{"the authz socket's enforcement point", "unix", []*url.URL{admin}, "cn:unix"},
+		{"a device's subject as CN", auth.DeviceURI("dev-2"), []*url.URL{admin}, "cn:" + auth.DeviceURI("dev-2")},
+		{"no CN: role URI", "", []*url.URL{admin}, admin.String()},
+		{"no CN: device URI first is skipped", "", []*url.URL{devURI, svcURI}, svcURI.String()},
+		{"no CN, only a device URI", "", []*url.URL{devURI}, "serial:2a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cert := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: tt.cn}, URIs: tt.uris}
+			id := auth.IdentityFromCert(cert)
+			if id.Subject != tt.want {
+				t.Fatalf("subject %q, want %q", id.Subject, tt.want)
+			}
+			if slices.Contains(auth.ReservedSubjects, id.Subject) || id.Subject == auth.DeviceURI("dev-2") {
+				t.Fatalf("subject %q is a reserved actor or a device", id.Subject)
+			}
+		})
+	}
+}

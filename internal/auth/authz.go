@@ -104,6 +104,27 @@ func (a *Authorizer) policy(fullMethod string) policy {
 	return p
 }
 
+// IsOpen reports whether anyone may call fullMethod without a client certificate
+// (health, reflection, enrollment). Unlike AllowedRoles it caches nothing, so it may
+// be asked about any method name a stranger sends.
+func IsOpen(fullMethod string) bool {
+	name := strings.TrimPrefix(fullMethod, "/")
+	svc, _, _ := strings.Cut(name, "/")
+	return openServices[svc] || openMethods["/"+name]
+}
+
+// HasVerifiedCertificate reports whether the connection in ctx presented a client
+// certificate that verified at the TLS handshake (against the role or the device CA).
+// It is not an identity: the Authorizer still checks expiry, revocation and roles.
+func HasVerifiedCertificate(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	return ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0
+}
+
 func (a *Authorizer) resolve(fullMethod string) policy {
 	name := strings.TrimPrefix(fullMethod, "/")
 	svc, method, _ := strings.Cut(name, "/")
@@ -194,7 +215,7 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, error) {
 		return Identity{}, apierr.WithMetadata(codes.Unauthenticated, ReasonCertificateRevoked,
 			"the identity of device "+devID+" was revoked", map[string]string{"device_id": devID})
 	}
-	return deviceIdentity(devID), nil
+	return deviceIdentity(devID, leaf.NotBefore), nil
 }
 
 // deviceChain reports whether every verified chain ends in a device CA.

@@ -77,6 +77,9 @@ const (
 	ReasonCertificateRevoked = "CERTIFICATE_REVOKED"
 	ReasonCertificateExpired = "CERTIFICATE_EXPIRED"
 	ReasonDeviceMismatch     = "DEVICE_MISMATCH"
+	// ReasonCertificateSuperseded: a renewal with a device certificate issued before
+	// the device's latest enrollment.
+	ReasonCertificateSuperseded = "CERTIFICATE_SUPERSEDED"
 	// ReasonRevocationStatusUnknown: the process does not know the current
 	// revocations (its feed has not caught up, or is broken), so it accepts no
 	// device certificate for now (fail closed; the device retries).
@@ -285,9 +288,10 @@ func (v *DeviceVerifier) Verify(chain []*x509.Certificate, now time.Time) (strin
 	return id, nil
 }
 
-// deviceIdentity is the identity of device id: the sensor role, bound to itself.
-func deviceIdentity(id string) Identity {
-	return Identity{Kind: KindDevice, ID: id, Subject: DeviceURI(id), Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}}
+// deviceIdentity is the identity of device id, from a certificate issued (NotBefore)
+// at issued: the sensor role, bound to itself.
+func deviceIdentity(id string, issued time.Time) Identity {
+	return Identity{Kind: KindDevice, ID: id, Subject: DeviceURI(id), Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}, Issued: issued}
 }
 
 // CheckDevice refuses a device identity acting for another device: a caller

@@ -5,21 +5,29 @@ package httpface
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/condaccess/condaccess"
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/server"
 )
 
@@ -125,8 +133,15 @@ func withOpenAPI(next http.Handler) http.Handler {
 }
 
 // guard refuses cross-origin requests and, in development mode, requests addressed to
-// a non-loopback host name.
+// a non-loopback host name. Outside development mode it refuses an RPC from a caller
+// without a verified client certificate (UNAUTHENTICATED) before the transcoder reads
+// its body: vanguard buffers a whole request message (up to MaxMessageBytes) before
+// the gRPC interceptors can authenticate, so strangers could otherwise make the server
+// hold megabytes per request. The end user's blocked-status lookups (httpOpenMethods)
+// pass, and so does a console session, which Login.Wrap has put in the context
+// before this guard runs.
 func guard(insecure bool, next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if insecure && !loopbackHost(r.Host) {
 			http.Error(w, "development mode serves loopback host names only", http.StatusMisdirectedRequest)
@@ -139,8 +154,76 @@ func guard(insecure bool, next http.Handler) http.Handler {
 				return
 			}
 		}
+		if !insecure && !authenticated(r) && needsIdentity(r.URL.Path) {
+			err := connect.NewError(connect.CodeUnauthenticated, errors.New("a verified client certificate is required"))
+			if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: auth.ReasonUnauthenticated, Domain: apierr.Domain}); derr == nil {
+				err.AddDetail(d)
+			}
+			if errw.IsSupported(r) {
+				_ = errw.Write(w, r, err)
+				return
+			}
+			http.Error(w, "unauthenticated: "+err.Message(), http.StatusUnauthorized)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// httpOpenMethods are the RPCs a caller without an identity may reach through the HTTP
+// face: the end user's blocked-status lookups, which the browser of a person without
+// a certificate makes. The other open methods (health, reflection, device enrollment)
+// are for gRPC clients and are refused here before their body is read.
+var httpOpenMethods = map[string]bool{
+	"/condaccess.access.v1.AccessService/GetBlockedStatus":   true,
+	"/condaccess.access.v1.AccessService/WatchBlockedStatus": true,
+}
+
+// needsIdentity reports whether the RPC or REST path may be called only by an
+// authenticated caller: every condaccess RPC but httpOpenMethods (which must also be
+// open to the auth layer), and every REST mapping but theirs (openREST).
+func needsIdentity(path string) bool {
+	switch {
+	case strings.HasPrefix(path, "/"+servicePrefix):
+		return !(httpOpenMethods[path] && auth.IsOpen(path))
+	case strings.HasPrefix(path, "/v1/"):
+		return !openREST()[path]
+	}
+	return false
+}
+
+// openREST is the set of REST paths (google.api.http) of httpOpenMethods, from the
+// registered descriptors. A mapping with path variables never matches a request path
+// exactly, so such a method would be refused here: closed, not open, by default.
+var openREST = sync.OnceValue(func() map[string]bool {
+	out := map[string]bool{}
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			for j := 0; j < sd.Methods().Len(); j++ {
+				md := sd.Methods().Get(j)
+				full := "/" + string(sd.FullName()) + "/" + string(md.Name())
+				if !httpOpenMethods[full] || !auth.IsOpen(full) {
+					continue
+				}
+				rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+				if p := rule.GetGet() + rule.GetPost() + rule.GetPatch() + rule.GetPut() + rule.GetDelete(); p != "" {
+					out[p] = true
+				}
+			}
+		}
+		return true
+	})
+	return out
+})
+
+// authenticated reports whether r carries an identity (auth.HTTPIdentity) or a client
+// certificate verified at the TLS handshake (what the gRPC server reads from it).
+func authenticated(r *http.Request) bool {
+	if _, ok := auth.FromContext(r.Context()); ok {
+		return true
+	}
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0
 }
 
 func loopbackHost(hostport string) bool {

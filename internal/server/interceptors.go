@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
@@ -16,7 +18,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
@@ -226,3 +230,81 @@ func recoveryHandler(logger *slog.Logger) func(ctx context.Context, p any) error
 		return errPanic
 	}
 }
+
+// Callers without a client certificate may call only the open methods (health,
+// reflection, enrollment); these bound how many such calls they have in flight, since
+// each may carry a request of up to MaxRecvMsgSize that the library buffers before any
+// handler runs: at most MaxStrangerStreams in the whole server (64 x 4 MiB = 256 MiB
+// by default) and MaxStrangerStreamsPerHost from one peer address, so that one host
+// cannot take every slot. More are refused with RESOURCE_EXHAUSTED (the callers, an
+// enrolling agent or a health probe, retry).
+const (
+	MaxStrangerStreams        = 64
+	MaxStrangerStreamsPerHost = 8
+)
+
+// strangers counts the open-method streams in flight of callers without a certificate.
+type strangers struct {
+	mu     sync.Mutex
+	total  int
+	byHost map[string]int
+}
+
+func (s *strangers) acquire(host string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= MaxStrangerStreams || s.byHost[host] >= MaxStrangerStreamsPerHost {
+		return nil, false
+	}
+	s.total++
+	s.byHost[host]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.total--
+		if s.byHost[host]--; s.byHost[host] <= 0 {
+			delete(s.byHost, host)
+		}
+	}, true
+}
+
+// refuseStrangers is the server's InTapHandle (the gRPC library has no interceptor
+// that runs earlier): outside development mode, a stream for a method that needs a
+// client certificate is refused with UNAUTHENTICATED when the connection presented
+// none, before any of its request data is read. The library receives a whole request
+// message before the interceptor chain runs, so without this a stranger could make the
+// server hold up to MaxRecvMsgSize per stream, MaxConcurrentStreams streams per
+// connection (200 unauthenticated 4 MB calls on one connection took a server from
+// 61 MB to 1.9 GB). A stranger's calls of open methods are bounded (see
+// MaxStrangerStreams). The auth interceptor still decides everything else (expiry,
+// revocation, roles, devices).
+func refuseStrangers(insecure bool) tap.ServerInHandle {
+	st := &strangers{byHost: map[string]int{}}
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if insecure || auth.HasVerifiedCertificate(ctx) {
+			return ctx, nil
+		}
+		if !auth.IsOpen(info.FullMethodName) {
+			return ctx, apierr.New(codes.Unauthenticated, auth.ReasonUnauthenticated, "a verified client certificate is required")
+		}
+		host := ""
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			host = p.Addr.String()
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+		}
+		release, ok := st.acquire(host)
+		if !ok {
+			return ctx, apierr.New(codes.ResourceExhausted, ReasonTooManyStrangerCalls,
+				"too many calls in flight from callers without a client certificate; retry")
+		}
+		// The stream's context ends when the stream does.
+		context.AfterFunc(ctx, release)
+		return ctx, nil
+	}
+}
+
+// ReasonTooManyStrangerCalls is the ErrorInfo reason of a refused open-method call
+// from a caller without a certificate (MaxStrangerStreams).
+const ReasonTooManyStrangerCalls = "TOO_MANY_UNAUTHENTICATED_CALLS"

@@ -72,11 +72,17 @@ func (w *watchLimiter) release(key string) {
 	}
 }
 
-// Open returns how many watches key holds open.
-func (w *watchLimiter) Open(key string) int {
+// Open returns how many watches the identities with subject hold open (of every kind).
+func (w *watchLimiter) Open(subject string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.open[key]
+	n := 0
+	for key, c := range w.open {
+		if _, s, _ := strings.Cut(key, "\x00"); s == subject {
+			n += c
+		}
+	}
+	return n
 }
 
 // stream is the interceptor; it runs after authentication, so the identity is known.
@@ -96,12 +102,15 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 	}
 }
 
-// identityKey is the authenticated caller's subject; for a caller without an identity
-// (the open methods, e.g. the end user's GetBlockedStatus) its network address
+// identityKey names the caller for its limits. An authenticated caller is named by how
+// it was authenticated and its subject: the kind keeps a role certificate whose
+// CommonName equals a service's (say, a reader named condaccess-compliance) from using
+// up that service's watches or alert budget. A caller without an identity (the open
+// methods, e.g. the end user's GetBlockedStatus) is named by its network address
 // without the port, so that one client cannot use up everyone's share.
 func identityKey(ctx context.Context) string {
 	if id, ok := auth.FromContext(ctx); ok && id.Subject != "" {
-		return id.Subject
+		return id.Kind.String() + "\x00" + id.Subject
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		a := p.Addr.String()

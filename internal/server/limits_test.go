@@ -245,3 +245,30 @@ func TestRateLimitCostOverBurst(t *testing.T) {
 		t.Fatalf("request costing more than the burst: %v, want InvalidArgument", err)
 	}
 }
+
+// TestWatchLimitKeyedByKind: a role certificate whose CommonName equals a service's
+// (a reader named condaccess-compliance) has its own watch budget: using it up does
+// not refuse the service's watches (before, both counted as one identity).
+func TestWatchLimitKeyedByKind(t *testing.T) {
+	const limit = 2
+	ca := authtest.NewCA(t)
+	cfg := server.Config{MaxWatchesPerIdentity: limit, Auth: ca.ServerConfig(t)}
+	rc := ca.ClientConfig(t, "condaccess-compliance", commonv1.Role_ROLE_READER)
+	rc.ServerName = "localhost"
+	e := startWith(t, cfg, rc)
+	cert, key := ca.IssueURIs(t, "condaccess-compliance", []string{auth.ServiceURI("compliance"), auth.RoleURI(commonv1.Role_ROLE_READER)})
+	svc := e.dial(t, auth.ClientConfig{CAFile: ca.CertFile, CertFile: cert, KeyFile: key, ServerName: "localhost"})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	for i := range limit {
+		if _, err := openWatch(ctx, e.conn); err != nil {
+			t.Fatalf("reader watch %d: %v", i+1, err)
+		}
+	}
+	if _, err := openWatch(ctx, e.conn); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("reader past its limit: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if _, err := openWatch(ctx, svc); err != nil {
+		t.Fatalf("the compliance service's watch, after a reader with its name used up the reader's budget: %v", err)
+	}
+}

@@ -165,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 	// validation, and panic recovery closest to the handler.
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
+		grpc.InTapHandle(refuseStrangers(authCfg.Insecure)),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),

@@ -24,6 +24,9 @@ var (
 	ErrIdentityNotFound = errors.New("device has no identity")
 	// ErrIdentityRevoked: the device's identity is revoked.
 	ErrIdentityRevoked = errors.New("device identity revoked")
+	// ErrCertificateSuperseded: the caller's certificate was issued before the
+	// device's latest enrollment (the device enrolled again since): it may not renew.
+	ErrCertificateSuperseded = errors.New("device certificate issued before the device's latest enrollment")
 	// ErrNoDeviceCA: the service has no device CA configured.
 	ErrNoDeviceCA = errors.New("no device CA configured")
 )
@@ -54,6 +57,10 @@ type DeviceIdentity struct {
 	State        IdentityState `json:"state"`
 	RevokeTime   time.Time     `json:"revoke_time,omitzero"`
 	RevokeReason string        `json:"revoke_reason,omitempty"`
+	// EnrollTime is the NotBefore of the certificate of the latest enrollment: only
+	// certificates issued at or after it renew (zero in records from before it was
+	// kept: any certificate renews).
+	EnrollTime time.Time `json:"enroll_time,omitzero"`
 }
 
 // EnrollmentToken is a stored enrollment token: only the SHA-256 of the token.
@@ -167,15 +174,18 @@ func (s *Service) EnrollDeviceIdentity(ctx context.Context, token string, csrPEM
 		if d.Retired {
 			return fmt.Errorf("%w: %s", ErrDeviceRetired, d.ID)
 		}
-		out, err = s.issue(ctx, tx, d.ID, pub, now)
+		out, err = s.issue(ctx, tx, d.ID, pub, now, time.Time{})
 		return err
 	})
 	return out, err
 }
 
 // RenewDeviceCertificate issues a new certificate to device deviceID (the caller's
-// authenticated identity) for a new key.
-func (s *Service) RenewDeviceCertificate(ctx context.Context, deviceID string, csrPEM []byte) (IssuedCertificate, error) {
+// authenticated identity, whose certificate was issued at issued) for a new key. A
+// certificate issued before the device's latest enrollment does not renew
+// (ErrCertificateSuperseded): enrolling a device again leaves its earlier keys, say a
+// stolen one, only their remaining lifetime.
+func (s *Service) RenewDeviceCertificate(ctx context.Context, deviceID string, issued time.Time, csrPEM []byte) (IssuedCertificate, error) {
 	pub, err := devca.ParseCSR(csrPEM)
 	if err != nil {
 		return IssuedCertificate{}, &InvalidError{Violations: []Violation{{Field: "csr_pem", Description: err.Error()}}}
@@ -196,6 +206,10 @@ func (s *Service) RenewDeviceCertificate(ctx context.Context, deviceID string, c
 		if id.State == IdentityStateRevoked {
 			return fmt.Errorf("%w: %s", ErrIdentityRevoked, deviceID)
 		}
+		if !id.EnrollTime.IsZero() && issued.Before(id.EnrollTime) {
+			return fmt.Errorf("%w: %s enrolled at %s, the certificate was issued at %s", ErrCertificateSuperseded, deviceID,
+				id.EnrollTime.Format(time.RFC3339), issued.UTC().Format(time.RFC3339))
+		}
 		d, err := tx.Device(ctx, deviceID)
 		if err != nil {
 			return err
@@ -203,19 +217,24 @@ func (s *Service) RenewDeviceCertificate(ctx context.Context, deviceID string, c
 		if d.Retired {
 			return fmt.Errorf("%w: %s", ErrDeviceRetired, deviceID)
 		}
-		out, err = s.issue(ctx, tx, deviceID, pub, now)
+		out, err = s.issue(ctx, tx, deviceID, pub, now, id.EnrollTime)
 		return err
 	})
 	return out, err
 }
 
 // issue signs a certificate and records the active identity and its event in tx.
-func (s *Service) issue(ctx context.Context, tx Tx, deviceID string, pub *ecdsa.PublicKey, now time.Time) (IssuedCertificate, error) {
+// enrolled is the identity's enrollment time for a renewal, zero for an enrollment
+// (this certificate's NotBefore becomes it).
+func (s *Service) issue(ctx context.Context, tx Tx, deviceID string, pub *ecdsa.PublicKey, now, enrolled time.Time) (IssuedCertificate, error) {
 	iss, err := s.idcfg.CA.Issue(pub, deviceID, now, s.idcfg.CertTTL)
 	if err != nil {
 		return IssuedCertificate{}, err
 	}
-	id := &DeviceIdentity{DeviceID: deviceID, Serial: iss.Serial, IssueTime: iss.NotBefore, ExpireTime: iss.NotAfter, State: IdentityStateActive}
+	if enrolled.IsZero() {
+		enrolled = iss.NotBefore
+	}
+	id := &DeviceIdentity{DeviceID: deviceID, Serial: iss.Serial, IssueTime: iss.NotBefore, ExpireTime: iss.NotAfter, State: IdentityStateActive, EnrollTime: enrolled}
 	if err := tx.PutDeviceIdentity(ctx, id); err != nil {
 		return IssuedCertificate{}, err
 	}

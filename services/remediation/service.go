@@ -335,7 +335,7 @@ func (s *Service) OnAlert(ctx context.Context, a *Alert, trace TraceContext, set
 		reason += "; " + note
 	}
 	err = s.update(ctx, func(tx Tx, c *committed) error {
-		if _, err := s.openOrJoin(ctx, tx, c, a.DeviceID, []*Alert{a}, trace, Automation, reason, level, a.Severity >= s.cfg.MinSeverity, roots); err != nil {
+		if _, err := s.openOrJoin(ctx, tx, c, a.DeviceID, []*Alert{a}, trace, Automation, true, reason, level, a.Severity >= s.cfg.MinSeverity, roots); err != nil {
 			return err
 		}
 		if setCursor > 0 {
@@ -380,13 +380,15 @@ func severityName(sv Severity) string {
 
 // openOrJoin links alerts to the device's open investigation, opening one when there
 // is none and mayOpen. Alerts already linked are skipped. It proposes actions for new
-// evidence.
+// evidence. auto is true for the automation (an alert's arrival), false for a person
+// (StartInvestigation): only a person takes over an alert whose investigation ended
+// without remediating it. It is a flag, never read from by, which names the caller.
 //
 // An action runs without approval only under FULL automation, on a malicious verdict,
 // and when its target is the device's own evidence: a file it reported itself, named
 // by SHA-256, under its agent's detection roots (roots; nil when the agent has not
 // reported them yet). Everything else waits for approval, with the reason.
-func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID string, alerts []*Alert, trace TraceContext, by, reason string, level Level, mayOpen bool, roots *[]string) (*Investigation, error) {
+func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID string, alerts []*Alert, trace TraceContext, by string, auto bool, reason string, level Level, mayOpen bool, roots *[]string) (*Investigation, error) {
 	now := s.now()
 	inv, err := tx.OpenInvestigation(deviceID)
 	var actions []*Action
@@ -427,7 +429,7 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 		if err != nil {
 			return nil, err
 		}
-		if !linked && by != Automation {
+		if !linked && !auto {
 			// A manual start takes over an alert whose investigation ended without
 			// remediating it (failed, partial, cancelled, no action): a retry.
 			if linked, err = s.takeOver(tx, a.ID, inv.ID); err != nil {
@@ -496,7 +498,7 @@ func (s *Service) openOrJoin(ctx context.Context, tx Tx, c *committed, deviceID 
 	if !changed && !isNew {
 		return inv, nil
 	}
-	if !changed && by == Automation {
+	if !changed && auto {
 		// Every alert was already linked (a concurrent open): nothing to open.
 		return nil, nil
 	}
@@ -670,7 +672,7 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 			cp := *before
 			before = &cp
 		}
-		inv, err = s.openOrJoin(ctx, tx, c, deviceID, alerts, s.tr.Current(ctx), by, reason, level, true, roots)
+		inv, err = s.openOrJoin(ctx, tx, c, deviceID, alerts, s.tr.Current(ctx), by, false, reason, level, true, roots)
 		if err != nil || inv == nil {
 			return err
 		}
@@ -684,9 +686,7 @@ func (s *Service) StartInvestigation(ctx context.Context, deviceID string, alert
 		return nil, err
 	}
 	if inv == nil {
-		// Only when the caller's subject equals the automation's name and every alert
-		// is already linked (openOrJoin treats that caller as the automation).
-		return nil, precondition("every alert of device %s is already in an investigation", deviceID)
+		return nil, fmt.Errorf("remediation: no investigation opened or joined for device %s", deviceID)
 	}
 	return s.store.GetInvestigation(ctx, inv.ID)
 }

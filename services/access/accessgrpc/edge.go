@@ -105,7 +105,7 @@ func (s *Server) callerOf(ctx context.Context) (auth.Identity, bool) {
 }
 
 func mayAssert(e *Edge, caller auth.Identity) bool {
-	return e.Dev || (e.TrustHeaders && (caller.HasRole(commonv1.Role_ROLE_ENFORCEMENT_POINT) || caller.HasRole(commonv1.Role_ROLE_SERVICE)))
+	return e.Dev || (e.TrustHeaders && caller.HasRole(commonv1.Role_ROLE_ENFORCEMENT_POINT))
 }
 
 func clip(s string) string {

@@ -2,9 +2,12 @@ package accessgrpc_test
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +48,9 @@ func callerWrap(next http.Handler) http.Handler {
 			r = r.WithContext(auth.NewContext(r.Context(), auth.Identity{Subject: "nginx-1", Roles: []commonv1.Role{commonv1.Role_ROLE_ENFORCEMENT_POINT}}))
 		case "reader":
 			r = r.WithContext(auth.NewContext(r.Context(), auth.Identity{Subject: "dashboards", Roles: []commonv1.Role{commonv1.Role_ROLE_READER}}))
+		case "risk-service":
+			r = r.WithContext(auth.NewContext(r.Context(), auth.IdentityFromCert(&x509.Certificate{
+				Subject: pkix.Name{CommonName: "condaccess-risk"}, URIs: []*url.URL{{Scheme: "spiffe", Host: "condaccess", Path: "/service/risk"}}})))
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -280,6 +286,10 @@ func TestAuthzWhoMayAsk(t *testing.T) {
 		{"unauthenticated caller with a valid token and certificate", "", ok, http.StatusUnauthorized},
 		{"unauthenticated caller asserting headers", "", forged, http.StatusUnauthorized},
 		{"reader is not an enforcement point", "reader", ok, http.StatusForbidden},
+		// EvaluateAccess over gRPC names no allowed_services: another service's
+		// certificate is no enforcement point on the HTTP path either.
+		{"the risk service is not an enforcement point", "risk-service", ok, http.StatusForbidden},
+		{"the risk service asserting headers", "risk-service", forged, http.StatusForbidden},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := w.authz(t, tt.caller, tt.c)

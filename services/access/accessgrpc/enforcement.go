@@ -192,7 +192,9 @@ func (s *Server) AuthzHandler() http.Handler {
 			http.Error(w, "authentication required: /authz needs an enforcement-point client certificate", http.StatusUnauthorized)
 			return
 		}
-		if !caller.HasRole(commonv1.Role_ROLE_ENFORCEMENT_POINT) && !caller.HasRole(commonv1.Role_ROLE_SERVICE) {
+		// Only enforcement points: EvaluateAccess names no allowed_services, so a
+		// service's certificate may not decide (and open sessions) here either.
+		if !caller.HasRole(commonv1.Role_ROLE_ENFORCEMENT_POINT) {
 			w.Header().Set(ReasonHeader, "ROLE_NOT_ALLOWED")
 			http.Error(w, "/authz may be called only by an enforcement point", http.StatusForbidden)
 			return

@@ -19,6 +19,9 @@ const (
 	ReasonIdentityNotFound       = "DEVICE_IDENTITY_NOT_FOUND"
 	ReasonIdentityRevoked        = "DEVICE_IDENTITY_REVOKED"
 	ReasonNoDeviceCA             = "DEVICE_CA_NOT_CONFIGURED"
+	// ReasonCertificateSuperseded: a renewal with a certificate issued before the
+	// device's latest enrollment.
+	ReasonCertificateSuperseded = auth.ReasonCertificateSuperseded
 )
 
 const defaultIdentityPage = 100
@@ -69,9 +72,12 @@ func (s *identityServer) RenewDeviceCertificate(ctx context.Context, req *compli
 	if id.Kind != auth.KindDevice {
 		return nil, apierr.New(codes.PermissionDenied, auth.ReasonDeviceMismatch, "only a device certificate may renew (itself)")
 	}
-	out, err := s.svc.RenewDeviceCertificate(ctx, id.ID, []byte(req.GetCsrPem()))
+	out, err := s.svc.RenewDeviceCertificate(ctx, id.ID, id.Issued, []byte(req.GetCsrPem()))
 	if errors.Is(err, compliance.ErrIdentityRevoked) {
 		return nil, apierr.New(codes.Unauthenticated, auth.ReasonCertificateRevoked, err.Error())
+	}
+	if errors.Is(err, compliance.ErrCertificateSuperseded) {
+		return nil, apierr.New(codes.Unauthenticated, ReasonCertificateSuperseded, err.Error())
 	}
 	if err != nil {
 		return nil, identityStatus(err)

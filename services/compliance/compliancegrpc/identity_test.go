@@ -269,7 +269,7 @@ func TestRenewDeviceCertificate(t *testing.T) {
 	}
 	srv := compliancegrpc.NewIdentityServer(compliancegrpc.New(e.svc))
 	device := func(id string) context.Context {
-		return auth.NewContext(ctx, auth.Identity{Kind: auth.KindDevice, ID: id, Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
+		return auth.NewContext(ctx, auth.Identity{Kind: auth.KindDevice, ID: id, Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}, Issued: e.clock.Now()})
 	}
 	staticSensor := auth.NewContext(ctx, auth.Identity{Kind: auth.KindRoleCertificate, Subject: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
 	tests := []struct {
@@ -309,6 +309,65 @@ func TestRenewDeviceCertificate(t *testing.T) {
 	l, err := e.ids.ListDeviceIdentities(ctx, &compliancev1.ListDeviceIdentitiesRequest{})
 	if err != nil || len(l.GetIdentities()) != 1 || l.GetIdentities()[0].GetState() != compliancev1.DeviceIdentityState_DEVICE_IDENTITY_STATE_REVOKED {
 		t.Errorf("ListDeviceIdentities = %v, %v; want dev-1 revoked", l, err)
+	}
+}
+
+// TestRenewalAfterReEnrollment: enrolling a device again leaves its earlier
+// certificates (a stolen key, say) only their remaining lifetime: one issued before
+// the new enrollment no longer renews (UNAUTHENTICATED, CERTIFICATE_SUPERSEDED) and
+// nothing is stored; the new enrollment's certificate, and its renewals, renew.
+func TestRenewalAfterReEnrollment(t *testing.T) {
+	e := startIdentity(t)
+	ctx := context.Background()
+	srv := compliancegrpc.NewIdentityServer(compliancegrpc.New(e.svc))
+	issuedAt := func(at time.Time) context.Context {
+		return auth.NewContext(ctx, auth.Identity{Kind: auth.KindDevice, ID: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}, Issued: at})
+	}
+	if _, err := e.ids.EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: e.token(t, "dev-1", time.Hour), CsrPem: goodCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	first := e.clock.Now().Truncate(time.Second)
+	// The first certificate renews (the device's own renewal).
+	e.clock.Add(time.Hour)
+	if _, err := srv.RenewDeviceCertificate(issuedAt(first), &compliancev1.RenewDeviceCertificateRequest{CsrPem: goodCSR(t)}); err != nil {
+		t.Fatalf("renewal before re-enrollment: %v", err)
+	}
+	// An administrator enrolls the device again (a reinstall, a suspected theft).
+	e.clock.Add(time.Hour)
+	if _, err := e.ids.EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: e.token(t, "dev-1", time.Hour), CsrPem: goodCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	second := e.clock.Now().Truncate(time.Second)
+	before, err := e.st.ListDeviceIdentities(ctx, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Minute)
+	for _, tt := range []struct {
+		name   string
+		issued time.Time
+		code   codes.Code
+	}{
+		{"attack: the first enrollment's certificate", first, codes.Unauthenticated},
+		{"attack: a renewal of the first enrollment's certificate", first.Add(time.Hour), codes.Unauthenticated},
+		{"the new enrollment's certificate", second, codes.OK},
+		{"a renewal of the new enrollment's certificate", second.Add(time.Second), codes.OK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := srv.RenewDeviceCertificate(issuedAt(tt.issued), &compliancev1.RenewDeviceCertificateRequest{CsrPem: goodCSR(t)})
+			if status.Code(err) != tt.code || tt.code != codes.OK && apierr.Reason(err) != compliancegrpc.ReasonCertificateSuperseded {
+				t.Fatalf("RenewDeviceCertificate = %v (reason %q), want %v", err, apierr.Reason(err), tt.code)
+			}
+			if tt.code != codes.OK {
+				after, err := e.st.ListDeviceIdentities(ctx, "", 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(after) != 1 || after[0].Serial != before[0].Serial {
+					t.Errorf("a refused renewal changed the identity: %+v -> %+v", before[0], after[0])
+				}
+			}
+		})
 	}
 }
 
@@ -356,7 +415,7 @@ func FuzzRenewDeviceCertificate(f *testing.F) {
 	f.Add("-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n")
 	f.Add("")
 	srv := compliancegrpc.NewIdentityServer(compliancegrpc.New(e.svc))
-	dev := auth.NewContext(ctx, auth.Identity{Kind: auth.KindDevice, ID: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
+	dev := auth.NewContext(ctx, auth.Identity{Kind: auth.KindDevice, ID: "dev-1", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}, Issued: e.clock.Now()})
 	f.Fuzz(func(t *testing.T, csrPEM string) {
 		ids, err := e.st.ListDeviceIdentities(ctx, "", 10)
 		if err != nil {

@@ -41,6 +41,9 @@ func TestSensorUpdatesOnlyItsFields(t *testing.T) {
 	sensor, otherSensor := device("dev-1"), device("dev-2")
 	staticSensor := auth.NewContext(ctx, auth.Identity{Subject: "dev-1", Kind: auth.KindRoleCertificate, Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR}})
 	admin := auth.NewContext(ctx, auth.Identity{Subject: "pa", Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_POLICY_ADMIN}})
+	// A sensor certificate that also carries the legacy service role: the interceptor
+	// admits it for the sensor role; the service role must not widen it to an admin's.
+	sensorService := auth.NewContext(ctx, auth.Identity{Subject: "siem", Kind: auth.KindRoleCertificate, Roles: []commonv1.Role{commonv1.Role_ROLE_SENSOR, commonv1.Role_ROLE_SERVICE}})
 	dev := &compliancev1.Device{DeviceId: "dev-1", Platform: commonv1.Platform_PLATFORM_LINUX, OsVersion: "6.8", DisplayName: "renamed",
 		LastSeenTime: timestamppb.New(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC))}
 	tests := []struct {
@@ -54,6 +57,8 @@ func TestSensorUpdatesOnlyItsFields(t *testing.T) {
 		{"sensor: whole device", sensor, nil, codes.PermissionDenied},
 		{"sensor of another device", otherSensor, []string{"last_seen_time"}, codes.PermissionDenied},
 		{"static sensor whose subject is the device id", staticSensor, []string{"last_seen_time"}, codes.PermissionDenied},
+		{"attack: sensor with the service role sets groups", sensorService, []string{"groups"}, codes.PermissionDenied},
+		{"attack: sensor with the service role, whole device", sensorService, nil, codes.PermissionDenied},
 		{"policy admin: whole device", admin, nil, codes.OK},
 	}
 	for _, tt := range tests {

@@ -123,10 +123,11 @@ func caller(ctx context.Context) auth.Identity {
 }
 
 // sensorOnly reports whether the caller acts as a sensor only (a device identity, or
-// a sensor certificate without the policy-admin or service role).
+// a sensor certificate without the policy-admin role). The service role does not
+// widen it: no service's allowed_services names UpdateDevice, so a service role on a
+// sensor certificate would otherwise make it an admin of every device.
 func sensorOnly(id auth.Identity) bool {
-	return id.Kind == auth.KindDevice || id.HasRole(commonv1.Role_ROLE_SENSOR) &&
-		!id.HasRole(commonv1.Role_ROLE_POLICY_ADMIN) && !id.HasRole(commonv1.Role_ROLE_SERVICE)
+	return id.Kind == auth.KindDevice || id.HasRole(commonv1.Role_ROLE_SENSOR) && !id.HasRole(commonv1.Role_ROLE_POLICY_ADMIN)
 }
 
 // checkOwnDevice lets a sensor-only caller touch only its own device: a device

@@ -4,6 +4,7 @@ package riskgrpc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -104,6 +105,19 @@ func New(cfg Config) *Server {
 
 // Register registers srv on s.
 func Register(s grpc.ServiceRegistrar, srv *Server) { riskv1.RegisterRiskServiceServer(s, srv) }
+
+// mayNameInvestigation reports whether the caller is the remediation service (a
+// service identity naming it, or the legacy all-services role) or development mode.
+func mayNameInvestigation(ctx context.Context) bool {
+	id, _ := auth.FromContext(ctx)
+	switch {
+	case id.Kind == auth.KindDevelopment:
+		return true
+	case id.Kind == auth.KindService:
+		return slices.Contains(id.Services, "remediation")
+	}
+	return id.HasRole(commonv1.Role_ROLE_SERVICE) && len(id.Services) == 0
+}
 
 func subject(ctx context.Context) string {
 	if id, ok := auth.FromContext(ctx); ok {
@@ -244,6 +258,12 @@ func (s *Server) ResolveAlert(ctx context.Context, req *riskv1.ResolveAlertReque
 	// (kept in the contract for compatibility), so that no caller can attribute a
 	// resolution to someone else.
 	by := subject(ctx)
+	// investigation_id says an automated investigation resolved the alert: only the
+	// remediation service (or development mode) may claim that, never a person.
+	if req.GetInvestigationId() != "" && !mayNameInvestigation(ctx) {
+		return nil, apierr.InvalidArgument("", apierr.FieldViolation("investigation_id",
+			"set only by the remediation service for an automated investigation; leave it empty"))
+	}
 	a, dr, err := s.svc.ResolveAlert(ctx, risk.Resolution{
 		AlertID: req.GetAlertId(), Classification: risk.Classification(req.GetClassification()),
 		Determination: risk.Determination(req.GetDetermination()), Comment: req.GetComment(),
