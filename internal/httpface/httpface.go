@@ -20,7 +20,10 @@ import (
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -158,6 +161,16 @@ func guard(insecure bool, next http.Handler) http.Handler {
 			err := connect.NewError(connect.CodeUnauthenticated, errors.New("a verified client certificate is required"))
 			if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: auth.ReasonUnauthenticated, Domain: apierr.Domain}); derr == nil {
 				err.AddDetail(d)
+			}
+			if strings.HasPrefix(r.URL.Path, "/v1/") {
+				// REST callers get the google.rpc.Status JSON body the transcoder gives
+				// every other REST error.
+				st := apierr.New(codes.Unauthenticated, auth.ReasonUnauthenticated, "a verified client certificate is required")
+				b, _ := protojson.Marshal(status.Convert(st).Proto())
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = w.Write(b)
+				return
 			}
 			if errw.IsSupported(r) {
 				_ = errw.Write(w, r, err)

@@ -78,7 +78,7 @@ func TestGuardRefusesStrangersBeforeReadingTheBody(t *testing.T) {
 				if body.n != 0 {
 					t.Errorf("%d bytes of the body read before refusing", body.n)
 				}
-				if got := w.Body.String() + w.Header().Get("Grpc-Status") + w.Header().Get("Grpc-Message"); !strings.Contains(got, "unauthenticated") && w.Header().Get("Grpc-Status") != "16" {
+				if got := strings.ToLower(w.Body.String() + w.Header().Get("Grpc-Status") + w.Header().Get("Grpc-Message")); !strings.Contains(got, "unauthenticated") && w.Header().Get("Grpc-Status") != "16" {
 					t.Errorf("refusal does not say unauthenticated: %q, headers %v", w.Body.String(), w.Header())
 				}
 			}
