@@ -28,6 +28,10 @@ var deviceBound = map[string]string{
 	"/condaccess.remediation.v1.AgentService/Connect":                        "auth.RequireDevice on the hello",
 	// Open to anyone; the single-use token authenticates it.
 	"/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity": "open: its token names the device",
+	// Open to anyone (the end user's page); the sealed reference of a 403 names the
+	// sign-in, and the answer carries no policy, reason or alert.
+	"/condaccess.access.v1.AccessService/GetBlockedStatus":   "open: its sealed reference names the sign-in",
+	"/condaccess.access.v1.AccessService/WatchBlockedStatus": "open: its sealed reference names the sign-in",
 }
 
 // TestWhatADeviceReaches walks every condaccess RPC in the contracts: a device
