@@ -97,7 +97,12 @@ func TestPostgresReplicas(t *testing.T) {
 				hist[i].Revision, hist[i].PreviousLevel, hist[i].Level, hist[i+1].Revision, hist[i+1].Level)
 		}
 	}
-	head := stores[0].Revision()
+	// The database's head (a listing reads it), not replica 0's own view, which may not
+	// yet have seen replica 1's last commit.
+	_, _, head, err := stores[0].ListDeviceRisks(ctx, risk.DeviceRiskQuery{PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, s := range stores {
 		var revs []int64
 		wctx, cancel := context.WithCancel(ctx)
