@@ -199,31 +199,7 @@ func (s *PGStore) ListAlerts(ctx context.Context, q risk.AlertQuery) ([]risk.Ale
 		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
 	}
 	defer rows.Close()
-	var out []risk.Alert
-	var last alertCursor
-	next := ""
-	for rows.Next() {
-		if len(out) == q.PageSize {
-			next = encodeToken(last)
-			break
-		}
-		var data []byte
-		var hash string
-		var ns int64
-		if err := rows.Scan(&data, &hash, &ns); err != nil {
-			return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
-		}
-		a, err := decodeAlert(data)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, a)
-		last = alertCursor{T: ns, ID: a.ID}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
-	}
-	return out, next, nil
+	return scanAlertPage(rows, q.PageSize)
 }
 
 func pgLatestLevel(ctx context.Context, q querier, deviceID string) (risk.DeviceRisk, bool, error) {

@@ -272,31 +272,7 @@ func (s *Store) ListAlerts(ctx context.Context, q risk.AlertQuery) ([]risk.Alert
 		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
 	}
 	defer rows.Close()
-	var out []risk.Alert
-	var last alertCursor
-	next := ""
-	for rows.Next() {
-		if len(out) == q.PageSize {
-			next = encodeToken(last)
-			break
-		}
-		var data []byte
-		var hash string
-		var ns int64
-		if err := rows.Scan(&data, &hash, &ns); err != nil {
-			return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
-		}
-		a, err := decodeAlert(data)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, a)
-		last = alertCursor{T: ns, ID: a.ID}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
-	}
-	return out, next, nil
+	return scanAlertPage(rows, q.PageSize)
 }
 
 const riskCols = `device_id, revision, level, previous_level, cause_alert_id, change_ns`
@@ -758,4 +734,35 @@ func (t *storeTx) Audit(ctx context.Context, c audit.Change) error {
 func (t *storeTx) Append(ctx context.Context, e risk.StoredEvent) (int64, error) {
 	return t.log.Append(t.tx, eventlog.Event{Type: e.Type, Key: e.Key, Payload: e.Payload,
 		TraceParent: e.TraceParent, TraceState: e.TraceState, Time: e.Time})
+}
+
+// scanAlertPage reads a ListAlerts page from rows of (alert document, content hash,
+// detect_ns) queried with pageSize+1 rows: the alerts and, when a row beyond the page
+// exists, the token of the page after it. Both stores' ListAlerts use it.
+func scanAlertPage(rows *sql.Rows, pageSize int) ([]risk.Alert, string, error) {
+	var out []risk.Alert
+	var last alertCursor
+	next := ""
+	for rows.Next() {
+		if len(out) == pageSize {
+			next = encodeToken(last)
+			break
+		}
+		var data []byte
+		var hash string
+		var ns int64
+		if err := rows.Scan(&data, &hash, &ns); err != nil {
+			return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
+		}
+		a, err := decodeAlert(data)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, a)
+		last = alertCursor{T: ns, ID: a.ID}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
+	}
+	return out, next, nil
 }
