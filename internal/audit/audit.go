@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/condaccess/condaccess/internal/dbtx"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 )
 
@@ -198,6 +199,12 @@ var ErrInvalidChange = errors.New("audit: change needs a resource type and id")
 // commits or rolls back with the change it records. An error must fail the caller's
 // write fn, so that no change is stored unaudited.
 func (l *Log) Append(ctx context.Context, tx *sqlitedb.Tx, c Change) error {
+	return appendChange(ctx, tx, l.qInsert, l.now(), c)
+}
+
+// appendChange inserts c with query qInsert (the store's placeholders) in tx: the
+// one append of both the SQLite log and the PostgreSQL writer.
+func appendChange(ctx context.Context, tx dbtx.Tx, qInsert string, now time.Time, c Change) error {
 	if c.ResourceType == "" || c.ResourceID == "" {
 		return ErrInvalidChange
 	}
@@ -220,7 +227,7 @@ func (l *Log) Append(ctx context.Context, tx *sqlitedb.Tx, c Change) error {
 	if !ok || a.Subject == "" {
 		a.Subject = SystemSubject
 	}
-	if _, err := tx.ExecContext(ctx, l.qInsert, l.now().UnixNano(), a.Subject, strings.Join(a.Roles, ","), a.Method, a.Peer, a.TraceID,
+	if _, err := tx.ExecContext(ctx, qInsert, now.UnixNano(), a.Subject, strings.Join(a.Roles, ","), a.Method, a.Peer, a.TraceID,
 		action, c.ResourceType, c.ResourceID, before, after, c.Etag); err != nil {
 		return fmt.Errorf("audit: append: %w", err)
 	}

@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/dbtx"
@@ -50,31 +48,5 @@ func NewPGWriter(opts Options) *PGWriter {
 
 // Append records c, made by the actor in ctx (SystemSubject without one), inside tx.
 func (w *PGWriter) Append(ctx context.Context, tx dbtx.Tx, c Change) error {
-	if c.ResourceType == "" || c.ResourceID == "" {
-		return ErrInvalidChange
-	}
-	before, err := encode(c.Before)
-	if err != nil {
-		return fmt.Errorf("audit: encode %s %s before: %w", c.ResourceType, c.ResourceID, err)
-	}
-	after, err := encode(c.After)
-	if err != nil {
-		return fmt.Errorf("audit: encode %s %s after: %w", c.ResourceType, c.ResourceID, err)
-	}
-	action := ActionUpdate
-	switch {
-	case before == nil && after != nil:
-		action = ActionCreate
-	case before != nil && after == nil:
-		action = ActionDelete
-	}
-	a, ok := FromContext(ctx)
-	if !ok || a.Subject == "" {
-		a.Subject = SystemSubject
-	}
-	if _, err := tx.ExecContext(ctx, w.qInsert, w.now().UnixNano(), a.Subject, strings.Join(a.Roles, ","), a.Method, a.Peer, a.TraceID,
-		action, c.ResourceType, c.ResourceID, before, after, c.Etag); err != nil {
-		return fmt.Errorf("audit: append: %w", err)
-	}
-	return nil
+	return appendChange(ctx, tx, w.qInsert, w.now(), c)
 }
