@@ -6,6 +6,7 @@ package eventlog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -365,6 +366,13 @@ func (l *Log) list(ctx context.Context, after int64, limit int) ([]Event, error)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: list: %w", err)
 	}
+	return scanEvents(rows)
+}
+
+// scanEvents reads the rows of a list query (revision, type, key, payload,
+// traceparent, tracestate, time_ns): the one reader of both the SQLite and the
+// PostgreSQL log.
+func scanEvents(rows *sql.Rows) ([]Event, error) {
 	defer rows.Close()
 	var evs []Event
 	for rows.Next() {

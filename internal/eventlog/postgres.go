@@ -405,19 +405,9 @@ func (l *PGLog) list(ctx context.Context, after int64, limit int) ([]Event, erro
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: list: %w", err)
 	}
-	defer rows.Close()
-	var evs []Event
-	for rows.Next() {
-		var e Event
-		var ns int64
-		if err := rows.Scan(&e.Revision, &e.Type, &e.Key, &e.Payload, &e.TraceParent, &e.TraceState, &ns); err != nil {
-			return nil, fmt.Errorf("eventlog: list: %w", err)
-		}
-		e.Time = time.Unix(0, ns)
-		evs = append(evs, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("eventlog: list: %w", err)
+	evs, err := scanEvents(rows)
+	if err != nil {
+		return nil, err
 	}
 	if len(evs) > 0 && evs[0].Revision == after+1 {
 		return evs, nil
