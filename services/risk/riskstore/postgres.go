@@ -240,30 +240,7 @@ func (s *PGStore) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceR
 	if err != nil {
 		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
 	}
-	defer rows.Close()
-	var r risk.DeviceRisk
-	found := false
-	for rows.Next() {
-		var changeNS int64
-		var id sql.NullString
-		var sev, detectNS sql.NullInt64
-		if err := rows.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.CauseAlertID, &changeNS, &id, &sev, &detectNS); err != nil {
-			return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
-		}
-		r.UpdateTime = time.Unix(0, changeNS).UTC()
-		found = true
-		if id.Valid {
-			r.Active = append(r.Active, risk.ActiveAlert{ID: id.String, Severity: risk.Severity(sev.Int64), DetectTime: time.Unix(0, detectNS.Int64).UTC()})
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
-	}
-	if !found {
-		return risk.DeviceRisk{}, fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
-	}
-	risk.SortActive(r.Active)
-	return r, nil
+	return scanDeviceRisk(rows, deviceID)
 }
 
 // ListDeviceRisks implements risk.Store: every page reads the devices' levels and

@@ -339,30 +339,7 @@ func (s *Store) DeviceRisk(ctx context.Context, deviceID string) (risk.DeviceRis
 	if err != nil {
 		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
 	}
-	defer rows.Close()
-	var r risk.DeviceRisk
-	found := false
-	for rows.Next() {
-		var changeNS int64
-		var id sql.NullString
-		var sev, detectNS sql.NullInt64
-		if err := rows.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.CauseAlertID, &changeNS, &id, &sev, &detectNS); err != nil {
-			return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
-		}
-		r.UpdateTime = time.Unix(0, changeNS).UTC()
-		found = true
-		if id.Valid {
-			r.Active = append(r.Active, risk.ActiveAlert{ID: id.String, Severity: risk.Severity(sev.Int64), DetectTime: time.Unix(0, detectNS.Int64).UTC()})
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
-	}
-	if !found {
-		return risk.DeviceRisk{}, fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
-	}
-	risk.SortActive(r.Active)
-	return r, nil
+	return scanDeviceRisk(rows, deviceID)
 }
 
 // qDeviceRisk is DeviceRisk's query: the latest level version, then one row per
@@ -765,4 +742,34 @@ func scanAlertPage(rows *sql.Rows, pageSize int) ([]risk.Alert, string, error) {
 		return nil, "", fmt.Errorf("riskstore: list alerts: %w", err)
 	}
 	return out, next, nil
+}
+
+// scanDeviceRisk reads a device's level joined with its active alerts (one row per
+// alert, one row with NULL alert columns when none is active; no row for an unknown
+// device): the one reader of both stores' DeviceRisk.
+func scanDeviceRisk(rows *sql.Rows, deviceID string) (risk.DeviceRisk, error) {
+	defer rows.Close()
+	var r risk.DeviceRisk
+	found := false
+	for rows.Next() {
+		var changeNS int64
+		var id sql.NullString
+		var sev, detectNS sql.NullInt64
+		if err := rows.Scan(&r.DeviceID, &r.Revision, &r.Level, &r.PreviousLevel, &r.CauseAlertID, &changeNS, &id, &sev, &detectNS); err != nil {
+			return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
+		}
+		r.UpdateTime = time.Unix(0, changeNS).UTC()
+		found = true
+		if id.Valid {
+			r.Active = append(r.Active, risk.ActiveAlert{ID: id.String, Severity: risk.Severity(sev.Int64), DetectTime: time.Unix(0, detectNS.Int64).UTC()})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return risk.DeviceRisk{}, fmt.Errorf("riskstore: get device risk: %w", err)
+	}
+	if !found {
+		return risk.DeviceRisk{}, fmt.Errorf("%w: %q", risk.ErrDeviceNotFound, deviceID)
+	}
+	risk.SortActive(r.Active)
+	return r, nil
 }
