@@ -329,24 +329,7 @@ func (s *PGStore) RiskHistory(ctx context.Context, deviceID string, pageSize int
 	if err != nil {
 		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
 	}
-	defer rows.Close()
-	var out []risk.DeviceRisk
-	next := ""
-	for rows.Next() {
-		if len(out) == pageSize {
-			next = encodeToken(historyCursor{Before: out[len(out)-1].Revision})
-			break
-		}
-		r, err := scanRisk(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
-	}
-	return out, next, nil
+	return scanHistoryPage(rows, pageSize)
 }
 
 // pgStoreTx implements risk.Tx over one pgdb write: every read goes to the

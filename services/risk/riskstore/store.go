@@ -446,24 +446,7 @@ func (s *Store) RiskHistory(ctx context.Context, deviceID string, pageSize int, 
 	if err != nil {
 		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
 	}
-	defer rows.Close()
-	var out []risk.DeviceRisk
-	next := ""
-	for rows.Next() {
-		if len(out) == pageSize {
-			next = encodeToken(historyCursor{Before: out[len(out)-1].Revision})
-			break
-		}
-		r, err := scanRisk(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
-	}
-	return out, next, nil
+	return scanHistoryPage(rows, pageSize)
 }
 
 // storeTx implements risk.Tx over one sqlitedb write.
@@ -772,4 +755,28 @@ func scanDeviceRisk(rows *sql.Rows, deviceID string) (risk.DeviceRisk, error) {
 	}
 	risk.SortActive(r.Active)
 	return r, nil
+}
+
+// scanHistoryPage reads a RiskHistory page from level rows queried newest first with
+// pageSize+1 rows: the levels and, when a row beyond the page exists, the token of the
+// page after it. Both stores' RiskHistory use it.
+func scanHistoryPage(rows *sql.Rows, pageSize int) ([]risk.DeviceRisk, string, error) {
+	defer rows.Close()
+	var out []risk.DeviceRisk
+	next := ""
+	for rows.Next() {
+		if len(out) == pageSize {
+			next = encodeToken(historyCursor{Before: out[len(out)-1].Revision})
+			break
+		}
+		r, err := scanRisk(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("riskstore: risk history: %w", err)
+	}
+	return out, next, nil
 }
