@@ -186,7 +186,11 @@ func current(ctx context.Context, tx *sqlitedb.Tx, typ, id string) (any, string,
 }
 
 func txStrings(ctx context.Context, tx *sqlitedb.Tx, q string, args ...any) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, q, args...)
+	return scanStrings(tx.QueryContext(ctx, q, args...))
+}
+
+// scanStrings reads a one-column string result (the rows and error of a query).
+func scanStrings(rows *sql.Rows, err error) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -340,20 +344,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (*access.User, error) {
 }
 
 func (s *Store) strings(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := s.db.Read().QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return scanStrings(s.db.Read().QueryContext(ctx, q, args...))
 }
 
 // page runs a keyset query by id and returns the rows plus the next token.
