@@ -179,6 +179,12 @@ func guard(insecure bool, next http.Handler) http.Handler {
 			http.Error(w, "unauthenticated: "+err.Message(), http.StatusUnauthorized)
 			return
 		}
+		if !insecure && !authenticated(r) {
+			// A stranger reaches only pages and the end user's blocked-status lookups,
+			// whose requests are a few kilobytes: the transcoder would otherwise buffer
+			// up to MaxMessageBytes of whatever it sends.
+			r.Body = http.MaxBytesReader(w, r.Body, StrangerBodyBytes)
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -191,6 +197,10 @@ var httpOpenMethods = map[string]bool{
 	"/condaccess.access.v1.AccessService/GetBlockedStatus":   true,
 	"/condaccess.access.v1.AccessService/WatchBlockedStatus": true,
 }
+
+// StrangerBodyBytes caps the request body a caller without an identity may send
+// through the HTTP face (GetBlockedStatusRequest holds a reference of at most 2 KiB).
+const StrangerBodyBytes = 64 << 10
 
 // needsIdentity reports whether the RPC or REST path may be called only by an
 // authenticated caller: every condaccess RPC but httpOpenMethods (which must also be

@@ -1,6 +1,7 @@
 package httpface
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -155,6 +156,45 @@ func TestConsoleRoutes(t *testing.T) {
 			}
 			if tt.want == 200 && w.Header().Get("X-Frame-Options") != "DENY" {
 				t.Errorf("X-Frame-Options = %q", w.Header().Get("X-Frame-Options"))
+			}
+		})
+	}
+}
+
+// TestGuardCapsStrangersBodies: a caller without an identity that may reach an open
+// method (the end user's blocked-status lookup) cannot make the server read more than
+// StrangerBodyBytes of its body; an authenticated caller's body is not capped here.
+func TestGuardCapsStrangersBodies(t *testing.T) {
+	var readErr error
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, readErr = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	for _, tt := range []struct {
+		name     string
+		identity bool
+		wantCap  bool
+	}{
+		{"stranger", false, true},
+		{"authenticated", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			readErr = nil
+			body := &countingBody{size: 4 << 20}
+			r := httptest.NewRequest(http.MethodPost, "/condaccess.access.v1.AccessService/GetBlockedStatus", body)
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Connect-Protocol-Version", "1")
+			if tt.identity {
+				r = r.WithContext(auth.NewContext(r.Context(), auth.Identity{Subject: "alice", Kind: auth.KindRoleCertificate}))
+			}
+			guard(false, next).ServeHTTP(httptest.NewRecorder(), r)
+			if tt.wantCap {
+				var tooBig *http.MaxBytesError
+				if !errors.As(readErr, &tooBig) || body.n > StrangerBodyBytes+64<<10 {
+					t.Fatalf("stranger's body: read %d bytes, error %v; want at most about %d and a MaxBytesError", body.n, readErr, StrangerBodyBytes)
+				}
+			} else if readErr != nil || body.n != 4<<20 {
+				t.Fatalf("authenticated body: read %d bytes, error %v; want all 4 MiB", body.n, readErr)
 			}
 		})
 	}
