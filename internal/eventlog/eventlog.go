@@ -195,7 +195,10 @@ func New(ctx context.Context, db *sqlitedb.DB, opts Options) (*Log, error) {
 	l.compacted.Store(compacted)
 	if opts.Retention > 0 && opts.CompactInterval > 0 {
 		l.wg.Add(1)
-		go l.compactLoop()
+		go func() {
+			defer l.wg.Done()
+			compactEvery(l.stop, l.opts.CompactInterval, l.Compact, l.log, l.t)
+		}()
 	}
 	return l, nil
 }
@@ -323,19 +326,19 @@ func (l *Log) Compact(ctx context.Context) error {
 	})
 }
 
-func (l *Log) compactLoop() {
-	defer l.wg.Done()
-	tk := time.NewTicker(l.opts.CompactInterval)
+// compactEvery runs compact every interval until stop is closed; both logs use it.
+func compactEvery(stop <-chan struct{}, interval time.Duration, compact func(context.Context) error, log *slog.Logger, table string) {
+	tk := time.NewTicker(interval)
 	defer tk.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for {
 		select {
-		case <-l.stop:
+		case <-stop:
 			return
 		case <-tk.C:
-			if err := l.Compact(ctx); err != nil {
-				l.log.Warn("eventlog: compaction failed", "table", l.t, "err", err)
+			if err := compact(ctx); err != nil {
+				log.Warn("eventlog: compaction failed", "table", table, "err", err)
 			}
 		}
 	}

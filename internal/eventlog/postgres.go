@@ -145,7 +145,10 @@ func NewPG(ctx context.Context, db *pgdb.DB, opts PGOptions) (*PGLog, error) {
 	go l.loop(conn)
 	if opts.Retention > 0 && opts.CompactInterval > 0 {
 		l.wg.Add(1)
-		go l.compactLoop()
+		go func() {
+			defer l.wg.Done()
+			compactEvery(l.gone, l.opts.CompactInterval, l.Compact, l.log, l.t)
+		}()
 	}
 	return l, nil
 }
@@ -361,24 +364,6 @@ func (l *PGLog) Compact(ctx context.Context) error {
 		tx.AfterCommit(func() { storeMax(&l.compacted, target) })
 		return nil
 	})
-}
-
-func (l *PGLog) compactLoop() {
-	defer l.wg.Done()
-	tk := time.NewTicker(l.opts.CompactInterval)
-	defer tk.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	for {
-		select {
-		case <-l.gone:
-			return
-		case <-tk.C:
-			if err := l.Compact(ctx); err != nil {
-				l.log.Warn("eventlog: compaction failed", "table", l.t, "err", err)
-			}
-		}
-	}
 }
 
 func (l *PGLog) compactedErr(ctx context.Context, start int64) error {
