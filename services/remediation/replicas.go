@@ -79,3 +79,23 @@ func (s *Service) connected(deviceID string) bool {
 	defer s.mu.Unlock()
 	return s.conns[deviceID] != nil
 }
+
+// recordAgent stores connection c's agent record (connected or, at its end, not),
+// unless a newer connection of the device (on another replica) has recorded its
+// own since: an old connection's end must not mark the device's agent disconnected.
+func (s *Service) recordAgent(ctx context.Context, c *AgentConn, connected bool) error {
+	c.mu.Lock()
+	ag := &Agent{DeviceID: c.DeviceID, Version: c.hello.Version, Hostname: c.hello.Hostname, ConnectTime: c.connected,
+		LastHeartbeat: c.heartbeat, DetectionRoots: c.hello.DetectionRoots, Connected: connected}
+	c.mu.Unlock()
+	return s.store.Update(ctx, func(tx Tx) error {
+		cur, err := tx.Agent(c.DeviceID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if cur != nil && cur.ConnectTime.After(ag.ConnectTime) {
+			return nil
+		}
+		return tx.PutAgent(ag)
+	})
+}

@@ -116,7 +116,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	s.svc = remediation.New(remediation.Config{
 		Store: st, Risk: NewRiskClient(risk), Devices: devices, Tracing: OtelTracing{},
 		MinSeverity: minSev, ApprovalExpiry: f.approvalExpiry, ActionTimeout: f.actionTimeout,
-		HeartbeatInterval: f.heartbeatInterval, Logger: env.Logger,
+		HeartbeatInterval: f.heartbeatInterval, Replicated: pg != nil, Logger: env.Logger,
 	})
 	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger, HelloTimeout: f.helloTimeout})
 	s.newConsumer = func() *consumer.Consumer[*riskv1.RiskEvent] {

@@ -345,19 +345,7 @@ func (s *PGStore) AutomationLevels(ctx context.Context) ([]remediation.Automatio
 
 // Agent implements remediation.Store.
 func (s *PGStore) Agent(ctx context.Context, deviceID string) (*remediation.Agent, error) {
-	var data []byte
-	err := s.db.Read().QueryRowContext(ctx, `SELECT data FROM agents WHERE device_id = $1`, deviceID).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%w: agent of device %s", remediation.ErrNotFound, deviceID)
-	}
-	if err != nil {
-		return nil, err
-	}
-	var a remediation.Agent
-	if err := json.Unmarshal(data, &a); err != nil {
-		return nil, err
-	}
-	return &a, nil
+	return getAgent(ctx, s.db.Read(), `SELECT data FROM agents WHERE device_id = $1`, deviceID)
 }
 
 // ListAgents implements remediation.Store.
@@ -479,6 +467,10 @@ func (t *pgStoreTx) PutAutomationLevel(a remediation.AutomationSetting) error {
 		ON CONFLICT (device_group) DO UPDATE SET level = excluded.level, update_unix_nano = excluded.update_unix_nano, updated_by = excluded.updated_by`,
 		a.Group, int32(a.Level), a.UpdateTime.UnixNano(), a.UpdatedBy)
 	return err
+}
+
+func (t *pgStoreTx) Agent(deviceID string) (*remediation.Agent, error) {
+	return getAgent(t.ctx, t.tx, `SELECT data FROM agents WHERE device_id = $1`, deviceID)
 }
 
 func (t *pgStoreTx) PutAgent(a *remediation.Agent) error {

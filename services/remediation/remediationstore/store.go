@@ -426,8 +426,13 @@ func scanAutomationLevels(rows *sql.Rows) ([]remediation.AutomationSetting, erro
 
 // Agent implements remediation.Store.
 func (s *Store) Agent(ctx context.Context, deviceID string) (*remediation.Agent, error) {
+	return getAgent(ctx, s.db.Read(), `SELECT data FROM agents WHERE device_id = ?`, deviceID)
+}
+
+// getAgent reads one agent's record with query (its one argument is the device id).
+func getAgent(ctx context.Context, q querier, query, deviceID string) (*remediation.Agent, error) {
 	var data []byte
-	err := s.db.Read().QueryRowContext(ctx, `SELECT data FROM agents WHERE device_id = ?`, deviceID).Scan(&data)
+	err := q.QueryRowContext(ctx, query, deviceID).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: agent of device %s", remediation.ErrNotFound, deviceID)
 	}
@@ -600,6 +605,10 @@ func (t *storeTx) PutAutomationLevel(a remediation.AutomationSetting) error {
 		ON CONFLICT (device_group) DO UPDATE SET level = excluded.level, update_unix_nano = excluded.update_unix_nano, updated_by = excluded.updated_by`,
 		a.Group, int32(a.Level), a.UpdateTime.UnixNano(), a.UpdatedBy)
 	return err
+}
+
+func (t *storeTx) Agent(deviceID string) (*remediation.Agent, error) {
+	return getAgent(t.ctx, t.tx, `SELECT data FROM agents WHERE device_id = ?`, deviceID)
 }
 
 func (t *storeTx) PutAgent(a *remediation.Agent) error {
