@@ -81,21 +81,36 @@ func (s *Service) connected(deviceID string) bool {
 }
 
 // recordAgent stores connection c's agent record (connected or, at its end, not),
-// unless a newer connection of the device (on another replica) has recorded its
-// own since: an old connection's end must not mark the device's agent disconnected.
+// unless another connection of the device (a newer one, on another replica) holds
+// the record and is open: then c has been replaced, and it is ended as on a local
+// reconnect (Next fails with ErrAborted). So an agent that moved to another replica
+// is not marked disconnected by its old connection's end, and that old connection
+// ends at its next recorded heartbeat. No clocks are compared.
 func (s *Service) recordAgent(ctx context.Context, c *AgentConn, connected bool) error {
 	c.mu.Lock()
 	ag := &Agent{DeviceID: c.DeviceID, Version: c.hello.Version, Hostname: c.hello.Hostname, ConnectTime: c.connected,
-		LastHeartbeat: c.heartbeat, DetectionRoots: c.hello.DetectionRoots, Connected: connected}
+		LastHeartbeat: c.heartbeat, DetectionRoots: c.hello.DetectionRoots, Connected: connected, ConnectionID: c.connID}
 	c.mu.Unlock()
-	return s.store.Update(ctx, func(tx Tx) error {
+	replaced := false
+	err := s.store.Update(ctx, func(tx Tx) error {
+		replaced = false
 		cur, err := tx.Agent(c.DeviceID)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		if cur != nil && cur.ConnectTime.After(ag.ConnectTime) {
+		if cur != nil && cur.Connected && cur.ConnectionID != c.connID {
+			replaced = true
 			return nil
 		}
 		return tx.PutAgent(ag)
 	})
+	if err == nil && replaced {
+		s.mu.Lock()
+		if s.conns[c.DeviceID] == c {
+			delete(s.conns, c.DeviceID)
+			close(c.replaced)
+		}
+		s.mu.Unlock()
+	}
+	return err
 }

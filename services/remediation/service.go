@@ -1095,6 +1095,7 @@ type AgentHello struct {
 type AgentConn struct {
 	DeviceID string
 	id       uint64
+	connID   string // unique across replicas (Agent.ConnectionID)
 
 	mu        sync.Mutex
 	queue     []*Action
@@ -1163,7 +1164,7 @@ func (s *Service) AgentConnect(ctx context.Context, h AgentHello) (*AgentConn, e
 	s.mu.Lock()
 	s.seq++
 	c := &AgentConn{
-		DeviceID: h.DeviceID, id: s.seq, seen: map[string]bool{}, notify: make(chan struct{}, 1),
+		DeviceID: h.DeviceID, id: s.seq, connID: newID("conn-"), seen: map[string]bool{}, notify: make(chan struct{}, 1),
 		replaced: make(chan struct{}), heartbeat: now, recorded: now, connected: now, hello: h,
 	}
 	if old := s.conns[h.DeviceID]; old != nil {
@@ -1172,7 +1173,8 @@ func (s *Service) AgentConnect(ctx context.Context, h AgentHello) (*AgentConn, e
 	s.conns[h.DeviceID] = c
 	s.mu.Unlock()
 	err := s.store.Update(ctx, func(tx Tx) error {
-		return tx.PutAgent(&Agent{DeviceID: h.DeviceID, Version: h.Version, Hostname: h.Hostname, ConnectTime: now, LastHeartbeat: now, DetectionRoots: h.DetectionRoots, Connected: true})
+		return tx.PutAgent(&Agent{DeviceID: h.DeviceID, Version: h.Version, Hostname: h.Hostname, ConnectTime: now, LastHeartbeat: now, DetectionRoots: h.DetectionRoots,
+			Connected: true, ConnectionID: c.connID})
 	})
 	if err != nil {
 		s.AgentDisconnect(context.WithoutCancel(ctx), c)

@@ -332,9 +332,11 @@ type Agent struct {
 	Health        AgentHealth `json:"-"`
 	// DetectionRoots are the folders the agent reported watching in its last hello.
 	DetectionRoots []string `json:"detection_roots,omitempty"`
-	// Connected: the connection that began at ConnectTime was open when this record
-	// was written (at connect, at each recorded heartbeat; false at disconnect).
+	// Connected: connection ConnectionID was open when this record was written (at
+	// connect, at each recorded heartbeat; false at its end).
 	Connected bool `json:"connected,omitempty"`
+	// ConnectionID identifies the connection (on any replica) the record is of.
+	ConnectionID string `json:"connection_id,omitempty"`
 }
 
 // Resolution is an alert waiting to be resolved on the risk service because its

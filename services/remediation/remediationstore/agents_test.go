@@ -2,6 +2,7 @@ package remediationstore_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +26,8 @@ func (c *clock) Add(d time.Duration) {
 // TestAgentHealthAcrossReplicas: with Config.Replicated, a replica lists an agent
 // connected to another one with the health its recorded heartbeats imply; the
 // heartbeats are recorded at most once per interval; when the agent moves to
-// another replica, the end of its old connection does not mark it disconnected.
+// another replica, its old connection is ended as replaced at its next recorded
+// heartbeat, and that connection's end does not mark the agent disconnected.
 func TestAgentHealthAcrossReplicas(t *testing.T) {
 	url := pgtest.URL(t)
 	ctx := context.Background()
@@ -67,16 +69,34 @@ func TestAgentHealthAcrossReplicas(t *testing.T) {
 	b.AgentHeartbeat(ctx, onB)
 	check("a heartbeat within the interval is not recorded", a, remediation.AgentHealthHealthy, t1)
 
-	// The agent reconnects to replica a; then its old connection on b ends.
+	// The agent reconnects to replica a. Its old connection on b is ended at its
+	// next recorded heartbeat, and that changes nothing recorded.
 	clk.Add(every)
 	onA, err := a.AgentConnect(ctx, remediation.AgentHello{DeviceID: "dev-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t2 := clk.Now()
-	clk.Add(time.Second)
+	clk.Add(every)
+	select {
+	case <-onB.Replaced():
+		t.Fatal("the old connection ended before its next recorded heartbeat")
+	default:
+	}
+	b.AgentHeartbeat(ctx, onB)
+	select {
+	case <-onB.Replaced():
+	default:
+		t.Fatal("the old connection was not ended as replaced at its recorded heartbeat")
+	}
+	if _, err := onB.Next(ctx); !errors.Is(err, remediation.ErrAborted) {
+		t.Fatalf("old connection's Next = %v, want ErrAborted", err)
+	}
 	b.AgentDisconnect(ctx, onB)
 	check("the old connection ended on the other replica", b, remediation.AgentHealthHealthy, t2)
+	// The old connection's end, even recorded, yields to the newer open one.
+	a.AgentHeartbeat(ctx, onA)
+	check("the new connection's heartbeat", b, remediation.AgentHealthHealthy, clk.Now())
 	a.AgentDisconnect(ctx, onA)
 	check("the current connection ended", b, remediation.AgentHealthDisconnected, time.Time{})
 }
