@@ -3,7 +3,9 @@ package remediationstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,5 +104,52 @@ func TestPostgresFencedUpdates(t *testing.T) {
 	// An Update without a fence (an RPC's) is not a leader's: it commits on any replica.
 	if err := a.Update(ctx, func(tx remediation.Tx) error { return tx.PutAgent(&remediation.Agent{DeviceID: "d"}) }); err != nil {
 		t.Fatalf("unfenced update: %v", err)
+	}
+}
+
+// TestPostgresReplicasOpenOneInvestigationPerDevice: alerts of one device reach two
+// replicas at once. Every Update on either replica holds the event log's counter row,
+// so the second replica's transaction sees the first's investigation and joins it:
+// no error (no second open investigation refused by the index), and one
+// investigation holding every alert.
+func TestPostgresReplicasOpenOneInvestigationPerDevice(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stores := []*remediationstore.PGStore{openPG(t, url), openPG(t, url)}
+	var svcs []*remediation.Service
+	for _, st := range stores {
+		svcs = append(svcs, remediation.New(remediation.Config{Store: st, Risk: noRisk{}}))
+	}
+	const per = 8
+	errs := make(chan error, 2*per)
+	var wg sync.WaitGroup
+	for r, svc := range svcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				id := fmt.Sprintf("a-%d-%d", r, i)
+				errs <- svc.OnAlert(ctx, &remediation.Alert{ID: id, DeviceID: "dev-1", Severity: remediation.SeverityHigh, Title: "t",
+					Evidence: []remediation.Evidence{{File: &remediation.FileEvidence{Path: "/w/" + id, SHA256: "ab"}}}}, remediation.TraceContext{}, 0)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("OnAlert: %v", err)
+		}
+	}
+	invs, _, err := stores[1].ListInvestigations(ctx, remediation.InvestigationFilter{DeviceID: "dev-1"}, 10, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(invs) != 1 {
+		t.Fatalf("%d investigations of dev-1, want 1", len(invs))
+	}
+	if len(invs[0].AlertIDs) != 2*per || len(invs[0].Actions) != 2*per {
+		t.Fatalf("the investigation has %d alerts and %d actions, want %d of each", len(invs[0].AlertIDs), len(invs[0].Actions), 2*per)
 	}
 }
