@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/pgtest"
+	"github.com/condaccess/condaccess/services/remediation/remediationgrpc"
+	"github.com/condaccess/condaccess/services/remediation/remediationstore"
 )
 
 // TestMigrateRemediation: an embedded install (risk and remediation on SQLite) that
@@ -119,14 +122,28 @@ func TestMigrateRemediation(t *testing.T) {
 	cursor := func() int64 {
 		t.Helper()
 		var rev int64
-		if err := db.QueryRowContext(ctx, `SELECT revision FROM remediation.consumer_cursor`).Scan(&rev); err != nil {
+		if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(revision), -1) FROM remediation.consumer_cursor`).Scan(&rev); err != nil {
 			t.Fatal(err)
 		}
 		return rev
 	}
+	// The cursor as the embedded store kept it (the consumer may have stopped before
+	// its first one: then there is none, on both sides).
+	src, err := remediationstore.Open(ctx, remediationstore.Options{Path: filepath.Join(dir, "remediation", "remediation.db"), Encode: remediationgrpc.EncodeEvent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, ok, err := src.Cursor(ctx)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		want = -1
+	}
 	copied := cursor()
-	if copied == 0 {
-		t.Fatal("the risk event cursor was not copied")
+	if copied != want {
+		t.Fatalf("copied risk event cursor = %d, want the embedded store's %d", copied, want)
 	}
 
 	_, c = start(url)
