@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register("migrate", "copy an embedded install's risk store into PostgreSQL (preview: risk only; stop the service first)", runMigrate)
+	register("migrate", "copy an embedded install's risk and remediation stores into PostgreSQL (preview: compliance and access not yet; stop the services first)", runMigrate)
 }
 
 // runMigrate copies <from-data-dir>/risk/risk.db into the risk schema of --to.
@@ -49,8 +49,11 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "risk: copied %d alerts, %d level versions, %d events (revision %d, history from %d), %d audit events; verified\n",
 		c.Alerts, c.DeviceRiskVersions, c.Events, c.Revision, c.CompactedBefore+1, c.AuditEvents)
+	if err := migrateRemediation(ctx, *from, *to, stdout); err != nil {
+		return err
+	}
 	var skipped []string
-	for _, svc := range []string{"compliance", "access", "remediation"} {
+	for _, svc := range []string{"compliance", "access"} {
 		if _, err := os.Stat(filepath.Join(*from, svc)); err == nil {
 			skipped = append(skipped, svc)
 		} else if !errors.Is(err, os.ErrNotExist) {

@@ -37,7 +37,6 @@ func TestServeRefusesServicesNotOnPostgres(t *testing.T) {
 	}{
 		{"every service", "risk,compliance,access,remediation", "compliance service is not yet supported on PostgreSQL", true},
 		{"access with risk", "risk,access", "access service is not yet supported on PostgreSQL", true},
-		{"remediation with risk", "risk,remediation", "remediation service is not yet supported on PostgreSQL", true},
 		{"risk, database down", "risk", "riskstore: pgdb: connect", false},
 	}
 	for _, tt := range tests {

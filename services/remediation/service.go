@@ -76,8 +76,13 @@ type Config struct {
 	// ResolveRetryMin and ResolveRetryMax bound the backoff of alert resolution
 	// retries (default 500ms and 1m).
 	ResolveRetryMin, ResolveRetryMax time.Duration
-	Now                              func() time.Time
-	Logger                           *slog.Logger
+	// Replicated: several replicas share the store (PostgreSQL). Agents' connection
+	// state and heartbeats (at most one write per agent per HeartbeatInterval) are
+	// then recorded in it, so that every replica lists an agent connected to another
+	// one with its health.
+	Replicated bool
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
 
 // Service is the remediation domain service.
@@ -1090,6 +1095,7 @@ type AgentHello struct {
 type AgentConn struct {
 	DeviceID string
 	id       uint64
+	connID   string // unique across replicas (Agent.ConnectionID)
 
 	mu        sync.Mutex
 	queue     []*Action
@@ -1097,6 +1103,7 @@ type AgentConn struct {
 	notify    chan struct{}
 	replaced  chan struct{}
 	heartbeat time.Time
+	recorded  time.Time // the heartbeat last recorded in the store (Config.Replicated)
 	connected time.Time
 	hello     AgentHello
 }
@@ -1157,8 +1164,8 @@ func (s *Service) AgentConnect(ctx context.Context, h AgentHello) (*AgentConn, e
 	s.mu.Lock()
 	s.seq++
 	c := &AgentConn{
-		DeviceID: h.DeviceID, id: s.seq, seen: map[string]bool{}, notify: make(chan struct{}, 1),
-		replaced: make(chan struct{}), heartbeat: now, connected: now, hello: h,
+		DeviceID: h.DeviceID, id: s.seq, connID: newID("conn-"), seen: map[string]bool{}, notify: make(chan struct{}, 1),
+		replaced: make(chan struct{}), heartbeat: now, recorded: now, connected: now, hello: h,
 	}
 	if old := s.conns[h.DeviceID]; old != nil {
 		close(old.replaced)
@@ -1166,7 +1173,8 @@ func (s *Service) AgentConnect(ctx context.Context, h AgentHello) (*AgentConn, e
 	s.conns[h.DeviceID] = c
 	s.mu.Unlock()
 	err := s.store.Update(ctx, func(tx Tx) error {
-		return tx.PutAgent(&Agent{DeviceID: h.DeviceID, Version: h.Version, Hostname: h.Hostname, ConnectTime: now, LastHeartbeat: now, DetectionRoots: h.DetectionRoots})
+		return tx.PutAgent(&Agent{DeviceID: h.DeviceID, Version: h.Version, Hostname: h.Hostname, ConnectTime: now, LastHeartbeat: now, DetectionRoots: h.DetectionRoots,
+			Connected: true, ConnectionID: c.connID})
 	})
 	if err != nil {
 		s.AgentDisconnect(context.WithoutCancel(ctx), c)
@@ -1199,19 +1207,28 @@ func (s *Service) AgentDisconnect(ctx context.Context, c *AgentConn) {
 	if !current {
 		return
 	}
-	c.mu.Lock()
-	ag := &Agent{DeviceID: c.DeviceID, Version: c.hello.Version, Hostname: c.hello.Hostname, ConnectTime: c.connected, LastHeartbeat: c.heartbeat, DetectionRoots: c.hello.DetectionRoots}
-	c.mu.Unlock()
-	if err := s.store.Update(ctx, func(tx Tx) error { return tx.PutAgent(ag) }); err != nil {
+	if err := s.recordAgent(ctx, c, false); err != nil {
 		s.log.WarnContext(ctx, "recording agent disconnect", "device_id", c.DeviceID, "err", err)
 	}
 }
 
-// AgentHeartbeat records a heartbeat.
-func (s *Service) AgentHeartbeat(c *AgentConn) {
+// AgentHeartbeat records a heartbeat (in the store too, at most once per
+// HeartbeatInterval, when Config.Replicated).
+func (s *Service) AgentHeartbeat(ctx context.Context, c *AgentConn) {
+	now := s.now()
 	c.mu.Lock()
-	c.heartbeat = s.now()
+	c.heartbeat = now
+	due := s.cfg.Replicated && now.Sub(c.recorded) >= s.cfg.HeartbeatInterval
+	if due {
+		c.recorded = now
+	}
 	c.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := s.recordAgent(ctx, c, true); err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "recording agent heartbeat", "device_id", c.DeviceID, "err", err)
+	}
 }
 
 // ActionSent records that an action was sent to its agent: QUEUED becomes SENT, and
@@ -1308,7 +1325,14 @@ func (s *Service) ListAgents(ctx context.Context, pageSize int, token string) ([
 	for _, a := range agents {
 		c := s.conns[a.DeviceID]
 		if c == nil {
+			// Connected to another replica: its recorded heartbeat tells.
 			a.Health = AgentHealthDisconnected
+			if s.cfg.Replicated && a.Connected {
+				a.Health = AgentHealthHealthy
+				if now.Sub(a.LastHeartbeat) > 3*s.cfg.HeartbeatInterval {
+					a.Health = AgentHealthStale
+				}
+			}
 			continue
 		}
 		c.mu.Lock()

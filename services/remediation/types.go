@@ -332,6 +332,11 @@ type Agent struct {
 	Health        AgentHealth `json:"-"`
 	// DetectionRoots are the folders the agent reported watching in its last hello.
 	DetectionRoots []string `json:"detection_roots,omitempty"`
+	// Connected: connection ConnectionID was open when this record was written (at
+	// connect, at each recorded heartbeat; false at its end).
+	Connected bool `json:"connected,omitempty"`
+	// ConnectionID identifies the connection (on any replica) the record is of.
+	ConnectionID string `json:"connection_id,omitempty"`
 }
 
 // Resolution is an alert waiting to be resolved on the risk service because its
@@ -423,6 +428,8 @@ type Tx interface {
 	RelinkAlert(alertID, investigationID string) error
 	PutAutomationLevel(s AutomationSetting) error
 	PutAgent(a *Agent) error
+	// Agent returns the agent of a device as stored; ErrNotFound.
+	Agent(deviceID string) (*Agent, error)
 	AddResolution(r Resolution) error
 	DeleteResolution(alertID string) error
 	SetCursor(rev int64) error

@@ -22,6 +22,7 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/remediation"
 	"github.com/condaccess/condaccess/services/remediation/remediationgrpc"
@@ -62,7 +63,11 @@ func ParseSeverity(s string) (remediation.Severity, error) {
 	return remediation.Severity(v), nil
 }
 
-// New implements suite.Factory.
+// SupportsPostgres implements suite.PostgresReady.
+func (*Factory) SupportsPostgres() {}
+
+// New implements suite.Factory: it opens <DataDir>/remediation.db, or the schema
+// remediation of env.DatabaseURL when set.
 func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
 	minSev, err := ParseSeverity(f.minSeverity)
 	if err != nil {
@@ -71,14 +76,26 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	if env.Peers.Risk == "" {
 		return nil, errors.New("remediation needs the risk service: set --risk-addr")
 	}
-	st, err := remediationstore.Open(ctx, remediationstore.Options{
-		Path: filepath.Join(env.DataDir, "remediation.db"), Encode: remediationgrpc.EncodeEvent,
-		Retention: f.retention, ProgressInterval: f.progressInterval, Logger: env.Logger,
-	})
+	var st remediation.Store
+	var pg *remediationstore.PGStore
+	if env.DatabaseURL != "" {
+		pg, err = remediationstore.OpenPG(ctx, remediationstore.PGOptions{
+			URL: env.DatabaseURL, Encode: remediationgrpc.EncodeEvent,
+			Retention: f.retention, ProgressInterval: f.progressInterval,
+			CompactInterval: -1, // compaction runs on the lease's holder only (runLeader)
+			Logger:          env.Logger,
+		})
+		st = pg
+	} else {
+		st, err = remediationstore.Open(ctx, remediationstore.Options{
+			Path: filepath.Join(env.DataDir, "remediation.db"), Encode: remediationgrpc.EncodeEvent,
+			Retention: f.retention, ProgressInterval: f.progressInterval, Logger: env.Logger,
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
-	s := &service{store: st}
+	s := &service{store: st, log: env.Logger}
 	riskConn, err := env.Dial(env.Peers.Risk)
 	if err != nil {
 		st.Close()
@@ -99,35 +116,136 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	s.svc = remediation.New(remediation.Config{
 		Store: st, Risk: NewRiskClient(risk), Devices: devices, Tracing: OtelTracing{},
 		MinSeverity: minSev, ApprovalExpiry: f.approvalExpiry, ActionTimeout: f.actionTimeout,
-		HeartbeatInterval: f.heartbeatInterval, Logger: env.Logger,
+		HeartbeatInterval: f.heartbeatInterval, Replicated: pg != nil, Logger: env.Logger,
 	})
 	s.grpc = remediationgrpc.New(remediationgrpc.Config{Service: s.svc, Store: st, Logger: env.Logger, HelloTimeout: f.helloTimeout})
-	s.consumer = NewConsumer(s.svc, st, risk, minSev, env.Logger, func(c *consumer.Config[*riskv1.RiskEvent]) {
-		if env.Health != nil {
-			c.Health, c.HealthName = env.Health, remediationv1.RemediationService_ServiceDesc.ServiceName
-		}
-	})
+	s.newConsumer = func() *consumer.Consumer[*riskv1.RiskEvent] {
+		return NewConsumer(s.svc, st, risk, minSev, env.Logger, func(c *consumer.Config[*riskv1.RiskEvent]) {
+			if env.Health != nil {
+				c.Health, c.HealthName = env.Health, remediationv1.RemediationService_ServiceDesc.ServiceName
+			}
+		})
+	}
+	if pg == nil {
+		return &sqliteService{s}, nil
+	}
+	s.pg = pg
+	s.lease = pg.Lease(lease.PGOptions{Name: LeaderLease, Duration: env.LeaseDuration, Logger: env.Logger})
 	return s, nil
 }
 
+// LeaderLease is the lease whose holder runs the remediation service's once-only
+// work on PostgreSQL: the risk event consumer, approval expiry and result timeouts,
+// alert resolution retries, event log compaction.
+const LeaderLease = "remediation-leader"
+
 type service struct {
-	store    *remediationstore.Store
-	svc      *remediation.Service
-	grpc     *remediationgrpc.Server
-	consumer *consumer.Consumer[*riskv1.RiskEvent]
-	conns    []*grpc.ClientConn
-	once     sync.Once
+	store       remediation.Store
+	svc         *remediation.Service
+	grpc        *remediationgrpc.Server
+	newConsumer func() *consumer.Consumer[*riskv1.RiskEvent]
+	conns       []*grpc.ClientConn
+	once        sync.Once
+	log         *slog.Logger
+
+	// On PostgreSQL only.
+	pg    *remediationstore.PGStore
+	lease *lease.PG
 }
+
+// sqliteService is the service on the SQLite store: it is suite.Audited.
+type sqliteService struct{ *service }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { remediationgrpc.Register(r, s.grpc) }
 
+// Run does the background work until ctx ends. On SQLite (one process) it runs the
+// risk event consumer and the service's timers and retries. On PostgreSQL every
+// replica watches the store's event log for the changes other replicas commit
+// (actions for the agents connected here, deadlines, resolutions), and the
+// replica holding the lease runs the once-only work, fenced by the lease's token.
 func (s *service) Run(ctx context.Context) error {
+	if s.pg == nil {
+		s.runLeader(ctx)
+		return nil
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.watchChanges(ctx) }()
+	_ = s.lease.Run(ctx, func(ctx context.Context, token int64) error {
+		s.runLeader(remediationstore.WithFence(ctx, s.lease, token))
+		return nil
+	})
+	wg.Wait()
+	return nil
+}
+
+// runLeader runs the consumer, the timers and the retries until ctx ends (on
+// PostgreSQL: until the leadership ends; ctx then fences every Update they make).
+func (s *service) runLeader(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = s.svc.Run(ctx) }()
-	go func() { defer wg.Done(); _ = s.consumer.Run(ctx) }()
+	go func() { defer wg.Done(); _ = s.newConsumer().Run(ctx) }()
+	if s.pg != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.compact(ctx) }()
+	}
 	wg.Wait()
-	return nil
+}
+
+// compactInterval is how often the leader compacts the event log (eventlog's default).
+const compactInterval = time.Minute
+
+func (s *service) compact(ctx context.Context) {
+	tk := time.NewTicker(compactInterval)
+	defer tk.Stop()
+	for {
+		if err := s.pg.Compact(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("remediation: compaction failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+	}
+}
+
+// watchChanges follows the store's event log from its head and hands every change
+// to Service.Observe, so that an action another replica queued reaches the agent
+// connected here. When the watch fails it waits, then reads the head, redelivers
+// the pending actions of the agents connected here (changes may have been missed)
+// and watches again from that head.
+func (s *service) watchChanges(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		head, err := s.pg.Head(ctx)
+		if err == nil {
+			if err = s.svc.Redeliver(ctx); err == nil {
+				err = s.pg.Watch(ctx, head, func(rev int64, payload []byte) error {
+					backoff = 100 * time.Millisecond
+					c, err := remediationgrpc.DecodeChange(payload)
+					if err != nil {
+						s.log.Error("remediation: undecodable event in the log, skipped", "revision", rev, "err", err)
+						return nil
+					}
+					return s.svc.Observe(ctx, c)
+				}, func(int64) error { return nil })
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("remediation: watching the event log for other replicas' changes failed, retrying", "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 func (s *service) Close() error {
@@ -279,5 +397,6 @@ func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.Ris
 	return consumer.New(cfg)
 }
 
-// Audit implements suite.Audited.
-func (s *service) Audit() *audit.Log { return s.store.Audit() }
+// Audit implements suite.Audited (SQLite only: AuditService does not list the
+// audit events the PostgreSQL store records yet).
+func (s *sqliteService) Audit() *audit.Log { return s.store.(*remediationstore.Store).Audit() }

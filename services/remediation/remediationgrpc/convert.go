@@ -1,6 +1,7 @@
 package remediationgrpc
 
 import (
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -182,3 +183,16 @@ func AlertFromProto(a *riskv1.Alert) *remediation.Alert {
 
 // TraceFromProto converts a trace context.
 func TraceFromProto(t *commonv1.TraceContext) remediation.TraceContext { return traceFromProto(t) }
+
+// DecodeChange reads what a replica needs (remediation.Service.Observe) of an
+// event payload written by EncodeEvent.
+func DecodeChange(payload []byte) (remediation.Change, error) {
+	ev := &remediationv1.InvestigationEvent{}
+	if err := proto.Unmarshal(payload, ev); err != nil {
+		return remediation.Change{}, fmt.Errorf("decode investigation event: %w", err)
+	}
+	if a := ev.GetActionChanged().GetAction(); a != nil {
+		return remediation.Change{ActionID: a.GetActionId(), DeviceID: a.GetDeviceId(), ActionState: remediation.ActionState(a.GetState())}, nil
+	}
+	return remediation.Change{InvestigationState: remediation.InvestigationState(ev.GetInvestigationChanged().GetInvestigation().GetState())}, nil
+}

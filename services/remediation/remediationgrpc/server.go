@@ -346,9 +346,9 @@ func (s *Server) Connect(stream grpc.BidiStreamingServer[remediationv1.ConnectRe
 			}
 			switch k := m.GetKind().(type) {
 			case *remediationv1.ConnectRequest_Heartbeat:
-				s.svc.AgentHeartbeat(conn)
+				s.svc.AgentHeartbeat(ctx, conn)
 			case *remediationv1.ConnectRequest_Result:
-				s.svc.AgentHeartbeat(conn)
+				s.svc.AgentHeartbeat(ctx, conn)
 				_, err := s.svc.ReportResult(ctx, deviceID, resultFromProto(k.Result))
 				switch {
 				case errors.Is(err, remediation.ErrPermissionDenied):

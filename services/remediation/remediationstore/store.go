@@ -326,6 +326,12 @@ func pageBySeq[T any](ctx context.Context, db *sql.DB, table string, where []str
 	if err != nil {
 		return nil, "", err
 	}
+	return scanSeqPage(rows, size, decode)
+}
+
+// scanSeqPage reads rows of (seq, data), newest first, decoding each data with
+// decode; the next page token names the last row's seq when there are more than size.
+func scanSeqPage[T any](rows *sql.Rows, size int, decode func([]byte) (T, error)) ([]T, string, error) {
 	defer rows.Close()
 	var out []T
 	var seqs []int64
@@ -400,6 +406,10 @@ func (s *Store) AutomationLevels(ctx context.Context) ([]remediation.AutomationS
 	if err != nil {
 		return nil, err
 	}
+	return scanAutomationLevels(rows)
+}
+
+func scanAutomationLevels(rows *sql.Rows) ([]remediation.AutomationSetting, error) {
 	defer rows.Close()
 	var out []remediation.AutomationSetting
 	for rows.Next() {
@@ -416,8 +426,13 @@ func (s *Store) AutomationLevels(ctx context.Context) ([]remediation.AutomationS
 
 // Agent implements remediation.Store.
 func (s *Store) Agent(ctx context.Context, deviceID string) (*remediation.Agent, error) {
+	return getAgent(ctx, s.db.Read(), `SELECT data FROM agents WHERE device_id = ?`, deviceID)
+}
+
+// getAgent reads one agent's record with query (its one argument is the device id).
+func getAgent(ctx context.Context, q querier, query, deviceID string) (*remediation.Agent, error) {
 	var data []byte
-	err := s.db.Read().QueryRowContext(ctx, `SELECT data FROM agents WHERE device_id = ?`, deviceID).Scan(&data)
+	err := q.QueryRowContext(ctx, query, deviceID).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: agent of device %s", remediation.ErrNotFound, deviceID)
 	}
@@ -446,6 +461,12 @@ func (s *Store) ListAgents(ctx context.Context, size int, token string) ([]*reme
 	if err != nil {
 		return nil, "", err
 	}
+	return scanAgentPage(rows, size)
+}
+
+// scanAgentPage reads agents' data rows by device id; the next page token names
+// the last device when there are more than size.
+func scanAgentPage(rows *sql.Rows, size int) ([]*remediation.Agent, string, error) {
 	defer rows.Close()
 	var out []*remediation.Agent
 	for rows.Next() {
@@ -476,6 +497,10 @@ func (s *Store) PendingResolutions(ctx context.Context) ([]remediation.Resolutio
 	if err != nil {
 		return nil, err
 	}
+	return scanResolutions(rows)
+}
+
+func scanResolutions(rows *sql.Rows) ([]remediation.Resolution, error) {
 	defer rows.Close()
 	var out []remediation.Resolution
 	for rows.Next() {
@@ -582,6 +607,10 @@ func (t *storeTx) PutAutomationLevel(a remediation.AutomationSetting) error {
 	return err
 }
 
+func (t *storeTx) Agent(deviceID string) (*remediation.Agent, error) {
+	return getAgent(t.ctx, t.tx, `SELECT data FROM agents WHERE device_id = ?`, deviceID)
+}
+
 func (t *storeTx) PutAgent(a *remediation.Agent) error {
 	data, err := json.Marshal(a)
 	if err != nil {
@@ -617,12 +646,18 @@ func (t *storeTx) Emit(ev remediation.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
+	_, err = t.s.log.Append(t.tx, eventOf(ev, payload))
+	return err
+}
+
+// eventOf is the log entry of an event: type "action" keyed by the action's id, or
+// "investigation" keyed by the investigation's.
+func eventOf(ev remediation.Event, payload []byte) eventlog.Event {
 	typ, key := "investigation", ""
 	if ev.Action != nil {
 		typ, key = "action", ev.Action.ID
 	} else if ev.Investigation != nil {
 		key = ev.Investigation.ID
 	}
-	_, err = t.s.log.Append(t.tx, eventlog.Event{Type: typ, Key: key, Payload: payload, TraceParent: ev.Trace.TraceParent, TraceState: ev.Trace.TraceState, Time: ev.Time})
-	return err
+	return eventlog.Event{Type: typ, Key: key, Payload: payload, TraceParent: ev.Trace.TraceParent, TraceState: ev.Trace.TraceState, Time: ev.Time}
 }

@@ -430,6 +430,27 @@ func testAgents(t *testing.T, s remediation.Store) {
 	if _, err := s.Agent(ctx, "nope"); !errors.Is(err, remediation.ErrNotFound) {
 		t.Errorf("Agent(unknown) = %v, want ErrNotFound", err)
 	}
+	// The transaction reads its own write; an unknown agent is ErrNotFound there too.
+	connected := &remediation.Agent{DeviceID: "d4", Version: "v", ConnectTime: t0, LastHeartbeat: t0.Add(time.Second), Connected: true}
+	put(t, s, func(tx remediation.Tx) error {
+		if _, err := tx.Agent("d4"); !errors.Is(err, remediation.ErrNotFound) {
+			t.Errorf("tx.Agent(unknown) = %v, want ErrNotFound", err)
+		}
+		if err := tx.PutAgent(connected); err != nil {
+			return err
+		}
+		got, err := tx.Agent("d4")
+		if err != nil {
+			return err
+		}
+		if d := cmp.Diff(connected, got); d != "" {
+			t.Errorf("tx.Agent(d4) after PutAgent (-want +got):\n%s", d)
+		}
+		return nil
+	})
+	if a, err := s.Agent(ctx, "d4"); err != nil || !a.Connected {
+		t.Errorf("Agent(d4) = %+v, %v; want it connected", a, err)
+	}
 }
 
 func testResolutions(t *testing.T, s remediation.Store) {
