@@ -82,6 +82,10 @@ type User struct {
 	DisplayName     string
 	Disabled        bool
 	EmergencyAccess bool
+	// ExternalID is the user's identifier at the identity provider (the value of the
+	// token's user claim); "" = none. Unique in the directory: a user with one is
+	// matched from a token only by it.
+	ExternalID string
 	// GroupIDs and TransitiveGroupIDs are output only (membership is set on groups).
 	GroupIDs, TransitiveGroupIDs []string
 	CreateTime, UpdateTime       time.Time
