@@ -43,7 +43,7 @@ func (s *Service) CreateUser(ctx context.Context, u *access.User) (*access.User,
 	defer s.wmu.Unlock()
 	now := s.now()
 	nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess,
-		CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
+		ExternalID: u.ExternalID, CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
 	if err := s.store.CreateUser(ctx, nu); err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func (s *Service) ListUsers(ctx context.Context, token string, limit int) ([]*ac
 }
 
 // UpdateUser applies the fields of u named by mask (display_name, disabled or
-// its alias enabled, emergency_access).
+// its alias enabled, emergency_access, external_id).
 func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string) (*access.User, error) {
 	for i, p := range mask {
 		if p == "enabled" {
@@ -83,7 +83,7 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 			mask[i] = "disabled"
 		}
 	}
-	f, err := maskFields(mask, "display_name", "disabled", "emergency_access")
+	f, err := maskFields(mask, "display_name", "disabled", "emergency_access", "external_id")
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +102,9 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	}
 	if f["emergency_access"] {
 		nu.EmergencyAccess = u.EmergencyAccess
+	}
+	if f["external_id"] {
+		nu.ExternalID = u.ExternalID
 	}
 	now := s.now()
 	nu.UpdateTime, nu.Etag = now, s.etag(now)
@@ -376,7 +379,7 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 	}
 	var users []*access.User
 	for _, u := range d.Users {
-		nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, Etag: et}
+		nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, ExternalID: u.ExternalID, Etag: et}
 		nu.CreateTime, nu.UpdateTime = stamp(u.ID, func() (time.Time, bool) {
 			if c := s.model.Users[u.ID]; c != nil {
 				return c.CreateTime, true
@@ -385,6 +388,9 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 		})
 		next.Users[nu.ID] = nu
 		users = append(users, nu)
+	}
+	if err := externalIDsUnique(next, d.Users); err != nil {
+		return ImportStats{}, err
 	}
 	var groups []*access.Group
 	for _, g := range d.Groups {
@@ -438,6 +444,35 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 	s.model = next
 	s.rebuild()
 	return ImportStats{int64(len(users)), int64(len(groups)), int64(len(appList))}, nil
+}
+
+// externalIDsUnique checks that no two users of the directory an import results in
+// (next) share an external id: a clash with a user outside the import is
+// ALREADY_EXISTS, one inside it INVALID_ARGUMENT naming the imported user.
+func externalIDsUnique(next *access.Model, imported []*access.User) error {
+	pos := make(map[string]int, len(imported))
+	for i, u := range imported {
+		pos[u.ID] = i
+	}
+	holder := map[string]string{}
+	for _, u := range next.Users {
+		if u.ExternalID == "" {
+			continue
+		}
+		other, clash := holder[u.ExternalID]
+		if !clash {
+			holder[u.ExternalID] = u.ID
+			continue
+		}
+		i, iok := pos[u.ID]
+		j, jok := pos[other]
+		if iok && jok {
+			return access.Invalid(fmt.Sprintf("users[%d].external_id", max(i, j)), "users %q and %q of the import share external id %q",
+				imported[min(i, j)].ID, imported[max(i, j)].ID, u.ExternalID)
+		}
+		return fmt.Errorf("%w: external id %q would be held by users %q and %q", access.ErrAlreadyExists, u.ExternalID, min(u.ID, other), max(u.ID, other))
+	}
+	return nil
 }
 
 // cycleAnywhere finds a membership cycle in the whole graph (iterative colouring).

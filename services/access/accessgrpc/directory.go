@@ -199,6 +199,13 @@ func (d *directoryServer) ImportDirectory(stream accessv1.DirectoryService_Impor
 			if err := dup("user", u.GetUserId(), chunk, i, "users"); err != nil {
 				return toStatus(err)
 			}
+			if ext := u.GetExternalId(); ext != "" {
+				field := fmt.Sprintf("chunk[%d].users[%d].external_id", chunk, i)
+				if where, ok := seen["external_id\x00"+ext]; ok {
+					return toStatus(access.Invalid(field, "duplicate external id %q (first at %s)", ext, where))
+				}
+				seen["external_id\x00"+ext] = field
+			}
 			dir.Users = append(dir.Users, userFromProto(u))
 		}
 		for i, g := range req.GetGroups() {
