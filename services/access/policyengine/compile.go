@@ -35,7 +35,7 @@ type cuser struct {
 	groups    span   // transitive groups, sorted, in dirIndex.userGroups
 	disabled  bool
 	emergency bool
-	external  bool // has an ExternalID
+	external  bool  // has an ExternalID
 	ninline   uint8 // when groups.n <= userInline, the groups are also in inline
 	inline    [userInline]int32
 }
