@@ -93,9 +93,9 @@ func TestAuthzTokenUserAndGroups(t *testing.T) {
 		{name: "directory exclusion exempts", groupsClaim: "groups", app: "crm", sub: "dave", wantAllow: true, wantReason: "ALLOWED", wantUser: "dave"},
 		{name: "attack: token claims the excluded group", groupsClaim: "groups", app: "crm", sub: "bob", groups: []string{"break-glass"},
 			wantReason: "BLOCKED_BY_POLICY", wantUser: "bob", wantGroups: []string{"break-glass"}},
-		{name: "without --oidc-groups-claim token groups are ignored", groupsClaim: "", app: "hr", sub: "bob", groups: []string{"contractors"},
+		{name: "without --access-token-groups token groups are ignored", groupsClaim: "", app: "hr", sub: "bob", groups: []string{"contractors"},
 			wantAllow: true, wantReason: "ALLOWED", wantUser: "bob"},
-		{name: "attack without --oidc-groups-claim: excluded group in the token", groupsClaim: "", app: "crm", sub: "bob", groups: []string{"break-glass"},
+		{name: "attack without --access-token-groups: excluded group in the token", groupsClaim: "", app: "crm", sub: "bob", groups: []string{"break-glass"},
 			wantReason: "BLOCKED_BY_POLICY", wantUser: "bob"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
