@@ -176,6 +176,11 @@ type DeviceCompliance struct {
 	// compliance feed's device_changed events): GRANT_CONTROL_REGISTERED_DEVICE.
 	OwnerUserID       string
 	RegisteredUserIDs []string
+	// UsersListed says OwnerUserID, RegisteredUserIDs and Platform come from a
+	// listing that carries them (DeviceCompliance.enrollment): a resync replaces the
+	// known ones even with none. False: the message did not say; keep the known ones.
+	// Not stored.
+	UsersListed bool
 }
 
 // Session is a user's access to an application from a device.
