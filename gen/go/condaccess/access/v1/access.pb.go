@@ -4202,7 +4202,7 @@ type EvaluateAccessResponse struct {
 	// token_subject is the value of the verified token's user claim (--oidc-user-claim),
 	// when the user was proven by a token.
 	TokenSubject string `protobuf:"bytes,14,opt,name=token_subject,json=tokenSubject,proto3" json:"token_subject,omitempty"`
-	// token_issuer is the verified token's issuer ("pomerium" for a Pomerium assertion).
+	// token_issuer is the verified token's iss claim (for a Pomerium assertion, Pomerium's).
 	TokenIssuer string `protobuf:"bytes,15,opt,name=token_issuer,json=tokenIssuer,proto3" json:"token_issuer,omitempty"`
 	// token_groups are the groups of the verified token's groups claim
 	// (--oidc-groups-claim) that are directory groups and were used for the policies'
@@ -4696,7 +4696,7 @@ type SignIn struct {
 	// token_subject is the value of the verified token's user claim; user_id is the
 	// directory user it resolved to (empty when none).
 	TokenSubject string `protobuf:"bytes,16,opt,name=token_subject,json=tokenSubject,proto3" json:"token_subject,omitempty"`
-	// token_issuer is the verified token's issuer ("pomerium" for a Pomerium assertion).
+	// token_issuer is the verified token's iss claim (for a Pomerium assertion, Pomerium's).
 	TokenIssuer string `protobuf:"bytes,17,opt,name=token_issuer,json=tokenIssuer,proto3" json:"token_issuer,omitempty"`
 	// token_groups are the token's groups that counted for include_groups.
 	TokenGroups   []string `protobuf:"bytes,18,rep,name=token_groups,json=tokenGroups,proto3" json:"token_groups,omitempty"`

@@ -1964,7 +1964,7 @@ export type EvaluateAccessResponse = Message<"condaccess.access.v1.EvaluateAcces
   tokenSubject: string;
 
   /**
-   * token_issuer is the verified token's issuer ("pomerium" for a Pomerium assertion).
+   * token_issuer is the verified token's iss claim (for a Pomerium assertion, Pomerium's).
    *
    * @generated from field: string token_issuer = 15;
    */
@@ -2272,7 +2272,7 @@ export type SignIn = Message<"condaccess.access.v1.SignIn"> & {
   tokenSubject: string;
 
   /**
-   * token_issuer is the verified token's issuer ("pomerium" for a Pomerium assertion).
+   * token_issuer is the verified token's iss claim (for a Pomerium assertion, Pomerium's).
    *
    * @generated from field: string token_issuer = 17;
    */
