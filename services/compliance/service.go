@@ -618,6 +618,9 @@ func (s *Service) ListDeviceCompliance(ctx context.Context, f ComplianceFilter) 
 	return cs, rev, nil
 }
 
+// enrollmentPage is how many devices fillEnrollments reads at a time.
+var enrollmentPage = 1000
+
 // fillEnrollments sets the Enrollment of each of cs (sorted by device id, all after
 // after) from the devices in the same id range.
 func (s *Service) fillEnrollments(ctx context.Context, cs []*DeviceCompliance, after string) error {
@@ -629,7 +632,7 @@ func (s *Service) fillEnrollments(ctx context.Context, cs []*DeviceCompliance, a
 		byID[c.DeviceID] = c
 	}
 	last := cs[len(cs)-1].DeviceID
-	const page = 1000
+	page := enrollmentPage
 	for {
 		ds, err := s.st.ListDevices(ctx, DeviceFilter{After: after, Limit: page, IncludeRetired: true})
 		if err != nil {
