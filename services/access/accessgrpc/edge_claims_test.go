@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -100,8 +101,22 @@ func TestAuthzTokenUserAndGroups(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := worlds[tt.groupsClaim]
-			resp := w.authz(t, "ep", edgeCase{app: tt.app, token: tok(w, tt.sub, tt.groups...), xff: []string{"203.0.113.9"}})
+			token := tok(w, tt.sub, tt.groups...)
+			resp := w.authz(t, "ep", edgeCase{app: tt.app, token: token, xff: []string{"203.0.113.9"}})
 			resp.Body.Close()
+			// Envoy's Check decides the same.
+			cr := must(w.h.authz.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+				Source: &authv3.AttributeContext_Peer{Address: sockAddr("127.0.0.1")},
+				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Headers: map[string]string{
+					"authorization": "Bearer " + token, "x-application-id": tt.app, "x-envoy-external-address": "203.0.113.9"}}},
+			}}))
+			hv := cr.GetDeniedResponse().GetHeaders()
+			if codes.Code(cr.GetStatus().GetCode()) == codes.OK {
+				hv = cr.GetOkResponse().GetHeaders()
+			}
+			if (codes.Code(cr.GetStatus().GetCode()) == codes.OK) != tt.wantAllow || headerValue(hv, accessgrpc.ReasonHeader) != tt.wantReason {
+				t.Errorf("Check = %v %s, want allow %v %s", cr.GetStatus(), headerValue(hv, accessgrpc.ReasonHeader), tt.wantAllow, tt.wantReason)
+			}
 			wantCode := http.StatusForbidden
 			if tt.wantAllow {
 				wantCode = http.StatusOK
