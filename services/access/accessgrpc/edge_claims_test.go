@@ -2,9 +2,11 @@ package accessgrpc_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -13,6 +15,7 @@ import (
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
 	"github.com/condaccess/condaccess/services/access/edgeid"
 	"github.com/condaccess/condaccess/services/access/edgeid/edgeidtest"
@@ -28,7 +31,12 @@ func newClaimsWorld(t *testing.T, groupsClaim string) *edgeWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.h = start(t, options{headers: accessgrpc.DefaultHeaders, httpWrap: callerWrap, edge: &accessgrpc.Edge{Tokens: tv, TrustedHops: 1}})
+	refs, err := accesscore.NewBlockedRefs(newKey(t), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.h = start(t, options{headers: accessgrpc.DefaultHeaders, httpWrap: callerWrap, edge: &accessgrpc.Edge{Tokens: tv, TrustedHops: 1,
+		BlockedRefs: refs, ConsoleURL: func() string { return "http://console.test" }}})
 	ctx := context.Background()
 	h := w.h
 	for _, u := range []*accessv1.User{
@@ -144,6 +152,25 @@ func TestAuthzTokenUserAndGroups(t *testing.T) {
 					si.GetUserId(), si.GetTokenSubject(), si.GetTokenIssuer(), si.GetTokenGroups(), si.GetUserProof(), tt.wantUser, tt.sub, tt.wantGroups)
 			}
 		})
+	}
+}
+
+// TestBlockedPageKeepsTokenGroups: the end user's page re-evaluates a block with the
+// token groups the decision counted, so a block that came from them is not shown as
+// restored.
+func TestBlockedPageKeepsTokenGroups(t *testing.T) {
+	w := newClaimsWorld(t, "groups")
+	token := w.issuer.Token(map[string]any{"sub": "bob", "aud": "condaccess", "groups": []string{"contractors"}})
+	resp := w.authz(t, "ep", edgeCase{app: "hr", token: token, xff: []string{"203.0.113.9"}})
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := helpLink.FindStringSubmatch(string(body))
+	if resp.StatusCode != http.StatusForbidden || m == nil {
+		t.Fatalf("GET /authz = %d, body:\n%s", resp.StatusCode, body)
+	}
+	st := must(w.h.acc.GetBlockedStatus(context.Background(), &accessv1.GetBlockedStatusRequest{Ref: m[1]})).GetStatus()
+	if st.GetRestored() {
+		t.Fatalf("a block from a token group shows as restored: %v", st)
 	}
 }
 
