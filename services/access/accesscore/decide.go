@@ -3,6 +3,7 @@ package accesscore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -91,6 +92,12 @@ func (s *Service) Decide(ctx context.Context, r *pe.Request, o DecideOptions, tr
 		r.UserID, r.TokenGroups = "", o.TokenGroups
 		if uid, ok := snap.ResolveTokenUser(o.TokenSubject); ok {
 			r.UserID = uid
+			// The lockout guard proves from the directory that no enabled policy
+			// can block an emergency-access account; token groups must not
+			// undo that.
+			if len(r.TokenGroups) > 0 && (snap.EmergencyAccess(uid) || slices.Contains(s.cfg.EmergencyAccounts, uid)) {
+				r.TokenGroups = nil
+			}
 		} else if o.Block == nil {
 			o.Block = &pe.Reason{Code: pe.CodeUnknownUser, Message: msgTokenUserUnknown}
 		}

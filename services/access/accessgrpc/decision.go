@@ -98,8 +98,8 @@ func (s *Server) run(ctx context.Context, r *pe.Request, o accesscore.DecideOpti
 		d.resp.UserId = r.UserID
 		if o.TokenSubject != "" {
 			d.resp.TokenSubject, d.resp.TokenIssuer = o.TokenSubject, o.TokenIssuer
-			if len(o.TokenGroups) > 0 {
-				d.resp.TokenGroups = s.svc.Snapshot().DirectoryGroups(o.TokenGroups)
+			if len(r.TokenGroups) > 0 { // as Decide left them
+				d.resp.TokenGroups = s.svc.Snapshot().DirectoryGroups(r.TokenGroups)
 			}
 		}
 		d.src = signInSource{client: client, resp: &d.resp, identErr: identErr}

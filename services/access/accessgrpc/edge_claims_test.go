@@ -35,7 +35,7 @@ func newClaimsWorld(t *testing.T, groupsClaim string) *edgeWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.h = start(t, options{headers: accessgrpc.DefaultHeaders, httpWrap: callerWrap, edge: &accessgrpc.Edge{Tokens: tv, TrustedHops: 1,
+	w.h = start(t, options{headers: accessgrpc.DefaultHeaders, httpWrap: callerWrap, emergency: []string{"ops"}, edge: &accessgrpc.Edge{Tokens: tv, TrustedHops: 1,
 		BlockedRefs: refs, ConsoleURL: func() string { return "http://console.test" }}})
 	ctx := context.Background()
 	h := w.h
@@ -44,6 +44,8 @@ func newClaimsWorld(t *testing.T, groupsClaim string) *edgeWorld {
 		{UserId: "ceo", DisplayName: "CEO", ExternalId: "00u-ceo"},
 		{UserId: "bob", DisplayName: "Bob"},
 		{UserId: "dave", DisplayName: "Dave"},
+		{UserId: "root", DisplayName: "Break glass", EmergencyAccess: true},
+		{UserId: "ops", DisplayName: "Ops (--access-emergency-accounts)"},
 	} {
 		must(h.dir.CreateUser(ctx, &accessv1.CreateUserRequest{User: u}))
 	}
@@ -57,7 +59,7 @@ func newClaimsWorld(t *testing.T, groupsClaim string) *edgeWorld {
 			Users: &accessv1.UserAssignment{IncludeGroups: []string{"contractors"}}, Applications: &accessv1.ApplicationAssignment{Include: []string{"hr"}},
 			GrantControls: &accessv1.GrantControls{Block: true}},
 		{PolicyId: "crm-break-glass-only", DisplayName: "CRM: block all but break-glass", State: accessv1.PolicyState_POLICY_STATE_ENABLED,
-			Users: &accessv1.UserAssignment{All: true, ExcludeGroups: []string{"break-glass"}}, Applications: &accessv1.ApplicationAssignment{Include: []string{"crm"}},
+			Users: &accessv1.UserAssignment{All: true, ExcludeGroups: []string{"break-glass"}, ExcludeUsers: []string{"root", "ops"}}, Applications: &accessv1.ApplicationAssignment{Include: []string{"crm"}},
 			GrantControls: &accessv1.GrantControls{Block: true}},
 	} {
 		must(h.pol.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: p}))
@@ -99,6 +101,12 @@ func TestAuthzTokenUserAndGroups(t *testing.T) {
 			wantReason: "BLOCKED_BY_POLICY", wantUser: "bob", wantGroups: []string{"contractors"}},
 		{name: "token group through an external id", groupsClaim: "groups", app: "hr", sub: "00u-alice", groups: []string{"contractors"},
 			wantReason: "BLOCKED_BY_POLICY", wantUser: "alice", wantGroups: []string{"contractors"}},
+		// The lockout guard's proof (no enabled policy can block an emergency
+		// account) holds on directory groups: token groups do not count for them.
+		{name: "attack: token group on an emergency-access user", groupsClaim: "groups", app: "hr", sub: "root", groups: []string{"contractors"},
+			wantAllow: true, wantReason: "ALLOWED", wantUser: "root"},
+		{name: "attack: token group on an --access-emergency-accounts user", groupsClaim: "groups", app: "hr", sub: "ops", groups: []string{"contractors"},
+			wantAllow: true, wantReason: "ALLOWED", wantUser: "ops"},
 		{name: "directory exclusion exempts", groupsClaim: "groups", app: "crm", sub: "dave", wantAllow: true, wantReason: "ALLOWED", wantUser: "dave"},
 		{name: "attack: token claims the excluded group", groupsClaim: "groups", app: "crm", sub: "bob", groups: []string{"break-glass"},
 			wantReason: "BLOCKED_BY_POLICY", wantUser: "bob", wantGroups: []string{"break-glass"}},

@@ -289,6 +289,12 @@ func (s *Snapshot) ResolveTokenUser(claim string) (userID string, ok bool) {
 	return "", false
 }
 
+// EmergencyAccess reports whether userID is a directory user marked EmergencyAccess.
+func (s *Snapshot) EmergencyAccess(userID string) bool {
+	u, ok := s.dir.userIdx[userID]
+	return ok && s.dir.users[u].emergency
+}
+
 // DirectoryGroups returns the ids of gs that are directory groups, in order
 // (nil when none).
 func (s *Snapshot) DirectoryGroups(gs []string) []string {
