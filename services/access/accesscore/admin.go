@@ -108,12 +108,21 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	}
 	now := s.now()
 	nu.UpdateTime, nu.Etag = now, s.etag(now)
-	// Disabling a user revokes its sessions, in the same store write.
-	revoke := nu.Disabled && !cur.Disabled
+	// Disabling a user revokes its sessions, in the same store write; so does
+	// changing or removing its external id (the sessions were opened for the
+	// identity-provider account it named).
+	reason := ""
+	switch {
+	case nu.Disabled && !cur.Disabled:
+		reason = ReasonUserDisabled
+	case cur.ExternalID != "" && nu.ExternalID != cur.ExternalID:
+		reason = ReasonUserExternalIDChanged
+	}
+	revoke := reason != ""
 	var ls []*access.LiveSession
 	var revs []access.Revocation
 	if revoke {
-		ls, revs = s.userRevocations(ctx, nu.ID, ReasonUserDisabled)
+		ls, revs = s.userRevocations(ctx, nu.ID, reason)
 	}
 	if err := s.store.UpdateUser(ctx, &nu, u.Etag, revs); err != nil {
 		return nil, err
@@ -121,7 +130,7 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	s.model.Users[nu.ID] = &nu
 	s.rebuild()
 	if revoke {
-		if err := s.revokedUser(ctx, nu.ID, ReasonUserDisabled, ls); err != nil {
+		if err := s.revokedUser(ctx, nu.ID, reason, ls); err != nil {
 			return nil, err
 		}
 	}
@@ -145,6 +154,8 @@ func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
 const (
 	ReasonUserDisabled = "USER_DISABLED"
 	ReasonUserDeleted  = "USER_DELETED"
+	// ReasonUserExternalIDChanged: the user's external id was changed or removed.
+	ReasonUserExternalIDChanged = "USER_EXTERNAL_ID_CHANGED"
 )
 
 // userRevocations returns the user's active sessions and their revocations, with
