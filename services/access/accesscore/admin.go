@@ -69,6 +69,12 @@ func (s *Service) GetUser(ctx context.Context, id string) (*access.User, error) 
 	return s.withGroups(u), nil
 }
 
+// UserByExternalID returns the user whose external id is ext, from the store
+// (without groups), or ErrNotFound.
+func (s *Service) UserByExternalID(ctx context.Context, ext string) (*access.User, error) {
+	return s.store.UserByExternalID(ctx, ext)
+}
+
 // ListUsers lists users by id.
 func (s *Service) ListUsers(ctx context.Context, token string, limit int) ([]*access.User, string, error) {
 	return s.store.ListUsers(ctx, token, limit)

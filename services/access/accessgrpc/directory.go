@@ -36,6 +36,16 @@ func (d *directoryServer) GetUser(ctx context.Context, req *accessv1.GetUserRequ
 }
 
 func (d *directoryServer) ListUsers(ctx context.Context, req *accessv1.ListUsersRequest) (*accessv1.ListUsersResponse, error) {
+	if ext := req.GetExternalId(); ext != "" {
+		u, err := d.s.svc.UserByExternalID(ctx, ext)
+		switch {
+		case errors.Is(err, access.ErrNotFound):
+			return &accessv1.ListUsersResponse{}, nil
+		case err != nil:
+			return nil, toStatus(err)
+		}
+		return &accessv1.ListUsersResponse{Users: []*accessv1.User{userToProto(u)}}, nil
+	}
 	us, next, err := d.s.svc.ListUsers(ctx, req.GetPageToken(), pageSize(req.GetPageSize(), 100))
 	if err != nil {
 		return nil, toStatus(err)

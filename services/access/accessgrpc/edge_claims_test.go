@@ -227,6 +227,16 @@ func TestExternalIDAdmin(t *testing.T) {
 			t.Errorf("ResolveTokenUser(%q) = %q, want %q", claim, u, want)
 		}
 	}
+	// ListUsers by external id: the user a sign-in's token_subject names.
+	for ext, want := range map[string][]string{"00u-alice": {"bob"}, "00u-nobody": nil, "alice": nil} {
+		var got []string
+		for _, u := range must(h.dir.ListUsers(ctx, &accessv1.ListUsersRequest{ExternalId: ext})).GetUsers() {
+			got = append(got, u.GetUserId())
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("ListUsers(external_id %q) = %v, want %v", ext, got, want)
+		}
+	}
 	// An import swapping external ids between the users it writes.
 	must(importDir(ctx, h, &accessv1.ImportDirectoryRequest{Users: []*accessv1.User{
 		{UserId: "alice", DisplayName: "A", ExternalId: "00u-alice"}, {UserId: "bob", DisplayName: "B", ExternalId: "00u-bob"}}}))
