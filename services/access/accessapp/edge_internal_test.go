@@ -34,7 +34,7 @@ func TestTokenGroupsFlag(t *testing.T) {
 			if err := fs.Parse(append([]string{"--oidc-issuer", is.URL, "--oidc-audience", "condaccess"}, tt.args...)); err != nil {
 				t.Fatal(err)
 			}
-			e, err := f.edge(suite.Env{})
+			e, err := f.edge(suite.Env{DataDir: t.TempDir()})
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("edge: %v, want error %v", err, tt.wantErr)
 			}
