@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
@@ -462,4 +463,23 @@ func TestNginxForwardAuth(t *testing.T) {
 		}
 		return false, fmt.Sprint(len(r.GetSignIns()), " verified sign-ins")
 	})
+
+	// Bound to an identity-provider id, alice is reached only through it: a token
+	// whose subject merely equals her user id is UNKNOWN_USER.
+	if _, err := accessv1.NewDirectoryServiceClient(s.conn).UpdateUser(context.Background(), &accessv1.UpdateUserRequest{User: &accessv1.User{UserId: "alice", ExternalId: "00u-alice"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"external_id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		sub        string
+		wantCode   int
+		wantReason string
+	}{
+		{"00u-alice", http.StatusOK, "GRANTED_BY_POLICY"},
+		{"alice", http.StatusForbidden, "UNKNOWN_USER"},
+	} {
+		if code, reason := get(t, devA, "/payroll/", is.Token(map[string]any{"sub": tt.sub, "aud": "condaccess"}), nil); code != tt.wantCode || reason != tt.wantReason {
+			t.Errorf("token subject %q after binding alice to 00u-alice: %d %s, want %d %s", tt.sub, code, reason, tt.wantCode, tt.wantReason)
+		}
+	}
 }

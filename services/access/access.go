@@ -82,6 +82,10 @@ type User struct {
 	DisplayName     string
 	Disabled        bool
 	EmergencyAccess bool
+	// ExternalID is the user's identifier at the identity provider (the value of the
+	// token's user claim); "" = none. Unique in the directory: a user with one is
+	// matched from a token only by it.
+	ExternalID string
 	// GroupIDs and TransitiveGroupIDs are output only (membership is set on groups).
 	GroupIDs, TransitiveGroupIDs []string
 	CreateTime, UpdateTime       time.Time
@@ -172,6 +176,11 @@ type DeviceCompliance struct {
 	// compliance feed's device_changed events): GRANT_CONTROL_REGISTERED_DEVICE.
 	OwnerUserID       string
 	RegisteredUserIDs []string
+	// UsersListed says OwnerUserID, RegisteredUserIDs and Platform come from a
+	// listing that carries them (DeviceCompliance.enrollment): a resync replaces the
+	// known ones even with none. False: the message did not say; keep the known ones.
+	// Not stored.
+	UsersListed bool
 }
 
 // Session is a user's access to an application from a device.

@@ -13,6 +13,10 @@ type Store interface {
 	CreateUser(ctx context.Context, u *User) error
 	// GetUser fills GroupIDs with the user's direct groups.
 	GetUser(ctx context.Context, id string) (*User, error)
+	// UserByExternalID returns the user whose ExternalID is ext (without GroupIDs),
+	// or ErrNotFound. CreateUser, UpdateUser and ImportDirectory fail with
+	// ErrAlreadyExists when another user has the same non-empty ExternalID.
+	UserByExternalID(ctx context.Context, ext string) (*User, error)
 	ListUsers(ctx context.Context, pageToken string, limit int) ([]*User, string, error)
 	// UpdateUser replaces the user's mutable fields, UpdateTime and Etag, and
 	// applies revs (as RevokeSessions) in the same transaction.

@@ -358,6 +358,17 @@ type DeviceCompliance struct {
 	NextEvaluateTime time.Time      `json:"next_evaluate_time,omitzero"`
 	// Revision is the compliance event revision of the last change.
 	Revision int64 `json:"revision"`
+	// Enrollment is the device's platform and users, filled by ListDeviceCompliance
+	// (not stored with the compliance state).
+	Enrollment *Enrollment `json:"-"`
+}
+
+// Enrollment is what the inventory says about a device that access decisions use.
+type Enrollment struct {
+	Platform          Platform
+	OwnerUserID       string
+	RegisteredUserIDs []string
+	Retired           bool
 }
 
 // Event is a change the service publishes, appended in the transaction that makes it.

@@ -598,12 +598,59 @@ func (s *Service) GetDeviceCompliance(ctx context.Context, deviceID string) (*De
 	return s.st.GetCompliance(ctx, deviceID)
 }
 
-// ListDeviceCompliance lists device compliance and the revision the page reflects.
+// ListDeviceCompliance lists device compliance and the revision the page reflects,
+// each with its device's Enrollment (platform and users), so that a consumer
+// resyncing from a listing learns who each device belongs to. The enrollments are
+// read after the page: a device change in between is newer than the revision, and a
+// consumer that watches from the revision applies it again (device_changed carries
+// the whole device), ending at the same state.
 func (s *Service) ListDeviceCompliance(ctx context.Context, f ComplianceFilter) ([]*DeviceCompliance, int64, error) {
 	if f.State != StateUnspecified && !f.State.Valid() {
 		return nil, 0, invalid("state", "unknown compliance state %d", f.State)
 	}
-	return s.st.ListCompliance(ctx, f)
+	cs, rev, err := s.st.ListCompliance(ctx, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := s.fillEnrollments(ctx, cs, f.After); err != nil {
+		return nil, 0, err
+	}
+	return cs, rev, nil
+}
+
+// enrollmentPage is how many devices fillEnrollments reads at a time.
+var enrollmentPage = 1000
+
+// fillEnrollments sets the Enrollment of each of cs (sorted by device id, all after
+// after) from the devices in the same id range.
+func (s *Service) fillEnrollments(ctx context.Context, cs []*DeviceCompliance, after string) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	byID := make(map[string]*DeviceCompliance, len(cs))
+	for _, c := range cs {
+		byID[c.DeviceID] = c
+	}
+	last := cs[len(cs)-1].DeviceID
+	page := enrollmentPage
+	for {
+		ds, err := s.st.ListDevices(ctx, DeviceFilter{After: after, Limit: page, IncludeRetired: true})
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			if d.ID > last {
+				return nil
+			}
+			if c := byID[d.ID]; c != nil {
+				c.Enrollment = &Enrollment{Platform: d.Platform, OwnerUserID: d.OwnerUserID, RegisteredUserIDs: d.RegisteredUserIDs, Retired: d.Retired}
+			}
+		}
+		if len(ds) < page {
+			return nil
+		}
+		after = ds[len(ds)-1].ID
+	}
 }
 
 func newID() string {

@@ -57,6 +57,7 @@ type Factory struct {
 	oidcAudience    string
 	oidcUserClaim   string
 	oidcGroupsClaim string
+	tokenGroups     bool
 	oidcMFAMethods  string
 	pomeriumJWKS    string
 	trustHeaders    bool
@@ -100,8 +101,9 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "required aud of OIDC tokens (required with --oidc-issuer)")
-	fs.StringVar(&f.oidcUserClaim, "oidc-user-claim", edgeid.DefaultUserClaim, "token claim whose value is the directory user id")
-	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "", "token claim with the user's groups: parsed, not used for decisions (group membership comes from the directory)")
+	fs.StringVar(&f.oidcUserClaim, "oidc-user-claim", edgeid.DefaultUserClaim, "token claim naming the user: a directory user's external_id, or the user id of a user that has no external_id (an external_id wins; a user with one is never matched by its user id)")
+	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "", "token claim with the user's groups (console sign-in roles; with --access-token-groups also decisions)")
+	fs.BoolVar(&f.tokenGroups, "access-token-groups", false, "count the groups of a verified token's --oidc-groups-claim (directory group ids, with the groups enclosing them) for policies' include_groups at the enforcement points; never for exclude_groups. Off: policies see directory groups only")
 	fs.StringVar(&f.oidcMFAMethods, "oidc-mfa-methods", strings.Join(edgeid.DefaultMFAMethods, ","), "amr values that satisfy GRANT_CONTROL_MFA")
 	fs.StringVar(&f.pomeriumJWKS, "pomerium-jwks-url", "", "JWKS URL that verifies Pomerium's X-Pomerium-Jwt-Assertion (empty: not accepted)")
 	fs.BoolVar(&f.trustHeaders, "access-trust-headers", false, "let authenticated enforcement points assert x-user-id / x-device-id / x-mfa-done when they forward no token or certificate (recorded as PROOF_ASSERTED_BY_CALLER); development mode always does")
@@ -117,6 +119,9 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 	if f.trustedHops < 0 {
 		return e, fmt.Errorf("--access-trusted-proxy-hops must not be negative")
 	}
+	if f.tokenGroups && f.oidcGroupsClaim == "" {
+		return e, fmt.Errorf("--access-token-groups needs --oidc-groups-claim")
+	}
 	if len(f.oidcIssuers) > 0 || f.pomeriumJWKS != "" {
 		var methods []string
 		for _, m := range strings.Split(f.oidcMFAMethods, ",") {
@@ -124,8 +129,12 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 				methods = append(methods, m)
 			}
 		}
+		groups := ""
+		if f.tokenGroups {
+			groups = f.oidcGroupsClaim
+		}
 		tv, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: f.oidcIssuers, Audience: f.oidcAudience, UserClaim: f.oidcUserClaim,
-			GroupsClaim: f.oidcGroupsClaim, MFAMethods: methods, PomeriumJWKSURL: f.pomeriumJWKS})
+			GroupsClaim: groups, MFAMethods: methods, PomeriumJWKSURL: f.pomeriumJWKS})
 		if err != nil {
 			return e, fmt.Errorf("--oidc-issuer: %w", err)
 		}

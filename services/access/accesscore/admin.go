@@ -43,7 +43,7 @@ func (s *Service) CreateUser(ctx context.Context, u *access.User) (*access.User,
 	defer s.wmu.Unlock()
 	now := s.now()
 	nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess,
-		CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
+		ExternalID: u.ExternalID, CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
 	if err := s.store.CreateUser(ctx, nu); err != nil {
 		return nil, err
 	}
@@ -69,13 +69,19 @@ func (s *Service) GetUser(ctx context.Context, id string) (*access.User, error) 
 	return s.withGroups(u), nil
 }
 
+// UserByExternalID returns the user whose external id is ext, from the store
+// (without groups), or ErrNotFound.
+func (s *Service) UserByExternalID(ctx context.Context, ext string) (*access.User, error) {
+	return s.store.UserByExternalID(ctx, ext)
+}
+
 // ListUsers lists users by id.
 func (s *Service) ListUsers(ctx context.Context, token string, limit int) ([]*access.User, string, error) {
 	return s.store.ListUsers(ctx, token, limit)
 }
 
 // UpdateUser applies the fields of u named by mask (display_name, disabled or
-// its alias enabled, emergency_access).
+// its alias enabled, emergency_access, external_id).
 func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string) (*access.User, error) {
 	for i, p := range mask {
 		if p == "enabled" {
@@ -83,7 +89,7 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 			mask[i] = "disabled"
 		}
 	}
-	f, err := maskFields(mask, "display_name", "disabled", "emergency_access")
+	f, err := maskFields(mask, "display_name", "disabled", "emergency_access", "external_id")
 	if err != nil {
 		return nil, err
 	}
@@ -103,14 +109,26 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	if f["emergency_access"] {
 		nu.EmergencyAccess = u.EmergencyAccess
 	}
+	if f["external_id"] {
+		nu.ExternalID = u.ExternalID
+	}
 	now := s.now()
 	nu.UpdateTime, nu.Etag = now, s.etag(now)
-	// Disabling a user revokes its sessions, in the same store write.
-	revoke := nu.Disabled && !cur.Disabled
+	// Disabling a user revokes its sessions, in the same store write; so does
+	// changing or removing its external id (the sessions were opened for the
+	// identity-provider account it named).
+	reason := ""
+	switch {
+	case nu.Disabled && !cur.Disabled:
+		reason = ReasonUserDisabled
+	case cur.ExternalID != "" && nu.ExternalID != cur.ExternalID:
+		reason = ReasonUserExternalIDChanged
+	}
+	revoke := reason != ""
 	var ls []*access.LiveSession
 	var revs []access.Revocation
 	if revoke {
-		ls, revs = s.userRevocations(ctx, nu.ID, ReasonUserDisabled)
+		ls, revs = s.userRevocations(ctx, nu.ID, reason)
 	}
 	if err := s.store.UpdateUser(ctx, &nu, u.Etag, revs); err != nil {
 		return nil, err
@@ -118,7 +136,7 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	s.model.Users[nu.ID] = &nu
 	s.rebuild()
 	if revoke {
-		if err := s.revokedUser(ctx, nu.ID, ReasonUserDisabled, ls); err != nil {
+		if err := s.revokedUser(ctx, nu.ID, reason, ls); err != nil {
 			return nil, err
 		}
 	}
@@ -142,6 +160,8 @@ func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
 const (
 	ReasonUserDisabled = "USER_DISABLED"
 	ReasonUserDeleted  = "USER_DELETED"
+	// ReasonUserExternalIDChanged: the user's external id was changed or removed.
+	ReasonUserExternalIDChanged = "USER_EXTERNAL_ID_CHANGED"
 )
 
 // userRevocations returns the user's active sessions and their revocations, with
@@ -376,7 +396,7 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 	}
 	var users []*access.User
 	for _, u := range d.Users {
-		nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, Etag: et}
+		nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, ExternalID: u.ExternalID, Etag: et}
 		nu.CreateTime, nu.UpdateTime = stamp(u.ID, func() (time.Time, bool) {
 			if c := s.model.Users[u.ID]; c != nil {
 				return c.CreateTime, true
@@ -385,6 +405,9 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 		})
 		next.Users[nu.ID] = nu
 		users = append(users, nu)
+	}
+	if err := externalIDsUnique(next, d.Users); err != nil {
+		return ImportStats{}, err
 	}
 	var groups []*access.Group
 	for _, g := range d.Groups {
@@ -438,6 +461,35 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 	s.model = next
 	s.rebuild()
 	return ImportStats{int64(len(users)), int64(len(groups)), int64(len(appList))}, nil
+}
+
+// externalIDsUnique checks that no two users of the directory an import results in
+// (next) share an external id: a clash with a user outside the import is
+// ALREADY_EXISTS, one inside it INVALID_ARGUMENT naming the imported user.
+func externalIDsUnique(next *access.Model, imported []*access.User) error {
+	pos := make(map[string]int, len(imported))
+	for i, u := range imported {
+		pos[u.ID] = i
+	}
+	holder := map[string]string{}
+	for _, u := range next.Users {
+		if u.ExternalID == "" {
+			continue
+		}
+		other, clash := holder[u.ExternalID]
+		if !clash {
+			holder[u.ExternalID] = u.ID
+			continue
+		}
+		i, iok := pos[u.ID]
+		j, jok := pos[other]
+		if iok && jok {
+			return access.Invalid(fmt.Sprintf("users[%d].external_id", max(i, j)), "users %q and %q of the import share external id %q",
+				imported[min(i, j)].ID, imported[max(i, j)].ID, u.ExternalID)
+		}
+		return fmt.Errorf("%w: external id %q would be held by users %q and %q", access.ErrAlreadyExists, u.ExternalID, min(u.ID, other), max(u.ID, other))
+	}
+	return nil
 }
 
 // cycleAnywhere finds a membership cycle in the whole graph (iterative colouring).

@@ -33,6 +33,9 @@ type BlockedSignIn struct {
 	IP       netip.Addr `json:"i,omitzero"`
 	MFADone  bool       `json:"m,omitempty"`
 	Time     time.Time  `json:"t"`
+	// TokenGroups are the token's directory groups the decision counted
+	// (Request.TokenGroups), so that the page's re-evaluation sees them too.
+	TokenGroups []string `json:"g,omitempty"`
 }
 
 // blockedRefAAD binds the sealed references to their purpose.
@@ -155,7 +158,7 @@ type BlockedStatus struct {
 // policy names, reason codes or alert ids. appName also looks up the application's
 // display name.
 func (s *Service) BlockedStatus(ctx context.Context, b BlockedSignIn, appName bool) BlockedStatus {
-	r := pe.Request{UserID: b.UserID, DeviceID: b.DeviceID, AppID: b.AppID, IP: b.IP, MFADone: b.MFADone, OnlyApplied: true}
+	r := pe.Request{UserID: b.UserID, DeviceID: b.DeviceID, AppID: b.AppID, IP: b.IP, MFADone: b.MFADone, TokenGroups: b.TokenGroups, OnlyApplied: true}
 	var res pe.Result
 	s.Evaluate(&r, &res)
 	st := BlockedStatus{DeviceID: b.DeviceID, Time: b.Time, Restored: res.Decision == pe.DecisionAllow}

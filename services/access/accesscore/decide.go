@@ -3,6 +3,7 @@ package accesscore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -61,7 +62,18 @@ type DecideOptions struct {
 	// Block, when set, is the decision's only reason: the request is blocked
 	// without evaluating the policies (an identity that failed verification).
 	Block *pe.Reason
+	// TokenSubject, when set, is the verified token's user claim: Decide resolves
+	// it to the directory user (Snapshot.ResolveTokenUser, on the snapshot it
+	// decides with) into the request's UserID, and blocks with UNKNOWN_USER when it
+	// names none. TokenIssuer is the token's issuer (recorded).
+	TokenSubject, TokenIssuer string
+	// TokenGroups are the verified token's groups (Request.TokenGroups).
+	TokenGroups []string
 }
+
+// msgTokenUserUnknown is the reason message of a token whose user claim matches no
+// directory user.
+const msgTokenUserUnknown = "the token's user matches no directory user (by external_id, or by user_id for a user without one)"
 
 // SignInIDSetter is implemented by a decision's wire response that carries
 // the sign-in id: Decide sets it before the sign-in is enqueued.
@@ -75,13 +87,28 @@ type SignInIDSetter interface{ SetSignInID(id string) }
 func (s *Service) Decide(ctx context.Context, r *pe.Request, o DecideOptions, traceID string, build func(res *pe.Result, sessionID, traceID string) any) any {
 	res := s.results.Get().(*pe.Result)
 	now := time.Now()
+	snap := s.snap.Load()
+	if o.TokenSubject != "" {
+		r.UserID, r.TokenGroups = "", o.TokenGroups
+		if uid, ok := snap.ResolveTokenUser(o.TokenSubject); ok {
+			r.UserID = uid
+			// The lockout guard proves from the directory that no enabled policy
+			// can block an emergency-access account; token groups must not
+			// undo that.
+			if len(r.TokenGroups) > 0 && (snap.EmergencyAccess(uid) || slices.Contains(s.cfg.EmergencyAccounts, uid)) {
+				r.TokenGroups = nil
+			}
+		} else if o.Block == nil {
+			o.Block = &pe.Reason{Code: pe.CodeUnknownUser, Message: msgTokenUserUnknown}
+		}
+	}
 	if o.Block != nil {
 		res.Reset()
-		res.SnapshotVersion = s.snap.Load().Version()
+		res.SnapshotVersion = snap.Version()
 		res.Decision = pe.DecisionBlock
 		res.Reasons = append(res.Reasons, *o.Block)
 	} else {
-		s.snap.Load().EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
+		snap.EvaluateIn(r, s.devices.Load(), s.Feed(now), res)
 		s.blockRevoked(r, res)
 	}
 	sid := ""

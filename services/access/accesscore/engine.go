@@ -15,7 +15,7 @@ func engineDirectory(m *access.Model) pe.Directory {
 		Applications: make([]pe.Application, len(d.Applications)),
 	}
 	for i, u := range d.Users {
-		out.Users[i] = pe.User{ID: u.ID, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess}
+		out.Users[i] = pe.User{ID: u.ID, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, ExternalID: u.ExternalID}
 	}
 	for i, g := range d.Groups {
 		out.Groups[i] = pe.Group{ID: g.ID, MemberUsers: g.MemberUserIDs, MemberGroups: g.MemberGroupIDs}

@@ -120,9 +120,9 @@ func (s *Service) Resync(ctx context.Context, devs []*access.DeviceCompliance, r
 			if d.Platform == 0 {
 				d.Platform = access.Platform(cur.Platform)
 			}
-			// The compliance listing does not carry the device's users: keep
-			// what device_changed events said.
-			if d.OwnerUserID == "" && len(d.RegisteredUserIDs) == 0 {
+			// A listing from a compliance service that does not carry the
+			// device's users (older): keep what device_changed events said.
+			if !d.UsersListed {
 				d.OwnerUserID, d.RegisteredUserIDs = cur.Owner, cur.RegisteredUsers
 			}
 		}

@@ -670,6 +670,8 @@ func TestRestartResumes(t *testing.T) {
 	h.stop()
 
 	h2 := start(t, options{dbPath: path, compliance: fc})
+	// Until its feed runs, a service treats the stored states as stale (fail closed).
+	eventually(t, "the restarted feed running", func() bool { return h2.svc.FeedStatus().Running })
 	if r := evaluate(t, h2, "u-1", "dev-1", "payroll"); r.GetDecision() != allow || r.GetSessionId() != sid {
 		t.Fatalf("after restart: %v session %q, want ALLOW in session %q", codesOf(r), r.GetSessionId(), sid)
 	}

@@ -25,12 +25,12 @@ func tm(p *timestamppb.Timestamp) time.Time {
 }
 
 func userToProto(u *access.User) *accessv1.User {
-	return &accessv1.User{UserId: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess,
+	return &accessv1.User{UserId: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess, ExternalId: u.ExternalID,
 		GroupIds: u.GroupIDs, TransitiveGroupIds: u.TransitiveGroupIDs, CreateTime: ts(u.CreateTime), UpdateTime: ts(u.UpdateTime), Etag: u.Etag}
 }
 
 func userFromProto(p *accessv1.User) *access.User {
-	return &access.User{ID: p.GetUserId(), DisplayName: p.GetDisplayName(), Disabled: p.GetDisabled(), EmergencyAccess: p.GetEmergencyAccess(), Etag: p.GetEtag()}
+	return &access.User{ID: p.GetUserId(), DisplayName: p.GetDisplayName(), Disabled: p.GetDisabled(), EmergencyAccess: p.GetEmergencyAccess(), ExternalID: p.GetExternalId(), Etag: p.GetEtag()}
 }
 
 func groupToProto(g *access.Group) *accessv1.Group {

@@ -95,6 +95,13 @@ func (s *Server) run(ctx context.Context, r *pe.Request, o accesscore.DecideOpti
 		d.fill(res)
 		d.resp.SessionId, d.resp.TraceId = sid, traceID
 		d.resp.UserProof, d.resp.DeviceProof, d.resp.EnforcementPoint = accessv1.Proof(o.UserProof), accessv1.Proof(o.DeviceProof), ep
+		d.resp.UserId = r.UserID
+		if o.TokenSubject != "" {
+			d.resp.TokenSubject, d.resp.TokenIssuer = o.TokenSubject, o.TokenIssuer
+			if len(r.TokenGroups) > 0 { // as Decide left them
+				d.resp.TokenGroups = s.svc.Snapshot().DirectoryGroups(r.TokenGroups)
+			}
+		}
 		d.src = signInSource{client: client, resp: &d.resp, identErr: identErr}
 		return &d.src
 	})
@@ -112,9 +119,11 @@ func EncodeSignIn(dst []byte, _ *access.SignIn, src any) []byte {
 	rec.Client, rec.Reasons, rec.Policies = s.client, s.resp.GetReasons(), s.resp.GetPolicies()
 	rec.ComplianceState = s.resp.GetDeviceCompliance().GetState()
 	rec.UserProof, rec.DeviceProof, rec.EnforcementPoint, rec.IdentityError = s.resp.GetUserProof(), s.resp.GetDeviceProof(), s.resp.GetEnforcementPoint(), s.identErr
+	rec.TokenSubject, rec.TokenIssuer, rec.TokenGroups = s.resp.GetTokenSubject(), s.resp.GetTokenIssuer(), s.resp.GetTokenGroups()
 	out, err := proto.MarshalOptions{}.MarshalAppend(dst, rec)
 	rec.Client, rec.Reasons, rec.Policies = nil, nil, nil
 	rec.UserProof, rec.DeviceProof, rec.EnforcementPoint, rec.IdentityError = 0, 0, "", ""
+	rec.TokenSubject, rec.TokenIssuer, rec.TokenGroups = "", "", nil
 	signInRecs.Put(rec)
 	if err != nil {
 		return dst

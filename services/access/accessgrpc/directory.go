@@ -36,6 +36,16 @@ func (d *directoryServer) GetUser(ctx context.Context, req *accessv1.GetUserRequ
 }
 
 func (d *directoryServer) ListUsers(ctx context.Context, req *accessv1.ListUsersRequest) (*accessv1.ListUsersResponse, error) {
+	if ext := req.GetExternalId(); ext != "" {
+		u, err := d.s.svc.UserByExternalID(ctx, ext)
+		switch {
+		case errors.Is(err, access.ErrNotFound):
+			return &accessv1.ListUsersResponse{}, nil
+		case err != nil:
+			return nil, toStatus(err)
+		}
+		return &accessv1.ListUsersResponse{Users: []*accessv1.User{userToProto(u)}}, nil
+	}
 	us, next, err := d.s.svc.ListUsers(ctx, req.GetPageToken(), pageSize(req.GetPageSize(), 100))
 	if err != nil {
 		return nil, toStatus(err)
@@ -198,6 +208,13 @@ func (d *directoryServer) ImportDirectory(stream accessv1.DirectoryService_Impor
 		for i, u := range req.GetUsers() {
 			if err := dup("user", u.GetUserId(), chunk, i, "users"); err != nil {
 				return toStatus(err)
+			}
+			if ext := u.GetExternalId(); ext != "" {
+				field := fmt.Sprintf("chunk[%d].users[%d].external_id", chunk, i)
+				if where, ok := seen["external_id\x00"+ext]; ok {
+					return toStatus(access.Invalid(field, "duplicate external id %q (first at %s)", ext, where))
+				}
+				seen["external_id\x00"+ext] = field
 			}
 			dir.Users = append(dir.Users, userFromProto(u))
 		}

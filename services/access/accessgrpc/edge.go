@@ -145,7 +145,9 @@ func (s *Server) resolve(ctx context.Context, f *forwarded, caller auth.Identity
 			id.opts.UserProof, tokenErr = access.ProofNone, "user token: "+err.Error()
 			break
 		}
-		id.req.UserID, id.req.MFADone, id.opts.UserProof = c.User, c.MFA, access.ProofVerifiedToken
+		// The claim is resolved to a directory user by Decide (external id first).
+		id.opts.TokenSubject, id.opts.TokenIssuer, id.opts.TokenGroups = c.User, c.Issuer, c.Groups
+		id.req.MFADone, id.opts.UserProof = c.MFA, access.ProofVerifiedToken
 	case trusted && f.get(s.headers.User) != "":
 		id.req.UserID, id.opts.UserProof = f.get(s.headers.User), access.ProofAssertedByCaller
 		if s.headers.MFA != "" {
@@ -177,7 +179,7 @@ func (s *Server) resolve(ctx context.Context, f *forwarded, caller auth.Identity
 	case certErr != "":
 		id.err = clip(certErr)
 		id.opts.Block = &pe.Reason{Code: ReasonDeviceCertificateInvalid, Message: "the device certificate failed verification"}
-	case id.req.UserID == "":
+	case id.req.UserID == "" && id.opts.TokenSubject == "":
 		id.opts.Block = &pe.Reason{Code: ReasonUserTokenMissing, Message: "no verified user token was presented"}
 	}
 	if len(id.req.UserID) > 128 || len(id.req.DeviceID) > 128 {

@@ -35,7 +35,8 @@ func BenchmarkEdgeResolve(b *testing.B) {
 			for k, v := range tt.hdr {
 				r.Header.Set(k, v)
 			}
-			if id := s.resolve(ctx, forwardedFromHTTP(r, DefaultCertHeader), ep, time.Now()); id.req.UserID != tt.want || id.opts.Block != nil {
+			// A token's user is its subject here (Decide resolves it to the directory user).
+			if id := s.resolve(ctx, forwardedFromHTTP(r, DefaultCertHeader), ep, time.Now()); max(id.req.UserID, id.opts.TokenSubject) != tt.want || id.opts.Block != nil {
 				b.Fatalf("resolve: %+v", id)
 			}
 			b.ReportAllocs()

@@ -67,10 +67,18 @@ func (s *Server) enforce(ctx context.Context, f *forwarded) outcome {
 	}
 	if !o.allow && o.signIn != "" && s.edge.HelpURL == "" && s.edge.BlockedRefs != nil {
 		o.ref, _ = s.edge.BlockedRefs.Seal(accesscore.BlockedSignIn{SignInID: o.signIn, UserID: id.req.UserID, DeviceID: id.req.DeviceID,
-			AppID: id.req.AppID, IP: id.req.IP, MFADone: id.req.MFADone, Time: time.Now().UTC()})
+			AppID: id.req.AppID, IP: id.req.IP, MFADone: id.req.MFADone, TokenGroups: resp.GetTokenGroups(), Time: time.Now().UTC()})
+		if len(o.ref) > maxBlockedRef {
+			// Too many token groups for a link (GetBlockedStatus takes 2048
+			// characters): the page shows the sign-in id only.
+			o.ref = ""
+		}
 	}
 	return o
 }
+
+// maxBlockedRef is the longest reference GetBlockedStatus accepts.
+const maxBlockedRef = 2048
 
 // blockedBody is the end user's 403 page: a short message and the reference (the
 // sign-in id), with a link to the help page when configured. No policy names or

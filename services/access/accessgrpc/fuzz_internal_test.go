@@ -51,8 +51,12 @@ func checkIdentity(t *testing.T, id identity, hadToken, hadCert bool) {
 	if id.opts.DeviceProof == access.ProofVerifiedCertificate && !hadCert {
 		t.Fatalf("verified device without a certificate")
 	}
-	if id.opts.Block == nil && (id.req.UserID == "" || len(id.req.UserID) > 128) {
+	// A verified token leaves the user to Decide (its claim is resolved there).
+	if id.opts.Block == nil && id.opts.TokenSubject == "" && (id.req.UserID == "" || len(id.req.UserID) > 128) {
 		t.Fatalf("unblocked decision for user %q", id.req.UserID)
+	}
+	if id.opts.TokenSubject != "" && (id.req.UserID != "" || id.opts.UserProof != access.ProofVerifiedToken || len(id.opts.TokenSubject) > 128) {
+		t.Fatalf("token subject %q with user %q, proof %v", id.opts.TokenSubject, id.req.UserID, id.opts.UserProof)
 	}
 	if len(id.req.DeviceID) > 128 || len(id.err) > maxIdentityErrMessage {
 		t.Fatalf("unbounded identity: device %d bytes, error %d bytes", len(id.req.DeviceID), len(id.err))

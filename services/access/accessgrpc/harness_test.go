@@ -146,6 +146,9 @@ type options struct {
 	importBatch int
 	edge        *accessgrpc.Edge // default: development mode
 	httpWrap    func(http.Handler) http.Handler
+	// complianceClient, when set, is the feed's compliance service instead of the
+	// fake (h.compliance is then unused).
+	complianceClient compliancev1.ComplianceServiceClient
 }
 
 func bufServer(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
@@ -209,7 +212,11 @@ func start(t *testing.T, o options) *harness {
 	h.http = httptest.NewServer(authz)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(cconn), nil) }()
+	feedClient := compliancev1.NewComplianceServiceClient(cconn)
+	if o.complianceClient != nil {
+		feedClient = o.complianceClient
+	}
+	go func() { defer wg.Done(); svc.RunFeed(ctx, feedClient, nil) }()
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	var once sync.Once
 	h.stop = func() {

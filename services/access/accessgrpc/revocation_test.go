@@ -34,6 +34,18 @@ func TestRevocationOnUserDisabledOrDeleted(t *testing.T) {
 			_, err := h.dir.DeleteUser(ctx, &accessv1.DeleteUserRequest{UserId: "u-1"})
 			return err
 		}, "USER_DELETED", "UNKNOWN_USER"},
+		// Binding a user to an external id revokes nothing; rebinding it revokes the
+		// sessions opened for the old identity-provider account. The user itself
+		// stays allowed (blockedBy "": a new session).
+		{"external id changed", func(ctx context.Context, h *harness) error {
+			for _, ext := range []string{"idp-1", "idp-2"} {
+				if _, err := h.dir.UpdateUser(ctx, &accessv1.UpdateUserRequest{User: &accessv1.User{UserId: "u-1", ExternalId: ext},
+					UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"external_id"}}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, "USER_EXTERNAL_ID_CHANGED", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := start(t, options{})
@@ -79,18 +91,23 @@ func TestRevocationOnUserDisabledOrDeleted(t *testing.T) {
 				}
 				revoked[id] = true
 			}
-			if r := evaluate(t, h, "u-1", "dev-1", "wiki"); r.GetDecision() != block || r.GetSessionId() != "" || codesOf(r)[0] != tt.blockedBy {
+			if tt.blockedBy == "" {
+				if r := evaluate(t, h, "u-1", "dev-1", "wiki"); r.GetDecision() != allow || r.GetSessionId() == "" || mine[r.GetSessionId()] {
+					t.Errorf("u-1 after the change: %v %v session %q, want allowed in a new session", r.GetDecision(), codesOf(r), r.GetSessionId())
+				}
+			} else if r := evaluate(t, h, "u-1", "dev-1", "wiki"); r.GetDecision() != block || r.GetSessionId() != "" || codesOf(r)[0] != tt.blockedBy {
 				t.Errorf("u-1 after the change: %v %v session %q", r.GetDecision(), codesOf(r), r.GetSessionId())
 			}
 			// u-2's session reaches the store with the recorder's next batch.
 			var list *accessv1.ListSessionsResponse
-			eventually(t, "three stored sessions", func() bool {
+			eventually(t, "the stored sessions", func() bool {
 				list = must(h.acc.ListSessions(ctx, &accessv1.ListSessionsRequest{DeviceId: "dev-1"}))
-				return len(list.GetSessions()) == 3
+				// Three, plus u-1's new one when it stays allowed.
+				return len(list.GetSessions()) == 3 || (tt.blockedBy == "" && len(list.GetSessions()) == 4)
 			})
 			for _, x := range list.GetSessions() {
 				want := accessv1.SessionState_SESSION_STATE_REVOKED
-				if x.GetSessionId() == other {
+				if x.GetSessionId() == other || !mine[x.GetSessionId()] {
 					want = accessv1.SessionState_SESSION_STATE_ACTIVE
 				}
 				if x.GetState() != want {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/condaccess/condaccess/internal/audit"
@@ -93,5 +94,44 @@ func TestAuditFailureRollsBackTheChange(t *testing.T) {
 		if e.Actor.Subject != "bob" || e.Action != audit.ActionCreate {
 			t.Errorf("event %+v, want bob's creations", e)
 		}
+	}
+}
+
+// An external id change is audited with the user before and after; a refused clash
+// appends nothing.
+func TestExternalIDChangeIsAudited(t *testing.T) {
+	ctx := audit.NewContext(context.Background(), audit.Actor{Subject: "bob"})
+	s, err := accessstore.Open(ctx, accessstore.Options{Path: filepath.Join(t.TempDir(), "access.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, u := range []*access.User{{ID: "u-1", Etag: "e1"}, {ID: "u-2", ExternalID: "idp-2", Etag: "e1"}} {
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.UpdateUser(ctx, &access.User{ID: "u-1", ExternalID: "idp-2", Etag: "e2"}, "e1", nil); !errors.Is(err, access.ErrAlreadyExists) {
+		t.Fatalf("clash: %v, want ErrAlreadyExists", err)
+	}
+	if err := s.UpdateUser(ctx, &access.User{ID: "u-1", ExternalID: "idp-1", Etag: "e2"}, "e1", nil); err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := audit.List(ctx, []*audit.Log{s.Audit()}, audit.Filter{}, nil, 100)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("audit events = %d (%v), want 2 creations and 1 update", len(evs), err)
+	}
+	var upd *audit.Event
+	for i := range evs {
+		if evs[i].Action == audit.ActionUpdate {
+			upd = &evs[i]
+		}
+	}
+	if upd == nil {
+		t.Fatalf("no update event in %+v", evs)
+	}
+	if upd.ResourceID != "u-1" || upd.Actor.Subject != "bob" ||
+		!strings.Contains(string(upd.After), `"idp-1"`) || strings.Contains(string(upd.Before), `"idp-1"`) {
+		t.Fatalf("update event %+v (before %s, after %s)", upd, upd.Before, upd.After)
 	}
 }

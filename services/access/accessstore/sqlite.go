@@ -74,8 +74,14 @@ CREATE TABLE signins (
 );
 CREATE INDEX signins_user ON signins(user_id, key);
 CREATE INDEX signins_device ON signins(device_id, key);
-`}, append(append(eventlog.Migrations(eventTable), signInBatchesMigration), audit.Migrations("")...)...)
+`}, append(append(append(eventlog.Migrations(eventTable), signInBatchesMigration), audit.Migrations("")...), userExternalIDMigration)...)
 }
+
+// userExternalIDMigration adds the users' external ids ("" = none), unique when set.
+const userExternalIDMigration = `
+ALTER TABLE users ADD COLUMN external_id TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX users_external_id ON users(external_id) WHERE external_id <> '';
+`
 
 // Options configures Open.
 type Options struct {
@@ -311,19 +317,39 @@ func (s *Store) CreateUser(ctx context.Context, u *access.User) error {
 }
 
 func putUser(ctx context.Context, tx *sqlitedb.Tx, u *access.User) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO users (id, display_name, disabled, emergency, create_ns, update_ns, etag) VALUES (?,?,?,?,?,?,?)
+	if err := externalIDFree(ctx, tx, u); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO users (id, display_name, disabled, emergency, create_ns, update_ns, etag, external_id) VALUES (?,?,?,?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, disabled = excluded.disabled,
-		emergency = excluded.emergency, update_ns = excluded.update_ns, etag = excluded.etag`,
-		u.ID, u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.CreateTime), ns(u.UpdateTime), u.Etag)
+		emergency = excluded.emergency, update_ns = excluded.update_ns, etag = excluded.etag, external_id = excluded.external_id`,
+		u.ID, u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.CreateTime), ns(u.UpdateTime), u.Etag, u.ExternalID)
 	return err
 }
 
-const userCols = `id, display_name, disabled, emergency, create_ns, update_ns, etag`
+// externalIDFree fails with ErrAlreadyExists when another user has u's external id
+// (the unique index would refuse it too, with a less useful error).
+func externalIDFree(ctx context.Context, tx *sqlitedb.Tx, u *access.User) error {
+	if u.ExternalID == "" {
+		return nil
+	}
+	var other string
+	err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE external_id = ? AND id <> ?`, u.ExternalID, u.ID).Scan(&other)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%w: external id %q belongs to user %q", access.ErrAlreadyExists, u.ExternalID, other)
+}
+
+const userCols = `id, display_name, disabled, emergency, create_ns, update_ns, etag, external_id`
 
 func scanUser(sc interface{ Scan(...any) error }) (*access.User, error) {
 	var u access.User
 	var c, up int64
-	if err := sc.Scan(&u.ID, &u.DisplayName, &u.Disabled, &u.EmergencyAccess, &c, &up, &u.Etag); err != nil {
+	if err := sc.Scan(&u.ID, &u.DisplayName, &u.Disabled, &u.EmergencyAccess, &c, &up, &u.Etag, &u.ExternalID); err != nil {
 		return nil, err
 	}
 	u.CreateTime, u.UpdateTime = fromNS(c), fromNS(up)
@@ -340,6 +366,18 @@ func (s *Store) GetUser(ctx context.Context, id string) (*access.User, error) {
 		return nil, err
 	}
 	u.GroupIDs, err = s.strings(ctx, `SELECT group_id FROM group_users WHERE user_id = ? ORDER BY group_id`, id)
+	return u, err
+}
+
+// UserByExternalID implements access.Store.
+func (s *Store) UserByExternalID(ctx context.Context, ext string) (*access.User, error) {
+	if ext == "" {
+		return nil, fmt.Errorf("%w: empty external id", access.ErrNotFound)
+	}
+	u, err := scanUser(s.db.Read().QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE external_id = ?`, ext))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: user with external id %q", access.ErrNotFound, ext)
+	}
 	return u, err
 }
 
@@ -415,8 +453,11 @@ func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string, rev
 			return err
 		}
 		if err := s.audited(ctx, tx, auditUser, u.ID, func() error {
-			_, err := tx.ExecContext(ctx, `UPDATE users SET display_name = ?, disabled = ?, emergency = ?, update_ns = ?, etag = ? WHERE id = ?`,
-				u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.UpdateTime), u.Etag, u.ID)
+			if err := externalIDFree(ctx, tx, u); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE users SET display_name = ?, disabled = ?, emergency = ?, update_ns = ?, etag = ?, external_id = ? WHERE id = ?`,
+				u.DisplayName, b2i(u.Disabled), b2i(u.EmergencyAccess), ns(u.UpdateTime), u.Etag, u.ExternalID, u.ID)
 			return err
 		}); err != nil {
 			return err
@@ -711,8 +752,31 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 		return nil
 	}
 	groupID := func(i int) string { return d.Groups[i].ID }
-	if err := batches(len(d.Users), func(tx *sqlitedb.Tx, i int) error { return putUser(ctx, tx, d.Users[i]) },
-		func(i int) string { return d.Users[i].ID }); err != nil {
+	// An import may move external ids between the users it replaces (a swap): the
+	// id is taken from a user that the import also writes (who gets its new one on
+	// its turn); one held by a user outside the import is a clash.
+	imported := make(map[string]bool, len(d.Users))
+	for _, u := range d.Users {
+		imported[u.ID] = true
+	}
+	putImported := func(tx *sqlitedb.Tx, i int) error {
+		u := d.Users[i]
+		if u.ExternalID != "" {
+			var holder string
+			err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE external_id = ? AND id <> ?`, u.ExternalID, u.ID).Scan(&holder)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return err
+			case imported[holder]:
+				if _, err := tx.ExecContext(ctx, `UPDATE users SET external_id = '' WHERE id = ?`, holder); err != nil {
+					return err
+				}
+			}
+		}
+		return putUser(ctx, tx, u)
+	}
+	if err := batches(len(d.Users), putImported, func(i int) string { return d.Users[i].ID }); err != nil {
 		return err
 	}
 	if err := batches(len(d.Applications), func(tx *sqlitedb.Tx, i int) error { return putApp(ctx, tx, d.Applications[i]) },

@@ -126,6 +126,9 @@ func FromProto(p *compliancev1.DeviceCompliance) *access.DeviceCompliance {
 		DeviceID: p.GetDeviceId(), State: access.ComplianceState(p.GetState()), Risk: access.RiskLevel(p.GetDeviceRisk()),
 		RiskAlertIDs: p.GetRiskAlertIds(), Revision: p.GetRevision(), Reason: p.GetReason(),
 	}
+	if e := p.GetEnrollment(); e != nil {
+		d.Platform, d.OwnerUserID, d.RegisteredUserIDs, d.UsersListed = access.Platform(e.GetPlatform()), e.GetOwnerUserId(), e.GetRegisteredUserIds(), true
+	}
 	for _, pc := range p.GetPolicies() {
 		for _, s := range pc.GetSettings() {
 			if s.GetCompliant() {

@@ -3,6 +3,7 @@ package edgeid_test
 import (
 	"math/big"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -111,20 +112,27 @@ func TestTokens(t *testing.T) {
 		pomerium bool
 		wantUser string // "" = refused
 		wantMFA  bool
+		wantGrps []string
 	}{
-		{"issuer token", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "amr": []string{"hwk"}, "groups": []string{"finance"}}), false, "alice", true},
-		{"issuer token without MFA", is.Token(map[string]any{"sub": "alice", "aud": []string{"other", "condaccess"}, "amr": []string{"pwd"}}), false, "alice", false},
-		{"pomerium assertion", pom.Token(map[string]any{"sub": "bob", "aud": "apps.example.com", "iss": "authenticate.example.com"}), true, "bob", false},
-		{"attack: pomerium assertion as a bearer token", pom.Token(map[string]any{"sub": "bob", "aud": "condaccess", "iss": is.URL}), false, "", false},
-		{"attack: issuer token as a pomerium assertion", is.Token(map[string]any{"sub": "alice", "aud": "condaccess"}), true, "", false},
-		{"no exp", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "exp": nil}), false, "", false},
-		{"user claim not an id", is.Token(map[string]any{"sub": "alice smith", "aud": "condaccess"}), false, "", false},
-		{"no user claim", is.Token(map[string]any{"sub": nil, "aud": "condaccess"}), false, "", false},
+		{"issuer token", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "amr": []string{"hwk"}, "groups": []string{"finance"}}), false, "alice", true, []string{"finance"}},
+		{"external-id style subject", is.Token(map[string]any{"sub": "auth0|5f3a/x=", "aud": "condaccess"}), false, "auth0|5f3a/x=", false, nil},
+		{"groups that cannot be group ids dropped, duplicates once", is.Token(map[string]any{"sub": "alice", "aud": "condaccess",
+			"groups": []string{"finance", "has space", "", "finance", "eng"}}), false, "alice", false, []string{"finance", "eng"}},
+		{"attack: groups claim not a list of strings", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "groups": "finance"}), false, "", false, nil},
+		{"attack: groups claim with a non-string", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "groups": []any{"finance", 7}}), false, "", false, nil},
+		{"attack: more groups than allowed", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "groups": make([]string, edgeid.MaxTokenGroups+1)}), false, "", false, nil},
+		{"issuer token without MFA", is.Token(map[string]any{"sub": "alice", "aud": []string{"other", "condaccess"}, "amr": []string{"pwd"}}), false, "alice", false, nil},
+		{"pomerium assertion", pom.Token(map[string]any{"sub": "bob", "aud": "apps.example.com", "iss": "authenticate.example.com"}), true, "bob", false, nil},
+		{"attack: pomerium assertion as a bearer token", pom.Token(map[string]any{"sub": "bob", "aud": "condaccess", "iss": is.URL}), false, "", false, nil},
+		{"attack: issuer token as a pomerium assertion", is.Token(map[string]any{"sub": "alice", "aud": "condaccess"}), true, "", false, nil},
+		{"no exp", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "exp": nil}), false, "", false, nil},
+		{"user claim not an id", is.Token(map[string]any{"sub": "alice smith", "aud": "condaccess"}), false, "", false, nil},
+		{"no user claim", is.Token(map[string]any{"sub": nil, "aud": "condaccess"}), false, "", false, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := v.Verify(ctx, tt.raw, tt.pomerium, now)
-			if c.User != tt.wantUser || (tt.wantUser == "") != (err != nil) || c.MFA != tt.wantMFA {
-				t.Fatalf("Verify = %+v, %v; want user %q mfa %v", c, err, tt.wantUser, tt.wantMFA)
+			if c.User != tt.wantUser || (tt.wantUser == "") != (err != nil) || c.MFA != tt.wantMFA || !slices.Equal(c.Groups, tt.wantGrps) {
+				t.Fatalf("Verify = %+v, %v; want user %q mfa %v groups %q", c, err, tt.wantUser, tt.wantMFA, tt.wantGrps)
 			}
 		})
 	}

@@ -23,6 +23,8 @@ const (
 	DefaultLeeway    = 60 * time.Second
 	// MaxToken is the largest token accepted, in bytes.
 	MaxToken = 16 << 10
+	// MaxTokenGroups is the most groups a token's groups claim may hold.
+	MaxTokenGroups = 1000
 	// discoveryRetry is the least time between two discovery attempts of an issuer.
 	discoveryRetry = 5 * time.Second
 )
@@ -42,8 +44,10 @@ type TokenConfig struct {
 	Audience string
 	// UserClaim names the claim whose value is the directory user id (default "sub").
 	UserClaim string
-	// GroupsClaim, when set, names a claim with the user's groups (Claims.Groups; not
-	// used for decisions: group membership comes from the directory).
+	// GroupsClaim, when set, names a claim with the user's groups (Claims.Groups): a
+	// JSON array of strings; a token whose claim is anything else, or holds more than
+	// MaxTokenGroups entries, is refused (dropping groups could keep a policy from
+	// applying).
 	GroupsClaim string
 	// MFAMethods are the amr values that satisfy MFA (default DefaultMFAMethods).
 	MFAMethods []string
@@ -57,7 +61,11 @@ type TokenConfig struct {
 
 // Claims is what a verified token says about the user.
 type Claims struct {
-	User   string
+	// User is the value of the user claim: a directory user id or a user's
+	// external id (resolved by the decision, see policyengine.Snapshot.ResolveTokenUser).
+	User string
+	// Groups are the groups claim's values that can be group ids (others are
+	// dropped: no directory group has them); nil without TokenConfig.GroupsClaim.
 	Groups []string
 	MFA    bool
 	Issuer string
@@ -231,7 +239,18 @@ func (v *TokenVerifier) verify(raw string, pomerium bool, now time.Time) (Claims
 		return Claims{}, fmt.Errorf("claim %q is not a user id", v.cfg.UserClaim)
 	}
 	if v.cfg.GroupsClaim != "" && rest[v.cfg.GroupsClaim] != nil {
-		_ = json.Unmarshal(rest[v.cfg.GroupsClaim], &out.Groups)
+		var gs []string
+		if err := json.Unmarshal(rest[v.cfg.GroupsClaim], &gs); err != nil {
+			return Claims{}, fmt.Errorf("claim %q is not a list of strings", v.cfg.GroupsClaim)
+		}
+		if len(gs) > MaxTokenGroups {
+			return Claims{}, fmt.Errorf("claim %q holds %d groups (at most %d)", v.cfg.GroupsClaim, len(gs), MaxTokenGroups)
+		}
+		for _, g := range gs {
+			if validID(g) && !slices.Contains(out.Groups, g) {
+				out.Groups = append(out.Groups, g)
+			}
+		}
 	}
 	var amr []string
 	if rest["amr"] != nil {
@@ -246,14 +265,15 @@ func (v *TokenVerifier) verify(raw string, pomerium bool, now time.Time) (Claims
 	return out, nil
 }
 
-// validID accepts the user ids of the contracts: 1-128 of [A-Za-z0-9._:@+-].
+// validID accepts the user ids and external ids of the contracts: 1-128 of
+// [A-Za-z0-9._:@+|/=-] (user and group ids use no "|", "/" or "=").
 func validID(s string) bool {
 	if len(s) == 0 || len(s) > 128 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:@+-", c) >= 0) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:@+|/=-", c) >= 0) {
 			return false
 		}
 	}

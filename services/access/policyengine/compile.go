@@ -35,6 +35,7 @@ type cuser struct {
 	groups    span   // transitive groups, sorted, in dirIndex.userGroups
 	disabled  bool
 	emergency bool
+	external  bool  // has an ExternalID
 	ninline   uint8 // when groups.n <= userInline, the groups are also in inline
 	inline    [userInline]int32
 }
@@ -58,6 +59,8 @@ type dirIndex struct {
 	userGroups []int32
 	groupIdx   map[string]int32
 	groupIDs   []string
+	groupAnc   [][]int32 // a group's enclosing groups with itself (nil: itself only)
+	extIdx     map[string]int32
 	groupWords int
 	appIdx     map[string]int32
 	appIDs     []string
@@ -268,6 +271,42 @@ func (s *Snapshot) TransitiveGroups(userID string) (groups []string, ok bool) {
 	return out, true
 }
 
+// ResolveTokenUser returns the directory user a verified token's user claim names:
+// the user whose ExternalID is claim; else the user whose ID is claim, provided that
+// user has no ExternalID (a user bound to an identity-provider id is reached only
+// through it, so a token whose claim merely equals its user id does not). ok is false
+// when no user matches.
+func (s *Snapshot) ResolveTokenUser(claim string) (userID string, ok bool) {
+	if claim == "" {
+		return "", false
+	}
+	if u, ok := s.dir.extIdx[claim]; ok {
+		return s.dir.userIDs[u], true
+	}
+	if u, ok := s.dir.userIdx[claim]; ok && !s.dir.users[u].external {
+		return claim, true
+	}
+	return "", false
+}
+
+// EmergencyAccess reports whether userID is a directory user marked EmergencyAccess.
+func (s *Snapshot) EmergencyAccess(userID string) bool {
+	u, ok := s.dir.userIdx[userID]
+	return ok && s.dir.users[u].emergency
+}
+
+// DirectoryGroups returns the ids of gs that are directory groups, in order
+// (nil when none).
+func (s *Snapshot) DirectoryGroups(gs []string) []string {
+	var out []string
+	for _, g := range gs {
+		if _, ok := s.dir.groupIdx[g]; ok {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // EmergencyAccessUsers returns the ids of the emergency-access users, sorted.
 func (s *Snapshot) EmergencyAccessUsers() []string {
 	out := make([]string, len(s.dir.emergency))
@@ -338,8 +377,18 @@ func compileDirectory(dir *Directory) (*dirIndex, error) {
 		}
 		d.userIdx[u.ID] = int32(i)
 		d.userIDs[i] = u.ID
+		if u.ExternalID != "" {
+			if d.extIdx == nil {
+				d.extIdx = map[string]int32{}
+			}
+			if _, dup := d.extIdx[u.ExternalID]; dup {
+				return nil, fmt.Errorf("%w: duplicate external id %q", ErrInvalidDirectory, u.ExternalID)
+			}
+			d.extIdx[u.ExternalID] = int32(i)
+		}
 		d.users[i].disabled = u.Disabled
 		d.users[i].emergency = u.EmergencyAccess
+		d.users[i].external = u.ExternalID != ""
 		if u.EmergencyAccess {
 			d.emergency = append(d.emergency, int32(i))
 		}
@@ -403,6 +452,7 @@ func compileDirectory(dir *Directory) (*dirIndex, error) {
 		}
 		ancestors[g] = slices.Clone(queue)
 	}
+	d.groupAnc = ancestors
 	for i := range mark {
 		mark[i] = 0
 	}

@@ -54,7 +54,8 @@ type evalCtx struct {
 	gmask     uint64 // Bloom filter of the user's groups (bit g%64)
 	umask     uint64 // bit user%64
 	user      int32
-	bits      []uint64
+	bits      []uint64 // the groups that count for inclusion
+	xbits     []uint64 // the groups that count for exclusion (directory groups only)
 	platBit   uint8
 	clientBit uint8
 	ok        Controls // the controls the request meets
@@ -172,7 +173,10 @@ func (s *Snapshot) evaluate(req *Request, dev *devView, feed Feed, res *Result) 
 		bits[g>>6] |= 1 << (g & 63)
 	}
 
-	ctx := evalCtx{user: u, bits: bits, umask: 1 << (u & 63), gmask: cu.gmask, skip: req.OnlyApplied}
+	ctx := evalCtx{user: u, bits: bits, xbits: bits, umask: 1 << (u & 63), gmask: cu.gmask, skip: req.OnlyApplied}
+	if len(req.TokenGroups) > 0 {
+		groups = s.addTokenGroups(req.TokenGroups, groups, &ctx, res)
+	}
 	if req.MFADone {
 		ctx.ok = ctx.ok.With(ControlMFA)
 	}
@@ -217,6 +221,9 @@ func (s *Snapshot) evaluate(req *Request, dev *devView, feed Feed, res *Result) 
 	for _, g := range groups {
 		bits[g>>6] = 0
 	}
+	if len(req.TokenGroups) > 0 {
+		clear(res.dirBits[:d.groupWords])
+	}
 
 	if blocked {
 		res.Decision = DecisionBlock
@@ -235,6 +242,37 @@ func (s *Snapshot) evaluate(req *Request, dev *devView, feed Feed, res *Result) 
 		res.Reasons = append(res.Reasons, Reason{Code: CodeGrantedByPolicy, Message: msgGranted, PolicyID: res.Policies[k].PolicyID})
 	}
 	return false
+}
+
+// addTokenGroups adds the token's groups and their enclosing groups to the user's
+// groups for inclusion (ctx.bits and the returned list, for the candidate index),
+// and points ctx.xbits, which exclusions read, at a copy of the directory groups only.
+func (s *Snapshot) addTokenGroups(names []string, groups []int32, ctx *evalCtx, res *Result) []int32 {
+	d := s.dir
+	if len(res.dirBits) < d.groupWords {
+		res.dirBits = make([]uint64, d.groupWords)
+	}
+	copy(res.dirBits, ctx.bits[:d.groupWords])
+	ctx.xbits = res.dirBits
+	all := append(res.allGroups[:0], groups...)
+	for _, n := range names {
+		g, ok := d.groupIdx[n]
+		if !ok {
+			continue
+		}
+		anc := d.groupAnc[g]
+		if anc == nil {
+			anc = []int32{g}
+		}
+		for _, a := range anc {
+			if ctx.bits[a>>6]&(1<<(a&63)) == 0 {
+				ctx.bits[a>>6] |= 1 << (a & 63)
+				all = append(all, a)
+			}
+		}
+	}
+	res.allGroups = all
+	return all
 }
 
 // evalApp evaluates the policies targeting application a (the common path): the
@@ -512,7 +550,7 @@ func (s *Snapshot) excludedOrCond(c *hrec, ctx *evalCtx, ip netip.Addr) string {
 			}
 		}
 		for k, g := range eg {
-			if ctx.bits[g>>6]&(1<<(g&63)) != 0 {
+			if ctx.xbits[g>>6]&(1<<(g&63)) != 0 {
 				return s.exclMsgs[s.pols[c.pi].exclGroups.off+uint32(k)]
 			}
 		}

@@ -306,6 +306,9 @@ type User struct {
 	ID              string
 	Disabled        bool
 	EmergencyAccess bool
+	// ExternalID is the user's identifier at the identity provider ("" = none; unique
+	// when set): Snapshot.ResolveTokenUser.
+	ExternalID string
 }
 
 // Group is a directory group; a user is in a group when a direct member of it or of any
@@ -423,6 +426,11 @@ type Request struct {
 	IP        netip.Addr
 	MFADone   bool
 	ClientApp ClientApp
+	// TokenGroups are group ids asserted by the user's verified token (its groups
+	// claim). With their enclosing groups they count for a policy's include_groups,
+	// never for its exclude_groups (a token can make a policy apply, never exempt the
+	// user from one). Ids that are not directory groups are ignored.
+	TokenGroups []string
 	// AllPolicies also lists the policies that do not target the application (NOT_APPLIED
 	// "application not targeted"); slower, for explanations.
 	AllPolicies bool
@@ -501,6 +509,8 @@ type Result struct {
 	SnapshotVersion int64
 
 	groupBits       []uint64 // scratch: the user's transitive groups as a bitset
+	dirBits         []uint64 // scratch: with token groups, the directory groups only (exclusions)
+	allGroups       []int32  // scratch: with token groups, the directory and token groups
 	candBits        []uint64 // scratch: the candidate positions of the application's policies
 	granted         []int32  // scratch: indexes in Policies of the granting enabled policies
 	grantedByDevice bool     // scratch: a granting enabled policy's COMPLIANT_DEVICE held

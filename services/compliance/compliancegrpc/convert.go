@@ -161,6 +161,10 @@ func ComplianceToProto(c *compliance.DeviceCompliance) *compliancev1.DeviceCompl
 		Revision:         c.Revision,
 		NextEvaluateTime: ts(c.NextEvaluateTime),
 	}
+	if e := c.Enrollment; e != nil {
+		out.Enrollment = &compliancev1.DeviceEnrollment{Platform: commonv1.Platform(e.Platform), OwnerUserId: e.OwnerUserID,
+			RegisteredUserIds: e.RegisteredUserIDs, Retired: e.Retired}
+	}
 	for _, p := range c.Policies {
 		pc := &compliancev1.PolicyCompliance{
 			PolicyId:          p.PolicyID,

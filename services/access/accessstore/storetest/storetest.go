@@ -21,6 +21,7 @@ func Run(t *testing.T, newStore func(t *testing.T) access.Store) {
 		fn   func(t *testing.T, s access.Store)
 	}{
 		{"Users", testUsers},
+		{"ExternalIDs", testExternalIDs},
 		{"GroupsAndMembership", testGroups},
 		{"Applications", testApplications},
 		{"Paging", testPaging},
@@ -78,6 +79,76 @@ func testUsers(t *testing.T, s access.Store) {
 	wantErr(t, "delete stale", s.DeleteUser(ctx, "u-1", "e1", nil), access.ErrEtagMismatch)
 	must(t, "delete", s.DeleteUser(ctx, "u-1", "e2", nil))
 	wantErr(t, "delete again", s.DeleteUser(ctx, "u-1", "", nil), access.ErrNotFound)
+}
+
+func testExternalIDs(t *testing.T, s access.Store) {
+	ctx := context.Background()
+	ada := &access.User{ID: "ada", ExternalID: "00u-ada", CreateTime: t0, UpdateTime: t0, Etag: "e1"}
+	bob := &access.User{ID: "bob", ExternalID: "00u-bob", CreateTime: t0, UpdateTime: t0, Etag: "e1"}
+	must(t, "create ada", s.CreateUser(ctx, ada))
+	must(t, "create bob", s.CreateUser(ctx, bob))
+	must(t, "create without external id", s.CreateUser(ctx, &access.User{ID: "cy", CreateTime: t0, UpdateTime: t0, Etag: "e1"}))
+	must(t, "a second user without external id", s.CreateUser(ctx, &access.User{ID: "dee", CreateTime: t0, UpdateTime: t0, Etag: "e1"}))
+
+	got, err := s.UserByExternalID(ctx, "00u-bob")
+	must(t, "by external id", err)
+	if diff := cmp.Diff(bob, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Fatalf("by external id (-want +got):\n%s", diff)
+	}
+	for _, ext := range []string{"", "bob", "00U-BOB", "00u-nobody"} {
+		_, err := s.UserByExternalID(ctx, ext)
+		wantErr(t, fmt.Sprintf("by external id %q", ext), err, access.ErrNotFound)
+	}
+
+	// A clash is refused and changes nothing.
+	wantErr(t, "create with a taken external id",
+		s.CreateUser(ctx, &access.User{ID: "eve", ExternalID: "00u-ada", CreateTime: t0, UpdateTime: t0, Etag: "e1"}), access.ErrAlreadyExists)
+	if _, err := s.GetUser(ctx, "eve"); !errors.Is(err, access.ErrNotFound) {
+		t.Fatalf("refused create stored the user: %v", err)
+	}
+	steal := *bob
+	steal.ExternalID, steal.Etag = "00u-ada", "e2"
+	wantErr(t, "update to a taken external id", s.UpdateUser(ctx, &steal, "e1", nil), access.ErrAlreadyExists)
+	wantErr(t, "import a taken external id", s.ImportDirectory(ctx, &access.Directory{Users: []*access.User{
+		{ID: "cy", ExternalID: "00u-bob", CreateTime: t0, UpdateTime: t0, Etag: "e3"}}}), access.ErrAlreadyExists)
+	for id, want := range map[string]string{"ada": "00u-ada", "bob": "00u-bob", "cy": ""} {
+		got, err := s.GetUser(ctx, id)
+		must(t, "get "+id, err)
+		if got.ExternalID != want {
+			t.Fatalf("after refused changes %s has external id %q, want %q", id, got.ExternalID, want)
+		}
+	}
+
+	// Changing and clearing an external id frees it.
+	moved := *bob
+	moved.ExternalID, moved.Etag = "00u-bob-2", "e2"
+	must(t, "update external id", s.UpdateUser(ctx, &moved, "e1", nil))
+	_, err = s.UserByExternalID(ctx, "00u-bob")
+	wantErr(t, "old external id", err, access.ErrNotFound)
+	// An import may swap external ids between the users it writes.
+	must(t, "import swap", s.ImportDirectory(ctx, &access.Directory{Users: []*access.User{
+		{ID: "ada", ExternalID: "00u-bob-2", CreateTime: t0, UpdateTime: t0, Etag: "e4"},
+		{ID: "bob", ExternalID: "00u-ada", CreateTime: t0, UpdateTime: t0, Etag: "e4"}}}))
+	for ext, want := range map[string]string{"00u-bob-2": "ada", "00u-ada": "bob"} {
+		got, err := s.UserByExternalID(ctx, ext)
+		must(t, "after swap "+ext, err)
+		if got.ID != want {
+			t.Fatalf("after swap %s is %q, want %q", ext, got.ID, want)
+		}
+	}
+	d, err := s.LoadDirectory(ctx)
+	must(t, "load", err)
+	exts := map[string]string{}
+	for _, u := range d.Users {
+		exts[u.ID] = u.ExternalID
+	}
+	if diff := cmp.Diff(map[string]string{"ada": "00u-bob-2", "bob": "00u-ada", "cy": "", "dee": ""}, exts); diff != "" {
+		t.Fatalf("loaded external ids (-want +got):\n%s", diff)
+	}
+	must(t, "delete ada", s.DeleteUser(ctx, "ada", "", nil))
+	_, err = s.UserByExternalID(ctx, "00u-bob-2")
+	wantErr(t, "external id of a deleted user", err, access.ErrNotFound)
+	must(t, "reuse a deleted user's external id", s.CreateUser(ctx, &access.User{ID: "eve", ExternalID: "00u-bob-2", CreateTime: t0, UpdateTime: t0, Etag: "e1"}))
 }
 
 func testGroups(t *testing.T, s access.Store) {

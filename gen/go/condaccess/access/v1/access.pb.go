@@ -725,7 +725,12 @@ type User struct {
 	// update_time is the last change; output only.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// etag changes on every update; output only.
-	Etag          string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	// external_id is the user's identifier at the identity provider (the value of the
+	// access service's --oidc-user-claim in the user's tokens, e.g. an immutable `sub` or
+	// `oid`); empty: none. Unique in the directory (ALREADY_EXISTS on a clash). A user with
+	// an external_id is matched from a token only by it, never by user_id.
+	ExternalId    string `protobuf:"bytes,10,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -819,6 +824,13 @@ func (x *User) GetUpdateTime() *timestamppb.Timestamp {
 func (x *User) GetEtag() string {
 	if x != nil {
 		return x.Etag
+	}
+	return ""
+}
+
+func (x *User) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
 	}
 	return ""
 }
@@ -1195,7 +1207,10 @@ type ListUsersRequest struct {
 	// page_size is the maximum number of users to return; default 100, maximum 10000.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token is next_page_token of a previous call.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// external_id, when set, lists only the user with this external id (none or one;
+	// e.g. the user a sign-in's token_subject names).
+	ExternalId    string `protobuf:"bytes,3,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1240,6 +1255,13 @@ func (x *ListUsersRequest) GetPageSize() int32 {
 func (x *ListUsersRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListUsersRequest) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
 	}
 	return ""
 }
@@ -4183,7 +4205,19 @@ type EvaluateAccessResponse struct {
 	EnforcementPoint string `protobuf:"bytes,11,opt,name=enforcement_point,json=enforcementPoint,proto3" json:"enforcement_point,omitempty"`
 	// sign_in_id is the id of the sign-in recorded for this decision (the reference shown
 	// to the end user on a block).
-	SignInId      string `protobuf:"bytes,12,opt,name=sign_in_id,json=signInId,proto3" json:"sign_in_id,omitempty"`
+	SignInId string `protobuf:"bytes,12,opt,name=sign_in_id,json=signInId,proto3" json:"sign_in_id,omitempty"`
+	// user_id is the directory user the decision was made for: for a user proven by a
+	// token, the user its claim resolved to (empty when it resolved to none).
+	UserId string `protobuf:"bytes,13,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// token_subject is the value of the verified token's user claim (--oidc-user-claim),
+	// when the user was proven by a token.
+	TokenSubject string `protobuf:"bytes,14,opt,name=token_subject,json=tokenSubject,proto3" json:"token_subject,omitempty"`
+	// token_issuer is the verified token's iss claim (for a Pomerium assertion, Pomerium's).
+	TokenIssuer string `protobuf:"bytes,15,opt,name=token_issuer,json=tokenIssuer,proto3" json:"token_issuer,omitempty"`
+	// token_groups are the groups of the verified token's groups claim
+	// (--oidc-groups-claim) that are directory groups and were used for the policies'
+	// include_groups (never for exclusions).
+	TokenGroups   []string `protobuf:"bytes,16,rep,name=token_groups,json=tokenGroups,proto3" json:"token_groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4300,6 +4334,34 @@ func (x *EvaluateAccessResponse) GetSignInId() string {
 		return x.SignInId
 	}
 	return ""
+}
+
+func (x *EvaluateAccessResponse) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *EvaluateAccessResponse) GetTokenSubject() string {
+	if x != nil {
+		return x.TokenSubject
+	}
+	return ""
+}
+
+func (x *EvaluateAccessResponse) GetTokenIssuer() string {
+	if x != nil {
+		return x.TokenIssuer
+	}
+	return ""
+}
+
+func (x *EvaluateAccessResponse) GetTokenGroups() []string {
+	if x != nil {
+		return x.TokenGroups
+	}
+	return nil
 }
 
 // EvaluateAccessStreamRequest is one request on the EvaluateAccessStream stream.
@@ -4641,6 +4703,13 @@ type SignIn struct {
 	// identity_error says why a presented token or certificate was refused (e.g. "token
 	// is expired"); empty when none was refused.
 	IdentityError string `protobuf:"bytes,15,opt,name=identity_error,json=identityError,proto3" json:"identity_error,omitempty"`
+	// token_subject is the value of the verified token's user claim; user_id is the
+	// directory user it resolved to (empty when none).
+	TokenSubject string `protobuf:"bytes,16,opt,name=token_subject,json=tokenSubject,proto3" json:"token_subject,omitempty"`
+	// token_issuer is the verified token's iss claim (for a Pomerium assertion, Pomerium's).
+	TokenIssuer string `protobuf:"bytes,17,opt,name=token_issuer,json=tokenIssuer,proto3" json:"token_issuer,omitempty"`
+	// token_groups are the token's groups that counted for include_groups.
+	TokenGroups   []string `protobuf:"bytes,18,rep,name=token_groups,json=tokenGroups,proto3" json:"token_groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4778,6 +4847,27 @@ func (x *SignIn) GetIdentityError() string {
 		return x.IdentityError
 	}
 	return ""
+}
+
+func (x *SignIn) GetTokenSubject() string {
+	if x != nil {
+		return x.TokenSubject
+	}
+	return ""
+}
+
+func (x *SignIn) GetTokenIssuer() string {
+	if x != nil {
+		return x.TokenIssuer
+	}
+	return ""
+}
+
+func (x *SignIn) GetTokenGroups() []string {
+	if x != nil {
+		return x.TokenGroups
+	}
+	return nil
 }
 
 // ListSignInsRequest is the request of ListSignIns.
@@ -5857,7 +5947,7 @@ var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"!condaccess/access/v1/access.proto\x12\x14condaccess.access.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x03\n" +
+	"!condaccess/access/v1/access.proto\x12\x14condaccess.access.v1\x1a\x1bbuf/validate/validate.proto\x1a!condaccess/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x04\n" +
 	"\x04User\x12D\n" +
 	"\auser_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\x06userId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12\x1a\n" +
@@ -5871,7 +5961,10 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x1c\n" +
-	"\x04etag\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\x8f\x03\n" +
+	"\x04etag\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\x12P\n" +
+	"\vexternal_id\x18\n" +
+	" \x01(\tB/\xbaH,r*\x18\x80\x012%^$|^[A-Za-z0-9][A-Za-z0-9._:@+|/=-]*$R\n" +
+	"externalId\"\x8f\x03\n" +
 	"\x05Group\x12F\n" +
 	"\bgroup_id\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[A-Za-z0-9][A-Za-z0-9._:@+-]*$R\agroupId\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\vdisplayName\x12;\n" +
@@ -5898,12 +5991,14 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06userId\"A\n" +
 	"\x0fGetUserResponse\x12.\n" +
-	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserR\x04user\"d\n" +
+	"\x04user\x18\x01 \x01(\v2\x1a.condaccess.access.v1.UserR\x04user\"\x8f\x01\n" +
 	"\x10ListUsersRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"m\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12)\n" +
+	"\vexternal_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
+	"externalId\"m\n" +
 	"\x11ListUsersResponse\x120\n" +
 	"\x05users\x18\x01 \x03(\v2\x1a.condaccess.access.v1.UserR\x05users\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x01\n" +
@@ -6098,7 +6193,7 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\x121\n" +
 	"\x0eapplication_id\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rapplicationId\x12;\n" +
-	"\x06client\x18\x04 \x01(\v2#.condaccess.access.v1.ClientContextR\x06client\"\x9c\x05\n" +
+	"\x06client\x18\x04 \x01(\v2#.condaccess.access.v1.ClientContextR\x06client\"\xa0\x06\n" +
 	"\x16EvaluateAccessResponse\x12:\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1e.condaccess.access.v1.DecisionR\bdecision\x126\n" +
 	"\areasons\x18\x02 \x03(\v2\x1c.condaccess.access.v1.ReasonR\areasons\x12>\n" +
@@ -6116,7 +6211,11 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	" \x01(\x0e2\x1b.condaccess.access.v1.ProofR\vdeviceProof\x12+\n" +
 	"\x11enforcement_point\x18\v \x01(\tR\x10enforcementPoint\x12\x1c\n" +
 	"\n" +
-	"sign_in_id\x18\f \x01(\tR\bsignInId\"\x95\x01\n" +
+	"sign_in_id\x18\f \x01(\tR\bsignInId\x12\x17\n" +
+	"\auser_id\x18\r \x01(\tR\x06userId\x12#\n" +
+	"\rtoken_subject\x18\x0e \x01(\tR\ftokenSubject\x12!\n" +
+	"\ftoken_issuer\x18\x0f \x01(\tR\vtokenIssuer\x12!\n" +
+	"\ftoken_groups\x18\x10 \x03(\tR\vtokenGroups\"\x95\x01\n" +
 	"\x1bEvaluateAccessStreamRequest\x12'\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\trequestId\x12M\n" +
@@ -6138,7 +6237,7 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x0eWhatIfResponse\x12D\n" +
 	"\x06actual\x18\x01 \x01(\v2,.condaccess.access.v1.EvaluateAccessResponseR\x06actual\x12E\n" +
 	"\awhat_if\x18\x02 \x01(\v2,.condaccess.access.v1.EvaluateAccessResponseR\x06whatIf\x12\x18\n" +
-	"\achanges\x18\x03 \x03(\tR\achanges\"\xe1\x05\n" +
+	"\achanges\x18\x03 \x03(\tR\achanges\"\xcc\x06\n" +
 	"\x06SignIn\x12\x1c\n" +
 	"\n" +
 	"sign_in_id\x18\x01 \x01(\tR\bsignInId\x12.\n" +
@@ -6157,7 +6256,10 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"user_proof\x18\f \x01(\x0e2\x1b.condaccess.access.v1.ProofR\tuserProof\x12>\n" +
 	"\fdevice_proof\x18\r \x01(\x0e2\x1b.condaccess.access.v1.ProofR\vdeviceProof\x12+\n" +
 	"\x11enforcement_point\x18\x0e \x01(\tR\x10enforcementPoint\x12%\n" +
-	"\x0eidentity_error\x18\x0f \x01(\tR\ridentityError\"\x9d\x04\n" +
+	"\x0eidentity_error\x18\x0f \x01(\tR\ridentityError\x12#\n" +
+	"\rtoken_subject\x18\x10 \x01(\tR\ftokenSubject\x12!\n" +
+	"\ftoken_issuer\x18\x11 \x01(\tR\vtokenIssuer\x12!\n" +
+	"\ftoken_groups\x18\x12 \x03(\tR\vtokenGroups\"\x9d\x04\n" +
 	"\x12ListSignInsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +

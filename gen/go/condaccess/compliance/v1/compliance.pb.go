@@ -1816,8 +1816,12 @@ type DeviceCompliance struct {
 	// next_evaluate_time is when a grace period or exclusion ends and the device will be
 	// re-evaluated, if any.
 	NextEvaluateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=next_evaluate_time,json=nextEvaluateTime,proto3" json:"next_evaluate_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// enrollment is the device's platform and users as enrolled, set in listings
+	// (ListDeviceCompliance) so that a consumer that resyncs from a listing gets them
+	// too; unset in events (device_changed carries them) and from older servers.
+	Enrollment    *DeviceEnrollment `protobuf:"bytes,12,opt,name=enrollment,proto3" json:"enrollment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeviceCompliance) Reset() {
@@ -1927,6 +1931,86 @@ func (x *DeviceCompliance) GetNextEvaluateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *DeviceCompliance) GetEnrollment() *DeviceEnrollment {
+	if x != nil {
+		return x.Enrollment
+	}
+	return nil
+}
+
+// DeviceEnrollment is what the inventory says about a device that access decisions use.
+type DeviceEnrollment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// platform is the enrolled platform.
+	Platform v1.Platform `protobuf:"varint,1,opt,name=platform,proto3,enum=condaccess.common.v1.Platform" json:"platform,omitempty"`
+	// owner_user_id is the device's primary user.
+	OwnerUserId string `protobuf:"bytes,2,opt,name=owner_user_id,json=ownerUserId,proto3" json:"owner_user_id,omitempty"`
+	// registered_user_ids are the users, besides the owner, who may use the device.
+	RegisteredUserIds []string `protobuf:"bytes,3,rep,name=registered_user_ids,json=registeredUserIds,proto3" json:"registered_user_ids,omitempty"`
+	// retired is true once the device is retired.
+	Retired       bool `protobuf:"varint,4,opt,name=retired,proto3" json:"retired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceEnrollment) Reset() {
+	*x = DeviceEnrollment{}
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceEnrollment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceEnrollment) ProtoMessage() {}
+
+func (x *DeviceEnrollment) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceEnrollment.ProtoReflect.Descriptor instead.
+func (*DeviceEnrollment) Descriptor() ([]byte, []int) {
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeviceEnrollment) GetPlatform() v1.Platform {
+	if x != nil {
+		return x.Platform
+	}
+	return v1.Platform(0)
+}
+
+func (x *DeviceEnrollment) GetOwnerUserId() string {
+	if x != nil {
+		return x.OwnerUserId
+	}
+	return ""
+}
+
+func (x *DeviceEnrollment) GetRegisteredUserIds() []string {
+	if x != nil {
+		return x.RegisteredUserIds
+	}
+	return nil
+}
+
+func (x *DeviceEnrollment) GetRetired() bool {
+	if x != nil {
+		return x.Retired
+	}
+	return false
+}
+
 // GetDeviceComplianceRequest is the request of GetDeviceCompliance.
 type GetDeviceComplianceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1938,7 +2022,7 @@ type GetDeviceComplianceRequest struct {
 
 func (x *GetDeviceComplianceRequest) Reset() {
 	*x = GetDeviceComplianceRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[29]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2034,7 @@ func (x *GetDeviceComplianceRequest) String() string {
 func (*GetDeviceComplianceRequest) ProtoMessage() {}
 
 func (x *GetDeviceComplianceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[29]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2047,7 @@ func (x *GetDeviceComplianceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceComplianceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceComplianceRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{29}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetDeviceComplianceRequest) GetDeviceId() string {
@@ -1984,7 +2068,7 @@ type GetDeviceComplianceResponse struct {
 
 func (x *GetDeviceComplianceResponse) Reset() {
 	*x = GetDeviceComplianceResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[30]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2080,7 @@ func (x *GetDeviceComplianceResponse) String() string {
 func (*GetDeviceComplianceResponse) ProtoMessage() {}
 
 func (x *GetDeviceComplianceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[30]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2093,7 @@ func (x *GetDeviceComplianceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceComplianceResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceComplianceResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{30}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetDeviceComplianceResponse) GetDeviceCompliance() *DeviceCompliance {
@@ -2035,7 +2119,7 @@ type ListDeviceComplianceRequest struct {
 
 func (x *ListDeviceComplianceRequest) Reset() {
 	*x = ListDeviceComplianceRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[31]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2131,7 @@ func (x *ListDeviceComplianceRequest) String() string {
 func (*ListDeviceComplianceRequest) ProtoMessage() {}
 
 func (x *ListDeviceComplianceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[31]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2144,7 @@ func (x *ListDeviceComplianceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeviceComplianceRequest.ProtoReflect.Descriptor instead.
 func (*ListDeviceComplianceRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{31}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListDeviceComplianceRequest) GetPageSize() int32 {
@@ -2099,7 +2183,7 @@ type ListDeviceComplianceResponse struct {
 
 func (x *ListDeviceComplianceResponse) Reset() {
 	*x = ListDeviceComplianceResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[32]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2195,7 @@ func (x *ListDeviceComplianceResponse) String() string {
 func (*ListDeviceComplianceResponse) ProtoMessage() {}
 
 func (x *ListDeviceComplianceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[32]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2208,7 @@ func (x *ListDeviceComplianceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeviceComplianceResponse.ProtoReflect.Descriptor instead.
 func (*ListDeviceComplianceResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{32}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListDeviceComplianceResponse) GetDeviceCompliances() []*DeviceCompliance {
@@ -2163,7 +2247,7 @@ type ExcludeDeviceRequest struct {
 
 func (x *ExcludeDeviceRequest) Reset() {
 	*x = ExcludeDeviceRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[33]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2259,7 @@ func (x *ExcludeDeviceRequest) String() string {
 func (*ExcludeDeviceRequest) ProtoMessage() {}
 
 func (x *ExcludeDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[33]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2272,7 @@ func (x *ExcludeDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExcludeDeviceRequest.ProtoReflect.Descriptor instead.
 func (*ExcludeDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{33}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExcludeDeviceRequest) GetDeviceId() string {
@@ -2225,7 +2309,7 @@ type ExcludeDeviceResponse struct {
 
 func (x *ExcludeDeviceResponse) Reset() {
 	*x = ExcludeDeviceResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[34]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2321,7 @@ func (x *ExcludeDeviceResponse) String() string {
 func (*ExcludeDeviceResponse) ProtoMessage() {}
 
 func (x *ExcludeDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[34]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2334,7 @@ func (x *ExcludeDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExcludeDeviceResponse.ProtoReflect.Descriptor instead.
 func (*ExcludeDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{34}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExcludeDeviceResponse) GetExclusion() *Exclusion {
@@ -2280,7 +2364,7 @@ type RemoveExclusionRequest struct {
 
 func (x *RemoveExclusionRequest) Reset() {
 	*x = RemoveExclusionRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[35]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2376,7 @@ func (x *RemoveExclusionRequest) String() string {
 func (*RemoveExclusionRequest) ProtoMessage() {}
 
 func (x *RemoveExclusionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[35]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2389,7 @@ func (x *RemoveExclusionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveExclusionRequest.ProtoReflect.Descriptor instead.
 func (*RemoveExclusionRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{35}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveExclusionRequest) GetDeviceId() string {
@@ -2335,7 +2419,7 @@ type RemoveExclusionResponse struct {
 
 func (x *RemoveExclusionResponse) Reset() {
 	*x = RemoveExclusionResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[36]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2431,7 @@ func (x *RemoveExclusionResponse) String() string {
 func (*RemoveExclusionResponse) ProtoMessage() {}
 
 func (x *RemoveExclusionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[36]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2444,7 @@ func (x *RemoveExclusionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveExclusionResponse.ProtoReflect.Descriptor instead.
 func (*RemoveExclusionResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{36}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveExclusionResponse) GetExclusion() *Exclusion {
@@ -2394,7 +2478,7 @@ type ListExclusionsRequest struct {
 
 func (x *ListExclusionsRequest) Reset() {
 	*x = ListExclusionsRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[37]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2490,7 @@ func (x *ListExclusionsRequest) String() string {
 func (*ListExclusionsRequest) ProtoMessage() {}
 
 func (x *ListExclusionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[37]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2503,7 @@ func (x *ListExclusionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExclusionsRequest.ProtoReflect.Descriptor instead.
 func (*ListExclusionsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{37}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListExclusionsRequest) GetPageSize() int32 {
@@ -2463,7 +2547,7 @@ type ListExclusionsResponse struct {
 
 func (x *ListExclusionsResponse) Reset() {
 	*x = ListExclusionsResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[38]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2559,7 @@ func (x *ListExclusionsResponse) String() string {
 func (*ListExclusionsResponse) ProtoMessage() {}
 
 func (x *ListExclusionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[38]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2572,7 @@ func (x *ListExclusionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExclusionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExclusionsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{38}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListExclusionsResponse) GetExclusions() []*Exclusion {
@@ -2520,7 +2604,7 @@ type ComplianceSettings struct {
 
 func (x *ComplianceSettings) Reset() {
 	*x = ComplianceSettings{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[39]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2532,7 +2616,7 @@ func (x *ComplianceSettings) String() string {
 func (*ComplianceSettings) ProtoMessage() {}
 
 func (x *ComplianceSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[39]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2545,7 +2629,7 @@ func (x *ComplianceSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComplianceSettings.ProtoReflect.Descriptor instead.
 func (*ComplianceSettings) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{39}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ComplianceSettings) GetDevicesWithoutPolicyCompliant() bool {
@@ -2571,7 +2655,7 @@ type GetComplianceSettingsRequest struct {
 
 func (x *GetComplianceSettingsRequest) Reset() {
 	*x = GetComplianceSettingsRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[40]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2667,7 @@ func (x *GetComplianceSettingsRequest) String() string {
 func (*GetComplianceSettingsRequest) ProtoMessage() {}
 
 func (x *GetComplianceSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[40]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2680,7 @@ func (x *GetComplianceSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetComplianceSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetComplianceSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{40}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{41}
 }
 
 // GetComplianceSettingsResponse is the response of GetComplianceSettings.
@@ -2610,7 +2694,7 @@ type GetComplianceSettingsResponse struct {
 
 func (x *GetComplianceSettingsResponse) Reset() {
 	*x = GetComplianceSettingsResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[41]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2706,7 @@ func (x *GetComplianceSettingsResponse) String() string {
 func (*GetComplianceSettingsResponse) ProtoMessage() {}
 
 func (x *GetComplianceSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[41]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2719,7 @@ func (x *GetComplianceSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetComplianceSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetComplianceSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{41}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetComplianceSettingsResponse) GetSettings() *ComplianceSettings {
@@ -2659,7 +2743,7 @@ type UpdateComplianceSettingsRequest struct {
 
 func (x *UpdateComplianceSettingsRequest) Reset() {
 	*x = UpdateComplianceSettingsRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[42]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2755,7 @@ func (x *UpdateComplianceSettingsRequest) String() string {
 func (*UpdateComplianceSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateComplianceSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[42]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2768,7 @@ func (x *UpdateComplianceSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateComplianceSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateComplianceSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{42}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UpdateComplianceSettingsRequest) GetSettings() *ComplianceSettings {
@@ -2712,7 +2796,7 @@ type UpdateComplianceSettingsResponse struct {
 
 func (x *UpdateComplianceSettingsResponse) Reset() {
 	*x = UpdateComplianceSettingsResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[43]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2808,7 @@ func (x *UpdateComplianceSettingsResponse) String() string {
 func (*UpdateComplianceSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateComplianceSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[43]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2821,7 @@ func (x *UpdateComplianceSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateComplianceSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateComplianceSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{43}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UpdateComplianceSettingsResponse) GetSettings() *ComplianceSettings {
@@ -2759,7 +2843,7 @@ type WatchComplianceEventsRequest struct {
 
 func (x *WatchComplianceEventsRequest) Reset() {
 	*x = WatchComplianceEventsRequest{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[44]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2855,7 @@ func (x *WatchComplianceEventsRequest) String() string {
 func (*WatchComplianceEventsRequest) ProtoMessage() {}
 
 func (x *WatchComplianceEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[44]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2868,7 @@ func (x *WatchComplianceEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchComplianceEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchComplianceEventsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{44}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchComplianceEventsRequest) GetStartRevision() int64 {
@@ -2817,7 +2901,7 @@ type WatchComplianceEventsResponse struct {
 
 func (x *WatchComplianceEventsResponse) Reset() {
 	*x = WatchComplianceEventsResponse{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[45]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +2913,7 @@ func (x *WatchComplianceEventsResponse) String() string {
 func (*WatchComplianceEventsResponse) ProtoMessage() {}
 
 func (x *WatchComplianceEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[45]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +2926,7 @@ func (x *WatchComplianceEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchComplianceEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchComplianceEventsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{45}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WatchComplianceEventsResponse) GetKind() isWatchComplianceEventsResponse_Kind {
@@ -2919,7 +3003,7 @@ type ComplianceEvent struct {
 
 func (x *ComplianceEvent) Reset() {
 	*x = ComplianceEvent{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[46]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3015,7 @@ func (x *ComplianceEvent) String() string {
 func (*ComplianceEvent) ProtoMessage() {}
 
 func (x *ComplianceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[46]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3028,7 @@ func (x *ComplianceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComplianceEvent.ProtoReflect.Descriptor instead.
 func (*ComplianceEvent) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{46}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ComplianceEvent) GetRevision() int64 {
@@ -3042,7 +3126,7 @@ type DeviceComplianceChanged struct {
 
 func (x *DeviceComplianceChanged) Reset() {
 	*x = DeviceComplianceChanged{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[47]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3138,7 @@ func (x *DeviceComplianceChanged) String() string {
 func (*DeviceComplianceChanged) ProtoMessage() {}
 
 func (x *DeviceComplianceChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[47]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3151,7 @@ func (x *DeviceComplianceChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceComplianceChanged.ProtoReflect.Descriptor instead.
 func (*DeviceComplianceChanged) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{47}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeviceComplianceChanged) GetDeviceCompliance() *DeviceCompliance {
@@ -3095,7 +3179,7 @@ type DeviceChanged struct {
 
 func (x *DeviceChanged) Reset() {
 	*x = DeviceChanged{}
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[48]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3191,7 @@ func (x *DeviceChanged) String() string {
 func (*DeviceChanged) ProtoMessage() {}
 
 func (x *DeviceChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[48]
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3204,7 @@ func (x *DeviceChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceChanged.ProtoReflect.Descriptor instead.
 func (*DeviceChanged) Descriptor() ([]byte, []int) {
-	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{48}
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DeviceChanged) GetDevice() *Device {
@@ -3269,7 +3353,7 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x125\n" +
 	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12#\n" +
-	"\bended_by\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\aendedBy\"\xf4\x04\n" +
+	"\bended_by\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\aendedBy\"\xc0\x05\n" +
 	"\x10DeviceCompliance\x12%\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12;\n" +
 	"\x05state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x05state\x12 \n" +
@@ -3284,7 +3368,15 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\revaluate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fevaluateTime\x12\x1a\n" +
 	"\brevision\x18\n" +
 	" \x01(\x03R\brevision\x12H\n" +
-	"\x12next_evaluate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x10nextEvaluateTime\"E\n" +
+	"\x12next_evaluate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x10nextEvaluateTime\x12J\n" +
+	"\n" +
+	"enrollment\x18\f \x01(\v2*.condaccess.compliance.v1.DeviceEnrollmentR\n" +
+	"enrollment\"\xd7\x01\n" +
+	"\x10DeviceEnrollment\x12:\n" +
+	"\bplatform\x18\x01 \x01(\x0e2\x1e.condaccess.common.v1.PlatformR\bplatform\x12,\n" +
+	"\rowner_user_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vownerUserId\x12?\n" +
+	"\x13registered_user_ids\x18\x03 \x03(\tB\x0f\xbaH\f\x92\x01\t\x10d\"\x05r\x03\x18\x80\x01R\x11registeredUserIds\x12\x18\n" +
+	"\aretired\x18\x04 \x01(\bR\aretired\"E\n" +
 	"\x1aGetDeviceComplianceRequest\x12'\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\"v\n" +
@@ -3401,7 +3493,7 @@ func file_condaccess_compliance_v1_compliance_proto_rawDescGZIP() []byte {
 	return file_condaccess_compliance_v1_compliance_proto_rawDescData
 }
 
-var file_condaccess_compliance_v1_compliance_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_condaccess_compliance_v1_compliance_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_condaccess_compliance_v1_compliance_proto_goTypes = []any{
 	(*Device)(nil),                           // 0: condaccess.compliance.v1.Device
 	(*EnrollDeviceRequest)(nil),              // 1: condaccess.compliance.v1.EnrollDeviceRequest
@@ -3432,145 +3524,148 @@ var file_condaccess_compliance_v1_compliance_proto_goTypes = []any{
 	(*PolicyCompliance)(nil),                 // 26: condaccess.compliance.v1.PolicyCompliance
 	(*Exclusion)(nil),                        // 27: condaccess.compliance.v1.Exclusion
 	(*DeviceCompliance)(nil),                 // 28: condaccess.compliance.v1.DeviceCompliance
-	(*GetDeviceComplianceRequest)(nil),       // 29: condaccess.compliance.v1.GetDeviceComplianceRequest
-	(*GetDeviceComplianceResponse)(nil),      // 30: condaccess.compliance.v1.GetDeviceComplianceResponse
-	(*ListDeviceComplianceRequest)(nil),      // 31: condaccess.compliance.v1.ListDeviceComplianceRequest
-	(*ListDeviceComplianceResponse)(nil),     // 32: condaccess.compliance.v1.ListDeviceComplianceResponse
-	(*ExcludeDeviceRequest)(nil),             // 33: condaccess.compliance.v1.ExcludeDeviceRequest
-	(*ExcludeDeviceResponse)(nil),            // 34: condaccess.compliance.v1.ExcludeDeviceResponse
-	(*RemoveExclusionRequest)(nil),           // 35: condaccess.compliance.v1.RemoveExclusionRequest
-	(*RemoveExclusionResponse)(nil),          // 36: condaccess.compliance.v1.RemoveExclusionResponse
-	(*ListExclusionsRequest)(nil),            // 37: condaccess.compliance.v1.ListExclusionsRequest
-	(*ListExclusionsResponse)(nil),           // 38: condaccess.compliance.v1.ListExclusionsResponse
-	(*ComplianceSettings)(nil),               // 39: condaccess.compliance.v1.ComplianceSettings
-	(*GetComplianceSettingsRequest)(nil),     // 40: condaccess.compliance.v1.GetComplianceSettingsRequest
-	(*GetComplianceSettingsResponse)(nil),    // 41: condaccess.compliance.v1.GetComplianceSettingsResponse
-	(*UpdateComplianceSettingsRequest)(nil),  // 42: condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	(*UpdateComplianceSettingsResponse)(nil), // 43: condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	(*WatchComplianceEventsRequest)(nil),     // 44: condaccess.compliance.v1.WatchComplianceEventsRequest
-	(*WatchComplianceEventsResponse)(nil),    // 45: condaccess.compliance.v1.WatchComplianceEventsResponse
-	(*ComplianceEvent)(nil),                  // 46: condaccess.compliance.v1.ComplianceEvent
-	(*DeviceComplianceChanged)(nil),          // 47: condaccess.compliance.v1.DeviceComplianceChanged
-	(*DeviceChanged)(nil),                    // 48: condaccess.compliance.v1.DeviceChanged
-	(v1.Platform)(0),                         // 49: condaccess.common.v1.Platform
-	(*timestamppb.Timestamp)(nil),            // 50: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),            // 51: google.protobuf.FieldMask
-	(v1.RiskLevel)(0),                        // 52: condaccess.common.v1.RiskLevel
-	(*durationpb.Duration)(nil),              // 53: google.protobuf.Duration
-	(v1.ComplianceState)(0),                  // 54: condaccess.common.v1.ComplianceState
-	(*v1.WatchProgress)(nil),                 // 55: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),                  // 56: condaccess.common.v1.TraceContext
-	(*DeviceIdentityChanged)(nil),            // 57: condaccess.compliance.v1.DeviceIdentityChanged
+	(*DeviceEnrollment)(nil),                 // 29: condaccess.compliance.v1.DeviceEnrollment
+	(*GetDeviceComplianceRequest)(nil),       // 30: condaccess.compliance.v1.GetDeviceComplianceRequest
+	(*GetDeviceComplianceResponse)(nil),      // 31: condaccess.compliance.v1.GetDeviceComplianceResponse
+	(*ListDeviceComplianceRequest)(nil),      // 32: condaccess.compliance.v1.ListDeviceComplianceRequest
+	(*ListDeviceComplianceResponse)(nil),     // 33: condaccess.compliance.v1.ListDeviceComplianceResponse
+	(*ExcludeDeviceRequest)(nil),             // 34: condaccess.compliance.v1.ExcludeDeviceRequest
+	(*ExcludeDeviceResponse)(nil),            // 35: condaccess.compliance.v1.ExcludeDeviceResponse
+	(*RemoveExclusionRequest)(nil),           // 36: condaccess.compliance.v1.RemoveExclusionRequest
+	(*RemoveExclusionResponse)(nil),          // 37: condaccess.compliance.v1.RemoveExclusionResponse
+	(*ListExclusionsRequest)(nil),            // 38: condaccess.compliance.v1.ListExclusionsRequest
+	(*ListExclusionsResponse)(nil),           // 39: condaccess.compliance.v1.ListExclusionsResponse
+	(*ComplianceSettings)(nil),               // 40: condaccess.compliance.v1.ComplianceSettings
+	(*GetComplianceSettingsRequest)(nil),     // 41: condaccess.compliance.v1.GetComplianceSettingsRequest
+	(*GetComplianceSettingsResponse)(nil),    // 42: condaccess.compliance.v1.GetComplianceSettingsResponse
+	(*UpdateComplianceSettingsRequest)(nil),  // 43: condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	(*UpdateComplianceSettingsResponse)(nil), // 44: condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	(*WatchComplianceEventsRequest)(nil),     // 45: condaccess.compliance.v1.WatchComplianceEventsRequest
+	(*WatchComplianceEventsResponse)(nil),    // 46: condaccess.compliance.v1.WatchComplianceEventsResponse
+	(*ComplianceEvent)(nil),                  // 47: condaccess.compliance.v1.ComplianceEvent
+	(*DeviceComplianceChanged)(nil),          // 48: condaccess.compliance.v1.DeviceComplianceChanged
+	(*DeviceChanged)(nil),                    // 49: condaccess.compliance.v1.DeviceChanged
+	(v1.Platform)(0),                         // 50: condaccess.common.v1.Platform
+	(*timestamppb.Timestamp)(nil),            // 51: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),            // 52: google.protobuf.FieldMask
+	(v1.RiskLevel)(0),                        // 53: condaccess.common.v1.RiskLevel
+	(*durationpb.Duration)(nil),              // 54: google.protobuf.Duration
+	(v1.ComplianceState)(0),                  // 55: condaccess.common.v1.ComplianceState
+	(*v1.WatchProgress)(nil),                 // 56: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),                  // 57: condaccess.common.v1.TraceContext
+	(*DeviceIdentityChanged)(nil),            // 58: condaccess.compliance.v1.DeviceIdentityChanged
 }
 var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
-	49, // 0: condaccess.compliance.v1.Device.platform:type_name -> condaccess.common.v1.Platform
-	50, // 1: condaccess.compliance.v1.Device.enroll_time:type_name -> google.protobuf.Timestamp
-	50, // 2: condaccess.compliance.v1.Device.last_seen_time:type_name -> google.protobuf.Timestamp
-	50, // 3: condaccess.compliance.v1.Device.update_time:type_name -> google.protobuf.Timestamp
-	50, // 4: condaccess.compliance.v1.Device.retire_time:type_name -> google.protobuf.Timestamp
+	50, // 0: condaccess.compliance.v1.Device.platform:type_name -> condaccess.common.v1.Platform
+	51, // 1: condaccess.compliance.v1.Device.enroll_time:type_name -> google.protobuf.Timestamp
+	51, // 2: condaccess.compliance.v1.Device.last_seen_time:type_name -> google.protobuf.Timestamp
+	51, // 3: condaccess.compliance.v1.Device.update_time:type_name -> google.protobuf.Timestamp
+	51, // 4: condaccess.compliance.v1.Device.retire_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: condaccess.compliance.v1.EnrollDeviceRequest.device:type_name -> condaccess.compliance.v1.Device
 	0,  // 6: condaccess.compliance.v1.EnrollDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
 	0,  // 7: condaccess.compliance.v1.GetDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
-	49, // 8: condaccess.compliance.v1.ListDevicesRequest.platform:type_name -> condaccess.common.v1.Platform
+	50, // 8: condaccess.compliance.v1.ListDevicesRequest.platform:type_name -> condaccess.common.v1.Platform
 	0,  // 9: condaccess.compliance.v1.ListDevicesResponse.devices:type_name -> condaccess.compliance.v1.Device
 	0,  // 10: condaccess.compliance.v1.UpdateDeviceRequest.device:type_name -> condaccess.compliance.v1.Device
-	51, // 11: condaccess.compliance.v1.UpdateDeviceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	52, // 11: condaccess.compliance.v1.UpdateDeviceRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 12: condaccess.compliance.v1.UpdateDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
 	0,  // 13: condaccess.compliance.v1.RetireDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
-	52, // 14: condaccess.compliance.v1.RiskGracePeriod.risk_level:type_name -> condaccess.common.v1.RiskLevel
-	53, // 15: condaccess.compliance.v1.RiskGracePeriod.grace_period:type_name -> google.protobuf.Duration
-	53, // 16: condaccess.compliance.v1.NoncomplianceActions.grace_period:type_name -> google.protobuf.Duration
+	53, // 14: condaccess.compliance.v1.RiskGracePeriod.risk_level:type_name -> condaccess.common.v1.RiskLevel
+	54, // 15: condaccess.compliance.v1.RiskGracePeriod.grace_period:type_name -> google.protobuf.Duration
+	54, // 16: condaccess.compliance.v1.NoncomplianceActions.grace_period:type_name -> google.protobuf.Duration
 	12, // 17: condaccess.compliance.v1.NoncomplianceActions.risk_grace_periods:type_name -> condaccess.compliance.v1.RiskGracePeriod
-	52, // 18: condaccess.compliance.v1.CompliancePolicy.max_device_risk:type_name -> condaccess.common.v1.RiskLevel
-	49, // 19: condaccess.compliance.v1.CompliancePolicy.platforms:type_name -> condaccess.common.v1.Platform
+	53, // 18: condaccess.compliance.v1.CompliancePolicy.max_device_risk:type_name -> condaccess.common.v1.RiskLevel
+	50, // 19: condaccess.compliance.v1.CompliancePolicy.platforms:type_name -> condaccess.common.v1.Platform
 	11, // 20: condaccess.compliance.v1.CompliancePolicy.assignment:type_name -> condaccess.compliance.v1.PolicyAssignment
 	13, // 21: condaccess.compliance.v1.CompliancePolicy.actions:type_name -> condaccess.compliance.v1.NoncomplianceActions
-	50, // 22: condaccess.compliance.v1.CompliancePolicy.create_time:type_name -> google.protobuf.Timestamp
-	50, // 23: condaccess.compliance.v1.CompliancePolicy.update_time:type_name -> google.protobuf.Timestamp
+	51, // 22: condaccess.compliance.v1.CompliancePolicy.create_time:type_name -> google.protobuf.Timestamp
+	51, // 23: condaccess.compliance.v1.CompliancePolicy.update_time:type_name -> google.protobuf.Timestamp
 	14, // 24: condaccess.compliance.v1.CreateCompliancePolicyRequest.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 25: condaccess.compliance.v1.CreateCompliancePolicyResponse.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 26: condaccess.compliance.v1.GetCompliancePolicyResponse.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 27: condaccess.compliance.v1.ListCompliancePoliciesResponse.policies:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 28: condaccess.compliance.v1.UpdateCompliancePolicyRequest.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
-	51, // 29: condaccess.compliance.v1.UpdateCompliancePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	52, // 29: condaccess.compliance.v1.UpdateCompliancePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	14, // 30: condaccess.compliance.v1.UpdateCompliancePolicyResponse.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
-	54, // 31: condaccess.compliance.v1.PolicyCompliance.state:type_name -> condaccess.common.v1.ComplianceState
+	55, // 31: condaccess.compliance.v1.PolicyCompliance.state:type_name -> condaccess.common.v1.ComplianceState
 	25, // 32: condaccess.compliance.v1.PolicyCompliance.settings:type_name -> condaccess.compliance.v1.SettingResult
-	50, // 33: condaccess.compliance.v1.PolicyCompliance.grace_expire_time:type_name -> google.protobuf.Timestamp
-	50, // 34: condaccess.compliance.v1.Exclusion.create_time:type_name -> google.protobuf.Timestamp
-	50, // 35: condaccess.compliance.v1.Exclusion.expire_time:type_name -> google.protobuf.Timestamp
-	50, // 36: condaccess.compliance.v1.Exclusion.end_time:type_name -> google.protobuf.Timestamp
-	54, // 37: condaccess.compliance.v1.DeviceCompliance.state:type_name -> condaccess.common.v1.ComplianceState
+	51, // 33: condaccess.compliance.v1.PolicyCompliance.grace_expire_time:type_name -> google.protobuf.Timestamp
+	51, // 34: condaccess.compliance.v1.Exclusion.create_time:type_name -> google.protobuf.Timestamp
+	51, // 35: condaccess.compliance.v1.Exclusion.expire_time:type_name -> google.protobuf.Timestamp
+	51, // 36: condaccess.compliance.v1.Exclusion.end_time:type_name -> google.protobuf.Timestamp
+	55, // 37: condaccess.compliance.v1.DeviceCompliance.state:type_name -> condaccess.common.v1.ComplianceState
 	26, // 38: condaccess.compliance.v1.DeviceCompliance.policies:type_name -> condaccess.compliance.v1.PolicyCompliance
-	52, // 39: condaccess.compliance.v1.DeviceCompliance.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	53, // 39: condaccess.compliance.v1.DeviceCompliance.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	27, // 40: condaccess.compliance.v1.DeviceCompliance.exclusion:type_name -> condaccess.compliance.v1.Exclusion
-	50, // 41: condaccess.compliance.v1.DeviceCompliance.evaluate_time:type_name -> google.protobuf.Timestamp
-	50, // 42: condaccess.compliance.v1.DeviceCompliance.next_evaluate_time:type_name -> google.protobuf.Timestamp
-	28, // 43: condaccess.compliance.v1.GetDeviceComplianceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	54, // 44: condaccess.compliance.v1.ListDeviceComplianceRequest.state:type_name -> condaccess.common.v1.ComplianceState
-	28, // 45: condaccess.compliance.v1.ListDeviceComplianceResponse.device_compliances:type_name -> condaccess.compliance.v1.DeviceCompliance
-	50, // 46: condaccess.compliance.v1.ExcludeDeviceRequest.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 47: condaccess.compliance.v1.ExcludeDeviceResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
-	28, // 48: condaccess.compliance.v1.ExcludeDeviceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	27, // 49: condaccess.compliance.v1.RemoveExclusionResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
-	28, // 50: condaccess.compliance.v1.RemoveExclusionResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	27, // 51: condaccess.compliance.v1.ListExclusionsResponse.exclusions:type_name -> condaccess.compliance.v1.Exclusion
-	39, // 52: condaccess.compliance.v1.GetComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	39, // 53: condaccess.compliance.v1.UpdateComplianceSettingsRequest.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	51, // 54: condaccess.compliance.v1.UpdateComplianceSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
-	39, // 55: condaccess.compliance.v1.UpdateComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	46, // 56: condaccess.compliance.v1.WatchComplianceEventsResponse.event:type_name -> condaccess.compliance.v1.ComplianceEvent
-	55, // 57: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	50, // 58: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
-	50, // 59: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
-	56, // 60: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	47, // 61: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
-	48, // 62: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
-	57, // 63: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
-	28, // 64: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	54, // 65: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
-	0,  // 66: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
-	1,  // 67: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
-	3,  // 68: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
-	5,  // 69: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
-	7,  // 70: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
-	9,  // 71: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
-	15, // 72: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
-	17, // 73: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
-	19, // 74: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
-	21, // 75: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
-	23, // 76: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
-	29, // 77: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
-	31, // 78: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
-	33, // 79: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
-	35, // 80: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
-	37, // 81: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
-	40, // 82: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
-	42, // 83: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	44, // 84: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
-	2,  // 85: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
-	4,  // 86: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
-	6,  // 87: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
-	8,  // 88: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
-	10, // 89: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
-	16, // 90: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
-	18, // 91: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
-	20, // 92: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
-	22, // 93: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
-	24, // 94: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
-	30, // 95: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
-	32, // 96: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
-	34, // 97: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
-	36, // 98: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
-	38, // 99: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
-	41, // 100: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
-	43, // 101: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	45, // 102: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
-	85, // [85:103] is the sub-list for method output_type
-	67, // [67:85] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	51, // 41: condaccess.compliance.v1.DeviceCompliance.evaluate_time:type_name -> google.protobuf.Timestamp
+	51, // 42: condaccess.compliance.v1.DeviceCompliance.next_evaluate_time:type_name -> google.protobuf.Timestamp
+	29, // 43: condaccess.compliance.v1.DeviceCompliance.enrollment:type_name -> condaccess.compliance.v1.DeviceEnrollment
+	50, // 44: condaccess.compliance.v1.DeviceEnrollment.platform:type_name -> condaccess.common.v1.Platform
+	28, // 45: condaccess.compliance.v1.GetDeviceComplianceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	55, // 46: condaccess.compliance.v1.ListDeviceComplianceRequest.state:type_name -> condaccess.common.v1.ComplianceState
+	28, // 47: condaccess.compliance.v1.ListDeviceComplianceResponse.device_compliances:type_name -> condaccess.compliance.v1.DeviceCompliance
+	51, // 48: condaccess.compliance.v1.ExcludeDeviceRequest.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 49: condaccess.compliance.v1.ExcludeDeviceResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
+	28, // 50: condaccess.compliance.v1.ExcludeDeviceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	27, // 51: condaccess.compliance.v1.RemoveExclusionResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
+	28, // 52: condaccess.compliance.v1.RemoveExclusionResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	27, // 53: condaccess.compliance.v1.ListExclusionsResponse.exclusions:type_name -> condaccess.compliance.v1.Exclusion
+	40, // 54: condaccess.compliance.v1.GetComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
+	40, // 55: condaccess.compliance.v1.UpdateComplianceSettingsRequest.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
+	52, // 56: condaccess.compliance.v1.UpdateComplianceSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
+	40, // 57: condaccess.compliance.v1.UpdateComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
+	47, // 58: condaccess.compliance.v1.WatchComplianceEventsResponse.event:type_name -> condaccess.compliance.v1.ComplianceEvent
+	56, // 59: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	51, // 60: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
+	51, // 61: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
+	57, // 62: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	48, // 63: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
+	49, // 64: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
+	58, // 65: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
+	28, // 66: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	55, // 67: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
+	0,  // 68: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
+	1,  // 69: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
+	3,  // 70: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
+	5,  // 71: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
+	7,  // 72: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
+	9,  // 73: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
+	15, // 74: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
+	17, // 75: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
+	19, // 76: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
+	21, // 77: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
+	23, // 78: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
+	30, // 79: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
+	32, // 80: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
+	34, // 81: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
+	36, // 82: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
+	38, // 83: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
+	41, // 84: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
+	43, // 85: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	45, // 86: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
+	2,  // 87: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
+	4,  // 88: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
+	6,  // 89: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
+	8,  // 90: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
+	10, // 91: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
+	16, // 92: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
+	18, // 93: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
+	20, // 94: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
+	22, // 95: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
+	24, // 96: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
+	31, // 97: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
+	33, // 98: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
+	35, // 99: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
+	37, // 100: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
+	39, // 101: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
+	42, // 102: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
+	44, // 103: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	46, // 104: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
+	87, // [87:105] is the sub-list for method output_type
+	69, // [69:87] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_compliance_v1_compliance_proto_init() }
@@ -3579,11 +3674,11 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 		return
 	}
 	file_condaccess_compliance_v1_device_identity_proto_init()
-	file_condaccess_compliance_v1_compliance_proto_msgTypes[45].OneofWrappers = []any{
+	file_condaccess_compliance_v1_compliance_proto_msgTypes[46].OneofWrappers = []any{
 		(*WatchComplianceEventsResponse_Event)(nil),
 		(*WatchComplianceEventsResponse_Progress)(nil),
 	}
-	file_condaccess_compliance_v1_compliance_proto_msgTypes[46].OneofWrappers = []any{
+	file_condaccess_compliance_v1_compliance_proto_msgTypes[47].OneofWrappers = []any{
 		(*ComplianceEvent_DeviceComplianceChanged)(nil),
 		(*ComplianceEvent_DeviceChanged)(nil),
 		(*ComplianceEvent_DeviceIdentityChanged)(nil),
@@ -3594,7 +3689,7 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_compliance_v1_compliance_proto_rawDesc), len(file_condaccess_compliance_v1_compliance_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
