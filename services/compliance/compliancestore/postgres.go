@@ -673,3 +673,27 @@ func SharedDeviceCA(ctx context.Context, url string, candidate func() (certPEM, 
 	}
 	return certPEM, keyPEM, nil
 }
+
+// PutFeedContact records that the feed name was last heard from at t (never moving
+// the stored time backwards, so a paused old leader cannot make it older).
+func (s *PGStore) PutFeedContact(ctx context.Context, name string, t time.Time) error {
+	_, err := s.db.Read().ExecContext(ctx, `INSERT INTO feed_contact (name, contact_ns) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET contact_ns = GREATEST(feed_contact.contact_ns, excluded.contact_ns)`, name, t.UnixNano())
+	if err != nil {
+		return fmt.Errorf("compliancestore: feed contact: %w", err)
+	}
+	return nil
+}
+
+// FeedContact returns when the feed name was last heard from (zero when never).
+func (s *PGStore) FeedContact(ctx context.Context, name string) (time.Time, error) {
+	var ns int64
+	err := s.db.Read().QueryRowContext(ctx, `SELECT contact_ns FROM feed_contact WHERE name = $1`, name).Scan(&ns)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("compliancestore: feed contact: %w", err)
+	}
+	return time.Unix(0, ns).UTC(), nil
+}

@@ -68,3 +68,9 @@ CREATE TABLE device_ca (
 	cert_pem BYTEA NOT NULL,
 	key_pem  BYTEA NOT NULL
 );
+-- When the risk consumer's leader last heard from the risk feed (event, progress or
+-- resync), so that every replica stamps risk_as_of with the leader's view.
+CREATE TABLE feed_contact (
+	name       TEXT PRIMARY KEY,
+	contact_ns BIGINT NOT NULL
+);
