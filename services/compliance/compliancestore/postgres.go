@@ -603,7 +603,9 @@ func (t *pgTxn) SetCursor(ctx context.Context, name string, rev int64) error {
 	return err
 }
 
-func (t *pgTxn) Sweep(ctx context.Context) (compliance.SweepState, error) { return pgGetSweep(ctx, t.tx) }
+func (t *pgTxn) Sweep(ctx context.Context) (compliance.SweepState, error) {
+	return pgGetSweep(ctx, t.tx)
+}
 
 func (t *pgTxn) PutSweep(ctx context.Context, st compliance.SweepState) error {
 	b, err := json.Marshal(st)
@@ -615,7 +617,9 @@ func (t *pgTxn) PutSweep(ctx context.Context, st compliance.SweepState) error {
 }
 
 // Audit implements compliance.Tx.
-func (t *pgTxn) Audit(ctx context.Context, c audit.Change) error { return t.s.audit.Append(ctx, t.tx, c) }
+func (t *pgTxn) Audit(ctx context.Context, c audit.Change) error {
+	return t.s.audit.Append(ctx, t.tx, c)
+}
 
 func (t *pgTxn) AppendEvent(ctx context.Context, e compliance.StoredEvent) (int64, error) {
 	return t.s.log.Append(t.tx, eventlog.Event{
