@@ -259,7 +259,18 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
 		return nil, fmt.Errorf("%w: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", errUsage)
 	}
-	deviceCA, deviceKey, err := deviceCAFiles(o, slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }), logger)
+	// Before the device CA: with --database-url it is read from the database.
+	if o.leaseDuration < 0 {
+		return nil, fmt.Errorf("%w: --lease-duration must not be negative (0 means the default, %v)", errUsage, lease.DefaultDuration)
+	}
+	names := make([]string, len(picked))
+	for i, f := range picked {
+		names[i] = f.Name()
+		if _, ok := f.(suite.PostgresReady); o.databaseURL != "" && !ok {
+			return nil, fmt.Errorf("%w: --database-url: the %s service is not yet supported on PostgreSQL; run it in another process without --database-url", errUsage, f.Name())
+		}
+	}
+	deviceCA, deviceKey, err := deviceCAFiles(ctx, o, slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }), logger)
 	if err != nil {
 		return nil, err
 	}
@@ -286,17 +297,6 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	}
 	if !tlsOn {
 		logger.Warn(auth.InsecureWarning)
-	}
-
-	if o.leaseDuration < 0 {
-		return nil, fmt.Errorf("%w: --lease-duration must not be negative (0 means the default, %v)", errUsage, lease.DefaultDuration)
-	}
-	names := make([]string, len(picked))
-	for i, f := range picked {
-		names[i] = f.Name()
-		if _, ok := f.(suite.PostgresReady); o.databaseURL != "" && !ok {
-			return nil, fmt.Errorf("%w: --database-url: the %s service is not yet supported on PostgreSQL (only risk is); run it in another process without --database-url", errUsage, f.Name())
-		}
 	}
 	for _, n := range names {
 		for _, need := range peerNeeds[n] {
