@@ -179,3 +179,80 @@ func TestServeComplianceReplicasOnPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestServeComplianceConsumerFailsOver: of two risk+compliance replicas on one
+// database, the first started leads the compliance consumer (lease token 1); once it
+// stops, the other takes the lease over (token 2) and applies the next risk event.
+func TestServeComplianceConsumerFailsOver(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	waitToken := func(want int64) {
+		t.Helper()
+		for {
+			var tok int64
+			err := db.QueryRowContext(ctx, `SELECT token FROM compliance.leases WHERE name = $1`, complianceapp.ConsumerLease).Scan(&tok)
+			if err == nil && tok == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("timeout waiting for lease token %d (last %d, %v)", want, tok, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	start := func() (*runningSuite, *grpc.ClientConn) {
+		t.Helper()
+		o := serveOptions{grpcAddr: "127.0.0.1:0", services: "risk,compliance", dataDir: t.TempDir(), databaseURL: url,
+			leaseDuration: 300 * time.Millisecond, stopTimeout: 5 * time.Second}
+		s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Stop() })
+		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return s, conn
+	}
+	first, _ := start()
+	waitToken(1)
+	_, conn := start()
+	if _, err := compliancev1.NewCompliancePolicyServiceClient(conn).CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "max-medium", DisplayName: "max medium", MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM, Assignment: &compliancev1.PolicyAssignment{AllDevices: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compliancev1.NewDeviceServiceClient(conn).EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: "dev-1", DisplayName: "laptop", Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631", OwnerUserId: "u-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	waitToken(2)
+	if _, err := riskv1.NewRiskServiceClient(conn).ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := compliancev1.NewComplianceServiceClient(conn)
+	for {
+		r, err := c.GetDeviceCompliance(ctx, &compliancev1.GetDeviceComplianceRequest{DeviceId: "dev-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetDeviceCompliance().GetState() == commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("dev-1 compliance = %v after the failover, want NONCOMPLIANT", r.GetDeviceCompliance())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
