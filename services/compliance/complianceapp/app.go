@@ -130,7 +130,7 @@ func (f *Factory) setIdentity(svc *compliance.Service, env suite.Env) error {
 }
 
 // registerMetrics exports the risk feed's health and the event log's revision.
-func registerMetrics(c *consumer.Consumer[*riskv1.RiskEvent], revision func() int64) (metric.Registration, error) {
+func registerMetrics(feed *consumer.Consumer[*riskv1.RiskEvent], revision func() int64) (metric.Registration, error) {
 	meter := otel.Meter("condaccess/compliance")
 	lag, err := meter.Float64ObservableGauge("condaccess.compliance.risk_feed.lag", metric.WithUnit("s"),
 		metric.WithDescription("time since the risk event feed last delivered an event, a progress message or a resync"))
@@ -158,7 +158,7 @@ func registerMetrics(c *consumer.Consumer[*riskv1.RiskEvent], revision func() in
 		return nil, err
 	}
 	return meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		st := c.Status()
+		st := feed.Status()
 		if !st.LastContact.IsZero() {
 			o.ObserveFloat64(lag, time.Since(st.LastContact).Seconds())
 		}
