@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"database/sql"
+	"encoding/pem"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,13 +14,18 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/devca"
 	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/services/compliance/complianceapp"
+	"github.com/condaccess/condaccess/services/compliance/compliancegrpc"
 )
 
 // TestServeComplianceReplicasOnPostgres: two serve processes' worth of risk and
@@ -27,8 +34,8 @@ import (
 // to one risk replica makes the device NONCOMPLIANT on both compliance replicas,
 // applied once (one compliance change event, the risk cursor at risk's head); the
 // follower stamps risk_as_of with the leader's feed contact; both replicas share
-// the device CA stored in the compliance schema; nothing is written to an embedded
-// store.
+// the device CA stored in the compliance schema (an enrolment token made on one is
+// redeemed on the other, once); nothing is written to an embedded store.
 func TestServeComplianceReplicasOnPostgres(t *testing.T) {
 	url := pgtest.URL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -164,10 +171,45 @@ func TestServeComplianceReplicasOnPostgres(t *testing.T) {
 		t.Errorf("compliance's risk cursor = %d, risk's head = %d", cursor, riskHead)
 	}
 
-	// One device CA for both replicas: the database's.
+	// One device CA for both replicas: the database's. A token made on one replica
+	// enrols on the other, once: the certificate chains to the stored CA, and the
+	// token redeemed again (on either replica) is refused.
 	var stored []byte
 	if err := db.QueryRowContext(ctx, `SELECT cert_pem FROM compliance.device_ca WHERE id = 1`).Scan(&stored); err != nil {
 		t.Fatal(err)
+	}
+	tok, err := compliancev1.NewDeviceIdentityServiceClient(conns[0]).CreateEnrollmentToken(ctx, &compliancev1.CreateEnrollmentTokenRequest{DeviceId: "dev-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, csr, err := devca.NewCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := compliancev1.NewDeviceIdentityServiceClient(conns[1]).EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: tok.GetToken(), CsrPem: string(csr)})
+	if err != nil {
+		t.Fatalf("enrol on the other replica: %v", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(stored) {
+		t.Fatal("stored device CA is not PEM")
+	}
+	blk, _ := pem.Decode([]byte(issued.GetCertificatePem()))
+	if blk == nil {
+		t.Fatalf("issued certificate is not PEM: %q", issued.GetCertificatePem())
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("certificate issued on the second replica does not chain to the shared CA: %v", err)
+	}
+	for i, conn := range conns {
+		_, err := compliancev1.NewDeviceIdentityServiceClient(conn).EnrollDeviceIdentity(ctx, &compliancev1.EnrollDeviceIdentityRequest{Token: tok.GetToken(), CsrPem: string(csr)})
+		if status.Code(err) != codes.Unauthenticated || apierr.Reason(err) != compliancegrpc.ReasonEnrollmentTokenInvalid {
+			t.Errorf("used token redeemed again on replica %d = %v, want UNAUTHENTICATED %s", i, err, compliancegrpc.ReasonEnrollmentTokenInvalid)
+		}
 	}
 	for _, dir := range dirs {
 		got, err := os.ReadFile(filepath.Join(dir, "device-ca", "device-ca.pem"))
