@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -54,7 +53,54 @@ type PGService struct {
 	metrics metric.Registration
 	log     *slog.Logger
 	// contact is the leader's last risk feed contact as stored (read by every replica).
-	contact atomic.Int64
+	contact contactGate
+}
+
+// contactGate holds the leader's risk feed contacts as read from the database, and
+// releases one only once this replica's event log has seen every compliance event
+// committed before it: risk_as_of on this replica's streams never runs ahead of the
+// events they deliver (another replica's events reach this one's log by NOTIFY or
+// polling, a little later).
+type contactGate struct {
+	mu       sync.Mutex
+	released time.Time      // the contact risk_as_of may use
+	pending  []contactAfter // newer contacts, ascending, waiting for the log
+}
+
+// contactAfter is a contact and the log head read with it.
+type contactAfter struct {
+	t    time.Time
+	head int64
+}
+
+// maxPendingContacts bounds the contacts waiting for the log (at one read per
+// observeInterval: several seconds of lag).
+const maxPendingContacts = 64
+
+// observe records a contact t read with the log's head (FeedContact).
+func (g *contactGate) observe(t time.Time, head int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n := len(g.pending); !t.After(g.released) || n > 0 && !t.After(g.pending[n-1].t) {
+		return
+	}
+	if len(g.pending) == maxPendingContacts {
+		g.pending = append(g.pending[:0], g.pending[1:]...)
+	}
+	g.pending = append(g.pending, contactAfter{t, head})
+}
+
+// asOf returns the newest contact whose events this replica's log (at rev) has seen.
+func (g *contactGate) asOf(rev int64) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i := 0
+	for i < len(g.pending) && g.pending[i].head <= rev {
+		g.released = g.pending[i].t
+		i++
+	}
+	g.pending = append(g.pending[:0], g.pending[i:]...)
+	return g.released
 }
 
 func (f *Factory) newPG(ctx context.Context, env suite.Env, progress time.Duration) (*PGService, error) {
@@ -101,7 +147,7 @@ func (f *Factory) newPG(ctx context.Context, env suite.Env, progress time.Durati
 
 func (s *PGService) riskAsOf() time.Time {
 	own := s.Consumer.Status().LastContact
-	if stored := time.Unix(0, s.contact.Load()); s.contact.Load() != 0 && stored.After(own) {
+	if stored := s.contact.asOf(s.store.Revision()); stored.After(own) {
 		return stored
 	}
 	return own
@@ -138,8 +184,9 @@ func (s *PGService) observe(ctx context.Context) {
 		err := s.svc.Observe(ctx)
 		if err == nil {
 			var t time.Time
-			if t, err = s.store.FeedContact(ctx, riskFeed); err == nil && !t.IsZero() {
-				s.contact.Store(t.UnixNano())
+			var head int64
+			if t, head, err = s.store.FeedContact(ctx, riskFeed); err == nil && !t.IsZero() {
+				s.contact.observe(t, head)
 			}
 		}
 		if err != nil && ctx.Err() == nil {

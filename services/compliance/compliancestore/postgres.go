@@ -689,15 +689,19 @@ func (s *PGStore) PutFeedContact(ctx context.Context, name string, t time.Time) 
 	return nil
 }
 
-// FeedContact returns when the feed name was last heard from (zero when never).
-func (s *PGStore) FeedContact(ctx context.Context, name string) (time.Time, error) {
-	var ns int64
-	err := s.db.Read().QueryRowContext(ctx, `SELECT contact_ns FROM feed_contact WHERE name = $1`, name).Scan(&ns)
-	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, nil
-	}
+// FeedContact returns when the feed name was last heard from (zero when never) and
+// the event log's head read in the same snapshot: every compliance event the leader
+// committed before that contact has a revision at or below head.
+func (s *PGStore) FeedContact(ctx context.Context, name string) (time.Time, int64, error) {
+	var ns sql.NullInt64
+	var head int64
+	err := s.db.Read().QueryRowContext(ctx, `SELECT (SELECT contact_ns FROM feed_contact WHERE name = $1), head FROM `+EventTable+`_state WHERE id = 1`, name).
+		Scan(&ns, &head)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("compliancestore: feed contact: %w", err)
+		return time.Time{}, 0, fmt.Errorf("compliancestore: feed contact: %w", err)
 	}
-	return time.Unix(0, ns).UTC(), nil
+	if !ns.Valid {
+		return time.Time{}, head, nil
+	}
+	return time.Unix(0, ns.Int64).UTC(), head, nil
 }
