@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"encoding/pem"
+	"errors"
+	"flag"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
@@ -296,5 +300,87 @@ func TestServeComplianceConsumerFailsOver(t *testing.T) {
 			t.Fatalf("dev-1 compliance = %v after the failover, want NONCOMPLIANT", r.GetDeviceCompliance())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestServeComplianceExLeaderHealth: a compliance leader whose risk consumer is stuck
+// reports NOT_SERVING (what every replica serves is old); once another holder has
+// taken the lease, it no longer consumes and reports SERVING again (the new leader's
+// health speaks for the feed), while its compliance reads go on.
+func TestServeComplianceExLeaderHealth(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var failing atomic.Bool
+	facs := factories()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	for _, f := range facs {
+		f.RegisterFlags(fs)
+		if c, ok := f.(*complianceapp.Factory); ok {
+			c.ApplyFault = func(int64) error {
+				if failing.Load() {
+					return errors.New("injected: cannot apply")
+				}
+				return nil
+			}
+		}
+	}
+	o := serveOptions{grpcAddr: "127.0.0.1:0", services: "risk,compliance", dataDir: t.TempDir(), databaseURL: url,
+		leaseDuration: time.Second, stopTimeout: 5 * time.Second, factories: facs}
+	s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	waitHealth := func(what string, want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for {
+			r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: compliancev1.ComplianceService_ServiceDesc.ServiceName})
+			if err == nil && r.GetStatus() == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s: health %v (%v), want %v", what, r.GetStatus(), err, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for {
+		var n int
+		// The leader's consumer has listed risk (its cursor is stored): the alert below
+		// reaches it as an event to apply, not in a listing.
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM compliance.cursors WHERE name = 'risk'`).Scan(&n); err == nil && n == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the compliance consumer never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	failing.Store(true)
+	if _, err := riskv1.NewRiskServiceClient(conn).ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth("leader with a stuck consumer", healthpb.HealthCheckResponse_NOT_SERVING)
+	// Another holder takes the lease (as a replica would after a pause).
+	if _, err := db.ExecContext(ctx, `UPDATE compliance.leases SET holder = 'another-replica', token = token + 1,
+		expires_at = clock_timestamp() + interval '1 hour' WHERE name = $1`, complianceapp.ConsumerLease); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth("after losing the lease", healthpb.HealthCheckResponse_SERVING)
+	if _, err := compliancev1.NewComplianceServiceClient(conn).ListDeviceCompliance(ctx, &compliancev1.ListDeviceComplianceRequest{}); err != nil {
+		t.Fatalf("reads on the former leader: %v", err)
 	}
 }

@@ -10,7 +10,9 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/lease"
@@ -52,6 +54,7 @@ type PGService struct {
 	Lease   *lease.PG
 	metrics metric.Registration
 	log     *slog.Logger
+	health  consumer.HealthSetter
 	// contact is the leader's last risk feed contact as stored (read by every replica).
 	contact contactGate
 }
@@ -135,6 +138,7 @@ func (f *Factory) newPG(ctx context.Context, env suite.Env, progress time.Durati
 		Consumer: NewRiskConsumer(svc, riskv1.NewRiskServiceClient(conn), env, f.ApplyFault),
 		Lease:    st.Lease(lease.PGOptions{Name: ConsumerLease, Duration: env.LeaseDuration, Logger: logger}),
 		log:      logger,
+		health:   healthOf(env),
 	}
 	// risk_as_of: this replica's own contact while it leads, else the leader's as stored.
 	s.grpc.SetRiskAsOf(s.riskAsOf)
@@ -171,7 +175,22 @@ func (s *PGService) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.observe(ctx)
 	}()
-	_ = s.Lease.Run(ctx, s.lead)
+	name := compliancev1.ComplianceService_ServiceDesc.ServiceName
+	_ = s.Lease.Run(ctx, func(lctx context.Context, token int64) error {
+		if s.health != nil && s.Consumer.Status().Stuck {
+			// Leading again with the consumer stuck where it stopped: say so until it
+			// applies that event (the consumer announces only a new stuck event).
+			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+		}
+		err := s.lead(lctx, token)
+		if ctx.Err() == nil && s.health != nil && s.Consumer.Status().Stuck {
+			// Leadership lost while the consumer was stuck: this replica no longer
+			// consumes, and what it serves is the database's, as fresh as the new
+			// leader's consumer keeps it (whose health speaks for the feed).
+			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+		}
+		return err
+	})
 	wg.Wait()
 	return nil
 }
