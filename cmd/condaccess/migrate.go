@@ -13,10 +13,11 @@ import (
 )
 
 func init() {
-	register("migrate", "copy an embedded install's risk and remediation stores into PostgreSQL (preview: compliance and access not yet; stop the services first)", runMigrate)
+	register("migrate", "copy an embedded install's risk, compliance and remediation stores into PostgreSQL (preview: access not yet; stop the services first)", runMigrate)
 }
 
-// runMigrate copies <from-data-dir>/risk/risk.db into the risk schema of --to.
+// runMigrate copies <from-data-dir>/risk/risk.db into the risk schema of --to, and
+// <from-data-dir>/compliance/compliance.db (with the device CA) into its compliance schema.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -43,17 +44,30 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer dst.Close()
+	// Refuse a non-empty compliance target before copying anything.
+	comp, err := openComplianceMigration(ctx, *from, *to)
+	if err != nil {
+		return err
+	}
+	if comp != nil {
+		defer comp.close()
+	}
 	c, err := riskstore.CopyToPG(ctx, src, dst)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "risk: copied %d alerts, %d level versions, %d events (revision %d, history from %d), %d audit events; verified\n",
 		c.Alerts, c.DeviceRiskVersions, c.Events, c.Revision, c.CompactedBefore+1, c.AuditEvents)
+	if comp != nil {
+		if err := comp.copy(ctx, stdout); err != nil {
+			return err
+		}
+	}
 	if err := migrateRemediation(ctx, *from, *to, stdout); err != nil {
 		return err
 	}
 	var skipped []string
-	for _, svc := range []string{"compliance", "access"} {
+	for _, svc := range []string{"access"} {
 		if _, err := os.Stat(filepath.Join(*from, svc)); err == nil {
 			skipped = append(skipped, svc)
 		} else if !errors.Is(err, os.ErrNotExist) {

@@ -78,8 +78,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (console, Connect/gRPC-Web/REST, /metrics, /authz, /access/status); TLS with optional client certificates when --tls-cert is set; empty disables")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory (each service keeps its embedded store in a subfolder)")
-	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL (postgres://...) of the production store, preview: only the risk and remediation services run on it (schemas risk, remediation); empty keeps every store embedded in --data-dir")
-	fs.DurationVar(&o.leaseDuration, "lease-duration", lease.DefaultDuration, "with --database-url: how long a replica leads once-only background work (risk: event compaction; remediation: its risk event consumer, timers, retries and compaction) without renewing; another replica takes over within it")
+	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL (postgres://...) of the production store, preview: the risk, compliance and remediation services run on it (schemas risk, compliance, remediation); empty keeps every store embedded in --data-dir")
+	fs.DurationVar(&o.leaseDuration, "lease-duration", lease.DefaultDuration, "with --database-url: how long a replica leads once-only background work (risk: event compaction; compliance: its risk consumer, sweeps, deadlines, compaction; remediation: its risk event consumer, timers, retries and compaction) without renewing; another replica takes over within it")
 	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
 	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
 	fs.StringVar(&o.peers.Compliance, "compliance-addr", "", "gRPC address of the compliance service when it runs apart")
@@ -259,7 +259,18 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if tlsOn && (o.tlsCert == "" || o.tlsKey == "" || o.tlsClientCA == "") {
 		return nil, fmt.Errorf("%w: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", errUsage)
 	}
-	deviceCA, deviceKey, err := deviceCAFiles(o, slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }), logger)
+	// Before the device CA: with --database-url it is read from the database.
+	if o.leaseDuration < 0 {
+		return nil, fmt.Errorf("%w: --lease-duration must not be negative (0 means the default, %v)", errUsage, lease.DefaultDuration)
+	}
+	names := make([]string, len(picked))
+	for i, f := range picked {
+		names[i] = f.Name()
+		if _, ok := f.(suite.PostgresReady); o.databaseURL != "" && !ok {
+			return nil, fmt.Errorf("%w: --database-url: the %s service is not yet supported on PostgreSQL; run it in another process without --database-url", errUsage, f.Name())
+		}
+	}
+	deviceCA, deviceKey, err := deviceCAFiles(ctx, o, slices.ContainsFunc(picked, func(f suite.Factory) bool { return f.Name() == "compliance" }), logger)
 	if err != nil {
 		return nil, err
 	}
@@ -286,17 +297,6 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	}
 	if !tlsOn {
 		logger.Warn(auth.InsecureWarning)
-	}
-
-	if o.leaseDuration < 0 {
-		return nil, fmt.Errorf("%w: --lease-duration must not be negative (0 means the default, %v)", errUsage, lease.DefaultDuration)
-	}
-	names := make([]string, len(picked))
-	for i, f := range picked {
-		names[i] = f.Name()
-		if _, ok := f.(suite.PostgresReady); o.databaseURL != "" && !ok {
-			return nil, fmt.Errorf("%w: --database-url: the %s service is not yet supported on PostgreSQL (only risk is); run it in another process without --database-url", errUsage, f.Name())
-		}
 	}
 	for _, n := range names {
 		for _, need := range peerNeeds[n] {

@@ -35,7 +35,8 @@ func TestServeRefusesServicesNotOnPostgres(t *testing.T) {
 		wantErr  string
 		usage    bool
 	}{
-		{"every service", "risk,compliance,access,remediation", "compliance service is not yet supported on PostgreSQL", true},
+		{"every service", "risk,compliance,access,remediation", "service is not yet supported on PostgreSQL", true},
+		{"risk and compliance, database down", "risk,compliance", "device CA: compliancestore: pgdb: connect", false},
 		{"access with risk", "risk,access", "access service is not yet supported on PostgreSQL", true},
 		{"risk, database down", "risk", "riskstore: pgdb: connect", false},
 	}
@@ -53,6 +54,9 @@ func TestServeRefusesServicesNotOnPostgres(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(dir, "risk", "risk.db")); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("an embedded risk store was created (%v)", err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "compliance", "compliance.db")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("an embedded compliance store was created (%v)", err)
 			}
 		})
 	}

@@ -55,6 +55,8 @@ type Service struct {
 	sweptGen  int64
 	sweptCh   chan struct{} // closed and replaced when sweptGen advances
 	sweepInit bool
+	// observedNext is the earliest deadline Observe last read.
+	observedNext time.Time
 }
 
 // New returns a Service.
@@ -1229,6 +1231,38 @@ func (s *Service) DueStep(ctx context.Context) (int, error) {
 		return err
 	})
 	return n, err
+}
+
+// Observe brings this replica in step with what other replicas of a shared store
+// (PostgreSQL) wrote: a stored sweep that has completed releases this replica's
+// policy and settings changes waiting for it; an active one wakes this replica's
+// sweep loop (when it runs: the leader's); a changed earliest deadline wakes its
+// deadline timer. Call it periodically on every replica of a shared store; an
+// embedded store needs none (one process writes it).
+func (s *Service) Observe(ctx context.Context) error {
+	st, err := s.st.Sweep(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Active {
+		poke(s.sweepWake)
+	} else {
+		s.setSwept(st.Generation)
+	}
+	next, ok, err := s.st.NextEvaluation(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	changed := ok && !next.Equal(s.observedNext)
+	if ok {
+		s.observedNext = next
+	}
+	s.mu.Unlock()
+	if changed {
+		poke(s.timerWake)
+	}
+	return nil
 }
 
 // Run runs the sweeps and the deadline timer until ctx ends; it returns nil then.

@@ -58,7 +58,8 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.synchronous, "compliance-sqlite-synchronous", "FULL", "SQLite synchronous mode of the compliance store: FULL (acknowledged writes survive power loss) or NORMAL")
 }
 
-// New implements suite.Factory.
+// New implements suite.Factory: it opens <DataDir>/compliance.db, or the schema
+// compliance of env.DatabaseURL when set.
 func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
 	if env.Peers.Risk == "" {
 		return nil, errors.New("compliance needs the risk service's address (--risk-addr)")
@@ -66,6 +67,12 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	progress := f.progress
 	if progress <= 0 {
 		progress = DefaultProgressInterval
+	}
+	if f.retention < 0 {
+		return nil, errors.New("--compliance-retention must not be negative")
+	}
+	if env.DatabaseURL != "" {
+		return f.newPG(ctx, env, progress)
 	}
 	st, err := compliancestore.Open(ctx, compliancestore.Options{
 		Path:             filepath.Join(env.DataDir, "compliance.db"),
@@ -83,20 +90,9 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		return nil, fmt.Errorf("dial risk %s: %w", env.Peers.Risk, err)
 	}
 	svc := compliance.New(compliance.Config{Store: st, Encode: compliancegrpc.EncodeEvent, Logger: env.Logger})
-	if env.DeviceCAFile != "" && env.DeviceCAKeyFile != "" {
-		ca, err := devca.Load(env.DeviceCAFile, env.DeviceCAKeyFile)
-		if err != nil {
-			st.Close()
-			return nil, err
-		}
-		var bundle []byte
-		if env.ServerCABundleFile != "" {
-			if bundle, err = os.ReadFile(env.ServerCABundleFile); err != nil {
-				st.Close()
-				return nil, fmt.Errorf("server CA bundle: %w", err)
-			}
-		}
-		svc.SetIdentityConfig(compliance.IdentityConfig{CA: ca, CABundlePEM: bundle, CertTTL: f.certTTL})
+	if err := f.setIdentity(svc, env); err != nil {
+		st.Close()
+		return nil, err
 	}
 	s := &Service{
 		store:    st,
@@ -106,15 +102,35 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	}
 	// Readers of compliance events learn how fresh compliance's view of risk is.
 	s.grpc.SetRiskAsOf(func() time.Time { return s.Consumer.Status().LastContact })
-	if s.metrics, err = registerMetrics(s); err != nil {
+	if s.metrics, err = registerMetrics(s.Consumer, s.store.Revision); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	return s, nil
 }
 
+// setIdentity lets svc issue device certificates when the process has the device
+// CA's key (env.DeviceCAFile and env.DeviceCAKeyFile).
+func (f *Factory) setIdentity(svc *compliance.Service, env suite.Env) error {
+	if env.DeviceCAFile == "" || env.DeviceCAKeyFile == "" {
+		return nil
+	}
+	ca, err := devca.Load(env.DeviceCAFile, env.DeviceCAKeyFile)
+	if err != nil {
+		return err
+	}
+	var bundle []byte
+	if env.ServerCABundleFile != "" {
+		if bundle, err = os.ReadFile(env.ServerCABundleFile); err != nil {
+			return fmt.Errorf("server CA bundle: %w", err)
+		}
+	}
+	svc.SetIdentityConfig(compliance.IdentityConfig{CA: ca, CABundlePEM: bundle, CertTTL: f.certTTL})
+	return nil
+}
+
 // registerMetrics exports the risk feed's health and the event log's revision.
-func registerMetrics(s *Service) (metric.Registration, error) {
+func registerMetrics(feed *consumer.Consumer[*riskv1.RiskEvent], revision func() int64) (metric.Registration, error) {
 	meter := otel.Meter("condaccess/compliance")
 	lag, err := meter.Float64ObservableGauge("condaccess.compliance.risk_feed.lag", metric.WithUnit("s"),
 		metric.WithDescription("time since the risk event feed last delivered an event, a progress message or a resync"))
@@ -142,7 +158,7 @@ func registerMetrics(s *Service) (metric.Registration, error) {
 		return nil, err
 	}
 	return meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		st := s.Consumer.Status()
+		st := feed.Status()
 		if !st.LastContact.IsZero() {
 			o.ObserveFloat64(lag, time.Since(st.LastContact).Seconds())
 		}
@@ -153,7 +169,7 @@ func registerMetrics(s *Service) (metric.Registration, error) {
 		o.ObserveInt64(connected, c)
 		o.ObserveInt64(riskRev, st.Revision)
 		o.ObserveInt64(reconnects, st.Reconnects)
-		o.ObserveInt64(rev, s.store.Revision())
+		o.ObserveInt64(rev, revision())
 		return nil
 	}, lag, connected, riskRev, reconnects, rev)
 }

@@ -18,7 +18,8 @@ import (
 func TestAuditFailureRollsBackAdminChanges(t *testing.T) {
 	e := newEnv(t)
 	e.enroll("dev-1", "finance")
-	db, err := sql.Open("sqlite", filepath.Join(e.h.DataDir, "compliance.db"))
+	// busy_timeout: the service's writer (its startup sweep) may hold the lock.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.h.DataDir, "compliance.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -607,6 +607,12 @@ func (t *txn) EvalRows(ctx context.Context, q compliance.EvalQuery) ([]complianc
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	return decodeEvalRows(raw)
+}
+
+// decodeEvalRows decodes EvalRows' rows (device, risk, compliance, exclusion blobs;
+// the last three may be nil).
+func decodeEvalRows(raw [][4][]byte) ([]compliance.EvalRow, error) {
 	// Decoding is the costly part: spread it over the cores.
 	out := make([]compliance.EvalRow, len(raw))
 	errs := make([]error, len(raw))
@@ -642,11 +648,17 @@ const decodeMin = 64
 // putComplianceChunk is the number of rows per multi-row upsert (4 parameters each).
 const putComplianceChunk = 250
 
-func (t *txn) PutCompliances(ctx context.Context, cs []*compliance.DeviceCompliance) error {
+// encodeAll marshals cs, spread over the cores.
+func encodeAll(cs []*compliance.DeviceCompliance) ([][]byte, error) {
 	blobs := make([][]byte, len(cs))
 	errs := make([]error, len(cs))
 	parallel.For(len(cs), decodeMin, func(i int) { blobs[i], errs[i] = json.Marshal(cs[i]) })
-	if err := errors.Join(errs...); err != nil {
+	return blobs, errors.Join(errs...)
+}
+
+func (t *txn) PutCompliances(ctx context.Context, cs []*compliance.DeviceCompliance) error {
+	blobs, err := encodeAll(cs)
+	if err != nil {
 		return err
 	}
 	for len(cs) > 0 {
