@@ -219,6 +219,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := applyEnvPrefixed(fs, clientFlagNames); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	c.directHealth = true
 	conn, err := c.conn("")
 	if err != nil {
 		return err
