@@ -410,13 +410,16 @@ func TestComposeFile(t *testing.T) {
 			Healthcheck *struct {
 				Test []string `json:"test"`
 			} `json:"healthcheck"`
+			Deploy *struct {
+				Replicas int `json:"replicas"`
+			} `json:"deploy"`
 		} `json:"services"`
 		Volumes map[string]any `json:"volumes"`
 	}
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range append(slices.Clone(services), "agent", "otel-collector", "jaeger", "certs") {
+	for _, name := range append(slices.Clone(services), "agent", "otel-collector", "jaeger", "certs", "postgres") {
 		if _, ok := compose.Services[name]; !ok {
 			t.Errorf("compose has no %s service", name)
 		}
@@ -431,6 +434,24 @@ func TestComposeFile(t *testing.T) {
 		}
 		if s.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != "http://otel-collector:4317" {
 			t.Errorf("%s does not export traces to the collector", name)
+		}
+		if s.Deploy == nil || s.Deploy.Replicas < 2 {
+			t.Errorf("%s does not run replicas (deploy.replicas >= 2)", name)
+		}
+		if u, _ := s.Environment["CONDACCESS_DATABASE_URL"].(string); !strings.HasPrefix(u, "postgres://") || !strings.Contains(u, "@postgres:5432/") {
+			t.Errorf("%s: CONDACCESS_DATABASE_URL %q does not point at the postgres service", name, u)
+		}
+		for k, peer := range peerFlags {
+			v, _ := s.Environment[k].(string)
+			tgt, err := peers.Parse(v)
+			if err != nil {
+				t.Errorf("%s: %s: %v", name, k, err)
+				continue
+			}
+			// Docker's DNS answers a service name with every replica.
+			if tgt.DNS() != peer+":7400" {
+				t.Errorf("%s: %s=%s, want dns:///%s:7400 (every replica of %s)", name, k, v, peer, peer)
+			}
 		}
 		for k := range s.Environment {
 			if flag, ok := strings.CutPrefix(k, "CONDACCESS_"); ok {
