@@ -1,15 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/suite"
 )
 
@@ -104,5 +112,120 @@ func TestCLIAddressList(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// watchReplica serves WatchRiskEvents from a history shared by the replicas, and
+// says on opened which replica each stream went to.
+type watchReplica struct {
+	riskv1.UnimplementedRiskServiceServer
+	id      int
+	opened  chan int
+	history func(after int64) []*riskv1.RiskEvent
+}
+
+func (w *watchReplica) WatchRiskEvents(r *riskv1.WatchRiskEventsRequest, s grpc.ServerStreamingServer[riskv1.WatchRiskEventsResponse]) error {
+	w.opened <- w.id
+	for _, e := range w.history(r.GetStartRevision()) {
+		if err := s.Send(&riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Event{Event: e}}); err != nil {
+			return err
+		}
+	}
+	<-s.Context().Done()
+	return nil
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in two goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestCLIWatchFailsOverAndResumes: `condaccess watch risk` on a list of two replicas;
+// the replica its stream is on dies after three events; the command opens the stream
+// on the other one after the last revision it printed, and prints 4..6: every
+// revision once, in order.
+func TestCLIWatchFailsOverAndResumes(t *testing.T) {
+	var mu sync.Mutex
+	head := int64(3)
+	history := func(after int64) []*riskv1.RiskEvent {
+		mu.Lock()
+		defer mu.Unlock()
+		var evs []*riskv1.RiskEvent
+		for r := after + 1; r <= head; r++ {
+			evs = append(evs, &riskv1.RiskEvent{Revision: r, Payload: &riskv1.RiskEvent_AlertChanged{AlertChanged: &riskv1.AlertChanged{
+				Type: riskv1.AlertChangeType_ALERT_CHANGE_TYPE_REPORTED, Alert: &riskv1.Alert{AlertId: fmt.Sprint("a-", r)}}}})
+		}
+		return evs
+	}
+	opened := make(chan int, 10)
+	var srvs []*grpc.Server
+	var addrs []string
+	for i := range 2 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		riskv1.RegisterRiskServiceServer(s, &watchReplica{id: i, opened: opened, history: history})
+		go s.Serve(lis)
+		t.Cleanup(s.Stop)
+		srvs = append(srvs, s)
+		addrs = append(addrs, lis.Addr().String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"watch", "risk", "-n", "6", "-o", "json", "--server", strings.Join(addrs, ",")}, &out, &errOut)
+	}()
+	first := <-opened
+	for strings.Count(out.String(), "\n") < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("3 events not printed: %q", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	head = 6
+	mu.Unlock()
+	srvs[first].Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("watch: %v (stderr %q)", err, errOut.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("watch did not finish: %q", out.String())
+	}
+	if second := <-opened; second == first {
+		t.Fatalf("the stream was opened again on the dead replica %d", first)
+	}
+	var revs []int64
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		ev := &riskv1.RiskEvent{}
+		if err := protojson.Unmarshal([]byte(l), ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		revs = append(revs, ev.GetRevision())
+	}
+	if want := []int64{1, 2, 3, 4, 5, 6}; !slices.Equal(revs, want) {
+		t.Fatalf("printed revisions %v, want %v", revs, want)
+	}
+	if !strings.Contains(errOut.String(), "resuming after revision 3") {
+		t.Errorf("stderr does not say where it resumed: %q", errOut.String())
 	}
 }
