@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -62,6 +63,21 @@ func startReplicas(t *testing.T, n int) *replicas {
 		})
 		r.srvs = append(r.srvs, srv)
 		r.addrs = append(r.addrs, lis.Addr().String())
+	}
+	// Serve marks the server SERVING when it starts: wait for that, so that a status
+	// the test sets afterwards is not overwritten.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, a := range r.addrs {
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: peers.HealthService}, grpc.WaitForReady(true))
+		conn.Close()
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("replica %s not serving: %v %v", a, resp, err)
+		}
 	}
 	return r
 }
