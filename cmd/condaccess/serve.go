@@ -347,7 +347,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	// Local services are peers at our own address: they still talk over gRPC.
 	addrs := o.peers
 	for _, n := range names {
-		setPeerAddr(&addrs, n, s.grpcAddr)
+		setPeerAddr(&addrs, n, selfAddr(s.grpcAddr))
 	}
 	dialOpts, err := server.DialOptions(auth.ClientConfig{
 		Insecure: !tlsOn, CAFile: o.tlsClientCA, CertFile: o.tlsCert, KeyFile: o.tlsKey,
@@ -552,6 +552,25 @@ func (s *runningSuite) Stop() error {
 		s.stopErr = errors.Join(errs...)
 	})
 	return s.stopErr
+}
+
+// selfAddr is the address this process dials its own services at: the listener's,
+// or loopback with its port when it listens on every interface (0.0.0.0, [::]), so
+// that the server certificate is verified for 127.0.0.1 or ::1 (which dev-certs names)
+// rather than for an address no certificate names.
+func selfAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil || !ip.IsUnspecified():
+		return listen
+	case ip.To4() != nil:
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return net.JoinHostPort("::1", port)
 }
 
 // checkPeerFlags parses every --<service>-addr given: a bad value is a usage error

@@ -229,3 +229,18 @@ func TestCLIWatchFailsOverAndResumes(t *testing.T) {
 		t.Errorf("stderr does not say where it resumed: %q", errOut.String())
 	}
 }
+
+func TestSelfAddr(t *testing.T) {
+	for _, tt := range []struct{ listen, want string }{
+		{"127.0.0.1:7400", "127.0.0.1:7400"},
+		{"0.0.0.0:7400", "127.0.0.1:7400"},
+		{"[::]:7400", "[::1]:7400"},
+		{"[::1]:7400", "[::1]:7400"},
+		{"10.0.0.5:7400", "10.0.0.5:7400"},
+		{"localhost:7400", "localhost:7400"},
+	} {
+		if got := selfAddr(tt.listen); got != tt.want {
+			t.Errorf("selfAddr(%q) = %q, want %q", tt.listen, got, tt.want)
+		}
+	}
+}
