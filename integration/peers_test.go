@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
@@ -159,6 +161,19 @@ func TestComplianceFollowsRiskReplicaList(t *testing.T) {
 		}
 	}
 	resolve("a-3")
+
+	// The CLI binary with the same list, one replica down: it reads from the other.
+	if err := risks[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, bin.Condaccess, "alerts", "get", "a-3", "--risk-addr", riskList, "-o", "json").CombinedOutput()
+	got := &riskv1.Alert{}
+	if err == nil {
+		err = protojson.Unmarshal(out, got)
+	}
+	if err != nil || got.GetAlertId() != "a-3" || got.GetStatus() != riskv1.AlertStatus_ALERT_STATUS_RESOLVED {
+		t.Fatalf("condaccess alerts get --risk-addr %s with %s down: %v\n%q", riskList, addrs[0], err, out)
+	}
 	if logs := comp.Logs(64 << 10); !strings.Contains(logs, "event feed broken, reconnecting") {
 		t.Errorf("compliance never reconnected its risk watch, so no failover was exercised:\n%s", logs)
 	}
