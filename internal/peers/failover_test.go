@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,7 +47,8 @@ func startReplicas(t *testing.T, n int) *replicas {
 	handlers := riskgrpc.New(riskgrpc.Config{Service: risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent})})
 	r := &replicas{}
 	for i := range n {
-		srv, err := server.New(server.Config{Name: fmt.Sprintf("risk-%d", i), Auth: auth.Config{Insecure: true}, GracefulStopTimeout: time.Second})
+		srv, err := server.New(server.Config{Name: fmt.Sprintf("risk-%d", i), Auth: auth.Config{Insecure: true}, GracefulStopTimeout: time.Second,
+			KeepaliveMinTime: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,5 +335,159 @@ func TestWatchFailsOverAndResumes(t *testing.T) {
 	}
 	if int64(len(applied)) != head {
 		t.Fatalf("applied %d revisions, want %d", len(applied), head)
+	}
+}
+
+// blackhole forwards TCP to a replica until frozen; then it passes nothing more in
+// either direction and closes nothing: a replica whose node vanished.
+type blackhole struct {
+	lis    net.Listener
+	frozen atomic.Bool
+	stop   chan struct{}
+}
+
+func newBlackhole(t *testing.T, target string) *blackhole {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{lis: lis, stop: make(chan struct{})}
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		close(b.stop)
+		lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			go b.pipe(out, in)
+			go b.pipe(in, out)
+		}
+	}()
+	return b
+}
+
+func (b *blackhole) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if b.frozen.Load() {
+			<-b.stop
+			return
+		}
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestWatchLeavesASilentReplica: the watch is on a replica whose node then vanishes
+// without closing anything (no RST, no FIN: a blackhole). Keepalive notices; the
+// consumer resumes on the other replica from its cursor, gap-free. Without
+// keepalive the stream would wait for TCP to give up, minutes later.
+func TestWatchLeavesASilentReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a keepalive timeout (about 12 s)")
+	}
+	peers.SetKeepalive(t, 10*time.Second, time.Second) // gRPC's shortest interval
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	r := startReplicas(t, 2)
+	hole := newBlackhole(t, r.addrs[0])
+	r.setServing(1, false) // the watch must start on replica 0, behind the blackhole
+	c := riskv1.NewRiskServiceClient(dialList(t, []string{hole.lis.Addr().String(), r.addrs[1]}))
+	direct := riskv1.NewRiskServiceClient(dialList(t, r.addrs[1:]))
+	src := &riskSource{c: c}
+
+	var mu sync.Mutex
+	var applied []int64
+	cons := consumer.New(consumer.Config[*riskv1.RiskEvent]{
+		Name:   t.Name(),
+		Source: src,
+		Cursor: func(context.Context) (int64, bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(applied) == 0 {
+				return 0, true, nil
+			}
+			return applied[len(applied)-1], true, nil
+		},
+		Resync: func(context.Context) (int64, error) { t.Error("unexpected resync"); return 0, nil },
+		Apply: func(_ context.Context, _ *riskv1.RiskEvent, rev int64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			applied = append(applied, rev)
+			return nil
+		},
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cons.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	report := func(id string) int64 {
+		t.Helper()
+		if _, err := direct.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+			AlertId: id, DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "test"}}); err != nil {
+			t.Fatalf("ReportAlert %s: %v", id, err)
+		}
+		resp, err := direct.ListDeviceRisks(ctx, &riskv1.ListDeviceRisksRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetRevision()
+	}
+	for len(src.opened()) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the consumer opened no stream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.setServing(1, true) // for the direct client, and for the failover
+	head := report("a-1")
+	if err := cons.WaitRevision(ctx, head); err != nil {
+		t.Fatalf("consumer did not reach %d: %v", head, err)
+	}
+	if opened := src.opened(); len(opened) != 1 || opened[0] != hole.lis.Addr().String() {
+		t.Fatalf("streams %q: want one, through the blackhole", opened)
+	}
+
+	hole.frozen.Store(true)
+	start := time.Now()
+	head = report("a-2")
+	if err := cons.WaitRevision(ctx, head); err != nil {
+		t.Fatalf("consumer stuck behind the silent replica: %v (streams %q)", err, src.opened())
+	}
+	t.Logf("resumed on the other replica %v after the blackhole", time.Since(start).Round(time.Millisecond))
+	mu.Lock()
+	defer mu.Unlock()
+	for i, rev := range applied {
+		if rev != int64(i+1) || int64(len(applied)) != head {
+			t.Fatalf("applied revisions %v: want 1..%d each once, in order", applied, head)
+		}
 	}
 }
