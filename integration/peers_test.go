@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/integration/harness"
+	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/peers"
 	"github.com/condaccess/condaccess/internal/pgtest"
 )
@@ -30,10 +32,18 @@ import (
 // which then fails over to the restarted replica): alerts reported and resolved
 // through the list keep reaching a live replica, and compliance keeps following
 // the risk state, NONCOMPLIANT on a HIGH alert and COMPLIANT once it is resolved.
+// With mutual TLS the list names one replica by IP and the other as localhost: each
+// replica's certificate is verified for its own entry.
 func TestComplianceFollowsRiskReplicaList(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration: starts real processes")
 	}
+	for _, mode := range []string{"plaintext", "mutual TLS"} {
+		t.Run(mode, func(t *testing.T) { complianceFollowsRiskReplicaList(t, mode == "mutual TLS") })
+	}
+}
+
+func complianceFollowsRiskReplicaList(t *testing.T, tlsOn bool) {
 	url := pgtest.URL(t)
 	bin, err := harness.Build()
 	if err != nil {
@@ -45,22 +55,55 @@ func TestComplianceFollowsRiskReplicaList(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none"}
+	riskList := addrs[0] + "," + addrs[1]
+	admin := grpc.WithTransportCredentials(insecure.NewCredentials())
+	sensor := admin
+	var cliTLS []string
+	tlsArgs := func(string) []string { return nil }
+	if tlsOn {
+		certs := filepath.Join(dir, "certs")
+		if out, err := exec.Command(bin.Condaccess, "dev-certs", "--out", certs).CombinedOutput(); err != nil {
+			t.Fatalf("dev-certs: %v: %s", err, out)
+		}
+		pem := func(name string) string { return filepath.Join(certs, name+".pem") }
+		key := func(name string) string { return filepath.Join(certs, name+"-key.pem") }
+		tlsArgs = func(svc string) []string {
+			a := []string{"--tls-cert", pem(svc), "--tls-key", key(svc), "--tls-client-ca", pem("ca"), "--device-ca-cert", pem("device-ca")}
+			if svc == "compliance" {
+				a = append(a, "--device-ca-key", key("device-ca"))
+			}
+			return a
+		}
+		dial := func(role string) grpc.DialOption {
+			o, err := auth.DialOption(auth.ClientConfig{CAFile: pem("ca"), CertFile: pem(role), KeyFile: key(role)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+		admin, sensor = dial("admin"), dial("sensor")
+		cliTLS = []string{"--tls-ca", pem("ca"), "--tls-cert", pem("admin"), "--tls-key", key("admin")}
+		// One replica by IP, the other by name: each certificate is checked for its entry.
+		_, port, _ := net.SplitHostPort(addrs[1])
+		riskList = addrs[0] + ",localhost:" + port
+	}
 	var risks []*harness.Process
 	for i := range 2 {
 		risks = append(risks, &harness.Process{
-			Name: fmt.Sprint("risk-", i), Path: bin.Condaccess, GRPCAddr: addrs[i], HealthService: "condaccess.risk.v1.RiskService",
+			Name: fmt.Sprint("risk-", i), Path: bin.Condaccess, GRPCAddr: addrs[i], HealthService: "condaccess.risk.v1.RiskService", Creds: admin,
 			Env:     append([]string{"CONDACCESS_DATABASE_URL=" + url}, env...),
 			LogPath: filepath.Join(dir, fmt.Sprint("risk-", i, ".log")),
-			Args: []string{"serve", "--services", "risk", "--grpc-addr", addrs[i], "--http-addr", "",
+			Args: append([]string{"serve", "--services", "risk", "--grpc-addr", addrs[i], "--http-addr", "",
 				"--data-dir", filepath.Join(dir, fmt.Sprint("risk-data-", i)), "--stop-timeout", "2s", "--risk-progress-interval", "100ms"},
+				tlsArgs("risk")...),
 		})
 	}
-	riskList := addrs[0] + "," + addrs[1]
 	comp := &harness.Process{
-		Name: "compliance", Path: bin.Condaccess, GRPCAddr: addrs[2], HealthService: "condaccess.compliance.v1.ComplianceService",
+		Name: "compliance", Path: bin.Condaccess, GRPCAddr: addrs[2], HealthService: "condaccess.compliance.v1.ComplianceService", Creds: admin,
 		Env: env, LogPath: filepath.Join(dir, "compliance.log"),
-		Args: []string{"serve", "--services", "compliance", "--grpc-addr", addrs[2], "--http-addr", "",
+		Args: append([]string{"serve", "--services", "compliance", "--grpc-addr", addrs[2], "--http-addr", "",
 			"--data-dir", filepath.Join(dir, "compliance-data"), "--stop-timeout", "2s", "--risk-addr", riskList},
+			tlsArgs("compliance")...),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -79,13 +122,19 @@ func TestComplianceFollowsRiskReplicaList(t *testing.T) {
 		}
 	}
 
-	riskConn, err := peers.Dial(riskList, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	riskConn, err := peers.Dial(riskList, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer riskConn.Close()
 	rc := riskv1.NewRiskServiceClient(riskConn)
-	compConn, err := grpc.NewClient(addrs[2], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	sensorConn, err := peers.Dial(riskList, sensor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sensorConn.Close()
+	reporter := riskv1.NewRiskServiceClient(sensorConn)
+	compConn, err := grpc.NewClient(addrs[2], admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +181,7 @@ func TestComplianceFollowsRiskReplicaList(t *testing.T) {
 	}
 	alert := func(id string) {
 		through("report "+id, func() error {
-			_, err := rc.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: id, DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "malicious file"}})
+			_, err := reporter.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: id, DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "malicious file"}})
 			return err
 		})
 		waitState("after "+id, commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT)
@@ -166,7 +215,7 @@ func TestComplianceFollowsRiskReplicaList(t *testing.T) {
 	if err := risks[0].Kill(); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.CommandContext(ctx, bin.Condaccess, "alerts", "get", "a-3", "--risk-addr", riskList, "-o", "json").CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin.Condaccess, append([]string{"alerts", "get", "a-3", "--risk-addr", riskList, "-o", "json"}, cliTLS...)...).CombinedOutput()
 	got := &riskv1.Alert{}
 	if err == nil {
 		err = protojson.Unmarshal(out, got)
