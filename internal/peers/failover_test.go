@@ -174,6 +174,23 @@ func TestListSkipsDeadAndNotServingReplicas(t *testing.T) {
 	}
 }
 
+// TestServiceStatusDoesNotRemoveAReplica: clients check the whole server's health
+// (""), not a service's name, which a service's stuck event consumer turns
+// NOT_SERVING: replicas share one database, so skipping that replica would route
+// around nothing and, with one replica, cut every caller. It keeps getting calls.
+func TestServiceStatusDoesNotRemoveAReplica(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := startReplicas(t, 2)
+	r.srvs[0].Health().SetServingStatus(riskv1.RiskService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	c := riskv1.NewRiskServiceClient(dialList(t, r.addrs))
+	for call(ctx, t, r, c) != 0 {
+		if ctx.Err() != nil {
+			t.Fatal("a replica whose RiskService status is NOT_SERVING (but the server's is SERVING) gets no calls")
+		}
+	}
+}
+
 // TestAllReplicasDownFailsUnavailable: when no replica is SERVING, a call fails
 // UNAVAILABLE (it is not sent to a NOT_SERVING replica anyway).
 func TestAllReplicasDownFailsUnavailable(t *testing.T) {
