@@ -12,7 +12,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/condaccess/condaccess/internal/peers"
 )
 
 // services are the four condaccess services, each deployed on its own.
@@ -23,6 +26,13 @@ var services = []string{"risk", "compliance", "access", "remediation"}
 var serveFlags = []string{
 	"grpc-addr", "http-addr", "data-dir", "services", "risk-addr", "compliance-addr", "access-addr",
 	"remediation-addr", "tls-cert", "tls-key", "tls-client-ca", "device-ca-cert", "device-ca-key", "log-format", "log-level", "stop-timeout",
+	"database-url", "lease-duration",
+}
+
+// peerFlags are the serve flags that name other services (peers.Parse syntax).
+var peerFlags = map[string]string{
+	"CONDACCESS_RISK_ADDR": "risk", "CONDACCESS_COMPLIANCE_ADDR": "compliance",
+	"CONDACCESS_ACCESS_ADDR": "access", "CONDACCESS_REMEDIATION_ADDR": "remediation",
 }
 
 var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
@@ -34,6 +44,7 @@ type manifests struct {
 	pvcs        []corev1.PersistentVolumeClaim
 	deployments []appsv1.Deployment
 	services    []corev1.Service
+	pdbs        []policyv1.PodDisruptionBudget
 }
 
 // decodeStrict decodes one document into out, failing on any field the Kubernetes API
@@ -71,6 +82,7 @@ func loadManifests(t *testing.T) manifests {
 			}
 			wantAPI := map[string]string{
 				"Namespace": "v1", "ConfigMap": "v1", "PersistentVolumeClaim": "v1", "Service": "v1", "Deployment": "apps/v1",
+				"PodDisruptionBudget": "policy/v1",
 			}[head.Kind]
 			if wantAPI == "" {
 				t.Fatalf("%s: kind %q is not one this test knows: add it with its API type", where, head.Kind)
@@ -99,6 +111,10 @@ func loadManifests(t *testing.T) manifests {
 				var o corev1.Service
 				err = decodeStrict([]byte(doc), &o)
 				m.services = append(m.services, o)
+			case "PodDisruptionBudget":
+				var o policyv1.PodDisruptionBudget
+				err = decodeStrict([]byte(doc), &o)
+				m.pdbs = append(m.pdbs, o)
 			}
 			if err != nil {
 				t.Fatalf("%s: strict decode into the %s API type: %v", where, head.Kind, err)
@@ -192,7 +208,69 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	for _, name := range services {
 		if !slices.ContainsFunc(m.services, func(s corev1.Service) bool { return s.Name == name }) {
-			t.Errorf("no Service %s (peers dial %s.condaccess.svc:7400)", name, name)
+			t.Errorf("no Service %s (clients dial %s.condaccess.svc:7400)", name, name)
+		}
+	}
+	checkPDBs(t, m)
+	checkPeerAddresses(t, m)
+}
+
+// checkPDBs: every service keeps at least one replica through voluntary disruptions
+// (node drains), and the budget still lets one pod go.
+func checkPDBs(t *testing.T, m manifests) {
+	for _, d := range m.deployments {
+		var pdb *policyv1.PodDisruptionBudget
+		for i, p := range m.pdbs {
+			if p.Namespace == d.Namespace && p.Spec.Selector != nil && selects(p.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+				pdb = &m.pdbs[i]
+			}
+		}
+		if pdb == nil {
+			t.Errorf("no PodDisruptionBudget selects the pods of %s", d.Name)
+			continue
+		}
+		if mu := pdb.Spec.MinAvailable; mu == nil || mu.IntValue() < 1 || d.Spec.Replicas == nil || int32(mu.IntValue()) >= *d.Spec.Replicas {
+			t.Errorf("PodDisruptionBudget %s: want 1 <= minAvailable < replicas, so that a drain keeps one replica and can still move one", pdb.Name)
+		}
+	}
+}
+
+// checkPeerAddresses: each peer address in the configuration parses (the serve flag's
+// syntax) and, as a dns:/// target, names a headless Service in the namespace that
+// selects that service's pods, so that DNS answers with every replica.
+func checkPeerAddresses(t *testing.T, m manifests) {
+	for _, c := range m.configMaps {
+		for k, svc := range peerFlags {
+			v, ok := c.Data[k]
+			if !ok {
+				continue
+			}
+			tgt, err := peers.Parse(v)
+			if err != nil {
+				t.Errorf("ConfigMap %s: %s: %v", c.Name, k, err)
+				continue
+			}
+			if tgt.DNS() == "" {
+				t.Errorf("ConfigMap %s: %s=%s is not a dns:/// target: replicas would not be found", c.Name, k, v)
+				continue
+			}
+			host, _, _ := strings.Cut(tgt.DNS(), ":")
+			name, rest, _ := strings.Cut(host, ".")
+			if !strings.HasPrefix(rest, "condaccess.svc") {
+				t.Errorf("%s=%s: not a Service of the condaccess namespace", k, v)
+			}
+			i := slices.IndexFunc(m.services, func(s corev1.Service) bool { return s.Name == name })
+			if i < 0 {
+				t.Errorf("%s=%s: no Service %s", k, v, name)
+				continue
+			}
+			s := m.services[i]
+			if s.Spec.ClusterIP != corev1.ClusterIPNone {
+				t.Errorf("%s=%s: Service %s is not headless (clusterIP: None): DNS would answer with one virtual IP, not the replicas", k, v, name)
+			}
+			if s.Spec.Selector["app.kubernetes.io/name"] != svc {
+				t.Errorf("%s=%s: Service %s selects %v, not the %s pods", k, v, name, s.Spec.Selector, svc)
+			}
 		}
 	}
 }
@@ -204,8 +282,13 @@ func checkDeployment(t *testing.T, d appsv1.Deployment, configMaps map[string]co
 	if !selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
 		t.Errorf("selector %v does not match the pod labels %v", d.Spec.Selector.MatchLabels, d.Spec.Template.Labels)
 	}
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-		t.Error("an embedded store has one writer: want replicas 1 and the Recreate strategy")
+	// Replicas on PostgreSQL: at least two, replaced one at a time without dropping
+	// below the desired count.
+	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+		t.Error("want at least 2 replicas")
+	}
+	if ru := d.Spec.Strategy.RollingUpdate; d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+		t.Error("want the RollingUpdate strategy with maxUnavailable 0")
 	}
 	pod := d.Spec.Template.Spec
 	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
@@ -252,6 +335,22 @@ func checkDeployment(t *testing.T, d appsv1.Deployment, configMaps map[string]co
 	}
 	if c.Resources.Requests.Memory().IsZero() {
 		t.Error("no memory request")
+	}
+	// The database URL (with its password) comes from a Secret, never a literal.
+	dbURL := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "CONDACCESS_DATABASE_URL" })
+	switch {
+	case dbURL < 0:
+		t.Error("no CONDACCESS_DATABASE_URL: replicas need the shared PostgreSQL store")
+	case c.Env[dbURL].Value != "" || c.Env[dbURL].ValueFrom == nil || c.Env[dbURL].ValueFrom.SecretKeyRef == nil:
+		t.Error("CONDACCESS_DATABASE_URL is not taken from a Secret (secretKeyRef)")
+	}
+	for _, e := range c.EnvFrom {
+		if e.ConfigMapRef == nil {
+			continue
+		}
+		if _, ok := configMaps[e.ConfigMapRef.Name].Data["CONDACCESS_DATABASE_URL"]; ok {
+			t.Errorf("ConfigMap %s holds the database URL: it belongs in a Secret", e.ConfigMapRef.Name)
+		}
 	}
 	for _, e := range c.EnvFrom {
 		if e.ConfigMapRef != nil {
@@ -311,13 +410,16 @@ func TestComposeFile(t *testing.T) {
 			Healthcheck *struct {
 				Test []string `json:"test"`
 			} `json:"healthcheck"`
+			Deploy *struct {
+				Replicas int `json:"replicas"`
+			} `json:"deploy"`
 		} `json:"services"`
 		Volumes map[string]any `json:"volumes"`
 	}
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range append(slices.Clone(services), "agent", "otel-collector", "jaeger", "certs") {
+	for _, name := range append(slices.Clone(services), "agent", "otel-collector", "jaeger", "certs", "postgres") {
 		if _, ok := compose.Services[name]; !ok {
 			t.Errorf("compose has no %s service", name)
 		}
@@ -332,6 +434,24 @@ func TestComposeFile(t *testing.T) {
 		}
 		if s.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != "http://otel-collector:4317" {
 			t.Errorf("%s does not export traces to the collector", name)
+		}
+		if s.Deploy == nil || s.Deploy.Replicas < 2 {
+			t.Errorf("%s does not run replicas (deploy.replicas >= 2)", name)
+		}
+		if u, _ := s.Environment["CONDACCESS_DATABASE_URL"].(string); !strings.HasPrefix(u, "postgres://") || !strings.Contains(u, "@postgres:5432/") {
+			t.Errorf("%s: CONDACCESS_DATABASE_URL %q does not point at the postgres service", name, u)
+		}
+		for k, peer := range peerFlags {
+			v, _ := s.Environment[k].(string)
+			tgt, err := peers.Parse(v)
+			if err != nil {
+				t.Errorf("%s: %s: %v", name, k, err)
+				continue
+			}
+			// Docker's DNS answers a service name with every replica.
+			if tgt.DNS() != peer+":7400" {
+				t.Errorf("%s: %s=%s, want dns:///%s:7400 (every replica of %s)", name, k, v, peer, peer)
+			}
 		}
 		for k := range s.Environment {
 			if flag, ok := strings.CutPrefix(k, "CONDACCESS_"); ok {

@@ -25,6 +25,7 @@ import (
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/devca"
+	"github.com/condaccess/condaccess/internal/peers"
 	"github.com/condaccess/condaccess/internal/server"
 )
 
@@ -64,10 +65,14 @@ func runEnroll(ctx context.Context, args []string, stderr io.Writer) error {
 	if *token == "" || *stateDir == "" {
 		return errors.New("enroll needs --token and --state-dir")
 	}
+	target, err := peers.Parse(*srv)
+	if err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
 	var creds credentials.TransportCredentials
 	var caPEM []byte
 	if *ca == "" {
-		if !auth.IsLoopback(*srv) {
+		if !target.IsLoopback() {
 			return errors.New("--ca is required to enroll with a server off loopback")
 		}
 		creds = insecure.NewCredentials()
@@ -83,7 +88,10 @@ func runEnroll(ctx context.Context, args []string, stderr io.Writer) error {
 		// No client certificate yet: the token authenticates the call.
 		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: *serverName, MinVersion: tls.VersionTLS13})
 	}
-	conn, err := grpc.NewClient(*srv, grpc.WithTransportCredentials(creds))
+	// No client-side health checking: this connection has no certificate, and a
+	// health watch held open would count against the server's small budget for
+	// callers without one; an unreachable replica is still skipped.
+	conn, err := peers.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithDisableHealthCheck())
 	if err != nil {
 		return err
 	}
@@ -310,6 +318,6 @@ func dialer(cfg auth.ClientConfig, w *revocationWatch, addr string) func() (*grp
 		if err != nil {
 			return nil, err
 		}
-		return grpc.NewClient(addr, append(opts, w.dialOptions()...)...)
+		return peers.Dial(addr, append(opts, w.dialOptions()...)...)
 	}
 }

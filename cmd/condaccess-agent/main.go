@@ -20,6 +20,7 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/agent"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/peers"
 	"github.com/condaccess/condaccess/internal/telemetry"
 )
 
@@ -57,10 +58,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("condaccess-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.server, "server", "127.0.0.1:7400", "gRPC address of the condaccess suite")
-	fs.StringVar(&o.riskAddr, "risk-addr", "", "gRPC address of the risk service (overrides --server)")
-	fs.StringVar(&o.remediationAddr, "remediation-addr", "", "gRPC address of the remediation service (overrides --server)")
-	fs.StringVar(&o.complianceAddr, "compliance-addr", "", "gRPC address of the compliance service, for certificate renewal (overrides --server)")
+	fs.StringVar(&o.server, "server", "127.0.0.1:7400", "gRPC address of the condaccess suite: "+peers.Syntax)
+	fs.StringVar(&o.riskAddr, "risk-addr", "", "gRPC address of the risk service (overrides --server), same syntax")
+	fs.StringVar(&o.remediationAddr, "remediation-addr", "", "gRPC address of the remediation service (overrides --server), same syntax")
+	fs.StringVar(&o.complianceAddr, "compliance-addr", "", "gRPC address of the compliance service, for certificate renewal (overrides --server), same syntax")
 	fs.StringVar(&o.stateDir, "state-dir", "", "folder written by `condaccess-agent enroll`: the device identity (device.pem, device-key.pem, ca.pem), renewed at two thirds of its lifetime")
 	fs.StringVar(&o.deviceID, "device-id", "", "this device's id (required without --state-dir; with it, the id in the device certificate)")
 	fs.StringVar(&o.hostname, "hostname", "", "host name reported to the service (default: the OS host name)")
@@ -127,11 +128,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.complianceAddr == "" {
 		o.complianceAddr = o.server
 	}
+	// Each address is one host:port, a comma-separated list of replicas or a
+	// dns:/// target; the agent balances over the replicas whose health is SERVING.
+	loopback := map[string]bool{}
+	for _, f := range []struct{ name, value string }{{"risk-addr", o.riskAddr}, {"remediation-addr", o.remediationAddr}, {"compliance-addr", o.complianceAddr}} {
+		t, err := peers.Parse(f.value)
+		if err != nil {
+			return fmt.Errorf("--%s (or --server): %w", f.name, err)
+		}
+		loopback[f.value] = t.IsLoopback()
+	}
 	if !insecureSet {
-		o.insecure = o.ca == "" && auth.IsLoopback(o.riskAddr) && auth.IsLoopback(o.remediationAddr)
+		o.insecure = o.ca == "" && loopback[o.riskAddr] && loopback[o.remediationAddr]
 	}
 	if o.insecure {
-		if !auth.IsLoopback(o.riskAddr) || !auth.IsLoopback(o.remediationAddr) {
+		if !loopback[o.riskAddr] || !loopback[o.remediationAddr] {
 			return errors.New("--insecure is allowed only with loopback addresses; configure --ca, --cert and --key")
 		}
 		logger.Warn("INSECURE DEVELOPMENT MODE: connecting without TLS (loopback only)")

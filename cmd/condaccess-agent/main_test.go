@@ -22,6 +22,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"bad blocklist", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--blocklist", filepath.Join(dir, "missing")}, "missing"},
 		{"arguments", []string{"--device-id", "d", "extra"}, "unexpected"},
 		{"watched folder missing", []string{"--device-id", "d", "--watch", filepath.Join(dir, "nope"), "--quarantine-dir", dir}, "not a folder"},
+		{"malformed replica list", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--risk-addr", "127.0.0.1:7401,,127.0.0.1:7411"}, "--risk-addr (or --server): peer address"},
+		{"bad server address", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--server", "localhost"}, "--risk-addr (or --server)"},
+		{"insecure with a remote replica in the list", []string{"--device-id", "d", "--watch", dir, "--quarantine-dir", dir, "--remediation-addr", "127.0.0.1:7404,10.1.2.3:7404", "--insecure"}, "loopback"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,6 +47,8 @@ func TestEnrollAndStateDirFlags(t *testing.T) {
 		{"enroll without token", []string{"enroll", "--state-dir", dir}, "--token"},
 		{"enroll without state dir", []string{"enroll", "--token", "t"}, "--state-dir"},
 		{"enroll off loopback without CA", []string{"enroll", "--token", "t", "--state-dir", dir, "--server", "10.1.2.3:7400"}, "--ca"},
+		{"enroll with a remote replica in the list without CA", []string{"enroll", "--token", "t", "--state-dir", dir, "--server", "127.0.0.1:7402,10.1.2.3:7402"}, "--ca"},
+		{"enroll with a malformed server", []string{"enroll", "--token", "t", "--state-dir", dir, "--server", "dns:///x"}, "--server: peer address"},
 		{"state dir not enrolled", []string{"--state-dir", dir, "--watch", dir, "--quarantine-dir", dir}, "enroll first"},
 		{"state dir with a certificate flag", []string{"--state-dir", dir, "--cert", "c.pem", "--watch", dir, "--quarantine-dir", dir}, "--state-dir holds"},
 	}

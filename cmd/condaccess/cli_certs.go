@@ -103,6 +103,8 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		for _, svc := range services {
 			names = append(names, svc, "condaccess-"+svc, svc+".condaccess", svc+".condaccess.svc", svc+".condaccess.svc.cluster.local")
+			// The headless Service peers resolve every replica through (dns:///).
+			names = append(names, svc+"-peers", svc+"-peers.condaccess", svc+"-peers.condaccess.svc", svc+"-peers.condaccess.svc.cluster.local")
 		}
 		return append(names, extra...)
 	}
@@ -219,6 +221,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := applyEnvPrefixed(fs, clientFlagNames); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	c.directHealth = true
 	conn, err := c.conn("")
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/peers"
 	"github.com/condaccess/condaccess/internal/server"
 )
 
@@ -41,11 +42,11 @@ type clientOptions struct {
 }
 
 func (o *clientOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.server, "server", "127.0.0.1:7400", "gRPC address of the suite (all-in-one serve)")
-	fs.StringVar(&o.riskAddr, "risk-addr", "", "gRPC address of the risk service (overrides --server)")
-	fs.StringVar(&o.complianceAddr, "compliance-addr", "", "gRPC address of the compliance service (overrides --server)")
-	fs.StringVar(&o.accessAddr, "access-addr", "", "gRPC address of the access service (overrides --server)")
-	fs.StringVar(&o.remediationAddr, "remediation-addr", "", "gRPC address of the remediation service (overrides --server)")
+	fs.StringVar(&o.server, "server", "127.0.0.1:7400", "gRPC address of the suite (all-in-one serve): "+peers.Syntax)
+	fs.StringVar(&o.riskAddr, "risk-addr", "", "gRPC address of the risk service (overrides --server), same syntax as --server")
+	fs.StringVar(&o.complianceAddr, "compliance-addr", "", "gRPC address of the compliance service (overrides --server), same syntax as --server")
+	fs.StringVar(&o.accessAddr, "access-addr", "", "gRPC address of the access service (overrides --server), same syntax as --server")
+	fs.StringVar(&o.remediationAddr, "remediation-addr", "", "gRPC address of the remediation service (overrides --server), same syntax as --server")
 	fs.StringVar(&o.output, "o", "table", "output: table (for people) or json (protojson, for scripts)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA bundle the server certificate must chain to; enables mutual TLS")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate (its URI SAN carries the caller's role)")
@@ -75,10 +76,10 @@ func (o *clientOptions) addr(service string) string {
 
 // clientConfig maps the TLS flags to auth.ClientConfig: plaintext only towards a
 // loopback address, where serve runs in development mode.
-func (o *clientOptions) clientConfig(addr string) (auth.ClientConfig, error) {
+func (o *clientOptions) clientConfig(addr peers.Target) (auth.ClientConfig, error) {
 	tlsOn := o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != ""
 	if !tlsOn {
-		if !auth.IsLoopback(addr) {
+		if !addr.IsLoopback() {
 			return auth.ClientConfig{}, fmt.Errorf("%w: %s is not a loopback address: mutual TLS is needed (--tls-ca, --tls-cert, --tls-key)", errUsage, addr)
 		}
 		return auth.ClientConfig{Insecure: true}, nil
@@ -94,6 +95,9 @@ type cli struct {
 	clientOptions
 	stdout, stderr io.Writer
 	conns          map[string]*grpc.ClientConn
+	// directHealth turns client-side health checking off (the health command asks a
+	// server for its status, so it must reach one that is not SERVING).
+	directHealth bool
 }
 
 func newCLI(stdout, stderr io.Writer) *cli {
@@ -106,7 +110,11 @@ func (c *cli) conn(service string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cfg, err := c.clientConfig(addr)
+	target, err := peers.Parse(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: address of the %s service: %v", errUsage, service, err)
+	}
+	cfg, err := c.clientConfig(target)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +122,10 @@ func (c *cli) conn(service string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, err := grpc.NewClient(addr, opts...)
+	if c.directHealth {
+		opts = append(opts, grpc.WithDisableHealthCheck())
+	}
+	cc, err := peers.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

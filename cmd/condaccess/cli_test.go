@@ -542,6 +542,8 @@ func TestDevCertsNamesThePeersAddresses(t *testing.T) {
 	}{
 		{"risk", true}, {"risk.condaccess.svc.cluster.local", true}, {"localhost", true}, {"condaccess.example.com", true},
 		{"compliance", false}, {"access.condaccess.svc", false}, {"condaccess-remediation", false}, {"condaccess", false},
+		// The headless Service of its replicas (deploy/kubernetes), and not another's.
+		{"risk-peers.condaccess.svc.cluster.local", true}, {"compliance-peers.condaccess.svc.cluster.local", false},
 	} {
 		if err := risk.VerifyHostname(tt.host); (err == nil) != tt.ok {
 			t.Errorf("risk certificate for %s: %v, want ok=%v", tt.host, err, tt.ok)

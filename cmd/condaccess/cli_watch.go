@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -66,6 +67,11 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 				fmt.Fprintf(c.stdout, row, "REVISION", "TIME", "EVENT", "TRACE", "KEY", "SUMMARY")
 			}
 			count := 0
+			// cur is the last revision printed or progressed past: where the stream
+			// resumes when its replica dies.
+			cur := from
+			var broken time.Time
+			backoff := watchMinBackoff
 			for {
 				ev, line, prog, err := ws.next()
 				if errors.Is(err, io.EOF) || (ctx.Err() != nil && status.Code(err) == codes.Canceled) {
@@ -73,11 +79,36 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 				}
 				if err != nil {
 					if status.Code(err) == codes.OutOfRange && apierr.Reason(err) == "REVISION_COMPACTED" {
-						return fmt.Errorf("revision %d is older than the retained history: list, then watch from the revision the list returns (%w)", from, err)
+						return fmt.Errorf("revision %d is older than the retained history: list, then watch from the revision the list returns (%w)", cur, err)
 					}
-					return err
+					// The replica died or is draining: open the stream again (the
+					// client picks a live replica) after cur, for up to --timeout.
+					if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+						return err
+					}
+					if broken.IsZero() {
+						broken = time.Now()
+					}
+					if c.timeout > 0 && time.Since(broken) > c.timeout {
+						return fmt.Errorf("stream broken for %v: %w", c.timeout, err)
+					}
+					fmt.Fprintf(c.stderr, "stream broken (%s); resuming after revision %d\n", status.Convert(err).Message(), cur)
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(backoff):
+					}
+					backoff = min(2*backoff, watchMaxBackoff)
+					next, err := c.openWatch(ctx, stream, cur)
+					if err != nil {
+						return err
+					}
+					ws = next
+					continue
 				}
+				broken, backoff = time.Time{}, watchMinBackoff
 				if ev == nil {
+					cur = max(cur, prog)
 					if progress {
 						if c.json() {
 							fmt.Fprintf(c.stdout, "{\"progress\":{\"revision\":\"%d\"}}\n", prog)
@@ -87,6 +118,7 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 					}
 					continue
 				}
+				cur = line.revision
 				if c.json() {
 					if err := c.printJSONLine(ev); err != nil {
 						return err
@@ -102,6 +134,13 @@ func watchVerb(stream string) func(fs *flag.FlagSet) func(ctx context.Context, c
 		}
 	}
 }
+
+// watchMinBackoff and watchMaxBackoff bound the wait before a broken watch is opened
+// again.
+const (
+	watchMinBackoff = 100 * time.Millisecond
+	watchMaxBackoff = 2 * time.Second
+)
 
 type streamFunc func() (event proto.Message, line watchLine, progress int64, err error)
 

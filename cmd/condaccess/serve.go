@@ -26,6 +26,7 @@ import (
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/httpface"
 	"github.com/condaccess/condaccess/internal/lease"
+	"github.com/condaccess/condaccess/internal/peers"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/ssf"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -81,10 +82,10 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL (postgres://...) of the production store, preview: the risk, compliance and remediation services run on it (schemas risk, compliance, remediation); empty keeps every store embedded in --data-dir")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", lease.DefaultDuration, "with --database-url: how long a replica leads once-only background work (risk: event compaction; compliance: its risk consumer, sweeps, deadlines, compaction; remediation: its risk event consumer, timers, retries and compaction) without renewing; another replica takes over within it")
 	fs.StringVar(&o.services, "services", "risk,compliance,access,remediation", "comma-separated services to run in this process")
-	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart")
-	fs.StringVar(&o.peers.Compliance, "compliance-addr", "", "gRPC address of the compliance service when it runs apart")
-	fs.StringVar(&o.peers.Access, "access-addr", "", "gRPC address of the access service when it runs apart")
-	fs.StringVar(&o.peers.Remediation, "remediation-addr", "", "gRPC address of the remediation service when it runs apart")
+	fs.StringVar(&o.peers.Risk, "risk-addr", "", "gRPC address of the risk service when it runs apart: "+peers.Syntax+" (replicas, balanced round robin over those whose health is SERVING)")
+	fs.StringVar(&o.peers.Compliance, "compliance-addr", "", "gRPC address of the compliance service when it runs apart: "+peers.Syntax+" (replicas, balanced round robin over those whose health is SERVING)")
+	fs.StringVar(&o.peers.Access, "access-addr", "", "gRPC address of the access service when it runs apart: "+peers.Syntax+" (replicas, balanced round robin over those whose health is SERVING)")
+	fs.StringVar(&o.peers.Remediation, "remediation-addr", "", "gRPC address of the remediation service when it runs apart: "+peers.Syntax+" (replicas, balanced round robin over those whose health is SERVING)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (server, and client for peers); enables mutual TLS")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle that client and peer certificates chain to")
@@ -298,6 +299,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if !tlsOn {
 		logger.Warn(auth.InsecureWarning)
 	}
+	if err := checkPeerFlags(o.peers, tlsOn); err != nil {
+		return nil, err
+	}
 	for _, n := range names {
 		for _, need := range peerNeeds[n] {
 			if !slices.Contains(names, need) && peerAddr(o.peers, need) == "" {
@@ -341,9 +345,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	s.grpcAddr = lis.Addr().String()
 
 	// Local services are peers at our own address: they still talk over gRPC.
-	peers := o.peers
+	addrs := o.peers
 	for _, n := range names {
-		setPeerAddr(&peers, n, s.grpcAddr)
+		setPeerAddr(&addrs, n, selfAddr(s.grpcAddr))
 	}
 	dialOpts, err := server.DialOptions(auth.ClientConfig{
 		Insecure: !tlsOn, CAFile: o.tlsClientCA, CertFile: o.tlsCert, KeyFile: o.tlsKey,
@@ -359,9 +363,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		authzMux = http.NewServeMux()
 	}
 	env := suite.Env{
-		Peers: peers,
+		Peers: addrs,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			conn, err := grpc.NewClient(addr, dialOpts...)
+			conn, err := peers.Dial(addr, dialOpts...)
 			if err != nil {
 				return nil, err
 			}
@@ -548,6 +552,44 @@ func (s *runningSuite) Stop() error {
 		s.stopErr = errors.Join(errs...)
 	})
 	return s.stopErr
+}
+
+// selfAddr is the address this process dials its own services at: the listener's,
+// or loopback with its port when it listens on every interface (0.0.0.0, [::]), so
+// that the server certificate is verified for 127.0.0.1 or ::1 (which dev-certs names)
+// rather than for an address no certificate names.
+func selfAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil || !ip.IsUnspecified():
+		return listen
+	case ip.To4() != nil:
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return net.JoinHostPort("::1", port)
+}
+
+// checkPeerFlags parses every --<service>-addr given: a bad value is a usage error
+// naming the flag, and without TLS every replica it names must be on loopback.
+func checkPeerFlags(p suite.Peers, tlsOn bool) error {
+	for _, name := range auth.ServiceNames {
+		v := peerAddr(p, name)
+		if v == "" {
+			continue
+		}
+		t, err := peers.Parse(v)
+		if err != nil {
+			return fmt.Errorf("%w: --%s-addr: %v", errUsage, name, err)
+		}
+		if !tlsOn && !t.IsLoopback() {
+			return fmt.Errorf("%w: --%s-addr %s is not loopback; without TLS configured peers are called only on loopback (set --tls-cert, --tls-key, --tls-client-ca)", errUsage, name, t)
+		}
+	}
+	return nil
 }
 
 func peerAddr(p suite.Peers, name string) string {
