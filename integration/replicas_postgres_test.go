@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,4 +251,72 @@ func complianceHistory(t *testing.T, ctx context.Context, c compliancev1.Complia
 			lines = append(lines, fmt.Sprintf("%d other", e.GetRevision()))
 		}
 	}
+}
+
+// BenchmarkConsumerFailover measures failover of the compliance consumer: with two
+// replicas of every service on one PostgreSQL, each iteration SIGKILLs the replica
+// that holds compliance's leases, reports (or resolves) an alert at once, and times
+// from the kill to the moment the other compliance replica shows the device's new
+// state (the next event applied by the new leader). The killed replica is restarted
+// before the next iteration. Run with
+//
+//	go test ./integration -run '^$' -bench ConsumerFailover -benchtime 20x
+func BenchmarkConsumerFailover(b *testing.B) {
+	url := pgtest.URL(b)
+	const leaseDuration = 2 * time.Second
+	s := harness.StartSuite(b, harness.Options{Replicas: 2, DatabaseURL: url, ServeArgs: []string{"--lease-duration", leaseDuration.String()}})
+	s.Setup(b)
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	const dev = "dev-failover"
+	s.Enroll(b, dev, harness.ManualGroup)
+	ctx := context.Background()
+	var took []time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		var leader *harness.Process
+		for deadline := time.Now().Add(harness.Wait); leader == nil; {
+			if leader = leaderOf(ctx, db, "compliance", s.Replicas["compliance"]); leader == nil {
+				if time.Now().After(deadline) {
+					b.Fatal("no compliance replica holds a lease")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		survivor := s.OnReplica(b, 1)
+		if leader == s.Replicas["compliance"][1] {
+			survivor = s.OnReplica(b, 0)
+		}
+		want := commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT
+		b.StartTimer()
+		start := time.Now()
+		if err := leader.Kill(); err != nil {
+			b.Fatal(err)
+		}
+		alert := fmt.Sprint("a-failover-", i/2)
+		if i%2 == 0 {
+			s.ReportAlert(b, alert, dev)
+		} else {
+			s.ResolveAlert(b, alert)
+			want = commonv1.ComplianceState_COMPLIANCE_STATE_COMPLIANT
+		}
+		survivor.WaitCompliance(b, dev, want)
+		took = append(took, time.Since(start))
+		b.StopTimer()
+		if err := leader.Start(); err != nil {
+			b.Fatal(err)
+		}
+		if err := leader.WaitHealthy(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "failover-p50-ms")
+	b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "failover-max-ms")
+	b.ReportMetric(leaseDuration.Seconds()*1000, "lease-ms")
 }
