@@ -312,20 +312,37 @@ func TestKillEachServiceMidFlow(t *testing.T) {
 
 // BenchmarkW2 measures propagation (BENCHMARK.md W2) with the four services as
 // separate processes on loopback: alert reported → EvaluateAccess answers BLOCK, and
-// alert resolved → ALLOW again. Run it with at least 100 runs:
+// alert resolved → ALLOW again. "sqlite" is one process per service, each on its
+// embedded store; "postgres-2-replicas" is W2-pg: two replicas of each service on
+// one PostgreSQL, the alert sent to the first risk replica and access asked on the
+// second access replica. Run it with at least 100 runs:
 //
-//	go test ./integration -run '^$' -bench W2 -benchtime 200x
+//	go test ./integration -run '^$' -bench W2 -benchtime 150x
 func BenchmarkW2(b *testing.B) {
-	s := harness.StartSuite(b, harness.Options{})
-	s.Setup(b)
+	b.Run("sqlite", func(b *testing.B) {
+		s := harness.StartSuite(b, harness.Options{})
+		s.Setup(b)
+		benchW2(b, s, s)
+	})
+	b.Run("postgres-2-replicas", func(b *testing.B) {
+		s := harness.StartSuite(b, harness.Options{Replicas: 2, DatabaseURL: pgtest.URL(b)})
+		s.Setup(b)
+		benchW2(b, s, s.OnReplica(b, 1))
+	})
+}
+
+// benchW2 reports alerts and resolves them through report's risk service and waits
+// for the decision on eval's access service.
+func benchW2(b *testing.B, report, eval *harness.Suite) {
 	const dev = "dev-w2"
-	s.Enroll(b, dev, harness.ManualGroup)
+	report.Enroll(b, dev, harness.ManualGroup)
+	eval.WaitDecision(b, dev, accessv1.Decision_DECISION_ALLOW)
 	ctx := context.Background()
 
 	waitFor := func(want accessv1.Decision) time.Time {
 		deadline := time.Now().Add(harness.Wait)
 		for {
-			r, err := s.Evaluate(ctx, dev)
+			r, err := eval.Evaluate(ctx, dev)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -344,21 +361,21 @@ func BenchmarkW2(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		alert := fmt.Sprintf("a-w2-%d", i)
 		start := time.Now()
-		s.ReportAlert(b, alert, dev)
+		report.ReportAlert(b, alert, dev)
 		block = append(block, waitFor(accessv1.Decision_DECISION_BLOCK).Sub(start))
 		start = time.Now()
-		s.ResolveAlert(b, alert)
+		report.ResolveAlert(b, alert)
 		allow = append(allow, waitFor(accessv1.Decision_DECISION_ALLOW).Sub(start))
 	}
 	b.StopTimer()
-	report := func(name string, d []time.Duration) {
+	pct := func(name string, d []time.Duration) {
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-		pct := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
-		b.ReportMetric(float64(pct(0.50).Microseconds())/1000, name+"-p50-ms")
-		b.ReportMetric(float64(pct(0.99).Microseconds())/1000, name+"-p99-ms")
+		at := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
+		b.ReportMetric(float64(at(0.50).Microseconds())/1000, name+"-p50-ms")
+		b.ReportMetric(float64(at(0.99).Microseconds())/1000, name+"-p99-ms")
 	}
-	report("block", block)
-	report("allow", allow)
+	pct("block", block)
+	pct("allow", allow)
 	b.ReportMetric(float64(len(block)), "runs")
 }
 

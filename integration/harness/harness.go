@@ -233,6 +233,16 @@ func (p *Process) Exited() (<-chan struct{}, func() error) {
 	}
 }
 
+// Pid is the process id of the current run, 0 when it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process has been started and not exited.
 func (p *Process) Running() bool {
 	p.mu.Lock()

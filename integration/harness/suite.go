@@ -50,6 +50,13 @@ type Options struct {
 	// certificate, devices chain to the device CA, and the suite's clients use
 	// admin.pem.
 	TLS bool
+	// Replicas runs this many `serve` processes per service (default 1), each with
+	// its own addresses and data folder, every peer flag and the agent given the
+	// comma-separated list of a service's replicas. More than one needs DatabaseURL.
+	Replicas int
+	// DatabaseURL runs every service on this PostgreSQL database
+	// (CONDACCESS_DATABASE_URL); empty keeps each store embedded in the data folder.
+	DatabaseURL string
 }
 
 // Suite is the four services, each a separate `condaccess serve --services X`
@@ -58,9 +65,11 @@ type Suite struct {
 	Bin *Binaries
 	Dir string
 	// Certs is the folder of the dev-certs certificates (TLS suites).
-	Certs  string
-	Procs  map[string]*Process
-	Traces *TraceReceiver
+	Certs string
+	// Procs is each service's first replica; Replicas all of them, in order.
+	Procs    map[string]*Process
+	Replicas map[string][]*Process
+	Traces   *TraceReceiver
 
 	Risk               riskv1.RiskServiceClient
 	Devices            compliancev1.DeviceServiceClient
@@ -111,35 +120,54 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 			t.Fatal(err)
 		}
 	}
+	n := max(opts.Replicas, 1)
+	if n > 1 && opts.DatabaseURL == "" {
+		t.Fatal("harness: replicas share one store: set DatabaseURL")
+	}
+	if opts.DatabaseURL != "" {
+		s.env = append(s.env, "CONDACCESS_DATABASE_URL="+opts.DatabaseURL)
+	}
 	// Every gRPC and HTTP address at once, so that none is handed out twice.
-	free, err := FreeAddrs(2 * len(ServiceNames))
+	free, err := FreeAddrs(2 * n * len(ServiceNames))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, httpAddrs := map[string]string{}, map[string]string{}
+	addrs, httpAddrs := map[string][]string{}, map[string][]string{}
 	for i, name := range ServiceNames {
-		addrs[name], httpAddrs[name] = free[2*i], free[2*i+1]
+		for r := range n {
+			k := 2 * (i*n + r)
+			addrs[name] = append(addrs[name], free[k])
+			httpAddrs[name] = append(httpAddrs[name], free[k+1])
+		}
 	}
+	s.Replicas = map[string][]*Process{}
 	for _, name := range ServiceNames {
-		httpAddr := httpAddrs[name]
-		args := []string{"serve", "--services", name,
-			"--grpc-addr", addrs[name], "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "data"),
-			"--risk-addr", addrs["risk"], "--compliance-addr", addrs["compliance"],
-			"--access-addr", addrs["access"], "--remediation-addr", addrs["remediation"],
-			"--stop-timeout", "2s", "--log-level", "debug",
+		for r := range n {
+			procName, dataDir := name, filepath.Join(dir, "data")
+			if n > 1 {
+				procName, dataDir = fmt.Sprintf("%s-%d", name, r), filepath.Join(dir, fmt.Sprintf("data-%d", r))
+			}
+			args := []string{"serve", "--services", name,
+				"--grpc-addr", addrs[name][r], "--http-addr", httpAddrs[name][r], "--data-dir", dataDir,
+				"--risk-addr", strings.Join(addrs["risk"], ","), "--compliance-addr", strings.Join(addrs["compliance"], ","),
+				"--access-addr", strings.Join(addrs["access"], ","), "--remediation-addr", strings.Join(addrs["remediation"], ","),
+				"--stop-timeout", "2s", "--log-level", "debug",
+			}
+			if !opts.UntrustedDevReporter {
+				args = append(args, "--risk-dev-reporter-is-device")
+			}
+			if opts.TLS {
+				args = append(args, "--tls-cert", s.CertFile(name), "--tls-key", s.KeyFile(name), "--tls-client-ca", s.CertFile("ca"),
+					"--device-ca-cert", s.CertFile("device-ca"), "--device-ca-key", s.KeyFile("device-ca"))
+			}
+			args = append(args, opts.ServeArgs...)
+			p := &Process{
+				Name: procName, Path: bin.Condaccess, Args: args, Env: s.env, Creds: clientOpt,
+				GRPCAddr: addrs[name][r], HealthService: healthNames[name], LogPath: filepath.Join(dir, procName+".log"),
+			}
+			s.Replicas[name] = append(s.Replicas[name], p)
 		}
-		if !opts.UntrustedDevReporter {
-			args = append(args, "--risk-dev-reporter-is-device")
-		}
-		if opts.TLS {
-			args = append(args, "--tls-cert", s.CertFile(name), "--tls-key", s.KeyFile(name), "--tls-client-ca", s.CertFile("ca"),
-				"--device-ca-cert", s.CertFile("device-ca"), "--device-ca-key", s.KeyFile("device-ca"))
-		}
-		args = append(args, opts.ServeArgs...)
-		s.Procs[name] = &Process{
-			Name: name, Path: bin.Condaccess, Args: args, Env: s.env, Creds: clientOpt,
-			GRPCAddr: addrs[name], HealthService: healthNames[name], LogPath: filepath.Join(dir, name+".log"),
-		}
+		s.Procs[name] = s.Replicas[name][0]
 	}
 	t.Cleanup(func() { s.stopAll(t) })
 	// Start in dependency order, each healthy before the next starts: a consumer whose
@@ -149,16 +177,18 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, name := range ServiceNames {
-		if err := s.Procs[name].Start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Procs[name].WaitHealthy(ctx); err != nil {
-			t.Fatal(err)
+		for _, p := range s.Replicas[name] {
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.WaitHealthy(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
 	conn := func(name string) *grpc.ClientConn {
-		c, err := grpc.NewClient(addrs[name], clientOpt)
+		c, err := grpc.NewClient(addrs[name][0], clientOpt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,6 +206,47 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	s.Access = accessv1.NewAccessServiceClient(ac)
 	s.Remediation = remediationv1.NewRemediationServiceClient(mc)
 	return s
+}
+
+// OnReplica returns a view of the suite whose clients talk to replica r of every
+// service (processes, folders and helpers shared); its connections close with the test.
+func (s *Suite) OnReplica(t testing.TB, r int) *Suite {
+	t.Helper()
+	v := &Suite{Bin: s.Bin, Dir: s.Dir, Certs: s.Certs, Procs: map[string]*Process{}, Replicas: s.Replicas, Traces: s.Traces, env: s.env}
+	conn := func(name string) *grpc.ClientConn {
+		p := s.Replicas[name][r]
+		v.Procs[name] = p
+		creds := p.Creds
+		if creds == nil {
+			creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+		}
+		c, err := grpc.NewClient(p.GRPCAddr, creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	rc, cc, ac, mc := conn("risk"), conn("compliance"), conn("access"), conn("remediation")
+	v.Risk = riskv1.NewRiskServiceClient(rc)
+	v.Devices = compliancev1.NewDeviceServiceClient(cc)
+	v.CompliancePolicies = compliancev1.NewCompliancePolicyServiceClient(cc)
+	v.Compliance = compliancev1.NewComplianceServiceClient(cc)
+	v.Identities = compliancev1.NewDeviceIdentityServiceClient(cc)
+	v.Directory = accessv1.NewDirectoryServiceClient(ac)
+	v.CAPolicies = accessv1.NewConditionalAccessPolicyServiceClient(ac)
+	v.Access = accessv1.NewAccessServiceClient(ac)
+	v.Remediation = remediationv1.NewRemediationServiceClient(mc)
+	return v
+}
+
+// Peers is the comma-separated list of a service's replica addresses.
+func (s *Suite) Peers(name string) string {
+	var as []string
+	for _, p := range s.Replicas[name] {
+		as = append(as, p.GRPCAddr)
+	}
+	return strings.Join(as, ",")
 }
 
 // CertFile and KeyFile are the files of a dev-certs certificate ("admin",
@@ -222,9 +293,9 @@ func (s *Suite) StartAgent(t testing.TB, o AgentOptions) *Process {
 		}
 	}
 	args := []string{"--device-id", o.DeviceID, "--watch", o.WatchDir, "--quarantine-dir", o.QuarantineDir,
-		"--server", s.Addr("risk"), "--risk-addr", s.Addr("risk"), "--remediation-addr", s.Addr("remediation")}
+		"--server", s.Peers("risk"), "--risk-addr", s.Peers("risk"), "--remediation-addr", s.Peers("remediation")}
 	if o.StateDir != "" {
-		args = append(args, "--state-dir", o.StateDir, "--compliance-addr", s.Addr("compliance"))
+		args = append(args, "--state-dir", o.StateDir, "--compliance-addr", s.Peers("compliance"))
 	}
 	args = append(args, o.Args...)
 	p := &Process{Name: "agent-" + o.DeviceID, Path: s.Bin.Agent, Args: args, Env: s.env, LogPath: filepath.Join(s.Dir, "agent-"+o.DeviceID+".log")}
@@ -244,7 +315,9 @@ func (s *Suite) Logs(max int) string {
 	extra := append([]*Process(nil), s.extra...)
 	s.mu.Unlock()
 	for _, name := range ServiceNames {
-		fmt.Fprintf(&b, "\n---- %s log (%s)\n%s", name, s.Procs[name].LogPath, s.Procs[name].Logs(max))
+		for _, p := range s.Replicas[name] {
+			fmt.Fprintf(&b, "\n---- %s log (%s)\n%s", p.Name, p.LogPath, p.Logs(max))
+		}
 	}
 	for _, p := range extra {
 		fmt.Fprintf(&b, "\n---- %s log (%s)\n%s", p.Name, p.LogPath, p.Logs(max))
@@ -269,7 +342,7 @@ func (s *Suite) stopAll(t testing.TB) {
 		_ = p.Stop(5 * time.Second)
 	}
 	var wg sync.WaitGroup
-	for _, p := range s.Procs {
+	for _, p := range s.allProcs() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -280,4 +353,12 @@ func (s *Suite) stopAll(t testing.TB) {
 	if t.Failed() {
 		t.Logf("process logs:%s", s.Logs(16<<10))
 	}
+}
+
+func (s *Suite) allProcs() []*Process {
+	var ps []*Process
+	for _, name := range ServiceNames {
+		ps = append(ps, s.Replicas[name]...)
+	}
+	return ps
 }
