@@ -32,6 +32,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/tap"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/audit/auditgrpc"
@@ -83,6 +84,11 @@ type Config struct {
 	MaxWatchesPerIdentity int
 	// RateLimits are per-identity token buckets (e.g. ReportAlert per sensor).
 	RateLimits []RateLimit
+	// MaxCallsPerIdentity caps one identity's unary calls in flight; default 256.
+	MaxCallsPerIdentity int
+	// MaxRequestBytesPerIdentity caps the bytes of one identity's unary requests in
+	// flight; default 64 MiB.
+	MaxRequestBytesPerIdentity int64
 }
 
 // Server is a grpc.Server with the condaccess interceptor chain, health and reflection.
@@ -120,6 +126,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWatchesPerIdentity <= 0 {
 		cfg.MaxWatchesPerIdentity = DefaultMaxWatchesPerIdentity
 	}
+	if cfg.MaxCallsPerIdentity <= 0 {
+		cfg.MaxCallsPerIdentity = DefaultMaxCallsPerIdentity
+	}
+	if cfg.MaxRequestBytesPerIdentity <= 0 {
+		cfg.MaxRequestBytesPerIdentity = DefaultMaxRequestBytesPerIdentity
+	}
 	authCfg := cfg.Auth
 	if len(cfg.ExtraMethodRoles) > 0 {
 		merged := maps.Clone(authCfg.ExtraMethodRoles)
@@ -155,17 +167,27 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{}),
 		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity)}
 	limiter := newRateLimiter(cfg.RateLimits)
+	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, sync.OnceValue(s.unaryMethods))
+	strangers := refuseStrangers(authCfg.Insecure)
 	slogger := slogLogger(logger)
 	quiet, loud := selector.MatchFunc(isQuiet), not(isQuiet)
 	authenticated := not(isOpen)
 	recoverOpt := recovery.WithRecoveryHandlerContext(recoveryHandler(logger))
 	// The chain, outermost first: one log line per RPC (with the caller once known),
 	// the AIP-193 error shape for validation failures, authentication and the role
-	// check (health and reflection selected out), the per-identity limits, request
-	// validation, and panic recovery closest to the handler.
+	// check (health and reflection selected out), the per-identity limits (calls and
+	// bytes in flight, rates), request validation, and panic recovery closest to the
+	// handler. Before it, the tap refuses strangers and takes each unary call's
+	// in-flight slot before the request is read.
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.InTapHandle(refuseStrangers(authCfg.Insecure)),
+		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+			ctx, err := strangers(ctx, info)
+			if err != nil {
+				return ctx, err
+			}
+			return calls.tap(ctx, info)
+		}),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
@@ -176,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 			badRequestUnary(),
 			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(authFunc(authz)), authenticated),
 			auditgrpc.UnaryServerInterceptor(), // the audit actor, from the identity just established
+			calls.unaryInterceptor(),
 			limiter.unary(),
 			grpcprotovalidate.UnaryServerInterceptor(validator),
 			recovery.UnaryServerInterceptor(recoverOpt),
@@ -197,6 +220,20 @@ func New(cfg Config) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // v1 and v1alpha
 	return s, nil
+}
+
+// unaryMethods returns the full names of the server's unary methods; call it only
+// once serving (registration is over).
+func (s *Server) unaryMethods() map[string]bool {
+	out := map[string]bool{}
+	for name, info := range s.grpc.GetServiceInfo() {
+		for _, m := range info.Methods {
+			if !m.IsClientStream && !m.IsServerStream {
+				out["/"+name+"/"+m.Name] = true
+			}
+		}
+	}
+	return out
 }
 
 // Registrar is where services register themselves.
