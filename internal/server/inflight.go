@@ -68,15 +68,15 @@ type inflight struct {
 	maxCalls int
 	maxBytes int64
 	authz    *auth.Authorizer
-	unary    func() map[string]bool // the unary methods of the server, known once serving
+	isUnary  func(fullMethod string) bool // known once serving
 
 	mu    sync.Mutex
 	calls map[string]int
 	bytes map[string]int64
 }
 
-func newInflight(maxCalls int, maxBytes int64, authz *auth.Authorizer, unary func() map[string]bool) *inflight {
-	return &inflight{maxCalls: maxCalls, maxBytes: maxBytes, authz: authz, unary: unary,
+func newInflight(maxCalls int, maxBytes int64, authz *auth.Authorizer, isUnary func(string) bool) *inflight {
+	return &inflight{maxCalls: maxCalls, maxBytes: maxBytes, authz: authz, isUnary: isUnary,
 		calls: map[string]int{}, bytes: map[string]int64{}}
 }
 
@@ -159,7 +159,7 @@ type heldCallKey struct{}
 // A caller it cannot identify passes untouched (refuseStrangers and the auth
 // interceptor decide about it).
 func (f *inflight) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if exemptFromInflight(info.FullMethodName) || !f.unary()[info.FullMethodName] {
+	if exemptFromInflight(info.FullMethodName) || !f.isUnary(info.FullMethodName) {
 		return ctx, nil
 	}
 	idCtx, ok := f.authz.Authenticate(ctx)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/condaccess/condaccess/internal/apierr"
@@ -85,6 +86,39 @@ func (w *watchLimiter) Open(subject string) int {
 	return n
 }
 
+// full reports whether key holds its cap of watches.
+func (w *watchLimiter) full(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.open[key] >= w.max
+}
+
+func (w *watchLimiter) refusal() error {
+	return apierr.WithMetadata(codes.ResourceExhausted, ReasonTooManyWatches,
+		fmt.Sprintf("at most %d watch streams may be open per identity; close one or share a stream", w.max),
+		map[string]string{"max_watches_per_identity": fmt.Sprint(w.max)})
+}
+
+// tap refuses, in the server's InTapHandle, a watch of an identity that already holds
+// its cap, before the stream exists: no goroutine, no interceptor chain, no log line,
+// no request read. A flood of watch attempts (the audit's 5,000 from one identity)
+// then costs the server little more than reading their headers, which keeps it
+// responsive (health) meanwhile. It only looks: the slot is taken by the stream
+// interceptor, which stays the authority (a few attempts racing past the tap are
+// refused there). A caller the tap cannot identify passes to the chain, which decides.
+func (w *watchLimiter) tap(authz *auth.Authorizer, isWatch func(fullMethod string) bool) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if !isWatch(info.FullMethodName) {
+			return ctx, nil
+		}
+		idCtx, ok := authz.Authenticate(ctx)
+		if ok && w.full(identityKey(idCtx)) {
+			return ctx, w.refusal()
+		}
+		return ctx, nil
+	}
+}
+
 // stream is the interceptor; it runs after authentication, so the identity is known.
 func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -93,9 +127,7 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 		}
 		key := identityKey(ss.Context())
 		if !w.acquire(key) {
-			return apierr.WithMetadata(codes.ResourceExhausted, ReasonTooManyWatches,
-				fmt.Sprintf("at most %d watch streams may be open per identity; close one or share a stream", w.max),
-				map[string]string{"max_watches_per_identity": fmt.Sprint(w.max)})
+			return w.refusal()
 		}
 		defer w.release(key)
 		return handler(srv, ss)

@@ -167,8 +167,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{}),
 		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity)}
 	limiter := newRateLimiter(cfg.RateLimits)
-	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, sync.OnceValue(s.unaryMethods))
+	methods := sync.OnceValue(s.methodKinds)
+	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })
 	strangers := refuseStrangers(authCfg.Insecure)
+	watchTap := s.watches.tap(authz, func(m string) bool { return methods()[m] == kindWatch })
 	slogger := slogLogger(logger)
 	quiet, loud := selector.MatchFunc(isQuiet), not(isQuiet)
 	authenticated := not(isOpen)
@@ -184,6 +186,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
 			ctx, err := strangers(ctx, info)
 			if err != nil {
+				return ctx, err
+			}
+			if ctx, err = watchTap(ctx, info); err != nil {
 				return ctx, err
 			}
 			return calls.tap(ctx, info)
@@ -222,14 +227,25 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// unaryMethods returns the full names of the server's unary methods; call it only
-// once serving (registration is over).
-func (s *Server) unaryMethods() map[string]bool {
-	out := map[string]bool{}
+// Kinds of methods the tap tells apart.
+const (
+	kindOther = iota
+	kindUnary
+	kindWatch
+)
+
+// methodKinds returns the kind of each of the server's methods by full name; call it
+// only once serving (registration is over).
+func (s *Server) methodKinds() map[string]int {
+	out := map[string]int{}
 	for name, info := range s.grpc.GetServiceInfo() {
 		for _, m := range info.Methods {
-			if !m.IsClientStream && !m.IsServerStream {
-				out["/"+name+"/"+m.Name] = true
+			full := "/" + name + "/" + m.Name
+			switch {
+			case !m.IsClientStream && !m.IsServerStream:
+				out[full] = kindUnary
+			case isWatch(full, &grpc.StreamServerInfo{FullMethod: full, IsClientStream: m.IsClientStream, IsServerStream: m.IsServerStream}):
+				out[full] = kindWatch
 			}
 		}
 	}
