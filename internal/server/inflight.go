@@ -85,8 +85,11 @@ func exemptFromInflight(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
 }
 
-// inflightKey is identityKey, per connection for the development identity.
-func inflightKey(ctx context.Context) string {
+// connKey is identityKey, but per client connection for the development identity:
+// in development mode every caller, the suite's own consumers and clients included, is
+// that one identity, so a per-identity cap would let one client's flood refuse the
+// suite's own watches and calls. (Development mode serves loopback only.)
+func connKey(ctx context.Context) string {
 	key := identityKey(ctx)
 	if id, ok := auth.FromContext(ctx); ok && id.Kind == auth.KindDevelopment {
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -166,7 +169,7 @@ func (f *inflight) tap(ctx context.Context, info *tap.Info) (context.Context, er
 	if !ok {
 		return ctx, nil
 	}
-	key := inflightKey(idCtx)
+	key := connKey(idCtx)
 	if !f.acquireCall(key) {
 		return ctx, f.tooManyCalls()
 	}
@@ -184,7 +187,7 @@ func (f *inflight) unaryInterceptor() grpc.UnaryServerInterceptor {
 		}
 		key, _ := ctx.Value(heldCallKey{}).(string)
 		if key == "" {
-			key = inflightKey(ctx)
+			key = connKey(ctx)
 			if !f.acquireCall(key) {
 				return nil, f.tooManyCalls()
 			}

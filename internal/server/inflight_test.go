@@ -160,16 +160,16 @@ func TestCallsInFlightIgnoreHealthAndStreams(t *testing.T) {
 	}
 }
 
-// TestCallsInFlightDevelopmentPerConnection: in development mode every caller is the
-// one development identity, so the cap applies per client connection: one client's
-// flood does not refuse another's calls (the suite's own clients among them).
-func TestCallsInFlightDevelopmentPerConnection(t *testing.T) {
-	srv, err := server.New(server.Config{Name: "dev", Auth: auth.Config{Insecure: true}, MaxCallsPerIdentity: 1, GracefulStopTimeout: time.Second})
+// devTCP serves cfg in development mode on loopback TCP, as development mode runs
+// (bufconn gives every connection one address), and returns n client connections.
+func devTCP(t *testing.T, cfg server.Config, n int) []*grpc.ClientConn {
+	t.Helper()
+	cfg.Name, cfg.Auth, cfg.GracefulStopTimeout = "dev", auth.Config{Insecure: true}, time.Second
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	servertest.Register(srv.Registrar())
-	// Loopback TCP, as development mode runs (bufconn gives every connection one address).
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestCallsInFlightDevelopmentPerConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var conns []*grpc.ClientConn
-	for range 2 {
+	for range n {
 		c, err := grpc.NewClient(lis.Addr().String(), opts...)
 		if err != nil {
 			t.Fatal(err)
@@ -189,6 +189,14 @@ func TestCallsInFlightDevelopmentPerConnection(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		conns = append(conns, c)
 	}
+	return conns
+}
+
+// TestCallsInFlightDevelopmentPerConnection: in development mode every caller is the
+// one development identity, so the cap applies per client connection: one client's
+// flood does not refuse another's calls (the suite's own clients among them).
+func TestCallsInFlightDevelopmentPerConnection(t *testing.T) {
+	conns := devTCP(t, server.Config{MaxCallsPerIdentity: 1}, 2)
 	flooder, other := conns[0], conns[1]
 	ctx := testCtx(t)
 	holdCtx, release := context.WithCancel(ctx)
@@ -200,5 +208,35 @@ func TestCallsInFlightDevelopmentPerConnection(t *testing.T) {
 	})
 	if _, err := servertest.Call(ctx, other, servertest.MethodEcho, servertest.NewRequest("d1", "")); err != nil {
 		t.Fatalf("another connection's call: %v", err)
+	}
+}
+
+// TestWatchesDevelopmentPerConnection: in development mode the watch cap also applies
+// per client connection, so a client flooding watches cannot refuse the watches of the
+// suite's own consumers (which, in development mode, are the same identity).
+func TestWatchesDevelopmentPerConnection(t *testing.T) {
+	const limit = 3
+	conns := devTCP(t, server.Config{MaxWatchesPerIdentity: limit}, 2)
+	flooder, consumer := conns[0], conns[1]
+	ctx := testCtx(t)
+	for i := range limit {
+		if _, err := openWatch(ctx, flooder); err != nil {
+			t.Fatalf("watch %d: %v", i+1, err)
+		}
+	}
+	for _, tt := range []struct {
+		name   string
+		conn   *grpc.ClientConn
+		reason string
+	}{
+		{"the flooding connection past the cap", flooder, server.ReasonTooManyWatches},
+		{"another connection (a consumer) has its own cap", consumer, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := openWatch(ctx, tt.conn)
+			if got := apierr.Reason(err); got != tt.reason || (tt.reason == "") != (err == nil) {
+				t.Fatalf("watch: %v, want reason %q", err, tt.reason)
+			}
+		})
 	}
 }

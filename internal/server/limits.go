@@ -40,9 +40,10 @@ func isWatch(fullMethod string, info *grpc.StreamServerInfo) bool {
 	return strings.HasPrefix(method, "Watch")
 }
 
-// watchLimiter caps the watch streams one identity holds open at a time. Each open
-// watch costs a goroutine and a replay buffer; without a cap one caller could open
-// thousands (the audit opened 5,000 on one connection: 10,000 goroutines, 700 MB).
+// watchLimiter caps the watch streams one identity holds open at a time (one client
+// connection in development mode: see connKey). Each open watch costs a goroutine and
+// a replay buffer; without a cap one caller could open thousands (the audit opened
+// 5,000 on one connection: 10,000 goroutines, 700 MB).
 // go-grpc-middleware's ratelimit limits a rate, not a number open per key, hence our own.
 type watchLimiter struct {
 	max  int
@@ -79,7 +80,8 @@ func (w *watchLimiter) Open(subject string) int {
 	defer w.mu.Unlock()
 	n := 0
 	for key, c := range w.open {
-		if _, s, _ := strings.Cut(key, "\x00"); s == subject {
+		// kind NUL subject [NUL connection address, in development mode]
+		if parts := strings.Split(key, "\x00"); len(parts) > 1 && parts[1] == subject {
 			n += c
 		}
 	}
@@ -112,7 +114,7 @@ func (w *watchLimiter) tap(authz *auth.Authorizer, isWatch func(fullMethod strin
 			return ctx, nil
 		}
 		idCtx, ok := authz.Authenticate(ctx)
-		if ok && w.full(identityKey(idCtx)) {
+		if ok && w.full(connKey(idCtx)) {
 			return ctx, w.refusal()
 		}
 		return ctx, nil
@@ -125,7 +127,7 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 		if !isWatch(info.FullMethod, info) {
 			return handler(srv, ss)
 		}
-		key := identityKey(ss.Context())
+		key := connKey(ss.Context())
 		if !w.acquire(key) {
 			return w.refusal()
 		}
