@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,10 +63,12 @@ func BenchmarkOverload(b *testing.B) {
 	if err := waitForFile(ctx, filepath.Join(dir, "probe.ready")); err != nil {
 		b.Fatal(err)
 	}
+	schedBefore := schedLatencies()
 	load := startHelper(b, "load", s.GRPCAddr(), dir, runFor)
 	if err := load.Wait(); err != nil {
 		b.Fatalf("load generator: %v", err)
 	}
+	schedP99 := schedBefore.p99Since(schedLatencies())
 	if err := probe.Wait(); err != nil {
 		b.Fatalf("prober: %v", err)
 	}
@@ -120,8 +123,8 @@ func BenchmarkOverload(b *testing.B) {
 	b.ReportMetric(float64(lost), "lost-acked")
 	b.Logf("capacity: ReportAlert %.0f/s, EvaluateAccess %.0f/s (offered twice that for %v); acknowledged alerts %d, lost %d; goroutines %d",
 		lr.AlertCap, lr.EvalCap, runFor, len(acked), lost, runtime.NumGoroutine())
-	b.Logf("health over the overload phase: %d probes, %d failed, p50 %v p99 %v max %v; the prober's own wake-up delay p50 %v p99 %v max %v",
-		len(lat), failed, pct(0.5), pct(0.99), pct(1), pctOf(late, 0.5), pctOf(late, 0.99), pctOf(late, 1))
+	b.Logf("health over the overload phase: %d probes, %d failed, p50 %v p99 %v max %v; the prober's own wake-up delay p50 %v p99 %v max %v; the server's goroutine scheduling latency p99 %v",
+		len(lat), failed, pct(0.5), pct(0.99), pct(1), pctOf(late, 0.5), pctOf(late, 0.99), pctOf(late, 1), schedP99)
 	for _, kind := range []string{"ReportAlert", "EvaluateAccess", "Watch"} {
 		b.Logf("%s: %s", kind, lr.Codes[kind])
 	}
@@ -131,6 +134,42 @@ func BenchmarkOverload(b *testing.B) {
 	if failed > 0 {
 		b.Errorf("%d health checks failed during the overload", failed)
 	}
+}
+
+// schedHist is the Go scheduler's histogram of how long goroutines waited to run.
+type schedHist struct {
+	counts  []uint64
+	buckets []float64
+}
+
+func schedLatencies() schedHist {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return schedHist{}
+	}
+	h := s[0].Value.Float64Histogram()
+	return schedHist{counts: slices.Clone(h.Counts), buckets: h.Buckets}
+}
+
+// p99Since is the 99th percentile of the waits recorded between h and later.
+func (h schedHist) p99Since(later schedHist) time.Duration {
+	if len(h.counts) == 0 || len(later.counts) != len(h.counts) {
+		return 0
+	}
+	var total uint64
+	diff := make([]uint64, len(h.counts))
+	for i := range diff {
+		diff[i] = later.counts[i] - h.counts[i]
+		total += diff[i]
+	}
+	var seen uint64
+	for i, n := range diff {
+		if seen += n; total > 0 && seen*100 >= total*99 {
+			return time.Duration(later.buckets[i+1] * float64(time.Second)) // the bucket's upper bound
+		}
+	}
+	return 0
 }
 
 // capacityPhase is how long the load generator measures each method's capacity.
