@@ -183,6 +183,9 @@ func New(cfg Config) (*Server, error) {
 	// in-flight slot before the request is read.
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
+		// The taps in order. Only the last may take a slot that a later refusal would
+		// strand (the library cancels no stream context when a tap refuses): strangers
+		// takes one only for callers without a certificate, whom the next two pass.
 		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
 			ctx, err := strangers(ctx, info)
 			if err != nil {
