@@ -99,6 +99,25 @@ func connKey(ctx context.Context) string {
 	return key
 }
 
+// HoldCall takes, for the HTTP face, the in-flight call slot of a request of the
+// authenticated caller id before its body is read (the transcoder buffers a whole
+// request message before the grpc.Server, and so this chain, sees it). remote is the
+// client's address, which names the development identity's connection. The returned
+// context carries the slot, so the chain takes no second one for the same call; the
+// caller calls release when the request is done. Past the cap it returns the same
+// RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT, RetryInfo) as the chain.
+func (s *Server) HoldCall(ctx context.Context, id auth.Identity, remote string) (_ context.Context, release func(), _ error) {
+	key := id.Kind.String() + "\x00" + id.Subject
+	if id.Kind == auth.KindDevelopment {
+		key += "\x00" + remote
+	}
+	if !s.calls.acquireCall(key) {
+		return ctx, func() {}, s.calls.tooManyCalls()
+	}
+	var once sync.Once
+	return context.WithValue(ctx, heldCallKey{}, key), func() { once.Do(func() { s.calls.releaseCall(key) }) }, nil
+}
+
 func (f *inflight) acquireCall(key string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -101,6 +101,8 @@ type Server struct {
 	drain  chan struct{} // closed when Stop begins: streams end with UNAVAILABLE
 	// watches counts open watch streams per identity.
 	watches *watchLimiter
+	// calls counts unary calls and request bytes in flight per identity.
+	calls *inflight
 }
 
 // OpenWatches returns how many watch streams the identity with subject holds open.
@@ -169,6 +171,7 @@ func New(cfg Config) (*Server, error) {
 	limiter := newRateLimiter(cfg.RateLimits)
 	methods := sync.OnceValue(s.methodKinds)
 	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })
+	s.calls = calls
 	strangers := refuseStrangers(authCfg.Insecure)
 	watchTap := s.watches.tap(authz, func(m string) bool { return methods()[m] == kindWatch })
 	slogger := slogLogger(logger)
