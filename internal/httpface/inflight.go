@@ -7,12 +7,15 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/condaccess/condaccess/internal/auth"
 )
@@ -25,9 +28,10 @@ type HoldCallFunc func(ctx context.Context, id auth.Identity, remote string) (co
 // requests of authenticated callers before the transcoder buffers their bodies: the
 // chain applies it too, but only once a whole request message has been buffered, and
 // the HTTP server itself does not bound how many requests are being read. A request
-// that holds a slot is not counted again by the chain. A REST request holds a slot
-// whatever its method (the path does not say whether it is a stream), so a REST watch
-// counts as one call in flight for as long as it lasts. Callers without an identity
+// that holds a slot is not counted again by the chain. Streaming RPCs are not counted
+// (as on the gRPC listener); a REST request holds a slot whatever its method (the path
+// does not say whether it is a stream), so a REST watch counts as one call in flight
+// for as long as it lasts. Callers without an identity
 // pass (guard already bounded what they may send).
 func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 	if hold == nil {
@@ -35,7 +39,7 @@ func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 	}
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rpc := strings.HasPrefix(r.URL.Path, "/"+servicePrefix)
+		rpc := strings.HasPrefix(r.URL.Path, "/"+servicePrefix) && !streamingRPCs()[r.URL.Path]
 		rest := strings.HasPrefix(r.URL.Path, "/v1/")
 		id, ok := identityOf(r)
 		if !ok || (!rpc && !rest) {
@@ -51,6 +55,24 @@ func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// streamingRPCs are the RPC paths of the registered streaming methods (watches, the
+// console's feeds): they are not calls in flight, as on the gRPC listener.
+var streamingRPCs = sync.OnceValue(func() map[string]bool {
+	out := map[string]bool{}
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			for j := 0; j < sd.Methods().Len(); j++ {
+				if md := sd.Methods().Get(j); md.IsStreamingServer() || md.IsStreamingClient() {
+					out["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+				}
+			}
+		}
+		return true
+	})
+	return out
+})
 
 // identityOf is the caller's identity as the chain will read it: the one in the
 // context (auth.HTTPIdentity, a console session), else the verified certificate's.

@@ -105,6 +105,31 @@ func TestHoldCallsBeforeReadingTheBody(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
+	// Streams are not calls in flight: a watch of alice's passes while she is at her cap.
+	stop := make(chan struct{})
+	blocked := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-stop
+	})
+	hs := holdCalls(srv.HoldCall, blocked)
+	var held sync.WaitGroup
+	for range maxCalls {
+		held.Go(func() {
+			hs.ServeHTTP(httptest.NewRecorder(), request(alice, "/condaccess.risk.v1.RiskService/ReportAlert", &countingBody{size: 16}))
+		})
+		<-entered
+	}
+	held.Go(func() {
+		hs.ServeHTTP(httptest.NewRecorder(), request(alice, "/condaccess.risk.v1.RiskService/WatchRiskEvents", &countingBody{size: 16}))
+	})
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a watch was refused (or held back) by the cap on calls in flight")
+	}
+	close(stop)
+	held.Wait()
+
 	// Its slots are free again: a new request of alice's passes.
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, request(alice, "/condaccess.risk.v1.RiskService/ReportAlert", &countingBody{size: 16}))
