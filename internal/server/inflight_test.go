@@ -13,8 +13,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
 	"github.com/condaccess/condaccess/internal/server"
 	"github.com/condaccess/condaccess/internal/server/servertest"
 )
@@ -238,5 +240,29 @@ func TestWatchesDevelopmentPerConnection(t *testing.T) {
 				t.Fatalf("watch: %v, want reason %q", err, tt.reason)
 			}
 		})
+	}
+}
+
+// TestCallsInFlightServiceNotStarved: a reader certificate named like a service
+// (condaccess-risk) that uses up its calls in flight does not refuse the risk
+// service's own calls (limits are keyed by how the caller was authenticated and its
+// name), nor does any other identity's flood.
+func TestCallsInFlightServiceNotStarved(t *testing.T) {
+	ca := authtest.NewCA(t)
+	rc := ca.ClientConfig(t, "condaccess-risk", commonv1.Role_ROLE_READER)
+	rc.ServerName = "localhost"
+	e := startWith(t, server.Config{MaxCallsPerIdentity: 1, Auth: ca.ServerConfig(t)}, rc)
+	cert, key := ca.IssueURIs(t, "condaccess-risk", []string{auth.ServiceURI("risk")})
+	svc := e.dial(t, auth.ClientConfig{CAFile: ca.CertFile, CertFile: cert, KeyFile: key, ServerName: "localhost"})
+	ctx := testCtx(t)
+	holdCtx, release := context.WithCancel(ctx)
+	defer release()
+	go func() { _ = holdSlot(holdCtx, e.conn) }()
+	waitFor(t, "the reader to be at its cap", func() bool {
+		_, err := servertest.Call(ctx, e.conn, servertest.MethodEcho, servertest.NewRequest("d1", ""))
+		return apierr.Reason(err) == server.ReasonTooManyCallsInFlight
+	})
+	if _, err := servertest.Call(ctx, svc, servertest.MethodInternal, servertest.NewRequest("d1", "")); err != nil {
+		t.Fatalf("the risk service's call while a reader named like it is at its cap: %v", err)
 	}
 }
