@@ -51,8 +51,9 @@ const inflightRetryDelay = 200 * time.Millisecond
 // server's InTapHandle, when a call's headers arrive and before any of its request is
 // read, so a refused call costs no memory: the identity is read there from the
 // connection's verified certificate by the same Authorizer the auth interceptor uses.
-// Calls that reach the chain without passing that tap (the HTTP face, which hands
-// requests to the grpc.Server in-process) take it in the unary interceptor. The bytes
+// The HTTP face, which hands requests to the grpc.Server in-process (no tap), takes it
+// with HoldCall before its transcoder reads a request's body; a call that reaches the
+// chain holding no slot takes one in the unary interceptor. The bytes
 // are charged in the interceptor, once the request is decoded (its size is not known
 // before), and released when the handler returns. Streams are not counted: watches and
 // agent connections have their own caps, and the services' consumers, which hold
