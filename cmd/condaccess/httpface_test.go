@@ -258,3 +258,34 @@ func selfSigned(t *testing.T, cn string) *tls.Certificate {
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// TestHTTPFaceCallCountedOnce: a Connect call takes its in-flight slot in the HTTP
+// face, before its body is read, and the interceptor chain behind the transcoder does
+// not take a second one: with --max-calls-per-identity 1 a call passes (it would be
+// refused by its own slot if counted twice) and REST too.
+func TestHTTPFaceCallCountedOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	limits := defaultLimits()
+	limits.maxCallsPerIdentity = 1
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk", stopTimeout: 5 * time.Second, limits: &limits}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	base := "http://" + s.HTTPAddr()
+	for i := range 3 {
+		if status, m := connectCall(t, http.DefaultClient, base+"/condaccess.risk.v1.RiskService/ListDeviceRisks", `{}`, nil); status != 200 {
+			t.Fatalf("Connect call %d with a cap of one call in flight: %d %v", i, status, m)
+		}
+	}
+	resp, err := http.Get(base + "/v1/deviceRisks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("REST call with a cap of one call in flight: %d", resp.StatusCode)
+	}
+}

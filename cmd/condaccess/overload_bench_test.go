@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,11 +31,20 @@ import (
 	"github.com/condaccess/condaccess/internal/server"
 )
 
-// BenchmarkOverload offers the whole suite (four services, one process, loopback TCP,
-// development mode: every caller is one identity) twice the ReportAlert and
-// EvaluateAccess rates it sustains, plus 5,000 watch attempts, while a prober checks
-// health every 10ms. Each iteration is 100ms of overload (-benchtime 30x = 3s). It
-// reports the peak RSS of the process (server and load generator), the health p99,
+// BenchmarkOverload offers the whole suite (four services, loopback TCP, development
+// mode: every caller is one identity) twice the ReportAlert and EvaluateAccess rates
+// it sustains, plus 5,000 watch attempts, while a prober checks health every 10ms.
+// Each iteration is 100ms of overload (-benchtime 30x = 3s).
+//
+// The suite runs in this process, so -cpuprofile, -blockprofile and the peak RSS are
+// the server's. The load generator and the health prober each run in a process of
+// their own (this test binary, run again as TestOverloadHelper): in one process their
+// thousands of goroutines would share the server's GOMAXPROCS and scheduler, and the
+// prober's own wake-ups would queue behind them, so the figures would measure the
+// load generator as much as the server. The prober stands for a kubelet or a load
+// balancer: its own connection, opened before the load starts.
+//
+// It reports the server's peak RSS, the health p50/p99/max over the overload phase,
 // the refusals by code, and checks that every acknowledged alert is stored.
 func BenchmarkOverload(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -41,15 +55,298 @@ func BenchmarkOverload(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Stop()
+	dir := b.TempDir()
+	b.ResetTimer()
+	runFor := time.Duration(b.N) * 100 * time.Millisecond
+	// The prober starts first and outlasts the load (capacity phases, then runFor).
+	probe := startHelper(b, "probe", s.GRPCAddr(), dir, runFor+2*capacityPhase+2*time.Second)
+	if err := waitForFile(ctx, filepath.Join(dir, "probe.ready")); err != nil {
+		b.Fatal(err)
+	}
+	schedBefore := schedLatencies()
+	load := startHelper(b, "load", s.GRPCAddr(), dir, runFor)
+	if err := load.Wait(); err != nil {
+		b.Fatalf("load generator: %v", err)
+	}
+	schedP99 := schedBefore.p99Since(schedLatencies())
+	if err := probe.Wait(); err != nil {
+		b.Fatalf("prober: %v", err)
+	}
+	b.StopTimer()
+
+	var lr loadResult
+	readJSON(b, filepath.Join(dir, "load.json"), &lr)
+	var samples []probeSample
+	readJSON(b, filepath.Join(dir, "probe.json"), &samples)
+	var lat, late []time.Duration
+	failed := 0
+	for _, p := range samples {
+		if p.At < lr.Start || p.At > lr.End {
+			continue // only the overload phase counts
+		}
+		if p.Err != "" {
+			failed++
+		}
+		lat = append(lat, time.Duration(p.Latency))
+		late = append(late, time.Duration(p.Late))
+	}
+	slices.Sort(lat)
+	slices.Sort(late)
+	pctOf := func(ds []time.Duration, q float64) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		return ds[min(len(ds)-1, int(float64(len(ds))*q))]
+	}
+	pct := func(q float64) time.Duration { return pctOf(lat, q) }
+
+	// No acknowledged write lost.
 	opts, err := server.DialOptions(auth.ClientConfig{Insecure: true})
 	if err != nil {
 		b.Fatal(err)
 	}
+	conn, err := grpc.NewClient(s.GRPCAddr(), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	risk := riskv1.NewRiskServiceClient(conn)
+	acked := readLines(b, filepath.Join(dir, "acked.txt"))
+	lost := 0
+	for _, id := range acked {
+		if _, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: id}); err != nil {
+			lost++
+		}
+	}
+	b.ReportMetric(float64(peakRSS())/(1<<20), "peakRSS-MiB")
+	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "health-p99-ms")
+	b.ReportMetric(float64(lost), "lost-acked")
+	b.Logf("capacity: ReportAlert %.0f/s, EvaluateAccess %.0f/s (offered twice that for %v); acknowledged alerts %d, lost %d; goroutines %d",
+		lr.AlertCap, lr.EvalCap, runFor, len(acked), lost, runtime.NumGoroutine())
+	b.Logf("health over the overload phase: %d probes, %d failed, p50 %v p99 %v max %v; the prober's own wake-up delay p50 %v p99 %v max %v; the server's goroutine scheduling latency p99 %v",
+		len(lat), failed, pct(0.5), pct(0.99), pct(1), pctOf(late, 0.5), pctOf(late, 0.99), pctOf(late, 1), schedP99)
+	for _, kind := range []string{"ReportAlert", "EvaluateAccess", "Watch"} {
+		b.Logf("%s: %s", kind, lr.Codes[kind])
+	}
+	if lost > 0 {
+		b.Errorf("%d acknowledged alerts lost", lost)
+	}
+	if failed > 0 {
+		b.Errorf("%d health checks failed during the overload", failed)
+	}
+}
+
+// schedHist is the Go scheduler's histogram of how long goroutines waited to run.
+type schedHist struct {
+	counts  []uint64
+	buckets []float64
+}
+
+func schedLatencies() schedHist {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return schedHist{}
+	}
+	h := s[0].Value.Float64Histogram()
+	return schedHist{counts: slices.Clone(h.Counts), buckets: h.Buckets}
+}
+
+// p99Since is the 99th percentile of the waits recorded between h and later.
+func (h schedHist) p99Since(later schedHist) time.Duration {
+	if len(h.counts) == 0 || len(later.counts) != len(h.counts) {
+		return 0
+	}
+	var total uint64
+	diff := make([]uint64, len(h.counts))
+	for i := range diff {
+		diff[i] = later.counts[i] - h.counts[i]
+		total += diff[i]
+	}
+	var seen uint64
+	for i, n := range diff {
+		if seen += n; total > 0 && seen*100 >= total*99 {
+			return time.Duration(later.buckets[i+1] * float64(time.Second)) // the bucket's upper bound
+		}
+	}
+	return 0
+}
+
+// capacityPhase is how long the load generator measures each method's capacity.
+const capacityPhase = 500 * time.Millisecond
+
+// The helper process's environment.
+const (
+	envHelper = "CONDACCESS_OVERLOAD_HELPER" // "load" or "probe"
+	envAddr   = "CONDACCESS_OVERLOAD_ADDR"
+	envDir    = "CONDACCESS_OVERLOAD_DIR"
+	envFor    = "CONDACCESS_OVERLOAD_FOR"
+)
+
+// startHelper runs this test binary again as TestOverloadHelper in mode.
+func startHelper(b *testing.B, mode, addr, dir string, d time.Duration) *exec.Cmd {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOverloadHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envHelper+"="+mode, envAddr+"="+addr, envDir+"="+dir, envFor+"="+d.String())
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+func waitForFile(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func readJSON(b *testing.B, path string, v any) {
+	b.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		b.Fatalf("%s: %v", path, err)
+	}
+}
+
+func readLines(b *testing.B, path string) []string {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := sc.Text(); l != "" {
+			out = append(out, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// loadResult is what the load generator reports.
+type loadResult struct {
+	AlertCap, EvalCap float64
+	// Start and End bound the overload phase (Unix nanoseconds).
+	Start, End int64
+	// Codes are the outcomes by kind ("ReportAlert", "EvaluateAccess", "Watch").
+	Codes map[string]string
+}
+
+// probeSample is one health check: when it started (Unix nanoseconds), how long it
+// took, and its error. Late is how long after its tick the prober woke up to send it:
+// the prober's own scheduling delay, a measure of how busy the machine is (not the
+// server), since the prober does nothing else.
+type probeSample struct {
+	At      int64
+	Latency int64
+	Late    int64
+	Err     string `json:",omitempty"`
+}
+
+// TestOverloadHelper is BenchmarkOverload's load generator or prober when run by it
+// (it skips otherwise).
+func TestOverloadHelper(t *testing.T) {
+	mode := os.Getenv(envHelper)
+	if mode == "" {
+		t.Skip("run by BenchmarkOverload only")
+	}
+	addr, dir := os.Getenv(envAddr), os.Getenv(envDir)
+	d, err := time.ParseDuration(os.Getenv(envFor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.DialOptions(auth.ClientConfig{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch mode {
+	case "probe":
+		runProber(t, addr, dir, d, opts)
+	case "load":
+		runLoad(t, addr, dir, d, opts)
+	default:
+		t.Fatalf("unknown helper mode %q", mode)
+	}
+}
+
+func writeJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runProber checks health every 10ms for d on its own connection.
+func runProber(t *testing.T, addr, dir string, d time.Duration, opts []grpc.DialOption) {
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	h := healthpb.NewHealthClient(conn)
+	ctx := context.Background()
+	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "probe.ready"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var samples []probeSample
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		due := <-tick.C
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := h.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		p := probeSample{At: start.UnixNano(), Latency: int64(time.Since(start)), Late: int64(start.Sub(due))}
+		if err != nil {
+			p.Err = err.Error()
+		}
+		samples = append(samples, p)
+	}
+	writeJSON(t, filepath.Join(dir, "probe.json"), samples)
+}
+
+// runLoad measures the capacity of ReportAlert and EvaluateAccess, then offers twice
+// that for d, plus 5,000 watch attempts from the one identity.
+func runLoad(t *testing.T, addr, dir string, runFor time.Duration, opts []grpc.DialOption) {
+	ctx := context.Background()
 	var conns []*grpc.ClientConn
 	for range 4 {
-		c, err := grpc.NewClient(s.GRPCAddr(), opts...)
+		c, err := grpc.NewClient(addr, opts...)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 		defer c.Close()
 		conns = append(conns, c)
@@ -68,12 +365,19 @@ func BenchmarkOverload(b *testing.B) {
 		_, err := acc(i).EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
 		return err
 	}
+	var ackMu sync.Mutex
+	var acked []string
+	ack := func(id string) {
+		ackMu.Lock()
+		acked = append(acked, id)
+		ackMu.Unlock()
+	}
 
-	// Capacity: closed loop, 16 workers, 500ms each (the alert rate limit refuses most
-	// alerts of the one development identity, so this measures the refusal path too).
+	// Capacity: closed loop, 16 workers (the alert rate limit refuses most alerts of
+	// the one development identity, so this measures the refusal path too).
 	capacity := func(call func(ctx context.Context, i int) error) float64 {
 		var n atomic.Int64
-		cctx, ccancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		cctx, ccancel := context.WithTimeout(ctx, capacityPhase)
 		defer ccancel()
 		var wg sync.WaitGroup
 		for w := range 16 {
@@ -86,34 +390,25 @@ func BenchmarkOverload(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		return float64(n.Load()) / 0.5
+		return float64(n.Load()) / capacityPhase.Seconds()
 	}
-	alertCap := capacity(func(ctx context.Context, i int) error { _, err := report(ctx, i); return err })
+	alertCap := capacity(func(ctx context.Context, i int) error {
+		id, err := report(ctx, i)
+		if err == nil {
+			ack(id)
+		}
+		return err
+	})
 	evalCap := capacity(evaluate)
 
 	var mu sync.Mutex
-	refusals := map[string]map[codes.Code]int{"ReportAlert": {}, "EvaluateAccess": {}, "Watch": {}}
+	outcomes := map[string]map[codes.Code]int{"ReportAlert": {}, "EvaluateAccess": {}, "Watch": {}}
 	count := func(kind string, err error) {
 		mu.Lock()
-		refusals[kind][status.Code(err)]++
+		outcomes[kind][status.Code(err)]++
 		mu.Unlock()
 	}
-	var acked sync.Map
-	var healthLat []time.Duration
-
-	// The prober has its own connection, as a kubelet or load balancer would, opened
-	// before the load starts.
-	hc, err := grpc.NewClient(s.GRPCAddr(), opts...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer hc.Close()
-	if _, err := healthpb.NewHealthClient(hc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		b.Fatal(err)
-	}
-
-	b.ResetTimer()
-	runFor := time.Duration(b.N) * 100 * time.Millisecond
+	start := time.Now()
 	lctx, lcancel := context.WithTimeout(ctx, runFor)
 	defer lcancel()
 	var wg sync.WaitGroup
@@ -121,13 +416,13 @@ func BenchmarkOverload(b *testing.B) {
 	offer := func(kind string, rate float64, call func(ctx context.Context, i int) error) {
 		sem := make(chan struct{}, 512)
 		interval := time.Duration(float64(time.Second) / max(rate, 1))
-		t := time.NewTicker(max(interval, 50*time.Microsecond))
-		defer t.Stop()
+		tk := time.NewTicker(max(interval, 50*time.Microsecond))
+		defer tk.Stop()
 		for i := 0; ; i++ {
 			select {
 			case <-lctx.Done():
 				return
-			case <-t.C:
+			case <-tk.C:
 			}
 			select {
 			case sem <- struct{}{}:
@@ -147,7 +442,7 @@ func BenchmarkOverload(b *testing.B) {
 		offer("ReportAlert", 2*alertCap, func(ctx context.Context, i int) error {
 			id, err := report(ctx, i)
 			if err == nil {
-				acked.Store(id, true)
+				ack(id)
 			}
 			return err
 		})
@@ -163,14 +458,9 @@ func BenchmarkOverload(b *testing.B) {
 				for i := range attempts {
 					st, err := risk(i).WatchRiskEvents(lctx, &riskv1.WatchRiskEventsRequest{StartRevision: 0})
 					if err == nil {
-						// The first message (a replayed event) or the refusal.
-						_, err = st.Recv()
+						_, err = st.Recv() // the first message (a replayed event) or the refusal
 					}
 					count("Watch", err)
-					if err == nil {
-						wg.Go(func() { <-lctx.Done() }) // held open until the end
-						_ = st
-					}
 				}
 			})
 		}
@@ -186,51 +476,17 @@ func BenchmarkOverload(b *testing.B) {
 		close(attempts)
 		ww.Wait()
 	})
-	wg.Go(func() {
-		h := healthpb.NewHealthClient(hc)
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-t.C:
-			}
-			start := time.Now()
-			if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-				b.Errorf("health: %v", err)
-			}
-			healthLat = append(healthLat, time.Since(start))
-		}
-	})
+	<-lctx.Done()
+	end := time.Now()
 	wg.Wait()
-	b.StopTimer()
 
-	// No acknowledged write lost.
-	lost := 0
-	acked.Range(func(k, _ any) bool {
-		if _, err := risk(0).GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: k.(string)}); err != nil {
-			lost++
-		}
-		return true
-	})
-	slices.Sort(healthLat)
-	p99 := time.Duration(0)
-	if len(healthLat) > 0 {
-		p99 = healthLat[len(healthLat)*99/100]
+	res := loadResult{AlertCap: alertCap, EvalCap: evalCap, Start: start.UnixNano(), End: end.UnixNano(), Codes: map[string]string{}}
+	for kind, m := range outcomes {
+		res.Codes[kind] = fmtCodes(m)
 	}
-	var acks int
-	acked.Range(func(_, _ any) bool { acks++; return true })
-	b.ReportMetric(float64(peakRSS())/(1<<20), "peakRSS-MiB")
-	b.ReportMetric(float64(p99.Microseconds())/1000, "health-p99-ms")
-	b.ReportMetric(float64(lost), "lost-acked")
-	b.Logf("capacity: ReportAlert %.0f/s, EvaluateAccess %.0f/s (offered twice that for %v); acknowledged alerts %d, lost %d; health p99 %v over %d probes; goroutines %d",
-		alertCap, evalCap, runFor, acks, lost, p99, len(healthLat), runtime.NumGoroutine())
-	for _, kind := range []string{"ReportAlert", "EvaluateAccess", "Watch"} {
-		b.Logf("%s: %s", kind, fmtCodes(refusals[kind]))
-	}
-	if lost > 0 {
-		b.Errorf("%d acknowledged alerts lost", lost)
+	writeJSON(t, filepath.Join(dir, "load.json"), res)
+	if err := os.WriteFile(filepath.Join(dir, "acked.txt"), []byte(strings.Join(acked, "\n")), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -413,7 +413,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	// One AuditService over the audit logs of the services in this process.
 	auditgrpc.Register(s.srv.Registrar(), auditgrpc.New(s.auditLogs...))
 	// The console and the Connect/gRPC-Web/REST face of every RPC, over the same server.
-	if err := httpface.Mount(mux, httpface.Config{GRPC: s.srv.GRPC(), Insecure: authCfg.Insecure}); err != nil {
+	if err := httpface.Mount(mux, httpface.Config{GRPC: s.srv.GRPC(), Insecure: authCfg.Insecure, HoldCall: s.srv.HoldCall}); err != nil {
 		lis.Close()
 		return nil, err
 	}

@@ -18,6 +18,8 @@ type limitOptions struct {
 	maxWatchesPerIdentity int
 	alertRate             float64
 	alertBurst            int
+	maxCallsPerIdentity   int
+	maxBytesPerIdentity   int64
 }
 
 // Defaults of the per-identity alert rate limit (ReportAlert and ReportAlerts share it;
@@ -34,12 +36,17 @@ func (l *limitOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&l.maxWatchesPerIdentity, "max-watches-per-identity", server.DefaultMaxWatchesPerIdentity, "open Watch… streams per caller identity; more are refused with RESOURCE_EXHAUSTED (TOO_MANY_WATCHES)")
 	fs.Float64Var(&l.alertRate, "alert-rate", defaultAlertRate, "alerts per second per sensor identity (ReportAlert and ReportAlerts share the bucket); 0 disables the limit")
 	fs.IntVar(&l.alertBurst, "alert-burst", defaultAlertBurst, "alert bucket size per sensor identity; at least the largest batch (1000)")
+	fs.IntVar(&l.maxCallsPerIdentity, "max-calls-per-identity", server.DefaultMaxCallsPerIdentity, "unary calls in flight per caller identity (per connection in development mode); more are refused with RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT) before their request is read")
+	fs.Int64Var(&l.maxBytesPerIdentity, "max-request-bytes-per-identity", server.DefaultMaxRequestBytesPerIdentity, "bytes of unary requests in flight per caller identity; at least --max-recv-msg-size; more are refused with RESOURCE_EXHAUSTED (TOO_MANY_REQUEST_BYTES_IN_FLIGHT)")
 }
 
 // apply sets the limits on cfg.
 func (l limitOptions) apply(cfg *server.Config) error {
 	if l.maxRecvMsgSize <= 0 || l.maxConcurrentStreams == 0 || l.maxWatchesPerIdentity <= 0 || l.alertRate < 0 {
 		return fmt.Errorf("%w: --max-recv-msg-size, --max-concurrent-streams and --max-watches-per-identity must be positive, --alert-rate not negative", errUsage)
+	}
+	if l.maxCallsPerIdentity <= 0 || l.maxBytesPerIdentity < int64(l.maxRecvMsgSize) {
+		return fmt.Errorf("%w: --max-calls-per-identity must be positive and --max-request-bytes-per-identity at least --max-recv-msg-size (%d)", errUsage, l.maxRecvMsgSize)
 	}
 	if l.maxRecvMsgSize > server.DefaultClientMaxRecvMsgSize {
 		return fmt.Errorf("%w: --max-recv-msg-size %d is over what the suite's clients receive (%d)", errUsage, l.maxRecvMsgSize, server.DefaultClientMaxRecvMsgSize)
@@ -48,6 +55,8 @@ func (l limitOptions) apply(cfg *server.Config) error {
 	cfg.MaxConcurrentStreams = uint32(min(l.maxConcurrentStreams, 1<<31))
 	cfg.KeepaliveMinTime = l.keepaliveMinTime
 	cfg.MaxWatchesPerIdentity = l.maxWatchesPerIdentity
+	cfg.MaxCallsPerIdentity = l.maxCallsPerIdentity
+	cfg.MaxRequestBytesPerIdentity = l.maxBytesPerIdentity
 	if l.alertRate > 0 {
 		if l.alertBurst < 1000 {
 			return fmt.Errorf("%w: --alert-burst %d is under the largest ReportAlerts batch (1000)", errUsage, l.alertBurst)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"log/slog"
 	"strings"
 	"testing"
@@ -65,6 +67,47 @@ func TestOversizedAlertRefusedBeforeStorage(t *testing.T) {
 			_, err = client.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: id})
 			if stored := err == nil; stored != (tt.want == codes.OK) {
 				t.Errorf("alert stored = %v after %v", stored, tt.want)
+			}
+		})
+	}
+}
+
+// TestCallsPerIdentityFlags: the in-flight caps reach the server configuration, and a
+// byte cap under the largest request (which no call could then pass) or a call cap of
+// zero is a usage error, not a silent default.
+func TestCallsPerIdentityFlags(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		args      []string
+		wantErr   bool
+		wantCalls int
+		wantBytes int64
+	}{
+		{name: "defaults", wantCalls: server.DefaultMaxCallsPerIdentity, wantBytes: server.DefaultMaxRequestBytesPerIdentity},
+		{name: "set", args: []string{"--max-calls-per-identity", "8", "--max-request-bytes-per-identity", "8388608"}, wantCalls: 8, wantBytes: 8 << 20},
+		{name: "no calls", args: []string{"--max-calls-per-identity", "0"}, wantErr: true},
+		{name: "bytes under the largest request", args: []string{"--max-request-bytes-per-identity", "1048576"}, wantErr: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var l limitOptions
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			l.register(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			var cfg server.Config
+			err := l.apply(&cfg)
+			if tt.wantErr {
+				if !errors.Is(err, errUsage) {
+					t.Fatalf("apply = %v, want a usage error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxCallsPerIdentity != tt.wantCalls || cfg.MaxRequestBytesPerIdentity != tt.wantBytes {
+				t.Errorf("config calls %d bytes %d, want %d and %d", cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, tt.wantCalls, tt.wantBytes)
 			}
 		})
 	}

@@ -50,6 +50,9 @@ type Config struct {
 	// MaxMessageBytes caps each request and response message the transcoder buffers;
 	// default server.DefaultMaxRecvMsgSize, the gRPC server's own cap.
 	MaxMessageBytes uint32
+	// HoldCall, when set, applies the per-identity cap on calls in flight before the
+	// transcoder reads a request (server.Server.HoldCall); see holdCalls.
+	HoldCall HoldCallFunc
 }
 
 // Handler returns the handler for the root of the HTTP address: RPC paths
@@ -97,7 +100,7 @@ func Handler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpface: transcoder: %w", err)
 	}
-	return guard(cfg.Insecure, tc), nil
+	return guard(cfg.Insecure, holdCalls(cfg.HoldCall, tc)), nil
 }
 
 // Mount registers Handler at the root of mux; more specific patterns already on mux

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/condaccess/condaccess/internal/apierr"
@@ -39,9 +40,10 @@ func isWatch(fullMethod string, info *grpc.StreamServerInfo) bool {
 	return strings.HasPrefix(method, "Watch")
 }
 
-// watchLimiter caps the watch streams one identity holds open at a time. Each open
-// watch costs a goroutine and a replay buffer; without a cap one caller could open
-// thousands (the audit opened 5,000 on one connection: 10,000 goroutines, 700 MB).
+// watchLimiter caps the watch streams one identity holds open at a time (one client
+// connection in development mode: see connKey). Each open watch costs a goroutine and
+// a replay buffer; without a cap one caller could open thousands (the audit opened
+// 5,000 on one connection: 10,000 goroutines, 700 MB).
 // go-grpc-middleware's ratelimit limits a rate, not a number open per key, hence our own.
 type watchLimiter struct {
 	max  int
@@ -78,11 +80,45 @@ func (w *watchLimiter) Open(subject string) int {
 	defer w.mu.Unlock()
 	n := 0
 	for key, c := range w.open {
-		if _, s, _ := strings.Cut(key, "\x00"); s == subject {
+		// kind NUL subject [NUL connection address, in development mode]
+		if parts := strings.Split(key, "\x00"); len(parts) > 1 && parts[1] == subject {
 			n += c
 		}
 	}
 	return n
+}
+
+// full reports whether key holds its cap of watches.
+func (w *watchLimiter) full(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.open[key] >= w.max
+}
+
+func (w *watchLimiter) refusal() error {
+	return apierr.WithMetadata(codes.ResourceExhausted, ReasonTooManyWatches,
+		fmt.Sprintf("at most %d watch streams may be open per identity; close one or share a stream", w.max),
+		map[string]string{"max_watches_per_identity": fmt.Sprint(w.max)})
+}
+
+// tap refuses, in the server's InTapHandle, a watch of an identity that already holds
+// its cap, before the stream exists: no goroutine, no interceptor chain, no log line,
+// no request read. A flood of watch attempts (the audit's 5,000 from one identity)
+// then costs the server little more than reading their headers, which keeps it
+// responsive (health) meanwhile. It only looks: the slot is taken by the stream
+// interceptor, which stays the authority (a few attempts racing past the tap are
+// refused there). A caller the tap cannot identify passes to the chain, which decides.
+func (w *watchLimiter) tap(authz *auth.Authorizer, isWatch func(fullMethod string) bool) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if !isWatch(info.FullMethodName) {
+			return ctx, nil
+		}
+		idCtx, ok := authz.Authenticate(ctx)
+		if ok && w.full(connKey(idCtx)) {
+			return ctx, w.refusal()
+		}
+		return ctx, nil
+	}
 }
 
 // stream is the interceptor; it runs after authentication, so the identity is known.
@@ -91,11 +127,9 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 		if !isWatch(info.FullMethod, info) {
 			return handler(srv, ss)
 		}
-		key := identityKey(ss.Context())
+		key := connKey(ss.Context())
 		if !w.acquire(key) {
-			return apierr.WithMetadata(codes.ResourceExhausted, ReasonTooManyWatches,
-				fmt.Sprintf("at most %d watch streams may be open per identity; close one or share a stream", w.max),
-				map[string]string{"max_watches_per_identity": fmt.Sprint(w.max)})
+			return w.refusal()
 		}
 		defer w.release(key)
 		return handler(srv, ss)

@@ -193,6 +193,19 @@ func TestWatchFlood(t *testing.T) {
 	if heap > maxHeapGrowth {
 		t.Errorf("heap grew by %d bytes, bound %d", heap, maxHeapGrowth)
 	}
+	// The refusals happen in the server's tap, before a stream exists: none reached
+	// the interceptor chain (each would have its log line).
+	inChain := 0
+	e.logs.mu.Lock()
+	for _, l := range e.logs.lines {
+		if l["grpc.method"] == "Watch" && l["grpc.code"] == codes.ResourceExhausted.String() {
+			inChain++
+		}
+	}
+	e.logs.mu.Unlock()
+	if inChain > 0 {
+		t.Errorf("%d of %d refused watches reached the interceptor chain; want them refused in the tap", inChain, refused[codes.ResourceExhausted])
+	}
 }
 
 func TestRateLimitPerIdentity(t *testing.T) {

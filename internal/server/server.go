@@ -32,6 +32,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/tap"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/audit/auditgrpc"
@@ -83,6 +84,11 @@ type Config struct {
 	MaxWatchesPerIdentity int
 	// RateLimits are per-identity token buckets (e.g. ReportAlert per sensor).
 	RateLimits []RateLimit
+	// MaxCallsPerIdentity caps one identity's unary calls in flight; default 256.
+	MaxCallsPerIdentity int
+	// MaxRequestBytesPerIdentity caps the bytes of one identity's unary requests in
+	// flight; default 64 MiB.
+	MaxRequestBytesPerIdentity int64
 }
 
 // Server is a grpc.Server with the condaccess interceptor chain, health and reflection.
@@ -95,6 +101,8 @@ type Server struct {
 	drain  chan struct{} // closed when Stop begins: streams end with UNAVAILABLE
 	// watches counts open watch streams per identity.
 	watches *watchLimiter
+	// calls counts unary calls and request bytes in flight per identity.
+	calls *inflight
 }
 
 // OpenWatches returns how many watch streams the identity with subject holds open.
@@ -119,6 +127,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxWatchesPerIdentity <= 0 {
 		cfg.MaxWatchesPerIdentity = DefaultMaxWatchesPerIdentity
+	}
+	if cfg.MaxCallsPerIdentity <= 0 {
+		cfg.MaxCallsPerIdentity = DefaultMaxCallsPerIdentity
+	}
+	if cfg.MaxRequestBytesPerIdentity <= 0 {
+		cfg.MaxRequestBytesPerIdentity = DefaultMaxRequestBytesPerIdentity
 	}
 	authCfg := cfg.Auth
 	if len(cfg.ExtraMethodRoles) > 0 {
@@ -155,17 +169,36 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{}),
 		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity)}
 	limiter := newRateLimiter(cfg.RateLimits)
+	methods := sync.OnceValue(s.methodKinds)
+	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })
+	s.calls = calls
+	strangers := refuseStrangers(authCfg.Insecure)
+	watchTap := s.watches.tap(authz, func(m string) bool { return methods()[m] == kindWatch })
 	slogger := slogLogger(logger)
 	quiet, loud := selector.MatchFunc(isQuiet), not(isQuiet)
 	authenticated := not(isOpen)
 	recoverOpt := recovery.WithRecoveryHandlerContext(recoveryHandler(logger))
 	// The chain, outermost first: one log line per RPC (with the caller once known),
 	// the AIP-193 error shape for validation failures, authentication and the role
-	// check (health and reflection selected out), the per-identity limits, request
-	// validation, and panic recovery closest to the handler.
+	// check (health and reflection selected out), the per-identity limits (calls and
+	// bytes in flight, rates), request validation, and panic recovery closest to the
+	// handler. Before it, the tap refuses strangers and takes each unary call's
+	// in-flight slot before the request is read.
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.InTapHandle(refuseStrangers(authCfg.Insecure)),
+		// The taps in order. Only the last may take a slot that a later refusal would
+		// strand (the library cancels no stream context when a tap refuses): strangers
+		// takes one only for callers without a certificate, whom the next two pass.
+		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+			ctx, err := strangers(ctx, info)
+			if err != nil {
+				return ctx, err
+			}
+			if ctx, err = watchTap(ctx, info); err != nil {
+				return ctx, err
+			}
+			return calls.tap(ctx, info)
+		}),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
@@ -176,6 +209,7 @@ func New(cfg Config) (*Server, error) {
 			badRequestUnary(),
 			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(authFunc(authz)), authenticated),
 			auditgrpc.UnaryServerInterceptor(), // the audit actor, from the identity just established
+			calls.unaryInterceptor(),
 			limiter.unary(),
 			grpcprotovalidate.UnaryServerInterceptor(validator),
 			recovery.UnaryServerInterceptor(recoverOpt),
@@ -197,6 +231,31 @@ func New(cfg Config) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // v1 and v1alpha
 	return s, nil
+}
+
+// Kinds of methods the tap tells apart.
+const (
+	kindOther = iota
+	kindUnary
+	kindWatch
+)
+
+// methodKinds returns the kind of each of the server's methods by full name; call it
+// only once serving (registration is over).
+func (s *Server) methodKinds() map[string]int {
+	out := map[string]int{}
+	for name, info := range s.grpc.GetServiceInfo() {
+		for _, m := range info.Methods {
+			full := "/" + name + "/" + m.Name
+			switch {
+			case !m.IsClientStream && !m.IsServerStream:
+				out[full] = kindUnary
+			case isWatch(full, &grpc.StreamServerInfo{FullMethod: full, IsClientStream: m.IsClientStream, IsServerStream: m.IsServerStream}):
+				out[full] = kindWatch
+			}
+		}
+	}
+	return out
 }
 
 // Registrar is where services register themselves.

@@ -258,8 +258,11 @@ func (s *Service) ListAutomationLevels(ctx context.Context) ([]AutomationSetting
 	return out, def, nil
 }
 
-// levelFor returns the device's automation level and, when the default applied
-// because the device's groups could not be read, why.
+// levelFor returns the device's automation level and, when its groups could not be
+// read, why another level applied: the default for a device unknown to the inventory
+// (it has no groups), and the most restrictive level of any setting when the inventory
+// could not be asked (compliance unreachable or failing), so that a device whose group
+// requires approval is never remediated without one because of a failed lookup.
 func (s *Service) levelFor(ctx context.Context, deviceID string) (Level, string, error) {
 	settings, def, err := s.ListAutomationLevels(ctx)
 	if err != nil {
@@ -275,8 +278,15 @@ func (s *Service) levelFor(ctx context.Context, deviceID string) (Level, string,
 		if ctx.Err() != nil {
 			return 0, "", ctx.Err()
 		}
-		s.log.WarnContext(ctx, "device groups unavailable, default automation level applies", "device_id", deviceID, "err", err)
-		note = "compliance service unreachable (" + err.Error() + "): default automation level " + def.String() + " applied"
+		strictest := def
+		for _, st := range settings {
+			if st.Level.restrictiveness() > strictest.restrictiveness() {
+				strictest = st.Level
+			}
+		}
+		s.log.WarnContext(ctx, "device groups unavailable, the most restrictive automation level applies", "device_id", deviceID, "level", strictest.String(), "err", err)
+		note = "compliance service unreachable (" + err.Error() + "): the most restrictive automation level in use, " + strictest.String() + ", applied"
+		return strictest, note, nil
 	}
 	byGroup := map[string]Level{}
 	for _, st := range settings {

@@ -38,6 +38,11 @@ const (
 	// MethodWatch echoes its request once, then holds the server stream open until the
 	// client leaves; allowed to ROLE_READER. It stands for the services' Watch… RPCs.
 	MethodWatch = "/" + ServiceName + "/Watch"
+	// MethodUpload takes an UploadRequest (a payload without a size cap, so that only
+	// the server's limits bound it) and, when hold is set, returns only when its
+	// caller leaves; allowed to ROLE_READER. It stands for a slow call with a large
+	// request.
+	MethodUpload = "/" + ServiceName + "/Upload"
 )
 
 const fileText = `
@@ -58,6 +63,11 @@ message_type {
   field { name: "alert" number: 2 type: TYPE_MESSAGE label: LABEL_OPTIONAL type_name: ".condaccess.servertest.v1.Alert" json_name: "alert" }
 }
 message_type {
+  name: "UploadRequest"
+  field { name: "payload" number: 1 type: TYPE_BYTES label: LABEL_OPTIONAL json_name: "payload" }
+  field { name: "hold" number: 2 type: TYPE_BOOL label: LABEL_OPTIONAL json_name: "hold" }
+}
+message_type {
   name: "EchoResponse"
   field { name: "device_id" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL json_name: "deviceId" }
 }
@@ -70,6 +80,8 @@ service {
   method { name: "Internal" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
     options { [condaccess.common.v1.allowed_services]: ["risk"] } }
   method { name: "Panic" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
+    options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
+  method { name: "Upload" input_type: ".condaccess.servertest.v1.UploadRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
     options { [condaccess.common.v1.allowed_roles]: [ROLE_READER] } }
   method { name: "Stream" input_type: ".condaccess.servertest.v1.EchoRequest" output_type: ".condaccess.servertest.v1.EchoResponse"
     client_streaming: true server_streaming: true
@@ -122,6 +134,16 @@ func NewRequest(deviceID, alertID string) *dynamicpb.Message {
 	return req
 }
 
+// NewUpload returns an UploadRequest with payload; hold makes the call last until its
+// caller leaves.
+func NewUpload(payload []byte, hold bool) *dynamicpb.Message {
+	req := msg("UploadRequest")
+	d := req.Descriptor()
+	req.Set(d.Fields().ByName("payload"), protoreflect.ValueOfBytes(payload))
+	req.Set(d.Fields().ByName("hold"), protoreflect.ValueOfBool(hold))
+	return req
+}
+
 // NewResponse returns an empty EchoResponse, for a client to receive into.
 func NewResponse() *dynamicpb.Message { return msg("EchoResponse") }
 
@@ -140,15 +162,15 @@ func echo(req *dynamicpb.Message) *dynamicpb.Message {
 // Register registers the test service on s.
 func Register(s grpc.ServiceRegistrar) {
 	File()
-	unary := func(name string, fn func(*dynamicpb.Message) (any, error)) grpc.MethodDesc {
+	unaryOf := func(name string, newReq func() *dynamicpb.Message, fn func(context.Context, *dynamicpb.Message) (any, error)) grpc.MethodDesc {
 		return grpc.MethodDesc{
 			MethodName: name,
 			Handler: func(_ any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
-				req := NewRequest("", "")
+				req := newReq()
 				if err := dec(req); err != nil {
 					return nil, err
 				}
-				h := func(_ context.Context, r any) (any, error) { return fn(r.(*dynamicpb.Message)) }
+				h := func(ctx context.Context, r any) (any, error) { return fn(ctx, r.(*dynamicpb.Message)) }
 				if in == nil {
 					return h(ctx, req)
 				}
@@ -156,7 +178,18 @@ func Register(s grpc.ServiceRegistrar) {
 			},
 		}
 	}
+	unary := func(name string, fn func(*dynamicpb.Message) (any, error)) grpc.MethodDesc {
+		return unaryOf(name, func() *dynamicpb.Message { return NewRequest("", "") },
+			func(_ context.Context, r *dynamicpb.Message) (any, error) { return fn(r) })
+	}
 	ok := func(req *dynamicpb.Message) (any, error) { return echo(req), nil }
+	upload := func(ctx context.Context, req *dynamicpb.Message) (any, error) {
+		if req.Get(req.Descriptor().Fields().ByName("hold")).Bool() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return NewResponse(), nil
+	}
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: ServiceName,
 		HandlerType: (*any)(nil),
@@ -165,6 +198,7 @@ func Register(s grpc.ServiceRegistrar) {
 			unary("Admin", ok),
 			unary("Internal", ok),
 			unary("Panic", func(*dynamicpb.Message) (any, error) { panic("servertest: boom") }),
+			unaryOf("Upload", func() *dynamicpb.Message { return NewUpload(nil, false) }, upload),
 		},
 		Streams: []grpc.StreamDesc{{
 			StreamName:    "Stream",

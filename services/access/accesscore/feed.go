@@ -67,10 +67,13 @@ func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, b
 		Source: compliancefeed.Source{Client: client, BeforeWatch: beforeWatch, OnRiskAsOf: s.noteRiskAsOf},
 		Cursor: s.store.FeedCursor,
 		Resync: func(ctx context.Context) (int64, error) {
-			devs, rev, err := compliancefeed.List(ctx, client)
+			devs, rev, riskAsOf, err := compliancefeed.List(ctx, client)
 			if err != nil {
 				return 0, err
 			}
+			// The listing's risk_as_of bounds the chain's age from now on, as a watch
+			// message's does; it is noted before the states it qualifies are used.
+			s.noteRiskAsOf(riskAsOf)
 			return rev, s.Resync(ctx, devs, rev)
 		},
 		Apply:      s.ApplyCompliance,
@@ -85,13 +88,15 @@ func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, b
 
 // noteRiskAsOf records the compliance service's risk_as_of; a zero time (a sender
 // that does not report it) forgets it, so that an older compliance service is judged
-// on this hop alone rather than on a risk_as_of that no longer advances.
+// on this hop alone rather than on a risk_as_of that no longer advances. The Unix
+// epoch (or earlier), which a compliance service that never heard from risk sends, is
+// kept as the oldest known time: stored as is, it would read as 0, "unknown".
 func (s *Service) noteRiskAsOf(t time.Time) {
 	if t.IsZero() {
 		s.riskAsOf.Store(0)
 		return
 	}
-	s.riskAsOf.Store(t.UnixNano())
+	s.riskAsOf.Store(max(t.UnixNano(), 1))
 }
 
 func (s *Service) contact(rev int64) {

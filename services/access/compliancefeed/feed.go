@@ -141,25 +141,36 @@ func FromProto(p *compliancev1.DeviceCompliance) *access.DeviceCompliance {
 	return d
 }
 
-// List pages through ListDeviceCompliance and returns every device and the
-// revision of the listing (the first page's; every page reflects it).
-func List(ctx context.Context, c compliancev1.ComplianceServiceClient) ([]*access.DeviceCompliance, int64, error) {
+// List pages through ListDeviceCompliance and returns every device, the revision of
+// the listing (the first page's; every page reflects it) and the listing's risk_as_of:
+// the oldest of its pages', zero when a page has none (the sender does not report it).
+func List(ctx context.Context, c compliancev1.ComplianceServiceClient) ([]*access.DeviceCompliance, int64, time.Time, error) {
 	var out []*access.DeviceCompliance
 	var rev int64
+	var riskAsOf time.Time
+	known := true
 	tok := ""
 	for first := true; ; first = false {
 		r, err := c.ListDeviceCompliance(ctx, &compliancev1.ListDeviceComplianceRequest{PageSize: 10000, PageToken: tok})
 		if err != nil {
-			return nil, 0, fmt.Errorf("list device compliance: %w", err)
+			return nil, 0, time.Time{}, fmt.Errorf("list device compliance: %w", err)
 		}
 		if first {
 			rev = r.GetRevision()
+		}
+		if r.GetRiskAsOf() == nil {
+			known = false
+		} else if t := r.GetRiskAsOf().AsTime(); first || t.Before(riskAsOf) {
+			riskAsOf = t
 		}
 		for _, d := range r.GetDeviceCompliances() {
 			out = append(out, FromProto(d))
 		}
 		if tok = r.GetNextPageToken(); tok == "" {
-			return out, rev, nil
+			if !known {
+				riskAsOf = time.Time{}
+			}
+			return out, rev, riskAsOf, nil
 		}
 	}
 }

@@ -35,9 +35,10 @@ type Server struct {
 	riskAsOf func() time.Time
 }
 
-// SetRiskAsOf sets the function WatchComplianceEvents calls to fill risk_as_of on
-// every message: the time through which every risk event has been applied (the risk
-// consumer's last contact). Call it before serving; unset, risk_as_of stays empty.
+// SetRiskAsOf sets the function WatchComplianceEvents and ListDeviceCompliance call to
+// fill risk_as_of on every message: the time through which every risk event has been
+// applied (the risk consumer's last contact). Call it before serving; unset,
+// risk_as_of stays empty.
 func (s *Server) SetRiskAsOf(f func() time.Time) { s.riskAsOf = f }
 
 // riskAsOfProto is risk_as_of for a message sent now (nil when unknown).
@@ -297,6 +298,8 @@ func (s *complianceServer) ListDeviceCompliance(ctx context.Context, req *compli
 		return nil, badToken()
 	}
 	n := pageSize(req.GetPageSize(), defaultCompliancePage)
+	// Read before the page: every risk event applied by then is in what the page reads.
+	riskAsOf := s.riskAsOfProto()
 	cs, rev, err := s.svc.ListDeviceCompliance(ctx, compliance.ComplianceFilter{
 		After: tok.After, Limit: n + 1, State: compliance.State(req.GetState()),
 	})
@@ -308,7 +311,7 @@ func (s *complianceServer) ListDeviceCompliance(ctx context.Context, req *compli
 	if req.GetPageToken() != "" {
 		rev = tok.Revision
 	}
-	resp := &compliancev1.ListDeviceComplianceResponse{Revision: rev}
+	resp := &compliancev1.ListDeviceComplianceResponse{Revision: rev, RiskAsOf: riskAsOf}
 	if len(cs) > n {
 		cs = cs[:n]
 		resp.NextPageToken = encodeToken(pageToken{After: cs[n-1].DeviceID, Revision: rev})

@@ -659,3 +659,35 @@ func TestStopEndsWatchers(t *testing.T) {
 		t.Errorf("stop took %v with a watcher open", d)
 	}
 }
+
+// TestListDeviceComplianceCarriesRiskAsOf: the resync listing says how fresh the
+// compliance service's view of risk was when the page was read (its risk consumer's
+// last contact, read before the page), as every watch message does, so that a reader
+// resyncing from it still bounds the age of the whole chain.
+func TestListDeviceComplianceCarriesRiskAsOf(t *testing.T) {
+	e := newEnv(t)
+	e.enroll("dev-1")
+	e.enroll("dev-2")
+	if err := e.h.App.Consumer.WaitRevision(e.ctx, e.risk.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	tok := ""
+	for page := 0; ; page++ {
+		before := e.h.App.Consumer.Status().LastContact
+		resp, err := e.h.Compliance.ListDeviceCompliance(e.ctx, &compliancev1.ListDeviceComplianceRequest{PageSize: 1, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := e.h.App.Consumer.Status().LastContact
+		if resp.GetRiskAsOf() == nil {
+			t.Fatalf("page %d has no risk_as_of", page)
+		}
+		got := resp.GetRiskAsOf().AsTime()
+		if before.IsZero() || got.Before(before) || got.After(after) {
+			t.Errorf("page %d: risk_as_of %v, want the risk consumer's last contact (between %v and %v)", page, got, before, after)
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+}

@@ -523,14 +523,19 @@ func TestAutomationLevelResolution(t *testing.T) {
 			}
 		})
 	}
-	t.Run("compliance unreachable: default, said so", func(t *testing.T) {
+	// The attack row: a device of a FULL (default) group could be remediated without
+	// approval only if its groups are known; while compliance cannot be asked, the
+	// most restrictive level in use (here NONE, of the group "none") applies, never
+	// the permissive default.
+	t.Run("compliance unreachable: the most restrictive level, said so", func(t *testing.T) {
 		e.devices.mu.Lock()
 		e.devices.err = status.Error(codes.Unavailable, "compliance down")
 		e.devices.mu.Unlock()
 		e.report("a-down", "d-down", commonv1.Severity_SEVERITY_HIGH, fileEvidence("/f/down"))
 		inv := e.waitInvestigation("d-down", func(*remediationv1.Investigation) bool { return true })
-		if inv.GetAutomationLevel() != remediationv1.AutomationLevel_AUTOMATION_LEVEL_FULL || !strings.Contains(inv.GetReason(), "compliance service unreachable") {
-			t.Errorf("level %v reason %q", inv.GetAutomationLevel(), inv.GetReason())
+		if inv.GetAutomationLevel() != remediationv1.AutomationLevel_AUTOMATION_LEVEL_NONE || !strings.Contains(inv.GetReason(), "compliance service unreachable") ||
+			len(inv.GetActions()) != 0 {
+			t.Errorf("level %v reason %q actions %v; want NONE (the most restrictive in use), said so, no action", inv.GetAutomationLevel(), inv.GetReason(), inv.GetActions())
 		}
 	})
 	t.Run("later alerts join the open investigation; lower ones are suspicious", func(t *testing.T) {

@@ -2176,7 +2176,13 @@ type ListDeviceComplianceResponse struct {
 	// next_page_token is empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// revision is the event revision this listing reflects: watch from it to follow on.
-	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// risk_as_of is how fresh the compliance service's view of risk was when this page
+	// was read, as in WatchComplianceEventsResponse.risk_as_of: a consumer that resyncs
+	// from the listing bounds the age of the whole chain (risk -> compliance -> reader)
+	// with it, so a resync cannot hide a stuck risk consumer. A reader of several pages
+	// takes the oldest. Unset when the sender does not know it.
+	RiskAsOf      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=risk_as_of,json=riskAsOf,proto3" json:"risk_as_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2230,6 +2236,13 @@ func (x *ListDeviceComplianceResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListDeviceComplianceResponse) GetRiskAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RiskAsOf
+	}
+	return nil
 }
 
 // ExcludeDeviceRequest is the request of ExcludeDevice.
@@ -3387,11 +3400,13 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12E\n" +
-	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"\xbd\x01\n" +
+	"\x05state\x18\x03 \x01(\x0e2%.condaccess.common.v1.ComplianceStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"\xf7\x01\n" +
 	"\x1cListDeviceComplianceResponse\x12Y\n" +
 	"\x12device_compliances\x18\x01 \x03(\v2*.condaccess.compliance.v1.DeviceComplianceR\x11deviceCompliances\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"\xa0\x01\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x128\n" +
+	"\n" +
+	"risk_as_of\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\briskAsOf\"\xa0\x01\n" +
 	"\x14ExcludeDeviceRequest\x12'\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bdeviceId\x12\"\n" +
@@ -3604,68 +3619,69 @@ var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	28, // 45: condaccess.compliance.v1.GetDeviceComplianceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
 	55, // 46: condaccess.compliance.v1.ListDeviceComplianceRequest.state:type_name -> condaccess.common.v1.ComplianceState
 	28, // 47: condaccess.compliance.v1.ListDeviceComplianceResponse.device_compliances:type_name -> condaccess.compliance.v1.DeviceCompliance
-	51, // 48: condaccess.compliance.v1.ExcludeDeviceRequest.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 49: condaccess.compliance.v1.ExcludeDeviceResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
-	28, // 50: condaccess.compliance.v1.ExcludeDeviceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	27, // 51: condaccess.compliance.v1.RemoveExclusionResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
-	28, // 52: condaccess.compliance.v1.RemoveExclusionResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	27, // 53: condaccess.compliance.v1.ListExclusionsResponse.exclusions:type_name -> condaccess.compliance.v1.Exclusion
-	40, // 54: condaccess.compliance.v1.GetComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	40, // 55: condaccess.compliance.v1.UpdateComplianceSettingsRequest.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	52, // 56: condaccess.compliance.v1.UpdateComplianceSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 57: condaccess.compliance.v1.UpdateComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	47, // 58: condaccess.compliance.v1.WatchComplianceEventsResponse.event:type_name -> condaccess.compliance.v1.ComplianceEvent
-	56, // 59: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	51, // 60: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
-	51, // 61: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
-	57, // 62: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	48, // 63: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
-	49, // 64: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
-	58, // 65: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
-	28, // 66: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	55, // 67: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
-	0,  // 68: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
-	1,  // 69: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
-	3,  // 70: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
-	5,  // 71: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
-	7,  // 72: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
-	9,  // 73: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
-	15, // 74: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
-	17, // 75: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
-	19, // 76: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
-	21, // 77: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
-	23, // 78: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
-	30, // 79: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
-	32, // 80: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
-	34, // 81: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
-	36, // 82: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
-	38, // 83: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
-	41, // 84: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
-	43, // 85: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	45, // 86: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
-	2,  // 87: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
-	4,  // 88: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
-	6,  // 89: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
-	8,  // 90: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
-	10, // 91: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
-	16, // 92: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
-	18, // 93: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
-	20, // 94: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
-	22, // 95: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
-	24, // 96: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
-	31, // 97: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
-	33, // 98: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
-	35, // 99: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
-	37, // 100: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
-	39, // 101: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
-	42, // 102: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
-	44, // 103: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	46, // 104: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
-	87, // [87:105] is the sub-list for method output_type
-	69, // [69:87] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	51, // 48: condaccess.compliance.v1.ListDeviceComplianceResponse.risk_as_of:type_name -> google.protobuf.Timestamp
+	51, // 49: condaccess.compliance.v1.ExcludeDeviceRequest.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 50: condaccess.compliance.v1.ExcludeDeviceResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
+	28, // 51: condaccess.compliance.v1.ExcludeDeviceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	27, // 52: condaccess.compliance.v1.RemoveExclusionResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
+	28, // 53: condaccess.compliance.v1.RemoveExclusionResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	27, // 54: condaccess.compliance.v1.ListExclusionsResponse.exclusions:type_name -> condaccess.compliance.v1.Exclusion
+	40, // 55: condaccess.compliance.v1.GetComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
+	40, // 56: condaccess.compliance.v1.UpdateComplianceSettingsRequest.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
+	52, // 57: condaccess.compliance.v1.UpdateComplianceSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
+	40, // 58: condaccess.compliance.v1.UpdateComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
+	47, // 59: condaccess.compliance.v1.WatchComplianceEventsResponse.event:type_name -> condaccess.compliance.v1.ComplianceEvent
+	56, // 60: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	51, // 61: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
+	51, // 62: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
+	57, // 63: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	48, // 64: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
+	49, // 65: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
+	58, // 66: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
+	28, // 67: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
+	55, // 68: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
+	0,  // 69: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
+	1,  // 70: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
+	3,  // 71: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
+	5,  // 72: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
+	7,  // 73: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
+	9,  // 74: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
+	15, // 75: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
+	17, // 76: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
+	19, // 77: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
+	21, // 78: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
+	23, // 79: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
+	30, // 80: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
+	32, // 81: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
+	34, // 82: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
+	36, // 83: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
+	38, // 84: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
+	41, // 85: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
+	43, // 86: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	45, // 87: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
+	2,  // 88: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
+	4,  // 89: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
+	6,  // 90: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
+	8,  // 91: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
+	10, // 92: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
+	16, // 93: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
+	18, // 94: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
+	20, // 95: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
+	22, // 96: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
+	24, // 97: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
+	31, // 98: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
+	33, // 99: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
+	35, // 100: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
+	37, // 101: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
+	39, // 102: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
+	42, // 103: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
+	44, // 104: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	46, // 105: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
+	88, // [88:106] is the sub-list for method output_type
+	70, // [70:88] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_compliance_v1_compliance_proto_init() }

@@ -1,0 +1,227 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/auth"
+)
+
+// Defaults of the per-identity concurrency cap on unary calls.
+const (
+	// DefaultMaxCallsPerIdentity is how many unary calls one identity may have in
+	// flight. It is far above what one client needs for fast calls (an enforcement
+	// point's Check takes well under a millisecond), and bounds what one identity can
+	// make the server receive at once: this many requests of up to MaxRecvMsgSize.
+	DefaultMaxCallsPerIdentity = 256
+	// DefaultMaxRequestBytesPerIdentity is the sum of the sizes of one identity's
+	// unary requests in flight (16 requests of the default 4 MiB limit).
+	DefaultMaxRequestBytesPerIdentity = 64 << 20
+)
+
+// Error reasons of the per-identity concurrency cap.
+const (
+	ReasonTooManyCallsInFlight = "TOO_MANY_CALLS_IN_FLIGHT"
+	ReasonTooManyBytesInFlight = "TOO_MANY_REQUEST_BYTES_IN_FLIGHT"
+)
+
+// inflightRetryDelay is the RetryInfo of a refusal: in-flight calls end quickly, so a
+// short wait usually finds room.
+const inflightRetryDelay = 200 * time.Millisecond
+
+// inflight caps, per caller identity, the unary calls in flight and the bytes of their
+// requests. Without it an authenticated caller could run up to MaxConcurrentStreams
+// calls of up to MaxRecvMsgSize on every connection it opens (gigabytes), and as many
+// as it likes through the HTTP face.
+//
+// The call count is taken at two places. On the gRPC listener it is taken in the
+// server's InTapHandle, when a call's headers arrive and before any of its request is
+// read, so a refused call costs no memory: the identity is read there from the
+// connection's verified certificate by the same Authorizer the auth interceptor uses.
+// The HTTP face, which hands requests to the grpc.Server in-process (no tap), takes it
+// with HoldCall before its transcoder reads a request's body; a call that reaches the
+// chain holding no slot takes one in the unary interceptor. The bytes
+// are charged in the interceptor, once the request is decoded (its size is not known
+// before), and released when the handler returns. Streams are not counted: watches and
+// agent connections have their own caps, and the services' consumers, which hold
+// watches for a living, so cannot be starved by this cap. Health and reflection are
+// never counted. Limits are per identity (kind and name, see identityKey), so one
+// caller's flood never uses up another's share, a service's included; in development
+// mode, where every caller is the one development identity, the cap is per client
+// connection instead.
+//
+// go-grpc-middleware has no concurrency limiter keyed by caller (its ratelimit limits
+// a rate and sees neither the caller nor the request's size), hence our own.
+type inflight struct {
+	maxCalls int
+	maxBytes int64
+	authz    *auth.Authorizer
+	isUnary  func(fullMethod string) bool // known once serving
+
+	mu    sync.Mutex
+	calls map[string]int
+	bytes map[string]int64
+}
+
+func newInflight(maxCalls int, maxBytes int64, authz *auth.Authorizer, isUnary func(string) bool) *inflight {
+	return &inflight{maxCalls: maxCalls, maxBytes: maxBytes, authz: authz, isUnary: isUnary,
+		calls: map[string]int{}, bytes: map[string]int64{}}
+}
+
+// exempt reports whether fullMethod is never counted: health and reflection.
+func exemptFromInflight(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
+// connKey is identityKey, but per client connection for the development identity:
+// in development mode every caller, the suite's own consumers and clients included, is
+// that one identity, so a per-identity cap would let one client's flood refuse the
+// suite's own watches and calls. (Development mode serves loopback only.)
+func connKey(ctx context.Context) string {
+	key := identityKey(ctx)
+	if id, ok := auth.FromContext(ctx); ok && id.Kind == auth.KindDevelopment {
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			key += "\x00" + p.Addr.String()
+		}
+	}
+	return key
+}
+
+// HoldCall takes, for the HTTP face, the in-flight call slot of a request of the
+// authenticated caller id before its body is read (the transcoder buffers a whole
+// request message before the grpc.Server, and so this chain, sees it). remote is the
+// client's address, which names the development identity's connection. The returned
+// context carries the slot, so the chain takes no second one for the same call; the
+// caller calls release when the request is done. Past the cap it returns the same
+// RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT, RetryInfo) as the chain.
+func (s *Server) HoldCall(ctx context.Context, id auth.Identity, remote string) (_ context.Context, release func(), _ error) {
+	key := id.Kind.String() + "\x00" + id.Subject
+	if id.Kind == auth.KindDevelopment {
+		key += "\x00" + remote
+	}
+	if !s.calls.acquireCall(key) {
+		return ctx, func() {}, s.calls.tooManyCalls()
+	}
+	var once sync.Once
+	return context.WithValue(ctx, heldCallKey{}, key), func() { once.Do(func() { s.calls.releaseCall(key) }) }, nil
+}
+
+func (f *inflight) acquireCall(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.calls[key] >= f.maxCalls {
+		return false
+	}
+	f.calls[key]++
+	return true
+}
+
+func (f *inflight) releaseCall(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.calls[key]--; f.calls[key] <= 0 {
+		delete(f.calls, key)
+	}
+}
+
+func (f *inflight) acquireBytes(key string, n int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// One request alone is always admitted (the receive limit bounds it), so a limit
+	// under the largest request never refuses every call.
+	if cur := f.bytes[key]; cur > 0 && cur+n > f.maxBytes {
+		return false
+	}
+	f.bytes[key] += n
+	return true
+}
+
+func (f *inflight) releaseBytes(key string, n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bytes[key] -= n; f.bytes[key] <= 0 {
+		delete(f.bytes, key)
+	}
+}
+
+// refusal is RESOURCE_EXHAUSTED with the ErrorInfo reason and a RetryInfo.
+func (f *inflight) refusal(reason, msg string) error {
+	st := status.New(codes.ResourceExhausted, msg)
+	if d, err := st.WithDetails(
+		&errdetails.ErrorInfo{Reason: reason, Domain: apierr.Domain, Metadata: map[string]string{
+			"max_calls_per_identity": fmt.Sprint(f.maxCalls), "max_request_bytes_per_identity": fmt.Sprint(f.maxBytes)}},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(inflightRetryDelay)},
+	); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+func (f *inflight) tooManyCalls() error {
+	return f.refusal(ReasonTooManyCallsInFlight,
+		fmt.Sprintf("at most %d unary calls may be in flight per identity; retry when one has finished", f.maxCalls))
+}
+
+// heldCallKey marks a call whose slot the tap took (the value is the key).
+type heldCallKey struct{}
+
+// tap is the InTapHandle part: it takes the call's slot before its request is read.
+// A caller it cannot identify passes untouched (refuseStrangers and the auth
+// interceptor decide about it).
+func (f *inflight) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if exemptFromInflight(info.FullMethodName) || !f.isUnary(info.FullMethodName) {
+		return ctx, nil
+	}
+	idCtx, ok := f.authz.Authenticate(ctx)
+	if !ok {
+		return ctx, nil
+	}
+	key := connKey(idCtx)
+	if !f.acquireCall(key) {
+		return ctx, f.tooManyCalls()
+	}
+	// The stream's context ends when the stream does.
+	context.AfterFunc(ctx, func() { f.releaseCall(key) })
+	return context.WithValue(ctx, heldCallKey{}, key), nil
+}
+
+// unaryInterceptor runs after authentication: it takes the call's slot unless the tap
+// did, and charges the request's bytes.
+func (f *inflight) unaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if exemptFromInflight(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		key, _ := ctx.Value(heldCallKey{}).(string)
+		if key == "" {
+			key = connKey(ctx)
+			if !f.acquireCall(key) {
+				return nil, f.tooManyCalls()
+			}
+			defer f.releaseCall(key)
+		}
+		var n int64
+		if m, ok := req.(proto.Message); ok {
+			n = int64(proto.Size(m))
+		}
+		if !f.acquireBytes(key, n) {
+			return nil, f.refusal(ReasonTooManyBytesInFlight,
+				fmt.Sprintf("at most %d bytes of unary requests may be in flight per identity; this one has %d; retry when others have finished", f.maxBytes, n))
+		}
+		defer f.releaseBytes(key, n)
+		return handler(ctx, req)
+	}
+}
