@@ -233,6 +233,7 @@ func TestSharedSignalsFlow(t *testing.T) {
 	o.ssf.ReceiverIssuers = []string{otherTx.URL}
 	o.ssf.ReceiverJWKS = []string{otherTx.URL + "/jwks"}
 	o.ssf.ReceiverAudience = "condaccess-under-test"
+	o.ssf.PushAllow = []string{"127.0.0.0/8"} // the test receiver listens on loopback
 	logger := slog.New(slog.DiscardHandler)
 	s, err := startSuite(ctx, o, logger)
 	if err != nil {
@@ -259,6 +260,13 @@ func TestSharedSignalsFlow(t *testing.T) {
 	}
 	if code, _ := httpDo(t, "POST", base+"/ssf/stream", "", `{}`); code != http.StatusUnauthorized {
 		t.Fatalf("create stream without a token: %d, want 401", code)
+	}
+
+	// Push endpoints outside the allow-list are refused (the guard's own tests cover the rest).
+	for _, u := range []string{"http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "file:///etc/passwd"} {
+		if code, b := httpDo(t, "POST", base+"/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+u+`"}}`); code != http.StatusBadRequest {
+			t.Fatalf("push stream to %s: %d %s, want 400", u, code, b)
+		}
 	}
 
 	rx := &testReceiver{t: t, jwksURL: md.JWKSURI, tried: map[string]string{}, tries: map[string]int{}, changed: make(chan struct{})}

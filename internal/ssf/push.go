@@ -141,7 +141,7 @@ func (t *Transmitter) push(ctx context.Context, d Delivery, token string) (ok bo
 	if d.AuthorizationHeader != "" {
 		req.Header.Set("Authorization", d.AuthorizationHeader)
 	}
-	resp, err := t.cfg.Client.Do(req)
+	resp, err := t.client.Do(req)
 	if err != nil {
 		return false, nil, err
 	}

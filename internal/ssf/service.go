@@ -23,6 +23,9 @@ type Options struct {
 	// ReceiverAudience is the aud the receiver requires; empty: the transmitter's issuer.
 	ReceiverAudience string
 	ReceiverMaxAge   time.Duration
+	// PushAllow are the special-purpose address prefixes push delivery may reach
+	// anyway (--ssf-push-allow-cidr).
+	PushAllow stringList
 }
 
 type stringList []string
@@ -37,12 +40,15 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&o.ReceiverJWKS, "ssf-receiver-jwks-url", "JWKS URL of the --ssf-receiver-issuer in the same position (repeatable); missing: discovered from the issuer's /.well-known/ssf-configuration")
 	fs.StringVar(&o.ReceiverAudience, "ssf-receiver-audience", "", "aud the receiver requires in pushed SETs; empty: the transmitter's issuer URL")
 	fs.DurationVar(&o.ReceiverMaxAge, "ssf-receiver-max-age", time.Hour, "oldest iat the receiver accepts")
+	fs.Var(&o.PushAllow, "ssf-push-allow-cidr", "address prefix (CIDR or one address) that push delivery may reach although it is loopback, link-local, private or otherwise special-purpose, e.g. 127.0.0.0/8 for a receiver on this host (repeatable; default none)")
 }
 
 // Env is what serve gives the Shared Signals service.
 type Env struct {
 	DataDir  string
 	HTTPAddr string
+	// Insecure is development mode: push endpoints may then use http.
+	Insecure bool
 	Logger   *slog.Logger
 	Mux      *http.ServeMux
 	Feeds    Feeds
@@ -66,6 +72,10 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	if err := os.MkdirAll(env.DataDir, 0o700); err != nil {
 		return nil, err
 	}
+	allow, err := ParsePrefixes(o.PushAllow)
+	if err != nil {
+		return nil, err
+	}
 	signer, err := OpenKeyRing(env.DataDir)
 	if err != nil {
 		return nil, err
@@ -78,7 +88,8 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	if iss == "" {
 		iss = "http://" + env.HTTPAddr
 	}
-	t := NewTransmitter(Config{Issuer: iss, Store: st, Signer: signer, Logger: env.Logger})
+	t := NewTransmitter(Config{Issuer: iss, Store: st, Signer: signer, Logger: env.Logger,
+		Push: PushGuard{AllowHTTP: env.Insecure, Allow: allow}})
 	t.Register(env.Mux)
 	s := &Service{Transmitter: t, store: st, runs: t.Consumers(env.Feeds)}
 	if len(o.ReceiverIssuers) > 0 {

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -58,8 +57,8 @@ type Config struct {
 	Store  *Store
 	Signer Keys
 	Logger *slog.Logger
-	// Client pushes SETs (default: a client with a 10 s timeout).
-	Client *http.Client
+	// Push decides which endpoint_url push delivery may use and connect to.
+	Push PushGuard
 	// MinBackoff and MaxBackoff bound push retries (default 200 ms and 1 min).
 	MinBackoff, MaxBackoff time.Duration
 	// PollWait is how long a long poll waits for events (default 25 s).
@@ -68,8 +67,9 @@ type Config struct {
 
 // Transmitter serves the SSF transmitter endpoints and delivers SETs.
 type Transmitter struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	client *http.Client // push delivery, through cfg.Push
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when SETs are enqueued or streams change
@@ -83,9 +83,6 @@ func NewTransmitter(cfg Config) *Transmitter {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 10 * time.Second}
-	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 200 * time.Millisecond
 	}
@@ -96,7 +93,7 @@ func NewTransmitter(cfg Config) *Transmitter {
 		cfg.PollWait = 25 * time.Second
 	}
 	cfg.Issuer = strings.TrimSuffix(cfg.Issuer, "/")
-	return &Transmitter{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), stopped: make(chan struct{}), count: newOutCounter()}
+	return &Transmitter{cfg: cfg, log: cfg.Logger, client: cfg.Push.Client(10 * time.Second), changed: make(chan struct{}), stopped: make(chan struct{}), count: newOutCounter()}
 }
 
 // notify wakes delivery workers and long polls.
@@ -247,7 +244,7 @@ type receiverConfig struct {
 }
 
 // apply sets the receiver-supplied members on cfg (replace: missing ones reset).
-func (t *Transmitter) apply(cfg *StreamConfig, in receiverConfig, replace bool) error {
+func (t *Transmitter) apply(ctx context.Context, cfg *StreamConfig, in receiverConfig, replace bool) error {
 	if in.Iss != nil && *in.Iss != cfg.Iss {
 		return errors.New("iss does not match the transmitter's")
 	}
@@ -284,9 +281,11 @@ func (t *Transmitter) apply(cfg *StreamConfig, in receiverConfig, replace bool) 
 		}
 		switch d.Method {
 		case DeliveryPush:
-			u, err := url.Parse(d.EndpointURL)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || len(d.EndpointURL) > 2048 {
-				return errors.New("push delivery needs an http(s) endpoint_url")
+			if d.EndpointURL == "" || len(d.EndpointURL) > 2048 {
+				return errors.New("push delivery needs an endpoint_url of at most 2048 bytes")
+			}
+			if err := t.cfg.Push.CheckURL(ctx, d.EndpointURL); err != nil {
+				return err
 			}
 			if len(d.AuthorizationHeader) > 4096 {
 				return errors.New("authorization_header is too long")
@@ -327,7 +326,7 @@ func (t *Transmitter) handleCreate(w http.ResponseWriter, r *http.Request, recei
 		EventsSupported: SupportedEvents,
 	}
 	in.Iss, in.Aud, in.EventsDelivered = nil, nil, nil
-	if err := t.apply(&cfg, in, true); err != nil {
+	if err := t.apply(r.Context(), &cfg, in, true); err != nil {
 		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, err.Error())
 		return
 	}
@@ -396,7 +395,7 @@ func (t *Transmitter) handleUpdate(replace bool) func(http.ResponseWriter, *http
 			t.internal(w, r, err)
 			return
 		}
-		if err := t.apply(&st.Config, in, replace); err != nil {
+		if err := t.apply(r.Context(), &st.Config, in, replace); err != nil {
 			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, err.Error())
 			return
 		}
