@@ -183,7 +183,7 @@ func TestPushRefusesDNSRebinding(t *testing.T) {
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the receiver on loopback got %d requests", n)
 	}
-	if ps, _, err := f.store.PendingSETs(ctx, id, 10); err != nil || len(ps) != 1 {
+	if ps, _, err := f.store.PendingSETs(ctx, id, 10, false); err != nil || len(ps) != 1 {
 		t.Fatalf("outbox: %d SETs (%v), want the one refused SET kept", len(ps), err)
 	}
 }

@@ -100,7 +100,7 @@ func newFixtureWith(t *testing.T, dir string, edit func(*Config)) *fixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	mux := http.NewServeMux()
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(withTestIdentity(mux))
 	t.Cleanup(srv.Close)
 	cfg := Config{Issuer: srv.URL, Store: st, Signer: testSigner(t, 0), Logger: slog.New(slog.DiscardHandler),
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, PollWait: 30 * time.Second, Push: loopbackGuard()}
@@ -490,7 +490,7 @@ func TestPushRetriesWithSameJTIAndSurvivesRestart(t *testing.T) {
 	go f2.tx.RunPush(ctx)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ps, _, err := f2.store.PendingSETs(ctx, id, 10)
+		ps, _, err := f2.store.PendingSETs(ctx, id, 10, false)
 		if err != nil {
 			t.Fatal(err)
 		}
