@@ -110,4 +110,3 @@ func (t *Transmitter) handlePoll(w http.ResponseWriter, r *http.Request, c calle
 		}
 	}
 }
-

@@ -17,8 +17,8 @@ type receiverConfig struct {
 	Delivery        *Delivery `json:"delivery"`
 	Description     *string   `json:"description"`
 	// Transmitter-supplied members may be sent back; they must match.
-	Iss             *string   `json:"iss"`
-	Aud             *Audience `json:"aud"`
+	Iss               *string   `json:"iss"`
+	Aud               *Audience `json:"aud"`
 	EventsDelivered   *[]string `json:"events_delivered"`
 	InactivityTimeout *int      `json:"inactivity_timeout"`
 }
@@ -397,4 +397,3 @@ func (t *Transmitter) handleVerify(w http.ResponseWriter, r *http.Request, c cal
 	t.notify()
 	w.WriteHeader(http.StatusNoContent)
 }
-
