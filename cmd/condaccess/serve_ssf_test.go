@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,8 @@ import (
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
 	"github.com/condaccess/condaccess/internal/ssf"
 )
 
@@ -518,5 +522,94 @@ func TestSSFReceiversAdd(t *testing.T) {
 		if err == nil && bytes.Contains(b, []byte(tok)) {
 			t.Errorf("%s holds the token in clear", f)
 		}
+	}
+}
+
+// TestSSFStreamManagementByAdminCertificate runs serve with mutual TLS: a client
+// certificate with the secops-admin role manages a registered receiver's streams on the
+// HTTPS address; no certificate, another role's certificate, or a wrong token get 401;
+// push endpoints must use https outside development mode.
+func TestSSFStreamManagementByAdminCertificate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ca := authtest.NewCA(t)
+	cfg := ca.ServerConfig(t)
+	dataDir := t.TempDir()
+	o := serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: dataDir, services: "risk,compliance,access",
+		stopTimeout: 5 * time.Second, tlsCert: cfg.CertFile, tlsKey: cfg.KeyFile, tlsClientCA: cfg.ClientCAFile}
+	s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	var out, errOut bytes.Buffer
+	if err := runSSF(ctx, []string{"receivers", "add", "--data-dir", dataDir, "rp-1"}, &out, &errOut); err != nil {
+		t.Fatalf("ssf receivers add: %v (%s)", err, errOut.String())
+	}
+	token := strings.TrimSpace(out.String())
+
+	caPEM, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := func(roles ...commonv1.Role) *http.Client {
+		tc := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+		if roles != nil {
+			certFile, keyFile := ca.Issue(t, "person-"+auth.RoleName(roles[0]), roles)
+			kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.Certificates = []tls.Certificate{kp}
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	base := "https://" + s.HTTPAddr()
+	do := func(c *http.Client, method, path, tok, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	admin := client(commonv1.Role_ROLE_SECOPS_ADMIN)
+	for _, tt := range []struct {
+		name   string
+		client *http.Client
+		token  string
+	}{
+		{"no certificate", client(), ""},
+		{"reader certificate", client(commonv1.Role_ROLE_READER), ""},
+		{"policy-admin certificate", client(commonv1.Role_ROLE_POLICY_ADMIN), ""},
+		{"admin certificate with a wrong token", admin, "wrong"},
+	} {
+		t.Run("refused: "+tt.name, func(t *testing.T) {
+			if code, b := do(tt.client, "POST", "/ssf/stream", tt.token, `{"aud":"rp-1"}`); code != http.StatusUnauthorized {
+				t.Fatalf("%d %s, want 401", code, b)
+			}
+		})
+	}
+	code, b := do(admin, "POST", "/ssf/stream", "", `{"aud":"rp-1"}`)
+	var made ssf.StreamConfig
+	if code != http.StatusCreated || json.Unmarshal(b, &made) != nil || len(made.Aud) != 1 || made.Aud[0] != "rp-1" {
+		t.Fatalf("admin create: %d %s", code, b)
+	}
+	if code, b := do(client(), "GET", "/ssf/stream?stream_id="+made.StreamID, token, ""); code != http.StatusOK {
+		t.Fatalf("the receiver reads the stream an admin made for it: %d %s", code, b)
+	}
+	if code, b := do(client(), "GET", "/.well-known/ssf-configuration", "", ""); code != http.StatusOK || !strings.Contains(string(b), "urn:ietf:rfc:8705") {
+		t.Fatalf("metadata: %d %s", code, b)
+	}
+	if code, b := do(client(), "POST", "/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"http://93.184.215.14/events"}}`); code != http.StatusBadRequest {
+		t.Fatalf("http push endpoint outside development mode: %d %s, want 400", code, b)
 	}
 }
