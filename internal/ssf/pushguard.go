@@ -84,7 +84,7 @@ func (g PushGuard) CheckURL(ctx context.Context, raw string) error {
 	guard := g.guardian()
 	host := u.Hostname()
 	if ip, err := netip.ParseAddr(host); err == nil {
-		if err := guard.SafeAddr(ip); err != nil {
+		if err := guard.SafeAddr(ip.Unmap()); err != nil {
 			return fmt.Errorf("%w: %v", ErrRefusedDestination, err)
 		}
 		return nil
@@ -96,7 +96,9 @@ func (g PushGuard) CheckURL(ctx context.Context, raw string) error {
 		return nil
 	}
 	for _, ip := range ips {
-		if err := guard.SafeAddr(ip); err != nil {
+		// The resolver may answer an IPv4 address in its IPv4-mapped form; the dialer
+		// connects to (and the Control hook sees) the IPv4 address.
+		if err := guard.SafeAddr(ip.Unmap()); err != nil {
 			return fmt.Errorf("%w: %s resolves to a refused address: %v", ErrRefusedDestination, host, err)
 		}
 	}
@@ -127,7 +129,7 @@ func (g PushGuard) Client(timeout time.Duration) *http.Client {
 			}
 			var errs []error
 			for _, ip := range ips {
-				c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+				c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
 				if err == nil {
 					return c, nil
 				}

@@ -23,6 +23,9 @@ func TestPushGuardCheckURL(t *testing.T) {
 		"metadata.google.internal": {netip.MustParseAddr("169.254.169.254")},
 		"mixed.example":            {netip.MustParseAddr("93.184.215.14"), netip.MustParseAddr("10.1.2.3")},
 		"v6.example":               {netip.MustParseAddr("2606:2800:21f:cb07:6820:80da:af6b:8b2c")},
+		// Go's resolver may answer IPv4 addresses in IPv4-mapped form.
+		"mapped-loopback.example": {netip.MustParseAddr("::ffff:127.0.0.1")},
+		"mapped-public.example":   {netip.MustParseAddr("::ffff:93.184.215.14")},
 	}
 	prod := PushGuard{Resolver: res}
 	dev := PushGuard{AllowHTTP: true, Resolver: res}
@@ -66,6 +69,9 @@ func TestPushGuardCheckURL(t *testing.T) {
 		{"allow-listed loopback", allowLoopback, "http://127.0.0.1:7400/", true},
 		{"allow-listed loopback by name", allowLoopback, "http://localhost:7400/", true},
 		{"allow-listed IPv6 loopback", allowLoopback, "http://[::1]:7400/", true},
+		{"allow-listed loopback resolved in IPv4-mapped form", allowLoopback, "http://mapped-loopback.example:7400/", true},
+		{"loopback resolved in IPv4-mapped form", dev, "http://mapped-loopback.example/", false},
+		{"public address resolved in IPv4-mapped form", prod, "https://mapped-public.example/", true},
 		{"allow-list does not open metadata", allowLoopback, "http://169.254.169.254/", false},
 		{"allow-list does not open private", allowLoopback, "http://10.0.0.1/", false},
 		{"allow-list does not allow http in production", PushGuard{Resolver: res, Allow: allowLoopback.Allow}, "http://127.0.0.1/", false},
