@@ -431,6 +431,9 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlitedb.Tx, sets []Outgoing, b
 // that), or gives an already paused one the reason.
 func (s *Store) outboxFull(ctx context.Context, tx *sqlitedb.Tx, streamID string, b Bound) (paused bool, err error) {
 	st, err := scanStream(tx.QueryRowContext(ctx, `SELECT receiver, config, status, reason FROM streams WHERE stream_id = ?`, streamID))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil // deleted meanwhile: nothing to pause
+	}
 	if err != nil {
 		return false, err
 	}
