@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	auditv1 "github.com/condaccess/condaccess/gen/go/condaccess/audit/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
@@ -611,5 +612,24 @@ func TestSSFStreamManagementByAdminCertificate(t *testing.T) {
 	}
 	if code, b := do(client(), "POST", "/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"http://93.184.215.14/events"}}`); code != http.StatusBadRequest {
 		t.Fatalf("http push endpoint outside development mode: %d %s, want 400", code, b)
+	}
+	// The admin's change is in the suite's audit log (AuditService), with its certificate.
+	opt, err := auth.DialOption(ca.ClientConfig(t, "auditor", commonv1.Role_ROLE_SECOPS_ADMIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(s.GRPCAddr(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := auditv1.NewAuditServiceClient(conn).ListAuditEvents(ctx, &auditv1.ListAuditEventsRequest{ResourceType: "ssf_stream"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := resp.GetEvents(); len(evs) != 1 || evs[0].GetService() != "ssf" || evs[0].GetResourceId() != made.StreamID ||
+		evs[0].GetActor().GetSubject() != "person-secops-admin" || evs[0].GetMethod() != "POST /ssf/stream" ||
+		evs[0].GetAction() != auditv1.AuditAction_AUDIT_ACTION_CREATE {
+		t.Fatalf("audit events %v, want the admin's stream creation", evs)
 	}
 }

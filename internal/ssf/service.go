@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Options are serve's Shared Signals flags.
@@ -159,3 +161,6 @@ func (s *Service) Run(ctx context.Context) error {
 
 // Close closes the store.
 func (s *Service) Close() error { return s.store.Close() }
+
+// Audit is the audit log of admin changes to streams (suite.Audited).
+func (s *Service) Audit() *audit.Log { return s.store.Audit() }

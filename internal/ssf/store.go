@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 )
 
@@ -67,11 +68,12 @@ ALTER TABLE outbox ADD COLUMN control INTEGER NOT NULL DEFAULT 0;
 -- activity_time: the receiver's last call about the stream (inactivity_timeout).
 ALTER TABLE streams ADD COLUMN activity_time INTEGER NOT NULL DEFAULT 0;
 UPDATE streams SET activity_time = create_time;
-`}
+`, audit.Migrations("")[0]}
 
 // Store is the transmitter's and receiver's SQLite store.
 type Store struct {
-	db *sqlitedb.DB
+	db    *sqlitedb.DB
+	audit *audit.Log
 }
 
 // OpenStore opens (creating) the store at path.
@@ -80,7 +82,18 @@ func OpenStore(ctx context.Context, path string, logger *slog.Logger) (*Store, e
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, audit: audit.New(db, audit.Options{Source: "ssf", Logger: logger})}, nil
+}
+
+// Audit is the audit log of admin changes to streams (an admin certificate's calls).
+func (s *Store) Audit() *audit.Log { return s.audit }
+
+// record appends rec, when set, to the audit log inside tx.
+func (s *Store) record(ctx context.Context, tx *sqlitedb.Tx, rec *audit.Change) error {
+	if rec == nil {
+		return nil
+	}
+	return s.audit.Append(ctx, tx, *rec)
 }
 
 // Close closes the store.
@@ -141,8 +154,8 @@ func scanStream(sc interface{ Scan(...any) error }) (*Stream, error) {
 	return &st, nil
 }
 
-// CreateStream stores a new stream.
-func (s *Store) CreateStream(ctx context.Context, st *Stream) error {
+// CreateStream stores a new stream; rec, when set, is the admin change to audit with it.
+func (s *Store) CreateStream(ctx context.Context, st *Stream, rec *audit.Change) error {
 	cfg, err := json.Marshal(st.Config)
 	if err != nil {
 		return err
@@ -151,7 +164,10 @@ func (s *Store) CreateStream(ctx context.Context, st *Stream) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO streams(stream_id, receiver, config, status, reason, create_time, activity_time) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			st.Config.StreamID, st.Receiver, string(cfg), st.Status, st.Reason, now, now)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.record(ctx, tx, rec)
 	})
 }
 
@@ -183,8 +199,9 @@ func (s *Store) ListStreams(ctx context.Context, receiver string) ([]*Stream, er
 
 // UpdateStream writes a stream's configuration and status (ErrNotFound when it is not the
 // receiver's); notice, when set, is the Stream Updated SET that tells the receiver of a
-// status it did not ask for, stored in the same transaction.
-func (s *Store) UpdateStream(ctx context.Context, st *Stream, notice *Outgoing) error {
+// status it did not ask for, and rec the admin change to audit, both stored in the same
+// transaction.
+func (s *Store) UpdateStream(ctx context.Context, st *Stream, notice *Outgoing, rec *audit.Change) error {
 	cfg, err := json.Marshal(st.Config)
 	if err != nil {
 		return err
@@ -205,9 +222,11 @@ func (s *Store) UpdateStream(ctx context.Context, st *Stream, notice *Outgoing) 
 			}
 		}
 		if notice != nil {
-			return insertControl(ctx, tx, *notice)
+			if err := insertControl(ctx, tx, *notice); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.record(ctx, tx, rec)
 	})
 }
 
@@ -249,8 +268,8 @@ func (s *Store) Inactive(ctx context.Context, before time.Time) ([]*Stream, erro
 }
 
 // DeleteStream deletes the receiver's stream and what it holds; an empty receiver
-// matches any (an admin).
-func (s *Store) DeleteStream(ctx context.Context, receiver, id string) error {
+// matches any (an admin); rec, when set, is the admin change to audit with it.
+func (s *Store) DeleteStream(ctx context.Context, receiver, id string, rec *audit.Change) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM streams WHERE stream_id = ? AND (? = '' OR receiver = ?)`, id, receiver, receiver)
 		if err != nil {
@@ -264,12 +283,13 @@ func (s *Store) DeleteStream(ctx context.Context, receiver, id string) error {
 				return err
 			}
 		}
-		return nil
+		return s.record(ctx, tx, rec)
 	})
 }
 
-// SetSubjectExcluded removes (excluded) or re-adds a subject on a stream.
-func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Subject, excluded bool) error {
+// SetSubjectExcluded removes (excluded) or re-adds a subject on a stream; rec, when set,
+// is the admin change to audit with it.
+func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Subject, excluded bool, rec *audit.Change) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
 		for _, m := range sub.members() {
 			var err error
@@ -282,7 +302,7 @@ func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Su
 				return err
 			}
 		}
-		return nil
+		return s.record(ctx, tx, rec)
 	})
 }
 

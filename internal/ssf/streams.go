@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // receiverConfig are the receiver-supplied members of a stream configuration.
@@ -89,6 +91,38 @@ func (t *Transmitter) apply(ctx context.Context, cfg *StreamConfig, in receiverC
 	return nil
 }
 
+// Audit resource types of the stream management API.
+const (
+	auditStreamType    = "ssf_stream"
+	auditExclusionType = "ssf_subject_exclusion"
+)
+
+// auditStream is what the audit log records of a stream: its configuration as the
+// receiver sees it (the push authorization header redacted) and its status.
+type auditStream struct {
+	Receiver string       `json:"receiver"`
+	Config   StreamConfig `json:"config"`
+	Status   string       `json:"status"`
+	Reason   string       `json:"reason,omitempty"`
+}
+
+// auditView is st as the audit log records it (an untyped nil for none).
+func (t *Transmitter) auditView(st *Stream) any {
+	if st == nil {
+		return nil
+	}
+	return auditStream{Receiver: st.Receiver, Config: t.public(st.Config), Status: st.Status, Reason: st.Reason}
+}
+
+// change is the audit record of an admin's change, nil for a receiver's (a receiver
+// manages its own streams; that is no admin change).
+func (t *Transmitter) change(c caller, typ, id string, before, after any) *audit.Change {
+	if c.admin == "" {
+		return nil
+	}
+	return &audit.Change{ResourceType: typ, ResourceID: id, Before: before, After: after}
+}
+
 // inactivitySeconds is the streams' inactivity_timeout in seconds (0: none).
 func (t *Transmitter) inactivitySeconds() int {
 	return int(t.cfg.InactivityTimeout / time.Second)
@@ -147,7 +181,8 @@ func (t *Transmitter) handleCreate(w http.ResponseWriter, r *http.Request, c cal
 		httpError(w, http.StatusConflict, "too_many_streams", fmt.Sprintf("a receiver has at most %d streams; update or delete one", MaxStreamsPerReceiver))
 		return
 	}
-	if err := t.cfg.Store.CreateStream(r.Context(), &Stream{Receiver: receiver, Config: cfg, Status: StatusEnabled}); err != nil {
+	st := &Stream{Receiver: receiver, Config: cfg, Status: StatusEnabled}
+	if err := t.cfg.Store.CreateStream(r.Context(), st, t.change(c, auditStreamType, cfg.StreamID, nil, t.auditView(st))); err != nil {
 		t.internal(w, r, err)
 		return
 	}
@@ -207,11 +242,12 @@ func (t *Transmitter) handleUpdate(replace bool) func(http.ResponseWriter, *http
 			t.internal(w, r, err)
 			return
 		}
+		before := t.auditView(st)
 		if err := t.apply(r.Context(), &st.Config, in, replace); err != nil {
 			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, err.Error())
 			return
 		}
-		if err := t.cfg.Store.UpdateStream(r.Context(), st, nil); err != nil {
+		if err := t.cfg.Store.UpdateStream(r.Context(), st, nil, t.change(c, auditStreamType, st.Config.StreamID, before, t.auditView(st))); err != nil {
 			t.internal(w, r, err)
 			return
 		}
@@ -230,7 +266,16 @@ func (t *Transmitter) handleDelete(w http.ResponseWriter, r *http.Request, c cal
 		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "stream_id is required")
 		return
 	}
-	if err := t.cfg.Store.DeleteStream(r.Context(), c.scope(), id); err != nil {
+	var rec *audit.Change
+	if c.admin != "" {
+		st, err := t.cfg.Store.GetStream(r.Context(), c.scope(), id)
+		if err != nil {
+			t.internal(w, r, err)
+			return
+		}
+		rec = t.change(c, auditStreamType, id, t.auditView(st), nil)
+	}
+	if err := t.cfg.Store.DeleteStream(r.Context(), c.scope(), id, rec); err != nil {
 		t.internal(w, r, err)
 		return
 	}
@@ -273,6 +318,7 @@ func (t *Transmitter) handleSetStatus(w http.ResponseWriter, r *http.Request, c 
 		return
 	}
 	changed := st.Status != in.Status
+	before := t.auditView(st)
 	st.Status, st.Reason = in.Status, in.Reason
 	// The receiver is told of a status it did not ask for: an admin's change.
 	var notice *Outgoing
@@ -285,7 +331,7 @@ func (t *Transmitter) handleSetStatus(w http.ResponseWriter, r *http.Request, c 
 		notice = &n
 		t.log.InfoContext(r.Context(), "ssf: admin changed a stream's status", "admin", c.admin, "receiver", st.Receiver, "stream_id", st.Config.StreamID, "status", st.Status)
 	}
-	if err := t.cfg.Store.UpdateStream(r.Context(), st, notice); err != nil {
+	if err := t.cfg.Store.UpdateStream(r.Context(), st, notice, t.change(c, auditStreamType, st.Config.StreamID, before, t.auditView(st))); err != nil {
 		t.internal(w, r, err)
 		return
 	}
@@ -347,7 +393,15 @@ func (t *Transmitter) handleSubject(remove bool) func(http.ResponseWriter, *http
 			t.internal(w, r, err)
 			return
 		}
-		if err := t.cfg.Store.SetSubjectExcluded(r.Context(), in.StreamID, in.Subject, remove); err != nil {
+		// Audited as the exclusion of the subject: removing creates it, adding deletes it.
+		excl := map[string]any{"stream_id": in.StreamID, "subject": in.Subject}
+		var rec *audit.Change
+		if remove {
+			rec = t.change(c, auditExclusionType, in.StreamID, nil, excl)
+		} else {
+			rec = t.change(c, auditExclusionType, in.StreamID, excl, nil)
+		}
+		if err := t.cfg.Store.SetSubjectExcluded(r.Context(), in.StreamID, in.Subject, remove, rec); err != nil {
 			t.internal(w, r, err)
 			return
 		}

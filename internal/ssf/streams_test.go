@@ -18,6 +18,7 @@ import (
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
@@ -415,12 +416,53 @@ func TestStreamManagementByAdminCertificate(t *testing.T) {
 	if len(p.Sets) != 1 {
 		t.Fatalf("after enabling: %d SETs, want the held verification SET", len(p.Sets))
 	}
-	// An admin deletes a receiver's stream.
+	// An admin deletes a receiver's stream; a push stream's authorization header is a
+	// secret the audit log does not keep.
 	if code, b := f.doAs("secops-admin", "DELETE", "/ssf/stream?stream_id="+made.StreamID, "", ""); code != http.StatusNoContent {
 		t.Fatalf("admin delete: %d %s", code, b)
 	}
 	if _, err := f.store.GetStream(context.Background(), "", made.StreamID); err == nil {
 		t.Fatal("stream still there")
+	}
+	code, b = f.doAs("secops-admin", "POST", "/ssf/stream", "", `{"aud":"rp-a","delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://rx.example/events","authorization_header":"Bearer rx-secret"}}`)
+	if code != http.StatusCreated {
+		t.Fatalf("admin create push: %d %s", code, b)
+	}
+	sub := `{"stream_id":"` + own + `","subject":{"format":"opaque","id":"dev-9"}}`
+	if code, b := f.doAs("secops-admin", "POST", "/ssf/subjects:remove", "", sub); code != http.StatusNoContent {
+		t.Fatalf("admin remove subject: %d %s", code, b)
+	}
+	if code, b := f.doAs("secops-admin", "POST", "/ssf/subjects:add", "", sub); code != http.StatusOK {
+		t.Fatalf("admin add subject: %d %s", code, b)
+	}
+
+	// The admin's changes, and only they, are in the audit log with the certificate's
+	// subject and roles; the receivers' own changes are not admin changes.
+	evs, _, err := audit.List(context.Background(), []*audit.Log{f.store.Audit()}, audit.Filter{}, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := len(evs) - 1; i >= 0; i-- { // oldest first
+		e := evs[i]
+		if e.Actor.Subject != "alice" || len(e.Actor.Roles) != 1 || e.Actor.Roles[0] != "secops-admin" || e.Source != "ssf" {
+			t.Errorf("event %+v: actor or source wrong", e)
+		}
+		if strings.Contains(string(e.Before)+string(e.After), "rx-secret") {
+			t.Errorf("the audit log holds a push authorization header: %s", e.After)
+		}
+		got = append(got, e.Action+" "+e.ResourceType+" "+e.Actor.Method)
+	}
+	want := []string{
+		audit.ActionCreate + " ssf_stream POST /ssf/stream",
+		audit.ActionUpdate + " ssf_stream POST /ssf/status",
+		audit.ActionDelete + " ssf_stream DELETE /ssf/stream",
+		audit.ActionCreate + " ssf_stream POST /ssf/stream",
+		audit.ActionCreate + " ssf_subject_exclusion POST /ssf/subjects:remove",
+		audit.ActionDelete + " ssf_subject_exclusion POST /ssf/subjects:add",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

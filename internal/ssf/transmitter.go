@@ -16,7 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 )
 
@@ -242,6 +245,19 @@ func (t *Transmitter) adminIdentity(r *http.Request) (auth.Identity, bool) {
 	return id, true
 }
 
+// adminActor is the audit actor of an admin's call: the certificate's identity, the
+// HTTP method and path, the client address and the trace id.
+func adminActor(r *http.Request, id auth.Identity) audit.Actor {
+	a := audit.Actor{Subject: id.Subject, Method: r.Method + " " + r.URL.Path, Peer: r.RemoteAddr}
+	for _, role := range id.Roles {
+		a.Roles = append(a.Roles, auth.RoleName(role))
+	}
+	if sc := trace.SpanContextFromContext(r.Context()); sc.HasTraceID() {
+		a.TraceID = sc.TraceID().String()
+	}
+	return a
+}
+
 // authed resolves the caller: the receiver of a bearer token or, without an
 // Authorization header and when adminOK, an admin certificate; 401 for anyone else.
 func (t *Transmitter) authed(h func(w http.ResponseWriter, r *http.Request, c caller), adminOK bool) http.HandlerFunc {
@@ -253,7 +269,7 @@ func (t *Transmitter) authed(h func(w http.ResponseWriter, r *http.Request, c ca
 					return
 				}
 				r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-				h(w, r, caller{admin: id.Subject})
+				h(w, r.WithContext(audit.NewContext(r.Context(), adminActor(r, id))), caller{admin: id.Subject})
 				return
 			}
 		}
@@ -400,7 +416,7 @@ func (t *Transmitter) SweepInactive(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if err := t.cfg.Store.UpdateStream(ctx, st, &notice); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := t.cfg.Store.UpdateStream(ctx, st, &notice, nil); err != nil && !errors.Is(err, ErrNotFound) {
 			return n, err
 		}
 		t.pauses.add(ctx, "inactivity_timeout", 1)
