@@ -632,4 +632,10 @@ func TestSSFStreamManagementByAdminCertificate(t *testing.T) {
 		evs[0].GetAction() != auditv1.AuditAction_AUDIT_ACTION_CREATE {
 		t.Fatalf("audit events %v, want the admin's stream creation", evs)
 	}
+	certFile, keyFile := ca.Issue(t, "auditor", []commonv1.Role{commonv1.Role_ROLE_READER})
+	listed, _, err := runCLI(t, "audit", "list", "--server", s.GRPCAddr(), "--tls-ca", ca.CertFile, "--tls-cert", certFile, "--tls-key", keyFile,
+		"--resource-type", "ssf_stream")
+	if err != nil || !strings.Contains(listed, "ssf_stream/"+made.StreamID) || !strings.Contains(listed, "POST /ssf/stream") {
+		t.Fatalf("condaccess audit list: %v\n%s", err, listed)
+	}
 }
