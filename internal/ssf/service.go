@@ -56,7 +56,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 type Env struct {
 	DataDir  string
 	HTTPAddr string
-	// Insecure is development mode: push endpoints may then use http.
+	// Insecure is development mode: push endpoints may then use http, and no client
+	// certificate (so no admin) exists.
 	Insecure bool
 	Logger   *slog.Logger
 	Mux      *http.ServeMux
