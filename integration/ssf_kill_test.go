@@ -135,7 +135,8 @@ func TestSharedSignalsSurviveSIGKILL(t *testing.T) {
 	p := &harness.Process{
 		Name: "serve", Path: bin.Condaccess, Env: []string{"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none"},
 		GRPCAddr: grpcAddr, HealthService: "condaccess.compliance.v1.ComplianceService", LogPath: filepath.Join(dir, "serve.log"),
-		Args: []string{"serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "data"), "--stop-timeout", "2s"},
+		Args: []string{"serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "data"), "--stop-timeout", "2s",
+			"--ssf-push-allow-cidr", "127.0.0.0/8"}, // the test's receiver is on loopback
 	}
 	t.Cleanup(func() {
 		_ = p.Stop(5 * time.Second)

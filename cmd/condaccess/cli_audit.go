@@ -78,8 +78,8 @@ func auditList(fs *flag.FlagSet) func(ctx context.Context, c *cli, args []string
 		rows := make([][]string, 0, len(resp.GetEvents()))
 		for _, e := range resp.GetEvents() {
 			m := e.GetMethod()
-			if i := strings.LastIndex(m, "/"); i >= 0 {
-				m = m[i+1:]
+			if i := strings.LastIndex(m, "/"); i >= 0 && strings.HasPrefix(m, "/") {
+				m = m[i+1:] // a gRPC method: its name; an HTTP one ("POST /ssf/stream") stays whole
 			}
 			rows = append(rows, []string{ts(e.GetTime()), e.GetService(), e.GetActor().GetSubject(), short(e.GetAction()),
 				e.GetResourceType() + "/" + e.GetResourceId(), orDash(m)})

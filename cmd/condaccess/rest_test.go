@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -436,5 +439,103 @@ func TestRESTIdentity(t *testing.T) {
 	status, ctype, b := restCall(t, client(), "GET", "https://"+s.HTTPAddr()+"/openapi.yaml", "")
 	if status != 200 || ctype != "application/yaml" || !strings.Contains(string(b), "/v1/devices/{deviceId}/risk:") {
 		t.Errorf("GET /openapi.yaml: %d %q %.100q", status, ctype, b)
+	}
+}
+
+// TestRESTRefusesUnknownFields: a REST or Connect JSON body with a field its message does
+// not have (a misspelling, a field of another version) is refused with INVALID_ARGUMENT
+// and a BadRequest field violation naming the field, instead of being dropped silently;
+// nothing is stored. Known fields, in JSON or proto spelling, still pass.
+func TestRESTRefusesUnknownFields(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	base := "http://" + s.HTTPAddr()
+	if code, _, b := restCall(t, http.DefaultClient, "POST", base+"/v1/alerts", `{"alertId":"a-1","deviceId":"dev-1","severity":"SEVERITY_HIGH","title":"x"}`); code != 200 {
+		t.Fatalf("report a-1: %d %s", code, b)
+	}
+	tests := []struct {
+		name, method, path, body string
+		wantField                string // "" when the call must succeed
+	}{
+		{"misspelt field (body: alert)", "POST", "/v1/alerts", `{"alertId":"a-2","deviceId":"dev-1","severity":"SEVERITY_HIGH","title":"x","severty":"SEVERITY_LOW"}`, "severty"},
+		{"unknown nested field", "POST", "/v1/alerts", `{"alertId":"a-3","deviceId":"dev-1","severity":"SEVERITY_HIGH","title":"x","comments":[{"nope":1}]}`, "comments[0].nope"},
+		{"unknown field (body: *)", "POST", "/v1/alerts/a-1:resolve", `{"classification":"ALERT_CLASSIFICATION_FALSE_POSITIVE","comentary":"x"}`, "comentary"},
+		{"a request field inside the resource body", "POST", "/v1/alerts", `{"alert":{"alertId":"a-4"}}`, "alert"},
+		{"Connect JSON", "POST", "/condaccess.risk.v1.RiskService/GetDeviceRisk", `{"deviceId":"dev-1","devcieId":"dev-2"}`, "devcieId"},
+		{"known fields in proto spelling pass", "POST", "/v1/alerts", `{"alert_id":"a-5","device_id":"dev-1","severity":"SEVERITY_LOW","title":"x"}`, ""},
+		{"known fields pass over Connect", "POST", "/condaccess.risk.v1.RiskService/GetDeviceRisk", `{"deviceId":"dev-1"}`, ""},
+	}
+	call := func(t *testing.T, method, path, body string) (int, string, []byte) {
+		t.Helper()
+		if !strings.HasPrefix(path, "/condaccess.") {
+			return restCall(t, http.DefaultClient, method, base+path, body)
+		}
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), b
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, ctype, b := call(t, tt.method, tt.path, tt.body)
+			if tt.wantField == "" {
+				if code != 200 {
+					t.Fatalf("%d %s, want 200", code, b)
+				}
+				return
+			}
+			if code != http.StatusBadRequest || !strings.HasPrefix(ctype, "application/json") {
+				t.Fatalf("%d %s %s, want 400 JSON", code, ctype, b)
+			}
+			var st struct {
+				Code    any              `json:"code"`
+				Message string           `json:"message"`
+				Details []map[string]any `json:"details"`
+			}
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatalf("error body: %v: %s", err, b)
+			}
+			if st.Code != float64(codes.InvalidArgument) && st.Code != "invalid_argument" {
+				t.Fatalf("code %v, want INVALID_ARGUMENT: %s", st.Code, b)
+			}
+			if !strings.Contains(st.Message, strconv.Quote(tt.wantField)) {
+				t.Errorf("message %q does not name %q", st.Message, tt.wantField)
+			}
+			// REST bodies carry google.rpc.Status details as JSON; Connect's carry them
+			// base64-encoded with a debug copy.
+			found := false
+			for _, d := range st.Details {
+				found = found || strings.Contains(fmt.Sprint(d), `field:`+tt.wantField)
+			}
+			if !found {
+				t.Errorf("no BadRequest field violation for %q in %s", tt.wantField, b)
+			}
+		})
+	}
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	risk := riskv1.NewRiskServiceClient(conn)
+	for _, id := range []string{"a-2", "a-3", "a-4"} {
+		if _, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: id}); status.Code(err) != codes.NotFound {
+			t.Errorf("refused write stored %s: %v", id, err)
+		}
+	}
+	if a, err := risk.GetAlert(ctx, &riskv1.GetAlertRequest{AlertId: "a-1"}); err != nil || a.GetAlert().GetClassification() != riskv1.AlertClassification_ALERT_CLASSIFICATION_UNSPECIFIED {
+		t.Errorf("a-1 after the refused resolve: %v %v", a, err)
 	}
 }

@@ -411,7 +411,8 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		}
 	}
 	// One AuditService over the audit logs of the services in this process.
-	auditgrpc.Register(s.srv.Registrar(), auditgrpc.New(s.auditLogs...))
+	auditSrv := auditgrpc.New(s.auditLogs...)
+	auditgrpc.Register(s.srv.Registrar(), auditSrv)
 	// The console and the Connect/gRPC-Web/REST face of every RPC, over the same server.
 	if err := httpface.Mount(mux, httpface.Config{GRPC: s.srv.GRPC(), Insecure: authCfg.Insecure, HoldCall: s.srv.HoldCall}); err != nil {
 		lis.Close()
@@ -483,6 +484,10 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			return nil, err
 		}
 		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
+		if a, ok := ssfSvc.(suite.Audited); ok { // admin certificates' stream changes
+			s.auditLogs = append(s.auditLogs, a.Audit())
+			auditSrv.Add(a.Audit())
+		}
 	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -59,7 +59,7 @@ func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.L
 		o.ssf.Issuer = "https://" + httpAddr // the HTTP address serves TLS when --tls-cert is set
 	}
 	svc, err := ssf.New(ctx, o.ssf, ssf.Env{
-		DataDir: filepath.Join(o.dataDir, "ssf"), HTTPAddr: httpAddr, Logger: logger.With("service", "ssf"),
+		DataDir: filepath.Join(o.dataDir, "ssf"), HTTPAddr: httpAddr, Insecure: o.tlsCert == "" && o.tlsKey == "" && o.tlsClientCA == "", Logger: logger.With("service", "ssf"),
 		Mux: env.HTTPMux, Feeds: feeds, Sink: sink,
 	})
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,9 +26,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	auditv1 "github.com/condaccess/condaccess/gen/go/condaccess/audit/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/auth/authtest"
 	"github.com/condaccess/condaccess/internal/ssf"
 )
 
@@ -233,6 +238,7 @@ func TestSharedSignalsFlow(t *testing.T) {
 	o.ssf.ReceiverIssuers = []string{otherTx.URL}
 	o.ssf.ReceiverJWKS = []string{otherTx.URL + "/jwks"}
 	o.ssf.ReceiverAudience = "condaccess-under-test"
+	o.ssf.PushAllow = []string{"127.0.0.0/8"} // the test receiver listens on loopback
 	logger := slog.New(slog.DiscardHandler)
 	s, err := startSuite(ctx, o, logger)
 	if err != nil {
@@ -259,6 +265,13 @@ func TestSharedSignalsFlow(t *testing.T) {
 	}
 	if code, _ := httpDo(t, "POST", base+"/ssf/stream", "", `{}`); code != http.StatusUnauthorized {
 		t.Fatalf("create stream without a token: %d, want 401", code)
+	}
+
+	// Push endpoints outside the allow-list are refused (the guard's own tests cover the rest).
+	for _, u := range []string{"http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "file:///etc/passwd"} {
+		if code, b := httpDo(t, "POST", base+"/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+u+`"}}`); code != http.StatusBadRequest {
+			t.Fatalf("push stream to %s: %d %s, want 400", u, code, b)
+		}
 	}
 
 	rx := &testReceiver{t: t, jwksURL: md.JWKSURI, tried: map[string]string{}, tries: map[string]int{}, changed: make(chan struct{})}
@@ -510,5 +523,119 @@ func TestSSFReceiversAdd(t *testing.T) {
 		if err == nil && bytes.Contains(b, []byte(tok)) {
 			t.Errorf("%s holds the token in clear", f)
 		}
+	}
+}
+
+// TestSSFStreamManagementByAdminCertificate runs serve with mutual TLS: a client
+// certificate with the secops-admin role manages a registered receiver's streams on the
+// HTTPS address; no certificate, another role's certificate, or a wrong token get 401;
+// push endpoints must use https outside development mode.
+func TestSSFStreamManagementByAdminCertificate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ca := authtest.NewCA(t)
+	cfg := ca.ServerConfig(t)
+	dataDir := t.TempDir()
+	o := serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: dataDir, services: "risk,compliance,access",
+		stopTimeout: 5 * time.Second, tlsCert: cfg.CertFile, tlsKey: cfg.KeyFile, tlsClientCA: cfg.ClientCAFile}
+	s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	var out, errOut bytes.Buffer
+	if err := runSSF(ctx, []string{"receivers", "add", "--data-dir", dataDir, "rp-1"}, &out, &errOut); err != nil {
+		t.Fatalf("ssf receivers add: %v (%s)", err, errOut.String())
+	}
+	token := strings.TrimSpace(out.String())
+
+	caPEM, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := func(roles ...commonv1.Role) *http.Client {
+		tc := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+		if roles != nil {
+			certFile, keyFile := ca.Issue(t, "person-"+auth.RoleName(roles[0]), roles)
+			kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.Certificates = []tls.Certificate{kp}
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	base := "https://" + s.HTTPAddr()
+	do := func(c *http.Client, method, path, tok, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	admin := client(commonv1.Role_ROLE_SECOPS_ADMIN)
+	for _, tt := range []struct {
+		name   string
+		client *http.Client
+		token  string
+	}{
+		{"no certificate", client(), ""},
+		{"reader certificate", client(commonv1.Role_ROLE_READER), ""},
+		{"policy-admin certificate", client(commonv1.Role_ROLE_POLICY_ADMIN), ""},
+		{"admin certificate with a wrong token", admin, "wrong"},
+	} {
+		t.Run("refused: "+tt.name, func(t *testing.T) {
+			if code, b := do(tt.client, "POST", "/ssf/stream", tt.token, `{"aud":"rp-1"}`); code != http.StatusUnauthorized {
+				t.Fatalf("%d %s, want 401", code, b)
+			}
+		})
+	}
+	code, b := do(admin, "POST", "/ssf/stream", "", `{"aud":"rp-1"}`)
+	var made ssf.StreamConfig
+	if code != http.StatusCreated || json.Unmarshal(b, &made) != nil || len(made.Aud) != 1 || made.Aud[0] != "rp-1" {
+		t.Fatalf("admin create: %d %s", code, b)
+	}
+	if code, b := do(client(), "GET", "/ssf/stream?stream_id="+made.StreamID, token, ""); code != http.StatusOK {
+		t.Fatalf("the receiver reads the stream an admin made for it: %d %s", code, b)
+	}
+	if code, b := do(client(), "GET", "/.well-known/ssf-configuration", "", ""); code != http.StatusOK || !strings.Contains(string(b), "urn:ietf:rfc:8705") {
+		t.Fatalf("metadata: %d %s", code, b)
+	}
+	if code, b := do(client(), "POST", "/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"http://93.184.215.14/events"}}`); code != http.StatusBadRequest {
+		t.Fatalf("http push endpoint outside development mode: %d %s, want 400", code, b)
+	}
+	// The admin's change is in the suite's audit log (AuditService), with its certificate.
+	opt, err := auth.DialOption(ca.ClientConfig(t, "auditor", commonv1.Role_ROLE_SECOPS_ADMIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(s.GRPCAddr(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := auditv1.NewAuditServiceClient(conn).ListAuditEvents(ctx, &auditv1.ListAuditEventsRequest{ResourceType: "ssf_stream"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := resp.GetEvents(); len(evs) != 1 || evs[0].GetService() != "ssf" || evs[0].GetResourceId() != made.StreamID ||
+		evs[0].GetActor().GetSubject() != "person-secops-admin" || evs[0].GetMethod() != "POST /ssf/stream" ||
+		evs[0].GetAction() != auditv1.AuditAction_AUDIT_ACTION_CREATE {
+		t.Fatalf("audit events %v, want the admin's stream creation", evs)
+	}
+	certFile, keyFile := ca.Issue(t, "auditor", []commonv1.Role{commonv1.Role_ROLE_READER})
+	listed, _, err := runCLI(t, "audit", "list", "--server", s.GRPCAddr(), "--tls-ca", ca.CertFile, "--tls-cert", certFile, "--tls-key", keyFile,
+		"--resource-type", "ssf_stream")
+	if err != nil || !strings.Contains(listed, "ssf_stream/"+made.StreamID) || !strings.Contains(listed, "POST /ssf/stream") {
+		t.Fatalf("condaccess audit list: %v\n%s", err, listed)
 	}
 }

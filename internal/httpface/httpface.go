@@ -5,6 +5,7 @@ package httpface
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -93,8 +94,14 @@ func Handler(cfg Config) (http.Handler, error) {
 		),
 		vanguard.WithUnknownHandler(withOpenAPI(Console())),
 		// A request body that does not decode is the caller's fault: INVALID_ARGUMENT,
-		// not vanguard's default INTERNAL.
-		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return jsonCodec{vanguard.NewJSONCodec(r)} }),
+		// not vanguard's default INTERNAL. Unknown JSON fields are refused, naming the
+		// field (vanguard's default drops them silently: a misspelt field would be a
+		// silent default).
+		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec {
+			c := vanguard.NewJSONCodec(r)
+			c.UnmarshalOptions.DiscardUnknown = false
+			return jsonCodec{c}
+		}),
 		vanguard.WithCodec(func(r vanguard.TypeResolver) vanguard.Codec { return protoCodec{vanguard.NewProtoCodec(r)} }),
 	)
 	if err != nil {
@@ -265,11 +272,126 @@ func loopbackHost(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// jsonCodec and protoCodec report undecodable request bodies as INVALID_ARGUMENT.
+// jsonCodec and protoCodec report undecodable request bodies as INVALID_ARGUMENT;
+// jsonCodec names an unknown field in a BadRequest field violation.
 type jsonCodec struct{ *vanguard.JSONCodec }
 
 func (c jsonCodec) Unmarshal(b []byte, m proto.Message) error {
-	return malformed(c.JSONCodec.Unmarshal(b, m))
+	err := c.JSONCodec.Unmarshal(b, m)
+	if err != nil && c.isUnknownField(b, m) {
+		return unknownField(unknownFieldPath(b, m.ProtoReflect().Descriptor(), ""), err)
+	}
+	return malformed(err)
+}
+
+// UnmarshalField decodes a REST body mapped to one field (google.api.http body:
+// "field"): vanguard's own method would bypass Unmarshal above.
+func (c jsonCodec) UnmarshalField(b []byte, m proto.Message, fd protoreflect.FieldDescriptor) error {
+	err := c.JSONCodec.UnmarshalField(b, m, fd)
+	if err != nil && fd.Message() != nil && !fd.IsList() && !fd.IsMap() {
+		msg := m.ProtoReflect().NewField(fd).Message().Interface()
+		if c.isUnknownField(b, msg) {
+			return unknownField(unknownFieldPath(b, fd.Message(), ""), err)
+		}
+	}
+	return malformed(err)
+}
+
+// isUnknownField reports whether b decodes into a fresh m once unknown fields are
+// discarded: then an unknown field was the only fault.
+func (c jsonCodec) isUnknownField(b []byte, m proto.Message) bool {
+	o := c.UnmarshalOptions
+	o.DiscardUnknown = true
+	return o.Unmarshal(b, m.ProtoReflect().New().Interface()) == nil
+}
+
+// unknownField is the INVALID_ARGUMENT of a request body with a field its message does
+// not have, in the shape of every validation failure (ErrorInfo INVALID_ARGUMENT and a
+// BadRequest field violation naming the field).
+func unknownField(path string, cause error) error {
+	desc := "unknown field: the request message has no such field"
+	if path == "" {
+		desc = cause.Error()
+	}
+	err := connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("invalid request: unknown field %q", path))
+	for _, d := range []proto.Message{
+		&errdetails.ErrorInfo{Reason: apierr.ReasonInvalidArgument, Domain: apierr.Domain},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{apierr.FieldViolation(path, desc)}},
+	} {
+		if det, derr := connect.NewErrorDetail(d); derr == nil {
+			err.AddDetail(det)
+		}
+	}
+	return err
+}
+
+// unknownFieldPath returns the path (JSON names, e.g. "alert.evidence[0].nope") of the
+// first member of the JSON object b that md has no field for, or "" when there is none
+// it can find (then the caller reports protojson's message). Well-known types, whose
+// JSON forms are not objects of their fields, are not entered.
+func unknownFieldPath(b []byte, md protoreflect.MessageDescriptor, prefix string) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) != nil {
+		return ""
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		path := k
+		if prefix != "" {
+			path = prefix + "." + k
+		}
+		if strings.HasPrefix(k, "[") {
+			continue // an extension, resolved by protojson
+		}
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil {
+			fd = md.Fields().ByTextName(k)
+		}
+		if fd == nil {
+			return path
+		}
+		sub := fd.Message()
+		if fd.IsMap() {
+			sub = fd.MapValue().Message()
+		}
+		if sub == nil || strings.HasPrefix(string(sub.FullName()), "google.protobuf.") {
+			continue
+		}
+		switch {
+		case fd.IsList():
+			var items []json.RawMessage
+			if json.Unmarshal(obj[k], &items) == nil {
+				for i, it := range items {
+					if p := unknownFieldPath(it, sub, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+						return p
+					}
+				}
+			}
+		case fd.IsMap():
+			var vals map[string]json.RawMessage
+			if json.Unmarshal(obj[k], &vals) == nil {
+				mk := make([]string, 0, len(vals))
+				for v := range vals {
+					mk = append(mk, v)
+				}
+				sort.Strings(mk)
+				for _, v := range mk {
+					if p := unknownFieldPath(vals[v], sub, fmt.Sprintf("%s[%q]", path, v)); p != "" {
+						return p
+					}
+				}
+			}
+		default:
+			if p := unknownFieldPath(obj[k], sub, path); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 type protoCodec struct{ *vanguard.ProtoCodec }

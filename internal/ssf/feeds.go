@@ -184,9 +184,11 @@ func newFeed[E any](t *Transmitter, name string, src consumer.Source[E], d deriv
 					sets = append(sets, o)
 				}
 			}
-			if err := t.cfg.Store.ApplyFeed(ctx, name, rev, sets, owner); err != nil {
+			res, err := t.cfg.Store.ApplyFeed(ctx, name, rev, sets, owner, t.bound())
+			if err != nil {
 				return err
 			}
+			t.enqueued(ctx, res)
 			if len(sets) > 0 {
 				t.notify()
 			}

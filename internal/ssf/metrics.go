@@ -27,7 +27,12 @@ func (c counter) add(ctx context.Context, result string, n int) {
 
 func newOutCounter() counter {
 	return newCounter("condaccess.ssf.transmitter.sets",
-		"SETs the transmitter delivered (result: pushed, push_failed, push_refused, polled_ack, polled_error)")
+		"SETs the transmitter delivered (result: pushed, push_failed, push_refused, polled_ack, polled_error) or did not hold (dropped_outbox_full)")
+}
+
+func newPauseCounter() counter {
+	return newCounter("condaccess.ssf.transmitter.stream_pauses",
+		"streams the transmitter paused on its own (result: outbox_full, inactivity_timeout)")
 }
 
 func newInCounter() counter {

@@ -11,10 +11,11 @@ import (
 	"time"
 )
 
-// RunPush delivers the SETs of every enabled push stream until ctx ends: one worker per
-// stream sends its SETs in order, each until the receiver answers 202 (RFC 8935), with
-// exponential backoff and the same signed SET (same jti) on every retry. What is not
-// acknowledged stays in the store, so a restart resends it.
+// RunPush delivers the SETs of every push stream until ctx ends: one worker per stream
+// sends its SETs in order (a paused or disabled stream only its Stream Updated SET),
+// each until the receiver answers 202 (RFC 8935), with exponential backoff and the same
+// signed SET (same jti) on every retry. What is not acknowledged stays in the store,
+// so a restart resends it. With an inactivity timeout it also pauses idle streams.
 func (t *Transmitter) RunPush(ctx context.Context) error {
 	type worker struct {
 		cfg    StreamConfig
@@ -29,6 +30,14 @@ func (t *Transmitter) RunPush(ctx context.Context) error {
 			<-w.done
 		}
 	}()
+	if t.cfg.InactivityTimeout > 0 {
+		sweepDone := make(chan struct{})
+		defer func() { <-sweepDone }()
+		go func() {
+			defer close(sweepDone)
+			t.runSweep(ctx)
+		}()
+	}
 	for {
 		ch := t.wait()
 		sts, err := t.cfg.Store.ListStreams(ctx, "")
@@ -37,7 +46,7 @@ func (t *Transmitter) RunPush(ctx context.Context) error {
 		}
 		want := map[string]StreamConfig{}
 		for _, s := range sts {
-			if s.Status == StatusEnabled && s.Config.Delivery.Method == DeliveryPush {
+			if s.Config.Delivery.Method == DeliveryPush {
 				want[s.Config.StreamID] = s.Config
 			}
 		}
@@ -82,11 +91,12 @@ func (t *Transmitter) pushWorker(ctx context.Context, cfg StreamConfig) {
 	for ctx.Err() == nil {
 		ch := t.wait()
 		cur, err := t.cfg.Store.GetStream(ctx, "", cfg.StreamID)
-		if err == nil && (cur.Status != StatusEnabled || cur.Config.Delivery != cfg.Delivery) {
+		if err == nil && cur.Config.Delivery != cfg.Delivery {
 			t.notify() // let the supervisor restart or stop us
 			return
 		}
-		ps, _, err := t.cfg.Store.PendingSETs(ctx, cfg.StreamID, 1)
+		controlOnly := err != nil || cur.Status != StatusEnabled
+		ps, _, err := t.cfg.Store.PendingSETs(ctx, cfg.StreamID, 1, controlOnly)
 		if err != nil || len(ps) == 0 {
 			select {
 			case <-ctx.Done():
@@ -129,6 +139,23 @@ func (t *Transmitter) pushWorker(ctx context.Context, cfg StreamConfig) {
 	}
 }
 
+// runSweep pauses idle streams (SweepInactive) until ctx ends, a few times per timeout.
+func (t *Transmitter) runSweep(ctx context.Context) {
+	every := min(max(t.cfg.InactivityTimeout/4, 100*time.Millisecond), time.Minute)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if _, err := t.SweepInactive(ctx); err != nil && ctx.Err() == nil {
+			t.log.ErrorContext(ctx, "ssf: inactivity sweep", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // push POSTs one SET. ok: accepted (202). perm: the receiver rejected it with an RFC 8935
 // error (400), which no retry will change. Otherwise err says why it should be retried.
 func (t *Transmitter) push(ctx context.Context, d Delivery, token string) (ok bool, perm, err error) {
@@ -141,7 +168,7 @@ func (t *Transmitter) push(ctx context.Context, d Delivery, token string) (ok bo
 	if d.AuthorizationHeader != "" {
 		req.Header.Set("Authorization", d.AuthorizationHeader)
 	}
-	resp, err := t.cfg.Client.Do(req)
+	resp, err := t.client.Do(req)
 	if err != nil {
 		return false, nil, err
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/audit"
 )
 
 // Options are serve's Shared Signals flags.
@@ -23,6 +25,14 @@ type Options struct {
 	// ReceiverAudience is the aud the receiver requires; empty: the transmitter's issuer.
 	ReceiverAudience string
 	ReceiverMaxAge   time.Duration
+	// PushAllow are the special-purpose address prefixes push delivery may reach
+	// anyway (--ssf-push-allow-cidr).
+	PushAllow stringList
+	// MaxPending bounds each stream's unacknowledged SETs (--ssf-max-pending; 0:
+	// DefaultMaxPending).
+	MaxPending int
+	// InactivityTimeout pauses idle streams (--ssf-inactivity-timeout; 0: never).
+	InactivityTimeout time.Duration
 }
 
 type stringList []string
@@ -37,12 +47,18 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&o.ReceiverJWKS, "ssf-receiver-jwks-url", "JWKS URL of the --ssf-receiver-issuer in the same position (repeatable); missing: discovered from the issuer's /.well-known/ssf-configuration")
 	fs.StringVar(&o.ReceiverAudience, "ssf-receiver-audience", "", "aud the receiver requires in pushed SETs; empty: the transmitter's issuer URL")
 	fs.DurationVar(&o.ReceiverMaxAge, "ssf-receiver-max-age", time.Hour, "oldest iat the receiver accepts")
+	fs.IntVar(&o.MaxPending, "ssf-max-pending", DefaultMaxPending, "unacknowledged SETs one Shared Signals stream may hold; a stream at the bound is paused (reason outbox_full in its status) and takes no more until its receiver acknowledges and enables it again")
+	fs.DurationVar(&o.InactivityTimeout, "ssf-inactivity-timeout", 0, "pause a Shared Signals stream whose receiver made no call about it (management, or polling) for this long, with a Stream Updated SET (inactivity_timeout; 0: never)")
+	fs.Var(&o.PushAllow, "ssf-push-allow-cidr", "address prefix (CIDR or one address) that push delivery may reach although it is loopback, link-local, private or otherwise special-purpose, e.g. 127.0.0.0/8 for a receiver on this host (repeatable; default none)")
 }
 
 // Env is what serve gives the Shared Signals service.
 type Env struct {
 	DataDir  string
 	HTTPAddr string
+	// Insecure is development mode: push endpoints may then use http, and no client
+	// certificate (so no admin) exists.
+	Insecure bool
 	Logger   *slog.Logger
 	Mux      *http.ServeMux
 	Feeds    Feeds
@@ -66,6 +82,16 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	if err := os.MkdirAll(env.DataDir, 0o700); err != nil {
 		return nil, err
 	}
+	allow, err := ParsePrefixes(o.PushAllow)
+	if err != nil {
+		return nil, err
+	}
+	if o.MaxPending < 0 {
+		return nil, fmt.Errorf("--ssf-max-pending %d: must be at least 1 (0: the default, %d)", o.MaxPending, DefaultMaxPending)
+	}
+	if o.InactivityTimeout < 0 || (o.InactivityTimeout > 0 && o.InactivityTimeout < time.Second) {
+		return nil, fmt.Errorf("--ssf-inactivity-timeout %s: 0 (never) or at least 1s", o.InactivityTimeout)
+	}
 	signer, err := OpenKeyRing(env.DataDir)
 	if err != nil {
 		return nil, err
@@ -78,7 +104,11 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	if iss == "" {
 		iss = "http://" + env.HTTPAddr
 	}
-	t := NewTransmitter(Config{Issuer: iss, Store: st, Signer: signer, Logger: env.Logger})
+	t := NewTransmitter(Config{Issuer: iss, Store: st, Signer: signer, Logger: env.Logger,
+		Push: PushGuard{AllowHTTP: env.Insecure, Allow: allow}, MaxPending: o.MaxPending, InactivityTimeout: o.InactivityTimeout,
+		// Admin client certificates manage streams only where there are certificates:
+		// the development identity is never an admin here.
+		AdminCertificates: !env.Insecure})
 	t.Register(env.Mux)
 	s := &Service{Transmitter: t, store: st, runs: t.Consumers(env.Feeds)}
 	if len(o.ReceiverIssuers) > 0 {
@@ -132,3 +162,6 @@ func (s *Service) Run(ctx context.Context) error {
 
 // Close closes the store.
 func (s *Service) Close() error { return s.store.Close() }
+
+// Audit is the audit log of admin changes to streams (suite.Audited).
+func (s *Service) Audit() *audit.Log { return s.store.Audit() }

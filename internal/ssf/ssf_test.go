@@ -9,8 +9,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -65,6 +67,30 @@ type fixture struct {
 
 func newFixture(t *testing.T, dir string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, dir, nil)
+}
+
+// testResolver resolves the test's host names: rx.example to a public address; any
+// other name fails, as it would without DNS.
+type testResolver map[string][]netip.Addr
+
+func (r testResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := r[host]; ok {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// loopbackGuard lets tests push to their httptest receivers on 127.0.0.1, as
+// --ssf-push-allow-cidr 127.0.0.0/8 does.
+func loopbackGuard() PushGuard {
+	return PushGuard{AllowHTTP: true, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Resolver: testResolver{"rx.example": {netip.MustParseAddr("93.184.215.14")}, "localhost": {netip.MustParseAddr("127.0.0.1")}}}
+}
+
+// newFixtureWith is newFixture with the transmitter's configuration changed by edit.
+func newFixtureWith(t *testing.T, dir string, edit func(*Config)) *fixture {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -74,10 +100,14 @@ func newFixture(t *testing.T, dir string) *fixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	mux := http.NewServeMux()
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(withTestIdentity(mux))
 	t.Cleanup(srv.Close)
-	tx := NewTransmitter(Config{Issuer: srv.URL, Store: st, Signer: testSigner(t, 0), Logger: slog.New(slog.DiscardHandler),
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, PollWait: 30 * time.Second})
+	cfg := Config{Issuer: srv.URL, Store: st, Signer: testSigner(t, 0), Logger: slog.New(slog.DiscardHandler),
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, PollWait: 30 * time.Second, Push: loopbackGuard()}
+	if edit != nil {
+		edit(&cfg)
+	}
+	tx := NewTransmitter(cfg)
 	tx.Register(mux)
 	f := &fixture{t: t, store: st, tx: tx, srv: srv, token: NewToken(), other: NewToken()}
 	for name, tok := range map[string]string{"rp-a": f.token, "rp-b": f.other} {
@@ -460,7 +490,7 @@ func TestPushRetriesWithSameJTIAndSurvivesRestart(t *testing.T) {
 	go f2.tx.RunPush(ctx)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ps, _, err := f2.store.PendingSETs(ctx, id, 10)
+		ps, _, err := f2.store.PendingSETs(ctx, id, 10, false)
 		if err != nil {
 			t.Fatal(err)
 		}

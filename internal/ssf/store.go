@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 )
 
@@ -60,11 +61,19 @@ CREATE TABLE received (
 	receive_time INTEGER NOT NULL,
 	PRIMARY KEY (iss, jti)
 );
-`}
+`, `
+-- control: a Stream Updated SET, delivered even while its stream is paused or
+-- disabled (SSF 1.0 section 8.1.5), at most one per stream (the latest status).
+ALTER TABLE outbox ADD COLUMN control INTEGER NOT NULL DEFAULT 0;
+-- activity_time: the receiver's last call about the stream (inactivity_timeout).
+ALTER TABLE streams ADD COLUMN activity_time INTEGER NOT NULL DEFAULT 0;
+UPDATE streams SET activity_time = create_time;
+`, audit.Migrations("")[0]}
 
 // Store is the transmitter's and receiver's SQLite store.
 type Store struct {
-	db *sqlitedb.DB
+	db    *sqlitedb.DB
+	audit *audit.Log
 }
 
 // OpenStore opens (creating) the store at path.
@@ -73,7 +82,18 @@ func OpenStore(ctx context.Context, path string, logger *slog.Logger) (*Store, e
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, audit: audit.New(db, audit.Options{Source: "ssf", Logger: logger})}, nil
+}
+
+// Audit is the audit log of admin changes to streams (an admin certificate's calls).
+func (s *Store) Audit() *audit.Log { return s.audit }
+
+// record appends rec, when set, to the audit log inside tx.
+func (s *Store) record(ctx context.Context, tx *sqlitedb.Tx, rec *audit.Change) error {
+	if rec == nil {
+		return nil
+	}
+	return s.audit.Append(ctx, tx, *rec)
 }
 
 // Close closes the store.
@@ -134,16 +154,20 @@ func scanStream(sc interface{ Scan(...any) error }) (*Stream, error) {
 	return &st, nil
 }
 
-// CreateStream stores a new stream.
-func (s *Store) CreateStream(ctx context.Context, st *Stream) error {
+// CreateStream stores a new stream; rec, when set, is the admin change to audit with it.
+func (s *Store) CreateStream(ctx context.Context, st *Stream, rec *audit.Change) error {
 	cfg, err := json.Marshal(st.Config)
 	if err != nil {
 		return err
 	}
+	now := time.Now().Unix()
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO streams(stream_id, receiver, config, status, reason, create_time) VALUES (?, ?, ?, ?, ?, ?)`,
-			st.Config.StreamID, st.Receiver, string(cfg), st.Status, st.Reason, time.Now().Unix())
-		return err
+		_, err := tx.ExecContext(ctx, `INSERT INTO streams(stream_id, receiver, config, status, reason, create_time, activity_time) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			st.Config.StreamID, st.Receiver, string(cfg), st.Status, st.Reason, now, now)
+		if err != nil {
+			return err
+		}
+		return s.record(ctx, tx, rec)
 	})
 }
 
@@ -173,8 +197,11 @@ func (s *Store) ListStreams(ctx context.Context, receiver string) ([]*Stream, er
 	return out, rows.Err()
 }
 
-// UpdateStream writes a stream's configuration and status (ErrNotFound when it is not the receiver's).
-func (s *Store) UpdateStream(ctx context.Context, st *Stream) error {
+// UpdateStream writes a stream's configuration and status (ErrNotFound when it is not the
+// receiver's); notice, when set, is the Stream Updated SET that tells the receiver of a
+// status it did not ask for, and rec the admin change to audit, both stored in the same
+// transaction.
+func (s *Store) UpdateStream(ctx context.Context, st *Stream, notice *Outgoing, rec *audit.Change) error {
 	cfg, err := json.Marshal(st.Config)
 	if err != nil {
 		return err
@@ -190,16 +217,61 @@ func (s *Store) UpdateStream(ctx context.Context, st *Stream) error {
 		}
 		if st.Status == StatusDisabled {
 			// A disabled stream drops what it holds (SSF 1.0: events are not held).
-			_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream_id = ?`, st.Config.StreamID)
+			if _, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream_id = ?`, st.Config.StreamID); err != nil {
+				return err
+			}
 		}
+		if notice != nil {
+			if err := insertControl(ctx, tx, *notice); err != nil {
+				return err
+			}
+		}
+		return s.record(ctx, tx, rec)
+	})
+}
+
+// insertControl stores a Stream Updated SET in place of an undelivered earlier one (the
+// latest status supersedes it, so a stream holds at most one).
+func insertControl(ctx context.Context, tx *sqlitedb.Tx, o Outgoing) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream_id = ? AND control = 1`, o.StreamID); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream_id, jti, token, control) VALUES (?, ?, ?, 1)`, o.StreamID, o.JTI, o.Token)
+	return err
+}
+
+// Touch records the receiver's activity on a stream (inactivity_timeout restarts).
+func (s *Store) Touch(ctx context.Context, streamID string) error {
+	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE streams SET activity_time = ? WHERE stream_id = ?`, time.Now().Unix(), streamID)
 		return err
 	})
 }
 
-// DeleteStream deletes the receiver's stream and what it holds.
-func (s *Store) DeleteStream(ctx context.Context, receiver, id string) error {
+// Inactive returns the enabled streams without receiver activity since before.
+func (s *Store) Inactive(ctx context.Context, before time.Time) ([]*Stream, error) {
+	rows, err := s.db.Read().QueryContext(ctx,
+		`SELECT receiver, config, status, reason FROM streams WHERE status = ? AND activity_time < ? ORDER BY stream_id`, StatusEnabled, before.Unix())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Stream
+	for rows.Next() {
+		st, err := scanStream(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// DeleteStream deletes the receiver's stream and what it holds; an empty receiver
+// matches any (an admin); rec, when set, is the admin change to audit with it.
+func (s *Store) DeleteStream(ctx context.Context, receiver, id string, rec *audit.Change) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM streams WHERE stream_id = ? AND receiver = ?`, id, receiver)
+		res, err := tx.ExecContext(ctx, `DELETE FROM streams WHERE stream_id = ? AND (? = '' OR receiver = ?)`, id, receiver, receiver)
 		if err != nil {
 			return err
 		}
@@ -211,12 +283,13 @@ func (s *Store) DeleteStream(ctx context.Context, receiver, id string) error {
 				return err
 			}
 		}
-		return nil
+		return s.record(ctx, tx, rec)
 	})
 }
 
-// SetSubjectExcluded removes (excluded) or re-adds a subject on a stream.
-func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Subject, excluded bool) error {
+// SetSubjectExcluded removes (excluded) or re-adds a subject on a stream; rec, when set,
+// is the admin change to audit with it.
+func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Subject, excluded bool, rec *audit.Change) error {
 	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
 		for _, m := range sub.members() {
 			var err error
@@ -229,7 +302,7 @@ func (s *Store) SetSubjectExcluded(ctx context.Context, streamID string, sub *Su
 				return err
 			}
 		}
-		return nil
+		return s.record(ctx, tx, rec)
 	})
 }
 
@@ -240,9 +313,11 @@ type Pending struct {
 	Token string
 }
 
-// PendingSETs returns up to limit undelivered SETs of a stream, oldest first, and whether more wait.
-func (s *Store) PendingSETs(ctx context.Context, streamID string, limit int) ([]Pending, bool, error) {
-	rows, err := s.db.Read().QueryContext(ctx, `SELECT seq, jti, token FROM outbox WHERE stream_id = ? ORDER BY seq LIMIT ?`, streamID, limit+1)
+// PendingSETs returns up to limit undelivered SETs of a stream, oldest first, and whether
+// more wait; controlOnly: only its Stream Updated SET (what a paused or disabled stream
+// still delivers).
+func (s *Store) PendingSETs(ctx context.Context, streamID string, limit int, controlOnly bool) ([]Pending, bool, error) {
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT seq, jti, token FROM outbox WHERE stream_id = ? AND (control = 1 OR NOT ?) ORDER BY seq LIMIT ?`, streamID, controlOnly, limit+1)
 	if err != nil {
 		return nil, false, err
 	}
@@ -313,14 +388,106 @@ type Outgoing struct {
 	StreamID, JTI, Token string
 }
 
-// ApplyFeed enqueues SETs and stores the feed's cursor in one transaction; owner, when
-// set, records a device's owner for later subjects.
-func (s *Store) ApplyFeed(ctx context.Context, feed string, rev int64, sets []Outgoing, owner *[2]string) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		for _, o := range sets {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream_id, jti, token) VALUES (?, ?, ?)`, o.StreamID, o.JTI, o.Token); err != nil {
-				return err
+// Bound caps what one stream's outbox holds, so that a receiver that never
+// acknowledges cannot make the transmitter store SETs without end.
+type Bound struct {
+	// Max is the most unacknowledged SETs a stream holds (0: no bound).
+	Max int
+	// Notice signs the Stream Updated SET sent when the bound pauses an enabled stream.
+	Notice func(cfg StreamConfig, status, reason string) (Outgoing, error)
+}
+
+// OutboxFullReason is the status reason of a stream paused by the outbox bound.
+func OutboxFullReason(max int) string {
+	return fmt.Sprintf("outbox_full: %d SETs not acknowledged; events after that are not held; acknowledge them and set the status to enabled", max)
+}
+
+// EnqueueResult is what the outbox bound did to one enqueue.
+type EnqueueResult struct {
+	// Dropped counts, per stream, the SETs a full stream did not take.
+	Dropped map[string]int
+	// Paused are the enabled streams the bound paused.
+	Paused []string
+}
+
+// enqueue stores SETs within b: a stream that holds b.Max SETs takes no more, and is
+// paused (when enabled, with a Stream Updated SET) with OutboxFullReason; other
+// streams are unaffected.
+func (s *Store) enqueue(ctx context.Context, tx *sqlitedb.Tx, sets []Outgoing, b Bound) (EnqueueResult, error) {
+	held := map[string]int{}
+	res := EnqueueResult{Dropped: map[string]int{}}
+	for _, o := range sets {
+		if b.Max > 0 {
+			n, ok := held[o.StreamID]
+			if !ok {
+				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE stream_id = ? AND control = 0`, o.StreamID).Scan(&n); err != nil {
+					return EnqueueResult{}, err
+				}
 			}
+			if n >= b.Max {
+				if res.Dropped[o.StreamID] == 0 {
+					paused, err := s.outboxFull(ctx, tx, o.StreamID, b)
+					if err != nil {
+						return EnqueueResult{}, err
+					}
+					if paused {
+						res.Paused = append(res.Paused, o.StreamID)
+					}
+				}
+				held[o.StreamID] = n
+				res.Dropped[o.StreamID]++
+				continue
+			}
+			held[o.StreamID] = n + 1
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream_id, jti, token) VALUES (?, ?, ?)`, o.StreamID, o.JTI, o.Token); err != nil {
+			return EnqueueResult{}, err
+		}
+	}
+	return res, nil
+}
+
+// outboxFull pauses a full enabled stream, with a Stream Updated SET (paused reports
+// that), or gives an already paused one the reason.
+func (s *Store) outboxFull(ctx context.Context, tx *sqlitedb.Tx, streamID string, b Bound) (paused bool, err error) {
+	st, err := scanStream(tx.QueryRowContext(ctx, `SELECT receiver, config, status, reason FROM streams WHERE stream_id = ?`, streamID))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil // deleted meanwhile: nothing to pause
+	}
+	if err != nil {
+		return false, err
+	}
+	reason := OutboxFullReason(b.Max)
+	if st.Status == StatusDisabled || (st.Status == StatusPaused && st.Reason == reason) {
+		return false, nil
+	}
+	wasEnabled := st.Status == StatusEnabled
+	if _, err := tx.ExecContext(ctx, `UPDATE streams SET status = ?, reason = ? WHERE stream_id = ?`, StatusPaused, reason, streamID); err != nil {
+		return false, err
+	}
+	if !wasEnabled {
+		return false, nil
+	}
+	if b.Notice != nil {
+		n, err := b.Notice(st.Config, StatusPaused, reason)
+		if err != nil {
+			return false, err
+		}
+		if err := insertControl(ctx, tx, n); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// ApplyFeed enqueues SETs within b and stores the feed's cursor in one transaction;
+// owner, when set, records a device's owner for later subjects.
+func (s *Store) ApplyFeed(ctx context.Context, feed string, rev int64, sets []Outgoing, owner *[2]string, b Bound) (EnqueueResult, error) {
+	var res EnqueueResult
+	err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		var err error
+		if res, err = s.enqueue(ctx, tx, sets, b); err != nil {
+			return err
 		}
 		if owner != nil {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO device_owners(device_id, user_id) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET user_id = excluded.user_id`, owner[0], owner[1]); err != nil {
@@ -329,18 +496,25 @@ func (s *Store) ApplyFeed(ctx context.Context, feed string, rev int64, sets []Ou
 		}
 		return setCursor(ctx, tx, feed, rev)
 	})
+	return res, err
 }
 
-// Enqueue adds SETs outside a feed (verification events).
-func (s *Store) Enqueue(ctx context.Context, sets []Outgoing) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
-		for _, o := range sets {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream_id, jti, token) VALUES (?, ?, ?)`, o.StreamID, o.JTI, o.Token); err != nil {
-				return err
-			}
-		}
-		return nil
+// Enqueue adds SETs outside a feed (verification events) within b.
+func (s *Store) Enqueue(ctx context.Context, sets []Outgoing, b Bound) (EnqueueResult, error) {
+	var res EnqueueResult
+	err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		var err error
+		res, err = s.enqueue(ctx, tx, sets, b)
+		return err
 	})
+	return res, err
+}
+
+// ReceiverExists reports whether a receiver of that name is registered.
+func (s *Store) ReceiverExists(ctx context.Context, name string) (bool, error) {
+	var n int
+	err := s.db.Read().QueryRowContext(ctx, `SELECT count(*) FROM receivers WHERE name = ?`, name).Scan(&n)
+	return n > 0, err
 }
 
 // DeviceOwner returns the owner user id recorded for a device ("" when unknown).

@@ -11,11 +11,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/auth"
 )
 
 // Stream statuses (SSF 1.0 section 8.1.2).
@@ -49,6 +54,8 @@ type StreamConfig struct {
 	Delivery                Delivery `json:"delivery"`
 	MinVerificationInterval int      `json:"min_verification_interval,omitempty"`
 	Description             string   `json:"description,omitempty"`
+	// InactivityTimeout is transmitter-supplied, in seconds (see Config).
+	InactivityTimeout int `json:"inactivity_timeout,omitempty"`
 }
 
 // Config configures a Transmitter.
@@ -58,33 +65,45 @@ type Config struct {
 	Store  *Store
 	Signer Keys
 	Logger *slog.Logger
-	// Client pushes SETs (default: a client with a 10 s timeout).
-	Client *http.Client
+	// Push decides which endpoint_url push delivery may use and connect to.
+	Push PushGuard
 	// MinBackoff and MaxBackoff bound push retries (default 200 ms and 1 min).
 	MinBackoff, MaxBackoff time.Duration
 	// PollWait is how long a long poll waits for events (default 25 s).
 	PollWait time.Duration
+	// MaxPending bounds each stream's outbox: a stream holding that many
+	// unacknowledged SETs is paused and takes no more (0: DefaultMaxPending;
+	// negative: no bound).
+	MaxPending int
+	// InactivityTimeout pauses an enabled stream whose receiver made no call about it
+	// for that long (SSF inactivity_timeout; 0: never).
+	InactivityTimeout time.Duration
+	// AdminCertificates lets a verified client certificate with the secops-admin role
+	// manage every receiver's streams (TLS mode; never the development identity).
+	AdminCertificates bool
 }
+
+// DefaultMaxPending is the default bound of a stream's outbox.
+const DefaultMaxPending = 10000
 
 // Transmitter serves the SSF transmitter endpoints and delivers SETs.
 type Transmitter struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	client *http.Client // push delivery, through cfg.Push
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when SETs are enqueued or streams change
 	stop    sync.Once
 	stopped chan struct{} // closed when RunPush ends (the server is stopping): long polls return
 	count   counter
+	pauses  counter
 }
 
 // NewTransmitter returns a transmitter; Run delivers pushed SETs.
 func NewTransmitter(cfg Config) *Transmitter {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 200 * time.Millisecond
@@ -95,8 +114,11 @@ func NewTransmitter(cfg Config) *Transmitter {
 	if cfg.PollWait <= 0 {
 		cfg.PollWait = 25 * time.Second
 	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
 	cfg.Issuer = strings.TrimSuffix(cfg.Issuer, "/")
-	return &Transmitter{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), stopped: make(chan struct{}), count: newOutCounter()}
+	return &Transmitter{cfg: cfg, log: cfg.Logger, client: cfg.Push.Client(10 * time.Second), changed: make(chan struct{}), stopped: make(chan struct{}), count: newOutCounter(), pauses: newPauseCounter()}
 }
 
 // notify wakes delivery workers and long polls.
@@ -141,27 +163,37 @@ func (t *Transmitter) Metadata() Metadata {
 		AddSubjectEndpoint:       b + "/ssf/subjects:add",
 		RemoveSubjectEndpoint:    b + "/ssf/subjects:remove",
 		VerificationEndpoint:     b + "/ssf/verify",
-		// Bearer tokens (RFC 6750) issued by `condaccess ssf receivers add`.
-		AuthorizationSchemes: []map[string]string{{"spec_urn": "urn:ietf:rfc:6750"}},
-		DefaultSubjects:      "ALL",
+		AuthorizationSchemes:     t.authorizationSchemes(),
+		DefaultSubjects:          "ALL",
 	}
+}
+
+// authorizationSchemes: bearer tokens (RFC 6750) issued by `condaccess ssf receivers
+// add`, and with TLS admin client certificates (RFC 8705's mutual TLS).
+func (t *Transmitter) authorizationSchemes() []map[string]string {
+	out := []map[string]string{{"spec_urn": "urn:ietf:rfc:6750"}}
+	if t.cfg.AdminCertificates {
+		out = append(out, map[string]string{"spec_urn": "urn:ietf:rfc:8705"})
+	}
+	return out
 }
 
 // Register mounts the transmitter's endpoints on mux.
 func (t *Transmitter) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /.well-known/ssf-configuration", t.handleMetadata)
 	mux.HandleFunc("GET /ssf/jwks.json", t.handleJWKS)
-	mux.HandleFunc("POST /ssf/stream", t.authed(t.handleCreate))
-	mux.HandleFunc("GET /ssf/stream", t.authed(t.handleRead))
-	mux.HandleFunc("PATCH /ssf/stream", t.authed(t.handleUpdate(false)))
-	mux.HandleFunc("PUT /ssf/stream", t.authed(t.handleUpdate(true)))
-	mux.HandleFunc("DELETE /ssf/stream", t.authed(t.handleDelete))
-	mux.HandleFunc("GET /ssf/status", t.authed(t.handleGetStatus))
-	mux.HandleFunc("POST /ssf/status", t.authed(t.handleSetStatus))
-	mux.HandleFunc("POST /ssf/subjects:add", t.authed(t.handleSubject(false)))
-	mux.HandleFunc("POST /ssf/subjects:remove", t.authed(t.handleSubject(true)))
-	mux.HandleFunc("POST /ssf/verify", t.authed(t.handleVerify))
-	mux.HandleFunc("POST /ssf/poll/{stream_id}", t.authed(t.handlePoll))
+	mux.HandleFunc("POST /ssf/stream", t.authed(t.handleCreate, true))
+	mux.HandleFunc("GET /ssf/stream", t.authed(t.handleRead, true))
+	mux.HandleFunc("PATCH /ssf/stream", t.authed(t.handleUpdate(false), true))
+	mux.HandleFunc("PUT /ssf/stream", t.authed(t.handleUpdate(true), true))
+	mux.HandleFunc("DELETE /ssf/stream", t.authed(t.handleDelete, true))
+	mux.HandleFunc("GET /ssf/status", t.authed(t.handleGetStatus, true))
+	mux.HandleFunc("POST /ssf/status", t.authed(t.handleSetStatus, true))
+	mux.HandleFunc("POST /ssf/subjects:add", t.authed(t.handleSubject(false), true))
+	mux.HandleFunc("POST /ssf/subjects:remove", t.authed(t.handleSubject(true), true))
+	mux.HandleFunc("POST /ssf/verify", t.authed(t.handleVerify, true))
+	// Polling acknowledges, so it is the receiver's alone.
+	mux.HandleFunc("POST /ssf/poll/{stream_id}", t.authed(t.handlePoll, false))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -185,9 +217,62 @@ func (t *Transmitter) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	_ = json.NewEncoder(w).Encode(t.cfg.Signer.JWKS())
 }
 
-// authed resolves the bearer token to a receiver; 401 without a valid one.
-func (t *Transmitter) authed(h func(w http.ResponseWriter, r *http.Request, receiver string)) http.HandlerFunc {
+// caller is who calls a stream management endpoint: a receiver, by its bearer token,
+// or an admin, by a client certificate.
+type caller struct {
+	// receiver is the receiver whose token was presented; empty for an admin, who
+	// manages every receiver's streams.
+	receiver string
+	// admin is the admin certificate's subject (for logs); empty for a receiver.
+	admin string
+}
+
+// scope is the receiver whose streams the caller reaches ("": every receiver's).
+func (c caller) scope() string { return c.receiver }
+
+// adminIdentity returns the verified client certificate identity of an admin
+// (KindRoleCertificate with the secops-admin role). The development identity, console
+// sessions (cookies, which another site can make a browser send) and certificates
+// without the role are not admins here.
+func (t *Transmitter) adminIdentity(r *http.Request) (auth.Identity, bool) {
+	if !t.cfg.AdminCertificates {
+		return auth.Identity{}, false
+	}
+	id, ok := auth.FromContext(r.Context())
+	if !ok || id.Kind != auth.KindRoleCertificate || !id.HasRole(commonv1.Role_ROLE_SECOPS_ADMIN) {
+		return auth.Identity{}, false
+	}
+	return id, true
+}
+
+// adminActor is the audit actor of an admin's call: the certificate's identity, the
+// HTTP method and path, the client address and the trace id.
+func adminActor(r *http.Request, id auth.Identity) audit.Actor {
+	a := audit.Actor{Subject: id.Subject, Method: r.Method + " " + r.URL.Path, Peer: r.RemoteAddr}
+	for _, role := range id.Roles {
+		a.Roles = append(a.Roles, auth.RoleName(role))
+	}
+	if sc := trace.SpanContextFromContext(r.Context()); sc.HasTraceID() {
+		a.TraceID = sc.TraceID().String()
+	}
+	return a
+}
+
+// authed resolves the caller: the receiver of a bearer token or, without an
+// Authorization header and when adminOK, an admin certificate; 401 for anyone else.
+func (t *Transmitter) authed(h func(w http.ResponseWriter, r *http.Request, c caller), adminOK bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			if id, ok := t.adminIdentity(r); ok {
+				if !adminOK {
+					httpError(w, http.StatusForbidden, ErrCodeAccessDenied, "polling acknowledges SETs: only the stream's receiver polls, with its bearer token")
+					return
+				}
+				r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+				h(w, r.WithContext(audit.NewContext(r.Context(), adminActor(r, id))), caller{admin: id.Subject})
+				return
+			}
+		}
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || tok == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ssf"`)
@@ -195,7 +280,7 @@ func (t *Transmitter) authed(h func(w http.ResponseWriter, r *http.Request, rece
 			return
 		}
 		name, err := t.cfg.Store.ReceiverByToken(r.Context(), tok)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || (err == nil && name == "") {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ssf", error="invalid_token"`)
 			httpError(w, http.StatusUnauthorized, ErrCodeAuthFailed, "unknown bearer token")
 			return
@@ -206,7 +291,18 @@ func (t *Transmitter) authed(h func(w http.ResponseWriter, r *http.Request, rece
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		h(w, r, name)
+		h(w, r, caller{receiver: name})
+	}
+}
+
+// touch records a receiver's call about a stream: its inactivity timeout restarts.
+// An admin's calls are not the receiver's activity.
+func (t *Transmitter) touch(ctx context.Context, c caller, streamID string) {
+	if c.receiver == "" {
+		return
+	}
+	if err := t.cfg.Store.Touch(ctx, streamID); err != nil && ctx.Err() == nil {
+		t.log.WarnContext(ctx, "ssf: record stream activity", "stream_id", streamID, "err", err)
 	}
 }
 
@@ -234,323 +330,6 @@ func NewToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// receiverConfig are the receiver-supplied members of a stream configuration.
-type receiverConfig struct {
-	StreamID        string    `json:"stream_id"`
-	EventsRequested *[]string `json:"events_requested"`
-	Delivery        *Delivery `json:"delivery"`
-	Description     *string   `json:"description"`
-	// Transmitter-supplied members may be sent back; they must match.
-	Iss             *string   `json:"iss"`
-	Aud             *Audience `json:"aud"`
-	EventsDelivered *[]string `json:"events_delivered"`
-}
-
-// apply sets the receiver-supplied members on cfg (replace: missing ones reset).
-func (t *Transmitter) apply(cfg *StreamConfig, in receiverConfig, replace bool) error {
-	if in.Iss != nil && *in.Iss != cfg.Iss {
-		return errors.New("iss does not match the transmitter's")
-	}
-	if in.Aud != nil && !slices.Equal(*in.Aud, cfg.Aud) {
-		return errors.New("aud cannot be changed")
-	}
-	if in.EventsDelivered != nil && !slices.Equal(*in.EventsDelivered, cfg.EventsDelivered) {
-		return errors.New("events_delivered does not match the transmitter's value")
-	}
-	if in.EventsRequested != nil || replace {
-		var req []string
-		if in.EventsRequested != nil {
-			req = *in.EventsRequested
-		}
-		if len(req) > 64 {
-			return errors.New("events_requested has more than 64 entries")
-		}
-		cfg.EventsRequested = req
-	}
-	if in.Description != nil || replace {
-		d := ""
-		if in.Description != nil {
-			d = *in.Description
-		}
-		if len(d) > 1024 {
-			return errors.New("description is longer than 1024 bytes")
-		}
-		cfg.Description = d
-	}
-	if in.Delivery != nil || replace {
-		d := Delivery{Method: DeliveryPoll}
-		if in.Delivery != nil {
-			d = *in.Delivery
-		}
-		switch d.Method {
-		case DeliveryPush:
-			u, err := url.Parse(d.EndpointURL)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || len(d.EndpointURL) > 2048 {
-				return errors.New("push delivery needs an http(s) endpoint_url")
-			}
-			if len(d.AuthorizationHeader) > 4096 {
-				return errors.New("authorization_header is too long")
-			}
-		case DeliveryPoll, "":
-			d = Delivery{Method: DeliveryPoll, EndpointURL: t.cfg.Issuer + "/ssf/poll/" + cfg.StreamID}
-		default:
-			return fmt.Errorf("delivery method %q is not supported", d.Method)
-		}
-		cfg.Delivery = d
-	}
-	cfg.EventsDelivered = nil
-	for _, e := range SupportedEvents {
-		if slices.Contains(cfg.EventsRequested, e) {
-			cfg.EventsDelivered = append(cfg.EventsDelivered, e)
-		}
-	}
-	return nil
-}
-
-// public is the configuration as returned to the receiver: the push authorization
-// header is a secret it gave us and is not echoed back.
-func public(c StreamConfig) StreamConfig {
-	if c.Delivery.AuthorizationHeader != "" {
-		c.Delivery.AuthorizationHeader = "(set)"
-	}
-	return c
-}
-
-func (t *Transmitter) handleCreate(w http.ResponseWriter, r *http.Request, receiver string) {
-	var in receiverConfig
-	if err := decodeBody(r, &in); err != nil {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "body: "+err.Error())
-		return
-	}
-	cfg := StreamConfig{
-		StreamID: newID(), Iss: t.cfg.Issuer, Aud: Audience{receiver},
-		EventsSupported: SupportedEvents,
-	}
-	in.Iss, in.Aud, in.EventsDelivered = nil, nil, nil
-	if err := t.apply(&cfg, in, true); err != nil {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, err.Error())
-		return
-	}
-	existing, err := t.cfg.Store.ListStreams(r.Context(), receiver)
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	if len(existing) >= MaxStreamsPerReceiver {
-		httpError(w, http.StatusConflict, "too_many_streams", fmt.Sprintf("a receiver has at most %d streams; update or delete one", MaxStreamsPerReceiver))
-		return
-	}
-	if err := t.cfg.Store.CreateStream(r.Context(), &Stream{Receiver: receiver, Config: cfg, Status: StatusEnabled}); err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	t.notify()
-	writeJSON(w, http.StatusCreated, public(cfg))
-}
-
-func (t *Transmitter) internal(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, ErrNotFound) {
-		httpError(w, http.StatusNotFound, "not_found", "no such stream for this receiver")
-		return
-	}
-	t.log.ErrorContext(r.Context(), "ssf: request failed", "path", r.URL.Path, "err", err)
-	httpError(w, http.StatusInternalServerError, "internal", "internal error")
-}
-
-func (t *Transmitter) handleRead(w http.ResponseWriter, r *http.Request, receiver string) {
-	id := r.URL.Query().Get("stream_id")
-	if id == "" {
-		sts, err := t.cfg.Store.ListStreams(r.Context(), receiver)
-		if err != nil {
-			t.internal(w, r, err)
-			return
-		}
-		out := []StreamConfig{}
-		for _, s := range sts {
-			out = append(out, public(s.Config))
-		}
-		writeJSON(w, http.StatusOK, out)
-		return
-	}
-	st, err := t.cfg.Store.GetStream(r.Context(), receiver, id)
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, public(st.Config))
-}
-
-func (t *Transmitter) handleUpdate(replace bool) func(http.ResponseWriter, *http.Request, string) {
-	return func(w http.ResponseWriter, r *http.Request, receiver string) {
-		var in receiverConfig
-		if err := decodeBody(r, &in); err != nil {
-			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "body: "+err.Error())
-			return
-		}
-		if in.StreamID == "" {
-			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "stream_id is required")
-			return
-		}
-		st, err := t.cfg.Store.GetStream(r.Context(), receiver, in.StreamID)
-		if err != nil {
-			t.internal(w, r, err)
-			return
-		}
-		if err := t.apply(&st.Config, in, replace); err != nil {
-			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, err.Error())
-			return
-		}
-		if err := t.cfg.Store.UpdateStream(r.Context(), st); err != nil {
-			t.internal(w, r, err)
-			return
-		}
-		t.notify()
-		writeJSON(w, http.StatusOK, public(st.Config))
-	}
-}
-
-func (t *Transmitter) handleDelete(w http.ResponseWriter, r *http.Request, receiver string) {
-	id := r.URL.Query().Get("stream_id")
-	if id == "" {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "stream_id is required")
-		return
-	}
-	if err := t.cfg.Store.DeleteStream(r.Context(), receiver, id); err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	t.notify()
-	w.WriteHeader(http.StatusNoContent)
-}
-
-type streamStatus struct {
-	StreamID string `json:"stream_id"`
-	Status   string `json:"status"`
-	Reason   string `json:"reason,omitempty"`
-}
-
-func (t *Transmitter) handleGetStatus(w http.ResponseWriter, r *http.Request, receiver string) {
-	st, err := t.cfg.Store.GetStream(r.Context(), receiver, r.URL.Query().Get("stream_id"))
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, streamStatus{StreamID: st.Config.StreamID, Status: st.Status, Reason: st.Reason})
-}
-
-func (t *Transmitter) handleSetStatus(w http.ResponseWriter, r *http.Request, receiver string) {
-	var in streamStatus
-	if err := decodeBody(r, &in); err != nil {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "body: "+err.Error())
-		return
-	}
-	if !slices.Contains([]string{StatusEnabled, StatusPaused, StatusDisabled}, in.Status) || len(in.Reason) > 1024 {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "status must be enabled, paused or disabled (reason at most 1024 bytes)")
-		return
-	}
-	st, err := t.cfg.Store.GetStream(r.Context(), receiver, in.StreamID)
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	st.Status, st.Reason = in.Status, in.Reason
-	if err := t.cfg.Store.UpdateStream(r.Context(), st); err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	t.notify()
-	writeJSON(w, http.StatusOK, streamStatus{StreamID: st.Config.StreamID, Status: st.Status, Reason: st.Reason})
-}
-
-func validSubject(s *Subject) bool {
-	if s == nil {
-		return false
-	}
-	if s.Format == "complex" {
-		ms := s.members()
-		if len(ms) == 0 {
-			return false
-		}
-		for _, m := range ms {
-			if m.Format == "complex" || !validSubject(m) {
-				return false
-			}
-		}
-		return true
-	}
-	switch s.Format {
-	case "opaque":
-		return s.ID != "" && len(s.ID) <= 256
-	case "iss_sub":
-		return s.Iss != "" && s.Sub != "" && len(s.Iss)+len(s.Sub) <= 1024
-	case "email":
-		return strings.Contains(s.Email, "@") && len(s.Email) <= 320
-	}
-	return false
-}
-
-func (t *Transmitter) handleSubject(remove bool) func(http.ResponseWriter, *http.Request, string) {
-	return func(w http.ResponseWriter, r *http.Request, receiver string) {
-		var in struct {
-			StreamID string   `json:"stream_id"`
-			Subject  *Subject `json:"subject"`
-			Verified *bool    `json:"verified"`
-		}
-		if err := decodeBody(r, &in); err != nil {
-			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "body: "+err.Error())
-			return
-		}
-		if !validSubject(in.Subject) {
-			httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "subject must be an opaque, iss_sub, email or complex subject")
-			return
-		}
-		if _, err := t.cfg.Store.GetStream(r.Context(), receiver, in.StreamID); err != nil {
-			t.internal(w, r, err)
-			return
-		}
-		if err := t.cfg.Store.SetSubjectExcluded(r.Context(), in.StreamID, in.Subject, remove); err != nil {
-			t.internal(w, r, err)
-			return
-		}
-		if remove {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	}
-}
-
-func (t *Transmitter) handleVerify(w http.ResponseWriter, r *http.Request, receiver string) {
-	var in struct {
-		StreamID string `json:"stream_id"`
-		State    string `json:"state"`
-	}
-	if err := decodeBody(r, &in); err != nil || len(in.State) > 1024 {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "body must be {stream_id, state (at most 1024 bytes)}")
-		return
-	}
-	st, err := t.cfg.Store.GetStream(r.Context(), receiver, in.StreamID)
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	body := map[string]any{}
-	if in.State != "" {
-		body["state"] = in.State
-	}
-	out, err := t.sign(st.Config, EventVerification, &Subject{Format: "opaque", ID: st.Config.StreamID}, body, "")
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	if err := t.cfg.Store.Enqueue(r.Context(), []Outgoing{out}); err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	t.notify()
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // sign builds and signs one SET for a stream.
 func (t *Transmitter) sign(cfg StreamConfig, eventType string, sub *Subject, body any, txn string) (Outgoing, error) {
 	raw, err := json.Marshal(body)
@@ -566,109 +345,6 @@ func (t *Transmitter) sign(cfg StreamConfig, eventType string, sub *Subject, bod
 		return Outgoing{}, err
 	}
 	return Outgoing{StreamID: cfg.StreamID, JTI: c.Jti, Token: tok}, nil
-}
-
-// pollRequest is an RFC 8936 poll request; snake_case spellings are accepted too.
-type pollRequest struct {
-	MaxEvents         *int                `json:"maxEvents"`
-	MaxEventsSnake    *int                `json:"max_events"`
-	ReturnImmediately *bool               `json:"returnImmediately"`
-	ReturnImmSnake    *bool               `json:"return_immediately"`
-	Ack               []string            `json:"ack"`
-	SetErrs           map[string]setError `json:"setErrs"`
-	SetErrsSnake      map[string]setError `json:"set_errs"`
-}
-
-type setError struct {
-	Err         string `json:"err"`
-	Description string `json:"description"`
-}
-
-// maxPoll caps maxEvents.
-const maxPoll = 1000
-
-func (t *Transmitter) handlePoll(w http.ResponseWriter, r *http.Request, receiver string) {
-	id := r.PathValue("stream_id")
-	var in pollRequest
-	if err := decodeBody(r, &in); err != nil {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "body: "+err.Error())
-		return
-	}
-	maxEvents := 100
-	for _, p := range []*int{in.MaxEvents, in.MaxEventsSnake} {
-		if p != nil {
-			maxEvents = *p
-		}
-	}
-	if maxEvents < 0 || maxEvents > maxPoll || len(in.Ack) > maxPoll {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, fmt.Sprintf("maxEvents must be 0..%d and ack at most %d entries", maxPoll, maxPoll))
-		return
-	}
-	immediate := false
-	for _, p := range []*bool{in.ReturnImmediately, in.ReturnImmSnake} {
-		if p != nil {
-			immediate = *p
-		}
-	}
-	errs := in.SetErrs
-	if errs == nil {
-		errs = in.SetErrsSnake
-	}
-	st, err := t.cfg.Store.GetStream(r.Context(), receiver, id)
-	if err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	if st.Config.Delivery.Method != DeliveryPoll {
-		httpError(w, http.StatusBadRequest, ErrCodeInvalidRequest, "stream does not use poll delivery")
-		return
-	}
-	done := append([]string(nil), in.Ack...)
-	for jti, e := range errs {
-		t.log.WarnContext(r.Context(), "ssf: receiver refused a SET", "stream_id", id, "jti", jti, "err", e.Err, "description", e.Description)
-		done = append(done, jti)
-	}
-	if err := t.cfg.Store.Ack(r.Context(), id, done); err != nil {
-		t.internal(w, r, err)
-		return
-	}
-	t.count.add(r.Context(), "polled_ack", len(in.Ack))
-	t.count.add(r.Context(), "polled_error", len(errs))
-	deadline := time.NewTimer(t.cfg.PollWait)
-	defer deadline.Stop()
-	for {
-		ch := t.wait()
-		sets := map[string]string{}
-		more := false
-		if maxEvents > 0 && st.Status == StatusEnabled {
-			ps, m, err := t.cfg.Store.PendingSETs(r.Context(), id, maxEvents)
-			if err != nil {
-				t.internal(w, r, err)
-				return
-			}
-			for _, p := range ps {
-				sets[p.JTI] = p.Token
-			}
-			more = m
-		}
-		if len(sets) > 0 || immediate || maxEvents == 0 {
-			writeJSON(w, http.StatusOK, map[string]any{"sets": sets, "moreAvailable": more})
-			return
-		}
-		select {
-		case <-ch:
-			if st, err = t.cfg.Store.GetStream(r.Context(), receiver, id); err != nil {
-				t.internal(w, r, err)
-				return
-			}
-		case <-deadline.C:
-			immediate = true
-		case <-t.stopped:
-			immediate = true
-		case <-r.Context().Done():
-			return
-		}
-	}
 }
 
 // streamsFor returns the streams that take eventType about sub.
@@ -691,4 +367,64 @@ func (t *Transmitter) streamsFor(ctx context.Context, eventType string, sub *Sub
 		}
 	}
 	return out, nil
+}
+
+// bound is the outbox bound every enqueue applies.
+func (t *Transmitter) bound() Bound {
+	return Bound{Max: max(t.cfg.MaxPending, 0), Notice: t.streamUpdated}
+}
+
+// streamUpdated signs the Stream Updated SET (SSF 1.0 section 8.1.5) that tells a
+// stream's receiver of a status it did not ask for.
+func (t *Transmitter) streamUpdated(cfg StreamConfig, status, reason string) (Outgoing, error) {
+	body := map[string]any{"status": status}
+	if reason != "" {
+		body["reason"] = reason
+	}
+	return t.sign(cfg, EventStreamUpdated, &Subject{Format: "opaque", ID: cfg.StreamID}, body, "")
+}
+
+// enqueued counts what the outbox bound did: SETs a full stream did not take, and
+// streams it paused.
+func (t *Transmitter) enqueued(ctx context.Context, res EnqueueResult) {
+	n := 0
+	for _, d := range res.Dropped {
+		n += d
+	}
+	t.count.add(ctx, "dropped_outbox_full", n)
+	for _, id := range res.Paused {
+		t.pauses.add(ctx, "outbox_full", 1)
+		t.log.WarnContext(ctx, "ssf: stream paused: its receiver does not acknowledge", "stream_id", id, "max_pending", t.cfg.MaxPending)
+	}
+}
+
+// SweepInactive pauses every enabled stream whose receiver made no call about it within
+// the inactivity timeout, each with a Stream Updated SET; it returns how many.
+func (t *Transmitter) SweepInactive(ctx context.Context) (int, error) {
+	if t.cfg.InactivityTimeout <= 0 {
+		return 0, nil
+	}
+	sts, err := t.cfg.Store.Inactive(ctx, time.Now().Add(-t.cfg.InactivityTimeout))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, st := range sts {
+		st.Status = StatusPaused
+		st.Reason = fmt.Sprintf("inactivity_timeout: no call from the receiver for %s; set the status to enabled to resume", t.cfg.InactivityTimeout)
+		notice, err := t.streamUpdated(st.Config, st.Status, st.Reason)
+		if err != nil {
+			return n, err
+		}
+		if err := t.cfg.Store.UpdateStream(ctx, st, &notice, nil); err != nil && !errors.Is(err, ErrNotFound) {
+			return n, err
+		}
+		t.pauses.add(ctx, "inactivity_timeout", 1)
+		t.log.InfoContext(ctx, "ssf: stream paused for inactivity", "stream_id", st.Config.StreamID, "receiver", st.Receiver)
+		n++
+	}
+	if n > 0 {
+		t.notify()
+	}
+	return n, nil
 }

@@ -4,6 +4,7 @@ package auditgrpc
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -73,10 +74,19 @@ func (s *ctxStream) Context() context.Context { return s.ctx }
 // was made for other filters.
 const ReasonInvalidPageToken = "INVALID_PAGE_TOKEN"
 
-// Server implements AuditService over a fixed set of audit logs.
+// Server implements AuditService over the audit logs of a process's stores.
 type Server struct {
 	auditv1.UnsafeAuditServiceServer
+	mu   sync.RWMutex
 	logs []*audit.Log
+}
+
+// Add lists the events of l too: for a store that opens after the server is
+// registered (the Shared Signals store, which needs the HTTP address).
+func (s *Server) Add(l *audit.Log) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logs = append(s.logs[:len(s.logs):len(s.logs)], l)
 }
 
 // New returns a server listing the events of logs, merged newest first.
@@ -103,7 +113,10 @@ func (s *Server) ListAuditEvents(ctx context.Context, req *auditv1.ListAuditEven
 	if err != nil {
 		return nil, apierr.InvalidArgument(ReasonInvalidPageToken, apierr.FieldViolation("page_token", err.Error()))
 	}
-	evs, more, err := audit.List(ctx, s.logs, f, pos, int(req.GetPageSize()))
+	s.mu.RLock()
+	logs := s.logs
+	s.mu.RUnlock()
+	evs, more, err := audit.List(ctx, logs, f, pos, int(req.GetPageSize()))
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
