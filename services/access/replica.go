@@ -5,6 +5,12 @@ import (
 	"time"
 )
 
+// Change kinds besides the audited resource types.
+const (
+	ChangeDevice  = "device"  // one device's compliance was stored (ID: the device)
+	ChangeDevices = "devices" // every device's compliance was replaced (a resync)
+)
+
 // Change is one entry of a shared store's change log: what an admin change or the
 // compliance consumer wrote, for the other replicas to reload.
 type Change struct {
@@ -33,4 +39,26 @@ type ChangeFeed interface {
 	// FeedContact returns the compliance cursor and when the consumer (on whichever
 	// replica leads) last saved it; the zero time when unknown.
 	FeedContact(ctx context.Context) (rev int64, contact time.Time, err error)
+}
+
+type expectKey struct{}
+
+type expectation struct {
+	rev  int64
+	took *int64
+}
+
+// ExpectChanges returns ctx for one admin write that this replica validated
+// against its in-memory state as of change revision rev. A shared store refuses
+// the write with ErrEtagMismatch, storing nothing, when another replica's change
+// has committed since rev; once the write commits it sets *took to the change
+// revision the write took.
+func ExpectChanges(ctx context.Context, rev int64, took *int64) context.Context {
+	return context.WithValue(ctx, expectKey{}, expectation{rev, took})
+}
+
+// ExpectedChanges returns what ExpectChanges put in ctx (ok false when nothing).
+func ExpectedChanges(ctx context.Context) (rev int64, took *int64, ok bool) {
+	e, ok := ctx.Value(expectKey{}).(expectation)
+	return e.rev, e.took, ok
 }

@@ -41,6 +41,11 @@ func maskFields(paths []string, allowed ...string) (map[string]bool, error) {
 func (s *Service) CreateUser(ctx context.Context, u *access.User) (*access.User, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	now := s.now()
 	nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess,
 		CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
@@ -89,6 +94,11 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Users[u.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: user %q", access.ErrNotFound, u.ID)
@@ -129,6 +139,11 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	ls, revs := s.userRevocations(ctx, id, ReasonUserDeleted)
 	if err := s.store.DeleteUser(ctx, id, etag, revs); err != nil {
 		return err
@@ -208,6 +223,11 @@ func dedup(ids []string) []string {
 func (s *Service) CreateGroup(ctx context.Context, g *access.Group) (*access.Group, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	if s.model.Groups[g.ID] != nil {
 		return nil, fmt.Errorf("%w: group %q", access.ErrAlreadyExists, g.ID)
 	}
@@ -243,6 +263,11 @@ func (s *Service) UpdateGroup(ctx context.Context, g *access.Group, mask []strin
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Groups[g.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: group %q", access.ErrNotFound, g.ID)
@@ -277,6 +302,11 @@ func (s *Service) UpdateGroup(ctx context.Context, g *access.Group, mask []strin
 func (s *Service) DeleteGroup(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.store.DeleteGroup(ctx, id, etag); err != nil {
 		return err
 	}
@@ -291,6 +321,11 @@ func (s *Service) DeleteGroup(ctx context.Context, id, etag string) error {
 func (s *Service) CreateApplication(ctx context.Context, a *access.Application) (*access.Application, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	now := s.now()
 	na := &access.Application{ID: a.ID, DisplayName: a.DisplayName, CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
 	if err := s.store.CreateApplication(ctx, na); err != nil {
@@ -319,6 +354,11 @@ func (s *Service) UpdateApplication(ctx context.Context, a *access.Application, 
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Apps[a.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: application %q", access.ErrNotFound, a.ID)
@@ -341,6 +381,11 @@ func (s *Service) UpdateApplication(ctx context.Context, a *access.Application, 
 func (s *Service) DeleteApplication(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.store.DeleteApplication(ctx, id, etag); err != nil {
 		return err
 	}
@@ -358,6 +403,9 @@ type ImportStats struct{ Users, Groups, Applications int64 }
 func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (ImportStats, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if err := s.catchUp(ctx); err != nil {
+		return ImportStats{}, err
+	}
 	now := s.now()
 	et := s.etag(now)
 	// The resulting directory, for the checks.

@@ -30,6 +30,8 @@ var tracer = otel.Tracer("condaccess/access")
 // watch, resuming from the stored cursor (internal/consumer).
 // beforeWatch (optional) runs before each watch attempt (see compliancefeed.Source).
 func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceServiceClient, beforeWatch func()) error {
+	s.consuming.Store(true)
+	defer s.consuming.Store(false)
 	c := s.NewFeedConsumer(client, beforeWatch)
 	// The consumer also counts contacts that reach no callback (a progress
 	// message at the current cursor, a duplicate): mirror its LastContact.

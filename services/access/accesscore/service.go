@@ -93,6 +93,15 @@ type Service struct {
 	results sync.Pool
 	// changes wakes WatchBlockedStatus streams.
 	changes changes
+
+	// cf is the store's change feed when other replicas share the store (follow.go).
+	cf access.ChangeFeed
+	// changeRev is the change-log revision the model reflects (wmu).
+	changeRev int64
+	// followFrom is the change-log head read before the state was loaded.
+	followFrom int64
+	// consuming is true while this replica runs the compliance feed consumer.
+	consuming atomic.Bool
 }
 
 // New loads the store (directory, policies, device compliance, active sessions)
@@ -126,6 +135,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.recorder = access.NewRecorder(access.RecorderConfig{Store: cfg.Store, Buffer: cfg.SignInBuffer, Encode: cfg.EncodeSignIn,
 		OnDrop: cfg.Metrics.DroppedSignIn, Logger: cfg.Logger})
 
+	if s.cf = replicated(cfg.Store); s.cf != nil {
+		// Before loading: every change after this head is followed (again).
+		head, err := s.cf.ChangeHead(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the change log: %w", err)
+		}
+		s.changeRev, s.followFrom = head, head
+	}
 	d, err := cfg.Store.LoadDirectory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load directory: %w", err)
@@ -306,6 +323,11 @@ func (s *Service) CreatePolicy(ctx context.Context, p *access.Policy) (*access.P
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	if s.model.Policies[p.ID] != nil {
 		return nil, fmt.Errorf("%w: policy %q", access.ErrAlreadyExists, p.ID)
 	}
@@ -349,6 +371,11 @@ func (s *Service) UpdatePolicy(ctx context.Context, p *access.Policy, mask []str
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Policies[p.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: policy %q", access.ErrNotFound, p.ID)
@@ -398,6 +425,11 @@ func (s *Service) UpdatePolicy(ctx context.Context, p *access.Policy, mask []str
 func (s *Service) DeletePolicy(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.store.DeletePolicy(ctx, id, etag); err != nil {
 		return err
 	}

@@ -33,11 +33,10 @@ const PGSchema = "access"
 // (PostgreSQL only: on SQLite the one process makes them all itself).
 const changeTable = "changes"
 
-// Change kinds besides the audited resource types (user, group, application,
-// conditional_access_policy, directory_import).
+// Change kinds besides the audited resource types.
 const (
-	changeDevice  = "device"  // one device's compliance (key: the device id)
-	changeDevices = "devices" // every device's compliance was replaced (resync)
+	changeDevice  = access.ChangeDevice
+	changeDevices = access.ChangeDevices
 )
 
 // PGMigrations returns the PostgreSQL store's schema migrations, in order (append only).
@@ -237,8 +236,22 @@ func (s *Store) appendAudit(ctx context.Context, tx dbtx.Tx, c audit.Change) err
 	if s.pg == nil {
 		return s.audit.Append(ctx, tx.(*sqlitedb.Tx), c)
 	}
-	if err := s.pg.audit.Append(ctx, tx.(pgTx).tx, c); err != nil {
+	ptx := tx.(pgTx).tx
+	if err := s.pg.audit.Append(ctx, ptx, c); err != nil {
 		return err
+	}
+	if exp, took, ok := access.ExpectedChanges(ctx); ok {
+		next, err := s.pg.changes.Next(ptx)
+		if err != nil {
+			return err
+		}
+		if next-1 != exp {
+			return fmt.Errorf("%w: %s %q: the directory or policies were changed on another replica (change %d, this replica had %d): read it again and retry",
+				access.ErrEtagMismatch, c.ResourceType, c.ResourceID, next-1, exp)
+		}
+		if took != nil {
+			ptx.AfterCommit(func() { *took = next })
+		}
 	}
 	return s.noteChange(tx, c.ResourceType, c.ResourceID)
 }
