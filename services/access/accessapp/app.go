@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/consumer"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
@@ -74,6 +76,9 @@ func (f *Factory) OIDC() (issuers []string, groupsClaim string) {
 
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "access" }
+
+// SupportsPostgres implements suite.PostgresReady.
+func (*Factory) SupportsPostgres() {}
 
 // RegisterFlags implements suite.Factory.
 func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
@@ -170,7 +175,8 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 	return e, nil
 }
 
-// New implements suite.Factory: it opens <DataDir>/access.db, loads the
+// New implements suite.Factory: it opens <DataDir>/access.db (or the schema
+// access of env.DatabaseURL when set), loads the
 // directory, policies, device compliance and sessions, and dials the
 // compliance service for its event feed.
 func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
@@ -187,10 +193,18 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	if err != nil {
 		return nil, err
 	}
-	st, err := accessstore.Open(ctx, accessstore.Options{
-		Path: filepath.Join(env.DataDir, "access.db"), EventRetention: f.retention,
-		ProgressInterval: f.progressInterval, Synchronous: f.synchronous, Logger: env.Logger,
-	})
+	var st *accessstore.Store
+	if env.DatabaseURL != "" {
+		st, err = accessstore.OpenPG(ctx, accessstore.PGOptions{
+			URL: env.DatabaseURL, EventRetention: f.retention, ProgressInterval: f.progressInterval,
+			RequireFence: true, Logger: env.Logger,
+		})
+	} else {
+		st, err = accessstore.Open(ctx, accessstore.Options{
+			Path: filepath.Join(env.DataDir, "access.db"), EventRetention: f.retention,
+			ProgressInterval: f.progressInterval, Synchronous: f.synchronous, Logger: env.Logger,
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -205,13 +219,16 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
 		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
 		FeedHealth: healthOf(env), FeedHealthName: accessv1.AccessService_ServiceDesc.ServiceName,
-		Revocations: env.Revocations,
+		Revocations: env.Revocations, LeaderCleanup: env.DatabaseURL != "",
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers)}
+	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers), log: env.Logger}
+	if env.DatabaseURL != "" {
+		s.lease = st.Lease(lease.PGOptions{Name: ConsumerLease, Duration: env.LeaseDuration, Logger: env.Logger})
+	}
 	s.srv.SetImportBatch(f.importBatch)
 	s.srv.SetEdge(edge)
 	if !edge.Dev && edge.Tokens == nil && !edge.TrustHeaders {
@@ -253,23 +270,49 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	return s, nil
 }
 
+// ConsumerLease is the lease whose holder, among access replicas on PostgreSQL,
+// consumes the compliance feed and deletes sign-ins past retention.
+const ConsumerLease = "access-consumer"
+
 type service struct {
 	store *accessstore.Store
 	svc   *accesscore.Service
 	srv   *accessgrpc.Server
 	conn  *grpc.ClientConn
+	// lease is set on PostgreSQL: the compliance feed and the sign-in retention
+	// run on its holder only, every cursor write fenced by its token.
+	lease lease.Lease
+	log   *slog.Logger
 }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { accessgrpc.Register(r, s.srv) }
 
-// Run follows the compliance feed and writes sign-ins until ctx ends.
+// Run follows the compliance feed and writes sign-ins until ctx ends. On
+// PostgreSQL every replica also follows the other replicas' changes, and the
+// feed runs on the lease holder only.
 func (s *service) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if s.conn != nil {
-			s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
+		if s.lease == nil {
+			if s.conn != nil {
+				s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
+			}
+			return
 		}
+		go s.svc.Follow(ctx)
+		_ = s.lease.Run(ctx, func(ctx context.Context, token int64) error {
+			s.log.Info("access: leading the compliance feed", "lease", ConsumerLease, "token", token)
+			ctx = accessstore.Fenced(ctx, s.lease, token)
+			cleaned := make(chan struct{})
+			go func() { defer close(cleaned); s.svc.RunCleanup(ctx) }()
+			if s.conn != nil {
+				s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
+			}
+			<-ctx.Done()
+			<-cleaned
+			return nil
+		})
 	}()
 	err := s.svc.Run(ctx)
 	<-done
@@ -340,7 +383,8 @@ func (m *metrics) register(svc *accesscore.Service) error {
 	return err
 }
 
-// Audit implements suite.Audited.
+// Audit implements suite.Audited (nil on PostgreSQL: AuditService does not list
+// the audit events recorded there yet).
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
 
 // healthOf is env.Health as a consumer.HealthSetter (nil when there is none).

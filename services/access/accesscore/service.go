@@ -54,6 +54,9 @@ type Config struct {
 	// Revocations, when set, blocks devices whose identity is revoked
 	// (DEVICE_IDENTITY_REVOKED); the process's revocation feed fills it.
 	Revocations *auth.Revocations
+	// LeaderCleanup leaves the sign-in retention cleanup to RunCleanup (run by
+	// the lease holder among replicas) instead of Run.
+	LeaderCleanup bool
 }
 
 // Metrics are counters and gauges the service reports to.
@@ -186,9 +189,14 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.recorder.Run(ctx) }()
 	t := time.NewTicker(s.cfg.CleanupInterval)
 	defer t.Stop()
+	if s.cfg.LeaderCleanup {
+		t.Stop()
+	}
 	idle := time.NewTicker(min(time.Minute, s.cfg.SessionIdleTimeout/4+time.Millisecond))
 	defer idle.Stop()
-	s.cleanup(ctx)
+	if !s.cfg.LeaderCleanup {
+		s.cleanup(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,6 +206,21 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cleanup(ctx)
 		case <-idle.C:
 			s.expireSessions(ctx)
+		}
+	}
+}
+
+// RunCleanup deletes sign-ins past retention now and every CleanupInterval until
+// ctx ends (Config.LeaderCleanup).
+func (s *Service) RunCleanup(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CleanupInterval)
+	defer t.Stop()
+	for {
+		s.cleanup(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
