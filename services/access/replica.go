@@ -11,8 +11,8 @@ const (
 	ChangeDevices = "devices" // every device's compliance was replaced (a resync)
 )
 
-// Change is one entry of a shared store's change log: what an admin change or the
-// compliance consumer wrote, for the other replicas to reload.
+// Change is one entry of a shared store's change logs: what an admin change or
+// the compliance consumer wrote, for the other replicas to reload.
 type Change struct {
 	Revision int64
 	// Kind is an audited resource type (user, group, application,
@@ -29,11 +29,17 @@ type ChangeFeed interface {
 	// Replicated reports whether other processes may write the store (false: this
 	// process makes every change itself and need not follow anything).
 	Replicated() bool
-	// ChangeHead is the change log's committed head revision.
+	// ChangeHead is the committed head revision of the directory and policy
+	// change log (the revisions ExpectChanges speaks of).
 	ChangeHead(ctx context.Context) (int64, error)
-	// WatchChanges replays the changes after start, then tails live ones; errors
-	// are those of eventlog's Watch (OUT_OF_RANGE when start was compacted).
+	// WatchChanges replays the directory and policy changes after start, then
+	// tails live ones; errors are those of eventlog's Watch (ErrCompacted when
+	// start was compacted).
 	WatchChanges(ctx context.Context, start int64, onChange func(Change) error, onProgress func(rev int64) error) error
+	// DeviceChangeHead and WatchDeviceChanges are the same for the log of device
+	// compliance changes (kinds ChangeDevice and ChangeDevices).
+	DeviceChangeHead(ctx context.Context) (int64, error)
+	WatchDeviceChanges(ctx context.Context, start int64, onChange func(Change) error, onProgress func(rev int64) error) error
 	// LoadDevice returns one stored device compliance (ErrNotFound when absent).
 	LoadDevice(ctx context.Context, id string) (*DeviceCompliance, error)
 	// FeedContact returns the compliance cursor and when the consumer (on whichever

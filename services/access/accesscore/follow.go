@@ -93,11 +93,35 @@ func (s *Service) Follow(ctx context.Context) error {
 	}
 	s.feedStarted.CompareAndSwap(0, time.Now().UnixNano())
 	go s.followContact(ctx)
-	start := s.followFrom
+	go s.follow(ctx, "device", s.cf.WatchDeviceChanges, s.followFromDevices, s.applyDeviceChange, func(ctx context.Context) (int64, error) {
+		head, err := s.cf.DeviceChangeHead(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return head, s.reloadDevices(ctx)
+	})
+	s.follow(ctx, "directory", s.cf.WatchChanges, s.followFrom, s.applyModelChange, func(ctx context.Context) (int64, error) {
+		head, err := s.cf.ChangeHead(ctx)
+		if err != nil {
+			return 0, err
+		}
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return head, s.reloadModel(ctx, head)
+	})
+	return nil
+}
+
+// follow applies one change log from start until ctx ends, retrying with backoff;
+// a start older than the retained log reloads everything (reload) and goes on from
+// the head it returns.
+func (s *Service) follow(ctx context.Context, name string,
+	watch func(context.Context, int64, func(access.Change) error, func(int64) error) error, start int64,
+	apply func(context.Context, access.Change) error, reload func(context.Context) (int64, error)) {
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.cf.WatchChanges(ctx, start, func(c access.Change) error {
-			if err := s.applyChange(ctx, c); err != nil {
+		err := watch(ctx, start, func(c access.Change) error {
+			if err := apply(ctx, c); err != nil {
 				return err
 			}
 			start = c.Revision
@@ -108,70 +132,56 @@ func (s *Service) Follow(ctx context.Context) error {
 			return nil
 		})
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if errors.Is(err, eventlog.ErrCompacted) {
-			// Fell behind the retained changes: reload everything, go on from the head.
-			if head, herr := s.reloadAll(ctx); herr == nil {
+			head, rerr := reload(ctx)
+			if rerr == nil {
 				start = head
 				continue
-			} else {
-				err = herr
 			}
+			err = rerr
 		}
-		s.log.Warn("access: following the shared store's changes failed; retrying", "revision", start, "err", err)
+		s.log.Warn("access: following the shared store's changes failed; retrying", "log", name, "revision", start, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
-// reloadAll reloads the model and every device, returning the change head they reflect.
-func (s *Service) reloadAll(ctx context.Context) (int64, error) {
-	head, err := s.cf.ChangeHead(ctx)
-	if err != nil {
-		return 0, err
+// applyDeviceChange brings one device compliance change into this replica's index.
+func (s *Service) applyDeviceChange(ctx context.Context, c access.Change) error {
+	if c.Kind == access.ChangeDevices {
+		return s.reloadDevices(ctx)
 	}
-	s.wmu.Lock()
-	err = s.reloadModel(ctx, head)
-	s.wmu.Unlock()
-	if err != nil {
-		return 0, err
+	d, err := s.cf.LoadDevice(ctx, c.ID)
+	if errors.Is(err, access.ErrNotFound) {
+		return nil // replaced since by a resync without it
 	}
-	return head, s.reloadDevices(ctx)
+	if err != nil {
+		return err
+	}
+	return s.followDevice(ctx, d)
 }
 
-// applyChange brings one change of the log into this replica's memory.
-func (s *Service) applyChange(ctx context.Context, c access.Change) error {
-	switch c.Kind {
-	case access.ChangeDevice:
-		d, err := s.cf.LoadDevice(ctx, c.ID)
-		if errors.Is(err, access.ErrNotFound) {
-			return nil // replaced since by a resync without it
-		}
-		if err != nil {
-			return err
-		}
-		return s.followDevice(ctx, d)
-	case access.ChangeDevices:
-		return s.reloadDevices(ctx)
-	default: // a directory or policy change
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		if c.Revision <= s.changeRev {
-			return nil // this replica's own write, or already reloaded
-		}
-		head, err := s.cf.ChangeHead(ctx)
-		if err != nil {
-			return err
-		}
-		return s.reloadModel(ctx, max(head, c.Revision))
+// applyModelChange reloads the directory and policies for a change this replica
+// did not make.
+func (s *Service) applyModelChange(ctx context.Context, c access.Change) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if c.Revision <= s.changeRev {
+		return nil // this replica's own write, or already reloaded
 	}
+	head, err := s.cf.ChangeHead(ctx)
+	if err != nil {
+		return err
+	}
+	return s.reloadModel(ctx, max(head, c.Revision))
 }
 
 // followDevice puts a stored device compliance in the index unless the index

@@ -101,8 +101,9 @@ type Service struct {
 	cf access.ChangeFeed
 	// changeRev is the change-log revision the model reflects (wmu).
 	changeRev int64
-	// followFrom is the change-log head read before the state was loaded.
-	followFrom int64
+	// followFrom and followFromDevices are the change logs' heads read before the
+	// state was loaded.
+	followFrom, followFromDevices int64
 	// consuming is true while this replica runs the compliance feed consumer.
 	consuming atomic.Bool
 }
@@ -145,6 +146,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("read the change log: %w", err)
 		}
 		s.changeRev, s.followFrom = head, head
+		if s.followFromDevices, err = s.cf.DeviceChangeHead(ctx); err != nil {
+			return nil, fmt.Errorf("read the device change log: %w", err)
+		}
 	}
 	d, err := cfg.Store.LoadDirectory(ctx)
 	if err != nil {

@@ -29,9 +29,15 @@ var pgMigrationFiles embed.FS
 // PGSchema is the access service's schema in a shared PostgreSQL database.
 const PGSchema = "access"
 
-// changeTable is the log of the changes every replica's in-memory state follows
-// (PostgreSQL only: on SQLite the one process makes them all itself).
-const changeTable = "changes"
+// changeTable is the log of the directory and policy changes every replica's
+// model follows, deviceTable that of the device compliance the consumer leader
+// stores (PostgreSQL only: on SQLite the one process makes them all itself). Two
+// logs, so that a replica's admin write is validated against the directory and
+// policies only, however busy the compliance feed.
+const (
+	changeTable = "changes"
+	deviceTable = "device_changes"
+)
 
 // Change kinds besides the audited resource types.
 const (
@@ -55,6 +61,7 @@ func PGMigrations() []string {
 		out = append(out, string(b))
 	}
 	out = append(out, eventlog.PGMigrations(changeTable)...)
+	out = append(out, eventlog.PGMigrations(deviceTable)...)
 	out = append(out, audit.PGMigrations("")...)
 	return append(out, lease.PGMigrations()...)
 }
@@ -85,7 +92,8 @@ type PGOptions struct {
 type pgParts struct {
 	db           *pgdb.DB
 	log          *eventlog.PGLog // session events
-	changes      *eventlog.PGLog // what replicas follow
+	changes      *eventlog.PGLog // directory and policy changes, which replicas follow
+	devices      *eventlog.PGLog // device compliance changes, which replicas follow
 	audit        *audit.PGWriter
 	requireFence bool
 }
@@ -132,7 +140,17 @@ func OpenPG(ctx context.Context, opts PGOptions) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("accessstore: %w", err)
 	}
-	return &Store{pg: &pgParts{db: db, log: sessions, changes: changes, audit: audit.NewPGWriter(audit.Options{Source: "access"}),
+	devices, err := eventlog.NewPG(ctx, db, eventlog.PGOptions{
+		Options:      eventlog.Options{Table: deviceTable, Retention: opts.ChangeRetention, ProgressInterval: opts.ProgressInterval, Logger: opts.Logger},
+		PollInterval: opts.PollInterval, NoNotify: opts.NoNotify,
+	})
+	if err != nil {
+		changes.Close()
+		sessions.Close()
+		db.Close()
+		return nil, fmt.Errorf("accessstore: %w", err)
+	}
+	return &Store{pg: &pgParts{db: db, log: sessions, changes: changes, devices: devices, audit: audit.NewPGWriter(audit.Options{Source: "access"}),
 		requireFence: opts.RequireFence}}, nil
 }
 
@@ -261,7 +279,11 @@ func (s *Store) noteChange(tx dbtx.Tx, kind, id string) error {
 	if s.pg == nil {
 		return nil
 	}
-	_, err := s.pg.changes.Append(tx.(pgTx).tx, eventlog.Event{Type: kind, Key: id})
+	l := s.pg.changes
+	if kind == changeDevice || kind == changeDevices {
+		l = s.pg.devices
+	}
+	_, err := l.Append(tx.(pgTx).tx, eventlog.Event{Type: kind, Key: id})
 	return err
 }
 
@@ -309,7 +331,31 @@ func (s *Store) WatchChanges(ctx context.Context, start int64, onChange func(acc
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	return s.pg.changes.Watch(ctx, start, func(e eventlog.Event) error {
+	return watchChanges(ctx, s.pg.changes, start, onChange, onProgress)
+}
+
+// DeviceChangeHead implements access.ChangeFeed.
+func (s *Store) DeviceChangeHead(ctx context.Context) (int64, error) {
+	if s.pg == nil {
+		return 0, nil
+	}
+	return s.pg.devices.Head(ctx)
+}
+
+// WatchDeviceChanges implements access.ChangeFeed.
+func (s *Store) WatchDeviceChanges(ctx context.Context, start int64, onChange func(access.Change) error, onProgress func(int64) error) error {
+	if s.pg == nil {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return watchChanges(ctx, s.pg.devices, start, onChange, onProgress)
+}
+
+func watchChanges(ctx context.Context, l *eventlog.PGLog, start int64, onChange func(access.Change) error, onProgress func(int64) error) error {
+	if onProgress == nil {
+		onProgress = func(int64) error { return nil }
+	}
+	return l.Watch(ctx, start, func(e eventlog.Event) error {
 		return onChange(access.Change{Revision: e.Revision, Kind: e.Type, ID: e.Key})
 	}, onProgress)
 }

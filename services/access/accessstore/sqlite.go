@@ -133,7 +133,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 // Close closes the event log and the database.
 func (s *Store) Close() error {
 	if s.pg != nil {
-		return errors.Join(s.pg.changes.Close(), s.pg.log.Close(), s.pg.db.Close())
+		return errors.Join(s.pg.devices.Close(), s.pg.changes.Close(), s.pg.log.Close(), s.pg.db.Close())
 	}
 	return errors.Join(s.log.Close(), s.db.Close())
 }

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/pgtest"
+	"github.com/condaccess/condaccess/internal/suite"
+)
+
+// accessReplica is the clients of one access replica.
+type accessReplica struct {
+	dir    accessv1.DirectoryServiceClient
+	pol    accessv1.ConditionalAccessPolicyServiceClient
+	access accessv1.AccessServiceClient
+}
+
+func dialReplica(t *testing.T, s *runningSuite) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// waitReplicaDecision evaluates (user, device, app) on r until the decision is want, and
+// returns when it was; it fails the test at ctx's deadline.
+func waitReplicaDecision(ctx context.Context, t *testing.T, r accessReplica, name, user, device, app string, want accessv1.Decision) time.Time {
+	t.Helper()
+	var last *accessv1.EvaluateAccessResponse
+	var err error
+	for {
+		last, err = r.access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: user, DeviceId: device, ApplicationId: app})
+		if err == nil && last.GetDecision() == want {
+			return time.Now()
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica %s: %s/%s/%s: decision %v (err %v), want %v before the deadline", name, user, device, app, last.GetDecision(), err, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func replicaQuantiles(d []time.Duration) (p50, max time.Duration) {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2], s[len(s)-1]
+}
+
+// TestServeAccessReplicasOnPostgres: two access replicas on one PostgreSQL database
+// (a risk and compliance suite on SQLite beside them). A policy written on one
+// replica decides on the other (and the other way round), a write validated
+// against a model the other replica has since changed is refused, and the
+// compliance state the consumer leader applies (alert -> noncompliant -> BLOCK,
+// resolve -> ALLOW) decides on both.
+func TestServeAccessReplicasOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	cs, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", services: "risk,compliance", dataDir: t.TempDir(), stopTimeout: 5 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Stop() })
+	var reps []accessReplica
+	for range 2 {
+		o := serveOptions{grpcAddr: "127.0.0.1:0", services: "access", dataDir: t.TempDir(), databaseURL: url,
+			leaseDuration: time.Second, peers: suite.Peers{Compliance: cs.GRPCAddr()}, stopTimeout: 5 * time.Second}
+		s, err := startSuite(ctx, o, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Stop() })
+		conn := dialReplica(t, s)
+		reps = append(reps, accessReplica{accessv1.NewDirectoryServiceClient(conn), accessv1.NewConditionalAccessPolicyServiceClient(conn), accessv1.NewAccessServiceClient(conn)})
+	}
+	a, b := reps[0], reps[1]
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	// The directory written on A reaches B.
+	_, err = a.dir.CreateUser(ctx, &accessv1.CreateUserRequest{User: &accessv1.User{UserId: "u-1", DisplayName: "Ada"}})
+	must("create user on A", err)
+	for _, app := range []string{"wiki", "payroll"} {
+		_, err = a.dir.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: &accessv1.Application{ApplicationId: app, DisplayName: app}})
+		must("create application on A", err)
+	}
+	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "wiki", accessv1.Decision_DECISION_ALLOW)
+
+	// A policy written on one replica decides on the other: enabled on A -> B blocks,
+	// disabled on B -> A allows; twenty times each way.
+	block := &accessv1.ConditionalAccessPolicy{PolicyId: "wiki-block", DisplayName: "Block wiki", State: accessv1.PolicyState_POLICY_STATE_ENABLED,
+		Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"wiki"}},
+		GrantControls: &accessv1.GrantControls{Block: true}}
+	t0 := time.Now()
+	_, err = a.pol.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: block})
+	must("create policy on A", err)
+	lat := []time.Duration{waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "wiki", accessv1.Decision_DECISION_BLOCK).Sub(t0)}
+	for i := range 20 {
+		from, to, fromName, toName := b, a, "B", "A"
+		state, want := accessv1.PolicyState_POLICY_STATE_DISABLED, accessv1.Decision_DECISION_ALLOW
+		if i%2 == 1 {
+			from, to, fromName, toName = a, b, "A", "B"
+			state, want = accessv1.PolicyState_POLICY_STATE_ENABLED, accessv1.Decision_DECISION_BLOCK
+		}
+		p := proto.Clone(block).(*accessv1.ConditionalAccessPolicy)
+		p.State = state
+		t0 := time.Now()
+		_, err := from.pol.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: p})
+		must("update policy on "+fromName, err)
+		lat = append(lat, waitReplicaDecision(ctx, t, to, toName, "u-1", "dev-1", "wiki", want).Sub(t0))
+	}
+	p50, mx := replicaQuantiles(lat)
+	t.Logf("policy written on one replica -> decision on the other: p50 %v, max %v over %d changes", p50, mx, len(lat))
+
+	// The compliance feed, applied by the consumer leader, decides on both replicas.
+	conn := dialReplica(t, cs)
+	_, err = compliancev1.NewDeviceServiceClient(conn).EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: "dev-1", DisplayName: "Laptop", Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631", OwnerUserId: "u-1"}})
+	must("enroll", err)
+	_, err = compliancev1.NewCompliancePolicyServiceClient(conn).CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "max-medium", DisplayName: "Max medium", MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM, Assignment: &compliancev1.PolicyAssignment{AllDevices: true}}})
+	must("compliance policy", err)
+	_, err = b.pol.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: &accessv1.ConditionalAccessPolicy{PolicyId: "payroll-compliant", DisplayName: "Payroll needs a compliant device",
+		State: accessv1.PolicyState_POLICY_STATE_ENABLED, Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"payroll"}},
+		GrantControls: &accessv1.GrantControls{Require: []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE}}}})
+	must("create policy on B", err)
+	for i, r := range reps {
+		waitReplicaDecision(ctx, t, r, string(rune('A'+i)), "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
+	}
+	risk := riskv1.NewRiskServiceClient(conn)
+	_, err = risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}})
+	must("report alert", err)
+	for i, r := range reps {
+		waitReplicaDecision(ctx, t, r, string(rune('A'+i)), "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_BLOCK)
+	}
+	_, err = risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1", Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE, Comment: "cleaned"})
+	must("resolve alert", err)
+	for i, r := range reps {
+		waitReplicaDecision(ctx, t, r, string(rune('A'+i)), "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
+	}
+}
