@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"log/slog"
 	"slices"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/access/accessapp"
 )
 
 // accessReplica is the clients of one access replica.
@@ -156,5 +158,98 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 	must("resolve alert", err)
 	for i, r := range reps {
 		waitReplicaDecision(ctx, t, r, string(rune('A'+i)), "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
+	}
+}
+
+// TestServeAccessConsumerFailsOver: of two access replicas, the first started
+// consumes the compliance feed (lease token 1). When it stops, the other takes
+// the lease over (token 2) and goes on from the stored cursor: the next
+// compliance change (resolve -> compliant) decides on it, and the cursor passes
+// the revision the first leader had stored.
+func TestServeAccessConsumerFailsOver(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	state := func() (token, cursor int64) {
+		t.Helper()
+		db.QueryRowContext(ctx, `SELECT token FROM access.leases WHERE name = $1`, accessapp.ConsumerLease).Scan(&token)
+		db.QueryRowContext(ctx, `SELECT revision FROM access.feed_cursor WHERE id = 1`).Scan(&cursor)
+		return token, cursor
+	}
+	waitToken := func(want int64) {
+		t.Helper()
+		for {
+			if tok, _ := state(); tok == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("timeout waiting for lease token %d", want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cs, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", services: "risk,compliance", dataDir: t.TempDir(), stopTimeout: 5 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Stop() })
+	start := func() (*runningSuite, accessReplica) {
+		t.Helper()
+		o := serveOptions{grpcAddr: "127.0.0.1:0", services: "access", dataDir: t.TempDir(), databaseURL: url,
+			leaseDuration: 500 * time.Millisecond, peers: suite.Peers{Compliance: cs.GRPCAddr()}, stopTimeout: 5 * time.Second}
+		s, err := startSuite(ctx, o, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Stop() })
+		conn := dialReplica(t, s)
+		return s, accessReplica{accessv1.NewDirectoryServiceClient(conn), accessv1.NewConditionalAccessPolicyServiceClient(conn), accessv1.NewAccessServiceClient(conn)}
+	}
+	first, a := start()
+	waitToken(1)
+	_, b := start()
+
+	conn := dialReplica(t, cs)
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	_, err = compliancev1.NewDeviceServiceClient(conn).EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: "dev-1", DisplayName: "Laptop", Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631", OwnerUserId: "u-1"}})
+	must("enroll", err)
+	_, err = compliancev1.NewCompliancePolicyServiceClient(conn).CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "max-medium", DisplayName: "Max medium", MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM, Assignment: &compliancev1.PolicyAssignment{AllDevices: true}}})
+	must("compliance policy", err)
+	_, err = a.dir.CreateUser(ctx, &accessv1.CreateUserRequest{User: &accessv1.User{UserId: "u-1", DisplayName: "Ada"}})
+	must("user", err)
+	_, err = a.dir.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: &accessv1.Application{ApplicationId: "payroll", DisplayName: "Payroll"}})
+	must("application", err)
+	_, err = a.pol.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: &accessv1.ConditionalAccessPolicy{PolicyId: "payroll-compliant", DisplayName: "Payroll needs a compliant device",
+		State: accessv1.PolicyState_POLICY_STATE_ENABLED, Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"payroll"}},
+		GrantControls: &accessv1.GrantControls{Require: []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE}}}})
+	must("access policy", err)
+	risk := riskv1.NewRiskServiceClient(conn)
+	_, err = risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}})
+	must("alert", err)
+	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_BLOCK)
+	_, before := state()
+
+	stopped := time.Now()
+	must("stop the leader", first.Stop())
+	waitToken(2)
+	t.Logf("lease taken over %v after the leader stopped", time.Since(stopped))
+	_, err = risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1", Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE, Comment: "cleaned"})
+	must("resolve", err)
+	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
+	if _, after := state(); after <= before {
+		t.Fatalf("compliance cursor %d after the takeover, want past %d (the first leader's)", after, before)
 	}
 }
