@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
+	auditv1 "github.com/condaccess/condaccess/gen/go/condaccess/audit/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
@@ -79,6 +80,7 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 	}
 	t.Cleanup(func() { cs.Stop() })
 	var reps []accessReplica
+	var conns []*grpc.ClientConn
 	for range 2 {
 		o := serveOptions{grpcAddr: "127.0.0.1:0", services: "access", dataDir: t.TempDir(), databaseURL: url,
 			leaseDuration: time.Second, peers: suite.Peers{Compliance: cs.GRPCAddr()}, stopTimeout: 5 * time.Second}
@@ -88,6 +90,7 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 		}
 		t.Cleanup(func() { s.Stop() })
 		conn := dialReplica(t, s)
+		conns = append(conns, conn)
 		reps = append(reps, accessReplica{accessv1.NewDirectoryServiceClient(conn), accessv1.NewConditionalAccessPolicyServiceClient(conn), accessv1.NewAccessServiceClient(conn)})
 	}
 	a, b := reps[0], reps[1]
@@ -106,6 +109,10 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 		must("create application on A", err)
 	}
 	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "wiki", accessv1.Decision_DECISION_ALLOW)
+	// AuditService answers (it does not list the events recorded on PostgreSQL yet).
+	if _, err := auditv1.NewAuditServiceClient(conns[0]).ListAuditEvents(ctx, &auditv1.ListAuditEventsRequest{}); err != nil {
+		t.Fatalf("ListAuditEvents on a PostgreSQL access replica: %v", err)
+	}
 
 	// A policy written on one replica decides on the other: enabled on A -> B blocks,
 	// disabled on B -> A allows; twenty times each way.
