@@ -19,6 +19,7 @@ import (
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/access"
 	"github.com/condaccess/condaccess/services/access/accessapp"
 )
 
@@ -171,8 +172,9 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 // TestServeAccessConsumerFailsOver: of two access replicas, the first started
 // consumes the compliance feed (lease token 1). When it stops, the other takes
 // the lease over (token 2) and goes on from the stored cursor: the next
-// compliance change (resolve -> compliant) decides on it, and the cursor passes
-// the revision the first leader had stored.
+// compliance changes (alert -> BLOCK, resolve -> ALLOW) decide on it, the session
+// the stopped replica had opened is revoked, and the cursor passes the revision
+// the first leader had stored.
 func TestServeAccessConsumerFailsOver(t *testing.T) {
 	url := pgtest.URL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -243,16 +245,34 @@ func TestServeAccessConsumerFailsOver(t *testing.T) {
 		State: accessv1.PolicyState_POLICY_STATE_ENABLED, Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"payroll"}},
 		GrantControls: &accessv1.GrantControls{Require: []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE}}}})
 	must("access policy", err)
-	risk := riskv1.NewRiskServiceClient(conn)
-	_, err = risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}})
-	must("alert", err)
-	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_BLOCK)
+	// A session opened by the first leader's decision; then the first leader stops.
+	waitReplicaDecision(ctx, t, a, "A", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
+	r, err := a.access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
+	must("evaluate on A", err)
+	sid := r.GetSessionId()
 	_, before := state()
-
 	stopped := time.Now()
 	must("stop the leader", first.Stop())
 	waitToken(2)
 	t.Logf("lease taken over %v after the leader stopped", time.Since(stopped))
+
+	// The new leader applies the next compliance change, and revokes the session
+	// the stopped replica opened (stored, in no live replica's memory).
+	risk := riskv1.NewRiskServiceClient(conn)
+	_, err = risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}})
+	must("alert", err)
+	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_BLOCK)
+	for {
+		var st int
+		err := db.QueryRowContext(ctx, `SELECT state FROM access.sessions WHERE id = $1`, sid).Scan(&st)
+		if err == nil && st == int(access.SessionRevoked) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("session %q opened on the stopped replica: state %d (%v), want REVOKED", sid, st, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	_, err = risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1", Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE, Comment: "cleaned"})
 	must("resolve", err)
 	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)

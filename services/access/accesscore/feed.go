@@ -203,6 +203,11 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		if revoke {
 			ls = s.sessions.ForDevice(d.DeviceID)
 			revs = s.revocations(ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+			others, err := s.storedRevocations(ctx, d.DeviceID, ReasonDeviceNoncompliant, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+			if err != nil {
+				return err
+			}
+			revs = append(revs, others...)
 		}
 		var cutoff time.Time
 		err := s.store.ApplyDevice(ctx, d, rev, revs, func() {
@@ -237,6 +242,11 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		tc := telemetry.TraceContextFromContext(ctx)
 		ls := s.sessions.ForDevice(ev.Identity.DeviceID)
 		revs := s.revocationsFor(ls, ReasonDeviceIdentityRevoked, rev, tc.GetTraceparent(), tc.GetTracestate())
+		others, err := s.storedRevocations(ctx, ev.Identity.DeviceID, ReasonDeviceIdentityRevoked, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+		if err != nil {
+			return err
+		}
+		revs = append(revs, others...)
 		if err := s.store.ApplyDevice(ctx, nil, rev, revs, func() { s.sessions.Remove(ls) }); err != nil {
 			return err
 		}

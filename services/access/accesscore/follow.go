@@ -249,3 +249,37 @@ func (s *Service) followContact(ctx context.Context) {
 		}
 	}
 }
+
+// storedRevocations returns, for a shared store, the revocations of the device's
+// sessions that other replicas' decisions opened (stored ACTIVE, not among ls):
+// the consumer leader revokes them with its own, in the same write.
+func (s *Service) storedRevocations(ctx context.Context, device, reason string, ls []*access.LiveSession, rev int64, tp, ts string) ([]access.Revocation, error) {
+	if s.cf == nil {
+		return nil, nil
+	}
+	mine := make(map[string]bool, len(ls))
+	for _, l := range ls {
+		mine[l.ID] = true
+	}
+	var out []access.Revocation
+	now := s.now()
+	tok := ""
+	for {
+		page, next, err := s.store.ListSessions(ctx, access.SessionFilter{DeviceID: device, State: access.SessionActive}, tok, 500)
+		if err != nil {
+			return nil, fmt.Errorf("list the device's stored sessions: %w", err)
+		}
+		for _, x := range page {
+			if mine[x.ID] {
+				continue
+			}
+			r := *x
+			r.State, r.RevokeTime, r.RevokeReason = access.SessionRevoked, now, reason
+			out = append(out, access.Revocation{Session: r, ReasonCode: reason, ComplianceRevision: rev, TraceParent: tp, TraceState: ts})
+		}
+		if next == "" {
+			return out, nil
+		}
+		tok = next
+	}
+}
