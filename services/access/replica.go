@@ -42,9 +42,20 @@ type ChangeFeed interface {
 	WatchDeviceChanges(ctx context.Context, start int64, onChange func(Change) error, onProgress func(rev int64) error) error
 	// LoadDevice returns one stored device compliance (ErrNotFound when absent).
 	LoadDevice(ctx context.Context, id string) (*DeviceCompliance, error)
-	// FeedContact returns the compliance cursor and when the consumer (on whichever
-	// replica leads) last saved it; the zero time when unknown.
-	FeedContact(ctx context.Context) (rev int64, contact time.Time, err error)
+	// FeedContact returns the compliance cursor as the consumer (on whichever
+	// replica leads) last saved it.
+	FeedContact(ctx context.Context) (FeedContact, error)
+	// NoteRiskAsOf records the compliance service's risk_as_of that this
+	// process's consumer last heard, stored with its next cursor writes.
+	NoteRiskAsOf(t time.Time)
+}
+
+// FeedContact is the consumer leader's last contact with the compliance feed.
+type FeedContact struct {
+	Revision int64
+	// Contact is when it saved the cursor, RiskAsOf the compliance service's
+	// risk_as_of it had heard (zero times: unknown).
+	Contact, RiskAsOf time.Time
 }
 
 type expectKey struct{}

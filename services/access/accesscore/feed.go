@@ -89,6 +89,9 @@ func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, b
 // that does not report it) forgets it, so that an older compliance service is judged
 // on this hop alone rather than on a risk_as_of that no longer advances.
 func (s *Service) noteRiskAsOf(t time.Time) {
+	if s.cf != nil {
+		s.cf.NoteRiskAsOf(t)
+	}
 	if t.IsZero() {
 		s.riskAsOf.Store(0)
 		return

@@ -235,11 +235,15 @@ func (s *Service) followContact(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if rev, contact, err := s.cf.FeedContact(ctx); err == nil && !contact.IsZero() {
-			n := contact.UnixNano()
+		if fc, err := s.cf.FeedContact(ctx); err == nil && !fc.Contact.IsZero() {
+			n := fc.Contact.UnixNano()
 			for cur := s.lastContact.Load(); cur < n && !s.lastContact.CompareAndSwap(cur, n); cur = s.lastContact.Load() {
 			}
-			for cur := s.feedRev.Load(); cur < rev && !s.feedRev.CompareAndSwap(cur, rev); cur = s.feedRev.Load() {
+			for cur := s.feedRev.Load(); cur < fc.Revision && !s.feedRev.CompareAndSwap(cur, fc.Revision); cur = s.feedRev.Load() {
+			}
+			if !s.consuming.Load() {
+				// The whole chain: compliance's view of risk, as the leader heard it.
+				s.riskAsOf.Store(nsOf(fc.RiskAsOf))
 			}
 		}
 		select {
@@ -282,4 +286,11 @@ func (s *Service) storedRevocations(ctx context.Context, device, reason string, 
 		}
 		tok = next
 	}
+}
+
+func nsOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/audit"
@@ -96,6 +97,9 @@ type pgParts struct {
 	devices      *eventlog.PGLog // device compliance changes, which replicas follow
 	audit        *audit.PGWriter
 	requireFence bool
+	// riskAsOf is the compliance service's risk_as_of this process's consumer
+	// last heard (unix nanos, 0 unknown), stored with each cursor write.
+	riskAsOf atomic.Int64
 }
 
 // OpenPG opens (creating or migrating) the store in its schema of opts.URL. Any
@@ -297,9 +301,17 @@ func (s *Store) saveCursor(ctx context.Context, tx dbtx.Tx, rev int64) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO feed_cursor (id, revision) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision`, rev)
 		return err
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO feed_cursor (id, revision, contact_ns) VALUES (1, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, contact_ns = excluded.contact_ns`, rev, time.Now().UnixNano())
+	_, err := tx.ExecContext(ctx, `INSERT INTO feed_cursor (id, revision, contact_ns, risk_as_of_ns) VALUES (1, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, contact_ns = excluded.contact_ns, risk_as_of_ns = excluded.risk_as_of_ns`,
+		rev, time.Now().UnixNano(), s.pg.riskAsOf.Load())
 	return err
+}
+
+// NoteRiskAsOf implements access.ChangeFeed.
+func (s *Store) NoteRiskAsOf(t time.Time) {
+	if s.pg != nil {
+		s.pg.riskAsOf.Store(ns(t))
+	}
 }
 
 // touchSessionSQL raises a stored session's last access time.
@@ -371,19 +383,18 @@ func (s *Store) LoadDevice(ctx context.Context, id string) (*access.DeviceCompli
 	return out, err
 }
 
-// FeedContact implements access.ChangeFeed: the cursor and when the consumer
-// leader last saved it (zero time when never, or on SQLite).
-func (s *Store) FeedContact(ctx context.Context) (int64, time.Time, error) {
+// FeedContact implements access.ChangeFeed.
+func (s *Store) FeedContact(ctx context.Context) (access.FeedContact, error) {
 	if s.pg == nil {
 		rev, _, err := s.FeedCursor(ctx)
-		return rev, time.Time{}, err
+		return access.FeedContact{Revision: rev}, err
 	}
-	var rev, contact int64
-	err := s.read().QueryRowContext(ctx, `SELECT revision, contact_ns FROM feed_cursor WHERE id = 1`).Scan(&rev, &contact)
+	var rev, contact, riskAsOf int64
+	err := s.read().QueryRowContext(ctx, `SELECT revision, contact_ns, risk_as_of_ns FROM feed_cursor WHERE id = 1`).Scan(&rev, &contact, &riskAsOf)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, time.Time{}, nil
+		return access.FeedContact{}, nil
 	}
-	return rev, fromNS(contact), err
+	return access.FeedContact{Revision: rev, Contact: fromNS(contact), RiskAsOf: fromNS(riskAsOf)}, err
 }
 
 // ---- placeholders ----

@@ -103,14 +103,17 @@ func TestPostgresCursorWritesFenced(t *testing.T) {
 			}
 		})
 	}
+	riskAsOf := time.Now().Add(-3 * time.Second).UTC().Truncate(time.Microsecond)
+	b.NoteRiskAsOf(riskAsOf)
 	if err := b.ApplyDevice(fb, dev(access.ComplianceNoncompliant, 6), 6, nil, nil); err != nil {
 		t.Fatalf("new leader's apply: %v", err)
 	}
 	if rev, _, err := a.FeedCursor(ctx); err != nil || rev != 6 {
 		t.Fatalf("cursor after the new leader's apply = %d (%v), want 6", rev, err)
 	}
-	if _, contact, err := a.FeedContact(ctx); err != nil || time.Since(contact) > time.Minute {
-		t.Fatalf("feed contact = %v (%v), want the new leader's write just now", contact, err)
+	// The other replica reads the leader's contact and the risk_as_of it heard.
+	if fc, err := a.FeedContact(ctx); err != nil || fc.Revision != 6 || time.Since(fc.Contact) > time.Minute || !fc.RiskAsOf.Equal(riskAsOf) {
+		t.Fatalf("feed contact = %+v (%v), want revision 6, the new leader's write just now, risk as of %v", fc, err, riskAsOf)
 	}
 }
 

@@ -34,9 +34,11 @@ CREATE TABLE device_compliance (
 	platform INTEGER NOT NULL, revision BIGINT NOT NULL, detail TEXT NOT NULL
 );
 -- contact_ns: when the consumer leader last saved the cursor (an event, a progress
--- message or a resync): the other replicas judge the feed's staleness by it.
+-- message or a resync), risk_as_of_ns: the compliance service's risk_as_of it had
+-- last heard (0: unknown): the other replicas judge the feed's staleness by them.
 CREATE TABLE feed_cursor (
-	id INTEGER PRIMARY KEY CHECK (id = 1), revision BIGINT NOT NULL, contact_ns BIGINT NOT NULL DEFAULT 0
+	id INTEGER PRIMARY KEY CHECK (id = 1), revision BIGINT NOT NULL,
+	contact_ns BIGINT NOT NULL DEFAULT 0, risk_as_of_ns BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE sessions (
 	id TEXT COLLATE "C" PRIMARY KEY, user_id TEXT COLLATE "C" NOT NULL, device_id TEXT COLLATE "C" NOT NULL,
