@@ -117,7 +117,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 }
 
 // edge builds the enforcement points' configuration.
-func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
+func (f *Factory) edge(env suite.Env, blockedKey func() ([]byte, error)) (accessgrpc.Edge, error) {
 	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL, ConsoleURL: env.ConsoleURL}
 	if f.trustedHops < 0 {
 		return e, fmt.Errorf("--access-trusted-proxy-hops must not be negative")
@@ -159,9 +159,9 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 	default:
 		return e, fmt.Errorf("--blocked-page-detail %q: want minimal, category or full", f.blockedDetail)
 	}
-	// The end-user page's references are sealed with a key kept in the data
-	// directory, so links survive a restart; they expire with the sign-in log.
-	key, err := accesscore.LoadOrCreateBlockedRefKey(filepath.Join(env.DataDir, "blocked-ref.key"))
+	// The end-user page's references are sealed with a stored key, so links
+	// survive a restart; they expire with the sign-in log.
+	key, err := blockedKey()
 	if err != nil {
 		return e, fmt.Errorf("blocked-page key: %w", err)
 	}
@@ -189,12 +189,15 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	if f.retention < 0 {
 		return nil, fmt.Errorf("--access-retention must not be negative")
 	}
-	edge, err := f.edge(env)
-	if err != nil {
-		return nil, err
-	}
 	var st *accessstore.Store
+	var err error
+	// The end-user page's references are sealed with a key every replica shares:
+	// kept in the data directory, or in the database on PostgreSQL.
+	blockedKey := func() ([]byte, error) {
+		return accesscore.LoadOrCreateBlockedRefKey(filepath.Join(env.DataDir, "blocked-ref.key"))
+	}
 	if env.DatabaseURL != "" {
+		blockedKey = func() ([]byte, error) { return st.SharedKey(ctx, "blocked-ref") }
 		st, err = accessstore.OpenPG(ctx, accessstore.PGOptions{
 			URL: env.DatabaseURL, EventRetention: f.retention, ProgressInterval: f.progressInterval,
 			RequireFence: true, Logger: env.Logger,
@@ -206,6 +209,11 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		})
 	}
 	if err != nil {
+		return nil, err
+	}
+	edge, err := f.edge(env, blockedKey)
+	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	var emergency []string

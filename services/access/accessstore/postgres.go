@@ -2,6 +2,7 @@ package accessstore
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
 	"errors"
@@ -450,4 +451,26 @@ func rebind(q string) string {
 	out := b.String()
 	rebound.Store(q, out)
 	return out
+}
+
+// SharedKey returns the random 32-byte key stored under name, created by the first
+// replica that asks (PostgreSQL only: every replica gets the same key).
+func (s *Store) SharedKey(ctx context.Context, name string) ([]byte, error) {
+	if s.pg == nil {
+		return nil, errors.New("accessstore: shared keys are kept on PostgreSQL only")
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if _, err := s.pg.db.Read().ExecContext(ctx, `INSERT INTO shared_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, key); err != nil {
+		return nil, fmt.Errorf("accessstore: shared key %s: %w", name, err)
+	}
+	if err := s.pg.db.Read().QueryRowContext(ctx, `SELECT value FROM shared_keys WHERE name = $1`, name).Scan(&key); err != nil {
+		return nil, fmt.Errorf("accessstore: shared key %s: %w", name, err)
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("accessstore: shared key %s: %d bytes, want 32", name, len(key))
+	}
+	return key, nil
 }

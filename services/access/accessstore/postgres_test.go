@@ -1,6 +1,7 @@
 package accessstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -161,5 +162,29 @@ func TestPostgresStaleReplicaWriteRefused(t *testing.T) {
 	want := []access.Change{{Revision: 1, Kind: "conditional_access_policy", ID: "p-a"}, {Revision: 2, Kind: "conditional_access_policy", ID: "p-b"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("changes (-want +got):\n%s (watch: %v)", diff, err)
+	}
+}
+
+// TestPostgresSharedKey: replicas get one key per name (created once, by whichever
+// asks first), so a reference sealed on one opens on the other.
+func TestPostgresSharedKey(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	a := openPG(t, url, accessstore.PGOptions{})
+	b := openPG(t, url, accessstore.PGOptions{})
+	ka, err := a.SharedKey(ctx, "blocked-ref")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := b.SharedKey(ctx, "blocked-ref")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ka) != 32 || !bytes.Equal(ka, kb) {
+		t.Fatalf("keys %x and %x, want one 32-byte key", ka, kb)
+	}
+	other, err := b.SharedKey(ctx, "other")
+	if err != nil || bytes.Equal(other, ka) {
+		t.Fatalf("another name's key = %x (%v), want a different key", other, err)
 	}
 }

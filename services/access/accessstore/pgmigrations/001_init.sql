@@ -55,3 +55,5 @@ CREATE TABLE signin_batches (
 	filter BYTEA NOT NULL,
 	body BYTEA NOT NULL
 );
+-- Keys every replica shares (the end user's page references are sealed with one).
+CREATE TABLE shared_keys (name TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL);
