@@ -319,7 +319,9 @@ func (s *service) Run(ctx context.Context) error {
 			}
 			return
 		}
-		go s.svc.Follow(ctx)
+		followed := make(chan struct{})
+		go func() { defer close(followed); s.svc.Follow(ctx) }()
+		defer func() { <-followed }()
 		_ = s.lease.Run(ctx, func(ctx context.Context, token int64) error {
 			s.log.Info("access: leading the compliance feed", "lease", ConsumerLease, "token", token)
 			ctx = accessstore.Fenced(ctx, s.lease, token)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/eventlog"
@@ -92,15 +93,19 @@ func (s *Service) Follow(ctx context.Context) error {
 		return nil
 	}
 	s.feedStarted.CompareAndSwap(0, time.Now().UnixNano())
-	go s.followContact(ctx)
-	go s.follow(ctx, "device", s.cf.WatchDeviceChanges, s.followFromDevices, s.applyDeviceChange, func(ctx context.Context) (int64, error) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); s.followContact(ctx) }()
+	go s.follow(ctx, &wg, "device", s.cf.WatchDeviceChanges, s.followFromDevices, s.applyDeviceChange, func(ctx context.Context) (int64, error) {
 		head, err := s.cf.DeviceChangeHead(ctx)
 		if err != nil {
 			return 0, err
 		}
 		return head, s.reloadDevices(ctx)
 	})
-	s.follow(ctx, "directory", s.cf.WatchChanges, s.followFrom, s.applyModelChange, func(ctx context.Context) (int64, error) {
+	wg.Add(1)
+	s.follow(ctx, &wg, "directory", s.cf.WatchChanges, s.followFrom, s.applyModelChange, func(ctx context.Context) (int64, error) {
 		head, err := s.cf.ChangeHead(ctx)
 		if err != nil {
 			return 0, err
@@ -115,9 +120,10 @@ func (s *Service) Follow(ctx context.Context) error {
 // follow applies one change log from start until ctx ends, retrying with backoff;
 // a start older than the retained log reloads everything (reload) and goes on from
 // the head it returns.
-func (s *Service) follow(ctx context.Context, name string,
+func (s *Service) follow(ctx context.Context, wg *sync.WaitGroup, name string,
 	watch func(context.Context, int64, func(access.Change) error, func(int64) error) error, start int64,
 	apply func(context.Context, access.Change) error, reload func(context.Context) (int64, error)) {
+	defer wg.Done()
 	backoff := 50 * time.Millisecond
 	for {
 		err := watch(ctx, start, func(c access.Change) error {
