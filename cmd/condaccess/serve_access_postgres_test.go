@@ -167,6 +167,32 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 	for i, r := range reps {
 		waitReplicaDecision(ctx, t, r, string(rune('A'+i)), "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
 	}
+
+	// Disabling the user on A revokes the session B's decision opened (once stored).
+	resp, err := b.access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
+	must("evaluate on B", err)
+	db, err := sql.Open("pgx", url)
+	must("open database", err)
+	defer db.Close()
+	sessionState := func(want int, what string) {
+		t.Helper()
+		for {
+			var st int
+			err := db.QueryRowContext(ctx, `SELECT state FROM access.sessions WHERE id = $1`, resp.GetSessionId()).Scan(&st)
+			if err == nil && st == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("session %q opened on B: state %d (%v), want %s", resp.GetSessionId(), st, err, what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	sessionState(int(access.SessionActive), "stored ACTIVE")
+	_, err = a.dir.UpdateUser(ctx, &accessv1.UpdateUserRequest{User: &accessv1.User{UserId: "u-1", DisplayName: "Ada", Disabled: true}})
+	must("disable the user on A", err)
+	sessionState(int(access.SessionRevoked), "REVOKED")
+	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_BLOCK)
 }
 
 // TestServeAccessConsumerFailsOver: of two access replicas, the first started

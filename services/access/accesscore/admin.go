@@ -120,7 +120,9 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	var ls []*access.LiveSession
 	var revs []access.Revocation
 	if revoke {
-		ls, revs = s.userRevocations(ctx, nu.ID, ReasonUserDisabled)
+		if ls, revs, err = s.userRevocations(ctx, nu.ID, ReasonUserDisabled); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.store.UpdateUser(ctx, &nu, u.Etag, revs); err != nil {
 		return nil, err
@@ -144,7 +146,10 @@ func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
 		return err
 	}
 	defer done()
-	ls, revs := s.userRevocations(ctx, id, ReasonUserDeleted)
+	ls, revs, err := s.userRevocations(ctx, id, ReasonUserDeleted)
+	if err != nil {
+		return err
+	}
 	if err := s.store.DeleteUser(ctx, id, etag, revs); err != nil {
 		return err
 	}
@@ -160,14 +165,20 @@ const (
 )
 
 // userRevocations returns the user's active sessions and their revocations, with
-// the trace context of ctx (the admin request).
-func (s *Service) userRevocations(ctx context.Context, user, reason string) ([]*access.LiveSession, []access.Revocation) {
+// the trace context of ctx (the admin request); on a shared store also those of
+// the user's stored sessions that other replicas opened.
+func (s *Service) userRevocations(ctx context.Context, user, reason string) ([]*access.LiveSession, []access.Revocation, error) {
 	ls := s.sessions.ForUser(user)
-	if len(ls) == 0 {
-		return nil, nil
-	}
 	tc := telemetry.TraceContextFromContext(ctx)
-	return ls, s.revocationsFor(ls, reason, 0, tc.GetTraceparent(), tc.GetTracestate())
+	var revs []access.Revocation
+	if len(ls) > 0 {
+		revs = s.revocationsFor(ls, reason, 0, tc.GetTraceparent(), tc.GetTracestate())
+	}
+	others, err := s.storedRevocations(ctx, access.SessionFilter{UserID: user}, reason, ls, 0, tc.GetTraceparent(), tc.GetTracestate())
+	if err != nil {
+		return nil, nil, err
+	}
+	return ls, append(revs, others...), nil
 }
 
 // revokedUser finishes the revocation of a disabled or deleted user's sessions

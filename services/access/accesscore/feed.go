@@ -206,7 +206,7 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		if revoke {
 			ls = s.sessions.ForDevice(d.DeviceID)
 			revs = s.revocations(ls, rev, tc.GetTraceparent(), tc.GetTracestate())
-			others, err := s.storedRevocations(ctx, d.DeviceID, ReasonDeviceNoncompliant, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+			others, err := s.storedRevocations(ctx, access.SessionFilter{DeviceID: d.DeviceID}, ReasonDeviceNoncompliant, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
 			if err != nil {
 				return err
 			}
@@ -245,7 +245,7 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		tc := telemetry.TraceContextFromContext(ctx)
 		ls := s.sessions.ForDevice(ev.Identity.DeviceID)
 		revs := s.revocationsFor(ls, ReasonDeviceIdentityRevoked, rev, tc.GetTraceparent(), tc.GetTracestate())
-		others, err := s.storedRevocations(ctx, ev.Identity.DeviceID, ReasonDeviceIdentityRevoked, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+		others, err := s.storedRevocations(ctx, access.SessionFilter{DeviceID: ev.Identity.DeviceID}, ReasonDeviceIdentityRevoked, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
 		if err != nil {
 			return err
 		}

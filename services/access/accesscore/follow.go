@@ -260,10 +260,10 @@ func (s *Service) followContact(ctx context.Context) {
 	}
 }
 
-// storedRevocations returns, for a shared store, the revocations of the device's
-// sessions that other replicas' decisions opened (stored ACTIVE, not among ls):
-// the consumer leader revokes them with its own, in the same write.
-func (s *Service) storedRevocations(ctx context.Context, device, reason string, ls []*access.LiveSession, rev int64, tp, ts string) ([]access.Revocation, error) {
+// storedRevocations returns, for a shared store, the revocations of the sessions
+// of f (a device or a user) that other replicas' decisions opened (stored ACTIVE,
+// not among ls): the writer revokes them with its own, in the same write.
+func (s *Service) storedRevocations(ctx context.Context, f access.SessionFilter, reason string, ls []*access.LiveSession, rev int64, tp, ts string) ([]access.Revocation, error) {
 	if s.cf == nil {
 		return nil, nil
 	}
@@ -275,9 +275,10 @@ func (s *Service) storedRevocations(ctx context.Context, device, reason string, 
 	now := s.now()
 	tok := ""
 	for {
-		page, next, err := s.store.ListSessions(ctx, access.SessionFilter{DeviceID: device, State: access.SessionActive}, tok, 500)
+		f.State = access.SessionActive
+		page, next, err := s.store.ListSessions(ctx, f, tok, 500)
 		if err != nil {
-			return nil, fmt.Errorf("list the device's stored sessions: %w", err)
+			return nil, fmt.Errorf("list the stored sessions: %w", err)
 		}
 		for _, x := range page {
 			if mine[x.ID] {
