@@ -47,7 +47,9 @@ const (
 	changeDevices = access.ChangeDevices
 )
 
-// PGMigrations returns the PostgreSQL store's schema migrations, in order (append only).
+// PGMigrations returns the PostgreSQL store's schema migrations, in order (append
+// only): the shared parts (event logs, audit, leases) first, then the files of
+// pgmigrations/ in name order, so that a new file appends.
 func PGMigrations() []string {
 	names, err := fs.Glob(pgMigrationFiles, "pgmigrations/*.sql")
 	if err != nil {
@@ -55,6 +57,10 @@ func PGMigrations() []string {
 	}
 	sort.Strings(names)
 	out := append([]string(nil), eventlog.PGMigrations(eventTable)...)
+	out = append(out, eventlog.PGMigrations(changeTable)...)
+	out = append(out, eventlog.PGMigrations(deviceTable)...)
+	out = append(out, audit.PGMigrations("")...)
+	out = append(out, lease.PGMigrations()...)
 	for _, n := range names {
 		b, err := pgMigrationFiles.ReadFile(n)
 		if err != nil {
@@ -62,10 +68,7 @@ func PGMigrations() []string {
 		}
 		out = append(out, string(b))
 	}
-	out = append(out, eventlog.PGMigrations(changeTable)...)
-	out = append(out, eventlog.PGMigrations(deviceTable)...)
-	out = append(out, audit.PGMigrations("")...)
-	return append(out, lease.PGMigrations()...)
+	return out
 }
 
 // PGOptions configures OpenPG.
