@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
@@ -304,5 +305,103 @@ func TestServeAccessConsumerFailsOver(t *testing.T) {
 	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
 	if _, after := state(); after <= before {
 		t.Fatalf("compliance cursor %d after the takeover, want past %d (the first leader's)", after, before)
+	}
+}
+
+// TestServeAccessLeaderFencedAfterTakeover: the access consumer leader whose lease
+// another holder took over (as when it was paused past its lease) does not apply
+// the next compliance event: its fenced write is refused, the cursor and the
+// device's stored state stay as they were, and its consumer reports itself stuck
+// (NOT_SERVING) until it notices the loss, after which the replica reports SERVING
+// again (it no longer consumes). When the other holder's lease ends, it leads again
+// (next token) and applies the event.
+func TestServeAccessLeaderFencedAfterTakeover(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	cs, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", services: "risk,compliance", dataDir: t.TempDir(), stopTimeout: 5 * time.Second}, logger)
+	must("start risk and compliance", err)
+	t.Cleanup(func() { cs.Stop() })
+	as, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", services: "access", dataDir: t.TempDir(), databaseURL: url,
+		leaseDuration: 3 * time.Second, peers: suite.Peers{Compliance: cs.GRPCAddr()}, stopTimeout: 5 * time.Second}, logger)
+	must("start access", err)
+	t.Cleanup(func() { as.Stop() })
+	aconn := dialReplica(t, as)
+	a := accessReplica{accessv1.NewDirectoryServiceClient(aconn), accessv1.NewConditionalAccessPolicyServiceClient(aconn), accessv1.NewAccessServiceClient(aconn)}
+	health := healthpb.NewHealthClient(aconn)
+	conn := dialReplica(t, cs)
+	_, err = compliancev1.NewDeviceServiceClient(conn).EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+		DeviceId: "dev-1", DisplayName: "Laptop", Platform: commonv1.Platform_PLATFORM_WINDOWS, OsVersion: "10.0.22631", OwnerUserId: "u-1"}})
+	must("enroll", err)
+	_, err = compliancev1.NewCompliancePolicyServiceClient(conn).CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "max-medium", DisplayName: "Max medium", MaxDeviceRisk: commonv1.RiskLevel_RISK_LEVEL_MEDIUM, Assignment: &compliancev1.PolicyAssignment{AllDevices: true}}})
+	must("compliance policy", err)
+	_, err = a.dir.CreateUser(ctx, &accessv1.CreateUserRequest{User: &accessv1.User{UserId: "u-1", DisplayName: "Ada"}})
+	must("user", err)
+	_, err = a.dir.CreateApplication(ctx, &accessv1.CreateApplicationRequest{Application: &accessv1.Application{ApplicationId: "payroll", DisplayName: "Payroll"}})
+	must("application", err)
+	_, err = a.pol.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: &accessv1.ConditionalAccessPolicy{PolicyId: "payroll-compliant", DisplayName: "Payroll needs a compliant device",
+		State: accessv1.PolicyState_POLICY_STATE_ENABLED, Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"payroll"}},
+		GrantControls: &accessv1.GrantControls{Require: []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE}}}})
+	must("access policy", err)
+	waitReplicaDecision(ctx, t, a, "A", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_ALLOW)
+
+	stored := func() (token, cursor int64, state int) {
+		t.Helper()
+		must("read the lease", db.QueryRowContext(ctx, `SELECT token FROM access.leases WHERE name = $1`, accessapp.ConsumerLease).Scan(&token))
+		must("read the cursor", db.QueryRowContext(ctx, `SELECT revision FROM access.feed_cursor WHERE id = 1`).Scan(&cursor))
+		must("read the device", db.QueryRowContext(ctx, `SELECT state FROM access.device_compliance WHERE device_id = 'dev-1'`).Scan(&state))
+		return token, cursor, state
+	}
+	waitHealth := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for {
+			r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: accessv1.AccessService_ServiceDesc.ServiceName})
+			if err == nil && r.GetStatus() == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("access health %v (%v), want %v", r.GetStatus(), err, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	tok0, cur0, state0 := stored()
+	// Another holder takes the lease over (the leader was paused past it).
+	if _, err := db.ExecContext(ctx, `UPDATE access.leases SET holder = 'intruder', token = token + 1, expires_at = clock_timestamp() + interval '1 hour' WHERE name = $1`,
+		accessapp.ConsumerLease); err != nil {
+		t.Fatal(err)
+	}
+	_, err = riskv1.NewRiskServiceClient(conn).ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{AlertId: "a-1", DeviceId: "dev-1",
+		Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}})
+	must("alert", err)
+	waitHealth(healthpb.HealthCheckResponse_NOT_SERVING) // the event's fenced write was refused
+	if tok, cur, state := stored(); tok != tok0+1 || cur != cur0 || state != state0 {
+		t.Fatalf("after the fenced apply: token %d, cursor %d, device state %d; want %d, %d, %d (nothing applied)", tok, cur, state, tok0+1, cur0, state0)
+	}
+	waitHealth(healthpb.HealthCheckResponse_SERVING) // the replica noticed the loss and stopped consuming
+	if _, cur, state := stored(); cur != cur0 || state != state0 {
+		t.Fatalf("after the lease loss: cursor %d, device state %d; want %d, %d", cur, state, cur0, state0)
+	}
+
+	// The other holder's lease ends: the replica leads again and applies the event.
+	if _, err := db.ExecContext(ctx, `UPDATE access.leases SET expires_at = clock_timestamp() WHERE name = $1`, accessapp.ConsumerLease); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicaDecision(ctx, t, a, "A", "u-1", "dev-1", "payroll", accessv1.Decision_DECISION_BLOCK)
+	if tok, cur, _ := stored(); tok != tok0+2 || cur <= cur0 {
+		t.Fatalf("after leading again: token %d, cursor %d; want %d and past %d", tok, cur, tok0+2, cur0)
 	}
 }

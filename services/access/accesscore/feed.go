@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -33,6 +34,16 @@ func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceSer
 	s.consuming.Store(true)
 	defer s.consuming.Store(false)
 	c := s.NewFeedConsumer(client, beforeWatch)
+	if s.cf != nil && s.cfg.FeedHealth != nil && s.cfg.FeedHealthName != "" {
+		// A replica of a shared store consumes while it holds the lease: once it
+		// stops (its lease moved on), its health no longer reports the consumer's,
+		// e.g. the event a fenced write could not apply.
+		defer func() {
+			if c.Status().Stuck {
+				s.cfg.FeedHealth.SetServingStatus(s.cfg.FeedHealthName, healthpb.HealthCheckResponse_SERVING)
+			}
+		}()
+	}
 	// The consumer also counts contacts that reach no callback (a progress
 	// message at the current cursor, a duplicate): mirror its LastContact.
 	done := make(chan struct{})
