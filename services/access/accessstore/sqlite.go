@@ -1,4 +1,4 @@
-// Package accessstore is the access service's SQLite store.
+// Package accessstore is the access service's store, on SQLite (embedded) or PostgreSQL (shared by replicas).
 package accessstore
 
 import (
