@@ -9,11 +9,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/condaccess/condaccess/services/access/accessstore"
 	"github.com/condaccess/condaccess/services/risk/riskstore"
 )
 
 func init() {
-	register("migrate", "copy an embedded install's risk, compliance and remediation stores into PostgreSQL (preview: access not yet; stop the services first)", runMigrate)
+	register("migrate", "copy an embedded install's stores (risk, compliance, access, remediation) into PostgreSQL (stop the services first)", runMigrate)
 }
 
 // runMigrate copies <from-data-dir>/risk/risk.db into the risk schema of --to, and
@@ -63,19 +64,40 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	}
+	if err := migrateAccess(ctx, *from, *to, stdout); err != nil {
+		return err
+	}
 	if err := migrateRemediation(ctx, *from, *to, stdout); err != nil {
 		return err
 	}
-	var skipped []string
-	for _, svc := range []string{"access"} {
-		if _, err := os.Stat(filepath.Join(*from, svc)); err == nil {
-			skipped = append(skipped, svc)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	return nil
+}
+
+// migrateAccess copies <from>/access/access.db, when there is one, into the access
+// schema of url.
+func migrateAccess(ctx context.Context, from, url string, stdout io.Writer) error {
+	path := filepath.Join(from, "access", "access.db")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
 	}
-	if len(skipped) > 0 {
-		fmt.Fprintf(stdout, "not migrated (not yet supported on PostgreSQL): %v\n", skipped)
+	src, err := accessstore.Open(ctx, accessstore.Options{Path: path})
+	if err != nil {
+		return err
 	}
+	defer src.Close()
+	dst, err := accessstore.OpenPG(ctx, accessstore.PGOptions{URL: url})
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	c, err := accessstore.CopyToPG(ctx, src, dst)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "access: copied %d users, %d groups, %d applications, %d policies, %d device states, %d sessions, %d sign-in batches, %d session events (revision %d, history from %d), %d audit events; verified\n",
+		c.Rows["users"], c.Rows["dir_groups"], c.Rows["applications"], c.Rows["policies"], c.Rows["device_compliance"], c.Rows["sessions"],
+		c.Rows["signin_batches"], c.Rows["session_events"], c.Revision, c.CompactedBefore+1, c.Rows["audit_events"])
 	return nil
 }

@@ -24,9 +24,10 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// TestServeRefusesServicesNotOnPostgres: with --database-url, a service without a
-// PostgreSQL store is refused (never silently kept on SQLite), and a database that
-// does not answer fails the start without creating an embedded store.
+// TestServeRefusesServicesNotOnPostgres: with --database-url, a database that does not
+// answer fails the start without creating an embedded store (never a silent SQLite
+// fallback). Every service has a PostgreSQL store now; serve still refuses one
+// without (suite.PostgresReady) before opening anything.
 func TestServeRefusesServicesNotOnPostgres(t *testing.T) {
 	const url = "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"
 	tests := []struct {
@@ -35,15 +36,17 @@ func TestServeRefusesServicesNotOnPostgres(t *testing.T) {
 		wantErr  string
 		usage    bool
 	}{
-		{"every service", "risk,compliance,access,remediation", "service is not yet supported on PostgreSQL", true},
 		{"risk and compliance, database down", "risk,compliance", "device CA: compliancestore: pgdb: connect", false},
-		{"access with risk", "risk,access", "access service is not yet supported on PostgreSQL", true},
+		{"access, database down", "access", "accessstore: pgdb: connect", false},
 		{"risk, database down", "risk", "riskstore: pgdb: connect", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			o := serveOptions{grpcAddr: "127.0.0.1:0", services: tt.services, dataDir: dir, databaseURL: url, stopTimeout: time.Second}
+			if !strings.Contains(tt.services, "compliance") {
+				o.peers.Compliance = "127.0.0.1:1" // access needs a peer; nothing answers, dialing is lazy
+			}
 			s, err := startSuite(context.Background(), o, slog.New(slog.DiscardHandler))
 			if err == nil {
 				s.Stop()
@@ -55,8 +58,10 @@ func TestServeRefusesServicesNotOnPostgres(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, "risk", "risk.db")); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("an embedded risk store was created (%v)", err)
 			}
-			if _, err := os.Stat(filepath.Join(dir, "compliance", "compliance.db")); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("an embedded compliance store was created (%v)", err)
+			for _, f := range []string{"compliance/compliance.db", "access/access.db", "remediation/remediation.db"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("an embedded store %s was created (%v)", f, err)
+				}
 			}
 		})
 	}

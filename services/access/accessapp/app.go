@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/consumer"
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/suite"
 	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/accessgrpc"
@@ -76,6 +78,9 @@ func (f *Factory) OIDC() (issuers []string, groupsClaim string) {
 // Name implements suite.Factory.
 func (*Factory) Name() string { return "access" }
 
+// SupportsPostgres implements suite.PostgresReady.
+func (*Factory) SupportsPostgres() {}
+
 // RegisterFlags implements suite.Factory.
 func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	f.set = true
@@ -114,7 +119,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 }
 
 // edge builds the enforcement points' configuration.
-func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
+func (f *Factory) edge(env suite.Env, blockedKey func() ([]byte, error)) (accessgrpc.Edge, error) {
 	e := accessgrpc.Edge{Dev: env.DevMode, TrustHeaders: f.trustHeaders, TrustedHops: f.trustedHops, CertHeader: f.certHeader, HelpURL: f.helpURL, ConsoleURL: env.ConsoleURL}
 	if f.trustedHops < 0 {
 		return e, fmt.Errorf("--access-trusted-proxy-hops must not be negative")
@@ -163,9 +168,9 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 	default:
 		return e, fmt.Errorf("--blocked-page-detail %q: want minimal, category or full", f.blockedDetail)
 	}
-	// The end-user page's references are sealed with a key kept in the data
-	// directory, so links survive a restart; they expire with the sign-in log.
-	key, err := accesscore.LoadOrCreateBlockedRefKey(filepath.Join(env.DataDir, "blocked-ref.key"))
+	// The end-user page's references are sealed with a stored key, so links
+	// survive a restart; they expire with the sign-in log.
+	key, err := blockedKey()
 	if err != nil {
 		return e, fmt.Errorf("blocked-page key: %w", err)
 	}
@@ -179,7 +184,8 @@ func (f *Factory) edge(env suite.Env) (accessgrpc.Edge, error) {
 	return e, nil
 }
 
-// New implements suite.Factory: it opens <DataDir>/access.db, loads the
+// New implements suite.Factory: it opens <DataDir>/access.db (or the schema
+// access of env.DatabaseURL when set), loads the
 // directory, policies, device compliance and sessions, and dials the
 // compliance service for its event feed.
 func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error) {
@@ -192,15 +198,31 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	if f.retention < 0 {
 		return nil, fmt.Errorf("--access-retention must not be negative")
 	}
-	edge, err := f.edge(env)
+	var st *accessstore.Store
+	var err error
+	// The end-user page's references are sealed with a key every replica shares:
+	// kept in the data directory, or in the database on PostgreSQL.
+	blockedKey := func() ([]byte, error) {
+		return accesscore.LoadOrCreateBlockedRefKey(filepath.Join(env.DataDir, "blocked-ref.key"))
+	}
+	if env.DatabaseURL != "" {
+		blockedKey = func() ([]byte, error) { return st.SharedKey(ctx, "blocked-ref") }
+		st, err = accessstore.OpenPG(ctx, accessstore.PGOptions{
+			URL: env.DatabaseURL, EventRetention: f.retention, ProgressInterval: f.progressInterval,
+			RequireFence: true, Logger: env.Logger,
+		})
+	} else {
+		st, err = accessstore.Open(ctx, accessstore.Options{
+			Path: filepath.Join(env.DataDir, "access.db"), EventRetention: f.retention,
+			ProgressInterval: f.progressInterval, Synchronous: f.synchronous, Logger: env.Logger,
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
-	st, err := accessstore.Open(ctx, accessstore.Options{
-		Path: filepath.Join(env.DataDir, "access.db"), EventRetention: f.retention,
-		ProgressInterval: f.progressInterval, Synchronous: f.synchronous, Logger: env.Logger,
-	})
+	edge, err := f.edge(env, blockedKey)
 	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	var emergency []string
@@ -214,13 +236,16 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
 		SignInRetention: f.signInRetention, SignInBuffer: f.signInBuffer, SessionIdleTimeout: f.sessionIdle, EncodeSignIn: accessgrpc.EncodeSignIn, Metrics: m,
 		FeedHealth: healthOf(env), FeedHealthName: accessv1.AccessService_ServiceDesc.ServiceName,
-		Revocations: env.Revocations,
+		Revocations: env.Revocations, LeaderCleanup: env.DatabaseURL != "",
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers)}
+	s := &service{store: st, svc: svc, srv: accessgrpc.New(svc, f.headers), log: env.Logger}
+	if env.DatabaseURL != "" {
+		s.lease = st.Lease(lease.PGOptions{Name: ConsumerLease, Duration: env.LeaseDuration, Logger: env.Logger})
+	}
 	s.srv.SetImportBatch(f.importBatch)
 	s.srv.SetEdge(edge)
 	if !edge.Dev && edge.Tokens == nil && !edge.TrustHeaders {
@@ -259,26 +284,65 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	} else {
 		env.Logger.Warn("no compliance service address: device compliance is never confirmed, so apps that require a compliant device are blocked (COMPLIANCE_STATE_STALE)")
 	}
+	if s.lease != nil {
+		return pgService{s}, nil
+	}
 	return s, nil
 }
+
+// pgService is the access service on PostgreSQL: not suite.Audited, because
+// AuditService does not list the audit events recorded there yet.
+type pgService struct{ s *service }
+
+func (p pgService) Register(r grpc.ServiceRegistrar) { p.s.Register(r) }
+func (p pgService) Run(ctx context.Context) error    { return p.s.Run(ctx) }
+func (p pgService) Close() error                     { return p.s.Close() }
+
+// ConsumerLease is the lease whose holder, among access replicas on PostgreSQL,
+// consumes the compliance feed and deletes sign-ins past retention.
+const ConsumerLease = "access-consumer"
 
 type service struct {
 	store *accessstore.Store
 	svc   *accesscore.Service
 	srv   *accessgrpc.Server
 	conn  *grpc.ClientConn
+	// lease is set on PostgreSQL: the compliance feed and the sign-in retention
+	// run on its holder only, every cursor write fenced by its token.
+	lease lease.Lease
+	log   *slog.Logger
 }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { accessgrpc.Register(r, s.srv) }
 
-// Run follows the compliance feed and writes sign-ins until ctx ends.
+// Run follows the compliance feed and writes sign-ins until ctx ends. On
+// PostgreSQL every replica also follows the other replicas' changes, and the
+// feed runs on the lease holder only.
 func (s *service) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if s.conn != nil {
-			s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
+		if s.lease == nil {
+			if s.conn != nil {
+				s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
+			}
+			return
 		}
+		followed := make(chan struct{})
+		go func() { defer close(followed); s.svc.Follow(ctx) }()
+		defer func() { <-followed }()
+		_ = s.lease.Run(ctx, func(ctx context.Context, token int64) error {
+			s.log.Info("access: leading the compliance feed", "lease", ConsumerLease, "token", token)
+			ctx = accessstore.Fenced(ctx, s.lease, token)
+			cleaned := make(chan struct{})
+			go func() { defer close(cleaned); s.svc.RunCleanup(ctx) }()
+			if s.conn != nil {
+				s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
+			}
+			<-ctx.Done()
+			<-cleaned
+			return nil
+		})
 	}()
 	err := s.svc.Run(ctx)
 	<-done
@@ -349,7 +413,7 @@ func (m *metrics) register(svc *accesscore.Service) error {
 	return err
 }
 
-// Audit implements suite.Audited.
+// Audit implements suite.Audited (on SQLite; see pgService).
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
 
 // healthOf is env.Health as a consumer.HealthSetter (nil when there is none).

@@ -2,11 +2,13 @@ package accessapp
 
 import (
 	"flag"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/access/accesscore"
 	"github.com/condaccess/condaccess/services/access/edgeid/edgeidtest"
 )
 
@@ -34,7 +36,10 @@ func TestTokenGroupsFlag(t *testing.T) {
 			if err := fs.Parse(append([]string{"--oidc-issuer", is.URL, "--oidc-audience", "condaccess"}, tt.args...)); err != nil {
 				t.Fatal(err)
 			}
-			e, err := f.edge(suite.Env{DataDir: t.TempDir()})
+			dir := t.TempDir()
+			e, err := f.edge(suite.Env{DataDir: dir}, func() ([]byte, error) {
+				return accesscore.LoadOrCreateBlockedRefKey(filepath.Join(dir, "blocked-ref.key"))
+			})
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("edge: %v, want error %v", err, tt.wantErr)
 			}

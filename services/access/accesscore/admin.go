@@ -41,6 +41,11 @@ func maskFields(paths []string, allowed ...string) (map[string]bool, error) {
 func (s *Service) CreateUser(ctx context.Context, u *access.User) (*access.User, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	now := s.now()
 	nu := &access.User{ID: u.ID, DisplayName: u.DisplayName, Disabled: u.Disabled, EmergencyAccess: u.EmergencyAccess,
 		ExternalID: u.ExternalID, CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
@@ -95,6 +100,11 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Users[u.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: user %q", access.ErrNotFound, u.ID)
@@ -128,7 +138,9 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	var ls []*access.LiveSession
 	var revs []access.Revocation
 	if revoke {
-		ls, revs = s.userRevocations(ctx, nu.ID, reason)
+		if ls, revs, err = s.userRevocations(ctx, nu.ID, reason); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.store.UpdateUser(ctx, &nu, u.Etag, revs); err != nil {
 		return nil, err
@@ -147,7 +159,15 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 func (s *Service) DeleteUser(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	ls, revs := s.userRevocations(ctx, id, ReasonUserDeleted)
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ls, revs, err := s.userRevocations(ctx, id, ReasonUserDeleted)
+	if err != nil {
+		return err
+	}
 	if err := s.store.DeleteUser(ctx, id, etag, revs); err != nil {
 		return err
 	}
@@ -165,14 +185,20 @@ const (
 )
 
 // userRevocations returns the user's active sessions and their revocations, with
-// the trace context of ctx (the admin request).
-func (s *Service) userRevocations(ctx context.Context, user, reason string) ([]*access.LiveSession, []access.Revocation) {
+// the trace context of ctx (the admin request); on a shared store also those of
+// the user's stored sessions that other replicas opened.
+func (s *Service) userRevocations(ctx context.Context, user, reason string) ([]*access.LiveSession, []access.Revocation, error) {
 	ls := s.sessions.ForUser(user)
-	if len(ls) == 0 {
-		return nil, nil
-	}
 	tc := telemetry.TraceContextFromContext(ctx)
-	return ls, s.revocationsFor(ls, reason, 0, tc.GetTraceparent(), tc.GetTracestate())
+	var revs []access.Revocation
+	if len(ls) > 0 {
+		revs = s.revocationsFor(ls, reason, 0, tc.GetTraceparent(), tc.GetTracestate())
+	}
+	others, err := s.storedRevocations(ctx, access.SessionFilter{UserID: user}, reason, ls, 0, tc.GetTraceparent(), tc.GetTracestate())
+	if err != nil {
+		return nil, nil, err
+	}
+	return ls, append(revs, others...), nil
 }
 
 // revokedUser finishes the revocation of a disabled or deleted user's sessions
@@ -228,6 +254,11 @@ func dedup(ids []string) []string {
 func (s *Service) CreateGroup(ctx context.Context, g *access.Group) (*access.Group, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	if s.model.Groups[g.ID] != nil {
 		return nil, fmt.Errorf("%w: group %q", access.ErrAlreadyExists, g.ID)
 	}
@@ -263,6 +294,11 @@ func (s *Service) UpdateGroup(ctx context.Context, g *access.Group, mask []strin
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Groups[g.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: group %q", access.ErrNotFound, g.ID)
@@ -297,6 +333,11 @@ func (s *Service) UpdateGroup(ctx context.Context, g *access.Group, mask []strin
 func (s *Service) DeleteGroup(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.store.DeleteGroup(ctx, id, etag); err != nil {
 		return err
 	}
@@ -311,6 +352,11 @@ func (s *Service) DeleteGroup(ctx context.Context, id, etag string) error {
 func (s *Service) CreateApplication(ctx context.Context, a *access.Application) (*access.Application, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	now := s.now()
 	na := &access.Application{ID: a.ID, DisplayName: a.DisplayName, CreateTime: now, UpdateTime: now, Etag: s.etag(now)}
 	if err := s.store.CreateApplication(ctx, na); err != nil {
@@ -339,6 +385,11 @@ func (s *Service) UpdateApplication(ctx context.Context, a *access.Application, 
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Apps[a.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: application %q", access.ErrNotFound, a.ID)
@@ -361,6 +412,11 @@ func (s *Service) UpdateApplication(ctx context.Context, a *access.Application, 
 func (s *Service) DeleteApplication(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.store.DeleteApplication(ctx, id, etag); err != nil {
 		return err
 	}
@@ -378,6 +434,9 @@ type ImportStats struct{ Users, Groups, Applications int64 }
 func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (ImportStats, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if err := s.catchUp(ctx); err != nil {
+		return ImportStats{}, err
+	}
 	now := s.now()
 	et := s.etag(now)
 	// The resulting directory, for the checks.

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -30,7 +31,19 @@ var tracer = otel.Tracer("condaccess/access")
 // watch, resuming from the stored cursor (internal/consumer).
 // beforeWatch (optional) runs before each watch attempt (see compliancefeed.Source).
 func (s *Service) RunFeed(ctx context.Context, client compliancev1.ComplianceServiceClient, beforeWatch func()) error {
+	s.consuming.Store(true)
+	defer s.consuming.Store(false)
 	c := s.NewFeedConsumer(client, beforeWatch)
+	if s.cf != nil && s.cfg.FeedHealth != nil && s.cfg.FeedHealthName != "" {
+		// A replica of a shared store consumes while it holds the lease: once it
+		// stops (its lease moved on), its health no longer reports the consumer's,
+		// e.g. the event a fenced write could not apply.
+		defer func() {
+			if c.Status().Stuck {
+				s.cfg.FeedHealth.SetServingStatus(s.cfg.FeedHealthName, healthpb.HealthCheckResponse_SERVING)
+			}
+		}()
+	}
 	// The consumer also counts contacts that reach no callback (a progress
 	// message at the current cursor, a duplicate): mirror its LastContact.
 	done := make(chan struct{})
@@ -92,6 +105,9 @@ func (s *Service) NewFeedConsumer(client compliancev1.ComplianceServiceClient, b
 // epoch (or earlier), which a compliance service that never heard from risk sends, is
 // kept as the oldest known time: stored as is, it would read as 0, "unknown".
 func (s *Service) noteRiskAsOf(t time.Time) {
+	if s.cf != nil {
+		s.cf.NoteRiskAsOf(t)
+	}
 	if t.IsZero() {
 		s.riskAsOf.Store(0)
 		return
@@ -206,6 +222,11 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		if revoke {
 			ls = s.sessions.ForDevice(d.DeviceID)
 			revs = s.revocations(ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+			others, err := s.storedRevocations(ctx, access.SessionFilter{DeviceID: d.DeviceID}, ReasonDeviceNoncompliant, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+			if err != nil {
+				return err
+			}
+			revs = append(revs, others...)
 		}
 		var cutoff time.Time
 		err := s.store.ApplyDevice(ctx, d, rev, revs, func() {
@@ -240,6 +261,11 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 		tc := telemetry.TraceContextFromContext(ctx)
 		ls := s.sessions.ForDevice(ev.Identity.DeviceID)
 		revs := s.revocationsFor(ls, ReasonDeviceIdentityRevoked, rev, tc.GetTraceparent(), tc.GetTracestate())
+		others, err := s.storedRevocations(ctx, access.SessionFilter{DeviceID: ev.Identity.DeviceID}, ReasonDeviceIdentityRevoked, ls, rev, tc.GetTraceparent(), tc.GetTracestate())
+		if err != nil {
+			return err
+		}
+		revs = append(revs, others...)
 		if err := s.store.ApplyDevice(ctx, nil, rev, revs, func() { s.sessions.Remove(ls) }); err != nil {
 			return err
 		}

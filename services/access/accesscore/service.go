@@ -54,6 +54,9 @@ type Config struct {
 	// Revocations, when set, blocks devices whose identity is revoked
 	// (DEVICE_IDENTITY_REVOKED); the process's revocation feed fills it.
 	Revocations *auth.Revocations
+	// LeaderCleanup leaves the sign-in retention cleanup to RunCleanup (run by
+	// the lease holder among replicas) instead of Run.
+	LeaderCleanup bool
 }
 
 // Metrics are counters and gauges the service reports to.
@@ -93,6 +96,16 @@ type Service struct {
 	results sync.Pool
 	// changes wakes WatchBlockedStatus streams.
 	changes changes
+
+	// cf is the store's change feed when other replicas share the store (follow.go).
+	cf access.ChangeFeed
+	// changeRev is the change-log revision the model reflects (wmu).
+	changeRev int64
+	// followFrom and followFromDevices are the change logs' heads read before the
+	// state was loaded.
+	followFrom, followFromDevices int64
+	// consuming is true while this replica runs the compliance feed consumer.
+	consuming atomic.Bool
 }
 
 // New loads the store (directory, policies, device compliance, active sessions)
@@ -126,6 +139,17 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.recorder = access.NewRecorder(access.RecorderConfig{Store: cfg.Store, Buffer: cfg.SignInBuffer, Encode: cfg.EncodeSignIn,
 		OnDrop: cfg.Metrics.DroppedSignIn, Logger: cfg.Logger})
 
+	if s.cf = replicated(cfg.Store); s.cf != nil {
+		// Before loading: every change after this head is followed (again).
+		head, err := s.cf.ChangeHead(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the change log: %w", err)
+		}
+		s.changeRev, s.followFrom = head, head
+		if s.followFromDevices, err = s.cf.DeviceChangeHead(ctx); err != nil {
+			return nil, fmt.Errorf("read the device change log: %w", err)
+		}
+	}
 	d, err := cfg.Store.LoadDirectory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load directory: %w", err)
@@ -169,9 +193,14 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.recorder.Run(ctx) }()
 	t := time.NewTicker(s.cfg.CleanupInterval)
 	defer t.Stop()
+	if s.cfg.LeaderCleanup {
+		t.Stop()
+	}
 	idle := time.NewTicker(min(time.Minute, s.cfg.SessionIdleTimeout/4+time.Millisecond))
 	defer idle.Stop()
-	s.cleanup(ctx)
+	if !s.cfg.LeaderCleanup {
+		s.cleanup(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,6 +210,21 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cleanup(ctx)
 		case <-idle.C:
 			s.expireSessions(ctx)
+		}
+	}
+}
+
+// RunCleanup deletes sign-ins past retention now and every CleanupInterval until
+// ctx ends (Config.LeaderCleanup).
+func (s *Service) RunCleanup(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CleanupInterval)
+	defer t.Stop()
+	for {
+		s.cleanup(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
@@ -306,6 +350,11 @@ func (s *Service) CreatePolicy(ctx context.Context, p *access.Policy) (*access.P
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	if s.model.Policies[p.ID] != nil {
 		return nil, fmt.Errorf("%w: policy %q", access.ErrAlreadyExists, p.ID)
 	}
@@ -349,6 +398,11 @@ func (s *Service) UpdatePolicy(ctx context.Context, p *access.Policy, mask []str
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	cur := s.model.Policies[p.ID]
 	if cur == nil {
 		return nil, fmt.Errorf("%w: policy %q", access.ErrNotFound, p.ID)
@@ -398,6 +452,11 @@ func (s *Service) UpdatePolicy(ctx context.Context, p *access.Policy, mask []str
 func (s *Service) DeletePolicy(ctx context.Context, id, etag string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	ctx, done, err := s.guard(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.store.DeletePolicy(ctx, id, etag); err != nil {
 		return err
 	}

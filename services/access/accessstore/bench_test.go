@@ -7,18 +7,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/services/access"
 	"github.com/condaccess/condaccess/services/access/accessstore"
 )
 
 // BenchmarkWriteSignIns is the sign-in log's cost per sign-in, written in
-// batches of 1024 as the recorder does.
+// batches of 1024 as the recorder does, on SQLite and on PostgreSQL.
 func BenchmarkWriteSignIns(b *testing.B) {
-	s, err := accessstore.Open(context.Background(), accessstore.Options{Path: filepath.Join(b.TempDir(), "access.db")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	b.Run("sqlite", func(b *testing.B) {
+		s, err := accessstore.Open(context.Background(), accessstore.Options{Path: filepath.Join(b.TempDir(), "access.db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchWriteSignIns(b, s)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		s, err := accessstore.OpenPG(context.Background(), accessstore.PGOptions{URL: pgtest.URL(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchWriteSignIns(b, s)
+	})
+}
+
+func benchWriteSignIns(b *testing.B, s access.Store) {
 	detail := make([]byte, 220)
 	batch := make([]*access.SignIn, 1024)
 	now := time.Now()

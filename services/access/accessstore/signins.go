@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/condaccess/condaccess/internal/sqlitedb"
+	"github.com/condaccess/condaccess/internal/dbtx"
 	"github.com/condaccess/condaccess/services/access"
 )
 
@@ -198,7 +198,7 @@ func (e *entry) signIn() *access.SignIn {
 }
 
 // lastSignInKey is the newest sign-in's key (0 when none).
-func lastSignInKey(ctx context.Context, tx *sqlitedb.Tx) (int64, error) {
+func lastSignInKey(ctx context.Context, tx dbtx.Tx) (int64, error) {
 	var last int64
 	err := tx.QueryRowContext(ctx, `SELECT last_key FROM signin_batches ORDER BY first_key DESC LIMIT 1`).Scan(&last)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -208,7 +208,7 @@ func lastSignInKey(ctx context.Context, tx *sqlitedb.Tx) (int64, error) {
 }
 
 // writeSignIns stores signIns as one batch, setting their IDs and times.
-func writeSignIns(ctx context.Context, tx *sqlitedb.Tx, signIns []*access.SignIn) error {
+func writeSignIns(ctx context.Context, tx dbtx.Tx, signIns []*access.SignIn) error {
 	if len(signIns) == 0 {
 		return nil
 	}
@@ -232,7 +232,7 @@ func writeSignIns(ctx context.Context, tx *sqlitedb.Tx, signIns []*access.SignIn
 }
 
 // insertBatch inserts one batch row; set runs when the insert succeeded.
-func insertBatch(ctx context.Context, tx *sqlitedb.Tx, signIns []*access.SignIn, keys []int64, set func()) error {
+func insertBatch(ctx context.Context, tx dbtx.Tx, signIns []*access.SignIn, keys []int64, set func()) error {
 	b := batchBufs.Get().(*batchBuf)
 	defer batchBufs.Put(b)
 	b.encode(signIns, keys)
@@ -293,11 +293,11 @@ func (s *Store) ListSignIns(ctx context.Context, f access.SignInFilter, token st
 	}
 
 	// One read transaction: one snapshot for the headers and the bodies.
-	tx, err := s.db.Read().BeginTx(ctx, nil)
+	tx, done, err := s.readTx(ctx)
 	if err != nil {
 		return nil, "", err
 	}
-	defer tx.Rollback()
+	defer done()
 	var out []*access.SignIn
 	var entries []entry
 	var heads []batchHead
@@ -383,7 +383,7 @@ func (s *Store) DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, er
 	for {
 		var n int64
 		done := false
-		err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		err := s.write(ctx, func(tx dbtx.Tx) error {
 			n, done = 0, false
 			rows, err := tx.QueryContext(ctx, `SELECT first_key, last_key, n FROM signin_batches WHERE first_key < ? ORDER BY first_key LIMIT 64`, cut)
 			if err != nil {
@@ -436,7 +436,7 @@ func (s *Store) DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, er
 
 // trimBatch rewrites batch first without its sign-ins older than cut; it returns how
 // many it removed.
-func (s *Store) trimBatch(ctx context.Context, tx *sqlitedb.Tx, first, cut int64) (int64, error) {
+func (s *Store) trimBatch(ctx context.Context, tx dbtx.Tx, first, cut int64) (int64, error) {
 	var body []byte
 	if err := tx.QueryRowContext(ctx, `SELECT body FROM signin_batches WHERE first_key = ?`, first).Scan(&body); err != nil {
 		return 0, err
@@ -469,7 +469,7 @@ func (s *Store) trimBatch(ctx context.Context, tx *sqlitedb.Tx, first, cut int64
 func (s *Store) convertLegacySignIns(ctx context.Context) error {
 	for {
 		moved := 0
-		err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		err := s.write(ctx, func(tx dbtx.Tx) error {
 			moved = 0
 			rows, err := tx.QueryContext(ctx, `SELECT key, user_id, device_id, app_id, decision, trace_id, detail FROM signins ORDER BY key LIMIT 4096`)
 			if err != nil {

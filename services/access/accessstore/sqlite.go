@@ -1,4 +1,4 @@
-// Package accessstore is the access service's SQLite store.
+// Package accessstore is the access service's store, on SQLite (embedded) or PostgreSQL (shared by replicas).
 package accessstore
 
 import (
@@ -17,6 +17,7 @@ import (
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/dbtx"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 	"github.com/condaccess/condaccess/services/access"
@@ -96,11 +97,13 @@ type Options struct {
 	Logger      *slog.Logger
 }
 
-// Store is the SQLite access.Store.
+// Store is the access.Store on SQLite (Open) or PostgreSQL (OpenPG): the same
+// statements on both (PostgreSQL's transactions rebind the ? placeholders).
 type Store struct {
-	db    *sqlitedb.DB
+	db    *sqlitedb.DB // SQLite only
 	log   *eventlog.Log
 	audit *audit.Log
+	pg    *pgParts // PostgreSQL only
 }
 
 var _ access.Store = (*Store)(nil)
@@ -135,10 +138,14 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 
 // Close closes the event log and the database.
 func (s *Store) Close() error {
+	if s.pg != nil {
+		return errors.Join(s.pg.devices.Close(), s.pg.changes.Close(), s.pg.log.Close(), s.pg.db.Close())
+	}
 	return errors.Join(s.log.Close(), s.db.Close())
 }
 
-// Audit is the audit log of the store's admin changes.
+// Audit is the audit log of the store's admin changes (nil on PostgreSQL, whose
+// audit events AuditService does not list yet).
 func (s *Store) Audit() *audit.Log { return s.audit }
 
 // Audited resource types.
@@ -151,7 +158,7 @@ const (
 )
 
 // current reads the resource of an audited type as it is in tx (nil when absent).
-func current(ctx context.Context, tx *sqlitedb.Tx, typ, id string) (any, string, error) {
+func current(ctx context.Context, tx dbtx.Tx, typ, id string) (any, string, error) {
 	var v any
 	var etag string
 	var err error
@@ -191,7 +198,7 @@ func current(ctx context.Context, tx *sqlitedb.Tx, typ, id string) (any, string,
 	return v, etag, err
 }
 
-func txStrings(ctx context.Context, tx *sqlitedb.Tx, q string, args ...any) ([]string, error) {
+func txStrings(ctx context.Context, tx dbtx.Tx, q string, args ...any) ([]string, error) {
 	return scanStrings(tx.QueryContext(ctx, q, args...))
 }
 
@@ -214,7 +221,7 @@ func scanStrings(rows *sql.Rows, err error) ([]string, error) {
 
 // audited runs change in tx and appends its audit event (the resource before and
 // after, the actor from ctx) in the same transaction.
-func (s *Store) audited(ctx context.Context, tx *sqlitedb.Tx, typ, id string, change func() error) error {
+func (s *Store) audited(ctx context.Context, tx dbtx.Tx, typ, id string, change func() error) error {
 	before, beforeEtag, err := current(ctx, tx, typ, id)
 	if err != nil {
 		return err
@@ -229,10 +236,10 @@ func (s *Store) audited(ctx context.Context, tx *sqlitedb.Tx, typ, id string, ch
 	if after == nil {
 		etag = beforeEtag
 	}
-	return s.audit.Append(ctx, tx, audit.Change{ResourceType: typ, ResourceID: id, Before: before, After: after, Etag: etag})
+	return s.appendAudit(ctx, tx, audit.Change{ResourceType: typ, ResourceID: id, Before: before, After: after, Etag: etag})
 }
 
-// DB exposes the database (for tests and metrics).
+// DB exposes the SQLite database (for tests and metrics; nil on PostgreSQL).
 func (s *Store) DB() *sqlitedb.DB { return s.db }
 
 func ns(t time.Time) int64 {
@@ -276,7 +283,7 @@ func decToken(tok string, n int) ([]string, error) {
 }
 
 // checkEtag loads the row's etag; ErrNotFound / ErrEtagMismatch.
-func checkEtag(ctx context.Context, tx *sqlitedb.Tx, table, id, etag, what string) error {
+func checkEtag(ctx context.Context, tx dbtx.Tx, table, id, etag, what string) error {
 	var cur string
 	err := tx.QueryRowContext(ctx, `SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&cur)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -291,7 +298,7 @@ func checkEtag(ctx context.Context, tx *sqlitedb.Tx, table, id, etag, what strin
 	return nil
 }
 
-func exists(ctx context.Context, tx *sqlitedb.Tx, table, id string) (bool, error) {
+func exists(ctx context.Context, tx dbtx.Tx, table, id string) (bool, error) {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+table+` WHERE id = ?`, id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -304,7 +311,7 @@ func exists(ctx context.Context, tx *sqlitedb.Tx, table, id string) (bool, error
 
 // CreateUser implements access.Store.
 func (s *Store) CreateUser(ctx context.Context, u *access.User) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		ok, err := exists(ctx, tx, "users", u.ID)
 		if err != nil {
 			return err
@@ -316,7 +323,7 @@ func (s *Store) CreateUser(ctx context.Context, u *access.User) error {
 	})
 }
 
-func putUser(ctx context.Context, tx *sqlitedb.Tx, u *access.User) error {
+func putUser(ctx context.Context, tx dbtx.Tx, u *access.User) error {
 	if err := externalIDFree(ctx, tx, u); err != nil {
 		return err
 	}
@@ -329,7 +336,7 @@ func putUser(ctx context.Context, tx *sqlitedb.Tx, u *access.User) error {
 
 // externalIDFree fails with ErrAlreadyExists when another user has u's external id
 // (the unique index would refuse it too, with a less useful error).
-func externalIDFree(ctx context.Context, tx *sqlitedb.Tx, u *access.User) error {
+func externalIDFree(ctx context.Context, tx dbtx.Tx, u *access.User) error {
 	if u.ExternalID == "" {
 		return nil
 	}
@@ -358,7 +365,7 @@ func scanUser(sc interface{ Scan(...any) error }) (*access.User, error) {
 
 // GetUser implements access.Store.
 func (s *Store) GetUser(ctx context.Context, id string) (*access.User, error) {
-	u, err := scanUser(s.db.Read().QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	u, err := scanUser(s.read().QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: user %q", access.ErrNotFound, id)
 	}
@@ -374,7 +381,7 @@ func (s *Store) UserByExternalID(ctx context.Context, ext string) (*access.User,
 	if ext == "" {
 		return nil, fmt.Errorf("%w: empty external id", access.ErrNotFound)
 	}
-	u, err := scanUser(s.db.Read().QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE external_id = ?`, ext))
+	u, err := scanUser(s.read().QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE external_id = ?`, ext))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: user with external id %q", access.ErrNotFound, ext)
 	}
@@ -382,12 +389,12 @@ func (s *Store) UserByExternalID(ctx context.Context, ext string) (*access.User,
 }
 
 func (s *Store) strings(ctx context.Context, q string, args ...any) ([]string, error) {
-	return scanStrings(s.db.Read().QueryContext(ctx, q, args...))
+	return scanStrings(s.read().QueryContext(ctx, q, args...))
 }
 
 // page runs a keyset query by id and returns the rows plus the next token.
 // queryAll runs q and scans every row with scan.
-func queryAll[T any](ctx context.Context, db *sql.DB, q string, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {
+func queryAll[T any](ctx context.Context, db querier, q string, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, err
@@ -404,7 +411,7 @@ func queryAll[T any](ctx context.Context, db *sql.DB, q string, scan func(interf
 	return out, rows.Err()
 }
 
-func page[T any](ctx context.Context, db *sql.DB, q string, token string, limit int, scan func(*sql.Rows) (T, string, error), args ...any) ([]T, string, error) {
+func page[T any](ctx context.Context, db querier, q string, token string, limit int, scan func(*sql.Rows) (T, string, error), args ...any) ([]T, string, error) {
 	p, err := decToken(token, 1)
 	if err != nil {
 		return nil, "", err
@@ -436,7 +443,7 @@ func page[T any](ctx context.Context, db *sql.DB, q string, token string, limit 
 
 // ListUsers implements access.Store.
 func (s *Store) ListUsers(ctx context.Context, token string, limit int) ([]*access.User, string, error) {
-	return page(ctx, s.db.Read(), `SELECT `+userCols+` FROM users WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+	return page(ctx, s.read(), `SELECT `+userCols+` FROM users WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
 		func(r *sql.Rows) (*access.User, string, error) {
 			u, err := scanUser(r)
 			if err != nil {
@@ -448,7 +455,7 @@ func (s *Store) ListUsers(ctx context.Context, token string, limit int) ([]*acce
 
 // UpdateUser implements access.Store.
 func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string, revs []access.Revocation) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := checkEtag(ctx, tx, "users", u.ID, etag, "user"); err != nil {
 			return err
 		}
@@ -467,7 +474,7 @@ func (s *Store) UpdateUser(ctx context.Context, u *access.User, etag string, rev
 }
 
 func (s *Store) del(ctx context.Context, table, what, auditType, id, etag string) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := checkEtag(ctx, tx, table, id, etag, what); err != nil {
 			return err
 		}
@@ -480,7 +487,7 @@ func (s *Store) del(ctx context.Context, table, what, auditType, id, etag string
 
 // DeleteUser implements access.Store.
 func (s *Store) DeleteUser(ctx context.Context, id, etag string, revs []access.Revocation) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := checkEtag(ctx, tx, "users", id, etag, "user"); err != nil {
 			return err
 		}
@@ -496,7 +503,7 @@ func (s *Store) DeleteUser(ctx context.Context, id, etag string, revs []access.R
 
 // ---- groups ----
 
-func checkMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
+func checkMembers(ctx context.Context, tx dbtx.Tx, g *access.Group) error {
 	for _, id := range g.MemberUserIDs {
 		ok, err := exists(ctx, tx, "users", id)
 		if err != nil {
@@ -521,14 +528,14 @@ func checkMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
 	return nil
 }
 
-func putGroupRow(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
+func putGroupRow(ctx context.Context, tx dbtx.Tx, g *access.Group) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO dir_groups (id, display_name, create_ns, update_ns, etag) VALUES (?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, update_ns = excluded.update_ns, etag = excluded.etag`,
 		g.ID, g.DisplayName, ns(g.CreateTime), ns(g.UpdateTime), g.Etag)
 	return err
 }
 
-func putMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
+func putMembers(ctx context.Context, tx dbtx.Tx, g *access.Group) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM group_users WHERE group_id = ?`, g.ID); err != nil {
 		return err
 	}
@@ -536,12 +543,12 @@ func putMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
 		return err
 	}
 	for _, u := range g.MemberUserIDs {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO group_users (group_id, user_id) VALUES (?, ?)`, g.ID, u); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO group_users (group_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, g.ID, u); err != nil {
 			return err
 		}
 	}
 	for _, m := range g.MemberGroupIDs {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO group_groups (group_id, member_id) VALUES (?, ?)`, g.ID, m); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO group_groups (group_id, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, g.ID, m); err != nil {
 			return err
 		}
 	}
@@ -550,7 +557,7 @@ func putMembers(ctx context.Context, tx *sqlitedb.Tx, g *access.Group) error {
 
 // CreateGroup implements access.Store.
 func (s *Store) CreateGroup(ctx context.Context, g *access.Group) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		ok, err := exists(ctx, tx, "dir_groups", g.ID)
 		if err != nil {
 			return err
@@ -592,7 +599,7 @@ func (s *Store) fillMembers(ctx context.Context, g *access.Group) (err error) {
 
 // GetGroup implements access.Store.
 func (s *Store) GetGroup(ctx context.Context, id string) (*access.Group, error) {
-	g, err := scanGroup(s.db.Read().QueryRowContext(ctx, `SELECT `+groupCols+` FROM dir_groups WHERE id = ?`, id))
+	g, err := scanGroup(s.read().QueryRowContext(ctx, `SELECT `+groupCols+` FROM dir_groups WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: group %q", access.ErrNotFound, id)
 	}
@@ -604,7 +611,7 @@ func (s *Store) GetGroup(ctx context.Context, id string) (*access.Group, error) 
 
 // ListGroups implements access.Store.
 func (s *Store) ListGroups(ctx context.Context, token string, limit int) ([]*access.Group, string, error) {
-	gs, next, err := page(ctx, s.db.Read(), `SELECT `+groupCols+` FROM dir_groups WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+	gs, next, err := page(ctx, s.read(), `SELECT `+groupCols+` FROM dir_groups WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
 		func(r *sql.Rows) (*access.Group, string, error) {
 			g, err := scanGroup(r)
 			if err != nil {
@@ -625,7 +632,7 @@ func (s *Store) ListGroups(ctx context.Context, token string, limit int) ([]*acc
 
 // UpdateGroup implements access.Store.
 func (s *Store) UpdateGroup(ctx context.Context, g *access.Group, etag string) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := checkEtag(ctx, tx, "dir_groups", g.ID, etag, "group"); err != nil {
 			return err
 		}
@@ -648,7 +655,7 @@ func (s *Store) DeleteGroup(ctx context.Context, id, etag string) error {
 
 // ---- applications ----
 
-func putApp(ctx context.Context, tx *sqlitedb.Tx, a *access.Application) error {
+func putApp(ctx context.Context, tx dbtx.Tx, a *access.Application) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO applications (id, display_name, create_ns, update_ns, etag) VALUES (?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, update_ns = excluded.update_ns, etag = excluded.etag`,
 		a.ID, a.DisplayName, ns(a.CreateTime), ns(a.UpdateTime), a.Etag)
@@ -657,7 +664,7 @@ func putApp(ctx context.Context, tx *sqlitedb.Tx, a *access.Application) error {
 
 // CreateApplication implements access.Store.
 func (s *Store) CreateApplication(ctx context.Context, a *access.Application) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		ok, err := exists(ctx, tx, "applications", a.ID)
 		if err != nil {
 			return err
@@ -684,7 +691,7 @@ func scanApp(sc interface{ Scan(...any) error }) (*access.Application, error) {
 
 // GetApplication implements access.Store.
 func (s *Store) GetApplication(ctx context.Context, id string) (*access.Application, error) {
-	a, err := scanApp(s.db.Read().QueryRowContext(ctx, `SELECT `+appCols+` FROM applications WHERE id = ?`, id))
+	a, err := scanApp(s.read().QueryRowContext(ctx, `SELECT `+appCols+` FROM applications WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: application %q", access.ErrNotFound, id)
 	}
@@ -693,7 +700,7 @@ func (s *Store) GetApplication(ctx context.Context, id string) (*access.Applicat
 
 // ListApplications implements access.Store.
 func (s *Store) ListApplications(ctx context.Context, token string, limit int) ([]*access.Application, string, error) {
-	return page(ctx, s.db.Read(), `SELECT `+appCols+` FROM applications WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
+	return page(ctx, s.read(), `SELECT `+appCols+` FROM applications WHERE id > ? ORDER BY id LIMIT ?`, token, limit,
 		func(r *sql.Rows) (*access.Application, string, error) {
 			a, err := scanApp(r)
 			if err != nil {
@@ -705,7 +712,7 @@ func (s *Store) ListApplications(ctx context.Context, token string, limit int) (
 
 // UpdateApplication implements access.Store.
 func (s *Store) UpdateApplication(ctx context.Context, a *access.Application, etag string) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := checkEtag(ctx, tx, "applications", a.ID, etag, "application"); err != nil {
 			return err
 		}
@@ -727,12 +734,12 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 	// Each batch commits with one audit event naming what it wrote (the ids, not
 	// whole resources: an import may hold hundreds of thousands).
 	step := 0
-	batches := func(n int, fn func(tx *sqlitedb.Tx, i int) error, id func(i int) string) error {
+	batches := func(n int, fn func(tx dbtx.Tx, i int) error, id func(i int) string) error {
 		step++
 		kind := [...]string{"", "users", "applications", "groups", "group_members"}[step]
 		for lo := 0; lo < n; lo += importBatch {
 			hi := min(n, lo+importBatch)
-			err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+			err := s.write(ctx, func(tx dbtx.Tx) error {
 				ids := make([]string, 0, hi-lo)
 				for i := lo; i < hi; i++ {
 					if err := fn(tx, i); err != nil {
@@ -740,7 +747,7 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 					}
 					ids = append(ids, id(i))
 				}
-				return s.audit.Append(ctx, tx, audit.Change{
+				return s.appendAudit(ctx, tx, audit.Change{
 					ResourceType: auditImport, ResourceID: fmt.Sprintf("%s/%d-%d", kind, lo, hi-1),
 					After: map[string]any{"kind": kind, "ids": ids},
 				})
@@ -759,7 +766,7 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 	for _, u := range d.Users {
 		imported[u.ID] = true
 	}
-	putImported := func(tx *sqlitedb.Tx, i int) error {
+	putImported := func(tx dbtx.Tx, i int) error {
 		u := d.Users[i]
 		if u.ExternalID != "" {
 			var holder string
@@ -779,14 +786,14 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 	if err := batches(len(d.Users), putImported, func(i int) string { return d.Users[i].ID }); err != nil {
 		return err
 	}
-	if err := batches(len(d.Applications), func(tx *sqlitedb.Tx, i int) error { return putApp(ctx, tx, d.Applications[i]) },
+	if err := batches(len(d.Applications), func(tx dbtx.Tx, i int) error { return putApp(ctx, tx, d.Applications[i]) },
 		func(i int) string { return d.Applications[i].ID }); err != nil {
 		return err
 	}
-	if err := batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error { return putGroupRow(ctx, tx, d.Groups[i]) }, groupID); err != nil {
+	if err := batches(len(d.Groups), func(tx dbtx.Tx, i int) error { return putGroupRow(ctx, tx, d.Groups[i]) }, groupID); err != nil {
 		return err
 	}
-	return batches(len(d.Groups), func(tx *sqlitedb.Tx, i int) error {
+	return batches(len(d.Groups), func(tx dbtx.Tx, i int) error {
 		if err := checkMembers(ctx, tx, d.Groups[i]); err != nil {
 			return err
 		}
@@ -796,7 +803,7 @@ func (s *Store) ImportDirectory(ctx context.Context, d *access.Directory) error 
 
 // LoadDirectory implements access.Store.
 func (s *Store) LoadDirectory(ctx context.Context) (*access.Directory, error) {
-	db := s.db.Read()
+	db := s.read()
 	d := &access.Directory{}
 	var err error
 	if d.Users, err = queryAll(ctx, db, `SELECT `+userCols+` FROM users ORDER BY id`, scanUser); err != nil {
@@ -844,7 +851,7 @@ func (s *Store) LoadDirectory(ctx context.Context) (*access.Directory, error) {
 
 // ---- policies ----
 
-func putPolicy(ctx context.Context, tx *sqlitedb.Tx, p *access.Policy) error {
+func putPolicy(ctx context.Context, tx dbtx.Tx, p *access.Policy) error {
 	body, err := json.Marshal(p)
 	if err != nil {
 		return err
@@ -872,7 +879,7 @@ func scanPolicy(sc interface{ Scan(...any) error }) (*access.Policy, error) {
 
 // CreatePolicy implements access.Store.
 func (s *Store) CreatePolicy(ctx context.Context, p *access.Policy) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		ok, err := exists(ctx, tx, "policies", p.ID)
 		if err != nil {
 			return err
@@ -886,7 +893,7 @@ func (s *Store) CreatePolicy(ctx context.Context, p *access.Policy) error {
 
 // GetPolicy implements access.Store.
 func (s *Store) GetPolicy(ctx context.Context, id string) (*access.Policy, error) {
-	p, err := scanPolicy(s.db.Read().QueryRowContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies WHERE id = ?`, id))
+	p, err := scanPolicy(s.read().QueryRowContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: policy %q", access.ErrNotFound, id)
 	}
@@ -895,7 +902,7 @@ func (s *Store) GetPolicy(ctx context.Context, id string) (*access.Policy, error
 
 // ListPolicies implements access.Store.
 func (s *Store) ListPolicies(ctx context.Context, state access.PolicyState, token string, limit int) ([]*access.Policy, string, error) {
-	return page(ctx, s.db.Read(), `SELECT body, create_ns, update_ns, etag, id FROM policies WHERE (? = 0 OR state = ?) AND id > ? ORDER BY id LIMIT ?`, token, limit,
+	return page(ctx, s.read(), `SELECT body, create_ns, update_ns, etag, id FROM policies WHERE (? = 0 OR state = ?) AND id > ? ORDER BY id LIMIT ?`, token, limit,
 		func(r *sql.Rows) (*access.Policy, string, error) {
 			var body, etag, id string
 			var c, u int64
@@ -920,7 +927,7 @@ func (r rowOf) Scan(dst ...any) error {
 
 // UpdatePolicy implements access.Store.
 func (s *Store) UpdatePolicy(ctx context.Context, p *access.Policy, etag string) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := checkEtag(ctx, tx, "policies", p.ID, etag, "policy"); err != nil {
 			return err
 		}
@@ -935,7 +942,7 @@ func (s *Store) DeletePolicy(ctx context.Context, id, etag string) error {
 
 // LoadPolicies implements access.Store.
 func (s *Store) LoadPolicies(ctx context.Context) ([]*access.Policy, error) {
-	rows, err := s.db.Read().QueryContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies ORDER BY id`)
+	rows, err := s.read().QueryContext(ctx, `SELECT body, create_ns, update_ns, etag FROM policies ORDER BY id`)
 	if err != nil {
 		return nil, err
 	}
@@ -961,7 +968,7 @@ type deviceDetail struct {
 	Users    []string               `json:"u,omitempty"`
 }
 
-func putDevice(ctx context.Context, tx *sqlitedb.Tx, d *access.DeviceCompliance) error {
+func putDevice(ctx context.Context, tx dbtx.Tx, d *access.DeviceCompliance) error {
 	detail := ""
 	if len(d.RiskAlertIDs) > 0 || len(d.Settings) > 0 || d.Reason != "" || d.OwnerUserID != "" || len(d.RegisteredUserIDs) > 0 {
 		b, err := json.Marshal(deviceDetail{d.RiskAlertIDs, d.Settings, d.Reason, d.OwnerUserID, d.RegisteredUserIDs})
@@ -977,15 +984,10 @@ func putDevice(ctx context.Context, tx *sqlitedb.Tx, d *access.DeviceCompliance)
 	return err
 }
 
-func saveCursor(ctx context.Context, tx *sqlitedb.Tx, rev int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO feed_cursor (id, revision) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision`, rev)
-	return err
-}
-
 // FeedCursor implements access.Store.
 func (s *Store) FeedCursor(ctx context.Context) (int64, bool, error) {
 	var rev int64
-	err := s.db.Read().QueryRowContext(ctx, `SELECT revision FROM feed_cursor WHERE id = 1`).Scan(&rev)
+	err := s.read().QueryRowContext(ctx, `SELECT revision FROM feed_cursor WHERE id = 1`).Scan(&rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -994,12 +996,12 @@ func (s *Store) FeedCursor(ctx context.Context) (int64, bool, error) {
 
 // SaveFeedCursor implements access.Store.
 func (s *Store) SaveFeedCursor(ctx context.Context, rev int64) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error { return saveCursor(ctx, tx, rev) })
+	return s.write(ctx, func(tx dbtx.Tx) error { return s.saveCursor(ctx, tx, rev) })
 }
 
 // ReplaceDevices implements access.Store.
 func (s *Store) ReplaceDevices(ctx context.Context, devs []*access.DeviceCompliance, rev int64, after func()) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM device_compliance`); err != nil {
 			return err
 		}
@@ -1008,7 +1010,10 @@ func (s *Store) ReplaceDevices(ctx context.Context, devs []*access.DeviceComplia
 				return err
 			}
 		}
-		if err := saveCursor(ctx, tx, rev); err != nil {
+		if err := s.saveCursor(ctx, tx, rev); err != nil {
+			return err
+		}
+		if err := s.noteChange(tx, changeDevices, "*"); err != nil {
 			return err
 		}
 		if after != nil {
@@ -1020,16 +1025,19 @@ func (s *Store) ReplaceDevices(ctx context.Context, devs []*access.DeviceComplia
 
 // ApplyDevice implements access.Store.
 func (s *Store) ApplyDevice(ctx context.Context, d *access.DeviceCompliance, rev int64, revs []access.Revocation, after func()) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if d != nil {
 			if err := putDevice(ctx, tx, d); err != nil {
+				return err
+			}
+			if err := s.noteChange(tx, changeDevice, d.DeviceID); err != nil {
 				return err
 			}
 		}
 		if err := s.revoke(ctx, tx, revs); err != nil {
 			return err
 		}
-		if err := saveCursor(ctx, tx, rev); err != nil {
+		if err := s.saveCursor(ctx, tx, rev); err != nil {
 			return err
 		}
 		if after != nil {
@@ -1041,7 +1049,7 @@ func (s *Store) ApplyDevice(ctx context.Context, d *access.DeviceCompliance, rev
 
 // RevokeSessions implements access.Store.
 func (s *Store) RevokeSessions(ctx context.Context, revs []access.Revocation, after func()) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := s.revoke(ctx, tx, revs); err != nil {
 			return err
 		}
@@ -1055,7 +1063,7 @@ func (s *Store) RevokeSessions(ctx context.Context, revs []access.Revocation, af
 // revoke stores revocations: each session (inserted first with its session_opened
 // event when not stored yet) becomes REVOKED with a session_revoked event, unless it
 // already was.
-func (s *Store) revoke(ctx context.Context, tx *sqlitedb.Tx, revs []access.Revocation) error {
+func (s *Store) revoke(ctx context.Context, tx dbtx.Tx, revs []access.Revocation) error {
 	for _, r := range revs {
 		if _, err := s.insertSession(ctx, tx, &r.Session, r.Session.TraceParent, r.Session.TraceState); err != nil {
 			return err
@@ -1080,7 +1088,12 @@ func (s *Store) revoke(ctx context.Context, tx *sqlitedb.Tx, revs []access.Revoc
 
 // LoadDevices implements access.Store.
 func (s *Store) LoadDevices(ctx context.Context, fn func(*access.DeviceCompliance)) error {
-	rows, err := s.db.Read().QueryContext(ctx, `SELECT device_id, state, risk, platform, revision, detail FROM device_compliance`)
+	rows, err := s.read().QueryContext(ctx, `SELECT device_id, state, risk, platform, revision, detail FROM device_compliance`)
+	return scanDevices(rows, err, fn)
+}
+
+// scanDevices calls fn for each device compliance row (the rows and error of a query).
+func scanDevices(rows *sql.Rows, err error, fn func(*access.DeviceCompliance)) error {
 	if err != nil {
 		return err
 	}
@@ -1120,7 +1133,7 @@ func scanSession(sc interface{ Scan(...any) error }) (*access.Session, error) {
 
 // insertSession stores a session not stored yet (ACTIVE) and appends its
 // session_opened event; it reports whether it inserted.
-func (s *Store) insertSession(ctx context.Context, tx *sqlitedb.Tx, x *access.Session, tp, ts string) (bool, error) {
+func (s *Store) insertSession(ctx context.Context, tx dbtx.Tx, x *access.Session, tp, ts string) (bool, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?,?,?,?,?,?,?,0,'') ON CONFLICT (id) DO NOTHING`,
 		x.ID, x.UserID, x.DeviceID, x.AppID, int32(access.SessionActive), ns(x.CreateTime), ns(x.LastAccessTime))
 	if err != nil {
@@ -1136,7 +1149,7 @@ func (s *Store) insertSession(ctx context.Context, tx *sqlitedb.Tx, x *access.Se
 
 // WriteBatch implements access.Store.
 func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessions []*access.Session) error {
-	return s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := writeSignIns(ctx, tx, signIns); err != nil {
 			return err
 		}
@@ -1146,7 +1159,7 @@ func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessio
 				return err
 			}
 			if !ins {
-				if _, err := tx.ExecContext(ctx, `UPDATE sessions SET last_access_ns = max(last_access_ns, ?) WHERE id = ?`, ns(x.LastAccessTime), x.ID); err != nil {
+				if _, err := tx.ExecContext(ctx, s.touchSessionSQL(), ns(x.LastAccessTime), x.ID); err != nil {
 					return err
 				}
 			}
@@ -1163,7 +1176,7 @@ func (s *Store) DeleteSessions(ctx context.Context, ids []string) error {
 		for i, id := range chunk {
 			args[i] = id
 		}
-		err := s.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+		err := s.write(ctx, func(tx dbtx.Tx) error {
 			_, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
 			return err
 		})
@@ -1176,7 +1189,7 @@ func (s *Store) DeleteSessions(ctx context.Context, ids []string) error {
 
 // LoadActiveSessions implements access.Store.
 func (s *Store) LoadActiveSessions(ctx context.Context) ([]*access.Session, error) {
-	rows, err := s.db.Read().QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state = ?`, int32(access.SessionActive))
+	rows, err := s.read().QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state = ?`, int32(access.SessionActive))
 	if err != nil {
 		return nil, err
 	}
@@ -1194,7 +1207,7 @@ func (s *Store) LoadActiveSessions(ctx context.Context) ([]*access.Session, erro
 
 // ListSessions implements access.Store.
 func (s *Store) ListSessions(ctx context.Context, f access.SessionFilter, token string, limit int) ([]*access.Session, string, error) {
-	return page(ctx, s.db.Read(), `SELECT `+sessionCols+` FROM sessions WHERE (? = '' OR user_id = ?) AND (? = '' OR device_id = ?) AND (? = 0 OR state = ?) AND id > ? ORDER BY id LIMIT ?`,
+	return page(ctx, s.read(), `SELECT `+sessionCols+` FROM sessions WHERE (? = '' OR user_id = ?) AND (? = '' OR device_id = ?) AND (? = 0 OR state = ?) AND id > ? ORDER BY id LIMIT ?`,
 		token, limit, func(r *sql.Rows) (*access.Session, string, error) {
 			x, err := scanSession(r)
 			if err != nil {
@@ -1234,7 +1247,7 @@ func sessionFromProto(p *accessv1.Session) access.Session {
 	return x
 }
 
-func (s *Store) appendEvent(tx *sqlitedb.Tx, e *access.SessionEvent) error {
+func (s *Store) appendEvent(tx dbtx.Tx, e *access.SessionEvent) error {
 	pe := &accessv1.SessionEvent{}
 	typ := ""
 	switch e.Kind {
@@ -1250,13 +1263,17 @@ func (s *Store) appendEvent(tx *sqlitedb.Tx, e *access.SessionEvent) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.log.Append(tx, eventlog.Event{Type: typ, Key: e.Session.ID, Payload: b, TraceParent: e.TraceParent, TraceState: e.TraceState})
+	_, err = s.appendLog(tx, eventlog.Event{Type: typ, Key: e.Session.ID, Payload: b, TraceParent: e.TraceParent, TraceState: e.TraceState})
 	return err
 }
 
 // WatchSessionEvents implements access.Store.
 func (s *Store) WatchSessionEvents(ctx context.Context, start int64, onEvent func(*access.SessionEvent) error, onProgress func(int64) error) error {
-	return s.log.Watch(ctx, start, func(ev eventlog.Event) error {
+	watch := s.log.Watch
+	if s.pg != nil {
+		watch = s.pg.log.Watch
+	}
+	return watch(ctx, start, func(ev eventlog.Event) error {
 		var pe accessv1.SessionEvent
 		if err := proto.Unmarshal(ev.Payload, &pe); err != nil {
 			return fmt.Errorf("decode session event %d: %w", ev.Revision, err)
@@ -1274,4 +1291,9 @@ func (s *Store) WatchSessionEvents(ctx context.Context, start int64, onEvent fun
 }
 
 // SessionRevision implements access.Store.
-func (s *Store) SessionRevision() int64 { return s.log.Revision() }
+func (s *Store) SessionRevision() int64 {
+	if s.pg != nil {
+		return s.pg.log.Revision()
+	}
+	return s.log.Revision()
+}
