@@ -49,7 +49,11 @@ func TestReplicasOnPostgres(t *testing.T) {
 	// The chaos: kill the live consumer leader of compliance or access, restart it.
 	chaosCtx, stopChaos := context.WithCancel(context.Background())
 	var chaos sync.WaitGroup
-	var kills []string
+	var (
+		killMu sync.Mutex
+		kills  []string
+	)
+	killed := func() int { killMu.Lock(); defer killMu.Unlock(); return len(kills) }
 	chaos.Add(1)
 	go func() {
 		defer chaos.Done()
@@ -58,14 +62,19 @@ func TestReplicasOnPostgres(t *testing.T) {
 			select {
 			case <-chaosCtx.Done():
 				return
-			case <-time.After(time.Duration(500+rng.IntN(1500)) * time.Millisecond):
+			case <-time.After(time.Duration(100+rng.IntN(700)) * time.Millisecond):
 			}
 			svc := []string{"compliance", "access"}[rng.IntN(2)]
-			p := leaderOf(chaosCtx, db, svc, s.Replicas[svc])
+			p, err := leaderOf(chaosCtx, db, svc, s.Replicas[svc])
+			if err != nil {
+				t.Logf("chaos: %s leader: %v", svc, err)
+			}
 			if p == nil {
 				continue
 			}
+			killMu.Lock()
 			kills = append(kills, p.Name)
+			killMu.Unlock()
 			_ = p.Kill()
 			rctx, cancel := context.WithTimeout(chaosCtx, 30*time.Second)
 			if err := p.Start(); err == nil {
@@ -78,7 +87,8 @@ func TestReplicasOnPostgres(t *testing.T) {
 	// Devices in the manual group: blocked on an alert, allowed when it is resolved.
 	type dev struct {
 		id     string
-		alerts []string
+		alerts []string // every alert reported
+		active []string // those not resolved yet
 		high   bool
 	}
 	var devs []*dev
@@ -88,15 +98,19 @@ func TestReplicasOnPostgres(t *testing.T) {
 		s.Enroll(t, d.id, harness.ManualGroup)
 		other.WaitDecision(t, d.id, accessv1.Decision_DECISION_ALLOW)
 	}
-	for round := range 3 {
+	// At least three rounds, and on until the chaos has killed six leaders (at most 60).
+	for round := 0; round < 3 || (killed() < 6 && round < 60); round++ {
 		for i, d := range devs {
 			alert := fmt.Sprintf("ra-%d-%d", round, i)
 			s.ReportAlert(t, alert, d.id) // risk replica 0
 			d.alerts, d.high = append(d.alerts, alert), true
 			other.WaitDecision(t, d.id, accessv1.Decision_DECISION_BLOCK) // access replica 1
+			d.active = append(d.active, alert)
 			if (round+i)%2 == 0 {
-				other.ResolveAlert(t, alert) // risk replica 1
-				d.high = false
+				for _, a := range d.active {
+					other.ResolveAlert(t, a) // risk replica 1
+				}
+				d.active, d.high = nil, false
 				s.WaitDecision(t, d.id, accessv1.Decision_DECISION_ALLOW) // access replica 0
 			}
 		}
@@ -108,6 +122,9 @@ func TestReplicasOnPostgres(t *testing.T) {
 	stopChaos()
 	chaos.Wait()
 	t.Logf("SIGKILLed consumer leaders: %v", kills)
+	if len(kills) < 6 {
+		t.Errorf("the chaos killed %d consumer leaders, want at least 6", len(kills))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, name := range harness.ServiceNames {
@@ -173,17 +190,19 @@ func TestReplicasOnPostgres(t *testing.T) {
 }
 
 // leaderOf returns the replica of svc holding one of its live leases, if any.
-func leaderOf(ctx context.Context, db *sql.DB, svc string, replicas []*harness.Process) *harness.Process {
+func leaderOf(ctx context.Context, db *sql.DB, svc string, replicas []*harness.Process) (*harness.Process, error) {
 	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT holder FROM %s.leases WHERE expires_at > clock_timestamp()`, svc))
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer rows.Close()
+	var holders []string
 	for rows.Next() {
 		var holder string
-		if rows.Scan(&holder) != nil {
-			return nil
+		if err := rows.Scan(&holder); err != nil {
+			return nil, err
 		}
+		holders = append(holders, holder)
 		// host/pid/random
 		parts := strings.Split(holder, "/")
 		if len(parts) < 2 {
@@ -195,11 +214,14 @@ func leaderOf(ctx context.Context, db *sql.DB, svc string, replicas []*harness.P
 		}
 		for _, p := range replicas {
 			if p.Pid() == pid {
-				return p
+				return p, nil
 			}
 		}
 	}
-	return nil
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("no live replica holds a lease (holders %v)", holders)
 }
 
 // complianceHistory replays the compliance events from 0 up to the first progress
@@ -279,7 +301,7 @@ func BenchmarkConsumerFailover(b *testing.B) {
 		b.StopTimer()
 		var leader *harness.Process
 		for deadline := time.Now().Add(harness.Wait); leader == nil; {
-			if leader = leaderOf(ctx, db, "compliance", s.Replicas["compliance"]); leader == nil {
+			if leader, _ = leaderOf(ctx, db, "compliance", s.Replicas["compliance"]); leader == nil {
 				if time.Now().After(deadline) {
 					b.Fatal("no compliance replica holds a lease")
 				}
