@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,29 +201,12 @@ func TestPostgresUpdatesSerializedAcrossReplicas(t *testing.T) {
 // BenchmarkReportAlertPostgres is BenchmarkReportAlert on the PostgreSQL store (the
 // test cluster runs with fsync off: compare with care).
 func BenchmarkReportAlertPostgres(b *testing.B) {
-	ctx := context.Background()
-	st, err := riskstore.OpenPG(ctx, riskstore.PGOptions{URL: pgtest.URL(b)})
+	st, err := riskstore.OpenPG(context.Background(), riskstore.PGOptions{URL: pgtest.URL(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent})
-	var seq atomic.Int64
-	b.ReportAllocs()
-	b.SetParallelism(max(1, 50/runtime.GOMAXPROCS(0)))
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			n := seq.Add(1)
-			_, err := svc.ReportAlert(ctx, risk.Alert{ID: fmt.Sprint("a-", n), DeviceID: fmt.Sprint("dev-", n%benchDevices),
-				Severity: risk.Severity(2 + n%3), Title: "bench",
-				Evidence: []risk.Evidence{{File: &risk.FileEvidence{Path: "/tmp/x"}}}})
-			if err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "alerts/s")
+	benchReportAlert(b, st)
 }
 
 // TestPostgresListSeesOtherReplicasWrites: a listing on a replica that has not heard
