@@ -703,6 +703,69 @@ func (BlockedProblem) EnumDescriptor() ([]byte, []int) {
 	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{10}
 }
 
+// BlockedRemediation is, for the end user, what happens to a threat on their device.
+type BlockedRemediation int32
+
+const (
+	// BLOCKED_REMEDIATION_UNSPECIFIED: not shown (MINIMAL detail, no threat) or not known
+	// (the remediation service is not reachable).
+	BlockedRemediation_BLOCKED_REMEDIATION_UNSPECIFIED BlockedRemediation = 0
+	// BLOCKED_REMEDIATION_AUTOMATIC: the threat is being removed automatically.
+	BlockedRemediation_BLOCKED_REMEDIATION_AUTOMATIC BlockedRemediation = 1
+	// BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL: the removal waits for the security team.
+	BlockedRemediation_BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL BlockedRemediation = 2
+	// BLOCKED_REMEDIATION_NONE: nothing is removing the threat; the user should contact IT.
+	BlockedRemediation_BLOCKED_REMEDIATION_NONE BlockedRemediation = 3
+	// BLOCKED_REMEDIATION_DONE: the threat was removed; access returns once the device is
+	// checked again.
+	BlockedRemediation_BLOCKED_REMEDIATION_DONE BlockedRemediation = 4
+)
+
+// Enum value maps for BlockedRemediation.
+var (
+	BlockedRemediation_name = map[int32]string{
+		0: "BLOCKED_REMEDIATION_UNSPECIFIED",
+		1: "BLOCKED_REMEDIATION_AUTOMATIC",
+		2: "BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL",
+		3: "BLOCKED_REMEDIATION_NONE",
+		4: "BLOCKED_REMEDIATION_DONE",
+	}
+	BlockedRemediation_value = map[string]int32{
+		"BLOCKED_REMEDIATION_UNSPECIFIED":          0,
+		"BLOCKED_REMEDIATION_AUTOMATIC":            1,
+		"BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL": 2,
+		"BLOCKED_REMEDIATION_NONE":                 3,
+		"BLOCKED_REMEDIATION_DONE":                 4,
+	}
+)
+
+func (x BlockedRemediation) Enum() *BlockedRemediation {
+	p := new(BlockedRemediation)
+	*p = x
+	return p
+}
+
+func (x BlockedRemediation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlockedRemediation) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_access_v1_access_proto_enumTypes[11].Descriptor()
+}
+
+func (BlockedRemediation) Type() protoreflect.EnumType {
+	return &file_condaccess_access_v1_access_proto_enumTypes[11]
+}
+
+func (x BlockedRemediation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlockedRemediation.Descriptor instead.
+func (BlockedRemediation) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{11}
+}
+
 // User is a directory user.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -5776,7 +5839,11 @@ type BlockedStatus struct {
 	// application_display_name is the application's name (FULL only).
 	ApplicationDisplayName string `protobuf:"bytes,5,opt,name=application_display_name,json=applicationDisplayName,proto3" json:"application_display_name,omitempty"`
 	// blocked_time is when the sign-in was blocked.
-	BlockedTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=blocked_time,json=blockedTime,proto3" json:"blocked_time,omitempty"`
+	BlockedTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=blocked_time,json=blockedTime,proto3" json:"blocked_time,omitempty"`
+	// remediation says, when a threat blocks access (CATEGORY and FULL), whether it is
+	// being removed: from the remediation service's device state, without alert or
+	// action details; UNSPECIFIED when not shown or not known.
+	Remediation   BlockedRemediation `protobuf:"varint,7,opt,name=remediation,proto3,enum=condaccess.access.v1.BlockedRemediation" json:"remediation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5851,6 +5918,13 @@ func (x *BlockedStatus) GetBlockedTime() *timestamppb.Timestamp {
 		return x.BlockedTime
 	}
 	return nil
+}
+
+func (x *BlockedStatus) GetRemediation() BlockedRemediation {
+	if x != nil {
+		return x.Remediation
+	}
+	return BlockedRemediation_BLOCKED_REMEDIATION_UNSPECIFIED
 }
 
 var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
@@ -6230,14 +6304,15 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x03ref\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x03ref\"Y\n" +
 	"\x1aWatchBlockedStatusResponse\x12;\n" +
-	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xde\x02\n" +
+	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xaa\x03\n" +
 	"\rBlockedStatus\x12\x1a\n" +
 	"\brestored\x18\x01 \x01(\bR\brestored\x12;\n" +
 	"\x06detail\x18\x02 \x01(\x0e2#.condaccess.access.v1.BlockedDetailR\x06detail\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12J\n" +
 	"\bproblems\x18\x04 \x03(\x0e2$.condaccess.access.v1.BlockedProblemB\b\xbaH\x05\x92\x01\x02\x10\bR\bproblems\x12B\n" +
 	"\x18application_display_name\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x16applicationDisplayName\x12=\n" +
-	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime*~\n" +
+	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime\x12J\n" +
+	"\vremediation\x18\a \x01(\x0e2(.condaccess.access.v1.BlockedRemediationR\vremediation*~\n" +
 	"\vPolicyState\x12\x1c\n" +
 	"\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14POLICY_STATE_ENABLED\x10\x01\x12\x1c\n" +
@@ -6300,7 +6375,13 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x18BLOCKED_PROBLEM_PLATFORM\x10\x03\x12\x1f\n" +
 	"\x1bBLOCKED_PROBLEM_REQUIREMENT\x10\x04\x12\"\n" +
 	"\x1eBLOCKED_PROBLEM_DEVICE_UNKNOWN\x10\x05\x12\x1b\n" +
-	"\x17BLOCKED_PROBLEM_SIGN_IN\x10\x062\xeb\x11\n" +
+	"\x17BLOCKED_PROBLEM_SIGN_IN\x10\x06*\xc6\x01\n" +
+	"\x12BlockedRemediation\x12#\n" +
+	"\x1fBLOCKED_REMEDIATION_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dBLOCKED_REMEDIATION_AUTOMATIC\x10\x01\x12,\n" +
+	"(BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL\x10\x02\x12\x1c\n" +
+	"\x18BLOCKED_REMEDIATION_NONE\x10\x03\x12\x1c\n" +
+	"\x18BLOCKED_REMEDIATION_DONE\x10\x042\xeb\x11\n" +
 	"\x10DirectoryService\x12}\n" +
 	"\n" +
 	"CreateUser\x12'.condaccess.access.v1.CreateUserRequest\x1a(.condaccess.access.v1.CreateUserResponse\"\x1c\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12y\n" +
@@ -6353,7 +6434,7 @@ func file_condaccess_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_condaccess_access_v1_access_proto_rawDescData
 }
 
-var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
 var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyState)(0),                     // 0: condaccess.access.v1.PolicyState
@@ -6367,274 +6448,276 @@ var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(SessionState)(0),                    // 8: condaccess.access.v1.SessionState
 	(BlockedDetail)(0),                   // 9: condaccess.access.v1.BlockedDetail
 	(BlockedProblem)(0),                  // 10: condaccess.access.v1.BlockedProblem
-	(*User)(nil),                         // 11: condaccess.access.v1.User
-	(*Group)(nil),                        // 12: condaccess.access.v1.Group
-	(*Application)(nil),                  // 13: condaccess.access.v1.Application
-	(*CreateUserRequest)(nil),            // 14: condaccess.access.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),           // 15: condaccess.access.v1.CreateUserResponse
-	(*GetUserRequest)(nil),               // 16: condaccess.access.v1.GetUserRequest
-	(*GetUserResponse)(nil),              // 17: condaccess.access.v1.GetUserResponse
-	(*ListUsersRequest)(nil),             // 18: condaccess.access.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),            // 19: condaccess.access.v1.ListUsersResponse
-	(*UpdateUserRequest)(nil),            // 20: condaccess.access.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),           // 21: condaccess.access.v1.UpdateUserResponse
-	(*DeleteUserRequest)(nil),            // 22: condaccess.access.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),           // 23: condaccess.access.v1.DeleteUserResponse
-	(*CreateGroupRequest)(nil),           // 24: condaccess.access.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 25: condaccess.access.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 26: condaccess.access.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 27: condaccess.access.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 28: condaccess.access.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 29: condaccess.access.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 30: condaccess.access.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 31: condaccess.access.v1.UpdateGroupResponse
-	(*DeleteGroupRequest)(nil),           // 32: condaccess.access.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 33: condaccess.access.v1.DeleteGroupResponse
-	(*CreateApplicationRequest)(nil),     // 34: condaccess.access.v1.CreateApplicationRequest
-	(*CreateApplicationResponse)(nil),    // 35: condaccess.access.v1.CreateApplicationResponse
-	(*GetApplicationRequest)(nil),        // 36: condaccess.access.v1.GetApplicationRequest
-	(*GetApplicationResponse)(nil),       // 37: condaccess.access.v1.GetApplicationResponse
-	(*ListApplicationsRequest)(nil),      // 38: condaccess.access.v1.ListApplicationsRequest
-	(*ListApplicationsResponse)(nil),     // 39: condaccess.access.v1.ListApplicationsResponse
-	(*UpdateApplicationRequest)(nil),     // 40: condaccess.access.v1.UpdateApplicationRequest
-	(*UpdateApplicationResponse)(nil),    // 41: condaccess.access.v1.UpdateApplicationResponse
-	(*DeleteApplicationRequest)(nil),     // 42: condaccess.access.v1.DeleteApplicationRequest
-	(*DeleteApplicationResponse)(nil),    // 43: condaccess.access.v1.DeleteApplicationResponse
-	(*ImportDirectoryRequest)(nil),       // 44: condaccess.access.v1.ImportDirectoryRequest
-	(*ImportDirectoryResponse)(nil),      // 45: condaccess.access.v1.ImportDirectoryResponse
-	(*UserAssignment)(nil),               // 46: condaccess.access.v1.UserAssignment
-	(*ApplicationAssignment)(nil),        // 47: condaccess.access.v1.ApplicationAssignment
-	(*PlatformCondition)(nil),            // 48: condaccess.access.v1.PlatformCondition
-	(*LocationCondition)(nil),            // 49: condaccess.access.v1.LocationCondition
-	(*ClientAppCondition)(nil),           // 50: condaccess.access.v1.ClientAppCondition
-	(*Conditions)(nil),                   // 51: condaccess.access.v1.Conditions
-	(*GrantControls)(nil),                // 52: condaccess.access.v1.GrantControls
-	(*ConditionalAccessPolicy)(nil),      // 53: condaccess.access.v1.ConditionalAccessPolicy
-	(*CreatePolicyRequest)(nil),          // 54: condaccess.access.v1.CreatePolicyRequest
-	(*CreatePolicyResponse)(nil),         // 55: condaccess.access.v1.CreatePolicyResponse
-	(*GetPolicyRequest)(nil),             // 56: condaccess.access.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),            // 57: condaccess.access.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),          // 58: condaccess.access.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),         // 59: condaccess.access.v1.ListPoliciesResponse
-	(*UpdatePolicyRequest)(nil),          // 60: condaccess.access.v1.UpdatePolicyRequest
-	(*UpdatePolicyResponse)(nil),         // 61: condaccess.access.v1.UpdatePolicyResponse
-	(*DeletePolicyRequest)(nil),          // 62: condaccess.access.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),         // 63: condaccess.access.v1.DeletePolicyResponse
-	(*ClientContext)(nil),                // 64: condaccess.access.v1.ClientContext
-	(*PolicyResult)(nil),                 // 65: condaccess.access.v1.PolicyResult
-	(*Reason)(nil),                       // 66: condaccess.access.v1.Reason
-	(*DeviceComplianceInfo)(nil),         // 67: condaccess.access.v1.DeviceComplianceInfo
-	(*Cause)(nil),                        // 68: condaccess.access.v1.Cause
-	(*EvaluateAccessRequest)(nil),        // 69: condaccess.access.v1.EvaluateAccessRequest
-	(*EvaluateAccessResponse)(nil),       // 70: condaccess.access.v1.EvaluateAccessResponse
-	(*EvaluateAccessStreamRequest)(nil),  // 71: condaccess.access.v1.EvaluateAccessStreamRequest
-	(*EvaluateAccessStreamResponse)(nil), // 72: condaccess.access.v1.EvaluateAccessStreamResponse
-	(*WhatIfOverrides)(nil),              // 73: condaccess.access.v1.WhatIfOverrides
-	(*WhatIfRequest)(nil),                // 74: condaccess.access.v1.WhatIfRequest
-	(*WhatIfResponse)(nil),               // 75: condaccess.access.v1.WhatIfResponse
-	(*SignIn)(nil),                       // 76: condaccess.access.v1.SignIn
-	(*ListSignInsRequest)(nil),           // 77: condaccess.access.v1.ListSignInsRequest
-	(*ListSignInsResponse)(nil),          // 78: condaccess.access.v1.ListSignInsResponse
-	(*Session)(nil),                      // 79: condaccess.access.v1.Session
-	(*ListSessionsRequest)(nil),          // 80: condaccess.access.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 81: condaccess.access.v1.ListSessionsResponse
-	(*WatchSessionEventsRequest)(nil),    // 82: condaccess.access.v1.WatchSessionEventsRequest
-	(*WatchSessionEventsResponse)(nil),   // 83: condaccess.access.v1.WatchSessionEventsResponse
-	(*SessionEvent)(nil),                 // 84: condaccess.access.v1.SessionEvent
-	(*SessionOpened)(nil),                // 85: condaccess.access.v1.SessionOpened
-	(*SessionRevoked)(nil),               // 86: condaccess.access.v1.SessionRevoked
-	(*GetBlockedStatusRequest)(nil),      // 87: condaccess.access.v1.GetBlockedStatusRequest
-	(*GetBlockedStatusResponse)(nil),     // 88: condaccess.access.v1.GetBlockedStatusResponse
-	(*WatchBlockedStatusRequest)(nil),    // 89: condaccess.access.v1.WatchBlockedStatusRequest
-	(*WatchBlockedStatusResponse)(nil),   // 90: condaccess.access.v1.WatchBlockedStatusResponse
-	(*BlockedStatus)(nil),                // 91: condaccess.access.v1.BlockedStatus
-	(*timestamppb.Timestamp)(nil),        // 92: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 93: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),          // 94: google.protobuf.Duration
-	(v1.Platform)(0),                     // 95: condaccess.common.v1.Platform
-	(v1.ComplianceState)(0),              // 96: condaccess.common.v1.ComplianceState
-	(v1.RiskLevel)(0),                    // 97: condaccess.common.v1.RiskLevel
-	(*v1.WatchProgress)(nil),             // 98: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),              // 99: condaccess.common.v1.TraceContext
+	(BlockedRemediation)(0),              // 11: condaccess.access.v1.BlockedRemediation
+	(*User)(nil),                         // 12: condaccess.access.v1.User
+	(*Group)(nil),                        // 13: condaccess.access.v1.Group
+	(*Application)(nil),                  // 14: condaccess.access.v1.Application
+	(*CreateUserRequest)(nil),            // 15: condaccess.access.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),           // 16: condaccess.access.v1.CreateUserResponse
+	(*GetUserRequest)(nil),               // 17: condaccess.access.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 18: condaccess.access.v1.GetUserResponse
+	(*ListUsersRequest)(nil),             // 19: condaccess.access.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),            // 20: condaccess.access.v1.ListUsersResponse
+	(*UpdateUserRequest)(nil),            // 21: condaccess.access.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),           // 22: condaccess.access.v1.UpdateUserResponse
+	(*DeleteUserRequest)(nil),            // 23: condaccess.access.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 24: condaccess.access.v1.DeleteUserResponse
+	(*CreateGroupRequest)(nil),           // 25: condaccess.access.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 26: condaccess.access.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 27: condaccess.access.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 28: condaccess.access.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 29: condaccess.access.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 30: condaccess.access.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 31: condaccess.access.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 32: condaccess.access.v1.UpdateGroupResponse
+	(*DeleteGroupRequest)(nil),           // 33: condaccess.access.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 34: condaccess.access.v1.DeleteGroupResponse
+	(*CreateApplicationRequest)(nil),     // 35: condaccess.access.v1.CreateApplicationRequest
+	(*CreateApplicationResponse)(nil),    // 36: condaccess.access.v1.CreateApplicationResponse
+	(*GetApplicationRequest)(nil),        // 37: condaccess.access.v1.GetApplicationRequest
+	(*GetApplicationResponse)(nil),       // 38: condaccess.access.v1.GetApplicationResponse
+	(*ListApplicationsRequest)(nil),      // 39: condaccess.access.v1.ListApplicationsRequest
+	(*ListApplicationsResponse)(nil),     // 40: condaccess.access.v1.ListApplicationsResponse
+	(*UpdateApplicationRequest)(nil),     // 41: condaccess.access.v1.UpdateApplicationRequest
+	(*UpdateApplicationResponse)(nil),    // 42: condaccess.access.v1.UpdateApplicationResponse
+	(*DeleteApplicationRequest)(nil),     // 43: condaccess.access.v1.DeleteApplicationRequest
+	(*DeleteApplicationResponse)(nil),    // 44: condaccess.access.v1.DeleteApplicationResponse
+	(*ImportDirectoryRequest)(nil),       // 45: condaccess.access.v1.ImportDirectoryRequest
+	(*ImportDirectoryResponse)(nil),      // 46: condaccess.access.v1.ImportDirectoryResponse
+	(*UserAssignment)(nil),               // 47: condaccess.access.v1.UserAssignment
+	(*ApplicationAssignment)(nil),        // 48: condaccess.access.v1.ApplicationAssignment
+	(*PlatformCondition)(nil),            // 49: condaccess.access.v1.PlatformCondition
+	(*LocationCondition)(nil),            // 50: condaccess.access.v1.LocationCondition
+	(*ClientAppCondition)(nil),           // 51: condaccess.access.v1.ClientAppCondition
+	(*Conditions)(nil),                   // 52: condaccess.access.v1.Conditions
+	(*GrantControls)(nil),                // 53: condaccess.access.v1.GrantControls
+	(*ConditionalAccessPolicy)(nil),      // 54: condaccess.access.v1.ConditionalAccessPolicy
+	(*CreatePolicyRequest)(nil),          // 55: condaccess.access.v1.CreatePolicyRequest
+	(*CreatePolicyResponse)(nil),         // 56: condaccess.access.v1.CreatePolicyResponse
+	(*GetPolicyRequest)(nil),             // 57: condaccess.access.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),            // 58: condaccess.access.v1.GetPolicyResponse
+	(*ListPoliciesRequest)(nil),          // 59: condaccess.access.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),         // 60: condaccess.access.v1.ListPoliciesResponse
+	(*UpdatePolicyRequest)(nil),          // 61: condaccess.access.v1.UpdatePolicyRequest
+	(*UpdatePolicyResponse)(nil),         // 62: condaccess.access.v1.UpdatePolicyResponse
+	(*DeletePolicyRequest)(nil),          // 63: condaccess.access.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),         // 64: condaccess.access.v1.DeletePolicyResponse
+	(*ClientContext)(nil),                // 65: condaccess.access.v1.ClientContext
+	(*PolicyResult)(nil),                 // 66: condaccess.access.v1.PolicyResult
+	(*Reason)(nil),                       // 67: condaccess.access.v1.Reason
+	(*DeviceComplianceInfo)(nil),         // 68: condaccess.access.v1.DeviceComplianceInfo
+	(*Cause)(nil),                        // 69: condaccess.access.v1.Cause
+	(*EvaluateAccessRequest)(nil),        // 70: condaccess.access.v1.EvaluateAccessRequest
+	(*EvaluateAccessResponse)(nil),       // 71: condaccess.access.v1.EvaluateAccessResponse
+	(*EvaluateAccessStreamRequest)(nil),  // 72: condaccess.access.v1.EvaluateAccessStreamRequest
+	(*EvaluateAccessStreamResponse)(nil), // 73: condaccess.access.v1.EvaluateAccessStreamResponse
+	(*WhatIfOverrides)(nil),              // 74: condaccess.access.v1.WhatIfOverrides
+	(*WhatIfRequest)(nil),                // 75: condaccess.access.v1.WhatIfRequest
+	(*WhatIfResponse)(nil),               // 76: condaccess.access.v1.WhatIfResponse
+	(*SignIn)(nil),                       // 77: condaccess.access.v1.SignIn
+	(*ListSignInsRequest)(nil),           // 78: condaccess.access.v1.ListSignInsRequest
+	(*ListSignInsResponse)(nil),          // 79: condaccess.access.v1.ListSignInsResponse
+	(*Session)(nil),                      // 80: condaccess.access.v1.Session
+	(*ListSessionsRequest)(nil),          // 81: condaccess.access.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 82: condaccess.access.v1.ListSessionsResponse
+	(*WatchSessionEventsRequest)(nil),    // 83: condaccess.access.v1.WatchSessionEventsRequest
+	(*WatchSessionEventsResponse)(nil),   // 84: condaccess.access.v1.WatchSessionEventsResponse
+	(*SessionEvent)(nil),                 // 85: condaccess.access.v1.SessionEvent
+	(*SessionOpened)(nil),                // 86: condaccess.access.v1.SessionOpened
+	(*SessionRevoked)(nil),               // 87: condaccess.access.v1.SessionRevoked
+	(*GetBlockedStatusRequest)(nil),      // 88: condaccess.access.v1.GetBlockedStatusRequest
+	(*GetBlockedStatusResponse)(nil),     // 89: condaccess.access.v1.GetBlockedStatusResponse
+	(*WatchBlockedStatusRequest)(nil),    // 90: condaccess.access.v1.WatchBlockedStatusRequest
+	(*WatchBlockedStatusResponse)(nil),   // 91: condaccess.access.v1.WatchBlockedStatusResponse
+	(*BlockedStatus)(nil),                // 92: condaccess.access.v1.BlockedStatus
+	(*timestamppb.Timestamp)(nil),        // 93: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 94: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),          // 95: google.protobuf.Duration
+	(v1.Platform)(0),                     // 96: condaccess.common.v1.Platform
+	(v1.ComplianceState)(0),              // 97: condaccess.common.v1.ComplianceState
+	(v1.RiskLevel)(0),                    // 98: condaccess.common.v1.RiskLevel
+	(*v1.WatchProgress)(nil),             // 99: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),              // 100: condaccess.common.v1.TraceContext
 }
 var file_condaccess_access_v1_access_proto_depIdxs = []int32{
-	92,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	92,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
-	92,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
-	11,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
-	11,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
-	11,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
-	11,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
-	11,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
-	93,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
-	12,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	12,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	12,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
-	12,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
-	12,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	93,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	13,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	13,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	13,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	13,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
-	13,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	93,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	13,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	11,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
-	12,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
-	13,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
-	94,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
-	95,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
-	95,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
+	93,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	93,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	93,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	93,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
+	93,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
+	93,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
+	12,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
+	12,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
+	12,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
+	12,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
+	12,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
+	94,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
+	13,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	13,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	13,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
+	13,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
+	13,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	94,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
+	13,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	14,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	14,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	14,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	14,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
+	14,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	94,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	12,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
+	13,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
+	14,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
+	95,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
+	96,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
+	96,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
 	4,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
-	48,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
-	49,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
-	50,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
+	49,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
+	50,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
+	51,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
 	1,   // 37: condaccess.access.v1.GrantControls.require:type_name -> condaccess.access.v1.GrantControl
 	3,   // 38: condaccess.access.v1.GrantControls.operator:type_name -> condaccess.access.v1.GrantOperator
 	0,   // 39: condaccess.access.v1.ConditionalAccessPolicy.state:type_name -> condaccess.access.v1.PolicyState
-	46,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
-	47,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
-	51,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
-	52,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
-	92,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
-	53,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	53,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	53,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	47,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
+	48,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
+	52,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
+	53,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
+	93,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
+	93,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
+	54,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	54,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	54,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	0,   // 49: condaccess.access.v1.ListPoliciesRequest.state:type_name -> condaccess.access.v1.PolicyState
-	53,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	53,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	93,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	53,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	95,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
+	54,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	54,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	94,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	54,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	96,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
 	4,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
 	0,   // 56: condaccess.access.v1.PolicyResult.state:type_name -> condaccess.access.v1.PolicyState
 	6,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
 	1,   // 58: condaccess.access.v1.PolicyResult.unsatisfied_controls:type_name -> condaccess.access.v1.GrantControl
 	1,   // 59: condaccess.access.v1.PolicyResult.satisfied_controls:type_name -> condaccess.access.v1.GrantControl
-	96,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
-	94,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
-	97,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	97,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
+	95,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
+	98,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	7,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
-	64,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
+	65,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
-	66,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
-	65,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
-	67,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
-	68,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
+	67,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
+	66,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
+	68,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
+	69,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
 	2,   // 70: condaccess.access.v1.EvaluateAccessResponse.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 71: condaccess.access.v1.EvaluateAccessResponse.device_proof:type_name -> condaccess.access.v1.Proof
-	69,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	70,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	96,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	97,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
-	53,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	69,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	73,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
-	70,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	70,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	92,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
-	64,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
+	70,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	71,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	97,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	98,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	54,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	70,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	74,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
+	71,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	71,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	93,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
+	65,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 83: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
-	66,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
-	65,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
-	96,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	67,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
+	66,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
+	97,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
 	2,   // 87: condaccess.access.v1.SignIn.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 88: condaccess.access.v1.SignIn.device_proof:type_name -> condaccess.access.v1.Proof
 	5,   // 89: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
-	92,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
-	92,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
+	93,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
+	93,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
 	2,   // 92: condaccess.access.v1.ListSignInsRequest.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 93: condaccess.access.v1.ListSignInsRequest.device_proof:type_name -> condaccess.access.v1.Proof
-	76,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
+	77,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
 	8,   // 95: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
-	92,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
-	92,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	93,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	93,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
+	93,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
 	8,   // 99: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
-	79,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
-	84,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
-	98,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	92,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
-	99,  // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	85,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
-	86,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
-	79,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
-	79,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
-	91,  // 109: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
-	91,  // 110: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	80,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
+	85,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
+	99,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	93,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
+	100, // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	86,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
+	87,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
+	80,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
+	80,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
+	92,  // 109: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	92,  // 110: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
 	9,   // 111: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
 	10,  // 112: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
-	92,  // 113: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
-	14,  // 114: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
-	16,  // 115: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
-	18,  // 116: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
-	20,  // 117: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
-	22,  // 118: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
-	24,  // 119: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
-	26,  // 120: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
-	28,  // 121: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
-	30,  // 122: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
-	32,  // 123: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
-	34,  // 124: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
-	36,  // 125: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
-	38,  // 126: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
-	40,  // 127: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
-	42,  // 128: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
-	44,  // 129: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
-	54,  // 130: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
-	56,  // 131: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
-	58,  // 132: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
-	60,  // 133: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
-	62,  // 134: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
-	69,  // 135: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
-	71,  // 136: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
-	74,  // 137: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
-	77,  // 138: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
-	80,  // 139: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
-	82,  // 140: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
-	87,  // 141: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
-	89,  // 142: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
-	15,  // 143: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
-	17,  // 144: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
-	19,  // 145: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
-	21,  // 146: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
-	23,  // 147: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
-	25,  // 148: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
-	27,  // 149: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
-	29,  // 150: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
-	31,  // 151: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
-	33,  // 152: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
-	35,  // 153: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
-	37,  // 154: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
-	39,  // 155: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
-	41,  // 156: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
-	43,  // 157: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
-	45,  // 158: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
-	55,  // 159: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
-	57,  // 160: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
-	59,  // 161: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
-	61,  // 162: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
-	63,  // 163: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
-	70,  // 164: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
-	72,  // 165: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
-	75,  // 166: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
-	78,  // 167: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
-	81,  // 168: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
-	83,  // 169: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
-	88,  // 170: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
-	90,  // 171: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
-	143, // [143:172] is the sub-list for method output_type
-	114, // [114:143] is the sub-list for method input_type
-	114, // [114:114] is the sub-list for extension type_name
-	114, // [114:114] is the sub-list for extension extendee
-	0,   // [0:114] is the sub-list for field type_name
+	93,  // 113: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
+	11,  // 114: condaccess.access.v1.BlockedStatus.remediation:type_name -> condaccess.access.v1.BlockedRemediation
+	15,  // 115: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
+	17,  // 116: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
+	19,  // 117: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
+	21,  // 118: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
+	23,  // 119: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
+	25,  // 120: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
+	27,  // 121: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
+	29,  // 122: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
+	31,  // 123: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
+	33,  // 124: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
+	35,  // 125: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
+	37,  // 126: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
+	39,  // 127: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
+	41,  // 128: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
+	43,  // 129: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
+	45,  // 130: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
+	55,  // 131: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
+	57,  // 132: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
+	59,  // 133: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
+	61,  // 134: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
+	63,  // 135: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
+	70,  // 136: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
+	72,  // 137: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
+	75,  // 138: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
+	78,  // 139: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
+	81,  // 140: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
+	83,  // 141: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
+	88,  // 142: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
+	90,  // 143: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
+	16,  // 144: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
+	18,  // 145: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
+	20,  // 146: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
+	22,  // 147: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
+	24,  // 148: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
+	26,  // 149: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
+	28,  // 150: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
+	30,  // 151: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
+	32,  // 152: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
+	34,  // 153: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
+	36,  // 154: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
+	38,  // 155: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
+	40,  // 156: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
+	42,  // 157: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
+	44,  // 158: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
+	46,  // 159: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
+	56,  // 160: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
+	58,  // 161: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
+	60,  // 162: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
+	62,  // 163: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
+	64,  // 164: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
+	71,  // 165: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
+	73,  // 166: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
+	76,  // 167: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
+	79,  // 168: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
+	82,  // 169: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
+	84,  // 170: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
+	89,  // 171: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
+	91,  // 172: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
+	144, // [144:173] is the sub-list for method output_type
+	115, // [115:144] is the sub-list for method input_type
+	115, // [115:115] is the sub-list for extension type_name
+	115, // [115:115] is the sub-list for extension extendee
+	0,   // [0:115] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_access_v1_access_proto_init() }
@@ -6656,7 +6739,7 @@ func file_condaccess_access_v1_access_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_access_v1_access_proto_rawDesc), len(file_condaccess_access_v1_access_proto_rawDesc)),
-			NumEnums:      11,
+			NumEnums:      12,
 			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   3,
