@@ -148,6 +148,8 @@ type BlockedStatus struct {
 	Problems []BlockedProblem
 	AppName  string
 	Time     time.Time
+	// Remediation is, when a threat blocks the sign-in, whether it is being removed.
+	Remediation Remediation
 }
 
 // BlockedStatus evaluates the sign-in's request again, without side effects (no
@@ -168,6 +170,11 @@ func (s *Service) BlockedStatus(ctx context.Context, b BlockedSignIn, appName bo
 		return st
 	}
 	st.Problems = problems(s, b.DeviceID)
+	for _, p := range st.Problems {
+		if p == ProblemThreat {
+			st.Remediation = s.Remediation(b.DeviceID)
+		}
+	}
 	return st
 }
 

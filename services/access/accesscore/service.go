@@ -93,6 +93,8 @@ type Service struct {
 	results sync.Pool
 	// changes wakes WatchBlockedStatus streams.
 	changes changes
+	// remediations is the remediation service's per-device state (RunRemediationFeed).
+	remediations remediations
 }
 
 // New loads the store (directory, policies, device compliance, active sessions)
