@@ -237,11 +237,14 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	waitFor(t, user, 10*time.Second, `#status[data-status="blocked"]`, "end user's page")
 	waitFor(t, user, 5*time.Second, `#problems li`, "end user's page lists the problem")
+	// The quarantine waits for approval (SEMI group): the page says so, live, from the
+	// remediation service's feed.
+	waitFor(t, user, 10*time.Second, `#next[data-remediation="WAITING_FOR_APPROVAL"]`, "end user's page says the removal waits for approval")
 	userText, err := chromedp.Run(user, chromedp.Text("main"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"A threat was found on this device.", "dev-1"} {
+	for _, want := range []string{"A threat was found on this device.", "dev-1", "waiting for approval by your security team"} {
 		if !strings.Contains(userText, want) {
 			t.Errorf("end user's page lacks %q:\n%s", want, userText)
 		}
