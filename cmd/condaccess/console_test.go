@@ -657,6 +657,23 @@ func TestConsolePolicies(t *testing.T) {
 	if p := got.GetPolicy(); p.GetState() != accessv1.PolicyState_POLICY_STATE_REPORT_ONLY || !p.GetGrantControls().GetBlock() || p.GetDisplayName() != "Block payroll (trial)" {
 		t.Errorf("created policy = %v", p)
 	}
+	// A new policy with the editor's defaults requires a compliant and a registered device.
+	if err := chromedp.Do(tab,
+		chromedp.Click(`#new-ca-policy`),
+		chromedp.SendKeys(`#editor input[name="policyId"]`, "wiki-devices"),
+		chromedp.SendKeys(`#editor input[name="displayName"]`, "Wiki needs a healthy own device"),
+		chromedp.SendKeys(`#editor input[name="apps"]`, "wiki"),
+		chromedp.Click(`#editor button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `tr[data-policy="wiki-devices"]`, "policy created with the defaults listed")
+	got, err = policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "wiki-devices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got.GetPolicy().GetGrantControls(); g.GetBlock() || !slices.Equal(g.GetRequire(), []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE, accessv1.GrantControl_GRANT_CONTROL_REGISTERED_DEVICE}) {
+		t.Errorf("default grant controls = %v, want require COMPLIANT_DEVICE + REGISTERED_DEVICE", g)
+	}
 
 	// A stale edit: the policy changes on the server after the form was opened.
 	if err := chromedp.Do(tab, chromedp.Click(`button[data-edit="payroll-compliant"]`)); err != nil {

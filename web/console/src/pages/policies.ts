@@ -30,15 +30,24 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     const state = select("state", [PolicyState.ENABLED, PolicyState.REPORT_ONLY, PolicyState.DISABLED].map((s) => [String(s), name(PolicyState, s)]), String(p?.state ?? PolicyState.REPORT_ONLY));
     const users = input("users", p ? (p.users?.all ? "*" : p.users?.includeUsers.join(", ") ?? "") : "*", "* or user ids, comma-separated");
     const apps = input("apps", p ? (p.applications?.all ? "*" : p.applications?.include.join(", ") ?? "") : "", "* or application ids");
-    const grant = select("grant", [["compliant", "require a compliant device"], ["mfa", "require MFA"], ["both", "require a compliant device and MFA"], ["block", "block"]],
-      p?.grantControls?.block ? "block" : p?.grantControls?.require.length === 2 ? "both" : p?.grantControls?.require[0] === GrantControl.MFA ? "mfa" : "compliant");
+    const grant = select("grant", [["require", "grant with the checked controls"], ["block", "block"]], p?.grantControls?.block ? "block" : "require");
+    // A new policy requires a compliant and a registered device (the device must be
+    // healthy and belong to the user), like Entra's recommended device policy.
+    const wanted = p ? (p.grantControls?.require ?? []) : [GrantControl.COMPLIANT_DEVICE, GrantControl.REGISTERED_DEVICE];
+    const controls = [GrantControl.COMPLIANT_DEVICE, GrantControl.REGISTERED_DEVICE, GrantControl.MFA].map((c) => {
+      const box = h("input", { type: "checkbox", name: "require", value: name(GrantControl, c) });
+      box.checked = wanted.includes(c);
+      return { c, box };
+    });
+    const labels: Record<number, string> = { [GrantControl.COMPLIANT_DEVICE]: "compliant device", [GrantControl.REGISTERED_DEVICE]: "registered device", [GrantControl.MFA]: "MFA" };
     const err = h("p", { class: "error", role: "alert" });
     const f = h("form", { class: "filters", "aria-label": p ? `Edit ${p.displayName}` : "New Conditional Access policy" },
       field("Policy id", id), field("Display name", dn), field("State", state), field("Users", users), field("Applications", apps), field("Grant", grant),
+      h("fieldset", { class: "row" }, h("legend", null, "Required controls"), controls.map(({ c, box }) => h("label", null, box, " ", labels[c]))),
       h("button", { type: "submit", class: "primary" }, p ? "Save" : "Create"), h("button", { type: "button", onclick: () => replace(editor) }, "Cancel"));
     f.addEventListener("submit", async (e) => {
       e.preventDefault();
-      const require = grant.value === "compliant" ? [GrantControl.COMPLIANT_DEVICE] : grant.value === "mfa" ? [GrantControl.MFA] : grant.value === "both" ? [GrantControl.COMPLIANT_DEVICE, GrantControl.MFA] : [];
+      const require = grant.value === "block" ? [] : controls.filter(({ box }) => box.checked).map(({ c }) => c);
       // Edit what was read (etag included), so the server can refuse a stale write.
       const policy = p ? clone(ConditionalAccessPolicySchema, p) : create(ConditionalAccessPolicySchema);
       policy.policyId = id.value.trim();
