@@ -328,6 +328,19 @@ func TestConsoleSignInBrowser(t *testing.T) {
 	if c, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.cookie`)); err != nil || strings.Contains(c, "condaccess-session") {
 		t.Errorf("document.cookie = %q (%v): the session cookie is readable by scripts", c, err)
 	}
+	// The header says who is signed in; the sign-out button ends the session: the
+	// page says "not signed in" again and offers the sign-in link.
+	waitFor(t, tab, 5*time.Second, `#sign-out`, "sign-out button")
+	if who, err := chromedp.Run(tab, chromedp.Text(`#who`)); err != nil || who != "oidc:alice" {
+		t.Errorf("signed in as %q (%v), want oidc:alice", who, err)
+	}
+	if err := chromedp.Do(tab, chromedp.Click(`#sign-out`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#sign-in`, "sign-in link after signing out")
+	if n, err := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll("#sign-out").length`)); err != nil || n != 0 {
+		t.Errorf("a sign-out button after signing out (%d, %v)", n, err)
+	}
 }
 
 // TestConsoleSessionSurvivesRestart: a console session is a sealed cookie whose key
