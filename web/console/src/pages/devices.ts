@@ -102,13 +102,39 @@ export async function devicesPage(root: HTMLElement, signal: AbortSignal): Promi
   next.addEventListener("click", () => { if (tokens[pageIx + 1] !== undefined) { pageIx++; void load(); } });
   const rev = (await compliance.listDeviceCompliance({ pageSize: 1 }, { signal })).revision;
   await load();
+  // matches says whether a device belongs on this page under the current filter
+  // (the same filter the listing applied).
+  const matches = (id: string, d: Device | undefined, dc: DeviceCompliance | undefined): boolean => {
+    if (!d || d.retired) return false;
+    if (search.value.trim() !== "") return id === search.value.trim();
+    if (minRisk.value !== "") return (dc?.deviceRisk ?? 0) >= Number(minRisk.value);
+    if (state.value !== "") return dc?.state === Number(state.value);
+    return (group.value.trim() === "" || d.groups.includes(group.value.trim())) && (platform.value === "" || d.platform === Number(platform.value));
+  };
+  // Live: a change updates its row, removes it when the device stops matching the
+  // filter, and inserts it (at the top of the first page) when it starts matching.
+  const changed = async (id: string, d: Device | undefined, dc: DeviceCompliance | undefined) => {
+    try {
+      d ??= (await devices.getDevice({ deviceId: id }, { signal })).device;
+      dc ??= (await compliance.getDeviceCompliance({ deviceId: id }, { signal }).catch(() => ({ deviceCompliance: undefined }))).deviceCompliance;
+    } catch { /* retired or gone: d stays undefined, so the row goes */ }
+    const tr = shown.get(id);
+    if (!matches(id, d, dc)) {
+      if (tr) { tr.remove(); shown.delete(id); }
+      return;
+    }
+    if (tr) tr.replaceWith(row(d, id, dc));
+    else if (pageIx === 0) body.insertBefore(row(d, id, dc), body.firstChild);
+  };
   watch(signal, { compliance: rev }, {
     compliance: (ev) => {
-      if (ev.payload.case !== "deviceComplianceChanged" || !ev.payload.value.deviceCompliance) return;
-      const dc = ev.payload.value.deviceCompliance;
-      const tr = shown.get(dc.deviceId);
-      if (!tr) return;
-      void devices.getDevice({ deviceId: dc.deviceId }, { signal }).then((r) => shown.get(dc.deviceId)?.replaceWith(row(r.device, dc.deviceId, dc)), () => undefined);
+      if (ev.payload.case === "deviceComplianceChanged" && ev.payload.value.deviceCompliance) {
+        const dc = ev.payload.value.deviceCompliance;
+        void changed(dc.deviceId, undefined, dc);
+      } else if (ev.payload.case === "deviceChanged" && ev.payload.value.device) {
+        const d = ev.payload.value.device;
+        void changed(d.deviceId, d, undefined);
+      }
     },
   });
 }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+)
+
+// waitGone waits until no element matches sel in tab, at most d.
+func waitGone(t *testing.T, tab context.Context, d time.Duration, sel, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, d)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector(`+jsString(sel)+`) === null`)); err != nil {
+		t.Fatalf("%s: %s still present after %v (%v)", what, sel, d, err)
+	}
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string { return strconv.Quote(s) }
+
+// startConsoleSuite runs the four services in development mode with the flow's
+// directory, policies and device, and returns the console's base URL and a gRPC
+// connection.
+func startConsoleSuite(t *testing.T, ctx context.Context) (string, *grpc.ClientConn) {
+	t.Helper()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	setupFlow(t, ctx, conn)
+	return "http://" + s.HTTPAddr(), conn
+}
+
+// TestConsoleDevicesLive: the devices page filtered to noncompliant devices gains the
+// device's row when a HIGH alert makes it noncompliant and loses it when the alert is
+// resolved, without a reload; a page filtered to another group never shows it.
+func TestConsoleDevicesLive(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	base, conn := startConsoleSuite(t, ctx)
+	risk := riskv1.NewRiskServiceClient(conn)
+	tab := browser(t, ctx)
+	other, cancelOther := chromedp.NewContext(tab) // a second tab: another group
+	defer cancelOther()
+	noncompliant := "/devices?state=" + strconv.Itoa(int(commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT))
+	for _, tt := range []struct {
+		tab  context.Context
+		path string
+	}{{tab, noncompliant}, {other, "/devices?group=sales"}} {
+		if err := chromedp.Do(tt.tab, chromedp.Navigate(base+tt.path)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tt.tab, 10*time.Second, `#devices`, tt.path)
+		ctx2, c := context.WithTimeout(tt.tab, 10*time.Second)
+		if _, err := chromedp.Run(ctx2, chromedp.Poll[bool](`document.querySelector('p[role="status"]')?.textContent === "No devices match."`)); err != nil {
+			t.Fatalf("%s: not empty before the alert (%v)", tt.path, err)
+		}
+		c()
+	}
+	row := `#devices tr[data-device="dev-1"]`
+	if _, err := risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Suspicious script"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, row+`[data-state="NONCOMPLIANT"]`, "noncompliant device inserted without reload")
+	if _, err := risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1",
+		Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, tab, 10*time.Second, row, "compliant again: the row leaves the noncompliant page")
+	if n, err := chromedp.Run(other, chromedp.Evaluate[int](`document.querySelectorAll(`+jsString(row)+`).length`)); err != nil || n != 0 {
+		t.Errorf("the sales page shows dev-1 (finance) %d times (%v)", n, err)
+	}
+}
