@@ -4970,6 +4970,277 @@ func (x *ListSignInsRequest) GetDeviceProof() Proof {
 	return Proof_PROOF_UNSPECIFIED
 }
 
+// WatchSignInsRequest is the request of WatchSignIns; empty filters match any.
+type WatchSignInsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id keeps one user's sign-ins.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// device_id keeps one device's sign-ins.
+	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// application_id keeps one application's sign-ins.
+	ApplicationId string `protobuf:"bytes,3,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`
+	// decision keeps the sign-ins with this decision; unspecified = any.
+	Decision      Decision `protobuf:"varint,4,opt,name=decision,proto3,enum=condaccess.access.v1.Decision" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSignInsRequest) Reset() {
+	*x = WatchSignInsRequest{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSignInsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSignInsRequest) ProtoMessage() {}
+
+func (x *WatchSignInsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSignInsRequest.ProtoReflect.Descriptor instead.
+func (*WatchSignInsRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *WatchSignInsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *WatchSignInsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *WatchSignInsRequest) GetApplicationId() string {
+	if x != nil {
+		return x.ApplicationId
+	}
+	return ""
+}
+
+func (x *WatchSignInsRequest) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+// WatchSignInsResponse is one message of the WatchSignIns stream.
+type WatchSignInsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is a new sign-in or a heartbeat.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchSignInsResponse_SignIn
+	//	*WatchSignInsResponse_Heartbeat
+	Kind          isWatchSignInsResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSignInsResponse) Reset() {
+	*x = WatchSignInsResponse{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSignInsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSignInsResponse) ProtoMessage() {}
+
+func (x *WatchSignInsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSignInsResponse.ProtoReflect.Descriptor instead.
+func (*WatchSignInsResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *WatchSignInsResponse) GetKind() isWatchSignInsResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchSignInsResponse) GetSignIn() *SignInNotice {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchSignInsResponse_SignIn); ok {
+			return x.SignIn
+		}
+	}
+	return nil
+}
+
+func (x *WatchSignInsResponse) GetHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchSignInsResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchSignInsResponse_Kind interface {
+	isWatchSignInsResponse_Kind()
+}
+
+type WatchSignInsResponse_SignIn struct {
+	// sign_in is a newly recorded sign-in (without its per-policy results).
+	SignIn *SignInNotice `protobuf:"bytes,1,opt,name=sign_in,json=signIn,proto3,oneof"`
+}
+
+type WatchSignInsResponse_Heartbeat struct {
+	// heartbeat says the stream is idle and up to date at this time.
+	Heartbeat *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchSignInsResponse_SignIn) isWatchSignInsResponse_Kind() {}
+
+func (*WatchSignInsResponse_Heartbeat) isWatchSignInsResponse_Kind() {}
+
+// SignInNotice is a newly recorded sign-in without its reasons and per-policy results,
+// so that a stream message stays bounded however many policies apply; ListSignIns with
+// after = time and before = time + 1 ns (and the same ids) returns the whole sign-in.
+type SignInNotice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sign_in_id is the sign-in's id.
+	SignInId string `protobuf:"bytes,1,opt,name=sign_in_id,json=signInId,proto3" json:"sign_in_id,omitempty"`
+	// time is when the decision was made.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// user_id is the user.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// device_id is the device.
+	DeviceId string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// application_id is the application.
+	ApplicationId string `protobuf:"bytes,5,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`
+	// decision is the decision.
+	Decision Decision `protobuf:"varint,6,opt,name=decision,proto3,enum=condaccess.access.v1.Decision" json:"decision,omitempty"`
+	// compliance_state is the device compliance state used.
+	ComplianceState v1.ComplianceState `protobuf:"varint,7,opt,name=compliance_state,json=complianceState,proto3,enum=condaccess.common.v1.ComplianceState" json:"compliance_state,omitempty"`
+	// trace_id is the decision's trace.
+	TraceId       string `protobuf:"bytes,8,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignInNotice) Reset() {
+	*x = SignInNotice{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignInNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignInNotice) ProtoMessage() {}
+
+func (x *SignInNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignInNotice.ProtoReflect.Descriptor instead.
+func (*SignInNotice) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *SignInNotice) GetSignInId() string {
+	if x != nil {
+		return x.SignInId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *SignInNotice) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetApplicationId() string {
+	if x != nil {
+		return x.ApplicationId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+func (x *SignInNotice) GetComplianceState() v1.ComplianceState {
+	if x != nil {
+		return x.ComplianceState
+	}
+	return v1.ComplianceState(0)
+}
+
+func (x *SignInNotice) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 // ListSignInsResponse is the response of ListSignIns.
 type ListSignInsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4983,7 +5254,7 @@ type ListSignInsResponse struct {
 
 func (x *ListSignInsResponse) Reset() {
 	*x = ListSignInsResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4995,7 +5266,7 @@ func (x *ListSignInsResponse) String() string {
 func (*ListSignInsResponse) ProtoMessage() {}
 
 func (x *ListSignInsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5008,7 +5279,7 @@ func (x *ListSignInsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignInsResponse.ProtoReflect.Descriptor instead.
 func (*ListSignInsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{67}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListSignInsResponse) GetSignIns() []*SignIn {
@@ -5053,7 +5324,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5065,7 +5336,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5078,7 +5349,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{68}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Session) GetSessionId() string {
@@ -5163,7 +5434,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5175,7 +5446,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5188,7 +5459,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{69}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -5239,7 +5510,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5251,7 +5522,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5264,7 +5535,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{70}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -5293,7 +5564,7 @@ type WatchSessionEventsRequest struct {
 
 func (x *WatchSessionEventsRequest) Reset() {
 	*x = WatchSessionEventsRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5305,7 +5576,7 @@ func (x *WatchSessionEventsRequest) String() string {
 func (*WatchSessionEventsRequest) ProtoMessage() {}
 
 func (x *WatchSessionEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5318,7 +5589,7 @@ func (x *WatchSessionEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionEventsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{71}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *WatchSessionEventsRequest) GetStartRevision() int64 {
@@ -5344,7 +5615,7 @@ type WatchSessionEventsResponse struct {
 
 func (x *WatchSessionEventsResponse) Reset() {
 	*x = WatchSessionEventsResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5356,7 +5627,7 @@ func (x *WatchSessionEventsResponse) String() string {
 func (*WatchSessionEventsResponse) ProtoMessage() {}
 
 func (x *WatchSessionEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5369,7 +5640,7 @@ func (x *WatchSessionEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionEventsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{72}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *WatchSessionEventsResponse) GetKind() isWatchSessionEventsResponse_Kind {
@@ -5438,7 +5709,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5450,7 +5721,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5463,7 +5734,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{73}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SessionEvent) GetRevision() int64 {
@@ -5541,7 +5812,7 @@ type SessionOpened struct {
 
 func (x *SessionOpened) Reset() {
 	*x = SessionOpened{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5553,7 +5824,7 @@ func (x *SessionOpened) String() string {
 func (*SessionOpened) ProtoMessage() {}
 
 func (x *SessionOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5566,7 +5837,7 @@ func (x *SessionOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpened.ProtoReflect.Descriptor instead.
 func (*SessionOpened) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{74}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SessionOpened) GetSession() *Session {
@@ -5591,7 +5862,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5603,7 +5874,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5616,7 +5887,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{75}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SessionRevoked) GetSession() *Session {
@@ -5651,7 +5922,7 @@ type GetBlockedStatusRequest struct {
 
 func (x *GetBlockedStatusRequest) Reset() {
 	*x = GetBlockedStatusRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5663,7 +5934,7 @@ func (x *GetBlockedStatusRequest) String() string {
 func (*GetBlockedStatusRequest) ProtoMessage() {}
 
 func (x *GetBlockedStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5676,7 +5947,7 @@ func (x *GetBlockedStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockedStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBlockedStatusRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{76}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *GetBlockedStatusRequest) GetRef() string {
@@ -5697,7 +5968,7 @@ type GetBlockedStatusResponse struct {
 
 func (x *GetBlockedStatusResponse) Reset() {
 	*x = GetBlockedStatusResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5709,7 +5980,7 @@ func (x *GetBlockedStatusResponse) String() string {
 func (*GetBlockedStatusResponse) ProtoMessage() {}
 
 func (x *GetBlockedStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5722,7 +5993,7 @@ func (x *GetBlockedStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockedStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBlockedStatusResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{77}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetBlockedStatusResponse) GetStatus() *BlockedStatus {
@@ -5743,7 +6014,7 @@ type WatchBlockedStatusRequest struct {
 
 func (x *WatchBlockedStatusRequest) Reset() {
 	*x = WatchBlockedStatusRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5755,7 +6026,7 @@ func (x *WatchBlockedStatusRequest) String() string {
 func (*WatchBlockedStatusRequest) ProtoMessage() {}
 
 func (x *WatchBlockedStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5768,7 +6039,7 @@ func (x *WatchBlockedStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBlockedStatusRequest.ProtoReflect.Descriptor instead.
 func (*WatchBlockedStatusRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{78}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *WatchBlockedStatusRequest) GetRef() string {
@@ -5789,7 +6060,7 @@ type WatchBlockedStatusResponse struct {
 
 func (x *WatchBlockedStatusResponse) Reset() {
 	*x = WatchBlockedStatusResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5801,7 +6072,7 @@ func (x *WatchBlockedStatusResponse) String() string {
 func (*WatchBlockedStatusResponse) ProtoMessage() {}
 
 func (x *WatchBlockedStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5814,7 +6085,7 @@ func (x *WatchBlockedStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBlockedStatusResponse.ProtoReflect.Descriptor instead.
 func (*WatchBlockedStatusResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{79}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *WatchBlockedStatusResponse) GetStatus() *BlockedStatus {
@@ -5850,7 +6121,7 @@ type BlockedStatus struct {
 
 func (x *BlockedStatus) Reset() {
 	*x = BlockedStatus{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5862,7 +6133,7 @@ func (x *BlockedStatus) String() string {
 func (*BlockedStatus) ProtoMessage() {}
 
 func (x *BlockedStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5875,7 +6146,7 @@ func (x *BlockedStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockedStatus.ProtoReflect.Descriptor instead.
 func (*BlockedStatus) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{80}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *BlockedStatus) GetRestored() bool {
@@ -6246,7 +6517,26 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\n" +
 	"user_proof\x18\t \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\tuserProof\x12H\n" +
 	"\fdevice_proof\x18\n" +
-	" \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\vdeviceProof\"v\n" +
+	" \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\vdeviceProof\"\xd6\x01\n" +
+	"\x13WatchSignInsRequest\x12!\n" +
+	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06userId\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12/\n" +
+	"\x0eapplication_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\rapplicationId\x12D\n" +
+	"\bdecision\x18\x04 \x01(\x0e2\x1e.condaccess.access.v1.DecisionB\b\xbaH\x05\x82\x01\x02\x10\x01R\bdecision\"\x99\x01\n" +
+	"\x14WatchSignInsResponse\x12=\n" +
+	"\asign_in\x18\x01 \x01(\v2\".condaccess.access.v1.SignInNoticeH\x00R\x06signIn\x12:\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeatB\x06\n" +
+	"\x04kind\"\x93\x03\n" +
+	"\fSignInNotice\x12&\n" +
+	"\n" +
+	"sign_in_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bsignInId\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12!\n" +
+	"\auser_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06userId\x12%\n" +
+	"\tdevice_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\bdeviceId\x12/\n" +
+	"\x0eapplication_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\rapplicationId\x12:\n" +
+	"\bdecision\x18\x06 \x01(\x0e2\x1e.condaccess.access.v1.DecisionR\bdecision\x12P\n" +
+	"\x10compliance_state\x18\a \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x0fcomplianceState\x12\"\n" +
+	"\btrace_id\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\atraceId\"v\n" +
 	"\x13ListSignInsResponse\x127\n" +
 	"\bsign_ins\x18\x01 \x03(\v2\x1c.condaccess.access.v1.SignInR\asignIns\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x03\n" +
@@ -6410,12 +6700,14 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"7\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02+\x12)/v1/conditionalAccessPolicies/{policy_id}\x12\x92\x01\n" +
 	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\xac\x01\n" +
 	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"E\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02::\x06policy20/v1/conditionalAccessPolicies/{policy.policy_id}\x12\x9d\x01\n" +
-	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\xfe\b\n" +
+	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\x8a\n" +
+	"\n" +
 	"\rAccessService\x12\x92\x01\n" +
 	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"%\xa2\x9f\x19\x03\x05\x03\x02\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/access:evaluate\x12\x88\x01\n" +
 	"\x14EvaluateAccessStream\x121.condaccess.access.v1.EvaluateAccessStreamRequest\x1a2.condaccess.access.v1.EvaluateAccessStreamResponse\"\x05\xa2\x9f\x19\x01\x05(\x010\x01\x12x\n" +
 	"\x06WhatIf\x12#.condaccess.access.v1.WhatIfRequest\x1a$.condaccess.access.v1.WhatIfResponse\"#\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/access:whatIf\x12~\n" +
-	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/signIns\x12\x82\x01\n" +
+	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/signIns\x12\x89\x01\n" +
+	"\fWatchSignIns\x12).condaccess.access.v1.WatchSignInsRequest\x1a*.condaccess.access.v1.WatchSignInsResponse\" \xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/signIns:watch0\x01\x12\x82\x01\n" +
 	"\fListSessions\x12).condaccess.access.v1.ListSessionsRequest\x1a*.condaccess.access.v1.ListSessionsResponse\"\x1b\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x12\xa1\x01\n" +
 	"\x12WatchSessionEvents\x12/.condaccess.access.v1.WatchSessionEventsRequest\x1a0.condaccess.access.v1.WatchSessionEventsResponse\"&\xa2\x9f\x19\x03\x05\x04\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/sessionEvents:watch0\x01\x12\x8c\x01\n" +
 	"\x10GetBlockedStatus\x12-.condaccess.access.v1.GetBlockedStatusRequest\x1a..condaccess.access.v1.GetBlockedStatusResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/blockedStatus\x12\x9a\x01\n" +
@@ -6435,7 +6727,7 @@ func file_condaccess_access_v1_access_proto_rawDescGZIP() []byte {
 }
 
 var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
-var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyState)(0),                     // 0: condaccess.access.v1.PolicyState
 	(GrantControl)(0),                    // 1: condaccess.access.v1.GrantControl
@@ -6516,63 +6808,66 @@ var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(*WhatIfResponse)(nil),               // 76: condaccess.access.v1.WhatIfResponse
 	(*SignIn)(nil),                       // 77: condaccess.access.v1.SignIn
 	(*ListSignInsRequest)(nil),           // 78: condaccess.access.v1.ListSignInsRequest
-	(*ListSignInsResponse)(nil),          // 79: condaccess.access.v1.ListSignInsResponse
-	(*Session)(nil),                      // 80: condaccess.access.v1.Session
-	(*ListSessionsRequest)(nil),          // 81: condaccess.access.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 82: condaccess.access.v1.ListSessionsResponse
-	(*WatchSessionEventsRequest)(nil),    // 83: condaccess.access.v1.WatchSessionEventsRequest
-	(*WatchSessionEventsResponse)(nil),   // 84: condaccess.access.v1.WatchSessionEventsResponse
-	(*SessionEvent)(nil),                 // 85: condaccess.access.v1.SessionEvent
-	(*SessionOpened)(nil),                // 86: condaccess.access.v1.SessionOpened
-	(*SessionRevoked)(nil),               // 87: condaccess.access.v1.SessionRevoked
-	(*GetBlockedStatusRequest)(nil),      // 88: condaccess.access.v1.GetBlockedStatusRequest
-	(*GetBlockedStatusResponse)(nil),     // 89: condaccess.access.v1.GetBlockedStatusResponse
-	(*WatchBlockedStatusRequest)(nil),    // 90: condaccess.access.v1.WatchBlockedStatusRequest
-	(*WatchBlockedStatusResponse)(nil),   // 91: condaccess.access.v1.WatchBlockedStatusResponse
-	(*BlockedStatus)(nil),                // 92: condaccess.access.v1.BlockedStatus
-	(*timestamppb.Timestamp)(nil),        // 93: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 94: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),          // 95: google.protobuf.Duration
-	(v1.Platform)(0),                     // 96: condaccess.common.v1.Platform
-	(v1.ComplianceState)(0),              // 97: condaccess.common.v1.ComplianceState
-	(v1.RiskLevel)(0),                    // 98: condaccess.common.v1.RiskLevel
-	(*v1.WatchProgress)(nil),             // 99: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),              // 100: condaccess.common.v1.TraceContext
+	(*WatchSignInsRequest)(nil),          // 79: condaccess.access.v1.WatchSignInsRequest
+	(*WatchSignInsResponse)(nil),         // 80: condaccess.access.v1.WatchSignInsResponse
+	(*SignInNotice)(nil),                 // 81: condaccess.access.v1.SignInNotice
+	(*ListSignInsResponse)(nil),          // 82: condaccess.access.v1.ListSignInsResponse
+	(*Session)(nil),                      // 83: condaccess.access.v1.Session
+	(*ListSessionsRequest)(nil),          // 84: condaccess.access.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 85: condaccess.access.v1.ListSessionsResponse
+	(*WatchSessionEventsRequest)(nil),    // 86: condaccess.access.v1.WatchSessionEventsRequest
+	(*WatchSessionEventsResponse)(nil),   // 87: condaccess.access.v1.WatchSessionEventsResponse
+	(*SessionEvent)(nil),                 // 88: condaccess.access.v1.SessionEvent
+	(*SessionOpened)(nil),                // 89: condaccess.access.v1.SessionOpened
+	(*SessionRevoked)(nil),               // 90: condaccess.access.v1.SessionRevoked
+	(*GetBlockedStatusRequest)(nil),      // 91: condaccess.access.v1.GetBlockedStatusRequest
+	(*GetBlockedStatusResponse)(nil),     // 92: condaccess.access.v1.GetBlockedStatusResponse
+	(*WatchBlockedStatusRequest)(nil),    // 93: condaccess.access.v1.WatchBlockedStatusRequest
+	(*WatchBlockedStatusResponse)(nil),   // 94: condaccess.access.v1.WatchBlockedStatusResponse
+	(*BlockedStatus)(nil),                // 95: condaccess.access.v1.BlockedStatus
+	(*timestamppb.Timestamp)(nil),        // 96: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 97: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),          // 98: google.protobuf.Duration
+	(v1.Platform)(0),                     // 99: condaccess.common.v1.Platform
+	(v1.ComplianceState)(0),              // 100: condaccess.common.v1.ComplianceState
+	(v1.RiskLevel)(0),                    // 101: condaccess.common.v1.RiskLevel
+	(*v1.WatchProgress)(nil),             // 102: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),              // 103: condaccess.common.v1.TraceContext
 }
 var file_condaccess_access_v1_access_proto_depIdxs = []int32{
-	93,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	93,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	93,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	93,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
-	93,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
-	93,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
+	96,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	96,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
+	96,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
 	12,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
 	12,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
 	12,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
 	12,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
 	12,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
-	94,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	97,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
 	12,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
 	13,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
 	13,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
 	13,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
 	13,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
 	13,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	94,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
+	97,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
 	13,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
 	14,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
 	14,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
 	14,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
 	14,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
 	14,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	94,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	97,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
 	14,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
 	12,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
 	13,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
 	14,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
-	95,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
-	96,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
-	96,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
+	98,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
+	99,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
+	99,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
 	4,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
 	49,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
 	50,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
@@ -6584,25 +6879,25 @@ var file_condaccess_access_v1_access_proto_depIdxs = []int32{
 	48,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
 	52,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
 	53,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
-	93,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
-	93,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
+	96,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
 	54,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	54,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	54,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	0,   // 49: condaccess.access.v1.ListPoliciesRequest.state:type_name -> condaccess.access.v1.PolicyState
 	54,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	54,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	94,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	97,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	54,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	96,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
+	99,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
 	4,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
 	0,   // 56: condaccess.access.v1.PolicyResult.state:type_name -> condaccess.access.v1.PolicyState
 	6,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
 	1,   // 58: condaccess.access.v1.PolicyResult.unsatisfied_controls:type_name -> condaccess.access.v1.GrantControl
 	1,   // 59: condaccess.access.v1.PolicyResult.satisfied_controls:type_name -> condaccess.access.v1.GrantControl
-	97,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
-	95,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
-	98,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	100, // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
+	98,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
+	101, // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	7,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
 	65,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
@@ -6614,110 +6909,118 @@ var file_condaccess_access_v1_access_proto_depIdxs = []int32{
 	2,   // 71: condaccess.access.v1.EvaluateAccessResponse.device_proof:type_name -> condaccess.access.v1.Proof
 	70,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
 	71,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	97,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	98,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	100, // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	101, // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	54,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	70,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
 	74,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
 	71,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
 	71,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	93,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
+	96,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
 	65,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 83: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
 	67,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
 	66,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
-	97,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	100, // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
 	2,   // 87: condaccess.access.v1.SignIn.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 88: condaccess.access.v1.SignIn.device_proof:type_name -> condaccess.access.v1.Proof
 	5,   // 89: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
-	93,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
-	93,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
+	96,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
+	96,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
 	2,   // 92: condaccess.access.v1.ListSignInsRequest.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 93: condaccess.access.v1.ListSignInsRequest.device_proof:type_name -> condaccess.access.v1.Proof
-	77,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
-	8,   // 95: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
-	93,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	93,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
-	93,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	8,   // 99: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
-	80,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
-	85,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
-	99,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	93,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
-	100, // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	86,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
-	87,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
-	80,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
-	80,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
-	92,  // 109: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
-	92,  // 110: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
-	9,   // 111: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
-	10,  // 112: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
-	93,  // 113: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
-	11,  // 114: condaccess.access.v1.BlockedStatus.remediation:type_name -> condaccess.access.v1.BlockedRemediation
-	15,  // 115: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
-	17,  // 116: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
-	19,  // 117: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
-	21,  // 118: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
-	23,  // 119: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
-	25,  // 120: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
-	27,  // 121: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
-	29,  // 122: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
-	31,  // 123: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
-	33,  // 124: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
-	35,  // 125: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
-	37,  // 126: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
-	39,  // 127: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
-	41,  // 128: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
-	43,  // 129: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
-	45,  // 130: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
-	55,  // 131: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
-	57,  // 132: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
-	59,  // 133: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
-	61,  // 134: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
-	63,  // 135: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
-	70,  // 136: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
-	72,  // 137: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
-	75,  // 138: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
-	78,  // 139: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
-	81,  // 140: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
-	83,  // 141: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
-	88,  // 142: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
-	90,  // 143: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
-	16,  // 144: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
-	18,  // 145: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
-	20,  // 146: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
-	22,  // 147: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
-	24,  // 148: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
-	26,  // 149: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
-	28,  // 150: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
-	30,  // 151: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
-	32,  // 152: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
-	34,  // 153: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
-	36,  // 154: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
-	38,  // 155: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
-	40,  // 156: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
-	42,  // 157: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
-	44,  // 158: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
-	46,  // 159: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
-	56,  // 160: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
-	58,  // 161: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
-	60,  // 162: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
-	62,  // 163: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
-	64,  // 164: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
-	71,  // 165: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
-	73,  // 166: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
-	76,  // 167: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
-	79,  // 168: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
-	82,  // 169: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
-	84,  // 170: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
-	89,  // 171: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
-	91,  // 172: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
-	144, // [144:173] is the sub-list for method output_type
-	115, // [115:144] is the sub-list for method input_type
-	115, // [115:115] is the sub-list for extension type_name
-	115, // [115:115] is the sub-list for extension extendee
-	0,   // [0:115] is the sub-list for field type_name
+	5,   // 94: condaccess.access.v1.WatchSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
+	81,  // 95: condaccess.access.v1.WatchSignInsResponse.sign_in:type_name -> condaccess.access.v1.SignInNotice
+	96,  // 96: condaccess.access.v1.WatchSignInsResponse.heartbeat:type_name -> google.protobuf.Timestamp
+	96,  // 97: condaccess.access.v1.SignInNotice.time:type_name -> google.protobuf.Timestamp
+	5,   // 98: condaccess.access.v1.SignInNotice.decision:type_name -> condaccess.access.v1.Decision
+	100, // 99: condaccess.access.v1.SignInNotice.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	77,  // 100: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
+	8,   // 101: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
+	96,  // 102: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 103: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
+	96,  // 104: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	8,   // 105: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
+	83,  // 106: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
+	88,  // 107: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
+	102, // 108: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	96,  // 109: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
+	103, // 110: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	89,  // 111: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
+	90,  // 112: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
+	83,  // 113: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
+	83,  // 114: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
+	95,  // 115: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	95,  // 116: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	9,   // 117: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
+	10,  // 118: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
+	96,  // 119: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
+	11,  // 120: condaccess.access.v1.BlockedStatus.remediation:type_name -> condaccess.access.v1.BlockedRemediation
+	15,  // 121: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
+	17,  // 122: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
+	19,  // 123: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
+	21,  // 124: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
+	23,  // 125: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
+	25,  // 126: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
+	27,  // 127: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
+	29,  // 128: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
+	31,  // 129: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
+	33,  // 130: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
+	35,  // 131: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
+	37,  // 132: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
+	39,  // 133: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
+	41,  // 134: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
+	43,  // 135: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
+	45,  // 136: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
+	55,  // 137: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
+	57,  // 138: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
+	59,  // 139: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
+	61,  // 140: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
+	63,  // 141: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
+	70,  // 142: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
+	72,  // 143: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
+	75,  // 144: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
+	78,  // 145: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
+	79,  // 146: condaccess.access.v1.AccessService.WatchSignIns:input_type -> condaccess.access.v1.WatchSignInsRequest
+	84,  // 147: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
+	86,  // 148: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
+	91,  // 149: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
+	93,  // 150: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
+	16,  // 151: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
+	18,  // 152: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
+	20,  // 153: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
+	22,  // 154: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
+	24,  // 155: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
+	26,  // 156: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
+	28,  // 157: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
+	30,  // 158: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
+	32,  // 159: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
+	34,  // 160: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
+	36,  // 161: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
+	38,  // 162: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
+	40,  // 163: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
+	42,  // 164: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
+	44,  // 165: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
+	46,  // 166: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
+	56,  // 167: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
+	58,  // 168: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
+	60,  // 169: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
+	62,  // 170: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
+	64,  // 171: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
+	71,  // 172: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
+	73,  // 173: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
+	76,  // 174: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
+	82,  // 175: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
+	80,  // 176: condaccess.access.v1.AccessService.WatchSignIns:output_type -> condaccess.access.v1.WatchSignInsResponse
+	85,  // 177: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
+	87,  // 178: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
+	92,  // 179: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
+	94,  // 180: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
+	151, // [151:181] is the sub-list for method output_type
+	121, // [121:151] is the sub-list for method input_type
+	121, // [121:121] is the sub-list for extension type_name
+	121, // [121:121] is the sub-list for extension extendee
+	0,   // [0:121] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_access_v1_access_proto_init() }
@@ -6726,11 +7029,15 @@ func file_condaccess_access_v1_access_proto_init() {
 		return
 	}
 	file_condaccess_access_v1_access_proto_msgTypes[62].OneofWrappers = []any{}
-	file_condaccess_access_v1_access_proto_msgTypes[72].OneofWrappers = []any{
+	file_condaccess_access_v1_access_proto_msgTypes[68].OneofWrappers = []any{
+		(*WatchSignInsResponse_SignIn)(nil),
+		(*WatchSignInsResponse_Heartbeat)(nil),
+	}
+	file_condaccess_access_v1_access_proto_msgTypes[75].OneofWrappers = []any{
 		(*WatchSessionEventsResponse_Event)(nil),
 		(*WatchSessionEventsResponse_Progress)(nil),
 	}
-	file_condaccess_access_v1_access_proto_msgTypes[73].OneofWrappers = []any{
+	file_condaccess_access_v1_access_proto_msgTypes[76].OneofWrappers = []any{
 		(*SessionEvent_SessionOpened)(nil),
 		(*SessionEvent_SessionRevoked)(nil),
 	}
@@ -6740,7 +7047,7 @@ func file_condaccess_access_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_access_v1_access_proto_rawDesc), len(file_condaccess_access_v1_access_proto_rawDesc)),
 			NumEnums:      12,
-			NumMessages:   81,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1100,6 +1100,7 @@ const (
 	AccessService_EvaluateAccessStream_FullMethodName = "/condaccess.access.v1.AccessService/EvaluateAccessStream"
 	AccessService_WhatIf_FullMethodName               = "/condaccess.access.v1.AccessService/WhatIf"
 	AccessService_ListSignIns_FullMethodName          = "/condaccess.access.v1.AccessService/ListSignIns"
+	AccessService_WatchSignIns_FullMethodName         = "/condaccess.access.v1.AccessService/WatchSignIns"
 	AccessService_ListSessions_FullMethodName         = "/condaccess.access.v1.AccessService/ListSessions"
 	AccessService_WatchSessionEvents_FullMethodName   = "/condaccess.access.v1.AccessService/WatchSessionEvents"
 	AccessService_GetBlockedStatus_FullMethodName     = "/condaccess.access.v1.AccessService/GetBlockedStatus"
@@ -1138,6 +1139,15 @@ type AccessServiceClient interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListSignIns(ctx context.Context, in *ListSignInsRequest, opts ...grpc.CallOption) (*ListSignInsResponse, error)
+	// WatchSignIns sends each sign-in recorded after the stream opened that matches the
+	// filters, oldest first, as soon as it is written (at once for this replica's, within
+	// a second for those other replicas on the same database write). It starts with a
+	// heartbeat (every sign-in decided after it is sent) and sends one every 15 s while
+	// idle. The console's sign-in log follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: INVALID_ARGUMENT; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past
+	// --max-watches-per-identity).
+	WatchSignIns(ctx context.Context, in *WatchSignInsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSignInsResponse], error)
 	// ListSessions lists sessions, filtered and paged.
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
@@ -1221,6 +1231,25 @@ func (c *accessServiceClient) ListSignIns(ctx context.Context, in *ListSignInsRe
 	return out, nil
 }
 
+func (c *accessServiceClient) WatchSignIns(ctx context.Context, in *WatchSignInsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSignInsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[1], AccessService_WatchSignIns_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchSignInsRequest, WatchSignInsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccessService_WatchSignInsClient = grpc.ServerStreamingClient[WatchSignInsResponse]
+
 func (c *accessServiceClient) ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListSessionsResponse)
@@ -1233,7 +1262,7 @@ func (c *accessServiceClient) ListSessions(ctx context.Context, in *ListSessions
 
 func (c *accessServiceClient) WatchSessionEvents(ctx context.Context, in *WatchSessionEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionEventsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[1], AccessService_WatchSessionEvents_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[2], AccessService_WatchSessionEvents_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1262,7 +1291,7 @@ func (c *accessServiceClient) GetBlockedStatus(ctx context.Context, in *GetBlock
 
 func (c *accessServiceClient) WatchBlockedStatus(ctx context.Context, in *WatchBlockedStatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBlockedStatusResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[2], AccessService_WatchBlockedStatus_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[3], AccessService_WatchBlockedStatus_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1311,6 +1340,15 @@ type AccessServiceServer interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListSignIns(context.Context, *ListSignInsRequest) (*ListSignInsResponse, error)
+	// WatchSignIns sends each sign-in recorded after the stream opened that matches the
+	// filters, oldest first, as soon as it is written (at once for this replica's, within
+	// a second for those other replicas on the same database write). It starts with a
+	// heartbeat (every sign-in decided after it is sent) and sends one every 15 s while
+	// idle. The console's sign-in log follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: INVALID_ARGUMENT; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past
+	// --max-watches-per-identity).
+	WatchSignIns(*WatchSignInsRequest, grpc.ServerStreamingServer[WatchSignInsResponse]) error
 	// ListSessions lists sessions, filtered and paged.
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
@@ -1362,6 +1400,9 @@ func (UnimplementedAccessServiceServer) WhatIf(context.Context, *WhatIfRequest) 
 }
 func (UnimplementedAccessServiceServer) ListSignIns(context.Context, *ListSignInsRequest) (*ListSignInsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSignIns not implemented")
+}
+func (UnimplementedAccessServiceServer) WatchSignIns(*WatchSignInsRequest, grpc.ServerStreamingServer[WatchSignInsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchSignIns not implemented")
 }
 func (UnimplementedAccessServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
@@ -1457,6 +1498,17 @@ func _AccessService_ListSignIns_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccessService_WatchSignIns_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchSignInsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AccessServiceServer).WatchSignIns(m, &grpc.GenericServerStream[WatchSignInsRequest, WatchSignInsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccessService_WatchSignInsServer = grpc.ServerStreamingServer[WatchSignInsResponse]
+
 func _AccessService_ListSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListSessionsRequest)
 	if err := dec(in); err != nil {
@@ -1549,6 +1601,11 @@ var AccessService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _AccessService_EvaluateAccessStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchSignIns",
+			Handler:       _AccessService_WatchSignIns_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "WatchSessionEvents",
