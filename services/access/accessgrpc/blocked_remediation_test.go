@@ -78,7 +78,10 @@ func TestBlockedStatusRemediation(t *testing.T) {
 				conn, _ := bufServer(t, func(r grpc.ServiceRegistrar) { remediationv1.RegisterRemediationServiceServer(r, fr) })
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
-				go func() { defer close(done); h.svc.RunRemediationFeed(ctx, remediationv1.NewRemediationServiceClient(conn), nil) }()
+				go func() {
+					defer close(done)
+					h.svc.RunRemediationFeed(ctx, remediationv1.NewRemediationServiceClient(conn), nil)
+				}()
 				t.Cleanup(func() { cancel(); <-done })
 			}
 			ref, _ := blockedRef(t, h)
@@ -114,7 +117,10 @@ func TestWatchBlockedStatusFollowsRemediation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan struct{})
-	go func() { defer close(done); h.svc.RunRemediationFeed(ctx, remediationv1.NewRemediationServiceClient(conn), nil) }()
+	go func() {
+		defer close(done)
+		h.svc.RunRemediationFeed(ctx, remediationv1.NewRemediationServiceClient(conn), nil)
+	}()
 	defer func() { cancel(); <-done }()
 
 	ref, _ := blockedRef(t, h)
