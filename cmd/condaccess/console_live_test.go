@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 )
@@ -88,5 +90,54 @@ func TestConsoleDevicesLive(t *testing.T) {
 	waitGone(t, tab, 10*time.Second, row, "compliant again: the row leaves the noncompliant page")
 	if n, err := chromedp.Run(other, chromedp.Evaluate[int](`document.querySelectorAll(`+jsString(row)+`).length`)); err != nil || n != 0 {
 		t.Errorf("the sales page shows dev-1 (finance) %d times (%v)", n, err)
+	}
+}
+
+// TestConsoleSignInsLive: the sign-in log filtered to blocked sign-ins shows a new
+// blocked sign-in at the top without a reload, with its per-policy detail on demand,
+// and not an allowed one.
+func TestConsoleSignInsLive(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	base, conn := startConsoleSuite(t, ctx)
+	access := accessv1.NewAccessServiceClient(conn)
+	waitDecision(t, ctx, access, accessv1.Decision_DECISION_ALLOW)
+	allowed, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
+	if err != nil || allowed.GetDecision() != accessv1.Decision_DECISION_ALLOW {
+		t.Fatalf("dev-1: %v %v, want ALLOW", allowed.GetDecision(), err)
+	}
+	tab := browser(t, ctx)
+	if err := chromedp.Do(tab, chromedp.Navigate(base+"/signins")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#signins tr[data-signin="`+allowed.GetSignInId()+`"]`, "sign-in log")
+	if err := chromedp.Do(tab, chromedp.SetValue(`select[name="decision"]`, strconv.Itoa(int(accessv1.Decision_DECISION_BLOCK))),
+		chromedp.Click(`form[role="search"] button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, tab, 10*time.Second, `#signins tr[data-signin="`+allowed.GetSignInId()+`"]`, "the allowed sign-in leaves the BLOCK filter")
+	// An unknown device is blocked from payroll (compliant device required); another
+	// allowed sign-in is not shown.
+	okAgain, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked, err := access.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-unknown", ApplicationId: "payroll"})
+	if err != nil || blocked.GetDecision() != accessv1.Decision_DECISION_BLOCK {
+		t.Fatalf("unknown device: %v %v, want BLOCK", blocked.GetDecision(), err)
+	}
+	row := `#signins tr[data-signin="` + blocked.GetSignInId() + `"]`
+	waitFor(t, tab, 5*time.Second, row, "the new blocked sign-in appears without reload")
+	if err := chromedp.Do(tab, chromedp.Click(row+` summary`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 5*time.Second, row+` details p.mono`, "the new sign-in's per-policy detail")
+	text, err := chromedp.Run(tab, chromedp.Text(row))
+	if err != nil || !strings.Contains(text, "Payroll requires a compliant device") {
+		t.Errorf("detail of the new sign-in = %q (%v), want the payroll policy", text, err)
+	}
+	if n, err := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll('#signins tr[data-signin="`+okAgain.GetSignInId()+`"]').length`)); err != nil || n != 0 {
+		t.Errorf("an allowed sign-in is on the BLOCK page (%d, %v)", n, err)
 	}
 }
