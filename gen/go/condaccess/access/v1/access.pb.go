@@ -6198,6 +6198,211 @@ func (x *BlockedStatus) GetRemediation() BlockedRemediation {
 	return BlockedRemediation_BLOCKED_REMEDIATION_UNSPECIFIED
 }
 
+// WatchPoliciesRequest is the request of WatchPolicies.
+type WatchPoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPoliciesRequest) Reset() {
+	*x = WatchPoliciesRequest{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPoliciesRequest) ProtoMessage() {}
+
+func (x *WatchPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*WatchPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{84}
+}
+
+// WatchPoliciesResponse is one message of the WatchPolicies stream.
+type WatchPoliciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is a policy change, the end of the snapshot, or a heartbeat.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchPoliciesResponse_Change
+	//	*WatchPoliciesResponse_Synced
+	//	*WatchPoliciesResponse_Heartbeat
+	Kind          isWatchPoliciesResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPoliciesResponse) Reset() {
+	*x = WatchPoliciesResponse{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPoliciesResponse) ProtoMessage() {}
+
+func (x *WatchPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*WatchPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *WatchPoliciesResponse) GetKind() isWatchPoliciesResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchPoliciesResponse) GetChange() *PolicyChange {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPoliciesResponse_Change); ok {
+			return x.Change
+		}
+	}
+	return nil
+}
+
+func (x *WatchPoliciesResponse) GetSynced() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPoliciesResponse_Synced); ok {
+			return x.Synced
+		}
+	}
+	return false
+}
+
+func (x *WatchPoliciesResponse) GetHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPoliciesResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchPoliciesResponse_Kind interface {
+	isWatchPoliciesResponse_Kind()
+}
+
+type WatchPoliciesResponse_Change struct {
+	// change is a policy that exists (snapshot), was created or changed, or was deleted.
+	Change *PolicyChange `protobuf:"bytes,1,opt,name=change,proto3,oneof"`
+}
+
+type WatchPoliciesResponse_Synced struct {
+	// synced says the snapshot is complete.
+	Synced bool `protobuf:"varint,2,opt,name=synced,proto3,oneof"`
+}
+
+type WatchPoliciesResponse_Heartbeat struct {
+	// heartbeat says the stream is idle and up to date at this time.
+	Heartbeat *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchPoliciesResponse_Change) isWatchPoliciesResponse_Kind() {}
+
+func (*WatchPoliciesResponse_Synced) isWatchPoliciesResponse_Kind() {}
+
+func (*WatchPoliciesResponse_Heartbeat) isWatchPoliciesResponse_Kind() {}
+
+// PolicyChange names a changed Conditional Access policy (GetPolicy reads it).
+type PolicyChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy_id is the policy.
+	PolicyId string `protobuf:"bytes,1,opt,name=policy_id,json=policyId,proto3" json:"policy_id,omitempty"`
+	// etag is the policy's etag after the change (before it, for a deletion).
+	Etag string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	// deleted is true when the policy was deleted.
+	Deleted       bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyChange) Reset() {
+	*x = PolicyChange{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyChange) ProtoMessage() {}
+
+func (x *PolicyChange) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyChange.ProtoReflect.Descriptor instead.
+func (*PolicyChange) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *PolicyChange) GetPolicyId() string {
+	if x != nil {
+		return x.PolicyId
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_condaccess_access_v1_access_proto_rawDesc = "" +
@@ -6602,7 +6807,17 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\bproblems\x18\x04 \x03(\x0e2$.condaccess.access.v1.BlockedProblemB\b\xbaH\x05\x92\x01\x02\x10\bR\bproblems\x12B\n" +
 	"\x18application_display_name\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x16applicationDisplayName\x12=\n" +
 	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime\x12J\n" +
-	"\vremediation\x18\a \x01(\x0e2(.condaccess.access.v1.BlockedRemediationR\vremediation*~\n" +
+	"\vremediation\x18\a \x01(\x0e2(.condaccess.access.v1.BlockedRemediationR\vremediation\"\x16\n" +
+	"\x14WatchPoliciesRequest\"\xb3\x01\n" +
+	"\x15WatchPoliciesResponse\x12<\n" +
+	"\x06change\x18\x01 \x01(\v2\".condaccess.access.v1.PolicyChangeH\x00R\x06change\x12\x18\n" +
+	"\x06synced\x18\x02 \x01(\bH\x00R\x06synced\x12:\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeatB\x06\n" +
+	"\x04kind\"m\n" +
+	"\fPolicyChange\x12%\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpolicyId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted*~\n" +
 	"\vPolicyState\x12\x1c\n" +
 	"\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14POLICY_STATE_ENABLED\x10\x01\x12\x1c\n" +
@@ -6694,11 +6909,12 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x10ListApplications\x12-.condaccess.access.v1.ListApplicationsRequest\x1a..condaccess.access.v1.ListApplicationsResponse\"\x1e\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/applications\x12\xbd\x01\n" +
 	"\x11UpdateApplication\x12..condaccess.access.v1.UpdateApplicationRequest\x1a/.condaccess.access.v1.UpdateApplicationResponse\"G\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02<:\vapplication2-/v1/applications/{application.application_id}\x12\xa4\x01\n" +
 	"\x11DeleteApplication\x12..condaccess.access.v1.DeleteApplicationRequest\x1a/.condaccess.access.v1.DeleteApplicationResponse\".\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02#*!/v1/applications/{application_id}\x12w\n" +
-	"\x0fImportDirectory\x12,.condaccess.access.v1.ImportDirectoryRequest\x1a-.condaccess.access.v1.ImportDirectoryResponse\"\x05\xa2\x9f\x19\x01\x03(\x012\xb8\x06\n" +
+	"\x0fImportDirectory\x12,.condaccess.access.v1.ImportDirectoryRequest\x1a-.condaccess.access.v1.ImportDirectoryResponse\"\x05\xa2\x9f\x19\x01\x03(\x012\xd8\a\n" +
 	"\x1eConditionalAccessPolicyService\x12\x99\x01\n" +
 	"\fCreatePolicy\x12).condaccess.access.v1.CreatePolicyRequest\x1a*.condaccess.access.v1.CreatePolicyResponse\"2\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02':\x06policy\"\x1d/v1/conditionalAccessPolicies\x12\x95\x01\n" +
 	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"7\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02+\x12)/v1/conditionalAccessPolicies/{policy_id}\x12\x92\x01\n" +
-	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\xac\x01\n" +
+	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\x9d\x01\n" +
+	"\rWatchPolicies\x12*.condaccess.access.v1.WatchPoliciesRequest\x1a+.condaccess.access.v1.WatchPoliciesResponse\"1\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02%\x12#/v1/conditionalAccessPolicies:watch0\x01\x12\xac\x01\n" +
 	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"E\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02::\x06policy20/v1/conditionalAccessPolicies/{policy.policy_id}\x12\x9d\x01\n" +
 	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\x8a\n" +
 	"\n" +
@@ -6727,7 +6943,7 @@ func file_condaccess_access_v1_access_proto_rawDescGZIP() []byte {
 }
 
 var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
-var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyState)(0),                     // 0: condaccess.access.v1.PolicyState
 	(GrantControl)(0),                    // 1: condaccess.access.v1.GrantControl
@@ -6825,49 +7041,52 @@ var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(*WatchBlockedStatusRequest)(nil),    // 93: condaccess.access.v1.WatchBlockedStatusRequest
 	(*WatchBlockedStatusResponse)(nil),   // 94: condaccess.access.v1.WatchBlockedStatusResponse
 	(*BlockedStatus)(nil),                // 95: condaccess.access.v1.BlockedStatus
-	(*timestamppb.Timestamp)(nil),        // 96: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 97: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),          // 98: google.protobuf.Duration
-	(v1.Platform)(0),                     // 99: condaccess.common.v1.Platform
-	(v1.ComplianceState)(0),              // 100: condaccess.common.v1.ComplianceState
-	(v1.RiskLevel)(0),                    // 101: condaccess.common.v1.RiskLevel
-	(*v1.WatchProgress)(nil),             // 102: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),              // 103: condaccess.common.v1.TraceContext
+	(*WatchPoliciesRequest)(nil),         // 96: condaccess.access.v1.WatchPoliciesRequest
+	(*WatchPoliciesResponse)(nil),        // 97: condaccess.access.v1.WatchPoliciesResponse
+	(*PolicyChange)(nil),                 // 98: condaccess.access.v1.PolicyChange
+	(*timestamppb.Timestamp)(nil),        // 99: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 100: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),          // 101: google.protobuf.Duration
+	(v1.Platform)(0),                     // 102: condaccess.common.v1.Platform
+	(v1.ComplianceState)(0),              // 103: condaccess.common.v1.ComplianceState
+	(v1.RiskLevel)(0),                    // 104: condaccess.common.v1.RiskLevel
+	(*v1.WatchProgress)(nil),             // 105: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),              // 106: condaccess.common.v1.TraceContext
 }
 var file_condaccess_access_v1_access_proto_depIdxs = []int32{
-	96,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	96,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	96,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	96,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
-	96,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
-	96,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
 	12,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
 	12,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
 	12,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
 	12,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
 	12,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
-	97,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	100, // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
 	12,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
 	13,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
 	13,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
 	13,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
 	13,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
 	13,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	97,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
+	100, // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
 	13,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
 	14,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
 	14,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
 	14,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
 	14,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
 	14,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	97,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	100, // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
 	14,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
 	12,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
 	13,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
 	14,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
-	98,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
-	99,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
-	99,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
+	101, // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
+	102, // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
+	102, // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
 	4,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
 	49,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
 	50,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
@@ -6879,25 +7098,25 @@ var file_condaccess_access_v1_access_proto_depIdxs = []int32{
 	48,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
 	52,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
 	53,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
-	96,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
-	96,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
 	54,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	54,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	54,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	0,   // 49: condaccess.access.v1.ListPoliciesRequest.state:type_name -> condaccess.access.v1.PolicyState
 	54,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	54,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	97,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	100, // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	54,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	99,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
+	102, // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
 	4,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
 	0,   // 56: condaccess.access.v1.PolicyResult.state:type_name -> condaccess.access.v1.PolicyState
 	6,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
 	1,   // 58: condaccess.access.v1.PolicyResult.unsatisfied_controls:type_name -> condaccess.access.v1.GrantControl
 	1,   // 59: condaccess.access.v1.PolicyResult.satisfied_controls:type_name -> condaccess.access.v1.GrantControl
-	100, // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
-	98,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
-	101, // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	103, // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
+	101, // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
+	104, // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	7,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
 	65,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
@@ -6909,43 +7128,43 @@ var file_condaccess_access_v1_access_proto_depIdxs = []int32{
 	2,   // 71: condaccess.access.v1.EvaluateAccessResponse.device_proof:type_name -> condaccess.access.v1.Proof
 	70,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
 	71,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	100, // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	101, // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	103, // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	104, // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	54,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	70,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
 	74,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
 	71,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
 	71,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	96,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
+	99,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
 	65,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 83: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
 	67,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
 	66,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
-	100, // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	103, // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
 	2,   // 87: condaccess.access.v1.SignIn.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 88: condaccess.access.v1.SignIn.device_proof:type_name -> condaccess.access.v1.Proof
 	5,   // 89: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
-	96,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
-	96,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
+	99,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
+	99,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
 	2,   // 92: condaccess.access.v1.ListSignInsRequest.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 93: condaccess.access.v1.ListSignInsRequest.device_proof:type_name -> condaccess.access.v1.Proof
 	5,   // 94: condaccess.access.v1.WatchSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
 	81,  // 95: condaccess.access.v1.WatchSignInsResponse.sign_in:type_name -> condaccess.access.v1.SignInNotice
-	96,  // 96: condaccess.access.v1.WatchSignInsResponse.heartbeat:type_name -> google.protobuf.Timestamp
-	96,  // 97: condaccess.access.v1.SignInNotice.time:type_name -> google.protobuf.Timestamp
+	99,  // 96: condaccess.access.v1.WatchSignInsResponse.heartbeat:type_name -> google.protobuf.Timestamp
+	99,  // 97: condaccess.access.v1.SignInNotice.time:type_name -> google.protobuf.Timestamp
 	5,   // 98: condaccess.access.v1.SignInNotice.decision:type_name -> condaccess.access.v1.Decision
-	100, // 99: condaccess.access.v1.SignInNotice.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	103, // 99: condaccess.access.v1.SignInNotice.compliance_state:type_name -> condaccess.common.v1.ComplianceState
 	77,  // 100: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
 	8,   // 101: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
-	96,  // 102: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	96,  // 103: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
-	96,  // 104: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	99,  // 102: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 103: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
+	99,  // 104: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
 	8,   // 105: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
 	83,  // 106: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
 	88,  // 107: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
-	102, // 108: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	96,  // 109: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
-	103, // 110: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	105, // 108: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	99,  // 109: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
+	106, // 110: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
 	89,  // 111: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
 	90,  // 112: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
 	83,  // 113: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
@@ -6954,73 +7173,77 @@ var file_condaccess_access_v1_access_proto_depIdxs = []int32{
 	95,  // 116: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
 	9,   // 117: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
 	10,  // 118: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
-	96,  // 119: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
+	99,  // 119: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
 	11,  // 120: condaccess.access.v1.BlockedStatus.remediation:type_name -> condaccess.access.v1.BlockedRemediation
-	15,  // 121: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
-	17,  // 122: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
-	19,  // 123: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
-	21,  // 124: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
-	23,  // 125: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
-	25,  // 126: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
-	27,  // 127: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
-	29,  // 128: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
-	31,  // 129: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
-	33,  // 130: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
-	35,  // 131: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
-	37,  // 132: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
-	39,  // 133: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
-	41,  // 134: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
-	43,  // 135: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
-	45,  // 136: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
-	55,  // 137: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
-	57,  // 138: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
-	59,  // 139: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
-	61,  // 140: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
-	63,  // 141: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
-	70,  // 142: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
-	72,  // 143: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
-	75,  // 144: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
-	78,  // 145: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
-	79,  // 146: condaccess.access.v1.AccessService.WatchSignIns:input_type -> condaccess.access.v1.WatchSignInsRequest
-	84,  // 147: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
-	86,  // 148: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
-	91,  // 149: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
-	93,  // 150: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
-	16,  // 151: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
-	18,  // 152: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
-	20,  // 153: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
-	22,  // 154: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
-	24,  // 155: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
-	26,  // 156: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
-	28,  // 157: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
-	30,  // 158: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
-	32,  // 159: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
-	34,  // 160: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
-	36,  // 161: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
-	38,  // 162: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
-	40,  // 163: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
-	42,  // 164: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
-	44,  // 165: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
-	46,  // 166: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
-	56,  // 167: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
-	58,  // 168: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
-	60,  // 169: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
-	62,  // 170: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
-	64,  // 171: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
-	71,  // 172: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
-	73,  // 173: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
-	76,  // 174: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
-	82,  // 175: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
-	80,  // 176: condaccess.access.v1.AccessService.WatchSignIns:output_type -> condaccess.access.v1.WatchSignInsResponse
-	85,  // 177: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
-	87,  // 178: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
-	92,  // 179: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
-	94,  // 180: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
-	151, // [151:181] is the sub-list for method output_type
-	121, // [121:151] is the sub-list for method input_type
-	121, // [121:121] is the sub-list for extension type_name
-	121, // [121:121] is the sub-list for extension extendee
-	0,   // [0:121] is the sub-list for field type_name
+	98,  // 121: condaccess.access.v1.WatchPoliciesResponse.change:type_name -> condaccess.access.v1.PolicyChange
+	99,  // 122: condaccess.access.v1.WatchPoliciesResponse.heartbeat:type_name -> google.protobuf.Timestamp
+	15,  // 123: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
+	17,  // 124: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
+	19,  // 125: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
+	21,  // 126: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
+	23,  // 127: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
+	25,  // 128: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
+	27,  // 129: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
+	29,  // 130: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
+	31,  // 131: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
+	33,  // 132: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
+	35,  // 133: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
+	37,  // 134: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
+	39,  // 135: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
+	41,  // 136: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
+	43,  // 137: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
+	45,  // 138: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
+	55,  // 139: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
+	57,  // 140: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
+	59,  // 141: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
+	96,  // 142: condaccess.access.v1.ConditionalAccessPolicyService.WatchPolicies:input_type -> condaccess.access.v1.WatchPoliciesRequest
+	61,  // 143: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
+	63,  // 144: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
+	70,  // 145: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
+	72,  // 146: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
+	75,  // 147: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
+	78,  // 148: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
+	79,  // 149: condaccess.access.v1.AccessService.WatchSignIns:input_type -> condaccess.access.v1.WatchSignInsRequest
+	84,  // 150: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
+	86,  // 151: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
+	91,  // 152: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
+	93,  // 153: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
+	16,  // 154: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
+	18,  // 155: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
+	20,  // 156: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
+	22,  // 157: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
+	24,  // 158: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
+	26,  // 159: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
+	28,  // 160: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
+	30,  // 161: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
+	32,  // 162: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
+	34,  // 163: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
+	36,  // 164: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
+	38,  // 165: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
+	40,  // 166: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
+	42,  // 167: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
+	44,  // 168: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
+	46,  // 169: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
+	56,  // 170: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
+	58,  // 171: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
+	60,  // 172: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
+	97,  // 173: condaccess.access.v1.ConditionalAccessPolicyService.WatchPolicies:output_type -> condaccess.access.v1.WatchPoliciesResponse
+	62,  // 174: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
+	64,  // 175: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
+	71,  // 176: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
+	73,  // 177: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
+	76,  // 178: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
+	82,  // 179: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
+	80,  // 180: condaccess.access.v1.AccessService.WatchSignIns:output_type -> condaccess.access.v1.WatchSignInsResponse
+	85,  // 181: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
+	87,  // 182: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
+	92,  // 183: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
+	94,  // 184: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
+	154, // [154:185] is the sub-list for method output_type
+	123, // [123:154] is the sub-list for method input_type
+	123, // [123:123] is the sub-list for extension type_name
+	123, // [123:123] is the sub-list for extension extendee
+	0,   // [0:123] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_access_v1_access_proto_init() }
@@ -7041,13 +7264,18 @@ func file_condaccess_access_v1_access_proto_init() {
 		(*SessionEvent_SessionOpened)(nil),
 		(*SessionEvent_SessionRevoked)(nil),
 	}
+	file_condaccess_access_v1_access_proto_msgTypes[85].OneofWrappers = []any{
+		(*WatchPoliciesResponse_Change)(nil),
+		(*WatchPoliciesResponse_Synced)(nil),
+		(*WatchPoliciesResponse_Heartbeat)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_access_v1_access_proto_rawDesc), len(file_condaccess_access_v1_access_proto_rawDesc)),
 			NumEnums:      12,
-			NumMessages:   84,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -801,11 +801,12 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ConditionalAccessPolicyService_CreatePolicy_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/CreatePolicy"
-	ConditionalAccessPolicyService_GetPolicy_FullMethodName    = "/condaccess.access.v1.ConditionalAccessPolicyService/GetPolicy"
-	ConditionalAccessPolicyService_ListPolicies_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/ListPolicies"
-	ConditionalAccessPolicyService_UpdatePolicy_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy"
-	ConditionalAccessPolicyService_DeletePolicy_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/DeletePolicy"
+	ConditionalAccessPolicyService_CreatePolicy_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/CreatePolicy"
+	ConditionalAccessPolicyService_GetPolicy_FullMethodName     = "/condaccess.access.v1.ConditionalAccessPolicyService/GetPolicy"
+	ConditionalAccessPolicyService_ListPolicies_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/ListPolicies"
+	ConditionalAccessPolicyService_WatchPolicies_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/WatchPolicies"
+	ConditionalAccessPolicyService_UpdatePolicy_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy"
+	ConditionalAccessPolicyService_DeletePolicy_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/DeletePolicy"
 )
 
 // ConditionalAccessPolicyServiceClient is the client API for ConditionalAccessPolicyService service.
@@ -828,6 +829,13 @@ type ConditionalAccessPolicyServiceClient interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error)
+	// WatchPolicies sends every policy's id and etag (a snapshot), then a synced message,
+	// then each created, changed or deleted policy as it happens (this replica's changes
+	// at once, other replicas' within a second), with a heartbeat every 15 s while idle.
+	// The console's policies page follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
+	// Errors: RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past --max-watches-per-identity).
+	WatchPolicies(ctx context.Context, in *WatchPoliciesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPoliciesResponse], error)
 	// UpdatePolicy changes a policy (update_mask, etag).
 	// Callers: ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
@@ -877,6 +885,25 @@ func (c *conditionalAccessPolicyServiceClient) ListPolicies(ctx context.Context,
 	return out, nil
 }
 
+func (c *conditionalAccessPolicyServiceClient) WatchPolicies(ctx context.Context, in *WatchPoliciesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPoliciesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ConditionalAccessPolicyService_ServiceDesc.Streams[0], ConditionalAccessPolicyService_WatchPolicies_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchPoliciesRequest, WatchPoliciesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConditionalAccessPolicyService_WatchPoliciesClient = grpc.ServerStreamingClient[WatchPoliciesResponse]
+
 func (c *conditionalAccessPolicyServiceClient) UpdatePolicy(ctx context.Context, in *UpdatePolicyRequest, opts ...grpc.CallOption) (*UpdatePolicyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UpdatePolicyResponse)
@@ -917,6 +944,13 @@ type ConditionalAccessPolicyServiceServer interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error)
+	// WatchPolicies sends every policy's id and etag (a snapshot), then a synced message,
+	// then each created, changed or deleted policy as it happens (this replica's changes
+	// at once, other replicas' within a second), with a heartbeat every 15 s while idle.
+	// The console's policies page follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
+	// Errors: RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past --max-watches-per-identity).
+	WatchPolicies(*WatchPoliciesRequest, grpc.ServerStreamingServer[WatchPoliciesResponse]) error
 	// UpdatePolicy changes a policy (update_mask, etag).
 	// Callers: ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
@@ -944,6 +978,9 @@ func (UnimplementedConditionalAccessPolicyServiceServer) GetPolicy(context.Conte
 }
 func (UnimplementedConditionalAccessPolicyServiceServer) ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPolicies not implemented")
+}
+func (UnimplementedConditionalAccessPolicyServiceServer) WatchPolicies(*WatchPoliciesRequest, grpc.ServerStreamingServer[WatchPoliciesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchPolicies not implemented")
 }
 func (UnimplementedConditionalAccessPolicyServiceServer) UpdatePolicy(context.Context, *UpdatePolicyRequest) (*UpdatePolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdatePolicy not implemented")
@@ -1027,6 +1064,17 @@ func _ConditionalAccessPolicyService_ListPolicies_Handler(srv interface{}, ctx c
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConditionalAccessPolicyService_WatchPolicies_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchPoliciesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ConditionalAccessPolicyServiceServer).WatchPolicies(m, &grpc.GenericServerStream[WatchPoliciesRequest, WatchPoliciesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConditionalAccessPolicyService_WatchPoliciesServer = grpc.ServerStreamingServer[WatchPoliciesResponse]
+
 func _ConditionalAccessPolicyService_UpdatePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdatePolicyRequest)
 	if err := dec(in); err != nil {
@@ -1091,7 +1139,13 @@ var ConditionalAccessPolicyService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ConditionalAccessPolicyService_DeletePolicy_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchPolicies",
+			Handler:       _ConditionalAccessPolicyService_WatchPolicies_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "condaccess/access/v1/access.proto",
 }
 
