@@ -14,6 +14,7 @@ import (
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
+	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 )
 
@@ -139,5 +140,45 @@ func TestConsoleSignInsLive(t *testing.T) {
 	}
 	if n, err := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll('#signins tr[data-signin="`+okAgain.GetSignInId()+`"]').length`)); err != nil || n != 0 {
 		t.Errorf("an allowed sign-in is on the BLOCK page (%d, %v)", n, err)
+	}
+}
+
+// TestConsolePoliciesLive: policies created, changed and deleted by another admin (over
+// gRPC) show on the open policies page without a reload.
+func TestConsolePoliciesLive(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	base, conn := startConsoleSuite(t, ctx)
+	ca := accessv1.NewConditionalAccessPolicyServiceClient(conn)
+	cp := compliancev1.NewCompliancePolicyServiceClient(conn)
+	tab := browser(t, ctx)
+	if err := chromedp.Do(tab, chromedp.Navigate(base+"/policies")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `tr[data-policy="payroll-compliant"]`, "policies page")
+	// A marker on the window: gone if the page reloads.
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[int](`window.__same = 1`)); err != nil {
+		t.Fatal(err)
+	}
+	created, err := ca.CreatePolicy(ctx, &accessv1.CreatePolicyRequest{Policy: &accessv1.ConditionalAccessPolicy{
+		PolicyId: "live-ca", DisplayName: "Created elsewhere", State: accessv1.PolicyState_POLICY_STATE_REPORT_ONLY,
+		Users: &accessv1.UserAssignment{All: true}, Applications: &accessv1.ApplicationAssignment{Include: []string{"payroll"}},
+		GrantControls: &accessv1.GrantControls{Block: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 5*time.Second, `tr[data-policy="live-ca"]`, "a Conditional Access policy created elsewhere")
+	if _, err := cp.CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
+		PolicyId: "live-cp", DisplayName: "Windows 11 only", MinOsVersion: "10.0.22000", Assignment: &compliancev1.PolicyAssignment{AllDevices: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 5*time.Second, `tr[data-compliance-policy="live-cp"]`, "a compliance policy created elsewhere")
+	if _, err := ca.DeletePolicy(ctx, &accessv1.DeletePolicyRequest{PolicyId: "live-ca", Etag: created.GetPolicy().GetEtag()}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, tab, 5*time.Second, `tr[data-policy="live-ca"]`, "a policy deleted elsewhere")
+	if same, err := chromedp.Run(tab, chromedp.Evaluate[int](`window.__same ?? 0`)); err != nil || same != 1 {
+		t.Errorf("the page reloaded (%d, %v)", same, err)
 	}
 }
