@@ -13,14 +13,10 @@ const KEEP = 50000; // events kept per feed; older ones are dropped and served b
 
 type Ev = { revision: bigint };
 interface Sub { port: MessagePort; id: number; last: bigint; ctl?: AbortController }
-interface FeedBuf { events: Ev[]; floor: bigint; state: FeedState; subs: Sub[]; ctl: AbortController; idle?: ReturnType<typeof setTimeout> }
-
-// A feed nobody follows any more is closed after this long (a page change
-// re-subscribes within it): each open stream holds one of the browser's six
-// connections, which pages with streams of their own (policies, sign-ins) need.
-const LINGER = 1000;
+interface FeedBuf { events: Ev[]; floor: bigint; state: FeedState; subs: Sub[] }
 
 const feeds = new Map<Feed, FeedBuf>();
+const life = new AbortController();
 
 const send = (s: Sub, ev: Ev) => {
   if (ev.revision <= s.last) return;
@@ -29,9 +25,9 @@ const send = (s: Sub, ev: Ev) => {
 };
 
 function start(feed: Feed, from: bigint): FeedBuf {
-  const b: FeedBuf = { events: [], floor: from, state: { connected: false, lastMessage: 0, revision: from, error: "" }, subs: [], ctl: new AbortController() };
+  const b: FeedBuf = { events: [], floor: from, state: { connected: false, lastMessage: 0, revision: from, error: "" }, subs: [] };
   feeds.set(feed, b);
-  void runFeed(feed, from, b.ctl.signal, (ev) => {
+  void runFeed(feed, from, life.signal, (ev) => {
     b.events.push(ev);
     if (b.events.length > KEEP) {
       const drop = b.events.splice(0, b.events.length - KEEP);
@@ -54,7 +50,6 @@ function join(b: FeedBuf, s: Sub): void {
 function subscribe(feed: Feed, s: Sub): void {
   const existing = feeds.get(feed);
   const b = existing ?? start(feed, s.last);
-  clearTimeout(b.idle);
   b.subs.push(s);
   s.port.postMessage({ t: "st", id: s.id, st: b.state });
   if (!existing || s.last >= b.floor) {
@@ -80,18 +75,12 @@ self.onconnect = (e: MessageEvent) => {
       subscribe(msg.feed, { port, id: msg.id, last: msg.from });
       return;
     }
-    for (const [feed, b] of feeds) {
+    for (const b of feeds.values()) {
       b.subs = b.subs.filter((s) => {
         const gone = s.port === port && s.id === msg.id;
         if (gone) s.ctl?.abort();
         return !gone;
       });
-      if (b.subs.length === 0) {
-        clearTimeout(b.idle);
-        b.idle = setTimeout(() => {
-          if (b.subs.length === 0 && feeds.get(feed) === b) { b.ctl.abort(); feeds.delete(feed); }
-        }, LINGER);
-      }
     }
   };
   port.start();

@@ -115,4 +115,10 @@ document.addEventListener("click", (e) => {
   go(a.getAttribute("href")!);
 });
 window.addEventListener("popstate", render);
+// Leaving the console: end the page's own streams before the browser asks for the
+// next document. Over HTTP/1.1 a browser has six connections per host; the shared
+// feeds hold up to four, a page's own streams (policies, sign-ins) the rest, and they
+// would otherwise close only once the next document has arrived, which then waits
+// for a connection forever.
+window.addEventListener("beforeunload", () => current?.abort());
 render();
