@@ -1005,6 +1005,10 @@ func TestConsoleBlockedPageOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, tab, 10*time.Second, `#status[data-status="blocked"]`, "end user's page over TLS")
+	// The access service follows the remediation service with its own service
+	// certificate (mutual TLS, allowed_services "access"): the page knows the state
+	// of the removal (whichever it is by now), not "unknown".
+	waitFor(t, tab, 10*time.Second, `#next[data-remediation]:not([data-remediation=""]):not([data-remediation="UNSPECIFIED"])`, "remediation state over mutual TLS")
 	text, err := chromedp.Run(tab, chromedp.Text("main"))
 	if err != nil {
 		t.Fatal(err)
