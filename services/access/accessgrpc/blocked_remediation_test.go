@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
@@ -96,6 +98,15 @@ func TestBlockedStatusRemediation(t *testing.T) {
 			})
 			if got.GetRestored() {
 				t.Errorf("status %v: restored", got)
+			}
+			// A guessed reference learns nothing, remediation included.
+			changed := []byte(ref)
+			changed[len(changed)-2] ^= 1 // one character changed
+			for _, guess := range []string{"si-1", string(changed)} {
+				r, err := h.acc.GetBlockedStatus(context.Background(), &accessv1.GetBlockedStatusRequest{Ref: guess})
+				if status.Code(err) != codes.NotFound || r != nil {
+					t.Errorf("guessed reference %q = %v %v, want NOT_FOUND and nothing", guess, r, err)
+				}
 			}
 			text := prototext.Format(got)
 			for _, secret := range []string{"alert-1", "dev-other", "payroll-compliant", "investigation"} {
