@@ -391,6 +391,10 @@ func (s *complianceServer) WatchComplianceEvents(req *compliancev1.WatchComplian
 		if err != nil {
 			return status.Errorf(codes.Internal, "decode event %d: %v", e.Revision, err)
 		}
+		if d := req.GetDeviceId(); d != "" && ev.GetDeviceComplianceChanged().GetDeviceCompliance().GetDeviceId() != d &&
+			ev.GetDeviceChanged().GetDevice().GetDeviceId() != d && ev.GetDeviceIdentityChanged().GetIdentity().GetDeviceId() != d {
+			return nil // another device's: the next progress message carries the revision
+		}
 		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Event{Event: ev}, RiskAsOf: s.riskAsOfProto()})
 	}, func(rev int64) error {
 		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Progress{

@@ -2753,6 +2753,10 @@ type WatchComplianceEventsRequest struct {
 	// start_revision: events with a revision greater than this are sent; 0 replays all
 	// retained history.
 	StartRevision int64 `protobuf:"varint,1,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// device_id, when set, keeps only the events about this device (filtered by the
+	// server, so a device's history costs its own events on the wire); progress messages
+	// still carry the stream's revision, the first one as soon as the replay is done.
+	DeviceId      string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2792,6 +2796,13 @@ func (x *WatchComplianceEventsRequest) GetStartRevision() int64 {
 		return x.StartRevision
 	}
 	return 0
+}
+
+func (x *WatchComplianceEventsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
 }
 
 // WatchComplianceEventsResponse is one message of the WatchComplianceEvents stream.
@@ -3546,9 +3557,10 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"l\n" +
 	" UpdateComplianceSettingsResponse\x12H\n" +
-	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"N\n" +
+	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"u\n" +
 	"\x1cWatchComplianceEventsRequest\x12.\n" +
-	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\xe7\x01\n" +
+	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\"\xe7\x01\n" +
 	"\x1dWatchComplianceEventsResponse\x12A\n" +
 	"\x05event\x18\x01 \x01(\v2).condaccess.compliance.v1.ComplianceEventH\x00R\x05event\x12A\n" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogress\x128\n" +
