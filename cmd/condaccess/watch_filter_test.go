@@ -150,4 +150,3 @@ func TestWatchDeviceFilter(t *testing.T) {
 		})
 	}
 }
-
