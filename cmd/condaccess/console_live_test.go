@@ -53,7 +53,8 @@ func startConsoleSuite(t *testing.T, ctx context.Context) (string, *grpc.ClientC
 
 // TestConsoleDevicesLive: the devices page filtered to noncompliant devices gains the
 // device's row when a HIGH alert makes it noncompliant and loses it when the alert is
-// resolved, without a reload; a page filtered to another group never shows it.
+// resolved, without a reload; a page filtered to another group never shows it; the
+// device page, opened after the alert, shows the resolution live.
 func TestConsoleDevicesLive(t *testing.T) {
 	chromiumPath(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -84,11 +85,20 @@ func TestConsoleDevicesLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, tab, 10*time.Second, row+`[data-state="NONCOMPLIANT"]`, "noncompliant device inserted without reload")
+	// The device page replays the device's history (filtered by the server), then
+	// follows the shared feeds: the resolution below appears on it live.
+	page, cancelPage := chromedp.NewContext(tab)
+	defer cancelPage()
+	if err := chromedp.Do(page, chromedp.Navigate(base+"/devices/dev-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, page, 10*time.Second, `#timeline li[data-kind="alert"]`, "device page replays the alert")
 	if _, err := risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1",
 		Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE}); err != nil {
 		t.Fatal(err)
 	}
 	waitGone(t, tab, 10*time.Second, row, "compliant again: the row leaves the noncompliant page")
+	waitFor(t, page, 10*time.Second, `#timeline li[data-kind="alert-resolved"]`, "device page shows the resolution live")
 	if n, err := chromedp.Run(other, chromedp.Evaluate[int](`document.querySelectorAll(`+jsString(row)+`).length`)); err != nil || n != 0 {
 		t.Errorf("the sales page shows dev-1 (finance) %d times (%v)", n, err)
 	}

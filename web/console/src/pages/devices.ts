@@ -1,12 +1,14 @@
 // Devices (paged, filtered, live) and the device page with its cause-chain timeline.
 import { Code } from "@connectrpc/connect";
 import { h, link, replace, field, select, input } from "../dom";
-import { devices, compliance, risk, name, date, traceId, errorText, isCode, fail } from "../api";
+import { devices, compliance, risk, access, remediation, name, date, traceId, errorText, isCode, fail } from "../api";
 import { watch } from "../live";
 import { ComplianceState, Platform, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import type { Device, DeviceCompliance } from "@gen/condaccess/compliance/v1/compliance_pb";
-import { AlertChangeType, AlertClassification } from "@gen/condaccess/risk/v1/risk_pb";
-import { ActionState, ActionType, InvestigationState } from "@gen/condaccess/remediation/v1/remediation_pb";
+import { AlertChangeType, AlertClassification, type RiskEvent } from "@gen/condaccess/risk/v1/risk_pb";
+import type { ComplianceEvent } from "@gen/condaccess/compliance/v1/compliance_pb";
+import type { SessionEvent } from "@gen/condaccess/access/v1/access_pb";
+import { ActionState, ActionType, InvestigationState, type InvestigationEvent } from "@gen/condaccess/remediation/v1/remediation_pb";
 import type { TraceContext } from "@gen/condaccess/common/v1/common_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
@@ -189,9 +191,8 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
       s.trace ? h("span", { class: "pill mono", title: "trace id" }, s.trace) : null)));
   };
   let lastState = 0;
-  // The whole retained history of the four feeds, filtered to this device, then live.
-  watch(signal, { risk: 0n, compliance: 0n, session: 0n, investigation: 0n }, {
-    risk: (ev) => {
+  const on = {
+    risk: (ev: RiskEvent) => {
       const p = ev.payload;
       if (p.case === "alertChanged" && p.value.alert?.deviceId === id) {
         const a = p.value.alert;
@@ -202,7 +203,7 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
         add(`risk-${ev.revision}`, ev.eventTime, "risk", `Risk ${name(RiskLevel, r.level)} (was ${name(RiskLevel, p.value.previousLevel || RiskLevel.NONE)})`, ev.traceContext, `level-${name(RiskLevel, r.level)}`);
       }
     },
-    compliance: (ev) => {
+    compliance: (ev: ComplianceEvent) => {
       const p = ev.payload;
       if (p.case !== "deviceComplianceChanged" || p.value.deviceCompliance?.deviceId !== id) return;
       const dc = p.value.deviceCompliance;
@@ -214,13 +215,13 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
       }
       showCompliance(dc);
     },
-    session: (ev) => {
+    session: (ev: SessionEvent) => {
       const p = ev.payload;
       if (p.case === "sessionRevoked" && p.value.session?.deviceId === id) {
         add(`session-${p.value.session.sessionId}`, ev.eventTime, "session", `Session revoked for ${p.value.session.userId} on ${p.value.session.applicationId} (${p.value.reasonCode})`, ev.traceContext, "bad");
       }
     },
-    investigation: (ev) => {
+    investigation: (ev: InvestigationEvent) => {
       const p = ev.payload;
       if (p.case === "investigationChanged" && p.value.investigation?.deviceId === id) {
         const inv = p.value.investigation;
@@ -231,6 +232,33 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
         add(`action-${a.actionId}-${a.state}`, ev.eventTime, "action", `Action ${name(ActionType, a.type)} ${a.actionId}: ${name(ActionState, a.state)}${a.state === ActionState.QUEUED ? who : ""}`, ev.traceContext);
       }
     },
-  });
+  };
+  // The device's history: each stream replays, filtered by the server to this device
+  // (device_id), up to its first progress message, one stream at a time (a browser has
+  // six HTTP/1.1 connections per host; the shared feeds hold up to four). Then the
+  // shared feeds carry it on live from where each replay ended. A replay that fails
+  // leaves its feed to replay the whole history, filtered here.
+  type Msg = { kind: { case: "event"; value: { revision: bigint } } | { case: "progress"; value: { revision: bigint } } | { case: undefined; value?: undefined } };
+  const replay = async (open: (s: AbortSignal) => AsyncIterable<Msg>, deliver: (ev: never) => void): Promise<bigint> => {
+    const ctl = new AbortController();
+    const stop = () => ctl.abort();
+    signal.addEventListener("abort", stop);
+    let rev = 0n;
+    try {
+      for await (const m of open(ctl.signal)) {
+        if (m.kind.case === "event") { (deliver as (ev: unknown) => void)(m.kind.value); rev = m.kind.value.revision; }
+        else if (m.kind.case === "progress") { rev = m.kind.value.revision; break; }
+      }
+    } catch { rev = 0n; } finally { ctl.abort(); signal.removeEventListener("abort", stop); }
+    return rev;
+  };
+  const from = {
+    risk: await replay((s) => risk.watchRiskEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.risk),
+    compliance: await replay((s) => compliance.watchComplianceEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.compliance),
+    session: await replay((s) => access.watchSessionEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.session),
+    investigation: await replay((s) => remediation.watchInvestigationEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.investigation),
+  };
+  if (signal.aborted) return;
+  watch(signal, from, on);
 
 }
