@@ -101,6 +101,43 @@ func newCodeIssuer(t *testing.T) *codeIssuer {
 	return is
 }
 
+// consoleSignIn plays a browser through the console's sign-in at base as the user
+// with claims and returns its client (cookie jar) and the session cookie's
+// Set-Cookie line.
+func consoleSignIn(t *testing.T, is *codeIssuer, base string, pool *x509.CertPool, claims map[string]any) (*http.Client, string) {
+	t.Helper()
+	is.signInAs(claims)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second,
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	next := base + httpface.LoginURL("/devices")
+	var setCookie string
+	for i := 0; i < 3; i++ {
+		resp, err := c.Get(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			t.Fatalf("GET %s = %d, want a redirect", next, resp.StatusCode)
+		}
+		for _, sc := range resp.Header.Values("Set-Cookie") {
+			if strings.HasPrefix(sc, httpface.SessionCookie+"=") {
+				setCookie = sc
+			}
+		}
+		next = resp.Header.Get("Location")
+		if !strings.HasPrefix(next, "http") {
+			next = base + next
+		}
+	}
+	if next != base+"/devices" || setCookie == "" {
+		t.Fatalf("the flow ended at %s with session cookie %q, want /devices with a session", next, setCookie)
+	}
+	return c, setCookie
+}
+
 func (is *codeIssuer) signInAs(claims map[string]any) {
 	is.mu.Lock()
 	is.user = claims
@@ -151,40 +188,9 @@ func TestConsoleOIDCSignIn(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 
-	// signIn plays the browser through the flow and returns its client (cookie jar)
-	// and the session cookie's Set-Cookie line.
 	signIn := func(t *testing.T, claims map[string]any) (*http.Client, string) {
 		t.Helper()
-		is.signInAs(claims)
-		jar, _ := cookiejar.New(nil)
-		c := &http.Client{Jar: jar, Timeout: 10 * time.Second,
-			Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		next := base + httpface.LoginURL("/devices")
-		var setCookie string
-		for i := 0; i < 3; i++ {
-			resp, err := c.Get(next)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusFound {
-				t.Fatalf("GET %s = %d, want a redirect", next, resp.StatusCode)
-			}
-			for _, sc := range resp.Header.Values("Set-Cookie") {
-				if strings.HasPrefix(sc, httpface.SessionCookie+"=") {
-					setCookie = sc
-				}
-			}
-			next = resp.Header.Get("Location")
-			if !strings.HasPrefix(next, "http") {
-				next = base + next
-			}
-		}
-		if next != base+"/devices" || setCookie == "" {
-			t.Fatalf("the flow ended at %s with session cookie %q, want /devices with a session", next, setCookie)
-		}
-		return c, setCookie
+		return consoleSignIn(t, is, base, pool, claims)
 	}
 	// call makes a Connect JSON call; connectHeader false plays a cross-site form post.
 	call := func(t *testing.T, c *http.Client, method, body string, connectHeader bool) int {
@@ -321,5 +327,121 @@ func TestConsoleSignInBrowser(t *testing.T) {
 	// The session cookie is not readable by scripts.
 	if c, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.cookie`)); err != nil || strings.Contains(c, "condaccess-session") {
 		t.Errorf("document.cookie = %q (%v): the session cookie is readable by scripts", c, err)
+	}
+	// The header says who is signed in; the sign-out button ends the session: the
+	// page says "not signed in" again and offers the sign-in link.
+	waitFor(t, tab, 5*time.Second, `#sign-out`, "sign-out button")
+	if who, err := chromedp.Run(tab, chromedp.Text(`#who`)); err != nil || who != "oidc:alice" {
+		t.Errorf("signed in as %q (%v), want oidc:alice", who, err)
+	}
+	if err := chromedp.Do(tab, chromedp.Click(`#sign-out`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#sign-in`, "sign-in link after signing out")
+	if n, err := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll("#sign-out").length`)); err != nil || n != 0 {
+		t.Errorf("a sign-out button after signing out (%d, %v)", n, err)
+	}
+}
+
+// TestConsoleSessionSurvivesRestart: a console session is a sealed cookie whose key
+// is kept in the data directory, so it still works after serve restarts; signing out
+// (POST /auth/logout with the Connect header) makes the old cookie refused, also after
+// the next restart. Refused: a sign-out without the Connect header (cross-site form).
+func TestConsoleSessionSurvivesRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	is := newCodeIssuer(t)
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	dataDir := t.TempDir()
+	start := func() *runningSuite {
+		t.Helper()
+		facs := factories()
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		for _, f := range facs {
+			f.RegisterFlags(fs)
+		}
+		for k, v := range map[string]string{"oidc-issuer": is.URL, "oidc-audience": "condaccess", "oidc-groups-claim": "groups"} {
+			if err := fs.Set(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: dataDir,
+			services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second, factories: facs,
+			tlsCert: filepath.Join(dir, "service.pem"), tlsKey: filepath.Join(dir, "service-key.pem"), tlsClientCA: filepath.Join(dir, "ca.pem"),
+			consoleClientID: "condaccess-console", consoleRoleMap: "admins=reader",
+		}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start()
+	defer func() { s.Stop() }()
+	_, setCookie := consoleSignIn(t, is, "https://"+s.HTTPAddr(), pool, map[string]any{"sub": "alice", "groups": []any{"admins"}})
+	cookie, _, _ := strings.Cut(setCookie, ";")
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	// do sends the session cookie (and the Connect header when connect) to path.
+	do := func(method, path string, connect bool) (int, string) {
+		t.Helper()
+		body := ""
+		if method == http.MethodPost && strings.HasPrefix(path, "/condaccess.") {
+			body = `{}`
+		}
+		req, _ := http.NewRequest(method, "https://"+s.HTTPAddr()+path, strings.NewReader(body))
+		req.Header.Set("Cookie", cookie)
+		req.Header.Set("Content-Type", "application/json")
+		if connect {
+			req.Header.Set("Connect-Protocol-Version", "1")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	const listAudit = "/condaccess.audit.v1.AuditService/ListAuditEvents"
+	if code, body := do(http.MethodPost, listAudit, true); code != http.StatusOK {
+		t.Fatalf("signed in, before the restart: %d %s", code, body)
+	}
+
+	s.Stop()
+	s = start()
+	if code, body := do(http.MethodPost, listAudit, true); code != http.StatusOK {
+		t.Fatalf("after the restart: %d %s, want the session still valid", code, body)
+	}
+	if code, body := do(http.MethodGet, httpface.SessionPath, false); code != http.StatusOK || !strings.Contains(body, `"oidc:alice"`) || !strings.Contains(body, `"reader"`) {
+		t.Errorf("GET %s = %d %s, want alice with reader", httpface.SessionPath, code, body)
+	}
+	if code, _ := do(http.MethodPost, httpface.LogoutPath, false); code != http.StatusForbidden {
+		t.Errorf("sign-out without the Connect header (cross-site form) = %d, want 403", code)
+	}
+	if code, _ := do(http.MethodPost, listAudit, true); code != http.StatusOK {
+		t.Fatalf("the refused sign-out ended the session: %d", code)
+	}
+	if code, _ := do(http.MethodPost, httpface.LogoutPath, true); code != http.StatusNoContent {
+		t.Fatalf("sign-out = %d, want 204", code)
+	}
+	for _, when := range []string{"after sign-out", "after sign-out and a restart"} {
+		if when != "after sign-out" {
+			s.Stop()
+			s = start()
+		}
+		if code, _ := do(http.MethodPost, listAudit, true); code != http.StatusUnauthorized {
+			t.Errorf("%s: the old cookie = %d, want 401", when, code)
+		}
+		if code, _ := do(http.MethodGet, httpface.SessionPath, false); code != http.StatusUnauthorized {
+			t.Errorf("%s: GET %s = %d, want 401", when, httpface.SessionPath, code)
+		}
 	}
 }

@@ -237,11 +237,14 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	waitFor(t, user, 10*time.Second, `#status[data-status="blocked"]`, "end user's page")
 	waitFor(t, user, 5*time.Second, `#problems li`, "end user's page lists the problem")
+	// The quarantine waits for approval (SEMI group): the page says so, live, from the
+	// remediation service's feed.
+	waitFor(t, user, 10*time.Second, `#next[data-remediation="WAITING_FOR_APPROVAL"]`, "end user's page says the removal waits for approval")
 	userText, err := chromedp.Run(user, chromedp.Text("main"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"A threat was found on this device.", "dev-1"} {
+	for _, want := range []string{"A threat was found on this device.", "dev-1", "waiting for approval by your security team"} {
 		if !strings.Contains(userText, want) {
 			t.Errorf("end user's page lacks %q:\n%s", want, userText)
 		}
@@ -654,6 +657,23 @@ func TestConsolePolicies(t *testing.T) {
 	if p := got.GetPolicy(); p.GetState() != accessv1.PolicyState_POLICY_STATE_REPORT_ONLY || !p.GetGrantControls().GetBlock() || p.GetDisplayName() != "Block payroll (trial)" {
 		t.Errorf("created policy = %v", p)
 	}
+	// A new policy with the editor's defaults requires a compliant and a registered device.
+	if err := chromedp.Do(tab,
+		chromedp.Click(`#new-ca-policy`),
+		chromedp.SendKeys(`#editor input[name="policyId"]`, "wiki-devices"),
+		chromedp.SendKeys(`#editor input[name="displayName"]`, "Wiki needs a healthy own device"),
+		chromedp.SendKeys(`#editor input[name="apps"]`, "wiki"),
+		chromedp.Click(`#editor button[type="submit"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `tr[data-policy="wiki-devices"]`, "policy created with the defaults listed")
+	got, err = policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "wiki-devices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got.GetPolicy().GetGrantControls(); g.GetBlock() || !slices.Equal(g.GetRequire(), []accessv1.GrantControl{accessv1.GrantControl_GRANT_CONTROL_COMPLIANT_DEVICE, accessv1.GrantControl_GRANT_CONTROL_REGISTERED_DEVICE}) {
+		t.Errorf("default grant controls = %v, want require COMPLIANT_DEVICE + REGISTERED_DEVICE", g)
+	}
 
 	// A stale edit: the policy changes on the server after the form was opened.
 	if err := chromedp.Do(tab, chromedp.Click(`button[data-edit="payroll-compliant"]`)); err != nil {
@@ -985,6 +1005,10 @@ func TestConsoleBlockedPageOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, tab, 10*time.Second, `#status[data-status="blocked"]`, "end user's page over TLS")
+	// The access service follows the remediation service with its own service
+	// certificate (mutual TLS, allowed_services "access"): the page knows the state
+	// of the removal (whichever it is by now), not "unknown".
+	waitFor(t, tab, 10*time.Second, `#next[data-remediation]:not([data-remediation=""]):not([data-remediation="UNSPECIFIED"])`, "remediation state over mutual TLS")
 	text, err := chromedp.Run(tab, chromedp.Text("main"))
 	if err != nil {
 		t.Fatal(err)

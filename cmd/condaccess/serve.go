@@ -73,6 +73,8 @@ type serveOptions struct {
 	limits                                *limitOptions // nil: the defaults
 	// consoleClientID, consoleClientSecret, consoleRoleMap: the console's OIDC sign-in.
 	consoleClientID, consoleClientSecret, consoleRoleMap string
+	// consoleSessionKeyFile is the key that seals console sessions into their cookie.
+	consoleSessionKeyFile string
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -96,6 +98,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.consoleClientID, "console-oidc-client-id", "", "OIDC client id of the console at --oidc-issuer (its first issuer): enables console sign-in (authorization code with PKCE) outside development mode; register https://<--http-addr>/auth/callback as its redirect URL")
 	fs.StringVar(&o.consoleClientSecret, "console-oidc-client-secret", "", "OIDC client secret of the console (or CONDACCESS_CONSOLE_OIDC_CLIENT_SECRET); empty for a public client")
+	fs.StringVar(&o.consoleSessionKeyFile, "console-session-key-file", "", "32-byte key file that seals console sessions into their cookie (AES-256-GCM), created when missing; give every replica the same file so a session works on any of them and survives restarts (default <--data-dir>/console-session.key)")
 	fs.StringVar(&o.consoleRoleMap, "console-role-map", "", "GROUP=ROLE,... : the roles a console session gets from the --oidc-groups-claim groups (reader, policy-admin, secops-admin); no group, no role")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "graceful stop deadline before a hard stop")
 	fs.DurationVar(&o.auditRetention, "audit-retention", DefaultAuditRetention, "how long audit events are kept (checked hourly; what is removed is logged and counted); 0 keeps them forever")

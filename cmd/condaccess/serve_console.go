@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 
 	"github.com/condaccess/condaccess/internal/httpface"
+	"github.com/condaccess/condaccess/internal/keyfile"
 	"github.com/condaccess/condaccess/services/access/accessapp"
 )
 
@@ -36,8 +39,22 @@ func consoleLogin(ctx context.Context, o serveOptions, tlsOn bool, base string, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// Sessions are sealed cookies: the key (shared by the replicas) and the sign-outs
+	// are kept in files, so sessions and sign-outs survive a restart.
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	keyFile := o.consoleSessionKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(o.dataDir, "console-session.key")
+	}
+	key, err := keyfile.LoadOrCreate(keyFile, 32)
+	if err != nil {
+		return nil, fmt.Errorf("--console-session-key-file: %w", err)
+	}
 	login, err := httpface.NewLogin(ctx, httpface.LoginConfig{Issuer: issuer, ClientID: o.consoleClientID, ClientSecret: o.consoleClientSecret,
-		RedirectURL: base + httpface.CallbackPath, GroupsClaim: groups, RoleMap: roles, Logger: logger})
+		RedirectURL: base + httpface.CallbackPath, GroupsClaim: groups, RoleMap: roles, Logger: logger,
+		SessionKey: key, SignOutsPath: filepath.Join(o.dataDir, "console-signouts")})
 	if err != nil {
 		return nil, err
 	}

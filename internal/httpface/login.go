@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -26,6 +25,7 @@ const (
 	LoginPath     = "/auth/login"
 	CallbackPath  = "/auth/callback"
 	LogoutPath    = "/auth/logout"
+	SessionPath   = "/auth/session"
 	SessionCookie = "__Host-condaccess-session"
 	loginCookie   = "__Host-condaccess-login"
 )
@@ -45,7 +45,14 @@ type LoginConfig struct {
 	RoleMap map[string][]commonv1.Role
 	// SessionTTL bounds a session's life (default 8h).
 	SessionTTL time.Duration
-	Logger     *slog.Logger
+	// SessionKey is the 32-byte AES-256-GCM key that seals sessions into their cookie
+	// (--console-session-key-file): every replica with the same key accepts them, and
+	// they survive a restart.
+	SessionKey []byte
+	// SignOutsPath is the file that keeps signed-out session ids until they expire
+	// ("" keeps them in memory only).
+	SignOutsPath string
+	Logger       *slog.Logger
 }
 
 // ParseRoleMap parses --console-role-map: GROUP=ROLE,... (repeat a group for several
@@ -73,15 +80,12 @@ func ParseRoleMap(v string) (map[string][]commonv1.Role, error) {
 	return out, nil
 }
 
-// Login is the console's OIDC sign-in and its sessions (in memory: a restart signs
-// everyone out).
+// Login is the console's OIDC sign-in and its sessions (sealed cookies).
 type Login struct {
 	cfg      LoginConfig
 	oauth    oauth2.Config
 	verifier *oidc.IDTokenVerifier
-
-	mu       sync.Mutex
-	sessions map[string]session // session id -> session
+	sessions *sessions
 }
 
 // pendingLogin is a sign-in in progress, kept in the browser's __Host- login cookie
@@ -96,11 +100,6 @@ type pendingLogin struct {
 	Next     string `json:"x"`
 }
 
-type session struct {
-	id      auth.Identity
-	expires time.Time
-}
-
 // NewLogin discovers the issuer and returns the sign-in.
 func NewLogin(ctx context.Context, cfg LoginConfig) (*Login, error) {
 	if cfg.ClientID == "" || cfg.RedirectURL == "" {
@@ -112,6 +111,10 @@ func NewLogin(ctx context.Context, cfg LoginConfig) (*Login, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	ss, err := newSessions(cfg.SessionKey, cfg.SignOutsPath)
+	if err != nil {
+		return nil, fmt.Errorf("console sign-in: %w", err)
+	}
 	provider, err := oidc.NewProvider(ctx, cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("console sign-in: %w", err)
@@ -120,7 +123,7 @@ func NewLogin(ctx context.Context, cfg LoginConfig) (*Login, error) {
 		oauth: oauth2.Config{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Endpoint: provider.Endpoint(),
 			RedirectURL: cfg.RedirectURL, Scopes: []string{oidc.ScopeOpenID, "profile", "email"}},
 		verifier: provider.Verifier(&oidc.Config{ClientID: cfg.ClientID}),
-		sessions: map[string]session{}}, nil
+		sessions: ss}, nil
 }
 
 func random() string {
@@ -136,6 +139,7 @@ func (l *Login) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+LoginPath, l.login)
 	mux.HandleFunc("GET "+CallbackPath, l.callback)
 	mux.HandleFunc("POST "+LogoutPath, l.logout)
+	mux.HandleFunc("GET "+SessionPath, l.session)
 }
 
 // localPath keeps next only when it is a path of this console (no open redirect).
@@ -194,17 +198,12 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := auth.Identity{Kind: auth.KindConsoleSession, Subject: "oidc:" + idt.Subject, ID: idt.Subject, Roles: l.roles(claims)}
-	sid := random()
-	l.mu.Lock()
-	now := time.Now()
-	for k, s := range l.sessions {
-		if now.After(s.expires) {
-			delete(l.sessions, k)
-		}
+	sealed, err := l.sessions.seal(id, l.cfg.SessionTTL)
+	if err != nil {
+		http.Error(w, "sign-in failed: the session could not be sealed", http.StatusInternalServerError)
+		return
 	}
-	l.sessions[sid] = session{id: id, expires: now.Add(l.cfg.SessionTTL)}
-	l.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sid, Path: "/", MaxAge: int(l.cfg.SessionTTL / time.Second),
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sealed, Path: "/", MaxAge: int(l.cfg.SessionTTL / time.Second),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, localPath(p.Next), http.StatusFound)
 }
@@ -233,14 +232,47 @@ func containsRole(rs []commonv1.Role, r commonv1.Role) bool {
 	return false
 }
 
+// logout signs the session out: its cookie is refused from now on, here and after a
+// restart, until it would have expired. Like every state change it needs the
+// Connect-Protocol-Version header (CSRF: a cross-site form cannot send it).
 func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Connect-Protocol-Version") == "" {
+		http.Error(w, "sign-out refused: send the Connect-Protocol-Version header", http.StatusForbidden)
+		return
+	}
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		l.mu.Lock()
-		delete(l.sessions, c.Value)
-		l.mu.Unlock()
+		if ss, ok := l.sessions.open(c.Value); ok {
+			if err := l.sessions.revoke(ss); err != nil {
+				l.cfg.Logger.Error("console sign-out not recorded", "err", err)
+				http.Error(w, "sign-out failed: it could not be recorded", http.StatusInternalServerError)
+				return
+			}
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// session tells the console who is signed in ({"subject", "roles", "expires"}), or
+// 401 without a valid session; the console shows the sign-out button from it.
+func (l *Login) session(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	c, err := r.Cookie(SessionCookie)
+	var ss sealedSession
+	ok := err == nil
+	if ok {
+		ss, ok = l.sessions.open(c.Value)
+	}
+	if !ok {
+		http.Error(w, "not signed in", http.StatusUnauthorized)
+		return
+	}
+	roles := []string{}
+	for _, ro := range ss.identity().Roles {
+		roles = append(roles, auth.RoleName(ro))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"subject": ss.identity().Subject, "roles": roles, "expires": time.Unix(ss.Expires, 0).UTC()})
 }
 
 // Wrap gives a request without a certificate identity the identity of its console
@@ -251,11 +283,8 @@ func (l *Login) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := auth.FromContext(r.Context()); !ok && r.Header.Get("Connect-Protocol-Version") != "" {
 			if c, err := r.Cookie(SessionCookie); err == nil {
-				l.mu.Lock()
-				s, ok := l.sessions[c.Value]
-				l.mu.Unlock()
-				if ok && time.Now().Before(s.expires) {
-					r = r.WithContext(auth.NewContext(r.Context(), s.id))
+				if ss, ok := l.sessions.open(c.Value); ok {
+					r = r.WithContext(auth.NewContext(r.Context(), ss.identity()))
 				}
 			}
 		}

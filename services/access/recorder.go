@@ -53,6 +53,30 @@ type Recorder struct {
 	// increasing order, so the store keeps the key (and the ID) it was given.
 	mu   sync.Mutex
 	last int64
+
+	// wmu guards wrote, closed (and replaced) after each batch of sign-ins is written.
+	wmu   sync.Mutex
+	wrote chan struct{}
+}
+
+// Wrote returns a channel closed once the next batch of sign-ins is written
+// (WatchSignIns waits on it).
+func (r *Recorder) Wrote() <-chan struct{} {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if r.wrote == nil {
+		r.wrote = make(chan struct{})
+	}
+	return r.wrote
+}
+
+func (r *Recorder) notifyWrote() {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if r.wrote != nil {
+		close(r.wrote)
+		r.wrote = nil
+	}
 }
 
 // NewRecorder returns a recorder; call Run.
@@ -161,6 +185,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 				r.dropped.Add(int64(len(signIns) + len(sessions)))
 			} else {
 				r.written.Add(int64(len(signIns)))
+				if len(signIns) > 0 {
+					r.notifyWrote()
+				}
 			}
 			cancel()
 		}

@@ -21,6 +21,7 @@ import (
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
+	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/consumer"
@@ -284,6 +285,16 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	} else {
 		env.Logger.Warn("no compliance service address: device compliance is never confirmed, so apps that require a compliant device are blocked (COMPLIANCE_STATE_STALE)")
 	}
+	if env.Peers.Remediation != "" && env.Dial != nil {
+		// The end user's page says whether a threat is being removed, from the
+		// remediation service's per-device state.
+		conn, err := env.Dial(env.Peers.Remediation)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("dial remediation service %s: %w", env.Peers.Remediation, err)
+		}
+		s.remediationConn = conn
+	}
 	if s.lease != nil {
 		return pgService{s}, nil
 	}
@@ -311,6 +322,8 @@ type service struct {
 	// run on its holder only, every cursor write fenced by its token.
 	lease lease.Lease
 	log   *slog.Logger
+	// remediationConn feeds the end user's page whether remediation runs (nil: unknown).
+	remediationConn *grpc.ClientConn
 }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { accessgrpc.Register(r, s.srv) }
@@ -344,14 +357,25 @@ func (s *service) Run(ctx context.Context) error {
 			return nil
 		})
 	}()
+	remDone := make(chan struct{})
+	go func() {
+		defer close(remDone)
+		if s.remediationConn != nil {
+			s.svc.RunRemediationFeed(ctx, remediationv1.NewRemediationServiceClient(s.remediationConn), s.remediationConn.ResetConnectBackoff)
+		}
+	}()
 	err := s.svc.Run(ctx)
 	<-done
+	<-remDone
 	return err
 }
 
 func (s *service) Close() error {
 	if s.conn != nil {
 		s.conn.Close()
+	}
+	if s.remediationConn != nil {
+		s.remediationConn.Close()
 	}
 	return s.store.Close()
 }

@@ -10,11 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/condaccess/condaccess/internal/keyfile"
 	pe "github.com/condaccess/condaccess/services/access/policyengine"
 )
 
@@ -70,32 +70,7 @@ func NewBlockedRefs(key []byte, ttl time.Duration) (*BlockedRefs, error) {
 // LoadOrCreateBlockedRefKey reads the 32-byte key in path, creating it (mode 0600,
 // from crypto/rand) when it does not exist, so references survive a restart.
 func LoadOrCreateBlockedRefKey(path string) ([]byte, error) {
-	key, err := os.ReadFile(path)
-	if err == nil {
-		if len(key) != 32 {
-			return nil, fmt.Errorf("%s: %d bytes, want 32", path, len(key))
-		}
-		return key, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	key = make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return LoadOrCreateBlockedRefKey(path) // created meanwhile
-		}
-		return nil, err
-	}
-	if _, err := f.Write(key); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return key, f.Close()
+	return keyfile.LoadOrCreate(path, 32)
 }
 
 // Seal returns the reference of b.
@@ -151,6 +126,8 @@ type BlockedStatus struct {
 	Problems []BlockedProblem
 	AppName  string
 	Time     time.Time
+	// Remediation is, when a threat blocks the sign-in, whether it is being removed.
+	Remediation Remediation
 }
 
 // BlockedStatus evaluates the sign-in's request again, without side effects (no
@@ -171,6 +148,11 @@ func (s *Service) BlockedStatus(ctx context.Context, b BlockedSignIn, appName bo
 		return st
 	}
 	st.Problems = problems(s, b.DeviceID)
+	for _, p := range st.Problems {
+		if p == ProblemThreat {
+			st.Remediation = s.Remediation(b.DeviceID)
+		}
+	}
 	return st
 }
 

@@ -106,6 +106,8 @@ type Service struct {
 	followFrom, followFromDevices int64
 	// consuming is true while this replica runs the compliance feed consumer.
 	consuming atomic.Bool
+	// remediations is the remediation service's per-device state (RunRemediationFeed).
+	remediations remediations
 }
 
 // New loads the store (directory, policies, device compliance, active sessions)

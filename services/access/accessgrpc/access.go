@@ -164,7 +164,11 @@ func (a *accessServer) ListSessions(ctx context.Context, req *accessv1.ListSessi
 
 func (a *accessServer) WatchSessionEvents(req *accessv1.WatchSessionEventsRequest, stream accessv1.AccessService_WatchSessionEventsServer) error {
 	err := a.s.svc.WatchSessionEvents(stream.Context(), req.GetStartRevision(), func(e *access.SessionEvent) error {
-		return stream.Send(&accessv1.WatchSessionEventsResponse{Kind: &accessv1.WatchSessionEventsResponse_Event{Event: sessionEventToProto(e)}})
+		ev := sessionEventToProto(e)
+		if d := req.GetDeviceId(); d != "" && ev.GetSessionOpened().GetSession().GetDeviceId() != d && ev.GetSessionRevoked().GetSession().GetDeviceId() != d {
+			return nil // another device's: the next progress message carries the revision
+		}
+		return stream.Send(&accessv1.WatchSessionEventsResponse{Kind: &accessv1.WatchSessionEventsResponse_Event{Event: ev}})
 	}, func(rev int64) error {
 		return stream.Send(&accessv1.WatchSessionEventsResponse{Kind: &accessv1.WatchSessionEventsResponse_Progress{
 			Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.New(time.Now())}}})

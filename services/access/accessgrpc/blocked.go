@@ -47,6 +47,7 @@ func (s *Server) blockedStatus(ctx context.Context, b accesscore.BlockedSignIn) 
 		for _, p := range st.Problems {
 			out.Problems = append(out.Problems, accessv1.BlockedProblem(p))
 		}
+		out.Remediation = accessv1.BlockedRemediation(st.Remediation)
 	}
 	if detail == accessv1.BlockedDetail_BLOCKED_DETAIL_FULL {
 		out.ApplicationDisplayName = st.AppName
@@ -95,6 +96,7 @@ func (a *accessServer) WatchBlockedStatus(req *accessv1.WatchBlockedStatusReques
 
 func blockedEqual(a, b *accessv1.BlockedStatus) bool {
 	if a.GetRestored() != b.GetRestored() || a.GetDeviceId() != b.GetDeviceId() || a.GetApplicationDisplayName() != b.GetApplicationDisplayName() ||
+		a.GetRemediation() != b.GetRemediation() ||
 		len(a.GetProblems()) != len(b.GetProblems()) {
 		return false
 	}

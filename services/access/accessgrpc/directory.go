@@ -251,6 +251,7 @@ type policyServer struct {
 }
 
 func (p *policyServer) CreatePolicy(ctx context.Context, req *accessv1.CreatePolicyRequest) (*accessv1.CreatePolicyResponse, error) {
+	defer p.s.policies.Notify()
 	out, err := p.s.svc.CreatePolicy(ctx, PolicyFromProto(req.GetPolicy()))
 	if err != nil {
 		return nil, toStatus(err)
@@ -279,6 +280,7 @@ func (p *policyServer) ListPolicies(ctx context.Context, req *accessv1.ListPolic
 }
 
 func (p *policyServer) UpdatePolicy(ctx context.Context, req *accessv1.UpdatePolicyRequest) (*accessv1.UpdatePolicyResponse, error) {
+	defer p.s.policies.Notify()
 	out, err := p.s.svc.UpdatePolicy(ctx, PolicyFromProto(req.GetPolicy()), req.GetUpdateMask().GetPaths())
 	if err != nil {
 		return nil, toStatus(err)
@@ -287,6 +289,7 @@ func (p *policyServer) UpdatePolicy(ctx context.Context, req *accessv1.UpdatePol
 }
 
 func (p *policyServer) DeletePolicy(ctx context.Context, req *accessv1.DeletePolicyRequest) (*accessv1.DeletePolicyResponse, error) {
+	defer p.s.policies.Notify()
 	if err := p.s.svc.DeletePolicy(ctx, req.GetPolicyId(), req.GetEtag()); err != nil {
 		return nil, toStatus(err)
 	}

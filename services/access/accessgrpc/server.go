@@ -15,6 +15,7 @@ import (
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
+	"github.com/condaccess/condaccess/internal/changefeed"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/services/access"
 	"github.com/condaccess/condaccess/services/access/accesscore"
@@ -46,6 +47,8 @@ type Server struct {
 	// importBatch is how many items ImportDirectory holds before applying them.
 	importBatch int
 	edge        Edge
+	// policies wakes WatchPolicies after this process changes a policy.
+	policies changefeed.Notifier
 }
 
 // DefaultImportBatch is how many directory items (users, groups, applications and

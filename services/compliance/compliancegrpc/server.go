@@ -16,6 +16,7 @@ import (
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	"github.com/condaccess/condaccess/internal/apierr"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/changefeed"
 	"github.com/condaccess/condaccess/internal/eventlog"
 	"github.com/condaccess/condaccess/services/compliance"
 )
@@ -31,6 +32,8 @@ const (
 // Server implements the three compliance services over a compliance.Service.
 type Server struct {
 	svc *compliance.Service
+	// policies wakes WatchCompliancePolicies after this process changes a policy.
+	policies changefeed.Notifier
 	// riskAsOf reports how fresh the view of risk is (see SetRiskAsOf).
 	riskAsOf func() time.Time
 }
@@ -224,6 +227,7 @@ type policyServer struct {
 var _ compliancev1.CompliancePolicyServiceServer = (*policyServer)(nil)
 
 func (s *policyServer) CreateCompliancePolicy(ctx context.Context, req *compliancev1.CreateCompliancePolicyRequest) (*compliancev1.CreateCompliancePolicyResponse, error) {
+	defer s.policies.Notify()
 	p, err := s.svc.CreatePolicy(ctx, policyFromProto(req.GetPolicy()))
 	if err != nil {
 		return nil, toStatus(err)
@@ -261,6 +265,7 @@ func (s *policyServer) ListCompliancePolicies(ctx context.Context, req *complian
 }
 
 func (s *policyServer) UpdateCompliancePolicy(ctx context.Context, req *compliancev1.UpdateCompliancePolicyRequest) (*compliancev1.UpdateCompliancePolicyResponse, error) {
+	defer s.policies.Notify()
 	p, err := s.svc.UpdatePolicy(ctx, policyFromProto(req.GetPolicy()), req.GetUpdateMask().GetPaths(), req.GetPolicy().GetEtag())
 	if err != nil {
 		return nil, toStatus(err)
@@ -269,6 +274,7 @@ func (s *policyServer) UpdateCompliancePolicy(ctx context.Context, req *complian
 }
 
 func (s *policyServer) DeleteCompliancePolicy(ctx context.Context, req *compliancev1.DeleteCompliancePolicyRequest) (*compliancev1.DeleteCompliancePolicyResponse, error) {
+	defer s.policies.Notify()
 	if err := s.svc.DeletePolicy(ctx, req.GetPolicyId(), req.GetEtag()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -387,6 +393,10 @@ func (s *complianceServer) WatchComplianceEvents(req *compliancev1.WatchComplian
 		ev, err := DecodeEvent(e)
 		if err != nil {
 			return status.Errorf(codes.Internal, "decode event %d: %v", e.Revision, err)
+		}
+		if d := req.GetDeviceId(); d != "" && ev.GetDeviceComplianceChanged().GetDeviceCompliance().GetDeviceId() != d &&
+			ev.GetDeviceChanged().GetDevice().GetDeviceId() != d && ev.GetDeviceIdentityChanged().GetIdentity().GetDeviceId() != d {
+			return nil // another device's: the next progress message carries the revision
 		}
 		return stream.Send(&compliancev1.WatchComplianceEventsResponse{Kind: &compliancev1.WatchComplianceEventsResponse_Event{Event: ev}, RiskAsOf: s.riskAsOfProto()})
 	}, func(rev int64) error {

@@ -253,6 +253,9 @@ func (s *Server) WatchInvestigationEvents(req *remediationv1.WatchInvestigationE
 			return status.Errorf(codes.Internal, "decode event %d: %v", rev, err)
 		}
 		ev.Revision = rev
+		if d := req.GetDeviceId(); d != "" && ev.GetInvestigationChanged().GetInvestigation().GetDeviceId() != d && ev.GetActionChanged().GetAction().GetDeviceId() != d {
+			return nil // another device's: the next progress message carries the revision
+		}
 		return stream.Send(&remediationv1.WatchInvestigationEventsResponse{Kind: &remediationv1.WatchInvestigationEventsResponse_Event{Event: ev}})
 	}, func(rev int64) error {
 		return stream.Send(&remediationv1.WatchInvestigationEventsResponse{Kind: &remediationv1.WatchInvestigationEventsResponse_Progress{Progress: &commonv1.WatchProgress{Revision: rev, Time: timestamppb.New(time.Now())}}})

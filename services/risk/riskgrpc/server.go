@@ -320,6 +320,12 @@ func (s *Server) WatchRiskEvents(req *riskv1.WatchRiskEventsRequest, stream grpc
 		if err != nil {
 			return fmt.Errorf("decode event %d: %w", e.Revision, err)
 		}
+		if d := req.GetDeviceId(); d != "" {
+			ev := m.GetEvent()
+			if ev.GetDeviceRiskChanged().GetDeviceRisk().GetDeviceId() != d && ev.GetAlertChanged().GetAlert().GetDeviceId() != d {
+				return nil // another device's: the next progress message carries the revision
+			}
+		}
 		return stream.Send(m)
 	}, func(rev int64) error {
 		return stream.Send(&riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Progress{

@@ -36,6 +36,34 @@ function route(path: string): { page: Page; arg: string; title: string; bare: bo
 
 let current: AbortController | undefined;
 
+// The signed-in person (console sign-in outside development mode), from GET
+// /auth/session; null when there is no session (development mode, a certificate, or
+// not signed in). Asked once per page load.
+type Who = { subject: string; roles: string[] } | null;
+const who: Promise<Who> = fetch("/auth/session", { credentials: "same-origin", headers: { Accept: "application/json" } })
+  .then(async (r) => (r.ok ? ((await r.json()) as Who) : null))
+  .catch(() => null);
+
+/** account fills the header's account area: who is signed in and the sign-out button. */
+async function account(el: HTMLElement): Promise<void> {
+  const w = await who;
+  if (!w) return;
+  const out = h("button", { type: "button", id: "sign-out" }, "Sign out");
+  out.addEventListener("click", async () => {
+    out.disabled = true;
+    // POST with the Connect header: the server refuses a sign-out without it (CSRF).
+    const r = await fetch("/auth/logout", { method: "POST", credentials: "same-origin", headers: { "Connect-Protocol-Version": "1" } }).catch(() => null);
+    if (r?.ok) {
+      // A full load: the page now says "not signed in" with the sign-in link.
+      location.assign(location.pathname + location.search);
+      return;
+    }
+    out.disabled = false;
+    el.appendChild(h("span", { class: "error", role: "alert" }, "Sign-out failed; try again."));
+  });
+  replace(el, h("span", { id: "who", title: w.roles.join(", ") }, w.subject), " ", out);
+}
+
 function render(): void {
   current?.abort();
   current = new AbortController();
@@ -49,9 +77,11 @@ function render(): void {
       const active = href === "/" ? location.pathname === "/" : location.pathname.startsWith(href);
       return h("li", null, h("a", { href, "data-link": true, "aria-current": active ? "page" : null }, label));
     });
+    const acct = h("div", { class: "account" });
+    void account(acct);
     replace(app,
       h("a", { href: "#main", class: "skip" }, "Skip to content"),
-      h("header", null, h("span", { class: "brand" }, "condaccess"), h("nav", { "aria-label": "Console" }, h("ul", null, links))),
+      h("header", null, h("span", { class: "brand" }, "condaccess"), h("nav", { "aria-label": "Console" }, h("ul", null, links)), acct),
       main);
   }
   document.title = `${r?.title ?? "Not found"} · condaccess`;
@@ -85,4 +115,10 @@ document.addEventListener("click", (e) => {
   go(a.getAttribute("href")!);
 });
 window.addEventListener("popstate", render);
+// Leaving the console: end the page's own streams before the browser asks for the
+// next document. Over HTTP/1.1 a browser has six connections per host; the shared
+// feeds hold up to four, a page's own streams (policies, sign-ins) the rest, and they
+// would otherwise close only once the next document has arrived, which then waits
+// for a connection forever.
+window.addEventListener("beforeunload", () => current?.abort());
 render();

@@ -5,7 +5,7 @@
 import { h, replace } from "../dom";
 import { access, isCode, errorText } from "../api";
 import { Code } from "@connectrpc/connect";
-import { BlockedProblem, type BlockedStatus } from "@gen/condaccess/access/v1/access_pb";
+import { BlockedProblem, BlockedRemediation, type BlockedStatus } from "@gen/condaccess/access/v1/access_pb";
 
 const words: Record<number, string> = {
   [BlockedProblem.THREAT]: "A threat was found on this device.",
@@ -21,6 +21,14 @@ const next: Record<number, string> = {
   [BlockedProblem.OS_VERSION]: "Install the latest operating system updates. Access returns by itself once the device reports the new version.",
   [BlockedProblem.DEVICE_UNKNOWN]: "Make sure the device is enrolled with your organization. Access returns by itself once it has been checked.",
   [BlockedProblem.SIGN_IN]: "Contact your IT help desk with the reference below.",
+};
+
+// What happens to a threat, when the status says (category and full detail).
+const remediation: Record<number, string> = {
+  [BlockedRemediation.AUTOMATIC]: "The threat is being removed automatically. Access returns by itself when it is gone; you do not need to do anything.",
+  [BlockedRemediation.WAITING_FOR_APPROVAL]: "Removing the threat is waiting for approval by your security team. Access returns by itself once they have approved it and it is removed.",
+  [BlockedRemediation.NONE]: "Nothing is removing the threat automatically. Contact your IT help desk and mention this page.",
+  [BlockedRemediation.DONE]: "The threat was removed. Access returns by itself in a moment, once the device has been checked again.",
 };
 
 export async function blockedPage(root: HTMLElement, signal: AbortSignal, ref: string): Promise<void> {
@@ -49,7 +57,8 @@ export async function blockedPage(root: HTMLElement, signal: AbortSignal, ref: s
       status.setAttribute("data-status", "blocked");
       replace(status, h("strong", null, "Still blocked."), " This page updates by itself.");
       replace(what, s.problems.length === 0 ? h("li", null, "Your organization's access requirements are not met.") : s.problems.map((p) => h("li", null, words[p] ?? words[BlockedProblem.REQUIREMENT])));
-      then.textContent = s.problems.map((p) => next[p]).find((x) => x) ?? "Your IT or security team has been told. Access returns by itself when the device is fixed.";
+      then.textContent = remediation[s.remediation] ?? s.problems.map((p) => next[p]).find((x) => x) ?? "Your IT or security team has been told. Access returns by itself when the device is fixed.";
+      then.setAttribute("data-remediation", BlockedRemediation[s.remediation] ?? "");
     }
     if (!root.contains(status)) {
       replace(root, title, intro, h("h2", null, "What is wrong"), what, h("h2", null, "What happens next"), then, status);

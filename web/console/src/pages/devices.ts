@@ -1,12 +1,14 @@
 // Devices (paged, filtered, live) and the device page with its cause-chain timeline.
 import { Code } from "@connectrpc/connect";
 import { h, link, replace, field, select, input } from "../dom";
-import { devices, compliance, risk, name, date, traceId, errorText, isCode, fail } from "../api";
+import { devices, compliance, risk, access, remediation, name, date, traceId, errorText, isCode, fail } from "../api";
 import { watch } from "../live";
 import { ComplianceState, Platform, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import type { Device, DeviceCompliance } from "@gen/condaccess/compliance/v1/compliance_pb";
-import { AlertChangeType, AlertClassification } from "@gen/condaccess/risk/v1/risk_pb";
-import { ActionState, ActionType, InvestigationState } from "@gen/condaccess/remediation/v1/remediation_pb";
+import { AlertChangeType, AlertClassification, type RiskEvent } from "@gen/condaccess/risk/v1/risk_pb";
+import type { ComplianceEvent } from "@gen/condaccess/compliance/v1/compliance_pb";
+import type { SessionEvent } from "@gen/condaccess/access/v1/access_pb";
+import { ActionState, ActionType, InvestigationState, type InvestigationEvent } from "@gen/condaccess/remediation/v1/remediation_pb";
 import type { TraceContext } from "@gen/condaccess/common/v1/common_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
@@ -102,13 +104,39 @@ export async function devicesPage(root: HTMLElement, signal: AbortSignal): Promi
   next.addEventListener("click", () => { if (tokens[pageIx + 1] !== undefined) { pageIx++; void load(); } });
   const rev = (await compliance.listDeviceCompliance({ pageSize: 1 }, { signal })).revision;
   await load();
+  // matches says whether a device belongs on this page under the current filter
+  // (the same filter the listing applied).
+  const matches = (id: string, d: Device | undefined, dc: DeviceCompliance | undefined): boolean => {
+    if (!d || d.retired) return false;
+    if (search.value.trim() !== "") return id === search.value.trim();
+    if (minRisk.value !== "") return (dc?.deviceRisk ?? 0) >= Number(minRisk.value);
+    if (state.value !== "") return dc?.state === Number(state.value);
+    return (group.value.trim() === "" || d.groups.includes(group.value.trim())) && (platform.value === "" || d.platform === Number(platform.value));
+  };
+  // Live: a change updates its row, removes it when the device stops matching the
+  // filter, and inserts it (at the top of the first page) when it starts matching.
+  const changed = async (id: string, d: Device | undefined, dc: DeviceCompliance | undefined) => {
+    try {
+      d ??= (await devices.getDevice({ deviceId: id }, { signal })).device;
+      dc ??= (await compliance.getDeviceCompliance({ deviceId: id }, { signal }).catch(() => ({ deviceCompliance: undefined }))).deviceCompliance;
+    } catch { /* retired or gone: d stays undefined, so the row goes */ }
+    const tr = shown.get(id);
+    if (!matches(id, d, dc)) {
+      if (tr) { tr.remove(); shown.delete(id); }
+      return;
+    }
+    if (tr) tr.replaceWith(row(d, id, dc));
+    else if (pageIx === 0) body.insertBefore(row(d, id, dc), body.firstChild);
+  };
   watch(signal, { compliance: rev }, {
     compliance: (ev) => {
-      if (ev.payload.case !== "deviceComplianceChanged" || !ev.payload.value.deviceCompliance) return;
-      const dc = ev.payload.value.deviceCompliance;
-      const tr = shown.get(dc.deviceId);
-      if (!tr) return;
-      void devices.getDevice({ deviceId: dc.deviceId }, { signal }).then((r) => shown.get(dc.deviceId)?.replaceWith(row(r.device, dc.deviceId, dc)), () => undefined);
+      if (ev.payload.case === "deviceComplianceChanged" && ev.payload.value.deviceCompliance) {
+        const dc = ev.payload.value.deviceCompliance;
+        void changed(dc.deviceId, undefined, dc);
+      } else if (ev.payload.case === "deviceChanged" && ev.payload.value.device) {
+        const d = ev.payload.value.device;
+        void changed(d.deviceId, d, undefined);
+      }
     },
   });
 }
@@ -163,9 +191,8 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
       s.trace ? h("span", { class: "pill mono", title: "trace id" }, s.trace) : null)));
   };
   let lastState = 0;
-  // The whole retained history of the four feeds, filtered to this device, then live.
-  watch(signal, { risk: 0n, compliance: 0n, session: 0n, investigation: 0n }, {
-    risk: (ev) => {
+  const on = {
+    risk: (ev: RiskEvent) => {
       const p = ev.payload;
       if (p.case === "alertChanged" && p.value.alert?.deviceId === id) {
         const a = p.value.alert;
@@ -176,7 +203,7 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
         add(`risk-${ev.revision}`, ev.eventTime, "risk", `Risk ${name(RiskLevel, r.level)} (was ${name(RiskLevel, p.value.previousLevel || RiskLevel.NONE)})`, ev.traceContext, `level-${name(RiskLevel, r.level)}`);
       }
     },
-    compliance: (ev) => {
+    compliance: (ev: ComplianceEvent) => {
       const p = ev.payload;
       if (p.case !== "deviceComplianceChanged" || p.value.deviceCompliance?.deviceId !== id) return;
       const dc = p.value.deviceCompliance;
@@ -188,13 +215,13 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
       }
       showCompliance(dc);
     },
-    session: (ev) => {
+    session: (ev: SessionEvent) => {
       const p = ev.payload;
       if (p.case === "sessionRevoked" && p.value.session?.deviceId === id) {
         add(`session-${p.value.session.sessionId}`, ev.eventTime, "session", `Session revoked for ${p.value.session.userId} on ${p.value.session.applicationId} (${p.value.reasonCode})`, ev.traceContext, "bad");
       }
     },
-    investigation: (ev) => {
+    investigation: (ev: InvestigationEvent) => {
       const p = ev.payload;
       if (p.case === "investigationChanged" && p.value.investigation?.deviceId === id) {
         const inv = p.value.investigation;
@@ -205,6 +232,33 @@ export async function devicePage(root: HTMLElement, signal: AbortSignal, id: str
         add(`action-${a.actionId}-${a.state}`, ev.eventTime, "action", `Action ${name(ActionType, a.type)} ${a.actionId}: ${name(ActionState, a.state)}${a.state === ActionState.QUEUED ? who : ""}`, ev.traceContext);
       }
     },
-  });
+  };
+  // The device's history: each stream replays, filtered by the server to this device
+  // (device_id), up to its first progress message, one stream at a time (a browser has
+  // six HTTP/1.1 connections per host; the shared feeds hold up to four). Then the
+  // shared feeds carry it on live from where each replay ended. A replay that fails
+  // leaves its feed to replay the whole history, filtered here.
+  type Msg = { kind: { case: "event"; value: { revision: bigint } } | { case: "progress"; value: { revision: bigint } } | { case: undefined; value?: undefined } };
+  const replay = async (open: (s: AbortSignal) => AsyncIterable<Msg>, deliver: (ev: never) => void): Promise<bigint> => {
+    const ctl = new AbortController();
+    const stop = () => ctl.abort();
+    signal.addEventListener("abort", stop);
+    let rev = 0n;
+    try {
+      for await (const m of open(ctl.signal)) {
+        if (m.kind.case === "event") { (deliver as (ev: unknown) => void)(m.kind.value); rev = m.kind.value.revision; }
+        else if (m.kind.case === "progress") { rev = m.kind.value.revision; break; }
+      }
+    } catch { rev = 0n; } finally { ctl.abort(); signal.removeEventListener("abort", stop); }
+    return rev;
+  };
+  const from = {
+    risk: await replay((s) => risk.watchRiskEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.risk),
+    compliance: await replay((s) => compliance.watchComplianceEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.compliance),
+    session: await replay((s) => access.watchSessionEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.session),
+    investigation: await replay((s) => remediation.watchInvestigationEvents({ deviceId: id }, { signal: s }) as AsyncIterable<Msg>, on.investigation),
+  };
+  if (signal.aborted) return;
+  watch(signal, from, on);
 
 }

@@ -1,6 +1,8 @@
 // Compliance policies and Conditional Access policies: view, create and edit (read,
 // modify, send back with the etag: a concurrent change shows as a conflict; lockout-guard
-// refusals show inline), and switch a Conditional Access policy's state.
+// refusals show inline), and switch a Conditional Access policy's state. Live: the
+// tables follow WatchCompliancePolicies and WatchPolicies, so another admin's change
+// shows without a reload.
 import { Code } from "@connectrpc/connect";
 import { h, replace, select, field, input } from "../dom";
 import { compliancePolicies, caPolicies, name, errorText, isCode } from "../api";
@@ -17,12 +19,10 @@ function failure(err: unknown): string {
 }
 
 export async function policiesPage(root: HTMLElement, signal: AbortSignal): Promise<void> {
-  const [cp, ca] = await Promise.all([
-    compliancePolicies.listCompliancePolicies({ pageSize: 500 }, { signal }),
-    caPolicies.listPolicies({ pageSize: 500 }, { signal }),
-  ]);
   const editor = h("section", { id: "editor", "aria-live": "polite" });
-  const reload = () => void policiesPage(root, signal);
+  const tables = h("div", { id: "policy-tables" });
+  // After a save: close the editor and list again (the streams would too, a moment later).
+  const reload = () => { replace(editor); void refresh(); };
 
   const caForm = (p?: ConditionalAccessPolicy) => {
     const id = input("policyId", p?.policyId ?? ""), dn = input("displayName", p?.displayName ?? "");
@@ -30,15 +30,24 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     const state = select("state", [PolicyState.ENABLED, PolicyState.REPORT_ONLY, PolicyState.DISABLED].map((s) => [String(s), name(PolicyState, s)]), String(p?.state ?? PolicyState.REPORT_ONLY));
     const users = input("users", p ? (p.users?.all ? "*" : p.users?.includeUsers.join(", ") ?? "") : "*", "* or user ids, comma-separated");
     const apps = input("apps", p ? (p.applications?.all ? "*" : p.applications?.include.join(", ") ?? "") : "", "* or application ids");
-    const grant = select("grant", [["compliant", "require a compliant device"], ["mfa", "require MFA"], ["both", "require a compliant device and MFA"], ["block", "block"]],
-      p?.grantControls?.block ? "block" : p?.grantControls?.require.length === 2 ? "both" : p?.grantControls?.require[0] === GrantControl.MFA ? "mfa" : "compliant");
+    const grant = select("grant", [["require", "grant with the checked controls"], ["block", "block"]], p?.grantControls?.block ? "block" : "require");
+    // A new policy requires a compliant and a registered device (the device must be
+    // healthy and belong to the user), like Entra's recommended device policy.
+    const wanted = p ? (p.grantControls?.require ?? []) : [GrantControl.COMPLIANT_DEVICE, GrantControl.REGISTERED_DEVICE];
+    const controls = [GrantControl.COMPLIANT_DEVICE, GrantControl.REGISTERED_DEVICE, GrantControl.MFA].map((c) => {
+      const box = h("input", { type: "checkbox", name: "require", value: name(GrantControl, c) });
+      box.checked = wanted.includes(c);
+      return { c, box };
+    });
+    const labels: Record<number, string> = { [GrantControl.COMPLIANT_DEVICE]: "compliant device", [GrantControl.REGISTERED_DEVICE]: "registered device", [GrantControl.MFA]: "MFA" };
     const err = h("p", { class: "error", role: "alert" });
     const f = h("form", { class: "filters", "aria-label": p ? `Edit ${p.displayName}` : "New Conditional Access policy" },
       field("Policy id", id), field("Display name", dn), field("State", state), field("Users", users), field("Applications", apps), field("Grant", grant),
+      h("fieldset", { class: "row" }, h("legend", null, "Required controls"), controls.map(({ c, box }) => h("label", null, box, " ", labels[c]))),
       h("button", { type: "submit", class: "primary" }, p ? "Save" : "Create"), h("button", { type: "button", onclick: () => replace(editor) }, "Cancel"));
     f.addEventListener("submit", async (e) => {
       e.preventDefault();
-      const require = grant.value === "compliant" ? [GrantControl.COMPLIANT_DEVICE] : grant.value === "mfa" ? [GrantControl.MFA] : grant.value === "both" ? [GrantControl.COMPLIANT_DEVICE, GrantControl.MFA] : [];
+      const require = grant.value === "block" ? [] : controls.filter(({ box }) => box.checked).map(({ c }) => c);
       // Edit what was read (etag included), so the server can refuse a stale write.
       const policy = p ? clone(ConditionalAccessPolicySchema, p) : create(ConditionalAccessPolicySchema);
       policy.policyId = id.value.trim();
@@ -116,10 +125,18 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     });
     return tr;
   };
-  replace(root, h("h1", null, "Policies"), editor,
+  let listing = 0;
+  const refresh = async () => {
+    const n = ++listing;
+    const [cp, ca] = await Promise.all([
+      compliancePolicies.listCompliancePolicies({ pageSize: 500 }, { signal }),
+      caPolicies.listPolicies({ pageSize: 500 }, { signal }),
+    ]);
+    if (n !== listing) return; // a newer listing is on its way
+    replace(tables,
     h("h2", null, "Compliance policies"),
     h("table", { id: "compliance-policies" }, h("thead", null, h("tr", null, ["Policy", "Maximum device risk", "Minimum OS", "Platforms", "Assignment", ""].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", null, cp.policies.map((p) => h("tr", null,
+      h("tbody", null, cp.policies.map((p) => h("tr", { "data-compliance-policy": p.policyId, "data-etag": p.etag },
         h("td", null, h("strong", null, p.displayName), h("br"), h("span", { class: "mono muted" }, p.policyId)),
         h("td", null, p.maxDeviceRisk ? name(RiskLevel, p.maxDeviceRisk) : "–"), h("td", null, p.minOsVersion || "–"),
         h("td", null, p.platforms.map((x) => name(Platform, x)).join(", ") || "any"),
@@ -130,4 +147,25 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     h("table", { id: "ca-policies" }, h("thead", null, h("tr", null, ["Policy", "Users", "Applications", "Grant", "State"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", null, ca.policies.map(caRow))),
     h("button", { type: "button", id: "new-ca-policy", onclick: () => caForm() }, "New Conditional Access policy"));
+  };
+  replace(root, h("h1", null, "Policies"), editor, tables);
+  await refresh();
+  // Live: list again (coalesced) whenever a stream reports a change after its snapshot.
+  let pending: ReturnType<typeof setTimeout> | undefined;
+  const changed = () => { clearTimeout(pending); pending = setTimeout(() => void refresh().catch(() => undefined), 50); };
+  const follow = async (open: () => AsyncIterable<{ kind: { case: string | undefined } }>) => {
+    for (let attempt = 0; !signal.aborted; attempt++) {
+      let synced = false;
+      try {
+        for await (const m of open()) {
+          attempt = 0;
+          if (m.kind.case === "synced") { synced = true; changed(); } // catch up on what changed while disconnected
+          else if (m.kind.case === "change" && synced) changed();
+        }
+      } catch { if (signal.aborted) return; }
+      await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 15000)));
+    }
+  };
+  void follow(() => compliancePolicies.watchCompliancePolicies({}, { signal }));
+  void follow(() => caPolicies.watchPolicies({}, { signal }));
 }

@@ -703,6 +703,69 @@ func (BlockedProblem) EnumDescriptor() ([]byte, []int) {
 	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{10}
 }
 
+// BlockedRemediation is, for the end user, what happens to a threat on their device.
+type BlockedRemediation int32
+
+const (
+	// BLOCKED_REMEDIATION_UNSPECIFIED: not shown (MINIMAL detail, no threat) or not known
+	// (the remediation service is not reachable).
+	BlockedRemediation_BLOCKED_REMEDIATION_UNSPECIFIED BlockedRemediation = 0
+	// BLOCKED_REMEDIATION_AUTOMATIC: the threat is being removed automatically.
+	BlockedRemediation_BLOCKED_REMEDIATION_AUTOMATIC BlockedRemediation = 1
+	// BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL: the removal waits for the security team.
+	BlockedRemediation_BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL BlockedRemediation = 2
+	// BLOCKED_REMEDIATION_NONE: nothing is removing the threat; the user should contact IT.
+	BlockedRemediation_BLOCKED_REMEDIATION_NONE BlockedRemediation = 3
+	// BLOCKED_REMEDIATION_DONE: the threat was removed; access returns once the device is
+	// checked again.
+	BlockedRemediation_BLOCKED_REMEDIATION_DONE BlockedRemediation = 4
+)
+
+// Enum value maps for BlockedRemediation.
+var (
+	BlockedRemediation_name = map[int32]string{
+		0: "BLOCKED_REMEDIATION_UNSPECIFIED",
+		1: "BLOCKED_REMEDIATION_AUTOMATIC",
+		2: "BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL",
+		3: "BLOCKED_REMEDIATION_NONE",
+		4: "BLOCKED_REMEDIATION_DONE",
+	}
+	BlockedRemediation_value = map[string]int32{
+		"BLOCKED_REMEDIATION_UNSPECIFIED":          0,
+		"BLOCKED_REMEDIATION_AUTOMATIC":            1,
+		"BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL": 2,
+		"BLOCKED_REMEDIATION_NONE":                 3,
+		"BLOCKED_REMEDIATION_DONE":                 4,
+	}
+)
+
+func (x BlockedRemediation) Enum() *BlockedRemediation {
+	p := new(BlockedRemediation)
+	*p = x
+	return p
+}
+
+func (x BlockedRemediation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlockedRemediation) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_access_v1_access_proto_enumTypes[11].Descriptor()
+}
+
+func (BlockedRemediation) Type() protoreflect.EnumType {
+	return &file_condaccess_access_v1_access_proto_enumTypes[11]
+}
+
+func (x BlockedRemediation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlockedRemediation.Descriptor instead.
+func (BlockedRemediation) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{11}
+}
+
 // User is a directory user.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4997,6 +5060,277 @@ func (x *ListSignInsRequest) GetDeviceProof() Proof {
 	return Proof_PROOF_UNSPECIFIED
 }
 
+// WatchSignInsRequest is the request of WatchSignIns; empty filters match any.
+type WatchSignInsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id keeps one user's sign-ins.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// device_id keeps one device's sign-ins.
+	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// application_id keeps one application's sign-ins.
+	ApplicationId string `protobuf:"bytes,3,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`
+	// decision keeps the sign-ins with this decision; unspecified = any.
+	Decision      Decision `protobuf:"varint,4,opt,name=decision,proto3,enum=condaccess.access.v1.Decision" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSignInsRequest) Reset() {
+	*x = WatchSignInsRequest{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSignInsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSignInsRequest) ProtoMessage() {}
+
+func (x *WatchSignInsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSignInsRequest.ProtoReflect.Descriptor instead.
+func (*WatchSignInsRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *WatchSignInsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *WatchSignInsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *WatchSignInsRequest) GetApplicationId() string {
+	if x != nil {
+		return x.ApplicationId
+	}
+	return ""
+}
+
+func (x *WatchSignInsRequest) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+// WatchSignInsResponse is one message of the WatchSignIns stream.
+type WatchSignInsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is a new sign-in or a heartbeat.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchSignInsResponse_SignIn
+	//	*WatchSignInsResponse_Heartbeat
+	Kind          isWatchSignInsResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSignInsResponse) Reset() {
+	*x = WatchSignInsResponse{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSignInsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSignInsResponse) ProtoMessage() {}
+
+func (x *WatchSignInsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSignInsResponse.ProtoReflect.Descriptor instead.
+func (*WatchSignInsResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *WatchSignInsResponse) GetKind() isWatchSignInsResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchSignInsResponse) GetSignIn() *SignInNotice {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchSignInsResponse_SignIn); ok {
+			return x.SignIn
+		}
+	}
+	return nil
+}
+
+func (x *WatchSignInsResponse) GetHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchSignInsResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchSignInsResponse_Kind interface {
+	isWatchSignInsResponse_Kind()
+}
+
+type WatchSignInsResponse_SignIn struct {
+	// sign_in is a newly recorded sign-in (without its per-policy results).
+	SignIn *SignInNotice `protobuf:"bytes,1,opt,name=sign_in,json=signIn,proto3,oneof"`
+}
+
+type WatchSignInsResponse_Heartbeat struct {
+	// heartbeat says the stream is idle and up to date at this time.
+	Heartbeat *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchSignInsResponse_SignIn) isWatchSignInsResponse_Kind() {}
+
+func (*WatchSignInsResponse_Heartbeat) isWatchSignInsResponse_Kind() {}
+
+// SignInNotice is a newly recorded sign-in without its reasons and per-policy results,
+// so that a stream message stays bounded however many policies apply; ListSignIns with
+// after = time and before = time + 1 ns (and the same ids) returns the whole sign-in.
+type SignInNotice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sign_in_id is the sign-in's id.
+	SignInId string `protobuf:"bytes,1,opt,name=sign_in_id,json=signInId,proto3" json:"sign_in_id,omitempty"`
+	// time is when the decision was made.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// user_id is the user.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// device_id is the device.
+	DeviceId string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// application_id is the application.
+	ApplicationId string `protobuf:"bytes,5,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`
+	// decision is the decision.
+	Decision Decision `protobuf:"varint,6,opt,name=decision,proto3,enum=condaccess.access.v1.Decision" json:"decision,omitempty"`
+	// compliance_state is the device compliance state used.
+	ComplianceState v1.ComplianceState `protobuf:"varint,7,opt,name=compliance_state,json=complianceState,proto3,enum=condaccess.common.v1.ComplianceState" json:"compliance_state,omitempty"`
+	// trace_id is the decision's trace.
+	TraceId       string `protobuf:"bytes,8,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignInNotice) Reset() {
+	*x = SignInNotice{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignInNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignInNotice) ProtoMessage() {}
+
+func (x *SignInNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignInNotice.ProtoReflect.Descriptor instead.
+func (*SignInNotice) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *SignInNotice) GetSignInId() string {
+	if x != nil {
+		return x.SignInId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *SignInNotice) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetApplicationId() string {
+	if x != nil {
+		return x.ApplicationId
+	}
+	return ""
+}
+
+func (x *SignInNotice) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+func (x *SignInNotice) GetComplianceState() v1.ComplianceState {
+	if x != nil {
+		return x.ComplianceState
+	}
+	return v1.ComplianceState(0)
+}
+
+func (x *SignInNotice) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 // ListSignInsResponse is the response of ListSignIns.
 type ListSignInsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -5010,7 +5344,7 @@ type ListSignInsResponse struct {
 
 func (x *ListSignInsResponse) Reset() {
 	*x = ListSignInsResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5022,7 +5356,7 @@ func (x *ListSignInsResponse) String() string {
 func (*ListSignInsResponse) ProtoMessage() {}
 
 func (x *ListSignInsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[67]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5035,7 +5369,7 @@ func (x *ListSignInsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignInsResponse.ProtoReflect.Descriptor instead.
 func (*ListSignInsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{67}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListSignInsResponse) GetSignIns() []*SignIn {
@@ -5080,7 +5414,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5092,7 +5426,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[68]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5105,7 +5439,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{68}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Session) GetSessionId() string {
@@ -5190,7 +5524,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5202,7 +5536,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[69]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5215,7 +5549,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{69}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -5266,7 +5600,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5278,7 +5612,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[70]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5291,7 +5625,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{70}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -5314,13 +5648,17 @@ type WatchSessionEventsRequest struct {
 	// start_revision: events with a revision greater than this are sent; 0 replays all
 	// retained history.
 	StartRevision int64 `protobuf:"varint,1,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// device_id, when set, keeps only the events about this device (filtered by the
+	// server, so a device's history costs its own events on the wire); progress messages
+	// still carry the stream's revision, the first one as soon as the replay is done.
+	DeviceId      string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchSessionEventsRequest) Reset() {
 	*x = WatchSessionEventsRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5332,7 +5670,7 @@ func (x *WatchSessionEventsRequest) String() string {
 func (*WatchSessionEventsRequest) ProtoMessage() {}
 
 func (x *WatchSessionEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[71]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5345,7 +5683,7 @@ func (x *WatchSessionEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionEventsRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{71}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *WatchSessionEventsRequest) GetStartRevision() int64 {
@@ -5353,6 +5691,13 @@ func (x *WatchSessionEventsRequest) GetStartRevision() int64 {
 		return x.StartRevision
 	}
 	return 0
+}
+
+func (x *WatchSessionEventsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
 }
 
 // WatchSessionEventsResponse is one message of the WatchSessionEvents stream.
@@ -5371,7 +5716,7 @@ type WatchSessionEventsResponse struct {
 
 func (x *WatchSessionEventsResponse) Reset() {
 	*x = WatchSessionEventsResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5383,7 +5728,7 @@ func (x *WatchSessionEventsResponse) String() string {
 func (*WatchSessionEventsResponse) ProtoMessage() {}
 
 func (x *WatchSessionEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[72]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5396,7 +5741,7 @@ func (x *WatchSessionEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionEventsResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{72}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *WatchSessionEventsResponse) GetKind() isWatchSessionEventsResponse_Kind {
@@ -5465,7 +5810,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5477,7 +5822,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[73]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5490,7 +5835,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{73}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SessionEvent) GetRevision() int64 {
@@ -5568,7 +5913,7 @@ type SessionOpened struct {
 
 func (x *SessionOpened) Reset() {
 	*x = SessionOpened{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5580,7 +5925,7 @@ func (x *SessionOpened) String() string {
 func (*SessionOpened) ProtoMessage() {}
 
 func (x *SessionOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[74]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5593,7 +5938,7 @@ func (x *SessionOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpened.ProtoReflect.Descriptor instead.
 func (*SessionOpened) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{74}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SessionOpened) GetSession() *Session {
@@ -5618,7 +5963,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5630,7 +5975,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[75]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5643,7 +5988,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{75}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SessionRevoked) GetSession() *Session {
@@ -5678,7 +6023,7 @@ type GetBlockedStatusRequest struct {
 
 func (x *GetBlockedStatusRequest) Reset() {
 	*x = GetBlockedStatusRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5690,7 +6035,7 @@ func (x *GetBlockedStatusRequest) String() string {
 func (*GetBlockedStatusRequest) ProtoMessage() {}
 
 func (x *GetBlockedStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[76]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5703,7 +6048,7 @@ func (x *GetBlockedStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockedStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBlockedStatusRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{76}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *GetBlockedStatusRequest) GetRef() string {
@@ -5724,7 +6069,7 @@ type GetBlockedStatusResponse struct {
 
 func (x *GetBlockedStatusResponse) Reset() {
 	*x = GetBlockedStatusResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5736,7 +6081,7 @@ func (x *GetBlockedStatusResponse) String() string {
 func (*GetBlockedStatusResponse) ProtoMessage() {}
 
 func (x *GetBlockedStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[77]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5749,7 +6094,7 @@ func (x *GetBlockedStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockedStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBlockedStatusResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{77}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetBlockedStatusResponse) GetStatus() *BlockedStatus {
@@ -5770,7 +6115,7 @@ type WatchBlockedStatusRequest struct {
 
 func (x *WatchBlockedStatusRequest) Reset() {
 	*x = WatchBlockedStatusRequest{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5782,7 +6127,7 @@ func (x *WatchBlockedStatusRequest) String() string {
 func (*WatchBlockedStatusRequest) ProtoMessage() {}
 
 func (x *WatchBlockedStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[78]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5795,7 +6140,7 @@ func (x *WatchBlockedStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBlockedStatusRequest.ProtoReflect.Descriptor instead.
 func (*WatchBlockedStatusRequest) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{78}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *WatchBlockedStatusRequest) GetRef() string {
@@ -5816,7 +6161,7 @@ type WatchBlockedStatusResponse struct {
 
 func (x *WatchBlockedStatusResponse) Reset() {
 	*x = WatchBlockedStatusResponse{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5828,7 +6173,7 @@ func (x *WatchBlockedStatusResponse) String() string {
 func (*WatchBlockedStatusResponse) ProtoMessage() {}
 
 func (x *WatchBlockedStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[79]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5841,7 +6186,7 @@ func (x *WatchBlockedStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBlockedStatusResponse.ProtoReflect.Descriptor instead.
 func (*WatchBlockedStatusResponse) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{79}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *WatchBlockedStatusResponse) GetStatus() *BlockedStatus {
@@ -5866,14 +6211,18 @@ type BlockedStatus struct {
 	// application_display_name is the application's name (FULL only).
 	ApplicationDisplayName string `protobuf:"bytes,5,opt,name=application_display_name,json=applicationDisplayName,proto3" json:"application_display_name,omitempty"`
 	// blocked_time is when the sign-in was blocked.
-	BlockedTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=blocked_time,json=blockedTime,proto3" json:"blocked_time,omitempty"`
+	BlockedTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=blocked_time,json=blockedTime,proto3" json:"blocked_time,omitempty"`
+	// remediation says, when a threat blocks access (CATEGORY and FULL), whether it is
+	// being removed: from the remediation service's device state, without alert or
+	// action details; UNSPECIFIED when not shown or not known.
+	Remediation   BlockedRemediation `protobuf:"varint,7,opt,name=remediation,proto3,enum=condaccess.access.v1.BlockedRemediation" json:"remediation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BlockedStatus) Reset() {
 	*x = BlockedStatus{}
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5885,7 +6234,7 @@ func (x *BlockedStatus) String() string {
 func (*BlockedStatus) ProtoMessage() {}
 
 func (x *BlockedStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_condaccess_access_v1_access_proto_msgTypes[80]
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5898,7 +6247,7 @@ func (x *BlockedStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockedStatus.ProtoReflect.Descriptor instead.
 func (*BlockedStatus) Descriptor() ([]byte, []int) {
-	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{80}
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *BlockedStatus) GetRestored() bool {
@@ -5941,6 +6290,218 @@ func (x *BlockedStatus) GetBlockedTime() *timestamppb.Timestamp {
 		return x.BlockedTime
 	}
 	return nil
+}
+
+func (x *BlockedStatus) GetRemediation() BlockedRemediation {
+	if x != nil {
+		return x.Remediation
+	}
+	return BlockedRemediation_BLOCKED_REMEDIATION_UNSPECIFIED
+}
+
+// WatchPoliciesRequest is the request of WatchPolicies.
+type WatchPoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPoliciesRequest) Reset() {
+	*x = WatchPoliciesRequest{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPoliciesRequest) ProtoMessage() {}
+
+func (x *WatchPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*WatchPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{84}
+}
+
+// WatchPoliciesResponse is one message of the WatchPolicies stream.
+type WatchPoliciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is a policy change, the end of the snapshot, or a heartbeat.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchPoliciesResponse_Change
+	//	*WatchPoliciesResponse_Synced
+	//	*WatchPoliciesResponse_Heartbeat
+	Kind          isWatchPoliciesResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPoliciesResponse) Reset() {
+	*x = WatchPoliciesResponse{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPoliciesResponse) ProtoMessage() {}
+
+func (x *WatchPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*WatchPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *WatchPoliciesResponse) GetKind() isWatchPoliciesResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchPoliciesResponse) GetChange() *PolicyChange {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPoliciesResponse_Change); ok {
+			return x.Change
+		}
+	}
+	return nil
+}
+
+func (x *WatchPoliciesResponse) GetSynced() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPoliciesResponse_Synced); ok {
+			return x.Synced
+		}
+	}
+	return false
+}
+
+func (x *WatchPoliciesResponse) GetHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPoliciesResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchPoliciesResponse_Kind interface {
+	isWatchPoliciesResponse_Kind()
+}
+
+type WatchPoliciesResponse_Change struct {
+	// change is a policy that exists (snapshot), was created or changed, or was deleted.
+	Change *PolicyChange `protobuf:"bytes,1,opt,name=change,proto3,oneof"`
+}
+
+type WatchPoliciesResponse_Synced struct {
+	// synced says the snapshot is complete.
+	Synced bool `protobuf:"varint,2,opt,name=synced,proto3,oneof"`
+}
+
+type WatchPoliciesResponse_Heartbeat struct {
+	// heartbeat says the stream is idle and up to date at this time.
+	Heartbeat *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchPoliciesResponse_Change) isWatchPoliciesResponse_Kind() {}
+
+func (*WatchPoliciesResponse_Synced) isWatchPoliciesResponse_Kind() {}
+
+func (*WatchPoliciesResponse_Heartbeat) isWatchPoliciesResponse_Kind() {}
+
+// PolicyChange names a changed Conditional Access policy (GetPolicy reads it).
+type PolicyChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy_id is the policy.
+	PolicyId string `protobuf:"bytes,1,opt,name=policy_id,json=policyId,proto3" json:"policy_id,omitempty"`
+	// etag is the policy's etag after the change (before it, for a deletion).
+	Etag string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	// deleted is true when the policy was deleted.
+	Deleted       bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyChange) Reset() {
+	*x = PolicyChange{}
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyChange) ProtoMessage() {}
+
+func (x *PolicyChange) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_access_v1_access_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyChange.ProtoReflect.Descriptor instead.
+func (*PolicyChange) Descriptor() ([]byte, []int) {
+	return file_condaccess_access_v1_access_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *PolicyChange) GetPolicyId() string {
+	if x != nil {
+		return x.PolicyId
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
 }
 
 var File_condaccess_access_v1_access_proto protoreflect.FileDescriptor
@@ -6274,7 +6835,26 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\n" +
 	"user_proof\x18\t \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\tuserProof\x12H\n" +
 	"\fdevice_proof\x18\n" +
-	" \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\vdeviceProof\"v\n" +
+	" \x01(\x0e2\x1b.condaccess.access.v1.ProofB\b\xbaH\x05\x82\x01\x02\x10\x01R\vdeviceProof\"\xd6\x01\n" +
+	"\x13WatchSignInsRequest\x12!\n" +
+	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06userId\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12/\n" +
+	"\x0eapplication_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\rapplicationId\x12D\n" +
+	"\bdecision\x18\x04 \x01(\x0e2\x1e.condaccess.access.v1.DecisionB\b\xbaH\x05\x82\x01\x02\x10\x01R\bdecision\"\x99\x01\n" +
+	"\x14WatchSignInsResponse\x12=\n" +
+	"\asign_in\x18\x01 \x01(\v2\".condaccess.access.v1.SignInNoticeH\x00R\x06signIn\x12:\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeatB\x06\n" +
+	"\x04kind\"\x93\x03\n" +
+	"\fSignInNotice\x12&\n" +
+	"\n" +
+	"sign_in_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bsignInId\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12!\n" +
+	"\auser_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06userId\x12%\n" +
+	"\tdevice_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\bdeviceId\x12/\n" +
+	"\x0eapplication_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\rapplicationId\x12:\n" +
+	"\bdecision\x18\x06 \x01(\x0e2\x1e.condaccess.access.v1.DecisionR\bdecision\x12P\n" +
+	"\x10compliance_state\x18\a \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\x0fcomplianceState\x12\"\n" +
+	"\btrace_id\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\atraceId\"v\n" +
 	"\x13ListSignInsResponse\x127\n" +
 	"\bsign_ins\x18\x01 \x03(\v2\x1c.condaccess.access.v1.SignInR\asignIns\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x03\n" +
@@ -6301,9 +6881,10 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2\".condaccess.access.v1.SessionStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"y\n" +
 	"\x14ListSessionsResponse\x129\n" +
 	"\bsessions\x18\x01 \x03(\v2\x1d.condaccess.access.v1.SessionR\bsessions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"K\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"r\n" +
 	"\x19WatchSessionEventsRequest\x12.\n" +
-	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\xa3\x01\n" +
+	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\"\xa3\x01\n" +
 	"\x1aWatchSessionEventsResponse\x12:\n" +
 	"\x05event\x18\x01 \x01(\v2\".condaccess.access.v1.SessionEventH\x00R\x05event\x12A\n" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogressB\x06\n" +
@@ -6332,14 +6913,25 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x03ref\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x03ref\"Y\n" +
 	"\x1aWatchBlockedStatusResponse\x12;\n" +
-	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xde\x02\n" +
+	"\x06status\x18\x01 \x01(\v2#.condaccess.access.v1.BlockedStatusR\x06status\"\xaa\x03\n" +
 	"\rBlockedStatus\x12\x1a\n" +
 	"\brestored\x18\x01 \x01(\bR\brestored\x12;\n" +
 	"\x06detail\x18\x02 \x01(\x0e2#.condaccess.access.v1.BlockedDetailR\x06detail\x12%\n" +
 	"\tdevice_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12J\n" +
 	"\bproblems\x18\x04 \x03(\x0e2$.condaccess.access.v1.BlockedProblemB\b\xbaH\x05\x92\x01\x02\x10\bR\bproblems\x12B\n" +
 	"\x18application_display_name\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x16applicationDisplayName\x12=\n" +
-	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime*~\n" +
+	"\fblocked_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vblockedTime\x12J\n" +
+	"\vremediation\x18\a \x01(\x0e2(.condaccess.access.v1.BlockedRemediationR\vremediation\"\x16\n" +
+	"\x14WatchPoliciesRequest\"\xb3\x01\n" +
+	"\x15WatchPoliciesResponse\x12<\n" +
+	"\x06change\x18\x01 \x01(\v2\".condaccess.access.v1.PolicyChangeH\x00R\x06change\x12\x18\n" +
+	"\x06synced\x18\x02 \x01(\bH\x00R\x06synced\x12:\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeatB\x06\n" +
+	"\x04kind\"m\n" +
+	"\fPolicyChange\x12%\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpolicyId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted*~\n" +
 	"\vPolicyState\x12\x1c\n" +
 	"\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14POLICY_STATE_ENABLED\x10\x01\x12\x1c\n" +
@@ -6402,7 +6994,13 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x18BLOCKED_PROBLEM_PLATFORM\x10\x03\x12\x1f\n" +
 	"\x1bBLOCKED_PROBLEM_REQUIREMENT\x10\x04\x12\"\n" +
 	"\x1eBLOCKED_PROBLEM_DEVICE_UNKNOWN\x10\x05\x12\x1b\n" +
-	"\x17BLOCKED_PROBLEM_SIGN_IN\x10\x062\xeb\x11\n" +
+	"\x17BLOCKED_PROBLEM_SIGN_IN\x10\x06*\xc6\x01\n" +
+	"\x12BlockedRemediation\x12#\n" +
+	"\x1fBLOCKED_REMEDIATION_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dBLOCKED_REMEDIATION_AUTOMATIC\x10\x01\x12,\n" +
+	"(BLOCKED_REMEDIATION_WAITING_FOR_APPROVAL\x10\x02\x12\x1c\n" +
+	"\x18BLOCKED_REMEDIATION_NONE\x10\x03\x12\x1c\n" +
+	"\x18BLOCKED_REMEDIATION_DONE\x10\x042\xeb\x11\n" +
 	"\x10DirectoryService\x12}\n" +
 	"\n" +
 	"CreateUser\x12'.condaccess.access.v1.CreateUserRequest\x1a(.condaccess.access.v1.CreateUserResponse\"\x1c\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12y\n" +
@@ -6425,18 +7023,21 @@ const file_condaccess_access_v1_access_proto_rawDesc = "" +
 	"\x10ListApplications\x12-.condaccess.access.v1.ListApplicationsRequest\x1a..condaccess.access.v1.ListApplicationsResponse\"\x1e\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/applications\x12\xbd\x01\n" +
 	"\x11UpdateApplication\x12..condaccess.access.v1.UpdateApplicationRequest\x1a/.condaccess.access.v1.UpdateApplicationResponse\"G\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02<:\vapplication2-/v1/applications/{application.application_id}\x12\xa4\x01\n" +
 	"\x11DeleteApplication\x12..condaccess.access.v1.DeleteApplicationRequest\x1a/.condaccess.access.v1.DeleteApplicationResponse\".\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02#*!/v1/applications/{application_id}\x12w\n" +
-	"\x0fImportDirectory\x12,.condaccess.access.v1.ImportDirectoryRequest\x1a-.condaccess.access.v1.ImportDirectoryResponse\"\x05\xa2\x9f\x19\x01\x03(\x012\xb8\x06\n" +
+	"\x0fImportDirectory\x12,.condaccess.access.v1.ImportDirectoryRequest\x1a-.condaccess.access.v1.ImportDirectoryResponse\"\x05\xa2\x9f\x19\x01\x03(\x012\xd8\a\n" +
 	"\x1eConditionalAccessPolicyService\x12\x99\x01\n" +
 	"\fCreatePolicy\x12).condaccess.access.v1.CreatePolicyRequest\x1a*.condaccess.access.v1.CreatePolicyResponse\"2\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02':\x06policy\"\x1d/v1/conditionalAccessPolicies\x12\x95\x01\n" +
 	"\tGetPolicy\x12&.condaccess.access.v1.GetPolicyRequest\x1a'.condaccess.access.v1.GetPolicyResponse\"7\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02+\x12)/v1/conditionalAccessPolicies/{policy_id}\x12\x92\x01\n" +
-	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\xac\x01\n" +
+	"\fListPolicies\x12).condaccess.access.v1.ListPoliciesRequest\x1a*.condaccess.access.v1.ListPoliciesResponse\"+\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/conditionalAccessPolicies\x12\x9d\x01\n" +
+	"\rWatchPolicies\x12*.condaccess.access.v1.WatchPoliciesRequest\x1a+.condaccess.access.v1.WatchPoliciesResponse\"1\xa2\x9f\x19\x02\x04\x03\x82\xd3\xe4\x93\x02%\x12#/v1/conditionalAccessPolicies:watch0\x01\x12\xac\x01\n" +
 	"\fUpdatePolicy\x12).condaccess.access.v1.UpdatePolicyRequest\x1a*.condaccess.access.v1.UpdatePolicyResponse\"E\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02::\x06policy20/v1/conditionalAccessPolicies/{policy.policy_id}\x12\x9d\x01\n" +
-	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\xfe\b\n" +
+	"\fDeletePolicy\x12).condaccess.access.v1.DeletePolicyRequest\x1a*.condaccess.access.v1.DeletePolicyResponse\"6\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02+*)/v1/conditionalAccessPolicies/{policy_id}2\x8a\n" +
+	"\n" +
 	"\rAccessService\x12\x92\x01\n" +
 	"\x0eEvaluateAccess\x12+.condaccess.access.v1.EvaluateAccessRequest\x1a,.condaccess.access.v1.EvaluateAccessResponse\"%\xa2\x9f\x19\x03\x05\x03\x02\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/access:evaluate\x12\x88\x01\n" +
 	"\x14EvaluateAccessStream\x121.condaccess.access.v1.EvaluateAccessStreamRequest\x1a2.condaccess.access.v1.EvaluateAccessStreamResponse\"\x05\xa2\x9f\x19\x01\x05(\x010\x01\x12x\n" +
 	"\x06WhatIf\x12#.condaccess.access.v1.WhatIfRequest\x1a$.condaccess.access.v1.WhatIfResponse\"#\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/access:whatIf\x12~\n" +
-	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/signIns\x12\x82\x01\n" +
+	"\vListSignIns\x12(.condaccess.access.v1.ListSignInsRequest\x1a).condaccess.access.v1.ListSignInsResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/signIns\x12\x89\x01\n" +
+	"\fWatchSignIns\x12).condaccess.access.v1.WatchSignInsRequest\x1a*.condaccess.access.v1.WatchSignInsResponse\" \xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/signIns:watch0\x01\x12\x82\x01\n" +
 	"\fListSessions\x12).condaccess.access.v1.ListSessionsRequest\x1a*.condaccess.access.v1.ListSessionsResponse\"\x1b\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x12\xa1\x01\n" +
 	"\x12WatchSessionEvents\x12/.condaccess.access.v1.WatchSessionEventsRequest\x1a0.condaccess.access.v1.WatchSessionEventsResponse\"&\xa2\x9f\x19\x03\x05\x04\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/sessionEvents:watch0\x01\x12\x8c\x01\n" +
 	"\x10GetBlockedStatus\x12-.condaccess.access.v1.GetBlockedStatusRequest\x1a..condaccess.access.v1.GetBlockedStatusResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/blockedStatus\x12\x9a\x01\n" +
@@ -6455,8 +7056,8 @@ func file_condaccess_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_condaccess_access_v1_access_proto_rawDescData
 }
 
-var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_condaccess_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
+var file_condaccess_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(PolicyState)(0),                     // 0: condaccess.access.v1.PolicyState
 	(GrantControl)(0),                    // 1: condaccess.access.v1.GrantControl
@@ -6469,274 +7070,294 @@ var file_condaccess_access_v1_access_proto_goTypes = []any{
 	(SessionState)(0),                    // 8: condaccess.access.v1.SessionState
 	(BlockedDetail)(0),                   // 9: condaccess.access.v1.BlockedDetail
 	(BlockedProblem)(0),                  // 10: condaccess.access.v1.BlockedProblem
-	(*User)(nil),                         // 11: condaccess.access.v1.User
-	(*Group)(nil),                        // 12: condaccess.access.v1.Group
-	(*Application)(nil),                  // 13: condaccess.access.v1.Application
-	(*CreateUserRequest)(nil),            // 14: condaccess.access.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),           // 15: condaccess.access.v1.CreateUserResponse
-	(*GetUserRequest)(nil),               // 16: condaccess.access.v1.GetUserRequest
-	(*GetUserResponse)(nil),              // 17: condaccess.access.v1.GetUserResponse
-	(*ListUsersRequest)(nil),             // 18: condaccess.access.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),            // 19: condaccess.access.v1.ListUsersResponse
-	(*UpdateUserRequest)(nil),            // 20: condaccess.access.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),           // 21: condaccess.access.v1.UpdateUserResponse
-	(*DeleteUserRequest)(nil),            // 22: condaccess.access.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),           // 23: condaccess.access.v1.DeleteUserResponse
-	(*CreateGroupRequest)(nil),           // 24: condaccess.access.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 25: condaccess.access.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 26: condaccess.access.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 27: condaccess.access.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 28: condaccess.access.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 29: condaccess.access.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 30: condaccess.access.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 31: condaccess.access.v1.UpdateGroupResponse
-	(*DeleteGroupRequest)(nil),           // 32: condaccess.access.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 33: condaccess.access.v1.DeleteGroupResponse
-	(*CreateApplicationRequest)(nil),     // 34: condaccess.access.v1.CreateApplicationRequest
-	(*CreateApplicationResponse)(nil),    // 35: condaccess.access.v1.CreateApplicationResponse
-	(*GetApplicationRequest)(nil),        // 36: condaccess.access.v1.GetApplicationRequest
-	(*GetApplicationResponse)(nil),       // 37: condaccess.access.v1.GetApplicationResponse
-	(*ListApplicationsRequest)(nil),      // 38: condaccess.access.v1.ListApplicationsRequest
-	(*ListApplicationsResponse)(nil),     // 39: condaccess.access.v1.ListApplicationsResponse
-	(*UpdateApplicationRequest)(nil),     // 40: condaccess.access.v1.UpdateApplicationRequest
-	(*UpdateApplicationResponse)(nil),    // 41: condaccess.access.v1.UpdateApplicationResponse
-	(*DeleteApplicationRequest)(nil),     // 42: condaccess.access.v1.DeleteApplicationRequest
-	(*DeleteApplicationResponse)(nil),    // 43: condaccess.access.v1.DeleteApplicationResponse
-	(*ImportDirectoryRequest)(nil),       // 44: condaccess.access.v1.ImportDirectoryRequest
-	(*ImportDirectoryResponse)(nil),      // 45: condaccess.access.v1.ImportDirectoryResponse
-	(*UserAssignment)(nil),               // 46: condaccess.access.v1.UserAssignment
-	(*ApplicationAssignment)(nil),        // 47: condaccess.access.v1.ApplicationAssignment
-	(*PlatformCondition)(nil),            // 48: condaccess.access.v1.PlatformCondition
-	(*LocationCondition)(nil),            // 49: condaccess.access.v1.LocationCondition
-	(*ClientAppCondition)(nil),           // 50: condaccess.access.v1.ClientAppCondition
-	(*Conditions)(nil),                   // 51: condaccess.access.v1.Conditions
-	(*GrantControls)(nil),                // 52: condaccess.access.v1.GrantControls
-	(*ConditionalAccessPolicy)(nil),      // 53: condaccess.access.v1.ConditionalAccessPolicy
-	(*CreatePolicyRequest)(nil),          // 54: condaccess.access.v1.CreatePolicyRequest
-	(*CreatePolicyResponse)(nil),         // 55: condaccess.access.v1.CreatePolicyResponse
-	(*GetPolicyRequest)(nil),             // 56: condaccess.access.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),            // 57: condaccess.access.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),          // 58: condaccess.access.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),         // 59: condaccess.access.v1.ListPoliciesResponse
-	(*UpdatePolicyRequest)(nil),          // 60: condaccess.access.v1.UpdatePolicyRequest
-	(*UpdatePolicyResponse)(nil),         // 61: condaccess.access.v1.UpdatePolicyResponse
-	(*DeletePolicyRequest)(nil),          // 62: condaccess.access.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),         // 63: condaccess.access.v1.DeletePolicyResponse
-	(*ClientContext)(nil),                // 64: condaccess.access.v1.ClientContext
-	(*PolicyResult)(nil),                 // 65: condaccess.access.v1.PolicyResult
-	(*Reason)(nil),                       // 66: condaccess.access.v1.Reason
-	(*DeviceComplianceInfo)(nil),         // 67: condaccess.access.v1.DeviceComplianceInfo
-	(*Cause)(nil),                        // 68: condaccess.access.v1.Cause
-	(*EvaluateAccessRequest)(nil),        // 69: condaccess.access.v1.EvaluateAccessRequest
-	(*EvaluateAccessResponse)(nil),       // 70: condaccess.access.v1.EvaluateAccessResponse
-	(*EvaluateAccessStreamRequest)(nil),  // 71: condaccess.access.v1.EvaluateAccessStreamRequest
-	(*EvaluateAccessStreamResponse)(nil), // 72: condaccess.access.v1.EvaluateAccessStreamResponse
-	(*WhatIfOverrides)(nil),              // 73: condaccess.access.v1.WhatIfOverrides
-	(*WhatIfRequest)(nil),                // 74: condaccess.access.v1.WhatIfRequest
-	(*WhatIfResponse)(nil),               // 75: condaccess.access.v1.WhatIfResponse
-	(*SignIn)(nil),                       // 76: condaccess.access.v1.SignIn
-	(*ListSignInsRequest)(nil),           // 77: condaccess.access.v1.ListSignInsRequest
-	(*ListSignInsResponse)(nil),          // 78: condaccess.access.v1.ListSignInsResponse
-	(*Session)(nil),                      // 79: condaccess.access.v1.Session
-	(*ListSessionsRequest)(nil),          // 80: condaccess.access.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 81: condaccess.access.v1.ListSessionsResponse
-	(*WatchSessionEventsRequest)(nil),    // 82: condaccess.access.v1.WatchSessionEventsRequest
-	(*WatchSessionEventsResponse)(nil),   // 83: condaccess.access.v1.WatchSessionEventsResponse
-	(*SessionEvent)(nil),                 // 84: condaccess.access.v1.SessionEvent
-	(*SessionOpened)(nil),                // 85: condaccess.access.v1.SessionOpened
-	(*SessionRevoked)(nil),               // 86: condaccess.access.v1.SessionRevoked
-	(*GetBlockedStatusRequest)(nil),      // 87: condaccess.access.v1.GetBlockedStatusRequest
-	(*GetBlockedStatusResponse)(nil),     // 88: condaccess.access.v1.GetBlockedStatusResponse
-	(*WatchBlockedStatusRequest)(nil),    // 89: condaccess.access.v1.WatchBlockedStatusRequest
-	(*WatchBlockedStatusResponse)(nil),   // 90: condaccess.access.v1.WatchBlockedStatusResponse
-	(*BlockedStatus)(nil),                // 91: condaccess.access.v1.BlockedStatus
-	(*timestamppb.Timestamp)(nil),        // 92: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 93: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),          // 94: google.protobuf.Duration
-	(v1.Platform)(0),                     // 95: condaccess.common.v1.Platform
-	(v1.ComplianceState)(0),              // 96: condaccess.common.v1.ComplianceState
-	(v1.RiskLevel)(0),                    // 97: condaccess.common.v1.RiskLevel
-	(*v1.WatchProgress)(nil),             // 98: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),              // 99: condaccess.common.v1.TraceContext
+	(BlockedRemediation)(0),              // 11: condaccess.access.v1.BlockedRemediation
+	(*User)(nil),                         // 12: condaccess.access.v1.User
+	(*Group)(nil),                        // 13: condaccess.access.v1.Group
+	(*Application)(nil),                  // 14: condaccess.access.v1.Application
+	(*CreateUserRequest)(nil),            // 15: condaccess.access.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),           // 16: condaccess.access.v1.CreateUserResponse
+	(*GetUserRequest)(nil),               // 17: condaccess.access.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 18: condaccess.access.v1.GetUserResponse
+	(*ListUsersRequest)(nil),             // 19: condaccess.access.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),            // 20: condaccess.access.v1.ListUsersResponse
+	(*UpdateUserRequest)(nil),            // 21: condaccess.access.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),           // 22: condaccess.access.v1.UpdateUserResponse
+	(*DeleteUserRequest)(nil),            // 23: condaccess.access.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 24: condaccess.access.v1.DeleteUserResponse
+	(*CreateGroupRequest)(nil),           // 25: condaccess.access.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 26: condaccess.access.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 27: condaccess.access.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 28: condaccess.access.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 29: condaccess.access.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 30: condaccess.access.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 31: condaccess.access.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 32: condaccess.access.v1.UpdateGroupResponse
+	(*DeleteGroupRequest)(nil),           // 33: condaccess.access.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 34: condaccess.access.v1.DeleteGroupResponse
+	(*CreateApplicationRequest)(nil),     // 35: condaccess.access.v1.CreateApplicationRequest
+	(*CreateApplicationResponse)(nil),    // 36: condaccess.access.v1.CreateApplicationResponse
+	(*GetApplicationRequest)(nil),        // 37: condaccess.access.v1.GetApplicationRequest
+	(*GetApplicationResponse)(nil),       // 38: condaccess.access.v1.GetApplicationResponse
+	(*ListApplicationsRequest)(nil),      // 39: condaccess.access.v1.ListApplicationsRequest
+	(*ListApplicationsResponse)(nil),     // 40: condaccess.access.v1.ListApplicationsResponse
+	(*UpdateApplicationRequest)(nil),     // 41: condaccess.access.v1.UpdateApplicationRequest
+	(*UpdateApplicationResponse)(nil),    // 42: condaccess.access.v1.UpdateApplicationResponse
+	(*DeleteApplicationRequest)(nil),     // 43: condaccess.access.v1.DeleteApplicationRequest
+	(*DeleteApplicationResponse)(nil),    // 44: condaccess.access.v1.DeleteApplicationResponse
+	(*ImportDirectoryRequest)(nil),       // 45: condaccess.access.v1.ImportDirectoryRequest
+	(*ImportDirectoryResponse)(nil),      // 46: condaccess.access.v1.ImportDirectoryResponse
+	(*UserAssignment)(nil),               // 47: condaccess.access.v1.UserAssignment
+	(*ApplicationAssignment)(nil),        // 48: condaccess.access.v1.ApplicationAssignment
+	(*PlatformCondition)(nil),            // 49: condaccess.access.v1.PlatformCondition
+	(*LocationCondition)(nil),            // 50: condaccess.access.v1.LocationCondition
+	(*ClientAppCondition)(nil),           // 51: condaccess.access.v1.ClientAppCondition
+	(*Conditions)(nil),                   // 52: condaccess.access.v1.Conditions
+	(*GrantControls)(nil),                // 53: condaccess.access.v1.GrantControls
+	(*ConditionalAccessPolicy)(nil),      // 54: condaccess.access.v1.ConditionalAccessPolicy
+	(*CreatePolicyRequest)(nil),          // 55: condaccess.access.v1.CreatePolicyRequest
+	(*CreatePolicyResponse)(nil),         // 56: condaccess.access.v1.CreatePolicyResponse
+	(*GetPolicyRequest)(nil),             // 57: condaccess.access.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),            // 58: condaccess.access.v1.GetPolicyResponse
+	(*ListPoliciesRequest)(nil),          // 59: condaccess.access.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),         // 60: condaccess.access.v1.ListPoliciesResponse
+	(*UpdatePolicyRequest)(nil),          // 61: condaccess.access.v1.UpdatePolicyRequest
+	(*UpdatePolicyResponse)(nil),         // 62: condaccess.access.v1.UpdatePolicyResponse
+	(*DeletePolicyRequest)(nil),          // 63: condaccess.access.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),         // 64: condaccess.access.v1.DeletePolicyResponse
+	(*ClientContext)(nil),                // 65: condaccess.access.v1.ClientContext
+	(*PolicyResult)(nil),                 // 66: condaccess.access.v1.PolicyResult
+	(*Reason)(nil),                       // 67: condaccess.access.v1.Reason
+	(*DeviceComplianceInfo)(nil),         // 68: condaccess.access.v1.DeviceComplianceInfo
+	(*Cause)(nil),                        // 69: condaccess.access.v1.Cause
+	(*EvaluateAccessRequest)(nil),        // 70: condaccess.access.v1.EvaluateAccessRequest
+	(*EvaluateAccessResponse)(nil),       // 71: condaccess.access.v1.EvaluateAccessResponse
+	(*EvaluateAccessStreamRequest)(nil),  // 72: condaccess.access.v1.EvaluateAccessStreamRequest
+	(*EvaluateAccessStreamResponse)(nil), // 73: condaccess.access.v1.EvaluateAccessStreamResponse
+	(*WhatIfOverrides)(nil),              // 74: condaccess.access.v1.WhatIfOverrides
+	(*WhatIfRequest)(nil),                // 75: condaccess.access.v1.WhatIfRequest
+	(*WhatIfResponse)(nil),               // 76: condaccess.access.v1.WhatIfResponse
+	(*SignIn)(nil),                       // 77: condaccess.access.v1.SignIn
+	(*ListSignInsRequest)(nil),           // 78: condaccess.access.v1.ListSignInsRequest
+	(*WatchSignInsRequest)(nil),          // 79: condaccess.access.v1.WatchSignInsRequest
+	(*WatchSignInsResponse)(nil),         // 80: condaccess.access.v1.WatchSignInsResponse
+	(*SignInNotice)(nil),                 // 81: condaccess.access.v1.SignInNotice
+	(*ListSignInsResponse)(nil),          // 82: condaccess.access.v1.ListSignInsResponse
+	(*Session)(nil),                      // 83: condaccess.access.v1.Session
+	(*ListSessionsRequest)(nil),          // 84: condaccess.access.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 85: condaccess.access.v1.ListSessionsResponse
+	(*WatchSessionEventsRequest)(nil),    // 86: condaccess.access.v1.WatchSessionEventsRequest
+	(*WatchSessionEventsResponse)(nil),   // 87: condaccess.access.v1.WatchSessionEventsResponse
+	(*SessionEvent)(nil),                 // 88: condaccess.access.v1.SessionEvent
+	(*SessionOpened)(nil),                // 89: condaccess.access.v1.SessionOpened
+	(*SessionRevoked)(nil),               // 90: condaccess.access.v1.SessionRevoked
+	(*GetBlockedStatusRequest)(nil),      // 91: condaccess.access.v1.GetBlockedStatusRequest
+	(*GetBlockedStatusResponse)(nil),     // 92: condaccess.access.v1.GetBlockedStatusResponse
+	(*WatchBlockedStatusRequest)(nil),    // 93: condaccess.access.v1.WatchBlockedStatusRequest
+	(*WatchBlockedStatusResponse)(nil),   // 94: condaccess.access.v1.WatchBlockedStatusResponse
+	(*BlockedStatus)(nil),                // 95: condaccess.access.v1.BlockedStatus
+	(*WatchPoliciesRequest)(nil),         // 96: condaccess.access.v1.WatchPoliciesRequest
+	(*WatchPoliciesResponse)(nil),        // 97: condaccess.access.v1.WatchPoliciesResponse
+	(*PolicyChange)(nil),                 // 98: condaccess.access.v1.PolicyChange
+	(*timestamppb.Timestamp)(nil),        // 99: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 100: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),          // 101: google.protobuf.Duration
+	(v1.Platform)(0),                     // 102: condaccess.common.v1.Platform
+	(v1.ComplianceState)(0),              // 103: condaccess.common.v1.ComplianceState
+	(v1.RiskLevel)(0),                    // 104: condaccess.common.v1.RiskLevel
+	(*v1.WatchProgress)(nil),             // 105: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),              // 106: condaccess.common.v1.TraceContext
 }
 var file_condaccess_access_v1_access_proto_depIdxs = []int32{
-	92,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	92,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
-	92,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
-	11,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
-	11,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
-	11,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
-	11,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
-	11,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
-	93,  // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
-	12,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	12,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	12,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
-	12,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
-	12,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
-	93,  // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
-	13,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	13,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	13,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	13,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
-	13,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
-	93,  // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	13,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
-	11,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
-	12,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
-	13,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
-	94,  // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
-	95,  // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
-	95,  // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
+	99,  // 0: condaccess.access.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 1: condaccess.access.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 2: condaccess.access.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 3: condaccess.access.v1.Group.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 4: condaccess.access.v1.Application.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 5: condaccess.access.v1.Application.update_time:type_name -> google.protobuf.Timestamp
+	12,  // 6: condaccess.access.v1.CreateUserRequest.user:type_name -> condaccess.access.v1.User
+	12,  // 7: condaccess.access.v1.CreateUserResponse.user:type_name -> condaccess.access.v1.User
+	12,  // 8: condaccess.access.v1.GetUserResponse.user:type_name -> condaccess.access.v1.User
+	12,  // 9: condaccess.access.v1.ListUsersResponse.users:type_name -> condaccess.access.v1.User
+	12,  // 10: condaccess.access.v1.UpdateUserRequest.user:type_name -> condaccess.access.v1.User
+	100, // 11: condaccess.access.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12,  // 12: condaccess.access.v1.UpdateUserResponse.user:type_name -> condaccess.access.v1.User
+	13,  // 13: condaccess.access.v1.CreateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	13,  // 14: condaccess.access.v1.CreateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	13,  // 15: condaccess.access.v1.GetGroupResponse.group:type_name -> condaccess.access.v1.Group
+	13,  // 16: condaccess.access.v1.ListGroupsResponse.groups:type_name -> condaccess.access.v1.Group
+	13,  // 17: condaccess.access.v1.UpdateGroupRequest.group:type_name -> condaccess.access.v1.Group
+	100, // 18: condaccess.access.v1.UpdateGroupRequest.update_mask:type_name -> google.protobuf.FieldMask
+	13,  // 19: condaccess.access.v1.UpdateGroupResponse.group:type_name -> condaccess.access.v1.Group
+	14,  // 20: condaccess.access.v1.CreateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	14,  // 21: condaccess.access.v1.CreateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	14,  // 22: condaccess.access.v1.GetApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	14,  // 23: condaccess.access.v1.ListApplicationsResponse.applications:type_name -> condaccess.access.v1.Application
+	14,  // 24: condaccess.access.v1.UpdateApplicationRequest.application:type_name -> condaccess.access.v1.Application
+	100, // 25: condaccess.access.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14,  // 26: condaccess.access.v1.UpdateApplicationResponse.application:type_name -> condaccess.access.v1.Application
+	12,  // 27: condaccess.access.v1.ImportDirectoryRequest.users:type_name -> condaccess.access.v1.User
+	13,  // 28: condaccess.access.v1.ImportDirectoryRequest.groups:type_name -> condaccess.access.v1.Group
+	14,  // 29: condaccess.access.v1.ImportDirectoryRequest.applications:type_name -> condaccess.access.v1.Application
+	101, // 30: condaccess.access.v1.ImportDirectoryResponse.duration:type_name -> google.protobuf.Duration
+	102, // 31: condaccess.access.v1.PlatformCondition.include:type_name -> condaccess.common.v1.Platform
+	102, // 32: condaccess.access.v1.PlatformCondition.exclude:type_name -> condaccess.common.v1.Platform
 	4,   // 33: condaccess.access.v1.ClientAppCondition.include:type_name -> condaccess.access.v1.ClientAppType
-	48,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
-	49,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
-	50,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
+	49,  // 34: condaccess.access.v1.Conditions.platforms:type_name -> condaccess.access.v1.PlatformCondition
+	50,  // 35: condaccess.access.v1.Conditions.locations:type_name -> condaccess.access.v1.LocationCondition
+	51,  // 36: condaccess.access.v1.Conditions.client_app_types:type_name -> condaccess.access.v1.ClientAppCondition
 	1,   // 37: condaccess.access.v1.GrantControls.require:type_name -> condaccess.access.v1.GrantControl
 	3,   // 38: condaccess.access.v1.GrantControls.operator:type_name -> condaccess.access.v1.GrantOperator
 	0,   // 39: condaccess.access.v1.ConditionalAccessPolicy.state:type_name -> condaccess.access.v1.PolicyState
-	46,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
-	47,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
-	51,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
-	52,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
-	92,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
-	53,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	53,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	53,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	47,  // 40: condaccess.access.v1.ConditionalAccessPolicy.users:type_name -> condaccess.access.v1.UserAssignment
+	48,  // 41: condaccess.access.v1.ConditionalAccessPolicy.applications:type_name -> condaccess.access.v1.ApplicationAssignment
+	52,  // 42: condaccess.access.v1.ConditionalAccessPolicy.conditions:type_name -> condaccess.access.v1.Conditions
+	53,  // 43: condaccess.access.v1.ConditionalAccessPolicy.grant_controls:type_name -> condaccess.access.v1.GrantControls
+	99,  // 44: condaccess.access.v1.ConditionalAccessPolicy.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 45: condaccess.access.v1.ConditionalAccessPolicy.update_time:type_name -> google.protobuf.Timestamp
+	54,  // 46: condaccess.access.v1.CreatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	54,  // 47: condaccess.access.v1.CreatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	54,  // 48: condaccess.access.v1.GetPolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
 	0,   // 49: condaccess.access.v1.ListPoliciesRequest.state:type_name -> condaccess.access.v1.PolicyState
-	53,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	53,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	93,  // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	53,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	95,  // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
+	54,  // 50: condaccess.access.v1.ListPoliciesResponse.policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	54,  // 51: condaccess.access.v1.UpdatePolicyRequest.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	100, // 52: condaccess.access.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	54,  // 53: condaccess.access.v1.UpdatePolicyResponse.policy:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	102, // 54: condaccess.access.v1.ClientContext.platform:type_name -> condaccess.common.v1.Platform
 	4,   // 55: condaccess.access.v1.ClientContext.client_app_type:type_name -> condaccess.access.v1.ClientAppType
 	0,   // 56: condaccess.access.v1.PolicyResult.state:type_name -> condaccess.access.v1.PolicyState
 	6,   // 57: condaccess.access.v1.PolicyResult.result:type_name -> condaccess.access.v1.PolicyResultKind
 	1,   // 58: condaccess.access.v1.PolicyResult.unsatisfied_controls:type_name -> condaccess.access.v1.GrantControl
 	1,   // 59: condaccess.access.v1.PolicyResult.satisfied_controls:type_name -> condaccess.access.v1.GrantControl
-	96,  // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
-	94,  // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
-	97,  // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	103, // 60: condaccess.access.v1.DeviceComplianceInfo.state:type_name -> condaccess.common.v1.ComplianceState
+	101, // 61: condaccess.access.v1.DeviceComplianceInfo.age:type_name -> google.protobuf.Duration
+	104, // 62: condaccess.access.v1.DeviceComplianceInfo.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	7,   // 63: condaccess.access.v1.Cause.kind:type_name -> condaccess.access.v1.CauseKind
-	64,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
+	65,  // 64: condaccess.access.v1.EvaluateAccessRequest.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 65: condaccess.access.v1.EvaluateAccessResponse.decision:type_name -> condaccess.access.v1.Decision
-	66,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
-	65,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
-	67,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
-	68,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
+	67,  // 66: condaccess.access.v1.EvaluateAccessResponse.reasons:type_name -> condaccess.access.v1.Reason
+	66,  // 67: condaccess.access.v1.EvaluateAccessResponse.policies:type_name -> condaccess.access.v1.PolicyResult
+	68,  // 68: condaccess.access.v1.EvaluateAccessResponse.device_compliance:type_name -> condaccess.access.v1.DeviceComplianceInfo
+	69,  // 69: condaccess.access.v1.EvaluateAccessResponse.cause_chain:type_name -> condaccess.access.v1.Cause
 	2,   // 70: condaccess.access.v1.EvaluateAccessResponse.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 71: condaccess.access.v1.EvaluateAccessResponse.device_proof:type_name -> condaccess.access.v1.Proof
-	69,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	70,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	96,  // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
-	97,  // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
-	53,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
-	69,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
-	73,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
-	70,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	70,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
-	92,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
-	64,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
+	70,  // 72: condaccess.access.v1.EvaluateAccessStreamRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	71,  // 73: condaccess.access.v1.EvaluateAccessStreamResponse.response:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	103, // 74: condaccess.access.v1.WhatIfOverrides.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	104, // 75: condaccess.access.v1.WhatIfOverrides.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	54,  // 76: condaccess.access.v1.WhatIfOverrides.draft_policies:type_name -> condaccess.access.v1.ConditionalAccessPolicy
+	70,  // 77: condaccess.access.v1.WhatIfRequest.request:type_name -> condaccess.access.v1.EvaluateAccessRequest
+	74,  // 78: condaccess.access.v1.WhatIfRequest.overrides:type_name -> condaccess.access.v1.WhatIfOverrides
+	71,  // 79: condaccess.access.v1.WhatIfResponse.actual:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	71,  // 80: condaccess.access.v1.WhatIfResponse.what_if:type_name -> condaccess.access.v1.EvaluateAccessResponse
+	99,  // 81: condaccess.access.v1.SignIn.time:type_name -> google.protobuf.Timestamp
+	65,  // 82: condaccess.access.v1.SignIn.client:type_name -> condaccess.access.v1.ClientContext
 	5,   // 83: condaccess.access.v1.SignIn.decision:type_name -> condaccess.access.v1.Decision
-	66,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
-	65,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
-	96,  // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	67,  // 84: condaccess.access.v1.SignIn.reasons:type_name -> condaccess.access.v1.Reason
+	66,  // 85: condaccess.access.v1.SignIn.policies:type_name -> condaccess.access.v1.PolicyResult
+	103, // 86: condaccess.access.v1.SignIn.compliance_state:type_name -> condaccess.common.v1.ComplianceState
 	2,   // 87: condaccess.access.v1.SignIn.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 88: condaccess.access.v1.SignIn.device_proof:type_name -> condaccess.access.v1.Proof
 	5,   // 89: condaccess.access.v1.ListSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
-	92,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
-	92,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
+	99,  // 90: condaccess.access.v1.ListSignInsRequest.after:type_name -> google.protobuf.Timestamp
+	99,  // 91: condaccess.access.v1.ListSignInsRequest.before:type_name -> google.protobuf.Timestamp
 	2,   // 92: condaccess.access.v1.ListSignInsRequest.user_proof:type_name -> condaccess.access.v1.Proof
 	2,   // 93: condaccess.access.v1.ListSignInsRequest.device_proof:type_name -> condaccess.access.v1.Proof
-	76,  // 94: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
-	8,   // 95: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
-	92,  // 96: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	92,  // 97: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
-	92,  // 98: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	8,   // 99: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
-	79,  // 100: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
-	84,  // 101: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
-	98,  // 102: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	92,  // 103: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
-	99,  // 104: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	85,  // 105: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
-	86,  // 106: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
-	79,  // 107: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
-	79,  // 108: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
-	91,  // 109: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
-	91,  // 110: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
-	9,   // 111: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
-	10,  // 112: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
-	92,  // 113: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
-	14,  // 114: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
-	16,  // 115: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
-	18,  // 116: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
-	20,  // 117: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
-	22,  // 118: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
-	24,  // 119: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
-	26,  // 120: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
-	28,  // 121: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
-	30,  // 122: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
-	32,  // 123: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
-	34,  // 124: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
-	36,  // 125: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
-	38,  // 126: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
-	40,  // 127: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
-	42,  // 128: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
-	44,  // 129: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
-	54,  // 130: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
-	56,  // 131: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
-	58,  // 132: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
-	60,  // 133: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
-	62,  // 134: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
-	69,  // 135: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
-	71,  // 136: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
-	74,  // 137: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
-	77,  // 138: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
-	80,  // 139: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
-	82,  // 140: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
-	87,  // 141: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
-	89,  // 142: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
-	15,  // 143: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
-	17,  // 144: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
-	19,  // 145: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
-	21,  // 146: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
-	23,  // 147: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
-	25,  // 148: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
-	27,  // 149: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
-	29,  // 150: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
-	31,  // 151: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
-	33,  // 152: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
-	35,  // 153: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
-	37,  // 154: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
-	39,  // 155: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
-	41,  // 156: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
-	43,  // 157: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
-	45,  // 158: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
-	55,  // 159: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
-	57,  // 160: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
-	59,  // 161: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
-	61,  // 162: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
-	63,  // 163: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
-	70,  // 164: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
-	72,  // 165: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
-	75,  // 166: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
-	78,  // 167: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
-	81,  // 168: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
-	83,  // 169: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
-	88,  // 170: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
-	90,  // 171: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
-	143, // [143:172] is the sub-list for method output_type
-	114, // [114:143] is the sub-list for method input_type
-	114, // [114:114] is the sub-list for extension type_name
-	114, // [114:114] is the sub-list for extension extendee
-	0,   // [0:114] is the sub-list for field type_name
+	5,   // 94: condaccess.access.v1.WatchSignInsRequest.decision:type_name -> condaccess.access.v1.Decision
+	81,  // 95: condaccess.access.v1.WatchSignInsResponse.sign_in:type_name -> condaccess.access.v1.SignInNotice
+	99,  // 96: condaccess.access.v1.WatchSignInsResponse.heartbeat:type_name -> google.protobuf.Timestamp
+	99,  // 97: condaccess.access.v1.SignInNotice.time:type_name -> google.protobuf.Timestamp
+	5,   // 98: condaccess.access.v1.SignInNotice.decision:type_name -> condaccess.access.v1.Decision
+	103, // 99: condaccess.access.v1.SignInNotice.compliance_state:type_name -> condaccess.common.v1.ComplianceState
+	77,  // 100: condaccess.access.v1.ListSignInsResponse.sign_ins:type_name -> condaccess.access.v1.SignIn
+	8,   // 101: condaccess.access.v1.Session.state:type_name -> condaccess.access.v1.SessionState
+	99,  // 102: condaccess.access.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 103: condaccess.access.v1.Session.last_access_time:type_name -> google.protobuf.Timestamp
+	99,  // 104: condaccess.access.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	8,   // 105: condaccess.access.v1.ListSessionsRequest.state:type_name -> condaccess.access.v1.SessionState
+	83,  // 106: condaccess.access.v1.ListSessionsResponse.sessions:type_name -> condaccess.access.v1.Session
+	88,  // 107: condaccess.access.v1.WatchSessionEventsResponse.event:type_name -> condaccess.access.v1.SessionEvent
+	105, // 108: condaccess.access.v1.WatchSessionEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	99,  // 109: condaccess.access.v1.SessionEvent.event_time:type_name -> google.protobuf.Timestamp
+	106, // 110: condaccess.access.v1.SessionEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	89,  // 111: condaccess.access.v1.SessionEvent.session_opened:type_name -> condaccess.access.v1.SessionOpened
+	90,  // 112: condaccess.access.v1.SessionEvent.session_revoked:type_name -> condaccess.access.v1.SessionRevoked
+	83,  // 113: condaccess.access.v1.SessionOpened.session:type_name -> condaccess.access.v1.Session
+	83,  // 114: condaccess.access.v1.SessionRevoked.session:type_name -> condaccess.access.v1.Session
+	95,  // 115: condaccess.access.v1.GetBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	95,  // 116: condaccess.access.v1.WatchBlockedStatusResponse.status:type_name -> condaccess.access.v1.BlockedStatus
+	9,   // 117: condaccess.access.v1.BlockedStatus.detail:type_name -> condaccess.access.v1.BlockedDetail
+	10,  // 118: condaccess.access.v1.BlockedStatus.problems:type_name -> condaccess.access.v1.BlockedProblem
+	99,  // 119: condaccess.access.v1.BlockedStatus.blocked_time:type_name -> google.protobuf.Timestamp
+	11,  // 120: condaccess.access.v1.BlockedStatus.remediation:type_name -> condaccess.access.v1.BlockedRemediation
+	98,  // 121: condaccess.access.v1.WatchPoliciesResponse.change:type_name -> condaccess.access.v1.PolicyChange
+	99,  // 122: condaccess.access.v1.WatchPoliciesResponse.heartbeat:type_name -> google.protobuf.Timestamp
+	15,  // 123: condaccess.access.v1.DirectoryService.CreateUser:input_type -> condaccess.access.v1.CreateUserRequest
+	17,  // 124: condaccess.access.v1.DirectoryService.GetUser:input_type -> condaccess.access.v1.GetUserRequest
+	19,  // 125: condaccess.access.v1.DirectoryService.ListUsers:input_type -> condaccess.access.v1.ListUsersRequest
+	21,  // 126: condaccess.access.v1.DirectoryService.UpdateUser:input_type -> condaccess.access.v1.UpdateUserRequest
+	23,  // 127: condaccess.access.v1.DirectoryService.DeleteUser:input_type -> condaccess.access.v1.DeleteUserRequest
+	25,  // 128: condaccess.access.v1.DirectoryService.CreateGroup:input_type -> condaccess.access.v1.CreateGroupRequest
+	27,  // 129: condaccess.access.v1.DirectoryService.GetGroup:input_type -> condaccess.access.v1.GetGroupRequest
+	29,  // 130: condaccess.access.v1.DirectoryService.ListGroups:input_type -> condaccess.access.v1.ListGroupsRequest
+	31,  // 131: condaccess.access.v1.DirectoryService.UpdateGroup:input_type -> condaccess.access.v1.UpdateGroupRequest
+	33,  // 132: condaccess.access.v1.DirectoryService.DeleteGroup:input_type -> condaccess.access.v1.DeleteGroupRequest
+	35,  // 133: condaccess.access.v1.DirectoryService.CreateApplication:input_type -> condaccess.access.v1.CreateApplicationRequest
+	37,  // 134: condaccess.access.v1.DirectoryService.GetApplication:input_type -> condaccess.access.v1.GetApplicationRequest
+	39,  // 135: condaccess.access.v1.DirectoryService.ListApplications:input_type -> condaccess.access.v1.ListApplicationsRequest
+	41,  // 136: condaccess.access.v1.DirectoryService.UpdateApplication:input_type -> condaccess.access.v1.UpdateApplicationRequest
+	43,  // 137: condaccess.access.v1.DirectoryService.DeleteApplication:input_type -> condaccess.access.v1.DeleteApplicationRequest
+	45,  // 138: condaccess.access.v1.DirectoryService.ImportDirectory:input_type -> condaccess.access.v1.ImportDirectoryRequest
+	55,  // 139: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:input_type -> condaccess.access.v1.CreatePolicyRequest
+	57,  // 140: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:input_type -> condaccess.access.v1.GetPolicyRequest
+	59,  // 141: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:input_type -> condaccess.access.v1.ListPoliciesRequest
+	96,  // 142: condaccess.access.v1.ConditionalAccessPolicyService.WatchPolicies:input_type -> condaccess.access.v1.WatchPoliciesRequest
+	61,  // 143: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:input_type -> condaccess.access.v1.UpdatePolicyRequest
+	63,  // 144: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:input_type -> condaccess.access.v1.DeletePolicyRequest
+	70,  // 145: condaccess.access.v1.AccessService.EvaluateAccess:input_type -> condaccess.access.v1.EvaluateAccessRequest
+	72,  // 146: condaccess.access.v1.AccessService.EvaluateAccessStream:input_type -> condaccess.access.v1.EvaluateAccessStreamRequest
+	75,  // 147: condaccess.access.v1.AccessService.WhatIf:input_type -> condaccess.access.v1.WhatIfRequest
+	78,  // 148: condaccess.access.v1.AccessService.ListSignIns:input_type -> condaccess.access.v1.ListSignInsRequest
+	79,  // 149: condaccess.access.v1.AccessService.WatchSignIns:input_type -> condaccess.access.v1.WatchSignInsRequest
+	84,  // 150: condaccess.access.v1.AccessService.ListSessions:input_type -> condaccess.access.v1.ListSessionsRequest
+	86,  // 151: condaccess.access.v1.AccessService.WatchSessionEvents:input_type -> condaccess.access.v1.WatchSessionEventsRequest
+	91,  // 152: condaccess.access.v1.AccessService.GetBlockedStatus:input_type -> condaccess.access.v1.GetBlockedStatusRequest
+	93,  // 153: condaccess.access.v1.AccessService.WatchBlockedStatus:input_type -> condaccess.access.v1.WatchBlockedStatusRequest
+	16,  // 154: condaccess.access.v1.DirectoryService.CreateUser:output_type -> condaccess.access.v1.CreateUserResponse
+	18,  // 155: condaccess.access.v1.DirectoryService.GetUser:output_type -> condaccess.access.v1.GetUserResponse
+	20,  // 156: condaccess.access.v1.DirectoryService.ListUsers:output_type -> condaccess.access.v1.ListUsersResponse
+	22,  // 157: condaccess.access.v1.DirectoryService.UpdateUser:output_type -> condaccess.access.v1.UpdateUserResponse
+	24,  // 158: condaccess.access.v1.DirectoryService.DeleteUser:output_type -> condaccess.access.v1.DeleteUserResponse
+	26,  // 159: condaccess.access.v1.DirectoryService.CreateGroup:output_type -> condaccess.access.v1.CreateGroupResponse
+	28,  // 160: condaccess.access.v1.DirectoryService.GetGroup:output_type -> condaccess.access.v1.GetGroupResponse
+	30,  // 161: condaccess.access.v1.DirectoryService.ListGroups:output_type -> condaccess.access.v1.ListGroupsResponse
+	32,  // 162: condaccess.access.v1.DirectoryService.UpdateGroup:output_type -> condaccess.access.v1.UpdateGroupResponse
+	34,  // 163: condaccess.access.v1.DirectoryService.DeleteGroup:output_type -> condaccess.access.v1.DeleteGroupResponse
+	36,  // 164: condaccess.access.v1.DirectoryService.CreateApplication:output_type -> condaccess.access.v1.CreateApplicationResponse
+	38,  // 165: condaccess.access.v1.DirectoryService.GetApplication:output_type -> condaccess.access.v1.GetApplicationResponse
+	40,  // 166: condaccess.access.v1.DirectoryService.ListApplications:output_type -> condaccess.access.v1.ListApplicationsResponse
+	42,  // 167: condaccess.access.v1.DirectoryService.UpdateApplication:output_type -> condaccess.access.v1.UpdateApplicationResponse
+	44,  // 168: condaccess.access.v1.DirectoryService.DeleteApplication:output_type -> condaccess.access.v1.DeleteApplicationResponse
+	46,  // 169: condaccess.access.v1.DirectoryService.ImportDirectory:output_type -> condaccess.access.v1.ImportDirectoryResponse
+	56,  // 170: condaccess.access.v1.ConditionalAccessPolicyService.CreatePolicy:output_type -> condaccess.access.v1.CreatePolicyResponse
+	58,  // 171: condaccess.access.v1.ConditionalAccessPolicyService.GetPolicy:output_type -> condaccess.access.v1.GetPolicyResponse
+	60,  // 172: condaccess.access.v1.ConditionalAccessPolicyService.ListPolicies:output_type -> condaccess.access.v1.ListPoliciesResponse
+	97,  // 173: condaccess.access.v1.ConditionalAccessPolicyService.WatchPolicies:output_type -> condaccess.access.v1.WatchPoliciesResponse
+	62,  // 174: condaccess.access.v1.ConditionalAccessPolicyService.UpdatePolicy:output_type -> condaccess.access.v1.UpdatePolicyResponse
+	64,  // 175: condaccess.access.v1.ConditionalAccessPolicyService.DeletePolicy:output_type -> condaccess.access.v1.DeletePolicyResponse
+	71,  // 176: condaccess.access.v1.AccessService.EvaluateAccess:output_type -> condaccess.access.v1.EvaluateAccessResponse
+	73,  // 177: condaccess.access.v1.AccessService.EvaluateAccessStream:output_type -> condaccess.access.v1.EvaluateAccessStreamResponse
+	76,  // 178: condaccess.access.v1.AccessService.WhatIf:output_type -> condaccess.access.v1.WhatIfResponse
+	82,  // 179: condaccess.access.v1.AccessService.ListSignIns:output_type -> condaccess.access.v1.ListSignInsResponse
+	80,  // 180: condaccess.access.v1.AccessService.WatchSignIns:output_type -> condaccess.access.v1.WatchSignInsResponse
+	85,  // 181: condaccess.access.v1.AccessService.ListSessions:output_type -> condaccess.access.v1.ListSessionsResponse
+	87,  // 182: condaccess.access.v1.AccessService.WatchSessionEvents:output_type -> condaccess.access.v1.WatchSessionEventsResponse
+	92,  // 183: condaccess.access.v1.AccessService.GetBlockedStatus:output_type -> condaccess.access.v1.GetBlockedStatusResponse
+	94,  // 184: condaccess.access.v1.AccessService.WatchBlockedStatus:output_type -> condaccess.access.v1.WatchBlockedStatusResponse
+	154, // [154:185] is the sub-list for method output_type
+	123, // [123:154] is the sub-list for method input_type
+	123, // [123:123] is the sub-list for extension type_name
+	123, // [123:123] is the sub-list for extension extendee
+	0,   // [0:123] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_access_v1_access_proto_init() }
@@ -6745,21 +7366,30 @@ func file_condaccess_access_v1_access_proto_init() {
 		return
 	}
 	file_condaccess_access_v1_access_proto_msgTypes[62].OneofWrappers = []any{}
-	file_condaccess_access_v1_access_proto_msgTypes[72].OneofWrappers = []any{
+	file_condaccess_access_v1_access_proto_msgTypes[68].OneofWrappers = []any{
+		(*WatchSignInsResponse_SignIn)(nil),
+		(*WatchSignInsResponse_Heartbeat)(nil),
+	}
+	file_condaccess_access_v1_access_proto_msgTypes[75].OneofWrappers = []any{
 		(*WatchSessionEventsResponse_Event)(nil),
 		(*WatchSessionEventsResponse_Progress)(nil),
 	}
-	file_condaccess_access_v1_access_proto_msgTypes[73].OneofWrappers = []any{
+	file_condaccess_access_v1_access_proto_msgTypes[76].OneofWrappers = []any{
 		(*SessionEvent_SessionOpened)(nil),
 		(*SessionEvent_SessionRevoked)(nil),
+	}
+	file_condaccess_access_v1_access_proto_msgTypes[85].OneofWrappers = []any{
+		(*WatchPoliciesResponse_Change)(nil),
+		(*WatchPoliciesResponse_Synced)(nil),
+		(*WatchPoliciesResponse_Heartbeat)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_access_v1_access_proto_rawDesc), len(file_condaccess_access_v1_access_proto_rawDesc)),
-			NumEnums:      11,
-			NumMessages:   81,
+			NumEnums:      12,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

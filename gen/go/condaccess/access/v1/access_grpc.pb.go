@@ -801,11 +801,12 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ConditionalAccessPolicyService_CreatePolicy_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/CreatePolicy"
-	ConditionalAccessPolicyService_GetPolicy_FullMethodName    = "/condaccess.access.v1.ConditionalAccessPolicyService/GetPolicy"
-	ConditionalAccessPolicyService_ListPolicies_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/ListPolicies"
-	ConditionalAccessPolicyService_UpdatePolicy_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy"
-	ConditionalAccessPolicyService_DeletePolicy_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/DeletePolicy"
+	ConditionalAccessPolicyService_CreatePolicy_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/CreatePolicy"
+	ConditionalAccessPolicyService_GetPolicy_FullMethodName     = "/condaccess.access.v1.ConditionalAccessPolicyService/GetPolicy"
+	ConditionalAccessPolicyService_ListPolicies_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/ListPolicies"
+	ConditionalAccessPolicyService_WatchPolicies_FullMethodName = "/condaccess.access.v1.ConditionalAccessPolicyService/WatchPolicies"
+	ConditionalAccessPolicyService_UpdatePolicy_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/UpdatePolicy"
+	ConditionalAccessPolicyService_DeletePolicy_FullMethodName  = "/condaccess.access.v1.ConditionalAccessPolicyService/DeletePolicy"
 )
 
 // ConditionalAccessPolicyServiceClient is the client API for ConditionalAccessPolicyService service.
@@ -828,6 +829,13 @@ type ConditionalAccessPolicyServiceClient interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error)
+	// WatchPolicies sends every policy's id and etag (a snapshot), then a synced message,
+	// then each created, changed or deleted policy as it happens (this replica's changes
+	// at once, other replicas' within a second), with a heartbeat every 15 s while idle.
+	// The console's policies page follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
+	// Errors: RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past --max-watches-per-identity).
+	WatchPolicies(ctx context.Context, in *WatchPoliciesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPoliciesResponse], error)
 	// UpdatePolicy changes a policy (update_mask, etag).
 	// Callers: ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
@@ -877,6 +885,25 @@ func (c *conditionalAccessPolicyServiceClient) ListPolicies(ctx context.Context,
 	return out, nil
 }
 
+func (c *conditionalAccessPolicyServiceClient) WatchPolicies(ctx context.Context, in *WatchPoliciesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPoliciesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ConditionalAccessPolicyService_ServiceDesc.Streams[0], ConditionalAccessPolicyService_WatchPolicies_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchPoliciesRequest, WatchPoliciesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConditionalAccessPolicyService_WatchPoliciesClient = grpc.ServerStreamingClient[WatchPoliciesResponse]
+
 func (c *conditionalAccessPolicyServiceClient) UpdatePolicy(ctx context.Context, in *UpdatePolicyRequest, opts ...grpc.CallOption) (*UpdatePolicyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UpdatePolicyResponse)
@@ -917,6 +944,13 @@ type ConditionalAccessPolicyServiceServer interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error)
+	// WatchPolicies sends every policy's id and etag (a snapshot), then a synced message,
+	// then each created, changed or deleted policy as it happens (this replica's changes
+	// at once, other replicas' within a second), with a heartbeat every 15 s while idle.
+	// The console's policies page follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN.
+	// Errors: RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past --max-watches-per-identity).
+	WatchPolicies(*WatchPoliciesRequest, grpc.ServerStreamingServer[WatchPoliciesResponse]) error
 	// UpdatePolicy changes a policy (update_mask, etag).
 	// Callers: ROLE_POLICY_ADMIN.
 	// Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED on a stale etag; FAILED_PRECONDITION
@@ -944,6 +978,9 @@ func (UnimplementedConditionalAccessPolicyServiceServer) GetPolicy(context.Conte
 }
 func (UnimplementedConditionalAccessPolicyServiceServer) ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPolicies not implemented")
+}
+func (UnimplementedConditionalAccessPolicyServiceServer) WatchPolicies(*WatchPoliciesRequest, grpc.ServerStreamingServer[WatchPoliciesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchPolicies not implemented")
 }
 func (UnimplementedConditionalAccessPolicyServiceServer) UpdatePolicy(context.Context, *UpdatePolicyRequest) (*UpdatePolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdatePolicy not implemented")
@@ -1027,6 +1064,17 @@ func _ConditionalAccessPolicyService_ListPolicies_Handler(srv interface{}, ctx c
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConditionalAccessPolicyService_WatchPolicies_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchPoliciesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ConditionalAccessPolicyServiceServer).WatchPolicies(m, &grpc.GenericServerStream[WatchPoliciesRequest, WatchPoliciesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConditionalAccessPolicyService_WatchPoliciesServer = grpc.ServerStreamingServer[WatchPoliciesResponse]
+
 func _ConditionalAccessPolicyService_UpdatePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdatePolicyRequest)
 	if err := dec(in); err != nil {
@@ -1091,7 +1139,13 @@ var ConditionalAccessPolicyService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ConditionalAccessPolicyService_DeletePolicy_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchPolicies",
+			Handler:       _ConditionalAccessPolicyService_WatchPolicies_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "condaccess/access/v1/access.proto",
 }
 
@@ -1100,6 +1154,7 @@ const (
 	AccessService_EvaluateAccessStream_FullMethodName = "/condaccess.access.v1.AccessService/EvaluateAccessStream"
 	AccessService_WhatIf_FullMethodName               = "/condaccess.access.v1.AccessService/WhatIf"
 	AccessService_ListSignIns_FullMethodName          = "/condaccess.access.v1.AccessService/ListSignIns"
+	AccessService_WatchSignIns_FullMethodName         = "/condaccess.access.v1.AccessService/WatchSignIns"
 	AccessService_ListSessions_FullMethodName         = "/condaccess.access.v1.AccessService/ListSessions"
 	AccessService_WatchSessionEvents_FullMethodName   = "/condaccess.access.v1.AccessService/WatchSessionEvents"
 	AccessService_GetBlockedStatus_FullMethodName     = "/condaccess.access.v1.AccessService/GetBlockedStatus"
@@ -1138,6 +1193,15 @@ type AccessServiceClient interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListSignIns(ctx context.Context, in *ListSignInsRequest, opts ...grpc.CallOption) (*ListSignInsResponse, error)
+	// WatchSignIns sends each sign-in recorded after the stream opened that matches the
+	// filters, oldest first, as soon as it is written (at once for this replica's, within
+	// a second for those other replicas on the same database write). It starts with a
+	// heartbeat (every sign-in decided after it is sent) and sends one every 15 s while
+	// idle. The console's sign-in log follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: INVALID_ARGUMENT; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past
+	// --max-watches-per-identity).
+	WatchSignIns(ctx context.Context, in *WatchSignInsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSignInsResponse], error)
 	// ListSessions lists sessions, filtered and paged.
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
@@ -1221,6 +1285,25 @@ func (c *accessServiceClient) ListSignIns(ctx context.Context, in *ListSignInsRe
 	return out, nil
 }
 
+func (c *accessServiceClient) WatchSignIns(ctx context.Context, in *WatchSignInsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSignInsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[1], AccessService_WatchSignIns_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchSignInsRequest, WatchSignInsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccessService_WatchSignInsClient = grpc.ServerStreamingClient[WatchSignInsResponse]
+
 func (c *accessServiceClient) ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListSessionsResponse)
@@ -1233,7 +1316,7 @@ func (c *accessServiceClient) ListSessions(ctx context.Context, in *ListSessions
 
 func (c *accessServiceClient) WatchSessionEvents(ctx context.Context, in *WatchSessionEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionEventsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[1], AccessService_WatchSessionEvents_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[2], AccessService_WatchSessionEvents_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1262,7 +1345,7 @@ func (c *accessServiceClient) GetBlockedStatus(ctx context.Context, in *GetBlock
 
 func (c *accessServiceClient) WatchBlockedStatus(ctx context.Context, in *WatchBlockedStatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBlockedStatusResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[2], AccessService_WatchBlockedStatus_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AccessService_ServiceDesc.Streams[3], AccessService_WatchBlockedStatus_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1311,6 +1394,15 @@ type AccessServiceServer interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListSignIns(context.Context, *ListSignInsRequest) (*ListSignInsResponse, error)
+	// WatchSignIns sends each sign-in recorded after the stream opened that matches the
+	// filters, oldest first, as soon as it is written (at once for this replica's, within
+	// a second for those other replicas on the same database write). It starts with a
+	// heartbeat (every sign-in decided after it is sent) and sends one every 15 s while
+	// idle. The console's sign-in log follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: INVALID_ARGUMENT; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past
+	// --max-watches-per-identity).
+	WatchSignIns(*WatchSignInsRequest, grpc.ServerStreamingServer[WatchSignInsResponse]) error
 	// ListSessions lists sessions, filtered and paged.
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
@@ -1362,6 +1454,9 @@ func (UnimplementedAccessServiceServer) WhatIf(context.Context, *WhatIfRequest) 
 }
 func (UnimplementedAccessServiceServer) ListSignIns(context.Context, *ListSignInsRequest) (*ListSignInsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSignIns not implemented")
+}
+func (UnimplementedAccessServiceServer) WatchSignIns(*WatchSignInsRequest, grpc.ServerStreamingServer[WatchSignInsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchSignIns not implemented")
 }
 func (UnimplementedAccessServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
@@ -1457,6 +1552,17 @@ func _AccessService_ListSignIns_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccessService_WatchSignIns_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchSignInsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AccessServiceServer).WatchSignIns(m, &grpc.GenericServerStream[WatchSignInsRequest, WatchSignInsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccessService_WatchSignInsServer = grpc.ServerStreamingServer[WatchSignInsResponse]
+
 func _AccessService_ListSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListSessionsRequest)
 	if err := dec(in); err != nil {
@@ -1549,6 +1655,11 @@ var AccessService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _AccessService_EvaluateAccessStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchSignIns",
+			Handler:       _AccessService_WatchSignIns_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "WatchSessionEvents",

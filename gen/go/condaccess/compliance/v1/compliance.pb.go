@@ -2850,6 +2850,10 @@ type WatchComplianceEventsRequest struct {
 	// start_revision: events with a revision greater than this are sent; 0 replays all
 	// retained history.
 	StartRevision int64 `protobuf:"varint,1,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// device_id, when set, keeps only the events about this device (filtered by the
+	// server, so a device's history costs its own events on the wire); progress messages
+	// still carry the stream's revision, the first one as soon as the replay is done.
+	DeviceId      string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2889,6 +2893,13 @@ func (x *WatchComplianceEventsRequest) GetStartRevision() int64 {
 		return x.StartRevision
 	}
 	return 0
+}
+
+func (x *WatchComplianceEventsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
 }
 
 // WatchComplianceEventsResponse is one message of the WatchComplianceEvents stream.
@@ -3227,6 +3238,211 @@ func (x *DeviceChanged) GetDevice() *Device {
 	return nil
 }
 
+// WatchCompliancePoliciesRequest is the request of WatchCompliancePolicies.
+type WatchCompliancePoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCompliancePoliciesRequest) Reset() {
+	*x = WatchCompliancePoliciesRequest{}
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCompliancePoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCompliancePoliciesRequest) ProtoMessage() {}
+
+func (x *WatchCompliancePoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCompliancePoliciesRequest.ProtoReflect.Descriptor instead.
+func (*WatchCompliancePoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{50}
+}
+
+// WatchCompliancePoliciesResponse is one message of the WatchCompliancePolicies stream.
+type WatchCompliancePoliciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is a policy change, the end of the snapshot, or a heartbeat.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchCompliancePoliciesResponse_Change
+	//	*WatchCompliancePoliciesResponse_Synced
+	//	*WatchCompliancePoliciesResponse_Heartbeat
+	Kind          isWatchCompliancePoliciesResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCompliancePoliciesResponse) Reset() {
+	*x = WatchCompliancePoliciesResponse{}
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCompliancePoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCompliancePoliciesResponse) ProtoMessage() {}
+
+func (x *WatchCompliancePoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCompliancePoliciesResponse.ProtoReflect.Descriptor instead.
+func (*WatchCompliancePoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *WatchCompliancePoliciesResponse) GetKind() isWatchCompliancePoliciesResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchCompliancePoliciesResponse) GetChange() *CompliancePolicyChange {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchCompliancePoliciesResponse_Change); ok {
+			return x.Change
+		}
+	}
+	return nil
+}
+
+func (x *WatchCompliancePoliciesResponse) GetSynced() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchCompliancePoliciesResponse_Synced); ok {
+			return x.Synced
+		}
+	}
+	return false
+}
+
+func (x *WatchCompliancePoliciesResponse) GetHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchCompliancePoliciesResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchCompliancePoliciesResponse_Kind interface {
+	isWatchCompliancePoliciesResponse_Kind()
+}
+
+type WatchCompliancePoliciesResponse_Change struct {
+	// change is a policy that exists (snapshot), was created or changed, or was deleted.
+	Change *CompliancePolicyChange `protobuf:"bytes,1,opt,name=change,proto3,oneof"`
+}
+
+type WatchCompliancePoliciesResponse_Synced struct {
+	// synced says the snapshot is complete.
+	Synced bool `protobuf:"varint,2,opt,name=synced,proto3,oneof"`
+}
+
+type WatchCompliancePoliciesResponse_Heartbeat struct {
+	// heartbeat says the stream is idle and up to date at this time.
+	Heartbeat *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchCompliancePoliciesResponse_Change) isWatchCompliancePoliciesResponse_Kind() {}
+
+func (*WatchCompliancePoliciesResponse_Synced) isWatchCompliancePoliciesResponse_Kind() {}
+
+func (*WatchCompliancePoliciesResponse_Heartbeat) isWatchCompliancePoliciesResponse_Kind() {}
+
+// CompliancePolicyChange names a changed compliance policy (GetCompliancePolicy reads it).
+type CompliancePolicyChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy_id is the policy.
+	PolicyId string `protobuf:"bytes,1,opt,name=policy_id,json=policyId,proto3" json:"policy_id,omitempty"`
+	// etag is the policy's etag after the change (before it, for a deletion).
+	Etag string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	// deleted is true when the policy was deleted.
+	Deleted       bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompliancePolicyChange) Reset() {
+	*x = CompliancePolicyChange{}
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompliancePolicyChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompliancePolicyChange) ProtoMessage() {}
+
+func (x *CompliancePolicyChange) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_compliance_v1_compliance_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompliancePolicyChange.ProtoReflect.Descriptor instead.
+func (*CompliancePolicyChange) Descriptor() ([]byte, []int) {
+	return file_condaccess_compliance_v1_compliance_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CompliancePolicyChange) GetPolicyId() string {
+	if x != nil {
+		return x.PolicyId
+	}
+	return ""
+}
+
+func (x *CompliancePolicyChange) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *CompliancePolicyChange) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 var File_condaccess_compliance_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
@@ -3448,9 +3664,10 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"l\n" +
 	" UpdateComplianceSettingsResponse\x12H\n" +
-	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"N\n" +
+	"\bsettings\x18\x01 \x01(\v2,.condaccess.compliance.v1.ComplianceSettingsR\bsettings\"u\n" +
 	"\x1cWatchComplianceEventsRequest\x12.\n" +
-	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\xe7\x01\n" +
+	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\"\xe7\x01\n" +
 	"\x1dWatchComplianceEventsResponse\x12A\n" +
 	"\x05event\x18\x01 \x01(\v2).condaccess.compliance.v1.ComplianceEventH\x00R\x05event\x12A\n" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogress\x128\n" +
@@ -3470,17 +3687,28 @@ const file_condaccess_compliance_v1_compliance_proto_rawDesc = "" +
 	"\x11device_compliance\x18\x01 \x01(\v2*.condaccess.compliance.v1.DeviceComplianceR\x10deviceCompliance\x12L\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2%.condaccess.common.v1.ComplianceStateR\rpreviousState\"I\n" +
 	"\rDeviceChanged\x128\n" +
-	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device2\x8e\x06\n" +
+	"\x06device\x18\x01 \x01(\v2 .condaccess.compliance.v1.DeviceR\x06device\" \n" +
+	"\x1eWatchCompliancePoliciesRequest\"\xcb\x01\n" +
+	"\x1fWatchCompliancePoliciesResponse\x12J\n" +
+	"\x06change\x18\x01 \x01(\v20.condaccess.compliance.v1.CompliancePolicyChangeH\x00R\x06change\x12\x18\n" +
+	"\x06synced\x18\x02 \x01(\bH\x00R\x06synced\x12:\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeatB\x06\n" +
+	"\x04kind\"w\n" +
+	"\x16CompliancePolicyChange\x12%\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpolicyId\x12\x1c\n" +
+	"\x04etag\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted2\x8e\x06\n" +
 	"\rDeviceService\x12\x8f\x01\n" +
 	"\fEnrollDevice\x12-.condaccess.compliance.v1.EnrollDeviceRequest\x1a..condaccess.compliance.v1.EnrollDeviceResponse\" \xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02\x15:\x06device\"\v/v1/devices\x12\x9b\x01\n" +
 	"\tGetDevice\x12*.condaccess.compliance.v1.GetDeviceRequest\x1a+.condaccess.compliance.v1.GetDeviceResponse\"5\xa2\x9f\x19\x03\x04\x03\x02\xaa\x9f\x19\vremediation\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/devices/{device_id}\x12\x86\x01\n" +
 	"\vListDevices\x12,.condaccess.compliance.v1.ListDevicesRequest\x1a-.condaccess.compliance.v1.ListDevicesResponse\"\x1a\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\r\x12\v/v1/devices\x12\xa3\x01\n" +
 	"\fUpdateDevice\x12-.condaccess.compliance.v1.UpdateDeviceRequest\x1a..condaccess.compliance.v1.UpdateDeviceResponse\"4\xa2\x9f\x19\x02\x03\x01\x82\xd3\xe4\x93\x02(:\x06device2\x1e/v1/devices/{device.device_id}\x12\x9d\x01\n" +
-	"\fRetireDevice\x12-.condaccess.compliance.v1.RetireDeviceRequest\x1a..condaccess.compliance.v1.RetireDeviceResponse\".\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/devices/{device_id}:retire2\xce\a\n" +
+	"\fRetireDevice\x12-.condaccess.compliance.v1.RetireDeviceRequest\x1a..condaccess.compliance.v1.RetireDeviceResponse\".\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/devices/{device_id}:retire2\x8e\t\n" +
 	"\x17CompliancePolicyService\x12\xb8\x01\n" +
 	"\x16CreateCompliancePolicy\x127.condaccess.compliance.v1.CreateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.CreateCompliancePolicyResponse\"+\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02 :\x06policy\"\x16/v1/compliancePolicies\x12\xb5\x01\n" +
 	"\x13GetCompliancePolicy\x124.condaccess.compliance.v1.GetCompliancePolicyRequest\x1a5.condaccess.compliance.v1.GetCompliancePolicyResponse\"1\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02$\x12\"/v1/compliancePolicies/{policy_id}\x12\xb2\x01\n" +
-	"\x16ListCompliancePolicies\x127.condaccess.compliance.v1.ListCompliancePoliciesRequest\x1a8.condaccess.compliance.v1.ListCompliancePoliciesResponse\"%\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/compliancePolicies\x12\xcb\x01\n" +
+	"\x16ListCompliancePolicies\x127.condaccess.compliance.v1.ListCompliancePoliciesRequest\x1a8.condaccess.compliance.v1.ListCompliancePoliciesResponse\"%\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/compliancePolicies\x12\xbd\x01\n" +
+	"\x17WatchCompliancePolicies\x128.condaccess.compliance.v1.WatchCompliancePoliciesRequest\x1a9.condaccess.compliance.v1.WatchCompliancePoliciesResponse\"+\xa2\x9f\x19\x03\x04\x03\x02\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/compliancePolicies:watch0\x01\x12\xcb\x01\n" +
 	"\x16UpdateCompliancePolicy\x127.condaccess.compliance.v1.UpdateCompliancePolicyRequest\x1a8.condaccess.compliance.v1.UpdateCompliancePolicyResponse\">\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x023:\x06policy2)/v1/compliancePolicies/{policy.policy_id}\x12\xbc\x01\n" +
 	"\x16DeleteCompliancePolicy\x127.condaccess.compliance.v1.DeleteCompliancePolicyRequest\x1a8.condaccess.compliance.v1.DeleteCompliancePolicyResponse\"/\xa2\x9f\x19\x01\x03\x82\xd3\xe4\x93\x02$*\"/v1/compliancePolicies/{policy_id}2\xef\v\n" +
 	"\x11ComplianceService\x12\xb5\x01\n" +
@@ -3508,7 +3736,7 @@ func file_condaccess_compliance_v1_compliance_proto_rawDescGZIP() []byte {
 	return file_condaccess_compliance_v1_compliance_proto_rawDescData
 }
 
-var file_condaccess_compliance_v1_compliance_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_condaccess_compliance_v1_compliance_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_condaccess_compliance_v1_compliance_proto_goTypes = []any{
 	(*Device)(nil),                           // 0: condaccess.compliance.v1.Device
 	(*EnrollDeviceRequest)(nil),              // 1: condaccess.compliance.v1.EnrollDeviceRequest
@@ -3560,67 +3788,70 @@ var file_condaccess_compliance_v1_compliance_proto_goTypes = []any{
 	(*ComplianceEvent)(nil),                  // 47: condaccess.compliance.v1.ComplianceEvent
 	(*DeviceComplianceChanged)(nil),          // 48: condaccess.compliance.v1.DeviceComplianceChanged
 	(*DeviceChanged)(nil),                    // 49: condaccess.compliance.v1.DeviceChanged
-	(v1.Platform)(0),                         // 50: condaccess.common.v1.Platform
-	(*timestamppb.Timestamp)(nil),            // 51: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),            // 52: google.protobuf.FieldMask
-	(v1.RiskLevel)(0),                        // 53: condaccess.common.v1.RiskLevel
-	(*durationpb.Duration)(nil),              // 54: google.protobuf.Duration
-	(v1.ComplianceState)(0),                  // 55: condaccess.common.v1.ComplianceState
-	(*v1.WatchProgress)(nil),                 // 56: condaccess.common.v1.WatchProgress
-	(*v1.TraceContext)(nil),                  // 57: condaccess.common.v1.TraceContext
-	(*DeviceIdentityChanged)(nil),            // 58: condaccess.compliance.v1.DeviceIdentityChanged
+	(*WatchCompliancePoliciesRequest)(nil),   // 50: condaccess.compliance.v1.WatchCompliancePoliciesRequest
+	(*WatchCompliancePoliciesResponse)(nil),  // 51: condaccess.compliance.v1.WatchCompliancePoliciesResponse
+	(*CompliancePolicyChange)(nil),           // 52: condaccess.compliance.v1.CompliancePolicyChange
+	(v1.Platform)(0),                         // 53: condaccess.common.v1.Platform
+	(*timestamppb.Timestamp)(nil),            // 54: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),            // 55: google.protobuf.FieldMask
+	(v1.RiskLevel)(0),                        // 56: condaccess.common.v1.RiskLevel
+	(*durationpb.Duration)(nil),              // 57: google.protobuf.Duration
+	(v1.ComplianceState)(0),                  // 58: condaccess.common.v1.ComplianceState
+	(*v1.WatchProgress)(nil),                 // 59: condaccess.common.v1.WatchProgress
+	(*v1.TraceContext)(nil),                  // 60: condaccess.common.v1.TraceContext
+	(*DeviceIdentityChanged)(nil),            // 61: condaccess.compliance.v1.DeviceIdentityChanged
 }
 var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
-	50, // 0: condaccess.compliance.v1.Device.platform:type_name -> condaccess.common.v1.Platform
-	51, // 1: condaccess.compliance.v1.Device.enroll_time:type_name -> google.protobuf.Timestamp
-	51, // 2: condaccess.compliance.v1.Device.last_seen_time:type_name -> google.protobuf.Timestamp
-	51, // 3: condaccess.compliance.v1.Device.update_time:type_name -> google.protobuf.Timestamp
-	51, // 4: condaccess.compliance.v1.Device.retire_time:type_name -> google.protobuf.Timestamp
+	53, // 0: condaccess.compliance.v1.Device.platform:type_name -> condaccess.common.v1.Platform
+	54, // 1: condaccess.compliance.v1.Device.enroll_time:type_name -> google.protobuf.Timestamp
+	54, // 2: condaccess.compliance.v1.Device.last_seen_time:type_name -> google.protobuf.Timestamp
+	54, // 3: condaccess.compliance.v1.Device.update_time:type_name -> google.protobuf.Timestamp
+	54, // 4: condaccess.compliance.v1.Device.retire_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: condaccess.compliance.v1.EnrollDeviceRequest.device:type_name -> condaccess.compliance.v1.Device
 	0,  // 6: condaccess.compliance.v1.EnrollDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
 	0,  // 7: condaccess.compliance.v1.GetDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
-	50, // 8: condaccess.compliance.v1.ListDevicesRequest.platform:type_name -> condaccess.common.v1.Platform
+	53, // 8: condaccess.compliance.v1.ListDevicesRequest.platform:type_name -> condaccess.common.v1.Platform
 	0,  // 9: condaccess.compliance.v1.ListDevicesResponse.devices:type_name -> condaccess.compliance.v1.Device
 	0,  // 10: condaccess.compliance.v1.UpdateDeviceRequest.device:type_name -> condaccess.compliance.v1.Device
-	52, // 11: condaccess.compliance.v1.UpdateDeviceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	55, // 11: condaccess.compliance.v1.UpdateDeviceRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 12: condaccess.compliance.v1.UpdateDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
 	0,  // 13: condaccess.compliance.v1.RetireDeviceResponse.device:type_name -> condaccess.compliance.v1.Device
-	53, // 14: condaccess.compliance.v1.RiskGracePeriod.risk_level:type_name -> condaccess.common.v1.RiskLevel
-	54, // 15: condaccess.compliance.v1.RiskGracePeriod.grace_period:type_name -> google.protobuf.Duration
-	54, // 16: condaccess.compliance.v1.NoncomplianceActions.grace_period:type_name -> google.protobuf.Duration
+	56, // 14: condaccess.compliance.v1.RiskGracePeriod.risk_level:type_name -> condaccess.common.v1.RiskLevel
+	57, // 15: condaccess.compliance.v1.RiskGracePeriod.grace_period:type_name -> google.protobuf.Duration
+	57, // 16: condaccess.compliance.v1.NoncomplianceActions.grace_period:type_name -> google.protobuf.Duration
 	12, // 17: condaccess.compliance.v1.NoncomplianceActions.risk_grace_periods:type_name -> condaccess.compliance.v1.RiskGracePeriod
-	53, // 18: condaccess.compliance.v1.CompliancePolicy.max_device_risk:type_name -> condaccess.common.v1.RiskLevel
-	50, // 19: condaccess.compliance.v1.CompliancePolicy.platforms:type_name -> condaccess.common.v1.Platform
+	56, // 18: condaccess.compliance.v1.CompliancePolicy.max_device_risk:type_name -> condaccess.common.v1.RiskLevel
+	53, // 19: condaccess.compliance.v1.CompliancePolicy.platforms:type_name -> condaccess.common.v1.Platform
 	11, // 20: condaccess.compliance.v1.CompliancePolicy.assignment:type_name -> condaccess.compliance.v1.PolicyAssignment
 	13, // 21: condaccess.compliance.v1.CompliancePolicy.actions:type_name -> condaccess.compliance.v1.NoncomplianceActions
-	51, // 22: condaccess.compliance.v1.CompliancePolicy.create_time:type_name -> google.protobuf.Timestamp
-	51, // 23: condaccess.compliance.v1.CompliancePolicy.update_time:type_name -> google.protobuf.Timestamp
+	54, // 22: condaccess.compliance.v1.CompliancePolicy.create_time:type_name -> google.protobuf.Timestamp
+	54, // 23: condaccess.compliance.v1.CompliancePolicy.update_time:type_name -> google.protobuf.Timestamp
 	14, // 24: condaccess.compliance.v1.CreateCompliancePolicyRequest.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 25: condaccess.compliance.v1.CreateCompliancePolicyResponse.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 26: condaccess.compliance.v1.GetCompliancePolicyResponse.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 27: condaccess.compliance.v1.ListCompliancePoliciesResponse.policies:type_name -> condaccess.compliance.v1.CompliancePolicy
 	14, // 28: condaccess.compliance.v1.UpdateCompliancePolicyRequest.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
-	52, // 29: condaccess.compliance.v1.UpdateCompliancePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	55, // 29: condaccess.compliance.v1.UpdateCompliancePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	14, // 30: condaccess.compliance.v1.UpdateCompliancePolicyResponse.policy:type_name -> condaccess.compliance.v1.CompliancePolicy
-	55, // 31: condaccess.compliance.v1.PolicyCompliance.state:type_name -> condaccess.common.v1.ComplianceState
+	58, // 31: condaccess.compliance.v1.PolicyCompliance.state:type_name -> condaccess.common.v1.ComplianceState
 	25, // 32: condaccess.compliance.v1.PolicyCompliance.settings:type_name -> condaccess.compliance.v1.SettingResult
-	51, // 33: condaccess.compliance.v1.PolicyCompliance.grace_expire_time:type_name -> google.protobuf.Timestamp
-	51, // 34: condaccess.compliance.v1.Exclusion.create_time:type_name -> google.protobuf.Timestamp
-	51, // 35: condaccess.compliance.v1.Exclusion.expire_time:type_name -> google.protobuf.Timestamp
-	51, // 36: condaccess.compliance.v1.Exclusion.end_time:type_name -> google.protobuf.Timestamp
-	55, // 37: condaccess.compliance.v1.DeviceCompliance.state:type_name -> condaccess.common.v1.ComplianceState
+	54, // 33: condaccess.compliance.v1.PolicyCompliance.grace_expire_time:type_name -> google.protobuf.Timestamp
+	54, // 34: condaccess.compliance.v1.Exclusion.create_time:type_name -> google.protobuf.Timestamp
+	54, // 35: condaccess.compliance.v1.Exclusion.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 36: condaccess.compliance.v1.Exclusion.end_time:type_name -> google.protobuf.Timestamp
+	58, // 37: condaccess.compliance.v1.DeviceCompliance.state:type_name -> condaccess.common.v1.ComplianceState
 	26, // 38: condaccess.compliance.v1.DeviceCompliance.policies:type_name -> condaccess.compliance.v1.PolicyCompliance
-	53, // 39: condaccess.compliance.v1.DeviceCompliance.device_risk:type_name -> condaccess.common.v1.RiskLevel
+	56, // 39: condaccess.compliance.v1.DeviceCompliance.device_risk:type_name -> condaccess.common.v1.RiskLevel
 	27, // 40: condaccess.compliance.v1.DeviceCompliance.exclusion:type_name -> condaccess.compliance.v1.Exclusion
-	51, // 41: condaccess.compliance.v1.DeviceCompliance.evaluate_time:type_name -> google.protobuf.Timestamp
-	51, // 42: condaccess.compliance.v1.DeviceCompliance.next_evaluate_time:type_name -> google.protobuf.Timestamp
+	54, // 41: condaccess.compliance.v1.DeviceCompliance.evaluate_time:type_name -> google.protobuf.Timestamp
+	54, // 42: condaccess.compliance.v1.DeviceCompliance.next_evaluate_time:type_name -> google.protobuf.Timestamp
 	29, // 43: condaccess.compliance.v1.DeviceCompliance.enrollment:type_name -> condaccess.compliance.v1.DeviceEnrollment
-	50, // 44: condaccess.compliance.v1.DeviceEnrollment.platform:type_name -> condaccess.common.v1.Platform
+	53, // 44: condaccess.compliance.v1.DeviceEnrollment.platform:type_name -> condaccess.common.v1.Platform
 	28, // 45: condaccess.compliance.v1.GetDeviceComplianceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	55, // 46: condaccess.compliance.v1.ListDeviceComplianceRequest.state:type_name -> condaccess.common.v1.ComplianceState
+	58, // 46: condaccess.compliance.v1.ListDeviceComplianceRequest.state:type_name -> condaccess.common.v1.ComplianceState
 	28, // 47: condaccess.compliance.v1.ListDeviceComplianceResponse.device_compliances:type_name -> condaccess.compliance.v1.DeviceCompliance
-	51, // 48: condaccess.compliance.v1.ListDeviceComplianceResponse.risk_as_of:type_name -> google.protobuf.Timestamp
-	51, // 49: condaccess.compliance.v1.ExcludeDeviceRequest.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 48: condaccess.compliance.v1.ListDeviceComplianceResponse.risk_as_of:type_name -> google.protobuf.Timestamp
+	54, // 49: condaccess.compliance.v1.ExcludeDeviceRequest.expire_time:type_name -> google.protobuf.Timestamp
 	27, // 50: condaccess.compliance.v1.ExcludeDeviceResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
 	28, // 51: condaccess.compliance.v1.ExcludeDeviceResponse.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
 	27, // 52: condaccess.compliance.v1.RemoveExclusionResponse.exclusion:type_name -> condaccess.compliance.v1.Exclusion
@@ -3628,60 +3859,64 @@ var file_condaccess_compliance_v1_compliance_proto_depIdxs = []int32{
 	27, // 54: condaccess.compliance.v1.ListExclusionsResponse.exclusions:type_name -> condaccess.compliance.v1.Exclusion
 	40, // 55: condaccess.compliance.v1.GetComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
 	40, // 56: condaccess.compliance.v1.UpdateComplianceSettingsRequest.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
-	52, // 57: condaccess.compliance.v1.UpdateComplianceSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
+	55, // 57: condaccess.compliance.v1.UpdateComplianceSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
 	40, // 58: condaccess.compliance.v1.UpdateComplianceSettingsResponse.settings:type_name -> condaccess.compliance.v1.ComplianceSettings
 	47, // 59: condaccess.compliance.v1.WatchComplianceEventsResponse.event:type_name -> condaccess.compliance.v1.ComplianceEvent
-	56, // 60: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	51, // 61: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
-	51, // 62: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
-	57, // 63: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	59, // 60: condaccess.compliance.v1.WatchComplianceEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	54, // 61: condaccess.compliance.v1.WatchComplianceEventsResponse.risk_as_of:type_name -> google.protobuf.Timestamp
+	54, // 62: condaccess.compliance.v1.ComplianceEvent.event_time:type_name -> google.protobuf.Timestamp
+	60, // 63: condaccess.compliance.v1.ComplianceEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
 	48, // 64: condaccess.compliance.v1.ComplianceEvent.device_compliance_changed:type_name -> condaccess.compliance.v1.DeviceComplianceChanged
 	49, // 65: condaccess.compliance.v1.ComplianceEvent.device_changed:type_name -> condaccess.compliance.v1.DeviceChanged
-	58, // 66: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
+	61, // 66: condaccess.compliance.v1.ComplianceEvent.device_identity_changed:type_name -> condaccess.compliance.v1.DeviceIdentityChanged
 	28, // 67: condaccess.compliance.v1.DeviceComplianceChanged.device_compliance:type_name -> condaccess.compliance.v1.DeviceCompliance
-	55, // 68: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
+	58, // 68: condaccess.compliance.v1.DeviceComplianceChanged.previous_state:type_name -> condaccess.common.v1.ComplianceState
 	0,  // 69: condaccess.compliance.v1.DeviceChanged.device:type_name -> condaccess.compliance.v1.Device
-	1,  // 70: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
-	3,  // 71: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
-	5,  // 72: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
-	7,  // 73: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
-	9,  // 74: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
-	15, // 75: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
-	17, // 76: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
-	19, // 77: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
-	21, // 78: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
-	23, // 79: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
-	30, // 80: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
-	32, // 81: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
-	34, // 82: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
-	36, // 83: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
-	38, // 84: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
-	41, // 85: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
-	43, // 86: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
-	45, // 87: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
-	2,  // 88: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
-	4,  // 89: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
-	6,  // 90: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
-	8,  // 91: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
-	10, // 92: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
-	16, // 93: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
-	18, // 94: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
-	20, // 95: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
-	22, // 96: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
-	24, // 97: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
-	31, // 98: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
-	33, // 99: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
-	35, // 100: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
-	37, // 101: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
-	39, // 102: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
-	42, // 103: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
-	44, // 104: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
-	46, // 105: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
-	88, // [88:106] is the sub-list for method output_type
-	70, // [70:88] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	52, // 70: condaccess.compliance.v1.WatchCompliancePoliciesResponse.change:type_name -> condaccess.compliance.v1.CompliancePolicyChange
+	54, // 71: condaccess.compliance.v1.WatchCompliancePoliciesResponse.heartbeat:type_name -> google.protobuf.Timestamp
+	1,  // 72: condaccess.compliance.v1.DeviceService.EnrollDevice:input_type -> condaccess.compliance.v1.EnrollDeviceRequest
+	3,  // 73: condaccess.compliance.v1.DeviceService.GetDevice:input_type -> condaccess.compliance.v1.GetDeviceRequest
+	5,  // 74: condaccess.compliance.v1.DeviceService.ListDevices:input_type -> condaccess.compliance.v1.ListDevicesRequest
+	7,  // 75: condaccess.compliance.v1.DeviceService.UpdateDevice:input_type -> condaccess.compliance.v1.UpdateDeviceRequest
+	9,  // 76: condaccess.compliance.v1.DeviceService.RetireDevice:input_type -> condaccess.compliance.v1.RetireDeviceRequest
+	15, // 77: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:input_type -> condaccess.compliance.v1.CreateCompliancePolicyRequest
+	17, // 78: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:input_type -> condaccess.compliance.v1.GetCompliancePolicyRequest
+	19, // 79: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:input_type -> condaccess.compliance.v1.ListCompliancePoliciesRequest
+	50, // 80: condaccess.compliance.v1.CompliancePolicyService.WatchCompliancePolicies:input_type -> condaccess.compliance.v1.WatchCompliancePoliciesRequest
+	21, // 81: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:input_type -> condaccess.compliance.v1.UpdateCompliancePolicyRequest
+	23, // 82: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:input_type -> condaccess.compliance.v1.DeleteCompliancePolicyRequest
+	30, // 83: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:input_type -> condaccess.compliance.v1.GetDeviceComplianceRequest
+	32, // 84: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:input_type -> condaccess.compliance.v1.ListDeviceComplianceRequest
+	34, // 85: condaccess.compliance.v1.ComplianceService.ExcludeDevice:input_type -> condaccess.compliance.v1.ExcludeDeviceRequest
+	36, // 86: condaccess.compliance.v1.ComplianceService.RemoveExclusion:input_type -> condaccess.compliance.v1.RemoveExclusionRequest
+	38, // 87: condaccess.compliance.v1.ComplianceService.ListExclusions:input_type -> condaccess.compliance.v1.ListExclusionsRequest
+	41, // 88: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:input_type -> condaccess.compliance.v1.GetComplianceSettingsRequest
+	43, // 89: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:input_type -> condaccess.compliance.v1.UpdateComplianceSettingsRequest
+	45, // 90: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:input_type -> condaccess.compliance.v1.WatchComplianceEventsRequest
+	2,  // 91: condaccess.compliance.v1.DeviceService.EnrollDevice:output_type -> condaccess.compliance.v1.EnrollDeviceResponse
+	4,  // 92: condaccess.compliance.v1.DeviceService.GetDevice:output_type -> condaccess.compliance.v1.GetDeviceResponse
+	6,  // 93: condaccess.compliance.v1.DeviceService.ListDevices:output_type -> condaccess.compliance.v1.ListDevicesResponse
+	8,  // 94: condaccess.compliance.v1.DeviceService.UpdateDevice:output_type -> condaccess.compliance.v1.UpdateDeviceResponse
+	10, // 95: condaccess.compliance.v1.DeviceService.RetireDevice:output_type -> condaccess.compliance.v1.RetireDeviceResponse
+	16, // 96: condaccess.compliance.v1.CompliancePolicyService.CreateCompliancePolicy:output_type -> condaccess.compliance.v1.CreateCompliancePolicyResponse
+	18, // 97: condaccess.compliance.v1.CompliancePolicyService.GetCompliancePolicy:output_type -> condaccess.compliance.v1.GetCompliancePolicyResponse
+	20, // 98: condaccess.compliance.v1.CompliancePolicyService.ListCompliancePolicies:output_type -> condaccess.compliance.v1.ListCompliancePoliciesResponse
+	51, // 99: condaccess.compliance.v1.CompliancePolicyService.WatchCompliancePolicies:output_type -> condaccess.compliance.v1.WatchCompliancePoliciesResponse
+	22, // 100: condaccess.compliance.v1.CompliancePolicyService.UpdateCompliancePolicy:output_type -> condaccess.compliance.v1.UpdateCompliancePolicyResponse
+	24, // 101: condaccess.compliance.v1.CompliancePolicyService.DeleteCompliancePolicy:output_type -> condaccess.compliance.v1.DeleteCompliancePolicyResponse
+	31, // 102: condaccess.compliance.v1.ComplianceService.GetDeviceCompliance:output_type -> condaccess.compliance.v1.GetDeviceComplianceResponse
+	33, // 103: condaccess.compliance.v1.ComplianceService.ListDeviceCompliance:output_type -> condaccess.compliance.v1.ListDeviceComplianceResponse
+	35, // 104: condaccess.compliance.v1.ComplianceService.ExcludeDevice:output_type -> condaccess.compliance.v1.ExcludeDeviceResponse
+	37, // 105: condaccess.compliance.v1.ComplianceService.RemoveExclusion:output_type -> condaccess.compliance.v1.RemoveExclusionResponse
+	39, // 106: condaccess.compliance.v1.ComplianceService.ListExclusions:output_type -> condaccess.compliance.v1.ListExclusionsResponse
+	42, // 107: condaccess.compliance.v1.ComplianceService.GetComplianceSettings:output_type -> condaccess.compliance.v1.GetComplianceSettingsResponse
+	44, // 108: condaccess.compliance.v1.ComplianceService.UpdateComplianceSettings:output_type -> condaccess.compliance.v1.UpdateComplianceSettingsResponse
+	46, // 109: condaccess.compliance.v1.ComplianceService.WatchComplianceEvents:output_type -> condaccess.compliance.v1.WatchComplianceEventsResponse
+	91, // [91:110] is the sub-list for method output_type
+	72, // [72:91] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_compliance_v1_compliance_proto_init() }
@@ -3699,13 +3934,18 @@ func file_condaccess_compliance_v1_compliance_proto_init() {
 		(*ComplianceEvent_DeviceChanged)(nil),
 		(*ComplianceEvent_DeviceIdentityChanged)(nil),
 	}
+	file_condaccess_compliance_v1_compliance_proto_msgTypes[51].OneofWrappers = []any{
+		(*WatchCompliancePoliciesResponse_Change)(nil),
+		(*WatchCompliancePoliciesResponse_Synced)(nil),
+		(*WatchCompliancePoliciesResponse_Heartbeat)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_compliance_v1_compliance_proto_rawDesc), len(file_condaccess_compliance_v1_compliance_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

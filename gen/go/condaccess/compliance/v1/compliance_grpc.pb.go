@@ -325,11 +325,12 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CompliancePolicyService_CreateCompliancePolicy_FullMethodName = "/condaccess.compliance.v1.CompliancePolicyService/CreateCompliancePolicy"
-	CompliancePolicyService_GetCompliancePolicy_FullMethodName    = "/condaccess.compliance.v1.CompliancePolicyService/GetCompliancePolicy"
-	CompliancePolicyService_ListCompliancePolicies_FullMethodName = "/condaccess.compliance.v1.CompliancePolicyService/ListCompliancePolicies"
-	CompliancePolicyService_UpdateCompliancePolicy_FullMethodName = "/condaccess.compliance.v1.CompliancePolicyService/UpdateCompliancePolicy"
-	CompliancePolicyService_DeleteCompliancePolicy_FullMethodName = "/condaccess.compliance.v1.CompliancePolicyService/DeleteCompliancePolicy"
+	CompliancePolicyService_CreateCompliancePolicy_FullMethodName  = "/condaccess.compliance.v1.CompliancePolicyService/CreateCompliancePolicy"
+	CompliancePolicyService_GetCompliancePolicy_FullMethodName     = "/condaccess.compliance.v1.CompliancePolicyService/GetCompliancePolicy"
+	CompliancePolicyService_ListCompliancePolicies_FullMethodName  = "/condaccess.compliance.v1.CompliancePolicyService/ListCompliancePolicies"
+	CompliancePolicyService_WatchCompliancePolicies_FullMethodName = "/condaccess.compliance.v1.CompliancePolicyService/WatchCompliancePolicies"
+	CompliancePolicyService_UpdateCompliancePolicy_FullMethodName  = "/condaccess.compliance.v1.CompliancePolicyService/UpdateCompliancePolicy"
+	CompliancePolicyService_DeleteCompliancePolicy_FullMethodName  = "/condaccess.compliance.v1.CompliancePolicyService/DeleteCompliancePolicy"
 )
 
 // CompliancePolicyServiceClient is the client API for CompliancePolicyService service.
@@ -351,6 +352,13 @@ type CompliancePolicyServiceClient interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListCompliancePolicies(ctx context.Context, in *ListCompliancePoliciesRequest, opts ...grpc.CallOption) (*ListCompliancePoliciesResponse, error)
+	// WatchCompliancePolicies sends every policy's id and etag (a snapshot), then a synced
+	// message, then each created, changed or deleted policy as it happens (this
+	// replica's changes at once, other replicas' within a second), with a heartbeat every
+	// 15 s while idle. The console's policies page follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past --max-watches-per-identity).
+	WatchCompliancePolicies(ctx context.Context, in *WatchCompliancePoliciesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCompliancePoliciesResponse], error)
 	// UpdateCompliancePolicy changes a policy (update_mask, etag); affected devices are
 	// re-evaluated.
 	// Callers: ROLE_POLICY_ADMIN.
@@ -400,6 +408,25 @@ func (c *compliancePolicyServiceClient) ListCompliancePolicies(ctx context.Conte
 	return out, nil
 }
 
+func (c *compliancePolicyServiceClient) WatchCompliancePolicies(ctx context.Context, in *WatchCompliancePoliciesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCompliancePoliciesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CompliancePolicyService_ServiceDesc.Streams[0], CompliancePolicyService_WatchCompliancePolicies_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchCompliancePoliciesRequest, WatchCompliancePoliciesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CompliancePolicyService_WatchCompliancePoliciesClient = grpc.ServerStreamingClient[WatchCompliancePoliciesResponse]
+
 func (c *compliancePolicyServiceClient) UpdateCompliancePolicy(ctx context.Context, in *UpdateCompliancePolicyRequest, opts ...grpc.CallOption) (*UpdateCompliancePolicyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UpdateCompliancePolicyResponse)
@@ -439,6 +466,13 @@ type CompliancePolicyServiceServer interface {
 	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
 	// Errors: INVALID_ARGUMENT.
 	ListCompliancePolicies(context.Context, *ListCompliancePoliciesRequest) (*ListCompliancePoliciesResponse, error)
+	// WatchCompliancePolicies sends every policy's id and etag (a snapshot), then a synced
+	// message, then each created, changed or deleted policy as it happens (this
+	// replica's changes at once, other replicas' within a second), with a heartbeat every
+	// 15 s while idle. The console's policies page follows it.
+	// Callers: ROLE_READER, ROLE_POLICY_ADMIN, ROLE_SECOPS_ADMIN.
+	// Errors: RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHES past --max-watches-per-identity).
+	WatchCompliancePolicies(*WatchCompliancePoliciesRequest, grpc.ServerStreamingServer[WatchCompliancePoliciesResponse]) error
 	// UpdateCompliancePolicy changes a policy (update_mask, etag); affected devices are
 	// re-evaluated.
 	// Callers: ROLE_POLICY_ADMIN.
@@ -466,6 +500,9 @@ func (UnimplementedCompliancePolicyServiceServer) GetCompliancePolicy(context.Co
 }
 func (UnimplementedCompliancePolicyServiceServer) ListCompliancePolicies(context.Context, *ListCompliancePoliciesRequest) (*ListCompliancePoliciesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCompliancePolicies not implemented")
+}
+func (UnimplementedCompliancePolicyServiceServer) WatchCompliancePolicies(*WatchCompliancePoliciesRequest, grpc.ServerStreamingServer[WatchCompliancePoliciesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchCompliancePolicies not implemented")
 }
 func (UnimplementedCompliancePolicyServiceServer) UpdateCompliancePolicy(context.Context, *UpdateCompliancePolicyRequest) (*UpdateCompliancePolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateCompliancePolicy not implemented")
@@ -549,6 +586,17 @@ func _CompliancePolicyService_ListCompliancePolicies_Handler(srv interface{}, ct
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CompliancePolicyService_WatchCompliancePolicies_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchCompliancePoliciesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CompliancePolicyServiceServer).WatchCompliancePolicies(m, &grpc.GenericServerStream[WatchCompliancePoliciesRequest, WatchCompliancePoliciesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CompliancePolicyService_WatchCompliancePoliciesServer = grpc.ServerStreamingServer[WatchCompliancePoliciesResponse]
+
 func _CompliancePolicyService_UpdateCompliancePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdateCompliancePolicyRequest)
 	if err := dec(in); err != nil {
@@ -613,7 +661,13 @@ var CompliancePolicyService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CompliancePolicyService_DeleteCompliancePolicy_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchCompliancePolicies",
+			Handler:       _CompliancePolicyService_WatchCompliancePolicies_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "condaccess/compliance/v1/compliance.proto",
 }
 

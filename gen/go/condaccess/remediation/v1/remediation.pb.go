@@ -471,6 +471,72 @@ func (ActionResultStatus) EnumDescriptor() ([]byte, []int) {
 	return file_condaccess_remediation_v1_remediation_proto_rawDescGZIP(), []int{6}
 }
 
+// DeviceRemediationState is how far the remediation of a device's threat is, in the
+// terms the end user's page uses.
+type DeviceRemediationState int32
+
+const (
+	// DEVICE_REMEDIATION_STATE_UNSPECIFIED is not used.
+	DeviceRemediationState_DEVICE_REMEDIATION_STATE_UNSPECIFIED DeviceRemediationState = 0
+	// DEVICE_REMEDIATION_STATE_NONE: no investigation is open on the device (none was
+	// started, or the last one ended without remediating everything).
+	DeviceRemediationState_DEVICE_REMEDIATION_STATE_NONE DeviceRemediationState = 1
+	// DEVICE_REMEDIATION_STATE_RUNNING: an investigation is analysing or its actions are
+	// running without waiting for anyone.
+	DeviceRemediationState_DEVICE_REMEDIATION_STATE_RUNNING DeviceRemediationState = 2
+	// DEVICE_REMEDIATION_STATE_PENDING_APPROVAL: an investigation's actions wait for a
+	// SecOps approval.
+	DeviceRemediationState_DEVICE_REMEDIATION_STATE_PENDING_APPROVAL DeviceRemediationState = 3
+	// DEVICE_REMEDIATION_STATE_REMEDIATED: the last investigation remediated every
+	// threat it found (the device's alerts are being resolved).
+	DeviceRemediationState_DEVICE_REMEDIATION_STATE_REMEDIATED DeviceRemediationState = 4
+)
+
+// Enum value maps for DeviceRemediationState.
+var (
+	DeviceRemediationState_name = map[int32]string{
+		0: "DEVICE_REMEDIATION_STATE_UNSPECIFIED",
+		1: "DEVICE_REMEDIATION_STATE_NONE",
+		2: "DEVICE_REMEDIATION_STATE_RUNNING",
+		3: "DEVICE_REMEDIATION_STATE_PENDING_APPROVAL",
+		4: "DEVICE_REMEDIATION_STATE_REMEDIATED",
+	}
+	DeviceRemediationState_value = map[string]int32{
+		"DEVICE_REMEDIATION_STATE_UNSPECIFIED":      0,
+		"DEVICE_REMEDIATION_STATE_NONE":             1,
+		"DEVICE_REMEDIATION_STATE_RUNNING":          2,
+		"DEVICE_REMEDIATION_STATE_PENDING_APPROVAL": 3,
+		"DEVICE_REMEDIATION_STATE_REMEDIATED":       4,
+	}
+)
+
+func (x DeviceRemediationState) Enum() *DeviceRemediationState {
+	p := new(DeviceRemediationState)
+	*p = x
+	return p
+}
+
+func (x DeviceRemediationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceRemediationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_condaccess_remediation_v1_remediation_proto_enumTypes[7].Descriptor()
+}
+
+func (DeviceRemediationState) Type() protoreflect.EnumType {
+	return &file_condaccess_remediation_v1_remediation_proto_enumTypes[7]
+}
+
+func (x DeviceRemediationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceRemediationState.Descriptor instead.
+func (DeviceRemediationState) EnumDescriptor() ([]byte, []int) {
+	return file_condaccess_remediation_v1_remediation_proto_rawDescGZIP(), []int{7}
+}
+
 // EvidenceVerdict is one piece of evidence of an investigation with its verdict.
 type EvidenceVerdict struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2524,6 +2590,10 @@ type WatchInvestigationEventsRequest struct {
 	// start_revision: events with a revision greater than this are sent; 0 replays all
 	// retained history.
 	StartRevision int64 `protobuf:"varint,1,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// device_id, when set, keeps only the events about this device (filtered by the
+	// server, so a device's history costs its own events on the wire); progress messages
+	// still carry the stream's revision, the first one as soon as the replay is done.
+	DeviceId      string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2563,6 +2633,13 @@ func (x *WatchInvestigationEventsRequest) GetStartRevision() int64 {
 		return x.StartRevision
 	}
 	return 0
+}
+
+func (x *WatchInvestigationEventsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
 }
 
 // WatchInvestigationEventsResponse is one message of the WatchInvestigationEvents
@@ -3395,6 +3472,204 @@ func (*ConnectResponse_Ack) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Command) isConnectResponse_Kind() {}
 
+// DeviceRemediation is one device's remediation state.
+type DeviceRemediation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device_id is the device.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// state is its remediation state.
+	State         DeviceRemediationState `protobuf:"varint,2,opt,name=state,proto3,enum=condaccess.remediation.v1.DeviceRemediationState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceRemediation) Reset() {
+	*x = DeviceRemediation{}
+	mi := &file_condaccess_remediation_v1_remediation_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceRemediation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceRemediation) ProtoMessage() {}
+
+func (x *DeviceRemediation) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_remediation_v1_remediation_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceRemediation.ProtoReflect.Descriptor instead.
+func (*DeviceRemediation) Descriptor() ([]byte, []int) {
+	return file_condaccess_remediation_v1_remediation_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DeviceRemediation) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DeviceRemediation) GetState() DeviceRemediationState {
+	if x != nil {
+		return x.State
+	}
+	return DeviceRemediationState_DEVICE_REMEDIATION_STATE_UNSPECIFIED
+}
+
+// WatchDeviceRemediationsRequest is the request of WatchDeviceRemediations.
+type WatchDeviceRemediationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDeviceRemediationsRequest) Reset() {
+	*x = WatchDeviceRemediationsRequest{}
+	mi := &file_condaccess_remediation_v1_remediation_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDeviceRemediationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDeviceRemediationsRequest) ProtoMessage() {}
+
+func (x *WatchDeviceRemediationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_remediation_v1_remediation_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDeviceRemediationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchDeviceRemediationsRequest) Descriptor() ([]byte, []int) {
+	return file_condaccess_remediation_v1_remediation_proto_rawDescGZIP(), []int{45}
+}
+
+// WatchDeviceRemediationsResponse is one message of the WatchDeviceRemediations stream.
+type WatchDeviceRemediationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is a device's state, the end of the snapshot, or a progress message.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchDeviceRemediationsResponse_Device
+	//	*WatchDeviceRemediationsResponse_Synced
+	//	*WatchDeviceRemediationsResponse_Progress
+	Kind          isWatchDeviceRemediationsResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDeviceRemediationsResponse) Reset() {
+	*x = WatchDeviceRemediationsResponse{}
+	mi := &file_condaccess_remediation_v1_remediation_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDeviceRemediationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDeviceRemediationsResponse) ProtoMessage() {}
+
+func (x *WatchDeviceRemediationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_condaccess_remediation_v1_remediation_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDeviceRemediationsResponse.ProtoReflect.Descriptor instead.
+func (*WatchDeviceRemediationsResponse) Descriptor() ([]byte, []int) {
+	return file_condaccess_remediation_v1_remediation_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *WatchDeviceRemediationsResponse) GetKind() isWatchDeviceRemediationsResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchDeviceRemediationsResponse) GetDevice() *DeviceRemediation {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchDeviceRemediationsResponse_Device); ok {
+			return x.Device
+		}
+	}
+	return nil
+}
+
+func (x *WatchDeviceRemediationsResponse) GetSynced() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchDeviceRemediationsResponse_Synced); ok {
+			return x.Synced
+		}
+	}
+	return false
+}
+
+func (x *WatchDeviceRemediationsResponse) GetProgress() *v1.WatchProgress {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchDeviceRemediationsResponse_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+type isWatchDeviceRemediationsResponse_Kind interface {
+	isWatchDeviceRemediationsResponse_Kind()
+}
+
+type WatchDeviceRemediationsResponse_Device struct {
+	// device is a device's state: in the snapshot, one device with an open
+	// investigation; after it, a change.
+	Device *DeviceRemediation `protobuf:"bytes,1,opt,name=device,proto3,oneof"`
+}
+
+type WatchDeviceRemediationsResponse_Synced struct {
+	// synced says the snapshot is complete: a device not sent has no open
+	// investigation (state NONE).
+	Synced bool `protobuf:"varint,2,opt,name=synced,proto3,oneof"`
+}
+
+type WatchDeviceRemediationsResponse_Progress struct {
+	// progress says the stream is idle and up to date at a revision.
+	Progress *v1.WatchProgress `protobuf:"bytes,3,opt,name=progress,proto3,oneof"`
+}
+
+func (*WatchDeviceRemediationsResponse_Device) isWatchDeviceRemediationsResponse_Kind() {}
+
+func (*WatchDeviceRemediationsResponse_Synced) isWatchDeviceRemediationsResponse_Kind() {}
+
+func (*WatchDeviceRemediationsResponse_Progress) isWatchDeviceRemediationsResponse_Kind() {}
+
 var File_condaccess_remediation_v1_remediation_proto protoreflect.FileDescriptor
 
 const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
@@ -3554,9 +3829,10 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"v\n" +
 	"\x12ListAgentsResponse\x128\n" +
 	"\x06agents\x18\x01 \x03(\v2 .condaccess.remediation.v1.AgentR\x06agents\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Q\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"x\n" +
 	"\x1fWatchInvestigationEventsRequest\x12.\n" +
-	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\xb4\x01\n" +
+	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\"\xb4\x01\n" +
 	" WatchInvestigationEventsResponse\x12E\n" +
 	"\x05event\x18\x01 \x01(\v2-.condaccess.remediation.v1.InvestigationEventH\x00R\x05event\x12A\n" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogressB\x06\n" +
@@ -3608,6 +3884,15 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x0fConnectResponse\x129\n" +
 	"\x03ack\x18\x01 \x01(\v2%.condaccess.remediation.v1.ConnectAckH\x00R\x03ack\x12D\n" +
 	"\acommand\x18\x02 \x01(\v2(.condaccess.remediation.v1.ActionCommandH\x00R\acommandB\x06\n" +
+	"\x04kind\"\x83\x01\n" +
+	"\x11DeviceRemediation\x12%\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\x12G\n" +
+	"\x05state\x18\x02 \x01(\x0e21.condaccess.remediation.v1.DeviceRemediationStateR\x05state\" \n" +
+	"\x1eWatchDeviceRemediationsRequest\"\xce\x01\n" +
+	"\x1fWatchDeviceRemediationsResponse\x12F\n" +
+	"\x06device\x18\x01 \x01(\v2,.condaccess.remediation.v1.DeviceRemediationH\x00R\x06device\x12\x18\n" +
+	"\x06synced\x18\x02 \x01(\bH\x00R\x06synced\x12A\n" +
+	"\bprogress\x18\x03 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogressB\x06\n" +
 	"\x04kind*\xc3\x02\n" +
 	"\x12InvestigationState\x12#\n" +
 	"\x1fINVESTIGATION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -3654,7 +3939,13 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\x12ActionResultStatus\x12$\n" +
 	" ACTION_RESULT_STATUS_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eACTION_RESULT_STATUS_SUCCEEDED\x10\x01\x12\x1f\n" +
-	"\x1bACTION_RESULT_STATUS_FAILED\x10\x022\x8c\x12\n" +
+	"\x1bACTION_RESULT_STATUS_FAILED\x10\x02*\xe3\x01\n" +
+	"\x16DeviceRemediationState\x12(\n" +
+	"$DEVICE_REMEDIATION_STATE_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dDEVICE_REMEDIATION_STATE_NONE\x10\x01\x12$\n" +
+	" DEVICE_REMEDIATION_STATE_RUNNING\x10\x02\x12-\n" +
+	")DEVICE_REMEDIATION_STATE_PENDING_APPROVAL\x10\x03\x12'\n" +
+	"#DEVICE_REMEDIATION_STATE_REMEDIATED\x10\x042\xd7\x13\n" +
 	"\x12RemediationService\x12\xa5\x01\n" +
 	"\x12StartInvestigation\x124.condaccess.remediation.v1.StartInvestigationRequest\x1a5.condaccess.remediation.v1.StartInvestigationResponse\"\"\xa2\x9f\x19\x01\x02\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/investigations\x12\xb0\x01\n" +
 	"\x10GetInvestigation\x122.condaccess.remediation.v1.GetInvestigationRequest\x1a3.condaccess.remediation.v1.GetInvestigationResponse\"3\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02'\x12%/v1/investigations/{investigation_id}\x12\xa3\x01\n" +
@@ -3672,7 +3963,8 @@ const file_condaccess_remediation_v1_remediation_proto_rawDesc = "" +
 	"\n" +
 	"ListAgents\x12,.condaccess.remediation.v1.ListAgentsRequest\x1a-.condaccess.remediation.v1.ListAgentsResponse\"\x18\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\f\x12\n" +
 	"/v1/agents\x12\xc2\x01\n" +
-	"\x18WatchInvestigationEvents\x12:.condaccess.remediation.v1.WatchInvestigationEventsRequest\x1a;.condaccess.remediation.v1.WatchInvestigationEventsResponse\"+\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/investigationEvents:watch0\x012{\n" +
+	"\x18WatchInvestigationEvents\x12:.condaccess.remediation.v1.WatchInvestigationEventsRequest\x1a;.condaccess.remediation.v1.WatchInvestigationEventsResponse\"+\xa2\x9f\x19\x02\x04\x02\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/investigationEvents:watch0\x01\x12\xc8\x01\n" +
+	"\x17WatchDeviceRemediations\x129.condaccess.remediation.v1.WatchDeviceRemediationsRequest\x1a:.condaccess.remediation.v1.WatchDeviceRemediationsResponse\"4\xa2\x9f\x19\x02\x04\x02\xaa\x9f\x19\x06access\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/deviceRemediations:watch0\x012{\n" +
 	"\fAgentService\x12k\n" +
 	"\aConnect\x12).condaccess.remediation.v1.ConnectRequest\x1a*.condaccess.remediation.v1.ConnectResponse\"\x05\xa2\x9f\x19\x01\x01(\x010\x01B\x88\x02\n" +
 	"\x1dcom.condaccess.remediation.v1B\x10RemediationProtoP\x01ZOgithub.com/condaccess/condaccess/gen/go/condaccess/remediation/v1;remediationv1\xa2\x02\x03CRX\xaa\x02\x19Condaccess.Remediation.V1\xca\x02\x19Condaccess\\Remediation\\V1\xe2\x02%Condaccess\\Remediation\\V1\\GPBMetadata\xea\x02\x1bCondaccess::Remediation::V1b\x06proto3"
@@ -3689,8 +3981,8 @@ func file_condaccess_remediation_v1_remediation_proto_rawDescGZIP() []byte {
 	return file_condaccess_remediation_v1_remediation_proto_rawDescData
 }
 
-var file_condaccess_remediation_v1_remediation_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_condaccess_remediation_v1_remediation_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_condaccess_remediation_v1_remediation_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_condaccess_remediation_v1_remediation_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_condaccess_remediation_v1_remediation_proto_goTypes = []any{
 	(InvestigationState)(0),                  // 0: condaccess.remediation.v1.InvestigationState
 	(Verdict)(0),                             // 1: condaccess.remediation.v1.Verdict
@@ -3699,154 +3991,163 @@ var file_condaccess_remediation_v1_remediation_proto_goTypes = []any{
 	(AutomationLevel)(0),                     // 4: condaccess.remediation.v1.AutomationLevel
 	(AgentHealth)(0),                         // 5: condaccess.remediation.v1.AgentHealth
 	(ActionResultStatus)(0),                  // 6: condaccess.remediation.v1.ActionResultStatus
-	(*EvidenceVerdict)(nil),                  // 7: condaccess.remediation.v1.EvidenceVerdict
-	(*Approval)(nil),                         // 8: condaccess.remediation.v1.Approval
-	(*Action)(nil),                           // 9: condaccess.remediation.v1.Action
-	(*Investigation)(nil),                    // 10: condaccess.remediation.v1.Investigation
-	(*StartInvestigationRequest)(nil),        // 11: condaccess.remediation.v1.StartInvestigationRequest
-	(*StartInvestigationResponse)(nil),       // 12: condaccess.remediation.v1.StartInvestigationResponse
-	(*GetInvestigationRequest)(nil),          // 13: condaccess.remediation.v1.GetInvestigationRequest
-	(*GetInvestigationResponse)(nil),         // 14: condaccess.remediation.v1.GetInvestigationResponse
-	(*ListInvestigationsRequest)(nil),        // 15: condaccess.remediation.v1.ListInvestigationsRequest
-	(*ListInvestigationsResponse)(nil),       // 16: condaccess.remediation.v1.ListInvestigationsResponse
-	(*GetActionRequest)(nil),                 // 17: condaccess.remediation.v1.GetActionRequest
-	(*GetActionResponse)(nil),                // 18: condaccess.remediation.v1.GetActionResponse
-	(*ListActionsRequest)(nil),               // 19: condaccess.remediation.v1.ListActionsRequest
-	(*ListActionsResponse)(nil),              // 20: condaccess.remediation.v1.ListActionsResponse
-	(*SubmitActionRequest)(nil),              // 21: condaccess.remediation.v1.SubmitActionRequest
-	(*SubmitActionResponse)(nil),             // 22: condaccess.remediation.v1.SubmitActionResponse
-	(*ApproveActionRequest)(nil),             // 23: condaccess.remediation.v1.ApproveActionRequest
-	(*ApproveActionResponse)(nil),            // 24: condaccess.remediation.v1.ApproveActionResponse
-	(*RejectActionRequest)(nil),              // 25: condaccess.remediation.v1.RejectActionRequest
-	(*RejectActionResponse)(nil),             // 26: condaccess.remediation.v1.RejectActionResponse
-	(*UndoActionRequest)(nil),                // 27: condaccess.remediation.v1.UndoActionRequest
-	(*UndoActionResponse)(nil),               // 28: condaccess.remediation.v1.UndoActionResponse
-	(*CancelInvestigationRequest)(nil),       // 29: condaccess.remediation.v1.CancelInvestigationRequest
-	(*CancelInvestigationResponse)(nil),      // 30: condaccess.remediation.v1.CancelInvestigationResponse
-	(*AutomationLevelSetting)(nil),           // 31: condaccess.remediation.v1.AutomationLevelSetting
-	(*SetAutomationLevelRequest)(nil),        // 32: condaccess.remediation.v1.SetAutomationLevelRequest
-	(*SetAutomationLevelResponse)(nil),       // 33: condaccess.remediation.v1.SetAutomationLevelResponse
-	(*ListAutomationLevelsRequest)(nil),      // 34: condaccess.remediation.v1.ListAutomationLevelsRequest
-	(*ListAutomationLevelsResponse)(nil),     // 35: condaccess.remediation.v1.ListAutomationLevelsResponse
-	(*Agent)(nil),                            // 36: condaccess.remediation.v1.Agent
-	(*ListAgentsRequest)(nil),                // 37: condaccess.remediation.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),               // 38: condaccess.remediation.v1.ListAgentsResponse
-	(*WatchInvestigationEventsRequest)(nil),  // 39: condaccess.remediation.v1.WatchInvestigationEventsRequest
-	(*WatchInvestigationEventsResponse)(nil), // 40: condaccess.remediation.v1.WatchInvestigationEventsResponse
-	(*InvestigationEvent)(nil),               // 41: condaccess.remediation.v1.InvestigationEvent
-	(*InvestigationChanged)(nil),             // 42: condaccess.remediation.v1.InvestigationChanged
-	(*ActionChanged)(nil),                    // 43: condaccess.remediation.v1.ActionChanged
-	(*AgentHello)(nil),                       // 44: condaccess.remediation.v1.AgentHello
-	(*AgentHeartbeat)(nil),                   // 45: condaccess.remediation.v1.AgentHeartbeat
-	(*ActionResult)(nil),                     // 46: condaccess.remediation.v1.ActionResult
-	(*ConnectRequest)(nil),                   // 47: condaccess.remediation.v1.ConnectRequest
-	(*ActionCommand)(nil),                    // 48: condaccess.remediation.v1.ActionCommand
-	(*ConnectAck)(nil),                       // 49: condaccess.remediation.v1.ConnectAck
-	(*ConnectResponse)(nil),                  // 50: condaccess.remediation.v1.ConnectResponse
-	(*v1.Evidence)(nil),                      // 51: condaccess.common.v1.Evidence
-	(*timestamppb.Timestamp)(nil),            // 52: google.protobuf.Timestamp
-	(*v1.TraceContext)(nil),                  // 53: condaccess.common.v1.TraceContext
-	(*v1.WatchProgress)(nil),                 // 54: condaccess.common.v1.WatchProgress
-	(*durationpb.Duration)(nil),              // 55: google.protobuf.Duration
+	(DeviceRemediationState)(0),              // 7: condaccess.remediation.v1.DeviceRemediationState
+	(*EvidenceVerdict)(nil),                  // 8: condaccess.remediation.v1.EvidenceVerdict
+	(*Approval)(nil),                         // 9: condaccess.remediation.v1.Approval
+	(*Action)(nil),                           // 10: condaccess.remediation.v1.Action
+	(*Investigation)(nil),                    // 11: condaccess.remediation.v1.Investigation
+	(*StartInvestigationRequest)(nil),        // 12: condaccess.remediation.v1.StartInvestigationRequest
+	(*StartInvestigationResponse)(nil),       // 13: condaccess.remediation.v1.StartInvestigationResponse
+	(*GetInvestigationRequest)(nil),          // 14: condaccess.remediation.v1.GetInvestigationRequest
+	(*GetInvestigationResponse)(nil),         // 15: condaccess.remediation.v1.GetInvestigationResponse
+	(*ListInvestigationsRequest)(nil),        // 16: condaccess.remediation.v1.ListInvestigationsRequest
+	(*ListInvestigationsResponse)(nil),       // 17: condaccess.remediation.v1.ListInvestigationsResponse
+	(*GetActionRequest)(nil),                 // 18: condaccess.remediation.v1.GetActionRequest
+	(*GetActionResponse)(nil),                // 19: condaccess.remediation.v1.GetActionResponse
+	(*ListActionsRequest)(nil),               // 20: condaccess.remediation.v1.ListActionsRequest
+	(*ListActionsResponse)(nil),              // 21: condaccess.remediation.v1.ListActionsResponse
+	(*SubmitActionRequest)(nil),              // 22: condaccess.remediation.v1.SubmitActionRequest
+	(*SubmitActionResponse)(nil),             // 23: condaccess.remediation.v1.SubmitActionResponse
+	(*ApproveActionRequest)(nil),             // 24: condaccess.remediation.v1.ApproveActionRequest
+	(*ApproveActionResponse)(nil),            // 25: condaccess.remediation.v1.ApproveActionResponse
+	(*RejectActionRequest)(nil),              // 26: condaccess.remediation.v1.RejectActionRequest
+	(*RejectActionResponse)(nil),             // 27: condaccess.remediation.v1.RejectActionResponse
+	(*UndoActionRequest)(nil),                // 28: condaccess.remediation.v1.UndoActionRequest
+	(*UndoActionResponse)(nil),               // 29: condaccess.remediation.v1.UndoActionResponse
+	(*CancelInvestigationRequest)(nil),       // 30: condaccess.remediation.v1.CancelInvestigationRequest
+	(*CancelInvestigationResponse)(nil),      // 31: condaccess.remediation.v1.CancelInvestigationResponse
+	(*AutomationLevelSetting)(nil),           // 32: condaccess.remediation.v1.AutomationLevelSetting
+	(*SetAutomationLevelRequest)(nil),        // 33: condaccess.remediation.v1.SetAutomationLevelRequest
+	(*SetAutomationLevelResponse)(nil),       // 34: condaccess.remediation.v1.SetAutomationLevelResponse
+	(*ListAutomationLevelsRequest)(nil),      // 35: condaccess.remediation.v1.ListAutomationLevelsRequest
+	(*ListAutomationLevelsResponse)(nil),     // 36: condaccess.remediation.v1.ListAutomationLevelsResponse
+	(*Agent)(nil),                            // 37: condaccess.remediation.v1.Agent
+	(*ListAgentsRequest)(nil),                // 38: condaccess.remediation.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),               // 39: condaccess.remediation.v1.ListAgentsResponse
+	(*WatchInvestigationEventsRequest)(nil),  // 40: condaccess.remediation.v1.WatchInvestigationEventsRequest
+	(*WatchInvestigationEventsResponse)(nil), // 41: condaccess.remediation.v1.WatchInvestigationEventsResponse
+	(*InvestigationEvent)(nil),               // 42: condaccess.remediation.v1.InvestigationEvent
+	(*InvestigationChanged)(nil),             // 43: condaccess.remediation.v1.InvestigationChanged
+	(*ActionChanged)(nil),                    // 44: condaccess.remediation.v1.ActionChanged
+	(*AgentHello)(nil),                       // 45: condaccess.remediation.v1.AgentHello
+	(*AgentHeartbeat)(nil),                   // 46: condaccess.remediation.v1.AgentHeartbeat
+	(*ActionResult)(nil),                     // 47: condaccess.remediation.v1.ActionResult
+	(*ConnectRequest)(nil),                   // 48: condaccess.remediation.v1.ConnectRequest
+	(*ActionCommand)(nil),                    // 49: condaccess.remediation.v1.ActionCommand
+	(*ConnectAck)(nil),                       // 50: condaccess.remediation.v1.ConnectAck
+	(*ConnectResponse)(nil),                  // 51: condaccess.remediation.v1.ConnectResponse
+	(*DeviceRemediation)(nil),                // 52: condaccess.remediation.v1.DeviceRemediation
+	(*WatchDeviceRemediationsRequest)(nil),   // 53: condaccess.remediation.v1.WatchDeviceRemediationsRequest
+	(*WatchDeviceRemediationsResponse)(nil),  // 54: condaccess.remediation.v1.WatchDeviceRemediationsResponse
+	(*v1.Evidence)(nil),                      // 55: condaccess.common.v1.Evidence
+	(*timestamppb.Timestamp)(nil),            // 56: google.protobuf.Timestamp
+	(*v1.TraceContext)(nil),                  // 57: condaccess.common.v1.TraceContext
+	(*v1.WatchProgress)(nil),                 // 58: condaccess.common.v1.WatchProgress
+	(*durationpb.Duration)(nil),              // 59: google.protobuf.Duration
 }
 var file_condaccess_remediation_v1_remediation_proto_depIdxs = []int32{
-	51, // 0: condaccess.remediation.v1.EvidenceVerdict.evidence:type_name -> condaccess.common.v1.Evidence
+	55, // 0: condaccess.remediation.v1.EvidenceVerdict.evidence:type_name -> condaccess.common.v1.Evidence
 	1,  // 1: condaccess.remediation.v1.EvidenceVerdict.verdict:type_name -> condaccess.remediation.v1.Verdict
-	52, // 2: condaccess.remediation.v1.Approval.decide_time:type_name -> google.protobuf.Timestamp
+	56, // 2: condaccess.remediation.v1.Approval.decide_time:type_name -> google.protobuf.Timestamp
 	2,  // 3: condaccess.remediation.v1.Action.type:type_name -> condaccess.remediation.v1.ActionType
 	3,  // 4: condaccess.remediation.v1.Action.state:type_name -> condaccess.remediation.v1.ActionState
-	51, // 5: condaccess.remediation.v1.Action.target:type_name -> condaccess.common.v1.Evidence
-	8,  // 6: condaccess.remediation.v1.Action.approval:type_name -> condaccess.remediation.v1.Approval
-	52, // 7: condaccess.remediation.v1.Action.create_time:type_name -> google.protobuf.Timestamp
-	52, // 8: condaccess.remediation.v1.Action.update_time:type_name -> google.protobuf.Timestamp
-	52, // 9: condaccess.remediation.v1.Action.approval_expire_time:type_name -> google.protobuf.Timestamp
+	55, // 5: condaccess.remediation.v1.Action.target:type_name -> condaccess.common.v1.Evidence
+	9,  // 6: condaccess.remediation.v1.Action.approval:type_name -> condaccess.remediation.v1.Approval
+	56, // 7: condaccess.remediation.v1.Action.create_time:type_name -> google.protobuf.Timestamp
+	56, // 8: condaccess.remediation.v1.Action.update_time:type_name -> google.protobuf.Timestamp
+	56, // 9: condaccess.remediation.v1.Action.approval_expire_time:type_name -> google.protobuf.Timestamp
 	0,  // 10: condaccess.remediation.v1.Investigation.state:type_name -> condaccess.remediation.v1.InvestigationState
-	7,  // 11: condaccess.remediation.v1.Investigation.evidence:type_name -> condaccess.remediation.v1.EvidenceVerdict
-	9,  // 12: condaccess.remediation.v1.Investigation.actions:type_name -> condaccess.remediation.v1.Action
+	8,  // 11: condaccess.remediation.v1.Investigation.evidence:type_name -> condaccess.remediation.v1.EvidenceVerdict
+	10, // 12: condaccess.remediation.v1.Investigation.actions:type_name -> condaccess.remediation.v1.Action
 	4,  // 13: condaccess.remediation.v1.Investigation.automation_level:type_name -> condaccess.remediation.v1.AutomationLevel
-	52, // 14: condaccess.remediation.v1.Investigation.create_time:type_name -> google.protobuf.Timestamp
-	52, // 15: condaccess.remediation.v1.Investigation.update_time:type_name -> google.protobuf.Timestamp
-	52, // 16: condaccess.remediation.v1.Investigation.end_time:type_name -> google.protobuf.Timestamp
-	53, // 17: condaccess.remediation.v1.Investigation.trace_context:type_name -> condaccess.common.v1.TraceContext
-	10, // 18: condaccess.remediation.v1.StartInvestigationResponse.investigation:type_name -> condaccess.remediation.v1.Investigation
-	10, // 19: condaccess.remediation.v1.GetInvestigationResponse.investigation:type_name -> condaccess.remediation.v1.Investigation
+	56, // 14: condaccess.remediation.v1.Investigation.create_time:type_name -> google.protobuf.Timestamp
+	56, // 15: condaccess.remediation.v1.Investigation.update_time:type_name -> google.protobuf.Timestamp
+	56, // 16: condaccess.remediation.v1.Investigation.end_time:type_name -> google.protobuf.Timestamp
+	57, // 17: condaccess.remediation.v1.Investigation.trace_context:type_name -> condaccess.common.v1.TraceContext
+	11, // 18: condaccess.remediation.v1.StartInvestigationResponse.investigation:type_name -> condaccess.remediation.v1.Investigation
+	11, // 19: condaccess.remediation.v1.GetInvestigationResponse.investigation:type_name -> condaccess.remediation.v1.Investigation
 	0,  // 20: condaccess.remediation.v1.ListInvestigationsRequest.state:type_name -> condaccess.remediation.v1.InvestigationState
-	10, // 21: condaccess.remediation.v1.ListInvestigationsResponse.investigations:type_name -> condaccess.remediation.v1.Investigation
-	9,  // 22: condaccess.remediation.v1.GetActionResponse.action:type_name -> condaccess.remediation.v1.Action
+	11, // 21: condaccess.remediation.v1.ListInvestigationsResponse.investigations:type_name -> condaccess.remediation.v1.Investigation
+	10, // 22: condaccess.remediation.v1.GetActionResponse.action:type_name -> condaccess.remediation.v1.Action
 	3,  // 23: condaccess.remediation.v1.ListActionsRequest.state:type_name -> condaccess.remediation.v1.ActionState
-	9,  // 24: condaccess.remediation.v1.ListActionsResponse.actions:type_name -> condaccess.remediation.v1.Action
+	10, // 24: condaccess.remediation.v1.ListActionsResponse.actions:type_name -> condaccess.remediation.v1.Action
 	2,  // 25: condaccess.remediation.v1.SubmitActionRequest.type:type_name -> condaccess.remediation.v1.ActionType
-	51, // 26: condaccess.remediation.v1.SubmitActionRequest.target:type_name -> condaccess.common.v1.Evidence
-	9,  // 27: condaccess.remediation.v1.SubmitActionResponse.action:type_name -> condaccess.remediation.v1.Action
-	9,  // 28: condaccess.remediation.v1.ApproveActionResponse.action:type_name -> condaccess.remediation.v1.Action
-	9,  // 29: condaccess.remediation.v1.RejectActionResponse.action:type_name -> condaccess.remediation.v1.Action
-	9,  // 30: condaccess.remediation.v1.UndoActionResponse.action:type_name -> condaccess.remediation.v1.Action
-	9,  // 31: condaccess.remediation.v1.UndoActionResponse.restore_action:type_name -> condaccess.remediation.v1.Action
-	10, // 32: condaccess.remediation.v1.CancelInvestigationResponse.investigation:type_name -> condaccess.remediation.v1.Investigation
+	55, // 26: condaccess.remediation.v1.SubmitActionRequest.target:type_name -> condaccess.common.v1.Evidence
+	10, // 27: condaccess.remediation.v1.SubmitActionResponse.action:type_name -> condaccess.remediation.v1.Action
+	10, // 28: condaccess.remediation.v1.ApproveActionResponse.action:type_name -> condaccess.remediation.v1.Action
+	10, // 29: condaccess.remediation.v1.RejectActionResponse.action:type_name -> condaccess.remediation.v1.Action
+	10, // 30: condaccess.remediation.v1.UndoActionResponse.action:type_name -> condaccess.remediation.v1.Action
+	10, // 31: condaccess.remediation.v1.UndoActionResponse.restore_action:type_name -> condaccess.remediation.v1.Action
+	11, // 32: condaccess.remediation.v1.CancelInvestigationResponse.investigation:type_name -> condaccess.remediation.v1.Investigation
 	4,  // 33: condaccess.remediation.v1.AutomationLevelSetting.level:type_name -> condaccess.remediation.v1.AutomationLevel
-	52, // 34: condaccess.remediation.v1.AutomationLevelSetting.update_time:type_name -> google.protobuf.Timestamp
-	31, // 35: condaccess.remediation.v1.SetAutomationLevelRequest.setting:type_name -> condaccess.remediation.v1.AutomationLevelSetting
-	31, // 36: condaccess.remediation.v1.SetAutomationLevelResponse.setting:type_name -> condaccess.remediation.v1.AutomationLevelSetting
-	31, // 37: condaccess.remediation.v1.ListAutomationLevelsResponse.settings:type_name -> condaccess.remediation.v1.AutomationLevelSetting
+	56, // 34: condaccess.remediation.v1.AutomationLevelSetting.update_time:type_name -> google.protobuf.Timestamp
+	32, // 35: condaccess.remediation.v1.SetAutomationLevelRequest.setting:type_name -> condaccess.remediation.v1.AutomationLevelSetting
+	32, // 36: condaccess.remediation.v1.SetAutomationLevelResponse.setting:type_name -> condaccess.remediation.v1.AutomationLevelSetting
+	32, // 37: condaccess.remediation.v1.ListAutomationLevelsResponse.settings:type_name -> condaccess.remediation.v1.AutomationLevelSetting
 	4,  // 38: condaccess.remediation.v1.ListAutomationLevelsResponse.default_level:type_name -> condaccess.remediation.v1.AutomationLevel
 	5,  // 39: condaccess.remediation.v1.Agent.health:type_name -> condaccess.remediation.v1.AgentHealth
-	52, // 40: condaccess.remediation.v1.Agent.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	52, // 41: condaccess.remediation.v1.Agent.connect_time:type_name -> google.protobuf.Timestamp
-	36, // 42: condaccess.remediation.v1.ListAgentsResponse.agents:type_name -> condaccess.remediation.v1.Agent
-	41, // 43: condaccess.remediation.v1.WatchInvestigationEventsResponse.event:type_name -> condaccess.remediation.v1.InvestigationEvent
-	54, // 44: condaccess.remediation.v1.WatchInvestigationEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
-	52, // 45: condaccess.remediation.v1.InvestigationEvent.event_time:type_name -> google.protobuf.Timestamp
-	53, // 46: condaccess.remediation.v1.InvestigationEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
-	42, // 47: condaccess.remediation.v1.InvestigationEvent.investigation_changed:type_name -> condaccess.remediation.v1.InvestigationChanged
-	43, // 48: condaccess.remediation.v1.InvestigationEvent.action_changed:type_name -> condaccess.remediation.v1.ActionChanged
-	10, // 49: condaccess.remediation.v1.InvestigationChanged.investigation:type_name -> condaccess.remediation.v1.Investigation
-	9,  // 50: condaccess.remediation.v1.ActionChanged.action:type_name -> condaccess.remediation.v1.Action
-	52, // 51: condaccess.remediation.v1.AgentHeartbeat.time:type_name -> google.protobuf.Timestamp
+	56, // 40: condaccess.remediation.v1.Agent.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	56, // 41: condaccess.remediation.v1.Agent.connect_time:type_name -> google.protobuf.Timestamp
+	37, // 42: condaccess.remediation.v1.ListAgentsResponse.agents:type_name -> condaccess.remediation.v1.Agent
+	42, // 43: condaccess.remediation.v1.WatchInvestigationEventsResponse.event:type_name -> condaccess.remediation.v1.InvestigationEvent
+	58, // 44: condaccess.remediation.v1.WatchInvestigationEventsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	56, // 45: condaccess.remediation.v1.InvestigationEvent.event_time:type_name -> google.protobuf.Timestamp
+	57, // 46: condaccess.remediation.v1.InvestigationEvent.trace_context:type_name -> condaccess.common.v1.TraceContext
+	43, // 47: condaccess.remediation.v1.InvestigationEvent.investigation_changed:type_name -> condaccess.remediation.v1.InvestigationChanged
+	44, // 48: condaccess.remediation.v1.InvestigationEvent.action_changed:type_name -> condaccess.remediation.v1.ActionChanged
+	11, // 49: condaccess.remediation.v1.InvestigationChanged.investigation:type_name -> condaccess.remediation.v1.Investigation
+	10, // 50: condaccess.remediation.v1.ActionChanged.action:type_name -> condaccess.remediation.v1.Action
+	56, // 51: condaccess.remediation.v1.AgentHeartbeat.time:type_name -> google.protobuf.Timestamp
 	6,  // 52: condaccess.remediation.v1.ActionResult.status:type_name -> condaccess.remediation.v1.ActionResultStatus
-	51, // 53: condaccess.remediation.v1.ActionResult.findings:type_name -> condaccess.common.v1.Evidence
-	44, // 54: condaccess.remediation.v1.ConnectRequest.hello:type_name -> condaccess.remediation.v1.AgentHello
-	45, // 55: condaccess.remediation.v1.ConnectRequest.heartbeat:type_name -> condaccess.remediation.v1.AgentHeartbeat
-	46, // 56: condaccess.remediation.v1.ConnectRequest.result:type_name -> condaccess.remediation.v1.ActionResult
+	55, // 53: condaccess.remediation.v1.ActionResult.findings:type_name -> condaccess.common.v1.Evidence
+	45, // 54: condaccess.remediation.v1.ConnectRequest.hello:type_name -> condaccess.remediation.v1.AgentHello
+	46, // 55: condaccess.remediation.v1.ConnectRequest.heartbeat:type_name -> condaccess.remediation.v1.AgentHeartbeat
+	47, // 56: condaccess.remediation.v1.ConnectRequest.result:type_name -> condaccess.remediation.v1.ActionResult
 	2,  // 57: condaccess.remediation.v1.ActionCommand.type:type_name -> condaccess.remediation.v1.ActionType
-	51, // 58: condaccess.remediation.v1.ActionCommand.target:type_name -> condaccess.common.v1.Evidence
-	55, // 59: condaccess.remediation.v1.ConnectAck.heartbeat_interval:type_name -> google.protobuf.Duration
-	49, // 60: condaccess.remediation.v1.ConnectResponse.ack:type_name -> condaccess.remediation.v1.ConnectAck
-	48, // 61: condaccess.remediation.v1.ConnectResponse.command:type_name -> condaccess.remediation.v1.ActionCommand
-	11, // 62: condaccess.remediation.v1.RemediationService.StartInvestigation:input_type -> condaccess.remediation.v1.StartInvestigationRequest
-	13, // 63: condaccess.remediation.v1.RemediationService.GetInvestigation:input_type -> condaccess.remediation.v1.GetInvestigationRequest
-	15, // 64: condaccess.remediation.v1.RemediationService.ListInvestigations:input_type -> condaccess.remediation.v1.ListInvestigationsRequest
-	17, // 65: condaccess.remediation.v1.RemediationService.GetAction:input_type -> condaccess.remediation.v1.GetActionRequest
-	19, // 66: condaccess.remediation.v1.RemediationService.ListActions:input_type -> condaccess.remediation.v1.ListActionsRequest
-	21, // 67: condaccess.remediation.v1.RemediationService.SubmitAction:input_type -> condaccess.remediation.v1.SubmitActionRequest
-	23, // 68: condaccess.remediation.v1.RemediationService.ApproveAction:input_type -> condaccess.remediation.v1.ApproveActionRequest
-	25, // 69: condaccess.remediation.v1.RemediationService.RejectAction:input_type -> condaccess.remediation.v1.RejectActionRequest
-	27, // 70: condaccess.remediation.v1.RemediationService.UndoAction:input_type -> condaccess.remediation.v1.UndoActionRequest
-	29, // 71: condaccess.remediation.v1.RemediationService.CancelInvestigation:input_type -> condaccess.remediation.v1.CancelInvestigationRequest
-	32, // 72: condaccess.remediation.v1.RemediationService.SetAutomationLevel:input_type -> condaccess.remediation.v1.SetAutomationLevelRequest
-	34, // 73: condaccess.remediation.v1.RemediationService.ListAutomationLevels:input_type -> condaccess.remediation.v1.ListAutomationLevelsRequest
-	37, // 74: condaccess.remediation.v1.RemediationService.ListAgents:input_type -> condaccess.remediation.v1.ListAgentsRequest
-	39, // 75: condaccess.remediation.v1.RemediationService.WatchInvestigationEvents:input_type -> condaccess.remediation.v1.WatchInvestigationEventsRequest
-	47, // 76: condaccess.remediation.v1.AgentService.Connect:input_type -> condaccess.remediation.v1.ConnectRequest
-	12, // 77: condaccess.remediation.v1.RemediationService.StartInvestigation:output_type -> condaccess.remediation.v1.StartInvestigationResponse
-	14, // 78: condaccess.remediation.v1.RemediationService.GetInvestigation:output_type -> condaccess.remediation.v1.GetInvestigationResponse
-	16, // 79: condaccess.remediation.v1.RemediationService.ListInvestigations:output_type -> condaccess.remediation.v1.ListInvestigationsResponse
-	18, // 80: condaccess.remediation.v1.RemediationService.GetAction:output_type -> condaccess.remediation.v1.GetActionResponse
-	20, // 81: condaccess.remediation.v1.RemediationService.ListActions:output_type -> condaccess.remediation.v1.ListActionsResponse
-	22, // 82: condaccess.remediation.v1.RemediationService.SubmitAction:output_type -> condaccess.remediation.v1.SubmitActionResponse
-	24, // 83: condaccess.remediation.v1.RemediationService.ApproveAction:output_type -> condaccess.remediation.v1.ApproveActionResponse
-	26, // 84: condaccess.remediation.v1.RemediationService.RejectAction:output_type -> condaccess.remediation.v1.RejectActionResponse
-	28, // 85: condaccess.remediation.v1.RemediationService.UndoAction:output_type -> condaccess.remediation.v1.UndoActionResponse
-	30, // 86: condaccess.remediation.v1.RemediationService.CancelInvestigation:output_type -> condaccess.remediation.v1.CancelInvestigationResponse
-	33, // 87: condaccess.remediation.v1.RemediationService.SetAutomationLevel:output_type -> condaccess.remediation.v1.SetAutomationLevelResponse
-	35, // 88: condaccess.remediation.v1.RemediationService.ListAutomationLevels:output_type -> condaccess.remediation.v1.ListAutomationLevelsResponse
-	38, // 89: condaccess.remediation.v1.RemediationService.ListAgents:output_type -> condaccess.remediation.v1.ListAgentsResponse
-	40, // 90: condaccess.remediation.v1.RemediationService.WatchInvestigationEvents:output_type -> condaccess.remediation.v1.WatchInvestigationEventsResponse
-	50, // 91: condaccess.remediation.v1.AgentService.Connect:output_type -> condaccess.remediation.v1.ConnectResponse
-	77, // [77:92] is the sub-list for method output_type
-	62, // [62:77] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	55, // 58: condaccess.remediation.v1.ActionCommand.target:type_name -> condaccess.common.v1.Evidence
+	59, // 59: condaccess.remediation.v1.ConnectAck.heartbeat_interval:type_name -> google.protobuf.Duration
+	50, // 60: condaccess.remediation.v1.ConnectResponse.ack:type_name -> condaccess.remediation.v1.ConnectAck
+	49, // 61: condaccess.remediation.v1.ConnectResponse.command:type_name -> condaccess.remediation.v1.ActionCommand
+	7,  // 62: condaccess.remediation.v1.DeviceRemediation.state:type_name -> condaccess.remediation.v1.DeviceRemediationState
+	52, // 63: condaccess.remediation.v1.WatchDeviceRemediationsResponse.device:type_name -> condaccess.remediation.v1.DeviceRemediation
+	58, // 64: condaccess.remediation.v1.WatchDeviceRemediationsResponse.progress:type_name -> condaccess.common.v1.WatchProgress
+	12, // 65: condaccess.remediation.v1.RemediationService.StartInvestigation:input_type -> condaccess.remediation.v1.StartInvestigationRequest
+	14, // 66: condaccess.remediation.v1.RemediationService.GetInvestigation:input_type -> condaccess.remediation.v1.GetInvestigationRequest
+	16, // 67: condaccess.remediation.v1.RemediationService.ListInvestigations:input_type -> condaccess.remediation.v1.ListInvestigationsRequest
+	18, // 68: condaccess.remediation.v1.RemediationService.GetAction:input_type -> condaccess.remediation.v1.GetActionRequest
+	20, // 69: condaccess.remediation.v1.RemediationService.ListActions:input_type -> condaccess.remediation.v1.ListActionsRequest
+	22, // 70: condaccess.remediation.v1.RemediationService.SubmitAction:input_type -> condaccess.remediation.v1.SubmitActionRequest
+	24, // 71: condaccess.remediation.v1.RemediationService.ApproveAction:input_type -> condaccess.remediation.v1.ApproveActionRequest
+	26, // 72: condaccess.remediation.v1.RemediationService.RejectAction:input_type -> condaccess.remediation.v1.RejectActionRequest
+	28, // 73: condaccess.remediation.v1.RemediationService.UndoAction:input_type -> condaccess.remediation.v1.UndoActionRequest
+	30, // 74: condaccess.remediation.v1.RemediationService.CancelInvestigation:input_type -> condaccess.remediation.v1.CancelInvestigationRequest
+	33, // 75: condaccess.remediation.v1.RemediationService.SetAutomationLevel:input_type -> condaccess.remediation.v1.SetAutomationLevelRequest
+	35, // 76: condaccess.remediation.v1.RemediationService.ListAutomationLevels:input_type -> condaccess.remediation.v1.ListAutomationLevelsRequest
+	38, // 77: condaccess.remediation.v1.RemediationService.ListAgents:input_type -> condaccess.remediation.v1.ListAgentsRequest
+	40, // 78: condaccess.remediation.v1.RemediationService.WatchInvestigationEvents:input_type -> condaccess.remediation.v1.WatchInvestigationEventsRequest
+	53, // 79: condaccess.remediation.v1.RemediationService.WatchDeviceRemediations:input_type -> condaccess.remediation.v1.WatchDeviceRemediationsRequest
+	48, // 80: condaccess.remediation.v1.AgentService.Connect:input_type -> condaccess.remediation.v1.ConnectRequest
+	13, // 81: condaccess.remediation.v1.RemediationService.StartInvestigation:output_type -> condaccess.remediation.v1.StartInvestigationResponse
+	15, // 82: condaccess.remediation.v1.RemediationService.GetInvestigation:output_type -> condaccess.remediation.v1.GetInvestigationResponse
+	17, // 83: condaccess.remediation.v1.RemediationService.ListInvestigations:output_type -> condaccess.remediation.v1.ListInvestigationsResponse
+	19, // 84: condaccess.remediation.v1.RemediationService.GetAction:output_type -> condaccess.remediation.v1.GetActionResponse
+	21, // 85: condaccess.remediation.v1.RemediationService.ListActions:output_type -> condaccess.remediation.v1.ListActionsResponse
+	23, // 86: condaccess.remediation.v1.RemediationService.SubmitAction:output_type -> condaccess.remediation.v1.SubmitActionResponse
+	25, // 87: condaccess.remediation.v1.RemediationService.ApproveAction:output_type -> condaccess.remediation.v1.ApproveActionResponse
+	27, // 88: condaccess.remediation.v1.RemediationService.RejectAction:output_type -> condaccess.remediation.v1.RejectActionResponse
+	29, // 89: condaccess.remediation.v1.RemediationService.UndoAction:output_type -> condaccess.remediation.v1.UndoActionResponse
+	31, // 90: condaccess.remediation.v1.RemediationService.CancelInvestigation:output_type -> condaccess.remediation.v1.CancelInvestigationResponse
+	34, // 91: condaccess.remediation.v1.RemediationService.SetAutomationLevel:output_type -> condaccess.remediation.v1.SetAutomationLevelResponse
+	36, // 92: condaccess.remediation.v1.RemediationService.ListAutomationLevels:output_type -> condaccess.remediation.v1.ListAutomationLevelsResponse
+	39, // 93: condaccess.remediation.v1.RemediationService.ListAgents:output_type -> condaccess.remediation.v1.ListAgentsResponse
+	41, // 94: condaccess.remediation.v1.RemediationService.WatchInvestigationEvents:output_type -> condaccess.remediation.v1.WatchInvestigationEventsResponse
+	54, // 95: condaccess.remediation.v1.RemediationService.WatchDeviceRemediations:output_type -> condaccess.remediation.v1.WatchDeviceRemediationsResponse
+	51, // 96: condaccess.remediation.v1.AgentService.Connect:output_type -> condaccess.remediation.v1.ConnectResponse
+	81, // [81:97] is the sub-list for method output_type
+	65, // [65:81] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_condaccess_remediation_v1_remediation_proto_init() }
@@ -3871,13 +4172,18 @@ func file_condaccess_remediation_v1_remediation_proto_init() {
 		(*ConnectResponse_Ack)(nil),
 		(*ConnectResponse_Command)(nil),
 	}
+	file_condaccess_remediation_v1_remediation_proto_msgTypes[46].OneofWrappers = []any{
+		(*WatchDeviceRemediationsResponse_Device)(nil),
+		(*WatchDeviceRemediationsResponse_Synced)(nil),
+		(*WatchDeviceRemediationsResponse_Progress)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condaccess_remediation_v1_remediation_proto_rawDesc), len(file_condaccess_remediation_v1_remediation_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   44,
+			NumEnums:      8,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -36,6 +36,7 @@ const (
 	RemediationService_ListAutomationLevels_FullMethodName     = "/condaccess.remediation.v1.RemediationService/ListAutomationLevels"
 	RemediationService_ListAgents_FullMethodName               = "/condaccess.remediation.v1.RemediationService/ListAgents"
 	RemediationService_WatchInvestigationEvents_FullMethodName = "/condaccess.remediation.v1.RemediationService/WatchInvestigationEvents"
+	RemediationService_WatchDeviceRemediations_FullMethodName  = "/condaccess.remediation.v1.RemediationService/WatchDeviceRemediations"
 )
 
 // RemediationServiceClient is the client API for RemediationService service.
@@ -113,6 +114,16 @@ type RemediationServiceClient interface {
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
 	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchInvestigationEvents(ctx context.Context, in *WatchInvestigationEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchInvestigationEventsResponse], error)
+	// WatchDeviceRemediations sends, for every device with an open investigation, its
+	// remediation state (a snapshot), then a synced message, then each change of a
+	// device's state as investigations open, wait for approval, run and end, with
+	// progress messages when idle. It carries no alert, evidence or action details: the
+	// access service follows it to tell the end user of a blocked device whether the
+	// threat is being removed automatically, waits for an approval, or needs IT.
+	// Callers: ROLE_READER, ROLE_SECOPS_ADMIN (and ROLE_SERVICE: access).
+	// Errors: RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past
+	// --max-watches-per-identity); the stream then resumes with a new snapshot.
+	WatchDeviceRemediations(ctx context.Context, in *WatchDeviceRemediationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDeviceRemediationsResponse], error)
 }
 
 type remediationServiceClient struct {
@@ -272,6 +283,25 @@ func (c *remediationServiceClient) WatchInvestigationEvents(ctx context.Context,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RemediationService_WatchInvestigationEventsClient = grpc.ServerStreamingClient[WatchInvestigationEventsResponse]
 
+func (c *remediationServiceClient) WatchDeviceRemediations(ctx context.Context, in *WatchDeviceRemediationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDeviceRemediationsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RemediationService_ServiceDesc.Streams[1], RemediationService_WatchDeviceRemediations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchDeviceRemediationsRequest, WatchDeviceRemediationsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RemediationService_WatchDeviceRemediationsClient = grpc.ServerStreamingClient[WatchDeviceRemediationsResponse]
+
 // RemediationServiceServer is the server API for RemediationService service.
 // All implementations must embed UnimplementedRemediationServiceServer
 // for forward compatibility.
@@ -347,6 +377,16 @@ type RemediationServiceServer interface {
 	// Errors: OUT_OF_RANGE with ErrorInfo reason REVISION_COMPACTED; RESOURCE_EXHAUSTED
 	// (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past --max-watches-per-identity).
 	WatchInvestigationEvents(*WatchInvestigationEventsRequest, grpc.ServerStreamingServer[WatchInvestigationEventsResponse]) error
+	// WatchDeviceRemediations sends, for every device with an open investigation, its
+	// remediation state (a snapshot), then a synced message, then each change of a
+	// device's state as investigations open, wait for approval, run and end, with
+	// progress messages when idle. It carries no alert, evidence or action details: the
+	// access service follows it to tell the end user of a blocked device whether the
+	// threat is being removed automatically, waits for an approval, or needs IT.
+	// Callers: ROLE_READER, ROLE_SECOPS_ADMIN (and ROLE_SERVICE: access).
+	// Errors: RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW, or TOO_MANY_WATCHES past
+	// --max-watches-per-identity); the stream then resumes with a new snapshot.
+	WatchDeviceRemediations(*WatchDeviceRemediationsRequest, grpc.ServerStreamingServer[WatchDeviceRemediationsResponse]) error
 	mustEmbedUnimplementedRemediationServiceServer()
 }
 
@@ -398,6 +438,9 @@ func (UnimplementedRemediationServiceServer) ListAgents(context.Context, *ListAg
 }
 func (UnimplementedRemediationServiceServer) WatchInvestigationEvents(*WatchInvestigationEventsRequest, grpc.ServerStreamingServer[WatchInvestigationEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchInvestigationEvents not implemented")
+}
+func (UnimplementedRemediationServiceServer) WatchDeviceRemediations(*WatchDeviceRemediationsRequest, grpc.ServerStreamingServer[WatchDeviceRemediationsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchDeviceRemediations not implemented")
 }
 func (UnimplementedRemediationServiceServer) mustEmbedUnimplementedRemediationServiceServer() {}
 func (UnimplementedRemediationServiceServer) testEmbeddedByValue()                            {}
@@ -665,6 +708,17 @@ func _RemediationService_WatchInvestigationEvents_Handler(srv interface{}, strea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RemediationService_WatchInvestigationEventsServer = grpc.ServerStreamingServer[WatchInvestigationEventsResponse]
 
+func _RemediationService_WatchDeviceRemediations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchDeviceRemediationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RemediationServiceServer).WatchDeviceRemediations(m, &grpc.GenericServerStream[WatchDeviceRemediationsRequest, WatchDeviceRemediationsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RemediationService_WatchDeviceRemediationsServer = grpc.ServerStreamingServer[WatchDeviceRemediationsResponse]
+
 // RemediationService_ServiceDesc is the grpc.ServiceDesc for RemediationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -729,6 +783,11 @@ var RemediationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchInvestigationEvents",
 			Handler:       _RemediationService_WatchInvestigationEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchDeviceRemediations",
+			Handler:       _RemediationService_WatchDeviceRemediations_Handler,
 			ServerStreams: true,
 		},
 	},

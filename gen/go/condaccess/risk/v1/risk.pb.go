@@ -2175,6 +2175,10 @@ type WatchRiskEventsRequest struct {
 	// start_revision: events with a revision greater than this are sent; 0 replays all
 	// retained history.
 	StartRevision int64 `protobuf:"varint,1,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// device_id, when set, keeps only the events about this device (filtered by the
+	// server, so a device's history costs its own events on the wire); progress messages
+	// still carry the stream's revision, the first one as soon as the replay is done.
+	DeviceId      string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2214,6 +2218,13 @@ func (x *WatchRiskEventsRequest) GetStartRevision() int64 {
 		return x.StartRevision
 	}
 	return 0
+}
+
+func (x *WatchRiskEventsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
 }
 
 // WatchRiskEventsResponse is one message of the WatchRiskEvents stream.
@@ -2693,9 +2704,10 @@ const file_condaccess_risk_v1_risk_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x81\x01\n" +
 	"\x1dListDeviceRiskHistoryResponse\x128\n" +
 	"\achanges\x18\x01 \x03(\v2\x1e.condaccess.risk.v1.RiskChangeR\achanges\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"H\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"o\n" +
 	"\x16WatchRiskEventsRequest\x12.\n" +
-	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\"\x9b\x01\n" +
+	"\x0estart_revision\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rstartRevision\x12%\n" +
+	"\tdevice_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bdeviceId\"\x9b\x01\n" +
 	"\x17WatchRiskEventsResponse\x125\n" +
 	"\x05event\x18\x01 \x01(\v2\x1d.condaccess.risk.v1.RiskEventH\x00R\x05event\x12A\n" +
 	"\bprogress\x18\x02 \x01(\v2#.condaccess.common.v1.WatchProgressH\x00R\bprogressB\x06\n" +
