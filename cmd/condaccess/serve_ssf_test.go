@@ -185,14 +185,20 @@ func (r *testReceiver) has(typ string, want map[string]string) bool {
 	return false
 }
 
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct free loopback addresses: every listener is held until
+// all are chosen, so that none is handed out twice.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }
 
 func httpDo(t *testing.T, method, url, token, body string) (int, []byte) {
@@ -232,8 +238,8 @@ func TestSharedSignalsFlow(t *testing.T) {
 	otherTx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(other.JWKS()) }))
 	defer otherTx.Close()
 
-	dataDir, httpAddr := t.TempDir(), freeAddr(t)
-	o := serveOptions{grpcAddr: freeAddr(t), httpAddr: httpAddr, dataDir: dataDir,
+	dataDir, addrs := t.TempDir(), freeAddrs(t, 2)
+	o := serveOptions{grpcAddr: addrs[0], httpAddr: addrs[1], dataDir: dataDir,
 		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}
 	o.ssf.ReceiverIssuers = []string{otherTx.URL}
 	o.ssf.ReceiverJWKS = []string{otherTx.URL + "/jwks"}
