@@ -127,13 +127,7 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 	// Disabling a user revokes its sessions, in the same store write; so does
 	// changing or removing its external id (the sessions were opened for the
 	// identity-provider account it named).
-	reason := ""
-	switch {
-	case nu.Disabled && !cur.Disabled:
-		reason = ReasonUserDisabled
-	case cur.ExternalID != "" && nu.ExternalID != cur.ExternalID:
-		reason = ReasonUserExternalIDChanged
-	}
+	reason := revokeReason(cur, &nu)
 	revoke := reason != ""
 	var ls []*access.LiveSession
 	var revs []access.Revocation
@@ -153,6 +147,21 @@ func (s *Service) UpdateUser(ctx context.Context, u *access.User, mask []string)
 		}
 	}
 	return s.withGroups(&nu), nil
+}
+
+// revokeReason says why a change from cur to nu revokes the user's sessions, or "":
+// disabling the user, or changing or removing its external id (the sessions were
+// opened for the identity-provider account it named).
+func revokeReason(cur, nu *access.User) string {
+	switch {
+	case cur == nil:
+		return ""
+	case nu.Disabled && !cur.Disabled:
+		return ReasonUserDisabled
+	case cur.ExternalID != "" && nu.ExternalID != cur.ExternalID:
+		return ReasonUserExternalIDChanged
+	}
+	return ""
 }
 
 // DeleteUser deletes a user and its memberships, and revokes its sessions.
@@ -516,9 +525,29 @@ func (s *Service) ImportDirectory(ctx context.Context, d *access.Directory) (Imp
 		}
 		return ImportStats{}, err
 	}
+	prev := s.model.Users
 	next.Apps = apps
 	s.model = next
 	s.rebuild()
+	// An import that disables a user or changes its external id revokes the user's
+	// sessions as UpdateUser does, once the import (and the snapshot that blocks the
+	// user) is in place: in a store write of its own, right after the import's.
+	for _, nu := range users {
+		reason := revokeReason(prev[nu.ID], nu)
+		if reason == "" {
+			continue
+		}
+		ls, revs, err := s.userRevocations(ctx, nu.ID, reason)
+		if err == nil && len(revs) > 0 {
+			err = s.store.RevokeSessions(ctx, revs, nil)
+		}
+		if err == nil {
+			err = s.revokedUser(ctx, nu.ID, reason, ls)
+		}
+		if err != nil {
+			return ImportStats{}, fmt.Errorf("directory imported, but revoking the sessions of user %q (%s) failed: %w", nu.ID, reason, err)
+		}
+	}
 	return ImportStats{int64(len(users)), int64(len(groups)), int64(len(appList))}, nil
 }
 

@@ -46,6 +46,16 @@ func TestRevocationOnUserDisabledOrDeleted(t *testing.T) {
 			}
 			return nil
 		}, "USER_EXTERNAL_ID_CHANGED", ""},
+		// The same changes made by a directory import.
+		{"disabled by an import", func(ctx context.Context, h *harness) error {
+			return importUsers(ctx, h, &accessv1.User{UserId: "u-1", Disabled: true})
+		}, "USER_DISABLED", "USER_DISABLED"},
+		{"external id changed by an import", func(ctx context.Context, h *harness) error {
+			if err := importUsers(ctx, h, &accessv1.User{UserId: "u-1", ExternalId: "idp-1"}); err != nil {
+				return err
+			}
+			return importUsers(ctx, h, &accessv1.User{UserId: "u-1", ExternalId: "idp-2"})
+		}, "USER_EXTERNAL_ID_CHANGED", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := start(t, options{})
@@ -120,4 +130,17 @@ func TestRevocationOnUserDisabledOrDeleted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// importUsers imports users with ImportDirectory in one chunk.
+func importUsers(ctx context.Context, h *harness, users ...*accessv1.User) error {
+	stream, err := h.dir.ImportDirectory(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&accessv1.ImportDirectoryRequest{Users: users}); err != nil {
+		return err
+	}
+	_, err = stream.CloseAndRecv()
+	return err
 }
