@@ -326,6 +326,10 @@ type service struct {
 	remediationConn *grpc.ClientConn
 }
 
+// ReconcileInterval is how often the compliance feed's leader revokes stored
+// sessions of noncompliant devices that are still ACTIVE (accesscore.ReconcileSessions).
+const ReconcileInterval = 2 * time.Second
+
 func (s *service) Register(r grpc.ServiceRegistrar) { accessgrpc.Register(r, s.srv) }
 
 // Run follows the compliance feed and writes sign-ins until ctx ends. On
@@ -349,6 +353,9 @@ func (s *service) Run(ctx context.Context) error {
 			ctx = accessstore.Fenced(ctx, s.lease, token)
 			cleaned := make(chan struct{})
 			go func() { defer close(cleaned); s.svc.RunCleanup(ctx) }()
+			reconciled := make(chan struct{})
+			go func() { defer close(reconciled); s.svc.RunReconcile(ctx, ReconcileInterval) }()
+			defer func() { <-reconciled }()
 			if s.conn != nil {
 				s.svc.RunFeed(ctx, compliancev1.NewComplianceServiceClient(s.conn), s.conn.ResetConnectBackoff)
 			}
