@@ -173,12 +173,7 @@ func TestAuditRetentionOnPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Stop() })
-		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
+		return dialReplica(t, s)
 	}
 	a := start(0)
 	risk := riskv1.NewRiskServiceClient(a)
