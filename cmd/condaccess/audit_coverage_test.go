@@ -21,6 +21,7 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/devca"
+	"github.com/condaccess/condaccess/internal/pgtest"
 )
 
 // mutatingPrefixes name the RPCs that change state (AIP verbs and the custom ones).
@@ -44,11 +45,21 @@ var notAdminChanges = map[string]string{
 // in the descriptors, so a new one fails this test until it is covered) and checks that
 // each left an audit event with its method. A new mutating RPC must be added to calls
 // (and audited) or to notAdminChanges with the reason.
-func TestEveryAdminMutationIsAudited(t *testing.T) {
+func TestEveryAdminMutationIsAudited(t *testing.T) { testEveryAdminMutationIsAudited(t, "") }
+
+// TestEveryAdminMutationIsAuditedOnPostgres: the same with every store on PostgreSQL
+// (serve --database-url): AuditService lists the events each store recorded there.
+func TestEveryAdminMutationIsAuditedOnPostgres(t *testing.T) {
+	testEveryAdminMutationIsAudited(t, pgtest.URL(t))
+}
+
+// testEveryAdminMutationIsAudited runs the test on the stores of databaseURL ("":
+// embedded SQLite).
+func testEveryAdminMutationIsAudited(t *testing.T, databaseURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", dataDir: t.TempDir(), services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second},
-		slog.New(slog.DiscardHandler))
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", dataDir: t.TempDir(), services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second,
+		databaseURL: databaseURL}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

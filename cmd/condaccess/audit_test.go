@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	remediationv1 "github.com/condaccess/condaccess/gen/go/condaccess/remediation/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/auth"
+	"github.com/condaccess/condaccess/internal/pgtest"
 )
 
 // dialCert dials addr over mutual TLS with the dev-certs certificate <name>.pem.
@@ -52,14 +54,44 @@ func mentions(v *structpb.Value, s string) bool {
 // recorded once, with the certificate's identity as actor (never a request field) and
 // the resource before and after; ListAuditEvents serves them merged across the four
 // services of the process, to the roles allowed and to no one else.
-func TestAuditOverMutualTLS(t *testing.T) {
+func TestAuditOverMutualTLS(t *testing.T) { auditOverMutualTLS(t, "") }
+
+// TestAuditOverMutualTLSOnPostgres: the same with every store on PostgreSQL; and a
+// second replica on the database lists the very events written through the first.
+func TestAuditOverMutualTLSOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	dir, want := auditOverMutualTLS(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+	b := startAuditSuite(ctx, t, dir, url)
+	resp, err := auditv1.NewAuditServiceClient(dialCert(t, dir, b.GRPCAddr(), "admin")).ListAuditEvents(ctx,
+		&auditv1.ListAuditEventsRequest{Actor: adminSubject, PageSize: 100})
+	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", dataDir: t.TempDir(),
+	key := func(e *auditv1.AuditEvent) string {
+		return fmt.Sprintf("%s/%d %s", e.GetService(), e.GetId(), e.GetMethod())
+	}
+	var got, wantKeys []string
+	for _, e := range resp.GetEvents() {
+		got = append(got, key(e))
+	}
+	for _, e := range want {
+		wantKeys = append(wantKeys, key(e))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(wantKeys) {
+		t.Errorf("admin events on replica B = %v, want those listed on replica A %v", got, wantKeys)
+	}
+}
+
+// adminSubject is the subject of the dev-certs admin certificate.
+const adminSubject = "condaccess-admin"
+
+// startAuditSuite starts the four services over mutual TLS with the dev-certs of dir,
+// on the stores of databaseURL ("": embedded SQLite).
+func startAuditSuite(ctx context.Context, t *testing.T, dir, databaseURL string) *runningSuite {
+	t.Helper()
+	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", dataDir: t.TempDir(), databaseURL: databaseURL,
 		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second,
 		tlsCert: filepath.Join(dir, "service.pem"), tlsKey: filepath.Join(dir, "service-key.pem"), tlsClientCA: filepath.Join(dir, "ca.pem"),
 	}, slog.New(slog.DiscardHandler))
@@ -67,8 +99,20 @@ func TestAuditOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// auditOverMutualTLS runs the test on the stores of databaseURL ("": embedded
+// SQLite); it returns the dev-certs folder and the admin's events, newest first.
+func auditOverMutualTLS(t *testing.T, databaseURL string) (string, []*auditv1.AuditEvent) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	if _, _, err := runCLI(t, "dev-certs", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	s := startAuditSuite(ctx, t, dir, databaseURL)
 	admin := dialCert(t, dir, s.GRPCAddr(), "admin")
-	const adminSubject = "condaccess-admin"
 
 	// Set-up: a device in a SEMI-automated group and a HIGH alert with file evidence,
 	// so that the investigation proposes an action that waits for approval.
@@ -92,6 +136,7 @@ func TestAuditOverMutualTLS(t *testing.T) {
 	}
 	var pending *remediationv1.Action
 	var last *remediationv1.ListActionsResponse
+	var err error
 	for pending == nil {
 		if ctx.Err() != nil {
 			t.Fatalf("no action pending approval for dev-1; last listing: %v", last)
@@ -223,6 +268,7 @@ func TestAuditOverMutualTLS(t *testing.T) {
 	if _, err := auditClient.ListAuditEvents(ctx, &auditv1.ListAuditEventsRequest{PageSize: 1, PageToken: first.GetNextPageToken(), Actor: "someone-else"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("page token with other filters = %v, want InvalidArgument", err)
 	}
+	return dir, all
 }
 
 func TestCLIAuditList(t *testing.T) {

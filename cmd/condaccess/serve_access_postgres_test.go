@@ -111,7 +111,7 @@ func TestServeAccessReplicasOnPostgres(t *testing.T) {
 		must("create application on A", err)
 	}
 	waitReplicaDecision(ctx, t, b, "B", "u-1", "dev-1", "wiki", accessv1.Decision_DECISION_ALLOW)
-	// AuditService answers (it does not list the events recorded on PostgreSQL yet).
+	// AuditService answers (its PostgreSQL listing: TestAuditOverMutualTLSOnPostgres).
 	if _, err := auditv1.NewAuditServiceClient(conns[0]).ListAuditEvents(ctx, &auditv1.ListAuditEventsRequest{}); err != nil {
 		t.Fatalf("ListAuditEvents on a PostgreSQL access replica: %v", err)
 	}

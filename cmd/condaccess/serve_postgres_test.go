@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	auditv1 "github.com/condaccess/condaccess/gen/go/condaccess/audit/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/pgtest"
@@ -154,4 +155,53 @@ func TestServeCompactionLeaseFailsOver(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	waitToken(2)
+}
+
+// TestAuditRetentionOnPostgres: --audit-retention compacts the audit table a replica
+// shares with the others: the event written through replica A is gone from A's
+// listing once replica B (started later, with a retention of 1ns) has compacted.
+func TestAuditRetentionOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := func(retention time.Duration) *grpc.ClientConn {
+		t.Helper()
+		o := serveOptions{grpcAddr: "127.0.0.1:0", services: "risk", dataDir: t.TempDir(), databaseURL: url, stopTimeout: 5 * time.Second,
+			auditRetention: retention}
+		s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Stop() })
+		return dialReplica(t, s)
+	}
+	a := start(0)
+	risk := riskv1.NewRiskServiceClient(a)
+	if _, err := risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-1", DeviceId: "dev-1", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Malicious file"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: "a-1",
+		Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE}); err != nil {
+		t.Fatal(err)
+	}
+	list := auditv1.NewAuditServiceClient(a)
+	count := func() int {
+		t.Helper()
+		resp, err := list.ListAuditEvents(ctx, &auditv1.ListAuditEventsRequest{ResourceId: "a-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.GetEvents())
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("events of a-1 on replica A = %d, want 1", n)
+	}
+	start(time.Nanosecond)
+	for count() != 0 {
+		if ctx.Err() != nil {
+			t.Fatal("replica B's retention did not remove the event written through replica A")
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval: the loop waits on the condition
+	}
 }

@@ -10,11 +10,13 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -136,9 +138,13 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Log is the audit log in one store's database. Safe for concurrent use.
+// Log is the audit log in one store's database, on SQLite (New) or PostgreSQL
+// (NewPG): both list and compact with the same code, only the placeholders differ.
+// Safe for concurrent use.
 type Log struct {
-	db      *sqlitedb.DB
+	read    *sql.DB
+	write   func(ctx context.Context, fn func(tx dbtx.Tx) error) error
+	pg      bool // $n placeholders instead of ?
 	source  string
 	t       string
 	log     *slog.Logger
@@ -149,17 +155,29 @@ type Log struct {
 
 // New returns the audit log kept in db (whose migrations include Migrations(opts.Table)).
 func New(db *sqlitedb.DB, opts Options) *Log {
+	l := newLog(db.Read(), func(ctx context.Context, fn func(tx dbtx.Tx) error) error {
+		return db.Write(ctx, func(tx *sqlitedb.Tx) error { return fn(tx) })
+	}, false, opts)
+	l.qInsert = `INSERT INTO ` + l.t + ` (time_unix_nano, subject, roles, method, peer, trace_id, action, resource_type, resource_id, before_json, after_json, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	return l
+}
+
+func newLog(read *sql.DB, write func(context.Context, func(dbtx.Tx) error) error, pg bool, opts Options) *Log {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	t := table(opts.Table)
-	return &Log{
-		db: db, source: opts.Source, t: t, log: opts.Logger, now: opts.Now,
-		qInsert: `INSERT INTO ` + t + ` (time_unix_nano, subject, roles, method, peer, trace_id, action, resource_type, resource_id, before_json, after_json, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	return &Log{read: read, write: write, pg: pg, source: opts.Source, t: table(opts.Table), log: opts.Logger, now: opts.Now}
+}
+
+// placeholder returns the n-th (from 1) placeholder of the log's database.
+func (l *Log) placeholder(n int) string {
+	if l.pg {
+		return "$" + strconv.Itoa(n)
 	}
+	return "?"
 }
 
 // Source is the name given in Options.Source.
@@ -197,7 +215,8 @@ var ErrInvalidChange = errors.New("audit: change needs a resource type and id")
 
 // Append records c, made by the actor in ctx (SystemSubject without one), inside tx: it
 // commits or rolls back with the change it records. An error must fail the caller's
-// write fn, so that no change is stored unaudited.
+// write fn, so that no change is stored unaudited. It is for a log from New; a
+// PostgreSQL store appends with its PGWriter.
 func (l *Log) Append(ctx context.Context, tx *sqlitedb.Tx, c Change) error {
 	return appendChange(ctx, tx, l.qInsert, l.now(), c)
 }
@@ -236,17 +255,27 @@ func appendChange(ctx context.Context, tx dbtx.Tx, qInsert string, now time.Time
 
 // Compact deletes the events older than before and returns how many it deleted; it
 // logs the count and adds it to Removed, so that nothing leaves the log silently.
+//
+// On PostgreSQL every replica compacts (no lease): the DELETE by time is idempotent,
+// and when two replicas run it at once the second waits for the first's row locks
+// and skips the rows already gone, so each counts (RowsAffected) only the events it
+// removed itself and the replicas' counts add up to what left the table.
 func (l *Log) Compact(ctx context.Context, before time.Time) (int64, error) {
 	var n, oldest int64
-	err := l.db.Write(ctx, func(tx *sqlitedb.Tx) error {
+	err := l.write(ctx, func(tx dbtx.Tx) error {
 		n, oldest = 0, 0
-		if err := tx.QueryRowContext(ctx, `SELECT count(*), COALESCE(MIN(time_unix_nano), 0) FROM `+l.t+` WHERE time_unix_nano < ?`, before.UnixNano()).Scan(&n, &oldest); err != nil {
+		var found int64
+		if err := tx.QueryRowContext(ctx, `SELECT count(*), COALESCE(MIN(time_unix_nano), 0) FROM `+l.t+` WHERE time_unix_nano < `+l.placeholder(1), before.UnixNano()).Scan(&found, &oldest); err != nil {
 			return err
 		}
-		if n == 0 {
+		if found == 0 {
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM `+l.t+` WHERE time_unix_nano < ?`, before.UnixNano())
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+l.t+` WHERE time_unix_nano < `+l.placeholder(1), before.UnixNano())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
 		return err
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/internal/sqlitedb"
 )
 
@@ -37,6 +38,23 @@ func open(t *testing.T, name string, c *clock) (*sqlitedb.DB, *audit.Log) {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db, audit.New(db, audit.Options{Source: name, Now: c.now})
+}
+
+// backend is an audit log on SQLite or PostgreSQL and how to record a change in it.
+type backend struct {
+	log *audit.Log
+	put func(ctx context.Context, id, name string) error
+}
+
+// openBackend opens the log name on "sqlite" (open, put) or "postgres" (openPG).
+func openBackend(t *testing.T, kind, name string, c *clock) backend {
+	t.Helper()
+	if kind == "postgres" {
+		db, l, w := openPG(t, pgtest.URL(t), name, c)
+		return backend{log: l, put: func(ctx context.Context, id, name string) error { return putPG(ctx, db, w, id, name) }}
+	}
+	db, l := open(t, name, c)
+	return backend{log: l, put: func(ctx context.Context, id, name string) error { return put(ctx, db, l, id, name) }}
 }
 
 // put writes an item and its audit event in one transaction, as a store does.
@@ -110,22 +128,30 @@ func TestAppendFailureRollsBackTheChange(t *testing.T) {
 	}
 }
 
+// TestListMergesPagesAndFilters: the same listing, paging and filters on SQLite, on
+// PostgreSQL, and across one log of each.
 func TestListMergesPagesAndFilters(t *testing.T) {
+	for _, bk := range []struct{ name, a, b string }{{"sqlite", "sqlite", "sqlite"}, {"postgres", "postgres", "postgres"}, {"sqlite and postgres", "sqlite", "postgres"}} {
+		t.Run(bk.name, func(t *testing.T) { testListMergesPagesAndFilters(t, bk.a, bk.b) })
+	}
+}
+
+func testListMergesPagesAndFilters(t *testing.T, backendA, backendB string) {
 	var c clock
-	dbA, a := open(t, "a", &c)
-	dbB, b := open(t, "b", &c)
-	logs := []*audit.Log{a, b}
+	a := openBackend(t, backendA, "a", &c)
+	b := openBackend(t, backendB, "b", &c)
+	logs := []*audit.Log{a.log, b.log}
 	bob := audit.NewContext(context.Background(), audit.Actor{Subject: "bob", Method: "/m/Put"})
 	for i := range 10 {
-		db, l := dbA, a
+		st := a
 		if i%2 == 1 {
-			db, l = dbB, b
+			st = b
 		}
 		ctx := context.Background()
 		if i%3 == 0 {
 			ctx = bob
 		}
-		if err := put(ctx, db, l, fmt.Sprintf("i%d", i), "x"); err != nil {
+		if err := st.put(ctx, fmt.Sprintf("i%d", i), "x"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -210,11 +236,18 @@ func TestPageTokenRefusesTamperingAndOtherFilters(t *testing.T) {
 }
 
 func TestCompactCountsWhatItRemoves(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) { testCompactCountsWhatItRemoves(t, backend) })
+	}
+}
+
+func testCompactCountsWhatItRemoves(t *testing.T, backend string) {
 	var c clock
-	db, l := open(t, "svc", &c)
+	st := openBackend(t, backend, "svc", &c)
+	l := st.log
 	ctx := context.Background()
 	for i := range 5 {
-		if err := put(ctx, db, l, fmt.Sprintf("i%d", i), "x"); err != nil {
+		if err := st.put(ctx, fmt.Sprintf("i%d", i), "x"); err != nil {
 			t.Fatal(err)
 		}
 	}

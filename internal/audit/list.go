@@ -79,46 +79,46 @@ func List(ctx context.Context, logs []*Log, f Filter, after *Position, limit int
 func (l *Log) list(ctx context.Context, f Filter, after *Position, limit int) ([]Event, error) {
 	var where []string
 	var args []any
-	add := func(cond string, v ...any) {
-		where = append(where, cond)
-		args = append(args, v...)
+	// arg adds v to the query's arguments and returns its placeholder.
+	arg := func(v any) string {
+		args = append(args, v)
+		return l.placeholder(len(args))
 	}
 	if f.Subject != "" {
-		add("subject = ?", f.Subject)
+		where = append(where, "subject = "+arg(f.Subject))
 	}
 	if f.ResourceType != "" {
-		add("resource_type = ?", f.ResourceType)
+		where = append(where, "resource_type = "+arg(f.ResourceType))
 	}
 	if f.ResourceID != "" {
-		add("resource_id = ?", f.ResourceID)
+		where = append(where, "resource_id = "+arg(f.ResourceID))
 	}
 	if f.Method != "" {
-		add("method = ?", f.Method)
+		where = append(where, "method = "+arg(f.Method))
 	}
 	if !f.Start.IsZero() {
-		add("time_unix_nano >= ?", f.Start.UnixNano())
+		where = append(where, "time_unix_nano >= "+arg(f.Start.UnixNano()))
 	}
 	if !f.End.IsZero() {
-		add("time_unix_nano < ?", f.End.UnixNano())
+		where = append(where, "time_unix_nano < "+arg(f.End.UnixNano()))
 	}
 	if after != nil {
 		// Newest first: strictly older, or as old and after in (source, id) descending.
 		switch c := cmp.Compare(l.source, after.Source); {
 		case c < 0:
-			add("time_unix_nano <= ?", after.TimeNS)
+			where = append(where, "time_unix_nano <= "+arg(after.TimeNS))
 		case c > 0:
-			add("time_unix_nano < ?", after.TimeNS)
+			where = append(where, "time_unix_nano < "+arg(after.TimeNS))
 		default:
-			add("(time_unix_nano < ? OR (time_unix_nano = ? AND id < ?))", after.TimeNS, after.TimeNS, after.ID)
+			where = append(where, "(time_unix_nano < "+arg(after.TimeNS)+" OR (time_unix_nano = "+arg(after.TimeNS)+" AND id < "+arg(after.ID)+"))")
 		}
 	}
 	q := `SELECT id, time_unix_nano, subject, roles, method, peer, trace_id, action, resource_type, resource_id, before_json, after_json, etag FROM ` + l.t
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY time_unix_nano DESC, id DESC LIMIT ?"
-	args = append(args, limit)
-	rows, err := l.db.Read().QueryContext(ctx, q, args...)
+	q += " ORDER BY time_unix_nano DESC, id DESC LIMIT " + arg(limit)
+	rows, err := l.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: list %s: %w", l.source, err)
 	}

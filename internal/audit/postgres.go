@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/condaccess/condaccess/internal/dbtx"
+	"github.com/condaccess/condaccess/internal/pgdb"
 )
 
 // PGMigrations returns the audit table on PostgreSQL (a store appends it to its
@@ -29,9 +30,17 @@ func PGMigrations(tableName string) []string {
 	CREATE INDEX ` + t + `_time ON ` + t + ` (time_unix_nano, id);`}
 }
 
+// NewPG returns the audit log kept in db (whose migrations include
+// PGMigrations(opts.Table)), to list and compact: AuditService and RunRetention take
+// it as they take a SQLite log. The store appends with its PGWriter.
+func NewPG(db *pgdb.DB, opts Options) *Log {
+	return newLog(db.Read(), func(ctx context.Context, fn func(tx dbtx.Tx) error) error {
+		return db.Write(ctx, func(tx *pgdb.Tx) error { return fn(tx) })
+	}, true, opts)
+}
+
 // PGWriter appends audit events to a store's PostgreSQL table in the caller's
-// transaction, as Log.Append does on SQLite. Listing and retention of the PostgreSQL
-// table are not there yet (AuditService lists the SQLite stores only).
+// transaction, as Log.Append does on SQLite; NewPG lists and compacts that table.
 type PGWriter struct {
 	now     func() time.Time
 	qInsert string

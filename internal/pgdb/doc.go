@@ -10,7 +10,8 @@ package pgdb
 //     audit.PGMigrations(""), and lease.PGMigrations() for a service with a consumer.
 //     Append only, like the SQLite ones.
 //  2. OpenPG: pgdb.Open with the service's schema (its name: "risk", "compliance",
-//     ...), eventlog.NewPG, audit.NewPGWriter.
+//     ...), eventlog.NewPG, audit.NewPGWriter (to append) and audit.NewPG (the
+//     store's Audit method, which AuditService lists and retention compacts).
 //  3. Update: db.Write, and first log.Next(tx): it locks the log's counter row, so
 //     Updates from every replica run one at a time and read-then-write logic stays
 //     as safe as on the one SQLite writer. Keep no write-path cache: another

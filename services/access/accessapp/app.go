@@ -295,19 +295,8 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		}
 		s.remediationConn = conn
 	}
-	if s.lease != nil {
-		return pgService{s}, nil
-	}
 	return s, nil
 }
-
-// pgService is the access service on PostgreSQL: not suite.Audited, because
-// AuditService does not list the audit events recorded there yet.
-type pgService struct{ s *service }
-
-func (p pgService) Register(r grpc.ServiceRegistrar) { p.s.Register(r) }
-func (p pgService) Run(ctx context.Context) error    { return p.s.Run(ctx) }
-func (p pgService) Close() error                     { return p.s.Close() }
 
 // ConsumerLease is the lease whose holder, among access replicas on PostgreSQL,
 // consumes the compliance feed and deletes sign-ins past retention.
@@ -444,7 +433,7 @@ func (m *metrics) register(svc *accesscore.Service) error {
 	return err
 }
 
-// Audit implements suite.Audited (on SQLite; see pgService).
+// Audit implements suite.Audited (on SQLite or PostgreSQL).
 func (s *service) Audit() *audit.Log { return s.store.Audit() }
 
 // healthOf is env.Health as a consumer.HealthSetter (nil when there is none).

@@ -114,9 +114,8 @@ type pgParts struct {
 // change and each device compliance write appends an entry to the change log
 // (WatchChanges), which every replica follows to keep its decision engine current.
 //
-// Differences from the SQLite store: audit events are recorded in the schema's
-// audit_events table but Audit returns nil (AuditService does not list them yet);
-// DB returns nil.
+// Differences from the SQLite store: audit events are appended with a PGWriter to
+// the schema's audit_events table, which Audit lists and compacts; DB returns nil.
 func OpenPG(ctx context.Context, opts PGOptions) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -158,7 +157,8 @@ func OpenPG(ctx context.Context, opts PGOptions) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("accessstore: %w", err)
 	}
-	return &Store{pg: &pgParts{db: db, log: sessions, changes: changes, devices: devices, audit: audit.NewPGWriter(audit.Options{Source: "access"}),
+	ao := audit.Options{Source: "access", Logger: opts.Logger}
+	return &Store{audit: audit.NewPG(db, ao), pg: &pgParts{db: db, log: sessions, changes: changes, devices: devices, audit: audit.NewPGWriter(ao),
 		requireFence: opts.RequireFence}}, nil
 }
 

@@ -102,8 +102,8 @@ type Options struct {
 type Store struct {
 	db    *sqlitedb.DB // SQLite only
 	log   *eventlog.Log
-	audit *audit.Log
-	pg    *pgParts // PostgreSQL only
+	audit *audit.Log // listed and compacted on both; appended here on SQLite only
+	pg    *pgParts   // PostgreSQL only
 }
 
 var _ access.Store = (*Store)(nil)
@@ -144,8 +144,8 @@ func (s *Store) Close() error {
 	return errors.Join(s.log.Close(), s.db.Close())
 }
 
-// Audit is the audit log of the store's admin changes (nil on PostgreSQL, whose
-// audit events AuditService does not list yet).
+// Audit is the audit log of the store's admin changes (on PostgreSQL, every
+// replica's).
 func (s *Store) Audit() *audit.Log { return s.audit }
 
 // Audited resource types.

@@ -14,6 +14,7 @@ import (
 
 	compliancev1 "github.com/condaccess/condaccess/gen/go/condaccess/compliance/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
+	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/consumer"
 	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/suite"
@@ -278,3 +279,6 @@ func (s *PGService) leaderChores(ctx context.Context) {
 func (s *PGService) Close() error {
 	return errors.Join(s.metrics.Unregister(), s.store.Close())
 }
+
+// Audit implements suite.Audited.
+func (s *PGService) Audit() *audit.Log { return s.store.Audit() }

@@ -72,12 +72,13 @@ type PGOptions struct {
 // write-path cache. An Update whose context carries a fence (WithFence) also checks
 // the lease's fencing token in its transaction.
 //
-// Audit events are written to the schema's audit_events table but are not yet
-// listed by AuditService.
+// Audit events are written to the schema's audit_events table, which Audit lists and
+// compacts.
 type PGStore struct {
-	db    *pgdb.DB
-	log   *eventlog.PGLog
-	audit *audit.PGWriter
+	db       *pgdb.DB
+	log      *eventlog.PGLog
+	audit    *audit.PGWriter
+	auditLog *audit.Log
 }
 
 var _ compliance.Store = (*PGStore)(nil)
@@ -101,8 +102,12 @@ func OpenPG(ctx context.Context, opts PGOptions) (*PGStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("compliancestore: %w", err)
 	}
-	return &PGStore{db: db, log: l, audit: audit.NewPGWriter(audit.Options{Source: "compliance"})}, nil
+	ao := audit.Options{Source: "compliance", Logger: opts.Logger}
+	return &PGStore{db: db, log: l, audit: audit.NewPGWriter(ao), auditLog: audit.NewPG(db, ao)}, nil
 }
+
+// Audit returns the audit log of the store's admin changes (every replica's).
+func (s *PGStore) Audit() *audit.Log { return s.auditLog }
 
 func openPGDB(ctx context.Context, url, schema string, logger *slog.Logger) (*pgdb.DB, error) {
 	if schema == "" {

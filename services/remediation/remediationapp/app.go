@@ -78,6 +78,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 	}
 	var st remediation.Store
 	var pg *remediationstore.PGStore
+	var sq *remediationstore.Store
 	if env.DatabaseURL != "" {
 		pg, err = remediationstore.OpenPG(ctx, remediationstore.PGOptions{
 			URL: env.DatabaseURL, Encode: remediationgrpc.EncodeEvent,
@@ -87,15 +88,21 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		})
 		st = pg
 	} else {
-		st, err = remediationstore.Open(ctx, remediationstore.Options{
+		sq, err = remediationstore.Open(ctx, remediationstore.Options{
 			Path: filepath.Join(env.DataDir, "remediation.db"), Encode: remediationgrpc.EncodeEvent,
 			Retention: f.retention, ProgressInterval: f.progressInterval, Logger: env.Logger,
 		})
+		st = sq
 	}
 	if err != nil {
 		return nil, err
 	}
 	s := &service{store: st, log: env.Logger}
+	if pg != nil {
+		s.audit = pg.Audit()
+	} else {
+		s.audit = sq.Audit()
+	}
 	riskConn, err := env.Dial(env.Peers.Risk)
 	if err != nil {
 		st.Close()
@@ -127,7 +134,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		})
 	}
 	if pg == nil {
-		return &sqliteService{s}, nil
+		return s, nil
 	}
 	s.pg = pg
 	s.lease = pg.Lease(lease.PGOptions{Name: LeaderLease, Duration: env.LeaseDuration, Logger: env.Logger})
@@ -147,14 +154,12 @@ type service struct {
 	conns       []*grpc.ClientConn
 	once        sync.Once
 	log         *slog.Logger
+	audit       *audit.Log // the store's, on SQLite or PostgreSQL
 
 	// On PostgreSQL only.
 	pg    *remediationstore.PGStore
 	lease *lease.PG
 }
-
-// sqliteService is the service on the SQLite store: it is suite.Audited.
-type sqliteService struct{ *service }
 
 func (s *service) Register(r grpc.ServiceRegistrar) { remediationgrpc.Register(r, s.grpc) }
 
@@ -397,6 +402,5 @@ func NewConsumer(svc *remediation.Service, st remediation.Store, risk riskv1.Ris
 	return consumer.New(cfg)
 }
 
-// Audit implements suite.Audited (SQLite only: AuditService does not list the
-// audit events the PostgreSQL store records yet).
-func (s *sqliteService) Audit() *audit.Log { return s.store.(*remediationstore.Store).Audit() }
+// Audit implements suite.Audited.
+func (s *service) Audit() *audit.Log { return s.audit }

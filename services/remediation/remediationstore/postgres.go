@@ -82,13 +82,14 @@ type PGOptions struct {
 // one, so a replica that lost the lease (even one paused past its expiry) commits
 // none of them.
 //
-// Differences from the SQLite store: audit events are written to the schema's
-// audit_events table but not listed by AuditService (there is no Audit method).
+// Audit events are written to the schema's audit_events table, which Audit lists and
+// compacts.
 type PGStore struct {
-	db     *pgdb.DB
-	log    *eventlog.PGLog
-	audit  *audit.PGWriter
-	encode func(remediation.Event) ([]byte, error)
+	db       *pgdb.DB
+	log      *eventlog.PGLog
+	audit    *audit.PGWriter
+	auditLog *audit.Log
+	encode   func(remediation.Event) ([]byte, error)
 }
 
 var _ remediation.Store = (*PGStore)(nil)
@@ -118,8 +119,12 @@ func OpenPG(ctx context.Context, opts PGOptions) (*PGStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("remediationstore: %w", err)
 	}
-	return &PGStore{db: db, log: l, audit: audit.NewPGWriter(audit.Options{Source: "remediation"}), encode: opts.Encode}, nil
+	ao := audit.Options{Source: "remediation", Logger: opts.Logger}
+	return &PGStore{db: db, log: l, audit: audit.NewPGWriter(ao), auditLog: audit.NewPG(db, ao), encode: opts.Encode}, nil
 }
+
+// Audit returns the audit log of the store's admin changes (every replica's).
+func (s *PGStore) Audit() *audit.Log { return s.auditLog }
 
 // Close ends every watcher and closes the pool.
 func (s *PGStore) Close() error { return errors.Join(s.log.Close(), s.db.Close()) }

@@ -74,8 +74,6 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 			return nil, err
 		}
 		svc := risk.New(risk.Config{Store: st, Encode: riskgrpc.EncodeEvent, Logger: env.Logger})
-		// Not suite.Audited: the PostgreSQL store records audit events but
-		// AuditService does not list them yet.
 		return &pgService{
 			store:        st,
 			srv:          riskgrpc.New(riskgrpc.Config{Service: svc, DevelopmentReporterIsDevice: f.devAsDevice, EventCacheBytes: f.eventCacheBytes}),
@@ -157,3 +155,6 @@ func (s *pgService) Run(ctx context.Context) error {
 }
 
 func (s *pgService) Close() error { return s.store.Close() }
+
+// Audit implements suite.Audited.
+func (s *pgService) Audit() *audit.Log { return s.store.Audit() }

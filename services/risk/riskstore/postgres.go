@@ -69,12 +69,13 @@ type PGOptions struct {
 // It keeps no write-path cache (another replica may have changed the rows).
 //
 // Differences from the SQLite store: no group commit (one transaction per Update);
-// Audit events are written to the schema's audit_events table but are not yet
-// listed by AuditService (Audit returns nil).
+// Audit events are written to the schema's audit_events table, which Audit lists and
+// compacts.
 type PGStore struct {
-	db    *pgdb.DB
-	log   *eventlog.PGLog
-	audit *audit.PGWriter
+	db       *pgdb.DB
+	log      *eventlog.PGLog
+	audit    *audit.PGWriter
+	auditLog *audit.Log
 }
 
 var _ risk.Store = (*PGStore)(nil)
@@ -101,8 +102,12 @@ func OpenPG(ctx context.Context, opts PGOptions) (*PGStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("riskstore: %w", err)
 	}
-	return &PGStore{db: db, log: l, audit: audit.NewPGWriter(audit.Options{Source: "risk"})}, nil
+	ao := audit.Options{Source: "risk", Logger: opts.Logger}
+	return &PGStore{db: db, log: l, audit: audit.NewPGWriter(ao), auditLog: audit.NewPG(db, ao)}, nil
 }
+
+// Audit returns the audit log of the store's admin changes (every replica's).
+func (s *PGStore) Audit() *audit.Log { return s.auditLog }
 
 // Close ends every watcher and closes the pool.
 func (s *PGStore) Close() error { return errors.Join(s.log.Close(), s.db.Close()) }
