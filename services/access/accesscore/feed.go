@@ -251,6 +251,7 @@ func (s *Service) ApplyCompliance(ctx context.Context, ev compliancefeed.Event, 
 				}
 			}
 			span.SetAttributes(attribute.Int("sessions.revoked", len(revs)+len(late)))
+			s.recheckStoredSessions(ctx, d.DeviceID, ReasonDeviceNoncompliant, cutoff, rev, tc.GetTraceparent(), tc.GetTracestate())
 		}
 	case ev.Identity != nil && ev.Identity.Revoked:
 		// Decisions block the device from now (the process's set may not have

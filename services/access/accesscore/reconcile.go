@@ -46,19 +46,13 @@ func (s *Service) ReconcileSessions(ctx context.Context) (int, error) {
 	if len(revs) == 0 {
 		return 0, nil
 	}
-	ids := make(map[string]bool, len(revs))
-	for _, r := range revs {
-		ids[r.Session.ID] = true
-	}
 	err := s.store.RevokeSessions(ctx, revs, func() {
+		byDevice := map[string][]access.Revocation{}
 		for _, r := range revs {
-			var mine []*access.LiveSession
-			for _, l := range s.sessions.ForDevice(r.Session.DeviceID) {
-				if ids[l.ID] {
-					mine = append(mine, l)
-				}
-			}
-			s.sessions.Remove(mine)
+			byDevice[r.Session.DeviceID] = append(byDevice[r.Session.DeviceID], r)
+		}
+		for device, rs := range byDevice {
+			s.removeLive(device, rs)
 		}
 	})
 	if err != nil {
@@ -87,4 +81,62 @@ func (s *Service) RunReconcile(ctx context.Context, interval time.Duration) {
 			s.log.Warn("revoked sessions of noncompliant devices that were still active (a revocation raced with another replica's session write)", "count", n)
 		}
 	}
+}
+
+// recheckDelays are when, after revoking a device's sessions, the consumer leader
+// looks again for stored sessions the revocation could not see.
+var recheckDelays = []time.Duration{300 * time.Millisecond, 2 * time.Second}
+
+// recheckStoredSessions revokes, a little later, the device's stored ACTIVE
+// sessions created before cutoff (when the device's sessions were revoked) that
+// were not stored yet at that moment: another replica opened them and its recorder
+// wrote them after the revocation. That replica revokes its own sessions when it
+// follows the change, but it reads the device's current state from the change
+// log: a device blocked and remediated within a second may already read compliant
+// again, and ReconcileSessions only looks at devices that are noncompliant now.
+// Only with a shared store; it ends with ctx (the leadership).
+func (s *Service) recheckStoredSessions(ctx context.Context, device, reason string, cutoff time.Time, rev int64, tp, ts string) {
+	if s.cf == nil || cutoff.IsZero() {
+		return
+	}
+	go func() {
+		for _, d := range recheckDelays {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			others, err := s.storedRevocations(ctx, access.SessionFilter{DeviceID: device}, reason, nil, rev, tp, ts)
+			var revs []access.Revocation
+			for _, r := range others {
+				if !r.Session.CreateTime.After(cutoff) {
+					revs = append(revs, r)
+				}
+			}
+			if err == nil && len(revs) > 0 {
+				err = s.store.RevokeSessions(ctx, revs, func() { s.removeLive(device, revs) })
+				if err == nil {
+					s.log.Warn("revoked sessions another replica stored after the device's sessions were revoked", "device_id", device, "count", len(revs))
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("re-checking the device's stored sessions failed", "device_id", device, "err", err)
+			}
+		}
+	}()
+}
+
+// removeLive drops the revoked sessions of device from this replica's live set.
+func (s *Service) removeLive(device string, revs []access.Revocation) {
+	ids := make(map[string]bool, len(revs))
+	for _, r := range revs {
+		ids[r.Session.ID] = true
+	}
+	var mine []*access.LiveSession
+	for _, l := range s.sessions.ForDevice(device) {
+		if ids[l.ID] {
+			mine = append(mine, l)
+		}
+	}
+	s.sessions.Remove(mine)
 }
