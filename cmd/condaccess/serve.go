@@ -60,6 +60,7 @@ const DefaultAuditRetention = 365 * 24 * time.Hour
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
 	ssf                                   ssf.Options
+	ssfMode                               string // --ssf: auto, on, off (serve_ssf.go)
 	databaseURL                           string
 	leaseDuration                         time.Duration
 	peers                                 suite.Peers
@@ -106,6 +107,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 		f.RegisterFlags(fs)
 	}
 	o.ssf.RegisterFlags(fs)
+	fs.StringVar(&o.ssfMode, "ssf", "auto", "run the Shared Signals transmitter and receiver on the HTTP address: on, off, or auto (on with the embedded stores, off with --database-url: on PostgreSQL exactly one replica may run it, with --ssf=on)")
 }
 
 // applyEnv sets every flag not given on the command line from CONDACCESS_<NAME>, where
@@ -299,6 +301,9 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if !tlsOn {
 		logger.Warn(auth.InsecureWarning)
 	}
+	if _, err := ssfEnabled(o); err != nil {
+		return nil, err
+	}
 	if err := checkPeerFlags(o.peers, tlsOn); err != nil {
 		return nil, err
 	}
@@ -419,6 +424,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		return nil, err
 	}
 
+	serveHTTP, closeHTTP := func() {}, func() {}
 	if o.httpAddr != "" {
 		hl, err := net.Listen("tcp", o.httpAddr)
 		if err != nil {
@@ -446,11 +452,16 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			}
 			hl = tls.NewListener(hl, s.httpSrv.TLSConfig)
 		}
-		go func() {
-			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http server failed", "err", err)
-			}
-		}()
+		// Served only once everything is mounted on mux (the Shared Signals endpoints
+		// below), so that no request meets a half-built mux (404/405 on /ssf/*).
+		serveHTTP = func() {
+			go func() {
+				if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					logger.Error("http server failed", "err", err)
+				}
+			}()
+		}
+		closeHTTP = func() { hl.Close() }
 	}
 	if authzMux != nil {
 		path := strings.TrimPrefix(o.authzAddr, "unix:")
@@ -478,9 +489,10 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.errs <- err
 		}
 	}()
-	if s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
+	if on, _ := ssfEnabled(o); on && s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
 		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
 		if err != nil {
+			closeHTTP()
 			return nil, err
 		}
 		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
@@ -489,6 +501,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			auditSrv.Add(a.Audit())
 		}
 	}
+	serveHTTP()
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
