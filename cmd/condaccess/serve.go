@@ -301,8 +301,20 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if !tlsOn {
 		logger.Warn(auth.InsecureWarning)
 	}
-	if _, err := ssfEnabled(o); err != nil {
+	ssfOn, err := ssfEnabled(o)
+	if err != nil {
 		return nil, err
+	}
+	var ssfLk *ssfLock // on PostgreSQL, taken before any store opens: a refused replica opens nothing
+	if ssfOn && o.databaseURL != "" {
+		if ssfLk, err = lockSSF(ctx, o.databaseURL); err != nil {
+			return nil, fmt.Errorf("ssf: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				_ = ssfLk.release()
+			}
+		}()
 	}
 	if err := checkPeerFlags(o.peers, tlsOn); err != nil {
 		return nil, err
@@ -489,8 +501,8 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.errs <- err
 		}
 	}()
-	if on, _ := ssfEnabled(o); on && s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
-		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
+	if ssfOn && s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
+		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr, ssfLk)
 		if err != nil {
 			closeHTTP()
 			return nil, err

@@ -43,7 +43,7 @@ func (s ssfService) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go func() { cancel(s.lock.watch(ctx, 5*time.Second)) }()
+	go func() { cancel(s.lock.watch(ctx, ssfLockCheck)) }()
 	err := s.Service.Run(ctx)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
@@ -77,6 +77,9 @@ func ssfEnabled(o serveOptions) (bool, error) {
 	}
 	return false, fmt.Errorf("%w: --ssf must be auto, on or off, not %q", errUsage, o.ssfMode)
 }
+
+// ssfLockCheck is how often a running Shared Signals service checks its lock's session.
+var ssfLockCheck = 5 * time.Second
 
 // errSSFElsewhere: another process on the database holds the Shared Signals lock.
 var errSSFElsewhere = errors.New("another process on this database runs the Shared Signals service (--ssf=on); run it on one replica only")
@@ -150,21 +153,16 @@ func (l *ssfLock) release() error {
 
 // startSSF builds the Shared Signals transmitter (and receiver) on the HTTP mux, fed by
 // the event streams of the services at env.Peers.
-func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.Logger, httpAddr string) (suite.Service, error) {
-	var lock *ssfLock
-	if o.databaseURL != "" {
-		var err error
-		if lock, err = lockSSF(ctx, o.databaseURL); err != nil {
-			return nil, fmt.Errorf("ssf: %w", err)
-		}
-		logger.Info("this replica runs the Shared Signals service (--ssf=on; its store stays in --data-dir)", "data_dir", filepath.Join(o.dataDir, "ssf"))
-	}
+//
+// lock, with --database-url, is this process's claim (lockSSF) to run it alone; the
+// service releases it on Close (the caller, when this fails).
+func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.Logger, httpAddr string, lock *ssfLock) (suite.Service, error) {
 	svc, err := newSSF(ctx, o, env, logger, httpAddr)
 	if err != nil {
-		if lock != nil {
-			err = errors.Join(err, lock.release())
-		}
 		return nil, err
+	}
+	if lock != nil {
+		logger.Info("this replica runs the Shared Signals service (--ssf=on; its store stays in --data-dir)", "data_dir", filepath.Join(o.dataDir, "ssf"))
 	}
 	return ssfService{Service: svc, lock: lock}, nil
 }
