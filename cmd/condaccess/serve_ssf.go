@@ -42,9 +42,11 @@ func (s ssfService) Run(ctx context.Context) error {
 		return s.Service.Run(ctx)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() { cancel(s.lock.watch(ctx, ssfLockCheck)) }()
+	watched := make(chan struct{})
+	go func() { defer close(watched); cancel(s.lock.watch(ctx, ssfLockCheck)) }()
 	err := s.Service.Run(ctx)
+	cancel(nil)
+	<-watched // no check runs on the lock's connection once Run returns (Close releases it)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -131,7 +133,9 @@ func (l *ssfLock) watch(ctx context.Context, interval time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		pctx, cancel := context.WithTimeout(ctx, interval)
+		// Not cancelled with ctx: a query cancelled midway closes the connection, and
+		// with it the session that release still needs.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interval)
 		// The pinned connection never reconnects: if it answers, it is the session
 		// that holds the lock (nothing unlocks it but release).
 		var one int
@@ -146,9 +150,17 @@ func (l *ssfLock) watch(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// release ends the lock's session (and with it the lock).
+// release unlocks (at once: ending the session alone frees the lock only once the
+// server has noticed) and ends the lock's session.
 func (l *ssfLock) release() error {
-	return errors.Join(l.conn.Close(), l.db.Close())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var unlocked bool
+	err := l.conn.QueryRowContext(ctx, `SELECT pg_advisory_unlock(hashtext('condaccess.ssf'))`).Scan(&unlocked)
+	if err == nil && !unlocked {
+		err = errors.New("ssf: the Shared Signals lock was not held at release")
+	}
+	return errors.Join(err, l.conn.Close(), l.db.Close())
 }
 
 // startSSF builds the Shared Signals transmitter (and receiver) on the HTTP mux, fed by
