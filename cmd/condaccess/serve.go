@@ -480,11 +480,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		_ = os.Remove(path)
 		ul, err := net.Listen("unix", path)
 		if err != nil {
+			closeHTTP()
 			lis.Close()
 			return nil, fmt.Errorf("listen %s: %w", o.authzAddr, err)
 		}
 		if err := os.Chmod(path, 0o660); err != nil {
 			ul.Close()
+			closeHTTP()
 			lis.Close()
 			return nil, err
 		}
