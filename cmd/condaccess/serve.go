@@ -60,6 +60,7 @@ const DefaultAuditRetention = 365 * 24 * time.Hour
 type serveOptions struct {
 	grpcAddr, httpAddr, dataDir, services string
 	ssf                                   ssf.Options
+	ssfMode                               string // --ssf: auto, on, off (serve_ssf.go)
 	databaseURL                           string
 	leaseDuration                         time.Duration
 	peers                                 suite.Peers
@@ -109,6 +110,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 		f.RegisterFlags(fs)
 	}
 	o.ssf.RegisterFlags(fs)
+	fs.StringVar(&o.ssfMode, "ssf", "auto", "run the Shared Signals transmitter and receiver on the HTTP address: on, off, or auto (on with the embedded stores, off with --database-url: on PostgreSQL exactly one replica may run it, with --ssf=on)")
 }
 
 // applyEnv sets every flag not given on the command line from CONDACCESS_<NAME>, where
@@ -302,6 +304,21 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if !tlsOn {
 		logger.Warn(auth.InsecureWarning)
 	}
+	ssfOn, err := ssfEnabled(o)
+	if err != nil {
+		return nil, err
+	}
+	var ssfLk *ssfLock // on PostgreSQL, taken before any store opens: a refused replica opens nothing
+	if ssfOn && o.databaseURL != "" {
+		if ssfLk, err = lockSSF(ctx, o.databaseURL); err != nil {
+			return nil, fmt.Errorf("ssf: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				_ = ssfLk.release()
+			}
+		}()
+	}
 	if err := checkPeerFlags(o.peers, tlsOn); err != nil {
 		return nil, err
 	}
@@ -422,6 +439,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		return nil, err
 	}
 
+	serveHTTP, closeHTTP := func() {}, func() {}
 	if o.httpAddr != "" {
 		hl, err := net.Listen("tcp", o.httpAddr)
 		if err != nil {
@@ -449,22 +467,29 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			}
 			hl = tls.NewListener(hl, s.httpSrv.TLSConfig)
 		}
-		go func() {
-			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http server failed", "err", err)
-			}
-		}()
+		// Served only once everything is mounted on mux (the Shared Signals endpoints
+		// below), so that no request meets a half-built mux (404/405 on /ssf/*).
+		serveHTTP = func() {
+			go func() {
+				if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					logger.Error("http server failed", "err", err)
+				}
+			}()
+		}
+		closeHTTP = func() { hl.Close() }
 	}
 	if authzMux != nil {
 		path := strings.TrimPrefix(o.authzAddr, "unix:")
 		_ = os.Remove(path)
 		ul, err := net.Listen("unix", path)
 		if err != nil {
+			closeHTTP()
 			lis.Close()
 			return nil, fmt.Errorf("listen %s: %w", o.authzAddr, err)
 		}
 		if err := os.Chmod(path, 0o660); err != nil {
 			ul.Close()
+			closeHTTP()
 			lis.Close()
 			return nil, err
 		}
@@ -481,9 +506,10 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			s.errs <- err
 		}
 	}()
-	if s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
-		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
+	if ssfOn && s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
+		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr, ssfLk)
 		if err != nil {
+			closeHTTP()
 			return nil, err
 		}
 		s.services, names = append(s.services, ssfSvc), append(names, "ssf")
@@ -492,6 +518,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			auditSrv.Add(a.Audit())
 		}
 	}
+	serveHTTP()
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel

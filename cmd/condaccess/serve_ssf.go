@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"google.golang.org/grpc"
 
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
@@ -24,13 +28,159 @@ func init() {
 }
 
 // ssfService adapts the Shared Signals service to suite.Service (it has no gRPC API).
-type ssfService struct{ *ssf.Service }
+type ssfService struct {
+	*ssf.Service
+	lock *ssfLock // with --database-url: this process's claim to run SSF alone
+}
 
 func (ssfService) Register(grpc.ServiceRegistrar) {}
 
+// Run runs the service; with a lock, it fails (and serve with it) when the lock's
+// session ends, since another replica may then start the transmitter.
+func (s ssfService) Run(ctx context.Context) error {
+	if s.lock == nil {
+		return s.Service.Run(ctx)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); cancel(s.lock.watch(ctx, ssfLockCheck)) }()
+	err := s.Service.Run(ctx)
+	cancel(nil)
+	<-watched // no check runs on the lock's connection once Run returns (Close releases it)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// Close closes the store and releases the lock.
+func (s ssfService) Close() error {
+	err := s.Service.Close()
+	if s.lock != nil {
+		err = errors.Join(err, s.lock.release())
+	}
+	return err
+}
+
+// ssfEnabled reads --ssf: auto runs the Shared Signals service with the embedded
+// stores and not with --database-url, where its SQLite store in --data-dir would be one
+// per replica (streams unknown to the others, every SET pushed once per replica).
+func ssfEnabled(o serveOptions) (bool, error) {
+	switch o.ssfMode {
+	case "", "auto":
+		return o.databaseURL == "", nil
+	case "on":
+		if o.httpAddr == "" {
+			return false, fmt.Errorf("%w: --ssf=on needs --http-addr (the Shared Signals endpoints are HTTP)", errUsage)
+		}
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: --ssf must be auto, on or off, not %q", errUsage, o.ssfMode)
+}
+
+// ssfLockCheck is how often a running Shared Signals service checks its lock's session.
+var ssfLockCheck = 5 * time.Second
+
+// errSSFElsewhere: another process on the database holds the Shared Signals lock.
+var errSSFElsewhere = errors.New("another process on this database runs the Shared Signals service (--ssf=on); run it on one replica only")
+
+// ssfLock is a PostgreSQL session advisory lock that only one process on a database
+// holds: the process that runs the Shared Signals service there. The lock lives as
+// long as its connection: it is released when the process exits or is killed (the
+// server ends the session), so a restarted or replacement process can take it.
+type ssfLock struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+// lockSSF takes the lock, or fails with errSSFElsewhere at once (it never waits).
+func lockSSF(ctx context.Context, url string) (_ *ssfLock, err error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtext('condaccess.ssf'))`).Scan(&ok); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if !ok {
+		conn.Close()
+		return nil, errSSFElsewhere
+	}
+	return &ssfLock{db: db, conn: conn}, nil
+}
+
+// watch checks every interval that the lock's session is alive (the same pinned
+// connection answers); it returns an error when it is not, nil when ctx ends.
+func (l *ssfLock) watch(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		// Not cancelled with ctx: a query cancelled midway closes the connection, and
+		// with it the session that release still needs.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interval)
+		// The pinned connection never reconnects: if it answers, it is the session
+		// that holds the lock (nothing unlocks it but release).
+		var one int
+		err := l.conn.QueryRowContext(pctx, `SELECT 1`).Scan(&one)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("the Shared Signals lock's database session failed (another replica may take it over): %w", err)
+		}
+	}
+}
+
+// release unlocks (at once: ending the session alone frees the lock only once the
+// server has noticed) and ends the lock's session.
+func (l *ssfLock) release() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var unlocked bool
+	err := l.conn.QueryRowContext(ctx, `SELECT pg_advisory_unlock(hashtext('condaccess.ssf'))`).Scan(&unlocked)
+	if err == nil && !unlocked {
+		err = errors.New("ssf: the Shared Signals lock was not held at release")
+	}
+	return errors.Join(err, l.conn.Close(), l.db.Close())
+}
+
 // startSSF builds the Shared Signals transmitter (and receiver) on the HTTP mux, fed by
 // the event streams of the services at env.Peers.
-func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.Logger, httpAddr string) (suite.Service, error) {
+//
+// lock, with --database-url, is this process's claim (lockSSF) to run it alone; the
+// service releases it on Close (the caller, when this fails).
+func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.Logger, httpAddr string, lock *ssfLock) (suite.Service, error) {
+	svc, err := newSSF(ctx, o, env, logger, httpAddr)
+	if err != nil {
+		return nil, err
+	}
+	if lock != nil {
+		logger.Info("this replica runs the Shared Signals service (--ssf=on; its store stays in --data-dir)", "data_dir", filepath.Join(o.dataDir, "ssf"))
+	}
+	return ssfService{Service: svc, lock: lock}, nil
+}
+
+// newSSF builds the Shared Signals service on the HTTP mux.
+func newSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.Logger, httpAddr string) (*ssf.Service, error) {
 	var feeds ssf.Feeds
 	var sink ssf.AlertSink
 	if a := env.Peers.Compliance; a != "" {
@@ -65,7 +215,7 @@ func startSSF(ctx context.Context, o serveOptions, env suite.Env, logger *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("ssf: %w", err)
 	}
-	return ssfService{svc}, nil
+	return svc, nil
 }
 
 var receiverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$`)
