@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/condaccess/condaccess/internal/lease"
 )
 
 // RunPush delivers the SETs of every push stream until ctx ends: one worker per stream
@@ -119,10 +122,15 @@ func (t *Transmitter) pushWorker(ctx context.Context, cfg StreamConfig) {
 			}
 			if err := t.cfg.Store.Ack(ctx, cfg.StreamID, []string{p.JTI}); err != nil && ctx.Err() == nil {
 				t.log.ErrorContext(ctx, "ssf: ack", "err", err)
+				if errors.Is(err, lease.ErrFenced) {
+					return // another replica leads: it delivers from now on
+				}
 			}
 			attempt = 0
 		default:
-			_ = t.cfg.Store.RecordAttempt(ctx, p.JTI)
+			if err := t.cfg.Store.RecordAttempt(ctx, p.JTI); errors.Is(err, lease.ErrFenced) {
+				return // another replica leads: it delivers from now on
+			}
 			t.count.add(ctx, "push_failed", 1)
 			d := t.cfg.MinBackoff << min(attempt, 20)
 			if d > t.cfg.MaxBackoff || d <= 0 {

@@ -175,7 +175,7 @@ func TestPushRefusesDNSRebinding(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var attempts int
-		if err := f.store.db.Read().QueryRowContext(ctx, `SELECT coalesce(max(attempts), 0) FROM outbox WHERE stream_id = ?`, id).Scan(&attempts); err != nil {
+		if err := f.store.read.QueryRowContext(ctx, f.store.q(`SELECT coalesce(max(attempts), 0) FROM outbox WHERE stream_id = ?`), id).Scan(&attempts); err != nil {
 			t.Fatal(err)
 		}
 		if attempts >= 2 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/condaccess/condaccess/internal/audit"
+	"github.com/condaccess/condaccess/internal/lease"
 )
 
 // Options are serve's Shared Signals flags.
@@ -64,6 +65,12 @@ type Env struct {
 	Feeds    Feeds
 	// Sink is the risk service (nil: no receiver).
 	Sink AlertSink
+	// DatabaseURL, when set, keeps the store and the signing keys in PostgreSQL schema
+	// "ssf" shared by every replica (DataDir is then unused): each serves the HTTP
+	// endpoints, and only the holder of the "ssf" lease follows the feeds and pushes.
+	DatabaseURL string
+	// LeaseDuration is the "ssf" lease's duration (0: lease.DefaultDuration).
+	LeaseDuration time.Duration
 }
 
 // Service is the transmitter (and, with issuers configured, the receiver) inside serve.
@@ -72,6 +79,7 @@ type Service struct {
 	Receiver    *Receiver
 	store       *Store
 	runs        []interface{ Run(context.Context) error }
+	lease       *lease.PG // with DatabaseURL: who runs the feeds and push delivery
 }
 
 // StorePath is the store's file in the data directory.
@@ -79,9 +87,6 @@ func StorePath(dataDir string) string { return filepath.Join(dataDir, "ssf.db") 
 
 // New opens the store and key in env.DataDir and mounts the endpoints on env.Mux.
 func New(ctx context.Context, o Options, env Env) (*Service, error) {
-	if err := os.MkdirAll(env.DataDir, 0o700); err != nil {
-		return nil, err
-	}
 	allow, err := ParsePrefixes(o.PushAllow)
 	if err != nil {
 		return nil, err
@@ -92,13 +97,26 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	if o.InactivityTimeout < 0 || (o.InactivityTimeout > 0 && o.InactivityTimeout < time.Second) {
 		return nil, fmt.Errorf("--ssf-inactivity-timeout %s: 0 (never) or at least 1s", o.InactivityTimeout)
 	}
-	signer, err := OpenKeyRing(env.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	st, err := OpenStore(ctx, StorePath(env.DataDir), env.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("ssf store: %w", err)
+	var st *Store
+	var signer Keys
+	if env.DatabaseURL != "" {
+		if st, err = OpenPGStore(ctx, env.DatabaseURL, env.Logger); err != nil {
+			return nil, fmt.Errorf("ssf store: %w", err)
+		}
+		if signer, err = OpenPGKeyRing(ctx, st); err != nil {
+			st.Close()
+			return nil, err
+		}
+	} else {
+		if err := os.MkdirAll(env.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		if signer, err = OpenKeyRing(env.DataDir); err != nil {
+			return nil, err
+		}
+		if st, err = OpenStore(ctx, StorePath(env.DataDir), env.Logger); err != nil {
+			return nil, fmt.Errorf("ssf store: %w", err)
+		}
 	}
 	iss := o.Issuer
 	if iss == "" {
@@ -110,7 +128,8 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 		// the development identity is never an admin here.
 		AdminCertificates: !env.Insecure})
 	t.Register(env.Mux)
-	s := &Service{Transmitter: t, store: st, runs: t.Consumers(env.Feeds)}
+	s := &Service{Transmitter: t, store: st, runs: t.Consumers(env.Feeds),
+		lease: st.Lease(lease.PGOptions{Duration: env.LeaseDuration, Logger: env.Logger})}
 	if len(o.ReceiverIssuers) > 0 {
 		if env.Sink == nil {
 			st.Close()
@@ -138,8 +157,46 @@ func New(ctx context.Context, o Options, env Env) (*Service, error) {
 	return s, nil
 }
 
-// Run follows the upstream feeds and pushes SETs until ctx ends.
+// SharedPollInterval is how often a replica on PostgreSQL looks again for what other
+// replicas stored (long polls waiting for SETs, the leader's push workers).
+var SharedPollInterval = time.Second
+
+// Run follows the upstream feeds and pushes SETs until ctx ends. On PostgreSQL only
+// the holder of the "ssf" lease does, with its fencing token checked in every write
+// it makes (WithFence): a replica that lost the lease advances no cursor and marks no
+// SET delivered; the others wait to lead.
 func (s *Service) Run(ctx context.Context) error {
+	if s.lease == nil {
+		return s.lead(ctx)
+	}
+	// Other replicas' writes (a SET the leader stored, a stream created elsewhere)
+	// wake this replica's long polls and push workers within SharedPollInterval.
+	tickDone := make(chan struct{})
+	defer func() { <-tickDone }()
+	go func() {
+		defer close(tickDone)
+		tk := time.NewTicker(SharedPollInterval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				s.Transmitter.notify()
+			}
+		}
+	}()
+	err := s.lease.Run(ctx, func(ctx context.Context, token int64) error {
+		return s.lead(WithFence(ctx, s.lease, token))
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// lead follows the feeds and pushes until ctx ends.
+func (s *Service) lead(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(s.runs)+1)
 	for _, r := range s.runs {

@@ -21,7 +21,7 @@ import (
 	"github.com/condaccess/condaccess/internal/audit"
 	"github.com/condaccess/condaccess/internal/auth"
 	"github.com/condaccess/condaccess/internal/consumer"
-	"github.com/condaccess/condaccess/internal/sqlitedb"
+	"github.com/condaccess/condaccess/internal/dbtx"
 )
 
 // chanSource is a compliance feed whose events the test sends.
@@ -569,7 +569,7 @@ func TestInactivityTimeout(t *testing.T) {
 		t.Fatalf("PATCH inactivity_timeout unchanged: %d %s", code, b)
 	}
 	// Both were last active two hours ago; then rp-b reads its stream's status.
-	if err := f.store.db.Write(context.Background(), func(tx *sqlitedb.Tx) error {
+	if err := f.store.write(context.Background(), func(tx dbtx.Tx) error {
 		_, err := tx.ExecContext(context.Background(), `UPDATE streams SET activity_time = activity_time - 7200`)
 		return err
 	}); err != nil {
