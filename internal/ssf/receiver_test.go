@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,10 +50,7 @@ func TestReceiver(t *testing.T) {
 	defer txSrv.Close()
 	txURL = txSrv.URL
 
-	st, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "ssf.db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openTestStore(t, t.TempDir())
 	defer st.Close()
 	sink := &fakeSink{}
 	rc := NewReceiver(ReceiverConfig{Issuers: []TrustedIssuer{{Issuer: txURL}}, Audience: "https://condaccess.example",

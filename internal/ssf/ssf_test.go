@@ -94,10 +94,7 @@ func newFixtureWith(t *testing.T, dir string, edit func(*Config)) *fixture {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	st, err := OpenStore(context.Background(), filepath.Join(dir, "ssf.db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openTestStore(t, dir)
 	t.Cleanup(func() { st.Close() })
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(withTestIdentity(mux))
