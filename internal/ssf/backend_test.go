@@ -2,12 +2,15 @@ package ssf
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/pgtest"
 )
 
@@ -68,5 +71,99 @@ func TestStoreTestsOnPostgres(t *testing.T) {
 		"TestPushRefusesDNSRebinding":                  TestPushRefusesDNSRebinding,
 	} {
 		t.Run(name, fn)
+	}
+}
+
+// TestFencedLeaderChangesNothing: once another replica holds the "ssf" lease, the
+// former leader's writes (marking a pushed SET delivered, counting an attempt,
+// applying a feed event with its cursor) fail with lease.ErrFenced and change
+// nothing; the new leader's succeed.
+func TestFencedLeaderChangesNothing(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	st, err := OpenPGStore(ctx, url, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.AddReceiver(ctx, "rp-a", NewToken()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateStream(ctx, &Stream{Receiver: "rp-a", Status: StatusEnabled, Config: StreamConfig{StreamID: "s1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Enqueue(ctx, []Outgoing{{StreamID: "s1", JTI: "jti-1", Token: "set-1"}}, Bound{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetCursor(ctx, "compliance", 5); err != nil {
+		t.Fatal(err)
+	}
+	const dur = 300 * time.Millisecond
+	a := st.Lease(lease.PGOptions{Holder: "a", Duration: dur, Logger: slog.New(slog.DiscardHandler)})
+	b := st.Lease(lease.PGOptions{Holder: "b", Duration: dur, Logger: slog.New(slog.DiscardHandler)})
+	tokA, err := a.TryAcquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TryAcquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("b acquires a live lease: %v, want ErrHeld", err)
+	}
+	// a stops renewing (paused): b takes over once the lease has expired.
+	var tokB int64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if tokB, err = b.TryAcquire(ctx); err == nil {
+			break
+		}
+		if !errors.Is(err, lease.ErrHeld) || time.Now().After(deadline) {
+			t.Fatalf("b never took over: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // the lease expires by the database's clock
+	}
+	if tokB <= tokA {
+		t.Fatalf("token %d after %d, want it to grow", tokB, tokA)
+	}
+
+	fenced := WithFence(ctx, a, tokA)
+	attacks := []struct {
+		name string
+		do   func() error
+	}{
+		{"mark the SET delivered", func() error { return st.Ack(fenced, "s1", []string{"jti-1"}) }},
+		{"count a push attempt", func() error { return st.RecordAttempt(fenced, "jti-1") }},
+		{"advance the cursor", func() error { return st.SetCursor(fenced, "compliance", 9) }},
+		{"apply a feed event", func() error {
+			_, err := st.ApplyFeed(fenced, "compliance", 9, []Outgoing{{StreamID: "s1", JTI: "jti-2", Token: "set-2"}}, nil, Bound{})
+			return err
+		}},
+	}
+	for _, tt := range attacks {
+		t.Run("former leader: "+tt.name, func(t *testing.T) {
+			if err := tt.do(); !errors.Is(err, lease.ErrFenced) {
+				t.Fatalf("err = %v, want %v", err, lease.ErrFenced)
+			}
+		})
+	}
+	ps, _, err := st.PendingSETs(ctx, "s1", 10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 1 || ps[0].JTI != "jti-1" {
+		t.Fatalf("pending after the fenced writes: %+v, want jti-1 alone", ps)
+	}
+	var attempts int
+	if err := st.read.QueryRowContext(ctx, `SELECT attempts FROM outbox WHERE jti = 'jti-1'`).Scan(&attempts); err != nil || attempts != 0 {
+		t.Fatalf("attempts = %d, %v; want 0", attempts, err)
+	}
+	if rev, _, err := st.Cursor(ctx, "compliance"); err != nil || rev != 5 {
+		t.Fatalf("cursor = %d, %v; want 5", rev, err)
+	}
+
+	// The new leader delivers.
+	if err := st.Ack(WithFence(ctx, b, tokB), "s1", []string{"jti-1"}); err != nil {
+		t.Fatalf("new leader's ack: %v", err)
+	}
+	if ps, _, err := st.PendingSETs(ctx, "s1", 10, false); err != nil || len(ps) != 0 {
+		t.Fatalf("pending after the leader's ack: %+v, %v", ps, err)
 	}
 }
