@@ -308,17 +308,6 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 	if err != nil {
 		return nil, err
 	}
-	var ssfLk *ssfLock // on PostgreSQL, taken before any store opens: a refused replica opens nothing
-	if ssfOn && o.databaseURL != "" {
-		if ssfLk, err = lockSSF(ctx, o.databaseURL); err != nil {
-			return nil, fmt.Errorf("ssf: %w", err)
-		}
-		defer func() {
-			if err != nil {
-				_ = ssfLk.release()
-			}
-		}()
-	}
 	if err := checkPeerFlags(o.peers, tlsOn); err != nil {
 		return nil, err
 	}
@@ -507,7 +496,7 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 		}
 	}()
 	if ssfOn && s.httpAddr != "" { // the Shared Signals transmitter and receiver, on the HTTP mux
-		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr, ssfLk)
+		ssfSvc, err := startSSF(ctx, o, env, logger, s.httpAddr)
 		if err != nil {
 			closeHTTP()
 			return nil, err

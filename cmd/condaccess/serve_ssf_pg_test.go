@@ -1,22 +1,31 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
+	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
 	"github.com/condaccess/condaccess/internal/pgtest"
+	"github.com/condaccess/condaccess/internal/ssf"
 )
 
-// TestSSFMode: --ssf's values; auto follows the store (on embedded, off on PostgreSQL).
+// TestSSFMode: --ssf's values; auto is on with either store (on PostgreSQL every replica
+// serves the endpoints from the shared schema).
 func TestSSFMode(t *testing.T) {
 	const url = "postgres://nobody@127.0.0.1:1/none"
 	tests := []struct {
@@ -26,7 +35,7 @@ func TestSSFMode(t *testing.T) {
 	}{
 		{"auto, embedded", "auto", "", "127.0.0.1:0", true, false},
 		{"empty is auto, embedded", "", "", "127.0.0.1:0", true, false},
-		{"auto, postgres", "auto", url, "127.0.0.1:0", false, false},
+		{"auto, postgres", "auto", url, "127.0.0.1:0", true, false},
 		{"on, postgres", "on", url, "127.0.0.1:0", true, false},
 		{"off, embedded", "off", "", "127.0.0.1:0", false, false},
 		{"on without an HTTP address", "on", "", "", false, true},
@@ -89,97 +98,201 @@ func TestSSFServedFromTheFirstRequest(t *testing.T) {
 	}
 }
 
-// TestSSFOnPostgresRunsOnOneReplica: on one database, the Shared Signals service runs
-// only where --ssf=on, and on one process alone: a second --ssf=on is refused while the
-// first holds the lock, a replica without the flag serves no /ssf/* at all, and once the
-// holder stops (or its database session is killed, which stops it) another may take over.
-func TestSSFOnPostgresRunsOnOneReplica(t *testing.T) {
+// ssfReplica starts a serve on the database at url with the Shared Signals service on.
+func ssfReplica(ctx context.Context, t *testing.T, url string) *runningSuite {
+	t.Helper()
+	o := serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", services: "risk", dataDir: t.TempDir(),
+		databaseURL: url, stopTimeout: time.Second, leaseDuration: time.Second}
+	o.ssf.PushAllow = []string{"127.0.0.0/8"} // the test receiver listens on loopback
+	s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// addReceiver registers a receiver in the database with the CLI and returns its token.
+func addReceiver(ctx context.Context, t *testing.T, url, name string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := runSSF(ctx, []string{"receivers", "add", "--database-url", url, name}, &out, &errOut); err != nil {
+		t.Fatalf("ssf receivers add: %v (%s)", err, errOut.String())
+	}
+	return strings.TrimSuffix(out.String(), "\n")
+}
+
+// pollSETs polls a stream on a replica (acking ack) and returns the SETs by jti.
+func pollSETs(t *testing.T, s *runningSuite, token, id string, ack []string) map[string]string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"returnImmediately": true, "maxEvents": 10, "ack": ack})
+	code, b := httpDo(t, "POST", "http://"+s.HTTPAddr()+"/ssf/poll/"+id, token, string(body))
+	var resp struct {
+		Sets map[string]string `json:"sets"`
+	}
+	if code != http.StatusOK || json.Unmarshal(b, &resp) != nil {
+		t.Fatalf("poll on %s: %d %s", s.HTTPAddr(), code, b)
+	}
+	return resp.Sets
+}
+
+// TestSSFReplicasShareTheStore: two replicas on one database serve the same streams
+// and keys: a stream created on A is polled and acknowledged on B, the ack removes
+// the SET for A too, both publish the same signing key, and another receiver's token
+// reaches none of it on either replica.
+func TestSSFReplicasShareTheStore(t *testing.T) {
 	url := pgtest.URL(t)
-	old := ssfLockCheck
-	ssfLockCheck = 100 * time.Millisecond
-	t.Cleanup(func() { ssfLockCheck = old })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	start := func(mode string) (*runningSuite, string, error) {
-		dir := t.TempDir()
-		o := serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", services: "risk", dataDir: dir,
-			databaseURL: url, ssfMode: mode, stopTimeout: time.Second, leaseDuration: 2 * time.Second}
-		s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
-		if err == nil {
-			t.Cleanup(func() { s.Stop() })
-		}
-		return s, dir, err
-	}
-	configCode := func(s *runningSuite) int {
-		code, _ := httpDo(t, "GET", "http://"+s.HTTPAddr()+"/.well-known/ssf-configuration", "", "")
-		return code
+	a, b := ssfReplica(ctx, t, url), ssfReplica(ctx, t, url)
+	token, other := addReceiver(ctx, t, url, "rp-a"), addReceiver(ctx, t, url, "rp-b")
+
+	_, jwksA := httpDo(t, "GET", "http://"+a.HTTPAddr()+"/ssf/jwks.json", "", "")
+	_, jwksB := httpDo(t, "GET", "http://"+b.HTTPAddr()+"/ssf/jwks.json", "", "")
+	if !bytes.Equal(jwksA, jwksB) || !bytes.Contains(jwksA, []byte(`"kid"`)) {
+		t.Fatalf("replicas publish different keys:\n%s\n%s", jwksA, jwksB)
 	}
 
-	a, _, err := start("on")
-	if err != nil {
-		t.Fatal(err)
+	code, body := httpDo(t, "POST", "http://"+a.HTTPAddr()+"/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8936"}}`)
+	var cfg ssf.StreamConfig
+	if code != http.StatusCreated || json.Unmarshal(body, &cfg) != nil {
+		t.Fatalf("create stream on A: %d %s", code, body)
 	}
-	if c := configCode(a); c != http.StatusOK {
-		t.Fatalf("the --ssf=on replica: ssf-configuration %d, want 200", c)
+	for _, tt := range []struct {
+		name, token string
+		want        int
+	}{
+		{"its receiver", token, http.StatusOK},
+		{"another receiver (the attack)", other, http.StatusNotFound},
+		{"no token", "", http.StatusUnauthorized},
+	} {
+		t.Run("GET the stream on B: "+tt.name, func(t *testing.T) {
+			if code, b := httpDo(t, "GET", "http://"+b.HTTPAddr()+"/ssf/stream?stream_id="+cfg.StreamID, tt.token, ""); code != tt.want {
+				t.Fatalf("%d %s, want %d", code, b, tt.want)
+			}
+		})
 	}
-	// The attack: a second transmitter on the same database (duplicate SETs, streams
-	// unknown to one another).
-	_, dirB, err := start("on")
-	if !errors.Is(err, errSSFElsewhere) {
-		t.Fatalf("second --ssf=on replica: err = %v, want %v", err, errSSFElsewhere)
+	if code, b := httpDo(t, "POST", "http://"+a.HTTPAddr()+"/ssf/verify", token, `{"stream_id":"`+cfg.StreamID+`","state":"s1"}`); code != http.StatusNoContent {
+		t.Fatalf("verify on A: %d %s", code, b)
 	}
-	if _, err := os.Stat(filepath.Join(dirB, "ssf", "ssf.db")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the refused replica created an SSF store (%v)", err)
+	if code, body := httpDo(t, "POST", "http://"+b.HTTPAddr()+"/ssf/poll/"+cfg.StreamID, other, `{"returnImmediately":true}`); code != http.StatusNotFound {
+		t.Fatalf("another receiver polls the stream on B: %d %s, want 404", code, body)
 	}
-	c, _, err := start("auto")
-	if err != nil {
-		t.Fatal(err)
+	sets := pollSETs(t, b, token, cfg.StreamID, nil)
+	if len(sets) != 1 {
+		t.Fatalf("poll on B: %v, want the verification SET", sets)
 	}
-	for _, p := range []string{"/.well-known/ssf-configuration", "/ssf/jwks.json", "/ssf/stream"} {
-		if code, _ := httpDo(t, "GET", "http://"+c.HTTPAddr()+p, "", ""); code != http.StatusNotFound {
-			t.Fatalf("replica without --ssf=on: GET %s = %d, want 404", p, code)
+	var jti string
+	for j := range sets {
+		jti = j
+	}
+	if again := pollSETs(t, a, token, cfg.StreamID, nil); again[jti] != sets[jti] {
+		t.Fatalf("poll on A before the ack: %v, want the same SET", again)
+	}
+	pollSETs(t, b, token, cfg.StreamID, []string{jti})
+	if left := pollSETs(t, a, token, cfg.StreamID, nil); len(left) != 0 {
+		t.Fatalf("poll on A after B's ack: %v, want nothing", left)
+	}
+}
+
+// TestSSFLeaderFailover: push delivery runs on the lease holder alone; when it stops
+// mid-stream (its receiver refusing), the other replica takes over and delivers the
+// same stored SET: the same jti, once.
+func TestSSFLeaderFailover(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var mu sync.Mutex
+	accept := false
+	var refused, accepted []string
+	changed := make(chan struct{}, 100)
+	rx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		tok, err := jwt.ParseSigned(string(b), []jose.SignatureAlgorithm{jose.RS256})
+		var c jwt.Claims
+		if err != nil || tok.UnsafeClaimsWithoutVerification(&c) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		if accept {
+			accepted = append(accepted, c.ID)
+			w.WriteHeader(http.StatusAccepted)
+		} else {
+			refused = append(refused, c.ID)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		mu.Unlock()
+		changed <- struct{}{}
+	}))
+	defer rx.Close()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for {
+			mu.Lock()
+			ok := cond()
+			mu.Unlock()
+			if ok {
+				return
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				t.Fatalf("timed out waiting for %s", what)
+			}
 		}
 	}
 
-	// The holder stops: the lock goes with its session.
+	a := ssfReplica(ctx, t, url) // alone, so it takes the lease
+	token := addReceiver(ctx, t, url, "rp-a")
+	code, body := httpDo(t, "POST", "http://"+a.HTTPAddr()+"/ssf/stream", token, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+rx.URL+`/events"}}`)
+	var cfg ssf.StreamConfig
+	if code != http.StatusCreated || json.Unmarshal(body, &cfg) != nil {
+		t.Fatalf("create stream: %d %s", code, body)
+	}
+	if code, b := httpDo(t, "POST", "http://"+a.HTTPAddr()+"/ssf/verify", token, `{"stream_id":"`+cfg.StreamID+`","state":"s1"}`); code != http.StatusNoContent {
+		t.Fatalf("verify: %d %s", code, b)
+	}
+	waitFor("a refused delivery by the leader", func() bool { return len(refused) > 0 })
+	ssfReplica(ctx, t, url) // the replica that takes over
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := start("on")
-	if err != nil {
-		t.Fatalf("--ssf=on after the holder stopped: %v", err)
+	mu.Lock()
+	first := refused[0]
+	accept = true
+	mu.Unlock()
+	waitFor("the delivery by the new leader", func() bool { return len(accepted) > 0 })
+	mu.Lock()
+	got := slices.Clone(accepted)
+	mu.Unlock()
+	if len(got) != 1 || got[0] != first {
+		t.Fatalf("delivered %v after the failover, want the one SET %s once", got, first)
 	}
-	if c := configCode(b); c != http.StatusOK {
-		t.Fatalf("the new holder: ssf-configuration %d, want 200", c)
-	}
-
-	// The holder's database session is killed (as when the process is SIGKILLed, or its
-	// connection is lost): it must stop, since another replica may now take the lock.
+	// The delivered SET is gone from the shared outbox (B acknowledged it), and nothing
+	// else was delivered meanwhile.
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var killed int
-	if err := db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() AND objid::bigint = (hashtext('condaccess.ssf')::bigint & 4294967295)`).Scan(&killed); err != nil {
-		t.Fatal(err)
-	}
-	if killed != 1 {
-		t.Fatalf("terminated %d sessions holding the lock, want 1", killed)
-	}
-	select {
-	case err := <-b.Err():
-		if !strings.Contains(err.Error(), "ssf: the Shared Signals lock's database session failed") {
-			t.Fatalf("holder stopped with %v", err)
+	for {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM ssf.outbox`).Scan(&n); err != nil {
+			t.Fatal(err)
 		}
-	case <-ctx.Done():
-		t.Fatal("the holder whose lock session was killed kept running")
+		if n == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d SETs still in the outbox", n)
+		}
+		time.Sleep(20 * time.Millisecond) // waiting on the condition above, with ctx's deadline
 	}
-	d, _, err := start("on")
-	if err != nil {
-		t.Fatalf("--ssf=on after the holder's session was killed: %v", err)
-	}
-	if c := configCode(d); c != http.StatusOK {
-		t.Fatalf("the replacement holder: ssf-configuration %d, want 200", c)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(accepted) != 1 {
+		t.Fatalf("delivered %v, want one SET", accepted)
 	}
 }
