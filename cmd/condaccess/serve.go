@@ -110,7 +110,7 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 		f.RegisterFlags(fs)
 	}
 	o.ssf.RegisterFlags(fs)
-	fs.StringVar(&o.ssfMode, "ssf", "auto", "run the Shared Signals transmitter and receiver on the HTTP address: on, off, or auto (on with the embedded stores, off with --database-url: on PostgreSQL exactly one replica may run it, with --ssf=on)")
+	fs.StringVar(&o.ssfMode, "ssf", "auto", "run the Shared Signals transmitter and receiver on the HTTP address: on, off, or auto (on); with --database-url every replica serves it from schema ssf and the holder of the ssf lease follows the feeds and pushes")
 }
 
 // applyEnv sets every flag not given on the command line from CONDACCESS_<NAME>, where
