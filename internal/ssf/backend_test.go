@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/condaccess/condaccess/internal/lease"
 	"github.com/condaccess/condaccess/internal/pgtest"
@@ -165,5 +168,95 @@ func TestFencedLeaderChangesNothing(t *testing.T) {
 	}
 	if ps, _, err := st.PendingSETs(ctx, "s1", 10, false); err != nil || len(ps) != 0 {
 		t.Fatalf("pending after the leader's ack: %+v, %v", ps, err)
+	}
+}
+
+// TestPGKeyRingShared: replicas opening the store at once agree on one signing key;
+// a rotation reaches every replica, which then signs with the new key and still
+// publishes the previous one; a SET signed before verifies against the new JWKS.
+func TestPGKeyRingShared(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	rings := make([]*PGKeyRing, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range rings {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := OpenPGStore(ctx, url, slog.New(slog.DiscardHandler))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			t.Cleanup(func() { st.Close() })
+			rings[i], errs[i] = OpenPGKeyRing(ctx, st)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kids := func(r *PGKeyRing) []string {
+		var out []string
+		for _, k := range r.JWKS().Keys {
+			out = append(out, k.KeyID)
+		}
+		return out
+	}
+	before := kids(rings[0])
+	if len(before) != 1 || !slices.Equal(before, kids(rings[1])) {
+		t.Fatalf("replicas publish %v and %v, want one shared key", before, kids(rings[1]))
+	}
+	old, err := rings[1].Sign(map[string]any{"jti": "before-rotation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, err := RotatePGKey(ctx, rings[0].st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rings {
+		r.mu.Lock()
+		r.refresh = 0 // read the keys again on the next use
+		r.mu.Unlock()
+		if got := kids(r); !slices.Equal(got, []string{kid, before[0]}) {
+			t.Fatalf("replica %d publishes %v after the rotation, want [%s %s]", i, got, kid, before[0])
+		}
+		tok, err := r.Sign(map[string]any{"jti": "after-rotation"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, set := range []string{tok, old} {
+			jws, err := jose.ParseSigned(set, []jose.SignatureAlgorithm{jose.RS256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			jwks := r.JWKS()
+			keys := jwks.Key(jws.Signatures[0].Header.KeyID)
+			if len(keys) != 1 {
+				t.Fatalf("replica %d: kid %s not published", i, jws.Signatures[0].Header.KeyID)
+			}
+			if _, err := jws.Verify(keys[0].Public()); err != nil {
+				t.Fatalf("replica %d: %v", i, err)
+			}
+		}
+		if jws, _ := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256}); jws.Signatures[0].Header.KeyID != kid {
+			t.Fatalf("replica %d signs with %s, want the new key %s", i, jws.Signatures[0].Header.KeyID, kid)
+		}
+	}
+	// The SQLite store has no shared key ring (its keys are files).
+	sq, err := OpenStore(ctx, filepath.Join(t.TempDir(), "ssf.db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	if _, err := OpenPGKeyRing(ctx, sq); err == nil {
+		t.Fatal("OpenPGKeyRing on the SQLite store: no error")
+	}
+	if _, err := RotatePGKey(ctx, sq); err == nil {
+		t.Fatal("RotatePGKey on the SQLite store: no error")
 	}
 }
