@@ -180,6 +180,24 @@ func TestSharedSignalsSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	driveAndCheckSETs(ctx, t, conn, rx, func() {
+		if err := p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitHealthy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// driveAndCheckSETs puts dev-1 through six rounds of an alert and its resolution over
+// conn, calling kill in the second and fifth, and then checks that rx received every
+// compliance and risk change as exactly one SET (one jti per upstream event).
+func driveAndCheckSETs(ctx context.Context, t *testing.T, conn *grpc.ClientConn, rx *flakyReceiver, kill func()) {
+	t.Helper()
 	risk := riskv1.NewRiskServiceClient(conn)
 	comp := compliancev1.NewComplianceServiceClient(conn)
 	if _, err := compliancev1.NewCompliancePolicyServiceClient(conn).CreateCompliancePolicy(ctx, &compliancev1.CreateCompliancePolicyRequest{Policy: &compliancev1.CompliancePolicy{
@@ -216,15 +234,7 @@ func TestSharedSignalsSurviveSIGKILL(t *testing.T) {
 		}
 		waitState(commonv1.ComplianceState_COMPLIANCE_STATE_NONCOMPLIANT)
 		if i == 1 || i == 4 {
-			if err := p.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Start(); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.WaitHealthy(ctx); err != nil {
-				t.Fatal(err)
-			}
+			kill()
 		}
 		if _, err := risk.ResolveAlert(ctx, &riskv1.ResolveAlertRequest{AlertId: id,
 			Classification: riskv1.AlertClassification_ALERT_CLASSIFICATION_TRUE_POSITIVE}); err != nil {
