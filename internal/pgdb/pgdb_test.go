@@ -186,8 +186,12 @@ func TestWriteRetriesDeadlock(t *testing.T) {
 			t.Fatalf("Write: %v", err)
 		}
 	}
-	if runs["x"]+runs["y"] != 3 || rollbacks["x"]+rollbacks["y"] != 1 {
-		t.Fatalf("fn runs %v, rollbacks %v; want one of them run twice after one rollback", runs, rollbacks)
+	// The deadlock rolls one of them back at least once; on a loaded machine a retry
+	// may meet another retryable conflict before the other commits, so count: every
+	// rollback is followed by exactly one more run, and each Write commits once.
+	rb := rollbacks["x"] + rollbacks["y"]
+	if rb < 1 || runs["x"]+runs["y"] != 2+rb || runs["x"] != 1+rollbacks["x"] || runs["y"] != 1+rollbacks["y"] {
+		t.Fatalf("fn runs %v, rollbacks %v; want at least one rollback, each followed by one more run", runs, rollbacks)
 	}
 	if n := count(t, db, `SELECT SUM(n) FROM kv`); n != 4 {
 		t.Fatalf("%d row updates stored, want 4 (each Write's two, once)", n)
