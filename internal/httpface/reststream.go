@@ -411,6 +411,9 @@ func setField(msg protoreflect.Message, fields []protoreflect.FieldDescriptor, t
 		value, _ = json.Marshal(text) // numbers, bytes (base64) and the scalar WKTs accept strings
 	}
 	// Decode {"<field>": value} into a fresh message of leaf's type and copy the field.
+	if fd.IsList() {
+		value = append(append([]byte("["), value...), ']')
+	}
 	name, _ := json.Marshal(fd.JSONName())
 	doc := append(append(append([]byte("{"), name...), ':'), value...)
 	doc = append(doc, '}')
