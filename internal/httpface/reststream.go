@@ -46,6 +46,13 @@ const NDJSONContentType = "application/x-ndjson"
 // {"error": google.rpc.Status} (no response message has a top-level "error" field:
 // TestStreamResponsesHaveNoErrorField).
 
+// ReasonCrossSiteRequest is the ErrorInfo reason of a REST stream a browser was asked
+// to open by a page of another origin (Sec-Fetch-Site cross-site or same-site).
+const ReasonCrossSiteRequest = "CROSS_SITE_REQUEST"
+
+// maxQueryViolations bounds the field violations one refused request reports.
+const maxQueryViolations = 16
+
 // restStreamRoute is one REST binding (google.api.http GET) of a server stream.
 type restStreamRoute struct {
 	rpc      string // /package.Service/Method
@@ -207,6 +214,15 @@ func restStreams(routes []restStreamRoute, next http.Handler) http.Handler {
 		}
 		for _, route := range routes {
 			if vars, ok := route.template.match(r.URL.EscapedPath()); ok {
+				if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+					// A page of another origin cannot read the stream (no CORS), but it
+					// could make a visitor's browser open watches with the visitor's
+					// certificate or session until their watch cap is spent. Browsers
+					// send Sec-Fetch-Site; curl and programs do not.
+					writeRESTStatus(w, status.Convert(apierr.New(codes.PermissionDenied, ReasonCrossSiteRequest,
+						"a REST stream may not be opened from a page of another origin")))
+					return
+				}
 				route.serve(w, r, vars, next)
 				return
 			}
@@ -283,6 +299,9 @@ func (rt restStreamRoute) readRequest(msg protoreflect.Message, vars []string, q
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if len(violations) >= maxQueryViolations {
+			break
+		}
 		fields, err := resolveFieldPath(msg.Descriptor(), k)
 		if err == nil && (!isParameterField(fields[len(fields)-1]) || fields[len(fields)-1].IsMap()) {
 			err = errors.New("this field cannot be given as a query parameter")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -403,6 +404,57 @@ func TestRESTStreamOtherMethods(t *testing.T) {
 	}
 }
 
+// TestRESTStreamCrossSite: a browser asked by a page of another origin to open a
+// stream is refused before the call (the stream never starts); the browser's own
+// navigation, same-origin pages and clients that send no Sec-Fetch-Site (curl) pass.
+func TestRESTStreamCrossSite(t *testing.T) {
+	tests := []struct {
+		site       string
+		wantStatus int
+	}{
+		{"cross-site", http.StatusForbidden},
+		{"same-site", http.StatusForbidden},
+		{"same-origin", http.StatusOK},
+		{"none", http.StatusOK},
+		{"", http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run("Sec-Fetch-Site "+tt.site, func(t *testing.T) {
+			fake := fakeRisk{sends: 0, done: make(chan struct{})}
+			base := startFake(t, &fake)
+			req, _ := http.NewRequest(http.MethodGet, base+"/v1/riskEvents:watch", nil)
+			if tt.site != "" {
+				req.Header.Set("Sec-Fetch-Site", tt.site)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			if tt.wantStatus == http.StatusOK {
+				select {
+				case <-fake.done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the stream did not run")
+				}
+				return
+			}
+			select { // refused before the call: the handler never ran
+			case <-fake.done:
+				t.Fatal("a refused request reached the stream")
+			default:
+			}
+			var st restStatusBody
+			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || codes.Code(st.Code) != codes.PermissionDenied || st.reason() != ReasonCrossSiteRequest {
+				t.Fatalf("body %+v (%v), want PERMISSION_DENIED %s", st, err, ReasonCrossSiteRequest)
+			}
+		})
+	}
+}
+
 // TestConnectEndStatus: the Connect end-of-stream message becomes the status with
 // its details, as the RPC returned it.
 func TestConnectEndStatus(t *testing.T) {
@@ -464,4 +516,22 @@ func (s restStatusBody) reason() string {
 		}
 	}
 	return ""
+}
+
+// TestReadRequestBoundsViolations: a query of many bad parameters is refused with at
+// most maxQueryViolations violations (the refusal's size does not grow with the URL).
+func TestReadRequestBoundsViolations(t *testing.T) {
+	tmpl, err := parsePathTemplate("/v1/riskEvents:watch", (&riskv1.WatchRiskEventsRequest{}).ProtoReflect().Descriptor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := restStreamRoute{input: (&riskv1.WatchRiskEventsRequest{}).ProtoReflect().Type(), template: tmpl}
+	q := url.Values{}
+	for i := range 100 {
+		q.Set(fmt.Sprintf("nope%03d", i), "1")
+	}
+	err = rt.readRequest(rt.input.New(), nil, q)
+	if status.Code(err) != codes.InvalidArgument || len(apierr.Violations(err)) != maxQueryViolations {
+		t.Fatalf("err = %v with %d violations, want INVALID_ARGUMENT with %d", status.Code(err), len(apierr.Violations(err)), maxQueryViolations)
+	}
 }
