@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/api/annotations"
@@ -49,6 +50,10 @@ const NDJSONContentType = "application/x-ndjson"
 // ReasonCrossSiteRequest is the ErrorInfo reason of a REST stream a browser was asked
 // to open by a page of another origin (Sec-Fetch-Site cross-site or same-site).
 const ReasonCrossSiteRequest = "CROSS_SITE_REQUEST"
+
+// streamWriteTimeout is how long a line of a REST stream may wait for the client to
+// read it (a variable for tests).
+var streamWriteTimeout = 30 * time.Second
 
 // maxQueryViolations bounds the field violations one refused request reports.
 const maxQueryViolations = 16
@@ -269,6 +274,8 @@ func (rt restStreamRoute) serve(w http.ResponseWriter, r *http.Request, vars []s
 	in.TransferEncoding = nil
 
 	sw := &ndjsonWriter{out: w, header: http.Header{}}
+	// The connection may serve other requests after the stream: no write deadline left.
+	defer func() { _ = http.NewResponseController(w).SetWriteDeadline(time.Time{}) }()
 	next.ServeHTTP(sw, in)
 	sw.finish()
 }
@@ -551,10 +558,19 @@ func (s *ndjsonWriter) envelope(flags byte, payload []byte) error {
 	if bytes.IndexByte(line, '\n') >= 0 { // protojson writes one line unless asked not to
 		line = bytes.ReplaceAll(line, []byte("\n"), nil)
 	}
+	return s.writeLine(line)
+}
+
+// writeLine writes line and a newline to the client and flushes them. A client that
+// stops reading ends its stream (and frees its watch slot) once a line has waited
+// streamWriteTimeout, rather than holding it for ever.
+func (s *ndjsonWriter) writeLine(line []byte) error {
+	rc := http.NewResponseController(s.out)
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	if _, err := s.out.Write(append(line, '\n')); err != nil {
 		return err
 	}
-	return http.NewResponseController(s.out).Flush()
+	return rc.Flush()
 }
 
 // endWith ends the REST stream with st: nothing more when OK; before any message the
@@ -578,8 +594,7 @@ func (s *ndjsonWriter) endWith(st *status.Status) {
 		return
 	}
 	b, _ := protojson.Marshal(st.Proto())
-	_, _ = s.out.Write(append(append([]byte(`{"error":`), b...), '}', '\n'))
-	_ = http.NewResponseController(s.out).Flush()
+	_ = s.writeLine(append(append([]byte(`{"error":`), b...), '}'))
 }
 
 // finish ends a stream the transcoder left without an end-of-stream message.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -533,5 +534,54 @@ func TestReadRequestBoundsViolations(t *testing.T) {
 	err = rt.readRequest(rt.input.New(), nil, q)
 	if status.Code(err) != codes.InvalidArgument || len(apierr.Violations(err)) != maxQueryViolations {
 		t.Fatalf("err = %v with %d violations, want INVALID_ARGUMENT with %d", status.Code(err), len(apierr.Violations(err)), maxQueryViolations)
+	}
+}
+
+// floodRisk sends large events until its stream fails.
+type floodRisk struct {
+	riskv1.UnimplementedRiskServiceServer
+	done chan struct{}
+}
+
+func (f *floodRisk) WatchRiskEvents(_ *riskv1.WatchRiskEventsRequest, ss grpc.ServerStreamingServer[riskv1.WatchRiskEventsResponse]) error {
+	defer close(f.done)
+	big := &riskv1.WatchRiskEventsResponse{Kind: &riskv1.WatchRiskEventsResponse_Event{Event: &riskv1.RiskEvent{
+		Payload: &riskv1.RiskEvent_AlertChanged{AlertChanged: &riskv1.AlertChanged{Alert: &riskv1.Alert{Title: strings.Repeat("x", 64<<10)}}}}}}
+	for {
+		if err := ss.Send(big); err != nil {
+			return err
+		}
+	}
+}
+
+// TestRESTStreamClientStopsReading: a client that stops reading (its socket's buffers
+// full) has its stream ended once a line has waited streamWriteTimeout: the server's
+// call returns, freeing its watch slot.
+func TestRESTStreamClientStopsReading(t *testing.T) {
+	old := streamWriteTimeout
+	streamWriteTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { streamWriteTimeout = old })
+	fake := &floodRisk{done: make(chan struct{})}
+	gs := grpc.NewServer()
+	riskv1.RegisterRiskServiceServer(gs, fake)
+	h, err := Handler(Config{GRPC: gs, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /v1/riskEvents:watch HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Never read.
+	select {
+	case <-fake.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream of a client that stopped reading still runs after 20 s")
 	}
 }
