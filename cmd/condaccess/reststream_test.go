@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
 	riskv1 "github.com/condaccess/condaccess/gen/go/condaccess/risk/v1"
 	"github.com/condaccess/condaccess/internal/auth/authtest"
@@ -230,14 +231,14 @@ func TestRESTWatchRiskEvents(t *testing.T) {
 	}
 }
 
-// tlsSuite starts the risk service with mutual TLS and returns it with a function
+// tlsSuite starts services with mutual TLS and returns it with a function
 // that makes HTTPS clients presenting a certificate with roles (none: no certificate).
-func tlsSuite(t *testing.T, ctx context.Context, limits *limitOptions) (*runningSuite, func(name string, roles ...commonv1.Role) *http.Client) {
+func tlsSuite(t *testing.T, ctx context.Context, services string, limits *limitOptions) (*runningSuite, func(name string, roles ...commonv1.Role) *http.Client) {
 	t.Helper()
 	ca := authtest.NewCA(t)
 	sc := ca.ServerConfig(t)
 	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
-		services: "risk", stopTimeout: 5 * time.Second, tlsCert: sc.CertFile, tlsKey: sc.KeyFile, tlsClientCA: sc.ClientCAFile,
+		services: services, stopTimeout: 5 * time.Second, tlsCert: sc.CertFile, tlsKey: sc.KeyFile, tlsClientCA: sc.ClientCAFile,
 		limits: limits}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +290,7 @@ func connectWatchCode(ctx context.Context, c *http.Client, base string) codes.Co
 func TestRESTWatchIdentity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, client := tlsSuite(t, ctx, nil)
+	s, client := tlsSuite(t, ctx, "risk", nil)
 	base := "https://" + s.HTTPAddr()
 	tests := []struct {
 		name       string
@@ -339,7 +340,7 @@ func TestRESTWatchCap(t *testing.T) {
 	limits := defaultLimits()
 	limits.maxWatchesPerIdentity = 2
 	limits.maxCallsPerIdentity = 1
-	s, client := tlsSuite(t, ctx, &limits)
+	s, client := tlsSuite(t, ctx, "risk", &limits)
 	base := "https://" + s.HTTPAddr()
 	reader := client("reader-1", commonv1.Role_ROLE_READER)
 	url := base + "/v1/riskEvents:watch"
@@ -447,6 +448,49 @@ func TestRESTWatchEveryServerStream(t *testing.T) {
 				}
 			default:
 				t.Fatalf("GET %s: %d %q %s", rule.GetGet(), st.status, st.ctype, st.body)
+			}
+		})
+	}
+}
+
+// TestRESTWatchBlockedStatusOpen: the end user's WatchBlockedStatus, open without a
+// certificate, is reached over REST by a stranger exactly as over Connect: a
+// reference that names no blocked sign-in is 404 NOT_FOUND BLOCKED_REF_NOT_FOUND
+// (not 401), and a missing one 400 INVALID_ARGUMENT.
+func TestRESTWatchBlockedStatusOpen(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, client := tlsSuite(t, ctx, "risk,compliance,access", nil)
+	base := "https://" + s.HTTPAddr()
+	stranger := client("")
+	cc := connect.NewClient[accessv1.WatchBlockedStatusRequest, accessv1.WatchBlockedStatusResponse](stranger, base+"/condaccess.access.v1.AccessService/WatchBlockedStatus")
+	tests := []struct {
+		name       string
+		ref        string
+		wantStatus int
+		wantCode   codes.Code
+	}{
+		{"unknown reference", "not-a-reference", 404, codes.NotFound},
+		{"no reference", "", 400, codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := cc.CallServerStream(ctx, connect.NewRequest(&accessv1.WatchBlockedStatusRequest{Ref: tt.ref}))
+			if err == nil {
+				st.Receive()
+				err = st.Err()
+				st.Close()
+			}
+			if codes.Code(connect.CodeOf(err)) != tt.wantCode {
+				t.Fatalf("over Connect: %v, want %s", err, tt.wantCode)
+			}
+			rs := openRESTStream(t, stranger, base+"/v1/blockedStatus:watch?ref="+tt.ref)
+			if rs.status != tt.wantStatus {
+				t.Fatalf("REST status = %d, want %d: %s", rs.status, tt.wantStatus, rs.body)
+			}
+			code, reason := rs.refusal(t)
+			if code != tt.wantCode || (code == codes.NotFound && reason != "BLOCKED_REF_NOT_FOUND") {
+				t.Fatalf("REST %s %s, want %s", code, reason, tt.wantCode)
 			}
 		})
 	}
