@@ -107,7 +107,13 @@ func Handler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpface: transcoder: %w", err)
 	}
-	return guard(cfg.Insecure, holdCalls(cfg.HoldCall, tc)), nil
+	// REST calls of the server streams, which the transcoder does not stream, become
+	// Connect calls through the same chain (reststream.go).
+	streams, err := restStreamRoutes(names)
+	if err != nil {
+		return nil, err
+	}
+	return guard(cfg.Insecure, restStreams(streams, holdCalls(cfg.HoldCall, tc))), nil
 }
 
 // Mount registers Handler at the root of mux; more specific patterns already on mux

@@ -29,9 +29,8 @@ type HoldCallFunc func(ctx context.Context, id auth.Identity, remote string) (co
 // chain applies it too, but only once a whole request message has been buffered, and
 // the HTTP server itself does not bound how many requests are being read. A request
 // that holds a slot is not counted again by the chain. Streaming RPCs are not counted
-// (as on the gRPC listener); a REST request holds a slot whatever its method (the path
-// does not say whether it is a stream), so a REST watch counts as one call in flight
-// for as long as it lasts. Callers without an identity
+// (as on the gRPC listener), REST streams included: restStreams has turned them into
+// Connect calls of their streaming RPC before they get here. Callers without an identity
 // pass (guard already bounded what they may send).
 func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 	if hold == nil {
