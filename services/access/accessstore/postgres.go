@@ -2,7 +2,6 @@ package accessstore
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"embed"
 	"errors"
@@ -462,18 +461,5 @@ func (s *Store) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	if s.pg == nil {
 		return nil, errors.New("accessstore: shared keys are kept on PostgreSQL only")
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	if _, err := s.pg.db.Read().ExecContext(ctx, `INSERT INTO shared_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, key); err != nil {
-		return nil, fmt.Errorf("accessstore: shared key %s: %w", name, err)
-	}
-	if err := s.pg.db.Read().QueryRowContext(ctx, `SELECT value FROM shared_keys WHERE name = $1`, name).Scan(&key); err != nil {
-		return nil, fmt.Errorf("accessstore: shared key %s: %w", name, err)
-	}
-	if len(key) != 32 {
-		return nil, fmt.Errorf("accessstore: shared key %s: %d bytes, want 32", name, len(key))
-	}
-	return key, nil
+	return sharedKey(ctx, s.pg.db.Read(), name)
 }
