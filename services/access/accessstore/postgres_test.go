@@ -3,6 +3,7 @@ package accessstore_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"testing"
@@ -186,5 +187,65 @@ func TestPostgresSharedKey(t *testing.T) {
 	other, err := b.SharedKey(ctx, "other")
 	if err != nil || bytes.Equal(other, ka) {
 		t.Fatalf("another name's key = %x (%v), want a different key", other, err)
+	}
+}
+
+// TestConsoleSessionsOnPostgres: replicas share one console sealing key (not the
+// blocked-page key); a sign-out recorded by one is seen by the other at once, only
+// until it expires; expired sign-outs are deleted by the next one; a sign-out without
+// a session id is refused.
+func TestConsoleSessionsOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	open := func() *accessstore.ConsoleSessions {
+		t.Helper()
+		c, err := accessstore.OpenConsoleSessions(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := open(), open()
+	ka, err := a.Key(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := b.Key(ctx)
+	if err != nil || len(ka) != 32 || !bytes.Equal(ka, kb) {
+		t.Fatalf("keys %x and %x (%v), want one 32-byte key", ka, kb, err)
+	}
+	blocked, err := openPG(t, url, accessstore.PGOptions{}).SharedKey(ctx, "blocked-ref")
+	if err != nil || bytes.Equal(blocked, ka) {
+		t.Fatalf("blocked-page key %x (%v) equals the console key", blocked, err)
+	}
+	now := time.Now()
+	if err := a.SignOut(ctx, "gone", now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SignOut(ctx, "s-1", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SignOut(ctx, "", now.Add(time.Hour)); err == nil {
+		t.Error("a sign-out without a session id was recorded")
+	}
+	for _, tt := range []struct {
+		id   string
+		want bool
+	}{{"s-1", true}, {"gone", false}, {"s-2", false}, {"", false}} {
+		t.Run(tt.id, func(t *testing.T) {
+			if got, err := b.SignedOut(ctx, tt.id); err != nil || got != tt.want {
+				t.Errorf("SignedOut(%q) on the other replica = %v (%v), want %v", tt.id, got, err, tt.want)
+			}
+		})
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM access.console_signouts WHERE id = 'gone'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("expired sign-outs left: %d (%v), want 0", n, err)
 	}
 }
