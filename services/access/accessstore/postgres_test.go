@@ -249,3 +249,53 @@ func TestConsoleSessionsOnPostgres(t *testing.T) {
 		t.Errorf("expired sign-outs left: %d (%v), want 0", n, err)
 	}
 }
+
+// TestPostgresSignInsAcrossReplicas: a sign-in follower on replica A is woken by
+// replica B's sign-in writes (NOTIFY), and finds, from the cursor it reached, a
+// sign-in B writes late (decided a minute before the ones A already followed). With
+// NoNotify there is no wake-up channel (followers poll).
+func TestPostgresSignInsAcrossReplicas(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := openPG(t, url, accessstore.PGOptions{})
+	b := openPG(t, url, accessstore.PGOptions{})
+	if openPG(t, url, accessstore.PGOptions{NoNotify: true}).SignInsChanged() != nil {
+		t.Error("NoNotify: a wake-up channel")
+	}
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		if ch == nil {
+			t.Fatal("no wake-up channel on PostgreSQL")
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("%s: not woken", what)
+		}
+	}
+	now := time.Now()
+	first := []*access.SignIn{{Time: now, UserID: "u-1", DeviceID: "d", AppID: "a", Decision: access.DecisionAllow}}
+	ch := a.SignInsChanged()
+	if err := a.WriteBatch(ctx, first, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(ch, "A's own write") // A's LISTEN is up from here on
+	cursor, err := a.LastSignInKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch = a.SignInsChanged()
+	late := []*access.SignIn{{Time: now.Add(-time.Minute), UserID: "u-1", DeviceID: "d", AppID: "a", Decision: access.DecisionBlock}}
+	if err := b.WriteBatch(ctx, late, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(ch, "B's write")
+	got, reached, err := a.SignInsAfter(ctx, access.SignInFilter{UserID: "u-1"}, cursor, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != late[0].ID || reached <= cursor {
+		t.Fatalf("A followed %v (cursor %d -> %d) after B's late write, want only %s", got, cursor, reached, late[0].ID)
+	}
+}
