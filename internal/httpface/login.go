@@ -293,13 +293,24 @@ func (l *Login) Wrap(next http.Handler) http.Handler {
 		if _, ok := auth.FromContext(r.Context()); !ok && r.Header.Get("Connect-Protocol-Version") != "" {
 			if c, err := r.Cookie(SessionCookie); err == nil {
 				if ss, ok := l.sessions.open(r.Context(), c.Value); ok {
-					r = r.WithContext(auth.NewContext(r.Context(), ss.identity()))
+					// A call that outlives SessionRecheck (a server stream) ends once
+					// the session is signed out, here or on another replica, or expires.
+					ctx, cancel := context.WithCancel(r.Context())
+					defer cancel()
+					stop := l.sessions.follow(ctx, ss, SessionRecheck, cancel)
+					defer stop()
+					r = r.WithContext(auth.NewContext(ctx, ss.identity()))
 				}
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// SessionRecheck is how often a call made with a console session that is still
+// running (a server stream: the console's live pages) checks that the session still
+// holds; it is ended once the session is signed out or expired.
+var SessionRecheck = 2 * time.Second
 
 // LoginURL is the sign-in link for a page path.
 func LoginURL(next string) string { return LoginPath + "?next=" + url.QueryEscape(localPath(next)) }

@@ -166,27 +166,61 @@ func (s *sessions) open(ctx context.Context, v string) (sealedSession, bool) {
 	if err != nil || json.Unmarshal(plain, &ss) != nil || ss.ID == "" || ss.Subject == "" {
 		return sealedSession{}, false
 	}
-	if s.now().Unix() >= ss.Expires {
+	if !s.valid(ctx, ss) {
 		return sealedSession{}, false
+	}
+	return ss, true
+}
+
+// valid reports whether ss still holds: not expired, not signed out (false when the
+// sign-outs cannot be read: fail closed).
+func (s *sessions) valid(ctx context.Context, ss sealedSession) bool {
+	if s.now().Unix() >= ss.Expires {
+		return false
 	}
 	if s.store != nil {
 		out, err := s.store.SignedOut(ctx, ss.ID)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("console session refused: the sign-outs could not be read", "err", err)
-			return sealedSession{}, false
 		}
-		if out {
-			return sealedSession{}, false
-		}
-		return ss, true
+		return err == nil && !out
 	}
 	s.mu.Lock()
 	_, denied := s.deny[ss.ID]
 	s.mu.Unlock()
-	if denied {
-		return sealedSession{}, false
+	return !denied
+}
+
+// follow checks ss every interval while ctx lasts and calls end once it no longer
+// holds; stop ends the checks. A call shorter than interval costs one timer.
+func (s *sessions) follow(ctx context.Context, ss sealedSession, interval time.Duration, end func()) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	var check func()
+	check = func() {
+		if ctx.Err() != nil {
+			return
+		}
+		if !s.valid(ctx, ss) {
+			end()
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t = time.AfterFunc(interval, check)
+		}
 	}
-	return ss, true
+	mu.Lock()
+	t = time.AfterFunc(interval, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // identity is the caller identity of a session.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -103,9 +104,10 @@ func TestSealedSessions(t *testing.T) {
 
 // memSignOuts is a SignOuts shared by two sealers (two replicas on one database).
 type memSignOuts struct {
-	mu   sync.Mutex
-	out  map[string]time.Time
-	fail error
+	mu     sync.Mutex
+	out    map[string]time.Time
+	fail   error
+	checks map[string]int // SignedOut calls per id
 }
 
 func (m *memSignOuts) SignOut(_ context.Context, id string, exp time.Time) error {
@@ -121,6 +123,10 @@ func (m *memSignOuts) SignOut(_ context.Context, id string, exp time.Time) error
 func (m *memSignOuts) SignedOut(_ context.Context, id string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.checks == nil {
+		m.checks = map[string]int{}
+	}
+	m.checks[id]++
 	if m.fail != nil {
 		return false, m.fail
 	}
@@ -180,4 +186,79 @@ func TestStoredSignOuts(t *testing.T) {
 	if err := b.revoke(ctx, sealedSession{ID: "x", Subject: "alice", Expires: time.Now().Add(time.Hour).Unix()}); err == nil {
 		t.Error("a sign-out that could not be recorded reported success")
 	}
+}
+
+// TestSessionFollow: a call still running with a session (a server stream) is ended
+// once the session is signed out on another replica, or expires; a call of another
+// session, checked meanwhile, is not.
+func TestSessionFollow(t *testing.T) {
+	key := testKey(t)
+	store := &memSignOuts{out: map[string]time.Time{}}
+	a, _ := newStoredSessions(key, store, nil)
+	b, _ := newStoredSessions(key, store, nil)
+	var mu sync.Mutex
+	now := time.Now()
+	b.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	alice := auth.Identity{Kind: auth.KindConsoleSession, Subject: "oidc:alice", ID: "alice"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seal := func(ttl time.Duration) sealedSession {
+		c, _ := b.seal(alice, ttl)
+		ss, ok := b.open(ctx, c)
+		if !ok {
+			t.Fatal("a fresh session does not open")
+		}
+		return ss
+	}
+	signedOut, kept, expiring := seal(time.Hour), seal(time.Hour), seal(time.Minute)
+	ended := func(ss sealedSession) (chan struct{}, func()) {
+		ch := make(chan struct{})
+		var once sync.Once
+		stop := b.follow(ctx, ss, 5*time.Millisecond, func() { once.Do(func() { close(ch) }) })
+		return ch, stop
+	}
+	wait := func(ch chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("%s: the call was not ended", what)
+		}
+	}
+	endOut, stopOut := ended(signedOut)
+	defer stopOut()
+	endKept, stopKept := ended(kept)
+	defer stopKept()
+	endExp, stopExp := ended(expiring)
+	defer stopExp()
+	if err := a.revoke(ctx, signedOut); err != nil {
+		t.Fatal(err)
+	}
+	wait(endOut, "signed out on the other replica")
+	store.mu.Lock()
+	base := store.checks[kept.ID]
+	store.mu.Unlock()
+	for {
+		store.mu.Lock()
+		n := store.checks[kept.ID]
+		store.mu.Unlock()
+		if n >= base+3 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the other session's call was not checked again")
+		}
+		runtime.Gosched()
+	}
+	select {
+	case <-endKept:
+		t.Fatal("the call of a session that was not signed out was ended")
+	case <-endExp:
+		t.Fatal("the call of a session that has not expired was ended")
+	default:
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	wait(endExp, "expired")
 }
