@@ -10,12 +10,15 @@ import (
 	accessv1 "github.com/condaccess/condaccess/gen/go/condaccess/access/v1"
 	"github.com/condaccess/condaccess/internal/pgtest"
 	"github.com/condaccess/condaccess/internal/suite"
+	"github.com/condaccess/condaccess/services/access"
+	"github.com/condaccess/condaccess/services/access/accessstore"
 )
 
 // TestWatchSignInsAcrossReplicas: two access replicas on one PostgreSQL database. A
 // WatchSignIns stream on A gets every sign-in decided on B (and on A), each once, woken
-// by B's writes (NOTIFY; the latency is logged); a stream filtered on another
-// application gets none of them.
+// by B's writes (NOTIFY; the latency is logged), and one a third replica stores late
+// (decided a minute before the others); a stream filtered on another application gets
+// none of them.
 func TestWatchSignInsAcrossReplicas(t *testing.T) {
 	url := pgtest.URL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -61,10 +64,7 @@ func TestWatchSignInsAcrossReplicas(t *testing.T) {
 	}
 	all := open(&accessv1.WatchSignInsRequest{})
 	other := open(&accessv1.WatchSignInsRequest{ApplicationId: "payroll"})
-	type got struct {
-		id  string
-		lat time.Duration
-	}
+	type got struct{ id string }
 	recv := make(chan got, 100)
 	go func() {
 		for {
@@ -74,39 +74,49 @@ func TestWatchSignInsAcrossReplicas(t *testing.T) {
 				return
 			}
 			if n := m.GetSignIn(); n != nil {
-				recv <- got{n.GetTraceId(), time.Since(n.GetTime().AsTime())}
+				recv <- got{n.GetTraceId()}
 			}
 		}
 	}()
-	var want []string
-	for i := range 20 {
-		r := b
-		if i%5 == 4 {
-			r = a
-		}
-		resp, err := r.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "wiki"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetTraceId() == "" {
-			t.Fatal("a decision without a trace id")
-		}
-		// By trace id: with replicas a sign-in's id may change when it is stored
-		// (a batch whose keys another replica's batch overtook is keyed after it).
-		want = append(want, resp.GetTraceId())
-	}
-	var ids []string
-	var lats []time.Duration
-	for len(ids) < len(want) {
-		select {
-		case g, ok := <-recv:
-			if !ok {
-				t.Fatalf("the stream ended after %v", ids)
+	// Rounds of three decisions: six on B alone, whose sign-ins reach A's stream only
+	// through B's write (the time from the round's last decision to the stream having
+	// sent them all is measured: with a 1 s read alone it would be up to a second), then
+	// two mixing A and B.
+	var want, ids []string
+	var bOnly []time.Duration
+	for round := range 8 {
+		var roundWant []string
+		for i := range 3 {
+			r := b
+			if round >= 6 && i == 1 {
+				r = a
 			}
-			ids = append(ids, g.id)
-			lats = append(lats, g.lat)
-		case <-ctx.Done():
-			t.Fatalf("A's stream sent %d of the %d sign-ins: %v, want %v", len(ids), len(want), ids, want)
+			resp, err := r.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "wiki"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetTraceId() == "" {
+				t.Fatal("a decision without a trace id")
+			}
+			// By trace id: with replicas a sign-in's id may change when it is stored
+			// (a batch whose keys another replica's batch overtook is keyed after it).
+			roundWant = append(roundWant, resp.GetTraceId())
+		}
+		decided := time.Now()
+		want = append(want, roundWant...)
+		for len(ids) < len(want) {
+			select {
+			case g, ok := <-recv:
+				if !ok {
+					t.Fatalf("the stream ended after %v", ids)
+				}
+				ids = append(ids, g.id)
+			case <-ctx.Done():
+				t.Fatalf("A's stream sent %d of the %d sign-ins: %v, want %v", len(ids), len(want), ids, want)
+			}
+		}
+		if round < 6 {
+			bOnly = append(bOnly, time.Since(decided))
 		}
 	}
 	sorted := slices.Clone(want)
@@ -116,8 +126,31 @@ func TestWatchSignInsAcrossReplicas(t *testing.T) {
 	if !slices.Equal(gotSorted, slices.Compact(gotSorted)) || !slices.Equal(gotSorted, sorted) {
 		t.Fatalf("A's stream sent %v\nwant each of %v once", ids, want)
 	}
-	p50, worst := replicaQuantiles(lats)
-	t.Logf("sign-in decided -> on A's stream: p50 %v, max %v", p50, worst)
+	p50, worst := replicaQuantiles(bOnly)
+	t.Logf("decided on B -> sent by A's stream, per round: p50 %v, max %v", p50, worst)
+	if worst > 500*time.Millisecond {
+		t.Errorf("a round decided on B reached A's stream after %v: not woken by B's write", worst)
+	}
+	// A third replica stores, late, a sign-in decided a minute before every sign-in A's
+	// stream has sent: the stream still sends it (no look-back window to fall out of).
+	third, err := accessstore.OpenPG(ctx, accessstore.PGOptions{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	late := []*access.SignIn{{Time: time.Now().Add(-time.Minute), UserID: "u-1", DeviceID: "dev-1", AppID: "wiki",
+		Decision: access.DecisionBlock, TraceID: "0123456789abcdef0123456789abcdef"}}
+	if err := third.WriteBatch(ctx, late, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g, ok := <-recv:
+		if !ok || g.id != late[0].TraceID {
+			t.Fatalf("after the late write A's stream sent %v (open %v), want the late sign-in", g.id, ok)
+		}
+	case <-ctx.Done():
+		t.Fatal("A's stream never sent the sign-in stored late")
+	}
 	// The stream filtered on payroll got none of them: the first sign-in it sends is
 	// the payroll one decided on B after them all.
 	pay, err := b.EvaluateAccess(ctx, &accessv1.EvaluateAccessRequest{UserId: "u-1", DeviceId: "dev-1", ApplicationId: "payroll"})
