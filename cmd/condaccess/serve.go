@@ -206,6 +206,8 @@ type runningSuite struct {
 	timeout   time.Duration
 	stopOnce  sync.Once
 	stopErr   error
+	// closeConsole closes the console sessions' database pool (--database-url).
+	closeConsole func() error
 }
 
 // GRPCAddr is the address the suite's gRPC server listens on.
@@ -441,12 +443,13 @@ func startSuite(ctx context.Context, o serveOptions, logger *slog.Logger) (_ *ru
 			base = "https://" + s.httpAddr
 		}
 		s.consoleURL.Store(&base)
-		handler, err := consoleLogin(ctx, o, tlsOn, base, mux, logger)
+		handler, closeConsole, err := consoleLogin(ctx, o, tlsOn, base, mux, logger)
 		if err != nil {
 			hl.Close()
 			lis.Close()
 			return nil, err
 		}
+		s.closeConsole = closeConsole
 		s.httpSrv = server.NewHTTPServer(s.httpAddr, auth.HTTPIdentity(!tlsOn, handler), logger)
 		if tlsOn {
 			if s.httpSrv.TLSConfig, err = auth.HTTPServerTLS(authCfg); err != nil {
@@ -567,6 +570,9 @@ func (s *runningSuite) Stop() error {
 			if err := s.services[i].Close(); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if s.closeConsole != nil {
+			errs = append(errs, s.closeConsole())
 		}
 		if s.tel != nil {
 			if err := s.tel.Shutdown(ctx); err != nil {

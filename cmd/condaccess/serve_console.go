@@ -11,14 +11,28 @@ import (
 	"github.com/condaccess/condaccess/internal/httpface"
 	"github.com/condaccess/condaccess/internal/keyfile"
 	"github.com/condaccess/condaccess/services/access/accessapp"
+	"github.com/condaccess/condaccess/services/access/accessstore"
 )
 
 // consoleLogin mounts the console's OIDC sign-in on mux when --console-oidc-client-id
 // is set and returns the handler that gives console sessions their identity.
-func consoleLogin(ctx context.Context, o serveOptions, tlsOn bool, base string, mux *http.ServeMux, logger *slog.Logger) (http.Handler, error) {
+// With --database-url the sealing key (unless --console-session-key-file names one)
+// and the sign-outs are kept in the access schema, shared by every replica; closeFn
+// closes that connection pool.
+func consoleLogin(ctx context.Context, o serveOptions, tlsOn bool, base string, mux *http.ServeMux, logger *slog.Logger) (_ http.Handler, closeFn func() error, err error) {
+	closeFn = func() error { return nil }
 	if o.consoleClientID == "" {
-		return mux, nil
+		return mux, closeFn, nil
 	}
+	h, err := consoleLoginHandler(ctx, o, tlsOn, base, mux, logger, &closeFn)
+	if err != nil {
+		_ = closeFn()
+		return nil, nil, err
+	}
+	return h, closeFn, nil
+}
+
+func consoleLoginHandler(ctx context.Context, o serveOptions, tlsOn bool, base string, mux *http.ServeMux, logger *slog.Logger, closeFn *func() error) (http.Handler, error) {
 	if !tlsOn {
 		return nil, fmt.Errorf("%w: --console-oidc-client-id needs TLS (development mode has no sign-in)", errUsage)
 	}
@@ -40,21 +54,40 @@ func consoleLogin(ctx context.Context, o serveOptions, tlsOn bool, base string, 
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	// Sessions are sealed cookies: the key (shared by the replicas) and the sign-outs
-	// are kept in files, so sessions and sign-outs survive a restart.
+	// are kept in files (or the database), so sessions and sign-outs survive a restart.
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	keyFile := o.consoleSessionKeyFile
-	if keyFile == "" {
-		keyFile = filepath.Join(o.dataDir, "console-session.key")
-	}
-	key, err := keyfile.LoadOrCreate(keyFile, 32)
-	if err != nil {
-		return nil, fmt.Errorf("--console-session-key-file: %w", err)
-	}
-	login, err := httpface.NewLogin(ctx, httpface.LoginConfig{Issuer: issuer, ClientID: o.consoleClientID, ClientSecret: o.consoleClientSecret,
+	cfg := httpface.LoginConfig{Issuer: issuer, ClientID: o.consoleClientID, ClientSecret: o.consoleClientSecret,
 		RedirectURL: base + httpface.CallbackPath, GroupsClaim: groups, RoleMap: roles, Logger: logger,
-		SessionKey: key, SignOutsPath: filepath.Join(o.dataDir, "console-signouts")})
+		SignOutsPath: filepath.Join(o.dataDir, "console-signouts")}
+	if o.databaseURL != "" {
+		// Replicas: the key and the sign-outs live in the database, so a cookie made
+		// on one replica works on every other and a sign-out is refused by all at once.
+		cs, err := accessstore.OpenConsoleSessions(ctx, o.databaseURL, logger)
+		if err != nil {
+			return nil, err
+		}
+		*closeFn = cs.Close
+		cfg.SignOuts, cfg.SignOutsPath = cs, ""
+		if o.consoleSessionKeyFile == "" {
+			if cfg.SessionKey, err = cs.Key(ctx); err != nil {
+				return nil, fmt.Errorf("console session key: %w", err)
+			}
+		}
+	}
+	if cfg.SessionKey == nil {
+		keyFile := o.consoleSessionKeyFile
+		if keyFile == "" {
+			keyFile = filepath.Join(o.dataDir, "console-session.key")
+		}
+		key, err := keyfile.LoadOrCreate(keyFile, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--console-session-key-file: %w", err)
+		}
+		cfg.SessionKey = key
+	}
+	login, err := httpface.NewLogin(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,10 @@ type LoginConfig struct {
 	// SignOutsPath is the file that keeps signed-out session ids until they expire
 	// ("" keeps them in memory only).
 	SignOutsPath string
-	Logger       *slog.Logger
+	// SignOuts, when set, keeps the sign-outs instead of SignOutsPath: every replica
+	// on the same store refuses a signed-out session at once (--database-url).
+	SignOuts SignOuts
+	Logger   *slog.Logger
 }
 
 // ParseRoleMap parses --console-role-map: GROUP=ROLE,... (repeat a group for several
@@ -111,7 +114,13 @@ func NewLogin(ctx context.Context, cfg LoginConfig) (*Login, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ss, err := newSessions(cfg.SessionKey, cfg.SignOutsPath)
+	var ss *sessions
+	var err error
+	if cfg.SignOuts != nil {
+		ss, err = newStoredSessions(cfg.SessionKey, cfg.SignOuts, cfg.Logger)
+	} else {
+		ss, err = newSessions(cfg.SessionKey, cfg.SignOutsPath)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("console sign-in: %w", err)
 	}
@@ -233,7 +242,7 @@ func containsRole(rs []commonv1.Role, r commonv1.Role) bool {
 }
 
 // logout signs the session out: its cookie is refused from now on, here and after a
-// restart, until it would have expired. Like every state change it needs the
+// restart (with SignOuts: on every replica), until it would have expired. Like every state change it needs the
 // Connect-Protocol-Version header (CSRF: a cross-site form cannot send it).
 func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Connect-Protocol-Version") == "" {
@@ -241,8 +250,8 @@ func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		if ss, ok := l.sessions.open(c.Value); ok {
-			if err := l.sessions.revoke(ss); err != nil {
+		if ss, ok := l.sessions.open(r.Context(), c.Value); ok {
+			if err := l.sessions.revoke(r.Context(), ss); err != nil {
 				l.cfg.Logger.Error("console sign-out not recorded", "err", err)
 				http.Error(w, "sign-out failed: it could not be recorded", http.StatusInternalServerError)
 				return
@@ -261,7 +270,7 @@ func (l *Login) session(w http.ResponseWriter, r *http.Request) {
 	var ss sealedSession
 	ok := err == nil
 	if ok {
-		ss, ok = l.sessions.open(c.Value)
+		ss, ok = l.sessions.open(r.Context(), c.Value)
 	}
 	if !ok {
 		http.Error(w, "not signed in", http.StatusUnauthorized)
@@ -283,14 +292,25 @@ func (l *Login) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := auth.FromContext(r.Context()); !ok && r.Header.Get("Connect-Protocol-Version") != "" {
 			if c, err := r.Cookie(SessionCookie); err == nil {
-				if ss, ok := l.sessions.open(c.Value); ok {
-					r = r.WithContext(auth.NewContext(r.Context(), ss.identity()))
+				if ss, ok := l.sessions.open(r.Context(), c.Value); ok {
+					// A call that outlives SessionRecheck (a server stream) ends once
+					// the session is signed out, here or on another replica, or expires.
+					ctx, cancel := context.WithCancel(r.Context())
+					defer cancel()
+					stop := l.sessions.follow(ctx, ss, SessionRecheck, cancel)
+					defer stop()
+					r = r.WithContext(auth.NewContext(ctx, ss.identity()))
 				}
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// SessionRecheck is how often a call made with a console session that is still
+// running (a server stream: the console's live pages) checks that the session still
+// holds; it is ended once the session is signed out or expired.
+var SessionRecheck = 2 * time.Second
 
 // LoginURL is the sign-in link for a page path.
 func LoginURL(next string) string { return LoginPath + "?next=" + url.QueryEscape(localPath(next)) }

@@ -2,6 +2,7 @@ package httpface
 
 import (
 	"bufio"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -37,14 +39,40 @@ type sealedSession struct {
 // and is valid on any replica, with nothing stored per session. Signing out puts
 // the session's id on a deny list until the session would have expired; the list is
 // kept in a file (one "id expiry" line per sign-out), so a signed-out cookie stays
-// refused after a restart.
+// refused after a restart. With a SignOuts store (replicas on one database) the
+// sign-outs are kept there instead, and every replica asks it on each use of a
+// cookie, so a sign-out on one replica is refused on all of them at once.
 type sessions struct {
 	aead     cipher.AEAD
 	now      func() time.Time
 	denyPath string
+	store    SignOuts
+	log      *slog.Logger
 
 	mu   sync.Mutex
 	deny map[string]int64 // session id -> expiry (unix seconds)
+}
+
+// SignOuts keeps signed-out console sessions where every replica sees them (the
+// database with --database-url).
+type SignOuts interface {
+	// SignOut records that session id is signed out until expires.
+	SignOut(ctx context.Context, id string, expires time.Time) error
+	// SignedOut reports whether session id is signed out and not yet expired.
+	SignedOut(ctx context.Context, id string) (bool, error)
+}
+
+// newStoredSessions returns the sealer for a 32-byte key whose sign-outs store keeps.
+func newStoredSessions(key []byte, store SignOuts, log *slog.Logger) (*sessions, error) {
+	s, err := newSessions(key, "")
+	if err != nil {
+		return nil, err
+	}
+	s.store = store
+	if log != nil {
+		s.log = log
+	}
+	return s, nil
 }
 
 // newSessions returns the sealer for a 32-byte key; denyPath ("" for none) keeps the
@@ -61,7 +89,7 @@ func newSessions(key []byte, denyPath string) (*sessions, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sessions{aead: aead, now: time.Now, denyPath: denyPath, deny: map[string]int64{}}
+	s := &sessions{aead: aead, now: time.Now, denyPath: denyPath, deny: map[string]int64{}, log: slog.New(slog.DiscardHandler)}
 	if err := s.loadDenyList(); err != nil {
 		return nil, err
 	}
@@ -126,8 +154,9 @@ func (s *sessions) seal(id auth.Identity, ttl time.Duration) (string, error) {
 }
 
 // open returns the session of a cookie value: false when it is not one this key
-// sealed, it expired, or it was signed out.
-func (s *sessions) open(v string) (sealedSession, bool) {
+// sealed, it expired, or it was signed out. When the sign-outs store cannot be read
+// the session is refused (fail closed).
+func (s *sessions) open(ctx context.Context, v string) (sealedSession, bool) {
 	var ss sealedSession
 	raw, err := base64.RawURLEncoding.DecodeString(v)
 	if err != nil || len(raw) < s.aead.NonceSize()+s.aead.Overhead() {
@@ -137,16 +166,61 @@ func (s *sessions) open(v string) (sealedSession, bool) {
 	if err != nil || json.Unmarshal(plain, &ss) != nil || ss.ID == "" || ss.Subject == "" {
 		return sealedSession{}, false
 	}
-	if s.now().Unix() >= ss.Expires {
+	if !s.valid(ctx, ss) {
 		return sealedSession{}, false
+	}
+	return ss, true
+}
+
+// valid reports whether ss still holds: not expired, not signed out (false when the
+// sign-outs cannot be read: fail closed).
+func (s *sessions) valid(ctx context.Context, ss sealedSession) bool {
+	if s.now().Unix() >= ss.Expires {
+		return false
+	}
+	if s.store != nil {
+		out, err := s.store.SignedOut(ctx, ss.ID)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("console session refused: the sign-outs could not be read", "err", err)
+		}
+		return err == nil && !out
 	}
 	s.mu.Lock()
 	_, denied := s.deny[ss.ID]
 	s.mu.Unlock()
-	if denied {
-		return sealedSession{}, false
+	return !denied
+}
+
+// follow checks ss every interval while ctx lasts and calls end once it no longer
+// holds; stop ends the checks. A call shorter than interval costs one timer.
+func (s *sessions) follow(ctx context.Context, ss sealedSession, interval time.Duration, end func()) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	var check func()
+	check = func() {
+		if ctx.Err() != nil {
+			return
+		}
+		if !s.valid(ctx, ss) {
+			end()
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t = time.AfterFunc(interval, check)
+		}
 	}
-	return ss, true
+	mu.Lock()
+	t = time.AfterFunc(interval, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // identity is the caller identity of a session.
@@ -159,7 +233,10 @@ func (ss sealedSession) identity() auth.Identity {
 }
 
 // revoke signs ss out: its id is refused until it would have expired.
-func (s *sessions) revoke(ss sealedSession) error {
+func (s *sessions) revoke(ctx context.Context, ss sealedSession) error {
+	if s.store != nil {
+		return s.store.SignOut(ctx, ss.ID, time.Unix(ss.Expires, 0))
+	}
 	now := s.now().Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()

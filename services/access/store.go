@@ -86,6 +86,19 @@ type Store interface {
 	ListSessions(ctx context.Context, f SessionFilter, pageToken string, limit int) ([]*Session, string, error)
 	// ListSignIns lists newest first.
 	ListSignIns(ctx context.Context, f SignInFilter, pageToken string, limit int) ([]*SignIn, string, error)
+	// LastSignInKey returns the newest stored sign-in's key (0 when none).
+	LastSignInKey(ctx context.Context) (int64, error)
+	// SignInsAfter lists, oldest first, at most limit sign-ins matching f (its
+	// Before and After are ignored) whose key is above after, and returns the key it
+	// reached: call it again with that key for what follows (it returns after when
+	// nothing newer is stored). Keys are assigned in commit order, on every replica
+	// of a shared store, so a follower that goes on from the returned key misses no
+	// sign-in, however late it was written. Each call looks at a bounded number of
+	// batches, so a page may be short (even empty) with more to come.
+	SignInsAfter(ctx context.Context, f SignInFilter, after int64, limit int) ([]*SignIn, int64, error)
+	// SignInsChanged returns a channel closed when another process sharing the
+	// store may have stored sign-ins (nil when there is none, or no notification).
+	SignInsChanged() <-chan struct{}
 	// DeleteSignInsBefore deletes the sign-ins older than t and returns how many.
 	DeleteSignInsBefore(ctx context.Context, t time.Time) (int64, error)
 	// WatchSessionEvents replays the session events after start, then tails live

@@ -474,6 +474,21 @@ func (s *Service) ListSessions(ctx context.Context, f access.SessionFilter, toke
 	return s.store.ListSessions(ctx, f, token, limit)
 }
 
+// LastSignInKey returns the newest stored sign-in's key (a follower's start).
+func (s *Service) LastSignInKey(ctx context.Context) (int64, error) {
+	return s.store.LastSignInKey(ctx)
+}
+
+// SignInsAfter lists the sign-ins stored after key after, oldest first
+// (access.Store.SignInsAfter), and the key reached.
+func (s *Service) SignInsAfter(ctx context.Context, f access.SignInFilter, after int64, limit int) ([]*access.SignIn, int64, error) {
+	return s.store.SignInsAfter(ctx, f, after, limit)
+}
+
+// SignInsChanged is closed when another replica may have stored sign-ins (nil
+// without replicas); this process's writes are the Recorder's Wrote.
+func (s *Service) SignInsChanged() <-chan struct{} { return s.store.SignInsChanged() }
+
 // ListSignIns lists sign-ins, newest first.
 func (s *Service) ListSignIns(ctx context.Context, f access.SignInFilter, token string, limit int) ([]*access.SignIn, string, error) {
 	return s.store.ListSignIns(ctx, f, token, limit)

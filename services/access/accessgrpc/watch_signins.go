@@ -10,25 +10,34 @@ import (
 	"github.com/condaccess/condaccess/services/access"
 )
 
-// WatchSignIns timings: how often the store is read again without a local write
-// (sign-ins written by other replicas on the same database), how far back each read
-// looks (a replica's batch may land after newer sign-ins of another one), and the
-// idle heartbeat.
+// WatchSignIns timings: how often the store is read again when no write woke the
+// stream (a fallback: this replica's writes wake it at once, other replicas' through
+// the store's notification), and the idle heartbeat.
 const (
 	signInsPoll      = time.Second
-	signInsLookback  = 5 * time.Second
 	signInsHeartbeat = 15 * time.Second
-	signInsMaxPerRun = 5000
+	signInsPage      = 500
 )
 
+// WatchSignIns follows the sign-in log from its newest key when the stream opens: the
+// store assigns keys in commit order on every replica, so the last key read is a
+// cursor that no sign-in committed later can fall behind, however late its replica
+// wrote it (no look-back window).
 func (a *accessServer) WatchSignIns(req *accessv1.WatchSignInsRequest, stream accessv1.AccessService_WatchSignInsServer) error {
 	ctx := stream.Context()
 	f := access.SignInFilter{UserID: req.GetUserId(), DeviceID: req.GetDeviceId(), AppID: req.GetApplicationId(), Decision: access.Decision(req.GetDecision())}
-	rec := a.s.svc.Recorder()
-	// Sign-ins are sent once each: sent holds the ids of those inside the look-back
-	// window; since is the time from which the stream reports.
+	svc := a.s.svc
+	rec := svc.Recorder()
+	// since bounds the start only: a sign-in decided before the stream opened (still
+	// in a recorder's batch) is not sent; every later one is, as the cursor moves.
 	since := time.Now()
-	sent := map[string]time.Time{}
+	cursor, err := svc.LastSignInKey(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return apierr.FromContext(ctx.Err())
+		}
+		return toStatus(err)
+	}
 	// The first heartbeat says from when the stream reports: every sign-in decided
 	// after the client received it is sent.
 	if err := stream.Send(&accessv1.WatchSignInsResponse{Kind: &accessv1.WatchSignInsResponse_Heartbeat{Heartbeat: timestamppb.New(since)}}); err != nil {
@@ -39,21 +48,10 @@ func (a *accessServer) WatchSignIns(req *accessv1.WatchSignInsRequest, stream ac
 	idle := time.NewTimer(signInsHeartbeat)
 	defer idle.Stop()
 	for {
-		wrote := rec.Wrote() // before reading, so a write during the read wakes the next round
-		newest := since
-		for _, t := range sent {
-			if t.After(newest) {
-				newest = t
-			}
-		}
-		f.After = newest.Add(-signInsLookback)
-		if f.After.Before(since) {
-			f.After = since
-		}
-		var fresh []*access.SignIn
-		token := ""
-		for len(fresh) < signInsMaxPerRun {
-			sis, next, err := a.s.svc.ListSignIns(ctx, f, token, 1000)
+		// Both before reading, so that a write during the read wakes the next round.
+		wrote, changed := rec.Wrote(), svc.SignInsChanged()
+		for {
+			sis, reached, err := svc.SignInsAfter(ctx, f, cursor, signInsPage)
 			if err != nil {
 				if ctx.Err() != nil {
 					return apierr.FromContext(ctx.Err())
@@ -61,40 +59,32 @@ func (a *accessServer) WatchSignIns(req *accessv1.WatchSignInsRequest, stream ac
 				return toStatus(err)
 			}
 			for _, si := range sis {
-				if _, ok := sent[si.ID]; !ok {
-					fresh = append(fresh, si)
+				if si.Time.Before(since) {
+					continue
+				}
+				p, err := signInToProto(si)
+				if err != nil {
+					return toStatus(err)
+				}
+				n := &accessv1.SignInNotice{SignInId: p.GetSignInId(), Time: p.GetTime(), UserId: p.GetUserId(), DeviceId: p.GetDeviceId(),
+					ApplicationId: p.GetApplicationId(), Decision: p.GetDecision(), ComplianceState: p.GetComplianceState(), TraceId: p.GetTraceId()}
+				if err := stream.Send(&accessv1.WatchSignInsResponse{Kind: &accessv1.WatchSignInsResponse_SignIn{SignIn: n}}); err != nil {
+					return nil
 				}
 			}
-			if next == "" {
-				break
+			if len(sis) > 0 {
+				idle.Reset(signInsHeartbeat)
 			}
-			token = next
-		}
-		// Newest first from the store; the stream sends oldest first.
-		for i := len(fresh) - 1; i >= 0; i-- {
-			p, err := signInToProto(fresh[i])
-			if err != nil {
-				return toStatus(err)
+			if reached == cursor {
+				break // caught up
 			}
-			n := &accessv1.SignInNotice{SignInId: p.GetSignInId(), Time: p.GetTime(), UserId: p.GetUserId(), DeviceId: p.GetDeviceId(),
-				ApplicationId: p.GetApplicationId(), Decision: p.GetDecision(), ComplianceState: p.GetComplianceState(), TraceId: p.GetTraceId()}
-			if err := stream.Send(&accessv1.WatchSignInsResponse{Kind: &accessv1.WatchSignInsResponse_SignIn{SignIn: n}}); err != nil {
-				return nil
-			}
-			sent[fresh[i].ID] = fresh[i].Time
-		}
-		if len(fresh) > 0 {
-			idle.Reset(signInsHeartbeat)
-		}
-		for id, t := range sent {
-			if t.Before(f.After) {
-				delete(sent, id)
-			}
+			cursor = reached
 		}
 		select {
 		case <-ctx.Done():
 			return apierr.FromContext(ctx.Err())
 		case <-wrote:
+		case <-changed:
 		case <-poll.C:
 		case <-idle.C:
 			if err := stream.Send(&accessv1.WatchSignInsResponse{Kind: &accessv1.WatchSignInsResponse_Heartbeat{Heartbeat: timestamppb.Now()}}); err != nil {

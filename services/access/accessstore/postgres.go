@@ -2,7 +2,6 @@ package accessstore
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"embed"
 	"errors"
@@ -101,6 +100,10 @@ type pgParts struct {
 	devices      *eventlog.PGLog // device compliance changes, which replicas follow
 	audit        *audit.PGWriter
 	requireFence bool
+	// signIns wakes sign-in followers on every replica's writes (nil with NoNotify);
+	// signInChannel is its NOTIFY channel.
+	signIns       *notifier
+	signInChannel string
 	// riskAsOf is the compliance service's risk_as_of this process's consumer
 	// last heard (unix nanos, 0 unknown), stored with each cursor write.
 	riskAsOf atomic.Int64
@@ -158,8 +161,17 @@ func OpenPG(ctx context.Context, opts PGOptions) (*Store, error) {
 		return nil, fmt.Errorf("accessstore: %w", err)
 	}
 	ao := audit.Options{Source: "access", Logger: opts.Logger}
-	return &Store{audit: audit.NewPG(db, ao), pg: &pgParts{db: db, log: sessions, changes: changes, devices: devices, audit: audit.NewPGWriter(ao),
-		requireFence: opts.RequireFence}}, nil
+	pg := &pgParts{db: db, log: sessions, changes: changes, devices: devices, audit: audit.NewPGWriter(ao),
+		requireFence: opts.RequireFence}
+	if !opts.NoNotify {
+		pg.signInChannel = opts.Schema + "_signins"
+		retry := opts.PollInterval
+		if retry <= 0 {
+			retry = time.Second
+		}
+		pg.signIns = newNotifier(db, pg.signInChannel, retry, opts.Logger)
+	}
+	return &Store{audit: audit.NewPG(db, ao), pg: pg}, nil
 }
 
 // Lease returns a leader lease kept in the store's schema (PostgreSQL), or the
@@ -462,18 +474,5 @@ func (s *Store) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	if s.pg == nil {
 		return nil, errors.New("accessstore: shared keys are kept on PostgreSQL only")
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	if _, err := s.pg.db.Read().ExecContext(ctx, `INSERT INTO shared_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, key); err != nil {
-		return nil, fmt.Errorf("accessstore: shared key %s: %w", name, err)
-	}
-	if err := s.pg.db.Read().QueryRowContext(ctx, `SELECT value FROM shared_keys WHERE name = $1`, name).Scan(&key); err != nil {
-		return nil, fmt.Errorf("accessstore: shared key %s: %w", name, err)
-	}
-	if len(key) != 32 {
-		return nil, fmt.Errorf("accessstore: shared key %s: %d bytes, want 32", name, len(key))
-	}
-	return key, nil
+	return sharedKey(ctx, s.pg.db.Read(), name)
 }

@@ -3,6 +3,7 @@ package accessstore_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"testing"
@@ -186,5 +187,115 @@ func TestPostgresSharedKey(t *testing.T) {
 	other, err := b.SharedKey(ctx, "other")
 	if err != nil || bytes.Equal(other, ka) {
 		t.Fatalf("another name's key = %x (%v), want a different key", other, err)
+	}
+}
+
+// TestConsoleSessionsOnPostgres: replicas share one console sealing key (not the
+// blocked-page key); a sign-out recorded by one is seen by the other at once, only
+// until it expires; expired sign-outs are deleted by the next one; a sign-out without
+// a session id is refused.
+func TestConsoleSessionsOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	open := func() *accessstore.ConsoleSessions {
+		t.Helper()
+		c, err := accessstore.OpenConsoleSessions(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := open(), open()
+	ka, err := a.Key(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := b.Key(ctx)
+	if err != nil || len(ka) != 32 || !bytes.Equal(ka, kb) {
+		t.Fatalf("keys %x and %x (%v), want one 32-byte key", ka, kb, err)
+	}
+	blocked, err := openPG(t, url, accessstore.PGOptions{}).SharedKey(ctx, "blocked-ref")
+	if err != nil || bytes.Equal(blocked, ka) {
+		t.Fatalf("blocked-page key %x (%v) equals the console key", blocked, err)
+	}
+	now := time.Now()
+	if err := a.SignOut(ctx, "gone", now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SignOut(ctx, "s-1", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SignOut(ctx, "", now.Add(time.Hour)); err == nil {
+		t.Error("a sign-out without a session id was recorded")
+	}
+	for _, tt := range []struct {
+		id   string
+		want bool
+	}{{"s-1", true}, {"gone", false}, {"s-2", false}, {"", false}} {
+		t.Run(tt.id, func(t *testing.T) {
+			if got, err := b.SignedOut(ctx, tt.id); err != nil || got != tt.want {
+				t.Errorf("SignedOut(%q) on the other replica = %v (%v), want %v", tt.id, got, err, tt.want)
+			}
+		})
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM access.console_signouts WHERE id = 'gone'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("expired sign-outs left: %d (%v), want 0", n, err)
+	}
+}
+
+// TestPostgresSignInsAcrossReplicas: a sign-in follower on replica A is woken by
+// replica B's sign-in writes (NOTIFY), and finds, from the cursor it reached, a
+// sign-in B writes late (decided a minute before the ones A already followed). With
+// NoNotify there is no wake-up channel (followers poll).
+func TestPostgresSignInsAcrossReplicas(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := openPG(t, url, accessstore.PGOptions{})
+	b := openPG(t, url, accessstore.PGOptions{})
+	if openPG(t, url, accessstore.PGOptions{NoNotify: true}).SignInsChanged() != nil {
+		t.Error("NoNotify: a wake-up channel")
+	}
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		if ch == nil {
+			t.Fatal("no wake-up channel on PostgreSQL")
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("%s: not woken", what)
+		}
+	}
+	now := time.Now()
+	first := []*access.SignIn{{Time: now, UserID: "u-1", DeviceID: "d", AppID: "a", Decision: access.DecisionAllow}}
+	ch := a.SignInsChanged()
+	if err := a.WriteBatch(ctx, first, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(ch, "A's own write") // A's LISTEN is up from here on
+	cursor, err := a.LastSignInKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch = a.SignInsChanged()
+	late := []*access.SignIn{{Time: now.Add(-time.Minute), UserID: "u-1", DeviceID: "d", AppID: "a", Decision: access.DecisionBlock}}
+	if err := b.WriteBatch(ctx, late, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(ch, "B's write")
+	got, reached, err := a.SignInsAfter(ctx, access.SignInFilter{UserID: "u-1"}, cursor, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != late[0].ID || reached <= cursor {
+		t.Fatalf("A followed %v (cursor %d -> %d) after B's late write, want only %s", got, cursor, reached, late[0].ID)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -108,5 +109,57 @@ func TestBatchEncoding(t *testing.T) {
 		if es, err := decodeBatch(nil, keys[0], b.body[:n]); err == nil && len(es) != 1 && len(es) != 2 {
 			t.Fatalf("body cut at %d decoded %d entries without error", n, len(es))
 		}
+	}
+}
+
+// TestSignInsAfterBoundedScan: a follower whose filter matches rarely gets short (even
+// empty) pages, each looking at no more than maxFollowScan batches, with a cursor that
+// always moves on while there is more, and every match exactly once.
+func TestSignInsAfterBoundedScan(t *testing.T) {
+	defer func(v int) { maxFollowScan = v }(maxFollowScan)
+	maxFollowScan = 4
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "access.db"), Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Unix(1_800_000_000, 0)
+	var want []string
+	for b := range 40 {
+		user := "u-common"
+		if b%13 == 5 {
+			user = "u-rare"
+		}
+		batch := []*access.SignIn{{Time: t0.Add(time.Duration(b) * time.Millisecond), UserID: user, DeviceID: "d", AppID: "a", Decision: access.DecisionAllow}}
+		if err := s.WriteBatch(ctx, batch, nil); err != nil {
+			t.Fatal(err)
+		}
+		if user == "u-rare" {
+			want = append(want, batch[0].ID)
+		}
+	}
+	var got []string
+	calls, cursor := 0, int64(0)
+	for {
+		page, reached, err := s.SignInsAfter(ctx, access.SignInFilter{UserID: "u-rare"}, cursor, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		for _, si := range page {
+			got = append(got, si.ID)
+		}
+		if reached == cursor {
+			break
+		}
+		cursor = reached
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("followed %v, want %v", got, want)
+	}
+	// 40 batches, at most 4 (+ the one holding the cursor) per call.
+	if calls < 10 {
+		t.Errorf("%d calls: the scan was not bounded", calls)
 	}
 }

@@ -139,6 +139,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 // Close closes the event log and the database.
 func (s *Store) Close() error {
 	if s.pg != nil {
+		if s.pg.signIns != nil {
+			s.pg.signIns.close()
+		}
 		return errors.Join(s.pg.devices.Close(), s.pg.changes.Close(), s.pg.log.Close(), s.pg.db.Close())
 	}
 	return errors.Join(s.log.Close(), s.db.Close())
@@ -1152,6 +1155,12 @@ func (s *Store) WriteBatch(ctx context.Context, signIns []*access.SignIn, sessio
 	return s.write(ctx, func(tx dbtx.Tx) error {
 		if err := writeSignIns(ctx, tx, signIns); err != nil {
 			return err
+		}
+		if s.pg != nil && s.pg.signInChannel != "" && len(signIns) > 0 {
+			// Sent at commit: wakes the sign-in followers of every replica.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_notify(?, '')`, s.pg.signInChannel); err != nil {
+				return err
+			}
 		}
 		for _, x := range sessions {
 			ins, err := s.insertSession(ctx, tx, x, x.TraceParent, x.TraceState)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) access.Store) {
 		{"UserRevocations", testUserRevocations},
 		{"SignIns", testSignIns},
 		{"SignInsManyBatches", testSignInsMany},
+		{"SignInsFollow", testSignInsFollow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -648,5 +650,97 @@ func testUserRevocations(t *testing.T, s access.Store) {
 	want := []ev{{"opened", "s1", ""}, {"opened", "s2", ""}, {"revoked", "s1", "USER_DISABLED"}, {"opened", "s3", ""}, {"revoked", "s3", "USER_DISABLED"}, {"revoked", "s2", "USER_DELETED"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+}
+
+// testSignInsFollow follows the sign-in log with SignInsAfter (WatchSignIns): from
+// the start and from LastSignInKey, with and without filters, in small pages that
+// stop inside batches, every sign-in comes once, in key order; a sign-in written late
+// (its decision time older than every stored one) still comes after the cursor.
+func testSignInsFollow(t *testing.T, s access.Store) {
+	ctx := context.Background()
+	if last, err := s.LastSignInKey(ctx); err != nil || last != 0 {
+		t.Fatalf("LastSignInKey of an empty log = %d, %v; want 0", last, err)
+	}
+	if _, _, err := s.SignInsAfter(ctx, access.SignInFilter{}, 0, 0); !errors.Is(err, access.ErrInvalid) {
+		t.Errorf("SignInsAfter with limit 0 = %v, want ErrInvalid", err)
+	}
+	var all []*access.SignIn
+	n := 0
+	for b := range 30 {
+		var batch []*access.SignIn
+		for range b%7 + 1 {
+			d := access.DecisionAllow
+			if n%2 == 1 {
+				d = access.DecisionBlock
+			}
+			batch = append(batch, &access.SignIn{Time: t0.Add(time.Duration(n) * time.Second), UserID: fmt.Sprintf("u-%d", n%3), DeviceID: "dev-1",
+				AppID: "payroll", Decision: d, TraceID: fmt.Sprintf("t-%d", n)})
+			n++
+		}
+		must(t, "batch", s.WriteBatch(ctx, batch, nil))
+		all = append(all, batch...)
+	}
+	// follow returns the ids SignInsAfter gives from after until it is caught up, and
+	// the cursor it reached.
+	follow := func(f access.SignInFilter, after int64, limit int) ([]string, int64) {
+		t.Helper()
+		var ids []string
+		for range 10_000 {
+			page, reached, err := s.SignInsAfter(ctx, f, after, limit)
+			must(t, "follow", err)
+			if len(page) > limit || reached < after {
+				t.Fatalf("page of %d (limit %d), cursor %d -> %d", len(page), limit, after, reached)
+			}
+			for _, si := range page {
+				ids = append(ids, si.ID)
+			}
+			if reached == after {
+				return ids, reached
+			}
+			after = reached
+		}
+		t.Fatal("SignInsAfter never caught up")
+		return nil, 0
+	}
+	want := func(keep func(*access.SignIn) bool) []string {
+		var ids []string
+		for _, si := range all {
+			if keep(si) {
+				ids = append(ids, si.ID)
+			}
+		}
+		return ids
+	}
+	for _, tt := range []struct {
+		name  string
+		f     access.SignInFilter
+		limit int
+		keep  func(*access.SignIn) bool
+	}{
+		{"all, pages of 3", access.SignInFilter{}, 3, func(*access.SignIn) bool { return true }},
+		{"all, one page", access.SignInFilter{}, 1000, func(*access.SignIn) bool { return true }},
+		{"user u-1, pages of 2", access.SignInFilter{UserID: "u-1"}, 2, func(si *access.SignIn) bool { return si.UserID == "u-1" }},
+		{"blocked", access.SignInFilter{Decision: access.DecisionBlock}, 4, func(si *access.SignIn) bool { return si.Decision == access.DecisionBlock }},
+		{"another device", access.SignInFilter{DeviceID: "dev-2"}, 4, func(*access.SignIn) bool { return false }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := follow(tt.f, 0, tt.limit)
+			if w := want(tt.keep); !slices.Equal(got, w) {
+				t.Errorf("followed %v\nwant %v", got, w)
+			}
+		})
+	}
+	last, err := s.LastSignInKey(ctx)
+	must(t, "last key", err)
+	if got, reached := follow(access.SignInFilter{}, last, 5); len(got) != 0 || reached != last {
+		t.Fatalf("from LastSignInKey: %v (cursor %d -> %d), want nothing", got, last, reached)
+	}
+	// Written late: decided before every stored sign-in, stored now.
+	late := []*access.SignIn{{Time: t0.Add(-time.Hour), UserID: "u-1", DeviceID: "dev-1", AppID: "payroll", Decision: access.DecisionBlock, TraceID: "late"}}
+	must(t, "late batch", s.WriteBatch(ctx, late, nil))
+	got, reached := follow(access.SignInFilter{UserID: "u-1"}, last, 5)
+	if !slices.Equal(got, []string{late[0].ID}) || reached <= last {
+		t.Errorf("after the late write: %v (cursor %d -> %d), want [%s]", got, last, reached, late[0].ID)
 	}
 }
