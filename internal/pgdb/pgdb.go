@@ -24,9 +24,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"regexp"
 	"runtime/debug"
+	"sort"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -306,4 +308,24 @@ func runFn(fn func(*Tx) error, tx *Tx) (err error) {
 		}
 	}()
 	return fn(tx)
+}
+
+// MigrationFiles returns the contents of the files of fsys matching pattern, in name
+// order: a store's embedded pgmigrations/*.sql. It panics on an error, which for an
+// embedded file system is a build mistake.
+func MigrationFiles(fsys fs.FS, pattern string) []string {
+	names, err := fs.Glob(fsys, pattern)
+	if err != nil {
+		panic(err)
+	}
+	sort.Strings(names)
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
 }

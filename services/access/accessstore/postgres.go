@@ -6,9 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,23 +48,12 @@ const (
 // only): the shared parts (event logs, audit, leases) first, then the files of
 // pgmigrations/ in name order, so that a new file appends.
 func PGMigrations() []string {
-	names, err := fs.Glob(pgMigrationFiles, "pgmigrations/*.sql")
-	if err != nil {
-		panic(err)
-	}
-	sort.Strings(names)
 	out := append([]string(nil), eventlog.PGMigrations(eventTable)...)
 	out = append(out, eventlog.PGMigrations(changeTable)...)
 	out = append(out, eventlog.PGMigrations(deviceTable)...)
 	out = append(out, audit.PGMigrations("")...)
 	out = append(out, lease.PGMigrations()...)
-	for _, n := range names {
-		b, err := pgMigrationFiles.ReadFile(n)
-		if err != nil {
-			panic(err)
-		}
-		out = append(out, string(b))
-	}
+	out = append(out, pgdb.MigrationFiles(pgMigrationFiles, "pgmigrations/*.sql")...)
 	return out
 }
 

@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"sort"
 	"strings"
 	"time"
 
@@ -28,19 +26,8 @@ const PGSchema = "compliance"
 
 // PGMigrations returns the PostgreSQL store's schema migrations, in order (append only).
 func PGMigrations() []string {
-	names, err := fs.Glob(pgMigrationFiles, "pgmigrations/*.sql")
-	if err != nil {
-		panic(err)
-	}
-	sort.Strings(names)
 	out := append([]string(nil), eventlog.PGMigrations(EventTable)...)
-	for _, n := range names {
-		b, err := pgMigrationFiles.ReadFile(n)
-		if err != nil {
-			panic(err)
-		}
-		out = append(out, string(b))
-	}
+	out = append(out, pgdb.MigrationFiles(pgMigrationFiles, "pgmigrations/*.sql")...)
 	out = append(out, audit.PGMigrations("")...)
 	return append(out, lease.PGMigrations()...)
 }
