@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -141,7 +142,8 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 // CommonName equals a service's (say, a reader named condaccess-compliance) from using
 // up that service's watches or alert budget. A caller without an identity (the open
 // methods, e.g. the end user's GetBlockedStatus) is named by its network address
-// without the port, so that one client cannot use up everyone's share.
+// without the port (an IPv6 address by its /64), so that one client cannot use up
+// everyone's share.
 func identityKey(ctx context.Context) string {
 	if id, ok := auth.FromContext(ctx); ok && id.Subject != "" {
 		return id.Kind.String() + "\x00" + id.Subject
@@ -150,6 +152,15 @@ func identityKey(ctx context.Context) string {
 		a := p.Addr.String()
 		if h, _, err := net.SplitHostPort(a); err == nil {
 			a = h
+		}
+		// One IPv6 client holds a whole /64 (it may take a new source address for each
+		// connection): its share is the /64's. IPv4 (also IPv4-mapped) stays whole.
+		if ip, err := netip.ParseAddr(a); err == nil {
+			if ip = ip.Unmap(); ip.Is6() {
+				a = netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
+			} else {
+				a = ip.String()
+			}
 		}
 		return "addr:" + a
 	}
