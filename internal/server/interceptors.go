@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -289,10 +288,7 @@ func refuseStrangers(insecure bool) tap.ServerInHandle {
 		}
 		host := ""
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			host = p.Addr.String()
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
+			host = clientHost(p.Addr)
 		}
 		release, ok := st.acquire(host)
 		if !ok {

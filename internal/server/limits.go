@@ -149,22 +149,28 @@ func identityKey(ctx context.Context) string {
 		return id.Kind.String() + "\x00" + id.Subject
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		a := p.Addr.String()
-		if h, _, err := net.SplitHostPort(a); err == nil {
-			a = h
-		}
-		// One IPv6 client holds a whole /64 (it may take a new source address for each
-		// connection): its share is the /64's. IPv4 (also IPv4-mapped) stays whole.
-		if ip, err := netip.ParseAddr(a); err == nil {
-			if ip = ip.Unmap(); ip.Is6() {
-				a = netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
-			} else {
-				a = ip.String()
-			}
-		}
-		return "addr:" + a
+		return "addr:" + clientHost(p.Addr)
 	}
 	return ""
+}
+
+// clientHost names the client at addr for the limits of callers without an
+// identity: its address without the port; an IPv6 address by its /64, since one
+// IPv6 client holds a whole /64 (it may take a new source address for each
+// connection). IPv4 (also IPv4-mapped) stays whole.
+func clientHost(addr net.Addr) string {
+	a := addr.String()
+	if h, _, err := net.SplitHostPort(a); err == nil {
+		a = h
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		if ip = ip.Unmap(); ip.Is6() {
+			a = netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
+		} else {
+			a = ip.String()
+		}
+	}
+	return a
 }
 
 // RateLimit is a token bucket per caller identity for the methods it names.

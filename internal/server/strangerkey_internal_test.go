@@ -2,10 +2,14 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	grpctap "google.golang.org/grpc/tap"
 )
 
 // TestStrangerKeyIPv6Prefix: a caller without an identity (the end user's
@@ -50,5 +54,51 @@ func TestStrangerKeyIPv6Prefix(t *testing.T) {
 		if want := i < 3; got != want {
 			t.Errorf("watch %d from %s: acquired = %v, want %v", i+1, ip, got, want)
 		}
+	}
+}
+
+// TestStrangerStreamsPerIPv6Prefix: the open-method streams of callers without a
+// certificate (EnrollDeviceIdentity, GetBlockedStatus, WatchBlockedStatus, health)
+// are capped per host (MaxStrangerStreamsPerHost) inside a total
+// (MaxStrangerStreams). A WatchBlockedStatus stream holds its slot as long as it
+// stays open, so with the per-host cap keyed by the full IPv6 address one client
+// rotating through its /64 would hold the whole total and refuse every device's
+// enrollment. The /64 is one host.
+func TestStrangerStreamsPerIPv6Prefix(t *testing.T) {
+	const method = "/condaccess.access.v1.AccessService/WatchBlockedStatus"
+	tests := []struct {
+		name  string
+		addrs func(i int) string
+	}{
+		{"one IPv6 /64, a new address per stream", func(i int) string { return fmt.Sprintf("2001:db8:7:7::%x", i+1) }},
+		{"one IPv4 address", func(int) string { return "192.0.2.7" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tap := refuseStrangers(false)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			open := 0
+			var last error
+			for i := 0; i < MaxStrangerStreams; i++ {
+				pctx := peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(tt.addrs(i)), Port: 40000 + i}})
+				if _, err := tap(pctx, &grpctap.Info{FullMethodName: method}); err != nil {
+					last = err
+					continue
+				}
+				open++
+			}
+			if open != MaxStrangerStreamsPerHost {
+				t.Fatalf("%d streams admitted from one host, want %d (MaxStrangerStreamsPerHost)", open, MaxStrangerStreamsPerHost)
+			}
+			if got := status.Code(last); got != codes.ResourceExhausted {
+				t.Fatalf("refusal: %v, want RESOURCE_EXHAUSTED", last)
+			}
+			// Another host still gets in: the attacker did not use up the total.
+			other := peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("198.51.100.9"), Port: 1}})
+			if _, err := tap(other, &grpctap.Info{FullMethodName: "/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity"}); err != nil {
+				t.Fatalf("another host's enrollment: %v, want admitted", err)
+			}
+		})
 	}
 }
