@@ -234,7 +234,8 @@ func recoveryHandler(logger *slog.Logger) func(ctx context.Context, p any) error
 // reflection, enrollment); these bound how many such calls they have in flight, since
 // each may carry a request of up to MaxRecvMsgSize that the library buffers before any
 // handler runs: at most MaxStrangerStreams in the whole server (64 x 4 MiB = 256 MiB
-// by default) and MaxStrangerStreamsPerHost from one peer address, so that one host
+// by default; as many again for the open watches, which have their own pool) and
+// MaxStrangerStreamsPerHost from one peer address (an IPv6 /64), so that one host
 // cannot take every slot. More are refused with RESOURCE_EXHAUSTED (the callers, an
 // enrolling agent or a health probe, retry).
 const (
@@ -277,8 +278,13 @@ func (s *strangers) acquire(host string) (release func(), ok bool) {
 // 61 MB to 1.9 GB). A stranger's calls of open methods are bounded (see
 // MaxStrangerStreams). The auth interceptor still decides everything else (expiry,
 // revocation, roles, devices).
+//
+// The end user's watches (WatchBlockedStatus) keep their slot for as long as they stay
+// open, so they have a pool of their own: a few hosts holding watches open must not
+// take the slots of enrollment and health calls.
 func refuseStrangers(insecure bool) tap.ServerInHandle {
-	st := &strangers{byHost: map[string]int{}}
+	calls := &strangers{byHost: map[string]int{}}
+	watches := &strangers{byHost: map[string]int{}}
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		if insecure || auth.HasVerifiedCertificate(ctx) {
 			return ctx, nil
@@ -289,6 +295,10 @@ func refuseStrangers(insecure bool) tap.ServerInHandle {
 		host := ""
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			host = clientHost(p.Addr)
+		}
+		st := calls
+		if _, m, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/"); strings.HasPrefix(m, "Watch") {
+			st = watches
 		}
 		release, ok := st.acquire(host)
 		if !ok {

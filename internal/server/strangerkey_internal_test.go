@@ -102,3 +102,49 @@ func TestStrangerStreamsPerIPv6Prefix(t *testing.T) {
 		})
 	}
 }
+
+// TestStrangerWatchesDoNotStarveEnrollment: the end user's WatchBlockedStatus streams
+// stay open and keep their stranger slot all along. Eight hosts holding eight each
+// took the whole MaxStrangerStreams pool, and every device's EnrollDeviceIdentity
+// (and every certificate-less health probe) was then refused, for as long as the
+// watches stayed open. Watches have a pool of their own.
+func TestStrangerWatchesDoNotStarveEnrollment(t *testing.T) {
+	const (
+		watch  = "/condaccess.access.v1.AccessService/WatchBlockedStatus"
+		enroll = "/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity"
+		health = "/grpc.health.v1.Health/Check"
+	)
+	tap := refuseStrangers(false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	from := func(ip string) context.Context {
+		return peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
+	}
+	held := 0
+	for h := 0; held < MaxStrangerStreams; h++ {
+		for i := 0; i < MaxStrangerStreamsPerHost; i++ {
+			if _, err := tap(from(fmt.Sprintf("203.0.113.%d", h+1)), &grpctap.Info{FullMethodName: watch}); err != nil {
+				t.Fatalf("watch %d from host %d: %v", i, h, err)
+			}
+			held++
+		}
+	}
+	// The watch pool is full: one more watch, from a fresh host, is refused.
+	if _, err := tap(from("203.0.113.200"), &grpctap.Info{FullMethodName: watch}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("watch past the pool: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	for _, m := range []string{enroll, health} {
+		if _, err := tap(from("198.51.100.1"), &grpctap.Info{FullMethodName: m}); err != nil {
+			t.Errorf("%s while strangers hold %d watches: %v, want admitted", m, held, err)
+		}
+	}
+	// Unary open calls still have their own caps (that host holds two calls already).
+	for i := 2; i < MaxStrangerStreamsPerHost; i++ {
+		if _, err := tap(from("198.51.100.1"), &grpctap.Info{FullMethodName: enroll}); err != nil {
+			t.Fatalf("enrollment %d: %v", i, err)
+		}
+	}
+	if _, err := tap(from("198.51.100.1"), &grpctap.Info{FullMethodName: enroll}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("enrollment past the per-host cap: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
