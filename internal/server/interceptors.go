@@ -294,7 +294,7 @@ func refuseStrangers(insecure bool) tap.ServerInHandle {
 		}
 		host := ""
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			host = clientHost(p.Addr)
+			host = clientHost(p.Addr.String())
 		}
 		st := calls
 		if _, m, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/"); strings.HasPrefix(m, "Watch") {

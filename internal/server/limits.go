@@ -149,17 +149,17 @@ func identityKey(ctx context.Context) string {
 		return id.Kind.String() + "\x00" + id.Subject
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		return "addr:" + clientHost(p.Addr)
+		return "addr:" + clientHost(p.Addr.String())
 	}
 	return ""
 }
 
-// clientHost names the client at addr for the limits of callers without an
-// identity: its address without the port; an IPv6 address by its /64, since one
+// clientHost names the client at addr (host:port) for the limits of callers without
+// an identity: its address without the port; an IPv6 address by its /64, since one
 // IPv6 client holds a whole /64 (it may take a new source address for each
 // connection). IPv4 (also IPv4-mapped) stays whole.
-func clientHost(addr net.Addr) string {
-	a := addr.String()
+func clientHost(addr string) string {
+	a := addr
 	if h, _, err := net.SplitHostPort(a); err == nil {
 		a = h
 	}
