@@ -147,12 +147,14 @@ func TestHoldCallsBeforeReadingTheBody(t *testing.T) {
 // these calls take a slot of a stranger pool before the body is read:
 // MaxStrangerStreamsPerHost per client host (an IPv6 /64), RESOURCE_EXHAUSTED past
 // it, while another host is still served. The end user's watch is no call in flight.
+// The pool has no total (a few hosts sending slowly would otherwise hold it and refuse
+// everyone): more hosts than MaxStrangerStreams/MaxStrangerStreamsPerHost still pass.
 func TestHoldStrangerCallsPerHost(t *testing.T) {
 	srv, err := server.New(server.Config{Name: "hold", Auth: auth.Config{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	entered, release := make(chan struct{}, 64), make(chan struct{})
+	entered, release := make(chan struct{}, 256), make(chan struct{})
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		entered <- struct{}{}
 		<-release
@@ -208,11 +210,14 @@ func TestHoldStrangerCallsPerHost(t *testing.T) {
 			t.Errorf("%s: a refused request had %d bytes of its body read", path, body.n)
 		}
 	}
-	// The watch (a stream) and another host pass.
-	for _, c := range []struct{ path, remote string }{
-		{"/condaccess.access.v1.AccessService/WatchBlockedStatus", "[2001:db8:5:5::1]:2"},
-		{rpc, "192.0.2.50:1"},
-	} {
+	// The watch (a stream) and other hosts pass, past what a total would allow.
+	cases := []struct{ path, remote string }{{"/condaccess.access.v1.AccessService/WatchBlockedStatus", "[2001:db8:5:5::1]:2"}}
+	for h := range server.MaxStrangerStreams/server.MaxStrangerStreamsPerHost + 1 {
+		for i := range server.MaxStrangerStreamsPerHost {
+			cases = append(cases, struct{ path, remote string }{rpc, fmt.Sprintf("192.0.2.%d:%d", h+1, 1000+i)})
+		}
+	}
+	for _, c := range cases {
 		wg.Go(func() { h.ServeHTTP(httptest.NewRecorder(), request(c.path, c.remote, &countingBody{size: 16})) })
 		select {
 		case <-entered:

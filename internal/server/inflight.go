@@ -109,9 +109,11 @@ func connKey(ctx context.Context) string {
 // RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT, RetryInfo) as the chain.
 //
 // For a caller without an identity (id.Subject empty: the end user's GetBlockedStatus)
-// it takes a slot of the HTTP face's stranger pool instead, MaxStrangerStreams in all
-// and MaxStrangerStreamsPerHost per client host (remote), as refuseStrangers does on
-// the gRPC listener, or returns RESOURCE_EXHAUSTED (TOO_MANY_UNAUTHENTICATED_CALLS).
+// it takes a slot of the HTTP face's stranger pool instead, MaxStrangerStreamsPerHost
+// per client host (remote), or returns RESOURCE_EXHAUSTED
+// (TOO_MANY_UNAUTHENTICATED_CALLS). That pool has no total: the HTTP server sets no
+// read timeout, so a few hosts sending their bodies slowly would hold a total for as
+// long as they like and refuse every end user's page.
 func (s *Server) HoldCall(ctx context.Context, id auth.Identity, remote string) (_ context.Context, release func(), _ error) {
 	if id.Subject == "" {
 		rel, ok := s.httpStrangers.acquire(clientHost(remote))

@@ -248,12 +248,14 @@ type strangers struct {
 	mu     sync.Mutex
 	total  int
 	byHost map[string]int
+	// perHostOnly drops the total cap (the HTTP face's pool, see Server.HoldCall).
+	perHostOnly bool
 }
 
 func (s *strangers) acquire(host string) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.total >= MaxStrangerStreams || s.byHost[host] >= MaxStrangerStreamsPerHost {
+	if (!s.perHostOnly && s.total >= MaxStrangerStreams) || s.byHost[host] >= MaxStrangerStreamsPerHost {
 		return nil, false
 	}
 	s.total++

@@ -170,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 	authz := auth.NewAuthorizer(authCfg)
 
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{}),
-		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity), httpStrangers: &strangers{byHost: map[string]int{}}}
+		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity), httpStrangers: &strangers{byHost: map[string]int{}, perHostOnly: true}}
 	limiter := newRateLimiter(cfg.RateLimits)
 	methods := sync.OnceValue(s.methodKinds)
 	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })
