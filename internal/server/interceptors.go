@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
@@ -298,20 +299,33 @@ func refuseStrangers(insecure bool) tap.ServerInHandle {
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			host = clientHost(p.Addr.String())
 		}
-		st := calls
+		st, watch := calls, false
 		if _, m, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/"); strings.HasPrefix(m, "Watch") {
-			st = watches
+			st, watch = watches, true
 		}
 		release, ok := st.acquire(host)
 		if !ok {
 			return ctx, apierr.New(codes.ResourceExhausted, ReasonTooManyStrangerCalls,
 				"too many calls in flight from callers without a client certificate; retry")
 		}
+		if !watch {
+			// A call that sends its headers and then nothing would keep its slot for
+			// ever (the library waits for the request without a deadline): eight such
+			// calls per host from eight hosts refused every enrollment. The open unary
+			// calls end within strangerCallTimeout or are cut (DEADLINE_EXCEEDED).
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, strangerCallTimeout)
+			context.AfterFunc(ctx, cancel)
+		}
 		// The stream's context ends when the stream does.
 		context.AfterFunc(ctx, release)
 		return ctx, nil
 	}
 }
+
+// strangerCallTimeout bounds an open unary call (enrollment, health, the end user's
+// GetBlockedStatus) of a caller without a certificate, receiving its request included.
+var strangerCallTimeout = 30 * time.Second
 
 // ReasonTooManyStrangerCalls is the ErrorInfo reason of a refused open-method call
 // from a caller without a certificate (MaxStrangerStreams).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -146,5 +147,71 @@ func TestStrangerWatchesDoNotStarveEnrollment(t *testing.T) {
 	}
 	if _, err := tap(from("198.51.100.1"), &grpctap.Info{FullMethodName: enroll}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("enrollment past the per-host cap: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
+
+// TestStalledStrangerCallsLoseTheirSlot: a caller without a certificate that sends a
+// call's headers and then nothing kept its stranger slot for ever (the library waits
+// for the request without a deadline), so eight such calls from each of eight hosts
+// refused every device's enrollment for as long as the attacker liked. An open unary
+// call now ends at strangerCallTimeout, its slot freed; a watch has no such deadline.
+func TestStalledStrangerCallsLoseTheirSlot(t *testing.T) {
+	old := strangerCallTimeout
+	strangerCallTimeout = 100 * time.Millisecond
+	defer func() { strangerCallTimeout = old }()
+	const (
+		enroll = "/condaccess.compliance.v1.DeviceIdentityService/EnrollDeviceIdentity"
+		watch  = "/condaccess.access.v1.AccessService/WatchBlockedStatus"
+	)
+	tap := refuseStrangers(false)
+	conn, cancel := context.WithCancel(context.Background()) // the connections stay open
+	defer cancel()
+	from := func(ip string) context.Context {
+		return peer.NewContext(conn, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
+	}
+	// The attack: every slot held by calls that never send their request.
+	var stalled []context.Context
+	for h := 0; len(stalled) < MaxStrangerStreams; h++ {
+		for range MaxStrangerStreamsPerHost {
+			ctx, err := tap(from(fmt.Sprintf("203.0.113.%d", h+1)), &grpctap.Info{FullMethodName: enroll})
+			if err != nil {
+				t.Fatalf("stalled call %d: %v", len(stalled), err)
+			}
+			if _, ok := ctx.Deadline(); !ok {
+				t.Fatalf("a stranger's %s has no deadline", enroll)
+			}
+			stalled = append(stalled, ctx)
+		}
+	}
+	if _, err := tap(from("198.51.100.1"), &grpctap.Info{FullMethodName: enroll}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("enrollment with every slot held: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	// The stalled calls end at their deadline (the library then fails their read)...
+	for i, ctx := range stalled {
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stalled call %d still open", i)
+		}
+	}
+	// ...and a device enrolls again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := tap(from("198.51.100.1"), &grpctap.Info{FullMethodName: enroll})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("enrollment after the stalled calls' deadline: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A watch is meant to stay open: no deadline.
+	ctx, err := tap(from("198.51.100.2"), &grpctap.Info{FullMethodName: watch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		t.Errorf("a stranger's watch has a deadline (%v)", d)
 	}
 }
