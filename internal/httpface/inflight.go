@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -31,7 +32,8 @@ type HoldCallFunc func(ctx context.Context, id auth.Identity, remote string) (co
 // that holds a slot is not counted again by the chain. Streaming RPCs are not counted
 // (as on the gRPC listener), REST streams included: restStreams has turned them into
 // Connect calls of their streaming RPC before they get here. Callers without an identity
-// pass (guard already bounded what they may send).
+// pass (guard already bounded what they may send), but for their open unary calls, which
+// take a slot of the stranger pool (server.Server.HoldCall with no identity).
 func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 	if hold == nil {
 		return next
@@ -41,7 +43,13 @@ func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 		rpc := strings.HasPrefix(r.URL.Path, "/"+servicePrefix) && !streamingRPCs()[r.URL.Path]
 		rest := strings.HasPrefix(r.URL.Path, "/v1/")
 		id, ok := identityOf(r)
-		if !ok || (!rpc && !rest) {
+		if !ok && r.TLS != nil && openUnary()[r.URL.Path] {
+			// A caller without an identity (outside development mode, which has no
+			// TLS): its open unary calls (the end user's GetBlockedStatus) take a slot
+			// of the stranger pool, per client host, so that one host cannot make the
+			// transcoder buffer any number of bodies.
+			id, ok = auth.Identity{}, true
+		} else if !ok || (!rpc && !rest) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -54,6 +62,31 @@ func holdCalls(hold HoldCallFunc, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// openUnary are the RPC and REST paths of the unary methods a caller without an
+// identity may call through the HTTP face (httpOpenMethods that are not streams).
+var openUnary = sync.OnceValue(func() map[string]bool {
+	out := map[string]bool{}
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			for j := 0; j < sd.Methods().Len(); j++ {
+				md := sd.Methods().Get(j)
+				full := "/" + string(sd.FullName()) + "/" + string(md.Name())
+				if !httpOpenMethods[full] || md.IsStreamingServer() || md.IsStreamingClient() {
+					continue
+				}
+				out[full] = true
+				rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+				if p := rule.GetGet() + rule.GetPost() + rule.GetPatch() + rule.GetPut() + rule.GetDelete(); p != "" {
+					out[p] = true
+				}
+			}
+		}
+		return true
+	})
+	return out
+})
 
 // streamingRPCs are the RPC paths of the registered streaming methods (watches, the
 // console's feeds): they are not calls in flight, as on the gRPC listener.

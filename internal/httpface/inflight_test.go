@@ -1,7 +1,9 @@
 package httpface
 
 import (
+	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -135,5 +137,92 @@ func TestHoldCallsBeforeReadingTheBody(t *testing.T) {
 	h.ServeHTTP(w, request(alice, "/condaccess.risk.v1.RiskService/ReportAlert", &countingBody{size: 16}))
 	if w.Code != http.StatusOK {
 		t.Fatalf("alice after her calls ended: %d %s", w.Code, w.Body.String())
+	}
+}
+
+// TestHoldStrangerCallsPerHost: a caller without an identity reaches the end user's
+// GetBlockedStatus through the HTTP face; the transcoder buffers each request's body
+// (up to StrangerBodyBytes) before the gRPC chain, whose limits then come too late,
+// and the HTTP server does not bound how many requests one host has being read. So
+// these calls take a slot of a stranger pool before the body is read:
+// MaxStrangerStreamsPerHost per client host (an IPv6 /64), RESOURCE_EXHAUSTED past
+// it, while another host is still served. The end user's watch is no call in flight.
+// The pool has no total (a few hosts sending slowly would otherwise hold it and refuse
+// everyone): more hosts than MaxStrangerStreams/MaxStrangerStreamsPerHost still pass.
+func TestHoldStrangerCallsPerHost(t *testing.T) {
+	srv, err := server.New(server.Config{Name: "hold", Auth: auth.Config{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}, 256), make(chan struct{})
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusOK)
+	})
+	h := holdCalls(srv.HoldCall, next)
+	request := func(path, remote string, body *countingBody) *http.Request {
+		method := http.MethodPost
+		if strings.HasPrefix(path, "/v1/") {
+			method = http.MethodGet
+		}
+		r := httptest.NewRequest(method, path, body)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Connect-Protocol-Version", "1")
+		r.RemoteAddr = remote
+		r.TLS = &tls.ConnectionState{} // no client certificate
+		return r
+	}
+	const rpc, rest = "/condaccess.access.v1.AccessService/GetBlockedStatus", "/v1/blockedStatus"
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	// One host (rotating through its IPv6 /64) fills its share, REST and Connect alike.
+	for i := range server.MaxStrangerStreamsPerHost {
+		path := rpc
+		if i%2 == 1 {
+			path = rest
+		}
+		remote := fmt.Sprintf("[2001:db8:5:5::%x]:%d", i+1, 40000+i)
+		wg.Go(func() { h.ServeHTTP(httptest.NewRecorder(), request(path, remote, &countingBody{size: 1024})) })
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stranger call %d did not reach the transcoder", i)
+		}
+	}
+	for _, path := range []string{rpc, rest} {
+		body := &countingBody{size: StrangerBodyBytes}
+		w := httptest.NewRecorder()
+		done := make(chan struct{})
+		wg.Go(func() { h.ServeHTTP(w, request(path, "[2001:db8:5:5::ffff]:1", body)); close(done) })
+		select {
+		case <-done:
+		case <-entered:
+			t.Fatalf("%s past the host's share reached the transcoder", path)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s past the host's share was neither refused nor served", path)
+		}
+		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), server.ReasonTooManyStrangerCalls) {
+			t.Errorf("%s past the host's share: %d %s, want 429 %s", path, w.Code, w.Body.String(), server.ReasonTooManyStrangerCalls)
+		}
+		if body.n != 0 {
+			t.Errorf("%s: a refused request had %d bytes of its body read", path, body.n)
+		}
+	}
+	// The watch (a stream) and other hosts pass, past what a total would allow.
+	cases := []struct{ path, remote string }{{"/condaccess.access.v1.AccessService/WatchBlockedStatus", "[2001:db8:5:5::1]:2"}}
+	for h := range server.MaxStrangerStreams/server.MaxStrangerStreamsPerHost + 1 {
+		for i := range server.MaxStrangerStreamsPerHost {
+			cases = append(cases, struct{ path, remote string }{rpc, fmt.Sprintf("192.0.2.%d:%d", h+1, 1000+i)})
+		}
+	}
+	for _, c := range cases {
+		wg.Go(func() { h.ServeHTTP(httptest.NewRecorder(), request(c.path, c.remote, &countingBody{size: 16})) })
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s from %s was held back", c.path, c.remote)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -154,6 +155,13 @@ func (l *Login) Mount(mux *http.ServeMux) {
 // localPath keeps next only when it is a path of this console (no open redirect).
 func localPath(next string) string {
 	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+		return "/"
+	}
+	// A control character (a tab, say) is dropped by the browser before it resolves
+	// the Location: "/\t/evil.example" would be "//evil.example", another host.
+	// url.Parse refuses control characters; a path it reads with a scheme or host is
+	// not ours either.
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" || strings.ContainsFunc(next, unicode.IsControl) {
 		return "/"
 	}
 	return next

@@ -1,7 +1,11 @@
 package httpface
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	commonv1 "github.com/condaccess/condaccess/gen/go/condaccess/common/v1"
@@ -18,10 +22,35 @@ func TestLocalPath(t *testing.T) {
 		{"https://evil.example/", "/"},
 		{"/\\evil.example", "/"},
 		{"javascript:alert(1)", "/"},
+		// Browsers drop tabs and newlines from a URL before resolving it (WHATWG URL),
+		// so "/\t/evil.example" in a Location header is "//evil.example": another host.
+		{"/\t/evil.example/x", "/"},
+		{"/\n/evil.example/x", "/"},
+		{"/\r/evil.example/x", "/"},
+		{"/\t\\evil.example", "/"},
+		{"/devices\x00", "/"},
 	} {
 		t.Run(tt.next, func(t *testing.T) {
 			if got := localPath(tt.next); got != tt.want {
 				t.Errorf("localPath(%q) = %q, want %q", tt.next, got, tt.want)
+			}
+			// What a browser follows: the Location http.Redirect writes, with tabs and
+			// newlines removed, resolved against the console's origin.
+			rec := httptest.NewRecorder()
+			http.Redirect(rec, httptest.NewRequest(http.MethodGet, "https://console.example/auth/callback", nil), localPath(tt.next), http.StatusFound)
+			loc := strings.Map(func(r rune) rune {
+				if r == '\t' || r == '\n' || r == '\r' {
+					return -1
+				}
+				return r
+			}, rec.Header().Get("Location"))
+			loc = strings.ReplaceAll(loc, "\\", "/")
+			u, err := url.Parse("https://console.example/auth/callback")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if to, err := u.Parse(loc); err != nil || to.Host != "console.example" {
+				t.Errorf("after sign-in with next=%q the browser goes to %q (%v), want the console's own origin", tt.next, loc, to)
 			}
 		})
 	}

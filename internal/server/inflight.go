@@ -107,7 +107,23 @@ func connKey(ctx context.Context) string {
 // context carries the slot, so the chain takes no second one for the same call; the
 // caller calls release when the request is done. Past the cap it returns the same
 // RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT, RetryInfo) as the chain.
+//
+// For a caller without an identity (id.Subject empty: the end user's GetBlockedStatus)
+// it takes a slot of the HTTP face's stranger pool instead, MaxStrangerStreamsPerHost
+// per client host (remote), or returns RESOURCE_EXHAUSTED
+// (TOO_MANY_UNAUTHENTICATED_CALLS). That pool has no total: the HTTP server sets no
+// read timeout, so a few hosts sending their bodies slowly would hold a total for as
+// long as they like and refuse every end user's page.
 func (s *Server) HoldCall(ctx context.Context, id auth.Identity, remote string) (_ context.Context, release func(), _ error) {
+	if id.Subject == "" {
+		rel, ok := s.httpStrangers.acquire(clientHost(remote))
+		if !ok {
+			return ctx, func() {}, apierr.New(codes.ResourceExhausted, ReasonTooManyStrangerCalls,
+				"too many calls in flight from callers without a client certificate; retry")
+		}
+		var once sync.Once
+		return ctx, func() { once.Do(rel) }, nil
+	}
 	key := id.Kind.String() + "\x00" + id.Subject
 	if id.Kind == auth.KindDevelopment {
 		key += "\x00" + remote

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
@@ -235,7 +235,8 @@ func recoveryHandler(logger *slog.Logger) func(ctx context.Context, p any) error
 // reflection, enrollment); these bound how many such calls they have in flight, since
 // each may carry a request of up to MaxRecvMsgSize that the library buffers before any
 // handler runs: at most MaxStrangerStreams in the whole server (64 x 4 MiB = 256 MiB
-// by default) and MaxStrangerStreamsPerHost from one peer address, so that one host
+// by default; as many again for the open watches, which have their own pool) and
+// MaxStrangerStreamsPerHost from one peer address (an IPv6 /64), so that one host
 // cannot take every slot. More are refused with RESOURCE_EXHAUSTED (the callers, an
 // enrolling agent or a health probe, retry).
 const (
@@ -248,12 +249,14 @@ type strangers struct {
 	mu     sync.Mutex
 	total  int
 	byHost map[string]int
+	// perHostOnly drops the total cap (the HTTP face's pool, see Server.HoldCall).
+	perHostOnly bool
 }
 
 func (s *strangers) acquire(host string) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.total >= MaxStrangerStreams || s.byHost[host] >= MaxStrangerStreamsPerHost {
+	if (!s.perHostOnly && s.total >= MaxStrangerStreams) || s.byHost[host] >= MaxStrangerStreamsPerHost {
 		return nil, false
 	}
 	s.total++
@@ -278,8 +281,13 @@ func (s *strangers) acquire(host string) (release func(), ok bool) {
 // 61 MB to 1.9 GB). A stranger's calls of open methods are bounded (see
 // MaxStrangerStreams). The auth interceptor still decides everything else (expiry,
 // revocation, roles, devices).
+//
+// The end user's watches (WatchBlockedStatus) keep their slot for as long as they stay
+// open, so they have a pool of their own: a few hosts holding watches open must not
+// take the slots of enrollment and health calls.
 func refuseStrangers(insecure bool) tap.ServerInHandle {
-	st := &strangers{byHost: map[string]int{}}
+	calls := &strangers{byHost: map[string]int{}}
+	watches := &strangers{byHost: map[string]int{}}
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		if insecure || auth.HasVerifiedCertificate(ctx) {
 			return ctx, nil
@@ -289,21 +297,35 @@ func refuseStrangers(insecure bool) tap.ServerInHandle {
 		}
 		host := ""
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			host = p.Addr.String()
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
+			host = clientHost(p.Addr.String())
+		}
+		st, watch := calls, false
+		if _, m, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/"); strings.HasPrefix(m, "Watch") {
+			st, watch = watches, true
 		}
 		release, ok := st.acquire(host)
 		if !ok {
 			return ctx, apierr.New(codes.ResourceExhausted, ReasonTooManyStrangerCalls,
 				"too many calls in flight from callers without a client certificate; retry")
 		}
+		if !watch {
+			// A call that sends its headers and then nothing would keep its slot for
+			// ever (the library waits for the request without a deadline): eight such
+			// calls per host from eight hosts refused every enrollment. The open unary
+			// calls end within strangerCallTimeout or are cut (DEADLINE_EXCEEDED).
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, strangerCallTimeout)
+			context.AfterFunc(ctx, cancel)
+		}
 		// The stream's context ends when the stream does.
 		context.AfterFunc(ctx, release)
 		return ctx, nil
 	}
 }
+
+// strangerCallTimeout bounds an open unary call (enrollment, health, the end user's
+// GetBlockedStatus) of a caller without a certificate, receiving its request included.
+var strangerCallTimeout = 30 * time.Second
 
 // ReasonTooManyStrangerCalls is the ErrorInfo reason of a refused open-method call
 // from a caller without a certificate (MaxStrangerStreams).

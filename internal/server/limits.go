@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -141,19 +142,35 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 // CommonName equals a service's (say, a reader named condaccess-compliance) from using
 // up that service's watches or alert budget. A caller without an identity (the open
 // methods, e.g. the end user's GetBlockedStatus) is named by its network address
-// without the port, so that one client cannot use up everyone's share.
+// without the port (an IPv6 address by its /64), so that one client cannot use up
+// everyone's share.
 func identityKey(ctx context.Context) string {
 	if id, ok := auth.FromContext(ctx); ok && id.Subject != "" {
 		return id.Kind.String() + "\x00" + id.Subject
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		a := p.Addr.String()
-		if h, _, err := net.SplitHostPort(a); err == nil {
-			a = h
-		}
-		return "addr:" + a
+		return "addr:" + clientHost(p.Addr.String())
 	}
 	return ""
+}
+
+// clientHost names the client at addr (host:port) for the limits of callers without
+// an identity: its address without the port; an IPv6 address by its /64, since one
+// IPv6 client holds a whole /64 (it may take a new source address for each
+// connection). IPv4 (also IPv4-mapped) stays whole.
+func clientHost(addr string) string {
+	a := addr
+	if h, _, err := net.SplitHostPort(a); err == nil {
+		a = h
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		if ip = ip.Unmap(); ip.Is6() {
+			a = netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
+		} else {
+			a = ip.String()
+		}
+	}
+	return a
 }
 
 // RateLimit is a token bucket per caller identity for the methods it names.

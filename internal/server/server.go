@@ -101,6 +101,9 @@ type Server struct {
 	drain  chan struct{} // closed when Stop begins: streams end with UNAVAILABLE
 	// watches counts open watch streams per identity.
 	watches *watchLimiter
+	// httpStrangers counts the HTTP face's calls in flight of callers without an
+	// identity (HoldCall).
+	httpStrangers *strangers
 	// calls counts unary calls and request bytes in flight per identity.
 	calls *inflight
 }
@@ -167,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 	authz := auth.NewAuthorizer(authCfg)
 
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer(), drain: make(chan struct{}),
-		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity)}
+		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity), httpStrangers: &strangers{byHost: map[string]int{}, perHostOnly: true}}
 	limiter := newRateLimiter(cfg.RateLimits)
 	methods := sync.OnceValue(s.methodKinds)
 	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })

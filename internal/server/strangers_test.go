@@ -202,3 +202,77 @@ func TestStrangersOpenCallsAreBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestStalledStrangerCallEnds: over a real TLS connection, a caller without a
+// certificate opens an open unary call (health Check), sends its headers and never its
+// request. It is cut at the stranger call timeout (DEADLINE_EXCEEDED) and its slot is
+// free again: before, it held the slot for as long as the connection lived.
+func TestStalledStrangerCallEnds(t *testing.T) {
+	defer server.SetStrangerCallTimeout(300 * time.Millisecond)()
+	ca := authtest.NewCA(t)
+	srv, err := server.New(server.Config{Name: "strangers", Auth: ca.ServerConfig(t), GracefulStopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(tcp) }()
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	pem, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	stranger, err := grpc.NewClient(tcp.Addr().String(),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stranger.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Every slot of this host held by calls that never send their request.
+	desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+	var stalled []grpc.ClientStream
+	sctx, scancel := context.WithCancel(context.Background()) // no client deadline
+	defer scancel()
+	for i := range server.MaxStrangerStreamsPerHost {
+		s, err := stranger.NewStream(sctx, desc, "/grpc.health.v1.Health/Check")
+		if err != nil {
+			t.Fatalf("stalled call %d: %v", i, err)
+		}
+		stalled = append(stalled, s)
+	}
+	// The server cuts each (the client set no deadline).
+	for i, s := range stalled {
+		ended := make(chan error, 1)
+		go func() {
+			var m healthpb.HealthCheckResponse
+			ended <- s.RecvMsg(&m)
+		}()
+		select {
+		case err := <-ended:
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Fatalf("stalled call %d ended with %v, want DEADLINE_EXCEEDED from the server", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stalled call %d still open after 10 s: it holds its stranger slot", i)
+		}
+	}
+	// The host's slots are free: a health check passes.
+	deadline := time.Now().Add(10 * time.Second)
+	hc := healthpb.NewHealthClient(stranger)
+	for {
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slots not freed after the stalled calls were cut: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
