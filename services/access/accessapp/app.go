@@ -63,6 +63,7 @@ type Factory struct {
 	tokenGroups     bool
 	oidcMFAMethods  string
 	pomeriumJWKS    string
+	pomeriumAud     string
 	trustHeaders    bool
 	trustedHops     int
 	certHeader      string
@@ -112,6 +113,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&f.tokenGroups, "access-token-groups", false, "count the groups of a verified token's --oidc-groups-claim (directory group ids, with the groups enclosing them) for policies' include_groups at the enforcement points; never for exclude_groups. Off: policies see directory groups only")
 	fs.StringVar(&f.oidcMFAMethods, "oidc-mfa-methods", strings.Join(edgeid.DefaultMFAMethods, ","), "amr values that satisfy GRANT_CONTROL_MFA")
 	fs.StringVar(&f.pomeriumJWKS, "pomerium-jwks-url", "", "JWKS URL that verifies Pomerium's X-Pomerium-Jwt-Assertion (empty: not accepted)")
+	fs.StringVar(&f.pomeriumAud, "pomerium-audience", "", "comma-separated accepted aud values of Pomerium assertions: the hosts of the routes this enforcement point protects (required with --pomerium-jwks-url)")
 	fs.BoolVar(&f.trustHeaders, "access-trust-headers", false, "let authenticated enforcement points assert x-user-id / x-device-id / x-mfa-done when they forward no token or certificate (recorded as PROOF_ASSERTED_BY_CALLER); development mode always does")
 	fs.IntVar(&f.trustedHops, "access-trusted-proxy-hops", 0, "X-Forwarded-For entries, counted from the right, appended by trusted proxies: the client IP is the entry that many places from the right of XFF+peer (0: the connection's peer); at Envoy Check, >0 reads x-envoy-external-address")
 	fs.StringVar(&f.certHeader, "access-cert-header", accessgrpc.DefaultCertHeader, "/authz header with the device certificate the proxy verified (URL-encoded PEM, nginx $ssl_client_escaped_cert)")
@@ -140,9 +142,9 @@ func (f *Factory) edge(env suite.Env, blockedKey func() ([]byte, error)) (access
 			groups = f.oidcGroupsClaim
 		}
 		tv, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: f.oidcIssuers, Audience: f.oidcAudience, UserClaim: f.oidcUserClaim,
-			GroupsClaim: groups, MFAMethods: methods, PomeriumJWKSURL: f.pomeriumJWKS})
+			GroupsClaim: groups, MFAMethods: methods, PomeriumJWKSURL: f.pomeriumJWKS, PomeriumAudiences: splitList(f.pomeriumAud)})
 		if err != nil {
-			return e, fmt.Errorf("--oidc-issuer: %w", err)
+			return e, fmt.Errorf("--oidc-issuer/--pomerium-jwks-url: %w", err)
 		}
 		e.Tokens = tv
 	}
@@ -442,4 +444,15 @@ func healthOf(env suite.Env) consumer.HealthSetter {
 		return nil
 	}
 	return env.Health
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(v string) []string {
+	var out []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

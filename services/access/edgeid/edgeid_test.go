@@ -100,7 +100,7 @@ func TestTokens(t *testing.T) {
 	is := edgeidtest.NewIssuer(t)
 	pom := edgeidtest.NewIssuer(t) // stands in for Pomerium's JWKS
 	v, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: []string{is.URL}, Audience: "condaccess", GroupsClaim: "groups",
-		PomeriumJWKSURL: pom.URL + "/jwks"})
+		PomeriumJWKSURL: pom.URL + "/jwks", PomeriumAudiences: []string{"apps.example.com"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +123,8 @@ func TestTokens(t *testing.T) {
 		{"attack: more groups than allowed", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "groups": make([]string, edgeid.MaxTokenGroups+1)}), false, "", false, nil},
 		{"issuer token without MFA", is.Token(map[string]any{"sub": "alice", "aud": []string{"other", "condaccess"}, "amr": []string{"pwd"}}), false, "alice", false, nil},
 		{"pomerium assertion", pom.Token(map[string]any{"sub": "bob", "aud": "apps.example.com", "iss": "authenticate.example.com"}), true, "bob", false, nil},
+		{"attack: pomerium assertion for another route", pom.Token(map[string]any{"sub": "bob", "aud": "wiki.example.com", "iss": "authenticate.example.com"}), true, "", false, nil},
+		{"attack: pomerium assertion without aud", pom.Token(map[string]any{"sub": "bob", "iss": "authenticate.example.com"}), true, "", false, nil},
 		{"attack: pomerium assertion as a bearer token", pom.Token(map[string]any{"sub": "bob", "aud": "condaccess", "iss": is.URL}), false, "", false, nil},
 		{"attack: issuer token as a pomerium assertion", is.Token(map[string]any{"sub": "alice", "aud": "condaccess"}), true, "", false, nil},
 		{"no exp", is.Token(map[string]any{"sub": "alice", "aud": "condaccess", "exp": nil}), false, "", false, nil},
@@ -135,6 +137,9 @@ func TestTokens(t *testing.T) {
 				t.Fatalf("Verify = %+v, %v; want user %q mfa %v groups %q", c, err, tt.wantUser, tt.wantMFA, tt.wantGrps)
 			}
 		})
+	}
+	if _, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{PomeriumJWKSURL: pom.URL + "/jwks"}); err == nil {
+		t.Error("a Pomerium JWKS URL without an audience was accepted")
 	}
 	if _, err := edgeid.NewTokenVerifier(edgeid.TokenConfig{Issuers: []string{is.URL}}); err == nil {
 		t.Error("an issuer without an audience was accepted")

@@ -53,6 +53,11 @@ type TokenConfig struct {
 	MFAMethods []string
 	// PomeriumJWKSURL, when set, verifies X-Pomerium-Jwt-Assertion with these keys.
 	PomeriumJWKSURL string
+	// PomeriumAudiences are the accepted "aud" values of Pomerium assertions: the
+	// route hosts this enforcement point protects (required with PomeriumJWKSURL). An
+	// assertion Pomerium made for another route (which its browser may have shown to
+	// that route's application) is refused here.
+	PomeriumAudiences []string
 	// Leeway is the clock skew allowed on exp, nbf and iat (default 60 s).
 	Leeway time.Duration
 	// HTTPClient fetches discovery documents and keys (default http.DefaultClient).
@@ -99,6 +104,9 @@ type issuer struct {
 func NewTokenVerifier(cfg TokenConfig) (*TokenVerifier, error) {
 	if len(cfg.Issuers) > 0 && cfg.Audience == "" {
 		return nil, errors.New("an OIDC audience is required with OIDC issuers")
+	}
+	if cfg.PomeriumJWKSURL != "" && len(cfg.PomeriumAudiences) == 0 {
+		return nil, errors.New("a Pomerium audience (the protected routes' hosts) is required with a Pomerium JWKS URL")
 	}
 	if cfg.UserClaim == "" {
 		cfg.UserClaim = DefaultUserClaim
@@ -205,6 +213,7 @@ func (v *TokenVerifier) verify(raw string, pomerium bool, now time.Time) (Claims
 			return Claims{}, errors.New("pomerium assertions are not accepted (no --pomerium-jwks-url)")
 		}
 		keys = v.pomerium
+		expected.AnyAudience = jwt.Audience(v.cfg.PomeriumAudiences)
 	} else {
 		is, ok := v.issuers[unverified.Issuer]
 		if !ok {
