@@ -112,6 +112,29 @@ func TestConsumerFencedAfterTakeover(t *testing.T) {
 			}
 		})
 	}
+	// A fenced former leader cannot say the risk feed is fresh either; the leader can.
+	feedContact := func() time.Time {
+		t.Helper()
+		c, _, err := stB.FeedContact(ctx, "risk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	before := feedContact()
+	if err := stA.PutFeedContact(fa, "risk", time.Now()); !errors.Is(err, lease.ErrFenced) {
+		t.Fatalf("old leader stores a feed contact: %v, want lease.ErrFenced", err)
+	}
+	if got := feedContact(); !got.Equal(before) {
+		t.Fatalf("feed contact moved to %v after a refused write (was %v)", got, before)
+	}
+	now := time.Now()
+	if err := stB.PutFeedContact(fb, "risk", now); err != nil {
+		t.Fatalf("new leader stores a feed contact: %v", err)
+	}
+	if got := feedContact(); got.UnixNano() != now.UnixNano() {
+		t.Fatalf("feed contact = %v, want %v", got, now)
+	}
 	// The current leader, with its own token, goes on.
 	if err := svcB.ApplyRisk(fb, 3, high); err != nil {
 		t.Fatalf("new leader applies revision 3: %v", err)

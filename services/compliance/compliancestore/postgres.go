@@ -672,9 +672,25 @@ func SharedDeviceCA(ctx context.Context, url string, candidate func() (certPEM, 
 
 // PutFeedContact records that the feed name was last heard from at t (never moving
 // the stored time backwards, so a paused old leader cannot make it older).
+//
+// Under a fence (WithFence) the write checks the lease's token in its transaction: a
+// replica that lost the lease must not tell the others the feed is fresh (its contact
+// covers events its fenced writes could not apply).
 func (s *PGStore) PutFeedContact(ctx context.Context, name string, t time.Time) error {
-	_, err := s.db.Read().ExecContext(ctx, `INSERT INTO feed_contact (name, contact_ns) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET contact_ns = GREATEST(feed_contact.contact_ns, excluded.contact_ns)`, name, t.UnixNano())
+	const q = `INSERT INTO feed_contact (name, contact_ns) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET contact_ns = GREATEST(feed_contact.contact_ns, excluded.contact_ns)`
+	var err error
+	if f, fenced := ctx.Value(fenceKey{}).(fence); fenced {
+		err = s.db.Write(ctx, func(tx *pgdb.Tx) error {
+			if err := f.l.Fence(ctx, tx, f.token); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, q, name, t.UnixNano())
+			return err
+		})
+	} else {
+		_, err = s.db.Read().ExecContext(ctx, q, name, t.UnixNano())
+	}
 	if err != nil {
 		return fmt.Errorf("compliancestore: feed contact: %w", err)
 	}
