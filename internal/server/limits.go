@@ -199,6 +199,12 @@ type rateLimiter struct {
 	limits   []RateLimit
 	mu       sync.Mutex
 	buckets  map[bucketKey]*rate.Limiter
+	// sweepAt is the bucket count at which the next sweep of full buckets runs: after a
+	// sweep, twice what stayed (at least maxBuckets), so that callers who keep their
+	// buckets busy (many identities, or a stranger's many IPv6 prefixes) cost a sweep
+	// per doubling, not a scan of the whole map per new key.
+	sweepAt int
+	sweeps  int // sweeps run (tests)
 }
 
 type bucketKey struct {
@@ -207,7 +213,7 @@ type bucketKey struct {
 }
 
 func newRateLimiter(limits []RateLimit) *rateLimiter {
-	r := &rateLimiter{byMethod: map[string]int{}, limits: limits, buckets: map[bucketKey]*rate.Limiter{}}
+	r := &rateLimiter{byMethod: map[string]int{}, limits: limits, buckets: map[bucketKey]*rate.Limiter{}, sweepAt: maxBuckets}
 	for i, l := range limits {
 		for _, m := range l.Methods {
 			r.byMethod[m] = i
@@ -223,13 +229,15 @@ func (r *rateLimiter) bucket(k bucketKey) *rate.Limiter {
 	if ok {
 		return b
 	}
-	if len(r.buckets) >= maxBuckets {
+	if len(r.buckets) >= r.sweepAt {
 		now := time.Now()
 		for key, lim := range r.buckets {
 			if lim.TokensAt(now) >= float64(lim.Burst()) {
 				delete(r.buckets, key)
 			}
 		}
+		r.sweeps++
+		r.sweepAt = max(maxBuckets, 2*len(r.buckets))
 	}
 	l := r.limits[k.limit]
 	b = rate.NewLimiter(rate.Limit(l.Rate), l.Burst)
