@@ -118,6 +118,9 @@ func TestUndeliverableEventIsStuck(t *testing.T) {
 			src.Append(ev{Key: "b"})
 			c, _ := start(t, s.config(src))
 			waitRev(t, c, 2)
+			// The revision may come from the initial listing before the watch is open;
+			// a Disconnect then would reach no stream.
+			waitCond(t, "the watch to be open", func() bool { return len(src.Watches()) >= 1 })
 			src.Disconnect(tt.err)
 			waitCond(t, "the consumer to reconnect", func() bool { return c.Status().Reconnects >= 1 })
 			st := c.Status()
