@@ -31,10 +31,9 @@ func waitGone(t *testing.T, tab context.Context, d time.Duration, sel, what stri
 // jsString quotes s as a JavaScript string literal.
 func jsString(s string) string { return strconv.Quote(s) }
 
-// startConsoleSuite runs the four services in development mode with the flow's
-// directory, policies and device, and returns the console's base URL and a gRPC
-// connection.
-func startConsoleSuite(t *testing.T, ctx context.Context) (string, *grpc.ClientConn) {
+// startDevSuite runs the four services in one process in development mode on free
+// loopback ports, and returns it and a gRPC connection to it; both stop with the test.
+func startDevSuite(t *testing.T, ctx context.Context) (*runningSuite, *grpc.ClientConn) {
 	t.Helper()
 	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
 		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
@@ -47,6 +46,14 @@ func startConsoleSuite(t *testing.T, ctx context.Context) (string, *grpc.ClientC
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return s, conn
+}
+
+// startConsoleSuite is startDevSuite with the flow's directory, policies and device;
+// it returns the console's base URL and a gRPC connection.
+func startConsoleSuite(t *testing.T, ctx context.Context) (string, *grpc.ClientConn) {
+	t.Helper()
+	s, conn := startDevSuite(t, ctx)
 	setupFlow(t, ctx, conn)
 	return "http://" + s.HTTPAddr(), conn
 }

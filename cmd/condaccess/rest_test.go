@@ -81,17 +81,7 @@ func sameJSON(t *testing.T, a, b []byte) {
 func TestRESTMatchesGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := startSuite(ctx, serveOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", dataDir: t.TempDir(),
-		services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	s, conn := startDevSuite(t, ctx)
 	base := "http://" + s.HTTPAddr()
 	risk := riskv1.NewRiskServiceClient(conn)
 	devices := compliancev1.NewDeviceServiceClient(conn)
