@@ -195,6 +195,12 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 		s.conns = append(s.conns, c)
 		return c
 	}
+	s.setClients(conn)
+	return s
+}
+
+// setClients sets the suite's clients on the connections conn returns per service.
+func (s *Suite) setClients(conn func(name string) *grpc.ClientConn) {
 	rc, cc, ac, mc := conn("risk"), conn("compliance"), conn("access"), conn("remediation")
 	s.Risk = riskv1.NewRiskServiceClient(rc)
 	s.Devices = compliancev1.NewDeviceServiceClient(cc)
@@ -205,7 +211,6 @@ func StartSuite(t testing.TB, opts Options) *Suite {
 	s.CAPolicies = accessv1.NewConditionalAccessPolicyServiceClient(ac)
 	s.Access = accessv1.NewAccessServiceClient(ac)
 	s.Remediation = remediationv1.NewRemediationServiceClient(mc)
-	return s
 }
 
 // OnReplica returns a view of the suite whose clients talk to replica r of every
@@ -227,16 +232,7 @@ func (s *Suite) OnReplica(t testing.TB, r int) *Suite {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	rc, cc, ac, mc := conn("risk"), conn("compliance"), conn("access"), conn("remediation")
-	v.Risk = riskv1.NewRiskServiceClient(rc)
-	v.Devices = compliancev1.NewDeviceServiceClient(cc)
-	v.CompliancePolicies = compliancev1.NewCompliancePolicyServiceClient(cc)
-	v.Compliance = compliancev1.NewComplianceServiceClient(cc)
-	v.Identities = compliancev1.NewDeviceIdentityServiceClient(cc)
-	v.Directory = accessv1.NewDirectoryServiceClient(ac)
-	v.CAPolicies = accessv1.NewConditionalAccessPolicyServiceClient(ac)
-	v.Access = accessv1.NewAccessServiceClient(ac)
-	v.Remediation = remediationv1.NewRemediationServiceClient(mc)
+	v.setClients(conn)
 	return v
 }
 
