@@ -100,11 +100,7 @@ func (f *Factory) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.headers.Application, "access-authz-application-header", accessgrpc.DefaultHeaders.Application, "request header with the application id (Envoy ext_authz and GET /authz)")
 	fs.StringVar(&f.headers.MFA, "access-authz-mfa-header", accessgrpc.DefaultHeaders.MFA, "request header whose value true/1 says MFA was done, read only where user headers are trusted (empty: never)")
 	fs.Func("oidc-issuer", "OIDC issuer URL whose tokens the enforcement points accept (repeatable, or comma-separated); discovery and JWKS are fetched and cached, keys rotate without a restart", func(v string) error {
-		for _, u := range strings.Split(v, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				f.oidcIssuers = append(f.oidcIssuers, u)
-			}
-		}
+		f.oidcIssuers = append(f.oidcIssuers, splitList(v)...)
 		return nil
 	})
 	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "required aud of OIDC tokens (required with --oidc-issuer)")
@@ -131,12 +127,7 @@ func (f *Factory) edge(env suite.Env, blockedKey func() ([]byte, error)) (access
 		return e, fmt.Errorf("--access-token-groups needs --oidc-groups-claim")
 	}
 	if len(f.oidcIssuers) > 0 || f.pomeriumJWKS != "" {
-		var methods []string
-		for _, m := range strings.Split(f.oidcMFAMethods, ",") {
-			if m = strings.TrimSpace(m); m != "" {
-				methods = append(methods, m)
-			}
-		}
+		methods := splitList(f.oidcMFAMethods)
 		groups := ""
 		if f.tokenGroups {
 			groups = f.oidcGroupsClaim
@@ -228,12 +219,7 @@ func (f *Factory) New(ctx context.Context, env suite.Env) (suite.Service, error)
 		st.Close()
 		return nil, err
 	}
-	var emergency []string
-	for _, id := range strings.Split(f.emergency, ",") {
-		if id = strings.TrimSpace(id); id != "" {
-			emergency = append(emergency, id)
-		}
-	}
+	emergency := splitList(f.emergency)
 	m := &metrics{}
 	svc, err := accesscore.New(ctx, accesscore.Config{
 		Store: st, Logger: env.Logger, EmergencyAccounts: emergency, StalenessBound: f.stalenessBound,
