@@ -137,19 +137,24 @@ func WithFence(ctx context.Context, l lease.Lease, token int64) context.Context 
 
 // Update implements compliance.Store.
 func (s *PGStore) Update(ctx context.Context, fn func(tx compliance.Tx) error) error {
-	f, fenced := ctx.Value(fenceKey{}).(fence)
 	return s.db.Write(ctx, func(tx *pgdb.Tx) error {
 		// Serialize with every other Update, on every replica: lock the counter row.
 		if _, err := s.log.Next(tx); err != nil {
 			return err
 		}
-		if fenced {
-			if err := f.l.Fence(ctx, tx, f.token); err != nil {
-				return err
-			}
+		if err := checkFence(ctx, tx); err != nil {
+			return err
 		}
 		return fn(&pgTxn{tx: tx, s: s})
 	})
+}
+
+// checkFence checks, in tx, the fencing token ctx carries (WithFence), if any.
+func checkFence(ctx context.Context, tx *pgdb.Tx) error {
+	if f, fenced := ctx.Value(fenceKey{}).(fence); fenced {
+		return f.l.Fence(ctx, tx, f.token)
+	}
+	return nil
 }
 
 // Revision implements compliance.Store.
@@ -679,18 +684,13 @@ func SharedDeviceCA(ctx context.Context, url string, candidate func() (certPEM, 
 func (s *PGStore) PutFeedContact(ctx context.Context, name string, t time.Time) error {
 	const q = `INSERT INTO feed_contact (name, contact_ns) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET contact_ns = GREATEST(feed_contact.contact_ns, excluded.contact_ns)`
-	var err error
-	if f, fenced := ctx.Value(fenceKey{}).(fence); fenced {
-		err = s.db.Write(ctx, func(tx *pgdb.Tx) error {
-			if err := f.l.Fence(ctx, tx, f.token); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, q, name, t.UnixNano())
+	err := s.db.Write(ctx, func(tx *pgdb.Tx) error {
+		if err := checkFence(ctx, tx); err != nil {
 			return err
-		})
-	} else {
-		_, err = s.db.Read().ExecContext(ctx, q, name, t.UnixNano())
-	}
+		}
+		_, err := tx.ExecContext(ctx, q, name, t.UnixNano())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("compliancestore: feed contact: %w", err)
 	}
