@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -34,7 +35,7 @@ import (
 // BenchmarkOverload offers the whole suite (four services, loopback TCP, development
 // mode: every caller is one identity) twice the ReportAlert and EvaluateAccess rates
 // it sustains, plus 5,000 watch attempts, while a prober checks health every 10ms.
-// Each iteration is 100ms of overload (-benchtime 30x = 3s).
+// Each iteration is 100ms of overload: -benchtime 600x is the 60s.
 //
 // The suite runs in this process, so -cpuprofile, -blockprofile and the peak RSS are
 // the server's. The load generator and the health prober each run in a process of
@@ -50,7 +51,9 @@ func BenchmarkOverload(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	o := serveOptions{grpcAddr: "127.0.0.1:0", dataDir: b.TempDir(), services: "risk,compliance,access,remediation", stopTimeout: 5 * time.Second}
-	s, err := startSuite(ctx, o, slog.New(slog.DiscardHandler))
+	// serve's logger (JSON, INFO), writing nowhere: refusals log a WARN line each, and
+	// that cost belongs to the server.
+	s, err := startSuite(ctx, o, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,11 +87,14 @@ func BenchmarkOverload(b *testing.B) {
 		if p.At < lr.Start || p.At > lr.End {
 			continue // only the overload phase counts
 		}
+		if p.Latency == 0 { // a wake-up delay sample
+			late = append(late, time.Duration(p.Late))
+			continue
+		}
 		if p.Err != "" {
 			failed++
 		}
 		lat = append(lat, time.Duration(p.Latency))
-		late = append(late, time.Duration(p.Late))
 	}
 	slices.Sort(lat)
 	slices.Sort(late)
@@ -121,20 +127,40 @@ func BenchmarkOverload(b *testing.B) {
 	b.ReportMetric(float64(peakRSS())/(1<<20), "peakRSS-MiB")
 	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "health-p99-ms")
 	b.ReportMetric(float64(lost), "lost-acked")
-	b.Logf("capacity: ReportAlert %.0f/s, EvaluateAccess %.0f/s (offered twice that for %v); acknowledged alerts %d, lost %d; goroutines %d",
-		lr.AlertCap, lr.EvalCap, runFor, len(acked), lost, runtime.NumGoroutine())
-	b.Logf("health over the overload phase: %d probes, %d failed, p50 %v p99 %v max %v; the prober's own wake-up delay p50 %v p99 %v max %v; the server's goroutine scheduling latency p99 %v",
-		len(lat), failed, pct(0.5), pct(0.99), pct(1), pctOf(late, 0.5), pctOf(late, 0.99), pctOf(late, 1), schedP99)
-	for _, kind := range []string{"ReportAlert", "EvaluateAccess", "Watch"} {
-		b.Logf("%s: %s", kind, lr.Codes[kind])
+	b.Logf("capacity: ReportAlert %.0f/s, EvaluateAccess %.0f/s; offered for %v: ReportAlert %.0f/s, EvaluateAccess %.0f/s; acknowledged alerts %d, lost %d; goroutines %d",
+		lr.AlertCap, lr.EvalCap, runFor, lr.AlertOffered, lr.EvalOffered, len(acked), lost, runtime.NumGoroutine())
+	over := 0
+	for _, d := range lat {
+		if d > 100*time.Millisecond {
+			over++
+		}
 	}
+	b.Logf("health over the overload phase: %d probes, %d failed, %d over 100ms, p50 %v p99 %v max %v; the prober's own wake-up delay p50 %v p99 %v max %v; the server's goroutine scheduling latency p99 %v",
+		len(lat), failed, over, pct(0.5), pct(0.99), pct(1), pctOf(late, 0.5), pctOf(late, 0.99), pctOf(late, 1), schedP99)
+	b.Logf("outcomes: ReportAlert %s; EvaluateAccess %s; Watch %s", lr.Codes["ReportAlert"], lr.Codes["EvaluateAccess"], lr.Codes["Watch"])
 	if lost > 0 {
 		b.Errorf("%d acknowledged alerts lost", lost)
+	}
+	if rss := peakRSS(); rss > overloadRSSBound {
+		b.Errorf("the server's peak RSS %d MiB is over the bound of %d MiB", rss>>20, overloadRSSBound>>20)
+	}
+	// The goal holds for the p99 of a run long enough to have one (the first run,
+	// b.N=1, has a handful of probes in the flood's first 100ms).
+	if p99 := pct(0.99); p99 > 100*time.Millisecond && runFor >= 10*time.Second {
+		b.Errorf("health p99 %v over the overload phase: the goal is 100ms", p99)
 	}
 	if failed > 0 {
 		b.Errorf("%d health checks failed during the overload", failed)
 	}
 }
+
+// overloadRSSBound is the server's memory bound under the overload: the suite's
+// peak resident set (this process: the four services, their SQLite stores and the
+// benchmark's own bookkeeping) stays under it. What bounds it: the per-connection
+// caps of development mode (256 unary calls and 64 MiB of requests in flight, 64
+// watches, each with a 1,024-event buffer), 4 load connections, the decoded event
+// cache's byte cap. Measured at 452 and 581 MiB in two 60s runs.
+const overloadRSSBound = 768 << 20
 
 // schedHist is the Go scheduler's histogram of how long goroutines waited to run.
 type schedHist struct {
@@ -186,7 +212,11 @@ const (
 // startHelper runs this test binary again as TestOverloadHelper in mode.
 func startHelper(b *testing.B, mode, addr, dir string, d time.Duration) *exec.Cmd {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestOverloadHelper$", "-test.count=1")
+	args := []string{os.Args[0], "-test.run=^TestOverloadHelper$", "-test.count=1"}
+	if mode == "load" {
+		args = append(niceLoad(b), args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), envHelper+"="+mode, envAddr+"="+addr, envDir+"="+dir, envFor+"="+d.String())
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -199,6 +229,38 @@ func startHelper(b *testing.B, mode, addr, dir string, d time.Duration) *exec.Cm
 		}
 	})
 	return cmd
+}
+
+// envLoadNice is the niceness of the load generator's process (default 10; 0 runs
+// it at the server's priority).
+const envLoadNice = "CONDACCESS_OVERLOAD_LOAD_NICE"
+
+// niceLoad returns the command prefix that runs the load generator at a lower CPU
+// priority than the server: an attacker's client runs on the attacker's machines,
+// so the CPU it spends building and sending calls is not the server's. On this
+// benchmark's one machine it would be: at twice the server's capacity the generator
+// needs about as much CPU as the server, and the kernel would share the cores
+// between them evenly, measuring how the server does on part of its CPU. At nice 10
+// the generator gets the CPU the server leaves, and still offers twice the capacity
+// (the rates are measured and logged). CONDACCESS_OVERLOAD_LOAD_NICE=0 measures the
+// shared case.
+func niceLoad(b *testing.B) []string {
+	n := os.Getenv(envLoadNice)
+	if n == "" {
+		n = "10"
+	}
+	if v, err := strconv.Atoi(n); err != nil || v < 0 || v > 19 {
+		b.Fatalf("%s=%q: want 0..19", envLoadNice, n)
+	} else if v == 0 {
+		return nil
+	}
+	path, err := exec.LookPath("nice")
+	if err != nil {
+		b.Logf("no nice(1) (%v): the load generator runs at the server's priority", err)
+		return nil
+	}
+	b.Logf("load generator at nice %s (%s=0 for the server's priority)", n, envLoadNice)
+	return []string{path, "-n", n}
 }
 
 func waitForFile(ctx context.Context, path string) error {
@@ -250,6 +312,8 @@ func readLines(b *testing.B, path string) []string {
 // loadResult is what the load generator reports.
 type loadResult struct {
 	AlertCap, EvalCap float64
+	// AlertOffered and EvalOffered are the rates offered in the overload phase (calls/s).
+	AlertOffered, EvalOffered float64
 	// Start and End bound the overload phase (Unix nanoseconds).
 	Start, End int64
 	// Codes are the outcomes by kind ("ReportAlert", "EvaluateAccess", "Watch").
@@ -257,9 +321,9 @@ type loadResult struct {
 }
 
 // probeSample is one health check: when it started (Unix nanoseconds), how long it
-// took, and its error. Late is how long after its tick the prober woke up to send it:
-// the prober's own scheduling delay, a measure of how busy the machine is (not the
-// server), since the prober does nothing else.
+// took, and its error; or (Latency 0) one measure of the prober's own scheduling
+// delay: by how much a 1ms sleep overran (Late), a measure of how busy the machine
+// is, not the server.
 type probeSample struct {
 	At      int64
 	Latency int64
@@ -319,22 +383,49 @@ func runProber(t *testing.T, addr, dir string, d time.Duration, opts []grpc.Dial
 	if err := os.WriteFile(filepath.Join(dir, "probe.ready"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The prober's own scheduling delay, measured apart from the checks: a goroutine
+	// that sleeps 1ms at a time records by how much each sleep overran. (Measured
+	// from the check loop's ticks it would include the previous check's latency:
+	// a ticker's tick waits in its channel while a check runs.)
+	var lateMu sync.Mutex
+	var lates []probeSample
+	stopLate := make(chan struct{})
+	lateDone := make(chan struct{})
+	go func() {
+		defer close(lateDone)
+		for {
+			select {
+			case <-stopLate:
+				return
+			default:
+			}
+			t0 := time.Now()
+			time.Sleep(time.Millisecond)
+			over := time.Since(t0) - time.Millisecond
+			lateMu.Lock()
+			lates = append(lates, probeSample{At: t0.UnixNano(), Late: int64(over)})
+			lateMu.Unlock()
+		}
+	}()
 	var samples []probeSample
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
-		due := <-tick.C
+		<-tick.C
 		start := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := h.Check(cctx, &healthpb.HealthCheckRequest{})
 		cancel()
-		p := probeSample{At: start.UnixNano(), Latency: int64(time.Since(start)), Late: int64(start.Sub(due))}
+		p := probeSample{At: start.UnixNano(), Latency: int64(time.Since(start))}
 		if err != nil {
 			p.Err = err.Error()
 		}
 		samples = append(samples, p)
 	}
+	close(stopLate)
+	<-lateDone
+	samples = append(samples, lates...)
 	writeJSON(t, filepath.Join(dir, "probe.json"), samples)
 }
 
@@ -412,30 +503,41 @@ func runLoad(t *testing.T, addr, dir string, runFor time.Duration, opts []grpc.D
 	lctx, lcancel := context.WithTimeout(ctx, runFor)
 	defer lcancel()
 	var wg sync.WaitGroup
-	// Open loop at twice the measured rates; at most 512 calls in flight per kind.
+	// Open loop at twice the measured rates; at most 2,048 calls in flight per kind
+	// (more than the server's caps admit from 4 connections: 4 x 256). The
+	// generator wakes every millisecond and sends every call that is due by then (a
+	// ticker at the call interval cannot fire 10,000 times a second: it drops ticks,
+	// which offered less than half the intended rate). A call that finds 2,048 already
+	// in flight is counted as Unavailable ("generator saturated") and not sent.
+	offered := map[string]*atomic.Int64{"ReportAlert": {}, "EvaluateAccess": {}}
 	offer := func(kind string, rate float64, call func(ctx context.Context, i int) error) {
-		sem := make(chan struct{}, 512)
-		interval := time.Duration(float64(time.Second) / max(rate, 1))
-		tk := time.NewTicker(max(interval, 50*time.Microsecond))
+		sem := make(chan struct{}, 2048)
+		tk := time.NewTicker(time.Millisecond)
 		defer tk.Stop()
-		for i := 0; ; i++ {
+		begin := time.Now()
+		i := 0
+		for {
 			select {
 			case <-lctx.Done():
 				return
 			case <-tk.C:
 			}
-			select {
-			case sem <- struct{}{}:
-			default:
-				count(kind, status.Error(codes.Unavailable, "generator saturated"))
-				continue
+			due := int(time.Since(begin).Seconds() * rate)
+			for ; i < due && lctx.Err() == nil; i++ {
+				offered[kind].Add(1)
+				select {
+				case sem <- struct{}{}:
+				default:
+					count(kind, status.Error(codes.Unavailable, "generator saturated"))
+					continue
+				}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+					defer ccancel()
+					count(kind, call(cctx, i))
+				})
 			}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-				defer ccancel()
-				count(kind, call(cctx, i))
-			})
 		}
 	}
 	wg.Go(func() {
@@ -480,7 +582,9 @@ func runLoad(t *testing.T, addr, dir string, runFor time.Duration, opts []grpc.D
 	end := time.Now()
 	wg.Wait()
 
-	res := loadResult{AlertCap: alertCap, EvalCap: evalCap, Start: start.UnixNano(), End: end.UnixNano(), Codes: map[string]string{}}
+	secs := end.Sub(start).Seconds()
+	res := loadResult{AlertCap: alertCap, EvalCap: evalCap, Start: start.UnixNano(), End: end.UnixNano(), Codes: map[string]string{},
+		AlertOffered: float64(offered["ReportAlert"].Load()) / secs, EvalOffered: float64(offered["EvaluateAccess"].Load()) / secs}
 	for kind, m := range outcomes {
 		res.Codes[kind] = fmtCodes(m)
 	}
