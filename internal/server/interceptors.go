@@ -236,7 +236,7 @@ func recoveryHandler(logger *slog.Logger) func(ctx context.Context, p any) error
 // each may carry a request of up to MaxRecvMsgSize that the library buffers before any
 // handler runs: at most MaxStrangerStreams in the whole server (64 x 4 MiB = 256 MiB
 // by default; as many again for the open watches, which have their own pool) and
-// MaxStrangerStreamsPerHost from one peer address (an IPv6 /64), so that one host
+// MaxStrangerStreamsPerHost from one peer address (an IPv6 /48), so that one host
 // cannot take every slot. More are refused with RESOURCE_EXHAUSTED (the callers, an
 // enrolling agent or a health probe, retry).
 const (

@@ -142,7 +142,7 @@ func (w *watchLimiter) stream() grpc.StreamServerInterceptor {
 // CommonName equals a service's (say, a reader named condaccess-compliance) from using
 // up that service's watches or alert budget. A caller without an identity (the open
 // methods, e.g. the end user's GetBlockedStatus) is named by its network address
-// without the port (an IPv6 address by its /64), so that one client cannot use up
+// without the port (an IPv6 address by its /48), so that one client cannot use up
 // everyone's share.
 func identityKey(ctx context.Context) string {
 	if id, ok := auth.FromContext(ctx); ok && id.Subject != "" {
@@ -155,9 +155,13 @@ func identityKey(ctx context.Context) string {
 }
 
 // clientHost names the client at addr (host:port) for the limits of callers without
-// an identity: its address without the port; an IPv6 address by its /64, since one
-// IPv6 client holds a whole /64 (it may take a new source address for each
-// connection). IPv4 (also IPv4-mapped) stays whole.
+// an identity: its address without the port; an IPv6 address by its /48. One IPv6
+// client holds at least a whole /64 (it may take a new source address for each
+// connection), and a /48 is what a site is given: tunnel brokers hand one out free
+// to anyone, many providers give their customers a /56 or a /48. Keyed by the /64, one
+// such attacker had 65,536 keys, each with its own share, and took every total. A
+// /48 counts like one IPv4 address, which a whole site behind NAT shares too. IPv4
+// (also IPv4-mapped) stays whole.
 func clientHost(addr string) string {
 	a := addr
 	if h, _, err := net.SplitHostPort(a); err == nil {
@@ -165,13 +169,16 @@ func clientHost(addr string) string {
 	}
 	if ip, err := netip.ParseAddr(a); err == nil {
 		if ip = ip.Unmap(); ip.Is6() {
-			a = netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
+			a = netip.PrefixFrom(ip.WithZone(""), strangerIPv6Prefix).Masked().String()
 		} else {
 			a = ip.String()
 		}
 	}
 	return a
 }
+
+// strangerIPv6Prefix is the length of the IPv6 prefix that names one client.
+const strangerIPv6Prefix = 48
 
 // RateLimit is a token bucket per caller identity for the methods it names.
 type RateLimit struct {

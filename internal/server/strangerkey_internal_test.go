@@ -16,8 +16,9 @@ import (
 // TestStrangerKeyIPv6Prefix: a caller without an identity (the end user's
 // WatchBlockedStatus, GetBlockedStatus) is limited per client address. One IPv6
 // client holds a whole /64 and can pick a new source address per connection, so
-// keyed by the full address it would get a fresh share of watches for each: the
-// key is the /64. IPv4 addresses (also IPv4-mapped ones) stay whole.
+// keyed by the full address it would get a fresh share of watches for each; and a
+// /48 is given free by tunnel brokers, so keyed by the /64 one attacker had 65,536
+// shares: the key is the /48. IPv4 addresses (also IPv4-mapped ones) stay whole.
 func TestStrangerKeyIPv6Prefix(t *testing.T) {
 	key := func(ip string) string {
 		ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
@@ -30,7 +31,8 @@ func TestStrangerKeyIPv6Prefix(t *testing.T) {
 	}{
 		{"two addresses of one IPv6 /64 (the attack)", "2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", true},
 		{"a random interface id in the same /64", "2001:db8:1:2::1", "2001:db8:1:2:8c3e:11ff:fe00:4a2b", true},
-		{"two IPv6 /64s", "2001:db8:1:2::1", "2001:db8:1:3::1", false},
+		{"two /64s of one IPv6 /48 (a tunnel broker's free /48)", "2001:db8:1:2::1", "2001:db8:1:ffff::1", true},
+		{"two IPv6 /48s", "2001:db8:1:2::1", "2001:db8:2:2::1", false},
 		{"two IPv4 addresses", "192.0.2.1", "192.0.2.2", false},
 		{"IPv4 and its IPv4-mapped form", "192.0.2.1", "::ffff:192.0.2.1", true},
 		{"two IPv4-mapped addresses", "::ffff:192.0.2.1", "::ffff:192.0.2.2", false},
@@ -47,10 +49,10 @@ func TestStrangerKeyIPv6Prefix(t *testing.T) {
 		})
 	}
 
-	// The watch cap then holds for the whole /64: one address per watch is refused
-	// past the cap.
+	// The watch cap then holds for the whole /48: one /64 per watch is refused past
+	// the cap.
 	w := newWatchLimiter(3)
-	for i, ip := range []string{"2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"} {
+	for i, ip := range []string{"2001:db8::1", "2001:db8:0:1::2", "2001:db8:0:2::3", "2001:db8:0:3::4"} {
 		got := w.acquire(connKey(peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1}})))
 		if want := i < 3; got != want {
 			t.Errorf("watch %d from %s: acquired = %v, want %v", i+1, ip, got, want)
@@ -63,8 +65,8 @@ func TestStrangerKeyIPv6Prefix(t *testing.T) {
 // are capped per host (MaxStrangerStreamsPerHost) inside a total
 // (MaxStrangerStreams). A WatchBlockedStatus stream holds its slot as long as it
 // stays open, so with the per-host cap keyed by the full IPv6 address one client
-// rotating through its /64 would hold the whole total and refuse every device's
-// enrollment. The /64 is one host.
+// rotating through its /64 (or through the /64s of its /48) would hold the whole
+// total and refuse every device's enrollment. The /48 is one host.
 func TestStrangerStreamsPerIPv6Prefix(t *testing.T) {
 	const method = "/condaccess.access.v1.AccessService/WatchBlockedStatus"
 	tests := []struct {
@@ -72,6 +74,7 @@ func TestStrangerStreamsPerIPv6Prefix(t *testing.T) {
 		addrs func(i int) string
 	}{
 		{"one IPv6 /64, a new address per stream", func(i int) string { return fmt.Sprintf("2001:db8:7:7::%x", i+1) }},
+		{"one IPv6 /48, a new /64 per stream", func(i int) string { return fmt.Sprintf("2001:db8:7:%x::1", i+1) }},
 		{"one IPv4 address", func(int) string { return "192.0.2.7" }},
 	}
 	for _, tt := range tests {
