@@ -145,7 +145,7 @@ func TestHoldCallsBeforeReadingTheBody(t *testing.T) {
 // (up to StrangerBodyBytes) before the gRPC chain, whose limits then come too late,
 // and the HTTP server does not bound how many requests one host has being read. So
 // these calls take a slot of a stranger pool before the body is read:
-// MaxStrangerStreamsPerHost per client host (an IPv6 /64), RESOURCE_EXHAUSTED past
+// MaxStrangerStreamsPerHost per client host (an IPv6 /48), RESOURCE_EXHAUSTED past
 // it, while another host is still served. The end user's watch is no call in flight.
 // The pool has no total (a few hosts sending slowly would otherwise hold it and refuse
 // everyone): more hosts than MaxStrangerStreams/MaxStrangerStreamsPerHost still pass.
@@ -177,13 +177,14 @@ func TestHoldStrangerCallsPerHost(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(release)
-	// One host (rotating through its IPv6 /64) fills its share, REST and Connect alike.
+	// One host (rotating through the /64s of its IPv6 /48) fills its share, REST and
+	// Connect alike.
 	for i := range server.MaxStrangerStreamsPerHost {
 		path := rpc
 		if i%2 == 1 {
 			path = rest
 		}
-		remote := fmt.Sprintf("[2001:db8:5:5::%x]:%d", i+1, 40000+i)
+		remote := fmt.Sprintf("[2001:db8:5:%x::1]:%d", i+1, 40000+i)
 		wg.Go(func() { h.ServeHTTP(httptest.NewRecorder(), request(path, remote, &countingBody{size: 1024})) })
 		select {
 		case <-entered:
@@ -195,7 +196,7 @@ func TestHoldStrangerCallsPerHost(t *testing.T) {
 		body := &countingBody{size: StrangerBodyBytes}
 		w := httptest.NewRecorder()
 		done := make(chan struct{})
-		wg.Go(func() { h.ServeHTTP(w, request(path, "[2001:db8:5:5::ffff]:1", body)); close(done) })
+		wg.Go(func() { h.ServeHTTP(w, request(path, "[2001:db8:5:ffff::1]:1", body)); close(done) })
 		select {
 		case <-done:
 		case <-entered:
