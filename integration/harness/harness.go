@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -132,18 +134,24 @@ func goBuild(root, out, pkg string) error {
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := FreeAddrs(1)
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs[0], nil
 }
 
 // FreeAddrs returns n distinct free loopback addresses: all are held open together
 // before any is released, so that none is handed out twice (FreeAddr called n times
 // can return a port again once it is closed: a suite once gave the risk service's
 // HTTP address to the access service's gRPC listener, which then failed to start).
+//
+// The ports are picked below the kernel's ephemeral range (listenPorts), not by
+// listening on port 0, which hands out ports of that range: a process that the
+// harness kills and starts again on its port leaves the port free in between, and
+// any connection opened on the machine meanwhile may take an ephemeral port as its
+// source port, its own included; the restarted process then fails to listen
+// ("address already in use"). Outgoing connections never take a port below the range.
 func FreeAddrs(n int) ([]string, error) {
 	var addrs []string
 	var ls []net.Listener
@@ -152,15 +160,41 @@ func FreeAddrs(n int) ([]string, error) {
 			l.Close()
 		}
 	}()
+	lo, hi := listenPorts()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
+		var l net.Listener
+		var err error
+		for try := 0; ; try++ {
+			port := 0 // the kernel's choice, when the range below the ephemeral one is too small
+			if hi-lo >= 1000 {
+				port = lo + rand.IntN(hi-lo+1)
+			}
+			if l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				break
+			}
+			if port == 0 || try == 1000 {
+				return nil, err
+			}
 		}
 		ls = append(ls, l)
 		addrs = append(addrs, l.Addr().String())
 	}
 	return addrs, nil
+}
+
+// listenPorts is the range FreeAddrs picks from: up to 16,000 ports just below the
+// kernel's ephemeral range (ip_local_port_range; 32768 when it cannot be read), and
+// not below 10000.
+func listenPorts() (lo, hi int) {
+	first := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				first = v
+			}
+		}
+	}
+	return max(10000, first-16000), first - 1
 }
 
 // Process is one child process that can be killed and started again with the same
