@@ -159,7 +159,7 @@ func BenchmarkOverload(b *testing.B) {
 // benchmark's own bookkeeping) stays under it. What bounds it: the per-connection
 // caps of development mode (256 unary calls and 64 MiB of requests in flight, 64
 // watches, each with a 1,024-event buffer), 4 load connections, the decoded event
-// cache's byte cap. Measured at 452 and 581 MiB in two 60s runs.
+// cache's byte cap, the server's total of calls in flight. Measured: 452-581 MiB in 60s runs.
 const overloadRSSBound = 768 << 20
 
 // schedHist is the Go scheduler's histogram of how long goroutines waited to run.

@@ -19,6 +19,7 @@ type limitOptions struct {
 	alertRate             float64
 	alertBurst            int
 	maxCallsPerIdentity   int
+	maxCallsInFlight      int
 	maxBytesPerIdentity   int64
 }
 
@@ -37,6 +38,7 @@ func (l *limitOptions) register(fs *flag.FlagSet) {
 	fs.Float64Var(&l.alertRate, "alert-rate", defaultAlertRate, "alerts per second per sensor identity (ReportAlert and ReportAlerts share the bucket); 0 disables the limit")
 	fs.IntVar(&l.alertBurst, "alert-burst", defaultAlertBurst, "alert bucket size per sensor identity; at least the largest batch (1000)")
 	fs.IntVar(&l.maxCallsPerIdentity, "max-calls-per-identity", server.DefaultMaxCallsPerIdentity, "unary calls in flight per caller identity (per connection in development mode); more are refused with RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT) before their request is read")
+	fs.IntVar(&l.maxCallsInFlight, "max-calls-in-flight", 0, "unary calls in flight in the whole server, the services' own counted but never refused (0: 128 per CPU); more are refused with RESOURCE_EXHAUSTED (SERVER_OVERLOADED) before their request is read; one identity holds at most half")
 	fs.Int64Var(&l.maxBytesPerIdentity, "max-request-bytes-per-identity", server.DefaultMaxRequestBytesPerIdentity, "bytes of unary requests in flight per caller identity; at least --max-recv-msg-size; more are refused with RESOURCE_EXHAUSTED (TOO_MANY_REQUEST_BYTES_IN_FLIGHT)")
 }
 
@@ -48,6 +50,9 @@ func (l limitOptions) apply(cfg *server.Config) error {
 	if l.maxCallsPerIdentity <= 0 || l.maxBytesPerIdentity < int64(l.maxRecvMsgSize) {
 		return fmt.Errorf("%w: --max-calls-per-identity must be positive and --max-request-bytes-per-identity at least --max-recv-msg-size (%d)", errUsage, l.maxRecvMsgSize)
 	}
+	if l.maxCallsInFlight < 0 || l.maxCallsInFlight == 1 {
+		return fmt.Errorf("%w: --max-calls-in-flight must be 0 (128 per CPU) or at least 2 (one identity holds at most half)", errUsage)
+	}
 	if l.maxRecvMsgSize > server.DefaultClientMaxRecvMsgSize {
 		return fmt.Errorf("%w: --max-recv-msg-size %d is over what the suite's clients receive (%d)", errUsage, l.maxRecvMsgSize, server.DefaultClientMaxRecvMsgSize)
 	}
@@ -56,6 +61,7 @@ func (l limitOptions) apply(cfg *server.Config) error {
 	cfg.KeepaliveMinTime = l.keepaliveMinTime
 	cfg.MaxWatchesPerIdentity = l.maxWatchesPerIdentity
 	cfg.MaxCallsPerIdentity = l.maxCallsPerIdentity
+	cfg.MaxCallsInFlight = l.maxCallsInFlight
 	cfg.MaxRequestBytesPerIdentity = l.maxBytesPerIdentity
 	if l.alertRate > 0 {
 		if l.alertBurst < 1000 {

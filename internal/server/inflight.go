@@ -30,12 +30,16 @@ const (
 	// DefaultMaxRequestBytesPerIdentity is the sum of the sizes of one identity's
 	// unary requests in flight (16 requests of the default 4 MiB limit).
 	DefaultMaxRequestBytesPerIdentity = 64 << 20
+	// DefaultMaxCallsInFlightPerCPU times GOMAXPROCS is the default of the server-wide
+	// cap on unary calls in flight (Config.MaxCallsInFlight).
+	DefaultMaxCallsInFlightPerCPU = 128
 )
 
 // Error reasons of the per-identity concurrency cap.
 const (
 	ReasonTooManyCallsInFlight = "TOO_MANY_CALLS_IN_FLIGHT"
 	ReasonTooManyBytesInFlight = "TOO_MANY_REQUEST_BYTES_IN_FLIGHT"
+	ReasonServerOverloaded     = "SERVER_OVERLOADED"
 )
 
 // inflightRetryDelay is the RetryInfo of a refusal: in-flight calls end quickly, so a
@@ -63,23 +67,42 @@ const inflightRetryDelay = 200 * time.Millisecond
 // mode, where every caller is the one development identity, the cap is per client
 // connection instead.
 //
+// The server's total is capped too (maxTotal, the overload limit): past it a call is
+// refused in the tap, RESOURCE_EXHAUSTED SERVER_OVERLOADED, before a goroutine, a span
+// or a log line exists for it. The per-identity caps alone let callers together hold
+// any number of calls (in development mode, each connection its 256), every one a
+// runnable goroutine once its request arrives; the Go scheduler has no priorities, so
+// health checks and the services' own consumers waited behind all of them. With the
+// load generator's four connections holding 1,024 calls, BenchmarkOverload measured
+// health p99 at 64-127 ms (28-46 checks over 100 ms a minute); with this cap (256 on
+// two CPUs), 42 and 57 ms (1 and 6 over 100 ms). The
+// suite's services (service identities) are never refused by the total, only counted
+// in it: their calls are the pipeline's own. So that one caller cannot take the whole
+// total and refuse everyone else, an identity holds at most half of it.
+//
 // go-grpc-middleware has no concurrency limiter keyed by caller (its ratelimit limits
 // a rate and sees neither the caller nor the request's size), hence our own.
 type inflight struct {
 	maxCalls int
+	maxTotal int
 	maxBytes int64
 	authz    *auth.Authorizer
 	isUnary  func(fullMethod string) bool // known once serving
 
 	mu    sync.Mutex
+	total int
 	calls map[string]int
 	bytes map[string]int64
 }
 
-func newInflight(maxCalls int, maxBytes int64, authz *auth.Authorizer, isUnary func(string) bool) *inflight {
-	return &inflight{maxCalls: maxCalls, maxBytes: maxBytes, authz: authz, isUnary: isUnary,
+func newInflight(maxCalls, maxTotal int, maxBytes int64, authz *auth.Authorizer, isUnary func(string) bool) *inflight {
+	return &inflight{maxCalls: maxCalls, maxTotal: maxTotal, maxBytes: maxBytes, authz: authz, isUnary: isUnary,
 		calls: map[string]int{}, bytes: map[string]int64{}}
 }
+
+// perIdentity is the most calls one identity may hold: --max-calls-per-identity, and
+// at most half of the server's total.
+func (f *inflight) perIdentity() int { return max(1, min(f.maxCalls, f.maxTotal/2)) }
 
 // exempt reports whether fullMethod is never counted: health and reflection.
 func exemptFromInflight(fullMethod string) bool {
@@ -128,29 +151,45 @@ func (s *Server) HoldCall(ctx context.Context, id auth.Identity, remote string) 
 	if id.Kind == auth.KindDevelopment {
 		key += "\x00" + remote
 	}
-	if !s.calls.acquireCall(key) {
-		return ctx, func() {}, s.calls.tooManyCalls()
+	if err := s.calls.acquireCall(key, id.Kind == auth.KindService); err != nil {
+		return ctx, func() {}, err
 	}
 	var once sync.Once
 	return context.WithValue(ctx, heldCallKey{}, key), func() { once.Do(func() { s.calls.releaseCall(key) }) }, nil
 }
 
-func (f *inflight) acquireCall(key string) bool {
+// acquireCall takes a call slot for key, or returns the refusal. A service's calls
+// (service true) are never refused by the server's total, only counted in it.
+func (f *inflight) acquireCall(key string, service bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.calls[key] >= f.maxCalls {
-		return false
+	if !service && f.calls[key] >= f.perIdentity() {
+		return f.tooManyCalls()
+	}
+	if service && f.calls[key] >= f.maxCalls {
+		return f.tooManyCalls()
+	}
+	if !service && f.total >= f.maxTotal {
+		return f.overloaded()
 	}
 	f.calls[key]++
-	return true
+	f.total++
+	return nil
 }
 
 func (f *inflight) releaseCall(key string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.total--
 	if f.calls[key]--; f.calls[key] <= 0 {
 		delete(f.calls, key)
 	}
+}
+
+// isService reports whether ctx's caller is one of the suite's services.
+func isService(ctx context.Context) bool {
+	id, ok := auth.FromContext(ctx)
+	return ok && id.Kind == auth.KindService
 }
 
 func (f *inflight) acquireBytes(key string, n int64) bool {
@@ -178,7 +217,8 @@ func (f *inflight) refusal(reason, msg string) error {
 	st := status.New(codes.ResourceExhausted, msg)
 	if d, err := st.WithDetails(
 		&errdetails.ErrorInfo{Reason: reason, Domain: apierr.Domain, Metadata: map[string]string{
-			"max_calls_per_identity": fmt.Sprint(f.maxCalls), "max_request_bytes_per_identity": fmt.Sprint(f.maxBytes)}},
+			"max_calls_per_identity": fmt.Sprint(f.perIdentity()), "max_request_bytes_per_identity": fmt.Sprint(f.maxBytes),
+			"max_calls_in_flight": fmt.Sprint(f.maxTotal)}},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(inflightRetryDelay)},
 	); err == nil {
 		st = d
@@ -188,7 +228,12 @@ func (f *inflight) refusal(reason, msg string) error {
 
 func (f *inflight) tooManyCalls() error {
 	return f.refusal(ReasonTooManyCallsInFlight,
-		fmt.Sprintf("at most %d unary calls may be in flight per identity; retry when one has finished", f.maxCalls))
+		fmt.Sprintf("at most %d unary calls may be in flight per identity; retry when one has finished", f.perIdentity()))
+}
+
+func (f *inflight) overloaded() error {
+	return f.refusal(ReasonServerOverloaded,
+		fmt.Sprintf("the server is overloaded: %d unary calls are in flight; retry later", f.maxTotal))
 }
 
 // heldCallKey marks a call whose slot the tap took (the value is the key).
@@ -206,8 +251,8 @@ func (f *inflight) tap(ctx context.Context, info *tap.Info) (context.Context, er
 		return ctx, nil
 	}
 	key := connKey(idCtx)
-	if !f.acquireCall(key) {
-		return ctx, f.tooManyCalls()
+	if err := f.acquireCall(key, isService(idCtx)); err != nil {
+		return ctx, err
 	}
 	// The stream's context ends when the stream does.
 	context.AfterFunc(ctx, func() { f.releaseCall(key) })
@@ -224,8 +269,8 @@ func (f *inflight) unaryInterceptor() grpc.UnaryServerInterceptor {
 		key, _ := ctx.Value(heldCallKey{}).(string)
 		if key == "" {
 			key = connKey(ctx)
-			if !f.acquireCall(key) {
-				return nil, f.tooManyCalls()
+			if err := f.acquireCall(key, isService(ctx)); err != nil {
+				return nil, err
 			}
 			defer f.releaseCall(key)
 		}

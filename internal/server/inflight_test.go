@@ -266,3 +266,71 @@ func TestCallsInFlightServiceNotStarved(t *testing.T) {
 		t.Fatalf("the risk service's call while a reader named like it is at its cap: %v", err)
 	}
 }
+
+// TestCallsInFlightServerTotal: the server's total of unary calls in flight is capped
+// (MaxCallsInFlight): past it, a caller that is under its own cap is refused with
+// RESOURCE_EXHAUSTED SERVER_OVERLOADED and a RetryInfo, before its request is read;
+// one identity holds at most half the total, so one flood never refuses everyone;
+// the suite's services are counted but never refused, and health is never counted.
+func TestCallsInFlightServerTotal(t *testing.T) {
+	const total = 8
+	ca := authtest.NewCA(t)
+	cc := func(name string) auth.ClientConfig {
+		c := ca.ClientConfig(t, name, commonv1.Role_ROLE_READER)
+		c.ServerName = "localhost"
+		return c
+	}
+	e := startWith(t, server.Config{MaxCallsInFlight: total, MaxCallsPerIdentity: 256, Auth: ca.ServerConfig(t)}, cc("reader-1"))
+	r2, r3 := e.dial(t, cc("reader-2")), e.dial(t, cc("reader-3"))
+	cert, key := ca.IssueURIs(t, "condaccess-risk", []string{auth.ServiceURI("risk")})
+	svc := e.dial(t, auth.ClientConfig{CAFile: ca.CertFile, CertFile: cert, KeyFile: key, ServerName: "localhost"})
+	ctx := testCtx(t)
+	holdCtx, release := context.WithCancel(ctx)
+	defer release()
+
+	// flood makes n held calls from conn and returns the refusals once the others are
+	// in flight.
+	flood := func(conn grpc.ClientConnInterface, n, held int) []error {
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				_, err := servertest.Call(holdCtx, conn, servertest.MethodUpload, servertest.NewUpload(nil, true))
+				errs <- err
+			}()
+		}
+		var refused []error
+		for len(refused) < n-held {
+			select {
+			case err := <-errs:
+				refused = append(refused, err)
+			case <-ctx.Done():
+				t.Fatalf("%d of %d calls refused, want %d", len(refused), n, n-held)
+			}
+		}
+		return refused
+	}
+	// One identity gets half the total, no more.
+	for _, err := range flood(e.conn, 20, total/2) {
+		checkInflightRefusal(t, err, server.ReasonTooManyCallsInFlight)
+	}
+	// A second one takes the other half: the server is full.
+	for _, err := range flood(r2, 20, total/2) {
+		checkInflightRefusal(t, err, server.ReasonTooManyCallsInFlight, server.ReasonServerOverloaded)
+	}
+	// A third, under its own cap, is refused by the total.
+	_, err := servertest.Call(ctx, r3, servertest.MethodEcho, servertest.NewRequest("d1", ""))
+	checkInflightRefusal(t, err, server.ReasonServerOverloaded)
+	// The suite's own service is served, and health answers.
+	if _, err := servertest.Call(ctx, svc, servertest.MethodInternal, servertest.NewRequest("d1", "")); err != nil {
+		t.Fatalf("the risk service's call while the server is full: %v", err)
+	}
+	if _, err := healthpb.NewHealthClient(r3).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health while the server is full: %v", err)
+	}
+	// When the floods end, the third identity is served.
+	release()
+	waitFor(t, "the third identity to be served", func() bool {
+		_, err := servertest.Call(ctx, r3, servertest.MethodEcho, servertest.NewRequest("d1", ""))
+		return err == nil
+	})
+}

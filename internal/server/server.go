@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -84,8 +85,12 @@ type Config struct {
 	MaxWatchesPerIdentity int
 	// RateLimits are per-identity token buckets (e.g. ReportAlert per sensor).
 	RateLimits []RateLimit
-	// MaxCallsPerIdentity caps one identity's unary calls in flight; default 256.
+	// MaxCallsPerIdentity caps one identity's unary calls in flight; default 256, and
+	// never more than half of MaxCallsInFlight.
 	MaxCallsPerIdentity int
+	// MaxCallsInFlight caps the unary calls in flight in the whole server (the
+	// services' own calls count but are never refused); default 128 per GOMAXPROCS.
+	MaxCallsInFlight int
 	// MaxRequestBytesPerIdentity caps the bytes of one identity's unary requests in
 	// flight; default 64 MiB.
 	MaxRequestBytesPerIdentity int64
@@ -134,6 +139,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxCallsPerIdentity <= 0 {
 		cfg.MaxCallsPerIdentity = DefaultMaxCallsPerIdentity
 	}
+	if cfg.MaxCallsInFlight <= 0 {
+		cfg.MaxCallsInFlight = DefaultMaxCallsInFlightPerCPU * runtime.GOMAXPROCS(0)
+	}
 	if cfg.MaxRequestBytesPerIdentity <= 0 {
 		cfg.MaxRequestBytesPerIdentity = DefaultMaxRequestBytesPerIdentity
 	}
@@ -173,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 		watches: newWatchLimiter(cfg.MaxWatchesPerIdentity), httpStrangers: &strangers{byHost: map[string]int{}, perHostOnly: true}}
 	limiter := newRateLimiter(cfg.RateLimits)
 	methods := sync.OnceValue(s.methodKinds)
-	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })
+	calls := newInflight(cfg.MaxCallsPerIdentity, cfg.MaxCallsInFlight, cfg.MaxRequestBytesPerIdentity, authz, func(m string) bool { return methods()[m] == kindUnary })
 	s.calls = calls
 	strangers := refuseStrangers(authCfg.Insecure)
 	watchTap := s.watches.tap(authz, func(m string) bool { return methods()[m] == kindWatch })
