@@ -285,3 +285,54 @@ func TestWatchLimitKeyedByKind(t *testing.T) {
 		t.Fatalf("the compliance service's watch, after a reader with its name used up the reader's budget: %v", err)
 	}
 }
+
+// TestRateLimitRefusedInTheTap: a caller over its rate is refused before its request
+// is read, in the tap (RATE_LIMITED with RetryInfo, as from the interceptor): none of
+// the refused calls reaches the interceptor chain, and the refusals are logged once
+// for the host and reason, not once each.
+func TestRateLimitRefusedInTheTap(t *testing.T) {
+	limit := server.RateLimit{Methods: []string{servertest.MethodUpload}, Rate: 0.01, Burst: 1}
+	e, conns := tlsClients(t, server.Config{RateLimits: []server.RateLimit{limit}}, "sensor-flood")
+	ctx := testCtx(t)
+	if _, err := servertest.Call(ctx, conns[0], servertest.MethodUpload, servertest.NewUpload(nil, false)); err != nil {
+		t.Fatalf("the first call, within the burst: %v", err)
+	}
+	const attempts = 50
+	payload := make([]byte, 1<<20)
+	for range attempts {
+		_, err := servertest.Call(ctx, conns[0], servertest.MethodUpload, servertest.NewUpload(payload, false))
+		if status.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != server.ReasonRateLimited {
+			t.Fatalf("a call over the rate: %v, want RESOURCE_EXHAUSTED %s", err, server.ReasonRateLimited)
+		}
+		var retry *errdetails.RetryInfo
+		for _, d := range status.Convert(err).Details() {
+			if r, ok := d.(*errdetails.RetryInfo); ok {
+				retry = r
+			}
+		}
+		if retry.GetRetryDelay().AsDuration() <= 0 {
+			t.Fatalf("refusal without a RetryInfo: %v", err)
+		}
+	}
+	e.logs.wait(t, func(l map[string]any) bool { return l["msg"] == "call refused before its request was read" })
+	inChain, tapLines := 0, 0
+	e.logs.mu.Lock()
+	for _, l := range e.logs.lines {
+		if l["grpc.method"] == "Upload" && l["grpc.code"] == codes.ResourceExhausted.String() {
+			inChain++
+		}
+		if l["msg"] == "call refused before its request was read" {
+			tapLines++
+			if l["reason"] != server.ReasonRateLimited {
+				t.Errorf("tap log line %v, want reason %s", l, server.ReasonRateLimited)
+			}
+		}
+	}
+	e.logs.mu.Unlock()
+	if inChain > 0 {
+		t.Errorf("%d of %d refusals reached the interceptor chain; want them refused in the tap", inChain, attempts)
+	}
+	if tapLines != 1 {
+		t.Errorf("%d log lines for %d refusals of one host and reason within 10s, want 1", tapLines, attempts)
+	}
+}

@@ -185,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 	s.calls = calls
 	strangers := refuseStrangers(authCfg.Insecure)
 	watchTap := s.watches.tap(authz, func(m string) bool { return methods()[m] == kindWatch })
+	rateTap := limiter.tap(authz)
 	slogger := slogLogger(logger)
 	quiet, loud := selector.MatchFunc(isQuiet), not(isQuiet)
 	authenticated := not(isOpen)
@@ -199,8 +200,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.Creds(creds),
 		// The taps in order. Only the last may take a slot that a later refusal would
 		// strand (the library cancels no stream context when a tap refuses): strangers
-		// takes one only for callers without a certificate, whom the next two pass.
-		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		// takes one only for callers without a certificate, whom the next three pass.
+		// Every refusal is logged, sampled (tapLog).
+		grpc.InTapHandle(newTapLog(logger).wrap(func(ctx context.Context, info *tap.Info) (context.Context, error) {
 			ctx, err := strangers(ctx, info)
 			if err != nil {
 				return ctx, err
@@ -208,8 +210,11 @@ func New(cfg Config) (*Server, error) {
 			if ctx, err = watchTap(ctx, info); err != nil {
 				return ctx, err
 			}
+			if ctx, err = rateTap(ctx, info); err != nil {
+				return ctx, err
+			}
 			return calls.tap(ctx, info)
-		}),
+		})),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
