@@ -149,9 +149,12 @@ func FreeAddr() (string, error) {
 // The ports are picked below the kernel's ephemeral range (listenPorts), not by
 // listening on port 0, which hands out ports of that range: a process that the
 // harness kills and starts again on its port leaves the port free in between, and
-// any connection opened on the machine meanwhile may take an ephemeral port as its
-// source port, its own included; the restarted process then fails to listen
-// ("address already in use"). Outgoing connections never take a port below the range.
+// any process on the machine that listens on port 0 meanwhile (every in-process test
+// server of the packages tested alongside does) may be given it; the restarted
+// process then fails to listen ("address already in use"). Here a freed port went
+// to another listener on port 0 after 121 to 18,124 listens (five tries). The kernel
+// never hands out a port below the range, neither to listeners on port 0 nor as an
+// outgoing connection's source port.
 func FreeAddrs(n int) ([]string, error) {
 	var addrs []string
 	var ls []net.Listener

@@ -7,11 +7,11 @@ import (
 )
 
 // TestFreeAddrsBelowEphemeralRange: the ports handed to the suite's processes are
-// never ports an outgoing connection can take as its source port. Restart kills a
-// process and starts it on the same port; in between, any connection opened on the
-// machine could take an ephemeral port, so a port of that range could be lost to
-// the restarted process ("address already in use"), one way a restart test fails
-// at random while other tests run.
+// never ports the kernel hands out by itself. Restart kills a process and starts it
+// on the same port; in between, any process listening on port 0 (or connecting) could
+// be given a port of the ephemeral range, so such a port could be lost to the
+// restarted process ("address already in use"), one way a restart test fails at
+// random while other tests run.
 func TestFreeAddrsBelowEphemeralRange(t *testing.T) {
 	lo, hi := listenPorts()
 	if hi-lo < 1000 {
@@ -34,8 +34,19 @@ func TestFreeAddrsBelowEphemeralRange(t *testing.T) {
 		picked[port] = true
 	}
 
-	// The kernel's own choices (a listener on port 0, the source ports of outgoing
+	// The kernel's own choices (listeners on port 0, the source ports of outgoing
 	// connections) stay above the range.
+	for i := range 200 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if port <= hi {
+			t.Fatalf("listener %d on port 0 was given port %d, inside the range FreeAddrs picks from (%d..%d)", i, port, lo, hi)
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
