@@ -204,13 +204,22 @@ func start(bin string) (string, func(), error) {
 	if err := run(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"); err != nil {
 		return fail(err)
 	}
-	port, err := freePort()
-	if err != nil {
-		return fail(err)
-	}
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories=%s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=16MB", port, dir)
-	if err := run(filepath.Join(bin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
-		return fail(err)
+	// The port was free a moment ago; another process listening on port 0 may be
+	// given it before the server binds it (the packages are tested in parallel, with
+	// servers of their own), so a start that fails is tried on another port.
+	var port int
+	for try := 1; ; try++ {
+		if port, err = freePort(); err != nil {
+			return fail(err)
+		}
+		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories=%s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=16MB", port, dir)
+		err = run(filepath.Join(bin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start")
+		if err == nil {
+			break
+		}
+		if try == 3 {
+			return fail(err)
+		}
 	}
 	stopFn := func() {
 		_ = run(filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop")

@@ -38,12 +38,31 @@ export async function signInsPage(root: HTMLElement, signal: AbortSignal): Promi
     return s ? detail(s) : [h("p", { class: "muted" }, "Not found (deleted by retention?)")];
   };
   let live: AbortController | undefined;
-  // follow inserts the sign-ins recorded from now on that match the filters.
+  // catchUp lists the first page again and inserts at the top the sign-ins it has that
+  // the page does not: those recorded after the page's listing but before its stream
+  // reported (the stream sends only what is decided after its first heartbeat, and
+  // the listing runs alongside it), or while a broken stream reconnected.
+  const catchUp = async () => {
+    try {
+      const r = await access.listSignIns({ pageSize: 50, userId: user.value.trim(), deviceId: device.value.trim(), applicationId: app.value.trim(), decision: Number(decision.value || 0) }, { signal });
+      if (ix !== 0) return;
+      const missing = r.signIns.filter((s) => !body.querySelector(`tr[data-signin="${CSS.escape(s.signInId)}"]`));
+      if (missing.length === 0) return;
+      body.querySelector("td[colspan]")?.parentElement?.remove();
+      for (const s of missing.reverse()) body.insertBefore(row(s, detail(s)), body.firstChild);
+    } catch { /* the stream goes on; its next connection catches up again */ }
+  };
+  // follow inserts the sign-ins recorded from now on that match the filters; on each
+  // connection's first message (the heartbeat that says the stream reports from then
+  // on) it catches up.
   const follow = async (ctl: AbortController) => {
     for (let attempt = 0; !ctl.signal.aborted; attempt++) {
       try {
+        let first = true;
         for await (const m of access.watchSignIns({ userId: user.value.trim(), deviceId: device.value.trim(), applicationId: app.value.trim(), decision: Number(decision.value || 0) }, { signal: ctl.signal })) {
           attempt = 0;
+          if (first && ix === 0) void catchUp();
+          first = false;
           if (m.kind.case !== "signIn" || ix !== 0) continue;
           const n = m.kind.value;
           if (body.querySelector(`tr[data-signin="${CSS.escape(n.signInId)}"]`)) continue;
