@@ -38,7 +38,7 @@ func (l *limitOptions) register(fs *flag.FlagSet) {
 	fs.Float64Var(&l.alertRate, "alert-rate", defaultAlertRate, "alerts per second per sensor identity (ReportAlert and ReportAlerts share the bucket); 0 disables the limit")
 	fs.IntVar(&l.alertBurst, "alert-burst", defaultAlertBurst, "alert bucket size per sensor identity; at least the largest batch (1000)")
 	fs.IntVar(&l.maxCallsPerIdentity, "max-calls-per-identity", server.DefaultMaxCallsPerIdentity, "unary calls in flight per caller identity (per connection in development mode); more are refused with RESOURCE_EXHAUSTED (TOO_MANY_CALLS_IN_FLIGHT) before their request is read")
-	fs.IntVar(&l.maxCallsInFlight, "max-calls-in-flight", 0, "unary calls in flight in the whole server, the services' own counted but never refused (0: 128 per CPU); more are refused with RESOURCE_EXHAUSTED (SERVER_OVERLOADED) before their request is read; one identity holds at most half")
+	fs.IntVar(&l.maxCallsInFlight, "max-calls-in-flight", 0, "unary calls in flight in the whole server, the services' own counted but never refused (0: 128 per CPU); more are refused with RESOURCE_EXHAUSTED (SERVER_OVERLOADED) before their request is read; one identity holds at most half, and a reserve of a quarter more admits callers holding fewer than 8")
 	fs.Int64Var(&l.maxBytesPerIdentity, "max-request-bytes-per-identity", server.DefaultMaxRequestBytesPerIdentity, "bytes of unary requests in flight per caller identity; at least --max-recv-msg-size; more are refused with RESOURCE_EXHAUSTED (TOO_MANY_REQUEST_BYTES_IN_FLIGHT)")
 }
 

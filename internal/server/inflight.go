@@ -78,7 +78,10 @@ const inflightRetryDelay = 200 * time.Millisecond
 // two CPUs), 42 and 57 ms (1 and 6 over 100 ms). The
 // suite's services (service identities) are never refused by the total, only counted
 // in it: their calls are the pipeline's own. So that one caller cannot take the whole
-// total and refuse everyone else, an identity holds at most half of it.
+// total and refuse everyone else, an identity holds at most half of it; and so that
+// two cannot either, a reserve of a quarter more is kept for light callers, those
+// holding fewer than lightCalls (an enforcement point asking a few questions at a
+// time): a full server still admits them, and refuses only its heavy callers.
 //
 // go-grpc-middleware has no concurrency limiter keyed by caller (its ratelimit limits
 // a rate and sees neither the caller nor the request's size), hence our own.
@@ -112,6 +115,10 @@ func newInflight(maxCalls, maxTotal int, maxBytes int64, authz *auth.Authorizer,
 // perIdentity is the most calls one identity may hold: --max-calls-per-identity, and
 // at most half of the server's total.
 func (f *inflight) perIdentity() int { return max(1, min(f.maxCalls, f.maxTotal/2)) }
+
+// lightCalls is how many calls an identity may hold and still take the reserve past
+// the total: 8, or a quarter of the per-identity cap when that is smaller.
+func (f *inflight) lightCalls() int { return max(1, min(8, f.perIdentity()/4)) }
 
 // exempt reports whether fullMethod is never counted: health and reflection.
 func exemptFromInflight(fullMethod string) bool {
@@ -178,7 +185,7 @@ func (f *inflight) acquireCall(key string, service bool) error {
 	if service && f.calls[key] >= f.maxCalls {
 		return f.tooManyCalls()
 	}
-	if !service && f.total >= f.maxTotal {
+	if !service && f.total >= f.maxTotal && (f.calls[key] >= f.lightCalls() || f.total >= f.maxTotal+f.maxTotal/4) {
 		return f.overloaded()
 	}
 	f.calls[key]++

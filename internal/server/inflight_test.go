@@ -268,10 +268,12 @@ func TestCallsInFlightServiceNotStarved(t *testing.T) {
 }
 
 // TestCallsInFlightServerTotal: the server's total of unary calls in flight is capped
-// (MaxCallsInFlight): past it, a caller that is under its own cap is refused with
-// RESOURCE_EXHAUSTED SERVER_OVERLOADED and a RetryInfo, before its request is read;
-// one identity holds at most half the total, so one flood never refuses everyone;
-// the suite's services are counted but never refused, and health is never counted.
+// (MaxCallsInFlight): past it, a heavy caller that is under its own cap is refused
+// with RESOURCE_EXHAUSTED SERVER_OVERLOADED and a RetryInfo, before its request is
+// read; one identity holds at most half the total, and a reserve of a quarter more
+// serves light callers (here, those holding no call), so two floods do not refuse
+// everyone; the suite's services are counted but never refused, and health is never
+// counted.
 func TestCallsInFlightServerTotal(t *testing.T) {
 	const total = 8
 	ca := authtest.NewCA(t)
@@ -282,6 +284,7 @@ func TestCallsInFlightServerTotal(t *testing.T) {
 	}
 	e := startWith(t, server.Config{MaxCallsInFlight: total, MaxCallsPerIdentity: 256, Auth: ca.ServerConfig(t)}, cc("reader-1"))
 	r2, r3 := e.dial(t, cc("reader-2")), e.dial(t, cc("reader-3"))
+	r4, r5 := e.dial(t, cc("reader-4")), e.dial(t, cc("reader-5"))
 	cert, key := ca.IssueURIs(t, "condaccess-risk", []string{auth.ServiceURI("risk")})
 	svc := e.dial(t, auth.ClientConfig{CAFile: ca.CertFile, CertFile: cert, KeyFile: key, ServerName: "localhost"})
 	ctx := testCtx(t)
@@ -289,7 +292,8 @@ func TestCallsInFlightServerTotal(t *testing.T) {
 	defer release()
 
 	// flood makes n held calls from conn and returns the refusals once the others are
-	// in flight.
+	// in flight; it fails the test if a held call ends within 200 ms (it was refused
+	// after all).
 	flood := func(conn grpc.ClientConnInterface, n, held int) []error {
 		errs := make(chan error, n)
 		for range n {
@@ -307,6 +311,11 @@ func TestCallsInFlightServerTotal(t *testing.T) {
 				t.Fatalf("%d of %d calls refused, want %d", len(refused), n, n-held)
 			}
 		}
+		select {
+		case err := <-errs:
+			t.Fatalf("%d of %d calls refused, want %d (the last: %v)", len(refused)+1, n, n-held, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 		return refused
 	}
 	// One identity gets half the total, no more.
@@ -317,8 +326,17 @@ func TestCallsInFlightServerTotal(t *testing.T) {
 	for _, err := range flood(r2, 20, total/2) {
 		checkInflightRefusal(t, err, server.ReasonTooManyCallsInFlight, server.ReasonServerOverloaded)
 	}
-	// A third, under its own cap, is refused by the total.
-	_, err := servertest.Call(ctx, r3, servertest.MethodEcho, servertest.NewRequest("d1", ""))
+	// A third and a fourth, holding nothing, get one call each from the reserve (a
+	// quarter of the total: 2); a second call of the third is refused by the total,
+	// and so is a fifth identity once the reserve is used up.
+	for _, conn := range []*grpc.ClientConn{r3, r4} {
+		if refused := flood(conn, 2, 1); len(refused) != 1 {
+			t.Fatalf("a light caller past the total: %d refused, want 1", len(refused))
+		} else {
+			checkInflightRefusal(t, refused[0], server.ReasonServerOverloaded)
+		}
+	}
+	_, err := servertest.Call(ctx, r5, servertest.MethodEcho, servertest.NewRequest("d1", ""))
 	checkInflightRefusal(t, err, server.ReasonServerOverloaded)
 	// The suite's own service is served, and health answers.
 	if _, err := servertest.Call(ctx, svc, servertest.MethodInternal, servertest.NewRequest("d1", "")); err != nil {
@@ -327,10 +345,10 @@ func TestCallsInFlightServerTotal(t *testing.T) {
 	if _, err := healthpb.NewHealthClient(r3).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("health while the server is full: %v", err)
 	}
-	// When the floods end, the third identity is served.
+	// When the floods end, the fifth identity is served.
 	release()
-	waitFor(t, "the third identity to be served", func() bool {
-		_, err := servertest.Call(ctx, r3, servertest.MethodEcho, servertest.NewRequest("d1", ""))
+	waitFor(t, "the fifth identity to be served", func() bool {
+		_, err := servertest.Call(ctx, r5, servertest.MethodEcho, servertest.NewRequest("d1", ""))
 		return err == nil
 	})
 }
