@@ -126,6 +126,7 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     return tr;
   };
   let listing = 0;
+  let shown = "";
   const refresh = async () => {
     const n = ++listing;
     const [cp, ca] = await Promise.all([
@@ -133,6 +134,12 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
       caPolicies.listPolicies({ pageSize: 500 }, { signal }),
     ]);
     if (n !== listing) return; // a newer listing is on its way
+    // Nothing changed since the last listing (a stream reports the change this page
+    // made itself, which it listed already): the tables stay as they are, with what
+    // the user is doing in them (a state picked and not saved, a button being clicked).
+    const now = JSON.stringify([cp.policies.map((p) => [p.policyId, p.etag]), ca.policies.map((p) => [p.policyId, p.etag])]);
+    if (now === shown) return;
+    shown = now;
     replace(tables,
     h("h2", null, "Compliance policies"),
     h("table", { id: "compliance-policies" }, h("thead", null, h("tr", null, ["Policy", "Maximum device risk", "Minimum OS", "Platforms", "Assignment", ""].map((c) => h("th", { scope: "col" }, c)))),
