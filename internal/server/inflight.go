@@ -74,7 +74,7 @@ const inflightRetryDelay = 200 * time.Millisecond
 // runnable goroutine once its request arrives; the Go scheduler has no priorities, so
 // health checks and the services' own consumers waited behind all of them. With the
 // load generator's four connections holding 1,024 calls, BenchmarkOverload measured
-// health p99 at 64-127 ms (28-46 checks over 100 ms a minute); with this cap (256 on
+// health p99 at 64-127 ms (28-46 checks over 100 ms in a run); with this cap (256 on
 // two CPUs), 42 and 57 ms (1 and 6 over 100 ms). The
 // suite's services (service identities) are never refused by the total, only counted
 // in it: their calls are the pipeline's own. So that one caller cannot take the whole
