@@ -702,11 +702,23 @@ func TestConsoleAlerts(t *testing.T) {
 		t.Fatalf("alert after the refused resolve: %v %v", a.GetAlert().GetStatus(), err)
 	}
 
-	// Classified: resolved.
+	// Classified: resolved. While the analyst fills the form in, another alert arrives
+	// and the page reloads live: what the analyst chose and typed stays.
 	if err := chromedp.Do(tab,
 		chromedp.SetValue(row+` select[name="classification"]`, fmt.Sprint(int32(riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE))),
-		chromedp.SendKeys(row+` input[name="comment"]`, "admin script, known"),
-		chromedp.Click(row+` button[type="submit"]`)); err != nil {
+		chromedp.SendKeys(row+` input[name="comment"]`, "admin script, known")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := risk.ReportAlert(ctx, &riskv1.ReportAlertRequest{Alert: &riskv1.Alert{
+		AlertId: "a-2", DeviceId: "dev-9", Severity: commonv1.Severity_SEVERITY_HIGH, Title: "Another one"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, 10*time.Second, `#alerts tr[data-alert="a-2"]`, "the new alert listed live")
+	kept, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector('`+row+` input[name="comment"]').value + "|" + document.querySelector('`+row+` select[name="classification"]').value`))
+	if want := "admin script, known|" + fmt.Sprint(int32(riskv1.AlertClassification_ALERT_CLASSIFICATION_FALSE_POSITIVE)); err != nil || kept != want {
+		t.Fatalf("the form being filled in after a live reload: %q (%v), want %q", kept, err, want)
+	}
+	if err := chromedp.Do(tab, chromedp.Click(row+` button[type="submit"]`)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, tab, 10*time.Second, `#alerts`, "alerts page after resolving")

@@ -37,6 +37,19 @@ export function replace(el: Element, ...children: Child[]): void {
   append(el, children);
 }
 
+/**
+ * reconcile makes el's children exactly children, in order, moving or removing only
+ * what differs: a child that stays where it is is not touched, so a control in it
+ * keeps its value and its focus (replace would take every child out and put it back).
+ */
+export function reconcile(el: Element, children: Element[]): void {
+  children.forEach((c, i) => {
+    const at = el.children[i];
+    if (at !== c) el.insertBefore(c, at ?? null);
+  });
+  while (el.children.length > children.length) el.lastElementChild?.remove();
+}
+
 /** link is an in-app link handled by the router. */
 export function link(href: string, ...children: Child[]): HTMLAnchorElement {
   return h("a", { href, "data-link": true }, ...children);
