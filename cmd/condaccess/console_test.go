@@ -634,6 +634,30 @@ func TestConsolePolicies(t *testing.T) {
 		t.Errorf("default grant controls = %v, want require COMPLIANT_DEVICE + REGISTERED_DEVICE", g)
 	}
 
+	// A state picked in one row and not saved yet stays picked when another policy
+	// changes on the server and the page lists again.
+	disabled := strconv.Itoa(int(accessv1.PolicyState_POLICY_STATE_DISABLED))
+	if err := chromedp.Do(tab, chromedp.SetValue(`select[name="state-payroll-block-trial"]`, disabled)); err != nil {
+		t.Fatal(err)
+	}
+	wiki, err := policies.GetPolicy(ctx, &accessv1.GetPolicyRequest{PolicyId: "wiki-devices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wiki.GetPolicy().DisplayName = "Wiki, renamed elsewhere"
+	if _, err := policies.UpdatePolicy(ctx, &accessv1.UpdatePolicyRequest{Policy: wiki.GetPolicy()}); err != nil {
+		t.Fatal(err)
+	}
+	pollCtx, cancelPoll := context.WithTimeout(tab, 10*time.Second)
+	_, err = chromedp.Run(pollCtx, chromedp.Poll[bool](`document.querySelector('tr[data-policy="wiki-devices"]')?.textContent.includes("Wiki, renamed elsewhere") || false`))
+	cancelPoll()
+	if err != nil {
+		t.Fatalf("the renamed policy is not listed live: %v", err)
+	}
+	if v, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector('select[name="state-payroll-block-trial"]').value`)); err != nil || v != disabled {
+		t.Errorf("the state picked in another row after a live reload: %q (%v), want %q", v, err, disabled)
+	}
+
 	// A stale edit: the policy changes on the server after the form was opened.
 	if err := chromedp.Do(tab, chromedp.Click(`button[data-edit="payroll-compliant"]`)); err != nil {
 		t.Fatal(err)
@@ -652,7 +676,7 @@ func TestConsolePolicies(t *testing.T) {
 		chromedp.Click(`#editor button[type="submit"]`)); err != nil {
 		t.Fatal(err)
 	}
-	pollCtx, cancelPoll := context.WithTimeout(tab, 5*time.Second)
+	pollCtx, cancelPoll = context.WithTimeout(tab, 5*time.Second)
 	msg, err := chromedp.Run(pollCtx, chromedp.Poll[string](`document.querySelector("#editor .error")?.textContent || false`))
 	cancelPoll()
 	if err != nil || !strings.Contains(msg, "Conflict") {

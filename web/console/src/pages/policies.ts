@@ -4,7 +4,7 @@
 // tables follow WatchCompliancePolicies and WatchPolicies, so another admin's change
 // shows without a reload.
 import { Code } from "@connectrpc/connect";
-import { h, replace, select, field, input } from "../dom";
+import { h, replace, reconcile, select, field, input } from "../dom";
 import { compliancePolicies, caPolicies, name, errorText, isCode } from "../api";
 import { Platform, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import { create, clone } from "@bufbuild/protobuf";
@@ -125,8 +125,35 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     });
     return tr;
   };
+  const cpRow = (p: CompliancePolicy): HTMLTableRowElement => h("tr", { "data-compliance-policy": p.policyId, "data-etag": p.etag },
+    h("td", null, h("strong", null, p.displayName), h("br"), h("span", { class: "mono muted" }, p.policyId)),
+    h("td", null, p.maxDeviceRisk ? name(RiskLevel, p.maxDeviceRisk) : "–"), h("td", null, p.minOsVersion || "–"),
+    h("td", null, p.platforms.map((x) => name(Platform, x)).join(", ") || "any"),
+    h("td", null, p.assignment?.allDevices ? "all devices" : (p.assignment?.includeGroups.join(", ") ?? "")),
+    h("td", null, h("button", { type: "button", onclick: () => cpForm(p) }, "Edit")));
+  const cpBody = h("tbody"), caBody = h("tbody");
+  replace(tables,
+    h("h2", null, "Compliance policies"),
+    h("table", { id: "compliance-policies" }, h("thead", null, h("tr", null, ["Policy", "Maximum device risk", "Minimum OS", "Platforms", "Assignment", ""].map((c) => h("th", { scope: "col" }, c)))), cpBody),
+    h("button", { type: "button", onclick: () => cpForm() }, "New compliance policy"),
+    h("h2", null, "Conditional Access policies"),
+    h("table", { id: "ca-policies" }, h("thead", null, h("tr", null, ["Policy", "Users", "Applications", "Grant", "State"].map((c) => h("th", { scope: "col" }, c)))), caBody),
+    h("button", { type: "button", id: "new-ca-policy", onclick: () => caForm() }, "New Conditional Access policy"));
+  // Rows by policy with the etag they show: a listing keeps the row of a policy that did
+  // not change, in place (reconcile), so that a live reload caused by another policy's
+  // change, or by this page's own, leaves what the user is doing in it alone (a state
+  // picked and not saved, a button about to be clicked).
+  type Row = { tr: HTMLTableRowElement; etag: string };
+  let cpRows = new Map<string, Row>(), caRows = new Map<string, Row>();
+  const keep = <P extends { policyId: string; etag: string }>(old: Map<string, Row>, ps: P[], make: (p: P) => HTMLTableRowElement): Map<string, Row> => {
+    const next = new Map<string, Row>();
+    for (const p of ps) {
+      const o = old.get(p.policyId);
+      next.set(p.policyId, o && o.etag === p.etag && o.tr.isConnected ? o : { tr: make(p), etag: p.etag });
+    }
+    return next;
+  };
   let listing = 0;
-  let shown = "";
   const refresh = async () => {
     const n = ++listing;
     const [cp, ca] = await Promise.all([
@@ -134,26 +161,10 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
       caPolicies.listPolicies({ pageSize: 500 }, { signal }),
     ]);
     if (n !== listing) return; // a newer listing is on its way
-    // Nothing changed since the last listing (a stream reports the change this page
-    // made itself, which it listed already): the tables stay as they are, with what
-    // the user is doing in them (a state picked and not saved, a button being clicked).
-    const now = JSON.stringify([cp.policies.map((p) => [p.policyId, p.etag]), ca.policies.map((p) => [p.policyId, p.etag])]);
-    if (now === shown) return;
-    shown = now;
-    replace(tables,
-    h("h2", null, "Compliance policies"),
-    h("table", { id: "compliance-policies" }, h("thead", null, h("tr", null, ["Policy", "Maximum device risk", "Minimum OS", "Platforms", "Assignment", ""].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", null, cp.policies.map((p) => h("tr", { "data-compliance-policy": p.policyId, "data-etag": p.etag },
-        h("td", null, h("strong", null, p.displayName), h("br"), h("span", { class: "mono muted" }, p.policyId)),
-        h("td", null, p.maxDeviceRisk ? name(RiskLevel, p.maxDeviceRisk) : "–"), h("td", null, p.minOsVersion || "–"),
-        h("td", null, p.platforms.map((x) => name(Platform, x)).join(", ") || "any"),
-        h("td", null, p.assignment?.allDevices ? "all devices" : (p.assignment?.includeGroups.join(", ") ?? "")),
-        h("td", null, h("button", { type: "button", onclick: () => cpForm(p) }, "Edit")))))),
-    h("button", { type: "button", onclick: () => cpForm() }, "New compliance policy"),
-    h("h2", null, "Conditional Access policies"),
-    h("table", { id: "ca-policies" }, h("thead", null, h("tr", null, ["Policy", "Users", "Applications", "Grant", "State"].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", null, ca.policies.map(caRow))),
-    h("button", { type: "button", id: "new-ca-policy", onclick: () => caForm() }, "New Conditional Access policy"));
+    cpRows = keep(cpRows, cp.policies, cpRow);
+    caRows = keep(caRows, ca.policies, caRow);
+    reconcile(cpBody, [...cpRows.values()].map((r) => r.tr));
+    reconcile(caBody, [...caRows.values()].map((r) => r.tr));
   };
   replace(root, h("h1", null, "Policies"), editor, tables);
   await refresh();
