@@ -83,6 +83,9 @@ func TestReplicasOnPostgres(t *testing.T) {
 			cancel()
 		}
 	}()
+	// A failing step ends the test early: the chaos must stop before the test does (its
+	// t.Logf after the end would panic, and it would go on killing processes).
+	defer func() { stopChaos(); chaos.Wait() }()
 
 	// Devices in the manual group: blocked on an alert, allowed when it is resolved.
 	type dev struct {

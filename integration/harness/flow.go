@@ -68,10 +68,24 @@ func (s *Suite) Enroll(t testing.TB, deviceID, group string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	must(t, "EnrollDevice", err2(s.Devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
-		DeviceId: deviceID, DisplayName: "Laptop " + deviceID, Platform: commonv1.Platform_PLATFORM_WINDOWS,
-		OsVersion: "10.0.22631", OwnerUserId: User, Groups: []string{group},
-	}})))
+	// A replica killed under the call (the chaos tests kill compliance leaders) ends it
+	// UNAVAILABLE, committed or not: try again, as an admin would, until the replica is
+	// back; ALREADY_EXISTS on a second try means the first one committed.
+	for try := 1; ; try++ {
+		_, err := s.Devices.EnrollDevice(ctx, &compliancev1.EnrollDeviceRequest{Device: &compliancev1.Device{
+			DeviceId: deviceID, DisplayName: "Laptop " + deviceID, Platform: commonv1.Platform_PLATFORM_WINDOWS,
+			OsVersion: "10.0.22631", OwnerUserId: User, Groups: []string{group},
+		}})
+		if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if status.Code(err) == codes.AlreadyExists && try > 1 {
+			err = nil
+		}
+		must(t, "EnrollDevice", err)
+		break
+	}
 	s.WaitDecision(t, deviceID, accessv1.Decision_DECISION_ALLOW)
 }
 
