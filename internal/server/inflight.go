@@ -179,10 +179,11 @@ func (s *Server) HoldCall(ctx context.Context, id auth.Identity, remote string) 
 func (f *inflight) acquireCall(key string, service bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !service && f.calls[key] >= f.perIdentity() {
-		return f.tooManyCalls()
+	limit := f.perIdentity()
+	if service {
+		limit = f.maxCalls // a service's share is not bounded by half the total
 	}
-	if service && f.calls[key] >= f.maxCalls {
+	if f.calls[key] >= limit {
 		return f.tooManyCalls()
 	}
 	if !service && f.total >= f.maxTotal && (f.calls[key] >= f.lightCalls() || f.total >= f.maxTotal+f.maxTotal/4) {
