@@ -50,6 +50,27 @@ export function reconcile(el: Element, children: Element[]): void {
   while (el.children.length > children.length) el.lastElementChild?.remove();
 }
 
+/**
+ * KeyedRows keeps one table row per item, made again only when the item's etag
+ * changed (or its row left the page): with reconcile, a live reload leaves the row of
+ * an unchanged item, and what the user is choosing or typing in it, alone.
+ */
+export class KeyedRows<T> {
+  private rows = new Map<string, { tr: HTMLTableRowElement; etag: string }>();
+  constructor(private id: (t: T) => string, private etag: (t: T) => string, private make: (t: T) => HTMLTableRowElement) {}
+
+  /** update returns the rows of items, in their order, and forgets the others. */
+  update(items: T[]): HTMLTableRowElement[] {
+    const next = new Map<string, { tr: HTMLTableRowElement; etag: string }>();
+    for (const t of items) {
+      const old = this.rows.get(this.id(t));
+      next.set(this.id(t), old && old.etag === this.etag(t) && old.tr.isConnected ? old : { tr: this.make(t), etag: this.etag(t) });
+    }
+    this.rows = next;
+    return [...next.values()].map((r) => r.tr);
+  }
+}
+
 /** link is an in-app link handled by the router. */
 export function link(href: string, ...children: Child[]): HTMLAnchorElement {
   return h("a", { href, "data-link": true }, ...children);

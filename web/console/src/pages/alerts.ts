@@ -1,5 +1,5 @@
 // Alerts: filter, classify and resolve, comment; live from the risk stream.
-import { h, link, replace, reconcile, field, select, input } from "../dom";
+import { h, link, replace, reconcile, KeyedRows, field, select, input } from "../dom";
 import { risk, name, when, errorText, fail } from "../api";
 import { watch } from "../live";
 import { Severity } from "@gen/condaccess/common/v1/common_pb";
@@ -40,25 +40,19 @@ export async function alertsPage(root: HTMLElement, signal: AbortSignal): Promis
     });
     return f;
   };
-  // Rows by alert, with the etag they show: a listing keeps the row of an alert that
-  // has not changed (and what the analyst has chosen and typed in it), so that the live
-  // reload another alert's change causes does not wipe a resolution being written.
-  let rows = new Map<string, { tr: HTMLTableRowElement; etag: string }>();
+  // Rows by alert and etag, so that the live reload another alert's change causes does
+  // not wipe a resolution being written.
+  const rows = new KeyedRows<Alert>((a) => a.alertId, (a) => a.etag, (a) => h("tr", { "data-alert": a.alertId, "data-etag": a.etag },
+    h("td", null, h("strong", null, a.title), h("br"), h("span", { class: "mono muted" }, a.alertId)),
+    h("td", null, link(`/devices/${encodeURIComponent(a.deviceId)}`, a.deviceId)),
+    h("td", { class: `level-${name(Severity, a.severity)}` }, name(Severity, a.severity)),
+    h("td", null, name(AlertStatus, a.status)), h("td", null, when(a.detectTime)), h("td", null, resolveForm(a))));
   const load = async () => {
     try {
       const r = await risk.listAlerts({ pageSize: 100, status: Number(status.value || 0), minSeverity: Number(sev.value || 0), deviceId: dev.value.trim() }, { signal });
-      const next = new Map<string, { tr: HTMLTableRowElement; etag: string }>();
-      for (const a of r.alerts) {
-        const old = rows.get(a.alertId);
-        next.set(a.alertId, old && old.etag === a.etag ? old : { etag: a.etag, tr: h("tr", { "data-alert": a.alertId, "data-etag": a.etag },
-          h("td", null, h("strong", null, a.title), h("br"), h("span", { class: "mono muted" }, a.alertId)),
-          h("td", null, link(`/devices/${encodeURIComponent(a.deviceId)}`, a.deviceId)),
-          h("td", { class: `level-${name(Severity, a.severity)}` }, name(Severity, a.severity)),
-          h("td", null, name(AlertStatus, a.status)), h("td", null, when(a.detectTime)), h("td", null, resolveForm(a))) });
-      }
-      rows = next;
-      if (r.alerts.length === 0) replace(body, h("tr", null, h("td", { colspan: 6, class: "muted" }, "No alerts match.")));
-      else reconcile(body, [...next.values()].map((x) => x.tr));
+      const trs = rows.update(r.alerts);
+      if (trs.length === 0) replace(body, h("tr", null, h("td", { colspan: 6, class: "muted" }, "No alerts match.")));
+      else reconcile(body, trs);
       msg.textContent = r.nextPageToken ? "Showing the first 100 alerts; narrow the filter for more." : "";
     } catch (e) { fail(msg, e); }
   };

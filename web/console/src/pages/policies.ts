@@ -4,7 +4,7 @@
 // tables follow WatchCompliancePolicies and WatchPolicies, so another admin's change
 // shows without a reload.
 import { Code } from "@connectrpc/connect";
-import { h, replace, reconcile, select, field, input } from "../dom";
+import { h, replace, reconcile, KeyedRows, select, field, input } from "../dom";
 import { compliancePolicies, caPolicies, name, errorText, isCode } from "../api";
 import { Platform, RiskLevel } from "@gen/condaccess/common/v1/common_pb";
 import { create, clone } from "@bufbuild/protobuf";
@@ -139,20 +139,11 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
     h("h2", null, "Conditional Access policies"),
     h("table", { id: "ca-policies" }, h("thead", null, h("tr", null, ["Policy", "Users", "Applications", "Grant", "State"].map((c) => h("th", { scope: "col" }, c)))), caBody),
     h("button", { type: "button", id: "new-ca-policy", onclick: () => caForm() }, "New Conditional Access policy"));
-  // Rows by policy with the etag they show: a listing keeps the row of a policy that did
-  // not change, in place (reconcile), so that a live reload caused by another policy's
-  // change, or by this page's own, leaves what the user is doing in it alone (a state
-  // picked and not saved, a button about to be clicked).
-  type Row = { tr: HTMLTableRowElement; etag: string };
-  let cpRows = new Map<string, Row>(), caRows = new Map<string, Row>();
-  const keep = <P extends { policyId: string; etag: string }>(old: Map<string, Row>, ps: P[], make: (p: P) => HTMLTableRowElement): Map<string, Row> => {
-    const next = new Map<string, Row>();
-    for (const p of ps) {
-      const o = old.get(p.policyId);
-      next.set(p.policyId, o && o.etag === p.etag && o.tr.isConnected ? o : { tr: make(p), etag: p.etag });
-    }
-    return next;
-  };
+  // Rows by policy and etag (KeyedRows, reconcile), so that a live reload caused by
+  // another policy's change, or by this page's own, leaves what the user is doing in a
+  // row alone (a state picked and not saved, a button about to be clicked).
+  const cpRows = new KeyedRows<CompliancePolicy>((p) => p.policyId, (p) => p.etag, cpRow);
+  const caRows = new KeyedRows<ConditionalAccessPolicy>((p) => p.policyId, (p) => p.etag, caRow);
   let listing = 0;
   const refresh = async () => {
     const n = ++listing;
@@ -161,10 +152,8 @@ export async function policiesPage(root: HTMLElement, signal: AbortSignal): Prom
       caPolicies.listPolicies({ pageSize: 500 }, { signal }),
     ]);
     if (n !== listing) return; // a newer listing is on its way
-    cpRows = keep(cpRows, cp.policies, cpRow);
-    caRows = keep(caRows, ca.policies, caRow);
-    reconcile(cpBody, [...cpRows.values()].map((r) => r.tr));
-    reconcile(caBody, [...caRows.values()].map((r) => r.tr));
+    reconcile(cpBody, cpRows.update(cp.policies));
+    reconcile(caBody, caRows.update(ca.policies));
   };
   replace(root, h("h1", null, "Policies"), editor, tables);
   await refresh();
